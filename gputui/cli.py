@@ -1,0 +1,209 @@
+"""Command line: argument parsing only; every verb calls the core."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gputui import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from gputui.gpus.probe import NoGpuError
+    from gputui.jobspec import JobSpecError
+    from gputui.rundir import RunLocked
+    from gputui.session import PlanMismatch
+    from gputui.store import StateUnreadable
+
+    try:
+        return args.func(args)
+    except (JobSpecError, RunLocked, PlanMismatch, StateUnreadable, NoGpuError, FileNotFoundError) as e:
+        print(f"gputui: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:  # e.g. a bad --simulate spec
+        print(f"gputui: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gputui", description="Watch GPUs; launch and control the GPU jobs gputui owns.")
+    p.add_argument("--version", action="version", version=f"gputui {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a job headless until every task is done or failed for good")
+    run.add_argument("--jobs", type=Path, help="job file (TOML); optional when --run-dir names an existing run")
+    run.add_argument("--run-dir", type=Path, help="run directory (default: runs/<name> beside the job file)")
+    _simulate_arg(run)
+    quiet = run.add_mutually_exclusive_group()
+    quiet.add_argument("--quiet", action="store_true", help="hide worker output (it is still in the log files)")
+    quiet.add_argument("--show-worker-output", action="store_true", help="stream worker output (the default)")
+    run.add_argument("--progress-every", type=float, default=30.0, metavar="S", help="progress line period")
+    run.set_defaults(func=_cmd_run)
+
+    st = sub.add_parser("status", help="tasks of a run, their status and failure reasons")
+    st.add_argument("--run-dir", type=Path, required=True)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_cmd_status)
+
+    g = sub.add_parser("gpus", help="a one-shot GPU table, like nvidia-smi")
+    g.add_argument("--json", action="store_true")
+    _simulate_arg(g)
+    g.set_defaults(func=_cmd_gpus)
+
+    m = sub.add_parser("merge", help="merge shard outputs (coverage-checked) and write merge_summary.json")
+    m.add_argument("--run-dir", type=Path, required=True)
+    m.set_defaults(func=lambda a: _cmd_verb(a, "merge"))
+
+    s = sub.add_parser("summary", help="write summary.json and report.md for a run")
+    s.add_argument("--run-dir", type=Path, required=True)
+    s.set_defaults(func=_cmd_summary)
+
+    for verb, text in (("pause", "pause tasks (SIGSTOP their process trees)"),
+                       ("resume", "resume paused tasks (SIGCONT)"),
+                       ("kill", "kill tasks (SIGTERM, grace period, SIGKILL); they stay killed until retried"),
+                       ("retry", "queue failed or killed tasks again")):
+        v = sub.add_parser(verb, help=text)
+        v.add_argument("--run-dir", type=Path, required=True)
+        v.add_argument("task_ids", nargs="*", metavar="TASK_ID")
+        v.add_argument("--all", action="store_true", help="every task of this run the verb applies to")
+        v.set_defaults(func=lambda a, verb=verb: _cmd_verb(a, verb))
+    return p
+
+
+def _simulate_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--simulate", metavar="SPEC",
+                   help="simulated GPUs: N or NxGB (e.g. 4, 8x24); 'auto' or 'auto:NxGB' simulates only "
+                        "when no real GPU can be probed")
+
+
+def _cmd_run(args) -> int:
+    from gputui.jobspec import load_jobspec
+    from gputui.printer import Printer
+    from gputui.scheduler import Options, Scheduler
+    from gputui.session import open_for_job
+
+    job_path = args.jobs
+    if job_path is None:
+        if args.run_dir is None:
+            raise FileNotFoundError("gputui run needs --jobs FILE (or --run-dir of an existing run)")
+        from gputui.session import open_existing
+
+        _, store = open_existing(args.run_dir)
+        job_path = Path(store.meta("job_file"))
+        store.close()
+    job = load_jobspec(job_path, run_dir=args.run_dir)
+    run = open_for_job(job)
+    try:
+        opts = Options(simulate=args.simulate, show_output=not args.quiet, progress_every=args.progress_every)
+        scheduler = Scheduler(job, run, opts, Printer(show_output=not args.quiet))
+        return scheduler.run()
+    finally:
+        run.close()
+
+
+def _cmd_status(args) -> int:
+    from gputui.rundir import RunLock
+    from gputui.session import open_existing
+
+    paths, store = open_existing(args.run_dir)
+    try:
+        live = RunLock(paths).is_live()
+        holder = RunLock(paths).holder() if live else None
+        tasks, meta = store.tasks(), store.all_meta()
+        if args.json:
+            print(json.dumps({
+                "run_dir": str(paths.root), "job": meta.get("job_name"), "scheduler_id": meta.get("scheduler_id"),
+                "scheduler_live": live, "scheduler_pid": (holder or {}).get("pid"),
+                "tasks": [t.__dict__ | {"range": [t.low, t.high]} for t in tasks],
+            }, indent=2, default=str))
+            return EXIT_OK
+        from rich.console import Console
+
+        from gputui.printer import progress_line
+        from gputui.status_view import status_table
+
+        console = Console()
+        who = f"live (pid {holder.get('pid')})" if live and holder else ("live" if live else "not running")
+        console.print(f"[b]{meta.get('job_name')}[/b]  {paths.root}  scheduler {meta.get('scheduler_id', '')[:8]}: {who}")
+        console.print(status_table(tasks, store.attempts(), now=time.time()))
+        started = [t.started_at for t in tasks if t.started_at]
+        ended = [t.ended_at or time.time() for t in tasks if t.started_at]
+        console.print(progress_line(tasks, (max(ended) - min(started)) if started else 0.0))
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def _cmd_gpus(args) -> int:
+    from rich.console import Console
+
+    from gputui.gpus.detect import describe, open_probe
+    from gputui.gpus.table import gpu_table, snapshots_to_json
+
+    probe = open_probe(args.simulate)
+    try:
+        snaps = probe.snapshot()
+        if args.json:
+            print(json.dumps(snapshots_to_json(snaps, describe(probe)), indent=2))
+        else:
+            Console().print(gpu_table(snaps, title=f"GPUs ({describe(probe)})"))
+    finally:
+        probe.close()
+    return EXIT_OK
+
+
+def _cmd_verb(args, verb: str) -> int:
+    from gputui.control import ControlError, Controller, request
+    from gputui.finalize import merge_run
+    from gputui.session import open_existing
+
+    paths, store = open_existing(args.run_dir)
+    try:
+        if verb == "merge":
+            ids = None
+        else:
+            if not args.task_ids and not args.all:
+                print(f"gputui {verb}: name TASK_IDs or pass --all", file=sys.stderr)
+                return EXIT_USAGE
+            ids = None if args.all else args.task_ids
+        try:
+            ok, report = request(
+                paths, store, verb, ids,
+                lambda: Controller(paths, store, on_merge=lambda: merge_run(store, paths)),
+            )
+        except ControlError as e:
+            ok, report = False, str(e)
+        print(report)
+        return EXIT_OK if ok else EXIT_FAILED
+    finally:
+        store.close()
+
+
+def _cmd_summary(args) -> int:
+    from gputui.finalize import write_summary
+    from gputui.session import open_existing
+
+    paths, store = open_existing(args.run_dir)
+    try:
+        summary, report = write_summary(store, paths)
+        print(f"wrote {summary} and {report}")
+        print(report.read_text())
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

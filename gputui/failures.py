@@ -1,0 +1,87 @@
+"""Why did a worker fail? Classified from its exit status and the tail of its log."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from dataclasses import dataclass
+
+# Most specific first: an OOM traceback also contains "CUDA error" and "Traceback".
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("cuda_oom", re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|"
+                            r"cudaErrorMemoryAllocation|out of memory on device", re.I)),
+    ("nccl", re.compile(r"NCCL (error|WARN)|ncclInternalError|ncclSystemError|NCCL timeout", re.I)),
+    ("cuda_error", re.compile(r"CUDA error|CUDA_ERROR_|cudaError|device-side assert", re.I)),
+)
+_LABELS = {"cuda_oom": "CUDA out of memory", "nccl": "NCCL error", "cuda_error": "CUDA error"}
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*)$")
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str  # cuda_oom | nccl | cuda_error | exception | signal | not_found | exit_code | missing_output | lost
+    reason: str  # one line for people
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def classify(exit_code: int | None, log_tail: str) -> Failure:
+    """`exit_code` is the wait status as Python reports it: negative for death by signal."""
+    for kind, pattern in _PATTERNS:
+        m = pattern.search(log_tail)
+        if m:
+            return Failure(kind, f"{_LABELS[kind]}: {_line_of(log_tail, m.start())}")
+    if exit_code is None:
+        return Failure("lost", "exit status unknown (its supervisor died)")
+    if exit_code < 0 or exit_code in (128 + signal.SIGKILL, 128 + signal.SIGTERM):
+        signum = -exit_code if exit_code < 0 else exit_code - 128
+        hint = " (out of host memory? check dmesg)" if signum == signal.SIGKILL else ""
+        return Failure("signal", f"killed by {signal_name(signum)}{hint}")
+    exc = _last_exception(log_tail)
+    if exc:
+        return Failure("exception", f"Python exception: {exc}")
+    if exit_code == 127:
+        return Failure("not_found", f"command not found (exit 127): {_last_line(log_tail)}".rstrip(": "))
+    return Failure("exit_code", f"exit code {exit_code}" + (f": {_last_line(log_tail)}" if log_tail.strip() else ""))
+
+
+def read_tail(path: str | os.PathLike[str], max_bytes: int = 64 * 1024) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _line_of(text: str, pos: int) -> str:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return _clip(text[start : end if end >= 0 else len(text)].strip())
+
+
+def _last_exception(text: str) -> str | None:
+    if "Traceback (most recent call last)" not in text:
+        return None
+    for line in reversed(text.splitlines()):
+        m = _EXCEPTION_LINE.match(line.strip())
+        if m:
+            return _clip(m.group(1))
+    return None
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return _clip(lines[-1]) if lines else ""
+
+
+def _clip(s: str, n: int = 200) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"

@@ -1,0 +1,62 @@
+"""End-of-run products, built from the store alone: the merged output and the run summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gputui import tabular
+from gputui.merge import ShardOutput, merge_shards
+from gputui.records import Status
+from gputui.report import build_summary, write_reports
+from gputui.rundir import RunPaths
+from gputui.store import Store
+
+
+def merge_run(store: Store, paths: RunPaths) -> str:
+    """Merge every shard output into the configured file; returns one line saying what happened."""
+    merged = store.meta("merged")
+    if not merged:
+        return "merge failed: this job declares no [outputs].merged file"
+    tasks = store.tasks()
+    not_done = [t.id for t in tasks if t.status != Status.DONE]
+    shards = [ShardOutput(t.id, t.low, t.high, Path(store.task_output(t.id) or "")) for t in tasks]
+    key, expected = _id_key(store)
+    summary = merge_shards(
+        shards, Path(merged), paths.merge_summary, id_column=store.meta("id_column"), key=key,
+        expected_ids=expected,
+    )
+    if not summary["ok"]:
+        pending = f" ({len(not_done)} task(s) not done: {', '.join(not_done[:5])})" if not_done else ""
+        problems = "; ".join(summary["problems"][:3])
+        return f"merge failed{pending}: {problems} — see {paths.merge_summary}"
+    return (f"merged {summary['total_rows']} rows from {len(shards)} shard(s) into {merged} "
+            f"(coverage checked; {paths.merge_summary})")
+
+
+def _id_key(store: Store):
+    """How to map an output's raw id to range units, and the ids every merge must cover."""
+    try:
+        values = tabular.read_column(store.meta("input"), store.meta("id_column"))
+    except (OSError, KeyError, ValueError):
+        return None, None
+    ids, integer_ids = tabular.normalize_ids(values)
+    if integer_ids:
+        return (lambda raw: int(str(raw).strip())), ids
+    position = {v: i for i, v in enumerate(ids)}
+    return (lambda raw: position.get(str(raw), -1)), ids
+
+
+def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
+    merge = None
+    if paths.merge_summary.exists():
+        import json
+
+        try:
+            merge = json.loads(paths.merge_summary.read_text())
+        except ValueError:
+            merge = None
+    summary = build_summary(
+        job_name=store.meta("job_name", ""), run_dir=str(paths.root), scheduler_id=store.meta("scheduler_id", ""),
+        tasks=store.tasks(), attempts=store.attempts(), merge=merge,
+    )
+    return write_reports(paths.root, summary)

@@ -1,0 +1,144 @@
+"""NVML backend: the preferred probe, because it reads driver counters without creating a CUDA context.
+
+`pynvml` is imported lazily so that importing gputui never needs the NVIDIA library. Static facts
+(name, uuid, total memory, power limit) are read once at init; `snapshot()` reads only what changes.
+Any NVML error on an optional field becomes `None` ("cannot tell") instead of an exception, because
+one flaky counter (e.g. power on a GPU that does not report it) must not blank the whole display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gputui.gpus.probe import GpuProcess, GpuSnapshot, NoGpuError
+
+# NVML reports "not available" per-process memory as ULLONG_MAX on some drivers instead of failing.
+_NVML_VALUE_NOT_AVAILABLE = 2**64 - 1
+
+
+def _text(value: Any) -> str:
+    # pynvml < 11.5 returned bytes for names and uuids; newer versions return str.
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class _Device:
+    handle: Any
+    name: str
+    uuid: str
+    memory_total: int
+    power_limit: float | None
+
+
+class NvmlProbe:
+    """GPU snapshots straight from the NVIDIA driver through NVML."""
+
+    name = "nvml"
+    simulated = False
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+        except ImportError as exc:
+            raise NoGpuError(f"pynvml (nvidia-ml-py) is not installed: {exc}") from exc
+        self._nvml: Any = pynvml
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise NoGpuError(f"NVML init failed: {exc}") from exc
+        self._closed = False
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            if count <= 0:
+                raise NoGpuError("NVML initialised but reports 0 GPUs")
+            self._devices = [self._open_device(i) for i in range(count)]
+        except pynvml.NVMLError as exc:
+            self.close()
+            raise NoGpuError(f"NVML could not list GPUs: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, fn_name: str, *args: Any) -> Any:
+        """Call an optional NVML function; None when it fails or this pynvml lacks it."""
+        fn = getattr(self._nvml, fn_name, None)
+        if fn is None:
+            return None
+        try:
+            return fn(*args)
+        except self._nvml.NVMLError:
+            return None
+
+    def _open_device(self, index: int) -> _Device:
+        nv = self._nvml
+        handle = nv.nvmlDeviceGetHandleByIndex(index)  # no handle, no GPU: let it raise
+        name = self._call("nvmlDeviceGetName", handle)
+        uuid = self._call("nvmlDeviceGetUUID", handle)
+        mem = self._call("nvmlDeviceGetMemoryInfo", handle)
+        limit_mw = self._call("nvmlDeviceGetEnforcedPowerLimit", handle)
+        if limit_mw is None:
+            limit_mw = self._call("nvmlDeviceGetPowerManagementLimit", handle)
+        return _Device(
+            handle=handle,
+            name=_text(name) if name is not None else f"GPU {index}",
+            uuid=_text(uuid) if uuid is not None else "",
+            memory_total=int(mem.total) if mem is not None else 0,
+            power_limit=limit_mw / 1000.0 if limit_mw is not None else None,
+        )
+
+    def _processes(self, handle: Any) -> tuple[GpuProcess, ...]:
+        procs = self._call("nvmlDeviceGetComputeRunningProcesses", handle)
+        if not procs:
+            return ()
+        out = []
+        for p in procs:
+            used = getattr(p, "usedGpuMemory", None)
+            if used is not None and (used < 0 or used >= _NVML_VALUE_NOT_AVAILABLE):
+                used = None
+            out.append(GpuProcess(pid=int(p.pid), used_memory=None if used is None else int(used)))
+        return tuple(out)
+
+    def snapshot(self) -> list[GpuSnapshot]:
+        """One reading per GPU. Returns [] after close(), since NVML calls would then all fail."""
+        if self._closed:
+            return []
+        temp_sensor = getattr(self._nvml, "NVML_TEMPERATURE_GPU", 0)
+        snaps = []
+        for index, dev in enumerate(self._devices):
+            h = dev.handle
+            mem = self._call("nvmlDeviceGetMemoryInfo", h)
+            total = int(mem.total) if mem is not None else dev.memory_total
+            # Unknown usage is reported as full so that nothing gets scheduled onto a GPU we cannot see.
+            used = int(mem.used) if mem is not None else total
+            util = self._call("nvmlDeviceGetUtilizationRates", h)
+            temp = self._call("nvmlDeviceGetTemperature", h, temp_sensor)
+            power_mw = self._call("nvmlDeviceGetPowerUsage", h)
+            snaps.append(
+                GpuSnapshot(
+                    index=index,
+                    name=dev.name,
+                    uuid=dev.uuid,
+                    memory_total=total,
+                    memory_used=used,
+                    utilization=float(util.gpu) if util is not None else None,
+                    temperature=float(temp) if temp is not None else None,
+                    power=power_mw / 1000.0 if power_mw is not None else None,
+                    power_limit=dev.power_limit,
+                    processes=self._processes(h),
+                    simulated=False,
+                )
+            )
+        return snaps
+
+    def close(self) -> None:
+        """Shut NVML down exactly once; NVML reference-counts init/shutdown pairs."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError:
+            pass

@@ -1,0 +1,53 @@
+"""The one protocol every GPU backend speaks, and the immutable snapshots it returns.
+
+`None` in a snapshot field means "this GPU cannot tell" (like nvitop's NA), never an exception.
+Memory is in bytes; "GB" in job files means GiB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+GIB = 1024**3
+
+
+class NoGpuError(RuntimeError):
+    """No backend could see a GPU; the message says why and suggests --simulate."""
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    used_memory: int | None  # bytes; None when the driver does not say
+
+
+@dataclass(frozen=True)
+class GpuSnapshot:
+    index: int
+    name: str
+    uuid: str
+    memory_total: int  # bytes
+    memory_used: int  # bytes
+    utilization: float | None = None  # percent 0..100
+    temperature: float | None = None  # Celsius
+    power: float | None = None  # watts
+    power_limit: float | None = None  # watts
+    processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
+    simulated: bool = False
+
+    @property
+    def memory_free(self) -> int:
+        return max(0, self.memory_total - self.memory_used)
+
+
+@runtime_checkable
+class GpuProbe(Protocol):
+    """A source of GPU snapshots. Implementations are blocking: never call them on a UI loop."""
+
+    name: str  # "nvml", "torch", "simulated"
+    simulated: bool
+
+    def snapshot(self) -> list[GpuSnapshot]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,99 @@
+"""Simulated GPUs, so the scheduler and UI can be developed and demoed on machines without any.
+
+The simulated GPUs reflect what gputui itself is running on them (through the `load` callback), so
+memory-based placement behaves as it would on real hardware. Every snapshot is marked simulated.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from gputui.gpus.probe import GIB, GpuProcess, GpuSnapshot
+
+MAX_SIMULATED_GPUS = 64
+DEFAULT_MEMORY_GB = 24.0
+BASELINE_USED = 300 * 1024**2  # a real idle GPU never shows 0 bytes used (driver, display, ECC)
+POWER_LIMIT_W = 350.0
+
+# GPU index -> (pid, bytes) for each task gputui runs on it; pid 0 when not known yet.
+LoadFn = Callable[[], Mapping[int, Sequence[tuple[int, int]]]]
+
+_SPEC = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+(?:\.\d*)?|\.\d+)\s*)?$")
+
+
+def parse_simulate_spec(spec: str) -> tuple[int, float]:
+    """Parse a --simulate value "N" or "NxGB" into (count, GiB per GPU)."""
+    m = _SPEC.match(spec) if isinstance(spec, str) else None
+    if m is None:
+        raise ValueError(f"--simulate: expected N or NxGB (e.g. 4 or 8x24), got {spec!r}")
+    count = int(m.group(1))
+    memory_gb = float(m.group(2)) if m.group(2) is not None else DEFAULT_MEMORY_GB
+    if not 1 <= count <= MAX_SIMULATED_GPUS:
+        raise ValueError(f"--simulate: GPU count must be 1..{MAX_SIMULATED_GPUS}, got {spec!r}")
+    if memory_gb <= 0:
+        raise ValueError(f"--simulate: memory per GPU must be more than 0 GB, got {spec!r}")
+    return count, memory_gb
+
+
+class SimulatedProbe:
+    """Fake GPUs whose memory and load follow the tasks gputui is running on them."""
+
+    name = "simulated"
+    simulated = True
+
+    def __init__(
+        self,
+        count: int,
+        memory_gb: float = DEFAULT_MEMORY_GB,
+        load: LoadFn | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= count <= MAX_SIMULATED_GPUS:
+            raise ValueError(f"simulated GPU count must be 1..{MAX_SIMULATED_GPUS}, got {count}")
+        if memory_gb <= 0:
+            raise ValueError(f"simulated GPU memory must be more than 0 GB, got {memory_gb}")
+        self.count = count
+        self.memory_gb = float(memory_gb)
+        self.memory_total = int(self.memory_gb * GIB)
+        self._load = load
+        self._clock = clock  # injectable so tests can pin the wobble
+
+    def snapshot(self) -> list[GpuSnapshot]:
+        loads = self._load() if self._load is not None else {}
+        now = self._clock()
+        name = f"Simulated GPU {self.memory_gb:g}GB"
+        total = self.memory_total
+        snaps = []
+        for i in range(self.count):
+            entries = [(int(pid), max(0, int(nbytes))) for pid, nbytes in loads.get(i, ())]
+            used = min(total, BASELINE_USED + sum(nbytes for _, nbytes in entries))
+            if entries:
+                # A slow, per-GPU wobble in [85, 99] so busy GPUs look alive without randomness.
+                util = float(round(92 + 7 * math.sin(now * 0.9 + i * 1.7)))
+                temperature = 61.0 + (util - 85)  # 61..75 C
+                power = 280.0 + (util - 85) * 3  # 280..322 W
+            else:
+                util, temperature, power = 0.0, 35.0, 60.0
+            snaps.append(
+                GpuSnapshot(
+                    index=i,
+                    name=name,
+                    uuid=f"SIM-GPU-{i}",
+                    memory_total=total,
+                    memory_used=used,
+                    utilization=util,
+                    temperature=temperature,
+                    power=power,
+                    power_limit=POWER_LIMIT_W,
+                    processes=tuple(GpuProcess(pid, nbytes) for pid, nbytes in entries if pid > 0),
+                    simulated=True,
+                )
+            )
+        return snaps
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,89 @@
+"""One-shot GPU views (an nvidia-smi/gpustat-like table and JSON) for `gputui gpus`-style commands.
+
+`None` fields print as "N/A" rather than 0, so "cannot tell" never reads as "idle". Simulated
+snapshots are labelled loudly, so a demo is never mistaken for real hardware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from gputui.gpus.probe import GIB, GpuSnapshot
+
+NA = "N/A"
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / GIB:.1f}"
+
+
+def _num(value: float | None, unit: str) -> str:
+    return NA if value is None else f"{value:.0f}{unit}"
+
+
+def _power(s: GpuSnapshot) -> str:
+    if s.power is None and s.power_limit is None:
+        return NA
+    if s.power_limit is None:
+        return f"{s.power:.0f} W"
+    return f"{_num(s.power, '')} / {s.power_limit:.0f} W"
+
+
+def gpu_table(snapshots: Sequence[GpuSnapshot], *, title: str | None = None) -> Table:
+    simulated = any(s.simulated for s in snapshots)
+    title = title or "GPUs"
+    table = Table(
+        title=f"{title} (SIMULATED)" if simulated else title,
+        caption="SIMULATED GPUs: not real hardware" if simulated else (None if snapshots else "no GPUs"),
+        caption_style="bold yellow" if simulated else None,
+    )
+    table.add_column("#", justify="right")
+    table.add_column("Name")
+    table.add_column("Memory (GiB)", justify="right")
+    table.add_column("Mem %", justify="right")
+    table.add_column("Util", justify="right")
+    table.add_column("Temp", justify="right")
+    table.add_column("Power", justify="right")
+    table.add_column("Procs", justify="right")
+    for s in snapshots:
+        mem_pct = f"{100 * s.memory_used / s.memory_total:.0f}%" if s.memory_total > 0 else NA
+        table.add_row(
+            str(s.index),
+            Text(s.name),  # Text, not markup: GPU names may contain "[" characters
+            f"{_gib(s.memory_used)} / {_gib(s.memory_total)}",
+            mem_pct,
+            _num(s.utilization, "%"),
+            _num(s.temperature, "°C"),
+            _power(s),
+            str(len(s.processes)),
+        )
+    return table
+
+
+def snapshots_to_json(snapshots: Sequence[GpuSnapshot], backend: str) -> dict[str, Any]:
+    """A JSON-able dict (bytes, percent, Celsius, watts) for scripts that poll gputui."""
+    return {
+        "backend": backend,
+        "simulated": any(s.simulated for s in snapshots) or backend.lower().startswith("simulated"),
+        "gpus": [
+            {
+                "index": s.index,
+                "name": s.name,
+                "uuid": s.uuid,
+                "memory_total": s.memory_total,
+                "memory_used": s.memory_used,
+                "memory_free": s.memory_free,
+                "utilization": s.utilization,
+                "temperature": s.temperature,
+                "power": s.power,
+                "power_limit": s.power_limit,
+                "processes": [{"pid": p.pid, "used_memory": p.used_memory} for p in s.processes],
+                "simulated": s.simulated,
+            }
+            for s in snapshots
+        ],
+    }

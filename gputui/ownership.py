@@ -1,0 +1,148 @@
+"""Which processes are ours, and the only way gputui ever signals one.
+
+A process is ours when it carries this run's scheduler id and the task's id in its environment
+(set at launch, inherited by descendants even when they start their own session, as torchrun
+ranks and vLLM engines do), or when it descends from the task's recorded worker. Every signal goes
+through `send`, which re-checks pid and start time against what the store recorded just before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import psutil
+
+TAG_SCHEDULER = "GPUTUI_SCHEDULER_ID"
+TAG_TASK = "GPUTUI_TASK_ID"
+TAG_ATTEMPT = "GPUTUI_ATTEMPT"
+
+
+def new_scheduler_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    pid: int
+    ctime: float  # psutil create_time: pid + ctime names one process, whatever pid reuse does later
+
+
+def ref_of(pid: int) -> ProcessRef | None:
+    try:
+        return ProcessRef(pid, psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def alive(ref: ProcessRef) -> psutil.Process | None:
+    """The process if `ref` still names a living process (not a zombie), else None."""
+    try:
+        p = psutil.Process(ref.pid)
+        if abs(p.create_time() - ref.ctime) > 0.01 or p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p
+    except psutil.Error:
+        return None
+
+
+def tags(p: psutil.Process) -> tuple[str | None, str | None]:
+    try:
+        env = p.environ()
+    except (psutil.Error, OSError):
+        return None, None
+    return env.get(TAG_SCHEDULER), env.get(TAG_TASK)
+
+
+def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dict[str, list[ProcessRef]]:
+    """Every live process tagged with this scheduler id, grouped by task id (one /proc scan)."""
+    wanted = None if task_ids is None else set(task_ids)
+    found: dict[str, list[ProcessRef]] = {}
+    me = os.getpid()
+    for p in psutil.process_iter(["pid", "create_time"]):
+        if p.info["pid"] == me:
+            continue
+        sched, task = tags(p)
+        if sched != scheduler_id or task is None or (wanted is not None and task not in wanted):
+            continue
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        found.setdefault(task, []).append(ProcessRef(p.info["pid"], p.info["create_time"]))
+    return found
+
+
+def task_tree(scheduler_id: str, task_id: str, root: ProcessRef | None) -> list[ProcessRef]:
+    """The task's processes: the recorded worker (if still the same process and ours), its
+    descendants, and anything else carrying the task's tag. Parents first."""
+    refs: dict[int, ProcessRef] = {}
+    p = alive(root) if root else None
+    if p is not None and tags(p)[0] in (scheduler_id, None):
+        # Untagged only in the instant between fork and exec; pid+ctime match the store.
+        refs[root.pid] = root
+        try:
+            for child in p.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    refs[child.pid] = ProcessRef(child.pid, child.create_time())
+        except psutil.Error:
+            pass
+    for ref in find_tagged(scheduler_id, [task_id]).get(task_id, []):
+        refs[ref.pid] = ref
+    return sorted(refs.values(), key=lambda r: (r.ctime, r.pid))
+
+
+def send(ref: ProcessRef, sig: int, recorded: set[tuple[int, float]]) -> bool:
+    """Signal `ref` only if the store recorded exactly this (pid, ctime) and it is still that process."""
+    if (ref.pid, ref.ctime) not in recorded:
+        return False
+    p = alive(ref)
+    if p is None:
+        return False
+    try:
+        p.send_signal(sig)  # psutil re-checks pid reuse itself before kill(2)
+        return True
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class StopResult:
+    signalled: list[ProcessRef] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)  # processes that outlived SIGKILL, with why
+
+
+def wait_gone(refs: Iterable[ProcessRef], timeout: float) -> list[ProcessRef]:
+    """Wait up to `timeout` for processes to end; returns those still alive (zombies count as gone)."""
+    procs = {}
+    for r in refs:
+        p = alive(r)
+        if p is not None:
+            procs[p] = r
+    if not procs:
+        return []
+    _, still = psutil.wait_procs(list(procs), timeout=timeout)
+    return [procs[p] for p in still if alive(procs[p]) is not None]
+
+
+def describe_stuck(ref: ProcessRef) -> str:
+    p = alive(ref)
+    if p is None:
+        return f"pid {ref.pid}: gone"
+    try:
+        status = p.status()
+        name = p.name()
+    except psutil.Error:
+        return f"pid {ref.pid}: gone"
+    if status == psutil.STATUS_DISK_SLEEP:
+        return (f"pid {ref.pid} ({name}) is in uninterruptible sleep (state D, usually stuck I/O or a GPU "
+                f"driver call); it will die when that call returns")
+    return f"pid {ref.pid} ({name}) survived SIGKILL (state {status})"
+
+
+SIGNALS = {"pause": signal.SIGSTOP, "resume": signal.SIGCONT, "term": signal.SIGTERM, "kill": signal.SIGKILL}

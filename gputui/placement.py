@@ -1,0 +1,64 @@
+"""Pure placement: which pending tasks start now, on which GPUs. No I/O, tested directly."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from gputui.gpus.probe import GIB, GpuSnapshot
+
+
+@dataclass(frozen=True)
+class Policy:
+    gpus_per_worker: int
+    max_parallel: int | None
+    min_free_memory_gb: float = 0.0
+    memory_per_worker_gb: float | None = None
+
+    @property
+    def min_free_bytes(self) -> int:
+        need = max(self.min_free_memory_gb, self.memory_per_worker_gb or 0.0)
+        return int(need * GIB)
+
+
+def usable_gpus(gpus: Sequence[GpuSnapshot], reserved: Collection[int], policy: Policy) -> list[int]:
+    """GPUs free for a new task: not held by one of our tasks and with enough free memory.
+
+    A GPU handed to a task stays reserved until that task ends, whatever its memory reads, so a
+    worker still loading its model is never double-booked.
+    """
+    return [g.index for g in gpus if g.index not in reserved and g.memory_free >= policy.min_free_bytes]
+
+
+def place(
+    pending: Sequence[str],
+    gpus: Sequence[GpuSnapshot],
+    reserved: Collection[int],
+    running: int,
+    policy: Policy,
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Assign GPUs to pending task ids, in order, lowest GPU indices first (adjacent GPUs pair up)."""
+    slots = len(pending) if policy.max_parallel is None else max(0, policy.max_parallel - running)
+    if policy.gpus_per_worker == 0:
+        return [(t, ()) for t in pending[:slots]]
+    free = usable_gpus(gpus, reserved, policy)
+    placed = []
+    for task_id in pending[:slots]:
+        if len(free) < policy.gpus_per_worker:
+            break
+        take, free = free[: policy.gpus_per_worker], free[policy.gpus_per_worker :]
+        placed.append((task_id, tuple(take)))
+    return placed
+
+
+def why_waiting(gpus: Sequence[GpuSnapshot], reserved: Collection[int], policy: Policy) -> str:
+    """One line on why nothing can start, for the progress output."""
+    free = usable_gpus(gpus, reserved, policy)
+    others = [g for g in gpus if g.index not in reserved and g.memory_free < policy.min_free_bytes]
+    parts = [f"{len(free)} usable GPU(s), {policy.gpus_per_worker} needed per worker"]
+    if others:
+        need = policy.min_free_bytes / GIB
+        parts.append(f"{len(others)} GPU(s) below {need:g} GB free")
+    if reserved:
+        parts.append(f"{len(set(reserved))} held by our tasks")
+    return "; ".join(parts)

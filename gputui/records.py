@@ -1,0 +1,63 @@
+"""Plain records of tasks and attempts, as the store returns them. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class Status:
+    PENDING = "pending"  # waiting for resources
+    RUNNING = "running"
+    PAUSED = "paused"  # SIGSTOPped; still holds its GPUs
+    RETRYING = "retrying"  # failed, waiting for its backoff before the next attempt
+    DONE = "done"
+    FAILED = "failed"  # failed for good (attempts used up)
+    KILLED = "killed"  # stopped by the user; stays killed until retried
+
+    LIVE = frozenset({RUNNING, PAUSED})
+    FINAL = frozenset({DONE, FAILED, KILLED})
+    ALL = (PENDING, RUNNING, PAUSED, RETRYING, DONE, FAILED, KILLED)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: str  # e.g. "shard-0"
+    index: int  # position in the plan
+    low: int  # shard range [low, high): id values, or positions when ids are not integers
+    high: int
+    count: int  # unique ids in the range
+    status: str
+    attempts: int  # attempts started so far
+    budget: int  # attempts allowed before the task fails for good (grows on user retry)
+    gpus: tuple[int, ...]  # GPUs held by the current/last attempt
+    reason: str | None  # why it failed / was killed
+    exit_code: int | None  # last attempt's exit code (negative: killed by that signal)
+    started_at: float | None  # first launch, epoch seconds
+    ended_at: float | None
+    next_try_at: float | None  # for RETRYING
+
+    @property
+    def range_label(self) -> str:
+        return f"[{self.low}, {self.high})"
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    task_id: str
+    number: int  # 1-based
+    status: str  # running | paused | done | failed | killed | lost
+    gpus: tuple[int, ...]
+    command: tuple[str, ...]
+    log_path: str
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None  # negative: killed by that signal
+    reason: str | None
+    supervisor_pid: int | None
+    supervisor_ctime: float | None
+    worker_pid: int | None
+    worker_ctime: float | None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at

@@ -1,0 +1,240 @@
+"""Run summaries: one JSON for tools, one short Markdown page a person can take in at a glance."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from gputui.atomic import atomic_write_json, atomic_write_text
+from gputui.records import AttemptRecord, Status, TaskRecord
+
+REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
+
+
+def build_summary(
+    *,
+    job_name: str,
+    run_dir: str,
+    scheduler_id: str,
+    tasks: list[TaskRecord],
+    attempts: list[AttemptRecord],
+    merge: dict | None = None,
+    now: float | None = None,
+) -> dict:
+    """Everything the report shows, as plain JSON-able data.
+
+    `now` stands in for the end of attempts still running, so a report taken mid-run shows time so far.
+    """
+    now = time.time() if now is None else now
+    by_task: dict[str, list[AttemptRecord]] = defaultdict(list)
+    for a in attempts:
+        by_task[a.task_id].append(a)
+
+    counts = dict.fromkeys(Status.ALL, 0)
+    for t in tasks:
+        counts[t.status] = counts.get(t.status, 0) + 1
+
+    rows = []
+    for t in sorted(tasks, key=lambda t: (t.index, t.id)):
+        details = [_attempt(a, now) for a in sorted(by_task.get(t.id, []), key=lambda a: a.number)]
+        durations = [d["duration"] for d in details]
+        rows.append({
+            "id": t.id,
+            "index": t.index,
+            "range": [t.low, t.high],
+            "count": t.count,
+            "status": t.status,
+            "attempts": t.attempts,
+            "budget": t.budget,
+            "gpus": list(t.gpus),
+            "exit_code": t.exit_code,
+            "reason": t.reason,
+            "started_at": _iso(t.started_at),
+            "ended_at": _iso(t.ended_at),
+            "attempt_durations": durations,
+            "duration": round(sum(durations), 3) if durations else None,
+            "last_log": details[-1]["log_path"] if details else None,
+            "attempt_details": details,
+        })
+
+    starts = [a.started_at for a in attempts] + [t.started_at for t in tasks if t.started_at is not None]
+    ends = [a.ended_at for a in attempts if a.ended_at is not None]
+    ends += [t.ended_at for t in tasks if t.ended_at is not None]
+    running = any(t.status in Status.LIVE for t in tasks) or any(a.ended_at is None for a in attempts)
+    first_start = min(starts) if starts else None
+    last_end = max(ends) if ends else None
+    until = now if running else last_end
+    wall = round(until - first_start, 3) if first_start is not None and until is not None else None
+
+    return {
+        "job": job_name,
+        "run_dir": str(run_dir),
+        "scheduler_id": scheduler_id,
+        "generated_at": _iso(now),
+        "running": running,
+        "total_tasks": len(tasks),
+        "counts": counts,
+        "retries": sum(max(0, t.attempts - 1) for t in tasks),
+        "started_at": _iso(first_start),
+        "ended_at": None if running else _iso(last_end),
+        "wall_seconds": wall,
+        "busy_seconds": round(sum(r["duration"] or 0 for r in rows), 3),
+        "tasks": rows,
+        "merge": merge,
+    }
+
+
+def _attempt(a: AttemptRecord, now: float) -> dict:
+    end = a.ended_at if a.ended_at is not None else now
+    return {
+        "number": a.number,
+        "status": a.status,
+        "gpus": list(a.gpus),
+        "exit_code": a.exit_code,
+        "reason": a.reason,
+        "started": _iso(a.started_at),
+        "ended": _iso(a.ended_at),
+        "duration": round(max(0.0, end - a.started_at), 3),
+        "log_path": a.log_path,
+    }
+
+
+def render_report(summary: dict) -> str:
+    """Outcome first, then the table, then only what needs attention: failures and merge problems."""
+    tasks = summary.get("tasks", [])
+    lines = [f"# {summary.get('job', 'job')}: run report", "", _outcome(summary), ""]
+    facts = [f"Run dir `{summary.get('run_dir')}`", f"scheduler `{summary.get('scheduler_id')}`"]
+    if summary.get("started_at"):
+        facts.append(f"started {summary['started_at']}")
+    facts.append(f"report {summary.get('generated_at')}")
+    lines += [" · ".join(facts), ""]
+
+    if tasks:
+        lines.append("| Task | Range | Status | Attempts | Duration | Exit | Reason |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for t in tasks:
+            low, high = t["range"]
+            cells = [
+                t["id"],
+                f"[{low}, {high})",
+                t["status"],
+                f"{t['attempts']}/{t['budget']}",
+                _seconds(t.get("duration")),
+                _exit(t.get("exit_code")),
+                _cut(t.get("reason") or ""),
+            ]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("")
+
+    failed = [t for t in tasks if t["status"] in (Status.FAILED, Status.KILLED)]
+    if failed:
+        lines += ["## Failures", ""]
+        for t in failed:
+            low, high = t["range"]
+            exit_text = f", exit {_exit(t['exit_code'])}" if t.get("exit_code") is not None else ""
+            lines.append(
+                f"- **{t['id']}** `[{low}, {high})` {t['status']} after {t['attempts']}/{t['budget']} "
+                f"attempt(s){exit_text}: {_oneline(t.get('reason') or 'no reason recorded')}"
+            )
+            if t.get("last_log"):
+                lines.append(f"  - last log: `{t['last_log']}`")
+        lines.append("")
+
+    merge = summary.get("merge")
+    if merge is not None:
+        lines += ["## Merge", ""]
+        n_shards = len(merge.get("shards", []))
+        if merge.get("ok"):
+            lines.append(
+                f"OK: {merge.get('total_rows', 0):,} rows from {n_shards} shard(s) "
+                f"into `{merge.get('merged')}`."
+            )
+        else:
+            problems = merge.get("problems", [])
+            lines.append(f"Not merged: {len(problems)} problem(s); any earlier merged file is untouched.")
+            lines.append("")
+            lines += [f"- {_oneline(p)}" for p in problems]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(folder: Path, summary: dict) -> tuple[Path, Path]:
+    folder = Path(folder)
+    json_path, md_path = folder / "summary.json", folder / "report.md"
+    atomic_write_json(json_path, summary)
+    atomic_write_text(md_path, render_report(summary))
+    return json_path, md_path
+
+
+def _outcome(summary: dict) -> str:
+    """E.g. "3/4 shards done in 12.3 s; 1 failed; 2 retries. Merged 1,200 rows into `out.csv`."."""
+    counts = summary.get("counts", {})
+    total = summary.get("total_tasks", 0)
+    text = f"{counts.get(Status.DONE, 0)}/{total} shards done"
+    if summary.get("wall_seconds") is not None:
+        text += f" in {_seconds(summary['wall_seconds'])}"
+        if summary.get("running"):
+            text += " so far"
+    unfinished = (Status.FAILED, Status.KILLED, Status.RUNNING, Status.PAUSED, Status.RETRYING,
+                  Status.PENDING)
+    others = [f"{counts[s]} {s}" for s in unfinished if counts.get(s)]
+    if others:
+        text += "; " + ", ".join(others)
+    retries = summary.get("retries", 0)
+    if retries:
+        text += f"; {retries} retr{'y' if retries == 1 else 'ies'}"
+    text += "."
+    merge = summary.get("merge")
+    if merge is not None:
+        if merge.get("ok"):
+            text += f" Merged {merge.get('total_rows', 0):,} rows into `{merge.get('merged')}`."
+        else:
+            n = len(merge.get("problems", []))
+            text += f" Merge refused: {n} problem(s), see below."
+    return f"**Outcome:** {text}"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _seconds(s: Any) -> str:
+    if s is None:
+        return "-"
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)}m {int(s % 60):02d}s"
+    return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
+
+
+def _exit(code: int | None) -> str:
+    """Negative codes are signals; their names (SIGKILL: likely the OOM killer) say more than -9."""
+    if code is None:
+        return ""
+    if code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return str(code)
+
+
+def _oneline(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _cut(text: str) -> str:
+    text = _oneline(text)
+    return text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…"
+
+
+def _cell(value: Any) -> str:
+    return _oneline(str(value)).replace("|", "\\|")

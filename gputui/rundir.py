@@ -1,0 +1,122 @@
+"""The run directory: where every file of a run lives, and the lock that gives it one scheduler."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class RunLocked(RuntimeError):
+    """Another gputui process drives this run directory."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "scheduler.lock"
+
+    @property
+    def job_copy(self) -> Path:
+        return self.root / "job.toml"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def merge_summary(self) -> Path:
+        return self.root / "merge_summary.json"
+
+    def log(self, task_id: str, attempt: int) -> Path:
+        return self.root / "logs" / f"{task_id}.attempt{attempt}.log"
+
+    def pid_file(self, task_id: str, attempt: int) -> Path:
+        return self.root / "attempts" / f"{task_id}.attempt{attempt}.pid.json"
+
+    def exit_file(self, task_id: str, attempt: int) -> Path:
+        return self.root / "attempts" / f"{task_id}.attempt{attempt}.exit.json"
+
+    def make(self) -> None:
+        for sub in ("logs", "attempts", "exports/tasks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+class RunLock:
+    """An flock on `scheduler.lock`: the kernel drops it when its holder dies, however it dies.
+
+    The file is rewritten in place (never renamed over) so the lock and the holder note share an inode.
+    Supervisors close inherited descriptors, so they never keep a dead scheduler's lock alive.
+    """
+
+    def __init__(self, paths: RunPaths):
+        self.paths = paths
+        self._fd: int | None = None
+
+    def try_acquire(self, role: str) -> bool:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        note = {"pid": os.getpid(), "host": socket.gethostname(), "role": role, "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(note).encode(), 0)
+        self._fd = fd
+        return True
+
+    def acquire(self, role: str) -> None:
+        if not self.try_acquire(role):
+            raise RunLocked(self.describe_holder())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> dict | None:
+        try:
+            return json.loads(self.paths.lock.read_text() or "null")
+        except (OSError, ValueError):
+            return None
+
+    def describe_holder(self) -> str:
+        h = self.holder() or {}
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["since"])) if "since" in h else "?"
+        return (
+            f"{self.paths.root} is already driven by gputui (pid {h.get('pid', '?')} on "
+            f"{h.get('host', '?')}, {h.get('role', 'scheduler')} since {since}); refusing to start a second "
+            f"scheduler on it. Use `gputui status --run-dir {self.paths.root}` to watch it, or stop it first."
+        )
+
+    def is_live(self) -> bool:
+        """True when some process holds the lock (checked without keeping it)."""
+        if self.held:
+            return True
+        if not self.try_acquire("probe"):
+            return True
+        self.release()
+        return False
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

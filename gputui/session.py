@@ -1,0 +1,134 @@
+"""Opening a run: plan the job, take the run lock, create or check the state, record the set-up."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gputui import tabular
+from gputui.atomic import atomic_write_text
+from gputui.jobspec import JobSpec, JobSpecError, render_template
+from gputui.ownership import new_scheduler_id
+from gputui.plan import Shard, describe_plan, plan_fingerprint, plan_shards
+from gputui.records import Status
+from gputui.rundir import RunLock, RunPaths
+from gputui.store import Store
+
+
+class PlanMismatch(RuntimeError):
+    """The job file now plans different shards than the run directory was started with."""
+
+
+@dataclass
+class Run:
+    paths: RunPaths
+    store: Store
+    lock: RunLock
+
+    @property
+    def scheduler_id(self) -> str:
+        return self.store.meta("scheduler_id")
+
+    def close(self) -> None:
+        self.store.close()
+        self.lock.release()
+
+
+def load_ids(job: JobSpec) -> tuple[list, bool]:
+    """Sorted unique ids of the job's input, and whether they are integers (value ranges)."""
+    try:
+        values = tabular.read_column(job.shards.input, job.shards.id_column, job.shards.format)
+    except tabular.ColumnMissingError as e:
+        raise JobSpecError(f"{job.path}: [shards].id_column: {e.args[0] if e.args else e}") from None
+    return tabular.normalize_ids(values)
+
+
+def plan_job(job: JobSpec) -> tuple[list[Shard], bool]:
+    ids, integer_ids = load_ids(job)
+    if not ids:
+        raise JobSpecError(f"{job.path}: [shards].input: {job.shards.input} has no rows; nothing to do")
+    shards = plan_shards(
+        ids, integer_ids=integer_ids, num_workers=job.shards.num_workers, shard_size=job.shards.shard_size
+    )
+    return shards, integer_ids
+
+
+def shard_output(job: JobSpec, shard: Shard) -> str | None:
+    if job.outputs is None or job.outputs.pattern is None:
+        return None
+    values = {"low": shard.low, "high": shard.high, "task_id": shard.task_id, "input": job.shards.input,
+              "output_dir": job.outputs.dir, "run_dir": job.run_dir}
+    try:
+        name = render_template(job.outputs.pattern, values | dict(job.params))
+    except KeyError as e:
+        raise JobSpecError(
+            f"{job.path}: [outputs].pattern: placeholder {{{e.args[0]}}} is not known when outputs are "
+            f"planned; use {{low}}, {{high}}, {{task_id}} or a [params] name"
+        ) from None
+    return str(job.outputs.dir / name)
+
+
+def open_for_job(job: JobSpec, role: str = "scheduler") -> Run:
+    """Take the run lock, then create the state or check it still matches the job's plan."""
+    paths = RunPaths(job.run_dir)
+    lock = RunLock(paths)
+    lock.acquire(role)  # before reading anything: a live scheduler must not be raced
+    try:
+        shards, integer_ids = plan_job(job)
+        paths.make()
+        store = Store.open(paths.db, create=True)
+        try:
+            _init_or_check(store, job, shards, integer_ids)
+        except BaseException:
+            store.close()
+            raise
+    except BaseException:
+        lock.release()
+        raise
+    atomic_write_text(paths.job_copy, job.text)
+    if job.outputs is not None:
+        job.outputs.dir.mkdir(parents=True, exist_ok=True)
+    return Run(paths, store, lock)
+
+
+def open_existing(run_dir: str | Path) -> tuple[RunPaths, Store]:
+    paths = RunPaths(Path(run_dir).resolve())
+    if not paths.db.exists():
+        raise FileNotFoundError(f"{paths.root} is not a gputui run directory (no state.db)")
+    return paths, Store.open(paths.db)
+
+
+def _init_or_check(store: Store, job: JobSpec, shards: list[Shard], integer_ids: bool) -> None:
+    fingerprint = plan_fingerprint(shards, integer_ids=integer_ids)
+    recorded = store.meta("plan_fingerprint")
+    if recorded is not None and recorded != fingerprint:
+        old = store.tasks()
+        old_desc = describe_plan([Shard(t.index, t.low, t.high, t.count) for t in old])
+        raise PlanMismatch(
+            f"{store.path.parent} was started with {old_desc}; the job file {job.path} now plans "
+            f"{describe_plan(shards)}. Mixing two plans could process ids twice or skip some. Restore the "
+            f"job file's sharding (num_workers/shard_size and input), or start afresh with another --run-dir."
+        )
+    with store.transaction():
+        if recorded is None:
+            store.set_meta("scheduler_id", new_scheduler_id())
+            store.set_meta("plan_fingerprint", fingerprint)
+            store.set_meta("created_at", time.time())
+            store.add_tasks(
+                [(s.task_id, s.index, s.low, s.high, s.count, shard_output(job, s)) for s in shards],
+                budget=job.retry.max_attempts,
+            )
+        else:
+            # Tasks that failed for good get a fresh set of attempts when the run is started again.
+            for t in store.tasks():
+                if t.status == Status.FAILED:
+                    store.update_task(t.id, status=Status.PENDING, budget=t.attempts + job.retry.max_attempts)
+        merged = job.outputs.dir / job.outputs.merged if job.outputs and job.outputs.merged else None
+        for key, value in {
+            "job_name": job.name, "job_file": str(job.path), "integer_ids": integer_ids,
+            "input": str(job.shards.input), "id_column": job.shards.id_column,
+            "merged": None if merged is None else str(merged), "stop_grace_s": job.stop_grace_s,
+            "max_attempts": job.retry.max_attempts, "gpus_per_worker": job.resources.gpus_per_worker,
+        }.items():
+            store.set_meta(key, value)

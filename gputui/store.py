@@ -1,0 +1,270 @@
+"""The run's state in one SQLite database: the only writer of tasks, attempts, events and controls.
+
+WAL mode: a crash at any instant leaves the last committed state; readers (status, the app) never
+block the scheduler. A file that cannot be read as our database is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gputui.records import AttemptRecord, Status, TaskRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, idx INTEGER NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL,
+    count INTEGER NOT NULL, output TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    budget INTEGER NOT NULL, gpus TEXT NOT NULL DEFAULT '', reason TEXT, exit_code INTEGER,
+    started_at REAL, ended_at REAL, next_try_at REAL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    task_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL, gpus TEXT NOT NULL,
+    command TEXT NOT NULL, log_path TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
+    exit_code INTEGER, reason TEXT, supervisor_pid INTEGER, supervisor_ctime REAL,
+    worker_pid INTEGER, worker_ctime REAL, PRIMARY KEY (task_id, number)
+);
+CREATE TABLE IF NOT EXISTS processes (
+    task_id TEXT NOT NULL, attempt INTEGER NOT NULL, pid INTEGER NOT NULL, ctime REAL NOT NULL,
+    seen_at REAL NOT NULL, PRIMARY KEY (task_id, attempt, pid, ctime)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, task_id TEXT, kind TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS controls (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, verb TEXT NOT NULL, args TEXT NOT NULL,
+    done_at REAL, ok INTEGER, result TEXT
+);
+"""
+
+
+class StateUnreadable(RuntimeError):
+    """The state database exists but is not ours or is damaged; it is kept as it is."""
+
+
+@dataclass(frozen=True)
+class Control:
+    id: int
+    verb: str
+    args: dict
+    done_at: float | None = None
+    ok: bool | None = None
+    result: str | None = None
+
+
+def _gpus(text: str) -> tuple[int, ...]:
+    return tuple(int(g) for g in text.split(",") if g != "")
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self._db = conn
+        self.path = path
+        self._depth = 0
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = False) -> Store:
+        path = Path(path)
+        if path.exists():
+            _check_readable(path)
+        elif not create:
+            raise FileNotFoundError(f"no gputui state at {path}")
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        store = cls(conn, path)
+        with store.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            if store.meta("schema_version") is None:
+                store.set_meta("schema_version", SCHEMA_VERSION)
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one commit; nests. BEGIN IMMEDIATE: no reader-to-writer upgrade deadlock."""
+        if self._depth == 0:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self._db.execute("COMMIT")
+
+    # -- meta ----------------------------------------------------------------------------------
+    def meta(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def all_meta(self) -> dict:
+        return {r[0]: json.loads(r[1]) for r in self._db.execute("SELECT key, value FROM meta")}
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def add_tasks(self, rows: Iterable[tuple[str, int, int, int, int, str | None]], budget: int) -> None:
+        """rows: (id, index, low, high, count, output path)."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT INTO tasks(id, idx, low, high, count, output, status, budget) VALUES (?,?,?,?,?,?,?,?)",
+                [(*r, Status.PENDING, budget) for r in rows],
+            )
+
+    def tasks(self) -> list[TaskRecord]:
+        return [_task(r) for r in self._db.execute("SELECT * FROM tasks ORDER BY idx")]
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        r = self._db.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
+        return None if r is None else _task(r)
+
+    def task_output(self, task_id: str) -> str | None:
+        r = self._db.execute("SELECT output FROM tasks WHERE id=?", (task_id,)).fetchone()
+        return None if r is None else r[0]
+
+    def update_task(self, task_id: str, **fields) -> None:
+        if "gpus" in fields:
+            fields["gpus"] = ",".join(str(g) for g in fields["gpus"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self._db.execute(f"UPDATE tasks SET {cols} WHERE id=?", (*fields.values(), task_id))
+
+    # -- attempts ------------------------------------------------------------------------------
+    def start_attempt(
+        self, task_id: str, number: int, gpus: Sequence[int], command: Sequence[str], log_path: str, now: float
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO attempts(task_id, number, status, gpus, command, log_path, started_at) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (task_id, number, Status.RUNNING, ",".join(map(str, gpus)), json.dumps(list(command)), log_path, now),
+        )
+
+    def update_attempt(self, task_id: str, number: int, **fields) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self._db.execute(f"UPDATE attempts SET {cols} WHERE task_id=? AND number=?", (*fields.values(), task_id, number))
+
+    def attempts(self, task_id: str | None = None) -> list[AttemptRecord]:
+        if task_id is None:
+            rows = self._db.execute("SELECT * FROM attempts ORDER BY task_id, number")
+        else:
+            rows = self._db.execute("SELECT * FROM attempts WHERE task_id=? ORDER BY number", (task_id,))
+        return [_attempt(r) for r in rows]
+
+    def attempt(self, task_id: str, number: int) -> AttemptRecord | None:
+        r = self._db.execute("SELECT * FROM attempts WHERE task_id=? AND number=?", (task_id, number)).fetchone()
+        return None if r is None else _attempt(r)
+
+    def unsettled_attempts(self) -> list[AttemptRecord]:
+        """Attempts whose end has not been recorded: the ones to re-adopt or settle after a restart."""
+        rows = self._db.execute("SELECT * FROM attempts WHERE ended_at IS NULL ORDER BY task_id, number")
+        return [_attempt(r) for r in rows]
+
+    # -- processes seen in a task's tree (so every signal is checked against recorded pid+ctime) ----
+    def record_processes(self, task_id: str, attempt: int, refs: Iterable[tuple[int, float]]) -> None:
+        now = time.time()
+        self._db.executemany(
+            "INSERT OR IGNORE INTO processes(task_id, attempt, pid, ctime, seen_at) VALUES (?,?,?,?,?)",
+            [(task_id, attempt, pid, ctime, now) for pid, ctime in refs],
+        )
+
+    def recorded_processes(self, task_id: str, attempt: int) -> set[tuple[int, float]]:
+        rows = self._db.execute("SELECT pid, ctime FROM processes WHERE task_id=? AND attempt=?", (task_id, attempt))
+        return {(r[0], r[1]) for r in rows}
+
+    # -- events --------------------------------------------------------------------------------
+    def add_event(self, kind: str, message: str, task_id: str | None = None, ts: float | None = None) -> None:
+        self._db.execute(
+            "INSERT INTO events(ts, task_id, kind, message) VALUES (?,?,?,?)",
+            (ts or time.time(), task_id, kind, message),
+        )
+
+    def events(self, after_id: int = 0, limit: int = 1000) -> list[sqlite3.Row]:
+        return list(self._db.execute("SELECT * FROM events WHERE id>? ORDER BY id LIMIT ?", (after_id, limit)))
+
+    # -- control channel: verbs posted by other processes, applied by the lock holder ----------
+    def post_control(self, verb: str, args: dict) -> int:
+        with self.transaction():
+            cur = self._db.execute(
+                "INSERT INTO controls(ts, verb, args) VALUES (?,?,?)", (time.time(), verb, json.dumps(args))
+            )
+        return int(cur.lastrowid)
+
+    def pending_controls(self) -> list[Control]:
+        rows = self._db.execute("SELECT * FROM controls WHERE done_at IS NULL ORDER BY id")
+        return [Control(r["id"], r["verb"], json.loads(r["args"])) for r in rows]
+
+    def finish_control(self, control_id: int, ok: bool, result: str) -> None:
+        self._db.execute(
+            "UPDATE controls SET done_at=?, ok=?, result=? WHERE id=?", (time.time(), int(ok), result, control_id)
+        )
+
+    def control(self, control_id: int) -> Control | None:
+        r = self._db.execute("SELECT * FROM controls WHERE id=?", (control_id,)).fetchone()
+        if r is None:
+            return None
+        ok = None if r["ok"] is None else bool(r["ok"])
+        return Control(r["id"], r["verb"], json.loads(r["args"]), r["done_at"], ok, r["result"])
+
+
+def _check_readable(path: Path) -> None:
+    """Open read-only and look for our schema; on any doubt, refuse rather than overwrite."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version = None
+            if "meta" in names:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = None if row is None else json.loads(row[0])
+        finally:
+            conn.close()
+    except (sqlite3.DatabaseError, ValueError) as e:
+        raise StateUnreadable(
+            f"state database {path} cannot be read ({e}); gputui will not overwrite it. "
+            f"Move it aside to start the run afresh, or restore it from a backup."
+        ) from e
+    if names and ("tasks" not in names or "meta" not in names):
+        raise StateUnreadable(f"{path} is an SQLite database but not gputui state; it was left untouched.")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise StateUnreadable(
+            f"state database {path} was written by a newer gputui (schema {version} > {SCHEMA_VERSION}); "
+            f"upgrade gputui to use it. It was left untouched."
+        )
+
+
+def _task(r: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(
+        id=r["id"], index=r["idx"], low=r["low"], high=r["high"], count=r["count"], status=r["status"],
+        attempts=r["attempts"], budget=r["budget"], gpus=_gpus(r["gpus"]), reason=r["reason"],
+        exit_code=r["exit_code"], started_at=r["started_at"], ended_at=r["ended_at"], next_try_at=r["next_try_at"],
+    )
+
+
+def _attempt(r: sqlite3.Row) -> AttemptRecord:
+    return AttemptRecord(
+        task_id=r["task_id"], number=r["number"], status=r["status"], gpus=_gpus(r["gpus"]),
+        command=tuple(json.loads(r["command"])), log_path=r["log_path"], started_at=r["started_at"],
+        ended_at=r["ended_at"], exit_code=r["exit_code"], reason=r["reason"],
+        supervisor_pid=r["supervisor_pid"], supervisor_ctime=r["supervisor_ctime"],
+        worker_pid=r["worker_pid"], worker_ctime=r["worker_ctime"],
+    )
