@@ -22,12 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     from gputui.gpus.probe import NoGpuError
     from gputui.jobspec import JobSpecError
     from gputui.rundir import RunLocked
+    from gputui.scheduler import Infeasible
     from gputui.session import PlanMismatch
     from gputui.store import StateUnreadable
 
     try:
         return args.func(args)
-    except (JobSpecError, RunLocked, PlanMismatch, StateUnreadable, NoGpuError, FileNotFoundError) as e:
+    except (JobSpecError, RunLocked, PlanMismatch, StateUnreadable, NoGpuError, Infeasible,
+            FileNotFoundError) as e:
         print(f"gputui: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as e:  # e.g. a bad --simulate spec

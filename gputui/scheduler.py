@@ -36,6 +36,10 @@ from gputui.session import Run
 SIMULATED_TASK_MEMORY_GB = 2.0  # what a simulated GPU shows for a task that declares no memory
 
 
+class Infeasible(RuntimeError):
+    """The job can never start here (too few or too small GPUs); said at once instead of waiting."""
+
+
 @dataclass
 class Live:
     """An attempt in flight: launched by us, or adopted from a previous scheduler instance."""
@@ -233,9 +237,17 @@ class Scheduler:
         gpus = self._snapshot(force=True)
         need = self.policy.gpus_per_worker
         if len(gpus) < need:
-            raise RuntimeError(
+            raise Infeasible(
                 f"{self.job.path}: [resources].gpus_per_worker = {need}, but only {len(gpus)} GPU(s) exist "
                 f"here ({describe(self.probe)}); lower gpus_per_worker or use a machine with more GPUs"
+            )
+        big = [g for g in gpus if g.memory_total >= self.policy.min_free_bytes]
+        if len(big) < need:
+            largest = max(g.memory_total for g in gpus) / GIB
+            raise Infeasible(
+                f"{self.job.path}: [resources].min_free_memory_gb / memory_per_worker_gb ask for "
+                f"{self.policy.min_free_bytes / GIB:g} GB free per GPU, but the largest GPU here has "
+                f"{largest:.0f} GB in all ({describe(self.probe)}); no task could ever start"
             )
 
     # -- launching -----------------------------------------------------------------------------

@@ -29,7 +29,10 @@ def write_jsonl(path, rows):
 
 @pytest.mark.parametrize(
     ("name", "fmt"),
-    [("a.csv", "csv"), ("a.CSV", "csv"), ("a.jsonl", "jsonl"), ("a.ndjson", "jsonl"), ("x/a.parquet", "parquet")],
+    [
+        ("a.csv", "csv"), ("a.CSV", "csv"), ("a.jsonl", "jsonl"), ("a.ndjson", "jsonl"),
+        ("x/a.parquet", "parquet"),
+    ],
 )
 def test_detect_format_by_extension(name, fmt):
     assert detect_format(name) == fmt

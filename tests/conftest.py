@@ -1,0 +1,120 @@
+"""Fixtures that build real job files, inputs and run directories, and run the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+WORKER = Path(__file__).parent / "workers" / "shard_worker.py"
+
+
+class JobFactory:
+    def __init__(self, tmp_path: Path):
+        self.root = tmp_path
+        self.record = tmp_path / "invocations.jsonl"
+
+    def __call__(self, *, ids: int = 40, num_workers: int = 4, gpus_per_worker: int = 0, max_parallel: int = 2,
+                 sleep: float = 0.0, worker_args: str = "", max_attempts: int = 3, backoff_s: float = 0.05,
+                 merged: bool = True, extra: str = "", stop_grace_s: float = 2.0, rows_per_id: int = 2) -> Path:
+        data = self.root / "data.csv"
+        with open(data, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["data_id", "value"])
+            for i in range(ids):
+                for r in range(rows_per_id):
+                    w.writerow([i, f"row{i}-{r}"])
+        command = (f"{sys.executable} {WORKER} --input {{input}} --output {{output_dir}} --low {{low}} "
+                   f"--high {{high}} --record {self.record} --sleep {sleep} {worker_args}")
+        merged_line = 'merged = "merged.csv"' if merged else ""
+        job = self.root / "job.toml"
+        job.write_text(f"""
+[job]
+name = "test"
+command = "{command}"
+stop_grace_s = {stop_grace_s}
+{extra}
+[shards]
+input = "data.csv"
+num_workers = {num_workers}
+[resources]
+gpus_per_worker = {gpus_per_worker}
+max_parallel = {max_parallel}
+[retry]
+max_attempts = {max_attempts}
+backoff_s = {backoff_s}
+[outputs]
+pattern = "out_{{low}}_{{high}}.csv"
+{merged_line}
+""")
+        return job
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "runs" / "test"
+
+    def events(self) -> list[dict]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def make_job(tmp_path) -> JobFactory:
+    return JobFactory(tmp_path)
+
+
+def gputui(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gputui", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def gputui_bg(*args: str, log: Path) -> subprocess.Popen:
+    out = open(log, "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "gputui", *map(str, args)], stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def reaper():
+    """Processes a test starts (decoys, schedulers) are killed at the end, whatever happens."""
+    procs: list = []
+    yield procs
+    for p in procs:
+        try:
+            if isinstance(p, subprocess.Popen):
+                p.kill()
+                p.wait(5)
+            else:
+                os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, OSError, subprocess.TimeoutExpired):
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_workers(tmp_path):
+    """Kill anything tagged as launched from this test's runs, so one failing test cannot leak workers."""
+    yield
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if str(tmp_path) in p.environ().get("GPUTUI_RUN_DIR", ""):
+                p.kill()
+        except (psutil.Error, OSError):
+            pass

@@ -1,0 +1,144 @@
+"""Kill the scheduler at any moment; the same command again finishes the run, losing and repeating nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+from collections import Counter
+
+import psutil
+
+from tests.conftest import gputui, gputui_bg, wait_for
+
+
+def _finished_once_and_never_restarted(events):
+    starts, finishes = Counter(), Counter()
+    finish_time = {}
+    for e in sorted(events, key=lambda e: e["t"]):
+        key = (e["low"], e["high"])
+        if e["event"] == "start":
+            assert key not in finish_time, f"shard {key} started again after it had finished"
+            starts[key] += 1
+        elif e["event"] == "finish":
+            finishes[key] += 1
+            finish_time[key] = e["t"]
+    assert set(finishes.values()) == {1}, f"shards finished more than once: {finishes}"
+    return starts, finishes
+
+
+def test_scheduler_sigkilled_mid_run_then_restarted(make_job, reaper, tmp_path):
+    job = make_job(ids=60, num_workers=6, max_parallel=2, sleep=1.5)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(sched)
+    # Wait until one shard is done and two more are running, then kill -9 the scheduler only.
+    wait_for(lambda: sum(e["event"] == "finish" for e in make_job.events()) >= 1
+             and sum(e["event"] == "start" for e in make_job.events()) >= 3, what="a shard done, two running")
+    sched.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    running = {e["pid"] for e in make_job.events() if e["event"] == "start"} - {
+        e["pid"] for e in make_job.events() if e["event"] == "finish"}
+    assert any(psutil.pid_exists(p) for p in running), "workers must outlive their scheduler"
+
+    r = gputui("run", "--jobs", job, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "re-adopted" in r.stdout
+    starts, finishes = _finished_once_and_never_restarted(make_job.events())
+    assert len(finishes) == 6
+    # The workers that were running when the scheduler died were adopted, not started again.
+    assert set(starts.values()) == {1}
+    with open(make_job.run_dir / "outputs" / "merged.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 120 and len({r["data_id"] for r in rows}) == 60
+
+
+def test_scheduler_killed_repeatedly_still_converges(make_job, reaper, tmp_path):
+    job = make_job(ids=30, num_workers=6, max_parallel=3, sleep=0.4)
+    for i in range(4):
+        sched = gputui_bg("run", "--jobs", job, log=tmp_path / f"run{i}.log")
+        reaper.append(sched)
+        n = len(make_job.events())
+        wait_for(lambda n=n: len(make_job.events()) > n or sched.poll() is not None, what="progress")
+        if sched.poll() is not None:
+            break
+        sched.send_signal(signal.SIGKILL)
+        sched.wait(5)
+    r = gputui("run", "--jobs", job, timeout=120)
+    assert r.returncode == 0, r.stdout
+    _, finishes = _finished_once_and_never_restarted(make_job.events())
+    assert len(finishes) == 6
+
+
+def test_worker_that_died_while_scheduler_was_down_is_settled_from_its_exit_status(make_job, reaper, tmp_path):
+    job = make_job(ids=20, num_workers=2, max_parallel=2, sleep=1.0)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(sched)
+    wait_for(lambda: sum(e["event"] == "start" for e in make_job.events()) >= 2, what="two workers")
+    sched.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    # Both workers finish while no scheduler runs.
+    wait_for(lambda: sum(e["event"] == "finish" for e in make_job.events()) >= 2, what="workers to finish")
+    wait_for(lambda: len(list((make_job.run_dir / "attempts").glob("*.exit.json"))) == 2, what="exit files")
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout
+    assert "launch" not in r.stdout  # nothing was run again
+    starts, _ = _finished_once_and_never_restarted(make_job.events())
+    assert sum(starts.values()) == 2
+
+
+def test_second_scheduler_on_same_run_dir_is_refused(make_job, reaper, tmp_path):
+    job = make_job(num_workers=2, sleep=3)
+    first = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(first)
+    wait_for(lambda: make_job.events(), what="first scheduler to launch")
+    db = make_job.run_dir / "state.db"
+    before = sqlite3.connect(db).execute("SELECT count(*) FROM attempts").fetchone()[0]
+    r = gputui("run", "--jobs", job, timeout=30)
+    assert r.returncode == 2
+    assert "already driven by gputui" in r.stderr and f"pid {first.pid}" in r.stderr
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM attempts").fetchone()[0] == before
+
+
+def test_changed_plan_is_refused_with_explanation(make_job):
+    job = make_job(num_workers=2)
+    assert gputui("run", "--jobs", job).returncode == 0
+    job.write_text(job.read_text().replace("num_workers = 2", "num_workers = 3"))
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 2
+    assert "2 shards" in r.stderr and "3 shards" in r.stderr and "--run-dir" in r.stderr
+
+
+def test_unreadable_state_is_kept_not_overwritten(make_job):
+    job = make_job(num_workers=2)
+    db = make_job.run_dir / "state.db"
+    db.parent.mkdir(parents=True)
+    garbage = b"this is not an sqlite database, but somebody's precious file\n" * 100
+    db.write_bytes(garbage)
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 2
+    assert "cannot be read" in r.stderr and "will not overwrite" in r.stderr
+    assert db.read_bytes() == garbage
+
+
+def test_lost_state_is_rebuilt_from_done_manifests(make_job):
+    job = make_job(num_workers=3)
+    assert gputui("run", "--jobs", job).returncode == 0
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (make_job.run_dir / name).unlink(missing_ok=True)
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.count("already done") == 3 and "launch" not in r.stdout
+    _finished_once_and_never_restarted(make_job.events())
+
+
+def test_exports_hold_config_and_per_task_arguments(make_job):
+    job = make_job(num_workers=2)
+    assert gputui("run", "--jobs", job).returncode == 0
+    config = json.loads((make_job.run_dir / "exports" / "config.json").read_text())
+    assert config["scheduler_id"] and config["resources"]["max_parallel"] == 2
+    task = json.loads((make_job.run_dir / "exports" / "tasks" / "shard-1.json").read_text())
+    assert task["task"]["status"] == "done" and task["task"]["range"] == [20, 40]
+    argv = task["attempts"][0]["command"]
+    assert argv[argv.index("--low") + 1] == "20" and argv[argv.index("--high") + 1] == "40"
