@@ -28,8 +28,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (JobSpecError, RunLocked, PlanMismatch, StateUnreadable, NoGpuError, Infeasible,
-            FileNotFoundError) as e:
+    except (
+        JobSpecError,
+        RunLocked,
+        PlanMismatch,
+        StateUnreadable,
+        NoGpuError,
+        Infeasible,
+        FileNotFoundError,
+    ) as e:
         print(f"gputui: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as e:  # e.g. a bad --simulate spec
@@ -40,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gputui", description="Watch GPUs; launch and control the GPU jobs gputui owns.")
+    p = argparse.ArgumentParser(
+        prog="gputui", description="Watch GPUs; launch and control the GPU jobs gputui owns."
+    )
     p.add_argument("--version", action="version", version=f"gputui {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
@@ -72,10 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", type=Path, required=True)
     s.set_defaults(func=_cmd_summary)
 
-    for verb, text in (("pause", "pause tasks (SIGSTOP their process trees)"),
-                       ("resume", "resume paused tasks (SIGCONT)"),
-                       ("kill", "kill tasks (SIGTERM, grace period, SIGKILL); they stay killed until retried"),
-                       ("retry", "queue failed or killed tasks again")):
+    for verb, text in (
+        ("pause", "pause tasks (SIGSTOP their process trees)"),
+        ("resume", "resume paused tasks (SIGCONT)"),
+        ("kill", "kill tasks (SIGTERM, grace period, SIGKILL); they stay killed until retried"),
+        ("retry", "queue failed or killed tasks again"),
+    ):
         v = sub.add_parser(verb, help=text)
         v.add_argument("--run-dir", type=Path, required=True)
         v.add_argument("task_ids", nargs="*", metavar="TASK_ID")
@@ -85,9 +96,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _simulate_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--simulate", metavar="SPEC",
-                   help="simulated GPUs: N or NxGB (e.g. 4, 8x24); 'auto' or 'auto:NxGB' simulates only "
-                        "when no real GPU can be probed")
+    p.add_argument(
+        "--simulate",
+        metavar="SPEC",
+        help="simulated GPUs: N or NxGB (e.g. 4, 8x24); 'auto' or 'auto:NxGB' simulates only "
+        "when no real GPU can be probed",
+    )
 
 
 def _cmd_run(args) -> int:
@@ -125,12 +139,23 @@ def _cmd_status(args) -> int:
         holder = RunLock(paths).holder() if live else None
         tasks, meta = store.tasks(), store.all_meta()
         if args.json:
-            print(json.dumps({
-                "run_dir": str(paths.root), "job": meta.get("job_name"), "scheduler_id": meta.get("scheduler_id"),
-                "scheduler_live": live, "scheduler_pid": (holder or {}).get("pid"),
-                "tasks": [t.__dict__ | {"range": [t.low, t.high]} for t in tasks],
-            }, indent=2, default=str))
+            print(
+                json.dumps(
+                    {
+                        "run_dir": str(paths.root),
+                        "job": meta.get("job_name"),
+                        "scheduler_id": meta.get("scheduler_id"),
+                        "scheduler_live": live,
+                        "scheduler_pid": (holder or {}).get("pid"),
+                        "tasks": [t.__dict__ | {"range": [t.low, t.high]} for t in tasks],
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
             return EXIT_OK
+        from collections import Counter
+
         from rich.console import Console
 
         from gputui.printer import progress_line
@@ -138,11 +163,15 @@ def _cmd_status(args) -> int:
 
         console = Console()
         who = f"live (pid {holder.get('pid')})" if live and holder else ("live" if live else "not running")
-        console.print(f"[b]{meta.get('job_name')}[/b]  {paths.root}  scheduler {meta.get('scheduler_id', '')[:8]}: {who}")
+        console.print(
+            f"[b]{meta.get('job_name')}[/b]  {paths.root}  scheduler {meta.get('scheduler_id', '')[:8]}: {who}"
+        )
         console.print(status_table(tasks, store.attempts(), now=time.time()))
         started = [t.started_at for t in tasks if t.started_at]
         ended = [t.ended_at or time.time() for t in tasks if t.started_at]
-        console.print(progress_line(tasks, (max(ended) - min(started)) if started else 0.0))
+        console.print(
+            progress_line(Counter(t.status for t in tasks), (max(ended) - min(started)) if started else 0.0)
+        )
         return EXIT_OK
     finally:
         store.close()
@@ -182,7 +211,10 @@ def _cmd_verb(args, verb: str) -> int:
             ids = None if args.all else args.task_ids
         try:
             ok, report = request(
-                paths, store, verb, ids,
+                paths,
+                store,
+                verb,
+                ids,
                 lambda: Controller(paths, store, on_merge=lambda: merge_run(store, paths)),
             )
         except ControlError as e:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gputui import ownership
-from gputui.executors.pidfile import read_pid_file
+from gputui.executors.journal import JournalReader
 from gputui.ownership import ProcessRef
 from gputui.records import AttemptRecord, Status, TaskRecord
 from gputui.rundir import RunLock, RunPaths
@@ -96,7 +96,11 @@ class Controller:
                 self.store.add_event("killed", "killed by user", task.id)
         live = [(t, self._live_attempt(t)) for t in tasks if t.status in Status.LIVE]
         results = self.stop_trees(live, float(self.store.meta("stop_grace_s", 10.0)))
-        lines = [f"{t.id}: killed (it was {t.status}; nothing was running)" for t in tasks if t.status not in Status.LIVE]
+        lines = [
+            f"{t.id}: killed (it was {t.status}; nothing was running)"
+            for t in tasks
+            if t.status not in Status.LIVE
+        ]
         for (task, _), result in zip(live, results, strict=True):
             msg = f"{task.id}: killed {len({r.pid for r in result.signalled})} process(es)"
             lines.append(msg + ("; still alive: " + "; ".join(result.stuck) if result.stuck else ""))
@@ -152,13 +156,11 @@ class Controller:
         if attempt is None:
             raise ControlError("has no recorded attempt")
         if attempt.worker_pid is None:
-            info = read_pid_file(self.paths.pid_file(task.id, attempt.number))
-            if info and info.get("worker_ctime") is not None:
+            pid = JournalReader(self.paths.journal).get(task.id, attempt.number).pid
+            ref = ownership.tagged_ref(pid, self.scheduler_id) if pid else None
+            if ref is not None:
                 with self.store.transaction():
-                    self.store.update_attempt(
-                        task.id, attempt.number, worker_pid=info["worker_pid"], worker_ctime=info["worker_ctime"],
-                        supervisor_pid=info.get("supervisor_pid"), supervisor_ctime=info.get("supervisor_ctime"),
-                    )
+                    self.store.update_attempt(task.id, attempt.number, worker_pid=ref.pid, worker_ctime=ref.ctime)
                 attempt = self.store.attempt(task.id, attempt.number)
         return attempt
 
@@ -166,8 +168,10 @@ class Controller:
         tasks = self.store.tasks()
         if task_ids is None:
             applies = {
-                "pause": {Status.RUNNING}, "resume": {Status.PAUSED},
-                "kill": set(Status.ALL) - Status.FINAL, "retry": {Status.FAILED, Status.KILLED, Status.RETRYING},
+                "pause": {Status.RUNNING},
+                "resume": {Status.PAUSED},
+                "kill": set(Status.ALL) - Status.FINAL,
+                "retry": {Status.FAILED, Status.KILLED, Status.RETRYING},
             }[verb]
             return [t for t in tasks if t.status in applies]
         by_id = {t.id: t for t in tasks}
@@ -183,8 +187,12 @@ def _ok(line: str) -> tuple[bool, str]:
 
 
 def request(
-    paths: RunPaths, store: Store, verb: str, task_ids: Sequence[str] | None,
-    make_controller: Callable[[], Controller], timeout: float = 120.0,
+    paths: RunPaths,
+    store: Store,
+    verb: str,
+    task_ids: Sequence[str] | None,
+    make_controller: Callable[[], Controller],
+    timeout: float = 120.0,
 ) -> tuple[bool, str]:
     """Apply a verb: through the live scheduler if there is one, else directly under the run lock."""
     lock = RunLock(paths)

@@ -9,8 +9,14 @@ from dataclasses import dataclass
 
 # Most specific first: an OOM traceback also contains "CUDA error" and "Traceback".
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("cuda_oom", re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|"
-                            r"cudaErrorMemoryAllocation|out of memory on device", re.I)),
+    (
+        "cuda_oom",
+        re.compile(
+            r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|"
+            r"cudaErrorMemoryAllocation|out of memory on device",
+            re.I,
+        ),
+    ),
     ("nccl", re.compile(r"NCCL (error|WARN)|ncclInternalError|ncclSystemError|NCCL timeout", re.I)),
     ("cuda_error", re.compile(r"CUDA error|CUDA_ERROR_|cudaError|device-side assert", re.I)),
 )
@@ -32,14 +38,14 @@ def signal_name(signum: int) -> str:
 
 
 def classify(exit_code: int | None, log_tail: str) -> Failure:
-    """`exit_code` is the wait status as Python reports it: negative for death by signal."""
+    """`exit_code`: negative (Python) or 128+N (shell) for death by signal N; None when unknown."""
     for kind, pattern in _PATTERNS:
         m = pattern.search(log_tail)
         if m:
             return Failure(kind, f"{_LABELS[kind]}: {_line_of(log_tail, m.start())}")
     if exit_code is None:
         return Failure("lost", "exit status unknown (its supervisor died)")
-    if exit_code < 0 or exit_code in (128 + signal.SIGKILL, 128 + signal.SIGTERM):
+    if exit_code < 0 or 128 < exit_code <= 128 + 64:  # Python's -N, or the shell's 128+N
         signum = -exit_code if exit_code < 0 else exit_code - 128
         hint = " (out of host memory? check dmesg)" if signum == signal.SIGKILL else ""
         return Failure("signal", f"killed by {signal_name(signum)}{hint}")
@@ -48,7 +54,9 @@ def classify(exit_code: int | None, log_tail: str) -> Failure:
         return Failure("exception", f"Python exception: {exc}")
     if exit_code == 127:
         return Failure("not_found", f"command not found (exit 127): {_last_line(log_tail)}".rstrip(": "))
-    return Failure("exit_code", f"exit code {exit_code}" + (f": {_last_line(log_tail)}" if log_tail.strip() else ""))
+    return Failure(
+        "exit_code", f"exit code {exit_code}" + (f": {_last_line(log_tail)}" if log_tail.strip() else "")
+    )
 
 
 def read_tail(path: str | os.PathLike[str], max_bytes: int = 64 * 1024) -> str:

@@ -22,15 +22,21 @@ def merge_run(store: Store, paths: RunPaths) -> str:
     shards = [ShardOutput(t.id, t.low, t.high, Path(store.task_output(t.id) or "")) for t in tasks]
     key, expected = _id_key(store)
     summary = merge_shards(
-        shards, Path(merged), paths.merge_summary, id_column=store.meta("id_column"), key=key,
+        shards,
+        Path(merged),
+        paths.merge_summary,
+        id_column=store.meta("id_column"),
+        key=key,
         expected_ids=expected,
     )
     if not summary["ok"]:
         pending = f" ({len(not_done)} task(s) not done: {', '.join(not_done[:5])})" if not_done else ""
         problems = "; ".join(summary["problems"][:3])
         return f"merge failed{pending}: {problems} — see {paths.merge_summary}"
-    return (f"merged {summary['total_rows']} rows from {len(shards)} shard(s) into {merged} "
-            f"(coverage checked; {paths.merge_summary})")
+    return (
+        f"merged {summary['total_rows']} rows from {len(shards)} shard(s) into {merged} "
+        f"(coverage checked; {paths.merge_summary})"
+    )
 
 
 def _id_key(store: Store):
@@ -56,7 +62,11 @@ def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
         except ValueError:
             merge = None
     summary = build_summary(
-        job_name=store.meta("job_name", ""), run_dir=str(paths.root), scheduler_id=store.meta("scheduler_id", ""),
-        tasks=store.tasks(), attempts=store.attempts(), merge=merge,
+        job_name=store.meta("job_name", ""),
+        run_dir=str(paths.root),
+        scheduler_id=store.meta("scheduler_id", ""),
+        tasks=store.tasks(),
+        attempts=store.attempts(),
+        merge=merge,
     )
     return write_reports(paths.root, summary)

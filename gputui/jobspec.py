@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 PLACEHOLDERS = (
-    "low", "high", "input", "output_dir", "run_dir", "task_id", "attempt", "gpus", "num_gpus",
+    "low",
+    "high",
+    "input",
+    "output_dir",
+    "run_dir",
+    "task_id",
+    "attempt",
+    "gpus",
+    "num_gpus",
 )
 
 
@@ -230,8 +238,9 @@ class _Loader:
 
     # -- typed values -----------------------------------------------------------------------------
 
-    def value(self, table: dict[str, Any], tname: str, key: str, check: str, default: Any = _MISSING,
-              missing: str = "") -> Any:
+    def value(
+        self, table: dict[str, Any], tname: str, key: str, check: str, default: Any = _MISSING, missing: str = ""
+    ) -> Any:
         """table[key] checked as `check`; `default` when absent (or an error saying `missing`)."""
         keypath = f"[{tname}].{key}"
         if key not in table:
@@ -273,13 +282,17 @@ class _Loader:
             if name is None:
                 continue
             if name == "":
-                raise self.error(keypath, f"empty placeholder {{}} in {template!r}; name one of "
-                                          f"{_placeholder_list(known)}, or {brace_hint}")
+                raise self.error(
+                    keypath,
+                    f"empty placeholder {{}} in {template!r}; name one of "
+                    f"{_placeholder_list(known)}, or {brace_hint}",
+                )
             if name not in known:
                 base = re.split(r"[.\[]", name, maxsplit=1)[0]
                 if base in known:
-                    raise self.error(keypath, f"placeholder {{{name}}}: only plain names like {{{base}}} "
-                                              "are allowed")
+                    raise self.error(
+                        keypath, f"placeholder {{{name}}}: only plain names like {{{base}}} are allowed"
+                    )
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean {{{close[0]}}}? Known" if close else "known"
                 message = f"unknown placeholder {{{name}}}; {hint}: {_placeholder_list(known)}"
@@ -304,8 +317,10 @@ class _Loader:
         for key, value in data.get("params", {}).items():
             keypath = f"[params].{_key(key)}"
             if not key.isidentifier():
-                raise self.error(keypath, "expected a name usable as a placeholder "
-                                          "(letters, digits and _, not starting with a digit)")
+                raise self.error(
+                    keypath,
+                    "expected a name usable as a placeholder (letters, digits and _, not starting with a digit)",
+                )
             if key in PLACEHOLDERS:
                 raise self.error(keypath, f"shadows the built-in placeholder {{{key}}}; choose another name")
             if not isinstance(value, str | int | float | bool):
@@ -343,7 +358,7 @@ class _Loader:
     def env(self, job: dict[str, Any]) -> dict[str, str]:
         table = job.get("env", {})
         if not isinstance(table, dict):
-            raise self.error("[job].env", f"expected a table of NAME = \"value\", {_got(table)}")
+            raise self.error("[job].env", f'expected a table of NAME = "value", {_got(table)}')
         env: dict[str, str] = {}
         for key, value in table.items():
             keypath = f"[job].env.{_key(key)}"
@@ -359,8 +374,7 @@ class _Loader:
 
     def shards(self, table: dict[str, Any]) -> ShardSpec:
         self.check_keys(table, "shards")
-        raw = self.value(table, "shards", "input", "str",
-                         missing="the path of a .csv, .jsonl or .parquet file")
+        raw = self.value(table, "shards", "input", "str", missing="the path of a .csv, .jsonl or .parquet file")
         if "format" in table:
             fmt = table["format"]
             if not isinstance(fmt, str) or fmt.lower() not in _FORMAT_NAMES:
@@ -369,8 +383,11 @@ class _Loader:
         else:
             fmt = _SUFFIX_FORMATS.get(Path(raw).suffix.lower())
             if fmt is None:
-                raise self.error("[shards].input", f"cannot tell the format of {raw!r}; expected .csv, "
-                                                   ".jsonl or .parquet (or set [shards].format)")
+                raise self.error(
+                    "[shards].input",
+                    f"cannot tell the format of {raw!r}; expected .csv, "
+                    ".jsonl or .parquet (or set [shards].format)",
+                )
         path = _resolve(raw, self.base)
         if path.is_dir():
             raise self.error("[shards].input", f"expected a file, found a directory: {path}")
@@ -382,19 +399,22 @@ class _Loader:
             raise self.error("[shards]", f"set exactly one of num_workers or shard_size ({which})")
         num_workers = self.value(table, "shards", "num_workers", "int>=1", default=None)
         shard_size = self.value(table, "shards", "shard_size", "int>=1", default=None)
-        return ShardSpec(input=path, id_column=id_column, num_workers=num_workers, shard_size=shard_size,
-                         format=fmt)
+        return ShardSpec(
+            input=path, id_column=id_column, num_workers=num_workers, shard_size=shard_size, format=fmt
+        )
 
     def resources(self, table: dict[str, Any]) -> ResourceSpec:
         self.check_keys(table, "resources")
         d = ResourceSpec()
         return ResourceSpec(
             gpus_per_worker=self.value(table, "resources", "gpus_per_worker", "int>=0", d.gpus_per_worker),
-            min_free_memory_gb=self.value(table, "resources", "min_free_memory_gb", "num>=0",
-                                          d.min_free_memory_gb),
+            min_free_memory_gb=self.value(
+                table, "resources", "min_free_memory_gb", "num>=0", d.min_free_memory_gb
+            ),
             max_parallel=self.value(table, "resources", "max_parallel", "int>=1", d.max_parallel),
-            memory_per_worker_gb=self.value(table, "resources", "memory_per_worker_gb", "num>0",
-                                            d.memory_per_worker_gb),
+            memory_per_worker_gb=self.value(
+                table, "resources", "memory_per_worker_gb", "num>0", d.memory_per_worker_gb
+            ),
         )
 
     def retry(self, table: dict[str, Any]) -> RetrySpec:
@@ -423,8 +443,11 @@ class _Loader:
                 why = "a shard's output file must be the same for every attempt"
                 raise self.error("[outputs].pattern", f"cannot use {{{per_attempt[0]}}}: {why}")
             if not used & set(_SHARD_PLACEHOLDERS):
-                raise self.error("[outputs].pattern", "must use {low}, {high} or {task_id} so each shard "
-                                                      f"writes its own file, got {pattern!r}")
+                raise self.error(
+                    "[outputs].pattern",
+                    "must use {low}, {high} or {task_id} so each shard "
+                    f"writes its own file, got {pattern!r}",
+                )
         merged = self.value(table, "outputs", "merged", "str", default=None)
         if merged is not None:
             self.relative_name("[outputs].merged", merged, merged)
@@ -460,8 +483,16 @@ class _Loader:
 
         # Fill every template once with example values, so a bad format spec fails now, not mid-run.
         samples: dict[str, object] = {
-            **params, "low": 0, "high": 1, "input": str(shards.input), "output_dir": str(outputs.dir),
-            "run_dir": str(run), "task_id": "shard-0", "attempt": 1, "gpus": "0,1", "num_gpus": 2,
+            **params,
+            "low": 0,
+            "high": 1,
+            "input": str(shards.input),
+            "output_dir": str(outputs.dir),
+            "run_dir": str(run),
+            "task_id": "shard-0",
+            "attempt": 1,
+            "gpus": "0,1",
+            "num_gpus": 2,
         }
         for token, kp in zip(command, keypaths, strict=True):
             self.try_render(kp, token, samples)
@@ -469,9 +500,21 @@ class _Loader:
             example = self.try_render("[outputs].pattern", outputs.pattern, samples)
             self.relative_name("[outputs].pattern", example, outputs.pattern)
 
-        return JobSpec(path=file, name=name, command=command, workdir=workdir, run_dir=run, shards=shards,
-                       resources=resources, retry=retry, outputs=outputs, params=params, env=env,
-                       stop_grace_s=stop_grace_s, text=text)
+        return JobSpec(
+            path=file,
+            name=name,
+            command=command,
+            workdir=workdir,
+            run_dir=run,
+            shards=shards,
+            resources=resources,
+            retry=retry,
+            outputs=outputs,
+            params=params,
+            env=env,
+            stop_grace_s=stop_grace_s,
+            text=text,
+        )
 
 
 def load_jobspec(path: str | Path, *, run_dir: str | Path | None = None) -> JobSpec:
@@ -488,8 +531,9 @@ def load_jobspec(path: str | Path, *, run_dir: str | Path | None = None) -> JobS
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise JobSpecError(f"{where}: cannot read job file: not UTF-8 text (bad byte at offset {e.start})") \
-            from None
+        raise JobSpecError(
+            f"{where}: cannot read job file: not UTF-8 text (bad byte at offset {e.start})"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

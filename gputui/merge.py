@@ -35,9 +35,7 @@ def manifest_path(output: Path) -> Path:
     return output.with_name(f"{output.name}.done.json")
 
 
-def write_manifest(
-    output: Path, *, task_id: str, low: int, high: int, scheduler_id: str, attempt: int
-) -> dict:
+def write_manifest(output: Path, *, task_id: str, low: int, high: int, scheduler_id: str, attempt: int) -> dict:
     output = Path(output)
     try:
         rows = count_rows(output)
@@ -284,8 +282,7 @@ class _IdCheck:
             return out
         if self.lacking:
             out.append(
-                f"can't check that every id has output: no {self.column!r} column in "
-                f"{', '.join(self.lacking)}"
+                f"can't check that every id has output: no {self.column!r} column in {', '.join(self.lacking)}"
             )
             return out
         missing: set[Any] = set()
@@ -316,8 +313,9 @@ def _examples(values: list[Any]) -> str:
 # known) while feeding ids to the checker, and records per-shard row counts in the entries.
 
 
-def _merge_csv(readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None,
-               problems: list[str]) -> None:
+def _merge_csv(
+    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None, problems: list[str]
+) -> None:
     _lift_csv_field_limit()
     header: list[str] | None = None
     first_task = ""
@@ -365,8 +363,9 @@ def _merge_csv(readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: 
         _sync(out)
 
 
-def _merge_jsonl(readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None,
-                 problems: list[str]) -> None:
+def _merge_jsonl(
+    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None, problems: list[str]
+) -> None:
     with open(tmp or os.devnull, "wb") as out:
         for shard, entry in readable:
             try:
@@ -409,8 +408,9 @@ def _merge_jsonl(readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids
         _sync(out)
 
 
-def _merge_parquet(readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None,
-                   problems: list[str]) -> None:
+def _merge_parquet(
+    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None, problems: list[str]
+) -> None:
     """Batch by batch, so only one row group is in memory at a time."""
     pq = _parquet()
     schema = None

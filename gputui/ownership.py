@@ -50,6 +50,16 @@ def alive(ref: ProcessRef) -> psutil.Process | None:
         return None
 
 
+def tagged_ref(pid: int, scheduler_id: str) -> ProcessRef | None:
+    """pid + start time of `pid` if it is alive and carries this run's tag (so not a reused pid)."""
+    try:
+        p = psutil.Process(pid)
+        ref = ProcessRef(pid, p.create_time())
+    except psutil.Error:
+        return None
+    return ref if tags(p)[0] == scheduler_id else None
+
+
 def tags(p: psutil.Process) -> tuple[str | None, str | None]:
     try:
         env = p.environ()
@@ -140,8 +150,10 @@ def describe_stuck(ref: ProcessRef) -> str:
     except psutil.Error:
         return f"pid {ref.pid}: gone"
     if status == psutil.STATUS_DISK_SLEEP:
-        return (f"pid {ref.pid} ({name}) is in uninterruptible sleep (state D, usually stuck I/O or a GPU "
-                f"driver call); it will die when that call returns")
+        return (
+            f"pid {ref.pid} ({name}) is in uninterruptible sleep (state D, usually stuck I/O or a GPU "
+            f"driver call); it will die when that call returns"
+        )
     return f"pid {ref.pid} ({name}) survived SIGKILL (state {status})"
 
 

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import TextIO
 
-from gputui.records import Status, TaskRecord
+from gputui.records import Status
 
 
-def progress_line(tasks: Iterable[TaskRecord], elapsed: float) -> str:
-    counts = Counter(t.status for t in tasks)
+def progress_line(counts: Mapping[str, int], elapsed: float) -> str:
+    """`2/4 done, 2 running, 0 failed, elapsed 180.5s`, from task counts by status."""
     total = sum(counts.values())
-    running = counts[Status.RUNNING] + counts[Status.PAUSED]
-    parts = [f"{counts[Status.DONE]}/{total} done", f"{running} running", f"{counts[Status.FAILED]} failed"]
-    if counts[Status.PAUSED]:
-        parts.append(f"{counts[Status.PAUSED]} paused")
-    if counts[Status.RETRYING]:
-        parts.append(f"{counts[Status.RETRYING]} retrying")
-    if counts[Status.KILLED]:
-        parts.append(f"{counts[Status.KILLED]} killed")
+    parts = [
+        f"{counts.get(Status.DONE, 0)}/{total} done",
+        f"{counts.get(Status.RUNNING, 0) + counts.get(Status.PAUSED, 0)} running",
+        f"{counts.get(Status.FAILED, 0)} failed",
+    ]
+    for status in (Status.PAUSED, Status.RETRYING, Status.KILLED):
+        if counts.get(status):
+            parts.append(f"{counts[status]} {status}")
     return ", ".join(parts) + f", elapsed {elapsed:.1f}s"
 
 
@@ -43,6 +41,3 @@ class Printer:
     def worker_lines(self, label: str, lines: list[str]) -> None:
         if self.show_output and lines:
             self.line("\n".join(f"{label} {ln}" for ln in lines))
-
-    def stamp(self) -> str:
-        return time.strftime("%H:%M:%S")

@@ -42,24 +42,26 @@ def build_summary(
     for t in sorted(tasks, key=lambda t: (t.index, t.id)):
         details = [_attempt(a, now) for a in sorted(by_task.get(t.id, []), key=lambda a: a.number)]
         durations = [d["duration"] for d in details]
-        rows.append({
-            "id": t.id,
-            "index": t.index,
-            "range": [t.low, t.high],
-            "count": t.count,
-            "status": t.status,
-            "attempts": t.attempts,
-            "budget": t.budget,
-            "gpus": list(t.gpus),
-            "exit_code": t.exit_code,
-            "reason": t.reason,
-            "started_at": _iso(t.started_at),
-            "ended_at": _iso(t.ended_at),
-            "attempt_durations": durations,
-            "duration": round(sum(durations), 3) if durations else None,
-            "last_log": details[-1]["log_path"] if details else None,
-            "attempt_details": details,
-        })
+        rows.append(
+            {
+                "id": t.id,
+                "index": t.index,
+                "range": [t.low, t.high],
+                "count": t.count,
+                "status": t.status,
+                "attempts": t.attempts,
+                "budget": t.budget,
+                "gpus": list(t.gpus),
+                "exit_code": t.exit_code,
+                "reason": t.reason,
+                "started_at": _iso(t.started_at),
+                "ended_at": _iso(t.ended_at),
+                "attempt_durations": durations,
+                "duration": round(sum(durations), 3) if durations else None,
+                "last_log": details[-1]["log_path"] if details else None,
+                "attempt_details": details,
+            }
+        )
 
     starts = [a.started_at for a in attempts] + [t.started_at for t in tasks if t.started_at is not None]
     ends = [a.ended_at for a in attempts if a.ended_at is not None]
@@ -150,8 +152,7 @@ def render_report(summary: dict) -> str:
         n_shards = len(merge.get("shards", []))
         if merge.get("ok"):
             lines.append(
-                f"OK: {merge.get('total_rows', 0):,} rows from {n_shards} shard(s) "
-                f"into `{merge.get('merged')}`."
+                f"OK: {merge.get('total_rows', 0):,} rows from {n_shards} shard(s) into `{merge.get('merged')}`."
             )
         else:
             problems = merge.get("problems", [])
@@ -179,8 +180,7 @@ def _outcome(summary: dict) -> str:
         text += f" in {_seconds(summary['wall_seconds'])}"
         if summary.get("running"):
             text += " so far"
-    unfinished = (Status.FAILED, Status.KILLED, Status.RUNNING, Status.PAUSED, Status.RETRYING,
-                  Status.PENDING)
+    unfinished = (Status.FAILED, Status.KILLED, Status.RUNNING, Status.PAUSED, Status.RETRYING, Status.PENDING)
     others = [f"{counts[s]} {s}" for s in unfinished if counts.get(s)]
     if others:
         text += "; " + ", ".join(others)

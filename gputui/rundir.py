@@ -42,14 +42,12 @@ class RunPaths:
     def log(self, task_id: str, attempt: int) -> Path:
         return self.root / "logs" / f"{task_id}.attempt{attempt}.log"
 
-    def pid_file(self, task_id: str, attempt: int) -> Path:
-        return self.root / "attempts" / f"{task_id}.attempt{attempt}.pid.json"
-
-    def exit_file(self, task_id: str, attempt: int) -> Path:
-        return self.root / "attempts" / f"{task_id}.attempt{attempt}.exit.json"
+    @property
+    def journal(self) -> Path:
+        return self.root / "attempts.journal"
 
     def make(self) -> None:
-        for sub in ("logs", "attempts", "exports/tasks"):
+        for sub in ("logs", "exports"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
 

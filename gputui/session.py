@@ -57,8 +57,14 @@ def plan_job(job: JobSpec) -> tuple[list[Shard], bool]:
 def shard_output(job: JobSpec, shard: Shard) -> str | None:
     if job.outputs is None or job.outputs.pattern is None:
         return None
-    values = {"low": shard.low, "high": shard.high, "task_id": shard.task_id, "input": job.shards.input,
-              "output_dir": job.outputs.dir, "run_dir": job.run_dir}
+    values = {
+        "low": shard.low,
+        "high": shard.high,
+        "task_id": shard.task_id,
+        "input": job.shards.input,
+        "output_dir": job.outputs.dir,
+        "run_dir": job.run_dir,
+    }
     try:
         name = render_template(job.outputs.pattern, values | dict(job.params))
     except KeyError as e:
@@ -126,9 +132,14 @@ def _init_or_check(store: Store, job: JobSpec, shards: list[Shard], integer_ids:
                     store.update_task(t.id, status=Status.PENDING, budget=t.attempts + job.retry.max_attempts)
         merged = job.outputs.dir / job.outputs.merged if job.outputs and job.outputs.merged else None
         for key, value in {
-            "job_name": job.name, "job_file": str(job.path), "integer_ids": integer_ids,
-            "input": str(job.shards.input), "id_column": job.shards.id_column,
-            "merged": None if merged is None else str(merged), "stop_grace_s": job.stop_grace_s,
-            "max_attempts": job.retry.max_attempts, "gpus_per_worker": job.resources.gpus_per_worker,
+            "job_name": job.name,
+            "job_file": str(job.path),
+            "integer_ids": integer_ids,
+            "input": str(job.shards.input),
+            "id_column": job.shards.id_column,
+            "merged": None if merged is None else str(merged),
+            "stop_grace_s": job.stop_grace_s,
+            "max_attempts": job.retry.max_attempts,
+            "gpus_per_worker": job.resources.gpus_per_worker,
         }.items():
             store.set_meta(key, value)

@@ -9,8 +9,13 @@ from rich.table import Table
 from gputui.records import AttemptRecord, Status, TaskRecord
 
 STATUS_STYLE = {
-    Status.PENDING: "dim", Status.RUNNING: "cyan", Status.PAUSED: "yellow", Status.RETRYING: "magenta",
-    Status.DONE: "green", Status.FAILED: "bold red", Status.KILLED: "red",
+    Status.PENDING: "dim",
+    Status.RUNNING: "cyan",
+    Status.PAUSED: "yellow",
+    Status.RETRYING: "magenta",
+    Status.DONE: "green",
+    Status.FAILED: "bold red",
+    Status.KILLED: "red",
 }
 
 
@@ -28,7 +33,13 @@ def status_table(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord],
         if t.status in (Status.FAILED, Status.RETRYING, Status.KILLED) and a is not None:
             reason = f"{reason}  ({a.log_path})"
         table.add_row(
-            t.id, t.range_label, f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]", f"{t.attempts}/{t.budget}",
-            ",".join(map(str, t.gpus)) or "-", "" if t.exit_code is None else str(t.exit_code), took, reason,
+            t.id,
+            t.range_label,
+            f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]",
+            f"{t.attempts}/{t.budget}",
+            ",".join(map(str, t.gpus)) or "-",
+            "" if t.exit_code is None else str(t.exit_code),
+            took,
+            reason,
         )
     return table

@@ -161,7 +161,9 @@ class Store:
 
     def update_attempt(self, task_id: str, number: int, **fields) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)
-        self._db.execute(f"UPDATE attempts SET {cols} WHERE task_id=? AND number=?", (*fields.values(), task_id, number))
+        self._db.execute(
+            f"UPDATE attempts SET {cols} WHERE task_id=? AND number=?", (*fields.values(), task_id, number)
+        )
 
     def attempts(self, task_id: str | None = None) -> list[AttemptRecord]:
         if task_id is None:
@@ -188,7 +190,9 @@ class Store:
         )
 
     def recorded_processes(self, task_id: str, attempt: int) -> set[tuple[int, float]]:
-        rows = self._db.execute("SELECT pid, ctime FROM processes WHERE task_id=? AND attempt=?", (task_id, attempt))
+        rows = self._db.execute(
+            "SELECT pid, ctime FROM processes WHERE task_id=? AND attempt=?", (task_id, attempt)
+        )
         return {(r[0], r[1]) for r in rows}
 
     # -- events --------------------------------------------------------------------------------
@@ -254,17 +258,37 @@ def _check_readable(path: Path) -> None:
 
 def _task(r: sqlite3.Row) -> TaskRecord:
     return TaskRecord(
-        id=r["id"], index=r["idx"], low=r["low"], high=r["high"], count=r["count"], status=r["status"],
-        attempts=r["attempts"], budget=r["budget"], gpus=_gpus(r["gpus"]), reason=r["reason"],
-        exit_code=r["exit_code"], started_at=r["started_at"], ended_at=r["ended_at"], next_try_at=r["next_try_at"],
+        id=r["id"],
+        index=r["idx"],
+        low=r["low"],
+        high=r["high"],
+        count=r["count"],
+        status=r["status"],
+        attempts=r["attempts"],
+        budget=r["budget"],
+        gpus=_gpus(r["gpus"]),
+        reason=r["reason"],
+        exit_code=r["exit_code"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        next_try_at=r["next_try_at"],
     )
 
 
 def _attempt(r: sqlite3.Row) -> AttemptRecord:
     return AttemptRecord(
-        task_id=r["task_id"], number=r["number"], status=r["status"], gpus=_gpus(r["gpus"]),
-        command=tuple(json.loads(r["command"])), log_path=r["log_path"], started_at=r["started_at"],
-        ended_at=r["ended_at"], exit_code=r["exit_code"], reason=r["reason"],
-        supervisor_pid=r["supervisor_pid"], supervisor_ctime=r["supervisor_ctime"],
-        worker_pid=r["worker_pid"], worker_ctime=r["worker_ctime"],
+        task_id=r["task_id"],
+        number=r["number"],
+        status=r["status"],
+        gpus=_gpus(r["gpus"]),
+        command=tuple(json.loads(r["command"])),
+        log_path=r["log_path"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        exit_code=r["exit_code"],
+        reason=r["reason"],
+        supervisor_pid=r["supervisor_pid"],
+        supervisor_ctime=r["supervisor_ctime"],
+        worker_pid=r["worker_pid"],
+        worker_ctime=r["worker_ctime"],
     )

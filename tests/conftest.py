@@ -22,9 +22,22 @@ class JobFactory:
         self.root = tmp_path
         self.record = tmp_path / "invocations.jsonl"
 
-    def __call__(self, *, ids: int = 40, num_workers: int = 4, gpus_per_worker: int = 0, max_parallel: int = 2,
-                 sleep: float = 0.0, worker_args: str = "", max_attempts: int = 3, backoff_s: float = 0.05,
-                 merged: bool = True, extra: str = "", stop_grace_s: float = 2.0, rows_per_id: int = 2) -> Path:
+    def __call__(
+        self,
+        *,
+        ids: int = 40,
+        num_workers: int = 4,
+        gpus_per_worker: int = 0,
+        max_parallel: int = 2,
+        sleep: float = 0.0,
+        worker_args: str = "",
+        max_attempts: int = 3,
+        backoff_s: float = 0.05,
+        merged: bool = True,
+        extra: str = "",
+        stop_grace_s: float = 2.0,
+        rows_per_id: int = 2,
+    ) -> Path:
         data = self.root / "data.csv"
         with open(data, "w", newline="") as f:
             w = csv.writer(f)
@@ -32,8 +45,10 @@ class JobFactory:
             for i in range(ids):
                 for r in range(rows_per_id):
                     w.writerow([i, f"row{i}-{r}"])
-        command = (f"{sys.executable} {WORKER} --input {{input}} --output {{output_dir}} --low {{low}} "
-                   f"--high {{high}} --record {self.record} --sleep {sleep} {worker_args}")
+        command = (
+            f"{sys.executable} {WORKER} --input {{input}} --output {{output_dir}} --low {{low}} "
+            f"--high {{high}} --record {self.record} --sleep {sleep} {worker_args}"
+        )
         merged_line = 'merged = "merged.csv"' if merged else ""
         job = self.root / "job.toml"
         job.write_text(f"""
@@ -73,13 +88,16 @@ def make_job(tmp_path) -> JobFactory:
 
 
 def gputui(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gputui", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "gputui", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
 def gputui_bg(*args: str, log: Path) -> subprocess.Popen:
     out = open(log, "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "gputui", *map(str, args)], stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gputui", *map(str, args)], stdout=out, stderr=subprocess.STDOUT
+    )
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):

@@ -1,114 +1,109 @@
-"""Local executor: a forked supervisor per attempt that outlives the scheduler.
-
-    scheduler ──fork──► supervisor (own session, no inherited fds)
-                            └─fork+exec──► worker (own process group; output to the attempt's log)
-
-The supervisor writes `pid.json` (worker pid and start time) as soon as the worker exists and
-`exit.json` (its exit status) when it ends, so a scheduler that crashed, was killed or lost its
-terminal learns on restart how every worker ended, without re-running it. Both files are renamed
-into place (atomic against crashes) but not fsynced: they only matter while processes live, and
-after a power loss every worker is gone and is retried anyway.
-
-Forking (rather than starting a Python supervisor) keeps the cost per task near that of
-`xargs -P`. It is safe because the scheduler process is single-threaded.
-"""
+"""Local executor: the scheduler's side of the keeper (see keeper.py)."""
 
 from __future__ import annotations
 
+import json
 import os
-import signal
-import time
+import shutil
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
-from gputui.atomic import atomic_write_json
+from gputui.executors.journal import AttemptEnds, parse
+from gputui.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK
 
 
 @dataclass(frozen=True)
 class LaunchSpec:
+    task_id: str
+    number: int
     argv: Sequence[str]
-    cwd: Path
-    env: Mapping[str, str]  # the worker's whole environment, tags included
+    env: Mapping[str, str]  # the worker's own variables (tags, GPUs), on top of the executor's env
     log_path: Path
-    pid_path: Path
-    exit_path: Path
 
 
-def launch(spec: LaunchSpec) -> int:
-    """Start the supervisor; returns its pid (a child of ours until it ends: reap it)."""
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    spec.pid_path.parent.mkdir(parents=True, exist_ok=True)
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:
-        _supervise(spec)
-        code = 0
-    except BaseException:  # never let the child return into the scheduler's code
-        code = 1
-    finally:
-        os._exit(code)
+class LocalExecutor:
+    """Starts a keeper on first use; `launch` asks it for a worker, `events` says what happened."""
 
+    def __init__(self, cwd: Path, env: Mapping[str, str], keeper_log: Path, journal: Path):
+        self.cwd = cwd
+        self.env = {k: v for k, v in env.items() if k not in (TAG_SCHEDULER, TAG_TASK, TAG_ATTEMPT)}
+        self.keeper_log = keeper_log
+        self.journal = journal
+        self.keeper: subprocess.Popen | None = None
+        self._buffer = b""
+        self._which: dict[str, str] = {}
 
-def _supervise(spec: LaunchSpec) -> None:
-    os.setsid()  # a lost terminal or a Ctrl-C aimed at the scheduler never reaches the worker
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.closerange(3, _max_fd())  # drop the scheduler's lock, database and pipes
-    log = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    argv = list(spec.argv)
-    worker = os.fork()
-    if worker == 0:
+    def fileno(self) -> int | None:
+        return None if self.keeper is None else self.keeper.stdout.fileno()
+
+    def launch(self, spec: LaunchSpec) -> None:
+        if self.keeper is None:
+            self._start_keeper()
+        argv = [self._resolve(spec.argv[0]), *spec.argv[1:]]
+        request = {
+            "task": spec.task_id,
+            "n": spec.number,
+            "argv": argv,
+            "env": dict(spec.env),
+            "log": str(spec.log_path),
+        }
         try:
-            os.setpgid(0, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.close(log)
-            os.chdir(spec.cwd)
-            os.execvpe(argv[0], argv, dict(spec.env))
-        except BaseException as e:
-            reason = getattr(e, "strerror", None) or str(e)
-            os.write(2, f"gputui: cannot run {argv[0]!r} in {spec.cwd}: {reason}\n".encode())
-        os._exit(127)
-    os.close(log)
-    try:
-        ctime = psutil.Process(worker).create_time()
-    except psutil.Error:
-        ctime = None
-    atomic_write_json(
-        spec.pid_path,
-        {"supervisor_pid": os.getpid(), "supervisor_ctime": _own_ctime(), "worker_pid": worker,
-         "worker_ctime": ctime, "started_at": time.time()},
-        fsync=False,
-    )
-    while True:
+            self.keeper.stdin.write((json.dumps(request) + "\n").encode())
+            self.keeper.stdin.flush()
+        except (BrokenPipeError, ValueError) as e:
+            self.keeper = None
+            raise OSError(f"the keeper process died: {e}") from None
+
+    def events(self) -> dict[tuple[str, int], AttemptEnds] | None:
+        """What the keeper reported since the last call; None if it is gone (its attempts must be polled)."""
+        if self.keeper is None:
+            return {}
         try:
-            _, status = os.waitpid(worker, 0)  # no WUNTRACED: a paused worker is not an ended one
-            break
-        except InterruptedError:
-            continue
-    atomic_write_json(
-        spec.exit_path, {"exit_code": os.waitstatus_to_exitcode(status), "ended_at": time.time()}, fsync=False
-    )
+            data = os.read(self.keeper.stdout.fileno(), 1 << 16)
+        except BlockingIOError:
+            return {}
+        if not data:
+            self.keeper.wait()
+            self.keeper = None
+            return None
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        news: dict[tuple[str, int], AttemptEnds] = {}
+        for line in lines:
+            parse(line.decode(), news)
+        return news
 
+    def close(self) -> None:
+        """Let the keeper go: it stays until its last worker ends, then exits."""
+        if self.keeper is not None:
+            try:
+                self.keeper.stdin.close()
+            except OSError:
+                pass
+            self.keeper.stdout.close()
+            self.keeper = None
 
-def _own_ctime() -> float | None:
-    try:
-        return psutil.Process().create_time()
-    except psutil.Error:
-        return None
+    def _resolve(self, program: str) -> str:
+        """Look a program up on PATH once (posix_spawnp would try every PATH entry for every task)."""
+        if os.sep in program:
+            return program
+        if program not in self._which:
+            self._which[program] = shutil.which(program, path=self.env.get("PATH")) or program
+        return self._which[program]
 
-
-def _max_fd() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):
-        return 4096
+    def _start_keeper(self) -> None:
+        self.keeper_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.keeper_log, "ab") as err:
+            self.keeper = subprocess.Popen(
+                [sys.executable, "-P", "-m", "gputui.executors.keeper", str(self.journal)],
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
+        os.set_blocking(self.keeper.stdout.fileno(), False)

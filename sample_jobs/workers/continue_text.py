@@ -25,23 +25,34 @@ def main() -> int:
     p.add_argument("--max_new_tokens", type=int, default=12)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--delay", type=float, default=float(os.environ.get("CONTINUE_TEXT_DELAY", "0.01")),
-                   help="seconds of simulated generation time per row")
+    p.add_argument(
+        "--delay",
+        type=float,
+        default=float(os.environ.get("CONTINUE_TEXT_DELAY", "0.01")),
+        help="seconds of simulated generation time per row",
+    )
     args = p.parse_args()
 
     with open(args.input, newline="") as f:
         rows = list(csv.DictReader(f))
     model = _bigrams(r["prompt"] for r in rows)
     mine = [r for r in rows if args.low <= int(r["data_id"]) < args.high]
-    print(f"shard [{args.low}, {args.high}): {len(mine)} rows, "
-          f"{len({r['data_id'] for r in mine})} ids, GPUs {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}")
+    print(
+        f"shard [{args.low}, {args.high}): {len(mine)} rows, "
+        f"{len({r['data_id'] for r in mine})} ids, GPUs {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}"
+    )
 
     out_rows = []
     started = time.monotonic()
     for i, row in enumerate(mine, 1):
         rng = random.Random(f"{row['data_id']}:{row['prompt']}:{args.temperature}")
-        out_rows.append({"data_id": row["data_id"], "prompt": row["prompt"],
-                         "continuation": _continue(model, row["prompt"], args.max_new_tokens, rng)})
+        out_rows.append(
+            {
+                "data_id": row["data_id"],
+                "prompt": row["prompt"],
+                "continuation": _continue(model, row["prompt"], args.max_new_tokens, rng),
+            }
+        )
         time.sleep(args.delay)
         if i % args.batch_size == 0 or i == len(mine):
             rate = i / max(time.monotonic() - started, 1e-9)

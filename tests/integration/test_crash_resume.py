@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import sqlite3
 from collections import Counter
@@ -34,12 +33,18 @@ def test_scheduler_sigkilled_mid_run_then_restarted(make_job, reaper, tmp_path):
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
     reaper.append(sched)
     # Wait until one shard is done and two more are running, then kill -9 the scheduler only.
-    wait_for(lambda: sum(e["event"] == "finish" for e in make_job.events()) >= 1
-             and sum(e["event"] == "start" for e in make_job.events()) >= 3, what="a shard done, two running")
+    wait_for(
+        lambda: (
+            sum(e["event"] == "finish" for e in make_job.events()) >= 1
+            and sum(e["event"] == "start" for e in make_job.events()) >= 3
+        ),
+        what="a shard done, two running",
+    )
     sched.send_signal(signal.SIGKILL)
     sched.wait(5)
     running = {e["pid"] for e in make_job.events() if e["event"] == "start"} - {
-        e["pid"] for e in make_job.events() if e["event"] == "finish"}
+        e["pid"] for e in make_job.events() if e["event"] == "finish"
+    }
     assert any(psutil.pid_exists(p) for p in running), "workers must outlive their scheduler"
 
     r = gputui("run", "--jobs", job, timeout=120)
@@ -60,7 +65,7 @@ def test_scheduler_killed_repeatedly_still_converges(make_job, reaper, tmp_path)
         sched = gputui_bg("run", "--jobs", job, log=tmp_path / f"run{i}.log")
         reaper.append(sched)
         n = len(make_job.events())
-        wait_for(lambda n=n: len(make_job.events()) > n or sched.poll() is not None, what="progress")
+        wait_for(lambda n=n, s=sched: len(make_job.events()) > n or s.poll() is not None, what="progress")
         if sched.poll() is not None:
             break
         sched.send_signal(signal.SIGKILL)
@@ -80,7 +85,8 @@ def test_worker_that_died_while_scheduler_was_down_is_settled_from_its_exit_stat
     sched.wait(5)
     # Both workers finish while no scheduler runs.
     wait_for(lambda: sum(e["event"] == "finish" for e in make_job.events()) >= 2, what="workers to finish")
-    wait_for(lambda: len(list((make_job.run_dir / "attempts").glob("*.exit.json"))) == 2, what="exit files")
+    journal = make_job.run_dir / "attempts.journal"
+    wait_for(lambda: journal.read_text().count("exit ") == 2, what="both exits in the journal")
     r = gputui("run", "--jobs", job)
     assert r.returncode == 0, r.stdout
     assert "launch" not in r.stdout  # nothing was run again
@@ -138,7 +144,8 @@ def test_exports_hold_config_and_per_task_arguments(make_job):
     assert gputui("run", "--jobs", job).returncode == 0
     config = json.loads((make_job.run_dir / "exports" / "config.json").read_text())
     assert config["scheduler_id"] and config["resources"]["max_parallel"] == 2
-    task = json.loads((make_job.run_dir / "exports" / "tasks" / "shard-1.json").read_text())
-    assert task["task"]["status"] == "done" and task["task"]["range"] == [20, 40]
-    argv = task["attempts"][0]["command"]
+    tasks = {t["id"]: t for t in json.loads((make_job.run_dir / "exports" / "tasks.json").read_text())}
+    task = tasks["shard-1"]
+    assert task["status"] == "done" and task["range"] == [20, 40]
+    argv = task["attempt_log"][0]["command"]
     assert argv[argv.index("--low") + 1] == "20" and argv[argv.index("--high") + 1] == "40"

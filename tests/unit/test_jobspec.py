@@ -62,8 +62,15 @@ temperature = 0.7
 """
 
 VALUES = {
-    "low": 0, "high": 250, "input": "/data/in.csv", "output_dir": "/runs/out", "run_dir": "/runs",
-    "task_id": "shard-0", "attempt": 1, "gpus": "0,1", "num_gpus": 2,
+    "low": 0,
+    "high": 250,
+    "input": "/data/in.csv",
+    "output_dir": "/runs/out",
+    "run_dir": "/runs",
+    "task_id": "shard-0",
+    "attempt": 1,
+    "gpus": "0,1",
+    "num_gpus": 2,
 }
 
 
@@ -151,8 +158,11 @@ def test_defaults(jobdir: Path) -> None:
 
 
 def test_command_as_list_is_kept_token_for_token(jobdir: Path) -> None:
-    text = replace(MINIMAL, 'command = "python worker.py --low {low} --high {high}"',
-                   'command = ["python", "my worker.py", "--range", "{low}-{high}"]')
+    text = replace(
+        MINIMAL,
+        'command = "python worker.py --low {low} --high {high}"',
+        'command = ["python", "my worker.py", "--range", "{low}-{high}"]',
+    )
     job = load_jobspec(write(jobdir, text))
     assert job.command == ("python", "my worker.py", "--range", "{low}-{high}")
 
@@ -203,8 +213,10 @@ def test_run_dir_override_moves_the_default_output_dir(jobdir: Path, tmp_path: P
     assert job.outputs is not None and job.outputs.dir == job.run_dir / "outputs"
 
 
-@pytest.mark.parametrize(("suffix", "fmt"), [(".csv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"),
-                                            (".parquet", "parquet"), (".CSV", "csv")])
+@pytest.mark.parametrize(
+    ("suffix", "fmt"),
+    [(".csv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".parquet", "parquet"), (".CSV", "csv")],
+)
 def test_input_format_comes_from_the_extension(jobdir: Path, suffix: str, fmt: str) -> None:
     (jobdir / f"in{suffix}").write_text("x")
     text = replace(MINIMAL, "data/prompts.csv", f"in{suffix}")
@@ -244,8 +256,9 @@ def test_toml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
 def test_missing_shards_table(jobdir: Path) -> None:
     path = write(jobdir, MINIMAL.split("[shards]")[0])
     message = error_of(path)
-    assert message == (f"{path}: [shards]: missing table; "
-                       "expected [shards] with input and num_workers or shard_size")
+    assert message == (
+        f"{path}: [shards]: missing table; expected [shards] with input and num_workers or shard_size"
+    )
 
 
 def test_missing_job_table(jobdir: Path) -> None:
@@ -255,18 +268,18 @@ def test_missing_job_table(jobdir: Path) -> None:
 
 def test_unknown_key_suggests_the_close_one(jobdir: Path) -> None:
     path = write(jobdir, MINIMAL + "\n[resources]\ngpu_per_worker = 1\n")
-    assert error_of(path) == (f"{path}: [resources].gpu_per_worker: "
-                              "unknown key; did you mean 'gpus_per_worker'?")
+    assert error_of(path) == (f"{path}: [resources].gpu_per_worker: unknown key; did you mean 'gpus_per_worker'?")
 
 
 def test_unknown_key_without_a_close_match_lists_the_valid_keys(jobdir: Path) -> None:
     path = write(jobdir, MINIMAL + "\n[retry]\nzzz = 1\n")
-    assert error_of(path) == (f"{path}: [retry].zzz: "
-                              "unknown key; expected one of: max_attempts, backoff_s, backoff_max_s")
+    assert error_of(path) == (
+        f"{path}: [retry].zzz: unknown key; expected one of: max_attempts, backoff_s, backoff_max_s"
+    )
 
 
 def test_key_in_the_wrong_table_says_where_it_belongs(jobdir: Path) -> None:
-    path = write(jobdir, MINIMAL + 'stop_grace_s = 3\n')  # lands in [shards]
+    path = write(jobdir, MINIMAL + "stop_grace_s = 3\n")  # lands in [shards]
     assert "[shards].stop_grace_s: unknown key; 'stop_grace_s' belongs in [job]" in error_of(path)
 
 
@@ -295,12 +308,20 @@ def test_missing_command(jobdir: Path) -> None:
 
 def test_wrong_type_names_value_and_type(jobdir: Path) -> None:
     path = write(jobdir, MINIMAL + '\n[resources]\ngpus_per_worker = "two"\n')
-    assert error_of(path) == (f"{path}: [resources].gpus_per_worker: "
-                              "expected a non-negative integer, got 'two' (str)")
+    assert error_of(path) == (
+        f"{path}: [resources].gpus_per_worker: expected a non-negative integer, got 'two' (str)"
+    )
 
 
-@pytest.mark.parametrize(("table", "key"), [("resources", "gpus_per_worker"), ("resources", "max_parallel"),
-                                            ("retry", "max_attempts"), ("shards", "num_workers")])
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("resources", "gpus_per_worker"),
+        ("resources", "max_parallel"),
+        ("retry", "max_attempts"),
+        ("shards", "num_workers"),
+    ],
+)
 def test_bool_is_not_an_integer(jobdir: Path, table: str, key: str) -> None:
     if table == "shards":
         text = replace(MINIMAL, "num_workers = 2", "num_workers = true")
@@ -315,14 +336,17 @@ def test_bool_is_not_a_number(jobdir: Path) -> None:
     assert "[retry].backoff_s: expected a non-negative number, got False (bool)" in error_of(path)
 
 
-@pytest.mark.parametrize(("snippet", "expected"), [
-    ("[resources]\ngpus_per_worker = -1", "[resources].gpus_per_worker: expected a non-negative integer"),
-    ("[resources]\nmax_parallel = 0", "[resources].max_parallel: expected a positive integer, got 0"),
-    ("[resources]\nmemory_per_worker_gb = 0", "[resources].memory_per_worker_gb: expected a positive number"),
-    ("[resources]\nmin_free_memory_gb = nan", "[resources].min_free_memory_gb: expected a non-negative"),
-    ("[retry]\nmax_attempts = 0", "[retry].max_attempts: expected a positive integer, got 0 (int)"),
-    ("[retry]\nbackoff_max_s = -5", "[retry].backoff_max_s: expected a non-negative number, got -5 (int)"),
-])
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("[resources]\ngpus_per_worker = -1", "[resources].gpus_per_worker: expected a non-negative integer"),
+        ("[resources]\nmax_parallel = 0", "[resources].max_parallel: expected a positive integer, got 0"),
+        ("[resources]\nmemory_per_worker_gb = 0", "[resources].memory_per_worker_gb: expected a positive number"),
+        ("[resources]\nmin_free_memory_gb = nan", "[resources].min_free_memory_gb: expected a non-negative"),
+        ("[retry]\nmax_attempts = 0", "[retry].max_attempts: expected a positive integer, got 0 (int)"),
+        ("[retry]\nbackoff_max_s = -5", "[retry].backoff_max_s: expected a non-negative number, got -5 (int)"),
+    ],
+)
 def test_out_of_range_numbers(jobdir: Path, snippet: str, expected: str) -> None:
     assert expected in error_of(write(jobdir, MINIMAL + "\n" + snippet + "\n"))
 
@@ -338,8 +362,10 @@ def test_bad_job_name(jobdir: Path) -> None:
 
 
 def test_command_list_with_a_non_string(jobdir: Path) -> None:
-    path = write(jobdir, replace(MINIMAL, 'command = "python worker.py --low {low} --high {high}"',
-                                 'command = ["python", 3]'))
+    path = write(
+        jobdir,
+        replace(MINIMAL, 'command = "python worker.py --low {low} --high {high}"', 'command = ["python", 3]'),
+    )
     assert "[job].command[1]: expected a string, got 3 (int)" in error_of(path)
 
 
@@ -377,8 +403,10 @@ def test_missing_input_key(jobdir: Path) -> None:
 def test_unsupported_input_extension(jobdir: Path) -> None:
     (jobdir / "x.txt").write_text("1\n")
     path = write(jobdir, replace(MINIMAL, "data/prompts.csv", "x.txt"))
-    assert error_of(path) == (f"{path}: [shards].input: cannot tell the format of 'x.txt'; "
-                              "expected .csv, .jsonl or .parquet (or set [shards].format)")
+    assert error_of(path) == (
+        f"{path}: [shards].input: cannot tell the format of 'x.txt'; "
+        "expected .csv, .jsonl or .parquet (or set [shards].format)"
+    )
 
 
 def test_unknown_format_value(jobdir: Path) -> None:
@@ -397,23 +425,34 @@ def test_missing_workdir(jobdir: Path) -> None:
 def test_unknown_placeholder_suggests_and_lists_known(jobdir: Path) -> None:
     path = write(jobdir, replace(MINIMAL, "--low {low}", "--low {lwo}"))
     message = error_of(path)
-    assert message.startswith(f"{path}: [job].command: unknown placeholder {{lwo}}; "
-                              "did you mean {low}? Known: ")
+    assert message.startswith(f"{path}: [job].command: unknown placeholder {{lwo}}; did you mean {{low}}? Known: ")
     for name in PLACEHOLDERS:
         assert f"{{{name}}}" in message
 
 
 def test_unknown_placeholder_in_list_command_names_the_element(jobdir: Path) -> None:
-    path = write(jobdir, replace(MINIMAL, 'command = "python worker.py --low {low} --high {high}"',
-                                 'command = ["python", "w.py", "{hihg}"]'))
+    path = write(
+        jobdir,
+        replace(
+            MINIMAL,
+            'command = "python worker.py --low {low} --high {high}"',
+            'command = ["python", "w.py", "{hihg}"]',
+        ),
+    )
     assert "[job].command[2]: unknown placeholder {hihg}; did you mean {high}?" in error_of(path)
 
 
 def test_json_in_command_hints_at_escaping_braces(jobdir: Path) -> None:
-    path = write(jobdir, replace(MINIMAL, 'command = "python worker.py --low {low} --high {high}"',
-                                 """command = ['python', 'w.py', '--cfg', '{"a": 1}']"""))
+    path = write(
+        jobdir,
+        replace(
+            MINIMAL,
+            'command = "python worker.py --low {low} --high {high}"',
+            """command = ['python', 'w.py', '--cfg', '{"a": 1}']""",
+        ),
+    )
     message = error_of(path)
-    assert "[job].command[3]: unknown placeholder {\"a\"}; known: {low}" in message
+    assert '[job].command[3]: unknown placeholder {"a"}; known: {low}' in message
     assert message.endswith("; write {{ or }} for a literal brace")
 
 
@@ -424,8 +463,14 @@ def test_single_brace_is_a_bad_template(jobdir: Path) -> None:
 
 
 def test_double_braces_are_literal(jobdir: Path) -> None:
-    path = write(jobdir, replace(MINIMAL, 'command = "python worker.py --low {low} --high {high}"',
-                                 """command = ['python', 'w.py', '--cfg', '{{"a": {low}}}']"""))
+    path = write(
+        jobdir,
+        replace(
+            MINIMAL,
+            'command = "python worker.py --low {low} --high {high}"',
+            """command = ['python', 'w.py', '--cfg', '{{"a": {low}}}']""",
+        ),
+    )
     job = load_jobspec(path)
     assert render_command(job, VALUES)[-1] == '{"a": 0}'
 
@@ -457,8 +502,11 @@ def test_output_pattern_must_stay_inside_the_output_dir(jobdir: Path) -> None:
 
 def test_params_are_usable_in_command_and_pattern(jobdir: Path) -> None:
     text = replace(MINIMAL, "--high {high}", "--high {high} --model {model} --t {temperature} --v {verbose}")
-    path = write(jobdir, text + '\n[outputs]\npattern = "{model}_{low}.csv"\n'
-                                '\n[params]\nmodel = "tiny llm"\ntemperature = 0.5\nverbose = true\n')
+    path = write(
+        jobdir,
+        text + '\n[outputs]\npattern = "{model}_{low}.csv"\n'
+        '\n[params]\nmodel = "tiny llm"\ntemperature = 0.5\nverbose = true\n',
+    )
     job = load_jobspec(path)
 
     argv = render_command(job, VALUES)
@@ -468,18 +516,19 @@ def test_params_are_usable_in_command_and_pattern(jobdir: Path) -> None:
 
 
 def test_param_shadowing_a_builtin_is_an_error(jobdir: Path) -> None:
-    path = write(jobdir, MINIMAL + '\n[params]\nlow = 5\n')
-    assert error_of(path) == (f"{path}: [params].low: "
-                              "shadows the built-in placeholder {low}; choose another name")
+    path = write(jobdir, MINIMAL + "\n[params]\nlow = 5\n")
+    assert error_of(path) == (
+        f"{path}: [params].low: shadows the built-in placeholder {{low}}; choose another name"
+    )
 
 
 def test_param_name_must_be_an_identifier(jobdir: Path) -> None:
-    path = write(jobdir, MINIMAL + '\n[params]\nmax-len = 5\n')
+    path = write(jobdir, MINIMAL + "\n[params]\nmax-len = 5\n")
     assert "[params].max-len: expected a name usable as a placeholder" in error_of(path)
 
 
 def test_param_value_must_be_scalar(jobdir: Path) -> None:
-    path = write(jobdir, MINIMAL + '\n[params]\nlayers = [1, 2]\n')
+    path = write(jobdir, MINIMAL + "\n[params]\nlayers = [1, 2]\n")
     assert "[params].layers: expected a string, number or boolean, got [1, 2] (array)" in error_of(path)
 
 

@@ -65,7 +65,10 @@ def test_jsonl_merge_adds_missing_final_newline(tmp_path):
     b = write_jsonl(tmp_path / "b.jsonl", [{"id": 2, "y": 3}])
     summary = merge_shards(
         [ShardOutput("t1", 2, 3, b), ShardOutput("t0", 0, 2, a)],
-        tmp_path / "all.jsonl", tmp_path / "sum.json", id_column="id", expected_ids=[0, 1, 2],
+        tmp_path / "all.jsonl",
+        tmp_path / "sum.json",
+        id_column="id",
+        expected_ids=[0, 1, 2],
     )
     assert summary["ok"] is True, summary["problems"]
     lines = (tmp_path / "all.jsonl").read_text().splitlines()
@@ -120,8 +123,14 @@ def test_string_ids_checked_through_key(tmp_path):
     a = write_jsonl(tmp_path / "a.jsonl", [{"id": "apple"}, {"id": "pear"}])
     b = write_jsonl(tmp_path / "b.jsonl", [{"id": "kiwi"}])
     shards = [ShardOutput("t0", 0, 1, a), ShardOutput("t1", 1, 3, b)]
-    summary = merge_shards(shards, tmp_path / "m.jsonl", tmp_path / "s.json", id_column="id", key=position,
-                           expected_ids=["apple", "kiwi", "pear"])
+    summary = merge_shards(
+        shards,
+        tmp_path / "m.jsonl",
+        tmp_path / "s.json",
+        id_column="id",
+        key=position,
+        expected_ids=["apple", "kiwi", "pear"],
+    )
     assert summary["problems"] == ["t0 [0, 1): 1 row(s) with ids outside its range, e.g. 'pear'"]
 
 
@@ -129,8 +138,9 @@ def test_several_rows_for_one_id_within_a_shard_are_fine(tmp_path):
     a = write_csv(tmp_path / "a.csv", [(1, "first"), (1, "second"), (2, "x")])
     b = write_csv(tmp_path / "b.csv", [(3, "y"), (3, "z")])
     shards = [ShardOutput("t0", 0, 3, a), ShardOutput("t1", 3, 5, b)]
-    summary = merge_shards(shards, tmp_path / "m.csv", tmp_path / "s.json", id_column="id",
-                           expected_ids=["1", "2", "3"])
+    summary = merge_shards(
+        shards, tmp_path / "m.csv", tmp_path / "s.json", id_column="id", expected_ids=["1", "2", "3"]
+    )
     assert summary["ok"] is True, summary["problems"]
     assert summary["total_rows"] == 5
 
@@ -192,8 +202,9 @@ def test_manifest_for_unknown_format_has_no_row_count(tmp_path):
 def test_expected_ids_without_output_are_reported(three_csv_shards):
     out, shards = three_csv_shards
     write_csv(out / "s1.csv", [(3, "d")])  # ids 4 and 5 produced nothing
-    summary = merge_shards(shards, out / "merged.csv", out / "merge.json", id_column="id",
-                           expected_ids=[str(i) for i in range(9)])
+    summary = merge_shards(
+        shards, out / "merged.csv", out / "merge.json", id_column="id", expected_ids=[str(i) for i in range(9)]
+    )
     assert summary["ok"] is False
     [problem] = summary["problems"]
     assert problem.startswith("2 expected id(s) have no output row") and "'4'" in problem and "'5'" in problem
@@ -203,8 +214,9 @@ def test_summary_json_with_numpy_ints(tmp_path):
     np = pytest.importorskip("numpy")
     a = write_csv(tmp_path / "a.csv", [(1, "x"), (2, "y")])
     shard = ShardOutput("t0", np.int64(0), np.int64(3), a)
-    summary = merge_shards([shard], tmp_path / "m.csv", tmp_path / "s.json", id_column="id",
-                           expected_ids=np.array([1, 2]))
+    summary = merge_shards(
+        [shard], tmp_path / "m.csv", tmp_path / "s.json", id_column="id", expected_ids=np.array([1, 2])
+    )
     assert summary["ok"] is True, summary["problems"]
     on_disk = json.loads((tmp_path / "s.json").read_text())
     assert on_disk["shards"][0]["range"] == [0, 3]

@@ -10,18 +10,39 @@ T0 = 1_700_000_000.0
 
 def task(i, status, *, attempts=1, budget=3, reason=None, exit_code=0, start=0.0, end=10.0):
     return TaskRecord(
-        id=f"shard-{i}", index=i, low=i * 10, high=(i + 1) * 10, count=10, status=status, attempts=attempts,
-        budget=budget, gpus=(2 * i, 2 * i + 1), reason=reason, exit_code=exit_code,
-        started_at=T0 + start, ended_at=None if end is None else T0 + end, next_try_at=None,
+        id=f"shard-{i}",
+        index=i,
+        low=i * 10,
+        high=(i + 1) * 10,
+        count=10,
+        status=status,
+        attempts=attempts,
+        budget=budget,
+        gpus=(2 * i, 2 * i + 1),
+        reason=reason,
+        exit_code=exit_code,
+        started_at=T0 + start,
+        ended_at=None if end is None else T0 + end,
+        next_try_at=None,
     )
 
 
 def attempt(i, number, status, *, start, end, exit_code=0, reason=None):
     return AttemptRecord(
-        task_id=f"shard-{i}", number=number, status=status, gpus=(2 * i,), command=("python", "w.py"),
-        log_path=f"/runs/r1/logs/shard-{i}.{number}.log", started_at=T0 + start,
-        ended_at=None if end is None else T0 + end, exit_code=exit_code, reason=reason,
-        supervisor_pid=None, supervisor_ctime=None, worker_pid=None, worker_ctime=None,
+        task_id=f"shard-{i}",
+        number=number,
+        status=status,
+        gpus=(2 * i,),
+        command=("python", "w.py"),
+        log_path=f"/runs/r1/logs/shard-{i}.{number}.log",
+        started_at=T0 + start,
+        ended_at=None if end is None else T0 + end,
+        exit_code=exit_code,
+        reason=reason,
+        supervisor_pid=None,
+        supervisor_ctime=None,
+        worker_pid=None,
+        worker_ctime=None,
     )
 
 
@@ -29,8 +50,16 @@ def attempt(i, number, status, *, start, end, exit_code=0, reason=None):
 def run():
     """shard-0 done first try; shard-1 done after one retry; shard-2 failed for good; shard-3 killed."""
     tasks = [
-        task(2, Status.FAILED, attempts=2, budget=2, reason="CUDA out of memory | tried to allocate 2 GiB",
-             exit_code=1, start=0.0, end=7.0),
+        task(
+            2,
+            Status.FAILED,
+            attempts=2,
+            budget=2,
+            reason="CUDA out of memory | tried to allocate 2 GiB",
+            exit_code=1,
+            start=0.0,
+            end=7.0,
+        ),
         task(0, Status.DONE, start=0.0, end=10.0),
         task(1, Status.DONE, attempts=2, start=0.0, end=12.3),
         task(3, Status.KILLED, reason="killed by user", exit_code=-9, start=1.0, end=5.0),
@@ -48,8 +77,15 @@ def run():
 
 def summarize(run, **kw):
     tasks, attempts = run
-    return build_summary(job_name="embed", run_dir="/runs/r1", scheduler_id="sched-1", tasks=tasks,
-                         attempts=attempts, now=T0 + 100, **kw)
+    return build_summary(
+        job_name="embed",
+        run_dir="/runs/r1",
+        scheduler_id="sched-1",
+        tasks=tasks,
+        attempts=attempts,
+        now=T0 + 100,
+        **kw,
+    )
 
 
 def test_summary_counts_times_and_per_task_attempts(run):
@@ -75,8 +111,9 @@ def test_running_attempt_counts_up_to_now(run):
     tasks, attempts = run
     tasks = [*tasks, task(4, Status.RUNNING, start=50.0, end=None)]
     attempts = [*attempts, attempt(4, 1, "running", start=50.0, end=None, exit_code=None)]
-    s = build_summary(job_name="embed", run_dir="/r", scheduler_id="s", tasks=tasks, attempts=attempts,
-                      now=T0 + 100)
+    s = build_summary(
+        job_name="embed", run_dir="/r", scheduler_id="s", tasks=tasks, attempts=attempts, now=T0 + 100
+    )
     assert s["running"] is True and s["ended_at"] is None
     assert s["wall_seconds"] == pytest.approx(100.0)
     assert s["tasks"][4]["duration"] == pytest.approx(50.0)
@@ -110,8 +147,13 @@ def test_report_shows_merge_result(run):
     md = render_report(summarize(run, merge=ok))
     assert "Merged 1,234 rows into `/out/all.csv`" in md
 
-    bad = {"ok": False, "merged": None, "total_rows": 9, "shards": [],
-           "problems": ["shard-2: output missing: /out/s2.csv"]}
+    bad = {
+        "ok": False,
+        "merged": None,
+        "total_rows": 9,
+        "shards": [],
+        "problems": ["shard-2: output missing: /out/s2.csv"],
+    }
     md = render_report(summarize(run, merge=bad))
     assert "Merge refused: 1 problem(s)" in md
     assert "- shard-2: output missing: /out/s2.csv" in md.split("## Merge", 1)[1]

@@ -30,7 +30,10 @@ def write_jsonl(path, rows):
 @pytest.mark.parametrize(
     ("name", "fmt"),
     [
-        ("a.csv", "csv"), ("a.CSV", "csv"), ("a.jsonl", "jsonl"), ("a.ndjson", "jsonl"),
+        ("a.csv", "csv"),
+        ("a.CSV", "csv"),
+        ("a.jsonl", "jsonl"),
+        ("a.ndjson", "jsonl"),
         ("x/a.parquet", "parquet"),
     ],
 )

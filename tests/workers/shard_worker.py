@@ -19,8 +19,13 @@ import time
 def record(path: str | None, **event) -> None:
     if not path:
         return
-    event |= {"pid": os.getpid(), "t": time.time(), "attempt": int(os.environ.get("GPUTUI_ATTEMPT", "0")),
-              "task": os.environ.get("GPUTUI_TASK_ID"), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    event |= {
+        "pid": os.getpid(),
+        "t": time.time(),
+        "attempt": int(os.environ.get("GPUTUI_ATTEMPT", "0")),
+        "task": os.environ.get("GPUTUI_TASK_ID"),
+        "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     with open(path, "a") as f:  # O_APPEND: one small write per line, safe across processes
         f.write(json.dumps(event) + "\n")
 

@@ -1,0 +1,50 @@
+"""Human-readable copies of the run's set-up and task state, beside the database (never read back)."""
+
+from __future__ import annotations
+
+import sys
+
+from gputui.atomic import atomic_write_json, atomic_write_text, dumps_json
+from gputui.jobspec import JobSpec
+from gputui.rundir import RunPaths
+from gputui.store import Store
+
+
+def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: str) -> None:
+    """The scheduler config and global arguments, as the seed's users kept them."""
+    atomic_write_json(
+        paths.exports / "config.json",
+        {
+            "job": job.name,
+            "job_file": str(job.path),
+            "run_dir": str(paths.root),
+            "scheduler_id": scheduler_id,
+            "gpu_backend": gpu_backend,
+            "argv": list(sys.argv),
+            "command": list(job.command),
+            "workdir": str(job.workdir),
+            "env": dict(job.env),
+            "params": dict(job.params),
+            "shards": vars(job.shards),
+            "resources": vars(job.resources),
+            "retry": vars(job.retry),
+            "outputs": vars(job.outputs),
+            "stop_grace_s": job.stop_grace_s,
+        },
+    )
+
+
+def write_tasks(paths: RunPaths, store: Store) -> None:
+    """Every task's arguments, status and attempts (the seed's worker_args_*.json), one task a line."""
+    attempts: dict[str, list] = {}
+    for a in store.attempts():
+        attempts.setdefault(a.task_id, []).append(vars(a))
+    lines = [
+        dumps_json(
+            vars(t)
+            | {"range": [t.low, t.high], "output": store.task_output(t.id), "attempt_log": attempts.get(t.id, [])},
+            indent=None,
+        )
+        for t in store.tasks()
+    ]
+    atomic_write_text(paths.exports / "tasks.json", "[\n" + ",\n".join(lines) + "\n]\n", fsync=False)
