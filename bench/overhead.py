@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,21 +77,40 @@ def parallel_once(tasks: int, parallel: int) -> float | None:
 
 
 def main() -> int:
+    # A pip install leaves compiled bytecode; an editable checkout under PYTHONDONTWRITEBYTECODE would not.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(__file__).parents[1] / "gputui")], check=True
+    )
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", type=int, default=500)
     p.add_argument("--parallel", type=int, default=8)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     a = p.parse_args()
-    g = min(gputui_once(a.tasks, a.parallel) for _ in range(a.repeat))
-    x = min(xargs_once(a.tasks, a.parallel) for _ in range(a.repeat))
+    g_runs, x_runs = [], []
+    for _ in range(a.repeat):  # interleaved, so a busy moment of the machine hits both alike
+        g_runs.append(gputui_once(a.tasks, a.parallel))
+        x_runs.append(xargs_once(a.tasks, a.parallel))
+    g, x = min(g_runs), min(x_runs)
     gp = [v for v in (parallel_once(a.tasks, a.parallel) for _ in range(a.repeat)) if v is not None]
     startup = min(time_cmd([sys.executable, "-m", "gputui", "--version"]) for _ in range(a.repeat))
+    # The slope between N and 4N tasks: what each further task costs, without start-up and summaries.
+    big = 4 * a.tasks
+    g_big = min(gputui_once(big, a.parallel) for _ in range(max(1, a.repeat // 2)))
+    x_big = min(xargs_once(big, a.parallel) for _ in range(max(1, a.repeat // 2)))
+    g_slope, x_slope = (g_big - g) / (big - a.tasks), (x_big - x) / (big - a.tasks)
     print(f"{a.tasks} tasks of `true`, {a.parallel} at a time (best of {a.repeat})")
     print(f"  xargs -P {a.parallel}:     {x:7.3f} s")
     if gp:
         print(f"  GNU parallel -j {a.parallel}: {min(gp):7.3f} s")
     print(f"  gputui run:      {g:7.3f} s   ({startup:.3f} s of it is Python start-up)")
-    print(f"  ratio gputui / xargs: {g / x:.2f}x")
+    print(
+        f"  ratio gputui / xargs: {g / x:.2f}x (best of each); medians {statistics.median(g_runs):.3f} s / "
+        f"{statistics.median(x_runs):.3f} s = {statistics.median(g_runs) / statistics.median(x_runs):.2f}x"
+    )
+    print(
+        f"  per further task (slope {a.tasks}..{big}): gputui {g_slope * 1e3:.2f} ms, xargs "
+        f"{x_slope * 1e3:.2f} ms = {g_slope / x_slope:.2f}x; gputui fixed cost {g - g_slope * a.tasks:.3f} s"
+    )
     return 0
 
 

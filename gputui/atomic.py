@@ -41,8 +41,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = 
     atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, fsync: bool = True) -> None:
-    atomic_write_text(path, dumps_json(obj) + "\n", fsync=fsync)
+def atomic_write_json(
+    path: str | os.PathLike[str], obj: Any, *, fsync: bool = True, indent: int | None = 2
+) -> None:
+    atomic_write_text(path, dumps_json(obj, indent=indent) + "\n", fsync=fsync)
 
 
 def dumps_json(obj: Any, *, indent: int | None = 2) -> str:

@@ -36,13 +36,14 @@ def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: 
 
 def write_tasks(paths: RunPaths, store: Store) -> None:
     """Every task's arguments, status and attempts (the seed's worker_args_*.json), one task a line."""
+    outputs = store.task_outputs()
     attempts: dict[str, list] = {}
     for a in store.attempts():
         attempts.setdefault(a.task_id, []).append(vars(a))
     lines = [
         dumps_json(
             vars(t)
-            | {"range": [t.low, t.high], "output": store.task_output(t.id), "attempt_log": attempts.get(t.id, [])},
+            | {"range": [t.low, t.high], "output": outputs.get(t.id), "attempt_log": attempts.get(t.id, [])},
             indent=None,
         )
         for t in store.tasks()

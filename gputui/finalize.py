@@ -19,7 +19,8 @@ def merge_run(store: Store, paths: RunPaths) -> str:
         return "merge failed: this job declares no [outputs].merged file"
     tasks = store.tasks()
     not_done = [t.id for t in tasks if t.status != Status.DONE]
-    shards = [ShardOutput(t.id, t.low, t.high, Path(store.task_output(t.id) or "")) for t in tasks]
+    outputs = store.task_outputs()
+    shards = [ShardOutput(t.id, t.low, t.high, Path(outputs.get(t.id) or "")) for t in tasks]
     key, expected = _id_key(store)
     summary = merge_shards(
         shards,

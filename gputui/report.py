@@ -166,7 +166,7 @@ def render_report(summary: dict) -> str:
 def write_reports(folder: Path, summary: dict) -> tuple[Path, Path]:
     folder = Path(folder)
     json_path, md_path = folder / "summary.json", folder / "report.md"
-    atomic_write_json(json_path, summary)
+    atomic_write_json(json_path, summary, indent=None)  # thousands of tasks: the C encoder, not pretty-printing
     atomic_write_text(md_path, render_report(summary))
     return json_path, md_path
 

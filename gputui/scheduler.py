@@ -100,6 +100,9 @@ class Scheduler:
         self._next_poll = 0.0
         self._next_progress = time.monotonic() + self.opts.progress_every
         self._waiting_said = ""
+        self._progress_at = -1.0
+        self._progress_due = False
+        self.outputs: dict[str, str | None] = {}
 
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -109,6 +112,8 @@ class Scheduler:
         try:
             self._announce()
             self._load_tasks()
+            if any(t.status not in Status.FINAL for t in self.tasks.values()):
+                self.executor.start()
             self._resume()
             self._check_feasible()
             while not (self.stop_requested or self.detach_requested):
@@ -155,8 +160,10 @@ class Scheduler:
             for live in self.live.values():
                 if live.log is not None:
                     self.out.worker_lines(live.label, live.log.read_lines())
-        if time.monotonic() >= self._next_progress:
-            self._progress()
+        if time.monotonic() >= self._next_progress or (
+            self._progress_due and time.monotonic() - self._progress_at >= 1.0
+        ):
+            self._progress(changed=False)
 
     def _wait(self, wake_r: int) -> None:
         timeout = max(0.0, min(self._next_poll - time.monotonic(), self.opts.poll))
@@ -190,6 +197,7 @@ class Scheduler:
     # -- task state: the store, and the in-memory copy the loop reads (it is the only writer) ----
     def _load_tasks(self) -> None:
         self.tasks = {t.id: t for t in self.store.tasks()}
+        self.outputs = self.store.task_outputs()
         self.counts = Counter(t.status for t in self.tasks.values())
         self.waiting = [(t.index, t.id) for t in self.tasks.values() if t.status in _WAITING]
         heapq.heapify(self.waiting)
@@ -243,7 +251,7 @@ class Scheduler:
         return bool(found)
 
     def _output_done(self, t: TaskRecord) -> bool:
-        output = self.store.task_output(t.id)
+        output = self.outputs.get(t.id)
         return bool(output) and manifest_matches(Path(output), low=t.low, high=t.high)
 
     def _check_feasible(self) -> None:
@@ -411,14 +419,16 @@ class Scheduler:
             self.out.worker_lines(live.label, live.log.read_lines(flush=True))
         code, ended = ends.exit_code, ends.ended_at or time.time()
         task = self.tasks[live.task_id]
-        self.store.update_attempt(task.id, live.number, exit_code=code, ended_at=ended)
+        ended_fields = {"exit_code": code, "ended_at": ended}
         if task.status == Status.KILLED:
-            self.store.update_attempt(task.id, live.number, status=Status.KILLED, reason=task.reason)
+            self.store.update_attempt(
+                task.id, live.number, status=Status.KILLED, reason=task.reason, **ended_fields
+            )
             self._set(task.id, exit_code=code, ended_at=ended)
             self.out.info(f"killed {task.id} {live.label} ({task.reason})")
             self._progress()
             return
-        output = self.store.task_output(task.id)
+        output = self.outputs.get(task.id)
         if code == 0 and output and not Path(output).exists():
             failure = Failure("missing_output", f"exited 0 but its output {output} is missing")
         elif code == 0:
@@ -431,7 +441,7 @@ class Scheduler:
                     scheduler_id=self.scheduler_id,
                     attempt=live.number,
                 )
-            self.store.update_attempt(task.id, live.number, status=Status.DONE)
+            self.store.update_attempt(task.id, live.number, status=Status.DONE, **ended_fields)
             self._set(task.id, status=Status.DONE, exit_code=0, ended_at=ended, reason=None)
             self.store.add_event("done", f"attempt {live.number} done", task.id)
             self.out.info(f"done {task.id} {live.label} in {ended - live.started_at:.1f}s")
@@ -439,7 +449,9 @@ class Scheduler:
             return
         else:
             failure = classify(code, read_tail(live.log_path))
-        self.store.update_attempt(task.id, live.number, status=Status.FAILED, reason=failure.reason)
+        self.store.update_attempt(
+            task.id, live.number, status=Status.FAILED, reason=failure.reason, **ended_fields
+        )
         if live.interrupted:
             self._set(
                 task.id,
@@ -507,9 +519,16 @@ class Scheduler:
         )
         exports.write_config(self.paths, self.job, self.scheduler_id, gpus)
 
-    def _progress(self) -> None:
-        self._next_progress = time.monotonic() + self.opts.progress_every
-        self.out.line(progress_line(self.counts, time.monotonic() - self._started))
+    def _progress(self, *, changed: bool = True) -> None:
+        """After a task ends (at most once a second, so thousands of short tasks do not flood the
+        terminal), and every `progress_every` seconds."""
+        now = time.monotonic()
+        if changed and now - self._progress_at < 1.0:
+            self._progress_due = True
+            return
+        self._progress_at, self._progress_due = now, False
+        self._next_progress = now + self.opts.progress_every
+        self.out.line(progress_line(self.counts, now - self._started))
 
     # -- ending --------------------------------------------------------------------------------
     def _shutdown(self) -> None:

@@ -139,9 +139,8 @@ class Store:
         r = self._db.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
         return None if r is None else _task(r)
 
-    def task_output(self, task_id: str) -> str | None:
-        r = self._db.execute("SELECT output FROM tasks WHERE id=?", (task_id,)).fetchone()
-        return None if r is None else r[0]
+    def task_outputs(self) -> dict[str, str | None]:
+        return {r[0]: r[1] for r in self._db.execute("SELECT id, output FROM tasks")}
 
     def update_task(self, task_id: str, **fields) -> None:
         if "gpus" in fields:

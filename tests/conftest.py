@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -112,17 +110,22 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
 
 @pytest.fixture
 def reaper():
-    """Processes a test starts (decoys, schedulers) are killed at the end, whatever happens."""
-    procs: list = []
+    """Processes a test starts (decoys, schedulers) are killed at the end with their children."""
+    procs: list[subprocess.Popen] = []
     yield procs
     for p in procs:
         try:
-            if isinstance(p, subprocess.Popen):
-                p.kill()
-                p.wait(5)
-            else:
-                os.kill(p, signal.SIGKILL)
-        except (ProcessLookupError, OSError, subprocess.TimeoutExpired):
+            tree = psutil.Process(p.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
+        for proc in [*tree, p]:
+            try:
+                proc.kill()
+            except (psutil.Error, ProcessLookupError, OSError):
+                pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
             pass
 
 

@@ -39,9 +39,13 @@ class LocalExecutor:
     def fileno(self) -> int | None:
         return None if self.keeper is None else self.keeper.stdout.fileno()
 
-    def launch(self, spec: LaunchSpec) -> None:
+    def start(self) -> None:
+        """Start the keeper now (its start-up overlaps the scheduler's); `launch` would anyway."""
         if self.keeper is None:
             self._start_keeper()
+
+    def launch(self, spec: LaunchSpec) -> None:
+        self.start()
         argv = [self._resolve(spec.argv[0]), *spec.argv[1:]]
         request = {
             "task": spec.task_id,
