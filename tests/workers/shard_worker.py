@@ -25,6 +25,7 @@ def record(path: str | None, **event) -> None:
         "attempt": int(os.environ.get("GPUTUI_ATTEMPT", "0")),
         "task": os.environ.get("GPUTUI_TASK_ID"),
         "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "device_order": os.environ.get("CUDA_DEVICE_ORDER"),
     }
     with open(path, "a") as f:  # O_APPEND: one small write per line, safe across processes
         f.write(json.dumps(event) + "\n")
