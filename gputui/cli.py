@@ -162,10 +162,9 @@ def _cmd_status(args) -> int:
         from gputui.status_view import status_table
 
         console = Console()
-        who = f"live (pid {holder.get('pid')})" if live and holder else ("live" if live else "not running")
-        console.print(
-            f"[b]{meta.get('job_name')}[/b]  {paths.root}  scheduler {meta.get('scheduler_id', '')[:8]}: {who}"
-        )
+        who = f"live, pid {holder.get('pid')}" if live and holder else ("live" if live else "not running")
+        console.print(f"[b]{meta.get('job_name')}[/b]  scheduler {meta.get('scheduler_id', '')[:8]} ({who})")
+        console.print(f"[dim]{paths.root}[/dim]")
         console.print(status_table(tasks, store.attempts(), now=time.time()))
         started = [t.started_at for t in tasks if t.started_at]
         ended = [t.ended_at or time.time() for t in tasks if t.started_at]
@@ -189,7 +188,7 @@ def _cmd_gpus(args) -> int:
         if args.json:
             print(json.dumps(snapshots_to_json(snaps, describe(probe)), indent=2))
         else:
-            Console().print(gpu_table(snaps, title=f"GPUs ({describe(probe)})"))
+            Console().print(gpu_table(snaps, title=f"GPUs: {describe(probe)}"))
     finally:
         probe.close()
     return EXIT_OK

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -37,18 +38,21 @@ def gpu_table(snapshots: Sequence[GpuSnapshot], *, title: str | None = None) -> 
     simulated = any(s.simulated for s in snapshots)
     title = title or "GPUs"
     table = Table(
-        title=f"{title} (SIMULATED)" if simulated else title,
+        title=f"{title} (SIMULATED)" if simulated and "SIMULATED" not in title else title,
         caption="SIMULATED GPUs: not real hardware" if simulated else (None if snapshots else "no GPUs"),
         caption_style="bold yellow" if simulated else None,
+        box=box.SIMPLE_HEAD,  # no vertical rules: fits 80 columns
+        pad_edge=False,
+        collapse_padding=True,
     )
-    table.add_column("#", justify="right")
-    table.add_column("Name")
-    table.add_column("Memory (GiB)", justify="right")
-    table.add_column("Mem %", justify="right")
-    table.add_column("Util", justify="right")
-    table.add_column("Temp", justify="right")
-    table.add_column("Power", justify="right")
-    table.add_column("Procs", justify="right")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("Name", no_wrap=True)
+    table.add_column("Memory (GiB)", justify="right", no_wrap=True)
+    table.add_column("Mem %", justify="right", no_wrap=True)
+    table.add_column("Util", justify="right", no_wrap=True)
+    table.add_column("Temp", justify="right", no_wrap=True)
+    table.add_column("Power", justify="right", no_wrap=True)
+    table.add_column("Procs", justify="right", no_wrap=True)
     for s in snapshots:
         mem_pct = f"{100 * s.memory_used / s.memory_total:.0f}%" if s.memory_total > 0 else NA
         table.add_row(
