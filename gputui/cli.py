@@ -116,7 +116,7 @@ def _cmd_run(args) -> int:
             raise FileNotFoundError("gputui run needs --jobs FILE (or --run-dir of an existing run)")
         from gputui.session import open_existing
 
-        _, store = open_existing(args.run_dir)
+        _, store = open_existing(args.run_dir, readonly=True)
         job_path = Path(store.meta("job_file"))
         store.close()
     job = load_jobspec(job_path, run_dir=args.run_dir)
@@ -133,7 +133,7 @@ def _cmd_status(args) -> int:
     from gputui.rundir import RunLock
     from gputui.session import open_existing
 
-    paths, store = open_existing(args.run_dir)
+    paths, store = open_existing(args.run_dir, readonly=True)
     try:
         live = RunLock(paths).is_live()
         holder = RunLock(paths).holder() if live else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gputui import ownership
 from gputui.executors.journal import JournalReader
@@ -20,10 +20,68 @@ from gputui.rundir import RunLock, RunPaths
 from gputui.store import Store
 
 VERBS = ("pause", "resume", "kill", "retry", "merge")
+KILL_WAIT_S = 2.0  # after SIGKILL, how long before a survivor is reported instead of waited on
 
 
 class ControlError(RuntimeError):
     pass
+
+
+@dataclass
+class Stop:
+    """Stopping process trees: SIGTERM (and SIGCONT, so a paused tree can act on it) now, SIGKILL to
+    whatever is left after the grace period, then a report. `step` never blocks, so a scheduler can
+    drive it between its other work; `finish` drives it to the end for a caller that can wait."""
+
+    controller: Controller
+    pairs: list[tuple[TaskRecord, AttemptRecord]]
+    grace: float
+    control_id: int | None = None
+    intro: list[str] = field(default_factory=list)
+    term: dict[str, list[ProcessRef]] = field(default_factory=dict)
+    kill: dict[str, list[ProcessRef]] = field(default_factory=dict)
+    deadline: float = 0.0
+    phase: str = "term"  # term -> kill -> done
+
+    def begin(self) -> Stop:
+        self.term = self.controller.signal_trees(self.pairs, signal.SIGTERM)
+        self.controller.signal_trees(self.pairs, signal.SIGCONT)
+        self.deadline = time.monotonic() + self.grace
+        return self
+
+    def step(self) -> bool:
+        """Advance if due; True once done."""
+        if self.phase == "term":
+            if time.monotonic() < self.deadline and any(ownership.alive(r) for r in _flat(self.term)):
+                return False
+            # Survivors, and anything forked meanwhile.
+            self.kill = self.controller.signal_trees(self.pairs, signal.SIGKILL)
+            self.phase, self.deadline = "kill", time.monotonic() + KILL_WAIT_S
+        if self.phase == "kill":
+            if time.monotonic() < self.deadline and any(ownership.alive(r) for r in _flat(self.kill)):
+                return False
+            self.phase = "done"
+        return True
+
+    def finish(self) -> list[str]:
+        while not self.step():
+            time.sleep(0.02)
+        return self.report()
+
+    def report(self) -> list[str]:
+        lines = list(self.intro)
+        for task, _ in self.pairs:
+            term, kill = self.term.get(task.id, []), self.kill.get(task.id, [])
+            n = len({r.pid for r in term + kill})
+            stuck = [ownership.describe_stuck(r) for r in kill if ownership.alive(r)]
+            lines.append(
+                f"{task.id}: killed {n} process(es)" + ("; still alive: " + "; ".join(stuck) if stuck else "")
+            )
+        return lines
+
+
+def _flat(refs: dict[str, list[ProcessRef]]) -> list[ProcessRef]:
+    return [r for rs in refs.values() for r in rs]
 
 
 @dataclass
@@ -38,19 +96,20 @@ class Controller:
 
     # -- verbs ---------------------------------------------------------------------------------
     def apply(self, verb: str, task_ids: Sequence[str] | None) -> tuple[bool, str]:
-        """Apply `verb` to the named tasks (None: every task it applies to). Returns (ok, report)."""
+        """Apply `verb` to the named tasks (None: every task it applies to), waiting for kills to end."""
         if verb == "merge":
             if self.on_merge is None:
                 return False, "merge is not available here"
-            return _ok(self.on_merge())
-        tasks = self._select(verb, task_ids)
-        if not tasks:
-            return True, f"no task to {verb}"
-        if verb == "kill":
-            try:
-                return True, "\n".join(self.kill_many(tasks))
-            except ControlError as e:
-                return False, str(e)
+            line = self.on_merge()
+            return not line.startswith("merge failed"), line
+        try:
+            tasks = self.select(verb, task_ids)
+            if not tasks:
+                return True, f"no task to {verb}"
+            if verb == "kill":
+                return True, "\n".join(self.begin_kill(tasks).finish())
+        except ControlError as e:
+            return False, str(e)
         lines, ok = [], True
         for task in tasks:
             try:
@@ -63,48 +122,46 @@ class Controller:
     def pause(self, task: TaskRecord) -> str:
         if task.status != Status.RUNNING:
             raise ControlError(f"is {task.status}; only a running task can be paused")
-        attempt = self._live_attempt(task)
+        attempt = self.live_attempt(task)
+        # Parents first, then once more for children forked meanwhile.
+        sent = self.signal_trees([(task, attempt)], signal.SIGSTOP).get(task.id, [])
+        sent += self.signal_trees([(task, attempt)], signal.SIGSTOP).get(task.id, [])
+        if not sent:
+            raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PAUSED)
             self.store.update_attempt(task.id, attempt.number, status=Status.PAUSED)
-        # Parents first, then once more for children forked meanwhile.
-        sent = self._signal(task, attempt, signal.SIGSTOP) + self._signal(task, attempt, signal.SIGSTOP)
         return f"{task.id}: paused {len({r.pid for r in sent})} process(es); its GPU memory stays allocated"
 
     def resume(self, task: TaskRecord) -> str:
         if task.status != Status.PAUSED:
             raise ControlError(f"is {task.status}; only a paused task can be resumed")
-        attempt = self._live_attempt(task)
-        sent = self._signal(task, attempt, signal.SIGCONT)
+        attempt = self.live_attempt(task)
+        sent = self.signal_trees([(task, attempt)], signal.SIGCONT).get(task.id, [])
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.RUNNING)
             self.store.update_attempt(task.id, attempt.number, status=Status.RUNNING)
         return f"{task.id}: resumed {len(sent)} process(es)"
 
-    def kill(self, task: TaskRecord) -> str:
-        return self.kill_many([task])[0]
-
-    def kill_many(self, tasks: Sequence[TaskRecord]) -> list[str]:
-        """Kill tasks together: one grace period for all of them, not one each."""
+    def begin_kill(self, tasks: Sequence[TaskRecord]) -> Stop:
+        """Record the kills, send SIGTERM; the returned Stop sends SIGKILL after the grace period."""
         for task in tasks:
             if task.status in Status.FINAL:
                 raise ControlError(f"{task.id} is already {task.status}")
         with self.store.transaction():
-            # Recorded first: whoever settles the attempt sees a user kill, not a failure to retry.
+            # Recorded first: whoever settles the attempt sees a user kill, not a failure to retry, and
+            # a worker whose start is reported later is stopped then.
             for task in tasks:
                 self.store.update_task(task.id, status=Status.KILLED, reason="killed by user", next_try_at=None)
                 self.store.add_event("killed", "killed by user", task.id)
-        live = [(t, self._live_attempt(t)) for t in tasks if t.status in Status.LIVE]
-        results = self.stop_trees(live, float(self.store.meta("stop_grace_s", 10.0)))
-        lines = [
+        intro = [
             f"{t.id}: killed (it was {t.status}; nothing was running)"
             for t in tasks
             if t.status not in Status.LIVE
         ]
-        for (task, _), result in zip(live, results, strict=True):
-            msg = f"{task.id}: killed {len({r.pid for r in result.signalled})} process(es)"
-            lines.append(msg + ("; still alive: " + "; ".join(result.stuck) if result.stuck else ""))
-        return lines
+        pairs = [(t, self.live_attempt(t)) for t in tasks if t.status in Status.LIVE]
+        stop = Stop(self, pairs, float(self.store.meta("stop_grace_s", 10.0)), intro=intro)
+        return stop.begin()
 
     def retry(self, task: TaskRecord) -> str:
         if task.status == Status.RETRYING:
@@ -113,6 +170,7 @@ class Controller:
             return f"{task.id}: retrying now"
         if task.status not in (Status.FAILED, Status.KILLED):
             raise ControlError(f"is {task.status}; only a failed or killed task can be retried")
+        self._close_ended_attempt(task)
         budget = task.attempts + int(self.store.meta("max_attempts", 3))
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PENDING, budget=budget, reason=None, next_try_at=None)
@@ -120,51 +178,64 @@ class Controller:
         return f"{task.id}: queued again ({budget - task.attempts} more attempt(s))"
 
     # -- process trees -------------------------------------------------------------------------
-    def stop_trees(
-        self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]], grace: float
-    ) -> list[ownership.StopResult]:
-        """SIGTERM (and SIGCONT, so a paused tree can act on it), wait `grace`, then SIGKILL."""
-        terms = [self._signal(t, a, signal.SIGTERM) for t, a in pairs]
-        for t, a in pairs:
-            self._signal(t, a, signal.SIGCONT)
-        ownership.wait_gone([r for refs in terms for r in refs], grace)
-        # Survivors, and anything forked meanwhile.
-        kills = [self._signal(t, a, signal.SIGKILL) for t, a in pairs]
-        stuck = set(ownership.wait_gone([r for refs in kills for r in refs], 2.0))
-        return [
-            ownership.StopResult(
-                signalled=term + [r for r in kill if r not in term],
-                stuck=[ownership.describe_stuck(r) for r in kill if r in stuck],
-            )
-            for term, kill in zip(terms, kills, strict=True)
-        ]
+    def signal_trees(
+        self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]], sig: int
+    ) -> dict[str, list[ProcessRef]]:
+        """Send `sig` to each task's tree (one /proc scan for all); returns what was signalled."""
+        if not pairs:
+            return {}
+        tagged = ownership.find_tagged(self.scheduler_id, [t.id for t, _ in pairs])
+        sent: dict[str, list[ProcessRef]] = {}
+        for task, attempt in pairs:
+            root = None
+            if attempt.worker_pid is not None and attempt.worker_ctime is not None:
+                root = ProcessRef(attempt.worker_pid, attempt.worker_ctime)
+            tree = ownership.task_tree(self.scheduler_id, task.id, root, tagged)
+            sent[task.id] = [r for r in tree if ownership.send(r, sig)]
+        return sent
 
-    def _signal(self, task: TaskRecord, attempt: AttemptRecord, sig: int) -> list[ProcessRef]:
-        root = None
-        if attempt.worker_pid is not None and attempt.worker_ctime is not None:
-            root = ProcessRef(attempt.worker_pid, attempt.worker_ctime)
-        refs = ownership.task_tree(self.scheduler_id, task.id, root)
-        if not refs:
-            return []
-        with self.store.transaction():
-            self.store.record_processes(task.id, attempt.number, [(r.pid, r.ctime) for r in refs])
-        recorded = self.store.recorded_processes(task.id, attempt.number)
-        return [r for r in refs if ownership.send(r, sig, recorded)]
-
-    def _live_attempt(self, task: TaskRecord) -> AttemptRecord:
+    def live_attempt(self, task: TaskRecord) -> AttemptRecord:
+        """The task's current attempt, with its worker's pid + start time learnt if still unknown."""
         attempt = self.store.attempt(task.id, task.attempts)
         if attempt is None:
             raise ControlError("has no recorded attempt")
         if attempt.worker_pid is None:
-            pid = JournalReader(self.paths.journal).get(task.id, attempt.number).pid
-            ref = ownership.tagged_ref(pid, self.scheduler_id) if pid else None
+            ends = JournalReader(self.paths.journal).get(task.id, attempt.number)
+            ref = None
+            if ends.pid is not None and not ends.ended:  # an ended worker's pid may be someone else's now
+                ref = ownership.tagged_ref(ends.pid, self.scheduler_id, task.id, attempt.number)
             if ref is not None:
                 with self.store.transaction():
                     self.store.update_attempt(task.id, attempt.number, worker_pid=ref.pid, worker_ctime=ref.ctime)
                 attempt = self.store.attempt(task.id, attempt.number)
         return attempt
 
-    def _select(self, verb: str, task_ids: Sequence[str] | None) -> list[TaskRecord]:
+    def _close_ended_attempt(self, task: TaskRecord) -> None:
+        """Before a retry: the last attempt must have ended; record its end if no scheduler did."""
+        attempt = self.store.attempt(task.id, task.attempts)
+        if attempt is None or attempt.ended_at is not None:
+            return
+        ends = JournalReader(self.paths.journal).get(task.id, attempt.number)
+        still = ownership.find_tagged(self.scheduler_id, [task.id]).get(task.id)
+        keeper = None
+        if attempt.keeper_pid is not None and attempt.keeper_ctime is not None:
+            keeper = ownership.alive(ProcessRef(attempt.keeper_pid, attempt.keeper_ctime))
+        if still or (not ends.ended and keeper is not None):
+            pids = ", ".join(str(r.pid) for r in still or []) or "starting"
+            raise ControlError(
+                f"attempt {attempt.number} is still running ({pids}); kill it or wait for it to end"
+            )
+        status = Status.KILLED if task.status == Status.KILLED else (Status.FAILED if ends.ended else Status.LOST)
+        with self.store.transaction():
+            self.store.update_attempt(
+                task.id,
+                attempt.number,
+                status=status,
+                exit_code=ends.exit_code,
+                ended_at=ends.ended_at or time.time(),
+            )
+
+    def select(self, verb: str, task_ids: Sequence[str] | None) -> list[TaskRecord]:
         tasks = self.store.tasks()
         if task_ids is None:
             applies = {
@@ -180,10 +251,6 @@ class Controller:
             known = ", ".join(list(by_id)[:6]) + (" ..." if len(by_id) > 6 else "")
             raise ControlError(f"no such task in this run: {', '.join(unknown)} (tasks: {known})")
         return [by_id[i] for i in task_ids]
-
-
-def _ok(line: str) -> tuple[bool, str]:
-    return (not line.startswith("merge failed")), line
 
 
 def request(
@@ -203,20 +270,33 @@ def request(
             lock.release()
     control_id = store.post_control(verb, {"tasks": None if task_ids is None else list(task_ids)})
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    try:
+        while time.monotonic() < deadline:
+            c = store.control(control_id)
+            if c is not None and c.done_at is not None:
+                return bool(c.ok), c.result or ""
+            if lock.try_acquire(f"gputui {verb}"):  # the scheduler died meanwhile: act ourselves
+                try:
+                    c = store.control(control_id)
+                    if c is not None and c.done_at is not None:
+                        return bool(c.ok), c.result or ""
+                    ok, result = make_controller().apply(verb, task_ids)
+                    with store.transaction():
+                        store.finish_control(control_id, ok, result)
+                    return ok, result
+                finally:
+                    lock.release()
+            time.sleep(0.05)
+    except BaseException:
+        _cancel(store, control_id, "cancelled: its sender was interrupted")
+        raise
+    _cancel(store, control_id, f"cancelled: no answer within {timeout:.0f}s")
+    return False, f"the scheduler did not answer within {timeout:.0f}s; the request was withdrawn"
+
+
+def _cancel(store: Store, control_id: int, why: str) -> None:
+    """Withdraw a request nobody took, so it can never act much later by surprise."""
+    with store.transaction():
         c = store.control(control_id)
-        if c is not None and c.done_at is not None:
-            return bool(c.ok), c.result or ""
-        if lock.try_acquire(f"gputui {verb}"):  # the scheduler died meanwhile: act ourselves
-            try:
-                c = store.control(control_id)
-                if c is not None and c.done_at is not None:
-                    return bool(c.ok), c.result or ""
-                ok, result = make_controller().apply(verb, task_ids)
-                with store.transaction():
-                    store.finish_control(control_id, ok, result)
-                return ok, result
-            finally:
-                lock.release()
-        time.sleep(0.05)
-    return False, f"the scheduler did not answer within {timeout:.0f}s; the request stays queued for it"
+        if c is not None and c.done_at is None:
+            store.finish_control(control_id, False, why)

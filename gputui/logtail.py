@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -34,9 +33,3 @@ class LogTail:
             lines.append(self._partial)
             self._partial = b""
         return [ln.decode("utf-8", "replace").rstrip("\r") for ln in lines]
-
-    def size(self) -> int:
-        try:
-            return os.stat(self.path).st_size
-        except OSError:
-            return 0

@@ -1,16 +1,16 @@
 """Which processes are ours, and the only way gputui ever signals one.
 
 A process is ours when it carries this run's scheduler id and the task's id in its environment
-(set at launch, inherited by descendants even when they start their own session, as torchrun
-ranks and vLLM engines do), or when it descends from the task's recorded worker. Every signal goes
-through `send`, which re-checks pid and start time against what the store recorded just before.
+(set at launch, inherited by descendants even when they start their own session, as torchrun ranks
+and vLLM engines do), or when it descends from the task's recorded worker, itself identified by the
+pid and start time the store recorded while it carried the tag. Every signal goes through `send`,
+which checks pid and start time again just before kill(2).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +21,10 @@ TAG_SCHEDULER = "GPUTUI_SCHEDULER_ID"
 TAG_TASK = "GPUTUI_TASK_ID"
 TAG_ATTEMPT = "GPUTUI_ATTEMPT"
 
+# Start times are wall-clock (boot time + ticks); the boot time the kernel reports moves when the
+# clock is stepped, so allow a little. A reused pid would also need our tag to be mistaken for ours.
+CTIME_TOLERANCE_S = 1.5
+
 
 def new_scheduler_id() -> str:
     return str(uuid.uuid4())
@@ -29,7 +33,7 @@ def new_scheduler_id() -> str:
 @dataclass(frozen=True)
 class ProcessRef:
     pid: int
-    ctime: float  # psutil create_time: pid + ctime names one process, whatever pid reuse does later
+    ctime: float  # psutil create_time: pid + ctime name one process, whatever pid reuse does later
 
 
 def ref_of(pid: int) -> ProcessRef | None:
@@ -43,29 +47,33 @@ def alive(ref: ProcessRef) -> psutil.Process | None:
     """The process if `ref` still names a living process (not a zombie), else None."""
     try:
         p = psutil.Process(ref.pid)
-        if abs(p.create_time() - ref.ctime) > 0.01 or p.status() == psutil.STATUS_ZOMBIE:
+        if abs(p.create_time() - ref.ctime) > CTIME_TOLERANCE_S or p.status() == psutil.STATUS_ZOMBIE:
             return None
         return p
     except psutil.Error:
         return None
 
 
-def tagged_ref(pid: int, scheduler_id: str) -> ProcessRef | None:
-    """pid + start time of `pid` if it is alive and carries this run's tag (so not a reused pid)."""
+def tags(p: psutil.Process) -> tuple[str | None, str | None, str | None]:
+    """(scheduler id, task id, attempt) from the process's environment; Nones if unreadable."""
+    try:
+        env = p.environ()
+    except (psutil.Error, OSError):
+        return None, None, None
+    return env.get(TAG_SCHEDULER), env.get(TAG_TASK), env.get(TAG_ATTEMPT)
+
+
+def tagged_ref(pid: int, scheduler_id: str, task_id: str, attempt: int | None = None) -> ProcessRef | None:
+    """pid + start time of `pid` if it is alive and tagged as this task's (so not a reused pid)."""
     try:
         p = psutil.Process(pid)
         ref = ProcessRef(pid, p.create_time())
     except psutil.Error:
         return None
-    return ref if tags(p)[0] == scheduler_id else None
-
-
-def tags(p: psutil.Process) -> tuple[str | None, str | None]:
-    try:
-        env = p.environ()
-    except (psutil.Error, OSError):
-        return None, None
-    return env.get(TAG_SCHEDULER), env.get(TAG_TASK)
+    sched, task, att = tags(p)
+    if sched != scheduler_id or task != task_id or (attempt is not None and att != str(attempt)):
+        return None
+    return ref
 
 
 def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dict[str, list[ProcessRef]]:
@@ -76,7 +84,7 @@ def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dic
     for p in psutil.process_iter(["pid", "create_time"]):
         if p.info["pid"] == me:
             continue
-        sched, task = tags(p)
+        sched, task, _ = tags(p)
         if sched != scheduler_id or task is None or (wanted is not None and task not in wanted):
             continue
         try:
@@ -88,13 +96,17 @@ def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dic
     return found
 
 
-def task_tree(scheduler_id: str, task_id: str, root: ProcessRef | None) -> list[ProcessRef]:
-    """The task's processes: the recorded worker (if still the same process and ours), its
-    descendants, and anything else carrying the task's tag. Parents first."""
+def task_tree(
+    scheduler_id: str, task_id: str, root: ProcessRef | None, tagged: dict[str, list[ProcessRef]] | None = None
+) -> list[ProcessRef]:
+    """The task's processes, parents first: the recorded worker (if still that process and still
+    tagged as this task's), its descendants, and anything else tagged as this task's.
+
+    `tagged` is a `find_tagged` result to share one /proc scan between several tasks.
+    """
     refs: dict[int, ProcessRef] = {}
     p = alive(root) if root else None
-    if p is not None and tags(p)[0] in (scheduler_id, None):
-        # Untagged only in the instant between fork and exec; pid+ctime match the store.
+    if p is not None and tags(p)[:2] == (scheduler_id, task_id):
         refs[root.pid] = root
         try:
             for child in p.children(recursive=True):
@@ -102,15 +114,15 @@ def task_tree(scheduler_id: str, task_id: str, root: ProcessRef | None) -> list[
                     refs[child.pid] = ProcessRef(child.pid, child.create_time())
         except psutil.Error:
             pass
-    for ref in find_tagged(scheduler_id, [task_id]).get(task_id, []):
+    if tagged is None:
+        tagged = find_tagged(scheduler_id, [task_id])
+    for ref in tagged.get(task_id, []):
         refs[ref.pid] = ref
     return sorted(refs.values(), key=lambda r: (r.ctime, r.pid))
 
 
-def send(ref: ProcessRef, sig: int, recorded: set[tuple[int, float]]) -> bool:
-    """Signal `ref` only if the store recorded exactly this (pid, ctime) and it is still that process."""
-    if (ref.pid, ref.ctime) not in recorded:
-        return False
+def send(ref: ProcessRef, sig: int) -> bool:
+    """Signal `ref` only if it is still exactly that process (pid and start time)."""
     p = alive(ref)
     if p is None:
         return False
@@ -155,6 +167,3 @@ def describe_stuck(ref: ProcessRef) -> str:
             f"driver call); it will die when that call returns"
         )
     return f"pid {ref.pid} ({name}) survived SIGKILL (state {status})"
-
-
-SIGNALS = {"pause": signal.SIGSTOP, "resume": signal.SIGCONT, "term": signal.SIGTERM, "kill": signal.SIGKILL}

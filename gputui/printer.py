@@ -32,8 +32,8 @@ class Printer:
         try:
             self.out.write(text + "\n")
             self.out.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # a closed terminal must not stop the run
+        except (OSError, ValueError):
+            pass  # a closed or hung-up terminal must not stop the run
 
     def info(self, text: str) -> None:
         self.line(f"gputui: {text}")

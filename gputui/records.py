@@ -13,6 +13,7 @@ class Status:
     DONE = "done"
     FAILED = "failed"  # failed for good (attempts used up)
     KILLED = "killed"  # stopped by the user; stays killed until retried
+    LOST = "lost"  # attempts only: ended without a recorded exit status (its keeper died first)
 
     LIVE = frozenset({RUNNING, PAUSED})
     FINAL = frozenset({DONE, FAILED, KILLED})
@@ -45,7 +46,7 @@ class TaskRecord:
 class AttemptRecord:
     task_id: str
     number: int  # 1-based
-    status: str  # running | paused | done | failed | killed | lost
+    status: str  # running | paused | done | failed | killed | lost (ended, exit status unknown)
     gpus: tuple[int, ...]
     command: tuple[str, ...]
     log_path: str
@@ -53,8 +54,8 @@ class AttemptRecord:
     ended_at: float | None
     exit_code: int | None  # negative: killed by that signal
     reason: str | None
-    supervisor_pid: int | None
-    supervisor_ctime: float | None
+    keeper_pid: int | None  # the keeper that launched it: while it lives, the attempt's end will be recorded
+    keeper_ctime: float | None
     worker_pid: int | None
     worker_ctime: float | None
 

@@ -55,7 +55,7 @@ class RunLock:
     """An flock on `scheduler.lock`: the kernel drops it when its holder dies, however it dies.
 
     The file is rewritten in place (never renamed over) so the lock and the holder note share an inode.
-    Supervisors close inherited descriptors, so they never keep a dead scheduler's lock alive.
+    It is opened close-on-exec, so no keeper or worker ever keeps a dead scheduler's lock alive.
     """
 
     def __init__(self, paths: RunPaths):
@@ -76,9 +76,13 @@ class RunLock:
         self._fd = fd
         return True
 
-    def acquire(self, role: str) -> None:
-        if not self.try_acquire(role):
-            raise RunLocked(self.describe_holder())
+    def acquire(self, role: str, patience: float = 1.0) -> None:
+        """Take the lock, waiting briefly: a `status` or control verb may hold it for a moment."""
+        deadline = time.monotonic() + patience
+        while not self.try_acquire(role):
+            if time.monotonic() >= deadline:
+                raise RunLocked(self.describe_holder())
+            time.sleep(0.05)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -105,16 +109,18 @@ class RunLock:
         )
 
     def is_live(self) -> bool:
-        """True when some process holds the lock (checked without keeping it)."""
+        """True when some process holds the lock. Checked with a shared lock, so the holder note
+        is left alone; a scheduler starting at this instant waits a moment in `acquire`."""
         if self.held:
             return True
-        if not self.try_acquire("probe"):
+        try:
+            fd = os.open(self.paths.lock, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
             return True
-        self.release()
+        finally:
+            os.close(fd)
         return False
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()

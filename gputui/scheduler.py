@@ -1,9 +1,9 @@
 """The scheduler loop: place, launch, watch, settle, retry; re-adopt what a previous instance left.
 
-It wakes when its keeper reports a worker's end, so a finished task is settled and its GPUs reused
-at once, and otherwise every `poll` seconds to stream logs, apply control verbs posted by other
-processes and watch adopted workers. Each turn is one SQLite transaction, and an attempt is
-committed before it is launched: a crash at any instant can never start a second copy of it.
+It wakes when its keeper reports a worker's start or end, so a finished task is settled and its GPUs
+reused at once, and otherwise every `poll` seconds to stream logs, apply control verbs posted by
+other processes, advance kills and watch adopted workers. Each turn is one SQLite transaction, and an
+attempt is committed before it is launched; a task with a live attempt is never launched again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gputui import exports, ownership
-from gputui.control import Controller
+from gputui.control import ControlError, Controller, Stop
 from gputui.executors.journal import AttemptEnds, JournalReader
 from gputui.executors.local import LaunchSpec, LocalExecutor
 from gputui.failures import Failure, classify, read_tail
@@ -53,9 +53,10 @@ class Live:
     label: str
     log_path: str
     started_at: float
+    keeper: ownership.ProcessRef | None = None  # while it lives, this attempt's end will be recorded
     ours: bool = False  # launched through our keeper, which reports its end; else watched by polling
     pid: int | None = None  # the worker's pid, as the keeper reported it
-    worker: ownership.ProcessRef | None = None  # pid + start time, checked against our tag
+    worker: ownership.ProcessRef | None = None  # pid + start time, taken while it carried our tag
     log: LogTail | None = None  # opened when output is streamed
     interrupted: bool = False  # stopped by our own shutdown: not the task's fault
 
@@ -78,9 +79,11 @@ class Scheduler:
         self.out = printer or Printer(show_output=self.opts.show_output)
         self.scheduler_id = run.scheduler_id
         self.tasks: dict[str, TaskRecord] = {}
+        self.outputs: dict[str, str | None] = {}
         self.counts: Counter[str] = Counter()
         self.waiting: list[tuple[int, str]] = []  # heap of (index, task id); stale entries are skipped
         self.live: dict[str, Live] = {}
+        self.stops: list[Stop] = []  # kills in progress (SIGTERM sent, SIGKILL due later)
         self.stop_requested = False
         self.detach_requested = False
         self.controller = Controller(self.paths, self.store, on_merge=lambda: merge_run(self.store, self.paths))
@@ -97,12 +100,12 @@ class Scheduler:
         self._gpus: list[GpuSnapshot] = []
         self._gpus_at = 0.0
         self._started = time.monotonic()
+        self._started_wall = time.time()
         self._next_poll = 0.0
         self._next_progress = time.monotonic() + self.opts.progress_every
-        self._waiting_said = ""
         self._progress_at = -1.0
         self._progress_due = False
-        self.outputs: dict[str, str | None] = {}
+        self._waiting_said = ""
 
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -113,12 +116,13 @@ class Scheduler:
             self._announce()
             self._load_tasks()
             if any(t.status not in Status.FINAL for t in self.tasks.values()):
-                self.executor.start()
+                self.executor.start()  # its start-up overlaps ours
+            self._expire_old_controls()
             self._resume()
             self._check_feasible()
             while not (self.stop_requested or self.detach_requested):
                 self._turn()
-                if not self.live and sum(self.counts[s] for s in Status.FINAL) == len(self.tasks):
+                if not self.live and not self.stops and self._all_final():
                     break
                 self._wait(wake_r)
             if self.stop_requested:
@@ -128,7 +132,6 @@ class Scheduler:
                     f"detached; {len(self.live)} task(s) keep running. Run the same command to re-attach."
                 )
         finally:
-            exports.write_tasks(self.paths, self.store)
             self.executor.close()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -137,6 +140,7 @@ class Scheduler:
             os.close(wake_w)
             if self.probe is not None:
                 self.probe.close()
+            exports.write_tasks(self.paths, self.store)
         if self.stop_requested:
             return 130
         if self.detach_requested:
@@ -145,11 +149,16 @@ class Scheduler:
 
     # -- one turn of the loop ------------------------------------------------------------------
     def _turn(self) -> None:
-        if self.store.pending_controls():
-            self._apply_controls()
+        controls = self.store.pending_controls()
+        if controls:
+            self._apply_controls(controls)
+        if self.stops:
+            self._advance_stops()
+        news = self.executor.events()
+        manifests = self._write_manifests(news)  # hashing big outputs happens outside the write lock
         launches: list[tuple[LaunchSpec, Live]] = []
         with self.store.transaction():
-            self._read_events()
+            self._apply_events(news, manifests)
             if time.monotonic() >= self._next_poll:
                 self._next_poll = time.monotonic() + self.opts.poll
                 self._poll()
@@ -160,9 +169,8 @@ class Scheduler:
             for live in self.live.values():
                 if live.log is not None:
                     self.out.worker_lines(live.label, live.log.read_lines())
-        if time.monotonic() >= self._next_progress or (
-            self._progress_due and time.monotonic() - self._progress_at >= 1.0
-        ):
+        now = time.monotonic()
+        if now >= self._next_progress or (self._progress_due and now - self._progress_at >= 1.0):
             self._progress(changed=False)
 
     def _wait(self, wake_r: int) -> None:
@@ -170,6 +178,8 @@ class Scheduler:
         if self.counts[Status.RETRYING]:
             soonest = min(t.next_try_at or 0 for t in self.tasks.values() if t.status == Status.RETRYING)
             timeout = max(0.0, min(timeout, soonest - time.time()))
+        if self.stops:
+            timeout = min(timeout, 0.05)
         keeper = self.executor.fileno()
         try:
             ready, _, _ = select.select([wake_r] if keeper is None else [wake_r, keeper], [], [], timeout)
@@ -189,7 +199,9 @@ class Scheduler:
         def on_hup(signum, _frame):
             self.detach_requested = True
 
-        handlers = {signal.SIGINT: on_stop, signal.SIGTERM: on_stop, signal.SIGHUP: on_hup}
+        handlers = {signal.SIGINT: on_stop, signal.SIGTERM: on_stop}
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup, a hangup means nothing
+            handlers[signal.SIGHUP] = on_hup
         old = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         return old
@@ -214,24 +226,34 @@ class Scheduler:
             if new.status in _WAITING:
                 heapq.heappush(self.waiting, (new.index, new.id))
 
+    def _all_final(self) -> bool:
+        return sum(self.counts[s] for s in Status.FINAL) == len(self.tasks)
+
     # -- resume: settle or re-adopt what a previous instance left ------------------------------
     def _resume(self) -> None:
+        unsettled = self.store.unsettled_attempts()
+        tagged = ownership.find_tagged(self.scheduler_id) if unsettled else {}  # one /proc scan for all
+        to_stop = []
         with self.store.transaction():
-            for a in self.store.unsettled_attempts():
+            for a in unsettled:
                 task = self.tasks[a.task_id]
                 live = Live(a.task_id, a.number, a.gpus, task.range_label, a.log_path, a.started_at)
                 if a.worker_pid is not None:
                     live.worker = ownership.ProcessRef(a.worker_pid, a.worker_ctime)
+                if a.keeper_pid is not None:
+                    live.keeper = ownership.ProcessRef(a.keeper_pid, a.keeper_ctime)
                 if self.out.show_output:
                     live.log = LogTail(a.log_path, from_end=True)
                 self.live[a.task_id] = live
                 ends = self._learn_worker(live)
-                if ends.ended or not self._still_running(live):
-                    self._settle(live, ends)
+                if ends.ended or not self._still_running(live, tagged):
+                    self._settle(live, ends, self._manifest_for(live, ends))
                     continue
                 pid = live.worker.pid if live.worker else "?"
                 self.out.info(f"re-adopted {a.task_id} {live.label} attempt {a.number} (pid {pid}), still running")
                 self.store.add_event("adopted", f"re-adopted attempt {a.number}, pid {pid}", a.task_id)
+                if task.status == Status.KILLED:  # killed while no scheduler watched, before it had started
+                    to_stop.append(task)
             for t in list(self.tasks.values()):
                 if t.status in Status.LIVE and t.id not in self.live:
                     self._set(t.id, status=Status.PENDING)
@@ -240,19 +262,28 @@ class Scheduler:
                     self._set(t.id, status=Status.DONE, reason=None)
                     self.store.add_event("done", "found its finished output (done-manifest)", t.id)
                     self.out.info(f"{t.id} {t.range_label} already done (its output has a matching done-manifest)")
+        if to_stop:
+            self.stops.append(Stop(self.controller, self._pairs(to_stop), self.job.stop_grace_s).begin())
 
-    def _still_running(self, live: Live) -> bool:
+    def _still_running(self, live: Live, tagged: dict | None = None) -> bool:
+        """Could this attempt still end with a recorded exit status?"""
         if live.worker is not None and ownership.alive(live.worker):
             return True
-        # Its worker is gone or unknown: is any process of this attempt still about?
-        found = ownership.find_tagged(self.scheduler_id, [live.task_id]).get(live.task_id)
+        if live.keeper is not None and ownership.alive(live.keeper):
+            return True  # its keeper will record the end (or still holds the launch request)
+        if tagged is None:
+            tagged = ownership.find_tagged(self.scheduler_id, [live.task_id])
+        found = tagged.get(live.task_id)
         if found and live.worker is None:
             live.worker = found[0]
         return bool(found)
 
     def _output_done(self, t: TaskRecord) -> bool:
         output = self.outputs.get(t.id)
-        return bool(output) and manifest_matches(Path(output), low=t.low, high=t.high)
+        try:
+            return bool(output) and manifest_matches(Path(output), low=t.low, high=t.high)
+        except OSError:
+            return False
 
     def _check_feasible(self) -> None:
         if self.probe is None:
@@ -285,8 +316,8 @@ class Scheduler:
             if t.status not in _WAITING or task_id in seen:
                 continue  # stale heap entry
             seen.add(task_id)
-            if t.status == Status.RETRYING and (t.next_try_at or 0) > now:
-                later.append((index, task_id))
+            if task_id in self.live or (t.status == Status.RETRYING and (t.next_try_at or 0) > now):
+                later.append((index, task_id))  # its last attempt has not ended yet, or not due
             else:
                 ready.append(t)
         gpus = self._snapshot() if self.probe is not None and ready else []
@@ -331,7 +362,10 @@ class Scheduler:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
             shown = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {shown}"
         log_path = self.paths.log(task.id, number)
+        keeper = self.executor.keeper_ref()
         self.store.start_attempt(task.id, number, gpus, argv, str(log_path), now)
+        if keeper is not None:
+            self.store.update_attempt(task.id, number, keeper_pid=keeper.pid, keeper_ctime=keeper.ctime)
         fields = {
             "status": Status.RUNNING,
             "attempts": number,
@@ -347,7 +381,7 @@ class Scheduler:
         self.store.add_event("launch", f"attempt {number}: {shown}", task.id)
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
         self.out.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
-        live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now)
+        live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, keeper)
         return LaunchSpec(task.id, number, argv, env, log_path), live
 
     def _launch(self, spec: LaunchSpec, live: Live) -> None:
@@ -357,10 +391,13 @@ class Scheduler:
             self.executor.launch(spec)
             live.ours = True
         except OSError as e:
-            with open(spec.log_path, "a") as log:
-                log.write(f"gputui: cannot launch: {e}\n")
+            try:
+                with open(spec.log_path, "a") as log:
+                    log.write(f"gputui: cannot launch: {e}\n")
+            except OSError:
+                pass
             with self.store.transaction():
-                self._settle(live, AttemptEnds(exit_code=127, ended_at=time.time()))
+                self._settle(live, AttemptEnds(exit_code=127, ended_at=time.time()), None)
 
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -373,8 +410,7 @@ class Scheduler:
         return env
 
     # -- watching ------------------------------------------------------------------------------
-    def _read_events(self) -> None:
-        news = self.executor.events()
+    def _apply_events(self, news: dict | None, manifests: dict[str, str | None]) -> None:
         if news is None:  # the keeper died: its attempts are watched through the journal from now on
             for live in self.live.values():
                 live.ours = False
@@ -383,10 +419,24 @@ class Scheduler:
             live = self.live.get(task_id)
             if live is None or live.number != number:
                 continue
-            if ends.pid is not None:
+            if ends.pid is not None and live.pid is None:
                 live.pid = ends.pid  # its start time is taken on the next poll, if it still runs then
+                self._started_late(live)
             if ends.ended:
-                self._settle(live, ends)
+                self._settle(live, ends, manifests.get(task_id))
+
+    def _started_late(self, live: Live) -> None:
+        """A worker whose start is reported after its task was killed or paused (or during our
+        shutdown) is stopped or paused now: a kill must never miss a worker still being spawned."""
+        status = self.tasks[live.task_id].status
+        if status not in (Status.KILLED, Status.PAUSED) and not live.interrupted:
+            return
+        self._record_worker(live, live.pid)
+        pairs = self._pairs([self.tasks[live.task_id]])
+        if status == Status.PAUSED:
+            self.controller.signal_trees(pairs, signal.SIGSTOP)
+        else:
+            self.stops.append(Stop(self.controller, pairs, self.job.stop_grace_s).begin())
 
     def _poll(self) -> None:
         """Note running workers' start times; watch attempts no keeper of ours reports on (adopted)."""
@@ -396,23 +446,49 @@ class Scheduler:
             if not live.ours:
                 ends = self._learn_worker(live)
                 if ends.ended or not self._still_running(live):
-                    self._settle(live, ends)
+                    self._settle(live, ends, self._manifest_for(live, ends))
 
     def _learn_worker(self, live: Live) -> AttemptEnds:
         ends = self.journal.get(live.task_id, live.number)
-        if live.worker is None and ends.pid is not None:
+        if live.worker is None and ends.pid is not None and not ends.ended:
             self._record_worker(live, ends.pid)
         return ends
 
     def _record_worker(self, live: Live, pid: int) -> None:
-        """pid + start time, taken only while the pid carries our tag (so never a reused pid)."""
-        ref = ownership.tagged_ref(pid, self.scheduler_id)
+        """pid + start time, taken only while the pid carries this attempt's tag (never a reused pid)."""
+        ref = ownership.tagged_ref(pid, self.scheduler_id, live.task_id, live.number)
         if ref is not None:
             live.worker = ref
             self.store.update_attempt(live.task_id, live.number, worker_pid=ref.pid, worker_ctime=ref.ctime)
 
     # -- settling an ended attempt -------------------------------------------------------------
-    def _settle(self, live: Live, ends: AttemptEnds) -> None:
+    def _write_manifests(self, news: dict | None) -> dict[str, str | None]:
+        """Done-manifests for attempts that exited 0 with their output present; values are errors."""
+        results: dict[str, str | None] = {}
+        for (task_id, number), ends in (news or {}).items():
+            live = self.live.get(task_id)
+            if live is not None and live.number == number and ends.ended:
+                results[task_id] = self._manifest_for(live, ends)
+        return results
+
+    def _manifest_for(self, live: Live, ends: AttemptEnds) -> str | None:
+        task, output = self.tasks[live.task_id], self.outputs.get(live.task_id)
+        if ends.exit_code != 0 or not output or not Path(output).exists() or task.status == Status.KILLED:
+            return None
+        try:
+            write_manifest(
+                Path(output),
+                task_id=task.id,
+                low=task.low,
+                high=task.high,
+                scheduler_id=self.scheduler_id,
+                attempt=live.number,
+            )
+        except Exception as e:  # an odd output fails its task, never the scheduler
+            return f"cannot record its output {output}: {e}"
+        return None
+
+    def _settle(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         self.live.pop(live.task_id, None)
         self._gpus_at = 0.0  # its GPUs are free now: look again before placing
         if live.log is not None:
@@ -420,6 +496,11 @@ class Scheduler:
         code, ended = ends.exit_code, ends.ended_at or time.time()
         task = self.tasks[live.task_id]
         ended_fields = {"exit_code": code, "ended_at": ended}
+        if live.number != task.attempts:  # an old attempt (a retry was queued meanwhile): close it only
+            self.store.update_attempt(
+                task.id, live.number, status=Status.LOST if code is None else Status.FAILED, **ended_fields
+            )
+            return
         if task.status == Status.KILLED:
             self.store.update_attempt(
                 task.id, live.number, status=Status.KILLED, reason=task.reason, **ended_fields
@@ -431,16 +512,9 @@ class Scheduler:
         output = self.outputs.get(task.id)
         if code == 0 and output and not Path(output).exists():
             failure = Failure("missing_output", f"exited 0 but its output {output} is missing")
+        elif code == 0 and manifest_error:
+            failure = Failure("missing_output", manifest_error)
         elif code == 0:
-            if output:
-                write_manifest(
-                    Path(output),
-                    task_id=task.id,
-                    low=task.low,
-                    high=task.high,
-                    scheduler_id=self.scheduler_id,
-                    attempt=live.number,
-                )
             self.store.update_attempt(task.id, live.number, status=Status.DONE, **ended_fields)
             self._set(task.id, status=Status.DONE, exit_code=0, ended_at=ended, reason=None)
             self.store.add_event("done", f"attempt {live.number} done", task.id)
@@ -449,9 +523,8 @@ class Scheduler:
             return
         else:
             failure = classify(code, read_tail(live.log_path))
-        self.store.update_attempt(
-            task.id, live.number, status=Status.FAILED, reason=failure.reason, **ended_fields
-        )
+        status = Status.LOST if code is None else Status.FAILED
+        self.store.update_attempt(task.id, live.number, status=status, reason=failure.reason, **ended_fields)
         if live.interrupted:
             self._set(
                 task.id,
@@ -481,17 +554,47 @@ class Scheduler:
         self._progress()
 
     # -- controls ------------------------------------------------------------------------------
-    def _apply_controls(self) -> None:
-        for c in self.store.pending_controls():
+    def _apply_controls(self, controls) -> None:
+        for c in controls:
+            tasks = c.args.get("tasks")
             try:
-                ok, result = self.controller.apply(c.verb, c.args.get("tasks"))
+                targets = self.controller.select(c.verb, tasks) if c.verb == "kill" else []
+                if targets:  # SIGKILL comes later, from the loop: answer when it is over
+                    self.stops.append(self.controller.begin_kill(targets))
+                    self.stops[-1].control_id = c.id
+                    ok, result = None, ""
+                else:
+                    ok, result = self.controller.apply(c.verb, tasks)
+            except ControlError as e:
+                ok, result = False, str(e)
             except Exception as e:  # a bad request must never take the scheduler down
                 ok, result = False, f"{c.verb} failed: {e}"
-            with self.store.transaction():
-                self.store.finish_control(c.id, ok, result)
+            if ok is not None:
+                with self.store.transaction():
+                    self.store.finish_control(c.id, ok, result)
+                for line in result.splitlines():
+                    self.out.info(line)
+            self._load_tasks()  # the controller wrote to the store
+
+    def _advance_stops(self) -> None:
+        for stop in [s for s in self.stops if s.step()]:
+            self.stops.remove(stop)
+            result = "\n".join(stop.report())
+            if stop.control_id is not None:
+                with self.store.transaction():
+                    self.store.finish_control(stop.control_id, True, result)
             for line in result.splitlines():
                 self.out.info(line)
-            self._load_tasks()  # the controller wrote to the store
+
+    def _expire_old_controls(self) -> None:
+        """Requests posted before this scheduler started found no one to answer them: never act late."""
+        with self.store.transaction():
+            for c in self.store.pending_controls():
+                if c.ts < self._started_wall:
+                    self.store.finish_control(c.id, False, "expired: no scheduler took it in time")
+
+    def _pairs(self, tasks: list[TaskRecord]) -> list:
+        return [(t, a) for t in tasks if (a := self.store.attempt(t.id, t.attempts)) is not None]
 
     # -- GPUs ----------------------------------------------------------------------------------
     def _snapshot(self, force: bool = False) -> list[GpuSnapshot]:
@@ -533,24 +636,27 @@ class Scheduler:
     # -- ending --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
         """Ctrl-C / SIGTERM: stop our workers (only ours), keep their tasks pending for next time."""
+        for stop in self.stops:
+            stop.finish()
         if not self.live:
             return
         self.out.info(
             f"stopping {len(self.live)} running task(s) (SIGTERM, then SIGKILL after "
             f"{self.job.stop_grace_s:g}s); they will run again on restart"
         )
-        pairs = []
         for live in self.live.values():
             live.interrupted = True
-            attempt = self.store.attempt(live.task_id, live.number)
-            if attempt is not None:
-                pairs.append((self.tasks[live.task_id], attempt))
-        self.controller.stop_trees(pairs, self.job.stop_grace_s)
-        deadline = time.monotonic() + 5.0
+        stop = Stop(self.controller, self._pairs([self.tasks[i] for i in self.live]), self.job.stop_grace_s)
+        stop.begin()
+        deadline = time.monotonic() + self.job.stop_grace_s + 10.0
         while self.live and time.monotonic() < deadline:
+            stop.step()
+            news = self.executor.events()
             with self.store.transaction():
-                self._read_events()
+                self._apply_events(news, self._write_manifests(news))  # one starting only now is stopped too
                 self._poll()
+            for late in self.stops:
+                late.step()
             time.sleep(0.02)
 
     def _finish(self) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gputui import tabular
 from gputui.atomic import atomic_write_text
+from gputui.executors.journal import rotate
 from gputui.jobspec import JobSpec, JobSpecError, render_template
 from gputui.ownership import new_scheduler_id
 from gputui.plan import Shard, describe_plan, plan_fingerprint, plan_shards
@@ -85,7 +86,7 @@ def open_for_job(job: JobSpec, role: str = "scheduler") -> Run:
         paths.make()
         store = Store.open(paths.db, create=True)
         try:
-            _init_or_check(store, job, shards, integer_ids)
+            _init_or_check(store, paths, job, shards, integer_ids)
         except BaseException:
             store.close()
             raise
@@ -98,14 +99,14 @@ def open_for_job(job: JobSpec, role: str = "scheduler") -> Run:
     return Run(paths, store, lock)
 
 
-def open_existing(run_dir: str | Path) -> tuple[RunPaths, Store]:
+def open_existing(run_dir: str | Path, *, readonly: bool = False) -> tuple[RunPaths, Store]:
     paths = RunPaths(Path(run_dir).resolve())
     if not paths.db.exists():
         raise FileNotFoundError(f"{paths.root} is not a gputui run directory (no state.db)")
-    return paths, Store.open(paths.db)
+    return paths, Store.open(paths.db, readonly=readonly)
 
 
-def _init_or_check(store: Store, job: JobSpec, shards: list[Shard], integer_ids: bool) -> None:
+def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, shards: list[Shard], integer_ids: bool) -> None:
     fingerprint = plan_fingerprint(shards, integer_ids=integer_ids)
     recorded = store.meta("plan_fingerprint")
     if recorded is not None and recorded != fingerprint:
@@ -118,6 +119,7 @@ def _init_or_check(store: Store, job: JobSpec, shards: list[Shard], integer_ids:
         )
     with store.transaction():
         if recorded is None:
+            rotate(paths.journal)
             store.set_meta("scheduler_id", new_scheduler_id())
             store.set_meta("plan_fingerprint", fingerprint)
             store.set_meta("created_at", time.time())

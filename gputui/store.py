@@ -29,12 +29,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL, gpus TEXT NOT NULL,
     command TEXT NOT NULL, log_path TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
-    exit_code INTEGER, reason TEXT, supervisor_pid INTEGER, supervisor_ctime REAL,
+    exit_code INTEGER, reason TEXT, keeper_pid INTEGER, keeper_ctime REAL,
     worker_pid INTEGER, worker_ctime REAL, PRIMARY KEY (task_id, number)
-);
-CREATE TABLE IF NOT EXISTS processes (
-    task_id TEXT NOT NULL, attempt INTEGER NOT NULL, pid INTEGER NOT NULL, ctime REAL NOT NULL,
-    seen_at REAL NOT NULL, PRIMARY KEY (task_id, attempt, pid, ctime)
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, task_id TEXT, kind TEXT NOT NULL, message TEXT NOT NULL
@@ -55,6 +51,7 @@ class Control:
     id: int
     verb: str
     args: dict
+    ts: float = 0.0  # when it was posted
     done_at: float | None = None
     ok: bool | None = None
     result: str | None = None
@@ -72,18 +69,26 @@ class Store:
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = False) -> Store:
+    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False) -> Store:
+        """`readonly`: for views (status, the app): never takes a write lock, never creates anything."""
         path = Path(path)
         if path.exists():
             _check_readable(path)
-        elif not create:
+        elif not create or readonly:
             raise FileNotFoundError(f"no gputui state at {path}")
-        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0, check_same_thread=False
+            )
+        else:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
         store = cls(conn, path)
+        if readonly:
+            return store
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         with store.transaction():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -180,20 +185,6 @@ class Store:
         rows = self._db.execute("SELECT * FROM attempts WHERE ended_at IS NULL ORDER BY task_id, number")
         return [_attempt(r) for r in rows]
 
-    # -- processes seen in a task's tree (so every signal is checked against recorded pid+ctime) ----
-    def record_processes(self, task_id: str, attempt: int, refs: Iterable[tuple[int, float]]) -> None:
-        now = time.time()
-        self._db.executemany(
-            "INSERT OR IGNORE INTO processes(task_id, attempt, pid, ctime, seen_at) VALUES (?,?,?,?,?)",
-            [(task_id, attempt, pid, ctime, now) for pid, ctime in refs],
-        )
-
-    def recorded_processes(self, task_id: str, attempt: int) -> set[tuple[int, float]]:
-        rows = self._db.execute(
-            "SELECT pid, ctime FROM processes WHERE task_id=? AND attempt=?", (task_id, attempt)
-        )
-        return {(r[0], r[1]) for r in rows}
-
     # -- events --------------------------------------------------------------------------------
     def add_event(self, kind: str, message: str, task_id: str | None = None, ts: float | None = None) -> None:
         self._db.execute(
@@ -214,7 +205,7 @@ class Store:
 
     def pending_controls(self) -> list[Control]:
         rows = self._db.execute("SELECT * FROM controls WHERE done_at IS NULL ORDER BY id")
-        return [Control(r["id"], r["verb"], json.loads(r["args"])) for r in rows]
+        return [Control(r["id"], r["verb"], json.loads(r["args"]), r["ts"]) for r in rows]
 
     def finish_control(self, control_id: int, ok: bool, result: str) -> None:
         self._db.execute(
@@ -226,7 +217,7 @@ class Store:
         if r is None:
             return None
         ok = None if r["ok"] is None else bool(r["ok"])
-        return Control(r["id"], r["verb"], json.loads(r["args"]), r["done_at"], ok, r["result"])
+        return Control(r["id"], r["verb"], json.loads(r["args"]), r["ts"], r["done_at"], ok, r["result"])
 
 
 def _check_readable(path: Path) -> None:
@@ -286,8 +277,8 @@ def _attempt(r: sqlite3.Row) -> AttemptRecord:
         ended_at=r["ended_at"],
         exit_code=r["exit_code"],
         reason=r["reason"],
-        supervisor_pid=r["supervisor_pid"],
-        supervisor_ctime=r["supervisor_ctime"],
+        keeper_pid=r["keeper_pid"],
+        keeper_ctime=r["keeper_ctime"],
         worker_pid=r["worker_pid"],
         worker_ctime=r["worker_ctime"],
     )

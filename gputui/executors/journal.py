@@ -5,7 +5,8 @@
 
 Each record is one O_APPEND write of a short line, so records from several keepers never interleave
 and a reader sees whole lines (a line without its newline is not yet written and is skipped).
-Status is the worker's exit code, or minus the signal that killed it.
+Status is the worker's exit code, or minus the signal that killed it. A journal belongs to one
+run's state: when that state is created afresh, the old journal is set aside (`rotate`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def parse(line: str, into: dict[tuple[str, int], AttemptEnds]) -> tuple[str, int
     try:
         key = (parts[1], int(parts[2]))
         rec = into.setdefault(key, AttemptEnds())
-        if parts[0] == "start":
-            rec.pid = int(parts[3])
+        if parts[0] == "start":  # a new start of the same key supersedes whatever was said of it
+            rec.pid, rec.exit_code, rec.ended_at = int(parts[3]), None, None
         elif parts[0] == "exit":
             rec.exit_code, rec.ended_at = int(parts[3]), float(parts[4])
         else:
@@ -45,6 +46,14 @@ def parse(line: str, into: dict[tuple[str, int], AttemptEnds]) -> tuple[str, int
     except (IndexError, ValueError):
         return None
     return key
+
+
+def rotate(path: Path) -> None:
+    """Set an old journal aside so records of another run's attempts can never settle this one's.
+
+    Keepers of that run still running append to the renamed file (they hold it open)."""
+    if path.exists():
+        os.replace(path, path.with_name(f"{path.name}.{int(path.stat().st_mtime)}.old"))
 
 
 class JournalReader:

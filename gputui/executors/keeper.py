@@ -24,6 +24,8 @@ import time
 
 from gputui.executors.journal import append
 
+_DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+
 
 class Keeper:
     def __init__(self, requests: int, events: int, journal: int):
@@ -36,7 +38,10 @@ class Keeper:
         self.base_env = dict(os.environ)  # the scheduler's; each request adds the worker's own variables
 
     def record(self, *fields: object) -> None:
-        append(self.journal, *fields)  # first: the journal must know whatever the scheduler hears
+        try:
+            append(self.journal, *fields)  # first: the journal must know whatever the scheduler hears
+        except OSError as e:  # e.g. disk full: the scheduler still hears it, and the keeper goes on
+            print(f"gputui keeper: cannot write the journal: {e}", file=sys.stderr, flush=True)
         if self.events_open:
             try:
                 append(self.events, *fields)
@@ -44,9 +49,11 @@ class Keeper:
                 self.events_open = False
 
     def spawn(self, req: dict) -> None:
+        """Start one worker; any failure becomes that attempt's exit 127, never the keeper's end."""
         task, n, argv = req["task"], req["n"], req["argv"]
-        log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        log = None
         try:
+            log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             pid = os.posix_spawn(
                 argv[0],
                 argv,
@@ -57,15 +64,18 @@ class Keeper:
                     (os.POSIX_SPAWN_DUP2, log, 2),
                 ],
                 setpgroup=0,
-                # Signals the keeper ignores would stay ignored across exec.
-                setsigdef=(signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD),
+                setsigdef=_DEFAULT_SIGNALS,  # ignored signals would stay ignored across exec
             )
         except OSError as e:
-            os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
+            if log is not None:
+                os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
+            else:
+                print(f"gputui keeper: cannot open {req['log']}: {e}", file=sys.stderr, flush=True)
             self.record("exit", task, n, 127, time.time())
             return
         finally:
-            os.close(log)
+            if log is not None:
+                os.close(log)
         self.children[pid] = (task, n)
         self.record("start", task, n, pid)
 
@@ -92,8 +102,14 @@ class Keeper:
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
         for line in lines:
-            if line.strip():
-                self.spawn(json.loads(line))
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+            except ValueError:
+                print(f"gputui keeper: bad request {line[:200]!r}", file=sys.stderr, flush=True)
+                continue
+            self.spawn(req)
         return True
 
     def run(self) -> None:

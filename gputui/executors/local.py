@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gputui.executors.journal import AttemptEnds, parse
-from gputui.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK
+from gputui.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef, ref_of
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,16 @@ class LocalExecutor:
         self.keeper: subprocess.Popen | None = None
         self._buffer = b""
         self._which: dict[str, str] = {}
+        self._keeper_ref: tuple[int, ProcessRef | None] | None = None
+        self._dead = False  # a launch found the keeper gone: the next `events` says so
+
+    def keeper_ref(self) -> ProcessRef | None:
+        """The keeper that will run the next launch (started if need be)."""
+        self.start()
+        if self._keeper_ref is None or self._keeper_ref[0] != self.keeper.pid:
+            ref = ref_of(self.keeper.pid)
+            self._keeper_ref = (self.keeper.pid, ref)
+        return self._keeper_ref[1]
 
     def fileno(self) -> int | None:
         return None if self.keeper is None else self.keeper.stdout.fileno()
@@ -58,7 +68,7 @@ class LocalExecutor:
             self.keeper.stdin.write((json.dumps(request) + "\n").encode())
             self.keeper.stdin.flush()
         except (BrokenPipeError, ValueError) as e:
-            self.keeper = None
+            self._dead = True
             raise OSError(f"the keeper process died: {e}") from None
 
     def events(self) -> dict[tuple[str, int], AttemptEnds] | None:
@@ -66,12 +76,13 @@ class LocalExecutor:
         if self.keeper is None:
             return {}
         try:
-            data = os.read(self.keeper.stdout.fileno(), 1 << 16)
+            data = b"" if self._dead else os.read(self.keeper.stdout.fileno(), 1 << 16)
         except BlockingIOError:
             return {}
-        if not data:
+        if not data:  # it died (it never leaves while we listen): a new one serves the next launch
             self.keeper.wait()
-            self.keeper = None
+            self.close()
+            self._dead = False
             return None
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
@@ -85,7 +96,7 @@ class LocalExecutor:
         if self.keeper is not None:
             try:
                 self.keeper.stdin.close()
-            except OSError:
+            except OSError:  # BrokenPipe: it is already gone
                 pass
             self.keeper.stdout.close()
             self.keeper = None

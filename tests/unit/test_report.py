@@ -39,8 +39,8 @@ def attempt(i, number, status, *, start, end, exit_code=0, reason=None):
         ended_at=None if end is None else T0 + end,
         exit_code=exit_code,
         reason=reason,
-        supervisor_pid=None,
-        supervisor_ctime=None,
+        keeper_pid=None,
+        keeper_ctime=None,
         worker_pid=None,
         worker_ctime=None,
     )

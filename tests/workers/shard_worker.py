@@ -44,6 +44,7 @@ def main() -> int:
     p.add_argument("--spawn-children", action="store_true", help="fork a child and a setsid grandchild")
     p.add_argument("--children-file")
     p.add_argument("--no-output", action="store_true")
+    p.add_argument("--fail-early", action="store_true", help="fail before sleeping, not after")
     a = p.parse_args()
 
     record(a.record, event="start", low=a.low, high=a.high)
@@ -55,8 +56,10 @@ def main() -> int:
         with open(a.children_file, "w") as f:
             json.dump([same_group.pid, own_session.pid], f)
     attempt = int(os.environ.get("GPUTUI_ATTEMPT", "0"))
-    time.sleep(a.sleep)
-    if str(attempt) in a.fail_attempts.split(","):
+    failing = str(attempt) in a.fail_attempts.split(",")
+    if not (failing and a.fail_early):
+        time.sleep(a.sleep)
+    if failing:
         record(a.record, event="fail", low=a.low, high=a.high)
         if a.fail_mode == "exception":
             raise ValueError(f"bad row in shard [{a.low}, {a.high})")
