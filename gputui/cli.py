@@ -16,9 +16,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
     from gputui.gpus.probe import NoGpuError
     from gputui.jobspec import JobSpecError
     from gputui.rundir import RunLocked
@@ -51,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="gputui", description="Watch GPUs; launch and control the GPU jobs gputui owns."
     )
     p.add_argument("--version", action="version", version=f"gputui {__version__}")
+    # Without a command: the app. `gputui` watches GPUs; with --jobs it also launches and controls the job.
+    p.add_argument("--jobs", type=Path, help="app: monitor and launch this job file")
+    p.add_argument("--run-dir", type=Path, help="app: the run directory (re-attach to a run)")
+    _simulate_arg(p)
+    p.add_argument("--theme", default="dark", choices=["dark", "light", "high-contrast"])
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="app refresh period (min 0.25)")
+    p.add_argument("--readonly", action="store_true", help="app: a view that can never signal anything")
+    p.set_defaults(func=_cmd_app)
     sub = p.add_subparsers(metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a job headless until every task is done or failed for good")
@@ -102,6 +107,28 @@ def _simulate_arg(p: argparse.ArgumentParser) -> None:
         help="simulated GPUs: N or NxGB (e.g. 4, 8x24); 'auto' or 'auto:NxGB' simulates only "
         "when no real GPU can be probed",
     )
+
+
+def _cmd_app(args) -> int:
+    from gputui.jobspec import load_jobspec
+    from gputui.tui.app import GpuTuiApp
+
+    run_dir = args.run_dir
+    if args.jobs is not None:
+        job = load_jobspec(args.jobs, run_dir=run_dir)  # a bad job file is reported before any screen
+        run_dir = job.run_dir
+    elif run_dir is not None and not (run_dir / "state.db").exists():
+        raise FileNotFoundError(f"{run_dir} is not a gputui run directory (no state.db)")
+    app = GpuTuiApp(
+        job_path=args.jobs,
+        run_dir=run_dir,
+        simulate=args.simulate,
+        theme=args.theme,
+        interval=args.interval,
+        readonly=args.readonly,
+    )
+    app.run()
+    return EXIT_OK
 
 
 def _cmd_run(args) -> int:

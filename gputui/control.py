@@ -19,7 +19,7 @@ from gputui.records import AttemptRecord, Status, TaskRecord
 from gputui.rundir import RunLock, RunPaths
 from gputui.store import Store
 
-VERBS = ("pause", "resume", "kill", "retry", "merge")
+VERBS = ("pause", "resume", "kill", "retry", "merge", "start", "stop")
 KILL_WAIT_S = 2.0  # after SIGKILL, how long before a survivor is reported instead of waited on
 
 
@@ -97,6 +97,8 @@ class Controller:
     # -- verbs ---------------------------------------------------------------------------------
     def apply(self, verb: str, task_ids: Sequence[str] | None) -> tuple[bool, str]:
         """Apply `verb` to the named tasks (None: every task it applies to), waiting for kills to end."""
+        if verb in ("start", "stop"):
+            return False, f"no scheduler is running this job, so there is nothing to {verb}"
         if verb == "merge":
             if self.on_merge is None:
                 return False, "merge is not available here"

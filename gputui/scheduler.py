@@ -559,7 +559,12 @@ class Scheduler:
             tasks = c.args.get("tasks")
             try:
                 targets = self.controller.select(c.verb, tasks) if c.verb == "kill" else []
-                if targets:  # SIGKILL comes later, from the loop: answer when it is over
+                if c.verb == "stop":
+                    self.stop_requested = True
+                    ok, result = True, "stopping: our running tasks get SIGTERM and stay pending for next time"
+                elif c.verb == "start":
+                    ok, result = self._start_now(tasks or [])
+                elif targets:  # SIGKILL comes later, from the loop: answer when it is over
                     self.stops.append(self.controller.begin_kill(targets))
                     self.stops[-1].control_id = c.id
                     ok, result = None, ""
@@ -569,12 +574,28 @@ class Scheduler:
                 ok, result = False, str(e)
             except Exception as e:  # a bad request must never take the scheduler down
                 ok, result = False, f"{c.verb} failed: {e}"
+            if c.verb not in ("start", "stop"):
+                self._load_tasks()  # the controller wrote to the store
             if ok is not None:
                 with self.store.transaction():
                     self.store.finish_control(c.id, ok, result)
                 for line in result.splitlines():
                     self.out.info(line)
-            self._load_tasks()  # the controller wrote to the store
+
+    def _start_now(self, task_ids: list[str]) -> tuple[bool, str]:
+        """Put waiting tasks first in line; they start as soon as resources allow."""
+        lines, ok = [], True
+        for task_id in task_ids:
+            t = self.tasks.get(task_id)
+            if t is None or t.status not in _WAITING:
+                ok = False
+                lines.append(f"{task_id}: is {t.status if t else 'unknown'}; only a waiting task can be started")
+                continue
+            if t.status == Status.RETRYING:
+                self._set(task_id, next_try_at=None)
+            heapq.heappush(self.waiting, (-1, task_id))
+            lines.append(f"{task_id}: starts as soon as resources allow")
+        return ok, "\n".join(lines)
 
     def _advance_stops(self) -> None:
         for stop in [s for s in self.stops if s.step()]:

@@ -143,5 +143,6 @@ def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, shards: list[Sha
             "stop_grace_s": job.stop_grace_s,
             "max_attempts": job.retry.max_attempts,
             "gpus_per_worker": job.resources.gpus_per_worker,
+            "memory_per_worker_gb": job.resources.memory_per_worker_gb,
         }.items():
             store.set_meta(key, value)

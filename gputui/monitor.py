@@ -1,0 +1,67 @@
+"""Who holds the GPUs: every GPU process with its user and command, ours marked, ghosts flagged.
+
+Blocking (psutil reads /proc): call from a thread. Where NVML cannot see pids (a container without
+the host's pid namespace), the app still attributes GPUs to our tasks through the GPUs it assigned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psutil
+
+from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.ownership import tags
+from gputui.records import Status
+
+
+@dataclass(frozen=True)
+class GpuProcessInfo:
+    gpu: int
+    pid: int
+    user: str
+    used_memory: int | None
+    command: str
+    ours: bool  # launched by a gputui run (by this run, when one is open)
+    task_id: str | None  # our task, when it is this run's
+
+
+def gpu_processes(snapshots: Sequence[GpuSnapshot], scheduler_id: str | None = None) -> list[GpuProcessInfo]:
+    rows = []
+    for g in snapshots:
+        for proc in g.processes:
+            user, command, sched, task = "?", "?", None, None
+            try:
+                p = psutil.Process(proc.pid)
+                user = p.username()
+                command = " ".join(p.cmdline()) or p.name()
+                sched, task, _ = tags(p)
+            except (psutil.Error, OSError):
+                pass
+            ours = sched is not None and (scheduler_id is None or sched == scheduler_id)
+            rows.append(
+                GpuProcessInfo(
+                    g.index,
+                    proc.pid,
+                    user,
+                    proc.used_memory,
+                    command,
+                    ours,
+                    task if ours and scheduler_id else None,
+                )
+            )
+    return rows
+
+
+def ghost_memory(processes: Sequence[GpuProcessInfo], task_status: dict[str, str]) -> dict[int, str]:
+    """GPU index -> a warning, for memory still held by a process of one of our tasks that has ended."""
+    ghosts: dict[int, str] = {}
+    for p in processes:
+        if p.task_id is not None and task_status.get(p.task_id) in Status.FINAL | {
+            Status.PENDING,
+            Status.RETRYING,
+        }:
+            held = f"{p.used_memory / GIB:.1f} GiB" if p.used_memory else "memory"
+            ghosts[p.gpu] = f"{held} held by ended task {p.task_id} (pid {p.pid})"
+    return ghosts

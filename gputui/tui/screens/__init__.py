@@ -1,0 +1,1 @@
+"""Modal screens: confirmations, the quit dialog, the menu, help and file viewers."""
