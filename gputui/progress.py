@@ -26,7 +26,7 @@ def parse_fraction(text: str) -> tuple[int, int] | None:
     for line in reversed(text.splitlines()):
         for m in reversed(list(_FRACTION.finditer(line))):
             done, total = int(m.group(1)), int(m.group(2))
-            if 0 < total and done <= total:
+            if total > 0 and done <= total:
                 return done, total
     return None
 

@@ -131,11 +131,14 @@ def reaper():
 
 @pytest.fixture(autouse=True)
 def _no_leaked_workers(tmp_path):
-    """Kill anything tagged as launched from this test's runs, so one failing test cannot leak workers."""
+    """Kill anything started for this test's runs (workers, keepers, background schedulers), so one
+    failing test cannot leak processes into the next."""
     yield
-    for p in psutil.process_iter(["pid"]):
+    for p in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if str(tmp_path) in p.environ().get("GPUTUI_RUN_DIR", ""):
+            if str(tmp_path) in p.environ().get("GPUTUI_RUN_DIR", "") or str(tmp_path) in " ".join(
+                p.info["cmdline"] or []
+            ):
                 p.kill()
         except (psutil.Error, OSError):
             pass

@@ -16,6 +16,8 @@ from gputui.runview import TaskView
 from gputui.status_view import STATUS_STYLE
 
 COLUMNS = ("id", "range", "GPUs", "status", "progress", "rate", "ETA", "attempts", "elapsed", "reason")
+# Fixed widths where values grow after the first row is drawn (update_cell does not widen columns).
+WIDTHS = {"status": 8, "progress": 22, "rate": 9, "ETA": 7, "attempts": 8, "elapsed": 7}
 FILTERS = ("all", "active", "failed", "done", "pending")
 SORTS = ("id", "status", "elapsed")
 _STATUS_ORDER = {
@@ -112,7 +114,7 @@ class JobTable(DataTable):
 
     def on_mount(self) -> None:
         for name in COLUMNS:
-            self.add_column(name, key=name)
+            self.add_column(name, key=name, width=WIDTHS.get(name))
 
     # -- updates -------------------------------------------------------------------------------
     def update_tasks(self, views: Sequence[TaskView]) -> None:

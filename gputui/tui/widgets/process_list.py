@@ -1,0 +1,166 @@
+"""The monitor-mode table of GPU processes, marking the ones this gputui run owns.
+
+Rows are built elsewhere (no I/O here) and applied as a keyed diff, so a tick touches only the cells
+that changed and the cursor stays on the same process. There is deliberately no kill binding: foreign
+processes are never killable from this widget, and our own are killed through their tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.cells import cell_len
+from rich.text import Text
+from textual.widgets import DataTable
+
+from gputui.gpus.probe import GIB
+
+OURS_MARK = "●"
+MAX_COMMAND_CELLS = 60
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ours", "ours"),
+    ("gpu", "GPU"),
+    ("pid", "PID"),
+    ("user", "USER"),
+    ("mem", "GPU MEM"),
+    ("command", "COMMAND"),
+)
+_RIGHT = frozenset({"gpu", "pid", "mem"})
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    """One process on one GPU; `ours` when its pid belongs to this gputui run."""
+
+    gpu: int
+    pid: int
+    user: str
+    used_memory: int | None  # bytes; None when the driver does not say
+    command: str
+    ours: bool
+
+    @property
+    def key(self) -> str:
+        """The table row key: a pid may use several GPUs, so the GPU is part of it."""
+        return f"{self.gpu}:{self.pid}"
+
+
+def truncate(text: str, width: int = MAX_COMMAND_CELLS) -> str:
+    """Cut `text` to `width` cells with an ellipsis, on one line."""
+    text = " ".join(text.split())
+    if cell_len(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        used += cell_len(ch)
+        if used > width - 1:
+            break
+        out.append(ch)
+    return "".join(out) + "…"
+
+
+def cell_strings(row: ProcessRow, command_width: int = MAX_COMMAND_CELLS) -> dict[str, str]:
+    """What each column shows for `row`; compared between ticks to find the cells that changed."""
+    mem = "–" if row.used_memory is None else f"{row.used_memory / GIB:.1f} GiB"
+    return {
+        "ours": OURS_MARK if row.ours else "",
+        "gpu": str(row.gpu),
+        "pid": str(row.pid),
+        "user": row.user,
+        "mem": mem,
+        "command": truncate(row.command, command_width),
+    }
+
+
+class ProcessList(DataTable):
+    """GPU processes, one row per (GPU, pid), keyed `f"{gpu}:{pid}"`, sorted by GPU then pid.
+
+    Cells are rich `Text`, never markup, so a command line containing "[" shows as written.
+    """
+
+    DEFAULT_CSS = """
+    ProcessList { height: 1fr; }
+    ProcessList > .process-list--ours { color: $success; text-style: bold; }
+    """
+    COMPONENT_CLASSES = DataTable.COMPONENT_CLASSES | {"process-list--ours"}
+
+    def __init__(
+        self,
+        *,
+        command_width: int = MAX_COMMAND_CELLS,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, name=name, id=id, classes=classes)
+        self.command_width = command_width
+        self._shown: dict[str, dict[str, str]] = {}
+        self._rows: dict[str, ProcessRow] = {}
+        self._pending: Sequence[ProcessRow] | None = None
+        self._ready = False
+
+    def on_mount(self) -> None:
+        self._ready = True  # `is_mounted` only turns true after the Mount handlers have run
+        for key, label in COLUMNS:
+            self.add_column(Text(label, justify="right" if key in _RIGHT else "left"), key=key)
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.update_processes(pending)
+
+    @property
+    def rows_by_key(self) -> dict[str, ProcessRow]:
+        """The rows now shown, by row key (a copy)."""
+        return dict(self._rows)
+
+    @property
+    def highlighted_process(self) -> ProcessRow | None:
+        """The process under the cursor, if any."""
+        if not self.row_count or not self.is_valid_row_index(self.cursor_row):
+            return None
+        row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        return self._rows.get(row_key.value or "")
+
+    def _cell(self, column: str, value: str) -> Text:
+        if column == "ours":
+            return Text(value, style=self.get_component_rich_style("process-list--ours"), end="")
+        return Text(value, justify="right" if column in _RIGHT else "left", no_wrap=True, end="")
+
+    def update_processes(self, rows: Sequence[ProcessRow]) -> None:
+        """Show `rows`: remove gone keys, update changed cells only, add new keys, keep the cursor's row."""
+        if not self._ready:
+            self._pending = rows  # columns need the app's console; applied on mount
+            return
+        wanted = {row.key: row for row in rows}
+        current = self.highlighted_process
+        cursor_key = current.key if current is not None else None
+        added = False
+        with self.app.batch_update():
+            for key in [k for k in self._shown if k not in wanted]:
+                self.remove_row(key)
+                del self._shown[key], self._rows[key]
+            for key, row in wanted.items():
+                new = cell_strings(row, self.command_width)
+                old = self._shown.get(key)
+                if old is None:
+                    self.add_row(*(self._cell(col, new[col]) for col, _ in COLUMNS), key=key)
+                    added = True
+                else:
+                    for col, _ in COLUMNS:
+                        if new[col] != old[col]:
+                            grow = cell_len(new[col]) > self.columns[col].content_width  # type: ignore[index]
+                            self.update_cell(key, col, self._cell(col, new[col]), update_width=grow)
+                self._shown[key] = new
+                self._rows[key] = row
+            if added:
+                self.sort("gpu", "pid", key=_sort_key)
+            if cursor_key is not None and cursor_key in self._rows:
+                index = self.get_row_index(cursor_key)
+                if index != self.cursor_row:
+                    self.move_cursor(row=index, scroll=False)
+
+
+def _sort_key(cells: tuple[Text, Text]) -> tuple[int, int]:
+    """Numeric order of the (gpu, pid) cells: GPU 10 after GPU 9, not after GPU 1."""
+    gpu, pid = cells
+    return int(gpu.plain), int(pid.plain)

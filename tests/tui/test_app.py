@@ -1,0 +1,213 @@
+"""The app driven by Pilot over real runs: a real background scheduler, real workers, real signals."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+from gputui.jobspec import load_jobspec
+from gputui.tui.app import GpuTuiApp, Refreshed
+from gputui.tui.screens.dialogs import ConfirmScreen, QuitScreen
+from gputui.tui.screens.menu import FileScreen, MenuScreen
+from gputui.tui.widgets.gpu_panel import GpuPanel
+from gputui.tui.widgets.job_table import JobTable
+from gputui.tui.widgets.process_list import ProcessList
+
+
+async def until(pilot, predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def statuses(app) -> dict[str, str]:
+    return {v.task.id: v.task.status for v in app.snapshot.tasks} if app.snapshot else {}
+
+
+def worker_pids(make_job) -> dict[str, int]:
+    started = {e["task"]: e["pid"] for e in make_job.events() if e["event"] == "start"}
+    finished = {e["task"] for e in make_job.events() if e["event"] == "finish"}
+    return {t: p for t, p in started.items() if t not in finished}
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def job_app(make_job, readonly=False, **job_kw) -> GpuTuiApp:
+    job_path = make_job(**job_kw)
+    job = load_jobspec(job_path)
+    return GpuTuiApp(job_path=job_path, run_dir=job.run_dir, simulate="2x24", interval=0.25, readonly=readonly)
+
+
+async def launched(pilot, app, make_job, running: int):
+    await until(pilot, lambda: app.query(JobTable) and app.is_running, what="the app")
+    await pilot.press("l")
+    await until(pilot, lambda: app.snapshot is not None and app.snapshot.scheduler_live, what="the scheduler")
+    await until(pilot, lambda: len(worker_pids(make_job)) >= running, what=f"{running} workers")
+    await until(pilot, lambda: list(statuses(app).values()).count("running") >= running, what="running rows")
+
+
+async def test_monitor_mode_shows_gpus_and_processes_and_quits_at_once():
+    app = GpuTuiApp(simulate="8x24", interval=0.25)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.query(GpuPanel)) == 8, what="8 GPU panels")
+        assert app.query(ProcessList) and not app.query(JobTable)
+        assert "SIMULATED" in str(app.query_one("#header").render())
+        await pilot.press("l", "K")  # nothing to launch or kill in monitor mode
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running, what="exit")
+
+
+async def test_launch_runs_the_job_in_the_background_and_the_table_follows(make_job):
+    app = job_app(make_job, num_workers=2, sleep=0.5)
+    seen = []
+    async with app.run_test(size=(160, 45), message_hook=seen.append) as pilot:
+        await until(pilot, lambda: app.is_running, what="the app")
+        assert "press l to launch" in str(app.query_one("#header").render())
+        await pilot.press("l")
+        await until(pilot, lambda: set(statuses(app).values()) == {"done"}, what="all done")
+        table = app.query_one(JobTable)
+        assert table.row_count == 2
+        assert any(isinstance(m, Refreshed) for m in seen)
+        await pilot.press("down")
+        await until(
+            pilot,
+            lambda: any(isinstance(m, JobTable.TaskSelected) and m.task_id == "shard-1" for m in seen),
+            what="TaskSelected(shard-1)",
+        )
+        assert app._log_task == "shard-1"
+
+
+async def test_pause_and_resume_from_the_table(make_job):
+    app = job_app(make_job, num_workers=1, sleep=60)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await launched(pilot, app, make_job, 1)
+        pid = worker_pids(make_job)["shard-0"]
+        app.query_one(JobTable).focus()
+        await pilot.press("p")
+        await until(pilot, lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, what="state T")
+        await until(pilot, lambda: statuses(app)["shard-0"] == "paused", what="paused row")
+        await pilot.press("p")
+        await until(pilot, lambda: psutil.Process(pid).status() != psutil.STATUS_STOPPED, what="continued")
+        await until(pilot, lambda: statuses(app)["shard-0"] == "running", what="running row")
+
+
+async def test_kill_asks_first_names_the_processes_and_cancel_keeps_them(make_job):
+    app = job_app(make_job, num_workers=1, sleep=60, stop_grace_s=1)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await launched(pilot, app, make_job, 1)
+        pid = worker_pids(make_job)["shard-0"]
+        app.query_one(JobTable).focus()
+        await pilot.press("k")
+        screen = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, what="confirm")
+        assert str(pid) in screen.body and "SIGTERM" in screen.body
+        await pilot.press("n")
+        await pilot.pause(0.5)
+        assert not gone(pid) and statuses(app)["shard-0"] == "running"
+        await pilot.press("k")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm again")
+        await pilot.press("y")
+        await until(pilot, lambda: gone(pid), what="the worker gone")
+        await until(pilot, lambda: statuses(app)["shard-0"] == "killed", what="killed row")
+        app.query_one(JobTable).focus()
+        await pilot.press("r")
+        await until(pilot, lambda: statuses(app)["shard-0"] in ("pending", "running"), what="retried")
+
+
+async def test_kill_all_stops_every_task_of_this_run(make_job):
+    app = job_app(make_job, num_workers=2, max_parallel=2, sleep=60, stop_grace_s=1)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await launched(pilot, app, make_job, 2)
+        pids = list(worker_pids(make_job).values())
+        await pilot.press("K")
+        screen = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, what="confirm")
+        assert "Kill all 2 tasks" in screen.title_text
+        await pilot.press("y")
+        await until(pilot, lambda: all(gone(p) for p in pids), what="all workers gone")
+        await until(pilot, lambda: set(statuses(app).values()) == {"killed"}, what="all killed")
+
+
+async def test_readonly_view_never_signals(make_job):
+    app = job_app(make_job, num_workers=1, sleep=60)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await launched(pilot, app, make_job, 1)
+    viewer = GpuTuiApp(run_dir=app.run_dir, simulate="2x24", interval=0.25, readonly=True)
+    async with viewer.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: statuses(viewer).get("shard-0") == "running", what="the running task")
+        pid = worker_pids(make_job)["shard-0"]
+        viewer.query_one(JobTable).focus()
+        await pilot.press("k", "p", "K")
+        await pilot.pause(0.5)
+        assert not isinstance(viewer.screen, ConfirmScreen)
+        assert psutil.Process(pid).status() != psutil.STATUS_STOPPED and not gone(pid)
+        assert "READ-ONLY" in str(viewer.query_one("#header").render())
+
+
+async def test_quit_detaches_and_the_run_goes_on(make_job):
+    app = job_app(make_job, num_workers=1, sleep=2.0)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await launched(pilot, app, make_job, 1)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit dialog")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, QuitScreen), what="cancelled")
+        await pilot.press("q", "d")
+        await until(pilot, lambda: not app.is_running, what="exit")
+    # Re-attach: the run finished without the app.
+    again = GpuTuiApp(run_dir=app.run_dir, simulate="2x24", interval=0.25)
+    async with again.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: statuses(again) == {"shard-0": "done"}, timeout=30, what="the run to finish")
+
+
+async def test_menu_merges_and_shows_the_reports(make_job):
+    app = job_app(make_job, num_workers=2)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: app.is_running, what="the app")
+        await pilot.press("l")
+        await until(pilot, lambda: set(statuses(app).values()) == {"done"}, what="all done")
+        await until(pilot, lambda: not app.snapshot.scheduler_live, what="the scheduler to finish")
+        merged = app.view.paths.root / "outputs" / "merged.csv"
+        merged.unlink()
+        await pilot.press("m")
+        await until(pilot, lambda: isinstance(app.screen, MenuScreen), what="the menu")
+        await pilot.press("enter")  # the first entry: merge
+        await until(pilot, lambda: merged.exists(), what="the merged file")
+        await pilot.press("m", "down", "down", "down", "enter")  # view report.md
+        screen = await until(pilot, lambda: isinstance(app.screen, FileScreen) and app.screen, what="the report")
+        assert screen.path.name == "report.md"
+        await pilot.press("escape")
+
+
+async def test_theme_switches_at_run_time(make_job):
+    app = GpuTuiApp(simulate="1", interval=0.25, theme="dark")
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert app.has_class("theme-dark") and app.theme == "gputui-dark"
+        await pilot.press("t")
+        assert app.has_class("theme-light") and not app.has_class("theme-dark") and app.theme == "gputui-light"
+        await pilot.press("t")
+        assert app.theme == "gputui-high-contrast"
+
+
+async def test_sort_and_filter_the_table(make_job):
+    app = job_app(make_job, num_workers=3, max_parallel=1, sleep=60, worker_args="")
+    async with app.run_test(size=(160, 45)) as pilot:
+        await launched(pilot, app, make_job, 1)
+        table = app.query_one(JobTable)
+        table.focus()
+        await pilot.press("v")  # active tasks only
+        await until(pilot, lambda: table.row_count == 1, what="one active row")
+        await pilot.press("v", "v", "v", "v")  # back to all
+        await until(pilot, lambda: table.row_count == 3, what="all rows")
+        await pilot.press("s")
+        assert table.sort_by == "status"
+        assert table.coordinate_to_cell_key((0, 0)).row_key.value == "shard-0"  # running before pending

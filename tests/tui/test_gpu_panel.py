@@ -1,0 +1,270 @@
+"""GPU panels and the process list, driven the way the app drives them: snapshots in, widgets updated."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.widgets import Label, Static
+from textual.widgets.data_table import RowKey
+
+from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.gpus.simulated import SimulatedProbe
+from gputui.tui.widgets.gpu_panel import GpuHistory, GpuMeter, GpuPanel, GpuPanels, grid_shape
+from gputui.tui.widgets.process_list import OURS_MARK, ProcessList, ProcessRow
+
+SIZES = [(80, 24), (200, 50)]
+
+
+class PanelsApp(App):
+    def compose(self) -> ComposeResult:
+        yield GpuPanels()
+
+
+class ProcessApp(App):
+    def compose(self) -> ComposeResult:
+        yield ProcessList()
+
+
+def probe(count: int, load: dict[int, list[tuple[int, int]]] | None = None) -> SimulatedProbe:
+    """Simulated GPUs whose load the test can change between ticks; clock pinned for stable numbers."""
+    current = load if load is not None else {}
+    return SimulatedProbe(count, 24, load=lambda: current, clock=lambda: 0.0)
+
+
+def meter_text(panel: GpuPanel, meter_id: str) -> str:
+    return panel.query_one(meter_id, GpuMeter).render().plain
+
+
+def label_text(panel: GpuPanel, label_id: str) -> str:
+    return str(panel.query_one(label_id, Label).content)
+
+
+def screen_text(app: App) -> str:
+    return html.unescape(app.export_screenshot()).replace("\xa0", " ")
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_one_gpu_shows_name_badge_and_memory(size: tuple[int, int]) -> None:
+    snaps = probe(1, {0: [(4242, 12 * GIB)]}).snapshot()  # 12 GiB + 300 MiB baseline
+    app = PanelsApp()
+    async with app.run_test(size=size) as pilot:
+        app.query_one(GpuPanels).update_gpus(snaps)
+        await pilot.pause()
+        (panel,) = app.query(GpuPanel)
+        assert label_text(panel, "#title") == "GPU 0 · Simulated GPU 24GB"
+        assert panel.query_one("#badge", Label).display
+        assert "SIMULATED" in screen_text(app)
+        assert "12.3 / 24.0 GiB" in meter_text(panel, "#mem")
+        assert "92%" in meter_text(panel, "#util")  # busy simulated GPU 0 at the pinned clock
+
+
+@pytest.mark.parametrize(("size", "columns", "compact"), [((80, 24), 2, True), ((200, 50), 4, False)])
+async def test_eight_gpus_fit_the_screen(size: tuple[int, int], columns: int, compact: bool) -> None:
+    load = {i: [(1000 + i, int((1 + 2.5 * i) * GIB))] for i in range(8)}
+    snaps = probe(8, load).snapshot()
+    app = PanelsApp()
+    async with app.run_test(size=size) as pilot:
+        grid = app.query_one(GpuPanels)
+        grid.update_gpus(snaps)
+        await pilot.pause()
+        panels = list(app.query(GpuPanel))
+        assert [p.index for p in panels] == list(range(8))
+        assert (grid.columns, grid.compact) == (columns, compact)
+        assert all(p.has_class("-compact") == compact for p in panels)
+        for panel, snap in zip(panels, snaps, strict=True):
+            shown = f"{snap.memory_used / GIB:.1f} / {snap.memory_total / GIB:.1f} GiB"
+            assert shown in meter_text(panel, "#mem")
+            assert panel.region.bottom <= size[1], "every panel is on screen without scrolling"
+        assert screen_text(app).count("SIMULATED") == 8
+
+
+async def test_second_tick_reuses_panels_and_grows_history() -> None:
+    load: dict[int, list[tuple[int, int]]] = {}
+    sim = probe(2, load)
+    app = PanelsApp()
+    async with app.run_test(size=(200, 50)) as pilot:
+        grid = app.query_one(GpuPanels)
+        grid.update_gpus(sim.snapshot())
+        await pilot.pause()
+        before = {p.index: p for p in app.query(GpuPanel)}
+        assert "0.3 / 24.0 GiB" in meter_text(before[1], "#mem")
+        assert len(before[1].mem_history) == 1
+
+        load[1] = [(77, 20 * GIB)]
+        grid.update_gpus(sim.snapshot())
+        await pilot.pause()
+        after = {p.index: p for p in app.query(GpuPanel)}
+        assert all(after[i] is before[i] for i in (0, 1))
+        assert len(after[1].mem_history) == 2
+        assert after[1].mem_history[-1] > after[1].mem_history[0]
+        assert "20.3 / 24.0 GiB" in meter_text(after[1], "#mem")
+        assert "0%" not in meter_text(after[1], "#util")
+        assert after[1].query_one("#mem-history", GpuHistory).samples == after[1].mem_history
+
+
+async def test_history_keeps_the_last_samples_only() -> None:
+    sim = probe(1)
+    app = PanelsApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        grid = app.query_one(GpuPanels)
+        for _ in range(75):
+            grid.update_gpus(sim.snapshot())
+        await pilot.pause()
+        assert len(grid.panels[0].util_history) == 60
+
+
+async def test_gpus_going_away_remove_panels_and_none_shows_message() -> None:
+    sim8, sim4 = probe(8), probe(4)
+    app = PanelsApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        grid = app.query_one(GpuPanels)
+        grid.update_gpus(sim8.snapshot())
+        await pilot.pause()
+        kept = {p.index: p for p in app.query(GpuPanel) if p.index < 4}
+
+        grid.update_gpus(sim4.snapshot())
+        await pilot.pause()
+        panels = list(app.query(GpuPanel))
+        assert [p.index for p in panels] == [0, 1, 2, 3]
+        assert all(kept[p.index] is p for p in panels)
+        assert not app.query_one("#no-gpu", Static).display
+
+        grid.update_gpus([])
+        await pilot.pause()
+        assert not app.query(GpuPanel)
+        message = app.query_one("#no-gpu", Static)
+        assert message.display
+        assert "No GPU" in str(message.content)
+        assert "No GPU visible" in screen_text(app)
+
+
+async def test_gpu_appearing_in_the_middle_keeps_index_order() -> None:
+    snaps = probe(3).snapshot()
+    app = PanelsApp()
+    async with app.run_test(size=(200, 50)) as pilot:
+        grid = app.query_one(GpuPanels)
+        grid.update_gpus([snaps[0], snaps[2]])
+        await pilot.pause()
+        grid.update_gpus(snaps)
+        await pilot.pause()
+        assert [p.index for p in app.query(GpuPanel)] == [0, 1, 2]
+
+
+async def test_tasks_and_ghost_memory_are_shown_when_given() -> None:
+    sim = probe(2, {0: [(11, 4 * GIB), (12, 4 * GIB)]})
+    app = PanelsApp()
+    async with app.run_test(size=(200, 50)) as pilot:
+        grid = app.query_one(GpuPanels)
+        grid.update_gpus(
+            sim.snapshot(),
+            tasks_by_gpu={0: ["shard-0", "shard-3"]},
+            ghosts={1: "3.2 GiB held by ended task shard-2"},
+        )
+        await pilot.pause()
+        gpu0, gpu1 = grid.panels[0], grid.panels[1]
+        assert label_text(gpu0, "#tasks") == "tasks: shard-0, shard-3"
+        assert not gpu0.query_one("#ghost").display
+        ghost = gpu1.query_one("#ghost", Label)
+        assert ghost.display and gpu1.has_class("-ghost")
+        assert str(ghost.content) == "⚠ 3.2 GiB held by ended task shard-2"
+        assert "held by ended task shard-2" in screen_text(app)
+
+        grid.update_gpus(sim.snapshot())  # the ghost memory was freed, the tasks ended
+        await pilot.pause()
+        assert not gpu1.query_one("#ghost").display and not gpu1.has_class("-ghost")
+        assert label_text(gpu0, "#tasks") == "tasks: none"
+
+
+async def test_real_gpu_with_unknown_sensors_has_no_badge_and_shows_dashes() -> None:
+    snap = GpuSnapshot(index=3, name="NVIDIA A100 [80GB]", uuid="GPU-x", memory_total=80 * GIB, memory_used=GIB)
+    app = PanelsApp()
+    async with app.run_test(size=(200, 50)) as pilot:
+        app.query_one(GpuPanels).update_gpus([snap])
+        await pilot.pause()
+        panel = app.query_one(GpuPanel)
+        assert label_text(panel, "#title") == "GPU 3 · NVIDIA A100 [80GB]"  # not eaten as markup
+        assert not panel.query_one("#badge").display
+        assert "1.0 / 80.0 GiB" in meter_text(panel, "#mem")
+        assert meter_text(panel, "#util").rstrip().endswith("–")
+        assert label_text(panel, "#sensors") == "–°C  – W"
+        assert "SIMULATED" not in screen_text(app)
+
+
+def test_grid_shape_balances_columns_and_goes_compact_when_short() -> None:
+    assert grid_shape(80, 24, 8) == (2, True)
+    assert grid_shape(200, 50, 8) == (4, False)
+    assert grid_shape(200, 50, 16) == (4, False)
+    assert grid_shape(30, 50, 3) == (1, False)
+    assert grid_shape(80, 24, 0) == (1, False)
+
+
+def row(
+    gpu: int, pid: int, mem_gib: float | None, *, ours: bool = False, command: str = "python x.py"
+) -> ProcessRow:
+    used = None if mem_gib is None else int(mem_gib * GIB)
+    return ProcessRow(gpu=gpu, pid=pid, user="ana", used_memory=used, command=command, ours=ours)
+
+
+def cells(table: ProcessList, key: str) -> list[str]:
+    return [getattr(cell, "plain", str(cell)) for cell in table.get_row(key)]
+
+
+async def test_process_list_applies_a_keyed_diff() -> None:
+    app = ProcessApp()
+    async with app.run_test(size=(120, 24)) as pilot:
+        table = app.query_one(ProcessList)
+        a, b = row(0, 100, 2.0, ours=True), row(1, 200, 1.0)
+        table.update_processes([a, b])
+        await pilot.pause()
+        assert table.row_count == 2
+        row_a = table.rows[RowKey(a.key)]
+
+        a2, c = row(0, 100, 5.5, ours=True), row(2, 300, None, command="[bold]evil[/bold] " + "y" * 200)
+        table.update_processes([a2, c])
+        await pilot.pause()
+        assert table.row_count == 2
+        assert RowKey(b.key) not in table.rows
+        assert table.rows[RowKey(a.key)] is row_a, "A was updated in place, not re-added"
+        assert cells(table, a.key) == [OURS_MARK, "0", "100", "ana", "5.5 GiB", "python x.py"]
+        c_cells = cells(table, c.key)
+        assert c_cells[0] == "" and c_cells[4] == "–"
+        assert c_cells[5].startswith("[bold]evil[/bold] y") and c_cells[5].endswith("…")
+        assert len(c_cells[5]) == 60
+        assert [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(2)] == ["0:100", "2:300"]
+
+
+async def test_process_list_changes_only_cells_that_changed_and_keeps_the_cursor() -> None:
+    app = ProcessApp()
+    async with app.run_test(size=(120, 24)) as pilot:
+        table = app.query_one(ProcessList)
+        rows = [row(0, 10, 1.0), row(0, 20, 1.0), row(1, 30, 1.0)]
+        table.update_processes(rows)
+        await pilot.pause()
+        table.move_cursor(row=2)
+        assert table.highlighted_process == rows[2]
+
+        updated: list[tuple[str, str]] = []
+        original = table.update_cell
+
+        def spy(row_key, column_key, value, **kwargs):
+            updated.append((str(row_key), str(column_key)))
+            return original(row_key, column_key, value, **kwargs)
+
+        table.update_cell = spy  # type: ignore[method-assign]
+        table.update_processes([rows[1], row(1, 30, 3.0), row(0, 5, 1.0)])
+        await pilot.pause()
+        assert updated == [("1:30", "mem")]
+        assert [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(3)] == ["0:5", "0:20", "1:30"]
+        assert table.highlighted_process is not None and table.highlighted_process.key == "1:30"
+
+
+async def test_process_list_has_no_kill_binding() -> None:
+    app = ProcessApp()
+    async with app.run_test(size=(80, 24)):
+        table = app.query_one(ProcessList)
+        declared = [b for cls in type(table).__mro__ for b in cls.__dict__.get("BINDINGS", [])]
+        actions = [getattr(b, "action", None) or b[1] for b in declared]
+        assert actions, "DataTable's own cursor bindings are inherited"
+        assert not [a for a in actions if "kill" in a]
