@@ -67,6 +67,7 @@ class GpuTuiApp(App):
         Binding("m", "menu", "Menu"),
         Binding("t", "next_theme", "Theme"),
         Binding("f", "follow", "Follow", show=False),
+        Binding("slash", "search_log", "Search log", show=False),
     ]
 
     theme_name: reactive[str] = reactive("dark")
@@ -80,6 +81,7 @@ class GpuTuiApp(App):
         theme: str = "dark",
         interval: float = 1.0,
         readonly: bool = False,
+        probe: GpuProbe | None = None,
     ) -> None:
         super().__init__()
         self.job_path = job_path
@@ -88,7 +90,7 @@ class GpuTuiApp(App):
         self.interval = max(0.25, interval)
         self.readonly = readonly
         self.view = RunView(run_dir) if run_dir is not None else None
-        self.probe: GpuProbe | None = None
+        self.probe: GpuProbe | None = probe  # opened in the first refresh (a thread) when not given
         self.snapshot: RunSnapshot | None = None
         self.gpus: list[GpuSnapshot] = []
         self._log_task: str | None = None
@@ -191,7 +193,10 @@ class GpuTuiApp(App):
                 "[green]live[/]" if s.scheduler_live else "[dim]stopped[/]"
             )
             started = [v.task.started_at for v in s.tasks if v.task.started_at]
-            elapsed = (time.time() - min(started)) if started else 0.0
+            ends = [v.task.ended_at for v in s.tasks if v.task.ended_at]
+            active = any(v.task.status in Status.LIVE for v in s.tasks)
+            end = time.time() if active or not ends else max(ends)
+            elapsed = (end - min(started)) if started else 0.0
             text = (
                 f"[b]{s.job_name}[/b]  {host}  {s.run_dir}  {sched}  GPUs: {gpu}"
                 f"{'  [b]READ-ONLY[/b]' if self.readonly else ''}\n{progress_line(s.counts, elapsed)}"
@@ -231,11 +236,23 @@ class GpuTuiApp(App):
             tabs.add_pane(TabPane(task_id, LogPane(path), id=pane_id))
         tabs.active = pane_id
 
+    def _visible_log(self) -> LogPane | None:
+        if self.monitor_only:
+            return None
+        tabs = self.query_one("#logs", TabbedContent)
+        active = tabs.active_pane
+        return active.query_one(LogPane) if active is not None and active.query(LogPane) else None
+
     def action_follow(self) -> None:
-        for pane in self.query(LogPane):
-            if pane.display:
-                pane.query_one("LogView").action_toggle_follow()
-                return
+        pane = self._visible_log()
+        if pane is not None:
+            pane.log_view.action_toggle_follow()
+
+    def action_search_log(self) -> None:
+        pane = self._visible_log()
+        if pane is not None:
+            pane.log_view.focus()
+            pane.log_view.action_search()
 
     # -- keys ----------------------------------------------------------------------------------
     @on(JobTable.ActionRequested)

@@ -211,3 +211,20 @@ async def test_sort_and_filter_the_table(make_job):
         await pilot.press("s")
         assert table.sort_by == "status"
         assert table.coordinate_to_cell_key((0, 0)).row_key.value == "shard-0"  # running before pending
+
+
+async def test_enter_pins_a_log_tab_and_slash_searches_it(make_job):
+    app = job_app(make_job, num_workers=2, max_parallel=2, sleep=60)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await launched(pilot, app, make_job, 2)
+        table = app.query_one(JobTable)
+        table.focus()
+        await pilot.press("down", "enter")
+        tabs = app.query_one("#logs")
+        await until(pilot, lambda: tabs.active == "log-shard-1", what="a pinned tab")
+        pane = tabs.active_pane.query_one("LogPane")
+        await until(pilot, lambda: pane.log_view.line_count >= 1, what="the log's lines")
+        await pilot.press("slash")
+        await until(pilot, lambda: pane.search_input.display, what="the search box")
+        await pilot.press(*"start", "enter")
+        await until(pilot, lambda: pane.log_view.match_line == 0, what="the match")
