@@ -310,10 +310,8 @@ class GpuTuiApp(App):
             if task_id:
                 self.send_verb("start", [task_id])
             return
-        if self.job_path is None:
-            self.notify(
-                "this run was opened by --run-dir; start it with `gputui run --run-dir DIR`", severity="warning"
-            )
+        if self.job_path is None and not (self.snapshot and self.snapshot.meta.get("job_file")):
+            self.notify("no job file is known for this run", severity="warning")
             return
         self._launch_scheduler()
 
@@ -321,7 +319,8 @@ class GpuTuiApp(App):
     def _launch_scheduler(self) -> None:
         self.call_from_thread(self.notify, "starting the scheduler in the background…")
         try:
-            pid = start_scheduler(self.job_path, self.run_dir, self.simulate)
+            job = self.job_path or Path(self.snapshot.meta["job_file"])  # re-attached: the run's own job file
+            pid = start_scheduler(job, self.run_dir, self.simulate)
         except StartFailed as e:
             self.call_from_thread(self.notify, f"could not start: {e}", severity="error", timeout=10)
             return

@@ -1,0 +1,141 @@
+"""The sample job driven through the real app in real tmux: what a user does over SSH."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
+
+
+class Tmux:
+    def __init__(self, name: str, cwd: Path):
+        self.name = name
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TMUX", "GPUTUI_"))}
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", str(cwd)], check=True, env=env
+        )
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(
+            ["tmux", "capture-pane", "-t", self.name, "-p"], capture_output=True, text=True
+        ).stdout
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def wait(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def workers(run_dir: Path) -> dict[str, psutil.Process]:
+    """Running workers of this run, by task, found by their tag."""
+    found = {}
+    for p in psutil.process_iter(["pid"]):
+        try:
+            env = p.environ()
+            ours = env.get("GPUTUI_RUN_DIR") == str(run_dir) and "GPUTUI_TASK_ID" in env
+            if ours and p.status() != "zombie" and "continue_text.py" in " ".join(p.cmdline()):
+                found[env["GPUTUI_TASK_ID"]] = p
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
+    jobs = tmp_path / "sample_jobs"
+    shutil.copytree(ROOT / "sample_jobs", jobs, ignore=shutil.ignore_patterns("runs"))
+    job = jobs / "continuation.toml"
+    text = job.read_text().replace("python workers/", f"{sys.executable} workers/")
+    job.write_text(
+        text.replace('name = "continuation"', 'name = "continuation"\nenv = { CONTINUE_TEXT_DELAY = "0.08" }')
+    )
+    run_dir = jobs / "runs" / "continuation"
+    app = f"{sys.executable} -m gputui --simulate 4x24 --interval 0.5"
+    tmux = Tmux(f"gputui-e2e-{os.getpid()}", jobs)
+    decoys: list[subprocess.Popen] = []
+    try:
+        tmux.keys(f"{app} --jobs continuation.toml", "Enter")
+        tmux.wait_for("press l to launch")
+        tmux.keys("l")
+        tmux.wait_for("scheduler running in the background")
+        running = wait(lambda: len(workers(run_dir)) == 2 and workers(run_dir), what="two workers")
+        target = running["shard-0"]
+
+        # Decoys: the same command line as shard-0's worker, with another run's tag, or none.
+        argv = target.cmdline()
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("GPUTUI_")}
+        for extra in ({}, {"GPUTUI_SCHEDULER_ID": "someone-else", "GPUTUI_TASK_ID": "shard-0"}):
+            decoys.append(
+                subprocess.Popen(
+                    argv,
+                    env=clean | extra | {"CONTINUE_TEXT_DELAY": "5"},
+                    cwd=jobs,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
+        tmux.keys("p")  # the first row (shard-0) is selected
+        wait(lambda: target.status() == psutil.STATUS_STOPPED, what="shard-0 stopped (state T)")
+        tmux.wait_for("paused")
+        tmux.keys("p")
+        wait(lambda: target.status() != psutil.STATUS_STOPPED, what="shard-0 continued")
+
+        tmux.keys("k")
+        screen = tmux.wait_for("Kill shard-0?")
+        assert str(target.pid) in screen
+        tmux.keys("y")
+        wait(lambda: not target.is_running() or target.status() == psutil.STATUS_ZOMBIE, what="shard-0 gone")
+        tmux.wait_for("killed")
+        assert all(d.poll() is None for d in decoys), "a decoy was signalled"
+
+        tmux.keys("q")
+        tmux.wait_for("Quit gputui?")
+        tmux.keys("d")
+        tmux.wait_for("detached: the run goes on in the background")
+        assert workers(run_dir), "detaching must not stop the run"
+
+        tmux.keys(f"{app} --run-dir {run_dir}", "Enter")
+        tmux.wait_for("scheduler")
+        tmux.keys("r")  # retry the killed shard-0 (still the first row)
+        tmux.wait_for("queued again")
+        tmux.keys("l")  # and make sure a scheduler runs it (the first may have ended meanwhile)
+        merged = run_dir / "outputs" / "generation_results_data_all_merged.csv"
+        wait(merged.exists, timeout=90, what="the run to finish and merge")
+        tmux.wait_for("4/4 done", timeout=30)
+        assert all(d.poll() is None for d in decoys)
+        tmux.keys("q")
+    finally:
+        tmux.kill()
+        for d in decoys:
+            d.kill()
+        for p in workers(run_dir).values():
+            p.kill()
