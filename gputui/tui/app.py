@@ -50,6 +50,7 @@ class Refreshed(Message):
     gpus: list[GpuSnapshot]
     gpu_error: str | None
     processes: list[GpuProcessInfo] = field(default_factory=list)
+    run_error: str | None = None
 
 
 class RunHeader(Static):
@@ -94,6 +95,8 @@ class GpuTuiApp(App):
         self.snapshot: RunSnapshot | None = None
         self.gpus: list[GpuSnapshot] = []
         self._log_task: str | None = None
+        self._refresh_timer = None
+        self._run_error: str | None = None
         for t in THEMES.values():
             self.register_theme(t)
         self.set_reactive(GpuTuiApp.theme_name, theme if theme in THEMES else "dark")
@@ -116,6 +119,8 @@ class GpuTuiApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        # Keys act on the table (or the process list) from the start, not on the scrollable GPU grid.
+        (self.query_one(ProcessList) if self.monitor_only else self.query_one(JobTable)).focus()
         self.watch_theme_name(self.theme_name)
         self._render_header()
         self.refresh_data()
@@ -134,7 +139,12 @@ class GpuTuiApp(App):
     @work(thread=True, exclusive=True, group="refresh")
     def refresh_data(self) -> None:
         """Gather everything off the event loop; the next refresh is scheduled after this one lands."""
-        run = self.view.snapshot() if self.view is not None else None
+        run, run_error = None, None
+        try:
+            run = self.view.snapshot() if self.view is not None else None
+        except Exception as e:  # e.g. the state is being created right now: try again next tick
+            run, run_error = self.snapshot, str(e)
+            self.view.close()
         gpus, error = [], None
         try:
             if self.probe is None:
@@ -145,7 +155,7 @@ class GpuTuiApp(App):
         except Exception as e:  # a flaky driver must not take the app down
             error = f"GPU probe failed: {e}"
         processes = gpu_processes(gpus, run.scheduler_id if run else None) if gpus else []
-        self.post_message(Refreshed(run, gpus, error, processes))
+        self.post_message(Refreshed(run, gpus, error, processes, run_error))
 
     def _simulated_load(self):
         """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""
@@ -157,7 +167,19 @@ class GpuTuiApp(App):
 
     @on(Refreshed)
     def _apply(self, msg: Refreshed) -> None:
-        self.snapshot, self.gpus = msg.run, msg.gpus
+        if not self.query(GpuPanels):  # shutting down
+            return
+        try:
+            self._show(msg)
+        finally:
+            # One timer, set after each refresh lands (self-pacing, never overlapping); slower behind a modal.
+            if self._refresh_timer is not None:
+                self._refresh_timer.stop()
+            delay = self.interval * (2 if self.screen.is_modal else 1)
+            self._refresh_timer = self.set_timer(delay, self.refresh_data)
+
+    def _show(self, msg: Refreshed) -> None:
+        self.snapshot, self.gpus, self._run_error = msg.run, msg.gpus, msg.run_error
         holders = msg.run.gpu_holders() if msg.run else {}
         statuses = {v.task.id: v.task.status for v in msg.run.tasks} if msg.run else {}
         panels = self.query_one(GpuPanels)
@@ -175,10 +197,6 @@ class GpuTuiApp(App):
             if self._log_task is None and msg.run.tasks:
                 self._show_log(msg.run.tasks[0].task.id)
         self._render_header()
-        if not self.screen.is_modal:  # a modal hides the panels: no point refreshing behind it
-            self.set_timer(self.interval, self.refresh_data)
-        else:
-            self.set_timer(self.interval * 2, self.refresh_data)
 
     def _render_header(self) -> None:
         host = socket.gethostname()
@@ -201,6 +219,8 @@ class GpuTuiApp(App):
                 f"[b]{s.job_name}[/b]  {host}  {s.run_dir}  {sched}  GPUs: {gpu}"
                 f"{'  [b]READ-ONLY[/b]' if self.readonly else ''}\n{progress_line(s.counts, elapsed)}"
             )
+        if self._run_error:
+            text += f"\n[red]cannot read the run: {self._run_error}[/]"
         self.query_one(RunHeader).update(text)
 
     # -- logs ----------------------------------------------------------------------------------
@@ -209,12 +229,14 @@ class GpuTuiApp(App):
         self._show_log(msg.task_id)
 
     def _show_log(self, task_id: str) -> None:
+        panes, tabs = self.query("#log-selected-pane"), self.query("#logs")
+        if not panes or not tabs:  # the screen is being torn down
+            return
         path = self._log_path(task_id)
         self._log_task = task_id
-        pane = self.query_one("#log-selected-pane", LogPane)
-        self.query_one("#logs", TabbedContent).get_tab("log-selected").label = f"log: {task_id}"
+        tabs.first(TabbedContent).get_tab("log-selected").label = f"log: {task_id}"
         if path is not None:
-            pane.open(path)
+            panes.first(LogPane).open(path)
 
     def _log_path(self, task_id: str) -> Path | None:
         if self.snapshot is None:

@@ -69,6 +69,17 @@ def workers(run_dir: Path) -> dict[str, psutil.Process]:
     return found
 
 
+def state(p: psutil.Process) -> str:
+    try:
+        return p.status()
+    except psutil.NoSuchProcess:
+        return "gone"
+
+
+def gone(p: psutil.Process) -> bool:
+    return state(p) in ("gone", psutil.STATUS_ZOMBIE)
+
+
 def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
     jobs = tmp_path / "sample_jobs"
     shutil.copytree(ROOT / "sample_jobs", jobs, ignore=shutil.ignore_patterns("runs"))
@@ -103,17 +114,18 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
                 )
             )
 
-        tmux.keys("p")  # the first row (shard-0) is selected
-        wait(lambda: target.status() == psutil.STATUS_STOPPED, what="shard-0 stopped (state T)")
+        tmux.wait_for("[0, 75)")  # the table shows shard-0 (the first row, selected)
+        tmux.keys("p")
+        wait(lambda: state(target) == psutil.STATUS_STOPPED, what="shard-0 stopped (state T)")
         tmux.wait_for("paused")
         tmux.keys("p")
-        wait(lambda: target.status() != psutil.STATUS_STOPPED, what="shard-0 continued")
+        wait(lambda: state(target) != psutil.STATUS_STOPPED, what="shard-0 continued")
 
         tmux.keys("k")
         screen = tmux.wait_for("Kill shard-0?")
         assert str(target.pid) in screen
         tmux.keys("y")
-        wait(lambda: not target.is_running() or target.status() == psutil.STATUS_ZOMBIE, what="shard-0 gone")
+        wait(lambda: gone(target), what="shard-0 gone")
         tmux.wait_for("killed")
         assert all(d.poll() is None for d in decoys), "a decoy was signalled"
 
@@ -124,7 +136,7 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
         assert workers(run_dir), "detaching must not stop the run"
 
         tmux.keys(f"{app} --run-dir {run_dir}", "Enter")
-        tmux.wait_for("scheduler")
+        tmux.wait_for("[0, 75)")
         tmux.keys("r")  # retry the killed shard-0 (still the first row)
         tmux.wait_for("queued again")
         tmux.keys("l")  # and make sure a scheduler runs it (the first may have ended meanwhile)
