@@ -97,6 +97,7 @@ class GpuTuiApp(App):
         self._log_task: str | None = None
         self._refresh_timer = None
         self._run_error: str | None = None
+        self._header_text = ""
         for t in THEMES.values():
             self.register_theme(t)
         self.set_reactive(GpuTuiApp.theme_name, theme if theme in THEMES else "dark")
@@ -221,7 +222,9 @@ class GpuTuiApp(App):
             )
         if self._run_error:
             text += f"\n[red]cannot read the run: {self._run_error}[/]"
-        self.query_one(RunHeader).update(text)
+        if text != self._header_text:  # its height is fixed: no layout pass needed
+            self._header_text = text
+            self.query_one(RunHeader).update(text, layout=False)
 
     # -- logs ----------------------------------------------------------------------------------
     @on(JobTable.TaskSelected)

@@ -37,6 +37,15 @@ def _clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _coarse(seconds: float | None) -> str:
+    """Elapsed time in 10 s steps (whole minutes past 10 min): a table whose every row changed each
+    second would be redrawn whole each second, which is most of an idle app's CPU."""
+    if seconds is None:
+        return ""
+    step = 10 if seconds < 600 else 60
+    return _clock(seconds // step * step)
+
+
 def row_cells(view: TaskView) -> tuple:
     """The cells of one task's row: plain values and styled text (classes style by status)."""
     t, p = view.task, view.progress
@@ -60,7 +69,7 @@ def row_cells(view: TaskView) -> tuple:
         rate,
         eta,
         f"{t.attempts}/{t.budget}",
-        _clock(view.elapsed),
+        _coarse(view.elapsed),
         reason[:80],
     )
 
