@@ -228,3 +228,29 @@ async def test_enter_pins_a_log_tab_and_slash_searches_it(make_job):
         await until(pilot, lambda: pane.search_input.display, what="the search box")
         await pilot.press(*"start", "enter")
         await until(pilot, lambda: pane.log_view.match_line == 0, what="the match")
+
+
+async def test_help_follow_and_the_other_menu_entries(make_job):
+    app = job_app(make_job, num_workers=1)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: app.is_running, what="the app")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: app.screen.query("HelpPanel"), what="the help panel")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: not app.screen.query("HelpPanel"), what="help closed")
+        await pilot.press("l")
+        await until(pilot, lambda: set(statuses(app).values()) == {"done"}, what="all done")
+        await until(pilot, lambda: not app.snapshot.scheduler_live, what="the scheduler to finish")
+        view = app._visible_log().log_view
+        following = view.follow
+        await pilot.press("f")
+        assert view.follow is not following
+        report = app.view.paths.root / "report.md"
+        report.unlink()
+        await pilot.press("m", "down", "enter")  # write summaries
+        await until(pilot, report.exists, what="report.md written again")
+        await pilot.press("m", "down", "down", "enter")  # view merge_summary.json
+        screen = await until(pilot, lambda: isinstance(app.screen, FileScreen) and app.screen, what="the viewer")
+        assert screen.path.name == "merge_summary.json"
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, FileScreen), what="closed")
