@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import select
 import shlex
 import signal
 import time
@@ -34,6 +33,7 @@ from gputui.placement import Policy, place, why_waiting
 from gputui.printer import Printer, progress_line
 from gputui.records import Status, TaskRecord
 from gputui.session import Run
+from gputui.wakeup import Wakeup
 
 SIMULATED_TASK_MEMORY_GB = 2.0  # what a simulated GPU shows for a task that declares no memory
 _WAITING = (Status.PENDING, Status.RETRYING)
@@ -110,8 +110,8 @@ class Scheduler:
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> int:
         """Drive the run to its end (or until interrupted / detached); returns the exit status."""
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old = self._install_signals(wake_w)
+        wakeup = Wakeup()
+        old = self._install_signals()
         try:
             self._announce()
             self._load_tasks()
@@ -124,7 +124,7 @@ class Scheduler:
                 self._turn()
                 if not self.live and not self.stops and self._all_final():
                     break
-                self._wait(wake_r)
+                self._wait(wakeup)
             if self.stop_requested:
                 self._shutdown()
             elif self.detach_requested:
@@ -135,9 +135,7 @@ class Scheduler:
             self.executor.close()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-            signal.set_wakeup_fd(-1)
-            os.close(wake_r)
-            os.close(wake_w)
+            wakeup.close()
             if self.probe is not None:
                 self.probe.close()
             exports.write_tasks(self.paths, self.store)
@@ -173,7 +171,7 @@ class Scheduler:
         if now >= self._next_progress or (self._progress_due and now - self._progress_at >= 1.0):
             self._progress(changed=False)
 
-    def _wait(self, wake_r: int) -> None:
+    def _wait(self, wakeup: Wakeup) -> None:
         timeout = max(0.0, min(self._next_poll - time.monotonic(), self.opts.poll))
         if self.counts[Status.RETRYING]:
             soonest = min(t.next_try_at or 0 for t in self.tasks.values() if t.status == Status.RETRYING)
@@ -181,18 +179,9 @@ class Scheduler:
         if self.stops:
             timeout = min(timeout, 0.05)
         keeper = self.executor.fileno()
-        try:
-            ready, _, _ = select.select([wake_r] if keeper is None else [wake_r, keeper], [], [], timeout)
-        except InterruptedError:
-            ready = [wake_r]
-        if wake_r in ready:
-            try:
-                while os.read(wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        wakeup.wait([] if keeper is None else [keeper], timeout)
 
-    def _install_signals(self, wake_w: int) -> dict:
+    def _install_signals(self) -> dict:
         def on_stop(signum, _frame):
             self.stop_requested = True
 
@@ -202,9 +191,7 @@ class Scheduler:
         handlers = {signal.SIGINT: on_stop, signal.SIGTERM: on_stop}
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup, a hangup means nothing
             handlers[signal.SIGHUP] = on_hup
-        old = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        return old
+        return {sig: signal.signal(sig, h) for sig, h in handlers.items()}
 
     # -- task state: the store, and the in-memory copy the loop reads (it is the only writer) ----
     def _load_tasks(self) -> None:

@@ -74,10 +74,27 @@ pattern = "out_{{low}}_{{high}}.csv"
     def run_dir(self) -> Path:
         return self.root / "runs" / "test"
 
+    def running(self) -> dict[str, int]:
+        """Task id -> pid of its worker that started and has not finished, from the invocation record."""
+        started = {e["task"]: e["pid"] for e in self.events() if e["event"] == "start"}
+        finished = {e["task"] for e in self.events() if e["event"] == "finish"}
+        return {t: p for t, p in started.items() if t not in finished}
+
     def events(self) -> list[dict]:
         if not self.record.exists():
             return []
         return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+
+
+def proc_state(pid: int) -> str:
+    try:
+        return psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
+        return "gone"
+
+
+def gone(pid: int) -> bool:
+    return proc_state(pid) in ("gone", psutil.STATUS_ZOMBIE)
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import sys
 import time
 
 from gputui.executors.journal import append
+from gputui.wakeup import Wakeup
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 
@@ -113,23 +113,12 @@ class Keeper:
         return True
 
     def run(self) -> None:
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        wakeup = Wakeup()
         signal.signal(signal.SIGCHLD, lambda *_: None)
         os.set_blocking(self.requests, False)
         listening = True
         while listening or self.children:
-            fds = [wake_r, self.requests] if listening else [wake_r]
-            try:
-                ready, _, _ = select.select(fds, [], [], 1.0)
-            except InterruptedError:
-                ready = [wake_r]
-            if wake_r in ready:
-                try:
-                    while os.read(wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+            ready = wakeup.wait([self.requests] if listening else [], 1.0)
             self.reap()  # also on timeout: a missed wake-up never strands an exit
             if self.requests in ready:
                 listening = self.read_requests()

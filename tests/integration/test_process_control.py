@@ -13,29 +13,11 @@ import uuid
 import psutil
 import pytest
 
-from tests.conftest import gputui, gputui_bg, wait_for
+from tests.conftest import gone, gputui, gputui_bg, proc_state, wait_for
 
 
 def _status(run_dir) -> dict:
     return {t["id"]: t for t in json.loads(gputui("status", "--run-dir", run_dir, "--json").stdout)["tasks"]}
-
-
-def _worker_pids(make_job) -> dict[str, int]:
-    """Task id -> pid of its running worker, from the invocation record."""
-    started = {e["task"]: e["pid"] for e in make_job.events() if e["event"] == "start"}
-    finished = {e["task"] for e in make_job.events() if e["event"] == "finish"}
-    return {t: p for t, p in started.items() if t not in finished}
-
-
-def _state(pid: int) -> str:
-    try:
-        return psutil.Process(pid).status()
-    except psutil.NoSuchProcess:
-        return "gone"
-
-
-def _gone(pid: int) -> bool:
-    return _state(pid) in ("gone", psutil.STATUS_ZOMBIE)
 
 
 def _decoy(argv: list[str], env_tag: dict | None) -> subprocess.Popen:
@@ -57,7 +39,7 @@ def live_run(make_job, reaper, tmp_path):
     )
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
     reaper.append(sched)
-    pids = wait_for(lambda: len(_worker_pids(make_job)) == 2 and _worker_pids(make_job), what="two workers")
+    pids = wait_for(lambda: len(make_job.running()) == 2 and make_job.running(), what="two workers")
     children = {
         t: wait_for(lambda t=t: _read_json(tmp_path / f"children-{t}.json"), what="children") for t in pids
     }
@@ -77,12 +59,12 @@ def test_pause_and_resume_stop_and_continue_the_whole_tree(live_run):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "GPU memory stays allocated" in r.stdout
     tree = [pids["shard-0"], *children["shard-0"]]
-    wait_for(lambda: all(_state(p) == psutil.STATUS_STOPPED for p in tree), what="tree stopped (state T)")
-    assert _state(pids["shard-1"]) != psutil.STATUS_STOPPED  # the other task is untouched
+    wait_for(lambda: all(proc_state(p) == psutil.STATUS_STOPPED for p in tree), what="tree stopped (state T)")
+    assert proc_state(pids["shard-1"]) != psutil.STATUS_STOPPED  # the other task is untouched
     assert _status(make_job.run_dir)["shard-0"]["status"] == "paused"
 
     assert gputui("resume", "--run-dir", make_job.run_dir, "shard-0").returncode == 0
-    wait_for(lambda: all(_state(p) != psutil.STATUS_STOPPED for p in tree), what="tree continued")
+    wait_for(lambda: all(proc_state(p) != psutil.STATUS_STOPPED for p in tree), what="tree continued")
     assert _status(make_job.run_dir)["shard-0"]["status"] == "running"
 
 
@@ -93,8 +75,8 @@ def test_kill_reaches_children_that_started_their_own_session(live_run):
     r = gputui("kill", "--run-dir", make_job.run_dir, "shard-0")
     assert r.returncode == 0, r.stdout + r.stderr
     for pid in (pids["shard-0"], same_group, own_session):
-        wait_for(lambda pid=pid: _gone(pid), what=f"pid {pid} gone")
-    assert not _gone(pids["shard-1"])
+        wait_for(lambda pid=pid: gone(pid), what=f"pid {pid} gone")
+    assert not gone(pids["shard-1"])
     wait_for(lambda: _status(make_job.run_dir)["shard-0"]["status"] == "killed", what="killed status")
     # A killed task stays killed: it is not retried behind the user's back.
     assert sum(e["event"] == "start" and e["task"] == "shard-0" for e in make_job.events()) == 1
@@ -111,9 +93,9 @@ def test_kill_all_spares_decoys_with_the_same_command_line(live_run, reaper):
     r = gputui("kill", "--run-dir", make_job.run_dir, "--all")
     assert r.returncode == 0, r.stdout + r.stderr
     for pid in [*pids.values(), *children["shard-0"], *children["shard-1"]]:
-        wait_for(lambda pid=pid: _gone(pid), what=f"pid {pid} gone")
+        wait_for(lambda pid=pid: gone(pid), what=f"pid {pid} gone")
     for d in decoys:
-        assert d.poll() is None and _state(d.pid) != psutil.STATUS_STOPPED, "a decoy was signalled"
+        assert d.poll() is None and proc_state(d.pid) != psutil.STATUS_STOPPED, "a decoy was signalled"
     # With every task killed, the scheduler ends the run and says so.
     assert sched.wait(30) == 1
     assert {t["status"] for t in _status(make_job.run_dir).values()} == {"killed"}
@@ -133,7 +115,7 @@ def test_worker_killed_from_outside_is_retried(make_job, reaper, tmp_path):
     job = make_job(ids=10, num_workers=1, sleep=1.0)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
     reaper.append(sched)
-    pid = wait_for(lambda: _worker_pids(make_job).get("shard-0"), what="worker")
+    pid = wait_for(lambda: make_job.running().get("shard-0"), what="worker")
     os.kill(pid, signal.SIGKILL)
     assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
     log = (tmp_path / "sched.log").read_text()
@@ -145,12 +127,12 @@ def test_control_verbs_act_directly_when_no_scheduler_is_live(live_run):
     make_job, sched, pids, children = live_run
     sched.send_signal(signal.SIGKILL)  # workers keep running, orphaned
     sched.wait(5)
-    assert not _gone(pids["shard-0"])
+    assert not gone(pids["shard-0"])
     r = gputui("kill", "--run-dir", make_job.run_dir, "shard-0")
     assert r.returncode == 0, r.stdout + r.stderr
     for pid in (pids["shard-0"], *children["shard-0"]):
-        wait_for(lambda pid=pid: _gone(pid), what=f"pid {pid} gone")
-    assert not _gone(pids["shard-1"])
+        wait_for(lambda pid=pid: gone(pid), what=f"pid {pid} gone")
+    assert not gone(pids["shard-1"])
 
 
 def test_stale_record_whose_pid_was_reused_is_never_signalled(live_run, reaper):
@@ -172,19 +154,19 @@ def test_stale_record_whose_pid_was_reused_is_never_signalled(live_run, reaper):
     db.close()
     for verb in ("pause", "kill"):
         gputui(verb, "--run-dir", make_job.run_dir, "shard-0")
-    assert stranger.poll() is None and _state(stranger.pid) != psutil.STATUS_STOPPED
+    assert stranger.poll() is None and proc_state(stranger.pid) != psutil.STATUS_STOPPED
 
 
 def test_ctrl_c_stops_only_our_workers_and_restart_finishes(make_job, reaper, tmp_path):
     job = make_job(ids=20, num_workers=2, max_parallel=2, sleep=2.0, stop_grace_s=1)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
     reaper.append(sched)
-    pids = wait_for(lambda: len(_worker_pids(make_job)) == 2 and _worker_pids(make_job), what="two workers")
+    pids = wait_for(lambda: len(make_job.running()) == 2 and make_job.running(), what="two workers")
     decoy = _decoy(psutil.Process(pids["shard-0"]).cmdline(), None)
     reaper.append(decoy)
     sched.send_signal(signal.SIGINT)
     assert sched.wait(30) == 130
-    assert all(_gone(p) for p in pids.values())
+    assert all(gone(p) for p in pids.values())
     assert decoy.poll() is None
     assert {t["status"] for t in _status(make_job.run_dir).values()} == {"pending"}
     r = gputui("run", "--jobs", job)
@@ -197,11 +179,11 @@ def test_hangup_detaches_and_work_goes_on(make_job, reaper, tmp_path):
     job = make_job(ids=20, num_workers=2, max_parallel=2, sleep=1.5)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
     reaper.append(sched)
-    pids = wait_for(lambda: len(_worker_pids(make_job)) == 2 and _worker_pids(make_job), what="two workers")
+    pids = wait_for(lambda: len(make_job.running()) == 2 and make_job.running(), what="two workers")
     sched.send_signal(signal.SIGHUP)
     assert sched.wait(30) == 0
     assert "detached" in (tmp_path / "sched.log").read_text()
-    assert not any(_gone(p) for p in pids.values())
+    assert not any(gone(p) for p in pids.values())
     r = gputui("run", "--jobs", job)
     assert r.returncode == 0 and "re-adopted" in r.stdout
     assert sum(e["event"] == "start" for e in make_job.events()) == 2

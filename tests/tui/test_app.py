@@ -13,6 +13,7 @@ from gputui.tui.screens.menu import FileScreen, MenuScreen
 from gputui.tui.widgets.gpu_panel import GpuPanel
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.process_list import ProcessList
+from tests.conftest import gone
 
 
 async def until(pilot, predicate, timeout: float = 20.0, what: str = "condition"):
@@ -29,19 +30,6 @@ def statuses(app) -> dict[str, str]:
     return {v.task.id: v.task.status for v in app.snapshot.tasks} if app.snapshot else {}
 
 
-def worker_pids(make_job) -> dict[str, int]:
-    started = {e["task"]: e["pid"] for e in make_job.events() if e["event"] == "start"}
-    finished = {e["task"] for e in make_job.events() if e["event"] == "finish"}
-    return {t: p for t, p in started.items() if t not in finished}
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def job_app(make_job, readonly=False, **job_kw) -> GpuTuiApp:
     job_path = make_job(**job_kw)
     job = load_jobspec(job_path)
@@ -52,7 +40,7 @@ async def launched(pilot, app, make_job, running: int):
     await until(pilot, lambda: app.query(JobTable) and app.is_running, what="the app")
     await pilot.press("l")
     await until(pilot, lambda: app.snapshot is not None and app.snapshot.scheduler_live, what="the scheduler")
-    await until(pilot, lambda: len(worker_pids(make_job)) >= running, what=f"{running} workers")
+    await until(pilot, lambda: len(make_job.running()) >= running, what=f"{running} workers")
     await until(pilot, lambda: list(statuses(app).values()).count("running") >= running, what="running rows")
 
 
@@ -92,7 +80,7 @@ async def test_pause_and_resume_from_the_table(make_job):
     app = job_app(make_job, num_workers=1, sleep=60)
     async with app.run_test(size=(160, 45)) as pilot:
         await launched(pilot, app, make_job, 1)
-        pid = worker_pids(make_job)["shard-0"]
+        pid = make_job.running()["shard-0"]
         app.query_one(JobTable).focus()
         await pilot.press("p")
         await until(pilot, lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, what="state T")
@@ -106,7 +94,7 @@ async def test_kill_asks_first_names_the_processes_and_cancel_keeps_them(make_jo
     app = job_app(make_job, num_workers=1, sleep=60, stop_grace_s=1)
     async with app.run_test(size=(160, 45)) as pilot:
         await launched(pilot, app, make_job, 1)
-        pid = worker_pids(make_job)["shard-0"]
+        pid = make_job.running()["shard-0"]
         app.query_one(JobTable).focus()
         await pilot.press("k")
         screen = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, what="confirm")
@@ -128,7 +116,7 @@ async def test_kill_all_stops_every_task_of_this_run(make_job):
     app = job_app(make_job, num_workers=2, max_parallel=2, sleep=60, stop_grace_s=1)
     async with app.run_test(size=(160, 45)) as pilot:
         await launched(pilot, app, make_job, 2)
-        pids = list(worker_pids(make_job).values())
+        pids = list(make_job.running().values())
         await pilot.press("K")
         screen = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, what="confirm")
         assert "Kill all 2 tasks" in screen.title_text
@@ -144,7 +132,7 @@ async def test_readonly_view_never_signals(make_job):
     viewer = GpuTuiApp(run_dir=app.run_dir, simulate="2x24", interval=0.25, readonly=True)
     async with viewer.run_test(size=(160, 45)) as pilot:
         await until(pilot, lambda: statuses(viewer).get("shard-0") == "running", what="the running task")
-        pid = worker_pids(make_job)["shard-0"]
+        pid = make_job.running()["shard-0"]
         viewer.query_one(JobTable).focus()
         await pilot.press("k", "p", "K")
         await pilot.pause(0.5)
