@@ -32,12 +32,13 @@ sys.path.insert(0, str(ROOT))
 def tmux_cpu(command: str, seconds: float, settle: float = 5.0) -> float:
     """CPU use (% of one core) of the process tree tmux runs `command` in."""
     name = f"bench-{os.getpid()}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", command], check=True)
+    tmux = ["tmux", "-L", name]  # a server of its own
+    subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", "200", "-y", "50", command], check=True)
     try:
         time.sleep(settle)
         pane_pid = int(
             subprocess.run(
-                ["tmux", "display", "-p", "-t", name, "#{pane_pid}"], capture_output=True, text=True
+                [*tmux, "display", "-p", "-t", name, "#{pane_pid}"], capture_output=True, text=True
             ).stdout
         )
         root = psutil.Process(pane_pid)
@@ -47,7 +48,7 @@ def tmux_cpu(command: str, seconds: float, settle: float = 5.0) -> float:
         used = sum(sum(p.cpu_times()[:2]) - t0[p.pid] for p in procs if p.is_running())
         return 100.0 * used / seconds
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 def job(folder: Path, tasks: int, command: str, parallel: int) -> Path:

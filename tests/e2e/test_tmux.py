@@ -17,20 +17,21 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 
 class Tmux:
+    """A tmux server of this test's own (`-L`), so nothing else can touch its sessions."""
+
     def __init__(self, name: str, cwd: Path):
         self.name = name
+        self.base = ["tmux", "-L", name]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TMUX", "GPUTUI_"))}
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", str(cwd)], check=True, env=env
-        )
+        size = ["-x", "200", "-y", "50"]
+        subprocess.run([*self.base, "new-session", "-d", "-s", name, *size, "-c", str(cwd)], check=True, env=env)
 
     def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+        subprocess.run([*self.base, "send-keys", "-t", self.name, *keys], check=True)
 
     def screen(self) -> str:
-        return subprocess.run(
-            ["tmux", "capture-pane", "-t", self.name, "-p"], capture_output=True, text=True
-        ).stdout
+        capture = [*self.base, "capture-pane", "-t", self.name, "-p"]
+        return subprocess.run(capture, capture_output=True, text=True).stdout
 
     def wait_for(self, text: str, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
@@ -42,7 +43,7 @@ class Tmux:
         raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.base, "kill-server"], capture_output=True)
 
 
 def wait(predicate, timeout: float = 30.0, what: str = "condition"):

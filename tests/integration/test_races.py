@@ -21,7 +21,10 @@ def _keeper_of(sched) -> psutil.Process:
 
 
 def _status(run_dir) -> dict:
-    return {t["id"]: t for t in json.loads(gputui("status", "--run-dir", run_dir, "--json").stdout)["tasks"]}
+    r = gputui("status", "--run-dir", run_dir, "--json")
+    if r.returncode != 0:  # the run's state is not created yet
+        return {}
+    return {t["id"]: t for t in json.loads(r.stdout)["tasks"]}
 
 
 def test_kill_sent_before_the_worker_exists_still_stops_it_and_no_copy_runs(make_job, reaper, tmp_path):
@@ -29,15 +32,18 @@ def test_kill_sent_before_the_worker_exists_still_stops_it_and_no_copy_runs(make
         ids=10,
         num_workers=1,
         sleep=30,
-        backoff_s=1.5,
+        backoff_s=4,
         stop_grace_s=1,
         worker_args="--fail-attempts 1 --fail-early",
     )
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
     reaper.append(sched)
-    wait_for(lambda: any(e["event"] == "fail" for e in make_job.events()), what="attempt 1 to fail")
+    # Attempt 1 has ended and been settled: the scheduler now waits out the backoff before attempt 2.
+    wait_for(
+        lambda: _status(make_job.run_dir).get("shard-0", {}).get("status") == "retrying", what="attempt 1 settled"
+    )
     keeper = _keeper_of(sched)
-    keeper.suspend()  # attempt 2's launch request now waits in the keeper's pipe
+    keeper.suspend()  # attempt 2's launch request will wait in the keeper's pipe
     try:
         wait_for(lambda: _status(make_job.run_dir)["shard-0"]["attempts"] == 2, what="attempt 2 requested")
         r = gputui("kill", "--run-dir", make_job.run_dir, "shard-0")
