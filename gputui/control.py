@@ -19,7 +19,6 @@ from gputui.records import AttemptRecord, Status, TaskRecord
 from gputui.rundir import RunLock, RunPaths
 from gputui.store import Store
 
-VERBS = ("pause", "resume", "kill", "retry", "merge", "start", "stop")
 KILL_WAIT_S = 2.0  # after SIGKILL, how long before a survivor is reported instead of waited on
 
 

@@ -13,7 +13,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 
@@ -131,25 +131,6 @@ def send(ref: ProcessRef, sig: int) -> bool:
         return True
     except psutil.Error:
         return False
-
-
-@dataclass
-class StopResult:
-    signalled: list[ProcessRef] = field(default_factory=list)
-    stuck: list[str] = field(default_factory=list)  # processes that outlived SIGKILL, with why
-
-
-def wait_gone(refs: Iterable[ProcessRef], timeout: float) -> list[ProcessRef]:
-    """Wait up to `timeout` for processes to end; returns those still alive (zombies count as gone)."""
-    procs = {}
-    for r in refs:
-        p = alive(r)
-        if p is not None:
-            procs[p] = r
-    if not procs:
-        return []
-    _, still = psutil.wait_procs(list(procs), timeout=timeout)
-    return [procs[p] for p in still if alive(procs[p]) is not None]
 
 
 def describe_stuck(ref: ProcessRef) -> str:

@@ -26,6 +26,7 @@ from gputui.failures import Failure, classify, read_tail
 from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
+from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.jobspec import JobSpec, render_command
 from gputui.logtail import LogTail
 from gputui.merge import manifest_matches, write_manifest
@@ -35,7 +36,6 @@ from gputui.records import Status, TaskRecord
 from gputui.session import Run
 from gputui.wakeup import Wakeup
 
-SIMULATED_TASK_MEMORY_GB = 2.0  # what a simulated GPU shows for a task that declares no memory
 _WAITING = (Status.PENDING, Status.RETRYING)
 
 
@@ -613,7 +613,7 @@ class Scheduler:
         return self._gpus
 
     def _simulated_load(self) -> Mapping[int, list[tuple[int, int]]]:
-        per_task = int((self.policy.memory_per_worker_gb or SIMULATED_TASK_MEMORY_GB) * GIB)
+        per_task = int((self.policy.memory_per_worker_gb or TASK_MEMORY_GB) * GIB)
         load: dict[int, list[tuple[int, int]]] = {}
         for live in self.live.values():
             for g in live.gpus:

@@ -15,6 +15,7 @@ from gputui.gpus.probe import GIB, GpuProcess, GpuSnapshot
 
 MAX_SIMULATED_GPUS = 64
 DEFAULT_MEMORY_GB = 24.0
+TASK_MEMORY_GB = 2.0  # what a simulated GPU shows for a task that declares no memory_per_worker_gb
 BASELINE_USED = 300 * 1024**2  # a real idle GPU never shows 0 bytes used (driver, display, ECC)
 POWER_LIMIT_W = 350.0
 

@@ -26,6 +26,7 @@ from gputui.background import StartFailed, start_scheduler
 from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
+from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.monitor import GpuProcessInfo, ghost_memory, gpu_processes
 from gputui.printer import progress_line
 from gputui.records import Status
@@ -38,8 +39,6 @@ from gputui.tui.widgets.gpu_panel import GpuPanels
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.process_list import ProcessList, ProcessRow
-
-SIMULATED_TASK_MEMORY_GB = 2.0
 
 
 @dataclass
@@ -163,7 +162,7 @@ class GpuTuiApp(App):
         run = self.snapshot
         if run is None:
             return {}
-        per_task = int((run.meta.get("memory_per_worker_gb") or SIMULATED_TASK_MEMORY_GB) * GIB)
+        per_task = int((run.meta.get("memory_per_worker_gb") or TASK_MEMORY_GB) * GIB)
         return {g: [(0, per_task)] * len(ids) for g, ids in run.gpu_holders().items()}
 
     @on(Refreshed)
