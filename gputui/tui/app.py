@@ -127,6 +127,8 @@ class GpuTuiApp(App):
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
+        if self.monitor_only:
+            return
         for key, action, text in (
             ("l", "launch", "Launch the job, or start the selected task now"),
             ("K", "kill_all", "Kill every task of this run"),
@@ -134,6 +136,11 @@ class GpuTuiApp(App):
             ("t", "next_theme", "Next theme"),
         ):
             yield SystemCommand(f"{text} ({key})", text, getattr(self, f"action_{action}"))
+        table = self.query_one(JobTable)
+        for key, verb, text in (("p", "pause", "Pause or resume"), ("k", "kill", "Kill"), ("r", "retry", "Retry")):
+            yield SystemCommand(
+                f"{text} the selected task ({key})", text, lambda verb=verb: table.action_request(verb)
+            )
 
     # -- data ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="refresh")

@@ -242,3 +242,20 @@ async def test_help_follow_and_the_other_menu_entries(make_job):
         assert screen.path.name == "merge_summary.json"
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, FileScreen), what="closed")
+
+
+async def test_command_palette_offers_the_keys(make_job):
+    app = job_app(make_job, num_workers=1)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: app.is_running, what="the app")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for text in (
+            "Launch the job",
+            "Kill every task",
+            "Menu",
+            "Pause or resume the selected task",
+            "Kill the selected task",
+            "Retry the selected task",
+            "Next theme",
+        ):
+            assert any(text in t for t in titles), text
