@@ -97,6 +97,8 @@ class GpuTuiApp(App):
         self._refresh_timer = None
         self._run_error: str | None = None
         self._header_text = ""
+        self._host = socket.gethostname()  # once: no syscall on the UI loop per refresh
+        self._log_shown: Path | None = None
         for t in THEMES.values():
             self.register_theme(t)
         self.set_reactive(GpuTuiApp.theme_name, theme if theme in THEMES else "dark")
@@ -201,12 +203,12 @@ class GpuTuiApp(App):
             )
         elif msg.run is not None:
             self.query_one(JobTable).update_tasks(msg.run.tasks)
-            if self._log_task is None and msg.run.tasks:
-                self._show_log(msg.run.tasks[0].task.id)
+            if msg.run.tasks:  # the first task at start; a retried task's new attempt log later
+                self._show_log(self._log_task or msg.run.tasks[0].task.id)
         self._render_header()
 
     def _render_header(self) -> None:
-        host = socket.gethostname()
+        host = self._host
         gpu = describe(self.probe) if self.probe is not None else "probing GPUs…"
         if self.monitor_only:
             text = f"[b]gputui[/b] monitor  {host}  GPUs: {gpu}"
@@ -242,9 +244,11 @@ class GpuTuiApp(App):
         if not panes or not tabs:  # the screen is being torn down
             return
         path = self._log_path(task_id)
-        self._log_task = task_id
-        tabs.first(TabbedContent).get_tab("log-selected").label = f"log: {task_id}"
-        if path is not None:
+        if task_id != self._log_task:
+            self._log_task = task_id
+            tabs.first(TabbedContent).get_tab("log-selected").label = f"log: {task_id}"
+        if path is not None and path != self._log_shown:  # the same log stays as scrolled
+            self._log_shown = path
             panes.first(LogPane).open(path)
 
     def _log_path(self, task_id: str) -> Path | None:

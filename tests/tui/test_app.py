@@ -259,3 +259,17 @@ async def test_command_palette_offers_the_keys(make_job):
             "Next theme",
         ):
             assert any(text in t for t in titles), text
+
+
+async def test_the_selected_log_follows_a_retry_to_its_new_attempt(make_job):
+    app = job_app(make_job, num_workers=1, backoff_s=0.2, worker_args="--fail-attempts 1")
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: app.is_running, what="the app")
+        await pilot.press("l")
+        await until(pilot, lambda: statuses(app).get("shard-0") == "done", what="attempt 2 done")
+        pane = app.query_one("#log-selected-pane")
+        await until(
+            pilot,
+            lambda: pane.log_view.path and pane.log_view.path.name == "shard-0.attempt2.log",
+            what="the pane on attempt 2's log",
+        )
