@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         v.add_argument("--run-dir", type=Path, required=True)
         v.add_argument("task_ids", nargs="*", metavar="TASK_ID")
         v.add_argument("--all", action="store_true", help="every task of this run the verb applies to")
+        if verb == "retry":
+            v.add_argument("--force", action="store_true", help="also run done tasks again (named ones only)")
         v.set_defaults(func=lambda a, verb=verb: _cmd_verb(a, verb))
     return p
 
@@ -242,6 +244,7 @@ def _cmd_verb(args, verb: str) -> int:
                 verb,
                 ids,
                 lambda: Controller(paths, store, on_merge=lambda: merge_run(store, paths)),
+                force=getattr(args, "force", False),
             )
         except ControlError as e:
             ok, report = False, str(e)

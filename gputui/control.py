@@ -11,9 +11,11 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gputui import ownership
 from gputui.executors.journal import JournalReader
+from gputui.merge import manifest_path
 from gputui.ownership import ProcessRef
 from gputui.records import AttemptRecord, Status, TaskRecord
 from gputui.rundir import RunLock, RunPaths
@@ -44,7 +46,7 @@ class Stop:
 
     def begin(self) -> Stop:
         self.term = self.controller.signal_trees(self.pairs, signal.SIGTERM)
-        self.controller.signal_trees(self.pairs, signal.SIGCONT)
+        self.controller.signal_trees(self.pairs, signal.SIGCONT)  # a paused tree must run to act on it
         self.deadline = time.monotonic() + self.grace
         return self
 
@@ -94,8 +96,9 @@ class Controller:
         return self.store.meta("scheduler_id")
 
     # -- verbs ---------------------------------------------------------------------------------
-    def apply(self, verb: str, task_ids: Sequence[str] | None) -> tuple[bool, str]:
-        """Apply `verb` to the named tasks (None: every task it applies to), waiting for kills to end."""
+    def apply(self, verb: str, task_ids: Sequence[str] | None, force: bool = False) -> tuple[bool, str]:
+        """Apply `verb` to the named tasks (None: every task it applies to), waiting for kills to end.
+        `force`: `retry` also runs done tasks again."""
         if verb in ("start", "stop"):
             return False, f"no scheduler is running this job, so there is nothing to {verb}"
         if verb == "merge":
@@ -114,7 +117,7 @@ class Controller:
         lines, ok = [], True
         for task in tasks:
             try:
-                lines.append(getattr(self, verb)(task))
+                lines.append(self.retry(task, force) if verb == "retry" else getattr(self, verb)(task))
             except ControlError as e:
                 ok = False
                 lines.append(f"{task.id}: {e}")
@@ -164,13 +167,19 @@ class Controller:
         stop = Stop(self, pairs, float(self.store.meta("stop_grace_s", 10.0)), intro=intro)
         return stop.begin()
 
-    def retry(self, task: TaskRecord) -> str:
+    def retry(self, task: TaskRecord, force: bool = False) -> str:
         if task.status == Status.RETRYING:
             with self.store.transaction():
                 self.store.update_task(task.id, next_try_at=time.time())
             return f"{task.id}: retrying now"
-        if task.status not in (Status.FAILED, Status.KILLED):
-            raise ControlError(f"is {task.status}; only a failed or killed task can be retried")
+        if task.status == Status.DONE and force:
+            output = self.store.task_outputs().get(task.id)
+            if output:  # without its done-manifest, the task's output no longer counts as done
+                manifest_path(Path(output)).unlink(missing_ok=True)
+        elif task.status == Status.DONE:
+            raise ControlError("is done; `retry --force` runs it again (its done-manifest is removed first)")
+        elif task.status not in (Status.FAILED, Status.KILLED):
+            raise ControlError(f"is {task.status}; only a failed, killed or (--force) done task can be retried")
         self._close_ended_attempt(task)
         budget = task.attempts + int(self.store.meta("max_attempts", 3))
         with self.store.transaction():
@@ -182,59 +191,58 @@ class Controller:
     def signal_trees(
         self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]], sig: int
     ) -> dict[str, list[ProcessRef]]:
-        """Send `sig` to each task's tree (one /proc scan for all); returns what was signalled."""
-        if not pairs:
-            return {}
-        tagged = ownership.find_tagged(self.scheduler_id, [t.id for t, _ in pairs])
+        """Send `sig` to each attempt's processes as `ownership` defines them; returns what was signalled.
+        SIGKILL also goes through the attempt's cgroup, which nothing of it can leave."""
         sent: dict[str, list[ProcessRef]] = {}
         for task, attempt in pairs:
-            root = None
-            if attempt.worker_pid is not None and attempt.worker_ctime is not None:
-                root = ProcessRef(attempt.worker_pid, attempt.worker_ctime)
-            tree = ownership.task_tree(self.scheduler_id, task.id, root, tagged)
-            sent[task.id] = [r for r in tree if ownership.send(r, sig)]
+            procs = attempt.processes()
+            sent[task.id] = [r for r in procs.tree() if ownership.send(r, sig)]
+            if sig == signal.SIGKILL:
+                procs.kill_cgroup()
         return sent
 
     def live_attempt(self, task: TaskRecord) -> AttemptRecord:
-        """The task's current attempt, with its worker's pid + start time learnt if still unknown."""
+        """The task's current attempt, with what its waiter recorded of its start if the store lacks it."""
         attempt = self.store.attempt(task.id, task.attempts)
         if attempt is None:
             raise ControlError("has no recorded attempt")
-        if attempt.worker_pid is None:
+        if attempt.waiter is None:
             ends = JournalReader(self.paths.journal).get(task.id, attempt.number)
-            ref = None
-            if ends.pid is not None and not ends.ended:  # an ended worker's pid may be someone else's now
-                ref = ownership.tagged_ref(ends.pid, self.scheduler_id, task.id, attempt.number)
-            if ref is not None:
+            if ends.started:
+                fields = {"waiter_pid": ends.waiter.pid, "waiter_start": ends.waiter.start, "cgroup": ends.cgroup}
+                if ends.worker is not None:
+                    fields |= {"worker_pid": ends.worker.pid, "worker_start": ends.worker.start}
                 with self.store.transaction():
-                    self.store.update_attempt(task.id, attempt.number, worker_pid=ref.pid, worker_ctime=ref.ctime)
+                    self.store.update_attempt(task.id, attempt.number, **fields)
                 attempt = self.store.attempt(task.id, attempt.number)
         return attempt
 
     def _close_ended_attempt(self, task: TaskRecord) -> None:
-        """Before a retry: the last attempt must have ended; record its end if no scheduler did."""
+        """Before a retry: nothing of the last attempt may still run; record its end if no scheduler did."""
         attempt = self.store.attempt(task.id, task.attempts)
-        if attempt is None or attempt.ended_at is not None:
+        if attempt is None or attempt.cleared_at is not None:
             return
-        ends = JournalReader(self.paths.journal).get(task.id, attempt.number)
-        still = ownership.find_tagged(self.scheduler_id, [task.id]).get(task.id)
-        keeper = None
-        if attempt.keeper_pid is not None and attempt.keeper_ctime is not None:
-            keeper = ownership.alive(ProcessRef(attempt.keeper_pid, attempt.keeper_ctime))
-        if still or (not ends.ended and keeper is not None):
-            pids = ", ".join(str(r.pid) for r in still or []) or "starting"
-            raise ControlError(
-                f"attempt {attempt.number} is still running ({pids}); kill it or wait for it to end"
-            )
+        ends = JournalReader(self.paths.journal).get(task.id, attempt.number, attempt.log_path)
+        procs = ownership.AttemptProcesses(
+            attempt.waiter or ends.waiter, attempt.worker or ends.worker, attempt.cgroup or ends.cgroup
+        )
+        left = procs.tree()
+        recorders = (procs.waiter, None if ends.started else attempt.keeper)  # who may still record its end
+        recording = any(r is not None and ownership.alive(r) for r in recorders)
+        if left or (recording and not (ends.ended and ends.cleared)):
+            pids = ", ".join(str(r.pid) for r in left) or "starting"
+            what = "still running" if not ends.ended else "ended, but processes it left are still being ended"
+            raise ControlError(f"attempt {attempt.number} is {what} ({pids}); kill it or wait for it to end")
+        tagged = ownership.find_tagged(self.scheduler_id, [task.id]).get(task.id, [])
+        tagged = [r for r in tagged if ownership.tags(r.pid)[2] == str(attempt.number)]
         status = Status.KILLED if task.status == Status.KILLED else (Status.FAILED if ends.ended else Status.LOST)
         with self.store.transaction():
-            self.store.update_attempt(
-                task.id,
-                attempt.number,
-                status=status,
-                exit_code=ends.exit_code,
-                ended_at=ends.ended_at or time.time(),
-            )
+            fields = {"exit_code": ends.exit_code, "ended_at": ends.ended_at or time.time()}
+            if attempt.ended_at is None:
+                fields["status"] = status
+            if not tagged:  # else the next scheduler waits for them before it runs the task again
+                fields["cleared_at"] = time.time()
+            self.store.update_attempt(task.id, attempt.number, **fields)
 
     def select(self, verb: str, task_ids: Sequence[str] | None) -> list[TaskRecord]:
         tasks = self.store.tasks()
@@ -261,15 +269,17 @@ def request(
     task_ids: Sequence[str] | None,
     make_controller: Callable[[], Controller],
     timeout: float = 120.0,
+    force: bool = False,
 ) -> tuple[bool, str]:
     """Apply a verb: through the live scheduler if there is one, else directly under the run lock."""
     lock = RunLock(paths)
     if lock.try_acquire(f"gputui {verb}"):
         try:
-            return make_controller().apply(verb, task_ids)
+            return make_controller().apply(verb, task_ids, force)
         finally:
             lock.release()
-    control_id = store.post_control(verb, {"tasks": None if task_ids is None else list(task_ids)})
+    args = {"tasks": None if task_ids is None else list(task_ids), "force": force}
+    control_id = store.post_control(verb, args)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -281,7 +291,7 @@ def request(
                     c = store.control(control_id)
                     if c is not None and c.done_at is not None:
                         return bool(c.ok), c.result or ""
-                    ok, result = make_controller().apply(verb, task_ids)
+                    ok, result = make_controller().apply(verb, task_ids, force)
                     with store.transaction():
                         store.finish_control(control_id, ok, result)
                     return ok, result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 
 from gputui.atomic import atomic_write_json, atomic_write_text, dumps_json
 from gputui.jobspec import JobSpec
@@ -39,7 +40,7 @@ def write_tasks(paths: RunPaths, store: Store) -> None:
     outputs = store.task_outputs()
     attempts: dict[str, list] = {}
     for a in store.attempts():
-        attempts.setdefault(a.task_id, []).append(vars(a))
+        attempts.setdefault(a.task_id, []).append(asdict(a))
     lines = [
         dumps_json(
             vars(t)

@@ -44,7 +44,7 @@ def classify(exit_code: int | None, log_tail: str) -> Failure:
         if m:
             return Failure(kind, f"{_LABELS[kind]}: {_line_of(log_tail, m.start())}")
     if exit_code is None:
-        return Failure("lost", "exit status unknown (its keeper died before recording it)")
+        return Failure("lost", "exit status unknown (its waiter was killed before recording it)")
     if exit_code < 0 or 128 < exit_code <= 128 + 64:  # Python's -N, or the shell's 128+N
         signum = -exit_code if exit_code < 0 else exit_code - 128
         hint = " (out of host memory? check dmesg)" if signum == signal.SIGKILL else ""

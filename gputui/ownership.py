@@ -1,10 +1,16 @@
 """Which processes are ours, and the only way gputui ever signals one.
 
-A process is ours when it carries this run's scheduler id and the task's id in its environment
-(set at launch, inherited by descendants even when they start their own session, as torchrun ranks
-and vLLM engines do), or when it descends from the task's recorded worker, itself identified by the
-pid and start time the store recorded while it carried the tag. Every signal goes through `send`,
-which checks pid and start time again just before kill(2).
+A process is identified by its pid and its start time in clock ticks since boot, read from
+/proc/<pid>/stat: exact (no tolerance), immune to clock steps, and different for a reused pid.
+
+gputui signals a process only when one of these holds, checked again just before kill(2):
+- it is an attempt's recorded worker: pid and start time as its waiter (its parent) recorded them;
+- it descends from an attempt's recorded waiter or worker (the waiter is a child subreaper, so
+  even a double-forked daemon stays its descendant while it lives);
+- it is in the attempt's own cgroup, where the machine lets gputui create one.
+The environment tags (`GPUTUI_SCHEDULER_ID`, `GPUTUI_TASK_ID`, `GPUTUI_ATTEMPT`) alone never make a
+process a target: anyone can copy them. They are used only to *notice* that something of a task may
+still live (so it is never launched twice), never to signal it.
 """
 
 from __future__ import annotations
@@ -14,16 +20,13 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 TAG_SCHEDULER = "GPUTUI_SCHEDULER_ID"
 TAG_TASK = "GPUTUI_TASK_ID"
 TAG_ATTEMPT = "GPUTUI_ATTEMPT"
-
-# Start times are wall-clock (boot time + ticks); the boot time the kernel reports moves when the
-# clock is stepped, so allow a little. A reused pid would also need our tag to be mistaken for ours.
-CTIME_TOLERANCE_S = 1.5
 
 
 def new_scheduler_id() -> str:
@@ -33,118 +36,172 @@ def new_scheduler_id() -> str:
 @dataclass(frozen=True)
 class ProcessRef:
     pid: int
-    ctime: float  # psutil create_time: pid + ctime name one process, whatever pid reuse does later
+    start: int  # start time in clock ticks since boot: pid + start name one process, whatever pid reuse does
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start ticks) from /proc/<pid>/stat, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return fields[0].decode(), int(fields[1]), int(fields[19])
+
+
+def start_of(pid: int) -> int | None:
+    """A process's start time in ticks, zombies included (a waiter reads its child's even if it already exited)."""
+    st = _stat(pid)
+    return None if st is None else st[2]
 
 
 def ref_of(pid: int) -> ProcessRef | None:
+    st = _stat(pid)
+    return None if st is None or st[0] == "Z" else ProcessRef(pid, st[2])
+
+
+def alive(ref: ProcessRef) -> bool:
+    """True if `ref` still names exactly that process, and it has not ended (zombies have)."""
+    st = _stat(ref.pid)
+    return st is not None and st[2] == ref.start and st[0] not in ("Z", "X")
+
+
+def tags(pid: int) -> tuple[str | None, str | None, str | None]:
+    """(scheduler id, task id, attempt) from a process's environment; Nones if unreadable."""
     try:
-        return ProcessRef(pid, psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
-def alive(ref: ProcessRef) -> psutil.Process | None:
-    """The process if `ref` still names a living process (not a zombie), else None."""
-    try:
-        p = psutil.Process(ref.pid)
-        if abs(p.create_time() - ref.ctime) > CTIME_TOLERANCE_S or p.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return p
-    except psutil.Error:
-        return None
-
-
-def tags(p: psutil.Process) -> tuple[str | None, str | None, str | None]:
-    """(scheduler id, task id, attempt) from the process's environment; Nones if unreadable."""
-    try:
-        env = p.environ()
+        env = psutil.Process(pid).environ()
     except (psutil.Error, OSError):
         return None, None, None
     return env.get(TAG_SCHEDULER), env.get(TAG_TASK), env.get(TAG_ATTEMPT)
 
 
-def tagged_ref(pid: int, scheduler_id: str, task_id: str, attempt: int | None = None) -> ProcessRef | None:
-    """pid + start time of `pid` if it is alive and tagged as this task's (so not a reused pid)."""
-    try:
-        p = psutil.Process(pid)
-        ref = ProcessRef(pid, p.create_time())
-    except psutil.Error:
-        return None
-    sched, task, att = tags(p)
-    if sched != scheduler_id or task != task_id or (attempt is not None and att != str(attempt)):
-        return None
-    return ref
-
-
 def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dict[str, list[ProcessRef]]:
-    """Every live process tagged with this scheduler id, grouped by task id (one /proc scan)."""
+    """Live processes carrying this scheduler's tag, by task id (one /proc scan). For noticing only:
+    a tag can be forged, so these are never signalled on the strength of it."""
     wanted = None if task_ids is None else set(task_ids)
+    needle = f"{TAG_SCHEDULER}={scheduler_id}".encode()
     found: dict[str, list[ProcessRef]] = {}
     me = os.getpid()
-    for p in psutil.process_iter(["pid", "create_time"]):
-        if p.info["pid"] == me:
-            continue
-        sched, task, _ = tags(p)
-        if sched != scheduler_id or task is None or (wanted is not None and task not in wanted):
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
             continue
         try:
-            if p.status() == psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.Error:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
             continue
-        found.setdefault(task, []).append(ProcessRef(p.info["pid"], p.info["create_time"]))
+        if needle not in env:
+            continue
+        pairs = dict(item.split(b"=", 1) for item in env.split(b"\0") if b"=" in item)
+        if pairs.get(TAG_SCHEDULER.encode()) != scheduler_id.encode():
+            continue
+        task = pairs.get(TAG_TASK.encode(), b"").decode()
+        ref = ref_of(int(name))
+        if task and ref is not None and (wanted is None or task in wanted):
+            found.setdefault(task, []).append(ref)
     return found
 
 
-def task_tree(
-    scheduler_id: str, task_id: str, root: ProcessRef | None, tagged: dict[str, list[ProcessRef]] | None = None
-) -> list[ProcessRef]:
-    """The task's processes, parents first: the recorded worker (if still that process and still
-    tagged as this task's), its descendants, and anything else tagged as this task's.
+def children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan
+        return [int(n) for n in os.listdir("/proc") if n.isdigit() and (_stat(int(n)) or ("", 0))[1] == pid]
 
-    `tagged` is a `find_tagged` result to share one /proc scan between several tasks.
-    """
-    refs: dict[int, ProcessRef] = {}
-    p = alive(root) if root else None
-    if p is not None and tags(p)[:2] == (scheduler_id, task_id):
-        refs[root.pid] = root
+
+def descendants(roots: Iterable[ProcessRef]) -> list[ProcessRef]:
+    """Every living descendant of the roots that are still exactly those processes (one /proc scan)."""
+    roots = [r for r in roots if alive(r)]
+    if not roots:
+        return []
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None:
+                children.setdefault(st[1], []).append(int(name))
+    found: dict[int, ProcessRef] = {}
+    todo = [r.pid for r in roots]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            ref = ref_of(pid)
+            if ref is not None and pid not in found:
+                found[pid] = ref
+                todo.append(pid)
+    return sorted(found.values(), key=lambda r: (r.start, r.pid))
+
+
+def cgroup_members(cgroup: str | None) -> list[ProcessRef]:
+    """Processes in an attempt's cgroup (empty if it has none or it is gone)."""
+    if not cgroup:
+        return []
+    try:
+        pids = Path(cgroup, "cgroup.procs").read_text().split()
+    except OSError:
+        return []
+    return [r for r in map(ref_of, map(int, pids)) if r is not None]
+
+
+@dataclass(frozen=True)
+class AttemptProcesses:
+    """What gputui recorded of one attempt: enough to find every process of it, and nothing else."""
+
+    waiter: ProcessRef | None
+    worker: ProcessRef | None
+    cgroup: str | None
+
+    def tree(self) -> list[ProcessRef]:
+        """The attempt's processes, parents first: its worker and every descendant of its waiter or
+        worker, and every member of its cgroup. Never the waiter itself."""
+        refs: dict[int, ProcessRef] = {}
+        if self.worker is not None and alive(self.worker):
+            refs[self.worker.pid] = self.worker
+        for ref in descendants(r for r in (self.waiter, self.worker) if r is not None):
+            refs[ref.pid] = ref
+        for ref in cgroup_members(self.cgroup):
+            refs[ref.pid] = ref
+        if self.waiter is not None:
+            refs.pop(self.waiter.pid, None)
+        return sorted(refs.values(), key=lambda r: (r.start, r.pid))
+
+    def kill_cgroup(self) -> bool:
+        """SIGKILL every process in the attempt's cgroup at once (nothing escapes by forking)."""
+        if not self.cgroup:
+            return False
         try:
-            for child in p.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    refs[child.pid] = ProcessRef(child.pid, child.create_time())
-        except psutil.Error:
-            pass
-    if tagged is None:
-        tagged = find_tagged(scheduler_id, [task_id])
-    for ref in tagged.get(task_id, []):
-        refs[ref.pid] = ref
-    return sorted(refs.values(), key=lambda r: (r.ctime, r.pid))
+            Path(self.cgroup, "cgroup.kill").write_text("1")
+            return True
+        except OSError:
+            return False
 
 
 def send(ref: ProcessRef, sig: int) -> bool:
-    """Signal `ref` only if it is still exactly that process (pid and start time)."""
-    p = alive(ref)
-    if p is None:
+    """Signal `ref` only if it is still exactly that process (pid and start time).
+
+    The check and kill(2) are two steps; a pid freed and reused in between would need the new
+    process to start within the same clock tick, which the kernel's pid allocation makes practically
+    impossible for the processes we track (pids are not reused until the pid space wraps)."""
+    if not alive(ref):
         return False
     try:
-        p.send_signal(sig)  # psutil re-checks pid reuse itself before kill(2)
+        os.kill(ref.pid, sig)
         return True
-    except psutil.Error:
+    except OSError:
         return False
 
 
 def describe_stuck(ref: ProcessRef) -> str:
-    p = alive(ref)
-    if p is None:
+    if not alive(ref):
         return f"pid {ref.pid}: gone"
-    try:
-        status = p.status()
-        name = p.name()
-    except psutil.Error:
-        return f"pid {ref.pid}: gone"
-    if status == psutil.STATUS_DISK_SLEEP:
-        return (
-            f"pid {ref.pid} ({name}) is in uninterruptible sleep (state D, usually stuck I/O or a GPU "
-            f"driver call); it will die when that call returns"
-        )
-    return f"pid {ref.pid} ({name}) survived SIGKILL (state {status})"
+    with contextlib.suppress(psutil.Error):
+        p = psutil.Process(ref.pid)
+        status, name = p.status(), p.name()
+        if status == psutil.STATUS_DISK_SLEEP:
+            return (
+                f"pid {ref.pid} ({name}) is in uninterruptible sleep (state D, usually stuck I/O or a GPU "
+                f"driver call); it will die when that call returns"
+            )
+        return f"pid {ref.pid} ({name}) survived SIGKILL (state {status})"
+    return f"pid {ref.pid}: gone"

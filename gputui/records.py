@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gputui.ownership import AttemptProcesses, ProcessRef
+
 
 class Status:
     PENDING = "pending"  # waiting for resources
@@ -13,7 +15,7 @@ class Status:
     DONE = "done"
     FAILED = "failed"  # failed for good (attempts used up)
     KILLED = "killed"  # stopped by the user; stays killed until retried
-    LOST = "lost"  # attempts only: ended without a recorded exit status (its keeper died first)
+    LOST = "lost"  # attempts only: ended without a recorded exit status (its waiter was killed first)
 
     LIVE = frozenset({RUNNING, PAUSED})
     FINAL = frozenset({DONE, FAILED, KILLED})
@@ -54,10 +56,14 @@ class AttemptRecord:
     ended_at: float | None
     exit_code: int | None  # negative: killed by that signal
     reason: str | None
-    keeper_pid: int | None  # the keeper that launched it: while it lives, the attempt's end will be recorded
-    keeper_ctime: float | None
-    worker_pid: int | None
-    worker_ctime: float | None
+    keeper: ProcessRef | None  # the keeper asked to start it: while it lives, the request may still be passed on
+    waiter: ProcessRef | None  # the worker's parent: while it lives, the attempt's end will be recorded
+    worker: ProcessRef | None  # as its waiter recorded it (pid + start time)
+    cgroup: str | None  # the attempt's own cgroup, where the machine allows one
+    cleared_at: float | None  # when no process of it was left (its GPUs free again)
+
+    def processes(self) -> AttemptProcesses:
+        return AttemptProcesses(self.waiter, self.worker, self.cgroup)
 
     @property
     def duration(self) -> float | None:

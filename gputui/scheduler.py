@@ -8,10 +8,13 @@ attempt is committed before it is launched; a task with a live attempt is never 
 
 from __future__ import annotations
 
+import errno
 import heapq
 import os
 import shlex
+import shutil
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -20,23 +23,25 @@ from pathlib import Path
 
 from gputui import exports, ownership
 from gputui.control import ControlError, Controller, Stop
-from gputui.executors.journal import AttemptEnds, JournalReader
-from gputui.executors.local import LaunchSpec, LocalExecutor
+from gputui.executors.journal import AttemptEnds, JournalReader, parse
+from gputui.executors.local import KeeperGone, LaunchSpec, LocalExecutor
 from gputui.failures import Failure, classify, read_tail
 from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
+from gputui.gpus.reservations import Reservations, gpu_key
 from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.jobspec import JobSpec, render_command
 from gputui.logtail import LogTail
 from gputui.merge import manifest_matches, write_manifest
-from gputui.placement import Policy, place, why_waiting
+from gputui.placement import Policy, place, usable_gpus, why_waiting
 from gputui.printer import Printer, progress_line
 from gputui.records import Status, TaskRecord
 from gputui.session import Run
 from gputui.wakeup import Wakeup
 
 _WAITING = (Status.PENDING, Status.RETRYING)
+MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory, no new task starts
 
 
 class Infeasible(RuntimeError):
@@ -45,7 +50,8 @@ class Infeasible(RuntimeError):
 
 @dataclass
 class Live:
-    """An attempt in flight: launched by us, or adopted from a previous scheduler instance."""
+    """An attempt not known to be over: running (launched by us, or adopted from a previous scheduler
+    instance), or ended with processes of its task still alive ("lingering": its GPUs stay reserved)."""
 
     task_id: str
     number: int
@@ -53,12 +59,21 @@ class Live:
     label: str
     log_path: str
     started_at: float
-    keeper: ownership.ProcessRef | None = None  # while it lives, this attempt's end will be recorded
-    ours: bool = False  # launched through our keeper, which reports its end; else watched by polling
-    pid: int | None = None  # the worker's pid, as the keeper reported it
-    worker: ownership.ProcessRef | None = None  # pid + start time, taken while it carried our tag
+    keeper: ownership.ProcessRef | None = None  # while it lives, the launch request may still be passed on
+    waiter: ownership.ProcessRef | None = None  # while it lives, this attempt's end will be recorded
+    worker: ownership.ProcessRef | None = None  # as its waiter recorded it
+    cgroup: str | None = None
+    ours: bool = False  # its waiter reports to our wake pipe; else watched by polling the journal
     log: LogTail | None = None  # opened when output is streamed
     interrupted: bool = False  # stopped by our own shutdown: not the task's fault
+    said_unprovable: bool = False  # told the user about a tagged leftover we may not signal
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task_id, self.number)
+
+    def processes(self) -> ownership.AttemptProcesses:
+        return ownership.AttemptProcesses(self.waiter, self.worker, self.cgroup)
 
 
 @dataclass
@@ -82,7 +97,10 @@ class Scheduler:
         self.outputs: dict[str, str | None] = {}
         self.counts: Counter[str] = Counter()
         self.waiting: list[tuple[int, str]] = []  # heap of (index, task id); stale entries are skipped
-        self.live: dict[str, Live] = {}
+        self.live: dict[str, Live] = {}  # running attempts, by task id
+        self.lingering: dict[tuple[str, int], Live] = {}  # ended attempts with processes still alive
+        self._unapplied: list[str] = []  # waiter records read but not yet committed (a failed turn)
+        self._trouble_said = ""
         self.stops: list[Stop] = []  # kills in progress (SIGTERM sent, SIGKILL due later)
         self.stop_requested = False
         self.detach_requested = False
@@ -95,8 +113,9 @@ class Scheduler:
         if res.gpus_per_worker > 0:
             self.probe = open_probe(self.opts.simulate, load=self._simulated_load)
         self.executor = LocalExecutor(
-            job.workdir, self._base_env(), self.paths.root / "keeper.log", self.paths.journal
+            job.workdir, self._base_env(), self.paths.root / "keeper.log", self.paths.journal, self.scheduler_id
         )
+        self.reservations = Reservations()
         self._gpus: list[GpuSnapshot] = []
         self._gpus_at = 0.0
         self._started = time.monotonic()
@@ -122,7 +141,7 @@ class Scheduler:
             self._check_feasible()
             while not (self.stop_requested or self.detach_requested):
                 self._turn()
-                if not self.live and not self.stops and self._all_final():
+                if not self.live and not self.stops and not self._lingering_watched() and self._all_final():
                     break
                 self._wait(wakeup)
             if self.stop_requested:
@@ -147,20 +166,35 @@ class Scheduler:
 
     # -- one turn of the loop ------------------------------------------------------------------
     def _turn(self) -> None:
-        controls = self.store.pending_controls()
-        if controls:
-            self._apply_controls(controls)
-        if self.stops:
-            self._advance_stops()
-        news = self.executor.events()
-        manifests = self._write_manifests(news)  # hashing big outputs happens outside the write lock
         launches: list[tuple[LaunchSpec, Live]] = []
-        with self.store.transaction():
-            self._apply_events(news, manifests)
-            if time.monotonic() >= self._next_poll:
-                self._next_poll = time.monotonic() + self.opts.poll
-                self._poll()
-            self._plan_launches(launches)
+        lines = self._unapplied + self.executor.events()
+        self._unapplied = []
+        try:
+            controls = self.store.pending_controls()
+            if controls:
+                self._apply_controls(controls)
+            if self.stops:
+                self._advance_stops()
+            if self.executor.keeper_died():
+                self._keeper_died()
+            news: dict[tuple[str, int], AttemptEnds] = {}
+            for text in lines:
+                parse(text, news)
+            manifests = self._write_manifests(news)  # hashing big outputs happens outside the write lock
+            with self.store.transaction():
+                self._apply_events(news, manifests)
+                if time.monotonic() >= self._next_poll:
+                    self._next_poll = time.monotonic() + self.opts.poll
+                    self._poll()
+                self._plan_launches(launches)
+        except (sqlite3.OperationalError, OSError) as e:
+            for spec, _ in launches:
+                _release(spec.held)
+            if not self._recover(e):
+                raise
+            self._unapplied = lines  # applied again once the state can be written
+            return
+        self._trouble_clear()
         for spec, live in launches:  # committed: now start them
             self._launch(spec, live)
         if self.out.show_output:
@@ -171,6 +205,42 @@ class Scheduler:
         if now >= self._next_progress or (self._progress_due and now - self._progress_at >= 1.0):
             self._progress(changed=False)
 
+    def _recover(self, e: Exception) -> bool:
+        """A turn that could not be committed (the database is locked by another process, or the disk
+        is full): nothing of it happened. Say so once, reload what is committed, try again later; the
+        workers run on meanwhile. False for an error that is not of that kind."""
+        text = str(e).lower()
+        if isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+            why = f"{self.paths.db} is locked by another process; waiting for it (workers go on)"
+        elif "full" in text or getattr(e, "errno", None) == errno.ENOSPC:
+            why = f"the disk of {self.paths.root} is full; waiting for room (workers go on, no task starts)"
+        else:
+            return False
+        if why != self._trouble_said:
+            self.out.info(why)
+            self._trouble_said = why
+        self._reload()
+        self._next_poll = time.monotonic() + 1.0
+        return True
+
+    def _trouble_clear(self) -> None:
+        if self._trouble_said:
+            self.out.info("the run's state can be written again; going on")
+            self._trouble_said = ""
+
+    def _reload(self) -> None:
+        """After a rolled-back turn: tasks and attempts as committed, keeping what we know of each
+        attempt's processes and output streams."""
+        known = {live.key: live for live in [*self.live.values(), *self.lingering.values()]}
+        self._load_tasks()
+        self.live, self.lingering = {}, {}
+        for a in self.store.unsettled_attempts():
+            live = known.get((a.task_id, a.number)) or self._live_from(a)
+            if a.ended_at is None:
+                self.live[a.task_id] = live
+            else:
+                self.lingering[live.key] = live
+
     def _wait(self, wakeup: Wakeup) -> None:
         timeout = max(0.0, min(self._next_poll - time.monotonic(), self.opts.poll))
         if self.counts[Status.RETRYING]:
@@ -178,8 +248,7 @@ class Scheduler:
             timeout = max(0.0, min(timeout, soonest - time.time()))
         if self.stops:
             timeout = min(timeout, 0.05)
-        keeper = self.executor.fileno()
-        wakeup.wait([] if keeper is None else [keeper], timeout)
+        wakeup.wait([self.executor.fileno()], timeout)
 
     def _install_signals(self) -> dict:
         def on_stop(signum, _frame):
@@ -217,23 +286,27 @@ class Scheduler:
         return sum(self.counts[s] for s in Status.FINAL) == len(self.tasks)
 
     # -- resume: settle or re-adopt what a previous instance left ------------------------------
+    def _live_from(self, a) -> Live:
+        task = self.tasks[a.task_id]
+        live = Live(a.task_id, a.number, a.gpus, task.range_label, a.log_path, a.started_at, a.keeper)
+        live.waiter, live.worker, live.cgroup = a.waiter, a.worker, a.cgroup
+        return live
+
     def _resume(self) -> None:
-        unsettled = self.store.unsettled_attempts()
-        tagged = ownership.find_tagged(self.scheduler_id) if unsettled else {}  # one /proc scan for all
         to_stop = []
         with self.store.transaction():
-            for a in unsettled:
+            for a in self.store.unsettled_attempts():
                 task = self.tasks[a.task_id]
-                live = Live(a.task_id, a.number, a.gpus, task.range_label, a.log_path, a.started_at)
-                if a.worker_pid is not None:
-                    live.worker = ownership.ProcessRef(a.worker_pid, a.worker_ctime)
-                if a.keeper_pid is not None:
-                    live.keeper = ownership.ProcessRef(a.keeper_pid, a.keeper_ctime)
+                live = self._live_from(a)
+                if a.ended_at is not None:  # ended, with processes of it possibly still alive
+                    self.lingering[live.key] = live
+                    self._watch_lingering(live)
+                    continue
                 if self.out.show_output:
                     live.log = LogTail(a.log_path, from_end=True)
                 self.live[a.task_id] = live
-                ends = self._learn_worker(live)
-                if ends.ended or not self._still_running(live, tagged):
+                ends = self._learn(live)
+                if ends.ended or not self._still_running(live):
                     self._settle(live, ends, self._manifest_for(live, ends))
                     continue
                 pid = live.worker.pid if live.worker else "?"
@@ -252,18 +325,66 @@ class Scheduler:
         if to_stop:
             self.stops.append(Stop(self.controller, self._pairs(to_stop), self.job.stop_grace_s).begin())
 
-    def _still_running(self, live: Live, tagged: dict | None = None) -> bool:
-        """Could this attempt still end with a recorded exit status?"""
+    def _learn(self, live: Live) -> AttemptEnds:
+        """What the journal (or the attempt's exit file) says of an attempt no waiter reports to us."""
+        ends = self.journal.get(live.task_id, live.number, live.log_path)
+        if ends.started and live.waiter is None:
+            self._note_start(live, ends)
+        return ends
+
+    def _still_running(self, live: Live) -> bool:
+        """Could this attempt still end with a recorded exit status, or does a process of it live?"""
         if live.worker is not None and ownership.alive(live.worker):
             return True
+        if live.waiter is not None:
+            return ownership.alive(live.waiter)  # it records the end before it does anything else
         if live.keeper is not None and ownership.alive(live.keeper):
-            return True  # its keeper will record the end (or still holds the launch request)
-        if tagged is None:
-            tagged = ownership.find_tagged(self.scheduler_id, [live.task_id])
-        found = tagged.get(live.task_id)
-        if found and live.worker is None:
-            live.worker = found[0]
-        return bool(found)
+            return True  # the launch request may still be on its way to a waiter
+        # Its start was never recorded and its keeper is gone: anything carrying its tag means a worker
+        # was started after all (never launch a second copy beside it), though we cannot signal it.
+        tagged = ownership.find_tagged(self.scheduler_id, [live.task_id]).get(live.task_id, [])
+        return any(ownership.tags(r.pid)[2] == str(live.number) for r in tagged)
+
+    def _watch_lingering(self, live: Live) -> None:
+        """An ended attempt whose waiter is gone: end what of it we can prove is ours; release its GPUs
+        once nothing of it is left. A process that only carries its tag is reported, never signalled."""
+        ends = self._learn(live)
+        if ends.cleared_at is not None or (live.waiter is not None and ownership.alive(live.waiter)):
+            if ends.cleared_at is not None:
+                self._clear(live, ends.cleared_at)
+            return
+        provable = live.processes().tree()
+        if provable:
+            if not any(live.task_id in {t.id for t, _ in stop.pairs} for stop in self.stops):
+                attempt = self.store.attempt(live.task_id, live.number)
+                self.stops.append(
+                    Stop(self.controller, [(self.tasks[live.task_id], attempt)], self.job.stop_grace_s).begin()
+                )
+            return
+        tagged = [
+            r
+            for r in ownership.find_tagged(self.scheduler_id, [live.task_id]).get(live.task_id, [])
+            if ownership.tags(r.pid)[2] == str(live.number)
+        ]
+        if not tagged:
+            self._clear(live, time.time())
+        elif not live.said_unprovable:
+            live.said_unprovable = True
+            pids = ", ".join(str(r.pid) for r in tagged)
+            gpus = f"; it keeps GPU {','.join(map(str, live.gpus))} reserved until it ends" if live.gpus else ""
+            self.out.info(
+                f"{live.task_id} attempt {live.number}: pid {pids} carries its tag but gputui cannot prove it is "
+                f"its own (its waiter is gone and it has no cgroup), so it is not signalled{gpus}"
+            )
+
+    def _clear(self, live: Live, at: float) -> None:
+        self.lingering.pop(live.key, None)
+        self.store.update_attempt(live.task_id, live.number, cleared_at=at)
+        self._gpus_at = 0.0
+
+    def _lingering_watched(self) -> bool:
+        """Leftovers we wait for before the run ends (not those only a tag connects to us)."""
+        return any(not live.said_unprovable for live in self.lingering.values())
 
     def _output_done(self, t: TaskRecord) -> bool:
         output = self.outputs.get(t.id)
@@ -292,10 +413,12 @@ class Scheduler:
 
     # -- launching -----------------------------------------------------------------------------
     def _plan_launches(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
-        slots = None if self.policy.max_parallel is None else self.policy.max_parallel - len(self.live)
-        if not self.waiting or slots == 0:
+        busy = len(self.live) + len(self.lingering)
+        slots = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
+        if not self.waiting or slots is not None and slots <= 0 or not self._room_on_disk():
             return
         now = time.time()
+        lingering = {task_id for task_id, _ in self.lingering}
         ready, later, seen = [], [], set()
         while self.waiting and (slots is None or len(ready) < slots):
             index, task_id = heapq.heappop(self.waiting)
@@ -303,27 +426,86 @@ class Scheduler:
             if t.status not in _WAITING or task_id in seen:
                 continue  # stale heap entry
             seen.add(task_id)
-            if task_id in self.live or (t.status == Status.RETRYING and (t.next_try_at or 0) > now):
-                later.append((index, task_id))  # its last attempt has not ended yet, or not due
+            not_due = t.status == Status.RETRYING and (t.next_try_at or 0) > now
+            if task_id in self.live or task_id in lingering or not_due:
+                later.append((index, task_id))  # a process of its last attempt lives, or it is not due
             else:
                 ready.append(t)
         gpus = self._snapshot() if self.probe is not None and ready else []
-        reserved = {g for live in self.live.values() for g in live.gpus}
-        placed = dict(place([t.id for t in ready], gpus, reserved, len(self.live), self.policy))
+        reserved = {g for live in [*self.live.values(), *self.lingering.values()] for g in live.gpus}
+        claims, foreign = self._claim(gpus, reserved, len(ready) * self.policy.gpus_per_worker)
+        unclaimed = {g.index for g in gpus} - set(claims)
+        placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy))
         for t in ready:
             if t.id in placed:
-                launches.append(self._record_launch(t, placed[t.id], now))
+                held = [claims.pop(g) for g in placed[t.id]]
+                for fd in held:
+                    Reservations.annotate(fd, self._claim_note(t.id))
+                launches.append(self._record_launch(t, placed[t.id], now, held))
             else:
                 later.append((t.index, t.id))
+        _release(claims.values())
         for entry in later:
             heapq.heappush(self.waiting, entry)
         if ready and not placed and not self.live and self.probe is not None:
             reason = why_waiting(gpus, reserved, self.policy)
+            if foreign:
+                reason += f"; {len(foreign)} held by another gputui run ({', '.join(sorted(foreign.values()))})"
             if reason != self._waiting_said:
                 self.out.info(f"waiting for GPUs: {reason}")
                 self._waiting_said = reason
 
-    def _record_launch(self, task: TaskRecord, gpus: tuple[int, ...], now: float) -> tuple[LaunchSpec, Live]:
+    def _claim(self, gpus: list[GpuSnapshot], reserved: set[int], need: int) -> tuple[dict[int, int], dict]:
+        """Claim up to `need` usable GPUs in the machine-wide reservations (see gpus/reservations.py);
+        returns {index: locked fd} and {index: who holds it} for those another run holds."""
+        claims: dict[int, int] = {}
+        foreign: dict[int, str] = {}
+        if not need:
+            return claims, foreign
+        free = usable_gpus(gpus, reserved, self.policy)
+        by_index = {g.index: g for g in gpus}
+        for index in free:
+            if len(claims) >= need:
+                break
+            key = gpu_key(by_index[index])
+            fd = self.reservations.claim(key)
+            if fd is None:
+                who = self.reservations.holders([key]).get(key, {})
+                foreign[index] = f"GPU {index}: {who.get('job', '?')} in {who.get('run_dir', '?')}"
+            else:
+                claims[index] = fd
+        return claims, foreign
+
+    def _claim_note(self, task_id: str) -> dict:
+        return {
+            "run_dir": str(self.paths.root),
+            "job": self.job.name,
+            "scheduler_id": self.scheduler_id,
+            "pid": os.getpid(),
+            "task": task_id,
+        }
+
+    def _room_on_disk(self) -> bool:
+        try:
+            free = shutil.disk_usage(self.paths.root).free
+        except OSError:
+            return True
+        if free >= MIN_FREE_DISK:
+            if self._trouble_said.startswith("the disk"):
+                self._trouble_clear()
+            return True
+        why = (
+            f"the disk of {self.paths.root} is full ({free // (1024 * 1024)} MB free); no new task starts "
+            f"until there is room (running tasks go on)"
+        )
+        if why.split(" (")[0] != self._trouble_said.split(" (")[0]:
+            self.out.info(why)
+            self._trouble_said = why
+        return False
+
+    def _record_launch(
+        self, task: TaskRecord, gpus: tuple[int, ...], now: float, held: list[int]
+    ) -> tuple[LaunchSpec, Live]:
         number = task.attempts + 1
         values = {
             "low": task.low,
@@ -352,7 +534,7 @@ class Scheduler:
         keeper = self.executor.keeper_ref()
         self.store.start_attempt(task.id, number, gpus, argv, str(log_path), now)
         if keeper is not None:
-            self.store.update_attempt(task.id, number, keeper_pid=keeper.pid, keeper_ctime=keeper.ctime)
+            self.store.update_attempt(task.id, number, keeper_pid=keeper.pid, keeper_start=keeper.start)
         fields = {
             "status": Status.RUNNING,
             "attempts": number,
@@ -369,14 +551,21 @@ class Scheduler:
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
         self.out.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
         live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, keeper)
-        return LaunchSpec(task.id, number, argv, env, log_path), live
+        spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)
+        return spec, live
 
     def _launch(self, spec: LaunchSpec, live: Live) -> None:
         if self.out.show_output:
             live.log = LogTail(spec.log_path)
         try:
-            self.executor.launch(spec)
-            live.ours = True
+            for tries in (1, 2):  # a keeper found dead is replaced once
+                try:
+                    self.executor.launch(spec)
+                    live.ours = True
+                    return
+                except KeeperGone:
+                    if tries == 2:
+                        raise
         except OSError as e:
             try:
                 with open(spec.log_path, "a") as log:
@@ -385,6 +574,15 @@ class Scheduler:
                 pass
             with self.store.transaction():
                 self._settle(live, AttemptEnds(exit_code=127, ended_at=time.time()), None)
+        finally:
+            _release(spec.held)  # the waiter holds its own copies now
+
+    def _keeper_died(self) -> None:
+        """Attempts whose start no waiter has reported may never have reached one: watch them by polling."""
+        self.out.info("the keeper process died; a new one serves the next launch (running workers are unaffected)")
+        for live in self.live.values():
+            if live.waiter is None:
+                live.ours = False
 
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -397,20 +595,26 @@ class Scheduler:
         return env
 
     # -- watching ------------------------------------------------------------------------------
-    def _apply_events(self, news: dict | None, manifests: dict[str, str | None]) -> None:
-        if news is None:  # the keeper died: its attempts are watched through the journal from now on
-            for live in self.live.values():
-                live.ours = False
-            return
-        for (task_id, number), ends in news.items():
-            live = self.live.get(task_id)
-            if live is None or live.number != number:
-                continue
-            if ends.pid is not None and live.pid is None:
-                live.pid = ends.pid  # its start time is taken on the next poll, if it still runs then
-                self._started_late(live)
-            if ends.ended:
-                self._settle(live, ends, manifests.get(task_id))
+    def _apply_events(self, news: dict[tuple[str, int], AttemptEnds], manifests: dict[str, str | None]) -> None:
+        for key, ends in news.items():
+            live = self.live.get(key[0])
+            if live is not None and live.number == key[1]:
+                if ends.started and live.waiter is None:
+                    self._note_start(live, ends)
+                if ends.ended:
+                    self._settle(live, ends, manifests.get(key[0]))
+            lingering = self.lingering.get(key)
+            if lingering is not None and ends.cleared_at is not None:
+                self._clear(lingering, ends.cleared_at)
+
+    def _note_start(self, live: Live, ends: AttemptEnds) -> None:
+        """The waiter's start record: the worker's pid and start time as its parent saw them."""
+        live.waiter, live.worker, live.cgroup = ends.waiter, ends.worker, ends.cgroup
+        fields = {"waiter_pid": ends.waiter.pid, "waiter_start": ends.waiter.start, "cgroup": ends.cgroup}
+        if ends.worker is not None:
+            fields |= {"worker_pid": ends.worker.pid, "worker_start": ends.worker.start}
+        self.store.update_attempt(live.task_id, live.number, **fields)
+        self._started_late(live)
 
     def _started_late(self, live: Live) -> None:
         """A worker whose start is reported after its task was killed or paused (or during our
@@ -418,7 +622,6 @@ class Scheduler:
         status = self.tasks[live.task_id].status
         if status not in (Status.KILLED, Status.PAUSED) and not live.interrupted:
             return
-        self._record_worker(live, live.pid)
         pairs = self._pairs([self.tasks[live.task_id]])
         if status == Status.PAUSED:
             self.controller.signal_trees(pairs, signal.SIGSTOP)
@@ -426,33 +629,23 @@ class Scheduler:
             self.stops.append(Stop(self.controller, pairs, self.job.stop_grace_s).begin())
 
     def _poll(self) -> None:
-        """Note running workers' start times; watch attempts no keeper of ours reports on (adopted)."""
+        """Watch attempts no waiter of ours reports on (adopted, or sent to a keeper that died), and
+        leftovers whose waiter is gone."""
         for live in list(self.live.values()):
-            if live.worker is None and live.pid is not None:
-                self._record_worker(live, live.pid)
             if not live.ours:
-                ends = self._learn_worker(live)
+                ends = self._learn(live)
                 if ends.ended or not self._still_running(live):
                     self._settle(live, ends, self._manifest_for(live, ends))
-
-    def _learn_worker(self, live: Live) -> AttemptEnds:
-        ends = self.journal.get(live.task_id, live.number)
-        if live.worker is None and ends.pid is not None and not ends.ended:
-            self._record_worker(live, ends.pid)
-        return ends
-
-    def _record_worker(self, live: Live, pid: int) -> None:
-        """pid + start time, taken only while the pid carries this attempt's tag (never a reused pid)."""
-        ref = ownership.tagged_ref(pid, self.scheduler_id, live.task_id, live.number)
-        if ref is not None:
-            live.worker = ref
-            self.store.update_attempt(live.task_id, live.number, worker_pid=ref.pid, worker_ctime=ref.ctime)
+        for live in list(self.lingering.values()):
+            if not live.ours or live.waiter is None or not ownership.alive(live.waiter):
+                live.ours = False
+                self._watch_lingering(live)
 
     # -- settling an ended attempt -------------------------------------------------------------
-    def _write_manifests(self, news: dict | None) -> dict[str, str | None]:
+    def _write_manifests(self, news: dict[tuple[str, int], AttemptEnds]) -> dict[str, str | None]:
         """Done-manifests for attempts that exited 0 with their output present; values are errors."""
         results: dict[str, str | None] = {}
-        for (task_id, number), ends in (news or {}).items():
+        for (task_id, number), ends in news.items():
             live = self.live.get(task_id)
             if live is not None and live.number == number and ends.ended:
                 results[task_id] = self._manifest_for(live, ends)
@@ -476,8 +669,26 @@ class Scheduler:
         return None
 
     def _settle(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
+        """Record how an attempt ended; its GPUs stay reserved while any process of it is left."""
         self.live.pop(live.task_id, None)
-        self._gpus_at = 0.0  # its GPUs are free now: look again before placing
+        self._settle_task(live, ends, manifest_error)
+        if ends.ended and ends.cleared:
+            self.store.update_attempt(live.task_id, live.number, cleared_at=ends.ended_at or time.time())
+            self._gpus_at = 0.0  # its GPUs are free now: look again before placing
+            return
+        self.lingering[live.key] = live
+        if ends.ended:
+            message = (
+                f"attempt {live.number} ended with {ends.leftovers} process(es) of it still running; they are "
+                f"ended (SIGTERM, then SIGKILL after {self.job.stop_grace_s:g}s) before its GPUs are reused"
+            )
+            self.store.add_event("leftovers", message, live.task_id)
+            self.out.info(f"{live.task_id}: {message}")
+        else:  # its waiter is gone: see for ourselves what is left
+            live.ours = False
+            self._watch_lingering(live)
+
+    def _settle_task(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         if live.log is not None:
             self.out.worker_lines(live.label, live.log.read_lines(flush=True))
         code, ended = ends.exit_code, ends.ended_at or time.time()
@@ -556,7 +767,7 @@ class Scheduler:
                     self.stops[-1].control_id = c.id
                     ok, result = None, ""
                 else:
-                    ok, result = self.controller.apply(c.verb, tasks)
+                    ok, result = self.controller.apply(c.verb, tasks, bool(c.args.get("force")))
             except ControlError as e:
                 ok, result = False, str(e)
             except Exception as e:  # a bad request must never take the scheduler down
@@ -615,7 +826,7 @@ class Scheduler:
     def _simulated_load(self) -> Mapping[int, list[tuple[int, int]]]:
         per_task = int((self.policy.memory_per_worker_gb or TASK_MEMORY_GB) * GIB)
         load: dict[int, list[tuple[int, int]]] = {}
-        for live in self.live.values():
+        for live in [*self.live.values(), *self.lingering.values()]:
             for g in live.gpus:
                 load.setdefault(g, []).append((live.worker.pid if live.worker else 0, per_task))
         return load
@@ -659,7 +870,9 @@ class Scheduler:
         deadline = time.monotonic() + self.job.stop_grace_s + 10.0
         while self.live and time.monotonic() < deadline:
             stop.step()
-            news = self.executor.events()
+            news: dict[tuple[str, int], AttemptEnds] = {}
+            for text in self.executor.events():
+                parse(text, news)
             with self.store.transaction():
                 self._apply_events(news, self._write_manifests(news))  # one starting only now is stopped too
                 self._poll()
@@ -680,3 +893,11 @@ class Scheduler:
         for t in [t for t in tasks if t.status != Status.DONE][:10]:
             self.out.info(f"{t.id} {t.range_label} {t.status}: {t.reason or ''}")
         return 0 if ok else 1
+
+
+def _release(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gputui.ownership import ProcessRef
 from gputui.records import AttemptRecord, Status, TaskRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,8 +30,9 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL, gpus TEXT NOT NULL,
     command TEXT NOT NULL, log_path TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
-    exit_code INTEGER, reason TEXT, keeper_pid INTEGER, keeper_ctime REAL,
-    worker_pid INTEGER, worker_ctime REAL, PRIMARY KEY (task_id, number)
+    exit_code INTEGER, reason TEXT, keeper_pid INTEGER, keeper_start INTEGER, waiter_pid INTEGER,
+    waiter_start INTEGER, worker_pid INTEGER, worker_start INTEGER, cgroup TEXT, cleared_at REAL,
+    PRIMARY KEY (task_id, number)
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, task_id TEXT, kind TEXT NOT NULL, message TEXT NOT NULL
@@ -181,8 +183,11 @@ class Store:
         return None if r is None else _attempt(r)
 
     def unsettled_attempts(self) -> list[AttemptRecord]:
-        """Attempts whose end has not been recorded: the ones to re-adopt or settle after a restart."""
-        rows = self._db.execute("SELECT * FROM attempts WHERE ended_at IS NULL ORDER BY task_id, number")
+        """Attempts not known to be over: still running, or ended with processes of theirs still alive
+        (their GPUs stay reserved). The ones to re-adopt or settle after a restart."""
+        rows = self._db.execute(
+            "SELECT * FROM attempts WHERE ended_at IS NULL OR cleared_at IS NULL ORDER BY task_id, number"
+        )
         return [_attempt(r) for r in rows]
 
     # -- events --------------------------------------------------------------------------------
@@ -265,6 +270,10 @@ def _task(r: sqlite3.Row) -> TaskRecord:
     )
 
 
+def _ref(pid: int | None, start: int | None) -> ProcessRef | None:
+    return None if pid is None or start is None else ProcessRef(pid, start)
+
+
 def _attempt(r: sqlite3.Row) -> AttemptRecord:
     return AttemptRecord(
         task_id=r["task_id"],
@@ -277,8 +286,9 @@ def _attempt(r: sqlite3.Row) -> AttemptRecord:
         ended_at=r["ended_at"],
         exit_code=r["exit_code"],
         reason=r["reason"],
-        keeper_pid=r["keeper_pid"],
-        keeper_ctime=r["keeper_ctime"],
-        worker_pid=r["worker_pid"],
-        worker_ctime=r["worker_ctime"],
+        keeper=_ref(r["keeper_pid"], r["keeper_start"]),
+        waiter=_ref(r["waiter_pid"], r["waiter_start"]),
+        worker=_ref(r["worker_pid"], r["worker_start"]),
+        cgroup=r["cgroup"],
+        cleared_at=r["cleared_at"],
     )

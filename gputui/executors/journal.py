@@ -1,46 +1,94 @@
-"""The attempts journal: one line per worker start and end, appended by keepers, read by anyone.
+"""The attempts journal: what every worker's waiter saw, appended as it happened, read by anyone.
 
-    start <task_id> <attempt> <pid>
-    exit <task_id> <attempt> <status> <ended_at>
+    start <task> <attempt> <waiter pid> <waiter start> <worker pid> <worker start> <cgroup or ->
+    exit  <task> <attempt> <status> <ended_at> <leftovers>
+    clear <task> <attempt> <at> <ended>
 
-Each record is one O_APPEND write of a short line, so records from several keepers never interleave
-and a reader sees whole lines (a line without its newline is not yet written and is skipped).
-Status is the worker's exit code, or minus the signal that killed it. A journal belongs to one
-run's state: when that state is created afresh, the old journal is set aside (`rotate`).
+`status` is the worker's exit code, or minus the signal that killed it; `leftovers` counts the task's
+processes still alive when its worker ended (a daemon it left behind); `clear` says they are all gone,
+so its GPUs may be given to another task. Times are epoch seconds, start times clock ticks.
+
+Each record is one O_APPEND write of a short line ending in a CRC-32 of the rest, so records from
+many waiters never interleave, and a torn, truncated or damaged line is recognised and ignored instead
+of being read as a wrong fact. The `exit` record is also written to a small file beside the attempt's
+log (`<task>.attempt<N>.exit`): a damaged or truncated journal never loses how a worker ended.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from gputui.ownership import ProcessRef
 
 
 @dataclass
 class AttemptEnds:
-    pid: int | None = None
+    """Everything the journal says of one attempt."""
+
+    waiter: ProcessRef | None = None
+    worker: ProcessRef | None = None
+    cgroup: str | None = None
     exit_code: int | None = None
     ended_at: float | None = None
+    leftovers: int = 0
+    cleared_at: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.waiter is not None
 
     @property
     def ended(self) -> bool:
         return self.exit_code is not None
 
+    @property
+    def cleared(self) -> bool:
+        return self.cleared_at is not None or (self.ended and self.leftovers == 0)
 
-def append(fd: int, *fields: object) -> None:
-    os.write(fd, (" ".join(map(str, fields)) + "\n").encode())
+
+def line(*fields: object) -> bytes:
+    body = " ".join(map(str, fields))
+    return f"{body} #{zlib.crc32(body.encode()):08x}\n".encode()
 
 
-def parse(line: str, into: dict[tuple[str, int], AttemptEnds]) -> tuple[str, int] | None:
-    """Fold one record into `into`; returns its (task, attempt) key, or None for a malformed line."""
-    parts = line.split()
+def append(fd: int, *fields: object) -> bytes:
+    data = line(*fields)
+    os.write(fd, data)
+    return data
+
+
+def exit_file(log_path: str | os.PathLike[str]) -> Path:
+    return Path(log_path).with_suffix(".exit")
+
+
+def _verified(text: str) -> list[str] | None:
+    body, sep, crc = text.rstrip("\n").rpartition(" #")
+    if not sep or f"{zlib.crc32(body.encode()):08x}" != crc:
+        return None
+    return body.split()
+
+
+def parse(text: str, into: dict[tuple[str, int], AttemptEnds]) -> tuple[str, int] | None:
+    """Fold one record into `into`; returns its (task, attempt) key, or None for a damaged line."""
+    parts = _verified(text)
+    if parts is None:
+        return None
     try:
-        key = (parts[1], int(parts[2]))
-        rec = into.setdefault(key, AttemptEnds())
-        if parts[0] == "start":  # a new start of the same key supersedes whatever was said of it
-            rec.pid, rec.exit_code, rec.ended_at = int(parts[3]), None, None
-        elif parts[0] == "exit":
-            rec.exit_code, rec.ended_at = int(parts[3]), float(parts[4])
+        kind, key = parts[0], (parts[1], int(parts[2]))
+        if kind == "start":
+            ends = into[key] = AttemptEnds()  # a new start of the same key supersedes what was said of it
+            ends.waiter = ProcessRef(int(parts[3]), int(parts[4]))
+            if parts[5] != "-":
+                ends.worker = ProcessRef(int(parts[5]), int(parts[6]))
+            ends.cgroup = None if parts[7] == "-" else parts[7]
+        elif kind == "exit":
+            ends = into.setdefault(key, AttemptEnds())
+            ends.exit_code, ends.ended_at, ends.leftovers = int(parts[3]), float(parts[4]), int(parts[5])
+        elif kind == "clear":
+            into.setdefault(key, AttemptEnds()).cleared_at = float(parts[3])
         else:
             return None
     except (IndexError, ValueError):
@@ -48,34 +96,57 @@ def parse(line: str, into: dict[tuple[str, int], AttemptEnds]) -> tuple[str, int
     return key
 
 
+def read_exit_file(log_path: str | os.PathLike[str], task_id: str, attempt: int) -> AttemptEnds | None:
+    """The attempt's exit as its waiter wrote it beside the log, if that file is whole and says so."""
+    try:
+        text = exit_file(log_path).read_text(errors="replace")
+    except OSError:
+        return None
+    found: dict[tuple[str, int], AttemptEnds] = {}
+    return found.get((task_id, attempt)) if parse(text, found) == (task_id, attempt) else None
+
+
 def rotate(path: Path) -> None:
     """Set an old journal aside so records of another run's attempts can never settle this one's.
 
-    Keepers of that run still running append to the renamed file (they hold it open)."""
+    Waiters of that run still running append to the renamed file (they hold it open)."""
     if path.exists():
         os.replace(path, path.with_name(f"{path.name}.{int(path.stat().st_mtime)}.old"))
 
 
 class JournalReader:
-    """Reads new records since the last call (by offset), keeping what every attempt did."""
+    """Reads new records since the last call, keeping what every attempt did. A journal that shrank
+    (truncated, or replaced) is read again from its start; damaged lines are skipped."""
 
     def __init__(self, path: Path):
         self.path = path
         self.offset = 0
+        self.inode: int | None = None
         self.attempts: dict[tuple[str, int], AttemptEnds] = {}
 
     def update(self) -> dict[tuple[str, int], AttemptEnds]:
         try:
             with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if st.st_size < self.offset or st.st_ino != self.inode:
+                    self.offset, self.inode = 0, st.st_ino
                 f.seek(self.offset)
                 data = f.read()
         except OSError:
             return self.attempts
         end = data.rfind(b"\n") + 1
         self.offset += end
-        for line in data[:end].decode("utf-8", "replace").splitlines():
-            parse(line, self.attempts)
+        for text in data[:end].decode("utf-8", "replace").splitlines():
+            parse(text, self.attempts)
         return self.attempts
 
-    def get(self, task_id: str, attempt: int) -> AttemptEnds:
-        return self.update().get((task_id, attempt), AttemptEnds())
+    def get(self, task_id: str, attempt: int, log_path: str | None = None) -> AttemptEnds:
+        """What is known of an attempt; its exit file fills in an exit the journal lost."""
+        ends = self.update().get((task_id, attempt))
+        if (ends is None or not ends.ended) and log_path is not None:
+            written = read_exit_file(log_path, task_id, attempt)
+            if written is not None:
+                ends = ends or self.attempts.setdefault((task_id, attempt), AttemptEnds())
+                ends.exit_code, ends.ended_at = written.exit_code, written.ended_at
+                ends.leftovers = written.leftovers
+        return ends or AttemptEnds()

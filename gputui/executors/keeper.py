@@ -1,135 +1,124 @@
-"""The keeper: spawns this scheduler's workers, reaps them, and records how each one ended.
+"""The keeper: hands this scheduler's launch requests to waiters, forking a new one when none is idle.
 
-    scheduler ──requests (stdin)──► keeper (own session) ──posix_spawn──► workers (own process groups)
-              ◄──records (stdout)──      └──► journal (same records, for whoever comes next)
+    scheduler ──requests + GPU lock fds (unix socket)──► keeper ──► idle waiter ──► worker
+              ◄────────────── records (wake pipe) ─────────────────── waiter
 
-One keeper per scheduler instance. It appends a `start` record as soon as a worker exists and an
-`exit` record when it ends, so a scheduler that crashed, was killed or lost its terminal learns on
-restart how every worker ended without re-running it. When the scheduler goes away (its end of the
-request pipe closes) the keeper stays until its last worker has ended, then exits.
-
-The keeper's own environment carries no ownership tag (only the workers' do), so a tag scan finds
-workers and never the keeper. It is small and single-threaded; posix_spawn (vfork) and one append
-per record keep the cost per task near that of `xargs -P`.
+One keeper per scheduler instance, in its own session. It records nothing itself: each waiter is
+the parent of its worker and records its start and end (waiter.py), so killing the keeper (or the
+keeper and the scheduler together) loses no exit status; a new scheduler starts a new keeper, and
+the old waiters finish their attempts and exit. When the scheduler closes its end of the socket,
+the keeper closes the waiters' channels (idle ones exit at once, busy ones after their attempt)
+and exits.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import select
 import signal
+import socket
 import sys
-import time
 
-from gputui.executors.journal import append
-from gputui.wakeup import Wakeup
-
-_DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+from gputui.executors.cgroup import CgroupHome
+from gputui.executors.waiter import Waiter
 
 
 class Keeper:
-    def __init__(self, requests: int, events: int, journal: int):
+    def __init__(self, requests: socket.socket, wake: int, journal: int, home: CgroupHome | None):
         self.requests = requests
-        self.events = events
+        self.wake = wake
         self.journal = journal
-        self.events_open = True
-        self.children: dict[int, tuple[str, int]] = {}
-        self.buffer = b""
-        self.base_env = dict(os.environ)  # the scheduler's; each request adds the worker's own variables
+        self.home = home
+        self.waiters: dict[int, socket.socket] = {}  # by fileno
+        self.idle: list[socket.socket] = []
 
-    def record(self, *fields: object) -> None:
-        try:
-            append(self.journal, *fields)  # first: the journal must know whatever the scheduler hears
-        except OSError as e:  # e.g. disk full: the scheduler still hears it, and the keeper goes on
-            print(f"gputui keeper: cannot write the journal: {e}", file=sys.stderr, flush=True)
-        if self.events_open:
-            try:
-                append(self.events, *fields)
-            except OSError:  # the scheduler is gone; the journal still tells the story
-                self.events_open = False
+    def run(self) -> None:
+        while True:
+            ready, _, _ = select.select([self.requests, *self.waiters.values()], [], [], 1.0)
+            self.reap()  # ended waiters, at most a second late
+            for w in [r for r in ready if r is not self.requests]:
+                try:
+                    said = w.recv(16)
+                except OSError:
+                    said = b""
+                if said:
+                    self.idle.append(w)
+                else:
+                    self.drop(w)
+            if self.requests in ready and not self.take_request():
+                break
+        for w in list(self.waiters.values()):
+            self.drop(w)
+        if self.home is not None:
+            self.home.close()
 
-    def spawn(self, req: dict) -> None:
-        """Start one worker; any failure becomes that attempt's exit 127, never the keeper's end."""
-        task, n, argv = req["task"], req["n"], req["argv"]
-        log = None
+    def take_request(self) -> bool:
+        """Pass one request (with its descriptors) to a waiter; False once the scheduler is gone."""
         try:
-            log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-            pid = os.posix_spawn(
-                argv[0],
-                argv,
-                self.base_env | req["env"],
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, log, 1),
-                    (os.POSIX_SPAWN_DUP2, log, 2),
-                ],
-                setpgroup=0,
-                setsigdef=_DEFAULT_SIGNALS,  # ignored signals would stay ignored across exec
-            )
-        except OSError as e:
-            if log is not None:
-                os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
-            else:
-                print(f"gputui keeper: cannot open {req['log']}: {e}", file=sys.stderr, flush=True)
-            self.record("exit", task, n, 127, time.time())
-            return
+            msg, fds, _, _ = socket.recv_fds(self.requests, 1 << 20, 64)
+        except OSError:
+            return False
+        if not msg:
+            return False
+        try:
+            while True:
+                w = self.idle.pop() if self.idle else self.fork_waiter(fds)
+                try:
+                    socket.send_fds(w, [msg], fds)
+                    return True
+                except OSError:  # it died while idle: forget it, use another
+                    self.drop(w)
         finally:
-            if log is not None:
-                os.close(log)
-        self.children[pid] = (task, n)
-        self.record("start", task, n, pid)
+            for fd in fds:
+                os.close(fd)
 
-    def reap(self) -> None:
-        while self.children:
+    def fork_waiter(self, passing: list[int]) -> socket.socket:
+        """A new waiter. It must not inherit `passing` (the descriptors of the request about to be
+        sent), or an idle waiter would hold GPU reservations of a task that has ended."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # the waiter: keep only its own channel, the journal and the wake pipe
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)  # no WUNTRACED: paused is not ended
+                for fd in passing:
+                    os.close(fd)
+                ours.close()
+                self.requests.close()
+                for w in self.waiters.values():
+                    w.close()
+                Waiter(theirs, self.journal, self.wake, self.home).serve()
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.waiters[ours.fileno()] = ours
+        return ours
+
+    def drop(self, w: socket.socket) -> None:
+        self.waiters.pop(w.fileno(), None)
+        if w in self.idle:
+            self.idle.remove(w)
+        w.close()
+
+    @staticmethod
+    def reap() -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            task_n = self.children.pop(pid, None)
-            if task_n is not None:
-                self.record("exit", *task_n, os.waitstatus_to_exitcode(status), time.time())
-
-    def read_requests(self) -> bool:
-        """Spawn what was asked; False once the scheduler has closed its end."""
-        try:
-            data = os.read(self.requests, 1 << 16)
-        except BlockingIOError:
-            return True
-        if not data:
-            return False
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                req = json.loads(line)
-            except ValueError:
-                print(f"gputui keeper: bad request {line[:200]!r}", file=sys.stderr, flush=True)
-                continue
-            self.spawn(req)
-        return True
-
-    def run(self) -> None:
-        wakeup = Wakeup()
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        os.set_blocking(self.requests, False)
-        listening = True
-        while listening or self.children:
-            ready = wakeup.wait([self.requests] if listening else [], 1.0)
-            self.reap()  # also on timeout: a missed wake-up never strands an exit
-            if self.requests in ready:
-                listening = self.read_requests()
-                self.reap()
 
 
 def main() -> None:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # a Ctrl-C or a lost terminal must not orphan exit statuses
-    journal = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    Keeper(sys.stdin.fileno(), sys.stdout.fileno(), journal).run()
+    journal_path, scheduler_id = sys.argv[1], sys.argv[2]
+    journal = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    requests = socket.socket(fileno=os.dup(0))
+    os.close(0)
+    os.open(os.devnull, os.O_RDONLY)  # fd 0 again, so no waiter or worker keeps the scheduler's socket
+    os.set_inheritable(1, False)  # the wake pipe: waiters get it by fork, workers never
+    Keeper(requests, 1, journal, CgroupHome.open(scheduler_id)).run()
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_control_verbs_name_unknown_tasks_and_need_a_target(make_job):
     r = gputui("pause", "--run-dir", make_job.run_dir)
     assert r.returncode == 2 and "--all" in r.stderr
     r = gputui("retry", "--run-dir", make_job.run_dir, "shard-0")
-    assert r.returncode == 1 and "only a failed or killed task can be retried" in r.stdout
+    assert r.returncode == 1 and "is done; `retry --force` runs it again" in r.stdout
 
 
 def test_status_of_a_missing_run_dir_is_a_clear_error(tmp_path):

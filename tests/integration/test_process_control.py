@@ -13,6 +13,7 @@ import uuid
 import psutil
 import pytest
 
+from gputui import ownership
 from tests.conftest import gone, gputui, gputui_bg, proc_state, wait_for
 
 
@@ -144,12 +145,13 @@ def test_stale_record_whose_pid_was_reused_is_never_signalled(live_run, reaper):
         os.kill(pid, signal.SIGKILL)
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     reaper.append(stranger)
-    ctime = psutil.Process(stranger.pid).create_time()
+    start = ownership.ref_of(stranger.pid).start
     db = sqlite3.connect(make_job.run_dir / "state.db")
     with db:
         db.execute(
-            "UPDATE attempts SET worker_pid=?, worker_ctime=? WHERE task_id='shard-0'",
-            (stranger.pid, ctime - 1000.0),
+            "UPDATE attempts SET worker_pid=?, worker_start=?, waiter_pid=?, waiter_start=?, cgroup=NULL "
+            "WHERE task_id='shard-0'",
+            (stranger.pid, start - 1000, stranger.pid, start - 1000),
         )  # same pid, another start time: another process
     db.close()
     for verb in ("pause", "kill"):

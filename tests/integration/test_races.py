@@ -1,4 +1,4 @@
-"""Races between the scheduler, its keeper and the user, opened wide by freezing the keeper (SIGSTOP)."""
+"""Races between the scheduler, its keeper, the waiters and the user, opened wide by freezing one (SIGSTOP)."""
 
 from __future__ import annotations
 
@@ -63,9 +63,9 @@ def test_worker_whose_exit_is_not_yet_recorded_is_waited_for_not_run_again(make_
     job = make_job(ids=10, num_workers=1, sleep=1.0)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
     reaper.append(sched)
-    wait_for(lambda: any(e["event"] == "start" for e in make_job.events()), what="the worker")
-    keeper = _keeper_of(sched)
-    keeper.suspend()  # the worker will end, but its exit cannot be recorded yet
+    worker = wait_for(lambda: make_job.running().get("shard-0"), what="the worker")
+    waiter = psutil.Process(psutil.Process(worker).ppid())  # its parent, which records its end
+    waiter.suspend()  # the worker will end, but its exit cannot be recorded yet
     try:
         wait_for(lambda: any(e["event"] == "finish" for e in make_job.events()), what="the worker to finish")
         sched.send_signal(signal.SIGKILL)
@@ -75,7 +75,7 @@ def test_worker_whose_exit_is_not_yet_recorded_is_waited_for_not_run_again(make_
         wait_for(lambda: "re-adopted" in (tmp_path / "second.log").read_text(), what="re-adoption")
         assert second.poll() is None  # it waits for the exit status instead of calling the attempt lost
     finally:
-        keeper.resume()
+        waiter.resume()
     assert second.wait(30) == 0, (tmp_path / "second.log").read_text()
     assert sum(e["event"] == "start" for e in make_job.events()) == 1
     assert _status(make_job.run_dir)["shard-0"]["attempts"] == 1

@@ -1,0 +1,198 @@
+"""The waiter: the parent of one worker at a time, and the witness of how it ended.
+
+    keeper ──fork──► waiter (child subreaper) ──posix_spawn──► worker (own process group, own cgroup)
+                        └──► journal + exit file + the scheduler's wake pipe
+
+A waiter outlives the scheduler and the keeper (it ignores the terminal's signals and holds its own
+copies of every file it writes to), so a worker's exit status is recorded whoever else is killed.
+Being a child subreaper, it inherits every orphan of its task (a double-forked daemon included): when
+the worker ends, whatever of the task is still alive is ended (SIGTERM, grace, SIGKILL, or
+`cgroup.kill`) before `clear` is recorded and the task's GPU reservations are let go.
+
+Waiters are forked by the keeper and reused for attempt after attempt, so a task costs one
+posix_spawn, as with `xargs -P`. They hold no ownership tag.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+from gputui import ownership
+from gputui.executors import cgroup as cgroups
+from gputui.executors.journal import exit_file, line
+
+_DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+_PR_SET_CHILD_SUBREAPER = 36
+RETRY_WRITE_S = 1.0  # a full disk: try the journal again this often; the record is kept until then
+
+
+class Waiter:
+    def __init__(self, channel: socket.socket, journal: int, wake: int, home: cgroups.CgroupHome | None):
+        self.channel = channel
+        self.journal = journal
+        self.wake = wake
+        self.home = home
+        self.base_env = dict(os.environ)
+        self.me = ownership.ProcessRef(os.getpid(), ownership.start_of(os.getpid()) or 0)
+        self.unwritten: list[tuple[int | str, bytes]] = []  # (fd or exit-file path, data) not yet on disk
+
+    def serve(self) -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.channel, 1 << 20, 64)
+            except OSError:
+                msg, fds = b"", []
+            if not msg:  # the keeper is gone: nothing more will be asked
+                if self.home is not None:
+                    self.home.close()
+                return
+            try:
+                self.run(json.loads(msg), fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            self.flush()
+            try:
+                self.channel.send(b"idle")
+            except OSError:
+                return
+
+    # -- one attempt ---------------------------------------------------------------------------
+    def run(self, req: dict, held: list[int]) -> None:
+        task, n, argv = req["task"], req["n"], req["argv"]
+        try:
+            log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            print(f"gputui waiter: cannot open {req['log']}: {e}", file=sys.stderr, flush=True)
+            self.record_exit(task, n, 127, req["log"], 0)
+            return
+        for fd in held:  # GPU reservations: held as long as any process of the task holds them
+            os.set_inheritable(fd, True)
+
+        def spawn() -> int:
+            return os.posix_spawn(
+                argv[0],
+                argv,
+                self.base_env | req["env"],
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log, 1),
+                    (os.POSIX_SPAWN_DUP2, log, 2),
+                ],
+                setpgroup=0,
+                setsigdef=_DEFAULT_SIGNALS,  # ignored signals would stay ignored across exec
+            )
+
+        try:
+            if self.home is not None:
+                pid, cg = self.home.spawn_inside(f"{task}.{n}", spawn)
+            else:
+                pid, cg = spawn(), None
+        except OSError as e:
+            os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
+            self.record_exit(task, n, 127, req["log"], 0)
+            return
+        finally:
+            os.close(log)
+        for fd in held:
+            os.set_inheritable(fd, False)
+        self.record("start", task, n, self.me.pid, self.me.start, pid, ownership.start_of(pid) or 0, cg or "-")
+        _, status = os.waitpid(pid, 0)  # no WUNTRACED: paused is not ended
+        left = self.leftovers(cg)
+        self.record_exit(task, n, os.waitstatus_to_exitcode(status), req["log"], left)
+        if left:
+            ended = self.end_leftovers(cg, float(req.get("grace", 10.0)))
+            self.record("clear", task, n, f"{time.time():.3f}", ended)
+        if cg:
+            cgroups.remove(cg)
+
+    def leftovers(self, cg: str | None) -> int:
+        """How many processes of the task are still alive now that its worker has ended (every one of
+        them is our descendant, so with no child left there is nothing left)."""
+        if not self.reap():
+            return 0
+        return max(len(cgroups.members(cg)) if cg else 0, len(self.children()))
+
+    def end_leftovers(self, cg: str | None, grace: float) -> int:
+        """SIGTERM what is left, SIGKILL it after `grace`; returns how many were ended. Orphans of
+        what is killed become our children, and are ended in the next round."""
+        ended: set[int] = set()
+        deadline, sig = time.monotonic() + grace, signal.SIGTERM
+        while True:
+            self.reap()
+            targets = self.children() + [r.pid for r in ownership.cgroup_members(cg)]
+            if not targets:
+                return len(ended)
+            if sig == signal.SIGTERM and time.monotonic() >= deadline:
+                sig = signal.SIGKILL
+                if cg:
+                    cgroups.kill(cg)
+            for pid in set(targets) - (ended if sig == signal.SIGTERM else set()):
+                try:
+                    os.kill(pid, sig)  # our child (its pid cannot be reused before we reap it) or in our cgroup
+                    if sig == signal.SIGTERM:
+                        os.kill(pid, signal.SIGCONT)
+                except OSError:
+                    pass
+                ended.add(pid)
+            time.sleep(0.05)
+
+    def children(self) -> list[int]:
+        return ownership.children_of(self.me.pid)
+
+    @staticmethod
+    def reap() -> bool:
+        """Collect ended children; True if some child is still alive."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if pid == 0:
+                return True
+
+    # -- records -------------------------------------------------------------------------------
+    def record_exit(self, task: str, n: int, code: int, log_path: str, left: int) -> None:
+        fields = ("exit", task, n, code, f"{time.time():.3f}", left)
+        self.write(str(exit_file(log_path)), line(*fields))  # first: a damaged journal must not lose it
+        self.record(*fields)
+
+    def record(self, *fields: object) -> None:
+        data = line(*fields)
+        self.write(self.journal, data)
+        try:
+            os.write(self.wake, data)  # the scheduler, if it still listens
+        except OSError:
+            pass
+
+    def write(self, where: int | str, data: bytes) -> None:
+        try:
+            if isinstance(where, int):
+                os.write(where, data)
+            else:
+                fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+        except OSError as e:  # e.g. the disk is full: keep it, and try again before taking new work
+            print(f"gputui waiter: cannot write {where}: {e}; will retry", file=sys.stderr, flush=True)
+            self.unwritten.append((where, data))
+
+    def flush(self) -> None:
+        while self.unwritten:
+            pending, self.unwritten = self.unwritten, []
+            for where, data in pending:
+                self.write(where, data)
+            if self.unwritten:
+                time.sleep(RETRY_WRITE_S)
