@@ -1,14 +1,19 @@
-"""Scheduling overhead: 500 tasks that each run `true`, 8 at a time, gputui vs `xargs -P 8`.
+"""Scheduling overhead: 500 tasks that each run `true`, 8 at a time: gputui vs `xargs -P 8` and
+task-spooler (`tsp -S 8`, Debian's `task-spooler`, when installed).
 
-    python bench/overhead.py [--tasks 500] [--parallel 8] [--repeat 3]
+    python bench/overhead.py [--tasks 500] [--parallel 8] [--repeat 5]
 
 gputui runs them as 500 shards on 8 simulated GPUs (one GPU per task), with its full machinery:
-state database, supervisors, exit files, logs. Prints the best wall time of each and the ratio.
+state database, keeper and waiters, journal and exit files, per-attempt cgroups where the machine
+allows them, machine-wide GPU reservations, logs. task-spooler is used as its users do: one `tsp`
+command per task, then waiting until its queue is empty. Prints the best wall time of each and the
+ratios, from interleaved runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -61,6 +66,26 @@ def xargs_once(tasks: int, parallel: int) -> float:
     return time.perf_counter() - t
 
 
+def tsp_once(tasks: int, parallel: int) -> float | None:
+    tsp = shutil.which("tsp") or shutil.which("ts")
+    if tsp is None or "Task Spooler" not in subprocess.run([tsp, "-V"], capture_output=True, text=True).stdout:
+        return None  # Debian's moreutils also ships a `ts` that is not task-spooler
+    with tempfile.TemporaryDirectory() as tmp:
+        env = os.environ | {"TS_SOCKET": f"{tmp}/ts.sock", "TS_MAXFINISHED": str(tasks + 10), "TMPDIR": tmp}
+        t = time.perf_counter()
+        subprocess.run([tsp, "-S", str(parallel)], env=env, check=True)
+        for _ in range(tasks):
+            subprocess.run([tsp, "true"], env=env, check=True, stdout=subprocess.DEVNULL)
+        while True:  # until its queue is empty
+            listing = subprocess.run([tsp, "-l"], env=env, capture_output=True, text=True).stdout
+            if " running " not in listing and " queued " not in listing:
+                break
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - t
+        subprocess.run([tsp, "-K"], env=env, capture_output=True)
+        return elapsed
+
+
 def parallel_once(tasks: int, parallel: int) -> float | None:
     if not shutil.which("parallel"):
         return None
@@ -86,11 +111,13 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=8)
     p.add_argument("--repeat", type=int, default=5)
     a = p.parse_args()
-    g_runs, x_runs = [], []
-    for _ in range(a.repeat):  # interleaved, so a busy moment of the machine hits both alike
+    g_runs, x_runs, t_runs = [], [], []
+    for _ in range(a.repeat):  # interleaved, so a busy moment of the machine hits all alike
         g_runs.append(gputui_once(a.tasks, a.parallel))
         x_runs.append(xargs_once(a.tasks, a.parallel))
+        t_runs.append(tsp_once(a.tasks, a.parallel))
     g, x = min(g_runs), min(x_runs)
+    t_runs = [v for v in t_runs if v is not None]
     gp = [v for v in (parallel_once(a.tasks, a.parallel) for _ in range(a.repeat)) if v is not None]
     startup = min(time_cmd([sys.executable, "-m", "gputui", "--version"]) for _ in range(a.repeat))
     # The slope between N and 4N tasks: what each further task costs, without start-up and summaries.
@@ -102,11 +129,20 @@ def main() -> int:
     print(f"  xargs -P {a.parallel}:     {x:7.3f} s")
     if gp:
         print(f"  GNU parallel -j {a.parallel}: {min(gp):7.3f} s")
+    if t_runs:
+        print(f"  tsp -S {a.parallel}:       {min(t_runs):7.3f} s")
     print(f"  gputui run:      {g:7.3f} s   ({startup:.3f} s of it is Python start-up)")
     print(
         f"  ratio gputui / xargs: {g / x:.2f}x (best of each); medians {statistics.median(g_runs):.3f} s / "
         f"{statistics.median(x_runs):.3f} s = {statistics.median(g_runs) / statistics.median(x_runs):.2f}x"
     )
+    if t_runs:
+        print(
+            f"  ratio gputui / tsp:   {g / min(t_runs):.2f}x (best of each); medians "
+            f"{statistics.median(g_runs) / statistics.median(t_runs):.2f}x"
+        )
+    else:
+        print("  task-spooler not installed (apt-get install task-spooler) : no tsp figures")
     print(
         f"  per further task (slope {a.tasks}..{big}): gputui {g_slope * 1e3:.2f} ms, xargs "
         f"{x_slope * 1e3:.2f} ms = {g_slope / x_slope:.2f}x; gputui fixed cost {g - g_slope * a.tasks:.3f} s"

@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     quiet.add_argument("--quiet", action="store_true", help="hide worker output (it is still in the log files)")
     quiet.add_argument("--show-worker-output", action="store_true", help="stream worker output (the default)")
     run.add_argument("--progress-every", type=float, default=30.0, metavar="S", help="progress line period")
+    run.add_argument(
+        "--rebuild-state",
+        action="store_true",
+        help="move a damaged state.db aside and rebuild the run's state from its journal and done-manifests "
+        "(running workers are re-adopted, never started twice)",
+    )
     run.set_defaults(func=_cmd_run)
 
     st = sub.add_parser("status", help="tasks of a run, their status and failure reasons")
@@ -149,7 +155,7 @@ def _cmd_run(args) -> int:
         job_path = Path(store.meta("job_file"))
         store.close()
     job = load_jobspec(job_path, run_dir=args.run_dir)
-    run = open_for_job(job)
+    run = open_for_job(job, rebuild_state=args.rebuild_state)
     try:
         opts = Options(simulate=args.simulate, show_output=not args.quiet, progress_every=args.progress_every)
         scheduler = Scheduler(job, run, opts, Printer(show_output=not args.quiet))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import psutil
 
 from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.gpus.reservations import Reservations, gpu_key
 from gputui.ownership import tags
 from gputui.records import Status
 
@@ -36,7 +37,7 @@ def gpu_processes(snapshots: Sequence[GpuSnapshot], scheduler_id: str | None = N
                 p = psutil.Process(proc.pid)
                 user = p.username()
                 command = " ".join(p.cmdline()) or p.name()
-                sched, task, _ = tags(p)
+                sched, task, _ = tags(proc.pid)
             except (psutil.Error, OSError):
                 pass
             ours = sched is not None and (scheduler_id is None or sched == scheduler_id)
@@ -65,3 +66,17 @@ def ghost_memory(processes: Sequence[GpuProcessInfo], task_status: dict[str, str
             held = f"{p.used_memory / GIB:.1f} GiB" if p.used_memory else "memory"
             ghosts[p.gpu] = f"{held} held by ended task {p.task_id} (pid {p.pid})"
     return ghosts
+
+
+def held_by_other_runs(snapshots: Sequence[GpuSnapshot], scheduler_id: str | None) -> dict[int, str]:
+    """GPU index -> "run <job> (<task>)" for GPUs another gputui run of this user has reserved."""
+    keys = {gpu_key(g): g.index for g in snapshots}
+    try:
+        held = Reservations().holders(list(keys))
+    except OSError:
+        return {}
+    return {
+        keys[key]: f"run {note.get('job', '?')} ({note.get('task') or '?'})"
+        for key, note in held.items()
+        if note.get("scheduler_id") != scheduler_id or scheduler_id is None
+    }

@@ -41,7 +41,8 @@ from gputui.session import Run
 from gputui.wakeup import Wakeup
 
 _WAITING = (Status.PENDING, Status.RETRYING)
-MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory, no new task starts
+MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
+BUSY_TIMEOUT_S = 1.0  # a turn waits this long for another writer of state.db, then is tried again later
 
 
 class Infeasible(RuntimeError):
@@ -89,6 +90,8 @@ class Scheduler:
     def __init__(self, job: JobSpec, run: Run, options: Options | None = None, printer: Printer | None = None):
         self.job = job
         self.store = run.store
+        self.notes = run.notes
+        self.store.busy_timeout(BUSY_TIMEOUT_S)
         self.paths = run.paths
         self.opts = options or Options()
         self.out = printer or Printer(show_output=self.opts.show_output)
@@ -487,10 +490,11 @@ class Scheduler:
 
     def _room_on_disk(self) -> bool:
         try:
-            free = shutil.disk_usage(self.paths.root).free
+            usage = shutil.disk_usage(self.paths.root)
         except OSError:
             return True
-        if free >= MIN_FREE_DISK:
+        free = usage.free
+        if free >= min(MIN_FREE_DISK, usage.total // 20):
             if self._trouble_said.startswith("the disk"):
                 self._trouble_clear()
             return True
@@ -754,6 +758,8 @@ class Scheduler:
     # -- controls ------------------------------------------------------------------------------
     def _apply_controls(self, controls) -> None:
         for c in controls:
+            if any(stop.control_id == c.id for stop in self.stops):
+                continue  # taken already: its kill is under way, and answered when it is over
             tasks = c.args.get("tasks")
             try:
                 targets = self.controller.select(c.verb, tasks) if c.verb == "kill" else []
@@ -840,6 +846,8 @@ class Scheduler:
             f"{n} task(s); GPUs: {gpus}"
         )
         exports.write_config(self.paths, self.job, self.scheduler_id, gpus)
+        for note in self.notes:
+            self.out.info(note)
 
     def _progress(self, *, changed: bool = True) -> None:
         """After a task ends (at most once a second, so thousands of short tasks do not flood the

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui import tabular
+from gputui import rebuild, tabular
 from gputui.atomic import atomic_write_text
 from gputui.executors.journal import rotate
 from gputui.jobspec import JobSpec, JobSpecError, render_template
@@ -26,6 +26,7 @@ class Run:
     paths: RunPaths
     store: Store
     lock: RunLock
+    notes: list[str] = field(default_factory=list)  # what opening it did that the user should hear of
 
     @property
     def scheduler_id(self) -> str:
@@ -76,17 +77,25 @@ def shard_output(job: JobSpec, shard: Shard) -> str | None:
     return str(job.outputs.dir / name)
 
 
-def open_for_job(job: JobSpec, role: str = "scheduler") -> Run:
-    """Take the run lock, then create the state or check it still matches the job's plan."""
+def open_for_job(job: JobSpec, role: str = "scheduler", *, rebuild_state: bool = False) -> Run:
+    """Take the run lock, then create the state or check it still matches the job's plan.
+
+    State that is missing while the directory holds an earlier run (or that `rebuild_state` sets
+    aside) is rebuilt from the journal, keeping that run's identity (see rebuild.py)."""
     paths = RunPaths(job.run_dir)
     lock = RunLock(paths)
     lock.acquire(role)  # before reading anything: a live scheduler must not be raced
+    notes: list[str] = []
     try:
         shards, integer_ids = plan_job(job)
         paths.make()
+        if rebuild_state:
+            aside = rebuild.set_aside(paths)
+            if aside is not None:
+                notes.append(f"moved the damaged state aside to {aside} (left as it was)")
         store = Store.open(paths.db, create=True)
         try:
-            _init_or_check(store, paths, job, shards, integer_ids)
+            notes += _init_or_check(store, paths, job, shards, integer_ids)
         except BaseException:
             store.close()
             raise
@@ -96,7 +105,7 @@ def open_for_job(job: JobSpec, role: str = "scheduler") -> Run:
     atomic_write_text(paths.job_copy, job.text)
     if job.outputs is not None:
         job.outputs.dir.mkdir(parents=True, exist_ok=True)
-    return Run(paths, store, lock)
+    return Run(paths, store, lock, notes)
 
 
 def open_existing(run_dir: str | Path, *, readonly: bool = False) -> tuple[RunPaths, Store]:
@@ -106,7 +115,9 @@ def open_existing(run_dir: str | Path, *, readonly: bool = False) -> tuple[RunPa
     return paths, Store.open(paths.db, readonly=readonly)
 
 
-def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, shards: list[Shard], integer_ids: bool) -> None:
+def _init_or_check(
+    store: Store, paths: RunPaths, job: JobSpec, shards: list[Shard], integer_ids: bool
+) -> list[str]:
     fingerprint = plan_fingerprint(shards, integer_ids=integer_ids)
     recorded = store.meta("plan_fingerprint")
     if recorded is not None and recorded != fingerprint:
@@ -118,15 +129,22 @@ def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, shards: list[Sha
             f"job file's sharding (num_workers/shard_size and input), or start afresh with another --run-dir."
         )
     with store.transaction():
+        notes = []
         if recorded is None:
-            rotate(paths.journal)
-            store.set_meta("scheduler_id", new_scheduler_id())
+            previous = rebuild.previous_scheduler_id(paths)  # this directory held a run: keep its identity
+            if previous is None:
+                rotate(paths.journal)
+            scheduler_id = previous or new_scheduler_id()
+            store.set_meta("scheduler_id", scheduler_id)
             store.set_meta("plan_fingerprint", fingerprint)
             store.set_meta("created_at", time.time())
             store.add_tasks(
                 [(s.task_id, s.index, s.low, s.high, s.count, shard_output(job, s)) for s in shards],
                 budget=job.retry.max_attempts,
             )
+            if previous is not None:
+                notes.append(rebuild.from_journal(store, paths, scheduler_id))
+            rebuild.write_identity(paths, scheduler_id, job.name)
         else:
             # Tasks that failed for good get a fresh set of attempts when the run is started again.
             for t in store.tasks():
@@ -146,3 +164,4 @@ def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, shards: list[Sha
             "memory_per_worker_gb": job.resources.memory_per_worker_gb,
         }.items():
             store.set_meta(key, value)
+    return notes

@@ -102,6 +102,10 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another writer before failing with "database is locked"."""
+        self._db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Group writes into one commit; nests. BEGIN IMMEDIATE: no reader-to-writer upgrade deadlock."""

@@ -147,6 +147,12 @@ def reaper():
 
 
 @pytest.fixture(autouse=True)
+def _private_gpu_reservations(tmp_path, monkeypatch):
+    """Each test's runs reserve GPUs among themselves, never against a real run on this machine."""
+    monkeypatch.setenv("GPUTUI_LOCK_DIR", str(tmp_path / "gpu-locks"))
+
+
+@pytest.fixture(autouse=True)
 def _no_leaked_workers(tmp_path):
     """Kill anything started for this test's runs (workers, keepers, background schedulers), so one
     failing test cannot leak processes into the next."""

@@ -15,6 +15,7 @@ posix_spawn, as with `xargs -P`. They hold no ownership tag.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -73,7 +74,7 @@ class Waiter:
         try:
             log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            print(f"gputui waiter: cannot open {req['log']}: {e}", file=sys.stderr, flush=True)
+            _complain(f"cannot open {req['log']}: {e}")
             self.record_exit(task, n, 127, req["log"], 0)
             return
         for fd in held:  # GPU reservations: held as long as any process of the task holds them
@@ -99,7 +100,8 @@ class Waiter:
             else:
                 pid, cg = spawn(), None
         except OSError as e:
-            os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
+            with contextlib.suppress(OSError):
+                os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
             self.record_exit(task, n, 127, req["log"], 0)
             return
         finally:
@@ -186,7 +188,8 @@ class Waiter:
                 finally:
                     os.close(fd)
         except OSError as e:  # e.g. the disk is full: keep it, and try again before taking new work
-            print(f"gputui waiter: cannot write {where}: {e}; will retry", file=sys.stderr, flush=True)
+            if not self.unwritten:
+                _complain(f"cannot write {where}: {e}; will retry every {RETRY_WRITE_S:g}s")
             self.unwritten.append((where, data))
 
     def flush(self) -> None:
@@ -196,3 +199,9 @@ class Waiter:
                 self.write(where, data)
             if self.unwritten:
                 time.sleep(RETRY_WRITE_S)
+
+
+def _complain(text: str) -> None:
+    """To keeper.log, if it can be written: a waiter never dies of a full disk or a closed stderr."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"gputui waiter: {text}", file=sys.stderr, flush=True)

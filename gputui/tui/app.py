@@ -21,13 +21,13 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from gputui import control, ownership
+from gputui import control
 from gputui.background import StartFailed, start_scheduler
 from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.gpus.simulated import TASK_MEMORY_GB
-from gputui.monitor import GpuProcessInfo, ghost_memory, gpu_processes
+from gputui.monitor import GpuProcessInfo, ghost_memory, gpu_processes, held_by_other_runs
 from gputui.printer import progress_line
 from gputui.records import Status
 from gputui.runview import RunSnapshot, RunView
@@ -50,6 +50,7 @@ class Refreshed(Message):
     gpu_error: str | None
     processes: list[GpuProcessInfo] = field(default_factory=list)
     run_error: str | None = None
+    other_runs: dict[int, str] = field(default_factory=dict)  # GPU index -> which other gputui run holds it
 
 
 class RunHeader(Static):
@@ -164,7 +165,8 @@ class GpuTuiApp(App):
         except Exception as e:  # a flaky driver must not take the app down
             error = f"GPU probe failed: {e}"
         processes = gpu_processes(gpus, run.scheduler_id if run else None) if gpus else []
-        self.post_message(Refreshed(run, gpus, error, processes, run_error))
+        other_runs = held_by_other_runs(gpus, run.scheduler_id if run else None)
+        self.post_message(Refreshed(run, gpus, error, processes, run_error, other_runs))
 
     def _simulated_load(self):
         """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""
@@ -190,6 +192,8 @@ class GpuTuiApp(App):
     def _show(self, msg: Refreshed) -> None:
         self.snapshot, self.gpus, self._run_error = msg.run, msg.gpus, msg.run_error
         holders = msg.run.gpu_holders() if msg.run else {}
+        for index, who in msg.other_runs.items():
+            holders.setdefault(index, []).append(who)
         statuses = {v.task.id: v.task.status for v in msg.run.tasks} if msg.run else {}
         panels = self.query_one(GpuPanels)
         if msg.gpu_error and not msg.gpus:
@@ -314,10 +318,12 @@ class GpuTuiApp(App):
     @work(thread=True, group="control")
     def _confirm_kill(self, task_ids: list[str]) -> None:
         """Name what will be signalled (a /proc scan, so in a thread), then ask."""
-        found = ownership.find_tagged(self.snapshot.scheduler_id, task_ids) if self.snapshot else {}
+        views = {v.task.id: v for v in self.snapshot.tasks} if self.snapshot else {}
         lines = []
         for task_id in task_ids:
-            refs = found.get(task_id, [])
+            view = views.get(task_id)
+            attempt = view.attempt if view is not None else None
+            refs = attempt.processes().tree() if attempt is not None and attempt.ended_at is None else []
             pids = ", ".join(str(r.pid) for r in refs[:6]) + (" …" if len(refs) > 6 else "")
             lines.append(
                 f"{task_id}: " + (f"{len(refs)} process(es): {pids}" if refs else "not running (marked killed)")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import psutil
 
+from gputui.gpus.reservations import Reservations
 from gputui.jobspec import load_jobspec
 from gputui.tui.app import GpuTuiApp, Refreshed
 from gputui.tui.screens.dialogs import ConfirmScreen, QuitScreen
@@ -273,3 +275,18 @@ async def test_the_selected_log_follows_a_retry_to_its_new_attempt(make_job):
             lambda: pane.log_view.path and pane.log_view.path.name == "shard-0.attempt2.log",
             what="the pane on attempt 2's log",
         )
+
+
+async def test_gpu_panels_show_which_gpu_another_run_holds():
+    reservations = Reservations()  # the test's own folder (GPUTUI_LOCK_DIR, see conftest)
+    fd = reservations.claim("SIM-GPU-1")
+    Reservations.annotate(fd, {"job": "other-job", "task": "shard-7", "scheduler_id": "someone-else"})
+    try:
+        app = GpuTuiApp(simulate="2x24", interval=0.25)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: len(app.query(GpuPanel)) == 2, what="2 GPU panels")
+            labels = lambda: {p.snapshot.index: " ".join(p.tasks) for p in app.query(GpuPanel)}  # noqa: E731
+            await until(pilot, lambda: "run other-job (shard-7)" in labels()[1], what="GPU 1 shown as held")
+            assert "other-job" not in labels()[0]
+    finally:
+        os.close(fd)

@@ -18,84 +18,84 @@ def _sleeper(env_extra=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
 
 
-def test_send_refuses_a_pid_whose_start_time_differs():
+def test_send_refuses_a_pid_whose_start_time_differs_by_a_single_tick():
     p = _sleeper()
     try:
         real = ownership.ref_of(p.pid)
-        stale = ProcessRef(p.pid, real.ctime - 50)
-        assert not ownership.send(stale, signal.SIGKILL)
+        for stale in (ProcessRef(p.pid, real.start - 1), ProcessRef(p.pid, real.start + 1)):
+            assert not ownership.alive(stale)
+            assert not ownership.send(stale, signal.SIGKILL)
         assert p.poll() is None
         assert ownership.send(real, signal.SIGKILL)
         assert p.wait(5) == -signal.SIGKILL
+        assert not ownership.alive(real)  # gone, and its pid may be someone else's soon
     finally:
         p.kill()
 
 
-def test_tagged_ref_requires_this_scheduler_task_and_attempt():
+def test_find_tagged_notices_this_scheduler_and_task_only():
     sid = str(uuid.uuid4())
-    p = _sleeper({ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-5", ownership.TAG_ATTEMPT: "2"})
-    try:
-        assert ownership.tagged_ref(p.pid, sid, "shard-5", 2) is not None
-        assert ownership.tagged_ref(p.pid, sid, "shard-0") is None  # another task's worker: never ours
-        assert ownership.tagged_ref(p.pid, sid, "shard-5", 1) is None  # another attempt
-        assert ownership.tagged_ref(p.pid, str(uuid.uuid4()), "shard-5") is None
-    finally:
-        p.kill()
-        p.wait()
-
-
-def test_recorded_worker_of_another_task_is_not_part_of_this_tree():
-    sid = str(uuid.uuid4())
-    p = _sleeper({ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-5"})
-    try:
-        # A stale record names shard-5's worker as shard-0's: the tree of shard-0 must stay empty.
-        assert ownership.task_tree(sid, "shard-0", ownership.ref_of(p.pid)) == []
-    finally:
-        p.kill()
-        p.wait()
-
-
-def test_find_tagged_matches_scheduler_and_task_only():
-    sid = str(uuid.uuid4())
-    ours = _sleeper({ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-1"})
+    ours = _sleeper({ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-1", ownership.TAG_ATTEMPT: "2"})
     other_task = _sleeper({ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-2"})
     other_run = _sleeper({ownership.TAG_SCHEDULER: str(uuid.uuid4()), ownership.TAG_TASK: "shard-1"})
     untagged = _sleeper()
     try:
+        _wait_exec(ours, other_task, other_run, untagged)
         found = ownership.find_tagged(sid, ["shard-1"])
         assert [r.pid for r in found["shard-1"]] == [ours.pid]
         assert set(found) == {"shard-1"}
-        tree = ownership.task_tree(sid, "shard-2", None)
-        assert [r.pid for r in tree] == [other_task.pid]
+        assert ownership.tags(ours.pid) == (sid, "shard-1", "2")
     finally:
         for p in (ours, other_task, other_run, untagged):
             p.kill()
             p.wait()
 
 
-def test_task_tree_includes_untagged_descendants_of_the_recorded_worker():
+def test_a_forged_tag_does_not_make_a_process_part_of_an_attempt():
+    """Tags are for noticing only: a stranger that copied a worker's tags is never in its tree."""
     sid = str(uuid.uuid4())
-    # The child clears its environment (env -i), so only its parentage makes it ours.
+    worker = _sleeper({ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-0", ownership.TAG_ATTEMPT: "1"})
+    forger = _sleeper({ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-0", ownership.TAG_ATTEMPT: "1"})
+    try:
+        _wait_exec(worker, forger)
+        procs = ownership.AttemptProcesses(waiter=None, worker=ownership.ref_of(worker.pid), cgroup=None)
+        assert [r.pid for r in procs.tree()] == [worker.pid]
+        assert forger.pid in {r.pid for r in ownership.find_tagged(sid)["shard-0"]}  # noticed, not targeted
+    finally:
+        for p in (worker, forger):
+            p.kill()
+            p.wait()
+
+
+def test_attempt_tree_holds_the_waiters_descendants_even_with_a_scrubbed_environment():
+    # The "waiter" here is a process whose child clears its environment (env={}) and starts a grandchild.
     code = (
-        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
-        "env={}); time.sleep(60)"
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+        "'import subprocess, sys, time; subprocess.Popen([sys.executable, \"-c\", \"import time; "
+        "time.sleep(60)\"]); time.sleep(60)'], env={}); time.sleep(60)"
     )
-    parent = _sleeper({ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-0"})
-    parent.kill()
-    parent.wait()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUTUI_")}
-    env |= {ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-0"}
-    parent = subprocess.Popen([sys.executable, "-c", code], env=env)
+    waiter = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.time() + 10
-        while not psutil.Process(parent.pid).children() and time.time() < deadline:
+        while len(psutil.Process(waiter.pid).children(recursive=True)) < 2 and time.time() < deadline:
             time.sleep(0.02)
-        child = psutil.Process(parent.pid).children()[0]
-        assert ownership.tags(child)[0] is None
-        tree = ownership.task_tree(sid, "shard-0", ownership.ref_of(parent.pid))
-        assert [r.pid for r in tree] == [parent.pid, child.pid]
+        below = psutil.Process(waiter.pid).children(recursive=True)
+        assert len(below) == 2 and all(ownership.tags(c.pid)[0] is None for c in below)
+        procs = ownership.AttemptProcesses(waiter=ownership.ref_of(waiter.pid), worker=None, cgroup=None)
+        tree = [r.pid for r in procs.tree()]
+        assert sorted(tree) == sorted(c.pid for c in below) and waiter.pid not in tree
+        # A record of the waiter with another start time (a reused pid) names nothing at all.
+        reused = ProcessRef(waiter.pid, ownership.ref_of(waiter.pid).start + 1)
+        assert ownership.AttemptProcesses(reused, None, None).tree() == []
     finally:
-        for c in psutil.Process(parent.pid).children(recursive=True):
+        for c in psutil.Process(waiter.pid).children(recursive=True):
             c.kill()
-        parent.kill()
-        parent.wait()
+        waiter.kill()
+        waiter.wait()
+
+
+def _wait_exec(*procs: subprocess.Popen) -> None:
+    """Until each child has exec'd (its environment is readable as the new program's)."""
+    deadline = time.time() + 10
+    while time.time() < deadline and not all("python" in " ".join(psutil.Process(p.pid).cmdline()) for p in procs):
+        time.sleep(0.01)

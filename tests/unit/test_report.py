@@ -39,10 +39,11 @@ def attempt(i, number, status, *, start, end, exit_code=0, reason=None):
         ended_at=None if end is None else T0 + end,
         exit_code=exit_code,
         reason=reason,
-        keeper_pid=None,
-        keeper_ctime=None,
-        worker_pid=None,
-        worker_ctime=None,
+        keeper=None,
+        waiter=None,
+        worker=None,
+        cgroup=None,
+        cleared_at=None if end is None else T0 + end,
     )
 
 

@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,13 @@ def main() -> int:
     p.add_argument("--children-file")
     p.add_argument("--no-output", action="store_true")
     p.add_argument("--fail-early", action="store_true", help="fail before sleeping, not after")
+    p.add_argument("--daemon-file", help="double-fork a daemon (setsid) that outlives the worker; write its pid")
+    p.add_argument("--daemon-scrub", action="store_true", help="the daemon clears its environment (no tags)")
+    p.add_argument("--daemon-stubborn", action="store_true", help="the daemon ignores SIGTERM")
+    p.add_argument("--term-delay", type=float, default=0.0, help="on SIGTERM, take this long to exit")
     a = p.parse_args()
+    if a.term_delay:
+        signal.signal(signal.SIGTERM, lambda *_: (time.sleep(a.term_delay), sys.exit(143)))
 
     record(a.record, event="start", low=a.low, high=a.high)
     print(f"start [{a.low}, {a.high})", flush=True)
@@ -55,6 +62,8 @@ def main() -> int:
         own_session = subprocess.Popen(sleeper, start_new_session=True)
         with open(a.children_file, "w") as f:
             json.dump([same_group.pid, own_session.pid], f)
+    if a.daemon_file:
+        daemon(a.daemon_file, scrub=a.daemon_scrub, stubborn=a.daemon_stubborn)
     attempt = int(os.environ.get("GPUTUI_ATTEMPT", "0"))
     failing = str(attempt) in a.fail_attempts.split(",")
     if not (failing and a.fail_early):
@@ -80,6 +89,25 @@ def main() -> int:
     record(a.record, event="finish", low=a.low, high=a.high)
     print(f"finish [{a.low}, {a.high})", flush=True)
     return 0
+
+
+def daemon(pid_file: str, *, scrub: bool, stubborn: bool) -> None:
+    """The classic double fork: the daemon's parent exits at once, so it is nobody's child of ours."""
+    code = (
+        "import os, signal, sys, time\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if stubborn else "")
+        + "open(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    )
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            env = {} if scrub else dict(os.environ)
+            os.execve(sys.executable, [sys.executable, "-c", code, pid_file], env)
+        os._exit(0)
+    os.wait()
+    deadline = time.time() + 10
+    while not os.path.exists(pid_file) and time.time() < deadline:
+        time.sleep(0.01)
 
 
 if __name__ == "__main__":

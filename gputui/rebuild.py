@@ -1,0 +1,111 @@
+"""Rebuilding a run's state that is gone or was set aside, from what outlives it.
+
+The run's identity (`run.json`: the scheduler id every worker is tagged with) and the attempts
+journal are kept outside `state.db`, so a lost, damaged or moved-aside database never turns into a
+fresh run that launches shards beside workers still running: the rebuilt state keeps the scheduler
+id, lists every attempt the journal knows, and leaves the unfinished ones running, so the scheduler
+re-adopts those still alive (and settles the others from their exit status) exactly as after a
+crash. Finished shards are recognised by their done-manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from gputui import ownership
+from gputui.atomic import atomic_write_json
+from gputui.executors.journal import JournalReader
+from gputui.records import Status
+from gputui.rundir import RunPaths
+from gputui.store import Store
+
+
+def identity_path(paths: RunPaths) -> Path:
+    return paths.root / "run.json"
+
+
+def write_identity(paths: RunPaths, scheduler_id: str, job_name: str) -> None:
+    identity = {"scheduler_id": scheduler_id, "job": job_name, "created_at": time.time()}
+    atomic_write_json(identity_path(paths), identity)
+
+
+def previous_scheduler_id(paths: RunPaths) -> str | None:
+    """The scheduler id of the run this directory held, if it held one."""
+    for path in (identity_path(paths), paths.exports / "config.json"):
+        try:
+            found = json.loads(path.read_text()).get("scheduler_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, str) and found:
+            return found
+    return None
+
+
+def set_aside(paths: RunPaths) -> Path | None:
+    """Move a damaged state database (with its WAL files) aside, untouched; returns where it went."""
+    if not paths.db.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = paths.db.with_name(f"state.db.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{paths.db}{suffix}")
+        if src.exists():
+            src.rename(Path(f"{target}{suffix}"))
+    return target
+
+
+def from_journal(store: Store, paths: RunPaths, scheduler_id: str) -> str:
+    """Record every attempt the journal knows (and any tagged worker it missed) in freshly planned
+    state; returns one line saying what was found. Call inside the state's creating transaction."""
+    reader = JournalReader(paths.journal)
+    journal = dict(reader.update())
+    tasks = {t.id: t for t in store.tasks()}
+    latest: dict[str, int] = {}
+    unfinished = 0
+    for (task_id, number), ends in sorted(journal.items()):
+        if task_id not in tasks:
+            continue
+        log = paths.log(task_id, number)
+        ends = reader.get(task_id, number, str(log))  # its exit file fills in an exit the journal lost
+        store.start_attempt(task_id, number, tasks[task_id].gpus, (), str(log), _started_at(log))
+        fields: dict = {"cgroup": ends.cgroup}
+        for name, ref in (("waiter", ends.waiter), ("worker", ends.worker)):
+            if ref is not None:
+                fields |= {f"{name}_pid": ref.pid, f"{name}_start": ref.start}
+        if ends.ended:
+            status = Status.DONE if ends.exit_code == 0 else Status.FAILED
+            fields |= {"status": status, "exit_code": ends.exit_code, "ended_at": ends.ended_at}
+            if ends.cleared:
+                fields["cleared_at"] = ends.cleared_at or ends.ended_at
+        else:
+            unfinished += 1
+        store.update_attempt(task_id, number, **fields)
+        latest[task_id] = max(latest.get(task_id, 0), number)
+    # A worker whose start record never reached the journal still carries its task's tag: record it as
+    # running, so it is watched until it ends and its shard is never launched beside it.
+    for task_id, refs in ownership.find_tagged(scheduler_id, list(tasks)).items():
+        numbers = {int(n) for r in refs if (n := ownership.tags(r.pid)[2]) and n.isdigit()}
+        for number in numbers - {n for (t, n) in journal if t == task_id}:
+            store.start_attempt(task_id, number, (), (), str(paths.log(task_id, number)), time.time())
+            latest[task_id] = max(latest.get(task_id, 0), number)
+            unfinished += 1
+    for task_id, number in latest.items():
+        attempt = store.attempt(task_id, number)
+        running = attempt is not None and attempt.ended_at is None
+        budget = tasks[task_id].budget + number
+        status = Status.RUNNING if running else Status.PENDING
+        store.update_task(task_id, attempts=number, budget=budget, status=status)
+    return (
+        f"rebuilt the run's state from {paths.journal.name}: {len(journal)} attempt(s) of {len(latest)} task(s), "
+        f"{unfinished} not known to have ended (re-adopted if still running); done shards are recognised by "
+        f"their done-manifests"
+    )
+
+
+def _started_at(log: Path) -> float:
+    try:
+        return log.stat().st_ctime
+    except OSError:
+        return time.time()

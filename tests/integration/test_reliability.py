@@ -1,0 +1,346 @@
+"""Whatever dies, fills up or is damaged: no finished shard is run again, no shard runs twice at once,
+no GPU is shared by two runs, and nothing we do not own is signalled. Real processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from gputui.executors.cgroup import CgroupHome
+from tests.conftest import JobFactory, gone, gputui, gputui_bg, wait_for
+
+
+def _status(run_dir) -> dict:
+    r = gputui("status", "--run-dir", run_dir, "--json")
+    return {t["id"]: t for t in json.loads(r.stdout)["tasks"]} if r.returncode == 0 else {}
+
+
+def _keeper_of(sched) -> psutil.Process:
+    def find():
+        for child in psutil.Process(sched.pid).children():
+            if "gputui.executors.keeper" in " ".join(child.cmdline()):
+                return child
+        return None
+
+    return wait_for(find, what="the keeper")
+
+
+def _starts(make_job) -> Counter:
+    return Counter(e["task"] for e in make_job.events() if e["event"] == "start")
+
+
+def _finished(make_job) -> set[str]:
+    return {e["task"] for e in make_job.events() if e["event"] == "finish"}
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroups_usable() -> bool:
+    home = CgroupHome.open(f"probe-{uuid.uuid4()}")
+    if home is None:
+        return False
+    home.close()
+    return True
+
+
+# -- 1. the keeper dies ----------------------------------------------------------------------------
+def test_scheduler_and_keeper_sigkilled_together_lose_no_exit_status(make_job, reaper, tmp_path):
+    job = make_job(ids=40, num_workers=4, max_parallel=4, sleep=1.5)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(sched)
+    wait_for(lambda: len(make_job.running()) == 4, what="four workers")
+    keeper = _keeper_of(sched)
+    sched.send_signal(signal.SIGKILL)
+    keeper.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    # The workers finish and write their outputs while no scheduler or keeper is alive.
+    wait_for(lambda: len(_finished(make_job)) == 4, what="the orphaned workers to finish")
+    wait_for(lambda: len(list((make_job.run_dir / "logs").glob("*.exit"))) == 4, what="their exits recorded")
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(_starts(make_job).values()) == {1}  # nothing ran again
+    assert "exit status unknown" not in r.stdout
+    assert {t["attempts"] for t in _status(make_job.run_dir).values()} == {1}
+
+
+def test_keeper_killed_alone_the_run_goes_on_and_nothing_runs_twice(make_job, reaper, tmp_path):
+    job = make_job(ids=40, num_workers=8, max_parallel=2, sleep=0.6)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    wait_for(lambda: len(make_job.running()) == 2, what="two workers")
+    _keeper_of(sched).send_signal(signal.SIGKILL)
+    assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
+    assert set(_starts(make_job).values()) == {1} and len(_starts(make_job)) == 8
+    assert "keeper process died" in (tmp_path / "sched.log").read_text()
+
+
+# -- 2. leftovers hold GPUs ------------------------------------------------------------------------
+@pytest.mark.parametrize("containment", ["cgroup", "subreaper"])
+def test_daemon_left_by_a_finished_worker_is_ended_before_its_gpu_is_reused(
+    make_job, reaper, tmp_path, containment
+):
+    env = dict(os.environ)
+    if containment == "cgroup" and not _cgroups_usable():
+        pytest.skip("cgroup v2 with cgroup.kill is not writable here; the subreaper case covers this machine")
+    if containment == "subreaper":
+        env["GPUTUI_NO_CGROUP"] = "1"
+    # One GPU, two shards: shard-1 may start only once nothing of shard-0 is left. Its daemon scrubbed
+    # its environment (no tags) and ignores SIGTERM.
+    job = make_job(
+        ids=20,
+        num_workers=2,
+        gpus_per_worker=1,
+        max_parallel=2,
+        stop_grace_s=1,
+        worker_args=f"--daemon-file {tmp_path}/daemon-{{task_id}}.pid --daemon-scrub --daemon-stubborn",
+    )
+    r = gputui("run", "--jobs", job, "--simulate", "1", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    daemons = [_pid_in(tmp_path / f"daemon-shard-{i}.pid") for i in range(2)]
+    assert all(daemons) and all(gone(p) for p in daemons)
+    assert "still running; they are ended" in r.stdout
+    journal = (make_job.run_dir / "attempts.journal").read_text().splitlines()
+    order = [line.split()[0] + " " + line.split()[1] for line in journal]
+    assert order.index("clear shard-0") < order.index("start shard-1")  # its GPU was free only then
+    starts = [line for line in journal if line.startswith("start ")]
+    assert all((line.split()[7] != "-") == (containment == "cgroup") for line in starts)
+    assert {t["status"] for t in _status(make_job.run_dir).values()} == {"done"}
+
+
+def test_daemon_outliving_a_crashed_scheduler_and_keeper_is_ended_and_the_shard_not_rerun(
+    make_job, reaper, tmp_path
+):
+    job = make_job(
+        ids=10, num_workers=1, sleep=1.0, stop_grace_s=1, worker_args=f"--daemon-file {tmp_path}/daemon.pid"
+    )
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(sched)
+    wait_for(lambda: make_job.running(), what="the worker")
+    keeper = _keeper_of(sched)
+    sched.send_signal(signal.SIGKILL)
+    keeper.send_signal(signal.SIGKILL)
+    daemon = wait_for(lambda: _pid_in(tmp_path / "daemon.pid"), what="the daemon")
+    wait_for(lambda: _finished(make_job), what="the worker to finish")
+    wait_for(lambda: gone(daemon), what="its waiter to end the daemon")
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _starts(make_job) == Counter({"shard-0": 1})
+
+
+# -- 3. a damaged journal --------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated", "exit codes altered", "deleted"])
+def test_damaged_journal_never_reruns_finished_shards_nor_invents_a_reason(make_job, reaper, tmp_path, damage):
+    job = make_job(ids=20, num_workers=2, max_parallel=2, sleep=1.0)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(sched)
+    wait_for(lambda: len(make_job.running()) == 2, what="two workers")
+    sched.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    wait_for(lambda: len(list((make_job.run_dir / "logs").glob("*.exit"))) == 2, what="both exits recorded")
+    journal = make_job.run_dir / "attempts.journal"
+    text = journal.read_text()
+    assert text.count("exit ") == 2
+    if damage == "truncated":
+        journal.write_text(text[: text.index("exit ") + 7])  # a torn record, and the rest gone
+    elif damage == "exit codes altered":
+        journal.write_text(text.replace(" 1 0 ", " 1 3 "))  # bit rot: exit 0 now reads exit 3
+    else:
+        journal.unlink()
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(_starts(make_job).values()) == {1}
+    status = _status(make_job.run_dir)
+    assert {t["status"] for t in status.values()} == {"done"} and {t["exit_code"] for t in status.values()} == {0}
+
+
+@pytest.mark.parametrize("harm", ["moved aside", "emptied"])
+def test_lost_or_damaged_state_is_rebuilt_without_running_a_live_shard_twice(
+    make_job, reaper, tmp_path, harm
+):
+    job = make_job(ids=40, num_workers=4, max_parallel=2, sleep=2.0)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(sched)
+    wait_for(lambda: len(_finished(make_job)) == 2 and len(make_job.running()) == 2, what="two done, two running")
+    running = dict(make_job.running())
+    sched.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    db = make_job.run_dir / "state.db"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if harm == "moved aside":
+        db.rename(tmp_path / "state.db.old")  # what a user told to "move it aside" would do
+        r = gputui("run", "--jobs", job)
+    else:
+        db.write_bytes(b"")
+        refused = gputui("run", "--jobs", job)
+        assert refused.returncode == 2 and "--rebuild-state" in refused.stderr, refused.stdout + refused.stderr
+        assert db.read_bytes() == b""  # refused untouched
+        r = gputui("run", "--jobs", job, "--rebuild-state")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rebuilt the run's state" in r.stdout
+    assert "re-adopted" in r.stdout
+    assert set(_starts(make_job).values()) == {1} and len(_starts(make_job)) == 4  # no shard ran twice
+    assert all(gone(p) for p in running.values())
+    assert {t["status"] for t in _status(make_job.run_dir).values()} == {"done"}
+
+
+# -- 5. a busy database, a full disk ---------------------------------------------------------------
+def test_outside_writer_holding_the_database_is_waited_out(make_job, reaper, tmp_path):
+    job = make_job(ids=30, num_workers=6, max_parallel=2, sleep=0.5)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    wait_for(lambda: _finished(make_job), what="a first shard done")
+    db = sqlite3.connect(make_job.run_dir / "state.db", timeout=30, isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")  # longer than any busy timeout: 12 s
+    time.sleep(12)
+    assert sched.poll() is None, (tmp_path / "sched.log").read_text()
+    db.execute("ROLLBACK")
+    db.close()
+    assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
+    assert "is locked by another process" in (tmp_path / "sched.log").read_text()
+    assert set(_starts(make_job).values()) == {1} and len(_finished(make_job)) == 6
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)]
+    r = subprocess.run(mount, capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here to fill up: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_stops_new_launches_keeps_workers_and_goes_on_when_there_is_room(
+    make_job, reaper, tmp_path, small_disk
+):
+    job = make_job(ids=40, num_workers=8, max_parallel=1, sleep=0.5, merged=False)
+    run_dir = small_disk / "run"
+    sched = gputui_bg("run", "--jobs", job, "--run-dir", run_dir, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    wait_for(lambda: _finished(make_job), what="a first shard done")
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    wait_for(lambda: "is full" in (tmp_path / "sched.log").read_text(), what="the full disk noticed")
+    time.sleep(2)
+    assert sched.poll() is None, (tmp_path / "sched.log").read_text()
+    starts_while_full = sum(_starts(make_job).values())
+    time.sleep(1.5)
+    assert sum(_starts(make_job).values()) == starts_while_full  # nothing new starts
+    filler.unlink()
+    assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
+    log = (tmp_path / "sched.log").read_text()
+    assert "the run's state can be written again" in log or "room" in log
+    # A worker that itself hit the full disk failed and was retried; none finished twice.
+    finishes = Counter(e["task"] for e in make_job.events() if e["event"] == "finish")
+    assert len(finishes) == 8 and set(finishes.values()) == {1}
+
+
+# -- 7. wrong replies ------------------------------------------------------------------------------
+@pytest.mark.parametrize("scheduler", ["live", "none"])
+def test_kill_of_a_worker_slow_to_exit_reports_the_kill(make_job, reaper, tmp_path, scheduler):
+    job = make_job(ids=10, num_workers=1, sleep=600, stop_grace_s=5, worker_args="--term-delay 1")
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    pid = wait_for(lambda: make_job.running().get("shard-0"), what="the worker")
+    if scheduler == "none":
+        sched.send_signal(signal.SIGKILL)
+        sched.wait(5)
+    r = gputui("kill", "--run-dir", make_job.run_dir, "shard-0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "shard-0: killed 1 process(es)" in r.stdout, r.stdout
+    assert gone(pid)
+    wait_for(lambda: _status(make_job.run_dir)["shard-0"]["status"] == "killed", what="killed")
+
+
+def test_retry_force_runs_one_done_shard_again(make_job):
+    job = make_job(ids=20, num_workers=2)
+    assert gputui("run", "--jobs", job).returncode == 0
+    out = make_job.run_dir / "outputs" / "out_0_10.csv"
+    out.unlink()
+    r = gputui("retry", "--run-dir", make_job.run_dir, "shard-0")
+    assert r.returncode == 1 and "retry --force" in r.stdout
+    r = gputui("retry", "--run-dir", make_job.run_dir, "shard-0", "--force")
+    assert r.returncode == 0, r.stdout
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout
+    assert _starts(make_job) == Counter({"shard-0": 2, "shard-1": 1})
+    assert out.exists()
+
+
+# -- 8. tags alone ---------------------------------------------------------------------------------
+def test_process_with_forged_tags_is_never_signalled(make_job, reaper, tmp_path):
+    job = make_job(ids=10, num_workers=1, sleep=600, stop_grace_s=1)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    pid = wait_for(lambda: make_job.running().get("shard-0"), what="the worker")
+    forged = {k: v for k, v in psutil.Process(pid).environ().items() if k.startswith("GPUTUI_")}
+    assert forged["GPUTUI_TASK_ID"] == "shard-0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUTUI_")} | forged
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
+    reaper.append(decoy)
+    for verb in ("pause", "resume", "kill"):
+        assert gputui(verb, "--run-dir", make_job.run_dir, "shard-0").returncode == 0
+    assert gone(pid)
+    assert decoy.poll() is None and psutil.Process(decoy.pid).status() != psutil.STATUS_STOPPED
+    assert sched.wait(30) == 1
+
+
+# -- 9. two runs, one machine ----------------------------------------------------------------------
+def test_two_runs_on_the_same_simulated_gpus_never_share_one(tmp_path):
+    jobs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        factory = JobFactory(tmp_path / name)
+        jobs.append((factory, factory(ids=24, num_workers=6, gpus_per_worker=1, max_parallel=2, sleep=0.4)))
+    results = {}
+
+    def run(i, job):
+        results[i] = gputui("run", "--jobs", job, "--simulate", "2")
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, (_, job) in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.returncode == 0 for r in results.values()), [r.stdout for r in results.values()]
+    spans = []  # (gpu, start, end, run)
+    for run_index, (factory, _) in enumerate(jobs):
+        started = {}
+        for e in factory.events():
+            if e["event"] == "start":
+                started[e["task"]] = e
+            elif e["event"] == "finish":
+                s = started[e["task"]]
+                spans.append((s["gpus"], s["t"], e["t"], run_index))
+    assert len(spans) == 12
+    for gpu in {s[0] for s in spans}:
+        on_it = sorted(s for s in spans if s[0] == gpu)
+        for (_, _, end, _), (_, start, _, _) in zip(on_it, on_it[1:], strict=False):
+            assert start >= end, f"GPU {gpu} ran two workers at once: {on_it}"
+    assert {s[3] for s in spans} == {0, 1}
