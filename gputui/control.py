@@ -222,13 +222,12 @@ class Controller:
         attempt = self.store.attempt(task.id, task.attempts)
         if attempt is None or attempt.cleared_at is not None:
             return
-        ends = JournalReader(self.paths.journal).get(task.id, attempt.number, attempt.log_path)
+        ends = JournalReader(self.paths.journal).get(task.id, attempt.number)
         procs = ownership.AttemptProcesses(
             attempt.waiter or ends.waiter, attempt.worker or ends.worker, attempt.cgroup or ends.cgroup
         )
         left = procs.tree()
-        recorders = (procs.waiter, None if ends.started else attempt.keeper)  # who may still record its end
-        recording = any(r is not None and ownership.alive(r) for r in recorders)
+        recording = procs.waiter is not None and ownership.alive(procs.waiter)  # its end is still to be recorded
         if left or (recording and not (ends.ended and ends.cleared)):
             pids = ", ".join(str(r.pid) for r in left) or "starting"
             what = "still running" if not ends.ended else "ended, but processes it left are still being ended"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 
 from gputui.atomic import atomic_write_json, atomic_write_text, dumps_json
 from gputui.jobspec import JobSpec
@@ -40,7 +39,9 @@ def write_tasks(paths: RunPaths, store: Store) -> None:
     outputs = store.task_outputs()
     attempts: dict[str, list] = {}
     for a in store.attempts():
-        attempts.setdefault(a.task_id, []).append(asdict(a))
+        attempts.setdefault(a.task_id, []).append(
+            vars(a) | {k: vars(getattr(a, k)) for k in ("waiter", "worker") if getattr(a, k) is not None}
+        )
     lines = [
         dumps_json(
             vars(t)

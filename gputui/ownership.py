@@ -15,14 +15,11 @@ still live (so it is never launched twice), never to signal it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 TAG_SCHEDULER = "GPUTUI_SCHEDULER_ID"
 TAG_TASK = "GPUTUI_TASK_ID"
@@ -67,12 +64,19 @@ def alive(ref: ProcessRef) -> bool:
     return st is not None and st[2] == ref.start and st[0] not in ("Z", "X")
 
 
+def _environ(pid: int) -> dict[str, str] | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    pairs = (item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
 def tags(pid: int) -> tuple[str | None, str | None, str | None]:
     """(scheduler id, task id, attempt) from a process's environment; Nones if unreadable."""
-    try:
-        env = psutil.Process(pid).environ()
-    except (psutil.Error, OSError):
-        return None, None, None
+    env = _environ(pid) or {}
     return env.get(TAG_SCHEDULER), env.get(TAG_TASK), env.get(TAG_ATTEMPT)
 
 
@@ -80,23 +84,15 @@ def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dic
     """Live processes carrying this scheduler's tag, by task id (one /proc scan). For noticing only:
     a tag can be forged, so these are never signalled on the strength of it."""
     wanted = None if task_ids is None else set(task_ids)
-    needle = f"{TAG_SCHEDULER}={scheduler_id}".encode()
     found: dict[str, list[ProcessRef]] = {}
     me = os.getpid()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
+        env = _environ(int(name)) or {}
+        if env.get(TAG_SCHEDULER) != scheduler_id:
             continue
-        if needle not in env:
-            continue
-        pairs = dict(item.split(b"=", 1) for item in env.split(b"\0") if b"=" in item)
-        if pairs.get(TAG_SCHEDULER.encode()) != scheduler_id.encode():
-            continue
-        task = pairs.get(TAG_TASK.encode(), b"").decode()
+        task = env.get(TAG_TASK, "")
         ref = ref_of(int(name))
         if task and ref is not None and (wanted is None or task in wanted):
             found.setdefault(task, []).append(ref)
@@ -193,15 +189,16 @@ def send(ref: ProcessRef, sig: int) -> bool:
 
 
 def describe_stuck(ref: ProcessRef) -> str:
-    if not alive(ref):
+    st = _stat(ref.pid)
+    if st is None or not alive(ref):
         return f"pid {ref.pid}: gone"
-    with contextlib.suppress(psutil.Error):
-        p = psutil.Process(ref.pid)
-        status, name = p.status(), p.name()
-        if status == psutil.STATUS_DISK_SLEEP:
-            return (
-                f"pid {ref.pid} ({name}) is in uninterruptible sleep (state D, usually stuck I/O or a GPU "
-                f"driver call); it will die when that call returns"
-            )
-        return f"pid {ref.pid} ({name}) survived SIGKILL (state {status})"
-    return f"pid {ref.pid}: gone"
+    try:
+        name = Path(f"/proc/{ref.pid}/comm").read_text().strip()
+    except OSError:
+        name = "?"
+    if st[0] == "D":
+        return (
+            f"pid {ref.pid} ({name}) is in uninterruptible sleep (state D, usually stuck I/O or a GPU "
+            f"driver call); it will die when that call returns"
+        )
+    return f"pid {ref.pid} ({name}) survived SIGKILL (state {st[0]})"

@@ -68,7 +68,6 @@ def from_journal(store: Store, paths: RunPaths, scheduler_id: str) -> str:
         if task_id not in tasks:
             continue
         log = paths.log(task_id, number)
-        ends = reader.get(task_id, number, str(log))  # its exit file fills in an exit the journal lost
         store.start_attempt(task_id, number, tasks[task_id].gpus, (), str(log), _started_at(log))
         fields: dict = {"cgroup": ends.cgroup}
         for name, ref in (("waiter", ends.waiter), ("worker", ends.worker)):

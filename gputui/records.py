@@ -56,7 +56,6 @@ class AttemptRecord:
     ended_at: float | None
     exit_code: int | None  # negative: killed by that signal
     reason: str | None
-    keeper: ProcessRef | None  # the keeper asked to start it: while it lives, the request may still be passed on
     waiter: ProcessRef | None  # the worker's parent: while it lives, the attempt's end will be recorded
     worker: ProcessRef | None  # as its waiter recorded it (pid + start time)
     cgroup: str | None  # the attempt's own cgroup, where the machine allows one

@@ -10,7 +10,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gputui.executors.journal import JournalReader
 from gputui.failures import read_tail
+from gputui.ownership import AttemptProcesses, ProcessRef
 from gputui.progress import Progress, ProgressTracker
 from gputui.records import AttemptRecord, Status, TaskRecord
 from gputui.rundir import RunLock, RunPaths
@@ -97,6 +99,25 @@ class RunView:
             meta=meta,
             taken_at=time.time(),
         )
+
+    def processes(self, task_ids: list[str]) -> dict[str, list[ProcessRef]]:
+        """What a kill of these tasks would signal now, by ownership's rule (a /proc scan: call it from a
+        thread). The journal fills in a start the scheduler has not stored yet."""
+        if self._store is None:
+            self.snapshot()
+        journal = JournalReader(self.paths.journal)
+        found: dict[str, list[ProcessRef]] = {}
+        for task_id in task_ids:
+            task = self._store.task(task_id) if self._store else None
+            a = self._store.attempt(task_id, task.attempts) if task else None
+            if a is None or a.cleared_at is not None:
+                found[task_id] = []
+                continue
+            ends = journal.get(task_id, a.number)
+            found[task_id] = AttemptProcesses(
+                a.waiter or ends.waiter, a.worker or ends.worker, a.cgroup or ends.cgroup
+            ).tree()
+        return found
 
     def close(self) -> None:
         if self._store is not None:

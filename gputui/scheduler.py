@@ -1,6 +1,6 @@
 """The scheduler loop: place, launch, watch, settle, retry; re-adopt what a previous instance left.
 
-It wakes when its keeper reports a worker's start or end, so a finished task is settled and its GPUs
+It wakes when a waiter reports a worker's start or end, so a finished task is settled and its GPUs
 reused at once, and otherwise every `poll` seconds to stream logs, apply control verbs posted by
 other processes, advance kills and watch adopted workers. Each turn is one SQLite transaction, and an
 attempt is committed before it is launched; a task with a live attempt is never launched again.
@@ -24,7 +24,7 @@ from pathlib import Path
 from gputui import exports, ownership
 from gputui.control import ControlError, Controller, Stop
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
-from gputui.executors.local import KeeperGone, LaunchSpec, LocalExecutor
+from gputui.executors.local import LaunchFailed, LaunchSpec, LocalExecutor, WaiterHandle
 from gputui.failures import Failure, classify, read_tail
 from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
@@ -60,12 +60,12 @@ class Live:
     label: str
     log_path: str
     started_at: float
-    keeper: ownership.ProcessRef | None = None  # while it lives, the launch request may still be passed on
     waiter: ownership.ProcessRef | None = None  # while it lives, this attempt's end will be recorded
     worker: ownership.ProcessRef | None = None  # as its waiter recorded it
     cgroup: str | None = None
     ours: bool = False  # its waiter reports to our wake pipe; else watched by polling the journal
     log: LogTail | None = None  # opened when output is streamed
+    handle: WaiterHandle | None = None  # the waiter chosen for it, until the launch is sent
     interrupted: bool = False  # stopped by our own shutdown: not the task's fault
     said_unprovable: bool = False  # told the user about a tagged leftover we may not signal
 
@@ -137,8 +137,9 @@ class Scheduler:
         try:
             self._announce()
             self._load_tasks()
-            if any(t.status not in Status.FINAL for t in self.tasks.values()):
-                self.executor.start()  # its start-up overlaps ours
+            todo = sum(t.status not in Status.FINAL for t in self.tasks.values())
+            if todo:
+                self.executor.start(prefork=min(todo, self.policy.max_parallel or 8))  # overlaps our start-up
             self._expire_old_controls()
             self._resume()
             self._check_feasible()
@@ -178,8 +179,10 @@ class Scheduler:
                 self._apply_controls(controls)
             if self.stops:
                 self._advance_stops()
-            if self.executor.keeper_died():
-                self._keeper_died()
+            for key in self.executor.lost():  # its waiter died: watch what is left of it by polling
+                live = self.live.get(key[0]) or self.lingering.get(key)
+                if live is not None and live.number == key[1]:
+                    live.ours = False
             news: dict[tuple[str, int], AttemptEnds] = {}
             for text in lines:
                 parse(text, news)
@@ -291,8 +294,8 @@ class Scheduler:
     # -- resume: settle or re-adopt what a previous instance left ------------------------------
     def _live_from(self, a) -> Live:
         task = self.tasks[a.task_id]
-        live = Live(a.task_id, a.number, a.gpus, task.range_label, a.log_path, a.started_at, a.keeper)
-        live.waiter, live.worker, live.cgroup = a.waiter, a.worker, a.cgroup
+        live = Live(a.task_id, a.number, a.gpus, task.range_label, a.log_path, a.started_at, a.waiter)
+        live.worker, live.cgroup = a.worker, a.cgroup
         return live
 
     def _resume(self) -> None:
@@ -330,8 +333,8 @@ class Scheduler:
 
     def _learn(self, live: Live) -> AttemptEnds:
         """What the journal (or the attempt's exit file) says of an attempt no waiter reports to us."""
-        ends = self.journal.get(live.task_id, live.number, live.log_path)
-        if ends.started and live.waiter is None:
+        ends = self.journal.get(live.task_id, live.number)
+        if ends.started and live.worker is None:
             self._note_start(live, ends)
         return ends
 
@@ -341,9 +344,7 @@ class Scheduler:
             return True
         if live.waiter is not None:
             return ownership.alive(live.waiter)  # it records the end before it does anything else
-        if live.keeper is not None and ownership.alive(live.keeper):
-            return True  # the launch request may still be on its way to a waiter
-        # Its start was never recorded and its keeper is gone: anything carrying its tag means a worker
+        # Known from a rebuilt state only, without its waiter: anything carrying its tag means a worker
         # was started after all (never launch a second copy beside it), though we cannot signal it.
         tagged = ownership.find_tagged(self.scheduler_id, [live.task_id]).get(live.task_id, [])
         return any(ownership.tags(r.pid)[2] == str(live.number) for r in tagged)
@@ -382,6 +383,7 @@ class Scheduler:
 
     def _clear(self, live: Live, at: float) -> None:
         self.lingering.pop(live.key, None)
+        self.executor.done(live.key)
         self.store.update_attempt(live.task_id, live.number, cleared_at=at)
         self._gpus_at = 0.0
 
@@ -535,10 +537,9 @@ class Scheduler:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
             shown = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {shown}"
         log_path = self.paths.log(task.id, number)
-        keeper = self.executor.keeper_ref()
+        waiter = self.executor.waiter()  # recorded before the launch: while it lives, the end will be known
         self.store.start_attempt(task.id, number, gpus, argv, str(log_path), now)
-        if keeper is not None:
-            self.store.update_attempt(task.id, number, keeper_pid=keeper.pid, keeper_start=keeper.start)
+        self.store.update_attempt(task.id, number, waiter_pid=waiter.ref.pid, waiter_start=waiter.ref.start)
         fields = {
             "status": Status.RUNNING,
             "attempts": number,
@@ -554,7 +555,8 @@ class Scheduler:
         self.store.add_event("launch", f"attempt {number}: {shown}", task.id)
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
         self.out.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
-        live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, keeper)
+        live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, waiter.ref)
+        live.handle = waiter
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)
         return spec, live
 
@@ -562,31 +564,29 @@ class Scheduler:
         if self.out.show_output:
             live.log = LogTail(spec.log_path)
         try:
-            for tries in (1, 2):  # a keeper found dead is replaced once
-                try:
-                    self.executor.launch(spec)
-                    live.ours = True
-                    return
-                except KeeperGone:
-                    if tries == 2:
-                        raise
+            try:
+                self.executor.launch(live.handle, spec)
+            except LaunchFailed:  # that waiter died while idle: another one, recorded first
+                waiter = self.executor.waiter()
+                with self.store.transaction():
+                    self.store.update_attempt(
+                        spec.task_id, spec.number, waiter_pid=waiter.ref.pid, waiter_start=waiter.ref.start
+                    )
+                live.waiter = waiter.ref
+                self.executor.launch(waiter, spec)
+            live.ours = True
         except OSError as e:
             try:
                 with open(spec.log_path, "a") as log:
                     log.write(f"gputui: cannot launch: {e}\n")
             except OSError:
                 pass
+            live.waiter = None
             with self.store.transaction():
                 self._settle(live, AttemptEnds(exit_code=127, ended_at=time.time()), None)
         finally:
+            live.handle = None
             _release(spec.held)  # the waiter holds its own copies now
-
-    def _keeper_died(self) -> None:
-        """Attempts whose start no waiter has reported may never have reached one: watch them by polling."""
-        self.out.info("the keeper process died; a new one serves the next launch (running workers are unaffected)")
-        for live in self.live.values():
-            if live.waiter is None:
-                live.ours = False
 
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -603,7 +603,7 @@ class Scheduler:
         for key, ends in news.items():
             live = self.live.get(key[0])
             if live is not None and live.number == key[1]:
-                if ends.started and live.waiter is None:
+                if ends.started and live.worker is None:
                     self._note_start(live, ends)
                 if ends.ended:
                     self._settle(live, ends, manifests.get(key[0]))
@@ -633,7 +633,7 @@ class Scheduler:
             self.stops.append(Stop(self.controller, pairs, self.job.stop_grace_s).begin())
 
     def _poll(self) -> None:
-        """Watch attempts no waiter of ours reports on (adopted, or sent to a keeper that died), and
+        """Watch attempts no waiter of ours reports on (adopted, or whose waiter died), and
         leftovers whose waiter is gone."""
         for live in list(self.live.values()):
             if not live.ours:
@@ -678,6 +678,7 @@ class Scheduler:
         self._settle_task(live, ends, manifest_error)
         if ends.ended and ends.cleared:
             self.store.update_attempt(live.task_id, live.number, cleared_at=ends.ended_at or time.time())
+            self.executor.done(live.key)
             self._gpus_at = 0.0  # its GPUs are free now: look again before placing
             return
         self.lingering[live.key] = live

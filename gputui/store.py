@@ -30,8 +30,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL, gpus TEXT NOT NULL,
     command TEXT NOT NULL, log_path TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
-    exit_code INTEGER, reason TEXT, keeper_pid INTEGER, keeper_start INTEGER, waiter_pid INTEGER,
-    waiter_start INTEGER, worker_pid INTEGER, worker_start INTEGER, cgroup TEXT, cleared_at REAL,
+    exit_code INTEGER, reason TEXT, waiter_pid INTEGER, waiter_start INTEGER, worker_pid INTEGER,
+    worker_start INTEGER, cgroup TEXT, cleared_at REAL,
     PRIMARY KEY (task_id, number)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -290,7 +290,6 @@ def _attempt(r: sqlite3.Row) -> AttemptRecord:
         ended_at=r["ended_at"],
         exit_code=r["exit_code"],
         reason=r["reason"],
-        keeper=_ref(r["keeper_pid"], r["keeper_start"]),
         waiter=_ref(r["waiter_pid"], r["waiter_start"]),
         worker=_ref(r["worker_pid"], r["worker_start"]),
         cgroup=r["cgroup"],

@@ -10,8 +10,9 @@ so its GPUs may be given to another task. Times are epoch seconds, start times c
 
 Each record is one O_APPEND write of a short line ending in a CRC-32 of the rest, so records from
 many waiters never interleave, and a torn, truncated or damaged line is recognised and ignored instead
-of being read as a wrong fact. The `exit` record is also written to a small file beside the attempt's
-log (`<task>.attempt<N>.exit`): a damaged or truncated journal never loses how a worker ended.
+of being read as a wrong fact. `exit` and `clear` records are written first to a second journal,
+`logs/exits.journal`, so a damaged, truncated or deleted journal never loses how a worker ended.
+Readers fold both into one view; a record read twice changes nothing.
 """
 
 from __future__ import annotations
@@ -60,10 +61,6 @@ def append(fd: int, *fields: object) -> bytes:
     return data
 
 
-def exit_file(log_path: str | os.PathLike[str]) -> Path:
-    return Path(log_path).with_suffix(".exit")
-
-
 def _verified(text: str) -> list[str] | None:
     body, sep, crc = text.rstrip("\n").rpartition(" #")
     if not sep or f"{zlib.crc32(body.encode()):08x}" != crc:
@@ -79,7 +76,7 @@ def parse(text: str, into: dict[tuple[str, int], AttemptEnds]) -> tuple[str, int
     try:
         kind, key = parts[0], (parts[1], int(parts[2]))
         if kind == "start":
-            ends = into[key] = AttemptEnds()  # a new start of the same key supersedes what was said of it
+            ends = into.setdefault(key, AttemptEnds())
             ends.waiter = ProcessRef(int(parts[3]), int(parts[4]))
             if parts[5] != "-":
                 ends.worker = ProcessRef(int(parts[5]), int(parts[6]))
@@ -96,35 +93,27 @@ def parse(text: str, into: dict[tuple[str, int], AttemptEnds]) -> tuple[str, int
     return key
 
 
-def read_exit_file(log_path: str | os.PathLike[str], task_id: str, attempt: int) -> AttemptEnds | None:
-    """The attempt's exit as its waiter wrote it beside the log, if that file is whole and says so."""
-    try:
-        text = exit_file(log_path).read_text(errors="replace")
-    except OSError:
-        return None
-    found: dict[tuple[str, int], AttemptEnds] = {}
-    return found.get((task_id, attempt)) if parse(text, found) == (task_id, attempt) else None
+def exits_copy(journal: Path) -> Path:
+    return Path(journal).parent / "logs" / "exits.journal"
 
 
 def rotate(path: Path) -> None:
-    """Set an old journal aside so records of another run's attempts can never settle this one's.
+    """Set an old journal (and its copy of exits) aside so records of another run's attempts can never
+    settle this one's. Waiters of that run still running append to the renamed files (they hold them open)."""
+    for p in (path, exits_copy(path)):
+        if p.exists():
+            os.replace(p, p.with_name(f"{p.name}.{int(p.stat().st_mtime)}.old"))
 
-    Waiters of that run still running append to the renamed file (they hold it open)."""
-    if path.exists():
-        os.replace(path, path.with_name(f"{path.name}.{int(path.stat().st_mtime)}.old"))
 
-
-class JournalReader:
-    """Reads new records since the last call, keeping what every attempt did. A journal that shrank
-    (truncated, or replaced) is read again from its start; damaged lines are skipped."""
+class _Tail:
+    """New whole lines of one file since the last call; a file that shrank or was replaced is read again."""
 
     def __init__(self, path: Path):
         self.path = path
         self.offset = 0
         self.inode: int | None = None
-        self.attempts: dict[tuple[str, int], AttemptEnds] = {}
 
-    def update(self) -> dict[tuple[str, int], AttemptEnds]:
+    def lines(self) -> list[str]:
         try:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -133,20 +122,25 @@ class JournalReader:
                 f.seek(self.offset)
                 data = f.read()
         except OSError:
-            return self.attempts
+            return []
         end = data.rfind(b"\n") + 1
         self.offset += end
-        for text in data[:end].decode("utf-8", "replace").splitlines():
-            parse(text, self.attempts)
+        return data[:end].decode("utf-8", "replace").splitlines()
+
+
+class JournalReader:
+    """What the journal and its copy of exits say of every attempt, read incrementally; damaged lines
+    are skipped, and a record in either file is enough."""
+
+    def __init__(self, path: Path):
+        self.tails = [_Tail(path), _Tail(exits_copy(path))]
+        self.attempts: dict[tuple[str, int], AttemptEnds] = {}
+
+    def update(self) -> dict[tuple[str, int], AttemptEnds]:
+        for tail in self.tails:
+            for text in tail.lines():
+                parse(text, self.attempts)
         return self.attempts
 
-    def get(self, task_id: str, attempt: int, log_path: str | None = None) -> AttemptEnds:
-        """What is known of an attempt; its exit file fills in an exit the journal lost."""
-        ends = self.update().get((task_id, attempt))
-        if (ends is None or not ends.ended) and log_path is not None:
-            written = read_exit_file(log_path, task_id, attempt)
-            if written is not None:
-                ends = ends or self.attempts.setdefault((task_id, attempt), AttemptEnds())
-                ends.exit_code, ends.ended_at = written.exit_code, written.ended_at
-                ends.leftovers = written.leftovers
-        return ends or AttemptEnds()
+    def get(self, task_id: str, attempt: int) -> AttemptEnds:
+        return self.update().get((task_id, attempt)) or AttemptEnds()

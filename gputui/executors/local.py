@@ -1,4 +1,10 @@
-"""Local executor: the scheduler's side of the keeper and its waiters (see keeper.py, waiter.py)."""
+"""Local executor: the scheduler's side of the keeper and its waiters (see keeper.py, waiter.py).
+
+The scheduler sends each launch straight to an idle waiter over that waiter's own channel, and every
+waiter writes its records to one wake pipe the scheduler owns for its lifetime, so a dead keeper costs
+nothing but a new one the next time a waiter must be forked. A waiter is idle again once its attempt
+is cleared (`done`); one that dies shows as end-of-file on its channel (`lost`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef, ref_of
+from gputui.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef
+
+WAITER_FORK_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -26,16 +34,18 @@ class LaunchSpec:
     held: Sequence[int] = ()  # descriptors the task holds while any process of it lives (GPU locks)
 
 
-class KeeperGone(OSError):
-    """The keeper died with requests it may not have passed on."""
+@dataclass(eq=False)
+class WaiterHandle:
+    channel: socket.socket
+    ref: ProcessRef
+    key: tuple[str, int] | None = field(default=None)  # the attempt it runs
+
+
+class LaunchFailed(OSError):
+    """The request could not be handed to a waiter (it died, or no keeper could fork one)."""
 
 
 class LocalExecutor:
-    """Starts a keeper on first use; `launch` asks it for a worker, `events` says what waiters saw.
-
-    Every waiter writes to one wake pipe the scheduler owns for its lifetime, so keepers can die and be
-    replaced without a record being lost."""
-
     def __init__(self, cwd: Path, env: Mapping[str, str], keeper_log: Path, journal: Path, scheduler_id: str):
         self.cwd = cwd
         self.env = {k: v for k, v in env.items() if k not in (TAG_SCHEDULER, TAG_TASK, TAG_ATTEMPT)}
@@ -46,48 +56,86 @@ class LocalExecutor:
         self.requests: socket.socket | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.wake_r, False)
+        self.idle: list[WaiterHandle] = []
+        self.busy: dict[tuple[str, int], WaiterHandle] = {}
         self._buffer = b""
         self._which: dict[str, str] = {}
-        self._keeper_ref: ProcessRef | None = None
-
-    def keeper_ref(self) -> ProcessRef | None:
-        """The keeper that will pass on the next launch (started if need be)."""
-        self.start()
-        return self._keeper_ref
+        self._asked = 0  # waiters asked of the keeper, not yet received
 
     def fileno(self) -> int:
         return self.wake_r
 
-    def start(self) -> None:
-        """Start the keeper now (its start-up overlaps the scheduler's), or again if it died."""
+    def start(self, prefork: int = 0) -> None:
+        """Start the keeper now, or again if it died; `prefork` waiters are forked meanwhile, so their
+        start-up overlaps the scheduler's."""
         if self.keeper is None or self.keeper.poll() is not None:
             self._start_keeper()
+        for _ in range(prefork):
+            self.requests.send(b"waiter")
+            self._asked += 1
 
-    def keeper_died(self) -> bool:
-        """True once per keeper death: requests sent to it may never have reached a waiter."""
-        if self.keeper is None or self.keeper.poll() is None:
-            return False
-        self._close_requests()
-        self.keeper = None
-        return True
+    def waiter(self) -> WaiterHandle:
+        """An idle waiter, forked by the keeper if none is; its pid is recorded before it is used."""
+        if self.idle:
+            return self.idle.pop()
+        for tries in (1, 2):  # a keeper found dead is replaced once
+            self.start()
+            try:
+                if self._asked:
+                    self._asked -= 1
+                else:
+                    self.requests.send(b"waiter")
+                msg, fds, _, _ = socket.recv_fds(self.requests, 64, 1)
+                _, pid, start = msg.decode().split()
+                channel = socket.socket(fileno=fds[0])
+                channel.setblocking(False)
+                return WaiterHandle(channel, ProcessRef(int(pid), int(start)))
+            except (OSError, ValueError, IndexError) as e:
+                self._close_requests()
+                self.keeper = None
+                if tries == 2:
+                    raise LaunchFailed(f"no keeper could start a waiter: {e}") from None
+        raise AssertionError("unreachable")
 
-    def launch(self, spec: LaunchSpec) -> None:
-        self.start()
-        argv = [self._resolve(spec.argv[0]), *spec.argv[1:]]
+    def launch(self, waiter: WaiterHandle, spec: LaunchSpec) -> None:
         request = {
             "task": spec.task_id,
             "n": spec.number,
-            "argv": argv,
+            "argv": [self._resolve(spec.argv[0]), *spec.argv[1:]],
             "env": dict(spec.env),
             "log": str(spec.log_path),
             "grace": spec.grace,
         }
         try:
-            socket.send_fds(self.requests, [json.dumps(request).encode()], list(spec.held))
+            socket.send_fds(waiter.channel, [json.dumps(request).encode()], list(spec.held))
         except OSError as e:
-            self._close_requests()
-            self.keeper = None  # the next launch starts a new one
-            raise KeeperGone(f"the keeper process died: {e}") from None
+            waiter.channel.close()
+            raise LaunchFailed(f"its waiter (pid {waiter.ref.pid}) is gone: {e}") from None
+        waiter.key = (spec.task_id, spec.number)
+        self.busy[waiter.key] = waiter
+
+    def done(self, key: tuple[str, int]) -> None:
+        """The attempt is cleared: its waiter takes the next request (it flushes its records first)."""
+        waiter = self.busy.pop(key, None)
+        if waiter is not None:
+            waiter.key = None
+            self.idle.append(waiter)
+
+    def lost(self) -> list[tuple[str, int]]:
+        """Attempts whose waiter died (its channel reached end-of-file): nobody will record their end."""
+        gone = []
+        for key, waiter in list(self.busy.items()):
+            try:
+                if waiter.channel.recv(1):
+                    continue
+            except BlockingIOError:
+                continue
+            except OSError:
+                pass
+            waiter.channel.close()
+            del self.busy[key]
+            gone.append(key)
+        return gone
 
     def events(self) -> list[str]:
         """The records waiters wrote since the last call (journal lines, see journal.py)."""
@@ -100,13 +148,17 @@ class LocalExecutor:
         return [text.decode("utf-8", "replace") for text in lines]
 
     def close(self) -> None:
-        """Let the keeper go: busy waiters finish their attempts, record them, and exit."""
+        """Let everything go: idle waiters exit at once, busy ones after recording their attempt."""
+        for waiter in [*self.idle, *self.busy.values()]:
+            waiter.channel.close()
+        self.idle, self.busy = [], {}
         self._close_requests()
         self.keeper = None
         for fd in (self.wake_r, self.wake_w):
             os.close(fd)
 
     def _close_requests(self) -> None:
+        self._asked = 0
         if self.requests is not None:
             self.requests.close()
             self.requests = None
@@ -133,5 +185,5 @@ class LocalExecutor:
                 stderr=err,
                 start_new_session=True,
             )
+        ours.settimeout(WAITER_FORK_TIMEOUT_S)
         self.requests = ours
-        self._keeper_ref = ref_of(self.keeper.pid)

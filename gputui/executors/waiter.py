@@ -1,7 +1,7 @@
 """The waiter: the parent of one worker at a time, and the witness of how it ended.
 
-    keeper ──fork──► waiter (child subreaper) ──posix_spawn──► worker (own process group, own cgroup)
-                        └──► journal + exit file + the scheduler's wake pipe
+    scheduler ──request──► waiter (child subreaper) ──posix_spawn──► worker (own process group, own cgroup)
+                              └──► journal (+ its copy of exits) + the scheduler's wake pipe
 
 A waiter outlives the scheduler and the keeper (it ignores the terminal's signals and holds its own
 copies of every file it writes to), so a worker's exit status is recorded whoever else is killed.
@@ -9,8 +9,9 @@ Being a child subreaper, it inherits every orphan of its task (a double-forked d
 the worker ends, whatever of the task is still alive is ended (SIGTERM, grace, SIGKILL, or
 `cgroup.kill`) before `clear` is recorded and the task's GPU reservations are let go.
 
-Waiters are forked by the keeper and reused for attempt after attempt, so a task costs one
-posix_spawn, as with `xargs -P`. They hold no ownership tag.
+Waiters are forked by the keeper and reused by the scheduler for attempt after attempt (it sends the
+next request once the last attempt is cleared), so a task costs one posix_spawn, as with `xargs -P`.
+A waiter exits when the scheduler closes its channel, after its attempt. It holds no ownership tag.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 
 from gputui import ownership
 from gputui.executors import cgroup as cgroups
-from gputui.executors.journal import exit_file, line
+from gputui.executors.journal import line
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 _PR_SET_CHILD_SUBREAPER = 36
@@ -34,14 +35,17 @@ RETRY_WRITE_S = 1.0  # a full disk: try the journal again this often; the record
 
 
 class Waiter:
-    def __init__(self, channel: socket.socket, journal: int, wake: int, home: cgroups.CgroupHome | None):
+    def __init__(
+        self, channel: socket.socket, journal: int, exits: int, wake: int, home: cgroups.CgroupHome | None
+    ):
         self.channel = channel
         self.journal = journal
+        self.exits = exits
         self.wake = wake
         self.home = home
         self.base_env = dict(os.environ)
         self.me = ownership.ProcessRef(os.getpid(), ownership.start_of(os.getpid()) or 0)
-        self.unwritten: list[tuple[int | str, bytes]] = []  # (fd or exit-file path, data) not yet on disk
+        self.unwritten: list[tuple[int, bytes]] = []  # records not yet on disk (a full disk), by descriptor
 
     def serve(self) -> None:
         try:
@@ -53,7 +57,7 @@ class Waiter:
                 msg, fds, _, _ = socket.recv_fds(self.channel, 1 << 20, 64)
             except OSError:
                 msg, fds = b"", []
-            if not msg:  # the keeper is gone: nothing more will be asked
+            if not msg:  # the scheduler is gone: nothing more will be asked
                 if self.home is not None:
                     self.home.close()
                 return
@@ -62,11 +66,7 @@ class Waiter:
             finally:
                 for fd in fds:
                     os.close(fd)
-            self.flush()
-            try:
-                self.channel.send(b"idle")
-            except OSError:
-                return
+            self.flush()  # every record on disk before the next attempt
 
     # -- one attempt ---------------------------------------------------------------------------
     def run(self, req: dict, held: list[int]) -> None:
@@ -75,7 +75,7 @@ class Waiter:
             log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as e:
             _complain(f"cannot open {req['log']}: {e}")
-            self.record_exit(task, n, 127, req["log"], 0)
+            self.record_exit(task, n, 127, 0)
             return
         for fd in held:  # GPU reservations: held as long as any process of the task holds them
             os.set_inheritable(fd, True)
@@ -102,7 +102,7 @@ class Waiter:
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
-            self.record_exit(task, n, 127, req["log"], 0)
+            self.record_exit(task, n, 127, 0)
             return
         finally:
             os.close(log)
@@ -111,10 +111,10 @@ class Waiter:
         self.record("start", task, n, self.me.pid, self.me.start, pid, ownership.start_of(pid) or 0, cg or "-")
         _, status = os.waitpid(pid, 0)  # no WUNTRACED: paused is not ended
         left = self.leftovers(cg)
-        self.record_exit(task, n, os.waitstatus_to_exitcode(status), req["log"], left)
+        self.record_exit(task, n, os.waitstatus_to_exitcode(status), left)
         if left:
             ended = self.end_leftovers(cg, float(req.get("grace", 10.0)))
-            self.record("clear", task, n, f"{time.time():.3f}", ended)
+            self.record("clear", task, n, f"{time.time():.3f}", ended, copy=True)
         if cg:
             cgroups.remove(cg)
 
@@ -164,39 +164,33 @@ class Waiter:
                 return True
 
     # -- records -------------------------------------------------------------------------------
-    def record_exit(self, task: str, n: int, code: int, log_path: str, left: int) -> None:
-        fields = ("exit", task, n, code, f"{time.time():.3f}", left)
-        self.write(str(exit_file(log_path)), line(*fields))  # first: a damaged journal must not lose it
-        self.record(*fields)
+    def record_exit(self, task: str, n: int, code: int, left: int) -> None:
+        self.record("exit", task, n, code, f"{time.time():.3f}", left, copy=True)
 
-    def record(self, *fields: object) -> None:
+    def record(self, *fields: object, copy: bool = False) -> None:
+        """To the journal (and first to its copy of exits, `copy`), then to the scheduler if it listens."""
         data = line(*fields)
+        if copy:
+            self.write(self.exits, data)
         self.write(self.journal, data)
         try:
             os.write(self.wake, data)  # the scheduler, if it still listens
         except OSError:
             pass
 
-    def write(self, where: int | str, data: bytes) -> None:
+    def write(self, fd: int, data: bytes) -> None:
         try:
-            if isinstance(where, int):
-                os.write(where, data)
-            else:
-                fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-                try:
-                    os.write(fd, data)
-                finally:
-                    os.close(fd)
+            os.write(fd, data)
         except OSError as e:  # e.g. the disk is full: keep it, and try again before taking new work
             if not self.unwritten:
-                _complain(f"cannot write {where}: {e}; will retry every {RETRY_WRITE_S:g}s")
-            self.unwritten.append((where, data))
+                _complain(f"cannot write the journal: {e}; will retry every {RETRY_WRITE_S:g}s")
+            self.unwritten.append((fd, data))
 
     def flush(self) -> None:
         while self.unwritten:
             pending, self.unwritten = self.unwritten, []
-            for where, data in pending:
-                self.write(where, data)
+            for fd, data in pending:
+                self.write(fd, data)
             if self.unwritten:
                 time.sleep(RETRY_WRITE_S)
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from gputui.gpus.probe import GpuSnapshot
 
+NOTE_SIZE = 1024
+
 
 def lock_dir() -> Path:
     env = os.environ.get("GPUTUI_LOCK_DIR")
@@ -61,9 +63,10 @@ class Reservations:
 
     @staticmethod
     def annotate(fd: int, note: dict) -> None:
-        data = json.dumps(note | {"since": time.time()}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        """Written over whatever note was there, padded to a fixed size: no truncation (which costs a
+        metadata update per task)."""
+        data = json.dumps(note | {"since": time.time()}).encode()[:NOTE_SIZE]
+        os.pwrite(fd, data.ljust(NOTE_SIZE), 0)
 
     def holders(self, keys: list[str]) -> dict[str, dict]:
         """Who holds each of these GPUs now (only those that are held)."""
@@ -77,7 +80,7 @@ class Reservations:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 try:
-                    held[key] = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                    held[key] = json.loads(os.pread(fd, NOTE_SIZE, 0).strip() or b"{}")
                 except ValueError:
                     held[key] = {}
             finally:

@@ -318,12 +318,10 @@ class GpuTuiApp(App):
     @work(thread=True, group="control")
     def _confirm_kill(self, task_ids: list[str]) -> None:
         """Name what will be signalled (a /proc scan, so in a thread), then ask."""
-        views = {v.task.id: v for v in self.snapshot.tasks} if self.snapshot else {}
+        found = self.view.processes(task_ids) if self.view is not None else {}
         lines = []
         for task_id in task_ids:
-            view = views.get(task_id)
-            attempt = view.attempt if view is not None else None
-            refs = attempt.processes().tree() if attempt is not None and attempt.ended_at is None else []
+            refs = found.get(task_id, [])
             pids = ", ".join(str(r.pid) for r in refs[:6]) + (" …" if len(refs) > 6 else "")
             lines.append(
                 f"{task_id}: " + (f"{len(refs)} process(es): {pids}" if refs else "not running (marked killed)")

@@ -42,15 +42,17 @@ def test_kill_sent_before_the_worker_exists_still_stops_it_and_no_copy_runs(make
     wait_for(
         lambda: _status(make_job.run_dir).get("shard-0", {}).get("status") == "retrying", what="attempt 1 settled"
     )
-    keeper = _keeper_of(sched)
-    keeper.suspend()  # attempt 2's launch request will wait in the keeper's pipe
+    waiters = _keeper_of(sched).children()
+    for w in waiters:
+        w.suspend()  # attempt 2's launch request will wait in its waiter's channel
     try:
         wait_for(lambda: _status(make_job.run_dir)["shard-0"]["attempts"] == 2, what="attempt 2 requested")
         r = gputui("kill", "--run-dir", make_job.run_dir, "shard-0")
         assert r.returncode == 0 and "killed 0 process(es)" in r.stdout
     finally:
-        keeper.resume()
-    # The keeper now spawns attempt 2; the scheduler stops it as soon as it hears of it.
+        for w in waiters:
+            w.resume()
+    # The waiter now spawns attempt 2; the scheduler stops it as soon as it hears of it.
     assert sched.wait(30) == 1, (tmp_path / "sched.log").read_text()
     journal = (make_job.run_dir / "attempts.journal").read_text().splitlines()
     assert any(line.startswith("start shard-0 2 ") for line in journal)  # it was spawned...

@@ -39,7 +39,6 @@ def attempt(i, number, status, *, start, end, exit_code=0, reason=None):
         ended_at=None if end is None else T0 + end,
         exit_code=exit_code,
         reason=reason,
-        keeper=None,
         waiter=None,
         worker=None,
         cgroup=None,
