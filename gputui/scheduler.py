@@ -25,11 +25,11 @@ from gputui import exports, ownership
 from gputui.control import ControlError, Controller, Stop
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
 from gputui.executors.local import LaunchFailed, LaunchSpec, LocalExecutor, WaiterHandle
-from gputui.failures import Failure, classify, read_tail
+from gputui.failures import read_tail
 from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
-from gputui.gpus.reservations import Reservations, gpu_key
+from gputui.gpus.reservations import Reservations
 from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.jobspec import JobSpec, render_command
 from gputui.logtail import LogTail
@@ -38,6 +38,7 @@ from gputui.placement import Policy, place, usable_gpus, why_waiting
 from gputui.printer import Printer, progress_line
 from gputui.records import Status, TaskRecord
 from gputui.session import Run
+from gputui.settle import Ended, decide
 from gputui.wakeup import Wakeup
 
 _WAITING = (Status.PENDING, Status.RETRYING)
@@ -438,7 +439,10 @@ class Scheduler:
                 ready.append(t)
         gpus = self._snapshot() if self.probe is not None and ready else []
         reserved = {g for live in [*self.live.values(), *self.lingering.values()] for g in live.gpus}
-        claims, foreign = self._claim(gpus, reserved, len(ready) * self.policy.gpus_per_worker)
+        usable = usable_gpus(gpus, reserved, self.policy)
+        claims, foreign = self.reservations.claim_some(
+            [g for g in gpus if g.index in usable], len(ready) * self.policy.gpus_per_worker
+        )
         unclaimed = {g.index for g in gpus} - set(claims)
         placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy))
         for t in ready:
@@ -460,27 +464,6 @@ class Scheduler:
                 self.out.info(f"waiting for GPUs: {reason}")
                 self._waiting_said = reason
 
-    def _claim(self, gpus: list[GpuSnapshot], reserved: set[int], need: int) -> tuple[dict[int, int], dict]:
-        """Claim up to `need` usable GPUs in the machine-wide reservations (see gpus/reservations.py);
-        returns {index: locked fd} and {index: who holds it} for those another run holds."""
-        claims: dict[int, int] = {}
-        foreign: dict[int, str] = {}
-        if not need:
-            return claims, foreign
-        free = usable_gpus(gpus, reserved, self.policy)
-        by_index = {g.index: g for g in gpus}
-        for index in free:
-            if len(claims) >= need:
-                break
-            key = gpu_key(by_index[index])
-            fd = self.reservations.claim(key)
-            if fd is None:
-                who = self.reservations.holders([key]).get(key, {})
-                foreign[index] = f"GPU {index}: {who.get('job', '?')} in {who.get('run_dir', '?')}"
-            else:
-                claims[index] = fd
-        return claims, foreign
-
     def _claim_note(self, task_id: str) -> dict:
         return {
             "run_dir": str(self.paths.root),
@@ -496,7 +479,7 @@ class Scheduler:
         except OSError:
             return True
         free = usage.free
-        if free >= min(MIN_FREE_DISK, usage.total // 20):
+        if free >= min(MIN_FREE_DISK, usage.total // 20):  # 5 % of a small disk is room enough
             if self._trouble_said.startswith("the disk"):
                 self._trouble_clear()
             return True
@@ -513,28 +496,11 @@ class Scheduler:
         self, task: TaskRecord, gpus: tuple[int, ...], now: float, held: list[int]
     ) -> tuple[LaunchSpec, Live]:
         number = task.attempts + 1
-        values = {
-            "low": task.low,
-            "high": task.high,
-            "input": self.job.shards.input,
-            "run_dir": self.paths.root,
-            "output_dir": self.job.outputs.dir,
-            "task_id": task.id,
-            "attempt": number,
-            "gpus": ",".join(map(str, gpus)),
-            "num_gpus": len(gpus),
-        }
-        argv = render_command(self.job, values)
-        env = {
-            ownership.TAG_SCHEDULER: self.scheduler_id,
-            ownership.TAG_TASK: task.id,
-            ownership.TAG_ATTEMPT: str(number),
-            "GPUTUI_LOW": str(task.low),
-            "GPUTUI_HIGH": str(task.high),
-        }
+        argv, env = worker_request(self.job, task, number, gpus, self.scheduler_id, self.paths.root)
+        if self.probe is None:
+            env.pop("CUDA_VISIBLE_DEVICES")
         shown = shlex.join(argv)
-        if self.probe is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        if "CUDA_VISIBLE_DEVICES" in env:
             shown = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {shown}"
         log_path = self.paths.log(task.id, number)
         waiter = self.executor.waiter()  # recorded before the launch: while it lives, the end will be known
@@ -696,65 +662,31 @@ class Scheduler:
     def _settle_task(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         if live.log is not None:
             self.out.worker_lines(live.label, live.log.read_lines(flush=True))
-        code, ended = ends.exit_code, ends.ended_at or time.time()
-        task = self.tasks[live.task_id]
-        ended_fields = {"exit_code": code, "ended_at": ended}
-        if live.number != task.attempts:  # an old attempt (a retry was queued meanwhile): close it only
-            self.store.update_attempt(
-                task.id, live.number, status=Status.LOST if code is None else Status.FAILED, **ended_fields
-            )
-            return
-        if task.status == Status.KILLED:
-            self.store.update_attempt(
-                task.id, live.number, status=Status.KILLED, reason=task.reason, **ended_fields
-            )
-            self._set(task.id, exit_code=code, ended_at=ended)
-            self.out.info(f"killed {task.id} {live.label} ({task.reason})")
+        task, output = self.tasks[live.task_id], self.outputs.get(live.task_id)
+        code = ends.exit_code
+        ended = Ended(
+            number=live.number,
+            exit_code=code,
+            ended_at=ends.ended_at or time.time(),
+            output=output,
+            output_exists=bool(output) and Path(output).exists(),
+            manifest_error=manifest_error,
+            log_tail="" if code == 0 else read_tail(live.log_path),
+            interrupted=live.interrupted,
+        )
+        retry = self.job.retry
+        d = decide(task, ended, backoff_s=retry.backoff_s, backoff_max_s=retry.backoff_max_s, now=time.time())
+        self.store.update_attempt(task.id, live.number, **d.attempt)
+        if d.task:
+            self._set(task.id, **d.task)
+        if d.event:
+            self.store.add_event(*d.event, task.id)
+        if d.outcome == "done":
+            self.out.info(f"done {task.id} {live.label} in {ended.ended_at - live.started_at:.1f}s")
+        elif d.say:
+            self.out.info(d.say)
+        if d.outcome not in ("closed", "requeued"):
             self._progress()
-            return
-        output = self.outputs.get(task.id)
-        if code == 0 and output and not Path(output).exists():
-            failure = Failure("missing_output", f"exited 0 but its output {output} is missing")
-        elif code == 0 and manifest_error:
-            failure = Failure("missing_output", manifest_error)
-        elif code == 0:
-            self.store.update_attempt(task.id, live.number, status=Status.DONE, **ended_fields)
-            self._set(task.id, status=Status.DONE, exit_code=0, ended_at=ended, reason=None)
-            self.store.add_event("done", f"attempt {live.number} done", task.id)
-            self.out.info(f"done {task.id} {live.label} in {ended - live.started_at:.1f}s")
-            self._progress()
-            return
-        else:
-            failure = classify(code, read_tail(live.log_path))
-        status = Status.LOST if code is None else Status.FAILED
-        self.store.update_attempt(task.id, live.number, status=status, reason=failure.reason, **ended_fields)
-        if live.interrupted:
-            self._set(
-                task.id,
-                status=Status.PENDING,
-                budget=task.budget + 1,
-                exit_code=code,
-                ended_at=ended,
-                reason="interrupted when gputui stopped",
-            )
-            return
-        if task.attempts < task.budget:
-            delay = min(self.job.retry.backoff_max_s, self.job.retry.backoff_s * 2 ** (task.attempts - 1))
-            self._set(
-                task.id,
-                status=Status.RETRYING,
-                next_try_at=time.time() + delay,
-                exit_code=code,
-                ended_at=ended,
-                reason=failure.reason,
-            )
-            then = f"retrying in {delay:g}s (attempt {task.attempts + 1}/{task.budget})"
-        else:
-            self._set(task.id, status=Status.FAILED, exit_code=code, ended_at=ended, reason=failure.reason)
-            then = f"no attempts left ({task.attempts}/{task.budget}); failed for good"
-        self.store.add_event("failed", f"attempt {live.number}: {failure.reason}", task.id)
-        self.out.info(f"FAILED {task.id} {live.label} attempt {live.number}: {failure.reason} — {then}")
-        self._progress()
 
     # -- controls ------------------------------------------------------------------------------
     def _apply_controls(self, controls) -> None:
@@ -910,3 +842,29 @@ def _release(fds) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def worker_request(
+    job: JobSpec, task: TaskRecord, number: int, gpus: tuple[int, ...], scheduler_id: str, run_dir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The worker's command line and its own variables (ownership tags, range, GPUs). Pure."""
+    values = {
+        "low": task.low,
+        "high": task.high,
+        "input": job.shards.input,
+        "run_dir": run_dir,
+        "output_dir": job.outputs.dir,
+        "task_id": task.id,
+        "attempt": number,
+        "gpus": ",".join(map(str, gpus)),
+        "num_gpus": len(gpus),
+    }
+    env = {
+        ownership.TAG_SCHEDULER: scheduler_id,
+        ownership.TAG_TASK: task.id,
+        ownership.TAG_ATTEMPT: str(number),
+        "GPUTUI_LOW": str(task.low),
+        "GPUTUI_HIGH": str(task.high),
+        "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+    }
+    return render_command(job, values), env

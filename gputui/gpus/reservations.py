@@ -61,6 +61,23 @@ class Reservations:
             return None
         return fd
 
+    def claim_some(self, gpus: list[GpuSnapshot], need: int) -> tuple[dict[int, int], dict[int, str]]:
+        """Claim up to `need` of these GPUs, in order: ({index: locked fd}, {index: who holds it}) for
+        the ones claimed and the ones another run holds."""
+        claims: dict[int, int] = {}
+        foreign: dict[int, str] = {}
+        for gpu in gpus:
+            if len(claims) >= need:
+                break
+            key = gpu_key(gpu)
+            fd = self.claim(key)
+            if fd is None:
+                who = self.holders([key]).get(key, {})
+                foreign[gpu.index] = f"GPU {gpu.index}: {who.get('job', '?')} in {who.get('run_dir', '?')}"
+            else:
+                claims[gpu.index] = fd
+        return claims, foreign
+
     @staticmethod
     def annotate(fd: int, note: dict) -> None:
         """Written over whatever note was there, padded to a fixed size: no truncation (which costs a

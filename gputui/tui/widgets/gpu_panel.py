@@ -228,6 +228,8 @@ class GpuPanel(Widget):
 
     def on_mount(self) -> None:
         # Children are looked up once; a tick then only touches their reactives.
+        if not self.query("#title"):  # removed (or the app closing) before its children were mounted
+            return
         self._title = self.query_one("#title", Label)
         self._badge = self.query_one("#badge", Label)
         self._mem = self.query_one("#mem", GpuMeter)

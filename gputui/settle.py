@@ -1,0 +1,77 @@
+"""The settle decision: what an ended attempt means for its task. Pure: no I/O, tested directly.
+
+The scheduler gathers the facts (exit status, whether the output exists, the log's tail) and applies
+the decision in the transaction that records the attempt's end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gputui.failures import Failure, classify
+from gputui.records import Status, TaskRecord
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The facts of one ended attempt."""
+
+    number: int
+    exit_code: int | None  # None: unknown (its waiter was killed first)
+    ended_at: float
+    output: str | None  # the task's output path, if it has one
+    output_exists: bool
+    manifest_error: str | None  # why its done-manifest could not be written
+    log_tail: str
+    interrupted: bool  # stopped by gputui's own shutdown: not the task's fault
+
+
+@dataclass(frozen=True)
+class Decision:
+    attempt: dict  # fields of the attempt's row
+    task: dict = field(default_factory=dict)  # fields of the task's row (empty: leave the task alone)
+    event: tuple[str, str] | None = None  # (kind, message) for the task's event log
+    say: str | None = None  # one line for the user
+    outcome: str = "closed"  # "done" | "killed" | "failed" | "retrying" | "requeued" | "closed"
+
+
+def decide(task: TaskRecord, ended: Ended, *, backoff_s: float, backoff_max_s: float, now: float) -> Decision:
+    code = ended.exit_code
+    fields = {"exit_code": code, "ended_at": ended.ended_at}
+    if ended.number != task.attempts:  # an old attempt (a retry was queued meanwhile): close it only
+        return Decision({"status": Status.LOST if code is None else Status.FAILED} | fields)
+    if task.status == Status.KILLED:
+        return Decision(
+            {"status": Status.KILLED, "reason": task.reason} | fields,
+            {"exit_code": code, "ended_at": ended.ended_at},
+            say=f"killed {task.id} {task.range_label} ({task.reason})",
+            outcome="killed",
+        )
+    if code == 0 and ended.output and not ended.output_exists:
+        failure = Failure("missing_output", f"exited 0 but its output {ended.output} is missing")
+    elif code == 0 and ended.manifest_error:
+        failure = Failure("missing_output", ended.manifest_error)
+    elif code == 0:
+        return Decision(
+            {"status": Status.DONE} | fields,
+            {"status": Status.DONE, "exit_code": 0, "ended_at": ended.ended_at, "reason": None},
+            ("done", f"attempt {ended.number} done"),
+            outcome="done",
+        )
+    else:
+        failure = classify(code, ended.log_tail)
+    attempt = {"status": Status.LOST if code is None else Status.FAILED, "reason": failure.reason} | fields
+    if ended.interrupted:
+        why = "interrupted when gputui stopped"
+        task_fields = {"status": Status.PENDING, "budget": task.budget + 1, "reason": why} | fields
+        return Decision(attempt, task_fields, outcome="requeued")
+    event = ("failed", f"attempt {ended.number}: {failure.reason}")
+    head = f"FAILED {task.id} {task.range_label} attempt {ended.number}: {failure.reason} — "
+    if task.attempts < task.budget:
+        delay = min(backoff_max_s, backoff_s * 2 ** (task.attempts - 1))
+        task_fields = {"status": Status.RETRYING, "next_try_at": now + delay, "reason": failure.reason} | fields
+        say = head + f"retrying in {delay:g}s (attempt {task.attempts + 1}/{task.budget})"
+        return Decision(attempt, task_fields, event, say, "retrying")
+    task_fields = {"status": Status.FAILED, "reason": failure.reason} | fields
+    say = head + f"no attempts left ({task.attempts}/{task.budget}); failed for good"
+    return Decision(attempt, task_fields, event, say, "failed")

@@ -1,0 +1,69 @@
+"""The settle decision, with plain values: what an ended attempt does to its task."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gputui.records import Status, TaskRecord
+from gputui.settle import Ended, decide
+
+TASK = TaskRecord(
+    id="shard-1", index=1, low=10, high=20, count=10, status=Status.RUNNING, attempts=1, budget=3, gpus=(0,),
+    reason=None, exit_code=None, started_at=100.0, ended_at=None, next_try_at=None,
+)  # fmt: skip
+ENDED = Ended(
+    number=1, exit_code=0, ended_at=110.0, output="/out/a.csv", output_exists=True, manifest_error=None,
+    log_tail="", interrupted=False,
+)  # fmt: skip
+
+
+def settle(task=TASK, **facts):
+    return decide(task, replace(ENDED, **facts), backoff_s=2.0, backoff_max_s=5.0, now=1000.0)
+
+
+def test_exit_zero_with_its_output_is_done():
+    d = settle()
+    assert d.outcome == "done" and d.task["status"] == Status.DONE and d.attempt["status"] == Status.DONE
+
+
+def test_exit_zero_without_its_output_is_a_failure_that_is_retried():
+    d = settle(output_exists=False)
+    assert d.outcome == "retrying" and "output /out/a.csv is missing" in d.task["reason"]
+    d = settle(manifest_error="cannot record its output: bad csv")
+    assert d.outcome == "retrying" and d.task["reason"] == "cannot record its output: bad csv"
+
+
+def test_backoff_doubles_up_to_its_cap_and_the_budget_ends_in_failure():
+    assert settle(exit_code=3).task["next_try_at"] == 1002.0
+    second = replace(TASK, attempts=2)
+    assert settle(second, number=2, exit_code=3).task["next_try_at"] == 1004.0
+    third = replace(TASK, attempts=3)
+    d = settle(third, number=3, exit_code=3)
+    assert d.outcome == "failed" and d.task["status"] == Status.FAILED and "no attempts left (3/3)" in d.say
+
+
+def test_the_log_names_the_failure():
+    d = settle(exit_code=1, log_tail="torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB")
+    assert "CUDA out of memory" in d.task["reason"]
+
+
+def test_unknown_exit_status_is_lost_not_a_wrong_reason():
+    d = settle(exit_code=None)
+    assert d.attempt["status"] == Status.LOST and "exit status unknown" in d.attempt["reason"]
+
+
+def test_a_killed_task_stays_killed_whatever_its_worker_returned():
+    killed = replace(TASK, status=Status.KILLED, reason="killed by user")
+    d = settle(killed, exit_code=0)
+    assert d.outcome == "killed" and "status" not in d.task and d.attempt["status"] == Status.KILLED
+
+
+def test_interrupted_by_our_own_shutdown_is_requeued_without_spending_an_attempt():
+    d = settle(exit_code=-15, interrupted=True)
+    assert d.outcome == "requeued" and d.task["status"] == Status.PENDING and d.task["budget"] == 4
+
+
+def test_an_old_attempt_ending_late_only_closes_itself():
+    retried = replace(TASK, attempts=2, status=Status.PENDING)
+    d = settle(retried, number=1, exit_code=0)
+    assert d.outcome == "closed" and d.task == {} and d.attempt["status"] == Status.FAILED
