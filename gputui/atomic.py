@@ -21,6 +21,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _mode_for(path))  # mkstemp's 0600 would hide reports from the user's group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:
@@ -77,6 +78,27 @@ def json_default(o: Any) -> Any:
     if hasattr(o, "to_dict"):  # pandas DataFrame
         return o.to_dict(orient="records")
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+def _mode_for(path: Path) -> int:
+    """The mode of the file being replaced, else what a plain open() would give under the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it (briefly) and back
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

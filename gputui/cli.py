@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -14,6 +17,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # e.g. `gputui status --json | head -1`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
+        return EXIT_OK
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from gputui.gpus.probe import NoGpuError
@@ -21,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from gputui.rundir import RunLocked
     from gputui.scheduler import Infeasible
     from gputui.session import PlanMismatch
-    from gputui.store import StateUnreadable
+    from gputui.store import StateReadOnly, StateUnreadable
 
     try:
         return args.func(args)
@@ -30,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         RunLocked,
         PlanMismatch,
         StateUnreadable,
+        StateReadOnly,
         NoGpuError,
         Infeasible,
         FileNotFoundError,
@@ -38,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except ValueError as e:  # e.g. a bad --simulate spec
         print(f"gputui: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.DatabaseError as e:  # damage found while reading, after the checks on open
+        print(f"gputui: error: the run's state database cannot be read ({e}); it was left as is.", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"gputui: error: cannot write{where}: {e.strerror}. Nothing else was changed.", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gputui.atomic import atomic_write_text
+
 
 class RunLocked(RuntimeError):
     """Another gputui process drives this run directory."""
@@ -52,10 +54,10 @@ class RunPaths:
 
 
 class RunLock:
-    """An flock on `scheduler.lock`: the kernel drops it when its holder dies, however it dies.
+    """An flock on the run directory itself: the kernel drops it when its holder dies, however it dies,
+    and no file can be deleted or replaced to defeat it. `scheduler.lock` only names the holder.
 
-    The file is rewritten in place (never renamed over) so the lock and the holder note share an inode.
-    It is opened close-on-exec, so no keeper or worker ever keeps a dead scheduler's lock alive.
+    The directory is opened close-on-exec, so no keeper, waiter or worker keeps a dead scheduler's lock.
     """
 
     def __init__(self, paths: RunPaths):
@@ -64,15 +66,17 @@ class RunLock:
 
     def try_acquire(self, role: str) -> bool:
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.paths.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
         note = {"pid": os.getpid(), "host": socket.gethostname(), "role": role, "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(note).encode(), 0)
+        try:
+            atomic_write_text(self.paths.lock, json.dumps(note), fsync=False)
+        except OSError:  # a read-only run directory: the lock still holds, only the note is missing
+            pass
         self._fd = fd
         return True
 
@@ -114,7 +118,7 @@ class RunLock:
         if self.held:
             return True
         try:
-            fd = os.open(self.paths.lock, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.paths.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
         try:

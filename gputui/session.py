@@ -115,6 +115,28 @@ def open_existing(run_dir: str | Path, *, readonly: bool = False) -> tuple[RunPa
     return paths, Store.open(paths.db, readonly=readonly)
 
 
+SAFE_CHANGES = (
+    "the command, env and params of work still to do, [resources], [retry], stop_grace_s and [outputs].merged"
+)
+
+
+def _check_outputs(store: Store, job: JobSpec, shards: list[Shard]) -> None:
+    """Refuse a job file whose outputs would no longer be where the run recorded them."""
+    recorded = store.task_outputs()
+    for shard in shards:
+        old, new = recorded.get(shard.task_id), shard_output(job, shard)
+        if old == new:
+            continue
+        same_dir = bool(old and new) and Path(old).parent == Path(new).parent
+        key = "[outputs].dir" if old and new and not same_dir else "[outputs].pattern"
+        raise PlanMismatch(
+            f"{job.path}: {key} changed since {store.path.parent} started: {shard.task_id}'s output was "
+            f"{old or '(none)'}, it would now be {new or '(none)'}. Outputs already recorded would be stranded, "
+            f"so this is refused. Restore {key}, or start afresh with another --run-dir. What may change safely "
+            f"between runs: {SAFE_CHANGES}."
+        )
+
+
 def _init_or_check(
     store: Store, paths: RunPaths, job: JobSpec, shards: list[Shard], integer_ids: bool
 ) -> list[str]:
@@ -128,6 +150,8 @@ def _init_or_check(
             f"{describe_plan(shards)}. Mixing two plans could process ids twice or skip some. Restore the "
             f"job file's sharding (num_workers/shard_size and input), or start afresh with another --run-dir."
         )
+    if recorded is not None:
+        _check_outputs(store, job, shards)
     with store.transaction():
         notes = []
         if recorded is None:

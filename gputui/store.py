@@ -7,6 +7,7 @@ block the scheduler. A file that cannot be read as our database is never touched
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +49,21 @@ class StateUnreadable(RuntimeError):
     """The state database exists but is not ours or is damaged; it is kept as it is."""
 
 
+class StateReadOnly(RuntimeError):
+    """A command that changes the run was given a run directory it cannot write to."""
+
+
+def _check_writable(path: Path) -> None:
+    for target in (path.parent, path):
+        if target.exists() and not os.access(target, os.W_OK):
+            read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+            why = "read-only file system" if read_only else "permission denied"
+            raise StateReadOnly(
+                f"cannot write to {target} ({why}); this command changes the run. "
+                f"`gputui status --run-dir {path.parent}` shows it without writing anything."
+            )
+
+
 @dataclass(frozen=True)
 class Control:
     id: int
@@ -79,10 +95,9 @@ class Store:
         elif not create or readonly:
             raise FileNotFoundError(f"no gputui state at {path}")
         if readonly:
-            conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0, check_same_thread=False
-            )
+            conn = _connect_readonly(path)
         else:
+            _check_writable(path)
             conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout=10000")
@@ -229,11 +244,52 @@ class Store:
         return Control(r["id"], r["verb"], json.loads(r["args"]), r["ts"], r["done_at"], ok, r["result"])
 
 
-def _check_readable(path: Path) -> None:
-    """Open read-only and look for our schema; on any doubt, refuse rather than overwrite."""
+REBUILD_HINT = (
+    "To go on, run `gputui run --jobs <job file> --rebuild-state`: it moves the file aside and rebuilds the "
+    "run's state from attempts.journal and the done-manifests, re-adopting workers that still run."
+)
+
+
+def _connect_readonly(path: Path, timeout: float = 10.0, *, create_nothing: bool = False) -> sqlite3.Connection:
+    """Read without write access: a run directory that cannot be written (a read-only mount, another
+    user's run) is opened as immutable, which needs no lock or WAL index files. Nothing writes to such
+    a run meanwhile, so nothing is missed. `create_nothing`: the same when no WAL file exists (a run no
+    scheduler has open), so that looking at a file never adds one beside it."""
+    writable = os.access(path.parent, os.W_OK)
+    if create_nothing and not Path(f"{path}-wal").exists():
+        writable = False
+    uri = f"file:{path}?mode=ro" if writable else f"file:{path}?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        if not writable:
+            raise
+        conn.close()  # e.g. a WAL file that cannot be indexed here: read the database file as it is
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None, timeout=timeout,
+            check_same_thread=False,
+        )  # fmt: skip
+    return conn
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse, writing nothing, a state file that is empty, damaged, foreign or of another version."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as e:
+        raise StateUnreadable(f"state database {path} cannot be read: {e.strerror}") from e
+    if not header:
+        raise StateUnreadable(f"state database {path} is empty (0 bytes); it was left untouched. {REBUILD_HINT}")
+    if header != b"SQLite format 3\0":
+        raise StateUnreadable(
+            f"{path} is not an SQLite database, so not gputui state; it was left untouched. {REBUILD_HINT}"
+        )
+    try:
+        conn = _connect_readonly(path, create_nothing=True)
         try:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             version = None
             if "meta" in names:
@@ -243,15 +299,27 @@ def _check_readable(path: Path) -> None:
             conn.close()
     except (sqlite3.DatabaseError, ValueError) as e:
         raise StateUnreadable(
-            f"state database {path} cannot be read ({e}); gputui will not overwrite it. "
-            f"Move it aside to start the run afresh, or restore it from a backup."
+            f"state database {path} is damaged ({e}); it was left untouched. {REBUILD_HINT}"
         ) from e
-    if names and ("tasks" not in names or "meta" not in names):
-        raise StateUnreadable(f"{path} is an SQLite database but not gputui state; it was left untouched.")
+    if problems != ["ok"]:
+        raise StateUnreadable(
+            f"state database {path} is damaged (integrity check: {'; '.join(problems)[:200]}); it was left "
+            f"untouched. {REBUILD_HINT}"
+        )
+    if "tasks" not in names or "meta" not in names:
+        raise StateUnreadable(
+            f"{path} is an SQLite database but not gputui state; it was left untouched. Use another --run-dir."
+        )
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise StateUnreadable(
             f"state database {path} was written by a newer gputui (schema {version} > {SCHEMA_VERSION}); "
             f"upgrade gputui to use it. It was left untouched."
+        )
+    if version != SCHEMA_VERSION:
+        raise StateUnreadable(
+            f"state database {path} was written by an older gputui (schema {version}, this one reads "
+            f"{SCHEMA_VERSION}); finish that run with the gputui that started it, or start afresh with another "
+            f"--run-dir. It was left untouched."
         )
 
 

@@ -124,7 +124,8 @@ def test_unreadable_state_is_kept_not_overwritten(make_job):
     db.write_bytes(garbage)
     r = gputui("run", "--jobs", job)
     assert r.returncode == 2
-    assert "cannot be read" in r.stderr and "will not overwrite" in r.stderr
+    assert "is not an SQLite database" in r.stderr and "left untouched" in r.stderr
+    assert "--rebuild-state" in r.stderr and "Traceback" not in r.stderr
     assert db.read_bytes() == garbage
 
 

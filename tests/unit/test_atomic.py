@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,15 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         pass
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_new_files_get_the_users_normal_mode_and_replaced_files_keep_theirs(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "report.md", "x")
+        assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o640
+        (tmp_path / "report.md").chmod(0o604)
+        atomic_write_text(tmp_path / "report.md", "y")
+        assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)

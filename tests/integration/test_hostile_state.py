@@ -1,0 +1,165 @@
+"""State that is damaged, foreign, read-only or changed under gputui: refused in a line or two that name
+the file and the next step, exit status 2, and nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import gputui, gputui_bg, wait_for
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _finished_run(make_job, **kw):
+    job = make_job(**kw)
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return job, make_job.run_dir / "state.db"
+
+
+def _refused(r, *words):
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert "Traceback" not in text
+    for word in words:
+        assert word in r.stderr, r.stderr
+
+
+def test_damaged_pages_are_refused_and_left_byte_for_byte(make_job):
+    job, db = _finished_run(make_job, ids=200, num_workers=20)
+    data = bytearray(db.read_bytes())
+    page = 4096
+    assert len(data) > 3 * page
+    for n in range(1, len(data) // page):  # every table page's header and cell pointers scribbled over
+        data[n * page : n * page + 64] = b"\xa5" * 64
+    db.write_bytes(bytes(data))
+    before = _sha(db)
+    for args in (("run", "--jobs", job), ("status", "--run-dir", make_job.run_dir)):
+        _refused(gputui(*args), "state.db", "damaged", "left untouched", "--rebuild-state")
+    assert _sha(db) == before
+    assert not (db.parent / "state.db-wal").exists()
+
+
+def test_foreign_database_is_refused_untouched(make_job):
+    job = make_job(num_workers=2)
+    db = make_job.run_dir / "state.db"
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE recipes (name TEXT)")
+    conn.execute("INSERT INTO recipes VALUES ('bread')")
+    conn.commit()
+    conn.close()
+    before = _sha(db)
+    _refused(gputui("run", "--jobs", job), "not gputui state", "left untouched")
+    assert _sha(db) == before
+
+
+def test_rebuild_state_sets_damaged_state_aside_and_finishes_nothing_twice(make_job):
+    job, db = _finished_run(make_job, ids=40, num_workers=4)
+    db.write_bytes(b"\0" * 8192)
+    r = gputui("run", "--jobs", job, "--rebuild-state")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "moved the damaged state aside" in r.stdout and "already done" in r.stdout
+    assert [p.name for p in db.parent.glob("state.db.damaged-*")]
+    starts = [e for e in make_job.events() if e["event"] == "start"]
+    assert len(starts) == 4  # the first run's only
+
+
+# -- 4. plan changes that strand outputs -------------------------------------------------------------
+def test_changed_output_pattern_is_refused_naming_the_key(make_job):
+    job = make_job(ids=40, num_workers=4, worker_args="--fail-attempts 1,2,3", max_attempts=1)
+    gputui("run", "--jobs", job)  # every shard fails: all of them still to do
+    job.write_text(job.read_text().replace('pattern = "out_{low}_{high}.csv"', 'pattern = "part_{low}.csv"'))
+    r = gputui("run", "--jobs", job)
+    _refused(r, "[outputs].pattern", "out_0_10.csv", "part_0.csv")
+    assert "may change" in r.stderr
+
+
+def test_changing_the_command_of_pending_work_is_allowed(make_job):
+    job = make_job(ids=40, num_workers=4, worker_args="--fail-attempts 1", max_attempts=1)
+    assert gputui("run", "--jobs", job).returncode == 1
+    job.write_text(job.read_text().replace("--fail-attempts 1", "--fail-attempts 9"))
+    assert gputui("run", "--jobs", job).returncode == 0
+
+
+# -- 5. the lock -------------------------------------------------------------------------------------
+def test_unlinking_the_lock_file_does_not_let_a_second_scheduler_in(make_job, reaper, tmp_path):
+    job = make_job(ids=20, num_workers=2, max_parallel=2, sleep=3.0)
+    first = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(first)
+    wait_for(lambda: len(make_job.running()) == 2, what="two workers")
+    (make_job.run_dir / "scheduler.lock").unlink()
+    second = gputui("run", "--jobs", job)
+    _refused(second, "already driven by gputui")
+    assert first.wait(60) == 0
+    assert len([e for e in make_job.events() if e["event"] == "start"]) == 2
+
+
+# -- 6. read-only run directories --------------------------------------------------------------------
+@pytest.fixture
+def read_only_view(tmp_path):
+    """A read-only bind mount of a folder (root ignores permission bits, so a real read-only mount)."""
+    views = []
+
+    def make(src):
+        dst = tmp_path / f"ro-{len(views)}"
+        dst.mkdir()
+        for cmd in (["mount", "--bind", str(src), str(dst)], ["mount", "-o", "remount,ro,bind", str(dst)]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                subprocess.run(["umount", str(dst)], capture_output=True)
+                pytest.skip(f"cannot make a read-only mount here: {r.stderr.strip()}")
+        views.append(dst)
+        return dst
+
+    yield make
+    for dst in views:
+        subprocess.run(["umount", "-l", str(dst)], capture_output=True)
+
+
+def test_status_of_a_healthy_run_needs_no_write_access(make_job, read_only_view):
+    _finished_run(make_job, num_workers=2)
+    ro = read_only_view(make_job.run_dir)
+    r = gputui("status", "--run-dir", ro)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "shard-0" in r.stdout and "done" in r.stdout and "damaged" not in r.stdout + r.stderr
+    assert gputui("status", "--run-dir", ro, "--json").returncode == 0
+
+
+def test_writing_verbs_on_a_read_only_run_say_so_plainly(make_job, read_only_view):
+    _finished_run(make_job, num_workers=2)
+    ro = read_only_view(make_job.run_dir)
+    verbs = (("summary",), ("merge",), ("retry", "shard-0", "--force"), ("kill", "--all"))
+    for verb, *rest in verbs:
+        args = (verb, "--run-dir", ro, *rest)
+        r = gputui(*args)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stdout + r.stderr
+        assert "read-only" in (r.stdout + r.stderr).lower(), (args, r.stdout, r.stderr)
+
+
+def test_reports_are_written_with_the_users_normal_file_mode(make_job):
+    old = os.umask(0o022)
+    try:
+        _finished_run(make_job, num_workers=2)
+    finally:
+        os.umask(old)
+    for name in ("summary.json", "report.md", "merge_summary.json", "outputs/merged.csv"):
+        assert (make_job.run_dir / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# -- 7. a reader that stops early --------------------------------------------------------------------
+def test_status_piped_into_head_ends_quietly(make_job):
+    _finished_run(make_job, ids=400, num_workers=40)
+    for flag in ("--json", ""):
+        cmd = f"{sys.executable} -m gputui status --run-dir {make_job.run_dir} {flag} | head -1"
+        r = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
+        assert r.stdout.strip() and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
