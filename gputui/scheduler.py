@@ -23,6 +23,7 @@ from pathlib import Path
 
 from gputui import exports, ownership
 from gputui.control import ControlError, Controller, Stop
+from gputui.executors import cgroup as cgroups
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
 from gputui.executors.local import LaunchFailed, LaunchSpec, LocalExecutor, WaiterHandle
 from gputui.failures import read_tail
@@ -385,6 +386,8 @@ class Scheduler:
     def _clear(self, live: Live, at: float) -> None:
         self.lingering.pop(live.key, None)
         self.executor.done(live.key)
+        if live.cgroup and not live.ours:  # its waiter died before it could remove the attempt's cgroup
+            cgroups.remove(live.cgroup, wait=0.0)
         self.store.update_attempt(live.task_id, live.number, cleared_at=at)
         self._gpus_at = 0.0
 
