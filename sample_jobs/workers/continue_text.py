@@ -11,7 +11,6 @@ import csv
 import os
 import random
 import sys
-import tempfile
 import time
 from collections import defaultdict
 
@@ -60,8 +59,8 @@ def main() -> int:
 
     os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, f"generation_results_data_{args.low}_to_{args.high}.csv")
-    fd, tmp = tempfile.mkstemp(dir=args.output, prefix=".shard-", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    tmp = os.path.join(args.output, f".shard-{args.low}-{os.getpid()}.tmp")  # not mkstemp: its 0600 would stick
+    with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["data_id", "prompt", "continuation"])
         w.writeheader()
         w.writerows(out_rows)
