@@ -58,10 +58,11 @@ def ref_of(pid: int) -> ProcessRef | None:
     return None if st is None or st[0] == "Z" else ProcessRef(pid, st[2])
 
 
-def alive(ref: ProcessRef) -> bool:
-    """True if `ref` still names exactly that process, and it has not ended (zombies have)."""
+def alive(ref: ProcessRef, *, zombies: bool = False) -> bool:
+    """True if `ref` still names exactly that process, and it has not ended (zombies have, unless
+    `zombies`: an ended process its parent has not collected yet)."""
     st = _stat(ref.pid)
-    return st is not None and st[2] == ref.start and st[0] not in ("Z", "X")
+    return st is not None and st[2] == ref.start and (zombies or st[0] not in ("Z", "X"))
 
 
 def _environ(pid: int) -> dict[str, str] | None:

@@ -44,6 +44,7 @@ from gputui.wakeup import Wakeup
 
 _WAITING = (Status.PENDING, Status.RETRYING)
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
+RECORD_GRACE_S = 2.0  # how long an ended worker's record may lag its reaping before the attempt is lost
 BUSY_TIMEOUT_S = 1.0  # a turn waits this long for another writer of state.db, then is tried again later
 
 
@@ -70,6 +71,7 @@ class Live:
     handle: WaiterHandle | None = None  # the waiter chosen for it, until the launch is sent
     interrupted: bool = False  # stopped by our own shutdown: not the task's fault
     said_unprovable: bool = False  # told the user about a tagged leftover we may not signal
+    gone_since: float | None = None  # when no process of it was seen any more
 
     @property
     def key(self) -> tuple[str, int]:
@@ -342,10 +344,15 @@ class Scheduler:
 
     def _still_running(self, live: Live) -> bool:
         """Could this attempt still end with a recorded exit status, or does a process of it live?"""
-        if live.worker is not None and ownership.alive(live.worker):
-            return True
+        if live.worker is not None and ownership.alive(live.worker, zombies=True):
+            return True  # running, or ended and about to be reaped (and recorded) by its waiter or the keeper
+        if live.waiter is not None and ownership.alive(live.waiter):
+            return True  # it records the end before it does anything else
+        if live.worker is not None:  # reaped by the keeper in its killed waiter's place: recorded a moment later
+            live.gone_since = live.gone_since or time.monotonic()
+            return time.monotonic() - live.gone_since < RECORD_GRACE_S
         if live.waiter is not None:
-            return ownership.alive(live.waiter)  # it records the end before it does anything else
+            return False
         # Known from a rebuilt state only, without its waiter: anything carrying its tag means a worker
         # was started after all (never launch a second copy beside it), though we cannot signal it.
         tagged = ownership.find_tagged(self.scheduler_id, [live.task_id]).get(live.task_id, [])

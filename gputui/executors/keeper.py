@@ -4,77 +4,125 @@
               ◄──its channel (SCM_RIGHTS), pid, start time──┘            └──► records (wake pipe)
 
 One keeper per scheduler instance, in its own session, so the waiters it forks are not the
-scheduler's children and share nothing with it but their channels. It records nothing itself: each
-waiter is the parent of its worker and records its start and end (waiter.py). Killing the keeper (or
-the keeper and the scheduler together) loses no exit status; a scheduler whose keeper died starts a
-new one when it next needs a waiter. When the scheduler closes its end, the keeper exits.
+scheduler's children and share nothing with it but their channels. Each waiter is the parent of its
+worker and records its start and end (waiter.py), so killing the keeper (or the keeper and the
+scheduler together) loses no exit status; a scheduler whose keeper died starts a new one when it next
+needs a waiter. The keeper is a child subreaper too: if a waiter is killed, its worker becomes the
+keeper's child, and the keeper records its end instead (it knows the worker from the journal's start
+record). It exits once the scheduler has closed its end and no such orphan is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from gputui import ownership
 from gputui.executors.cgroup import CgroupHome
-from gputui.executors.journal import exits_copy
-from gputui.executors.waiter import Waiter
+from gputui.executors.journal import JournalReader, exits_copy, line
+from gputui.executors.waiter import Waiter, become_subreaper
 
 
 class Keeper:
-    def __init__(self, requests: socket.socket, wake: int, journal: int, exits: int, home: CgroupHome | None):
+    def __init__(
+        self,
+        requests: socket.socket,
+        wake: int,
+        journal: int,
+        exits: int,
+        home: CgroupHome | None,
+        journal_path: Path,
+    ):
         self.requests = requests
         self.wake = wake
         self.journal = journal
         self.exits = exits
         self.home = home
+        self.waiters: set[int] = set()
+        self.orphans: dict[int, tuple[str, int] | None] = {}  # workers of killed waiters: pid -> attempt
+        self.starts = JournalReader(journal_path)
 
     def run(self) -> None:
-        while True:
-            try:
-                asked = self.requests.recv(64)
-            except OSError:
-                break
-            if not asked:
-                break  # the scheduler is gone
+        become_subreaper()
+        woken, wake_me = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_me, warn_on_full_buffer=False)  # a child's end wakes select() at once
+        listening = True
+        while listening or self.orphans:
+            ready = select.select([self.requests, woken] if listening else [woken], [], [], 1.0)[0]
+            with contextlib.suppress(OSError):
+                os.read(woken, 4096)
             self.reap()
-            channel, pid = self.fork_waiter()
-            try:
-                start = ownership.start_of(pid) or 0
-                socket.send_fds(self.requests, [f"waiter {pid} {start}".encode()], [channel.fileno()])
-            except OSError:
-                break
-            finally:
-                channel.close()  # the scheduler holds the only other end now
+            if self.requests in ready:
+                listening = self.serve_request()
         if self.home is not None:
             self.home.close()
+
+    def serve_request(self) -> bool:
+        """Fork a waiter for the scheduler; False once the scheduler is gone."""
+        try:
+            asked = self.requests.recv(64)
+        except OSError:
+            return False
+        if not asked:
+            return False
+        channel, pid = self.fork_waiter()
+        try:
+            start = ownership.start_of(pid) or 0
+            socket.send_fds(self.requests, [f"waiter {pid} {start}".encode()], [channel.fileno()])
+        except OSError:
+            return False
+        finally:
+            channel.close()  # the scheduler holds the only other end now
+        return True
 
     def fork_waiter(self) -> tuple[socket.socket, int]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # the waiter: keep only its own channel, the journal and the wake pipe
             try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 ours.close()
                 self.requests.close()
                 Waiter(theirs, self.journal, self.exits, self.wake, self.home).serve()
             finally:
                 os._exit(0)
         theirs.close()
+        self.waiters.add(pid)
         return ours, pid
 
-    @staticmethod
-    def reap() -> None:
-        """Collect waiters that ended (they end when their scheduler is gone, or when killed)."""
+    def reap(self) -> None:
+        """Collect ended children: waiters (they end when their scheduler is gone, or when killed) and
+        orphaned workers, whose exit the keeper records in their killed waiter's place."""
+        for pid in ownership.children_of(os.getpid()):
+            if pid not in self.waiters and pid not in self.orphans:
+                self.orphans[pid] = None
+        if None in self.orphans.values():
+            attempts = self.starts.update()
+            workers = {e.worker.pid: key for key, e in attempts.items() if e.worker and not e.ended}
+            for pid in [p for p, key in self.orphans.items() if key is None]:
+                self.orphans[pid] = workers.get(pid)
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            self.waiters.discard(pid)
+            key = self.orphans.pop(pid, None)
+            if key is not None:  # a leftover of such a worker is only collected
+                data = line("exit", *key, os.waitstatus_to_exitcode(status), f"{time.time():.3f}", 0)
+                for fd in (self.exits, self.journal, self.wake):
+                    with contextlib.suppress(OSError):
+                        os.write(fd, data)
 
 
 def main() -> None:
@@ -89,7 +137,7 @@ def main() -> None:
     os.close(0)
     os.open(os.devnull, os.O_RDONLY)  # fd 0 again, so no waiter or worker keeps the scheduler's socket
     os.set_inheritable(1, False)  # the wake pipe: waiters get it by fork, workers never
-    Keeper(requests, 1, journal, exits, CgroupHome.open(scheduler_id)).run()
+    Keeper(requests, 1, journal, exits, CgroupHome.open(scheduler_id), journal_path).run()
 
 
 if __name__ == "__main__":

@@ -48,10 +48,7 @@ class Waiter:
         self.unwritten: list[tuple[int, bytes]] = []  # records not yet on disk (a full disk), by descriptor
 
     def serve(self) -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+        become_subreaper()
         while True:
             try:
                 msg, fds, _, _ = socket.recv_fds(self.channel, 1 << 20, 64)
@@ -193,6 +190,12 @@ class Waiter:
                 self.write(fd, data)
             if self.unwritten:
                 time.sleep(RETRY_WRITE_S)
+
+
+def become_subreaper() -> None:
+    """Orphans of our descendants become our children instead of init's (Linux prctl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _complain(text: str) -> None:

@@ -97,6 +97,19 @@ def test_keeper_killed_alone_the_run_goes_on_and_nothing_runs_twice(make_job, re
     assert set(_starts(make_job).values()) == {1} and len(_starts(make_job)) == 8
 
 
+def test_a_killed_waiters_worker_is_recorded_by_the_keeper_and_not_run_again(make_job, reaper, tmp_path):
+    job = make_job(ids=20, num_workers=2, max_parallel=2, sleep=1.5)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    workers = wait_for(lambda: len(make_job.running()) == 2 and make_job.running(), what="two workers")
+    waiter = psutil.Process(psutil.Process(workers["shard-0"]).ppid())
+    assert "gputui.executors.keeper" in " ".join(waiter.cmdline())  # a forked waiter
+    waiter.send_signal(signal.SIGKILL)
+    assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
+    assert _starts(make_job) == Counter({"shard-0": 1, "shard-1": 1})
+    assert {t["attempts"] for t in _status(make_job.run_dir).values()} == {1}
+
+
 # -- 2. leftovers hold GPUs ------------------------------------------------------------------------
 @pytest.mark.parametrize("containment", ["cgroup", "subreaper"])
 def test_daemon_left_by_a_finished_worker_is_ended_before_its_gpu_is_reused(
