@@ -107,7 +107,8 @@ class Scheduler:
         self.live: dict[str, Live] = {}  # running attempts, by task id
         self.lingering: dict[tuple[str, int], Live] = {}  # ended attempts with processes still alive
         self._unapplied: list[str] = []  # waiter records read but not yet committed (a failed turn)
-        self._trouble_said = ""
+        self._db_trouble = ""  # what keeps the state from being written, as last told
+        self._disk_full = False
         self.stops: list[Stop] = []  # kills in progress (SIGTERM sent, SIGKILL due later)
         self.stop_requested = False
         self.detach_requested = False
@@ -198,8 +199,9 @@ class Scheduler:
                     self._poll()
                 self._plan_launches(launches)
         except (sqlite3.OperationalError, OSError) as e:
-            for spec, _ in launches:
+            for spec, live in launches:  # never launched: give back their GPUs and waiters
                 _release(spec.held)
+                self.executor.give_back(live.handle)
             if not self._recover(e):
                 raise
             self._unapplied = lines  # applied again once the state can be written
@@ -226,17 +228,17 @@ class Scheduler:
             why = f"the disk of {self.paths.root} is full; waiting for room (workers go on, no task starts)"
         else:
             return False
-        if why != self._trouble_said:
+        if why != self._db_trouble:
             self.out.info(why)
-            self._trouble_said = why
+            self._db_trouble = why
         self._reload()
         self._next_poll = time.monotonic() + 1.0
         return True
 
     def _trouble_clear(self) -> None:
-        if self._trouble_said:
+        if self._db_trouble:
             self.out.info("the run's state can be written again; going on")
-            self._trouble_said = ""
+            self._db_trouble = ""
 
     def _reload(self) -> None:
         """After a rolled-back turn: tasks and attempts as committed, keeping what we know of each
@@ -489,18 +491,16 @@ class Scheduler:
         except OSError:
             return True
         free = usage.free
-        if free >= min(MIN_FREE_DISK, usage.total // 20):  # 5 % of a small disk is room enough
-            if self._trouble_said.startswith("the disk"):
-                self._trouble_clear()
-            return True
-        why = (
-            f"the disk of {self.paths.root} is full ({free // (1024 * 1024)} MB free); no new task starts "
-            f"until there is room (running tasks go on)"
-        )
-        if why.split(" (")[0] != self._trouble_said.split(" (")[0]:
-            self.out.info(why)
-            self._trouble_said = why
-        return False
+        full = free < min(MIN_FREE_DISK, usage.total // 20)  # 5 % of a small disk is room enough
+        if full and not self._disk_full:
+            self.out.info(
+                f"the disk of {self.paths.root} is full ({free // (1024 * 1024)} MB free); no new task starts "
+                f"until there is room (running tasks go on)"
+            )
+        elif self._disk_full and not full:
+            self.out.info(f"there is room again on the disk of {self.paths.root}; tasks start again")
+        self._disk_full = full
+        return not full
 
     def _record_launch(
         self, task: TaskRecord, gpus: tuple[int, ...], now: float, held: list[int]

@@ -114,6 +114,11 @@ class LocalExecutor:
         waiter.key = (spec.task_id, spec.number)
         self.busy[waiter.key] = waiter
 
+    def give_back(self, waiter: WaiterHandle | None) -> None:
+        """A waiter taken for a launch that did not happen."""
+        if waiter is not None:
+            self.idle.append(waiter)
+
     def done(self, key: tuple[str, int]) -> None:
         """The attempt is cleared: its waiter takes the next request (it flushes its records first)."""
         waiter = self.busy.pop(key, None)
