@@ -206,12 +206,10 @@ class Controller:
         attempt = self.store.attempt(task.id, task.attempts)
         if attempt is None:
             raise ControlError("has no recorded attempt")
-        if attempt.waiter is None:
+        if attempt.worker is None:
             ends = JournalReader(self.paths.journal).get(task.id, attempt.number)
-            if ends.started:
-                fields = {"waiter_pid": ends.waiter.pid, "waiter_start": ends.waiter.start, "cgroup": ends.cgroup}
-                if ends.worker is not None:
-                    fields |= {"worker_pid": ends.worker.pid, "worker_start": ends.worker.start}
+            if ends.started and ends.worker is not None:
+                fields = {"worker_pid": ends.worker.pid, "worker_start": ends.worker.start, "cgroup": ends.cgroup}
                 with self.store.transaction():
                     self.store.update_attempt(task.id, attempt.number, **fields)
                 attempt = self.store.attempt(task.id, attempt.number)

@@ -125,25 +125,22 @@ class Waiter:
     def end_leftovers(self, cg: str | None, grace: float) -> int:
         """SIGTERM what is left, SIGKILL it after `grace`; returns how many were ended. Orphans of
         what is killed become our children, and are ended in the next round."""
-        ended: set[int] = set()
+        ended: set[ownership.ProcessRef] = set()
         deadline, sig = time.monotonic() + grace, signal.SIGTERM
         while True:
             self.reap()
-            targets = self.children() + [r.pid for r in ownership.cgroup_members(cg)]
+            # Our children (a pid cannot be reused before we reap it) and whatever is in the cgroup.
+            targets = {r for r in map(ownership.ref_of, self.children()) if r} | set(ownership.cgroup_members(cg))
             if not targets:
                 return len(ended)
             if sig == signal.SIGTERM and time.monotonic() >= deadline:
                 sig = signal.SIGKILL
                 if cg:
                     cgroups.kill(cg)
-            for pid in set(targets) - (ended if sig == signal.SIGTERM else set()):
-                try:
-                    os.kill(pid, sig)  # our child (its pid cannot be reused before we reap it) or in our cgroup
-                    if sig == signal.SIGTERM:
-                        os.kill(pid, signal.SIGCONT)
-                except OSError:
-                    pass
-                ended.add(pid)
+            for ref in targets - (ended if sig == signal.SIGTERM else set()):
+                if ownership.send(ref, sig) and sig == signal.SIGTERM:
+                    ownership.send(ref, signal.SIGCONT)
+                ended.add(ref)
             time.sleep(0.05)
 
     def children(self) -> list[int]:
