@@ -18,7 +18,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # now, not at exit, where a reader that has gone could only be complained about
+        return code
     except BrokenPipeError:  # e.g. `gputui status --json | head -1`: the reader has all it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
@@ -52,17 +54,65 @@ def _main(argv: list[str] | None) -> int:
     except ValueError as e:  # e.g. a bad --simulate spec
         print(f"gputui: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except sqlite3.DatabaseError as e:  # damage found while reading, after the checks on open
-        print(f"gputui: error: the run's state database cannot be read ({e}); it was left as is.", file=sys.stderr)
+    except sqlite3.DatabaseError as e:  # found while reading or writing, after the checks on open
+        print(f"gputui: error: {_state_error(_state_db(args), e)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:
-        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+        if e.errno not in _ACCESS_ERRORS:
             raise
-        where = f" {e.filename}" if e.filename else ""
-        print(f"gputui: error: cannot write{where}: {e.strerror}. Nothing else was changed.", file=sys.stderr)
+        print(f"gputui: error: {_access_error(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+_ACCESS_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def _state_db(args) -> Path | None:
+    """The state database the command works on, where it is known."""
+    run_dir = getattr(args, "resolved_run_dir", None) or getattr(args, "run_dir", None)
+    return None if run_dir is None else Path(run_dir).resolve() / "state.db"
+
+
+def _state_error(db: Path | None, e: sqlite3.DatabaseError) -> str:
+    """An SQLite error met after the checks on open, said plainly; damage keeps the refusal's wording."""
+    from gputui.store import unreadable
+
+    text, where = str(e)[:160], str(db or "the run's state database")
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return (
+            f"state database {where} is held locked by another process; nothing was changed.\n"
+            f"  Run the same command again in a moment."
+        )
+    if "readonly" in low or "read-only" in low:
+        return f"cannot write to {where}: read-only (the file or its folder); nothing was changed."
+    if "full" in low:
+        return f"cannot write to {where}: no space left on the device; nothing was changed."
+    if "disk i/o error" in low:
+        return (
+            f"state database {where}: disk I/O error; nothing more was written.\n"
+            f"  Check the disk (e.g. `dmesg`), then run the same command again."
+        )
+    if db is None:
+        return f"the run's state database cannot be read ({text}); it was left untouched."
+    return str(unreadable(db, f"cannot be read ({text})"))
+
+
+def _access_error(e: OSError) -> str:
+    """EROFS, EACCES, ENOSPC and the like, named with the file or folder that could not be written."""
+    why = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device"}.get(
+        e.errno, "disk quota exceeded" if e.errno == errno.EDQUOT else "permission denied"
+    )
+    if not e.filename:
+        return f"cannot write: {why}; nothing was left half-written."
+    target = Path(os.fsdecode(e.filename))
+    if not target.exists():  # it was being created: the folder is what cannot be written
+        target = target.parent
+    elif e.errno in (errno.EACCES, errno.EPERM) and not os.access(target, os.R_OK):
+        return f"cannot read {target}: permission denied."
+    return f"cannot write to {target}: {why}; nothing was left half-written."
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,9 +196,13 @@ def _cmd_app(args) -> int:
     run_dir = args.run_dir
     if args.jobs is not None:
         job = load_jobspec(args.jobs, run_dir=run_dir)  # a bad job file is reported before any screen
-        run_dir = job.run_dir
+        run_dir = args.resolved_run_dir = job.run_dir
     elif run_dir is not None and not (run_dir / "state.db").exists():
         raise FileNotFoundError(f"{run_dir} is not a gputui run directory (no state.db)")
+    if run_dir is not None and (run_dir / "state.db").exists():
+        from gputui.session import open_existing
+
+        open_existing(run_dir, readonly=True)[1].close()  # damaged or foreign state: refused before any screen
     app = GpuTuiApp(
         job_path=args.jobs,
         run_dir=run_dir,
@@ -177,6 +231,7 @@ def _cmd_run(args) -> int:
         job_path = Path(store.meta("job_file"))
         store.close()
     job = load_jobspec(job_path, run_dir=args.run_dir)
+    args.resolved_run_dir = job.run_dir
     run = open_for_job(job, rebuild_state=args.rebuild_state)
     try:
         opts = Options(simulate=args.simulate, show_output=not args.quiet, progress_every=args.progress_every)
@@ -213,12 +268,10 @@ def _cmd_status(args) -> int:
             return EXIT_OK
         from collections import Counter
 
-        from rich.console import Console
-
         from gputui.printer import progress_line
         from gputui.status_view import status_table
 
-        console = Console()
+        console = _console()
         who = f"live, pid {holder.get('pid')}" if live and holder else ("live" if live else "not running")
         console.print(f"[b]{meta.get('job_name')}[/b]  scheduler {meta.get('scheduler_id', '')[:8]} ({who})")
         console.print(f"[dim]{paths.root}[/dim]")
@@ -233,9 +286,19 @@ def _cmd_status(args) -> int:
         store.close()
 
 
-def _cmd_gpus(args) -> int:
+def _console():
+    """A rich console that lets a broken pipe reach `main` (rich's own handling exits with status 1)."""
     from rich.console import Console
 
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    return PipeConsole()
+
+
+def _cmd_gpus(args) -> int:
     from gputui.gpus.detect import describe, open_probe
     from gputui.gpus.table import gpu_table, snapshots_to_json
 
@@ -245,7 +308,7 @@ def _cmd_gpus(args) -> int:
         if args.json:
             print(json.dumps(snapshots_to_json(snaps, describe(probe)), indent=2))
         else:
-            Console().print(gpu_table(snaps, title=f"GPUs: {describe(probe)}"))
+            _console().print(gpu_table(snaps, title=f"GPUs: {describe(probe)}"))
     finally:
         probe.close()
     return EXIT_OK

@@ -98,10 +98,16 @@ class RunLock:
         return self._fd is not None
 
     def holder(self) -> dict | None:
+        """Who holds the lock: the note it wrote, unless the kernel names other holders (the note was
+        deleted, or left by an earlier holder); then the process the kernel names."""
         try:
-            return json.loads(self.paths.lock.read_text() or "null")
+            note = json.loads(self.paths.lock.read_text() or "null")
         except (OSError, ValueError):
-            return None
+            note = None
+        pids = flock_holders(self.paths.root)
+        if not pids or (isinstance(note, dict) and note.get("pid") in pids):
+            return note
+        return _describe_process(pids[0])
 
     def describe_holder(self) -> str:
         h = self.holder() or {}
@@ -128,3 +134,37 @@ class RunLock:
         finally:
             os.close(fd)
         return False
+
+
+def flock_holders(folder: Path) -> list[int]:
+    """Pids of the processes that hold an exclusive flock on `folder`, as /proc/locks lists them."""
+    try:
+        st = os.stat(folder)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    pids = []
+    for fields in (line.split() for line in lines):
+        # "1: FLOCK  ADVISORY  WRITE 9968 fe:00:260072 0 EOF"; a waiter's line has "->" after the number
+        if len(fields) < 6 or fields[1:2] != ["FLOCK"] or fields[3] != "WRITE":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == wanted and int(fields[4]) > 0:
+                pids.append(int(fields[4]))
+        except ValueError:
+            continue
+    return pids
+
+
+def _describe_process(pid: int) -> dict:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        role = "scheduler" if "run" in proc.cmdline() else "gputui"
+        return {"pid": pid, "host": socket.gethostname(), "role": role, "since": proc.create_time()}
+    except psutil.Error:  # it ended meanwhile, or is another user's
+        return {"pid": pid, "host": socket.gethostname()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,38 @@ SAFE_CHANGES = (
 )
 
 
+def _output_settings(job: JobSpec) -> dict:
+    """What decides where shard outputs go, kept in the run's meta to name what changed."""
+    if job.outputs is None or job.outputs.pattern is None:
+        out_dir = None if job.outputs is None else str(job.outputs.dir)
+        return {"outputs_dir": out_dir, "outputs_pattern": None, "outputs_params": {}}
+    fields = string.Formatter().parse(job.outputs.pattern)
+    used = {name.split(".")[0].split("[")[0] for _, name, _, _ in fields if name}
+    return {
+        "outputs_dir": str(job.outputs.dir),
+        "outputs_pattern": job.outputs.pattern,
+        "outputs_params": {k: v for k, v in job.params.items() if k in used},
+    }
+
+
+def _changed_output_key(meta: dict, job: JobSpec, old: str | None) -> str:
+    now = _output_settings(job)
+    if "outputs_pattern" in meta:  # recorded: say exactly which key
+        if meta.get("outputs_dir") != now["outputs_dir"]:
+            return "[outputs].dir"
+        if meta.get("outputs_pattern") != now["outputs_pattern"]:
+            return "[outputs].pattern"
+        was, now_params = meta.get("outputs_params") or {}, now.get("outputs_params") or {}
+        for name in sorted(set(was) | set(now_params)):
+            if was.get(name) != now_params.get(name):
+                return f"[params].{name} (used in [outputs].pattern)"
+        return "[outputs].pattern"
+    # a run recorded before these settings were kept: judge from the paths
+    if old and job.outputs is not None and not Path(old).is_relative_to(job.outputs.dir):
+        return "[outputs].dir"
+    return "[outputs].pattern"
+
+
 def _check_outputs(store: Store, job: JobSpec, shards: list[Shard]) -> None:
     """Refuse a job file whose outputs would no longer be where the run recorded them."""
     recorded = store.task_outputs()
@@ -127,13 +160,12 @@ def _check_outputs(store: Store, job: JobSpec, shards: list[Shard]) -> None:
         old, new = recorded.get(shard.task_id), shard_output(job, shard)
         if old == new:
             continue
-        same_dir = bool(old and new) and Path(old).parent == Path(new).parent
-        key = "[outputs].dir" if old and new and not same_dir else "[outputs].pattern"
+        key = _changed_output_key(store.all_meta(), job, old)
         raise PlanMismatch(
             f"{job.path}: {key} changed since {store.path.parent} started: {shard.task_id}'s output was "
-            f"{old or '(none)'}, it would now be {new or '(none)'}. Outputs already recorded would be stranded, "
-            f"so this is refused. Restore {key}, or start afresh with another --run-dir. What may change safely "
-            f"between runs: {SAFE_CHANGES}."
+            f"{old or '(none)'}, it would now be {new or '(none)'}; outputs already recorded would be stranded, "
+            f"so this is refused.\n  Restore {key.split(' ')[0]}, or start afresh with another --run-dir. What "
+            f"may change safely between runs: {SAFE_CHANGES}."
         )
 
 
@@ -175,6 +207,8 @@ def _init_or_check(
                 if t.status == Status.FAILED:
                     store.update_task(t.id, status=Status.PENDING, budget=t.attempts + job.retry.max_attempts)
         merged = job.outputs.dir / job.outputs.merged if job.outputs and job.outputs.merged else None
+        for key, value in _output_settings(job).items():
+            store.set_meta(key, value)
         for key, value in {
             "job_name": job.name,
             "job_file": str(job.path),

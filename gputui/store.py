@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import sqlite3
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,8 +63,8 @@ def _check_writable(path: Path) -> None:
             read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
             why = "read-only file system" if read_only else "permission denied"
             raise StateReadOnly(
-                f"cannot write to {target} ({why}); this command changes the run. "
-                f"`gputui status --run-dir {path.parent}` shows it without writing anything."
+                f"cannot write to {target}: {why}; this command changes the run, so it did nothing.\n"
+                f"  `gputui status --run-dir {path.parent}` shows the run without writing anything."
             )
 
 
@@ -244,33 +248,85 @@ class Store:
         return Control(r["id"], r["verb"], json.loads(r["args"]), r["ts"], r["done_at"], ok, r["result"])
 
 
-REBUILD_HINT = (
-    "To go on, run `gputui run --jobs <job file> --rebuild-state`: it moves the file aside and rebuilds the "
-    "run's state from attempts.journal and the done-manifests, re-adopting workers that still run."
-)
+def rebuild_hint(path: Path) -> str:
+    """The one safe next step for a run whose state database is damaged, naming the run's job file (as
+    its last scheduler recorded it in exports/config.json, outside the database) and run directory."""
+    job = "JOBFILE"
+    try:
+        found = json.loads((path.parent / "exports" / "config.json").read_text()).get("job_file")
+        if isinstance(found, str) and found:
+            job = shlex.quote(found)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return (
+        f"To go on: `gputui run --jobs {job} --run-dir {shlex.quote(str(path.parent))} --rebuild-state` moves it "
+        f"aside and rebuilds the run's state from attempts.journal and the done-manifests (workers still "
+        f"running are re-adopted, never started twice)."
+    )
+
+
+def unreadable(path: Path, what: str) -> StateUnreadable:
+    """`what` went wrong with the state database at `path`; it is left as it is. Two lines."""
+    return StateUnreadable(f"state database {path} {what}; it was left untouched.\n  {rebuild_hint(path)}")
+
+
+def _uri(path: Path, query: str) -> str:
+    return f"file:{urllib.parse.quote(str(path))}?{query}"
+
+
+def _connect(uri: str, timeout: float) -> sqlite3.Connection:
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
 
 
 def _connect_readonly(path: Path, timeout: float = 10.0, *, create_nothing: bool = False) -> sqlite3.Connection:
-    """Read without write access: a run directory that cannot be written (a read-only mount, another
-    user's run) is opened as immutable, which needs no lock or WAL index files. Nothing writes to such
-    a run meanwhile, so nothing is missed. `create_nothing`: the same when no WAL file exists (a run no
-    scheduler has open), so that looking at a file never adds one beside it."""
-    writable = os.access(path.parent, os.W_OK)
-    if create_nothing and not Path(f"{path}-wal").exists():
-        writable = False
-    uri = f"file:{path}?mode=ro" if writable else f"file:{path}?mode=ro&immutable=1"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
+    """Read without write access, and without adding anything beside a file no process has open.
+
+    With a WAL file (a scheduler has the database open, or died with it open), read-only mode sees every
+    commit, even in a run directory that cannot be written (a read-only mount, a colleague's run): SQLite
+    then reads the WAL index other processes keep. Without one, nothing but a checkpointing writer changes
+    the database file, and none has it open: it is read as immutable, which needs no lock or index files
+    (a view that stays open, as the app's does, uses plain read-only mode where it may, to see a scheduler
+    that starts later). Where the WAL cannot be indexed in place, a consistent private copy is read.
+    `create_nothing`: never use a mode that may add -wal/-shm files where none are (the checks on open)."""
+    has_wal = Path(f"{path}-wal").exists()
+    if not has_wal and (create_nothing or not os.access(path.parent, os.W_OK)):
+        return _connect(_uri(path, "mode=ro&immutable=1"), timeout)
+    conn = _connect(_uri(path, "mode=ro"), timeout)
     try:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
     except sqlite3.OperationalError:
-        if not writable:
-            raise
-        conn.close()  # e.g. a WAL file that cannot be indexed here: read the database file as it is
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None, timeout=timeout,
-            check_same_thread=False,
-        )  # fmt: skip
-    return conn
+        conn.close()
+    if not has_wal:
+        return _connect(_uri(path, "mode=ro&immutable=1"), timeout)
+    return _private_copy(path)
+
+
+def _private_copy(path: Path) -> sqlite3.Connection:
+    """The database and its WAL copied (again if a checkpoint changed the file meanwhile) and read into memory."""
+
+    def stamp() -> tuple[int, int, int]:
+        st = os.stat(path)
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    with tempfile.TemporaryDirectory(prefix="gputui-view-") as tmp:
+        copy = Path(tmp) / "state.db"
+        for _ in range(20):
+            before = stamp()
+            shutil.copyfile(path, copy)
+            try:
+                shutil.copyfile(f"{path}-wal", f"{copy}-wal")
+            except FileNotFoundError:
+                Path(f"{copy}-wal").unlink(missing_ok=True)
+            if stamp() == before:
+                break
+        source = sqlite3.connect(copy)
+        try:
+            memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            source.backup(memory)
+        finally:
+            source.close()
+    return memory
 
 
 def _check_readable(path: Path) -> None:
@@ -279,13 +335,13 @@ def _check_readable(path: Path) -> None:
         with open(path, "rb") as f:
             header = f.read(16)
     except OSError as e:
-        raise StateUnreadable(f"state database {path} cannot be read: {e.strerror}") from e
-    if not header:
-        raise StateUnreadable(f"state database {path} is empty (0 bytes); it was left untouched. {REBUILD_HINT}")
-    if header != b"SQLite format 3\0":
         raise StateUnreadable(
-            f"{path} is not an SQLite database, so not gputui state; it was left untouched. {REBUILD_HINT}"
-        )
+            f"cannot read the state database {path}: {(e.strerror or str(e)).lower()}; it was left untouched."
+        ) from e
+    if not header:
+        raise unreadable(path, "is empty (0 bytes)")
+    if header != b"SQLite format 3\0":
+        raise unreadable(path, "is not an SQLite database (damaged, or overwritten by another file)")
     try:
         conn = _connect_readonly(path, create_nothing=True)
         try:
@@ -298,29 +354,29 @@ def _check_readable(path: Path) -> None:
         finally:
             conn.close()
     except (sqlite3.DatabaseError, ValueError) as e:
-        raise StateUnreadable(
-            f"state database {path} is damaged ({e}); it was left untouched. {REBUILD_HINT}"
-        ) from e
+        raise unreadable(path, f"is damaged ({e})") from e
     if problems != ["ok"]:
-        raise StateUnreadable(
-            f"state database {path} is damaged (integrity check: {'; '.join(problems)[:200]}); it was left "
-            f"untouched. {REBUILD_HINT}"
-        )
+        raise unreadable(path, f"is damaged (integrity check: {'; '.join(problems)[:200]})")
     if "tasks" not in names or "meta" not in names:
+        if (path.parent / "run.json").exists() or (path.parent / "attempts.journal").exists():
+            raise unreadable(path, "is an SQLite database but not gputui state (no tasks or meta table)")
         raise StateUnreadable(
-            f"{path} is an SQLite database but not gputui state; it was left untouched. Use another --run-dir."
+            f"{path} is an SQLite database but not gputui state; it was left untouched.\n"
+            f"  It is not gputui's to move or change: use another --run-dir."
         )
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise StateUnreadable(
-            f"state database {path} was written by a newer gputui (schema {version} > {SCHEMA_VERSION}); "
-            f"upgrade gputui to use it. It was left untouched."
+            f"state database {path} was written by a newer gputui (schema {version}; this one reads "
+            f"{SCHEMA_VERSION}); it was left untouched.\n  Go on with that gputui, or upgrade this one."
         )
     if version != SCHEMA_VERSION:
         raise StateUnreadable(
-            f"state database {path} was written by an older gputui (schema {version}, this one reads "
-            f"{SCHEMA_VERSION}); finish that run with the gputui that started it, or start afresh with another "
-            f"--run-dir. It was left untouched."
+            f"state database {path} was written by an older gputui (schema {version}; this one reads "
+            f"{SCHEMA_VERSION}); it was left untouched.\n  Finish that run with the gputui that started it, or "
+            f"start afresh with another --run-dir."
         )
+    if "attempts" not in names:  # the other tables a view reads: lost, so the file is damaged
+        raise unreadable(path, "is damaged (its attempts table is missing)")
 
 
 def _task(r: sqlite3.Row) -> TaskRecord:

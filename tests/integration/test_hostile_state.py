@@ -4,14 +4,17 @@ the file and the next step, exit status 2, and nothing written."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import gputui, gputui_bg, wait_for
+from tests.conftest import gputui, gputui_bg, proc_state, wait_for
 
 
 def _sha(path) -> str:
@@ -46,6 +49,75 @@ def test_damaged_pages_are_refused_and_left_byte_for_byte(make_job):
         _refused(gputui(*args), "state.db", "damaged", "left untouched", "--rebuild-state")
     assert _sha(db) == before
     assert not (db.parent / "state.db-wal").exists()
+
+
+def test_damaged_state_is_refused_by_the_app_before_any_screen(make_job):
+    job, db = _finished_run(make_job, ids=200, num_workers=20)
+    data = bytearray(db.read_bytes())
+    data[2 * 4096 : 2 * 4096 + 64] = b"\xa5" * 64
+    db.write_bytes(bytes(data))
+    before = _sha(db)
+    r = gputui("--run-dir", make_job.run_dir, timeout=60, stdin=subprocess.DEVNULL)
+    _refused(r, "state.db", "damaged", "left untouched", "--rebuild-state")
+    assert _sha(db) == before
+
+
+def test_empty_state_beside_a_live_worker_is_refused_and_nothing_is_launched(make_job, reaper, tmp_path):
+    job = make_job(ids=20, num_workers=2, max_parallel=1, sleep=60.0)
+    first = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(first)
+    running = wait_for(lambda: make_job.running(), what="a worker")
+    first.send_signal(signal.SIGKILL)  # the scheduler only: its worker goes on under its waiter
+    first.wait(10)
+    db = make_job.run_dir / "state.db"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"")  # e.g. truncated by a full disk
+    for args in (("run", "--jobs", job), ("status", "--run-dir", make_job.run_dir)):
+        r = gputui(*args)
+        _refused(r, str(db), "empty", "left untouched")
+        assert f"gputui run --jobs {job} --run-dir {make_job.run_dir} --rebuild-state" in r.stderr
+        assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
+    assert db.read_bytes() == b""
+    assert len([e for e in make_job.events() if e["event"] == "start"]) == 1  # nothing launched beside it
+    (pid,) = running.values()
+    assert proc_state(pid) not in ("gone", "zombie")  # and it was left alone
+
+
+def test_damage_found_while_reading_is_named_like_damage_found_on_open(make_job):
+    job, db = _finished_run(make_job, num_workers=2)
+    conn = sqlite3.connect(db)
+    # a flipped byte in a text cell: the file's structure is sound (the integrity check passes), its text is not
+    conn.execute("UPDATE tasks SET reason = CAST(x'c328ff' AS TEXT) WHERE id = 'shard-1'")
+    conn.commit()
+    conn.close()
+    before = _sha(db)
+    for args in (("status", "--run-dir", make_job.run_dir), ("summary", "--run-dir", make_job.run_dir)):
+        _refused(gputui(*args), str(db), "cannot be read", "left untouched", "--rebuild-state")
+    assert _sha(db) == before
+
+
+def test_state_that_lost_a_table_is_refused_untouched(make_job):
+    job, db = _finished_run(make_job, num_workers=2)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE attempts")
+    conn.close()
+    before = _sha(db)
+    for args in (("run", "--jobs", job), ("summary", "--run-dir", make_job.run_dir)):
+        _refused(gputui(*args), str(db), "damaged", "attempts", "left untouched", "--rebuild-state")
+    assert _sha(db) == before
+
+
+def test_state_of_a_newer_gputui_is_refused_untouched(make_job):
+    job, db = _finished_run(make_job, num_workers=2)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    before = _sha(db)
+    _refused(gputui("run", "--jobs", job), str(db), "newer gputui", "left untouched")
+    _refused(gputui("status", "--run-dir", make_job.run_dir), "newer gputui")
+    assert _sha(db) == before
 
 
 def test_foreign_database_is_refused_untouched(make_job):
@@ -83,6 +155,37 @@ def test_changed_output_pattern_is_refused_naming_the_key(make_job):
     assert "may change" in r.stderr
 
 
+def test_changed_output_dir_is_refused_naming_the_key_and_writes_nothing(make_job):
+    job = make_job(ids=40, num_workers=4, worker_args="--fail-attempts 1,2,3", max_attempts=1)
+    gputui("run", "--jobs", job)
+    db = make_job.run_dir / "state.db"
+    before = _sha(db)
+    job.write_text(job.read_text().replace("[outputs]\n", '[outputs]\ndir = "elsewhere"\n'))
+    r = gputui("run", "--jobs", job)
+    _refused(r, "[outputs].dir", "outputs/out_0_10.csv", "elsewhere/out_0_10.csv", "--run-dir")
+    assert _sha(db) == before
+    assert not (make_job.root / "elsewhere").exists()
+
+
+def test_changed_param_in_the_output_pattern_is_refused_naming_it(make_job):
+    job = make_job(ids=40, num_workers=4, worker_args="--fail-attempts 1,2,3", max_attempts=1)
+    text = job.read_text().replace('pattern = "out_{low}_{high}.csv"', 'pattern = "{tag}_{low}_{high}.csv"')
+    job.write_text(text + '[params]\ntag = "a"\n')
+    gputui("run", "--jobs", job)
+    job.write_text(text + '[params]\ntag = "b"\n')
+    _refused(gputui("run", "--jobs", job), "[params]", "a_0_10.csv", "b_0_10.csv")
+
+
+def test_changing_the_merged_file_is_allowed_and_merges_there(make_job):
+    job, _ = _finished_run(make_job, ids=40, num_workers=4)
+    job.write_text(job.read_text().replace('merged = "merged.csv"', 'merged = "all.csv"'))
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    merged = make_job.run_dir / "outputs" / "all.csv"
+    assert merged.read_text() == (make_job.run_dir / "outputs" / "merged.csv").read_text()
+    assert len([e for e in make_job.events() if e["event"] == "start"]) == 4  # nothing ran again
+
+
 def test_changing_the_command_of_pending_work_is_allowed(make_job):
     job = make_job(ids=40, num_workers=4, worker_args="--fail-attempts 1", max_attempts=1)
     assert gputui("run", "--jobs", job).returncode == 1
@@ -98,7 +201,9 @@ def test_unlinking_the_lock_file_does_not_let_a_second_scheduler_in(make_job, re
     wait_for(lambda: len(make_job.running()) == 2, what="two workers")
     (make_job.run_dir / "scheduler.lock").unlink()
     second = gputui("run", "--jobs", job)
-    _refused(second, "already driven by gputui")
+    _refused(second, "already driven by gputui", f"pid {first.pid}")
+    status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
+    assert status["scheduler_live"] is True
     assert first.wait(60) == 0
     assert len([e for e in make_job.events() if e["event"] == "start"]) == 2
 
@@ -134,10 +239,57 @@ def test_status_of_a_healthy_run_needs_no_write_access(make_job, read_only_view)
     assert gputui("status", "--run-dir", ro, "--json").returncode == 0
 
 
+def test_status_of_a_live_run_through_a_read_only_view_shows_it_as_it_is(
+    make_job, read_only_view, reaper, tmp_path
+):
+    job = make_job(ids=40, num_workers=4, max_parallel=2, sleep=60.0)
+    first = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(first)
+    wait_for(lambda: len(make_job.running()) == 2, what="two workers")
+    ro = read_only_view(make_job.run_dir)
+    r = gputui("status", "--run-dir", ro, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    status = json.loads(r.stdout)
+    assert status["scheduler_live"] is True
+    assert [t["status"] for t in status["tasks"]].count("running") >= 1, status["tasks"]
+    r = gputui("kill", "--run-dir", ro, "--all")
+    _refused(r, "cannot write to", "read-only file system")
+    assert all(proc_state(pid) not in ("gone", "zombie") for pid in make_job.running().values())
+    first.send_signal(signal.SIGINT)  # Ctrl-C: stops its workers
+    first.wait(60)
+
+
+def test_commits_left_in_the_wal_by_a_killed_writer_are_read_through_a_read_only_view(make_job, read_only_view):
+    _finished_run(make_job, num_workers=2)
+    db = make_job.run_dir / "state.db"
+    pid = os.fork()
+    if pid == 0:  # a writer that dies without checkpointing: its last commit lives only in state.db-wal
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("UPDATE tasks SET reason='only in the WAL' WHERE id='shard-1'")
+        conn.commit()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    ro = read_only_view(make_job.run_dir)
+    for shm_left in (True, False):  # its WAL index left beside it, or gone too
+        if not shm_left:
+            Path(f"{db}-shm").unlink()
+        r = gputui("status", "--run-dir", ro, "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["tasks"][1]["reason"] == "only in the WAL", shm_left
+
+
 def test_writing_verbs_on_a_read_only_run_say_so_plainly(make_job, read_only_view):
     _finished_run(make_job, num_workers=2)
     ro = read_only_view(make_job.run_dir)
-    verbs = (("summary",), ("merge",), ("retry", "shard-0", "--force"), ("kill", "--all"))
+    verbs = (
+        ("summary",),
+        ("merge",),
+        ("retry", "shard-0", "--force"),
+        ("kill", "--all"),
+        ("pause", "--all"),
+        ("resume", "shard-1"),
+    )
     for verb, *rest in verbs:
         args = (verb, "--run-dir", ro, *rest)
         r = gputui(*args)
@@ -152,7 +304,8 @@ def test_reports_are_written_with_the_users_normal_file_mode(make_job):
         _finished_run(make_job, num_workers=2)
     finally:
         os.umask(old)
-    for name in ("summary.json", "report.md", "merge_summary.json", "outputs/merged.csv"):
+    reports = ("summary.json", "report.md", "merge_summary.json", "outputs/merged.csv", "exports/config.json")
+    for name in (*reports, "exports/tasks.json"):
         assert (make_job.run_dir / name).stat().st_mode & 0o777 == 0o644, name
 
 
@@ -163,3 +316,24 @@ def test_status_piped_into_head_ends_quietly(make_job):
         cmd = f"{sys.executable} -m gputui status --run-dir {make_job.run_dir} {flag} | head -1"
         r = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
         assert r.stdout.strip() and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
+def _into_a_closed_pipe(*args) -> subprocess.CompletedProcess:
+    """Run gputui with its stdout a pipe whose reader is already gone: every write fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "gputui", *map(str, args)], stdout=write_end, stderr=subprocess.PIPE,
+            text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+
+
+def test_a_reader_gone_before_the_first_line_ends_nothing_in_a_traceback(make_job):
+    _finished_run(make_job, num_workers=2)
+    for args in (("status", "--json"), ("status",), ("summary",), ("merge",)):
+        r = _into_a_closed_pipe(args[0], "--run-dir", make_job.run_dir, *args[1:])
+        assert r.returncode in (0, 141), (args, r.returncode, r.stderr)
+        assert not any(word in r.stderr for word in ("Traceback", "BrokenPipe", "Exception ignored")), r.stderr
