@@ -64,6 +64,9 @@ def from_journal(store: Store, paths: RunPaths, scheduler_id: str) -> str:
     tasks = {t.id: t for t in store.tasks()}
     latest: dict[str, int] = {}
     unfinished = 0
+    last = {}
+    for task_id, number in journal:
+        last[task_id] = max(last.get(task_id, 0), number)
     for (task_id, number), ends in sorted(journal.items()):
         if task_id not in tasks:
             continue
@@ -73,12 +76,12 @@ def from_journal(store: Store, paths: RunPaths, scheduler_id: str) -> str:
         for name, ref in (("waiter", ends.waiter), ("worker", ends.worker)):
             if ref is not None:
                 fields |= {f"{name}_pid": ref.pid, f"{name}_start": ref.start}
-        if ends.ended:
+        if ends.ended and number != last[task_id]:  # a task's last attempt is settled on resume (manifest)
             status = Status.DONE if ends.exit_code == 0 else Status.FAILED
             fields |= {"status": status, "exit_code": ends.exit_code, "ended_at": ends.ended_at}
             if ends.cleared:
                 fields["cleared_at"] = ends.cleared_at or ends.ended_at
-        else:
+        elif not ends.ended:
             unfinished += 1
         store.update_attempt(task_id, number, **fields)
         latest[task_id] = max(latest.get(task_id, 0), number)

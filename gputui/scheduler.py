@@ -655,6 +655,8 @@ class Scheduler:
         if ends.ended and ends.cleared:
             self.store.update_attempt(live.task_id, live.number, cleared_at=ends.ended_at or time.time())
             self.executor.done(live.key)
+            if live.cgroup and not live.ours:  # its waiter died before it could remove the attempt's cgroup
+                cgroups.remove(live.cgroup, wait=0.0)
             self._gpus_at = 0.0  # its GPUs are free now: look again before placing
             return
         self.lingering[live.key] = live

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from gputui import ownership
+from gputui.executors import cgroup as cgroups
 from gputui.executors.cgroup import CgroupHome
 from gputui.executors.journal import JournalReader, exits_copy, line
 from gputui.executors.waiter import Waiter, become_subreaper
@@ -47,6 +48,7 @@ class Keeper:
         self.waiters: set[int] = set()
         self.orphans: dict[int, tuple[str, int] | None] = {}  # workers of killed waiters: pid -> attempt
         self.starts = JournalReader(journal_path)
+        self.cgroup_of: dict[tuple[str, int], str | None] = {}
 
     def run(self) -> None:
         become_subreaper()
@@ -54,7 +56,7 @@ class Keeper:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_me, warn_on_full_buffer=False)  # a child's end wakes select() at once
         listening = True
-        while listening or self.orphans:
+        while listening or self.orphans or self.waiters:  # busy waiters may be killed yet
             ready = select.select([self.requests, woken] if listening else [woken], [], [], 1.0)[0]
             with contextlib.suppress(OSError):
                 os.read(woken, 4096)
@@ -107,6 +109,7 @@ class Keeper:
         if None in self.orphans.values():
             attempts = self.starts.update()
             workers = {e.worker.pid: key for key, e in attempts.items() if e.worker and not e.ended}
+            self.cgroup_of = {key: e.cgroup for key, e in attempts.items()}
             for pid in [p for p, key in self.orphans.items() if key is None]:
                 self.orphans[pid] = workers.get(pid)
         while True:
@@ -119,7 +122,9 @@ class Keeper:
             self.waiters.discard(pid)
             key = self.orphans.pop(pid, None)
             if key is not None:  # a leftover of such a worker is only collected
-                data = line("exit", *key, os.waitstatus_to_exitcode(status), f"{time.time():.3f}", 0)
+                cg = self.cgroup_of.get(key)
+                left = len(cgroups.members(cg)) if cg else len(self.orphans)  # the scheduler ends them
+                data = line("exit", *key, os.waitstatus_to_exitcode(status), f"{time.time():.3f}", left)
                 for fd in (self.exits, self.journal, self.wake):
                     with contextlib.suppress(OSError):
                         os.write(fd, data)

@@ -139,7 +139,7 @@ def test_rebuild_state_sets_damaged_state_aside_and_finishes_nothing_twice(make_
     db.write_bytes(b"\0" * 8192)
     r = gputui("run", "--jobs", job, "--rebuild-state")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "moved the damaged state aside" in r.stdout and "already done" in r.stdout
+    assert "moved the damaged state aside" in r.stdout and "launch" not in r.stdout
     assert [p.name for p in db.parent.glob("state.db.damaged-*")]
     starts = [e for e in make_job.events() if e["event"] == "start"]
     assert len(starts) == 4  # the first run's only
