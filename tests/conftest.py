@@ -86,6 +86,18 @@ pattern = "out_{{low}}_{{high}}.csv"
         return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
 
 
+def keeper_of(sched) -> psutil.Process:
+    """The keeper a background `gputui run` started (its child running gputui.executors.keeper)."""
+
+    def find():
+        for child in psutil.Process(sched.pid).children():
+            if "gputui.executors.keeper" in " ".join(child.cmdline()):
+                return child
+        return None
+
+    return wait_for(find, what="the keeper")
+
+
 def proc_state(pid: int) -> str:
     try:
         return psutil.Process(pid).status()

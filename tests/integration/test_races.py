@@ -7,17 +7,7 @@ import signal
 
 import psutil
 
-from tests.conftest import gputui, gputui_bg, wait_for
-
-
-def _keeper_of(sched) -> psutil.Process:
-    def find():
-        for child in psutil.Process(sched.pid).children():
-            if "gputui.executors.keeper" in " ".join(child.cmdline()):
-                return child
-        return None
-
-    return wait_for(find, what="the keeper")
+from tests.conftest import gputui, gputui_bg, keeper_of, wait_for
 
 
 def _status(run_dir) -> dict:
@@ -42,7 +32,7 @@ def test_kill_sent_before_the_worker_exists_still_stops_it_and_no_copy_runs(make
     wait_for(
         lambda: _status(make_job.run_dir).get("shard-0", {}).get("status") == "retrying", what="attempt 1 settled"
     )
-    waiters = _keeper_of(sched).children()
+    waiters = keeper_of(sched).children()
     for w in waiters:
         w.suspend()  # attempt 2's launch request will wait in its waiter's channel
     try:

@@ -19,22 +19,12 @@ import psutil
 import pytest
 
 from gputui.executors.cgroup import CgroupHome
-from tests.conftest import JobFactory, gone, gputui, gputui_bg, wait_for
+from tests.conftest import JobFactory, gone, gputui, gputui_bg, keeper_of, wait_for
 
 
 def _status(run_dir) -> dict:
     r = gputui("status", "--run-dir", run_dir, "--json")
     return {t["id"]: t for t in json.loads(r.stdout)["tasks"]} if r.returncode == 0 else {}
-
-
-def _keeper_of(sched) -> psutil.Process:
-    def find():
-        for child in psutil.Process(sched.pid).children():
-            if "gputui.executors.keeper" in " ".join(child.cmdline()):
-                return child
-        return None
-
-    return wait_for(find, what="the keeper")
 
 
 def _starts(make_job) -> Counter:
@@ -73,7 +63,7 @@ def test_scheduler_and_keeper_sigkilled_together_lose_no_exit_status(make_job, r
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
     reaper.append(sched)
     wait_for(lambda: len(make_job.running()) == 4, what="four workers")
-    keeper = _keeper_of(sched)
+    keeper = keeper_of(sched)
     sched.send_signal(signal.SIGKILL)
     keeper.send_signal(signal.SIGKILL)
     sched.wait(5)
@@ -92,7 +82,7 @@ def test_keeper_killed_alone_the_run_goes_on_and_nothing_runs_twice(make_job, re
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
     reaper.append(sched)
     wait_for(lambda: len(make_job.running()) == 2, what="two workers")
-    _keeper_of(sched).send_signal(signal.SIGKILL)
+    keeper_of(sched).send_signal(signal.SIGKILL)
     assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
     assert set(_starts(make_job).values()) == {1} and len(_starts(make_job)) == 8
 
@@ -152,7 +142,7 @@ def test_daemon_outliving_a_crashed_scheduler_and_keeper_is_ended_and_the_shard_
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
     reaper.append(sched)
     wait_for(lambda: make_job.running(), what="the worker")
-    keeper = _keeper_of(sched)
+    keeper = keeper_of(sched)
     sched.send_signal(signal.SIGKILL)
     keeper.send_signal(signal.SIGKILL)
     daemon = wait_for(lambda: _pid_in(tmp_path / "daemon.pid"), what="the daemon")
