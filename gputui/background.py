@@ -16,9 +16,28 @@ class StartFailed(RuntimeError):
     pass
 
 
-def start_scheduler(job_path: Path, run_dir: Path, simulate: str | None = None, timeout: float = 15.0) -> int:
+def _said(log_path: Path, start: int) -> str:
+    """What this start wrote to the log (its error, every line of it; at most the last 2000 bytes)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        text = ""
+    text = text[-2000:].strip() or read_tail(log_path, 2000).strip()
+    return text or f"it exited at once; see {log_path}"
+
+
+def start_scheduler(
+    job_path: Path,
+    run_dir: Path,
+    simulate: str | None = None,
+    timeout: float = 15.0,
+    *,
+    only_pending: bool = False,
+) -> int:
     """Spawn `gputui run` in its own session (output to `scheduler.log`); returns its pid once it
-    holds the run lock. Raises StartFailed with the tail of its log if it exits first."""
+    holds the run lock. Raises StartFailed with what it said (its error, whole) if it exits first."""
     paths = RunPaths(Path(run_dir).resolve())
     paths.root.mkdir(parents=True, exist_ok=True)
     log_path = paths.root / "scheduler.log"
@@ -35,6 +54,9 @@ def start_scheduler(job_path: Path, run_dir: Path, simulate: str | None = None, 
     ]
     if simulate:
         argv += ["--simulate", simulate]
+    if only_pending:
+        argv.append("--only-pending")
+    start = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -45,9 +67,7 @@ def start_scheduler(job_path: Path, run_dir: Path, simulate: str | None = None, 
         if proc.poll() is not None:
             if proc.returncode == 0:  # it ran to the end at once (everything was done already)
                 return proc.pid
-            raise StartFailed(
-                read_tail(log_path, 2000).strip().splitlines()[-1] if log_path.exists() else "failed"
-            )
+            raise StartFailed(_said(log_path, start))
         holder = lock.holder() or {}
         if lock.is_live() and holder.get("pid") == proc.pid:
             return proc.pid

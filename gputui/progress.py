@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 
 _FRACTION = re.compile(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])")
@@ -32,25 +33,40 @@ def parse_fraction(text: str) -> tuple[int, int] | None:
 
 
 class ProgressTracker:
-    """Keeps the first sample of each attempt so rate and ETA span the attempt, not one tick."""
+    """Rate and ETA over the last minute of running time, per attempt.
+
+    A window, not the whole attempt: the rate follows a worker that speeds up or slows down. A paused
+    task has no rate, and its samples are dropped, so after resume the pause is not counted as slowness.
+    """
+
+    WINDOW_S = 60.0
 
     def __init__(self) -> None:
-        self._first: dict[tuple[str, int], tuple[float, int]] = {}
+        self._samples: dict[tuple[str, int], deque[tuple[float, int]]] = {}
 
-    def update(self, key: tuple[str, int], tail: str, now: float | None = None) -> Progress | None:
+    def update(
+        self, key: tuple[str, int], tail: str, now: float | None = None, *, paused: bool = False
+    ) -> Progress | None:
         frac = parse_fraction(tail)
         if frac is None:
             return None
-        now = time.monotonic() if now is None else now
         done, total = frac
-        t0, d0 = self._first.setdefault(key, (now, done))
-        if done < d0:  # the worker started counting again
-            self._first[key] = (t0, d0) = (now, done)
+        if paused:
+            self._samples.pop(key, None)
+            return Progress(done, total)
+        now = time.monotonic() if now is None else now
+        samples = self._samples.setdefault(key, deque())
+        if samples and done < samples[-1][1]:  # the worker started counting again
+            samples.clear()
+        samples.append((now, done))
+        while len(samples) > 2 and now - samples[1][0] >= self.WINDOW_S:
+            samples.popleft()
+        (t0, d0) = samples[0]
         rate = (done - d0) / (now - t0) if now > t0 and done > d0 else None
         eta = (total - done) / rate if rate else None
         return Progress(done, total, rate, eta)
 
     def forget(self, keep: set[tuple[str, int]]) -> None:
-        for key in list(self._first):
+        for key in list(self._samples):
             if key not in keep:
-                del self._first[key]
+                del self._samples[key]

@@ -24,6 +24,7 @@ class TaskView:
     task: TaskRecord
     attempt: AttemptRecord | None  # the latest
     progress: Progress | None = None
+    history: tuple[AttemptRecord, ...] = ()  # every attempt, oldest first (the latest included)
 
     @property
     def elapsed(self) -> float | None:
@@ -43,10 +44,20 @@ class RunSnapshot:
     tasks: list[TaskView] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     taken_at: float = 0.0
+    active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
 
     @property
     def counts(self) -> Counter[str]:
         return Counter(v.task.status for v in self.tasks)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.tasks) and all(v.task.status in Status.FINAL for v in self.tasks)
+
+    def elapsed(self, now: float) -> float:
+        """Running time at `now`: it moves only while the run is active (scheduler live, work left)."""
+        moving = self.scheduler_live and not self.finished
+        return self.active_s + (max(0.0, now - self.taken_at) if moving else 0.0)
 
     def gpu_holders(self) -> dict[int, list[str]]:
         """GPU index -> ids of our tasks running (or paused) on it."""
@@ -56,6 +67,65 @@ class RunSnapshot:
                 for g in v.task.gpus:
                     held.setdefault(g, []).append(v.task.id)
         return held
+
+
+def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tuple[float, float]]:
+    """When each task was being worked on: its attempts, and the back-off between an attempt that
+    failed and the automatic retry that followed (within `bridge_s`; a later retry by hand is not)."""
+    spans = []
+    for v in views:
+        previous = None
+        for a in v.history:
+            end = a.ended_at if a.ended_at is not None else now
+            start = a.started_at
+            retried = previous is not None and previous.status in (Status.FAILED, Status.LOST)
+            if retried and previous.ended_at and 0 <= start - previous.ended_at <= bridge_s:
+                start = previous.ended_at
+            spans.append((start, end))
+            previous = a
+    return spans
+
+
+def union_length(spans: list[tuple[float, float]]) -> float:
+    """Total length covered by the spans, overlaps counted once: idle time between launches is not."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """The whole job's progress: work in ids (or tasks, when workers count something else)."""
+
+    done: float
+    total: float
+    rate: float | None  # per second, summed over running tasks
+    eta: float | None
+
+
+def outlook(views: list[TaskView]) -> Outlook:
+    """Overall rate and ETA. Each task's progress is weighted by its size (ids in its range), so
+    workers counting rows, batches or steps add up; tasks with no progress line count as not started."""
+    done = total = rate = 0.0
+    measured = False
+    for v in views:
+        size = max(1, v.task.count)
+        total += size
+        p = v.progress
+        if v.task.status == Status.DONE:
+            done += size
+        elif p is not None and p.total > 0:
+            done += size * p.fraction
+            if p.rate and v.task.status == Status.RUNNING:
+                rate += size * p.rate / p.total
+                measured = True
+    left = total - done
+    eta = left / rate if measured and rate > 0 else None
+    return Outlook(done, total, rate if measured else None, eta)
 
 
 class RunView:
@@ -75,20 +145,28 @@ class RunView:
             self._store = Store.open(self.paths.db, readonly=True)
         store = self._store
         meta = store.all_meta()
-        last: dict[str, AttemptRecord] = {a.task_id: a for a in store.attempts()}
+        history: dict[str, list[AttemptRecord]] = {}
+        for a in store.attempts():
+            history.setdefault(a.task_id, []).append(a)
         lock = RunLock(self.paths)
         live = lock.is_live()
         holder = lock.holder() if live else None
         views, keys = [], set()
         for t in store.tasks():
-            a = last.get(t.id)
+            attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
+            a = attempts[-1] if attempts else None
             progress = None
             if a is not None and t.status in Status.LIVE:
                 key = (t.id, a.number)
                 keys.add(key)
-                progress = self._progress.update(key, read_tail(a.log_path, 4096))
-            views.append(TaskView(t, a, progress))
+                tail = read_tail(a.log_path, 4096)
+                progress = self._progress.update(key, tail, paused=t.status == Status.PAUSED)
+            views.append(TaskView(t, a, progress, attempts))
         self._progress.forget(keys)
+        now = time.time()
+        spans = attempt_spans(views, now, bridge_s=float(meta.get("backoff_max_s") or 300.0) + 5.0)
+        if live and not all(v.task.status in Status.FINAL for v in views):
+            spans.append((max((e for _, e in spans), default=now), now))  # waiting for GPUs or a retry
         return RunSnapshot(
             run_dir=self.paths.root,
             job_name=meta.get("job_name", ""),
@@ -97,7 +175,8 @@ class RunView:
             scheduler_pid=(holder or {}).get("pid"),
             tasks=views,
             meta=meta,
-            taken_at=time.time(),
+            taken_at=now,
+            active_s=union_length(spans),
         )
 
     def processes(self, task_ids: list[str]) -> dict[str, list[ProcessRef]]:

@@ -33,6 +33,11 @@ class Run:
     def scheduler_id(self) -> str:
         return self.store.meta("scheduler_id")
 
+    @property
+    def simulate(self) -> str | None:
+        """How this run's GPUs are probed: the `--simulate` it was started with, if any."""
+        return self.store.meta("simulate")
+
     def close(self) -> None:
         self.store.close()
         self.lock.release()
@@ -78,8 +83,18 @@ def shard_output(job: JobSpec, shard: Shard) -> str | None:
     return str(job.outputs.dir / name)
 
 
-def open_for_job(job: JobSpec, role: str = "scheduler", *, rebuild_state: bool = False) -> Run:
+def open_for_job(
+    job: JobSpec,
+    role: str = "scheduler",
+    *,
+    rebuild_state: bool = False,
+    simulate: str | None = None,
+    retry_failed: bool = True,
+) -> Run:
     """Take the run lock, then create the state or check it still matches the job's plan.
+
+    `simulate` is remembered, so a later start or an attached app probes GPUs the same way;
+    `retry_failed=False` leaves tasks that failed for good as they are (only pending work runs).
 
     State that is missing while the directory holds an earlier run (or that `rebuild_state` sets
     aside) is rebuilt from the journal, keeping that run's identity (see rebuild.py)."""
@@ -96,7 +111,10 @@ def open_for_job(job: JobSpec, role: str = "scheduler", *, rebuild_state: bool =
                 notes.append(f"moved the damaged state aside to {aside} (left as it was)")
         store = Store.open(paths.db, create=True)
         try:
-            notes += _init_or_check(store, paths, job, shards, integer_ids)
+            notes += _init_or_check(store, paths, job, shards, integer_ids, retry_failed)
+            if simulate is not None:
+                with store.transaction():
+                    store.set_meta("simulate", simulate)
         except BaseException:
             store.close()
             raise
@@ -170,7 +188,7 @@ def _check_outputs(store: Store, job: JobSpec, shards: list[Shard]) -> None:
 
 
 def _init_or_check(
-    store: Store, paths: RunPaths, job: JobSpec, shards: list[Shard], integer_ids: bool
+    store: Store, paths: RunPaths, job: JobSpec, shards: list[Shard], integer_ids: bool, retry_failed: bool
 ) -> list[str]:
     fingerprint = plan_fingerprint(shards, integer_ids=integer_ids)
     recorded = store.meta("plan_fingerprint")
@@ -201,7 +219,7 @@ def _init_or_check(
             if previous is not None:
                 notes.append(rebuild.from_journal(store, paths, scheduler_id))
             rebuild.write_identity(paths, scheduler_id, job.name)
-        else:
+        elif retry_failed:
             # Tasks that failed for good get a fresh set of attempts when the run is started again.
             for t in store.tasks():
                 if t.status == Status.FAILED:
@@ -218,6 +236,7 @@ def _init_or_check(
             "merged": None if merged is None else str(merged),
             "stop_grace_s": job.stop_grace_s,
             "max_attempts": job.retry.max_attempts,
+            "backoff_max_s": job.retry.backoff_max_s,
             "gpus_per_worker": job.resources.gpus_per_worker,
             "memory_per_worker_gb": job.resources.memory_per_worker_gb,
         }.items():

@@ -53,6 +53,17 @@ def open_probe(simulate: str | None = None, *, load: LoadFn | None = None) -> Gp
     return SimulatedProbe(count, memory_gb, load=load)
 
 
+def check_simulate_spec(simulate: str | None) -> None:
+    """Raise ValueError for a `--simulate` value `open_probe` would refuse, without probing anything."""
+    if simulate is None:
+        return
+    head, sep, rest = simulate.strip().partition(":")
+    if head.lower() == "auto":
+        parse_simulate_spec(rest if sep else DEFAULT_AUTO_SPEC)
+    else:
+        parse_simulate_spec(simulate.strip())
+
+
 def describe(probe: GpuProbe) -> str:
     """A short backend label for headers and logs."""
     if isinstance(probe, SimulatedProbe):

@@ -8,18 +8,22 @@ SQLite, log files) runs in thread workers; the screen is updated from their resu
 
 from __future__ import annotations
 
+import shlex
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
+from textual.events import Resize
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 
 from gputui import control
 from gputui.background import StartFailed, start_scheduler
@@ -28,17 +32,23 @@ from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.monitor import GpuProcessInfo, ghost_memory, gpu_processes, held_by_other_runs
-from gputui.printer import progress_line
 from gputui.records import Status
-from gputui.runview import RunSnapshot, RunView
+from gputui.runview import RunSnapshot, RunView, TaskView
 from gputui.session import open_existing
-from gputui.tui.screens.dialogs import ConfirmScreen, QuitScreen
+from gputui.tui import modes
+from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
+from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
 from gputui.tui.themes import THEMES, theme_stylesheets
-from gputui.tui.widgets.gpu_panel import GpuPanels
+from gputui.tui.widgets.gpu_grid import GpuPanels
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.process_list import ProcessList, ProcessRow
+from gputui.tui.widgets.run_header import RunHeader, identity_line
+from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
+
+HEADER_LINES, FOOTER_LINES = 2, 1
+MAIN_MIN_LINES = {True: 13, False: 8}  # job modes keep table, task bar and log pane; monitor its process list
 
 
 @dataclass
@@ -51,24 +61,38 @@ class Refreshed(Message):
     processes: list[GpuProcessInfo] = field(default_factory=list)
     run_error: str | None = None
     other_runs: dict[int, str] = field(default_factory=dict)  # GPU index -> which other gputui run holds it
+    host: str = ""  # monitor mode: CPU, memory, swap, load
 
 
-class RunHeader(Static):
-    """Host, job, run directory, short scheduler id, and the headless-style progress line."""
+def host_line() -> str:
+    """'CPU 12% · mem 3.2/15.6 GiB · swap 0.0/2.0 GiB · load 0.52 0.40 0.33', like nvitop's host panel."""
+    mem, swap = psutil.virtual_memory(), psutil.swap_memory()
+    load = " ".join(f"{x:.2f}" for x in psutil.getloadavg())
+    return (
+        f"CPU {psutil.cpu_percent():.0f}% of {psutil.cpu_count()} · mem {(mem.total - mem.available) / GIB:.1f}/"
+        f"{mem.total / GIB:.1f} GiB · swap {swap.used / GIB:.1f}/{swap.total / GIB:.1f} GiB · load {load}"
+    )
 
 
 class GpuTuiApp(App):
     CSS_PATH = ["app.tcss", *theme_stylesheets()]
     TITLE = "gputui"
     BINDINGS = [
-        Binding("q", "quit_dialog", "Quit"),
-        Binding("question_mark", "toggle_help", "Help"),
         Binding("l", "launch", "Launch"),
         Binding("K", "kill_all", "Kill all"),
         Binding("m", "menu", "Menu"),
-        Binding("t", "next_theme", "Theme"),
+        Binding("q", "quit_dialog", "Quit"),
+        Binding("ctrl+q", "quit_dialog", "Quit", show=False, priority=True),
+        Binding("question_mark", "help", "Help"),
+        Binding("a", "older_attempt", "Older attempt", show=False),
         Binding("f", "follow", "Follow", show=False),
         Binding("slash", "search_log", "Search log", show=False),
+        Binding("left_square_bracket", "tab(-1)", "Previous tab", show=False),
+        Binding("right_square_bracket", "tab(1)", "Next tab", show=False),
+        Binding("x", "close_tab", "Close tab", show=False),
+        Binding("escape", "back", "Back to table", show=False),
+        Binding("g", "cycle_gpu_layout", "GPU layout", show=False),
+        Binding("t", "next_theme", "Theme", show=False),
     ]
 
     theme_name: reactive[str] = reactive("dark")
@@ -94,11 +118,15 @@ class GpuTuiApp(App):
         self.probe: GpuProbe | None = probe  # opened in the first refresh (a thread) when not given
         self.snapshot: RunSnapshot | None = None
         self.gpus: list[GpuSnapshot] = []
-        self._log_task: str | None = None
-        self._refresh_timer = None
+        self._gpu_error: str | None = None
         self._run_error: str | None = None
-        self._header_text = ""
+        self._host_stats = ""
+        self._refresh_timer = None
+        self._launching = False
+        self._mode = self.mode
         self._host = socket.gethostname()  # once: no syscall on the UI loop per refresh
+        self._log_task: str | None = None
+        self._log_attempt: dict[str, int] = {}  # task -> attempt shown, when not the latest
         self._log_shown: Path | None = None
         for t in THEMES.values():
             self.register_theme(t)
@@ -107,6 +135,16 @@ class GpuTuiApp(App):
     @property
     def monitor_only(self) -> bool:
         return self.view is None
+
+    @property
+    def mode(self) -> str:
+        s = self.snapshot
+        return modes.mode_of(
+            has_job=self.view is not None,
+            has_state=s is not None,
+            scheduler_live=bool(s and s.scheduler_live),
+            readonly=self.readonly,
+        )
 
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -117,33 +155,68 @@ class GpuTuiApp(App):
                 yield ProcessList(id="processes")
             else:
                 yield JobTable(id="jobs")
-                with TabbedContent(id="logs"), TabPane("log: (select a task)", id="log-selected"):
+                yield TaskBar(id="taskbar")
+                with TabbedContent(id="logs"), TabPane("log", id="log-selected"):
                     yield LogPane(id="log-selected-pane")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
-        # Keys act on the table (or the process list) from the start, not on the scrollable GPU grid.
+        # Keys act on the table (or the process list) from the start, not on the GPU grid.
         (self.query_one(ProcessList) if self.monitor_only else self.query_one(JobTable)).focus()
         self.watch_theme_name(self.theme_name)
+        if not self.monitor_only:
+            table = self.query_one(JobTable)
+            self.watch(table, "filter_by", self._render_taskbar, init=False)
+            self.watch(table, "sort_by", self._render_taskbar, init=False)
+        self._fit()
         self._render_header()
+        self.set_interval(1.0, self.query_one(RunHeader).tick)  # the elapsed clock; repaints the header only
         self.refresh_data()
+
+    def on_resize(self, event: Resize) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Give the GPUs what the table, task bar and log pane leave (chosen from the terminal's size)."""
+        budget = self.size.height - HEADER_LINES - FOOTER_LINES - MAIN_MIN_LINES[not self.monitor_only]
+        self.query_one(GpuPanels).fit(budget)
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
+        for key in modes.keys_for(self.mode):
+            if key.action.startswith("request("):
+                verb = key.action[len("request('") : -2]
+                yield SystemCommand(
+                    f"{key.does} ({key.key})", key.does, lambda v=verb: self.query_one(JobTable).action_request(v)
+                )
+            elif hasattr(self, f"action_{key.action.split('(')[0]}") and "(" not in key.action:
+                yield SystemCommand(f"{key.does} ({key.key})", key.does, getattr(self, f"action_{key.action}"))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys that would do nothing now are hidden (footer) and inert; `?` lists the same set."""
+        mode = self.mode
+        if not modes.acts(action, mode):
+            return False
         if self.monitor_only:
-            return
-        for key, action, text in (
-            ("l", "launch", "Launch the job, or start the selected task now"),
-            ("K", "kill_all", "Kill every task of this run"),
-            ("m", "menu", "Menu: merge, summaries"),
-            ("t", "next_theme", "Next theme"),
-        ):
-            yield SystemCommand(f"{text} ({key})", text, getattr(self, f"action_{action}"))
-        table = self.query_one(JobTable)
-        for key, verb, text in (("p", "pause", "Pause or resume"), ("k", "kill", "Kill"), ("r", "retry", "Retry")):
-            yield SystemCommand(
-                f"{text} the selected task ({key})", text, lambda verb=verb: table.action_request(verb)
+            return True
+        selected = self._selected()
+        if action == "launch" and mode == modes.LIVE:
+            return selected is not None and selected.task.status in (Status.PENDING, Status.RETRYING)
+        if action == "kill_all":
+            return self.snapshot is not None and any(
+                v.task.status not in Status.FINAL for v in self.snapshot.tasks
             )
+        if action == "older_attempt":
+            return selected is not None and len(selected.history) > 1
+        if action in ("tab", "close_tab"):
+            tabs = self.query_one("#logs", TabbedContent)
+            pinned = tabs.tab_count > 1
+            return pinned and (action == "tab" or tabs.active != "log-selected")
+        if action in ("follow", "search_log"):
+            return self._visible_log() is not None and self._visible_log().log_view.path is not None
+        if action == "back":
+            return self.focused is not None and not isinstance(self.focused, JobTable)
+        return True
 
     # -- data ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="refresh")
@@ -152,21 +225,24 @@ class GpuTuiApp(App):
         run, run_error = None, None
         try:
             run = self.view.snapshot() if self.view is not None else None
-        except Exception as e:  # e.g. the state is being created right now: try again next tick
-            run, run_error = self.snapshot, str(e)
+        except Exception as e:  # unreadable now (being created, damaged, gone): say so, keep the last view
+            run, run_error = self.snapshot, str(e).splitlines()[0]
             self.view.close()
         gpus, error = [], None
         try:
             if self.probe is None:
-                self.probe = open_probe(self.simulate, load=self._simulated_load)
+                # A run remembers how its GPUs were probed: re-attaching needs no --simulate.
+                simulate = self.simulate or (run.meta.get("simulate") if run is not None else None)
+                self.probe = open_probe(simulate, load=self._simulated_load)
             gpus = self.probe.snapshot()
         except NoGpuError as e:
-            error = str(e).splitlines()[0] + "  (try --simulate 4x24)"
+            error = str(e).splitlines()[0] + " (try --simulate 4x24)"
         except Exception as e:  # a flaky driver must not take the app down
             error = f"GPU probe failed: {e}"
         processes = gpu_processes(gpus, run.scheduler_id if run else None) if gpus else []
         other_runs = held_by_other_runs(gpus, run.scheduler_id if run else None)
-        self.post_message(Refreshed(run, gpus, error, processes, run_error, other_runs))
+        host = host_line() if self.monitor_only else ""
+        self.post_message(Refreshed(run, gpus, error, processes, run_error, other_runs, host))
 
     def _simulated_load(self):
         """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""
@@ -191,101 +267,124 @@ class GpuTuiApp(App):
 
     def _show(self, msg: Refreshed) -> None:
         self.snapshot, self.gpus, self._run_error = msg.run, msg.gpus, msg.run_error
+        self._gpu_error, self._host_stats = msg.gpu_error, msg.host
         holders = msg.run.gpu_holders() if msg.run else {}
         for index, who in msg.other_runs.items():
             holders.setdefault(index, []).append(who)
         statuses = {v.task.id: v.task.status for v in msg.run.tasks} if msg.run else {}
         panels = self.query_one(GpuPanels)
-        if msg.gpu_error and not msg.gpus:
-            panels.update_gpus([], {}, {})
-            panels.border_subtitle = msg.gpu_error
-        else:
-            panels.update_gpus(msg.gpus, holders, ghost_memory(msg.processes, statuses))
+        panels.update_gpus(msg.gpus, holders, ghost_memory(msg.processes, statuses), message=msg.gpu_error)
         if self.monitor_only:
             self.query_one(ProcessList).update_processes(
                 [ProcessRow(p.gpu, p.pid, p.user, p.used_memory, p.command, p.ours) for p in msg.processes]
             )
         elif msg.run is not None:
-            self.query_one(JobTable).update_tasks(msg.run.tasks)
+            table = self.query_one(JobTable)
+            table.update_tasks(msg.run.tasks, msg.run.taken_at)
+            table.set_class(msg.run_error is not None, "-stale")
             if msg.run.tasks:  # the first task at start; a retried task's new attempt log later
                 self._show_log(self._log_task or msg.run.tasks[0].task.id)
+        if self.mode != self._mode:
+            self._mode = self.mode
+            self.refresh_bindings()
         self._render_header()
+        self._render_taskbar()
 
     def _render_header(self) -> None:
-        host = self._host
-        gpu = describe(self.probe) if self.probe is not None else "probing GPUs…"
-        if self.monitor_only:
-            text = f"[b]gputui[/b] monitor  {host}  GPUs: {gpu}"
-        elif self.snapshot is None:
-            text = f"[b]gputui[/b]  {host}  {self.run_dir}  (not started: press [b]l[/b] to launch)  GPUs: {gpu}"
-        else:
-            s = self.snapshot
-            sched = f"scheduler {s.scheduler_id[:8]} " + (
-                "[green]live[/]" if s.scheduler_live else "[dim]stopped[/]"
-            )
-            started = [v.task.started_at for v in s.tasks if v.task.started_at]
-            ends = [v.task.ended_at for v in s.tasks if v.task.ended_at]
-            active = any(v.task.status in Status.LIVE for v in s.tasks)
-            end = time.time() if active or not ends else max(ends)
-            elapsed = (end - min(started)) if started else 0.0
-            text = (
-                f"[b]{s.job_name}[/b]  {host}  {s.run_dir}  {sched}  GPUs: {gpu}"
-                f"{'  [b]READ-ONLY[/b]' if self.readonly else ''}\n{progress_line(s.counts, elapsed)}"
-            )
+        gpu = describe(self.probe) if self.probe is not None else ("none found" if self._gpu_error else "probing…")
+        first = identity_line(
+            host=self._host,
+            gpus=gpu,
+            run=self.snapshot,
+            run_dir=None if self.run_dir is None else str(self.run_dir),
+            mode=self.mode,
+            readonly=self.readonly,
+        )
+        note = None
         if self._run_error:
-            text += f"\n[red]cannot read the run: {self._run_error}[/]"
-        if text != self._header_text:  # its height is fixed: no layout pass needed
-            self._header_text = text
-            self.query_one(RunHeader).update(text, layout=False)
+            note = Text(f"cannot read the run: {self._run_error} (showing the last state read)", "bold red")
+        elif self.monitor_only:
+            note = Text(self._host_stats)
+        elif self.snapshot is None:
+            note = Text("not started: press l to launch" if not self.readonly else "not started")
+        self.query_one(RunHeader).show(first, self.snapshot, note)
+
+    def _render_taskbar(self) -> None:
+        if self.monitor_only or not self.query("#taskbar"):
+            return
+        table = self.query_one(JobTable)
+        pane = self._visible_log()
+        follow = pane.log_view.follow if pane is not None and pane.log_view.path is not None else None
+        self.query_one(TaskBar).show(
+            task_bar_text(table.selected, filter_by=table.filter_by, sort_by=table.sort_by, follow=follow)
+        )
+
+    def _selected(self) -> TaskView | None:
+        if self.monitor_only or not self.query("#jobs"):
+            return None
+        return self.query_one(JobTable).selected
+
+    def _task_view(self, task_id: str) -> TaskView | None:
+        if self.snapshot is None:
+            return None
+        return next((v for v in self.snapshot.tasks if v.task.id == task_id), None)
 
     # -- logs ----------------------------------------------------------------------------------
     @on(JobTable.TaskSelected)
     def _on_selected(self, msg: JobTable.TaskSelected) -> None:
         self._show_log(msg.task_id)
+        self._render_taskbar()
+
+    def _attempt_shown(self, view: TaskView) -> tuple[int, Path | None]:
+        """(attempt number, its log) shown for a task: the latest unless `a` chose an earlier one."""
+        if not view.history:
+            return 0, None
+        number = self._log_attempt.get(view.task.id, view.history[-1].number)
+        attempt = next((a for a in view.history if a.number == number), view.history[-1])
+        return attempt.number, Path(attempt.log_path)
 
     def _show_log(self, task_id: str) -> None:
         panes, tabs = self.query("#log-selected-pane"), self.query("#logs")
-        if not panes or not tabs:  # the screen is being torn down
+        view = self._task_view(task_id)
+        if not panes or not tabs or view is None:  # the screen is being torn down
             return
-        path = self._log_path(task_id)
-        if task_id != self._log_task:
-            self._log_task = task_id
-            tabs.first(TabbedContent).get_tab("log-selected").label = f"log: {task_id}"
-        if path is not None and path != self._log_shown:  # the same log stays as scrolled
+        self._log_task = task_id
+        number, path = self._attempt_shown(view)
+        label = f"log: {task_id} #{number}/{len(view.history)}" if path else f"log: {task_id} (not started)"
+        tab = tabs.first(TabbedContent).get_tab("log-selected")
+        if str(tab.label) != label:
+            tab.label = Content(label)
+        pane = panes.first(LogPane)
+        if path != self._log_shown:  # the same log stays as scrolled
             self._log_shown = path
-            panes.first(LogPane).open(path)
-
-    def _log_path(self, task_id: str) -> Path | None:
-        if self.snapshot is None:
-            return None
-        for v in self.snapshot.tasks:
-            if v.task.id == task_id and v.attempt is not None:
-                return Path(v.attempt.log_path)
-        return None
+            pane.open(path)
+            pane.log_view.placeholder = f"{task_id} has not started yet: no log" if path is None else ""
 
     def _pin_log(self, task_id: str) -> None:
-        """`enter`: the task's log in a tab of its own, kept while others are browsed."""
+        """`enter`: the shown attempt's log in a tab of its own, kept while others are browsed."""
         tabs = self.query_one("#logs", TabbedContent)
-        pane_id = f"log-{task_id}"
-        path = self._log_path(task_id)
+        view = self._task_view(task_id)
+        number, path = self._attempt_shown(view) if view is not None else (0, None)
         if path is None:
-            self.notify(f"{task_id} has no log yet", severity="warning")
+            self.notify(f"{task_id} has no log yet", severity="warning", markup=False)
             return
+        pane_id = f"log-{task_id}-{number}"
         if not tabs.query(f"#{pane_id}"):
-            tabs.add_pane(TabPane(task_id, LogPane(path), id=pane_id))
+            tabs.add_pane(TabPane(Content(f"{task_id} #{number}"), LogPane(path), id=pane_id))
         tabs.active = pane_id
+        self.refresh_bindings()
 
     def _visible_log(self) -> LogPane | None:
-        if self.monitor_only:
+        if self.monitor_only or not self.query("#logs"):
             return None
-        tabs = self.query_one("#logs", TabbedContent)
-        active = tabs.active_pane
+        active = self.query_one("#logs", TabbedContent).active_pane
         return active.query_one(LogPane) if active is not None and active.query(LogPane) else None
 
     def action_follow(self) -> None:
         pane = self._visible_log()
         if pane is not None:
             pane.log_view.action_toggle_follow()
+            self._render_taskbar()
 
     def action_search_log(self) -> None:
         pane = self._visible_log()
@@ -293,7 +392,45 @@ class GpuTuiApp(App):
             pane.log_view.focus()
             pane.log_view.action_search()
 
+    def action_older_attempt(self) -> None:
+        view = self._selected()
+        if view is None or len(view.history) < 2:
+            return
+        number, _ = self._attempt_shown(view)
+        numbers = [a.number for a in view.history]
+        self._log_attempt[view.task.id] = numbers[(numbers.index(number) - 1) % len(numbers)]
+        self.query_one("#logs", TabbedContent).active = "log-selected"
+        self._show_log(view.task.id)
+
+    def action_tab(self, step: int) -> None:
+        tabs = self.query_one("#logs", TabbedContent)
+        ids = [pane.id for pane in tabs.query(TabPane)]
+        if tabs.active in ids and len(ids) > 1:
+            tabs.active = ids[(ids.index(tabs.active) + step) % len(ids)]
+        self._render_taskbar()
+        self.refresh_bindings()
+
+    def action_close_tab(self) -> None:
+        tabs = self.query_one("#logs", TabbedContent)
+        if tabs.active and tabs.active != "log-selected":
+            tabs.remove_pane(tabs.active)
+            tabs.active = "log-selected"
+            self.query_one(JobTable).focus()
+        self.refresh_bindings()
+
+    def action_back(self) -> None:
+        (self.query_one(ProcessList) if self.monitor_only else self.query_one(JobTable)).focus()
+
+    @on(TabbedContent.TabActivated)
+    def _on_tab(self) -> None:
+        self._render_taskbar()
+        self.refresh_bindings()
+
     # -- keys ----------------------------------------------------------------------------------
+    def say(self, text: str, severity: str = "information", timeout: float | None = None) -> None:
+        """A toast whose text shows as written (`[outputs].merged` is not markup)."""
+        self.notify(text, severity=severity, markup=False, **({"timeout": timeout} if timeout else {}))
+
     @on(JobTable.ActionRequested)
     def _on_action(self, msg: JobTable.ActionRequested) -> None:
         if msg.verb == "open":
@@ -311,11 +448,11 @@ class GpuTuiApp(App):
             return
         live = [v.task.id for v in self.snapshot.tasks if v.task.status not in Status.FINAL]
         if not live:
-            self.notify("no task to kill")
+            self.say("no task to kill: every task has finished")
             return
         self._confirm_kill(live)
 
-    @work(thread=True, group="control")
+    @work(thread=True, group="control", exit_on_error=False)
     def _confirm_kill(self, task_ids: list[str]) -> None:
         """Name what will be signalled (a /proc scan, so in a thread), then ask."""
         found = self.view.processes(task_ids) if self.view is not None else {}
@@ -328,10 +465,9 @@ class GpuTuiApp(App):
             )
         grace = self.snapshot.meta.get("stop_grace_s", 10) if self.snapshot else 10
         body = (
-            "SIGTERM, then SIGKILL after "
-            f"{grace:g}s, to this run's processes only:\n"
-            + "\n".join(lines[:12])
-            + (f"\n… and {len(lines) - 12} more" if len(lines) > 12 else "")
+            f"SIGTERM, then SIGKILL after {grace:g}s, to this run's processes only:\n"
+            + "\n".join(lines[:8])
+            + (f"\n… and {len(lines) - 8} more" if len(lines) > 8 else "")
         )
         title = f"Kill {task_ids[0]}?" if len(task_ids) == 1 else f"Kill all {len(task_ids)} tasks of this run?"
 
@@ -344,44 +480,88 @@ class GpuTuiApp(App):
     def action_launch(self) -> None:
         if self.monitor_only or self._refuse_readonly():
             return
-        if self.snapshot is not None and self.snapshot.scheduler_live:
-            task_id = self.query_one(JobTable).selected_id
-            if task_id:
-                self.send_verb("start", [task_id])
+        if self._launching:
+            self.say("the scheduler is starting…")
             return
-        if self.job_path is None and not (self.snapshot and self.snapshot.meta.get("job_file")):
-            self.notify("no job file is known for this run", severity="warning")
+        run = self.snapshot
+        if run is not None and run.scheduler_live:
+            view = self._selected()
+            if view is not None and view.task.status in (Status.PENDING, Status.RETRYING):
+                self.send_verb("start", [view.task.id])
+            else:
+                self.say("the run is already running; select a pending task to start it now")
             return
-        self._launch_scheduler()
+        if self.job_path is None and not (run and run.meta.get("job_file")):
+            self.say("no job file is known for this run", severity="warning")
+            return
+        if run is None:
+            self._launch_scheduler(False)
+            return
+        failed = [v.task.id for v in run.tasks if v.task.status == Status.FAILED]
+        waiting = [v.task.id for v in run.tasks if v.task.status in (Status.PENDING, Status.RETRYING)]
+        if not failed and not waiting:
+            killed = run.counts.get(Status.KILLED, 0)
+            self.say(
+                "the run is finished: every task is done"
+                if not killed
+                else f"the run is finished; {killed} killed task(s) stay killed until retried (r)"
+            )
+            return
+        if not failed:
+            self._launch_scheduler(True)
+            return
+        listed = ", ".join(failed[:8]) + (" …" if len(failed) > 8 else "")
+        body = (
+            f"{len(failed)} task(s) failed for good: {listed}.\n"
+            f"{len(waiting)} task(s) are pending" + (f": {', '.join(waiting[:8])}" if waiting else "") + "."
+        )
+        choices = [("a", "all", "run them all again")]
+        if waiting:
+            choices.append(("o", "only", "only the pending (failed stay failed)"))
 
-    @work(thread=True, group="control")
-    def _launch_scheduler(self) -> None:
-        self.call_from_thread(self.notify, "starting the scheduler in the background…")
+        def chosen(choice: str | None) -> None:
+            if choice in ("all", "only"):
+                self._launch_scheduler(choice == "only")
+
+        self.push_screen(ChoiceScreen("Start the run again?", body, choices), chosen)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _launch_scheduler(self, only_pending: bool) -> None:
+        self._launching = True
+        self.call_from_thread(self.say, "starting the scheduler in the background…")
         try:
-            job = self.job_path or Path(self.snapshot.meta["job_file"])  # re-attached: the run's own job file
-            pid = start_scheduler(job, self.run_dir, self.simulate)
+            run = self.snapshot
+            job = self.job_path or Path(run.meta["job_file"])  # re-attached: the run's own job file
+            simulate = self.simulate or (run.meta.get("simulate") if run is not None else None)
+            pid = start_scheduler(job, self.run_dir, simulate, only_pending=only_pending)
         except StartFailed as e:
-            self.call_from_thread(self.notify, f"could not start: {e}", severity="error", timeout=10)
+            self.call_from_thread(self.say, f"could not start the run:\n{e}", "error", 20)
             return
-        self.call_from_thread(self.notify, f"scheduler running in the background (pid {pid}); q then d detaches")
+        finally:
+            self._launching = False
+        self.call_from_thread(self.say, f"scheduler running in the background (pid {pid}); q then d detaches")
+        self.call_from_thread(self.refresh_data)
 
-    @work(thread=True, group="control")
+    @work(thread=True, group="control", exit_on_error=False)
     def send_verb(self, verb: str, task_ids: list[str] | None) -> tuple[bool, str]:
         """A verb through the run's control channel, exactly as the CLI sends it."""
-        paths, store = open_existing(self.run_dir)
         try:
-            ok, report = control.request(
-                paths,
-                store,
-                verb,
-                task_ids,
-                lambda: control.Controller(paths, store, on_merge=lambda: merge_run(store, paths)),
-            )
-        finally:
-            store.close()
+            paths, store = open_existing(self.run_dir)
+            try:
+                ok, report = control.request(
+                    paths,
+                    store,
+                    verb,
+                    task_ids,
+                    lambda: control.Controller(paths, store, on_merge=lambda: merge_run(store, paths)),
+                )
+            finally:
+                store.close()
+        except Exception as e:  # state gone or unreadable: a toast, never a traceback
+            ok, report = False, f"{verb} failed: {e}"
         if ok and verb == "pause":
             report += "\n(a paused task still holds its GPU memory)"
-        self.call_from_thread(self.notify, report or f"{verb}: done", severity="information" if ok else "error")
+        self.call_from_thread(self.say, report or f"{verb}: done", "information" if ok else "error")
         self.call_from_thread(self.refresh_data)
         return ok, report
 
@@ -390,61 +570,79 @@ class GpuTuiApp(App):
             return
 
         def chosen(choice: str | None) -> None:
-            if choice == "merge" and not self._refuse_readonly():
+            if choice in ("merge", "summary") and self.snapshot is None:
+                self.say(f"nothing to {'merge' if choice == 'merge' else 'summarise'} yet: launch the job (l)")
+            elif choice == "merge" and not self._refuse_readonly():
                 self.send_verb("merge", None)
-            elif choice == "summary":
+            elif choice == "summary" and not self._refuse_readonly():
                 self._write_summary()
             elif choice == "view-merge":
-                self.push_screen(FileScreen(self.view.paths.merge_summary))
+                self.push_screen(FileScreen(self.view.paths.merge_summary, "Menu -> Merge writes it."))
             elif choice == "view-report":
-                self.push_screen(FileScreen(self.view.paths.root / "report.md"))
+                self.push_screen(
+                    FileScreen(self.view.paths.root / "report.md", "Menu -> Write summary writes it.")
+                )
 
-        self.push_screen(MenuScreen(), chosen)
+        self.push_screen(MenuScreen(readonly=self.readonly), chosen)
 
-    @work(thread=True, group="control")
+    @work(thread=True, group="control", exit_on_error=False)
     def _write_summary(self) -> None:
-        paths, store = open_existing(self.run_dir, readonly=True)
         try:
-            summary, report = write_summary(store, paths)
-        finally:
-            store.close()
-        self.call_from_thread(self.notify, f"wrote {summary.name} and {report.name}")
+            paths, store = open_existing(self.run_dir, readonly=True)
+            try:
+                summary, report = write_summary(store, paths)
+            finally:
+                store.close()
+        except Exception as e:
+            self.call_from_thread(self.say, f"could not write the summary: {e}", "error")
+            return
+        self.call_from_thread(self.say, f"wrote {summary} and {report}")
 
     def action_quit_dialog(self) -> None:
+        if isinstance(self.screen, QuitScreen):
+            return
         running = 0
         if self.snapshot is not None:
             running = sum(1 for v in self.snapshot.tasks if v.task.status in Status.LIVE)
-        if self.monitor_only or (running == 0 and not (self.snapshot and self.snapshot.scheduler_live)):
+        live = bool(self.snapshot and self.snapshot.scheduler_live)
+        if self.monitor_only or self.readonly or (running == 0 and not live):
             self.exit()
             return
+        again = f"gputui --run-dir {shlex.quote(str(self.view.paths.root))}"
 
         def chosen(choice: str | None) -> None:
             if choice == "detach":
-                self.exit(message="detached: the run goes on in the background")
+                self.exit(message=f"detached: the run goes on in the background. Re-attach with:\n  {again}")
             elif choice == "stop":
                 self._stop_and_quit()
 
-        self.push_screen(QuitScreen(running, can_stop=not self.readonly), chosen)
+        self.push_screen(QuitScreen(running, can_stop=True, run_dir=str(self.view.paths.root)), chosen)
 
-    @work(thread=True, group="control")
+    @work(thread=True, group="control", exit_on_error=False)
     def _stop_and_quit(self) -> None:
-        paths, store = open_existing(self.run_dir)
         try:
-            ok, report = control.request(paths, store, "stop", None, lambda: control.Controller(paths, store))
-        finally:
-            store.close()
+            paths, store = open_existing(self.run_dir)
+            try:
+                ok, report = control.request(paths, store, "stop", None, lambda: control.Controller(paths, store))
+            finally:
+                store.close()
+        except Exception as e:
+            ok, report = False, f"stop failed: {e}"
         self.call_from_thread(self.exit, message="stopped our tasks" if ok else report)
 
-    def action_toggle_help(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
         else:
-            self.action_show_help_panel()
+            self.push_screen(HelpScreen(self.mode))
+
+    def action_cycle_gpu_layout(self) -> None:
+        self.query_one(GpuPanels).action_cycle_mode()
 
     def action_next_theme(self) -> None:
         names = list(THEMES)
         self.theme_name = names[(names.index(self.theme_name) + 1) % len(names)]
-        self.notify(f"theme: {self.theme_name}")
+        self.say(f"theme: {self.theme_name}")
 
     def watch_theme_name(self, name: str) -> None:
         for other in THEMES:
@@ -453,5 +651,5 @@ class GpuTuiApp(App):
 
     def _refuse_readonly(self) -> bool:
         if self.readonly:
-            self.notify("read-only view: nothing can be signalled from here", severity="warning")
+            self.say("read-only view: nothing can be signalled from here", severity="warning")
         return self.readonly

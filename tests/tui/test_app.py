@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import time
 
@@ -11,11 +12,16 @@ from gputui.gpus.reservations import Reservations
 from gputui.jobspec import load_jobspec
 from gputui.tui.app import GpuTuiApp, Refreshed
 from gputui.tui.screens.dialogs import ConfirmScreen, QuitScreen
+from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
 from gputui.tui.widgets.gpu_panel import GpuPanel
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.process_list import ProcessList
 from tests.conftest import gone
+
+
+def screen_text(app) -> str:
+    return html.unescape(app.export_screenshot()).replace("\xa0", " ")
 
 
 async def until(pilot, predicate, timeout: float = 20.0, what: str = "condition"):
@@ -211,7 +217,7 @@ async def test_enter_pins_a_log_tab_and_slash_searches_it(make_job):
         table.focus()
         await pilot.press("down", "enter")
         tabs = app.query_one("#logs")
-        await until(pilot, lambda: tabs.active == "log-shard-1", what="a pinned tab")
+        await until(pilot, lambda: tabs.active == "log-shard-1-1", what="a pinned tab")
         pane = tabs.active_pane.query_one("LogPane")
         await until(pilot, lambda: pane.log_view.line_count >= 1, what="the log's lines")
         await pilot.press("slash")
@@ -225,9 +231,12 @@ async def test_help_follow_and_the_other_menu_entries(make_job):
     async with app.run_test(size=(160, 45)) as pilot:
         await until(pilot, lambda: app.is_running, what="the app")
         await pilot.press("question_mark")
-        await until(pilot, lambda: app.screen.query("HelpPanel"), what="the help panel")
+        help_screen = await until(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, what="help")
+        listed = screen_text(app)
+        assert "before launch" in listed and "launch the job" in listed
+        assert "pause the selected" not in listed, "before launch, p does nothing: not listed"
         await pilot.press("question_mark")
-        await until(pilot, lambda: not app.screen.query("HelpPanel"), what="help closed")
+        await until(pilot, lambda: app.screen is not help_screen, what="help closed")
         await pilot.press("l")
         await until(pilot, lambda: set(statuses(app).values()) == {"done"}, what="all done")
         await until(pilot, lambda: not app.snapshot.scheduler_live, what="the scheduler to finish")
@@ -251,16 +260,9 @@ async def test_command_palette_offers_the_keys(make_job):
     async with app.run_test(size=(160, 45)) as pilot:
         await until(pilot, lambda: app.is_running, what="the app")
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for text in (
-            "Launch the job",
-            "Kill every task",
-            "Menu",
-            "Pause or resume the selected task",
-            "Kill the selected task",
-            "Retry the selected task",
-            "Next theme",
-        ):
+        for text in ("launch the job", "menu: merge", "next theme", "GPU layout"):
             assert any(text in t for t in titles), text
+        assert not any("pause the selected" in t for t in titles), "only what acts before launch"
 
 
 async def test_the_selected_log_follows_a_retry_to_its_new_attempt(make_job):
@@ -285,7 +287,7 @@ async def test_gpu_panels_show_which_gpu_another_run_holds():
         app = GpuTuiApp(simulate="2x24", interval=0.25)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: len(app.query(GpuPanel)) == 2, what="2 GPU panels")
-            labels = lambda: {p.snapshot.index: " ".join(p.tasks) for p in app.query(GpuPanel)}  # noqa: E731
+            labels = lambda: {p.index: " ".join(p.state.holders) for p in app.query(GpuPanel)}  # noqa: E731
             await until(pilot, lambda: "run other-job (shard-7)" in labels()[1], what="GPU 1 shown as held")
             assert "other-job" not in labels()[0]
     finally:

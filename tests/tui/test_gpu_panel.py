@@ -11,15 +11,24 @@ from textual.widgets.data_table import RowKey
 
 from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.gpus.simulated import SimulatedProbe
-from gputui.tui.widgets.gpu_panel import GpuHistory, GpuMeter, GpuPanel, GpuPanels, grid_shape
+from gputui.tui.widgets.gpu_grid import GpuPanels, GridShape, grid_shape
+from gputui.tui.widgets.gpu_meters import GpuHistory, GpuMeter
+from gputui.tui.widgets.gpu_panel import HISTORY_LENGTH, GpuLine, GpuPanel
 from gputui.tui.widgets.process_list import OURS_MARK, ProcessList, ProcessRow
-
-SIZES = [(80, 24), (200, 50)]
 
 
 class PanelsApp(App):
+    """The grid alone, given the lines the app would leave it (`budget`)."""
+
+    def __init__(self, budget: int = 1000) -> None:
+        super().__init__()
+        self.budget = budget
+
     def compose(self) -> ComposeResult:
         yield GpuPanels()
+
+    def on_mount(self) -> None:
+        self.query_one(GpuPanels).fit(self.budget)
 
 
 class ProcessApp(App):
@@ -45,7 +54,7 @@ def screen_text(app: App) -> str:
     return html.unescape(app.export_screenshot()).replace("\xa0", " ")
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
 async def test_one_gpu_shows_name_badge_and_memory(size: tuple[int, int]) -> None:
     snaps = probe(1, {0: [(4242, 12 * GIB)]}).snapshot()  # 12 GiB + 300 MiB baseline
     app = PanelsApp()
@@ -60,24 +69,61 @@ async def test_one_gpu_shows_name_badge_and_memory(size: tuple[int, int]) -> Non
         assert "92%" in meter_text(panel, "#util")  # busy simulated GPU 0 at the pinned clock
 
 
-@pytest.mark.parametrize(("size", "columns", "compact"), [((80, 24), 2, True), ((200, 50), 4, False)])
-async def test_eight_gpus_fit_the_screen(size: tuple[int, int], columns: int, compact: bool) -> None:
+async def test_eight_gpus_at_80x24_take_one_line_each_with_bars_and_sensors() -> None:
     load = {i: [(1000 + i, int((1 + 2.5 * i) * GIB))] for i in range(8)}
     snaps = probe(8, load).snapshot()
-    app = PanelsApp()
-    async with app.run_test(size=size) as pilot:
+    app = PanelsApp(budget=24 - 2 - 1 - 13)  # what the app leaves the GPUs at 80x24
+    async with app.run_test(size=(80, 24)) as pilot:
+        grid = app.query_one(GpuPanels)
+        grid.update_gpus(snaps, {3: ["shard-3"]})
+        await pilot.pause()
+        lines = list(app.query(GpuLine))
+        assert [line.index for line in lines] == list(range(8)) and not app.query(GpuPanel)
+        assert grid.region.height == 8 and all(line.region.bottom <= 8 for line in lines)
+        text = [line.render().plain for line in lines]
+        for i, snap in enumerate(snaps):
+            row = text[i]
+            assert len(row) <= 80
+            assert f"{snap.memory_used / GIB:4.1f}/24G" in row and f"{snap.utilization:3.0f}%" in row
+            assert f"{snap.temperature:.0f}°C" in row and f"{snap.power:.0f}W" in row
+            assert "━" in row
+        assert "shard-3" in text[3]
+
+
+async def test_eight_gpus_at_200x50_are_full_cards_with_history() -> None:
+    snaps = probe(8).snapshot()
+    app = PanelsApp(budget=50 - 2 - 1 - 13)
+    async with app.run_test(size=(200, 50)) as pilot:
         grid = app.query_one(GpuPanels)
         grid.update_gpus(snaps)
         await pilot.pause()
         panels = list(app.query(GpuPanel))
         assert [p.index for p in panels] == list(range(8))
-        assert (grid.columns, grid.compact) == (columns, compact)
-        assert all(p.has_class("-compact") == compact for p in panels)
-        for panel, snap in zip(panels, snaps, strict=True):
-            shown = f"{snap.memory_used / GIB:.1f} / {snap.memory_total / GIB:.1f} GiB"
-            assert shown in meter_text(panel, "#mem")
-            assert panel.region.bottom <= size[1], "every panel is on screen without scrolling"
+        assert grid.shape == GridShape("full", 4, 18)
+        assert all(p.query_one("#util-history", GpuHistory).region.height == 1 for p in panels)
+        assert all(p.region.bottom <= 18 for p in panels), "every card is on screen without scrolling"
         assert screen_text(app).count("SIMULATED") == 8
+
+
+async def test_the_layout_key_cycles_auto_full_compact_and_history_survives() -> None:
+    sim = probe(2)
+    app = PanelsApp(budget=30)
+    async with app.run_test(size=(120, 40)) as pilot:
+        grid = app.query_one(GpuPanels)
+        for _ in range(3):
+            grid.update_gpus(sim.snapshot())
+        await pilot.pause()
+        assert grid.shape.kind == "full" and len(app.query(GpuPanel)) == 2
+        grid.focus()
+        await pilot.press("g")  # auto -> full
+        await pilot.press("g")  # full -> compact
+        await pilot.pause()
+        assert grid.mode == "compact" and len(app.query(GpuLine)) == 2 and not app.query(GpuPanel)
+        grid.update_gpus(sim.snapshot())
+        await pilot.press("g")  # compact -> auto: cards again, with every sample taken meanwhile
+        await pilot.pause()
+        panel = app.query_one(GpuPanel)
+        assert len(panel.query_one("#util-history", GpuHistory).samples) == 4
 
 
 async def test_second_tick_reuses_panels_and_grows_history() -> None:
@@ -90,18 +136,18 @@ async def test_second_tick_reuses_panels_and_grows_history() -> None:
         await pilot.pause()
         before = {p.index: p for p in app.query(GpuPanel)}
         assert "0.3 / 24.0 GiB" in meter_text(before[1], "#mem")
-        assert len(before[1].mem_history) == 1
+        assert len(grid.history(1)[1]) == 1
 
         load[1] = [(77, 20 * GIB)]
         grid.update_gpus(sim.snapshot())
         await pilot.pause()
         after = {p.index: p for p in app.query(GpuPanel)}
         assert all(after[i] is before[i] for i in (0, 1))
-        assert len(after[1].mem_history) == 2
-        assert after[1].mem_history[-1] > after[1].mem_history[0]
+        _, memory = grid.history(1)
+        assert len(memory) == 2 and memory[-1] > memory[0]
         assert "20.3 / 24.0 GiB" in meter_text(after[1], "#mem")
         assert "0%" not in meter_text(after[1], "#util")
-        assert after[1].query_one("#mem-history", GpuHistory).samples == after[1].mem_history
+        assert after[1].query_one("#mem-history", GpuHistory).samples == memory
 
 
 async def test_history_keeps_the_last_samples_only() -> None:
@@ -109,35 +155,43 @@ async def test_history_keeps_the_last_samples_only() -> None:
     app = PanelsApp()
     async with app.run_test(size=(80, 24)) as pilot:
         grid = app.query_one(GpuPanels)
-        for _ in range(75):
+        for _ in range(HISTORY_LENGTH + 15):
             grid.update_gpus(sim.snapshot())
         await pilot.pause()
-        assert len(grid.panels[0].util_history) == 60
+        assert len(grid.history(0)[0]) == HISTORY_LENGTH
 
 
-async def test_gpus_going_away_remove_panels_and_none_shows_message() -> None:
+async def test_gpus_going_away_remove_panels_and_none_shows_why() -> None:
     sim8, sim4 = probe(8), probe(4)
-    app = PanelsApp()
+    app = PanelsApp(budget=8)
     async with app.run_test(size=(80, 24)) as pilot:
         grid = app.query_one(GpuPanels)
         grid.update_gpus(sim8.snapshot())
         await pilot.pause()
-        kept = {p.index: p for p in app.query(GpuPanel) if p.index < 4}
-
         grid.update_gpus(sim4.snapshot())
         await pilot.pause()
-        panels = list(app.query(GpuPanel))
-        assert [p.index for p in panels] == [0, 1, 2, 3]
-        assert all(kept[p.index] is p for p in panels)
-        assert not app.query_one("#no-gpu", Static).display
+        assert [p.index for p in app.query(GpuLine)] == [0, 1, 2, 3]
 
         grid.update_gpus([])
         await pilot.pause()
-        assert not app.query(GpuPanel)
-        message = app.query_one("#no-gpu", Static)
-        assert message.display
-        assert "No GPU" in str(message.content)
+        assert not app.query(GpuLine)
         assert "No GPU visible" in screen_text(app)
+        grid.update_gpus([], message="--simulate: expected N or NxGB (e.g. 4 or 8x24), got '8x'")
+        await pilot.pause()
+        assert "expected N or NxGB" in str(app.query_one("#no-gpu", Static).content)
+
+
+async def test_more_gpus_than_lines_scroll_and_the_grid_takes_focus() -> None:
+    app = PanelsApp(budget=4)
+    async with app.run_test(size=(80, 24)) as pilot:
+        grid = app.query_one(GpuPanels)
+        grid.update_gpus(probe(8).snapshot())
+        await pilot.pause()
+        assert grid.region.height == 4 and grid.can_focus, "the keyboard can reach GPUs 4-7"
+        grid.focus()
+        await pilot.press("end")
+        await pilot.pause()
+        assert grid.scroll_y == grid.max_scroll_y > 0
 
 
 async def test_gpu_appearing_in_the_middle_keeps_index_order() -> None:
@@ -159,8 +213,8 @@ async def test_tasks_and_ghost_memory_are_shown_when_given() -> None:
         grid = app.query_one(GpuPanels)
         grid.update_gpus(
             sim.snapshot(),
-            tasks_by_gpu={0: ["shard-0", "shard-3"]},
-            ghosts={1: "3.2 GiB held by ended task shard-2"},
+            {0: ["shard-0", "shard-3"]},
+            {1: "3.2 GiB held by ended task shard-2"},
         )
         await pilot.pause()
         gpu0, gpu1 = grid.panels[0], grid.panels[1]
@@ -192,12 +246,14 @@ async def test_real_gpu_with_unknown_sensors_has_no_badge_and_shows_dashes() -> 
         assert "SIMULATED" not in screen_text(app)
 
 
-def test_grid_shape_balances_columns_and_goes_compact_when_short() -> None:
-    assert grid_shape(80, 24, 8) == (2, True)
-    assert grid_shape(200, 50, 8) == (4, False)
-    assert grid_shape(200, 50, 16) == (4, False)
-    assert grid_shape(30, 50, 3) == (1, False)
-    assert grid_shape(80, 24, 0) == (1, False)
+def test_grid_shape_prefers_cards_and_falls_back_to_one_line_per_gpu() -> None:
+    assert grid_shape("auto", 80, 8, 8) == GridShape("compact", 1, 8)
+    assert grid_shape("auto", 200, 34, 8) == GridShape("full", 4, 18)
+    assert grid_shape("auto", 200, 34, 16) == GridShape("compact", 2, 8)  # 4 rows of cards would need 36
+    assert grid_shape("auto", 30, 50, 3) == GridShape("full", 1, 27)
+    assert grid_shape("full", 80, 8, 8) == GridShape("full", 2, 36)  # asked for: it scrolls
+    assert grid_shape("compact", 200, 34, 1) == GridShape("compact", 1, 1)
+    assert grid_shape("auto", 80, 8, 0).columns == 1
 
 
 def row(

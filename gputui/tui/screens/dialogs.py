@@ -24,7 +24,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Static(self.body, classes="dialog-body", markup=False)
             yield Label("[b]y[/b] confirm    [b]n[/b] / [b]esc[/b] cancel", classes="dialog-keys")
 
@@ -42,16 +42,16 @@ class QuitScreen(ModalScreen[str | None]):
         Binding("q", "answer('detach')", "Detach", show=False),
     ]
 
-    def __init__(self, running: int, can_stop: bool) -> None:
+    def __init__(self, running: int, can_stop: bool, run_dir: str = "DIR") -> None:
         super().__init__()
-        self.running, self.can_stop = running, can_stop
+        self.running, self.can_stop, self.run_dir = running, can_stop, run_dir
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Quit gputui?", classes="dialog-title")
             body = (
                 f"{self.running} task(s) are running. Detaching leaves them running in the background; "
-                "`gputui --run-dir DIR` re-attaches."
+                f"`gputui --run-dir {self.run_dir}` re-attaches."
             )
             yield Static(body, classes="dialog-body", markup=False)
             keys = "[b]d[/b] detach" + ("    [b]s[/b] stop our tasks and quit" if self.can_stop else "")
@@ -60,4 +60,27 @@ class QuitScreen(ModalScreen[str | None]):
     def action_answer(self, choice: str | None) -> None:
         if choice == "stop" and not self.can_stop:
             return
+        self.dismiss(choice)
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """A question with a few answers, each on its own key; `esc` cancels."""
+
+    BINDINGS = [Binding("escape", "answer(None)", "Cancel")]
+
+    def __init__(self, title: str, body: str, choices: list[tuple[str, str, str]]) -> None:
+        """`choices`: (key, value returned, what it does)."""
+        super().__init__()
+        self.title_text, self.body, self.choices = title, body, choices
+        for key, value, text in choices:
+            self._bindings.bind(key, f"answer({value!r})", text)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            yield Static(self.body, classes="dialog-body", markup=False)
+            keys = "    ".join(f"{key} {text}" for key, _, text in self.choices)
+            yield Label(f"{keys}    esc cancel", classes="dialog-keys", markup=False)
+
+    def action_answer(self, choice: str | None) -> None:
         self.dismiss(choice)

@@ -19,13 +19,20 @@ MENU = (
 )
 
 
+VIEW_ONLY = ("view-merge", "view-report")
+
+
 class MenuScreen(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "dismiss_none", "Close"), Binding("m", "dismiss_none", "Close", show=False)]
+
+    def __init__(self, *, readonly: bool = False) -> None:
+        super().__init__()
+        self.items = [(k, t) for k, t in MENU if not readonly or k in VIEW_ONLY]  # read-only writes nothing
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Menu", classes="dialog-title")
-            yield OptionList(*(Option(text, id=key) for key, text in MENU), id="menu-options")
+            yield OptionList(*(Option(text, id=key) for key, text in self.items), id="menu-options")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
@@ -39,19 +46,22 @@ class FileScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape", "close", "Close"), Binding("q", "close", "Close", show=False)]
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, missing: str = "") -> None:
+        """`missing`: what to say when the file does not exist yet (e.g. which menu item writes it)."""
         super().__init__()
-        self.path = path
+        self.path, self.missing = path, missing
 
     def compose(self) -> ComposeResult:
         try:
             text = self.path.read_text(errors="replace")
+        except FileNotFoundError:
+            text = f"{self.path.name} does not exist yet. {self.missing}".strip()
         except OSError as e:
             text = f"cannot read {self.path}: {e}"
         with Vertical(classes="dialog wide"):
-            yield Label(str(self.path), classes="dialog-title")
+            yield Label(str(self.path), classes="dialog-title", markup=False)
             with VerticalScroll():
-                if self.path.suffix == ".md":
+                if self.path.suffix == ".md" and self.path.exists():
                     yield Markdown(text)
                 else:
                     yield Static(text, markup=False)

@@ -238,6 +238,35 @@ class LineIndex:
                     return hit
         return None
 
+    def rank(self, text: str, line: int) -> tuple[int, int]:
+        """(k, n): `line` is the k-th of the n lines containing ``text`` (as `find` matches), for a
+        search's "match k/N". Reads the whole file in chunks: call it from a thread."""
+        needle = text.encode("utf-8").lower()
+        if not needle or b"\n" in needle:
+            return 0, 0
+        generation = self.generation
+        k = n = lo = 0
+        while True:
+            with self._lock:
+                offsets = self._offsets
+                total = len(offsets) - 1 + (self._scanned > offsets[-1])
+                if lo >= total or self.generation != generation or self._fd is None:
+                    break
+                first, _ = self._bounds(lo, lo + 1)
+                j = bisect.bisect_right(offsets, first + self.chunk_size, lo, min(total + 1, len(offsets)))
+                a, b = lo, min(total, max(lo + 1, j - 1))
+                begin, stop = self._bounds(a, b)
+                data = os.pread(self._fd, stop - begin, begin).lower()
+                pos = data.find(needle)
+                while pos >= 0:
+                    hit = bisect.bisect_right(offsets, begin + pos, a, min(b + 1, len(offsets))) - 1
+                    n += 1
+                    k += hit <= line
+                    after = offsets[hit + 1] - begin if hit + 1 < len(offsets) else len(data)
+                    pos = data.find(needle, after)
+            lo = b
+        return k, n
+
     def _bounds(self, lo: int, hi: int) -> tuple[int, int]:
         """Byte span of lines ``lo`` .. ``hi - 1`` (lock held by the caller)."""
         offsets = self._offsets

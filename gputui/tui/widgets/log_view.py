@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 from rich.ansi import AnsiDecoder
+from rich.segment import Segment
 from rich.style import Style
 from textual import events, work
 from textual.actions import SkipAction
@@ -47,7 +48,7 @@ class LogView(ScrollView, can_focus=True):
     ``N`` repeat the last one. Lines are shown as plain text (ANSI colours decoded, no markup).
     """
 
-    COMPONENT_CLASSES = {"log-view--match"}
+    COMPONENT_CLASSES = {"log-view--match", "log-view--more"}
     DEFAULT_CSS = """
     LogView {
         background: $surface;
@@ -55,6 +56,13 @@ class LogView(ScrollView, can_focus=True):
     }
     LogView > .log-view--match {
         text-style: reverse;
+    }
+    LogView > .log-view--more {
+        color: $accent;
+        text-style: bold;
+    }
+    LogView:focus {
+        background-tint: $foreground 4%;
     }
     """
     BINDINGS = [
@@ -68,6 +76,8 @@ class LogView(ScrollView, can_focus=True):
 
     follow: reactive[bool] = reactive(True, init=False)
     """Keep the last line in view as the file grows."""
+    match_rank: reactive[tuple[int, int] | None] = reactive(None)
+    """(k, n) of the last search hit: the k-th of n matching lines."""
 
     class SearchRequested(Message):
         """The user pressed ``/``: whoever owns a search box should open it for ``log_view``."""
@@ -94,6 +104,8 @@ class LogView(ScrollView, can_focus=True):
         self.match_line: int | None = None
         """Line of the last search hit, drawn highlighted; ``n`` / ``N`` continue from it."""
         self.last_search = ""
+        self.placeholder = ""
+        """Shown on the first line when there is no file to show (e.g. a task that has not started)."""
         self._cache: LRUCache[int, Strip] = LRUCache(self.CACHE_LINES)
         self._lines = 0  # lines shown, as of the last scan (the virtual height)
         self._complete = 0  # of which newline-terminated, hence safe to cache
@@ -213,7 +225,14 @@ class LogView(ScrollView, can_focus=True):
         text.no_wrap = True
         text.end = ""
         strip = Strip(list(text.render(self.app.console)), text.cell_len)
-        return strip.crop_extend(scroll_x, scroll_x + width, None).apply_style(style).apply_offsets(scroll_x, line)
+        if text.cell_len > scroll_x + width and width > 1:  # the line goes on to the right: say so
+            strip = Strip.join([strip.crop(scroll_x, scroll_x + width - 1), Strip([self._more_segment()])])
+        else:
+            strip = strip.crop_extend(scroll_x, scroll_x + width, None)
+        return strip.apply_style(style).apply_offsets(scroll_x, line)
+
+    def _more_segment(self) -> Segment:
+        return Segment("›", self.get_component_rich_style("log-view--more"))
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -225,6 +244,8 @@ class LogView(ScrollView, can_focus=True):
             # scroll is cheaper than re-cropping on every frame of a vertical one.
             self._cache.clear()
             self._cache_key = (scroll_x, width, base)
+        if self.index is None and line == 0 and self.placeholder:
+            return Strip([Segment(self.placeholder[:width].ljust(width), base + Style(dim=True))])
         if self.index is None or line >= self._lines:
             return Strip.blank(width, base)
         if line == self.match_line:
@@ -240,6 +261,16 @@ class LogView(ScrollView, can_focus=True):
         super().notify_style_update()
         self._style_memo = None
         self.refresh()
+
+    @work(group="log-view-rank", exclusive=True, exit_on_error=False)
+    async def _say_rank(self, text: str, line: int) -> None:
+        index = self.index
+        if index is None:
+            return
+        k, n = await asyncio.to_thread(index.rank, text, line)
+        if index is self.index and n:
+            self.match_rank = (k, n)
+            self.notify(f"match {k}/{n}: {text!r} (line {line + 1})", markup=False, timeout=3)
 
     # -- follow ------------------------------------------------------------------------------------
 
@@ -343,6 +374,7 @@ class LogView(ScrollView, can_focus=True):
         if line is None:
             self.notify(f"No line contains {text!r}", severity="warning", markup=False)
             return False
+        self._say_rank(text, line)
         self.follow = False
         self.match_line = line
         height = max(1, self.scrollable_content_region.height)

@@ -1,0 +1,97 @@
+"""Which keys act when: the app's modes and its key table, pure so the footer, `?` and tests agree.
+
+A key is shown (footer, help) only in the modes where it does something; `check_action` hides it
+elsewhere, so a key that is not listed never silently does nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MONITOR = "monitor"  # no job: GPUs and every GPU process
+BEFORE = "before launch"  # a job file, no state yet
+LIVE = "live"  # the run's scheduler is running
+FINISHED = "finished"  # state, no scheduler
+READONLY = "read-only"  # someone else's run: nothing is written or signalled
+
+JOB_MODES = frozenset({BEFORE, LIVE, FINISHED, READONLY})
+RUN_MODES = frozenset({LIVE, FINISHED, READONLY})  # there are tasks to look at
+ALL = frozenset({MONITOR, *JOB_MODES})
+
+
+def mode_of(*, has_job: bool, has_state: bool, scheduler_live: bool, readonly: bool) -> str:
+    if not has_job:
+        return MONITOR
+    if readonly:
+        return READONLY
+    if not has_state:
+        return BEFORE
+    return LIVE if scheduler_live else FINISHED
+
+
+@dataclass(frozen=True)
+class Key:
+    key: str  # as shown
+    action: str  # the action it runs (without `action_`)
+    does: str  # one line for `?`
+    modes: frozenset[str]
+
+
+KEYS: tuple[Key, ...] = (
+    Key(
+        "l",
+        "launch",
+        "launch the job; while it runs, start the selected pending task now",
+        frozenset({BEFORE, LIVE, FINISHED}),
+    ),
+    Key(
+        "p",
+        "request('pause')",
+        "pause the selected running task (SIGSTOP; it keeps its GPU memory), or resume it",
+        frozenset({LIVE}),
+    ),
+    Key(
+        "k",
+        "request('kill')",
+        "kill the selected task: asks first, naming the processes that get SIGTERM then SIGKILL",
+        frozenset({LIVE, FINISHED}),
+    ),
+    Key(
+        "K",
+        "kill_all",
+        "kill every task of this run that is not finished: asks first (y / n)",
+        frozenset({LIVE, FINISHED}),
+    ),
+    Key(
+        "r",
+        "request('retry')",
+        "retry the selected failed or killed task (a retrying one: now)",
+        frozenset({LIVE, FINISHED}),
+    ),
+    Key("enter", "request('open')", "pin the selected task's log in a tab of its own", RUN_MODES),
+    Key("a", "older_attempt", "show the selected task's previous attempt's log (again: older; wraps)", RUN_MODES),
+    Key("s", "cycle_sort", "sort the table: id, status, elapsed", RUN_MODES),
+    Key("v", "cycle_filter", "show all tasks, or only active, failed, done or pending ones", RUN_MODES),
+    Key("f", "follow", "log: follow the end on / off", RUN_MODES),
+    Key("/", "search_log", "log: search (Enter); n / N next / previous match", RUN_MODES),
+    Key("[ ]", "tab", "log tabs: previous / next", RUN_MODES),
+    Key("x", "close_tab", "log tabs: close the pinned tab", RUN_MODES),
+    Key("esc", "back", "back to the table", ALL),
+    Key("m", "menu", "menu: merge shard outputs, write summaries, view them", JOB_MODES),
+    Key("g", "cycle_gpu_layout", "GPU layout: auto, full (cards with history), compact (one line each)", ALL),
+    Key("t", "next_theme", "next theme: dark, light, high-contrast", ALL),
+    Key("q", "quit_dialog", "quit; while tasks run: d detach (they go on), s stop them, esc cancel", ALL),
+    Key("?", "help", "this help", ALL),
+)
+
+
+def keys_for(mode: str) -> list[Key]:
+    return [k for k in KEYS if mode in k.modes]
+
+
+def acts(action: str, mode: str) -> bool:
+    """Whether the key bound to `action` does anything in `mode` (unlisted actions: yes)."""
+    for k in KEYS:
+        if k.action == action:
+            return mode in k.modes
+    return True

@@ -1,0 +1,113 @@
+"""The two header lines: who and where (line 1), how far (line 2). Built as rich Text, never markup, so
+a job name or path with brackets shows as written; each line is cut, never wrapped."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual.widgets import Static
+
+from gputui.records import Status
+from gputui.runview import RunSnapshot, outlook
+from gputui.tui.widgets.job_table import clock
+
+SEP = " · "
+
+
+def short_path(path: str) -> str:
+    """Relative to the working directory when inside it, else with ~ for home: the header is narrow."""
+    p = Path(path)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        pass
+    try:
+        return "~/" + str(p.relative_to(Path.home()))
+    except ValueError:
+        return path
+
+
+def identity_line(
+    *, host: str, gpus: str, run: RunSnapshot | None, run_dir: str | None, mode: str, readonly: bool
+) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append("gputui", "bold")
+    if run_dir is None:
+        text.append(" monitor")
+    elif run is not None and run.job_name:
+        text.append(SEP)
+        text.append(run.job_name, "bold")
+    text.append(SEP + host)
+    if run_dir is not None:
+        text.append(SEP + short_path(run_dir))
+    if run is not None:
+        text.append(f"{SEP}scheduler {run.scheduler_id[:8]} ")
+        text.append("live", "green") if run.scheduler_live else text.append("stopped", "dim")
+    text.append(f"{SEP}GPUs: {gpus}")
+    if readonly:
+        text.append(SEP)
+        text.append("READ-ONLY", "reverse")
+    return text
+
+
+def progress_text(run: RunSnapshot, now: float) -> Text:
+    """'1/4 done · 2 running · 1 paused · 1 pending · 0 failed · 45 ids/s · ETA 3:12 · elapsed 1:02:03'."""
+    counts = run.counts
+    total = sum(counts.values())
+    parts = [f"{counts.get(Status.DONE, 0)}/{total} done"]
+    for status in (Status.RUNNING, Status.PAUSED, Status.PENDING, Status.RETRYING):
+        if counts.get(status) or status == Status.RUNNING:
+            parts.append(f"{counts.get(status, 0)} {status}")
+    parts.append(f"{counts.get(Status.FAILED, 0)} failed")
+    if counts.get(Status.KILLED):
+        parts.append(f"{counts[Status.KILLED]} killed")
+    text = Text(", ".join(parts), no_wrap=True, overflow="ellipsis", end="")
+    look = outlook(run.tasks)
+    if look.rate:
+        text.append(f"{SEP}{look.rate:.3g} ids/s")
+        if look.eta is not None:
+            text.append(f"{SEP}ETA {clock(look.eta)}")
+    text.append(f"{SEP}elapsed {clock(run.elapsed(now))}")
+    return text
+
+
+class RunHeader(Static):
+    """Redrawn when a refresh lands and once a second for the elapsed clock; never changes height."""
+
+    DEFAULT_CSS = """
+    RunHeader {
+        height: 2;
+        padding: 0 1;
+        background: $panel;
+        color: $foreground;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, markup=False)
+        self._first = Text()
+        self._second = Text()
+        self._run: RunSnapshot | None = None
+        self._note: Text | None = None
+        self._shown: tuple[str, str] | None = None
+
+    def show(self, first: Text, run: RunSnapshot | None, note: Text | None) -> None:
+        """`note` replaces the progress line (before launch, errors); else the run's progress shows."""
+        self._first, self._run, self._note = first, run, note
+        self.tick()
+
+    def tick(self) -> None:
+        if self._note is not None:
+            second = self._note
+        elif self._run is not None:
+            second = progress_text(self._run, time.time())
+        else:
+            second = Text("")
+        key = (self._first.markup, second.markup)
+        if key != self._shown:
+            self._shown = key
+            self.update(Text("\n", end="").join([self._first, second]), layout=False)

@@ -1,0 +1,48 @@
+"""One line between the table and the logs: the table's view (filter, sort) and the selected task's
+state in words (attempt, exit, reason), so a narrow terminal loses no fact the wide table shows."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from gputui.runview import TaskView
+from gputui.status_view import STATUS_STYLE
+
+SEP = " · "
+
+
+def task_bar_text(view: TaskView | None, *, filter_by: str, sort_by: str, follow: bool | None) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(f"view {filter_by}{SEP}sort {sort_by}", "dim")
+    if follow is not None:
+        text.append(f"{SEP}follow {'on' if follow else 'off'}", "dim")
+    if view is None:
+        return text
+    t = view.task
+    text.append("  │  ")
+    text.append(t.id, "bold")
+    text.append(" ")
+    text.append(t.status, STATUS_STYLE.get(t.status, ""))
+    if t.attempts:
+        text.append(f"{SEP}attempt {t.attempts}/{t.budget}")
+    if t.exit_code is not None:
+        text.append(f"{SEP}exit {t.exit_code}")
+    if t.reason:
+        text.append(SEP + " ".join(t.reason.split()))
+    return text
+
+
+class TaskBar(Static):
+    DEFAULT_CSS = """
+    TaskBar { height: 1; padding: 0 1; background: $panel; text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, markup=False)
+        self._shown = ""
+
+    def show(self, text: Text) -> None:
+        if text.markup != self._shown:
+            self._shown = text.markup
+            self.update(text, layout=False)
