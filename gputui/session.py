@@ -242,3 +242,19 @@ def _init_or_check(
         }.items():
             store.set_meta(key, value)
     return notes
+
+
+def check_app_target(jobs: Path | None, run_dir: Path | None, simulate: str | None) -> Path | None:
+    """What an app (in a terminal or served to a browser) would refuse, refused before any screen: a bad
+    `--simulate`, a bad job file, a folder that is not a run, damaged or foreign state. Returns the run dir."""
+    from gputui.gpus.detect import check_simulate_spec
+    from gputui.jobspec import load_jobspec
+
+    check_simulate_spec(simulate)
+    if jobs is not None:
+        run_dir = load_jobspec(jobs, run_dir=run_dir).run_dir
+    elif run_dir is not None and not (run_dir / "state.db").exists():
+        raise FileNotFoundError(f"{run_dir} is not a gputui run directory (no state.db)")
+    if run_dir is not None and (run_dir / "state.db").exists():
+        open_existing(run_dir, readonly=True)[1].close()
+    return run_dir

@@ -82,7 +82,6 @@ class GpuTuiApp(App):
         Binding("K", "kill_all", "Kill all"),
         Binding("m", "menu", "Menu"),
         Binding("q", "quit_dialog", "Quit"),
-        Binding("ctrl+q", "quit_dialog", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
         Binding("a", "older_attempt", "Older attempt", show=False),
         Binding("f", "follow", "Follow", show=False),
@@ -597,6 +596,10 @@ class GpuTuiApp(App):
             self.call_from_thread(self.say, f"could not write the summary: {e}", "error")
             return
         self.call_from_thread(self.say, f"wrote {summary} and {report}")
+
+    async def action_quit(self) -> None:
+        """ctrl+q (Textual's quit key) asks like q: quitting must never stop a run by surprise."""
+        self.action_quit_dialog()
 
     def action_quit_dialog(self) -> None:
         if isinstance(self.screen, QuitScreen):

@@ -52,25 +52,31 @@ def identity_line(
     return text
 
 
-def progress_text(run: RunSnapshot, now: float) -> Text:
-    """'1/4 done · 2 running · 1 paused · 1 pending · 0 failed · 45 ids/s · ETA 3:12 · elapsed 1:02:03'."""
+SHORT = {"running": "run", "pending": "pend", "retrying": "retry", "failed": "fail"}
+
+
+def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
+    """'1/4 done, 2 running, 1 paused, 1 pending, 0 failed · 45 ids/s · ETA 3:12 · elapsed 1:02:03'.
+
+    Narrower than that: shorter words, then no rate; the counts and the elapsed time always fit 80 columns.
+    """
     counts = run.counts
-    total = sum(counts.values())
-    parts = [f"{counts.get(Status.DONE, 0)}/{total} done"]
-    for status in (Status.RUNNING, Status.PAUSED, Status.PENDING, Status.RETRYING):
-        if counts.get(status) or status == Status.RUNNING:
-            parts.append(f"{counts.get(status, 0)} {status}")
-    parts.append(f"{counts.get(Status.FAILED, 0)} failed")
-    if counts.get(Status.KILLED):
-        parts.append(f"{counts[Status.KILLED]} killed")
-    text = Text(", ".join(parts), no_wrap=True, overflow="ellipsis", end="")
+    shown = [Status.RUNNING, Status.PAUSED, Status.PENDING, Status.RETRYING, Status.FAILED, Status.KILLED]
+    numbers = [(s, counts.get(s, 0)) for s in shown if counts.get(s) or s in (Status.RUNNING, Status.FAILED)]
     look = outlook(run.tasks)
+    pace = []
     if look.rate:
-        text.append(f"{SEP}{look.rate:.3g} ids/s")
+        pace.append(f"{look.rate:.3g} ids/s")
         if look.eta is not None:
-            text.append(f"{SEP}ETA {clock(look.eta)}")
-    text.append(f"{SEP}elapsed {clock(run.elapsed(now))}")
-    return text
+            pace.append(f"ETA {clock(look.eta)}")
+    elapsed = f"elapsed {clock(run.elapsed(now))}"
+    done = f"{counts.get(Status.DONE, 0)}/{sum(counts.values())} done"
+    for short, with_pace in ((False, True), (True, True), (True, False)):
+        words = [f"{n} {SHORT.get(s, s) if short else s}" for s, n in numbers]
+        line = SEP.join([", ".join([done, *words]), *(pace if with_pace else []), elapsed])
+        if len(line) <= width:
+            break
+    return Text(line, no_wrap=True, overflow="ellipsis", end="")
 
 
 class RunHeader(Static):
@@ -104,7 +110,7 @@ class RunHeader(Static):
         if self._note is not None:
             second = self._note
         elif self._run is not None:
-            second = progress_text(self._run, time.time())
+            second = progress_text(self._run, time.time(), self.content_size.width or 1000)
         else:
             second = Text("")
         key = (self._first.markup, second.markup)
