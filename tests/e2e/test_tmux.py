@@ -19,11 +19,11 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 class Tmux:
     """A tmux server of this test's own (`-L`), so nothing else can touch its sessions."""
 
-    def __init__(self, name: str, cwd: Path):
+    def __init__(self, name: str, cwd: Path, size: tuple[int, int] = (200, 50)):
         self.name = name
         self.base = ["tmux", "-L", name]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TMUX", "GPUTUI_"))}
-        size = ["-x", "200", "-y", "50"]
+        size = ["-x", str(size[0]), "-y", str(size[1])]
         subprocess.run([*self.base, "new-session", "-d", "-s", name, *size, "-c", str(cwd)], check=True, env=env)
 
     def keys(self, *keys: str) -> None:
@@ -116,7 +116,8 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
             )
 
         tmux.wait_for("[0, 75)")  # the table shows shard-0 (the first row, selected)
-        tmux.keys("p")
+        wait(lambda: any("[0, 75)" in ln and "running" in ln for ln in tmux.screen().splitlines()), what="running")
+        tmux.keys("p")  # p acts on a running task only (and is shown only then)
         wait(lambda: state(target) == psutil.STATUS_STOPPED, what="shard-0 stopped (state T)")
         tmux.wait_for("paused")
         tmux.keys("p")
@@ -150,5 +151,41 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
         tmux.kill()
         for d in decoys:
             d.kill()
+        for p in workers(run_dir).values():
+            p.kill()
+
+
+def test_80x24_with_8_gpus_keeps_every_gpu_the_log_and_the_progress_line_on_screen(tmp_path):
+    jobs = tmp_path / "sample_jobs"
+    shutil.copytree(ROOT / "sample_jobs", jobs, ignore=shutil.ignore_patterns("runs"))
+    job = jobs / "continuation.toml"
+    text = job.read_text().replace("python workers/", f"{sys.executable} workers/")
+    job.write_text(
+        text.replace('name = "continuation"', 'name = "continuation"\nenv = { CONTINUE_TEXT_DELAY = "0.05" }')
+    )
+    run_dir = jobs / "runs" / "continuation"
+    tmux = Tmux(f"gputui-e2e-small-{os.getpid()}", jobs, size=(80, 24))
+    try:
+        tmux.keys(f"{sys.executable} -m gputui --simulate 8x80 --interval 0.5 --jobs continuation.toml", "Enter")
+        tmux.wait_for("press l to launch")
+        before = tmux.wait_for("? Help").splitlines()
+        assert len(before) <= 24 and all(len(line) <= 80 for line in before)
+        assert "l Launch" in before[23], "the footer, on the last line, shows the key that launches"
+        tmux.keys("l")
+        wait(lambda: len(workers(run_dir)) == 4, what="four workers")
+        tmux.wait_for("log: shard-0 #1/1")
+        screen = tmux.wait_for("processed", timeout=15)  # the log pane shows the worker's output
+        lines = screen.splitlines()
+        gpu_rows = [line for line in lines if line[:4].strip().rstrip("~").isdigit() and " mem " in line]
+        assert [int(line[:3]) for line in gpu_rows] == list(range(8)), screen
+        assert "done," in lines[1] and "elapsed" in lines[1], "the progress line is on screen"
+        assert "? Help" in lines[23] and "l Launch" not in lines[23], "shard-0 runs: nothing to launch"
+        assert any("shard-3" in line for line in lines), "the table shows the tasks"
+        tmux.keys("q")
+        tmux.wait_for("Quit gputui?")
+        tmux.keys("s")
+        wait(lambda: not workers(run_dir), what="our tasks stopped")
+    finally:
+        tmux.kill()
         for p in workers(run_dir).values():
             p.kill()

@@ -182,13 +182,13 @@ class JobTable(DataTable):
     # -- updates -------------------------------------------------------------------------------
     def update_tasks(self, views: Sequence[TaskView], now: float) -> None:
         """Keyed diff: remove rows whose tasks left the filter, update only changed cells, add new ones."""
+        before = self.selected_status
         self._views = {v.task.id: v for v in views}
         self._now = now
         wanted = [v for v in views if matches(v, self.filter_by)]
         wanted_ids = {v.task.id for v in wanted}
         shown = self.columns_shown
         changed_order = False
-        before = self.selected_status
         with self.app.batch_update():
             for task_id in [k for k in self._cells if k not in wanted_ids]:
                 self.remove_row(task_id)
