@@ -162,13 +162,13 @@ async def big_table() -> dict:
     async with app.run_test(size=(200, 50)) as pilot:
         table = app.query_one(JobTable)
         t = time.perf_counter()
-        table.update_tasks(views(0))
+        table.update_tasks(views(0), time.time())
         await pilot.pause()
         first = time.perf_counter() - t
         updates = []
         for tick in range(1, 6):
             t = time.perf_counter()
-            table.update_tasks(views(tick))
+            table.update_tasks(views(tick), time.time())
             await pilot.pause()
             updates.append(time.perf_counter() - t)
         table.focus()

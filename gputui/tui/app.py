@@ -20,6 +20,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.events import Resize
 from textual.message import Message
 from textual.reactive import reactive
@@ -160,16 +161,23 @@ class GpuTuiApp(App):
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
-        # Keys act on the table (or the process list) from the start, not on the GPU grid.
-        (self.query_one(ProcessList) if self.monitor_only else self.query_one(JobTable)).focus()
+        # Widgets looked up once: a refresh then touches them without walking the DOM.
+        self._header = self.query_one(RunHeader)
+        self._panels = self.query_one(GpuPanels)
+        if self.monitor_only:
+            self._processes = self.query_one(ProcessList)
+        else:
+            self._table = self.query_one(JobTable)
+            self._taskbar = self.query_one(TaskBar)
+            self._tabs = self.query_one("#logs", TabbedContent)
+            self._selected_pane = self.query_one("#log-selected-pane", LogPane)
+            self.watch(self._table, "filter_by", self._render_taskbar, init=False)
+            self.watch(self._table, "sort_by", self._render_taskbar, init=False)
+        self.action_back()  # keys act on the table (or the process list) from the start, not on the GPU grid
         self.watch_theme_name(self.theme_name)
-        if not self.monitor_only:
-            table = self.query_one(JobTable)
-            self.watch(table, "filter_by", self._render_taskbar, init=False)
-            self.watch(table, "sort_by", self._render_taskbar, init=False)
         self._fit()
         self._render_header()
-        self.set_interval(1.0, self.query_one(RunHeader).tick)  # the elapsed clock; repaints the header only
+        self.set_interval(1.0, self._header.tick)  # the elapsed clock; repaints the header only
         self.refresh_data()
 
     def on_resize(self, event: Resize) -> None:
@@ -177,8 +185,9 @@ class GpuTuiApp(App):
 
     def _fit(self) -> None:
         """Give the GPUs what the table, task bar and log pane leave (chosen from the terminal's size)."""
-        budget = self.size.height - HEADER_LINES - FOOTER_LINES - MAIN_MIN_LINES[not self.monitor_only]
-        self.query_one(GpuPanels).fit(budget)
+        if "_panels" in self.__dict__:  # a resize can come before mount
+            budget = self.size.height - HEADER_LINES - FOOTER_LINES - MAIN_MIN_LINES[not self.monitor_only]
+            self._panels.fit(budget)
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -186,13 +195,15 @@ class GpuTuiApp(App):
             if key.action.startswith("request("):
                 verb = key.action[len("request('") : -2]
                 yield SystemCommand(
-                    f"{key.does} ({key.key})", key.does, lambda v=verb: self.query_one(JobTable).action_request(v)
+                    f"{key.does} ({key.key})", key.does, lambda v=verb: self._table.action_request(v)
                 )
             elif hasattr(self, f"action_{key.action.split('(')[0]}") and "(" not in key.action:
                 yield SystemCommand(f"{key.does} ({key.key})", key.does, getattr(self, f"action_{key.action}"))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that would do nothing now are hidden (footer) and inert; `?` lists the same set."""
+        if "_panels" not in self.__dict__:  # asked before the widgets exist
+            return True
         mode = self.mode
         if not modes.acts(action, mode):
             return False
@@ -208,7 +219,7 @@ class GpuTuiApp(App):
         if action == "older_attempt":
             return selected is not None and len(selected.history) > 1
         if action in ("tab", "close_tab"):
-            tabs = self.query_one("#logs", TabbedContent)
+            tabs = self._tabs
             pinned = tabs.tab_count > 1
             return pinned and (action == "tab" or tabs.active != "log-selected")
         if action in ("follow", "search_log"):
@@ -253,7 +264,7 @@ class GpuTuiApp(App):
 
     @on(Refreshed)
     def _apply(self, msg: Refreshed) -> None:
-        if not self.query(GpuPanels):  # shutting down
+        if not self._panels.is_attached:  # shutting down
             return
         try:
             self._show(msg)
@@ -271,14 +282,13 @@ class GpuTuiApp(App):
         for index, who in msg.other_runs.items():
             holders.setdefault(index, []).append(who)
         statuses = {v.task.id: v.task.status for v in msg.run.tasks} if msg.run else {}
-        panels = self.query_one(GpuPanels)
-        panels.update_gpus(msg.gpus, holders, ghost_memory(msg.processes, statuses), message=msg.gpu_error)
+        self._panels.update_gpus(msg.gpus, holders, ghost_memory(msg.processes, statuses), message=msg.gpu_error)
         if self.monitor_only:
-            self.query_one(ProcessList).update_processes(
+            self._processes.update_processes(
                 [ProcessRow(p.gpu, p.pid, p.user, p.used_memory, p.command, p.ours) for p in msg.processes]
             )
         elif msg.run is not None:
-            table = self.query_one(JobTable)
+            table = self._table
             table.update_tasks(msg.run.tasks, msg.run.taken_at)
             table.set_class(msg.run_error is not None, "-stale")
             if msg.run.tasks:  # the first task at start; a retried task's new attempt log later
@@ -306,22 +316,20 @@ class GpuTuiApp(App):
             note = Text(self._host_stats)
         elif self.snapshot is None:
             note = Text("not started: press l to launch" if not self.readonly else "not started")
-        self.query_one(RunHeader).show(first, self.snapshot, note)
+        self._header.show(first, self.snapshot, note)
 
     def _render_taskbar(self) -> None:
-        if self.monitor_only or not self.query("#taskbar"):
+        if self.monitor_only:
             return
-        table = self.query_one(JobTable)
+        table = self._table
         pane = self._visible_log()
         follow = pane.log_view.follow if pane is not None and pane.log_view.path is not None else None
-        self.query_one(TaskBar).show(
+        self._taskbar.show(
             task_bar_text(table.selected, filter_by=table.filter_by, sort_by=table.sort_by, follow=follow)
         )
 
     def _selected(self) -> TaskView | None:
-        if self.monitor_only or not self.query("#jobs"):
-            return None
-        return self.query_one(JobTable).selected
+        return None if self.monitor_only else self._table.selected
 
     def _task_view(self, task_id: str) -> TaskView | None:
         if self.snapshot is None:
@@ -343,17 +351,19 @@ class GpuTuiApp(App):
         return attempt.number, Path(attempt.log_path)
 
     def _show_log(self, task_id: str) -> None:
-        panes, tabs = self.query("#log-selected-pane"), self.query("#logs")
         view = self._task_view(task_id)
-        if not panes or not tabs or view is None:  # the screen is being torn down
+        if view is None:
             return
         self._log_task = task_id
         number, path = self._attempt_shown(view)
         label = f"log: {task_id} #{number}/{len(view.history)}" if path else f"log: {task_id} (not started)"
-        tab = tabs.first(TabbedContent).get_tab("log-selected")
-        if str(tab.label) != label:
+        try:
+            tab = self._tabs.get_tab("log-selected")
+        except NoMatches:  # the tabs are not mounted yet: the next refresh labels it
+            tab = None
+        if tab is not None and str(tab.label) != label:
             tab.label = Content(label)
-        pane = panes.first(LogPane)
+        pane = self._selected_pane
         if path != self._log_shown:  # the same log stays as scrolled
             self._log_shown = path
             pane.open(path)
@@ -361,7 +371,7 @@ class GpuTuiApp(App):
 
     def _pin_log(self, task_id: str) -> None:
         """`enter`: the shown attempt's log in a tab of its own, kept while others are browsed."""
-        tabs = self.query_one("#logs", TabbedContent)
+        tabs = self._tabs
         view = self._task_view(task_id)
         number, path = self._attempt_shown(view) if view is not None else (0, None)
         if path is None:
@@ -374,9 +384,9 @@ class GpuTuiApp(App):
         self.refresh_bindings()
 
     def _visible_log(self) -> LogPane | None:
-        if self.monitor_only or not self.query("#logs"):
+        if self.monitor_only:
             return None
-        active = self.query_one("#logs", TabbedContent).active_pane
+        active = self._tabs.active_pane
         return active.query_one(LogPane) if active is not None and active.query(LogPane) else None
 
     def action_follow(self) -> None:
@@ -398,11 +408,11 @@ class GpuTuiApp(App):
         number, _ = self._attempt_shown(view)
         numbers = [a.number for a in view.history]
         self._log_attempt[view.task.id] = numbers[(numbers.index(number) - 1) % len(numbers)]
-        self.query_one("#logs", TabbedContent).active = "log-selected"
+        self._tabs.active = "log-selected"
         self._show_log(view.task.id)
 
     def action_tab(self, step: int) -> None:
-        tabs = self.query_one("#logs", TabbedContent)
+        tabs = self._tabs
         ids = [pane.id for pane in tabs.query(TabPane)]
         if tabs.active in ids and len(ids) > 1:
             tabs.active = ids[(ids.index(tabs.active) + step) % len(ids)]
@@ -410,15 +420,15 @@ class GpuTuiApp(App):
         self.refresh_bindings()
 
     def action_close_tab(self) -> None:
-        tabs = self.query_one("#logs", TabbedContent)
+        tabs = self._tabs
         if tabs.active and tabs.active != "log-selected":
             tabs.remove_pane(tabs.active)
             tabs.active = "log-selected"
-            self.query_one(JobTable).focus()
+            self._table.focus()
         self.refresh_bindings()
 
     def action_back(self) -> None:
-        (self.query_one(ProcessList) if self.monitor_only else self.query_one(JobTable)).focus()
+        (self._processes if self.monitor_only else self._table).focus()
 
     @on(TabbedContent.TabActivated)
     def _on_tab(self) -> None:
@@ -640,7 +650,7 @@ class GpuTuiApp(App):
             self.push_screen(HelpScreen(self.mode))
 
     def action_cycle_gpu_layout(self) -> None:
-        self.query_one(GpuPanels).action_cycle_mode()
+        self._panels.action_cycle_mode()
 
     def action_next_theme(self) -> None:
         names = list(THEMES)

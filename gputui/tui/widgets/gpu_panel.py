@@ -124,15 +124,21 @@ class GpuPanel(Widget):
         mem.suffix_width = util.suffix_width = max(
             len(format_memory(snap.memory_total, snap.memory_total)), len(mem.suffix)
         )
-        self._sensors.update(format_sensors(snap), layout=False)
+        _set(self._sensors, format_sensors(snap))
         self._util_spark.samples = tuple(state.util)
         self._mem_spark.samples = tuple(state.memory)
         holders = state.holders
-        self._tasks_label.update(f"tasks: {', '.join(holders)}" if holders else "tasks: none", layout=False)
+        _set(self._tasks_label, f"tasks: {', '.join(holders)}" if holders else "tasks: none")
         self._tasks_label.set_class(not holders, "-empty")
         self.set_class(bool(state.ghost), "-ghost")
         ghost = state.ghost or ""
-        self._ghost_label.update(ghost if not ghost or ghost.startswith("⚠") else f"⚠ {ghost}", layout=False)
+        _set(self._ghost_label, ghost if not ghost or ghost.startswith("⚠") else f"⚠ {ghost}")
+
+
+def _set(label: Label, text: str) -> None:
+    """Update a label only when its text changes: an unchanged label costs no repaint."""
+    if str(label.content) != text:
+        label.update(text, layout=False)
 
 
 class GpuLine(Widget):
