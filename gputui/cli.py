@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from gputui import __version__
+from gputui.records import Status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -144,11 +145,24 @@ def _parser() -> argparse.ArgumentParser:
         help="move a damaged state.db aside and rebuild the run's state from its journal and done-manifests "
         "(running workers are re-adopted, never started twice)",
     )
+    run.add_argument(
+        "--only-pending",
+        action="store_true",
+        help="run only pending tasks (e.g. the ones retried); tasks that failed for good stay failed "
+        "(by default starting a run again gives them a fresh set of attempts)",
+    )
     run.set_defaults(func=_cmd_run)
 
-    st = sub.add_parser("status", help="tasks of a run, their status and failure reasons")
+    st = sub.add_parser(
+        "status",
+        help="tasks of a run, their status and failure reasons",
+        description="Tasks of a run: status, attempts, exit codes, failure reasons, log paths, GPU-hours and "
+        "peak GPU memory; whether the run's scheduler is live. Reads only: works on a read-only run.",
+        epilog="exit status: 0 every task is done; 1 some task is not done (pending, running, paused, "
+        "retrying, failed or killed); 2 error (no such run, unreadable state)",
+    )
     st.add_argument("--run-dir", type=Path, required=True)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="machine-readable, with every task's latest log path")
     st.set_defaults(func=_cmd_status)
 
     g = sub.add_parser("gpus", help="a one-shot GPU table, like nvidia-smi")
@@ -177,6 +191,9 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "retry":
             v.add_argument("--force", action="store_true", help="also run done tasks again (named ones only)")
         v.set_defaults(func=lambda a, verb=verb: _cmd_verb(a, verb))
+    from gputui.serve import register as register_serve  # textual-serve itself is imported only to serve
+
+    register_serve(sub)
     return p
 
 
@@ -190,19 +207,10 @@ def _simulate_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_app(args) -> int:
-    from gputui.jobspec import load_jobspec
+    from gputui.session import check_app_target
     from gputui.tui.app import GpuTuiApp
 
-    run_dir = args.run_dir
-    if args.jobs is not None:
-        job = load_jobspec(args.jobs, run_dir=run_dir)  # a bad job file is reported before any screen
-        run_dir = args.resolved_run_dir = job.run_dir
-    elif run_dir is not None and not (run_dir / "state.db").exists():
-        raise FileNotFoundError(f"{run_dir} is not a gputui run directory (no state.db)")
-    if run_dir is not None and (run_dir / "state.db").exists():
-        from gputui.session import open_existing
-
-        open_existing(run_dir, readonly=True)[1].close()  # damaged or foreign state: refused before any screen
+    run_dir = args.resolved_run_dir = check_app_target(args.jobs, args.run_dir, args.simulate)
     app = GpuTuiApp(
         job_path=args.jobs,
         run_dir=run_dir,
@@ -232,9 +240,11 @@ def _cmd_run(args) -> int:
         store.close()
     job = load_jobspec(job_path, run_dir=args.run_dir)
     args.resolved_run_dir = job.run_dir
-    run = open_for_job(job, rebuild_state=args.rebuild_state)
+    run = open_for_job(
+        job, rebuild_state=args.rebuild_state, simulate=args.simulate, retry_failed=not args.only_pending
+    )
     try:
-        opts = Options(simulate=args.simulate, show_output=not args.quiet, progress_every=args.progress_every)
+        opts = Options(simulate=run.simulate, show_output=not args.quiet, progress_every=args.progress_every)
         scheduler = Scheduler(job, run, opts, Printer(show_output=not args.quiet))
         return scheduler.run()
     finally:
@@ -244,13 +254,17 @@ def _cmd_run(args) -> int:
 def _cmd_status(args) -> int:
     from gputui.rundir import RunLock
     from gputui.session import open_existing
+    from gputui.status_view import latest_attempts
 
     paths, store = open_existing(args.run_dir, readonly=True)
     try:
         live = RunLock(paths).is_live()
         holder = RunLock(paths).holder() if live else None
-        tasks, meta = store.tasks(), store.all_meta()
+        tasks, meta, attempts = store.tasks(), store.all_meta(), store.attempts()
+        all_done = all(t.status == Status.DONE for t in tasks)
+        code = EXIT_OK if all_done else EXIT_FAILED
         if args.json:
+            last = latest_attempts(attempts)
             print(
                 json.dumps(
                     {
@@ -259,31 +273,68 @@ def _cmd_status(args) -> int:
                         "scheduler_id": meta.get("scheduler_id"),
                         "scheduler_live": live,
                         "scheduler_pid": (holder or {}).get("pid"),
-                        "tasks": [t.__dict__ | {"range": [t.low, t.high]} for t in tasks],
+                        "all_done": all_done,
+                        **_gpu_totals(tasks),
+                        "tasks": [_task_json(t, last.get(t.id)) for t in tasks],
                     },
                     indent=2,
                     default=str,
                 )
             )
-            return EXIT_OK
+            return code
         from collections import Counter
 
         from gputui.printer import progress_line
-        from gputui.status_view import status_table
+        from gputui.status_view import gpu_hours_text, log_lines, memory_text, status_table
 
         console = _console()
         who = f"live, pid {holder.get('pid')}" if live and holder else ("live" if live else "not running")
         console.print(f"[b]{meta.get('job_name')}[/b]  scheduler {meta.get('scheduler_id', '')[:8]} ({who})")
-        console.print(f"[dim]{paths.root}[/dim]")
-        console.print(status_table(tasks, store.attempts(), now=time.time()))
+        console.print(str(paths.root), style="dim", soft_wrap=True, markup=False, highlight=False)
+        console.print(status_table(tasks, attempts, now=time.time()))
+        for line in log_lines(tasks, attempts):  # whole, however narrow the terminal: to be copied
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
         started = [t.started_at for t in tasks if t.started_at]
         ended = [t.ended_at or time.time() for t in tasks if t.started_at]
         console.print(
             progress_line(Counter(t.status for t in tasks), (max(ended) - min(started)) if started else 0.0)
         )
-        return EXIT_OK
+        totals = _gpu_totals(tasks)
+        if totals["gpu_seconds"]:
+            sim = " (SIMULATED GPUs: memory as simulated, not measured)" if totals["gpus_simulated"] else ""
+            console.print(
+                f"GPU-hours {gpu_hours_text(totals['gpu_seconds'])}, largest peak memory of a task "
+                f"{memory_text(totals['peak_memory'])}{sim}",
+                markup=False,
+                highlight=False,
+            )
+        return code
     finally:
         store.close()
+
+
+def _task_json(t, last) -> dict:
+    """A task as `status --json` shows it: its record, its range, its latest attempt's log, its GPU figures."""
+    return t.__dict__ | {
+        "range": [t.low, t.high],
+        "log_path": None if last is None else last.log_path,
+        "gpu_hours": None if t.gpu_seconds is None else round(t.gpu_seconds / 3600, 2),
+        "peak_memory_gib": None if t.peak_memory is None else round(t.peak_memory / 2**30, 2),
+    }
+
+
+def _gpu_totals(tasks) -> dict:
+    """The run's GPU-seconds (summed) and peak memory (the largest of any task), and whether simulated."""
+    seconds = [t.gpu_seconds for t in tasks if t.gpu_seconds is not None]
+    peaks = [t.peak_memory for t in tasks if t.peak_memory is not None]
+    total = sum(seconds) if seconds else None
+    return {
+        "gpu_seconds": total,
+        "gpu_hours": None if total is None else round(total / 3600, 2),
+        "peak_memory": max(peaks) if peaks else None,
+        "peak_memory_gib": round(max(peaks) / 2**30, 2) if peaks else None,
+        "gpus_simulated": any(t.gpus_simulated for t in tasks),
+    }
 
 
 def _console():

@@ -30,6 +30,7 @@ def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: 
             "retry": vars(job.retry),
             "outputs": vars(job.outputs),
             "stop_grace_s": job.stop_grace_s,
+            "alerts": vars(job.alerts),
         },
     )
 

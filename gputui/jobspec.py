@@ -62,6 +62,13 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class AlertSpec:
+    command: str | None = None  # run through the shell with each alert as one JSON object on its stdin
+    idle_minutes: float | None = None  # alert when a GPU of a running task stays at 0 % this long
+    bell: bool = False  # the app rings the terminal bell on an alert
+
+
+@dataclass(frozen=True)
 class JobSpec:
     path: Path  # the job file, absolute
     name: str
@@ -75,6 +82,7 @@ class JobSpec:
     params: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     stop_grace_s: float = 10.0
+    alerts: AlertSpec = field(default_factory=AlertSpec)
     text: str = ""  # the job file as read, kept in the run directory for the record
 
 
@@ -125,6 +133,7 @@ _TABLES: dict[str, tuple[str, ...] | None] = {
     "resources": ("gpus_per_worker", "min_free_memory_gb", "max_parallel", "memory_per_worker_gb"),
     "retry": ("max_attempts", "backoff_s", "backoff_max_s"),
     "outputs": ("dir", "pattern", "merged"),
+    "alerts": ("command", "idle_minutes", "bell"),
     "params": None,  # free-form: name -> value
 }
 _REQUIRED_TABLES = {
@@ -258,6 +267,8 @@ class _Loader:
             ok, expected = _is_number(value) and value >= 0, "a non-negative number"
         elif check == "num>0":
             ok, expected = _is_number(value) and value > 0, "a positive number"
+        elif check == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
         else:  # pragma: no cover - programming error
             raise AssertionError(check)
         if not ok:
@@ -426,6 +437,14 @@ class _Loader:
             backoff_max_s=self.value(table, "retry", "backoff_max_s", "num>=0", d.backoff_max_s),
         )
 
+    def alerts(self, table: dict[str, Any]) -> AlertSpec:
+        self.check_keys(table, "alerts")
+        return AlertSpec(
+            command=self.value(table, "alerts", "command", "str", default=None),
+            idle_minutes=self.value(table, "alerts", "idle_minutes", "num>0", default=None),
+            bell=self.value(table, "alerts", "bell", "bool", default=False),
+        )
+
     def relative_name(self, keypath: str, name: str, given: str) -> None:
         """An output file name (`given`, `name` once filled) must stay inside [outputs].dir."""
         p = Path(name)
@@ -480,6 +499,7 @@ class _Loader:
         resources = self.resources(data.get("resources", {}))
         retry = self.retry(data.get("retry", {}))
         outputs = self.outputs(data.get("outputs", {}), run, known)
+        alerts = self.alerts(data.get("alerts", {}))
 
         # Fill every template once with example values, so a bad format spec fails now, not mid-run.
         samples: dict[str, object] = {
@@ -513,6 +533,7 @@ class _Loader:
             params=params,
             env=env,
             stop_grace_s=stop_grace_s,
+            alerts=alerts,
             text=text,
         )
 

@@ -55,17 +55,20 @@ def gpu_processes(snapshots: Sequence[GpuSnapshot], scheduler_id: str | None = N
     return rows
 
 
+def ghost_processes(processes: Sequence[GpuProcessInfo], task_status: dict[str, str]) -> list[GpuProcessInfo]:
+    """Processes of our tasks still on a GPU though their task is not running (ended, or waiting again)."""
+    ended = Status.FINAL | {Status.PENDING, Status.RETRYING}
+    return [p for p in processes if p.task_id is not None and task_status.get(p.task_id) in ended]
+
+
 def ghost_memory(processes: Sequence[GpuProcessInfo], task_status: dict[str, str]) -> dict[int, str]:
     """GPU index -> a warning, for memory still held by a process of one of our tasks that has ended."""
-    ghosts: dict[int, str] = {}
-    for p in processes:
-        if p.task_id is not None and task_status.get(p.task_id) in Status.FINAL | {
-            Status.PENDING,
-            Status.RETRYING,
-        }:
-            held = f"{p.used_memory / GIB:.1f} GiB" if p.used_memory else "memory"
-            ghosts[p.gpu] = f"{held} held by ended task {p.task_id} (pid {p.pid})"
-    return ghosts
+    return {p.gpu: describe_ghost(p) for p in ghost_processes(processes, task_status)}
+
+
+def describe_ghost(p: GpuProcessInfo) -> str:
+    held = f"{p.used_memory / GIB:.1f} GiB" if p.used_memory else "memory"
+    return f"{held} held by ended task {p.task_id} (pid {p.pid})"
 
 
 def held_by_other_runs(snapshots: Sequence[GpuSnapshot], scheduler_id: str | None) -> dict[int, str]:

@@ -130,6 +130,19 @@ def descendants(roots: Iterable[ProcessRef]) -> list[ProcessRef]:
     return sorted(found.values(), key=lambda r: (r.start, r.pid))
 
 
+def lineage(pid: int) -> list[ProcessRef]:
+    """The process and its ancestors, nearest first (a few reads, not a /proc scan): to tell whose a
+    handful of processes (those on a GPU) are."""
+    chain: list[ProcessRef] = []
+    while pid > 1 and len(chain) < 64:
+        st = _stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            break
+        chain.append(ProcessRef(pid, st[2]))
+        pid = st[1]
+    return chain
+
+
 def cgroup_members(cgroup: str | None) -> list[ProcessRef]:
     """Processes in an attempt's cgroup (empty if it has none or it is gone)."""
     if not cgroup:
@@ -162,6 +175,14 @@ class AttemptProcesses:
         if self.waiter is not None:
             refs.pop(self.waiter.pid, None)
         return sorted(refs.values(), key=lambda r: (r.start, r.pid))
+
+    def holds(self, chain: list[ProcessRef]) -> bool:
+        """Whether the process whose `lineage` this is belongs to the attempt: tree()'s rule, asked of one."""
+        if not chain or chain[0] == self.waiter:
+            return False
+        if any(ref == self.worker or ref == self.waiter for ref in chain):
+            return True
+        return bool(self.cgroup) and chain[0] in cgroup_members(self.cgroup)
 
     def kill_cgroup(self) -> bool:
         """SIGKILL every process in the attempt's cgroup at once (nothing escapes by forking)."""

@@ -38,10 +38,18 @@ class TaskRecord:
     started_at: float | None  # first launch, epoch seconds
     ended_at: float | None
     next_try_at: float | None  # for RETRYING
+    # GPU accounting over all its attempts, as last written (every few seconds while one runs):
+    gpu_seconds: float | None = None  # sum of its attempts' GPU-seconds; None: never measured
+    peak_memory: int | None = None  # bytes: the most GPU memory any one attempt of it used at once
+    gpus_simulated: bool = False  # measured on simulated GPUs: not a real GPU's figures
 
     @property
     def range_label(self) -> str:
         return f"[{self.low}, {self.high})"
+
+    @property
+    def gpu_hours(self) -> float | None:
+        return None if self.gpu_seconds is None else self.gpu_seconds / 3600
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,13 @@ class AttemptRecord:
     worker: ProcessRef | None  # as its waiter recorded it (pid + start time)
     cgroup: str | None  # the attempt's own cgroup, where the machine allows one
     cleared_at: float | None  # when no process of it was left (its GPUs free again)
+    gpu_seconds: float | None = None  # seconds held x GPUs held; None: not measured (older gputui)
+    peak_memory: int | None = None  # bytes, summed over its GPUs; None: none of its processes seen on one
+    gpus_simulated: bool = False  # its GPUs were simulated: these figures are not a real GPU's
+
+    @property
+    def gpu_hours(self) -> float | None:
+        return None if self.gpu_seconds is None else self.gpu_seconds / 3600
 
     def processes(self) -> AttemptProcesses:
         return AttemptProcesses(self.waiter, self.worker, self.cgroup)

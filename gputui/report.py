@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gputui.atomic import atomic_write_json, atomic_write_text
+from gputui.gpus.probe import GIB
 from gputui.records import AttemptRecord, Status, TaskRecord
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
@@ -42,6 +43,7 @@ def build_summary(
     for t in sorted(tasks, key=lambda t: (t.index, t.id)):
         details = [_attempt(a, now) for a in sorted(by_task.get(t.id, []), key=lambda a: a.number)]
         durations = [d["duration"] for d in details]
+        gpu = _gpu_figures(by_task.get(t.id, []))
         rows.append(
             {
                 "id": t.id,
@@ -59,6 +61,7 @@ def build_summary(
                 "attempt_durations": durations,
                 "duration": round(sum(durations), 3) if durations else None,
                 "last_log": details[-1]["log_path"] if details else None,
+                **gpu,
                 "attempt_details": details,
             }
         )
@@ -85,6 +88,7 @@ def build_summary(
         "ended_at": None if running else _iso(last_end),
         "wall_seconds": wall,
         "busy_seconds": round(sum(r["duration"] or 0 for r in rows), 3),
+        **_gpu_figures(attempts),
         "tasks": rows,
         "merge": merge,
     }
@@ -102,6 +106,23 @@ def _attempt(a: AttemptRecord, now: float) -> dict:
         "ended": _iso(a.ended_at),
         "duration": round(max(0.0, end - a.started_at), 3),
         "log_path": a.log_path,
+        "gpu_seconds": a.gpu_seconds,
+        "peak_memory": a.peak_memory,
+    }
+
+
+def _gpu_figures(attempts: list[AttemptRecord]) -> dict:
+    """GPU time summed over the attempts, and the most memory any one of them used (None: not measured)."""
+    seconds = [a.gpu_seconds for a in attempts if a.gpu_seconds is not None]
+    peaks = [a.peak_memory for a in attempts if a.peak_memory is not None]
+    total = round(sum(seconds), 3) if seconds else None
+    peak = max(peaks) if peaks else None
+    return {
+        "gpu_seconds": total,
+        "gpu_hours": None if total is None else round(total / 3600, 2),
+        "peak_memory": peak,
+        "peak_memory_gib": None if peak is None else round(peak / GIB, 2),
+        "gpus_simulated": any(a.gpus_simulated for a in attempts),
     }
 
 
@@ -114,10 +135,14 @@ def render_report(summary: dict) -> str:
         facts.append(f"started {summary['started_at']}")
     facts.append(f"report {summary.get('generated_at')}")
     lines += [" · ".join(facts), ""]
+    gpu_columns = bool(summary.get("gpu_seconds"))
+    if gpu_columns:
+        lines += [_gpu_line(summary), ""]
 
     if tasks:
-        lines.append("| Task | Range | Status | Attempts | Duration | Exit | Reason |")
-        lines.append("|---|---|---|---|---|---|---|")
+        extra = " GPU-hours | Peak GPU memory |" if gpu_columns else ""
+        lines.append(f"| Task | Range | Status | Attempts | Duration | Exit |{extra} Reason |")
+        lines.append("|---|---|---|---|---|---|" + ("---|---|" if gpu_columns else "") + "---|")
         for t in tasks:
             low, high = t["range"]
             cells = [
@@ -127,6 +152,7 @@ def render_report(summary: dict) -> str:
                 f"{t['attempts']}/{t['budget']}",
                 _seconds(t.get("duration")),
                 _exit(t.get("exit_code")),
+                *([_hours(t.get("gpu_hours")), _gib(t.get("peak_memory"))] if gpu_columns else []),
                 _cut(t.get("reason") or ""),
             ]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
@@ -196,6 +222,24 @@ def _outcome(summary: dict) -> str:
             n = len(merge.get("problems", []))
             text += f" Merge refused: {n} problem(s), see below."
     return f"**Outcome:** {text}"
+
+
+def _gpu_line(summary: dict) -> str:
+    """E.g. "**GPU time:** 1.25 GPU-hours; largest peak memory of a task 12.0 GiB (simulated GPUs ...)"."""
+    text = f"**GPU time:** {_hours(summary.get('gpu_hours'))} GPU-hours"
+    if summary.get("peak_memory") is not None:
+        text += f"; largest peak memory of a task {_gib(summary['peak_memory'])} (summed over its GPUs)"
+    if summary.get("gpus_simulated"):
+        text += " — SIMULATED GPUs: time is real, memory is what the simulation attributes, not a measurement"
+    return text + "."
+
+
+def _hours(hours: Any) -> str:
+    return "-" if hours is None else f"{float(hours):.2f}"
+
+
+def _gib(nbytes: Any) -> str:
+    return "-" if nbytes is None else f"{nbytes / GIB:.1f} GiB"
 
 
 def _iso(ts: float | None) -> str | None:

@@ -45,6 +45,11 @@ class RunPaths:
         return self.root / "logs" / f"{task_id}.attempt{attempt}.log"
 
     @property
+    def alerts(self) -> Path:
+        """One JSON line per alert (see alerts.py), appended by the scheduler, tailed by the app."""
+        return self.root / "alerts.jsonl"
+
+    @property
     def journal(self) -> Path:
         return self.root / "attempts.journal"
 

@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gputui import exports, ownership
+from gputui import alerts, exports, ownership
+from gputui.accounting import Meter
+from gputui.alerter import Alerter
 from gputui.control import ControlError, Controller, Stop
 from gputui.executors import cgroup as cgroups
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
@@ -32,6 +34,7 @@ from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
 from gputui.gpus.reservations import Reservations
 from gputui.gpus.simulated import TASK_MEMORY_GB
+from gputui.gpuwatch import Finding, GhostWatch, IdleWatch
 from gputui.jobspec import JobSpec, render_command
 from gputui.logtail import LogTail
 from gputui.merge import manifest_matches, write_manifest
@@ -126,6 +129,18 @@ class Scheduler:
         self.reservations = Reservations()
         self._gpus: list[GpuSnapshot] = []
         self._gpus_at = 0.0
+        self.meter = Meter(simulated=bool(self.probe and self.probe.simulated))
+        self.alerter = Alerter(
+            self.paths.alerts,
+            job.alerts.command,
+            cwd=job.workdir,
+            env=self._base_env(),
+            log_path=self.paths.root / "logs" / "alert-command.log",
+            say=self.out.info,
+        )
+        self._alerts_due: list[dict] = []  # raised by this turn's settles: sent once it is committed
+        self.idle = IdleWatch(job.alerts.idle_minutes) if job.alerts.idle_minutes and self.probe else None
+        self.ghosts = GhostWatch(self.scheduler_id) if self.probe is not None else None
         self._started = time.monotonic()
         self._started_wall = time.time()
         self._next_poll = 0.0
@@ -160,6 +175,8 @@ class Scheduler:
                     f"detached; {len(self.live)} task(s) keep running. Run the same command to re-attach."
                 )
         finally:
+            self._send_alerts()
+            self.alerter.close()
             self.executor.close()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -192,13 +209,18 @@ class Scheduler:
             for text in lines:
                 parse(text, news)
             manifests = self._write_manifests(news)  # hashing big outputs happens outside the write lock
+            if self.probe is not None and self.live:
+                self._snapshot()  # GPU accounting and alerts sample the GPUs every probe_every seconds
             with self.store.transaction():
                 self._apply_events(news, manifests)
                 if time.monotonic() >= self._next_poll:
                     self._next_poll = time.monotonic() + self.opts.poll
                     self._poll()
+                for (task_id, number), fields in self.meter.due(time.time()).items():
+                    self.store.update_attempt(task_id, number, **fields)
                 self._plan_launches(launches)
         except (sqlite3.OperationalError, OSError) as e:
+            self._alerts_due.clear()  # its settles are done again, and say so again, once it can be committed
             for spec, live in launches:  # never launched: give back their GPUs and waiters
                 _release(spec.held)
                 self.executor.give_back(live.handle)
@@ -207,8 +229,11 @@ class Scheduler:
             self._unapplied = lines  # applied again once the state can be written
             return
         self._trouble_clear()
+        self.meter.keep(live.key for live in self.live.values())  # attempts whose end is committed: done
+        self._send_alerts()
         for spec, live in launches:  # committed: now start them
             self._launch(spec, live)
+        self.alerter.poll()
         if self.out.show_output:
             for live in self.live.values():
                 if live.log is not None:
@@ -252,6 +277,7 @@ class Scheduler:
                 self.live[a.task_id] = live
             else:
                 self.lingering[live.key] = live
+        self.meter.keep(live.key for live in self.live.values())
 
     def _wait(self, wakeup: Wakeup) -> None:
         timeout = max(0.0, min(self._next_poll - time.monotonic(), self.opts.poll))
@@ -302,6 +328,8 @@ class Scheduler:
         task = self.tasks[a.task_id]
         live = Live(a.task_id, a.number, a.gpus, task.range_label, a.log_path, a.started_at, a.waiter)
         live.worker, live.cgroup = a.worker, a.cgroup
+        if a.ended_at is None:
+            self.meter.start(live.key, len(a.gpus), a.started_at, a.peak_memory)
         return live
 
     def _resume(self) -> None:
@@ -334,6 +362,7 @@ class Scheduler:
                     self._set(t.id, status=Status.DONE, reason=None)
                     self.store.add_event("done", "found its finished output (done-manifest)", t.id)
                     self.out.info(f"{t.id} {t.range_label} already done (its output has a matching done-manifest)")
+        self._send_alerts()
         if to_stop:
             self.stops.append(Stop(self.controller, self._pairs(to_stop), self.job.stop_grace_s).begin())
 
@@ -533,6 +562,7 @@ class Scheduler:
         self.out.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
         live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, waiter.ref)
         live.handle = waiter
+        self.meter.start(live.key, len(gpus), now)
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)
         return spec, live
 
@@ -560,6 +590,7 @@ class Scheduler:
             live.waiter = None
             with self.store.transaction():
                 self._settle(live, AttemptEnds(exit_code=127, ended_at=time.time()), None)
+            self._send_alerts()
         finally:
             live.handle = None
             _release(spec.held)  # the waiter holds its own copies now
@@ -688,7 +719,7 @@ class Scheduler:
         )
         retry = self.job.retry
         d = decide(task, ended, backoff_s=retry.backoff_s, backoff_max_s=retry.backoff_max_s, now=time.time())
-        self.store.update_attempt(task.id, live.number, **d.attempt)
+        self.store.update_attempt(task.id, live.number, **d.attempt, **self.meter.finish(live.key, ended.ended_at))
         if d.task:
             self._set(task.id, **d.task)
         if d.event:
@@ -697,6 +728,7 @@ class Scheduler:
             self.out.info(f"done {task.id} {live.label} in {ended.ended_at - live.started_at:.1f}s")
         elif d.say:
             self.out.info(d.say)
+        self._alert_failure(live, d.outcome, d.failure, d.attempt.get("reason") or "")
         if d.outcome not in ("closed", "requeued"):
             self._progress()
 
@@ -772,7 +804,45 @@ class Scheduler:
         if force or now - self._gpus_at >= self.opts.probe_every:
             self._gpus = self.probe.snapshot()
             self._gpus_at = now
+            self._observe(self._gpus)
         return self._gpus
+
+    def _observe(self, gpus: list[GpuSnapshot]) -> None:
+        """Each GPU sample: the running attempts' GPU time and memory, idle GPUs, ghost memory."""
+        now = time.time()
+        running = [live for live in self.live.values() if live.handle is None]  # launched, not just recorded
+        self.meter.sample(gpus, [(live.key, live.gpus, live.processes()) for live in running], now)
+        findings: list[Finding] = []
+        if self.idle is not None:
+            busy = [(live.key, live.gpus) for live in running if self.tasks[live.task_id].status == Status.RUNNING]
+            findings += self.idle.sample(gpus, busy, now)
+        if self.ghosts is not None:
+            findings += self.ghosts.sample(gpus, {t.id: t.status for t in self.tasks.values()}, now)
+        for f in findings:  # not tied to this turn's commit: sent at once
+            live = self.live.get(f.task_id or "") if f.kind == "gpu_idle" else None
+            self.out.info(f"alert: {f.message}")
+            log_path = None if live is None else live.log_path
+            self.alerter.emit(alerts.alert(f.kind, f.message, task_id=f.task_id, gpu=f.gpu, log_path=log_path))
+
+    def _alert_failure(self, live: Live, outcome: str, failure: str | None, reason: str) -> None:
+        """An attempt that ran out of GPU memory, and a task that failed for good, raise alerts (sent once
+        the settle is committed)."""
+        if outcome not in ("failed", "retrying"):
+            return
+        about = {"task_id": live.task_id, "log_path": live.log_path, "gpus": live.gpus}
+        if failure == "cuda_oom":
+            message = f"{live.task_id} {live.label} attempt {live.number} ran out of GPU memory: {reason}"
+            self._alerts_due.append(alerts.alert("out_of_memory", message, **about))
+        if outcome == "failed":
+            task = self.tasks[live.task_id]
+            tries = f"{task.attempts}/{task.budget}"
+            message = f"{live.task_id} {live.label} failed for good after {tries} attempt(s): {reason}"
+            self._alerts_due.append(alerts.alert("task_failed", message, **about))
+
+    def _send_alerts(self) -> None:
+        for event in self._alerts_due:
+            self.alerter.emit(event)
+        self._alerts_due.clear()
 
     def _simulated_load(self) -> Mapping[int, list[tuple[int, int]]]:
         per_task = int((self.policy.memory_per_worker_gb or TASK_MEMORY_GB) * GIB)
@@ -791,6 +861,8 @@ class Scheduler:
             f"{n} task(s); GPUs: {gpus}"
         )
         exports.write_config(self.paths, self.job, self.scheduler_id, gpus)
+        with self.store.transaction():
+            self.store.set_meta("alert_bell", self.job.alerts.bell)  # the app rings the bell on an alert
         for note in self.notes:
             self.out.info(note)
 
@@ -829,6 +901,7 @@ class Scheduler:
             with self.store.transaction():
                 self._apply_events(news, self._write_manifests(news))  # one starting only now is stopped too
                 self._poll()
+            self._send_alerts()
             for late in self.stops:
                 late.step()
             time.sleep(0.02)

@@ -135,7 +135,8 @@ def open_existing(run_dir: str | Path, *, readonly: bool = False) -> tuple[RunPa
 
 
 SAFE_CHANGES = (
-    "the command, env and params of work still to do, [resources], [retry], stop_grace_s and [outputs].merged"
+    "the command, env and params of work still to do, [resources], [retry], [alerts], stop_grace_s and "
+    "[outputs].merged"
 )
 
 

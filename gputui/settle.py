@@ -33,6 +33,7 @@ class Decision:
     event: tuple[str, str] | None = None  # (kind, message) for the task's event log
     say: str | None = None  # one line for the user
     outcome: str = "closed"  # "done" | "killed" | "failed" | "retrying" | "requeued" | "closed"
+    failure: str | None = None  # the failure's kind (failures.Failure.kind), when the attempt failed
 
 
 def decide(task: TaskRecord, ended: Ended, *, backoff_s: float, backoff_max_s: float, now: float) -> Decision:
@@ -64,14 +65,14 @@ def decide(task: TaskRecord, ended: Ended, *, backoff_s: float, backoff_max_s: f
     if ended.interrupted:
         why = "interrupted when gputui stopped"
         task_fields = {"status": Status.PENDING, "budget": task.budget + 1, "reason": why} | fields
-        return Decision(attempt, task_fields, outcome="requeued")
+        return Decision(attempt, task_fields, outcome="requeued", failure=failure.kind)
     event = ("failed", f"attempt {ended.number}: {failure.reason}")
     head = f"FAILED {task.id} {task.range_label} attempt {ended.number}: {failure.reason} — "
     if task.attempts < task.budget:
         delay = min(backoff_max_s, backoff_s * 2 ** (task.attempts - 1))
         task_fields = {"status": Status.RETRYING, "next_try_at": now + delay, "reason": failure.reason} | fields
         say = head + f"retrying in {delay:g}s (attempt {task.attempts + 1}/{task.budget})"
-        return Decision(attempt, task_fields, event, say, "retrying")
+        return Decision(attempt, task_fields, event, say, "retrying", failure.kind)
     task_fields = {"status": Status.FAILED, "reason": failure.reason} | fields
     say = head + f"no attempts left ({task.attempts}/{task.budget}); failed for good"
-    return Decision(attempt, task_fields, event, say, "failed")
+    return Decision(attempt, task_fields, event, say, "failed", failure.kind)

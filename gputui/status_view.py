@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
+from gputui.gpus.probe import GIB
 from gputui.records import AttemptRecord, Status, TaskRecord
 
 STATUS_STYLE = {
@@ -17,22 +18,29 @@ STATUS_STYLE = {
     Status.FAILED: "bold red",
     Status.KILLED: "red",
 }
+NEEDS_A_LOOK = (Status.FAILED, Status.RETRYING, Status.KILLED)
 
 
 def status_table(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord], *, now: float) -> Table:
-    last = {a.task_id: a for a in attempts}
+    """One row per task. Log paths are not in it (a narrow cell would break them up): see `log_lines`."""
+    last = latest_attempts(attempts)
+    gpu_figures = any(t.gpu_seconds for t in tasks)
+    simulated = any(t.gpus_simulated for t in tasks)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("task", "range", "status", "attempts", "GPUs", "exit", "time", "reason / log"):
-        table.add_column(col, no_wrap=col != "reason / log")
+    columns = ["task", "range", "status", "tries", "GPUs", "exit", "time"]
+    if gpu_figures:
+        columns += ["GPU-h", "sim mem" if simulated else "peak mem"]
+    id_width = max((len(t.id) for t in tasks), default=4)
+    for col in (*columns, "reason"):  # folded, never cut: a narrow terminal gets taller cells
+        table.add_column(
+            col, overflow="fold", no_wrap=col in ("task", "status"), min_width=id_width if col == "task" else None
+        )
     for t in tasks:
         a = last.get(t.id)
         took = ""
         if a is not None:
-            took = f"{(a.ended_at or now) - a.started_at:.1f}s"
-        reason = t.reason or ""
-        if t.status in (Status.FAILED, Status.RETRYING, Status.KILLED) and a is not None:
-            reason = f"{reason}  ({a.log_path})"
-        table.add_row(
+            took = _took((a.ended_at or now) - a.started_at)
+        cells = [
             t.id,
             t.range_label,
             f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]",
@@ -40,6 +48,38 @@ def status_table(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord],
             ",".join(map(str, t.gpus)) or "-",
             "" if t.exit_code is None else str(t.exit_code),
             took,
-            reason,
-        )
+        ]
+        if gpu_figures:
+            cells += [gpu_hours_text(t.gpu_seconds), memory_text(t.peak_memory)]
+        table.add_row(*cells, t.reason or "")
     return table
+
+
+def log_lines(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord]) -> list[str]:
+    """'TASK log: PATH' for each task that needs a look (failed, retrying, killed), to print whole."""
+    last = latest_attempts(attempts)
+    return [f"{t.id} log: {last[t.id].log_path}" for t in tasks if t.status in NEEDS_A_LOOK and t.id in last]
+
+
+def latest_attempts(attempts: Sequence[AttemptRecord]) -> dict[str, AttemptRecord]:
+    last: dict[str, AttemptRecord] = {}
+    for a in attempts:
+        if a.task_id not in last or a.number > last[a.task_id].number:
+            last[a.task_id] = a
+    return last
+
+
+def _took(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def gpu_hours_text(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 3600:.2f}"
+
+
+def memory_text(nbytes: int | None) -> str:
+    return "-" if nbytes is None else f"{nbytes / GIB:.1f} GiB"

@@ -22,7 +22,16 @@ from pathlib import Path
 from gputui.ownership import ProcessRef
 from gputui.records import AttemptRecord, Status, TaskRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# What opening a database of an older schema for writing adds to it, by the version it had; a view (read-only)
+# reads an older one as it is, with what it lacks shown as unknown.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE attempts ADD COLUMN gpu_seconds REAL",
+        "ALTER TABLE attempts ADD COLUMN peak_memory INTEGER",
+        "ALTER TABLE attempts ADD COLUMN gpus_simulated INTEGER",
+    ),
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,7 +45,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL, gpus TEXT NOT NULL,
     command TEXT NOT NULL, log_path TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
     exit_code INTEGER, reason TEXT, waiter_pid INTEGER, waiter_start INTEGER, worker_pid INTEGER,
-    worker_start INTEGER, cgroup TEXT, cleared_at REAL,
+    worker_start INTEGER, cgroup TEXT, cleared_at REAL, gpu_seconds REAL, peak_memory INTEGER,
+    gpus_simulated INTEGER,
     PRIMARY KEY (task_id, number)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -88,6 +98,7 @@ class Store:
         self._db = conn
         self.path = path
         self._depth = 0
+        self._accounting = False  # whether attempts has the GPU accounting columns (schema 3), once seen
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -111,10 +122,14 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         with store.transaction():
+            version = store.meta("schema_version") if "meta" in _tables(conn) else None
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            if store.meta("schema_version") is None:
+            for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
+            if version != SCHEMA_VERSION:
                 store.set_meta("schema_version", SCHEMA_VERSION)
         return store
 
@@ -163,11 +178,23 @@ class Store:
             )
 
     def tasks(self) -> list[TaskRecord]:
-        return [_task(r) for r in self._db.execute("SELECT * FROM tasks ORDER BY idx")]
+        return [_task(r) for r in self._db.execute(self._tasks_query("ORDER BY t.idx"))]
 
     def task(self, task_id: str) -> TaskRecord | None:
-        r = self._db.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
+        r = self._db.execute(self._tasks_query("WHERE t.id=?"), (task_id,)).fetchone()
         return None if r is None else _task(r)
+
+    def _tasks_query(self, tail: str) -> str:
+        """Tasks with their attempts' GPU accounting summed (GPU-seconds) and maxed (peak memory)."""
+        if not self._accounting:  # asked again while missing: a view may watch a scheduler upgrade it
+            self._accounting = "gpu_seconds" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
+        if not self._accounting:  # an older schema read as it is (a view never upgrades it)
+            return f"SELECT t.* FROM tasks t {tail}"
+        return (
+            "SELECT t.*, a.gpu_seconds, a.peak_memory, a.gpus_simulated FROM tasks t LEFT JOIN ("
+            "SELECT task_id, SUM(gpu_seconds) AS gpu_seconds, MAX(peak_memory) AS peak_memory, "
+            f"MAX(gpus_simulated) AS gpus_simulated FROM attempts GROUP BY task_id) a ON a.task_id = t.id {tail}"
+        )
 
     def task_outputs(self) -> dict[str, str | None]:
         return {r[0]: r[1] for r in self._db.execute("SELECT id, output FROM tasks")}
@@ -369,7 +396,7 @@ def _check_readable(path: Path) -> None:
             f"state database {path} was written by a newer gputui (schema {version}; this one reads "
             f"{SCHEMA_VERSION}); it was left untouched.\n  Go on with that gputui, or upgrade this one."
         )
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and version not in _MIGRATIONS:
         raise StateUnreadable(
             f"state database {path} was written by an older gputui (schema {version}; this one reads "
             f"{SCHEMA_VERSION}); it was left untouched.\n  Finish that run with the gputui that started it, or "
@@ -377,6 +404,18 @@ def _check_readable(path: Path) -> None:
         )
     if "attempts" not in names:  # the other tables a view reads: lost, so the file is damaged
         raise unreadable(path, "is damaged (its attempts table is missing)")
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _get(r: sqlite3.Row, column: str):
+    """A column an older schema may lack (read as it is by a view): None there."""
+    try:
+        return r[column]
+    except IndexError:
+        return None
 
 
 def _task(r: sqlite3.Row) -> TaskRecord:
@@ -395,6 +434,9 @@ def _task(r: sqlite3.Row) -> TaskRecord:
         started_at=r["started_at"],
         ended_at=r["ended_at"],
         next_try_at=r["next_try_at"],
+        gpu_seconds=_get(r, "gpu_seconds"),
+        peak_memory=_get(r, "peak_memory"),
+        gpus_simulated=bool(_get(r, "gpus_simulated")),
     )
 
 
@@ -418,4 +460,7 @@ def _attempt(r: sqlite3.Row) -> AttemptRecord:
         worker=_ref(r["worker_pid"], r["worker_start"]),
         cgroup=r["cgroup"],
         cleared_at=r["cleared_at"],
+        gpu_seconds=_get(r, "gpu_seconds"),
+        peak_memory=_get(r, "peak_memory"),
+        gpus_simulated=bool(_get(r, "gpus_simulated")),
     )

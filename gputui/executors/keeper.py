@@ -135,7 +135,7 @@ def main() -> None:
         signal.signal(sig, signal.SIG_IGN)  # a Ctrl-C or a lost terminal must not orphan exit statuses
     journal_path, scheduler_id = Path(sys.argv[1]), sys.argv[2]
     journal, exits = (
-        os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
         for p in (journal_path, exits_copy(journal_path))
     )
     requests = socket.socket(fileno=os.dup(0))

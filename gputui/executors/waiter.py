@@ -69,7 +69,7 @@ class Waiter:
     def run(self, req: dict, held: list[int]) -> None:
         task, n, argv = req["task"], req["n"], req["argv"]
         try:
-            log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
         except OSError as e:
             _complain(f"cannot open {req['log']}: {e}")
             self.record_exit(task, n, 127, 0)

@@ -386,7 +386,10 @@ class GpuTuiApp(App):
     def _visible_log(self) -> LogPane | None:
         if self.monitor_only:
             return None
-        active = self._tabs.active_pane
+        try:
+            active = self._tabs.active_pane
+        except NoMatches:  # not mounted yet
+            return None
         return active.query_one(LogPane) if active is not None and active.query(LogPane) else None
 
     def action_follow(self) -> None:

@@ -248,7 +248,7 @@ def test_status_of_a_live_run_through_a_read_only_view_shows_it_as_it_is(
     wait_for(lambda: len(make_job.running()) == 2, what="two workers")
     ro = read_only_view(make_job.run_dir)
     r = gputui("status", "--run-dir", ro, "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr  # read fine; not every task is done
     status = json.loads(r.stdout)
     assert status["scheduler_live"] is True
     assert [t["status"] for t in status["tasks"]].count("running") >= 1, status["tasks"]
@@ -298,15 +298,22 @@ def test_writing_verbs_on_a_read_only_run_say_so_plainly(make_job, read_only_vie
         assert "read-only" in (r.stdout + r.stderr).lower(), (args, r.stdout, r.stderr)
 
 
-def test_reports_are_written_with_the_users_normal_file_mode(make_job):
-    old = os.umask(0o022)
-    try:
-        _finished_run(make_job, num_workers=2)
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)], ids=["umask-022", "umask-002"])
+def test_files_written_for_people_get_the_users_normal_file_mode(make_job, umask, mode):
+    """0666 & ~umask, like any program's files: never mkstemp's 0600, never a fixed 0644."""
+    old = os.umask(umask)
+    try:  # one attempt of each task runs out of memory (an alert), the retry is done
+        _finished_run(make_job, num_workers=2, worker_args="--fail-attempts 1 --fail-mode oom")
     finally:
         os.umask(old)
-    reports = ("summary.json", "report.md", "merge_summary.json", "outputs/merged.csv", "exports/config.json")
-    for name in (*reports, "exports/tasks.json"):
-        assert (make_job.run_dir / name).stat().st_mode & 0o777 == 0o644, name
+    run = make_job.run_dir
+    written = ["summary.json", "report.md", "merge_summary.json", "outputs/merged.csv", "exports/config.json"]
+    written += ["exports/tasks.json", "job.toml", "run.json", "alerts.jsonl", "attempts.journal", "keeper.log"]
+    written += ["logs/exits.journal", *[str(p.relative_to(run)) for p in (run / "logs").glob("*.attempt*.log")]]
+    written += [str(p.relative_to(run)) for p in (run / "outputs").glob("*.done.json")]
+    assert len(written) == 11 + 1 + 4 + 2, written  # 4 attempt logs, 2 done-manifests
+    for name in written:
+        assert (run / name).stat().st_mode & 0o777 == mode, (name, oct((run / name).stat().st_mode))
 
 
 # -- 7. a reader that stops early --------------------------------------------------------------------

@@ -24,7 +24,7 @@ from tests.conftest import JobFactory, gone, gputui, gputui_bg, keeper_of, wait_
 
 def _status(run_dir) -> dict:
     r = gputui("status", "--run-dir", run_dir, "--json")
-    return {t["id"]: t for t in json.loads(r.stdout)["tasks"]} if r.returncode == 0 else {}
+    return {t["id"]: t for t in json.loads(r.stdout)["tasks"]} if r.returncode in (0, 1) else {}
 
 
 def _starts(make_job) -> Counter:
@@ -180,9 +180,7 @@ def test_damaged_journal_never_reruns_finished_shards_nor_invents_a_reason(make_
 
 
 @pytest.mark.parametrize("harm", ["moved aside", "emptied"])
-def test_lost_or_damaged_state_is_rebuilt_without_running_a_live_shard_twice(
-    make_job, reaper, tmp_path, harm
-):
+def test_lost_or_damaged_state_is_rebuilt_without_running_a_live_shard_twice(make_job, reaper, tmp_path, harm):
     job = make_job(ids=40, num_workers=4, max_parallel=2, sleep=2.0)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
     reaper.append(sched)

@@ -570,3 +570,32 @@ def test_render_template() -> None:
     assert render_template("res_{low}_to_{high}.csv", {"low": 0, "high": 10}) == "res_0_to_10.csv"
     with pytest.raises(KeyError, match="high"):
         render_template("res_{low}_to_{high}.csv", {"low": 0})
+
+
+# -- [alerts] ---------------------------------------------------------------------------------------------
+
+
+def test_alerts_table_loads_and_defaults_to_nothing(jobdir: Path) -> None:
+    job = load_jobspec(
+        write(jobdir, MINIMAL + '\n[alerts]\ncommand = "notify-send gputui"\nidle_minutes = 10\nbell = true\n')
+    )
+    assert (job.alerts.command, job.alerts.idle_minutes, job.alerts.bell) == ("notify-send gputui", 10.0, True)
+    plain = load_jobspec(write(jobdir, MINIMAL, "plain.toml")).alerts
+    assert (plain.command, plain.idle_minutes, plain.bell) == (None, None, False)
+
+
+def test_misspelt_alerts_key_suggests_the_close_one(jobdir: Path) -> None:
+    path = write(jobdir, MINIMAL + '\n[alerts]\ncomand = "true"\n')
+    assert error_of(path) == f"{path}: [alerts].comand: unknown key; did you mean 'command'?"
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("bell = 1", "[alerts].bell: expected true or false, got 1 (int)"),
+        ("idle_minutes = 0", "[alerts].idle_minutes: expected a positive number, got 0 (int)"),
+        ('command = ""', "[alerts].command: expected a non-empty string, got '' (str)"),
+    ],
+)
+def test_bad_alerts_values_are_named(jobdir: Path, snippet: str, expected: str) -> None:
+    assert expected in error_of(write(jobdir, MINIMAL + f"\n[alerts]\n{snippet}\n"))

@@ -71,7 +71,7 @@ def test_attempt_tree_holds_the_waiters_descendants_even_with_a_scrubbed_environ
     # The "waiter" here is a process whose child clears its environment (env={}) and starts a grandchild.
     code = (
         "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
-        "'import subprocess, sys, time; subprocess.Popen([sys.executable, \"-c\", \"import time; "
+        '\'import subprocess, sys, time; subprocess.Popen([sys.executable, "-c", "import time; '
         "time.sleep(60)\"]); time.sleep(60)'], env={}); time.sleep(60)"
     )
     waiter = subprocess.Popen([sys.executable, "-c", code])

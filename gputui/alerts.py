@@ -1,0 +1,89 @@
+"""The run's alerts file, `alerts.jsonl`: one JSON object a line, appended by the scheduler, tailed by the app.
+
+Each line: `time` (epoch seconds), `kind` (one of KINDS), `task_id`, `gpu` (an index, or null), `message`,
+`log_path` (the attempt's log, or null), plus `gpus` (the attempt's GPUs) where a task is concerned.
+Lines are appended with one write each (O_APPEND), so a reader sees whole lines, or a last one still
+being written, which it leaves for next time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+KINDS = ("task_failed", "out_of_memory", "gpu_idle", "ghost_memory")
+
+
+def alert(
+    kind: str,
+    message: str,
+    *,
+    task_id: str | None = None,
+    gpu: int | None = None,
+    log_path: str | None = None,
+    gpus: tuple[int, ...] | None = None,
+    now: float | None = None,
+) -> dict:
+    """One alert, as written to alerts.jsonl and given to the [alerts] command on its stdin."""
+    event = {
+        "time": round(time.time() if now is None else now, 3),
+        "kind": kind,
+        "task_id": task_id,
+        "gpu": gpu,
+        "message": message,
+        "log_path": log_path,
+    }
+    if gpus is not None:
+        event["gpus"] = list(gpus)
+    return event
+
+
+def append(path: Path, event: dict) -> None:
+    """Add one line (one write, so concurrent readers never see half of it); the file gets the user's
+    normal mode."""
+    data = (json.dumps(event, ensure_ascii=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+class AlertReader:
+    """Alerts appended since the last call to `new()`. The first call returns the whole file (or nothing,
+    with `from_end`). A missing file is no alerts yet; a file replaced or cut short is read afresh."""
+
+    def __init__(self, path: str | os.PathLike[str], *, from_end: bool = False) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._inode: int | None = None
+        if from_end:
+            try:
+                st = self.path.stat()
+                self._offset, self._inode = st.st_size, st.st_ino
+            except OSError:
+                pass
+
+    def new(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if st.st_ino != self._inode or st.st_size < self._offset:
+                    self._offset, self._inode = 0, st.st_ino
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
+        self._offset += end
+        events = []
+        for line in data[:end].splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a damaged line is skipped, never fatal
+            if isinstance(event, dict):
+                events.append(event)
+        return events

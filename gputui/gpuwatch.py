@@ -1,0 +1,92 @@
+"""What in the scheduler's GPU samples deserves an alert: GPUs our running tasks hold but leave idle, and
+memory our ended tasks' processes still hold. Decisions only; the scheduler raises the alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gputui.gpus.probe import GpuSnapshot
+from gputui.monitor import describe_ghost, ghost_processes, gpu_processes
+
+IDLE_BELOW = 1.0  # percent: NVML reports whole percents, so this is "0 %"
+GHOST_CHECK_S = 10.0  # looking costs a few /proc reads per GPU process: not every sample
+GHOST_AFTER_S = 60.0  # a leftover the scheduler is still ending (stop_grace_s) is not a ghost yet
+
+
+Running = tuple[tuple[str, int], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # the alert's kind: "gpu_idle" | "ghost_memory"
+    task_id: str | None
+    gpu: int
+    message: str
+
+
+class IdleWatch:
+    """A GPU held by a running task at 0 % utilisation for `minutes`: one finding per task per idle stretch
+    (the stretch ends when none of its GPUs is idle any more). A GPU that cannot tell is never idle."""
+
+    def __init__(self, minutes: float) -> None:
+        self.after = minutes * 60.0
+        self.since: dict[tuple[tuple[str, int], int], float] = {}  # ((task, attempt), gpu) -> idle since
+        self.told: set[tuple[str, int]] = set()
+
+    def sample(self, snapshots: Sequence[GpuSnapshot], running: Iterable[Running], now: float) -> list[Finding]:
+        """`running`: (task id, attempt number) and GPUs of each task running now (not paused)."""
+        util = {g.index: g.utilization for g in snapshots}
+        found, seen = [], set()
+        for key, gpus in running:
+            seen.add(key)
+            idle = []
+            for gpu in gpus:
+                u = util.get(gpu)
+                if u is not None and u < IDLE_BELOW:
+                    idle.append((now - self.since.setdefault((key, gpu), now), gpu))
+                else:
+                    self.since.pop((key, gpu), None)
+            if not idle:
+                self.told.discard(key)
+                continue
+            longest, gpu = max(idle)
+            if longest >= self.after and key not in self.told:
+                self.told.add(key)
+                message = (
+                    f"GPU {gpu} of {key[0]} (attempt {key[1]}) has been at 0% utilisation for "
+                    f"{longest / 60:.0f} min while the task runs"
+                )
+                found.append(Finding("gpu_idle", key[0], gpu, message))
+        self.since = {k: v for k, v in self.since.items() if k[0] in seen}
+        self.told &= seen
+        return found
+
+
+class GhostWatch:
+    """Memory held on a GPU by a process of one of our tasks that is no longer running (see
+    monitor.ghost_processes), still there GHOST_AFTER_S later: one finding per process."""
+
+    def __init__(self, scheduler_id: str) -> None:
+        self.scheduler_id = scheduler_id
+        self.first_seen: dict[tuple[int, int], float] = {}  # (gpu, pid) -> when first seen
+        self.told: set[tuple[int, int]] = set()
+        self._checked_at = float("-inf")
+
+    def sample(self, snapshots: Sequence[GpuSnapshot], task_status: dict[str, str], now: float) -> list[Finding]:
+        if now - self._checked_at < GHOST_CHECK_S:
+            return []
+        self._checked_at = now
+        if not any(g.processes for g in snapshots):
+            self.first_seen.clear()
+            return []
+        ghosts = ghost_processes(gpu_processes(snapshots, self.scheduler_id), task_status)
+        current = {(p.gpu, p.pid): p for p in ghosts}
+        self.first_seen = {k: self.first_seen.get(k, now) for k in current}
+        found = []
+        for k, p in current.items():
+            if k not in self.told and now - self.first_seen[k] >= GHOST_AFTER_S:
+                self.told.add(k)
+                message = f"GPU {p.gpu}: {describe_ghost(p)}, seen for {now - self.first_seen[k]:.0f}s"
+                found.append(Finding("ghost_memory", p.task_id, p.gpu, message))
+        return found
