@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gputui.alerts import AlertReader
 from gputui.executors.journal import JournalReader
 from gputui.failures import read_tail
 from gputui.ownership import AttemptProcesses, ProcessRef
@@ -44,6 +45,7 @@ class RunSnapshot:
     tasks: list[TaskView] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     taken_at: float = 0.0
+    alerts: list[dict] = field(default_factory=list)  # appended to alerts.jsonl since the last snapshot
     active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
 
     @property
@@ -133,6 +135,7 @@ class RunView:
         self.paths = RunPaths(Path(run_dir).resolve())
         self._store: Store | None = None
         self._progress = ProgressTracker()
+        self._alerts = AlertReader(self.paths.alerts, from_end=True)  # what happened before we looked is old
 
     @property
     def exists(self) -> bool:
@@ -176,6 +179,7 @@ class RunView:
             tasks=views,
             meta=meta,
             taken_at=now,
+            alerts=self._alerts.new(),
             active_s=union_length(spans),
         )
 

@@ -293,6 +293,12 @@ class GpuTuiApp(App):
             table.set_class(msg.run_error is not None, "-stale")
             if msg.run.tasks:  # the first task at start; a retried task's new attempt log later
                 self._show_log(self._log_task or msg.run.tasks[0].task.id)
+        if msg.run is not None and msg.run.alerts:
+            for alert in msg.run.alerts:
+                who = f"{alert.get('task_id')}: " if alert.get("task_id") else ""
+                self.say(f"{alert.get('kind', 'alert')}: {who}{alert.get('message', '')}", "warning", 15)
+            if msg.run.meta.get("alert_bell", True):
+                self.bell()
         if self.mode != self._mode:
             self._mode = self.mode
             self.refresh_bindings()

@@ -7,6 +7,7 @@ background scheduler with real workers where launching is.
 from __future__ import annotations
 
 import html
+import json
 
 import pytest
 from textual.widgets import TabbedContent
@@ -405,3 +406,20 @@ async def test_l_on_a_finished_run_says_it_is_finished(make_job):
         await until(pilot, lambda: any("every task is done" in n.message for n in app._notifications), what="said")
         await pilot.pause(1)
         assert not app.snapshot.scheduler_live
+
+
+async def test_an_alert_the_scheduler_records_is_shown_once(tmp_path):
+    run_dir = fixed_run(tmp_path / "run", 6)
+    old = {"time": 1.0, "kind": "task_failed", "task_id": "shard-9", "message": "from before", "log_path": None}
+    (run_dir / "alerts.jsonl").write_text(json.dumps(old) + "\n")
+    app = GpuTuiApp(run_dir=run_dir, interval=0.25, probe=probe())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        new = {"time": 2.0, "kind": "out_of_memory", "task_id": "shard-2", "message": "CUDA out of memory"}
+        with open(run_dir / "alerts.jsonl", "a") as f:
+            f.write(json.dumps(new) + "\n")
+        shown = lambda: [n.message for n in app._notifications if "shard-2" in n.message]  # noqa: E731
+        await until(pilot, shown, what="the alert")
+        await pilot.pause(1)
+        assert shown() == ["out_of_memory: shard-2: CUDA out of memory"]
+        assert not any("from before" in n.message for n in app._notifications)
