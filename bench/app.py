@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 def tmux_cpu(command: str, seconds: float, settle: float = 5.0) -> float:
     """CPU use (% of one core) of the process tree tmux runs `command` in."""
-    name = f"bench-{os.getpid()}"
+    name = f"bench-{os.getpid()}-{time.monotonic_ns()}"
     tmux = ["tmux", "-L", name]  # a server of its own
     subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", "200", "-y", "50", command], check=True)
     try:

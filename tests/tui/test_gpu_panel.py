@@ -6,13 +6,13 @@ import html
 
 import pytest
 from textual.app import App, ComposeResult
-from textual.widgets import Label, Static
+from textual.widgets import Static
 from textual.widgets.data_table import RowKey
 
 from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.gpus.simulated import SimulatedProbe
 from gputui.tui.widgets.gpu_grid import GpuPanels, GridShape, grid_shape
-from gputui.tui.widgets.gpu_meters import GpuHistory, GpuMeter
+from gputui.tui.widgets.gpu_meters import sparkline
 from gputui.tui.widgets.gpu_panel import HISTORY_LENGTH, GpuLine, GpuPanel
 from gputui.tui.widgets.process_list import OURS_MARK, ProcessList, ProcessRow
 
@@ -42,12 +42,14 @@ def probe(count: int, load: dict[int, list[tuple[int, int]]] | None = None) -> S
     return SimulatedProbe(count, 24, load=lambda: current, clock=lambda: 0.0)
 
 
-def meter_text(panel: GpuPanel, meter_id: str) -> str:
-    return panel.query_one(meter_id, GpuMeter).render().plain
+LINES = ("title", "mem", "util", "sensors", "util-history", "mem-history", "tasks", "ghost")
 
 
-def label_text(panel: GpuPanel, label_id: str) -> str:
-    return str(panel.query_one(label_id, Label).content)
+def line(panel: GpuPanel, name: str) -> str:
+    """One line of a card as the user reads it."""
+    text = panel.text()
+    index = LINES.index(name)
+    return text[index] if index < len(text) else ""
 
 
 def screen_text(app: App) -> str:
@@ -62,11 +64,11 @@ async def test_one_gpu_shows_name_badge_and_memory(size: tuple[int, int]) -> Non
         app.query_one(GpuPanels).update_gpus(snaps)
         await pilot.pause()
         (panel,) = app.query(GpuPanel)
-        assert label_text(panel, "#title") == "GPU 0 · Simulated GPU 24GB"
-        assert panel.query_one("#badge", Label).display
+        assert line(panel, "title").startswith("GPU 0 · Simulated GPU 24GB")
+        assert line(panel, "title").endswith("SIMULATED")
         assert "SIMULATED" in screen_text(app)
-        assert "12.3 / 24.0 GiB" in meter_text(panel, "#mem")
-        assert "92%" in meter_text(panel, "#util")  # busy simulated GPU 0 at the pinned clock
+        assert "12.3 / 24.0 GiB" in line(panel, "mem")
+        assert line(panel, "util").endswith("92%")  # busy simulated GPU 0 at the pinned clock
 
 
 async def test_eight_gpus_at_80x24_take_one_line_each_with_bars_and_sensors() -> None:
@@ -100,8 +102,8 @@ async def test_eight_gpus_at_200x50_are_full_cards_with_history() -> None:
         panels = list(app.query(GpuPanel))
         assert [p.index for p in panels] == list(range(8))
         assert grid.shape == GridShape("full", 4, 18)
-        assert all(p.query_one("#util-history", GpuHistory).region.height == 1 for p in panels)
-        assert all(p.region.bottom <= 18 for p in panels), "every card is on screen without scrolling"
+        assert all(line(p, "util-history").startswith("util ") for p in panels)
+        assert all(p.region.height == 9 and p.region.bottom <= 18 for p in panels), "all on screen"
         assert screen_text(app).count("SIMULATED") == 8
 
 
@@ -123,7 +125,8 @@ async def test_the_layout_key_cycles_auto_full_compact_and_history_survives() ->
         await pilot.press("g")  # compact -> auto: cards again, with every sample taken meanwhile
         await pilot.pause()
         panel = app.query_one(GpuPanel)
-        assert len(panel.query_one("#util-history", GpuHistory).samples) == 4
+        samples = grid.history(0)[0]
+        assert len(samples) == 4 and line(panel, "util-history").endswith(sparkline(samples, 4))
 
 
 async def test_second_tick_reuses_panels_and_grows_history() -> None:
@@ -135,7 +138,7 @@ async def test_second_tick_reuses_panels_and_grows_history() -> None:
         grid.update_gpus(sim.snapshot())
         await pilot.pause()
         before = {p.index: p for p in app.query(GpuPanel)}
-        assert "0.3 / 24.0 GiB" in meter_text(before[1], "#mem")
+        assert "0.3 / 24.0 GiB" in line(before[1], "mem")
         assert len(grid.history(1)[1]) == 1
 
         load[1] = [(77, 20 * GIB)]
@@ -145,9 +148,9 @@ async def test_second_tick_reuses_panels_and_grows_history() -> None:
         assert all(after[i] is before[i] for i in (0, 1))
         _, memory = grid.history(1)
         assert len(memory) == 2 and memory[-1] > memory[0]
-        assert "20.3 / 24.0 GiB" in meter_text(after[1], "#mem")
-        assert "0%" not in meter_text(after[1], "#util")
-        assert after[1].query_one("#mem-history", GpuHistory).samples == memory
+        assert "20.3 / 24.0 GiB" in line(after[1], "mem")
+        assert not line(after[1], "util").endswith(" 0%")
+        assert line(after[1], "mem-history").endswith(sparkline(memory, 2))
 
 
 async def test_history_keeps_the_last_samples_only() -> None:
@@ -218,17 +221,16 @@ async def test_tasks_and_ghost_memory_are_shown_when_given() -> None:
         )
         await pilot.pause()
         gpu0, gpu1 = grid.panels[0], grid.panels[1]
-        assert label_text(gpu0, "#tasks") == "tasks: shard-0, shard-3"
-        assert not gpu0.query_one("#ghost").display
-        ghost = gpu1.query_one("#ghost", Label)
-        assert ghost.display and gpu1.has_class("-ghost")
-        assert str(ghost.content) == "⚠ 3.2 GiB held by ended task shard-2"
+        assert line(gpu0, "tasks") == "tasks: shard-0, shard-3"
+        assert line(gpu0, "ghost") == "" and gpu0.region.height == 9
+        assert gpu1.has_class("-ghost") and gpu1.region.height == 10
+        assert line(gpu1, "ghost") == "⚠ 3.2 GiB held by ended task shard-2"
         assert "held by ended task shard-2" in screen_text(app)
 
         grid.update_gpus(sim.snapshot())  # the ghost memory was freed, the tasks ended
         await pilot.pause()
-        assert not gpu1.query_one("#ghost").display and not gpu1.has_class("-ghost")
-        assert label_text(gpu0, "#tasks") == "tasks: none"
+        assert line(gpu1, "ghost") == "" and not gpu1.has_class("-ghost") and gpu1.region.height == 9
+        assert line(gpu0, "tasks") == "tasks: none"
 
 
 async def test_real_gpu_with_unknown_sensors_has_no_badge_and_shows_dashes() -> None:
@@ -238,11 +240,10 @@ async def test_real_gpu_with_unknown_sensors_has_no_badge_and_shows_dashes() -> 
         app.query_one(GpuPanels).update_gpus([snap])
         await pilot.pause()
         panel = app.query_one(GpuPanel)
-        assert label_text(panel, "#title") == "GPU 3 · NVIDIA A100 [80GB]"  # not eaten as markup
-        assert not panel.query_one("#badge").display
-        assert "1.0 / 80.0 GiB" in meter_text(panel, "#mem")
-        assert meter_text(panel, "#util").rstrip().endswith("–")
-        assert label_text(panel, "#sensors") == "–°C  – W"
+        assert line(panel, "title") == "GPU 3 · NVIDIA A100 [80GB]"  # not eaten as markup, no badge
+        assert "1.0 / 80.0 GiB" in line(panel, "mem")
+        assert line(panel, "util").endswith("–")
+        assert line(panel, "sensors") == "–°C  – W"
         assert "SIMULATED" not in screen_text(app)
 
 

@@ -1,12 +1,8 @@
-"""The small pieces GPU views are built from: formatted numbers, a stretching bar, a fixed-scale history."""
+"""The small pieces GPU views are built from: formatted numbers, bars, a fixed-scale history."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from rich.text import Text
-from textual.app import RenderResult
-from textual.reactive import reactive
+from rich.style import Style
 from textual.widget import Widget
 
 from gputui.gpus.probe import GIB, GpuSnapshot
@@ -62,79 +58,24 @@ def bar(fraction: float | None, width: int) -> tuple[str, str]:
 
 
 def sparkline(samples: tuple[float | None, ...], width: int) -> str:
-    """The newest `width` samples (0..1) as block characters, right-aligned; unknown samples blank."""
+    """The newest `width` samples (0..1) as block characters, right-aligned; unknown samples blank.
+
+    A fixed 0..1 scale: Textual's `Sparkline` scales between the data's own min and max, so a steady 5%
+    would fill the row; here an idle GPU looks idle."""
     shown = samples[-width:] if width > 0 else ()
     return "".join(" " if v is None else BARS[min(7, max(0, round(v * 7)))] for v in shown).rjust(width)
 
 
-class GpuMeter(Widget):
-    """A one-line bar 'mem ━━━━━━━╺━━━ 12.3 / 24.0 GiB' that stretches to its width.
+class StyledWidget(Widget):
+    """A widget that looks its component styles up once per style change, not on every render
+    (`get_component_rich_style` walks the DOM; these widgets render every second)."""
 
-    Colour follows load (low/mid/high component classes), so the app's theme decides the palette.
-    """
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._memo: dict[str, Style] = {}
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "gpu-meter--label",
-        "gpu-meter--low",
-        "gpu-meter--mid",
-        "gpu-meter--high",
-        "gpu-meter--empty",
-    }
-    DEFAULT_CSS = """
-    GpuMeter { height: 1; width: 1fr; }
-    GpuMeter > .gpu-meter--label { color: $text-muted; }
-    GpuMeter > .gpu-meter--low { color: $success; }
-    GpuMeter > .gpu-meter--mid { color: $warning; }
-    GpuMeter > .gpu-meter--high { color: $error; }
-    GpuMeter > .gpu-meter--empty { color: $foreground 15%; }
-    """
-
-    fraction: reactive[float | None] = reactive(None)
-    suffix: reactive[str] = reactive("")
-    suffix_width: reactive[int] = reactive(0)  # pad the numbers so stacked meters' bars line up
-
-    def __init__(self, label: str, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(id=id, classes=classes)
-        self.label = label
-
-    def render(self) -> RenderResult:
-        text = Text(no_wrap=True, overflow="ellipsis", end="")
-        text.append(f"{self.label:<4} ", self.get_component_rich_style("gpu-meter--label"))
-        suffix = f" {self.suffix.rjust(self.suffix_width)}"
-        bar_width = self.size.width - text.cell_len - len(suffix)
-        if bar_width >= 3:
-            filled, empty = bar(self.fraction, bar_width)
-            text.append(filled, self.get_component_rich_style(f"gpu-meter--{load_level(self.fraction)}"))
-            text.append(empty, self.get_component_rich_style("gpu-meter--empty"))
-        text.append(suffix)
-        return text
-
-
-class GpuHistory(Widget):
-    """A fixed-scale sparkline of recent samples (0..1), newest on the right.
-
-    Textual's `Sparkline` scales between the data's own min and max, so a steady 5% would fill the row;
-    a fixed 0..1 scale keeps idle GPUs looking idle.
-    """
-
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"gpu-history--label", "gpu-history--bar"}
-    DEFAULT_CSS = """
-    GpuHistory { height: 1; width: 1fr; }
-    GpuHistory > .gpu-history--label { color: $text-muted; }
-    GpuHistory > .gpu-history--bar { color: $accent; }
-    """
-
-    samples: reactive[tuple[float | None, ...]] = reactive(())
-
-    def __init__(self, label: str, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(id=id, classes=classes)
-        self.label = label
-
-    def render(self) -> RenderResult:
-        text = Text(no_wrap=True, end="")
-        text.append(f"{self.label:<4} ", self.get_component_rich_style("gpu-history--label"))
-        text.append(
-            sparkline(self.samples, max(0, self.size.width - text.cell_len)),
-            self.get_component_rich_style("gpu-history--bar"),
-        )
-        return text
+    def style_of(self, name: str) -> Style:
+        memo = self.__dict__.setdefault("_memo", {})
+        if name not in memo:
+            memo[name] = self.get_component_rich_style(name)
+        return memo[name]

@@ -11,23 +11,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual.app import ComposeResult, RenderResult
-from textual.containers import Horizontal
+from textual.app import RenderResult
+from textual.geometry import Region
 from textual.reactive import reactive
-from textual.widget import Widget
-from textual.widgets import Label
+from textual.strip import Strip
 
 from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.tui.cells import fit
 from gputui.tui.widgets.gpu_meters import (
     DASH,
-    GpuHistory,
-    GpuMeter,
+    StyledWidget,
     bar,
     format_memory,
     format_sensors,
     load_level,
     memory_fraction,
+    sparkline,
     util_fraction,
 )
 
@@ -50,10 +52,25 @@ class GpuState:
         self.memory.append(memory_fraction(snapshot))
 
 
-class GpuPanel(Widget):
+class GpuPanel(StyledWidget):
     """One GPU as a card: name and SIMULATED badge, memory and utilisation bars, sensors, utilisation and
-    memory history, our tasks (and other runs') on it, a ghost-memory warning."""
+    memory history, our tasks (and other runs') on it, a ghost-memory warning.
 
+    Drawn by one `render`: a card whose numbers move every second costs one widget repaint, not one per
+    row (each repaint has a fixed cost in Textual that dwarfs drawing a line).
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "gpu-panel--title",
+        "gpu-panel--badge",
+        "gpu-panel--label",
+        "gpu-panel--low",
+        "gpu-panel--mid",
+        "gpu-panel--high",
+        "gpu-panel--empty",
+        "gpu-panel--history",
+        "gpu-panel--ghost",
+    }
     DEFAULT_CSS = """
     GpuPanel {
         height: auto;
@@ -62,86 +79,102 @@ class GpuPanel(Widget):
         padding: 0 1;
     }
     GpuPanel.-ghost { border: round $warning; }
-    GpuPanel #header { height: 1; }
-    GpuPanel #title { width: 1fr; text-style: bold; text-wrap: nowrap; text-overflow: ellipsis; }
-    GpuPanel .gpu-badge { width: auto; margin-left: 1; padding: 0 1; background: $warning; color: $text; }
-    GpuPanel #sensors, GpuPanel #tasks, GpuPanel #ghost {
-        width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis;
-    }
-    GpuPanel #sensors { color: $text-muted; }
-    GpuPanel #tasks.-empty { color: $text-muted; }
-    GpuPanel #ghost { color: $warning; display: none; }
-    GpuPanel.-ghost #ghost { display: block; }
+    GpuPanel > .gpu-panel--title { text-style: bold; }
+    GpuPanel > .gpu-panel--badge { background: $warning; color: $text; }
+    GpuPanel > .gpu-panel--label { color: $text-muted; }
+    GpuPanel > .gpu-panel--low { color: $success; }
+    GpuPanel > .gpu-panel--mid { color: $warning; }
+    GpuPanel > .gpu-panel--high { color: $error; }
+    GpuPanel > .gpu-panel--empty { color: $foreground 15%; }
+    GpuPanel > .gpu-panel--history { color: $accent; }
+    GpuPanel > .gpu-panel--ghost { color: $warning; }
     """
 
     def __init__(self, state: GpuState, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.state = state
         self.index = state.snapshot.index
-        self._ready = False
-
-    def compose(self) -> ComposeResult:
-        with Horizontal(id="header"):
-            yield Label(id="title", markup=False)
-            yield Label("SIMULATED", id="badge", classes="gpu-badge")
-        yield GpuMeter("mem", id="mem")
-        yield GpuMeter("util", id="util")
-        yield Label(id="sensors", markup=False)
-        yield GpuHistory("util", id="util-history")
-        yield GpuHistory("mem", id="mem-history")
-        yield Label(id="tasks", markup=False)
-        yield Label(id="ghost", markup=False)
-
-    def on_mount(self) -> None:
-        # Children are looked up once; a tick then only touches their reactives.
-        self._title = self.query_one("#title", Label)
-        self._badge = self.query_one("#badge", Label)
-        self._mem = self.query_one("#mem", GpuMeter)
-        self._util = self.query_one("#util", GpuMeter)
-        self._sensors = self.query_one("#sensors", Label)
-        self._util_spark = self.query_one("#util-history", GpuHistory)
-        self._mem_spark = self.query_one("#mem-history", GpuHistory)
-        self._tasks_label = self.query_one("#tasks", Label)
-        self._ghost_label = self.query_one("#ghost", Label)
-        self._ready = True  # `is_mounted` only turns true after the Mount handlers have run
-        self.show()
+        self._drawn: list[list[tuple[str, Style]]] = []
+        self._drawn_width = 0
 
     def show(self) -> None:
-        """Bring the children up to date with `state` (cheap: reactives and a few labels)."""
-        if not self._ready:
+        """Repaint the lines whose text changed since the last tick, and only those."""
+        ghost = bool(self.state.ghost)
+        if ghost != self.has_class("-ghost"):  # one line more or less: the grid must lay out again
+            self.set_class(ghost, "-ghost")
+            self.refresh(layout=True)
+        width = self.content_size.width
+        if not width:
             return
-        state, snap = self.state, self.state.snapshot
+        lines, before = self.lines(width), self._drawn
+        self._drawn, self._drawn_width = lines, width
+        for y, line in enumerate(lines):
+            if y >= len(before) or line != before[y]:
+                self.refresh(Region(0, y, width, 1))  # content coordinates
+
+    def on_mount(self) -> None:
+        self.show()
+
+    def lines(self, width: int) -> list[list[tuple[str, Style]]]:
+        """The card's lines at `width` cells, as (text, style) pieces: drawn as they are, no layout."""
+        state, snap, style = self.state, self.state.snapshot, self.style_of
         title = f"GPU {snap.index} · {snap.name}"
-        if str(self._title.content) != title:
-            self._title.update(title)
-        self._badge.display = snap.simulated
-        mem, util = self._mem, self._util
-        mem.fraction = memory_fraction(snap)
-        mem.suffix = format_memory(snap.memory_used, snap.memory_total)
-        util.fraction = util_fraction(snap)
-        util.suffix = DASH if snap.utilization is None else f"{snap.utilization:.0f}%"
-        # Reserve room for a full GPU's numbers so bars keep their length as memory grows.
-        mem.suffix_width = util.suffix_width = max(
-            len(format_memory(snap.memory_total, snap.memory_total)), len(mem.suffix)
-        )
-        _set(self._sensors, format_sensors(snap))
-        self._util_spark.samples = tuple(state.util)
-        self._mem_spark.samples = tuple(state.memory)
-        holders = state.holders
-        _set(self._tasks_label, f"tasks: {', '.join(holders)}" if holders else "tasks: none")
-        self._tasks_label.set_class(not holders, "-empty")
-        self.set_class(bool(state.ghost), "-ghost")
-        ghost = state.ghost or ""
-        _set(self._ghost_label, ghost if not ghost or ghost.startswith("⚠") else f"⚠ {ghost}")
+        if snap.simulated:
+            title_line = [
+                (fit(title, width - 12) + " ", style("gpu-panel--title")),
+                (" SIMULATED ", style("gpu-panel--badge")),
+            ]
+        else:
+            title_line = [(title, style("gpu-panel--title"))]
+        util = DASH if snap.utilization is None else f"{snap.utilization:.0f}%"
+        memory = format_memory(snap.memory_used, snap.memory_total)
+        numbers = max(len(format_memory(snap.memory_total, snap.memory_total)), len(memory))
+        label = style("gpu-panel--label")
+        lines = [
+            title_line,
+            self._bar("mem", memory_fraction(snap), memory.rjust(numbers), width),
+            self._bar("util", util_fraction(snap), util.rjust(numbers), width),
+            [(format_sensors(snap), label)],
+            [("util ", label), (sparkline(tuple(state.util), width - 5), style("gpu-panel--history"))],
+            [("mem  ", label), (sparkline(tuple(state.memory), width - 5), style("gpu-panel--history"))],
+            [(f"tasks: {', '.join(state.holders)}", Style())] if state.holders else [("tasks: none", label)],
+        ]
+        if state.ghost:
+            ghost = state.ghost if state.ghost.startswith("⚠") else f"⚠ {state.ghost}"
+            lines.append([(ghost, style("gpu-panel--ghost"))])
+        return lines
+
+    def text(self) -> list[str]:
+        """The card's lines as plain text (what a user reads)."""
+        return ["".join(t for t, _ in line).rstrip() for line in self.lines(self.content_size.width)]
+
+    def _bar(self, label: str, fraction: float | None, numbers: str, width: int) -> list[tuple[str, Style]]:
+        room = width - 5 - len(numbers) - 1
+        pieces = [(f"{label:<4} ", self.style_of("gpu-panel--label"))]
+        if room >= 3:
+            filled, empty = bar(fraction, room)
+            pieces += [
+                (filled, self.style_of(f"gpu-panel--{load_level(fraction)}")),
+                (empty, self.style_of("gpu-panel--empty")),
+            ]
+        return [*pieces, (f" {numbers}", Style())]
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return 8 if self.state.ghost else 7
+
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        base = self.rich_style
+        if self._drawn_width != width:  # first drawn, or resized
+            self._drawn, self._drawn_width = self.lines(width), width
+        lines = self._drawn
+        if y >= len(lines):
+            return Strip.blank(width, base)
+        strip = Strip([Segment(text, base + style) for text, style in lines[y]])
+        return strip.crop_extend(0, width, base) if strip.cell_length != width else strip
 
 
-def _set(label: Label, text: str) -> None:
-    """Update a label only when its text changes: an unchanged label costs no repaint."""
-    if str(label.content) != text:
-        label.update(text, layout=False)
-
-
-class GpuLine(Widget):
+class GpuLine(StyledWidget):
     """One GPU on one line, nvitop's compact view: index, memory bar, utilisation bar, temperature,
     power, who holds it. Drawn by one `render`, so eight GPUs cost eight short lines, nothing more."""
 
@@ -179,7 +212,7 @@ class GpuLine(Widget):
 
     def render(self) -> RenderResult:
         snap, state = self.state.snapshot, self.state
-        style = self.get_component_rich_style
+        style = self.style_of
         width = self.size.width
         mem_text = f" {snap.memory_used / GIB:4.1f}/{snap.memory_total / GIB:.0f}G"
         util_text = " " + (f"{DASH:>3}" if snap.utilization is None else f"{snap.utilization:3.0f}") + "%"

@@ -1,33 +1,42 @@
-"""The job table: one row per task, updated by keyed diffs (never rebuilt per tick).
+"""The job table: one row per task, drawn line by line from the tasks it is given.
 
-Columns follow the width: at 80 columns the range and long bars give way so the reason still shows.
+A line-API widget rather than a DataTable: a DataTable invalidates every rendered row when any cell
+changes, so a running task's elapsed time ticking each second redrew the whole table. Here each row is
+rendered once per change of its own cells and only the rows on screen are drawn, so 2,000 tasks fill at
+once and a tick repaints only the rows that changed. Columns follow the width: at 80 columns the range,
+rate and tries give way (the task bar shows them) so the reason still shows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
-from rich.text import Text
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
 from textual.binding import Binding
-from textual.events import Resize
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from gputui.records import Status
 from gputui.runview import TaskView
 from gputui.status_view import STATUS_STYLE
 from gputui.tui import modes
+from gputui.tui.cells import fit
 
 WIDE = ("id", "range", "GPUs", "status", "progress", "rate", "ETA", "tries", "elapsed", "reason")
 NARROW = ("id", "GPUs", "status", "progress", "ETA", "elapsed", "reason")  # the task bar shows the rest
-NARROW_BELOW = 120  # table cells: below this the narrow column set is used
-# Fixed widths: values grow after the first row is drawn, and update_cell does not widen columns.
+NARROW_BELOW = 120  # cells: below this the narrow column set is used
 WIDTHS = {"id": 9, "range": 12, "GPUs": 5, "status": 8, "rate": 8, "ETA": 7, "tries": 5, "elapsed": 7}
 BAR = {"wide": 10, "narrow": 5}
 PROGRESS = {"wide": 22, "narrow": 14}
 MIN_REASON = 12
+PAD = 1  # cells on each side of a cell
 FILTERS = ("all", "active", "failed", "done", "pending")
 SORTS = ("id", "status", "elapsed")
 _STATUS_ORDER = {
@@ -36,6 +45,7 @@ _STATUS_ORDER = {
         (Status.FAILED, Status.RETRYING, Status.RUNNING, Status.PAUSED, Status.PENDING, Status.KILLED, Status.DONE)
     )
 }
+_STATUS_STYLES = {status: Style.parse(style) for status, style in STATUS_STYLE.items()}
 
 
 def clock(seconds: float | None) -> str:
@@ -48,10 +58,9 @@ def clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def row_cells(view: TaskView, now: float, layout: str = "wide") -> dict[str, object]:
-    """The cells of one task's row by column: plain values and styled text."""
+def row_cells(view: TaskView, now: float, layout: str = "wide") -> dict[str, str]:
+    """What each column of one task's row says (the status column is styled by its value)."""
     t, p = view.task, view.progress
-    status = Text(t.status, style=STATUS_STYLE.get(t.status, ""))
     width = BAR[layout]
     progress = ""
     if t.status == Status.RETRYING and t.next_try_at is not None:
@@ -72,13 +81,13 @@ def row_cells(view: TaskView, now: float, layout: str = "wide") -> dict[str, obj
         "id": t.id,
         "range": t.range_label,
         "GPUs": ",".join(map(str, t.gpus)) or "-",
-        "status": status,
+        "status": t.status,
         "progress": progress,
         "rate": rate,
         "ETA": eta,
         "tries": f"{t.attempts}/{t.budget}",
         "elapsed": clock(elapsed),
-        "reason": Text((t.reason or "").replace("\n", " "), no_wrap=True, overflow="ellipsis"),
+        "reason": " ".join((t.reason or "").split()),
     }
 
 
@@ -93,6 +102,18 @@ def matches(view: TaskView, flt: str) -> bool:
     )
 
 
+def ordered(views: Sequence[TaskView], flt: str, sort_by: str) -> list[str]:
+    """Task ids shown, in order: the filter, then the sort (ties by plan order)."""
+    shown = [v for v in views if matches(v, flt)]
+    if sort_by == "status":
+        shown.sort(key=lambda v: (_STATUS_ORDER.get(v.task.status, 99), v.task.index))
+    elif sort_by == "elapsed":
+        shown.sort(key=lambda v: (-(v.elapsed or 0.0), v.task.index))
+    else:
+        shown.sort(key=lambda v: v.task.index)
+    return [v.task.id for v in shown]
+
+
 def verb_acts(verb: str, status: str, mode: str) -> bool:
     """Whether `verb` does anything to a task in `status` while the app is in `mode`."""
     if verb == "pause":
@@ -104,7 +125,12 @@ def verb_acts(verb: str, status: str, mode: str) -> bool:
     return True
 
 
-class JobTable(DataTable):
+def _over(strip: Strip, style: Style) -> Strip:
+    """`style` laid over every segment (a cursor's background wins over the row's)."""
+    return Strip(Segment.apply_style(iter(strip), post_style=style), strip.cell_length)
+
+
+class JobTable(ScrollView, can_focus=True):
     """Keys act on the highlighted task; the app decides (confirmations, read-only) and acts."""
 
     BINDINGS = [
@@ -114,8 +140,21 @@ class JobTable(DataTable):
         Binding("enter", "request('open')", "Pin log"),
         Binding("s", "cycle_sort", "Sort", show=False),
         Binding("v", "cycle_filter", "Filter", show=False),
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "cursor_to(0)", "First", show=False),
+        Binding("end", "cursor_to(-1)", "Last", show=False),
     ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"job-table--header", "job-table--cursor", "job-table--odd"}
     DEFAULT_CSS = """
+    JobTable { background: $surface; scrollbar-gutter: stable; overflow-x: hidden; }
+    JobTable > .job-table--header { text-style: bold; background: $panel; }
+    JobTable > .job-table--cursor { background: $block-cursor-blurred-background; }
+    JobTable:focus > .job-table--cursor { background: $block-cursor-background; color: $block-cursor-foreground;
+        text-style: bold; }
+    JobTable > .job-table--odd { background: $foreground 4%; }
     JobTable.-stale { opacity: 50%; }
     """
 
@@ -137,117 +176,201 @@ class JobTable(DataTable):
     sort_by: reactive[str] = reactive("id")
     filter_by: reactive[str] = reactive("all")
     layout: reactive[str] = reactive("wide", init=False)
+    cursor_row: reactive[int] = reactive(0, init=False)
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        super().__init__(**kwargs)
         self._views: dict[str, TaskView] = {}
-        self._cells: dict[str, dict[str, object]] = {}
+        self._cells: dict[str, dict[str, str]] = {}
+        self._order: list[str] = []
+        self._row_of: dict[str, int] = {}
+        self._strips: dict[str, Strip] = {}  # rendered rows, dropped when their cells or the looks change
         self._now = 0.0
-        self._reason_width = 0
+        self.column_widths: dict[str, int] = {}
+        self.rows_rendered = 0  # rows drawn afresh (not from the cache): what a tick costs
+        self._header: Strip | None = None
+        self._looks: tuple[Style, Style, Style] | None = None  # cursor, odd row, header: per style change
 
+    def on_mount(self) -> None:
+        self._size_columns(self.scrollable_content_region.width or self.size.width)
+
+    # -- shape ---------------------------------------------------------------------------------
     @property
     def columns_shown(self) -> tuple[str, ...]:
         return WIDE if self.layout == "wide" else NARROW
 
-    def on_mount(self) -> None:
-        self._add_columns()
+    @property
+    def row_count(self) -> int:
+        return len(self._order)
 
-    def _add_columns(self) -> None:
+    @property
+    def row_ids(self) -> list[str]:
+        return list(self._order)
+
+    def row_text(self, task_id: str) -> list[str]:
+        """The cells of a task's row as shown (columns of the current layout)."""
+        cells = self._cells.get(task_id, {})
+        return [cells.get(c, "") for c in self.columns_shown]
+
+    def _size_columns(self, width: int) -> None:
         shown = self.columns_shown
         fixed = {**WIDTHS, "progress": PROGRESS[self.layout]}
-        used = sum(fixed[c] + 2 * self.cell_padding for c in shown if c != "reason")
-        self._reason_width = max(MIN_REASON, self.size.width - used - 2 * self.cell_padding - 2)
-        for name in shown:
-            self.add_column(name, key=name, width=fixed.get(name, self._reason_width))
+        used = sum(fixed[c] + 2 * PAD for c in shown if c != "reason")
+        reason = max(MIN_REASON, width - used - 2 * PAD)
+        self.column_widths = {c: fixed.get(c, reason) for c in shown}
+        self._strips.clear()
+        self._header = None
 
-    def on_resize(self, event: Resize) -> None:
+    def on_resize(self, event: events.Resize) -> None:
         layout = "narrow" if event.size.width < NARROW_BELOW else "wide"
         if layout != self.layout:
-            self.layout = layout
-        elif self.is_mounted and self.columns:
-            self._rebuild()  # the reason column takes what the others leave
+            self.layout = layout  # its watcher resizes the columns
+        else:
+            self._size_columns(self.scrollable_content_region.width or event.size.width)
+            self.refresh()
 
     def watch_layout(self) -> None:
-        self._rebuild()
+        self._cells = {tid: row_cells(v, self._now, self.layout) for tid, v in self._views.items()}
+        self._size_columns(self.scrollable_content_region.width or self.size.width)
+        self.refresh()
 
-    def _rebuild(self) -> None:
-        selected = self.selected_id
-        self.clear(columns=True)
-        self._cells.clear()
-        self._add_columns()
-        self.update_tasks(list(self._views.values()), self._now)
-        if selected is not None and selected in self._cells:
-            self.move_cursor(row=self.get_row_index(selected), animate=False)
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+        self._header = None
+        self._looks = None
+
+    def _styles(self) -> tuple[Style, Style, Style]:
+        if self._looks is None:
+            style = self.get_component_rich_style
+            odd = Style(bgcolor=style("job-table--odd").bgcolor)  # stripes change the background only
+            self._looks = (style("job-table--cursor"), odd, style("job-table--header"))
+        return self._looks
 
     # -- updates -------------------------------------------------------------------------------
     def update_tasks(self, views: Sequence[TaskView], now: float) -> None:
-        """Keyed diff: remove rows whose tasks left the filter, update only changed cells, add new ones."""
+        """Take the tasks' new state; repaint only rows whose cells changed (and all, if the order did)."""
         before = self.selected_status
+        selected = self.selected_id
         self._views = {v.task.id: v for v in views}
         self._now = now
-        wanted = [v for v in views if matches(v, self.filter_by)]
-        wanted_ids = {v.task.id for v in wanted}
-        shown = self.columns_shown
-        changed_order = False
-        with self.app.batch_update():
-            for task_id in [k for k in self._cells if k not in wanted_ids]:
-                self.remove_row(task_id)
-                del self._cells[task_id]
-                changed_order = True
-            for v in wanted:
-                cells = row_cells(v, now, self.layout)
-                old = self._cells.get(v.task.id)
-                if old is None:
-                    self.add_row(*(cells[c] for c in shown), key=v.task.id)
-                    changed_order = True
-                elif old != cells:
-                    for col in shown:
-                        if cells[col] != old[col]:
-                            self.update_cell(v.task.id, col, cells[col])
-                    if old["status"] != cells["status"] and self.sort_by == "status":
-                        changed_order = True
-                self._cells[v.task.id] = cells
-            if changed_order:
-                self._apply_sort()
+        changed = []
+        cells_by_id = {}
+        for v in views:
+            cells = row_cells(v, now, self.layout)
+            if self._cells.get(v.task.id) != cells:
+                changed.append(v.task.id)
+                self._strips.pop(v.task.id, None)
+            cells_by_id[v.task.id] = cells
+        self._cells = cells_by_id
+        order = ordered(views, self.filter_by, self.sort_by)
+        if order != self._order:
+            self._set_order(order, keep=selected)
+        else:
+            top = round(self.scroll_y)
+            for task_id in changed:
+                row = self._row_of.get(task_id)
+                if row is not None and top <= row < top + self.size.height:
+                    self.refresh(Region(0, row - top + 1, self.size.width, 1))
         if self.selected_status != before:
             self.refresh_bindings()
 
-    def _apply_sort(self) -> None:
-        views = self._views
+    def _set_order(self, order: list[str], keep: str | None) -> None:
+        self._order = order
+        self._row_of = {task_id: i for i, task_id in enumerate(order)}
+        self.virtual_size = Size(self.size.width, len(order) + 1)
+        row = self._row_of.get(keep, min(self.cursor_row, max(0, len(order) - 1))) if keep else 0
+        self.set_reactive(JobTable.cursor_row, max(0, min(row, len(order) - 1)))
+        self._scroll_to_cursor()
+        self.refresh()
+        if self.selected_id is not None and self.selected_id != keep:
+            self.post_message(self.TaskSelected(self.selected_id))
 
-        def index(task_id: str) -> int:
-            return views[task_id].task.index if task_id in views else 0
+    def _reorder(self) -> None:
+        self._set_order(ordered(list(self._views.values()), self.filter_by, self.sort_by), keep=self.selected_id)
 
-        if self.sort_by == "status":
-            self.sort("status", "id", key=lambda cells: (_STATUS_ORDER.get(str(cells[0]), 99), index(cells[1])))
-        elif self.sort_by == "elapsed":
-            self.sort("id", key=lambda task_id: -(views[task_id].elapsed or 0.0) if task_id in views else 0.0)
-        else:
-            self.sort("id", key=index)
-
-    # -- reactions -----------------------------------------------------------------------------
     def watch_sort_by(self) -> None:
-        if self.is_mounted:
-            self._apply_sort()
+        self._reorder()
 
     def watch_filter_by(self) -> None:
-        if self.is_mounted:
-            self.update_tasks(list(self._views.values()), self._now)
+        self._reorder()
 
-    def action_cycle_sort(self) -> None:
-        self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
+    # -- drawing -------------------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        if y == 0:
+            return self._header_strip(width)
+        row = round(self.scroll_y) + y - 1
+        if row >= len(self._order):
+            return Strip.blank(width, self.rich_style)
+        task_id = self._order[row]
+        strip = self._strips.get(task_id)
+        if strip is None or strip.cell_length != width:
+            strip = self._strips[task_id] = self._render_row(task_id, width)
+            self.rows_rendered += 1
+        cursor, odd, _ = self._styles()
+        if row == self.cursor_row:
+            return _over(strip, cursor)
+        return _over(strip, odd) if row % 2 else strip
 
-    def action_cycle_filter(self) -> None:
-        self.filter_by = FILTERS[(FILTERS.index(self.filter_by) + 1) % len(FILTERS)]
+    def _header_strip(self, width: int) -> Strip:
+        if self._header is None or self._header.cell_length != width:
+            style = self.rich_style + self._styles()[2]
+            text = "".join(" " * PAD + fit(c, w) + " " * PAD for c, w in self.column_widths.items())
+            self._header = Strip([Segment(fit(text, width), style)])
+        return self._header
 
+    def _render_row(self, task_id: str, width: int) -> Strip:
+        base = self.rich_style
+        cells = self._cells[task_id]
+        segments, used = [], 0
+        for column, w in self.column_widths.items():
+            value = cells.get(column, "")
+            style = base + _STATUS_STYLES[value] if column == "status" and value in _STATUS_STYLES else base
+            segments.append(Segment(" " * PAD + fit(value, w) + " " * PAD, style))
+            used += w + 2 * PAD
+        strip = Strip(segments, used)
+        return strip.crop_extend(0, width, base)
+
+    # -- cursor --------------------------------------------------------------------------------
+    def watch_cursor_row(self, old: int, new: int) -> None:
+        top = round(self.scroll_y)
+        for row in (old, new):
+            self.refresh(Region(0, row - top + 1, self.size.width, 1))
+        self._scroll_to_cursor()
+        if self.selected_id is not None:
+            self.post_message(self.TaskSelected(self.selected_id))
+        self.refresh_bindings()
+
+    def _scroll_to_cursor(self) -> None:
+        rows = max(1, self.size.height - 1)
+        top = round(self.scroll_y)
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+        elif self.cursor_row >= top + rows:
+            self.scroll_to(y=self.cursor_row - rows + 1, animate=False, immediate=True)
+
+    def move_cursor(self, *, row: int) -> None:
+        if self._order:
+            self.cursor_row = max(0, min(row, len(self._order) - 1))
+
+    def action_cursor(self, step: int) -> None:
+        self.move_cursor(row=self.cursor_row + step)
+
+    def action_page(self, step: int) -> None:
+        self.move_cursor(row=self.cursor_row + step * max(1, self.size.height - 2))
+
+    def action_cursor_to(self, row: int) -> None:
+        self.move_cursor(row=row if row >= 0 else len(self._order) - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y >= 1:
+            self.move_cursor(row=round(self.scroll_y) + event.y - 1)
+
+    # -- selection and keys --------------------------------------------------------------------
     @property
     def selected_id(self) -> str | None:
-        if self.row_count == 0:
-            return None
-        try:
-            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except Exception:
-            return None
+        return self._order[self.cursor_row] if 0 <= self.cursor_row < len(self._order) else None
 
     @property
     def selected(self) -> TaskView | None:
@@ -258,10 +381,11 @@ class JobTable(DataTable):
         view = self.selected
         return None if view is None else view.task.status
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value is not None:
-            self.post_message(self.TaskSelected(event.row_key.value))
-        self.refresh_bindings()
+    def action_cycle_sort(self) -> None:
+        self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
+
+    def action_cycle_filter(self) -> None:
+        self.filter_by = FILTERS[(FILTERS.index(self.filter_by) + 1) % len(FILTERS)]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action != "request":

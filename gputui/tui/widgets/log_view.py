@@ -31,6 +31,9 @@ from gputui.tui.widgets.log_index import LineIndex
 
 __all__ = ["LogPane", "LogView"]
 
+IDLE_INTERVAL = 1.5
+"""Seconds between looks at a log that has not grown for a while (`poll` looks at once)."""
+
 RENDER_BYTES = 64 * 1024
 """Bytes of one line rendered at most: a 10 MB JSON line should not stall a repaint."""
 
@@ -167,13 +170,17 @@ class LogView(ScrollView, can_focus=True):
     @work(group="log-view-watch", exclusive=True, exit_on_error=False)
     async def _watch(self) -> None:
         # One long-lived watcher per view, not a worker per tick: an idle pane costs a timer wake-up.
+        # A quiet file is looked at less and less often (up to IDLE_INTERVAL), a growing one at `interval`.
         assert self._wake is not None
+        quiet = 0
         while True:
             index = self.index
             if index is not None and self.display and self.is_on_screen:  # hidden panes cost nothing
+                before = (index.generation, index.indexed_bytes)
                 await self._catch_up(index)
+                quiet = quiet + 1 if (index.generation, index.indexed_bytes) == before else 0
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), min(IDLE_INTERVAL, self.interval * (1 + quiet)))
             except TimeoutError:
                 pass
             self._wake.clear()

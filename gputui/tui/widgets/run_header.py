@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.widget import Widget
 
 from gputui.records import Status
 from gputui.runview import RunSnapshot, outlook
@@ -79,8 +81,9 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     return Text(line, no_wrap=True, overflow="ellipsis", end="")
 
 
-class RunHeader(Static):
-    """Redrawn when a refresh lands and once a second for the elapsed clock; never changes height."""
+class RunHeader(Widget):
+    """Two lines, each drawn only when its text changes: a refresh that changes nothing, or the clock
+    ticking on line 2, costs at most one line's repaint."""
 
     DEFAULT_CSS = """
     RunHeader {
@@ -88,18 +91,16 @@ class RunHeader(Static):
         padding: 0 1;
         background: $panel;
         color: $foreground;
-        text-wrap: nowrap;
-        text-overflow: ellipsis;
     }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, markup=False)
+        super().__init__(id=id)
         self._first = Text()
-        self._second = Text()
         self._run: RunSnapshot | None = None
         self._note: Text | None = None
-        self._shown: tuple[str, str] | None = None
+        self._lines: list[Text] = [Text(), Text()]
+        self._strips: list[Strip | None] = [None, None]
 
     def show(self, first: Text, run: RunSnapshot | None, note: Text | None) -> None:
         """`note` replaces the progress line (before launch, errors); else the run's progress shows."""
@@ -113,7 +114,27 @@ class RunHeader(Static):
             second = progress_text(self._run, time.time(), self.content_size.width or 1000)
         else:
             second = Text("")
-        key = (self._first.markup, second.markup)
-        if key != self._shown:
-            self._shown = key
-            self.update(Text("\n", end="").join([self._first, second]), layout=False)
+        for y, line in enumerate((self._first, second)):
+            if (line.plain, line.spans) != (self._lines[y].plain, self._lines[y].spans):
+                self._lines[y], self._strips[y] = line, None
+                self.refresh(Region(0, y, self.size.width, 1))
+
+    def render(self) -> Text:
+        """Both lines as text (what the header says)."""
+        return Text("\n", end="").join(self._lines)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips = [None, None]
+
+    def render_line(self, y: int) -> Strip:
+        width, base = self.content_size.width, self.rich_style
+        if y >= 2:
+            return Strip.blank(width, base)
+        strip = self._strips[y]
+        if strip is None or strip.cell_length != width:
+            line = self._lines[y].copy()
+            line.truncate(width, overflow="ellipsis")
+            strip = Strip(list(line.render(self.app.console)), line.cell_len).crop_extend(0, width, None)
+            self._strips[y] = strip = strip.apply_style(base)
+        return strip
