@@ -25,10 +25,37 @@ class GpuProcessInfo:
     used_memory: int | None
     command: str
     ours: bool  # launched by a gputui run (by this run, when one is open)
-    task_id: str | None  # our task, when it is this run's
+    task_id: str | None  # our task (of the open run, or of any gputui run when none is open)
+    sm_util: float | None = None  # %SM, where NVML gives it
+    cpu_percent: float | None = None  # of one core, since the previous sample (None: first sight)
 
 
-def gpu_processes(snapshots: Sequence[GpuSnapshot], scheduler_id: str | None = None) -> list[GpuProcessInfo]:
+class CpuSampler:
+    """CPU% per process between two calls, as top shows it: psutil needs the same Process object twice."""
+
+    def __init__(self) -> None:
+        self._procs: dict[int, psutil.Process] = {}
+
+    def percent(self, pid: int) -> float | None:
+        proc = self._procs.get(pid)
+        try:
+            if proc is None or not proc.is_running():  # new, or the pid was reused
+                self._procs[pid] = proc = psutil.Process(pid)
+                proc.cpu_percent(None)
+                return None
+            return proc.cpu_percent(None)
+        except (psutil.Error, OSError):
+            self._procs.pop(pid, None)
+            return None
+
+    def forget_others(self, pids: set[int]) -> None:
+        for pid in [p for p in self._procs if p not in pids]:
+            del self._procs[pid]
+
+
+def gpu_processes(
+    snapshots: Sequence[GpuSnapshot], scheduler_id: str | None = None, cpu: CpuSampler | None = None
+) -> list[GpuProcessInfo]:
     rows = []
     for g in snapshots:
         for proc in g.processes:
@@ -49,9 +76,13 @@ def gpu_processes(snapshots: Sequence[GpuSnapshot], scheduler_id: str | None = N
                     proc.used_memory,
                     command,
                     ours,
-                    task if ours and scheduler_id else None,
+                    task if ours else None,
+                    proc.sm_util,
+                    cpu.percent(proc.pid) if cpu is not None else None,
                 )
             )
+    if cpu is not None:
+        cpu.forget_others({r.pid for r in rows})
     return rows
 
 

@@ -24,13 +24,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Device:
     handle: Any
     name: str
     uuid: str
     memory_total: int
     power_limit: float | None
+    last_sample: int = 0  # NVML timestamp (µs) of the newest per-process utilisation sample read
 
 
 class NvmlProbe:
@@ -89,17 +90,29 @@ class NvmlProbe:
             power_limit=limit_mw / 1000.0 if limit_mw is not None else None,
         )
 
-    def _processes(self, handle: Any) -> tuple[GpuProcess, ...]:
-        procs = self._call("nvmlDeviceGetComputeRunningProcesses", handle)
+    def _processes(self, dev: _Device) -> tuple[GpuProcess, ...]:
+        procs = self._call("nvmlDeviceGetComputeRunningProcesses", dev.handle)
         if not procs:
             return ()
+        sm = self._sm_utils(dev)
         out = []
         for p in procs:
             used = getattr(p, "usedGpuMemory", None)
             if used is not None and (used < 0 or used >= _NVML_VALUE_NOT_AVAILABLE):
                 used = None
-            out.append(GpuProcess(pid=int(p.pid), used_memory=None if used is None else int(used)))
+            pid = int(p.pid)
+            out.append(GpuProcess(pid=pid, used_memory=None if used is None else int(used), sm_util=sm.get(pid)))
         return tuple(out)
+
+    def _sm_utils(self, dev: _Device) -> dict[int, float]:
+        """pid -> %SM from the samples NVML took since the last call (none on drivers or GPUs without
+        per-process accounting: then the column shows a dash)."""
+        samples = self._call("nvmlDeviceGetProcessUtilization", dev.handle, dev.last_sample)
+        out: dict[int, float] = {}
+        for sample in samples or ():
+            out[int(sample.pid)] = float(sample.smUtil)
+            dev.last_sample = max(dev.last_sample, int(sample.timeStamp))
+        return out
 
     def snapshot(self) -> list[GpuSnapshot]:
         """One reading per GPU. Returns [] after close(), since NVML calls would then all fail."""
@@ -127,7 +140,7 @@ class NvmlProbe:
                     temperature=float(temp) if temp is not None else None,
                     power=power_mw / 1000.0 if power_mw is not None else None,
                     power_limit=dev.power_limit,
-                    processes=self._processes(h),
+                    processes=self._processes(dev),
                     simulated=False,
                 )
             )

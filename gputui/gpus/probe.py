@@ -20,6 +20,7 @@ class NoGpuError(RuntimeError):
 class GpuProcess:
     pid: int
     used_memory: int | None  # bytes; None when the driver does not say
+    sm_util: float | None = None  # percent of the GPU's SMs this process used lately (NVML samples)
 
 
 @dataclass(frozen=True)

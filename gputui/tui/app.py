@@ -24,7 +24,7 @@ from textual.css.query import NoMatches
 from textual.events import Resize
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from gputui import control
 from gputui.background import StartFailed, start_scheduler
@@ -32,7 +32,7 @@ from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.gpus.simulated import TASK_MEMORY_GB
-from gputui.monitor import GpuProcessInfo, ghost_memory, gpu_processes, held_by_other_runs
+from gputui.monitor import CpuSampler, GpuProcessInfo, ghost_memory, gpu_processes, held_by_other_runs
 from gputui.records import Status
 from gputui.runview import RunSnapshot, RunView, TaskView
 from gputui.session import open_existing
@@ -125,6 +125,7 @@ class GpuTuiApp(App):
         self._launching = False
         self._mode = self.mode
         self._host = socket.gethostname()  # once: no syscall on the UI loop per refresh
+        self._cpu = CpuSampler()
         self._log_task: str | None = None
         self._log_attempt: dict[str, int] = {}  # task -> attempt shown, when not the latest
         self._log_shown: Path | None = None
@@ -153,6 +154,7 @@ class GpuTuiApp(App):
         with Vertical(id="main"):
             if self.monitor_only:
                 yield ProcessList(id="processes")
+                yield Static("no GPU processes", id="no-processes")
             else:
                 yield JobTable(id="jobs")
                 yield TaskBar(id="taskbar")
@@ -166,6 +168,7 @@ class GpuTuiApp(App):
         self._panels = self.query_one(GpuPanels)
         if self.monitor_only:
             self._processes = self.query_one(ProcessList)
+            self._no_processes = self.query_one("#no-processes", Static)
         else:
             self._table = self.query_one(JobTable)
             self._taskbar = self.query_one(TaskBar)
@@ -249,7 +252,7 @@ class GpuTuiApp(App):
             error = str(e).splitlines()[0] + " (try --simulate 4x24)"
         except Exception as e:  # a flaky driver must not take the app down
             error = f"GPU probe failed: {e}"
-        processes = gpu_processes(gpus, run.scheduler_id if run else None) if gpus else []
+        processes = gpu_processes(gpus, run.scheduler_id if run else None, self._cpu) if gpus else []
         other_runs = held_by_other_runs(gpus, run.scheduler_id if run else None)
         host = host_line() if self.monitor_only else ""
         self.post_message(Refreshed(run, gpus, error, processes, run_error, other_runs, host))
@@ -285,8 +288,14 @@ class GpuTuiApp(App):
         self._panels.update_gpus(msg.gpus, holders, ghost_memory(msg.processes, statuses), message=msg.gpu_error)
         if self.monitor_only:
             self._processes.update_processes(
-                [ProcessRow(p.gpu, p.pid, p.user, p.used_memory, p.command, p.ours) for p in msg.processes]
+                [
+                    ProcessRow(
+                        p.gpu, p.pid, p.user, p.used_memory, p.command, p.ours, p.task_id, p.sm_util, p.cpu_percent
+                    )
+                    for p in msg.processes
+                ]
             )
+            self._no_processes.display = not msg.processes
         elif msg.run is not None:
             table = self._table
             table.update_tasks(msg.run.tasks, msg.run.taken_at)

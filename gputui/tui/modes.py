@@ -70,7 +70,12 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("enter", "request('open')", "pin the selected task's log in a tab of its own", RUN_MODES),
     Key("a", "older_attempt", "show the selected task's previous attempt's log (again: older; wraps)", RUN_MODES),
-    Key("s", "cycle_sort", "sort the table: id, status, elapsed", RUN_MODES),
+    Key(
+        "s",
+        "cycle_sort",
+        "sort the table: id, status, elapsed (processes: GPU, GPU memory, CPU)",
+        RUN_MODES | {MONITOR},
+    ),
     Key("v", "cycle_filter", "show all tasks, or only active, failed, done or pending ones", RUN_MODES),
     Key("f", "follow", "log: follow the end on / off", RUN_MODES),
     Key("/", "search_log", "log: search (Enter); n / N next / previous match", RUN_MODES),

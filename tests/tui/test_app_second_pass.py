@@ -430,3 +430,23 @@ async def test_an_alert_the_scheduler_records_is_shown_once(tmp_path):
         await pilot.pause(1)
         assert shown() == ["out_of_memory: shard-2: CUDA out of memory"]
         assert not any("from before" in n.message for n in app._notifications)
+
+
+async def test_gpu_hours_and_peak_memory_show_in_the_table_when_wide(tmp_path):
+    run_dir = fixed_run(tmp_path / "run", 6)
+    store = Store.open(run_dir / "state.db")
+    with store.transaction():
+        store.update_attempt("shard-0", 1, gpu_seconds=2 * 3600.0, peak_memory=12 * 1024**3, gpus_simulated=1)
+    store.close()
+    app = GpuTuiApp(run_dir=run_dir, interval=60, probe=probe())
+    async with app.run_test(size=(200, 50)) as pilot:
+        await ready(pilot, app)
+        table = app.query_one(JobTable)
+        assert table.layout == "full"
+        cells = dict(zip(table.columns_shown, table.row_text("shard-0"), strict=True))
+        assert (cells["GPU·h"], cells["peak"]) == ("2.00~", "12.0G~"), "~: measured on simulated GPUs"
+        assert "GPU·h" in text_of(app)
+    app = GpuTuiApp(run_dir=run_dir, interval=60, probe=probe())
+    async with app.run_test(size=(80, 24)) as pilot:  # narrow: the columns give way to the reason
+        await ready(pilot, app)
+        assert "GPU·h" not in app.query_one(JobTable).columns_shown

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import html
+import subprocess
+import sys
+import time
 
 import pytest
 from textual.app import App, ComposeResult
@@ -11,6 +14,7 @@ from textual.widgets.data_table import RowKey
 
 from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.gpus.simulated import SimulatedProbe
+from gputui.monitor import CpuSampler
 from gputui.tui.widgets.gpu_grid import GpuPanels, GridShape, grid_shape
 from gputui.tui.widgets.gpu_meters import sparkline
 from gputui.tui.widgets.gpu_panel import HISTORY_LENGTH, GpuLine, GpuPanel
@@ -284,11 +288,11 @@ async def test_process_list_applies_a_keyed_diff() -> None:
         assert table.row_count == 2
         assert RowKey(b.key) not in table.rows
         assert table.rows[RowKey(a.key)] is row_a, "A was updated in place, not re-added"
-        assert cells(table, a.key) == [OURS_MARK, "0", "100", "ana", "5.5 GiB", "python x.py"]
+        assert cells(table, a.key) == [OURS_MARK, "0", "100", "ana", "5.5 GiB", "–", "–", "", "python x.py"]
         c_cells = cells(table, c.key)
         assert c_cells[0] == "" and c_cells[4] == "–"
-        assert c_cells[5].startswith("[bold]evil[/bold] y") and c_cells[5].endswith("…")
-        assert len(c_cells[5]) == 60
+        assert c_cells[8].startswith("[bold]evil[/bold] y") and c_cells[8].endswith("…")
+        assert len(c_cells[8]) == 60
         assert [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(2)] == ["0:100", "2:300"]
 
 
@@ -325,3 +329,33 @@ async def test_process_list_has_no_kill_binding() -> None:
         actions = [getattr(b, "action", None) or b[1] for b in declared]
         assert actions, "DataTable's own cursor bindings are inherited"
         assert not [a for a in actions if "kill" in a]
+
+
+async def test_process_list_shows_sm_cpu_and_task_and_sorts_by_memory_then_cpu() -> None:
+    app = ProcessApp()
+    async with app.run_test(size=(160, 24)) as pilot:
+        table = app.query_one(ProcessList)
+        rows = [
+            ProcessRow(0, 10, "ana", 1 * GIB, "a", True, "shard-1", 87.0, 12.0),
+            ProcessRow(0, 20, "bob", 9 * GIB, "b", False, None, None, 99.0),
+            ProcessRow(1, 30, "ana", 4 * GIB, "c", True, "shard-2", 5.0, None),
+        ]
+        table.update_processes(rows)
+        await pilot.pause()
+        assert cells(table, "0:10")[5:8] == ["87", "12", "shard-1"]
+        order = lambda: [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(3)]  # noqa: E731
+        assert order() == ["0:10", "0:20", "1:30"]
+        table.focus()
+        await pilot.press("s")
+        assert order() == ["0:20", "1:30", "0:10"]  # most GPU memory first
+        await pilot.press("s")
+        assert order() == ["0:20", "0:10", "1:30"]  # most CPU first, unknown last
+
+
+def test_cpu_percent_is_measured_between_two_samples(reaper) -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    reaper.append(busy)
+    sampler = CpuSampler()
+    assert sampler.percent(busy.pid) is None  # first sight: nothing to compare with yet
+    time.sleep(0.5)
+    assert sampler.percent(busy.pid) > 10

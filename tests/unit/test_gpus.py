@@ -230,6 +230,15 @@ def _fake_pynvml(*, count=2, byte_names=False, power_fails_on=frozenset()):
     fake.nvmlDeviceGetTemperature = lambda h, sensor: 55
     fake.nvmlDeviceGetPowerUsage = nvmlDeviceGetPowerUsage
     fake.nvmlDeviceGetComputeRunningProcesses = nvmlDeviceGetComputeRunningProcesses
+
+    def nvmlDeviceGetProcessUtilization(h, last_seen):
+        """Samples newer than `last_seen` (µs); NVML raises NotFound when there are none."""
+        fake.calls.setdefault("since", []).append(last_seen)
+        if h != 0 or last_seen >= 2_000:
+            raise NVMLError("Not Found")
+        return [SimpleNamespace(pid=11, smUtil=73, memUtil=20, timeStamp=2_000)]
+
+    fake.nvmlDeviceGetProcessUtilization = nvmlDeviceGetProcessUtilization
     return fake
 
 
@@ -246,13 +255,15 @@ def test_nvml_probe_with_fake_pynvml(monkeypatch, byte_names):
     assert s0.memory_total == 80 * GIB and s0.memory_used == GIB and s1.memory_used == 2 * GIB
     assert s0.utilization == 42 and s0.temperature == 55
     assert s0.power == pytest.approx(123.456) and s0.power_limit == pytest.approx(700)
-    assert s0.processes == (GpuProcess(11, 3 * GIB), GpuProcess(12, None))
+    assert s0.processes == (GpuProcess(11, 3 * GIB, sm_util=73.0), GpuProcess(12, None))
     assert s1.power is None  # NVMLError on an optional field -> "cannot tell"
     assert s1.processes == () and not s0.simulated
     assert describe(probe) == "NVML"
+    probe.snapshot()
+    assert fake.calls["since"] == [0, 2_000], "the next read asks only for samples newer than the last one"
     probe.close()
     probe.close()
-    assert fake.calls == {"init": 1, "shutdown": 1}
+    assert (fake.calls["init"], fake.calls["shutdown"]) == (1, 1)
     assert probe.snapshot() == []
 
 
@@ -312,6 +323,8 @@ def test_nvml_probe_real_hardware():
             assert s.memory_total > 0
             assert 0 <= s.memory_used <= s.memory_total
             assert s.name and not s.simulated
+            for proc in s.processes:  # %SM where the driver samples it
+                assert proc.sm_util is None or 0 <= proc.sm_util <= 100
     finally:
         probe.close()
 

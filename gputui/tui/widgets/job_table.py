@@ -3,8 +3,9 @@
 A line-API widget rather than a DataTable: a DataTable invalidates every rendered row when any cell
 changes, so a running task's elapsed time ticking each second redrew the whole table. Here each row is
 rendered once per change of its own cells and only the rows on screen are drawn, so 2,000 tasks fill at
-once and a tick repaints only the rows that changed. Columns follow the width: at 80 columns the range,
-rate and tries give way (the task bar shows them) so the reason still shows.
+once and a tick repaints only the rows that changed. Columns follow the width: GPU-hours and peak GPU
+memory from 150 cells; at 80 the range, rate and tries give way (the task bar shows them) so the reason
+still shows.
 """
 
 from __future__ import annotations
@@ -23,18 +24,46 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from gputui.gpus.probe import GIB
 from gputui.records import Status
 from gputui.runview import TaskView
 from gputui.status_view import STATUS_STYLE
 from gputui.tui import modes
 from gputui.tui.cells import fit
 
-WIDE = ("id", "range", "GPUs", "status", "progress", "rate", "ETA", "tries", "elapsed", "reason")
-NARROW = ("id", "GPUs", "status", "progress", "ETA", "elapsed", "reason")  # the task bar shows the rest
-NARROW_BELOW = 120  # cells: below this the narrow column set is used
-WIDTHS = {"id": 9, "range": 12, "GPUs": 5, "status": 8, "rate": 8, "ETA": 7, "tries": 5, "elapsed": 7}
-BAR = {"wide": 10, "narrow": 5}
-PROGRESS = {"wide": 22, "narrow": 14}
+LAYOUTS = {  # by width: accounting columns from 150 cells, the task bar shows what narrow leaves out
+    "full": (
+        "id",
+        "range",
+        "GPUs",
+        "status",
+        "progress",
+        "rate",
+        "ETA",
+        "tries",
+        "elapsed",
+        "GPU·h",
+        "peak",
+        "reason",
+    ),
+    "wide": ("id", "range", "GPUs", "status", "progress", "rate", "ETA", "tries", "elapsed", "reason"),
+    "narrow": ("id", "GPUs", "status", "progress", "ETA", "elapsed", "reason"),
+}
+FULL_FROM, WIDE_FROM = 150, 120  # cells
+WIDTHS = {
+    "id": 9,
+    "range": 12,
+    "GPUs": 5,
+    "status": 8,
+    "rate": 8,
+    "ETA": 7,
+    "tries": 5,
+    "elapsed": 7,
+    "GPU·h": 6,
+    "peak": 8,
+}
+BAR = {"full": 10, "wide": 10, "narrow": 5}
+PROGRESS = {"full": 22, "wide": 22, "narrow": 14}
 MIN_REASON = 12
 PAD = 1  # cells on each side of a cell
 FILTERS = ("all", "active", "failed", "done", "pending")
@@ -77,6 +106,7 @@ def row_cells(view: TaskView, now: float, layout: str = "wide") -> dict[str, str
         rate = "paused"
     a = view.attempt
     elapsed = None if a is None else (a.ended_at or now) - a.started_at
+    sim = "~" if t.gpus_simulated else ""  # simulated GPUs: not a real GPU's figures
     return {
         "id": t.id,
         "range": t.range_label,
@@ -87,6 +117,8 @@ def row_cells(view: TaskView, now: float, layout: str = "wide") -> dict[str, str
         "ETA": eta,
         "tries": f"{t.attempts}/{t.budget}",
         "elapsed": clock(elapsed),
+        "GPU·h": "" if t.gpu_hours is None else f"{t.gpu_hours:.2f}{sim}",
+        "peak": "" if not t.peak_memory else f"{t.peak_memory / GIB:.1f}G{sim}",
         "reason": " ".join((t.reason or "").split()),
     }
 
@@ -197,7 +229,7 @@ class JobTable(ScrollView, can_focus=True):
     # -- shape ---------------------------------------------------------------------------------
     @property
     def columns_shown(self) -> tuple[str, ...]:
-        return WIDE if self.layout == "wide" else NARROW
+        return LAYOUTS[self.layout]
 
     @property
     def row_count(self) -> int:
@@ -222,7 +254,8 @@ class JobTable(ScrollView, can_focus=True):
         self._header = None
 
     def on_resize(self, event: events.Resize) -> None:
-        layout = "narrow" if event.size.width < NARROW_BELOW else "wide"
+        width = event.size.width
+        layout = "full" if width >= FULL_FROM else "wide" if width >= WIDE_FROM else "narrow"
         if layout != self.layout:
             self.layout = layout  # its watcher resizes the columns
         else:

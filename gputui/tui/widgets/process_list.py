@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.binding import Binding
+from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from gputui.gpus.probe import GIB
@@ -24,9 +26,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("pid", "PID"),
     ("user", "USER"),
     ("mem", "GPU MEM"),
+    ("sm", "%SM"),
+    ("cpu", "CPU%"),
+    ("task", "TASK"),
     ("command", "COMMAND"),
 )
-_RIGHT = frozenset({"gpu", "pid", "mem"})
+_RIGHT = frozenset({"gpu", "pid", "mem", "sm", "cpu"})
+SORTS = ("gpu", "memory", "cpu")  # `s` cycles; memory and CPU: the largest first
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,9 @@ class ProcessRow:
     used_memory: int | None  # bytes; None when the driver does not say
     command: str
     ours: bool
+    task_id: str | None = None  # the gputui task it belongs to
+    sm_util: float | None = None  # %SM, where NVML gives it
+    cpu_percent: float | None = None
 
     @property
     def key(self) -> str:
@@ -69,15 +78,22 @@ def cell_strings(row: ProcessRow, command_width: int = MAX_COMMAND_CELLS) -> dic
         "pid": str(row.pid),
         "user": row.user,
         "mem": mem,
+        "sm": "–" if row.sm_util is None else f"{row.sm_util:.0f}",
+        "cpu": "–" if row.cpu_percent is None else f"{row.cpu_percent:.0f}",
+        "task": row.task_id or "",
         "command": truncate(row.command, command_width),
     }
 
 
 class ProcessList(DataTable):
-    """GPU processes, one row per (GPU, pid), keyed `f"{gpu}:{pid}"`, sorted by GPU then pid.
+    """GPU processes, one row per (GPU, pid), keyed `f"{gpu}:{pid}"`, sorted by GPU then pid, or (`s`)
+    by GPU memory or CPU, largest first.
 
     Cells are rich `Text`, never markup, so a command line containing "[" shows as written.
     """
+
+    BINDINGS = [Binding("s", "cycle_sort", "Sort")]
+    sort_by: reactive[str] = reactive("gpu", init=False)
 
     DEFAULT_CSS = """
     ProcessList { height: 1fr; }
@@ -99,6 +115,7 @@ class ProcessList(DataTable):
         self._rows: dict[str, ProcessRow] = {}
         self._pending: Sequence[ProcessRow] | None = None
         self._ready = False
+        self._resort = False
 
     def on_mount(self) -> None:
         self._ready = True  # `is_mounted` only turns true after the Mount handlers have run
@@ -107,6 +124,19 @@ class ProcessList(DataTable):
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self.update_processes(pending)
+
+    def action_cycle_sort(self) -> None:
+        self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
+
+    def watch_sort_by(self) -> None:
+        self._apply_sort()
+
+    def _apply_sort(self) -> None:
+        rows = self._rows
+        self.sort(
+            "gpu", "pid", key=lambda cells: sort_key(rows[f"{cells[0].plain}:{cells[1].plain}"], self.sort_by)
+        )
+        self._resort = False
 
     @property
     def rows_by_key(self) -> dict[str, ProcessRow]:
@@ -146,21 +176,29 @@ class ProcessList(DataTable):
                     self.add_row(*(self._cell(col, new[col]) for col, _ in COLUMNS), key=key)
                     added = True
                 else:
+                    if self.sort_by != "gpu" and (row.used_memory, row.cpu_percent) != (
+                        self._rows[key].used_memory,
+                        self._rows[key].cpu_percent,
+                    ):
+                        self._resort = True
                     for col, _ in COLUMNS:
                         if new[col] != old[col]:
                             grow = cell_len(new[col]) > self.columns[col].content_width  # type: ignore[index]
                             self.update_cell(key, col, self._cell(col, new[col]), update_width=grow)
                 self._shown[key] = new
                 self._rows[key] = row
-            if added:
-                self.sort("gpu", "pid", key=_sort_key)
+            if added or self._resort:
+                self._apply_sort()
             if cursor_key is not None and cursor_key in self._rows:
                 index = self.get_row_index(cursor_key)
                 if index != self.cursor_row:
                     self.move_cursor(row=index, scroll=False)
 
 
-def _sort_key(cells: tuple[Text, Text]) -> tuple[int, int]:
-    """Numeric order of the (gpu, pid) cells: GPU 10 after GPU 9, not after GPU 1."""
-    gpu, pid = cells
-    return int(gpu.plain), int(pid.plain)
+def sort_key(row: ProcessRow, by: str) -> tuple:
+    """Numeric orders: GPU 10 after GPU 9; the most memory or CPU first (unknown last)."""
+    if by == "memory":
+        return (-(row.used_memory or -1), row.gpu, row.pid)
+    if by == "cpu":
+        return (-(row.cpu_percent if row.cpu_percent is not None else -1), row.gpu, row.pid)
+    return (row.gpu, row.pid)
