@@ -135,7 +135,7 @@ async def test_merge_or_summary_before_launch_says_so_and_the_app_stays(tmp_path
 
 async def test_the_reason_column_takes_the_room_left_and_shows_a_reason_that_came_later(tmp_path):
     run_dir = fixed_run(tmp_path / "run", 6)
-    reason = "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total capacity)"
+    reason = "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total)"
     app = GpuTuiApp(run_dir=run_dir, interval=0.25, probe=probe())
     async with app.run_test(size=(200, 50)) as pilot:
         await ready(pilot, app)
