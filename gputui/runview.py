@@ -5,6 +5,7 @@ Blocking (SQLite, log tails, lock probe): call `snapshot` from a thread, never f
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -136,6 +137,7 @@ class RunView:
         self._store: Store | None = None
         self._progress = ProgressTracker()
         self._alerts = AlertReader(self.paths.alerts, from_end=True)  # what happened before we looked is old
+        self._tails: dict[str, tuple[tuple[int, int], str]] = {}
 
     @property
     def exists(self) -> bool:
@@ -162,10 +164,12 @@ class RunView:
             if a is not None and t.status in Status.LIVE:
                 key = (t.id, a.number)
                 keys.add(key)
-                tail = read_tail(a.log_path, 4096)
+                tail = self._tail(a.log_path)
                 progress = self._progress.update(key, tail, paused=t.status == Status.PAUSED)
             views.append(TaskView(t, a, progress, attempts))
         self._progress.forget(keys)
+        live_logs = {v.attempt.log_path for v in views if v.attempt is not None}
+        self._tails = {path: tail for path, tail in self._tails.items() if path in live_logs}
         now = time.time()
         spans = attempt_spans(views, now, bridge_s=float(meta.get("backoff_max_s") or 300.0) + 5.0)
         if live and not all(v.task.status in Status.FINAL for v in views):
@@ -182,6 +186,18 @@ class RunView:
             alerts=self._alerts.new(),
             active_s=union_length(spans),
         )
+
+    def _tail(self, log_path: str) -> str:
+        """The end of a log, read again only when the log changed (a stat, not a read, per quiet log)."""
+        try:
+            st = os.stat(log_path)
+        except OSError:
+            return ""
+        stamp = (st.st_size, st.st_mtime_ns)
+        cached = self._tails.get(log_path)
+        if cached is None or cached[0] != stamp:
+            cached = self._tails[log_path] = (stamp, read_tail(log_path, 4096))
+        return cached[1]
 
     def processes(self, task_ids: list[str]) -> dict[str, list[ProcessRef]]:
         """What a kill of these tasks would signal now, by ownership's rule (a /proc scan: call it from a

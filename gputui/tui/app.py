@@ -180,7 +180,8 @@ class GpuTuiApp(App):
         self.watch_theme_name(self.theme_name)
         self._fit()
         self._render_header()
-        self.set_interval(1.0, self._header.tick)  # the elapsed clock; repaints the header only
+        if self.interval > 1.0:  # else each refresh moves the elapsed clock: one repaint a second, not two
+            self.set_interval(1.0, self._header.tick)  # repaints the header's clock only
         self.refresh_data()
 
     def on_resize(self, event: Resize) -> None:
