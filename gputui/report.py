@@ -12,6 +12,7 @@ from typing import Any
 from gputui.atomic import atomic_write_json, atomic_write_text
 from gputui.gpus.probe import GIB
 from gputui.records import AttemptRecord, Status, TaskRecord
+from gputui.status_view import took
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
 
@@ -249,14 +250,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _seconds(s: Any) -> str:
-    if s is None:
-        return "-"
-    s = float(s)
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)}m {int(s % 60):02d}s"
-    return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
+    return "-" if s is None else took(float(s))
 
 
 def _exit(code: int | None) -> str:

@@ -37,9 +37,7 @@ def status_table(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord],
         )
     for t in tasks:
         a = last.get(t.id)
-        took = ""
-        if a is not None:
-            took = _took((a.ended_at or now) - a.started_at)
+        duration = "" if a is None else took((a.ended_at or now) - a.started_at)
         cells = [
             t.id,
             t.range_label,
@@ -47,7 +45,7 @@ def status_table(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord],
             f"{t.attempts}/{t.budget}",
             ",".join(map(str, t.gpus)) or "-",
             "" if t.exit_code is None else str(t.exit_code),
-            took,
+            duration,
         ]
         if gpu_figures:
             cells += [gpu_hours_text(t.gpu_seconds), memory_text(t.peak_memory)]
@@ -69,12 +67,13 @@ def latest_attempts(attempts: Sequence[AttemptRecord]) -> dict[str, AttemptRecor
     return last
 
 
-def _took(seconds: float) -> str:
+def took(seconds: float) -> str:
+    """'42.0 s', '3m 05s', '2h 07m': a duration as the status table and report.md write it."""
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.1f} s"
     if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
 
 
 def gpu_hours_text(seconds: float | None) -> str:

@@ -81,15 +81,19 @@ def gone(p: psutil.Process) -> bool:
     return state(p) in ("gone", psutil.STATUS_ZOMBIE)
 
 
-def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
+def sample_jobs(tmp_path: Path, delay: float) -> tuple[Path, Path]:
+    """A copy of the README's sample job whose workers take `delay` s per row: (its folder, its run dir)."""
     jobs = tmp_path / "sample_jobs"
     shutil.copytree(ROOT / "sample_jobs", jobs, ignore=shutil.ignore_patterns("runs"))
     job = jobs / "continuation.toml"
     text = job.read_text().replace("python workers/", f"{sys.executable} workers/")
-    job.write_text(
-        text.replace('name = "continuation"', 'name = "continuation"\nenv = { CONTINUE_TEXT_DELAY = "0.08" }')
-    )
-    run_dir = jobs / "runs" / "continuation"
+    env = f'env = {{ CONTINUE_TEXT_DELAY = "{delay}" }}'
+    job.write_text(text.replace('name = "continuation"', f'name = "continuation"\n{env}'))
+    return jobs, jobs / "runs" / "continuation"
+
+
+def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
+    jobs, run_dir = sample_jobs(tmp_path, 0.08)
     app = f"{sys.executable} -m gputui --simulate 4x24 --interval 0.5"
     tmux = Tmux(f"gputui-e2e-{os.getpid()}", jobs)
     decoys: list[subprocess.Popen] = []
@@ -156,14 +160,7 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
 
 
 def test_80x24_with_8_gpus_keeps_every_gpu_the_log_and_the_progress_line_on_screen(tmp_path):
-    jobs = tmp_path / "sample_jobs"
-    shutil.copytree(ROOT / "sample_jobs", jobs, ignore=shutil.ignore_patterns("runs"))
-    job = jobs / "continuation.toml"
-    text = job.read_text().replace("python workers/", f"{sys.executable} workers/")
-    job.write_text(
-        text.replace('name = "continuation"', 'name = "continuation"\nenv = { CONTINUE_TEXT_DELAY = "0.05" }')
-    )
-    run_dir = jobs / "runs" / "continuation"
+    jobs, run_dir = sample_jobs(tmp_path, 0.05)
     tmux = Tmux(f"gputui-e2e-small-{os.getpid()}", jobs, size=(80, 24))
     try:
         tmux.keys(f"{sys.executable} -m gputui --simulate 8x80 --interval 0.5 --jobs continuation.toml", "Enter")
