@@ -40,6 +40,7 @@ from gputui.tui import modes
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
+from gputui.tui.screens.process_tree import ProcessTreeScreen
 from gputui.tui.themes import THEMES, theme_stylesheets
 from gputui.tui.widgets.gpu_grid import GpuPanels
 from gputui.tui.widgets.job_table import JobTable
@@ -85,6 +86,7 @@ class GpuTuiApp(App):
         Binding("q", "quit_dialog", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("a", "older_attempt", "Older attempt", show=False),
+        Binding("i", "inspect", "Processes", show=False),
         Binding("f", "follow", "Follow", show=False),
         Binding("slash", "search_log", "Search log", show=False),
         Binding("left_square_bracket", "tab(-1)", "Previous tab", show=False),
@@ -220,6 +222,8 @@ class GpuTuiApp(App):
             return self.snapshot is not None and any(
                 v.task.status not in Status.FINAL for v in self.snapshot.tasks
             )
+        if action == "inspect":
+            return selected is not None and selected.task.status in Status.LIVE
         if action == "older_attempt":
             return selected is not None and len(selected.history) > 1
         if action in ("tab", "close_tab"):
@@ -419,6 +423,15 @@ class GpuTuiApp(App):
         if pane is not None:
             pane.log_view.focus()
             pane.log_view.action_search()
+
+    def action_inspect(self) -> None:
+        view = self._selected()
+        if view is not None and self.view is not None:
+
+            def gpu_memory() -> dict[int, int]:
+                return {p.pid: p.used_memory or 0 for g in self.gpus for p in g.processes}
+
+            self.push_screen(ProcessTreeScreen(self.view, view.task.id, gpu_memory))
 
     def action_older_attempt(self) -> None:
         view = self._selected()

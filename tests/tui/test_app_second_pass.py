@@ -20,6 +20,7 @@ from gputui.runview import attempt_spans, union_length
 from gputui.store import Store
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
+from gputui.tui.screens.process_tree import ProcessTreeScreen
 from gputui.tui.widgets.gpu_meters import sparkline
 from gputui.tui.widgets.gpu_panel import GpuLine, GpuPanel
 from gputui.tui.widgets.job_table import JobTable
@@ -28,7 +29,7 @@ from gputui.tui.widgets.run_header import RunHeader
 from gputui.tui.widgets.task_bar import TaskBar
 from tests.conftest import gputui
 from tests.tui.fixed_run import fixed_run
-from tests.tui.test_app import job_app, statuses, until
+from tests.tui.test_app import job_app, launched, statuses, until
 
 
 def text_of(app) -> str:
@@ -450,3 +451,27 @@ async def test_gpu_hours_and_peak_memory_show_in_the_table_when_wide(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:  # narrow: the columns give way to the reason
         await ready(pilot, app)
         assert "GPU·h" not in app.query_one(JobTable).columns_shown
+
+
+async def test_i_shows_the_selected_tasks_processes_as_a_tree(make_job, tmp_path):
+    children = tmp_path / "children.json"
+    app = job_app(make_job, num_workers=1, sleep=60, worker_args=f"--spawn-children --children-file {children}")
+    async with app.run_test(size=(160, 45)) as pilot:
+        await launched(pilot, app, make_job, 1)
+        await until(pilot, children.exists, what="the worker's children")
+        same_group, own_session = json.loads(children.read_text())
+        worker = make_job.running()["shard-0"]
+        app.query_one(JobTable).focus()
+        await pilot.press("i")
+        screen = await until(pilot, lambda: isinstance(app.screen, ProcessTreeScreen) and app.screen, what="tree")
+        await until(pilot, lambda: len(screen.rows) >= 3, what="the worker and its children")
+        assert [(r.depth, r.pid) for r in screen.rows[:1]] == [(0, worker)]
+        assert {(r.depth, r.pid) for r in screen.rows[1:]} >= {(1, same_group), (1, own_session)}
+        assert "shard_worker.py" in screen.rows[0].command and screen.rows[0].rss > 0
+        assert "└ " in text_of(app), "children are drawn under their parent"
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is not screen, what="closed")
+        await pilot.press("K")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="ask")
+        await pilot.press("y")
+        await until(pilot, lambda: statuses(app)["shard-0"] == "killed", what="killed")
