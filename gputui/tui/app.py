@@ -197,13 +197,16 @@ class GpuTuiApp(App):
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
-        for key in modes.keys_for(self.mode):
+        for key in modes.keys_for(self.mode):  # what acts now, as the footer shows it
             if key.action.startswith("request("):
                 verb = key.action[len("request('") : -2]
-                yield SystemCommand(
-                    f"{key.does} ({key.key})", key.does, lambda v=verb: self._table.action_request(v)
-                )
-            elif hasattr(self, f"action_{key.action.split('(')[0]}") and "(" not in key.action:
+                if self._table.check_action("request", (verb,)):
+                    yield SystemCommand(
+                        f"{key.does} ({key.key})", key.does, lambda v=verb: self._table.action_request(v)
+                    )
+            elif key.action not in ("tab", "back", "help", "cycle_sort", "cycle_filter") and self.check_action(
+                key.action, ()
+            ):  # those are keys, not commands
                 yield SystemCommand(f"{key.does} ({key.key})", key.does, getattr(self, f"action_{key.action}"))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
