@@ -102,15 +102,32 @@ def describe_ghost(p: GpuProcessInfo) -> str:
     return f"{held} held by ended task {p.task_id} (pid {p.pid})"
 
 
-def held_by_other_runs(snapshots: Sequence[GpuSnapshot], scheduler_id: str | None) -> dict[int, str]:
-    """GPU index -> "run <job> (<task>)" for GPUs another gputui run of this user has reserved."""
+def reservations(snapshots: Sequence[GpuSnapshot]) -> dict[int, dict]:
+    """GPU index -> the note of the gputui run of this user holding it (job, task, scheduler, pid)."""
     keys = {gpu_key(g): g.index for g in snapshots}
     try:
         held = Reservations().holders(list(keys))
     except OSError:
         return {}
+    return {keys[key]: note for key, note in held.items()}
+
+
+def held_by_other_runs(held: dict[int, dict], scheduler_id: str | None) -> dict[int, str]:
+    """GPU index -> "run <job> (<task>)" for GPUs another gputui run holds (`held`: `reservations`)."""
     return {
-        keys[key]: f"run {note.get('job', '?')} ({note.get('task') or '?'})"
-        for key, note in held.items()
+        index: f"run {note.get('job', '?')} ({note.get('task') or '?'})"
+        for index, note in held.items()
         if note.get("scheduler_id") != scheduler_id or scheduler_id is None
     }
+
+
+def simulated_holders(snapshots: Sequence[GpuSnapshot], held: dict[int, dict]) -> list[GpuProcessInfo]:
+    """Rows for simulated GPUs held by a gputui run: no driver lists processes on them, so the run's
+    reservation stands in (its scheduler's pid; the command says which run and task)."""
+    simulated = {g.index for g in snapshots if g.simulated}
+    rows = []
+    for index, note in sorted(held.items()):
+        if index in simulated and note.get("pid"):
+            command = f"gputui run {note.get('job', '?')}: task {note.get('task') or '?'} (simulated GPU)"
+            rows.append(GpuProcessInfo(index, int(note["pid"]), "", None, command, True, note.get("task")))
+    return rows

@@ -32,7 +32,15 @@ from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.gpus.simulated import TASK_MEMORY_GB
-from gputui.monitor import CpuSampler, GpuProcessInfo, ghost_memory, gpu_processes, held_by_other_runs
+from gputui.monitor import (
+    CpuSampler,
+    GpuProcessInfo,
+    ghost_memory,
+    gpu_processes,
+    held_by_other_runs,
+    reservations,
+    simulated_holders,
+)
 from gputui.records import Status
 from gputui.runview import RunSnapshot, RunView, TaskView
 from gputui.session import open_existing
@@ -261,7 +269,10 @@ class GpuTuiApp(App):
         except Exception as e:  # a flaky driver must not take the app down
             error = f"GPU probe failed: {e}"
         processes = gpu_processes(gpus, run.scheduler_id if run else None, self._cpu) if gpus else []
-        other_runs = held_by_other_runs(gpus, run.scheduler_id if run else None)
+        held = reservations(gpus)
+        other_runs = held_by_other_runs(held, run.scheduler_id if run else None)
+        if self.monitor_only:
+            processes += simulated_holders(gpus, held)
         host = host_line() if self.monitor_only else ""
         self.post_message(Refreshed(run, gpus, error, processes, run_error, other_runs, host))
 

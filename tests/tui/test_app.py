@@ -282,7 +282,8 @@ async def test_the_selected_log_follows_a_retry_to_its_new_attempt(make_job):
 async def test_gpu_panels_show_which_gpu_another_run_holds():
     reservations = Reservations()  # the test's own folder (GPUTUI_LOCK_DIR, see conftest)
     fd = reservations.claim("SIM-GPU-1")
-    Reservations.annotate(fd, {"job": "other-job", "task": "shard-7", "scheduler_id": "someone-else"})
+    note = {"job": "other-job", "task": "shard-7", "scheduler_id": "someone-else", "pid": os.getpid()}
+    Reservations.annotate(fd, note)
     try:
         app = GpuTuiApp(simulate="2x24", interval=0.25)
         async with app.run_test(size=(120, 40)) as pilot:
@@ -290,5 +291,10 @@ async def test_gpu_panels_show_which_gpu_another_run_holds():
             labels = lambda: {p.index: " ".join(p.state.holders) for p in app.query(GpuPanel)}  # noqa: E731
             await until(pilot, lambda: "run other-job (shard-7)" in labels()[1], what="GPU 1 shown as held")
             assert "other-job" not in labels()[0]
+            # No driver lists processes on simulated GPUs: the monitor's process panel shows the run's task.
+            rows = await until(pilot, lambda: app.query_one(ProcessList).rows_by_key, what="a process row")
+            (row,) = rows.values()
+            assert (row.gpu, row.pid, row.task_id, row.ours) == (1, os.getpid(), "shard-7", True)
+            assert "gputui run other-job: task shard-7 (simulated GPU)" in row.command
     finally:
         os.close(fd)
