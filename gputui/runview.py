@@ -42,7 +42,6 @@ class RunSnapshot:
     job_name: str
     scheduler_id: str
     scheduler_live: bool
-    scheduler_pid: int | None
     tasks: list[TaskView] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     taken_at: float = 0.0
@@ -155,7 +154,6 @@ class RunView:
             history.setdefault(a.task_id, []).append(a)
         lock = RunLock(self.paths)
         live = lock.is_live()
-        holder = lock.holder() if live else None
         views, keys = [], set()
         for t in store.tasks():
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
@@ -179,7 +177,6 @@ class RunView:
             job_name=meta.get("job_name", ""),
             scheduler_id=meta.get("scheduler_id", ""),
             scheduler_live=live,
-            scheduler_pid=(holder or {}).get("pid"),
             tasks=views,
             meta=meta,
             taken_at=now,
