@@ -88,6 +88,14 @@ def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tu
     return spans
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def union_length(spans: list[tuple[float, float]]) -> float:
     """Total length covered by the spans, overlaps counted once: idle time between launches is not."""
     total, reach = 0.0, float("-inf")
@@ -137,6 +145,9 @@ class RunView:
         self._progress = ProgressTracker()
         self._alerts = AlertReader(self.paths.alerts, from_end=True)  # what happened before we looked is old
         self._tails: dict[str, tuple[tuple[int, int], str]] = {}
+        self._state: tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]] | None = None
+        self._state_stamp: tuple = ()
+        self._state_at = 0.0
 
     @property
     def exists(self) -> bool:
@@ -147,15 +158,10 @@ class RunView:
             if not self.exists:
                 return None
             self._store = Store.open(self.paths.db, readonly=True)
-        store = self._store
-        meta = store.all_meta()
-        history: dict[str, list[AttemptRecord]] = {}
-        for a in store.attempts():
-            history.setdefault(a.task_id, []).append(a)
-        lock = RunLock(self.paths)
-        live = lock.is_live()
+        meta, tasks, history = self._read_state()
+        live = RunLock(self.paths).is_live()
         views, keys = [], set()
-        for t in store.tasks():
+        for t in tasks:
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
             a = attempts[-1] if attempts else None
             progress = None
@@ -183,6 +189,20 @@ class RunView:
             alerts=self._alerts.new(),
             active_s=union_length(spans),
         )
+
+    def _read_state(self) -> tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]]:
+        """Meta, tasks and attempts by task; read again only when the database or its WAL changed (two
+        stats instead of three queries, for a run that is idle or between commits), or every 10 s."""
+        stamp = tuple(_stamp(p) for p in (self.paths.db, Path(f"{self.paths.db}-wal")))
+        now = time.monotonic()
+        if self._state is None or stamp != self._state_stamp or now - self._state_at >= 10.0:
+            store = self._store
+            history: dict[str, list[AttemptRecord]] = {}
+            for a in store.attempts():
+                history.setdefault(a.task_id, []).append(a)
+            self._state = (store.all_meta(), store.tasks(), history)
+            self._state_stamp, self._state_at = stamp, now
+        return self._state
 
     def _tail(self, log_path: str) -> str:
         """The end of a log, read again only when the log changed (a stat, not a read, per quiet log)."""
@@ -216,6 +236,7 @@ class RunView:
         return found
 
     def close(self) -> None:
+        self._state = None
         if self._store is not None:
             self._store.close()
             self._store = None

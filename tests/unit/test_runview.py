@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from gputui.records import Status
 from gputui.runview import RunView
+from gputui.store import Store
 from tests.conftest import gputui
 
 
@@ -26,3 +28,16 @@ def test_snapshot_never_writes_to_the_run(make_job):
     for _ in range(3):
         RunView(make_job.run_dir).snapshot()
     assert db.stat().st_mtime_ns == before
+
+
+def test_a_view_kept_open_sees_each_commit_and_rereads_nothing_between(make_job):
+    assert gputui("run", "--jobs", make_job(num_workers=2)).returncode == 0
+    view = RunView(make_job.run_dir)
+    first = view.snapshot()
+    assert view.snapshot().tasks[0].task == first.tasks[0].task
+    store = Store.open(make_job.run_dir / "state.db")
+    with store.transaction():
+        store.update_task("shard-0", status=Status.KILLED, reason="killed by user")
+    store.close()
+    assert view.snapshot().tasks[0].task.reason == "killed by user"
+    view.close()
