@@ -30,7 +30,7 @@ def test_snapshot_never_writes_to_the_run(make_job):
     assert db.stat().st_mtime_ns == before
 
 
-def test_a_view_kept_open_sees_each_commit_and_rereads_nothing_between(make_job):
+def test_a_view_kept_open_sees_each_commit(make_job):
     assert gputui("run", "--jobs", make_job(num_workers=2)).returncode == 0
     view = RunView(make_job.run_dir)
     first = view.snapshot()
