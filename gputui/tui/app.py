@@ -19,8 +19,6 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.content import Content
-from textual.css.query import NoMatches
 from textual.events import Resize
 from textual.message import Message
 from textual.reactive import reactive
@@ -52,6 +50,7 @@ from gputui.tui.screens.process_tree import ProcessTreeScreen
 from gputui.tui.themes import THEMES, theme_stylesheets
 from gputui.tui.widgets.gpu_grid import GpuPanels
 from gputui.tui.widgets.job_table import JobTable
+from gputui.tui.widgets.log_tabs import SELECTED, LogTabs
 from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.process_list import ProcessList, ProcessRow
 from gputui.tui.widgets.run_header import RunHeader, identity_line
@@ -136,9 +135,6 @@ class GpuTuiApp(App):
         self._mode = self.mode
         self._host = socket.gethostname()  # once: no syscall on the UI loop per refresh
         self._cpu = CpuSampler()
-        self._log_task: str | None = None
-        self._log_attempt: dict[str, int] = {}  # task -> attempt shown, when not the latest
-        self._log_shown: Path | None = None
         for t in THEMES.values():
             self.register_theme(t)
         self.set_reactive(GpuTuiApp.theme_name, theme if theme in THEMES else "dark")
@@ -168,7 +164,7 @@ class GpuTuiApp(App):
             else:
                 yield JobTable(id="jobs")
                 yield TaskBar(id="taskbar")
-                with TabbedContent(id="logs"), TabPane("log", id="log-selected"):
+                with LogTabs(id="logs"), TabPane("log", id=SELECTED):
                     yield LogPane(id="log-selected-pane")
         yield Footer(show_command_palette=False)
 
@@ -182,8 +178,7 @@ class GpuTuiApp(App):
         else:
             self._table = self.query_one(JobTable)
             self._taskbar = self.query_one(TaskBar)
-            self._tabs = self.query_one("#logs", TabbedContent)
-            self._selected_pane = self.query_one("#log-selected-pane", LogPane)
+            self._tabs = self.query_one(LogTabs)
             self.watch(self._table, "filter_by", self._render_taskbar, init=False)
             self.watch(self._table, "sort_by", self._render_taskbar, init=False)
         self.action_back()  # keys act on the table (or the process list) from the start, not on the GPU grid
@@ -238,9 +233,7 @@ class GpuTuiApp(App):
         if action == "older_attempt":
             return selected is not None and len(selected.history) > 1
         if action in ("tab", "close_tab"):
-            tabs = self._tabs
-            pinned = tabs.tab_count > 1
-            return pinned and (action == "tab" or tabs.active != "log-selected")
+            return self._tabs.tab_count > 1 and (action == "tab" or self._tabs.pinned_active)
         if action in ("follow", "search_log"):
             return self._visible_log() is not None and self._visible_log().log_view.path is not None
         if action == "back":
@@ -320,7 +313,7 @@ class GpuTuiApp(App):
             table.update_tasks(msg.run.tasks, msg.run.taken_at)
             table.set_class(msg.run_error is not None, "-stale")
             if msg.run.tasks:  # the first task at start; a retried task's new attempt log later
-                self._show_log(self._log_task or msg.run.tasks[0].task.id)
+                self._show_log(self._tabs.task_id or msg.run.tasks[0].task.id)
         if msg.run is not None and msg.run.alerts:
             for alert in msg.run.alerts:
                 who = f"{alert.get('task_id')}: " if alert.get("task_id") else ""
@@ -376,55 +369,20 @@ class GpuTuiApp(App):
         self._show_log(msg.task_id)
         self._render_taskbar()
 
-    def _attempt_shown(self, view: TaskView) -> tuple[int, Path | None]:
-        """(attempt number, its log) shown for a task: the latest unless `a` chose an earlier one."""
-        if not view.history:
-            return 0, None
-        number = self._log_attempt.get(view.task.id, view.history[-1].number)
-        attempt = next((a for a in view.history if a.number == number), view.history[-1])
-        return attempt.number, Path(attempt.log_path)
-
     def _show_log(self, task_id: str) -> None:
         view = self._task_view(task_id)
-        if view is None:
-            return
-        self._log_task = task_id
-        number, path = self._attempt_shown(view)
-        label = f"log: {task_id} #{number}/{len(view.history)}" if path else f"log: {task_id} (not started)"
-        try:
-            tab = self._tabs.get_tab("log-selected")
-        except NoMatches:  # the tabs are not mounted yet: the next refresh labels it
-            tab = None
-        if tab is not None and str(tab.label) != label:
-            tab.label = Content(label)
-        pane = self._selected_pane
-        if path != self._log_shown:  # the same log stays as scrolled
-            self._log_shown = path
-            pane.open(path)
-            pane.log_view.placeholder = f"{task_id} has not started yet: no log" if path is None else ""
+        if view is not None:
+            self._tabs.show(view)
 
     def _pin_log(self, task_id: str) -> None:
         """`enter`: the shown attempt's log in a tab of its own, kept while others are browsed."""
-        tabs = self._tabs
         view = self._task_view(task_id)
-        number, path = self._attempt_shown(view) if view is not None else (0, None)
-        if path is None:
-            self.notify(f"{task_id} has no log yet", severity="warning", markup=False)
-            return
-        pane_id = f"log-{task_id}-{number}"
-        if not tabs.query(f"#{pane_id}"):
-            tabs.add_pane(TabPane(Content(f"{task_id} #{number}"), LogPane(path), id=pane_id))
-        tabs.active = pane_id
+        if view is None or not self._tabs.pin(view):
+            self.say(f"{task_id} has no log yet", "warning")
         self.refresh_bindings()
 
     def _visible_log(self) -> LogPane | None:
-        if self.monitor_only:
-            return None
-        try:
-            active = self._tabs.active_pane
-        except NoMatches:  # not mounted yet
-            return None
-        return active.query_one(LogPane) if active is not None and active.query(LogPane) else None
+        return None if self.monitor_only else self._tabs.visible
 
     def action_follow(self) -> None:
         pane = self._visible_log()
@@ -449,27 +407,17 @@ class GpuTuiApp(App):
 
     def action_older_attempt(self) -> None:
         view = self._selected()
-        if view is None or len(view.history) < 2:
-            return
-        number, _ = self._attempt_shown(view)
-        numbers = [a.number for a in view.history]
-        self._log_attempt[view.task.id] = numbers[(numbers.index(number) - 1) % len(numbers)]
-        self._tabs.active = "log-selected"
-        self._show_log(view.task.id)
+        if view is not None and len(view.history) > 1:
+            self._tabs.older(view)
 
     def action_tab(self, step: int) -> None:
-        tabs = self._tabs
-        ids = [pane.id for pane in tabs.query(TabPane)]
-        if tabs.active in ids and len(ids) > 1:
-            tabs.active = ids[(ids.index(tabs.active) + step) % len(ids)]
+        self._tabs.step(step)
         self._render_taskbar()
         self.refresh_bindings()
 
     def action_close_tab(self) -> None:
-        tabs = self._tabs
-        if tabs.active and tabs.active != "log-selected":
-            tabs.remove_pane(tabs.active)
-            tabs.active = "log-selected"
+        if self._tabs.pinned_active:
+            self._tabs.close_active()
             self._table.focus()
         self.refresh_bindings()
 

@@ -16,6 +16,7 @@ from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
 from gputui.tui.widgets.gpu_panel import GpuPanel
 from gputui.tui.widgets.job_table import JobTable
+from gputui.tui.widgets.log_tabs import LogTabs
 from gputui.tui.widgets.process_list import ProcessList
 from tests.conftest import gone
 
@@ -81,7 +82,7 @@ async def test_launch_runs_the_job_in_the_background_and_the_table_follows(make_
             lambda: any(isinstance(m, JobTable.TaskSelected) and m.task_id == "shard-1" for m in seen),
             what="TaskSelected(shard-1)",
         )
-        assert app._log_task == "shard-1"
+        assert app.query_one(LogTabs).task_id == "shard-1"
 
 
 async def test_pause_and_resume_from_the_table(make_job):
