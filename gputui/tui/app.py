@@ -10,39 +10,30 @@ from __future__ import annotations
 
 import shlex
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.events import Resize
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from gputui import control
 from gputui.background import StartFailed, start_scheduler
 from gputui.finalize import merge_run, write_summary
-from gputui.gpus.detect import describe, open_probe
-from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
-from gputui.gpus.simulated import TASK_MEMORY_GB
+from gputui.gpus.detect import describe
+from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.monitor import (
-    CpuSampler,
-    GpuProcessInfo,
     ghost_memory,
-    gpu_processes,
-    held_by_other_runs,
-    reservations,
-    simulated_holders,
 )
 from gputui.records import Status
 from gputui.runview import RunSnapshot, RunView, TaskView
 from gputui.session import open_existing
 from gputui.tui import modes
+from gputui.tui.refresh import Gatherer, Refreshed
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
@@ -58,29 +49,6 @@ from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
 
 HEADER_LINES, FOOTER_LINES = 2, 1
 MAIN_MIN_LINES = {True: 13, False: 8}  # job modes keep table, task bar and log pane; monitor its process list
-
-
-@dataclass
-class Refreshed(Message):
-    """One refresh's results, gathered in a thread."""
-
-    run: RunSnapshot | None
-    gpus: list[GpuSnapshot]
-    gpu_error: str | None
-    processes: list[GpuProcessInfo] = field(default_factory=list)
-    run_error: str | None = None
-    other_runs: dict[int, str] = field(default_factory=dict)  # GPU index -> which other gputui run holds it
-    host: str = ""  # monitor mode: CPU, memory, swap, load
-
-
-def host_line() -> str:
-    """'CPU 12% · mem 3.2/15.6 GiB · swap 0.0/2.0 GiB · load 0.52 0.40 0.33', like nvitop's host panel."""
-    mem, swap = psutil.virtual_memory(), psutil.swap_memory()
-    load = " ".join(f"{x:.2f}" for x in psutil.getloadavg())
-    return (
-        f"CPU {psutil.cpu_percent():.0f}% of {psutil.cpu_count()} · mem {(mem.total - mem.available) / GIB:.1f}/"
-        f"{mem.total / GIB:.1f} GiB · swap {swap.used / GIB:.1f}/{swap.total / GIB:.1f} GiB · load {load}"
-    )
 
 
 class GpuTuiApp(App):
@@ -124,7 +92,7 @@ class GpuTuiApp(App):
         self.interval = max(0.25, interval)
         self.readonly = readonly
         self.view = RunView(run_dir) if run_dir is not None else None
-        self.probe: GpuProbe | None = probe  # opened in the first refresh (a thread) when not given
+        self._gatherer = Gatherer(self.view, simulate, probe)  # probe: opened in the first refresh if None
         self.snapshot: RunSnapshot | None = None
         self.gpus: list[GpuSnapshot] = []
         self._gpu_error: str | None = None
@@ -134,7 +102,6 @@ class GpuTuiApp(App):
         self._launching = False
         self._mode = self.mode
         self._host = socket.gethostname()  # once: no syscall on the UI loop per refresh
-        self._cpu = CpuSampler()
         for t in THEMES.values():
             self.register_theme(t)
         self.set_reactive(GpuTuiApp.theme_name, theme if theme in THEMES else "dark")
@@ -244,38 +211,11 @@ class GpuTuiApp(App):
     @work(thread=True, exclusive=True, group="refresh")
     def refresh_data(self) -> None:
         """Gather everything off the event loop; the next refresh is scheduled after this one lands."""
-        run, run_error = None, None
-        try:
-            run = self.view.snapshot() if self.view is not None else None
-        except Exception as e:  # unreadable now (being created, damaged, gone): say so, keep the last view
-            run, run_error = self.snapshot, str(e).splitlines()[0]
-            self.view.close()
-        gpus, error = [], None
-        try:
-            if self.probe is None:
-                # A run remembers how its GPUs were probed: re-attaching needs no --simulate.
-                simulate = self.simulate or (run.meta.get("simulate") if run is not None else None)
-                self.probe = open_probe(simulate, load=self._simulated_load)
-            gpus = self.probe.snapshot()
-        except NoGpuError as e:
-            error = str(e).splitlines()[0] + " (try --simulate 4x24)"
-        except Exception as e:  # a flaky driver must not take the app down
-            error = f"GPU probe failed: {e}"
-        processes = gpu_processes(gpus, run.scheduler_id if run else None, self._cpu) if gpus else []
-        held = reservations(gpus)
-        other_runs = held_by_other_runs(held, run.scheduler_id if run else None)
-        if self.monitor_only:
-            processes += simulated_holders(gpus, held)
-        host = host_line() if self.monitor_only else ""
-        self.post_message(Refreshed(run, gpus, error, processes, run_error, other_runs, host))
+        self.post_message(self._gatherer.gather())
 
-    def _simulated_load(self):
-        """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""
-        run = self.snapshot
-        if run is None:
-            return {}
-        per_task = int((run.meta.get("memory_per_worker_gb") or TASK_MEMORY_GB) * GIB)
-        return {g: [(0, per_task)] * len(ids) for g, ids in run.gpu_holders().items()}
+    @property
+    def probe(self) -> GpuProbe | None:
+        return self._gatherer.probe
 
     @on(Refreshed)
     def _apply(self, msg: Refreshed) -> None:

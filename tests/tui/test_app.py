@@ -10,7 +10,8 @@ import psutil
 
 from gputui.gpus.reservations import Reservations
 from gputui.jobspec import load_jobspec
-from gputui.tui.app import GpuTuiApp, Refreshed
+from gputui.tui.app import GpuTuiApp
+from gputui.tui.refresh import Refreshed
 from gputui.tui.screens.dialogs import ConfirmScreen, QuitScreen
 from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen

@@ -33,7 +33,7 @@ RUN_DIR = Path("/tmp/gputui-snapshot-run")  # fixed: the header shows it
 def _fixed_host(monkeypatch):
     monkeypatch.setattr("socket.gethostname", lambda: "gpu-box")
     monkeypatch.setattr(
-        "gputui.tui.app.host_line", lambda: "CPU 12% of 16 · mem 31.2/125.8 GiB · swap 0.0/8.0 GiB · load 0.52"
+        "gputui.tui.refresh.host_line", lambda: "CPU 12% of 16 · mem 31.2/125.8 GiB · swap 0.0/8.0 GiB · load 0.52"
     )
     clock = SimpleNamespace(time=lambda: NOW, monotonic=time.monotonic)
     for module in ("gputui.runview", "gputui.tui.widgets.run_header"):
