@@ -475,3 +475,16 @@ async def test_i_shows_the_selected_tasks_processes_as_a_tree(make_job, tmp_path
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="ask")
         await pilot.press("y")
         await until(pilot, lambda: statuses(app)["shard-0"] == "killed", what="killed")
+
+
+async def test_a_theme_switch_recolours_the_gpu_cards_at_once():
+    app = GpuTuiApp(interval=60, probe=SimulatedProbe(1, 24.0, clock=lambda: 0.0))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.query(GpuPanel), what="a card")
+        await pilot.pause(0.2)
+        card = app.query_one(GpuPanel)
+        before = card.render_line(0)._segments[0].style.bgcolor
+        await pilot.press("t")  # dark -> light
+        await pilot.pause(0.3)
+        after = card.render_line(0)._segments[0].style.bgcolor
+        assert before != after and after.triplet.red > before.triplet.red, "light background, no stale line"

@@ -162,6 +162,10 @@ class GpuPanel(StyledWidget):
     def get_content_height(self, container, viewport, width: int) -> int:
         return 8 if self.state.ghost else 7
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._drawn_width = 0  # a theme change: draw every line again in the new colours
+
     def render_line(self, y: int) -> Strip:
         width = self.content_size.width
         base = self.rich_style
