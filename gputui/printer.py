@@ -14,7 +14,7 @@ def progress_line(counts: Mapping[str, int], elapsed: float) -> str:
     total = sum(counts.values())
     parts = [
         f"{counts.get(Status.DONE, 0)}/{total} done",
-        f"{counts.get(Status.RUNNING, 0) + counts.get(Status.PAUSED, 0)} running",
+        f"{counts.get(Status.RUNNING, 0)} running",  # paused ones are counted apart, below
         f"{counts.get(Status.FAILED, 0)} failed",
     ]
     for status in (Status.PAUSED, Status.RETRYING, Status.KILLED):
