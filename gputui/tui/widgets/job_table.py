@@ -287,12 +287,13 @@ class JobTable(ScrollView, can_focus=True):
         selected = self.selected_id
         self._views = {v.task.id: v for v in views}
         self._now = now
-        changed = []
+        changed: dict[str, tuple[int, int]] = {}  # task -> the cells (x from, x to) that changed
         cells_by_id = {}
         for v in views:
             cells = row_cells(v, now, self.layout)
-            if self._cells.get(v.task.id) != cells:
-                changed.append(v.task.id)
+            old = self._cells.get(v.task.id)
+            if old != cells:
+                changed[v.task.id] = self._span(old, cells)
                 self._strips.pop(v.task.id, None)
             cells_by_id[v.task.id] = cells
         self._cells = cells_by_id
@@ -301,12 +302,23 @@ class JobTable(ScrollView, can_focus=True):
             self._set_order(order, keep=selected)
         else:
             top = round(self.scroll_y)
-            for task_id in changed:
+            for task_id, (x0, x1) in changed.items():
                 row = self._row_of.get(task_id)
-                if row is not None and top <= row < top + self.size.height:
-                    self.refresh(Region(0, row - top + 1, self.size.width, 1))
+                if row is not None and top <= row < top + self.size.height:  # only what changed is drawn
+                    self.refresh(Region(x0, row - top + 1, x1 - x0, 1))
         if self.selected_status != before:
             self.refresh_bindings()
+
+    def _span(self, old: dict[str, str] | None, new: dict[str, str]) -> tuple[int, int]:
+        """The x range covering the cells that differ (a ticking elapsed: that column only)."""
+        x, lo, hi = 0, None, 0
+        for column, width in self.column_widths.items():
+            end = x + width + 2 * PAD
+            if old is None or old.get(column) != new.get(column):
+                lo = x if lo is None else lo
+                hi = end
+            x = end
+        return (0, self.size.width) if lo is None or old is None else (lo, hi)
 
     def _set_order(self, order: list[str], keep: str | None) -> None:
         self._order = order
