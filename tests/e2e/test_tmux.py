@@ -12,6 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
 
@@ -44,16 +46,6 @@ class Tmux:
 
     def kill(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True)
-
-
-def wait(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def workers(run_dir: Path) -> dict[str, psutil.Process]:
@@ -102,7 +94,7 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
         tmux.wait_for("press l to launch")
         tmux.keys("l")
         tmux.wait_for("scheduler running in the background")
-        running = wait(lambda: len(workers(run_dir)) == 2 and workers(run_dir), what="two workers")
+        running = wait_for(lambda: len(workers(run_dir)) == 2 and workers(run_dir), what="two workers")
         target = running["shard-0"]
 
         # Decoys: the same command line as shard-0's worker, with another run's tag, or none.
@@ -120,18 +112,20 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
             )
 
         tmux.wait_for("[0, 75)")  # the table shows shard-0 (the first row, selected)
-        wait(lambda: any("[0, 75)" in ln and "running" in ln for ln in tmux.screen().splitlines()), what="running")
+        wait_for(
+            lambda: any("[0, 75)" in ln and "running" in ln for ln in tmux.screen().splitlines()), what="running"
+        )
         tmux.keys("p")  # p acts on a running task only (and is shown only then)
-        wait(lambda: state(target) == psutil.STATUS_STOPPED, what="shard-0 stopped (state T)")
+        wait_for(lambda: state(target) == psutil.STATUS_STOPPED, what="shard-0 stopped (state T)")
         tmux.wait_for("paused")
         tmux.keys("p")
-        wait(lambda: state(target) != psutil.STATUS_STOPPED, what="shard-0 continued")
+        wait_for(lambda: state(target) != psutil.STATUS_STOPPED, what="shard-0 continued")
 
         tmux.keys("k")
         screen = tmux.wait_for("Kill shard-0?")
         assert str(target.pid) in screen
         tmux.keys("y")
-        wait(lambda: gone(target), what="shard-0 gone")
+        wait_for(lambda: gone(target), what="shard-0 gone")
         tmux.wait_for("killed")
         assert all(d.poll() is None for d in decoys), "a decoy was signalled"
 
@@ -147,7 +141,7 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
         tmux.wait_for("queued again")
         tmux.keys("l")  # and make sure a scheduler runs it (the first may have ended meanwhile)
         merged = run_dir / "outputs" / "generation_results_data_all_merged.csv"
-        wait(merged.exists, timeout=90, what="the run to finish and merge")
+        wait_for(merged.exists, timeout=90, what="the run to finish and merge")
         tmux.wait_for("4/4 done", timeout=30)
         assert all(d.poll() is None for d in decoys)
         tmux.keys("q")
@@ -169,7 +163,7 @@ def test_80x24_with_8_gpus_keeps_every_gpu_the_log_and_the_progress_line_on_scre
         assert len(before) <= 24 and all(len(line) <= 80 for line in before)
         assert "l Launch" in before[23], "the footer, on the last line, shows the key that launches"
         tmux.keys("l")
-        wait(lambda: len(workers(run_dir)) == 4, what="four workers")
+        wait_for(lambda: len(workers(run_dir)) == 4, what="four workers")
         tmux.wait_for("log: shard-0 #1/1")
         screen = tmux.wait_for("processed", timeout=15)  # the log pane shows the worker's output
         lines = screen.splitlines()
@@ -181,7 +175,7 @@ def test_80x24_with_8_gpus_keeps_every_gpu_the_log_and_the_progress_line_on_scre
         tmux.keys("q")
         tmux.wait_for("Quit gputui?")
         tmux.keys("s")
-        wait(lambda: not workers(run_dir), what="our tasks stopped")
+        wait_for(lambda: not workers(run_dir), what="our tasks stopped")
     finally:
         tmux.kill()
         for p in workers(run_dir).values():
