@@ -191,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "retry":
             v.add_argument("--force", action="store_true", help="also run done tasks again (named ones only)")
         v.set_defaults(func=lambda a, verb=verb: _cmd_verb(a, verb))
-    from gputui.serve import register as register_serve  # textual-serve itself is imported only to serve
+    from gputui.tui.serve import register as register_serve  # textual-serve itself is imported only to serve
 
     register_serve(sub)
     return p
