@@ -202,7 +202,8 @@ class GpuTuiApp(App):
         if action in ("tab", "close_tab"):
             return self._tabs.tab_count > 1 and (action == "tab" or self._tabs.pinned_active)
         if action in ("follow", "search_log"):
-            return self._visible_log() is not None and self._visible_log().log_view.path is not None
+            pane = self._visible_log()
+            return pane is not None and pane.log_view.path is not None
         if action == "back":
             return self.focused is not None and not isinstance(self.focused, JobTable)
         return True
@@ -273,7 +274,6 @@ class GpuTuiApp(App):
             gpus=gpu,
             run=self.snapshot,
             run_dir=None if self.run_dir is None else str(self.run_dir),
-            mode=self.mode,
             readonly=self.readonly,
         )
         note = None

@@ -31,9 +31,7 @@ def short_path(path: str) -> str:
         return path
 
 
-def identity_line(
-    *, host: str, gpus: str, run: RunSnapshot | None, run_dir: str | None, mode: str, readonly: bool
-) -> Text:
+def identity_line(*, host: str, gpus: str, run: RunSnapshot | None, run_dir: str | None, readonly: bool) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append("gputui", "bold")
     if run_dir is None:
