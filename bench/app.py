@@ -136,9 +136,9 @@ async def flood(seconds: float) -> dict:
 async def big_table() -> dict:
     from textual.app import App
 
-    from gputui.records import Status, TaskRecord
-    from gputui.runview import TaskView
+    from gputui.engine.records import Status, TaskRecord
     from gputui.tui.widgets.job_table import JobTable
+    from gputui.views.runview import TaskView
 
     def views(tick: int) -> list[TaskView]:
         out = []

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from gputui import __version__
-from gputui.records import Status
+from gputui.engine.records import Status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -31,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from gputui.engine.rundir import RunLocked
+    from gputui.engine.scheduler import Infeasible
+    from gputui.engine.session import PlanMismatch
+    from gputui.engine.store import StateReadOnly, StateUnreadable
     from gputui.gpus.probe import NoGpuError
-    from gputui.jobspec import JobSpecError
-    from gputui.rundir import RunLocked
-    from gputui.scheduler import Infeasible
-    from gputui.session import PlanMismatch
-    from gputui.store import StateReadOnly, StateUnreadable
+    from gputui.jobs.spec import JobSpecError
 
     try:
         return args.func(args)
@@ -78,7 +78,7 @@ def _state_db(args) -> Path | None:
 
 def _state_error(db: Path | None, e: sqlite3.DatabaseError) -> str:
     """An SQLite error met after the checks on open, said plainly; damage keeps the refusal's wording."""
-    from gputui.store import unreadable
+    from gputui.engine.store import unreadable
 
     text, where = str(e)[:160], str(db or "the run's state database")
     low = text.lower()
@@ -207,7 +207,7 @@ def _simulate_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_app(args) -> int:
-    from gputui.session import check_app_target
+    from gputui.engine.session import check_app_target
     from gputui.tui.app import GpuTuiApp
 
     run_dir = args.resolved_run_dir = check_app_target(args.jobs, args.run_dir, args.simulate)
@@ -224,16 +224,17 @@ def _cmd_app(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from gputui.jobspec import load_jobspec
-    from gputui.printer import Printer
-    from gputui.scheduler import Options, Scheduler
-    from gputui.session import open_for_job
+    from gputui.engine.scheduler import Options
+    from gputui.engine.session import open_for_job
+    from gputui.jobs.spec import load_jobspec
+    from gputui.views.headless import run_headless
+    from gputui.views.printer import Printer
 
     job_path = args.jobs
     if job_path is None:
         if args.run_dir is None:
             raise FileNotFoundError("gputui run needs --jobs FILE (or --run-dir of an existing run)")
-        from gputui.session import open_existing
+        from gputui.engine.session import open_existing
 
         _, store = open_existing(args.run_dir, readonly=True)
         job_path = Path(store.meta("job_file"))
@@ -245,16 +246,15 @@ def _cmd_run(args) -> int:
     )
     try:
         opts = Options(simulate=run.simulate, show_output=not args.quiet, progress_every=args.progress_every)
-        scheduler = Scheduler(job, run, opts, Printer(show_output=not args.quiet))
-        return scheduler.run()
+        return run_headless(job, run, opts, Printer(show_output=not args.quiet))
     finally:
         run.close()
 
 
 def _cmd_status(args) -> int:
-    from gputui.rundir import RunLock
-    from gputui.session import open_existing
-    from gputui.status_view import latest_attempts
+    from gputui.engine.rundir import RunLock
+    from gputui.engine.session import open_existing
+    from gputui.views.status_view import latest_attempts
 
     paths, store = open_existing(args.run_dir, readonly=True)
     try:
@@ -284,8 +284,8 @@ def _cmd_status(args) -> int:
             return code
         from collections import Counter
 
-        from gputui.printer import progress_line
-        from gputui.status_view import gpu_hours_text, log_lines, memory_text, status_table
+        from gputui.views.printer import progress_line
+        from gputui.views.status_view import gpu_hours_text, log_lines, memory_text, status_table
 
         console = _console()
         who = f"live, pid {holder.get('pid')}" if live and holder else ("live" if live else "not running")
@@ -366,9 +366,9 @@ def _cmd_gpus(args) -> int:
 
 
 def _cmd_verb(args, verb: str) -> int:
-    from gputui.control import ControlError, Controller, request
-    from gputui.finalize import merge_run
-    from gputui.session import open_existing
+    from gputui.engine.control import ControlError, Controller, request
+    from gputui.engine.session import open_existing
+    from gputui.results.finalize import merge_run
 
     paths, store = open_existing(args.run_dir)
     try:
@@ -397,8 +397,8 @@ def _cmd_verb(args, verb: str) -> int:
 
 
 def _cmd_summary(args) -> int:
-    from gputui.finalize import write_summary
-    from gputui.session import open_existing
+    from gputui.engine.session import open_existing
+    from gputui.results.finalize import write_summary
 
     paths, store = open_existing(args.run_dir)
     try:

@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from gputui.ownership import ProcessRef
+from gputui.executors.ownership import ProcessRef
 
 
 @dataclass

@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from gputui import ownership
 from gputui.executors import cgroup as cgroups
+from gputui.executors import ownership
 from gputui.executors.cgroup import CgroupHome
 from gputui.executors.journal import JournalReader, exits_copy, line
 from gputui.executors.waiter import Waiter, become_subreaper

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef
+from gputui.executors.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef
 
 WAITER_FORK_TIMEOUT_S = 30.0
 

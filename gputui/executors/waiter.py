@@ -25,8 +25,8 @@ import socket
 import sys
 import time
 
-from gputui import ownership
 from gputui.executors import cgroup as cgroups
+from gputui.executors import ownership
 from gputui.executors.journal import line
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})

@@ -21,17 +21,16 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from gputui import control
-from gputui.background import StartFailed, start_scheduler
-from gputui.finalize import merge_run, write_summary
-from gputui.gpus.detect import describe
-from gputui.gpus.probe import GpuProbe, GpuSnapshot
-from gputui.monitor import (
+from gputui.engine import control
+from gputui.engine.background import StartFailed, start_scheduler
+from gputui.engine.monitor import (
     ghost_memory,
 )
-from gputui.records import Status
-from gputui.runview import RunSnapshot, RunView, TaskView
-from gputui.session import open_existing
+from gputui.engine.records import Status
+from gputui.engine.session import open_existing
+from gputui.gpus.detect import describe
+from gputui.gpus.probe import GpuProbe, GpuSnapshot
+from gputui.results.finalize import merge_run, write_summary
 from gputui.tui import modes
 from gputui.tui.refresh import Gatherer, Refreshed
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
@@ -46,6 +45,7 @@ from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.process_list import ProcessList, ProcessRow
 from gputui.tui.widgets.run_header import RunHeader, identity_line
 from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
+from gputui.views.runview import RunSnapshot, RunView, TaskView
 
 HEADER_LINES, FOOTER_LINES = 2, 1
 MAIN_MIN_LINES = {True: 13, False: 8}  # job modes keep table, task bar and log pane; monitor its process list

@@ -8,10 +8,7 @@ from dataclasses import dataclass, field
 import psutil
 from textual.message import Message
 
-from gputui.gpus.detect import open_probe
-from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
-from gputui.gpus.simulated import TASK_MEMORY_GB
-from gputui.monitor import (
+from gputui.engine.monitor import (
     CpuSampler,
     GpuProcessInfo,
     gpu_processes,
@@ -19,7 +16,10 @@ from gputui.monitor import (
     reservations,
     simulated_holders,
 )
-from gputui.runview import RunSnapshot, RunView
+from gputui.gpus.detect import open_probe
+from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
+from gputui.gpus.simulated import TASK_MEMORY_GB
+from gputui.views.runview import RunSnapshot, RunView
 
 
 @dataclass

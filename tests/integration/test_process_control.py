@@ -13,7 +13,7 @@ import uuid
 import psutil
 import pytest
 
-from gputui import ownership
+from gputui.executors import ownership
 from tests.conftest import gone, gputui, gputui_bg, proc_state, wait_for
 
 

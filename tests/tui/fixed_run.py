@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from gputui.records import Status
-from gputui.store import Store
+from gputui.engine.records import Status
+from gputui.engine.store import Store
 
 T0 = 1_700_000_000.0
 NOW = T0 + 300

@@ -13,11 +13,10 @@ import pytest
 from textual.widgets import TabbedContent
 from textual.widgets._toast import Toast
 
+from gputui.engine.records import Status
+from gputui.engine.rundir import RunLock, RunPaths
+from gputui.engine.store import Store
 from gputui.gpus.simulated import SimulatedProbe
-from gputui.records import Status
-from gputui.rundir import RunLock, RunPaths
-from gputui.runview import attempt_spans, union_length
-from gputui.store import Store
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.process_tree import ProcessTreeScreen
@@ -27,6 +26,7 @@ from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.run_header import RunHeader
 from gputui.tui.widgets.task_bar import TaskBar
+from gputui.views.runview import attempt_spans, union_length
 from tests.conftest import gputui
 from tests.tui.fixed_run import fixed_run
 from tests.tui.test_app import job_app, launched, statuses, until
@@ -264,8 +264,8 @@ async def test_paused_tasks_are_not_running_have_no_rate_and_the_retry_counts_do
 
 
 def test_elapsed_counts_back_off_but_not_idle_time_between_launches():
-    from gputui.records import AttemptRecord, TaskRecord
-    from gputui.runview import TaskView
+    from gputui.engine.records import AttemptRecord, TaskRecord
+    from gputui.views.runview import TaskView
 
     def attempt(n, start, end, status):
         return AttemptRecord("t", n, status, (), (), "", start, end, None, None, None, None, None, end)

@@ -12,9 +12,9 @@ from textual.app import App, ComposeResult
 from textual.widgets import Static
 from textual.widgets.data_table import RowKey
 
+from gputui.engine.monitor import CpuSampler
 from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.gpus.simulated import SimulatedProbe
-from gputui.monitor import CpuSampler
 from gputui.tui.widgets.gpu_grid import GpuPanels, GridShape, grid_shape
 from gputui.tui.widgets.gpu_meters import sparkline
 from gputui.tui.widgets.gpu_panel import HISTORY_LENGTH, GpuLine, GpuPanel

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from gputui.engine.rundir import RunLock, RunPaths
 from gputui.gpus.probe import GIB
 from gputui.gpus.simulated import SimulatedProbe
-from gputui.rundir import RunLock, RunPaths
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.widgets.gpu_grid import GpuPanels
 from gputui.tui.widgets.gpu_panel import GpuLine
@@ -36,7 +36,7 @@ def _fixed_host(monkeypatch):
         "gputui.tui.refresh.host_line", lambda: "CPU 12% of 16 · mem 31.2/125.8 GiB · swap 0.0/8.0 GiB · load 0.52"
     )
     clock = SimpleNamespace(time=lambda: NOW, monotonic=time.monotonic)
-    for module in ("gputui.runview", "gputui.tui.widgets.run_header"):
+    for module in ("gputui.views.runview", "gputui.tui.widgets.run_header"):
         monkeypatch.setattr(f"{module}.time", clock)
 
 

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from gputui.accounting import Meter, attempt_memory
+from gputui.engine.accounting import Meter, attempt_memory
+from gputui.executors.ownership import AttemptProcesses, ref_of
 from gputui.gpus.probe import GIB, GpuProcess, GpuSnapshot
 from gputui.gpus.simulated import SimulatedProbe
-from gputui.ownership import AttemptProcesses, ref_of
 
 
 def _gpu(index: int, *procs: tuple[int, int | None], util: float = 90.0) -> GpuSnapshot:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 
-from gputui import alerter
-from gputui.alerter import Alerter
-from gputui.alerts import AlertReader, alert
-from gputui.ownership import alive, ref_of
+from gputui.engine import alerter
+from gputui.engine.alerter import Alerter
+from gputui.engine.alerts import AlertReader, alert
+from gputui.executors.ownership import alive, ref_of
 
 
 def _alerter(tmp_path, command, said):

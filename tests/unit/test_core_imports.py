@@ -8,15 +8,13 @@ import sys
 
 import gputui
 
-CORE = sorted(
-    m.name
-    for m in pkgutil.walk_packages(gputui.__path__, "gputui.")
-    if not m.name.startswith("gputui.tui") and m.name != "gputui.__main__"
-)
+# The app, the reference workers and the Lightning callback may import what the core must not.
+NOT_CORE = ("gputui.tui", "gputui.workers", "gputui.hooks.lightning", "gputui.__main__")
+CORE = sorted(m.name for m in pkgutil.walk_packages(gputui.__path__, "gputui.") if not m.name.startswith(NOT_CORE))
 
 
 def test_every_core_module_imports_without_textual():
-    assert "gputui.scheduler" in CORE and "gputui.gpus.nvml" in CORE
+    assert "gputui.engine.scheduler" in CORE and "gputui.gpus.nvml" in CORE
     code = (
         "import importlib, sys\n"
         f"for name in {CORE!r}:\n"
@@ -28,3 +26,31 @@ def test_every_core_module_imports_without_textual():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+LAYERS = {  # imports run one way, down the flow: a module imports only from its own folder or lower layers
+    "cli": 6,
+    "tui": 5,
+    "views": 4,
+    "results": 3,
+    "engine": 2,
+    "jobs": 1,
+    "executors": 1,
+    "gpus": 1,
+    "hooks": 0,
+    "atomic": 0,
+}
+
+
+def test_imports_run_down_the_flow():
+    import re
+    from pathlib import Path
+
+    root = Path(gputui.__file__).parent
+    upward = []
+    for path in root.rglob("*.py"):
+        me = path.relative_to(root).with_suffix("").parts[0]
+        for target in re.findall(r"^\s*(?:from|import) gputui\.(\w+)", path.read_text(), re.M):
+            if me in LAYERS and target in LAYERS and target != me and LAYERS[target] >= LAYERS[me]:
+                upward.append(f"{path.relative_to(root)} imports gputui.{target}")
+    assert not upward, upward

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
+from gputui.engine.gpuwatch import GHOST_AFTER_S, GhostWatch, IdleWatch
 from gputui.gpus.probe import GIB, GpuProcess, GpuSnapshot
-from gputui.gpuwatch import GHOST_AFTER_S, GhostWatch, IdleWatch
 
 
 def _gpu(index: int, util: float | None, *pids: int) -> GpuSnapshot:

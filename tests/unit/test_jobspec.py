@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gputui.jobspec import (
+from gputui.jobs.spec import (
     PLACEHOLDERS,
     JobSpecError,
     load_jobspec,

@@ -4,14 +4,8 @@ import sys
 
 import pytest
 
-from gputui.merge import (
-    ShardOutput,
-    manifest_matches,
-    manifest_path,
-    merge_shards,
-    read_manifest,
-    write_manifest,
-)
+from gputui.engine.manifests import manifest_matches, manifest_path, read_manifest, write_manifest
+from gputui.results.merge import ShardOutput, merge_shards
 
 
 def write_csv(path, rows, header=("id", "text")):

@@ -9,8 +9,8 @@ import uuid
 
 import psutil
 
-from gputui import ownership
-from gputui.ownership import ProcessRef
+from gputui.executors import ownership
+from gputui.executors.ownership import ProcessRef
 
 
 def _sleeper(env_extra=None) -> subprocess.Popen:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from gputui.engine.placement import Policy, place, why_waiting
 from gputui.gpus.probe import GIB, GpuSnapshot
-from gputui.placement import Policy, place, why_waiting
 
 
 def gpus(*free_gb: float, total_gb: float = 24) -> list[GpuSnapshot]:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gputui.progress import ProgressTracker, parse_fraction
+from gputui.views.progress import ProgressTracker, parse_fraction
 
 
 def test_fraction_from_worker_and_tqdm_lines():

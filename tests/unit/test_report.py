@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from gputui.records import AttemptRecord, Status, TaskRecord
-from gputui.report import build_summary, render_report, write_reports
+from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.results.report import build_summary, render_report, write_reports
 
 T0 = 1_700_000_000.0
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from gputui.records import Status
-from gputui.runview import RunView
-from gputui.store import Store
+from gputui.engine.records import Status
+from gputui.engine.store import Store
+from gputui.views.runview import RunView
 from tests.conftest import gputui
 
 

@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from gputui.records import Status
-from gputui.store import StateUnreadable, Store
+from gputui.engine.records import Status
+from gputui.engine.store import StateUnreadable, Store
 
 
 def test_tasks_attempts_and_controls_round_trip(tmp_path):

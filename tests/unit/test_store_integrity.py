@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from gputui.store import StateUnreadable, Store
+from gputui.engine.store import StateUnreadable, Store
 
 
 def _listing(folder):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from gputui.store import SCHEMA_VERSION, Store
+from gputui.engine.store import SCHEMA_VERSION, Store
 
 V2_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

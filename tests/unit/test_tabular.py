@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from gputui.tabular import (
+from gputui.jobs.tabular import (
     ColumnMissingError,
     MissingDependencyError,
     count_rows,

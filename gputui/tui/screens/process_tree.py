@@ -11,10 +11,10 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from gputui.engine.monitor import CpuSampler
 from gputui.gpus.probe import GIB
-from gputui.monitor import CpuSampler
-from gputui.process_tree import TreeRow, process_tree
-from gputui.runview import RunView
+from gputui.views.process_tree import TreeRow, process_tree
+from gputui.views.runview import RunView
 
 
 def tree_table(rows: list[TreeRow]) -> Table:

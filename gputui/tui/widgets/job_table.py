@@ -24,12 +24,12 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from gputui.engine.records import Status
 from gputui.gpus.probe import GIB
-from gputui.records import Status
-from gputui.runview import TaskView
-from gputui.status_view import STATUS_STYLE
 from gputui.tui import modes
 from gputui.tui.cells import fit
+from gputui.views.runview import TaskView
+from gputui.views.status_view import STATUS_STYLE
 
 LAYOUTS = {  # by width: accounting columns from 150 cells, the task bar shows what narrow leaves out
     "full": (

@@ -9,8 +9,8 @@ from textual.content import Content
 from textual.css.query import NoMatches
 from textual.widgets import TabbedContent, TabPane
 
-from gputui.runview import TaskView
 from gputui.tui.widgets.log_view import LogPane
+from gputui.views.runview import TaskView
 
 SELECTED = "log-selected"
 

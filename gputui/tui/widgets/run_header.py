@@ -11,9 +11,9 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
-from gputui.records import Status
-from gputui.runview import RunSnapshot, outlook
+from gputui.engine.records import Status
 from gputui.tui.widgets.job_table import clock
+from gputui.views.runview import RunSnapshot, outlook
 
 SEP = " · "
 

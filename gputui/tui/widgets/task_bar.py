@@ -6,8 +6,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from gputui.runview import TaskView
-from gputui.status_view import STATUS_STYLE
+from gputui.views.runview import TaskView
+from gputui.views.status_view import STATUS_STYLE
 
 SEP = " · "
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gputui.ownership import AttemptProcesses, ProcessRef
+from gputui.executors.ownership import AttemptProcesses, ProcessRef
 
 
 class Status:

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui import ownership
+from gputui.engine.manifests import manifest_path
+from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.rundir import RunLock, RunPaths
+from gputui.engine.store import Store
+from gputui.executors import ownership
 from gputui.executors.journal import JournalReader
-from gputui.merge import manifest_path
-from gputui.ownership import ProcessRef
-from gputui.records import AttemptRecord, Status, TaskRecord
-from gputui.rundir import RunLock, RunPaths
-from gputui.store import Store
+from gputui.executors.ownership import ProcessRef
 
 KILL_WAIT_S = 2.0  # after SIGKILL, how long before a survivor is reported instead of waited on
 

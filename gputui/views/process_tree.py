@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from gputui.monitor import CpuSampler
-from gputui.ownership import ProcessRef
+from gputui.engine.monitor import CpuSampler
+from gputui.executors.ownership import ProcessRef
 
 
 @dataclass(frozen=True)

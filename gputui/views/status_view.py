@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
+from gputui.engine.records import AttemptRecord, Status, TaskRecord
 from gputui.gpus.probe import GIB
-from gputui.records import AttemptRecord, Status, TaskRecord
+from gputui.results.report import took
 
 STATUS_STYLE = {
     Status.PENDING: "dim",
@@ -65,15 +66,6 @@ def latest_attempts(attempts: Sequence[AttemptRecord]) -> dict[str, AttemptRecor
         if a.task_id not in last or a.number > last[a.task_id].number:
             last[a.task_id] = a
     return last
-
-
-def took(seconds: float) -> str:
-    """'42.0 s', '3m 05s', '2h 07m': a duration as the status table and report.md write it."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
 
 
 def gpu_hours_text(seconds: float | None) -> str:

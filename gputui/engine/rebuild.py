@@ -14,12 +14,12 @@ import json
 import time
 from pathlib import Path
 
-from gputui import ownership
 from gputui.atomic import atomic_write_json
+from gputui.engine.records import Status
+from gputui.engine.rundir import RunPaths
+from gputui.engine.store import Store
+from gputui.executors import ownership
 from gputui.executors.journal import JournalReader
-from gputui.records import Status
-from gputui.rundir import RunPaths
-from gputui.store import Store
 
 
 def identity_path(paths: RunPaths) -> Path:

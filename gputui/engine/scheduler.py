@@ -17,38 +17,51 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from gputui import alerts, exports, ownership
-from gputui.accounting import Meter
-from gputui.alerter import Alerter
-from gputui.control import ControlError, Controller, Stop
+from gputui.engine import alerts, exports
+from gputui.engine.accounting import Meter
+from gputui.engine.alerter import Alerter
+from gputui.engine.control import ControlError, Controller, Stop
+from gputui.engine.failures import read_tail
+from gputui.engine.gpuwatch import Finding, GhostWatch, IdleWatch
+from gputui.engine.logtail import LogTail
+from gputui.engine.manifests import manifest_matches, write_manifest
+from gputui.engine.placement import Policy, place, usable_gpus, why_waiting
+from gputui.engine.records import Status, TaskRecord
+from gputui.engine.session import Run
+from gputui.engine.settle import Ended, decide
+from gputui.engine.wakeup import Wakeup
 from gputui.executors import cgroup as cgroups
+from gputui.executors import ownership
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
 from gputui.executors.local import LaunchFailed, LaunchSpec, LocalExecutor, WaiterHandle
-from gputui.failures import read_tail
-from gputui.finalize import merge_run, write_summary
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
 from gputui.gpus.reservations import Reservations
 from gputui.gpus.simulated import TASK_MEMORY_GB
-from gputui.gpuwatch import Finding, GhostWatch, IdleWatch
-from gputui.jobspec import JobSpec, render_command
-from gputui.logtail import LogTail
-from gputui.merge import manifest_matches, write_manifest
-from gputui.placement import Policy, place, usable_gpus, why_waiting
-from gputui.printer import Printer, progress_line
-from gputui.records import Status, TaskRecord
-from gputui.session import Run
-from gputui.settle import Ended, decide
-from gputui.wakeup import Wakeup
+from gputui.jobs.spec import JobSpec, render_command
 
+ENDED, STOPPED, DETACHED = "ended", "stopped", "detached"  # how Scheduler.run came back
 _WAITING = (Status.PENDING, Status.RETRYING)
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
 RECORD_GRACE_S = 2.0  # how long an ended worker's record may lag its reaping before the attempt is lost
 BUSY_TIMEOUT_S = 1.0  # a turn waits this long for another writer of state.db, then is tried again later
+
+
+class Output(Protocol):
+    """Where the scheduler says what happens (the headless printer; a test's recorder)."""
+
+    show_output: bool
+
+    def info(self, text: str) -> None: ...
+
+    def worker_lines(self, label: str, lines: Sequence[str]) -> None: ...
+
+    def progress(self, counts: Mapping[str, int], elapsed: float) -> None: ...
 
 
 class Infeasible(RuntimeError):
@@ -91,17 +104,18 @@ class Options:
     poll: float = 0.25
     progress_every: float = 30.0
     probe_every: float = 1.0
+    on_merge: Callable[[], str] | None = None  # the `merge` control verb: the run's merge, run by the caller
 
 
 class Scheduler:
-    def __init__(self, job: JobSpec, run: Run, options: Options | None = None, printer: Printer | None = None):
+    def __init__(self, job: JobSpec, run: Run, out: Output, options: Options | None = None):
         self.job = job
         self.store = run.store
         self.notes = run.notes
         self.store.busy_timeout(BUSY_TIMEOUT_S)
         self.paths = run.paths
         self.opts = options or Options()
-        self.out = printer or Printer(show_output=self.opts.show_output)
+        self.out = out
         self.scheduler_id = run.scheduler_id
         self.tasks: dict[str, TaskRecord] = {}
         self.outputs: dict[str, str | None] = {}
@@ -115,7 +129,7 @@ class Scheduler:
         self.stops: list[Stop] = []  # kills in progress (SIGTERM sent, SIGKILL due later)
         self.stop_requested = False
         self.detach_requested = False
-        self.controller = Controller(self.paths, self.store, on_merge=lambda: merge_run(self.store, self.paths))
+        self.controller = Controller(self.paths, self.store, on_merge=self.opts.on_merge)
         self.journal = JournalReader(self.paths.journal)
         res = job.resources
         max_parallel = res.max_parallel or (None if res.gpus_per_worker else (os.cpu_count() or 1))
@@ -150,8 +164,8 @@ class Scheduler:
         self._waiting_said = ""
 
     # -- entry point ---------------------------------------------------------------------------
-    def run(self) -> int:
-        """Drive the run to its end (or until interrupted / detached); returns the exit status."""
+    def run(self) -> str:
+        """Drive the run to its end, or until interrupted or detached: returns ENDED, STOPPED or DETACHED."""
         wakeup = Wakeup()
         old = self._install_signals()
         try:
@@ -185,10 +199,8 @@ class Scheduler:
                 self.probe.close()
             exports.write_tasks(self.paths, self.store)
         if self.stop_requested:
-            return 130
-        if self.detach_requested:
-            return 0
-        return self._finish()
+            return STOPPED
+        return DETACHED if self.detach_requested else ENDED
 
     # -- one turn of the loop ------------------------------------------------------------------
     def _turn(self) -> None:
@@ -875,7 +887,7 @@ class Scheduler:
             return
         self._progress_at, self._progress_due = now, False
         self._next_progress = now + self.opts.progress_every
-        self.out.line(progress_line(self.counts, now - self._started))
+        self.out.progress(self.counts, now - self._started)
 
     # -- ending --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -905,20 +917,6 @@ class Scheduler:
             for late in self.stops:
                 late.step()
             time.sleep(0.02)
-
-    def _finish(self) -> int:
-        tasks = self.store.tasks()
-        ok = all(t.status == Status.DONE for t in tasks)
-        if ok and self.store.meta("merged"):
-            line = merge_run(self.store, self.paths)
-            self.out.info(line)
-            ok = not line.startswith("merge failed")
-        summary_path, report_path = write_summary(self.store, self.paths)
-        self.out.line(progress_line(Counter(t.status for t in tasks), time.monotonic() - self._started))
-        self.out.info(f"summary: {summary_path}, report: {report_path}")
-        for t in [t for t in tasks if t.status != Status.DONE][:10]:
-            self.out.info(f"{t.id} {t.range_label} {t.status}: {t.reason or ''}")
-        return 0 if ok else 1
 
 
 def _release(fds) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gputui import tabular
-from gputui.merge import ShardOutput, merge_shards
-from gputui.records import Status
-from gputui.report import build_summary, write_reports
-from gputui.rundir import RunPaths
-from gputui.store import Store
+from gputui.engine.records import Status
+from gputui.engine.rundir import RunPaths
+from gputui.engine.store import Store
+from gputui.jobs import tabular
+from gputui.results.merge import ShardOutput, merge_shards
+from gputui.results.report import build_summary, write_reports
 
 
 def merge_run(store: Store, paths: RunPaths) -> str:

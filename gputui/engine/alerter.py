@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from gputui import alerts
+from gputui.engine import alerts
 
 COMMAND_TIMEOUT_S = 30.0
 MAX_RUNNING = 4  # commands at once; more alerts wait their turn (a burst of failures must not fork a storm)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gputui.failures import Failure, classify
-from gputui.records import Status, TaskRecord
+from gputui.engine.failures import Failure, classify
+from gputui.engine.records import Status, TaskRecord
 
 
 @dataclass(frozen=True)

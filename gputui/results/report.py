@@ -10,11 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from gputui.atomic import atomic_write_json, atomic_write_text
+from gputui.engine.records import AttemptRecord, Status, TaskRecord
 from gputui.gpus.probe import GIB
-from gputui.records import AttemptRecord, Status, TaskRecord
-from gputui.status_view import took
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
+
+
+def took(seconds: float) -> str:
+    """'42.0 s', '3m 05s', '2h 07m': a duration as the status table and report.md write it."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
 
 
 def build_summary(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gputui.engine.monitor import describe_ghost, ghost_processes, gpu_processes
 from gputui.gpus.probe import GpuSnapshot
-from gputui.monitor import describe_ghost, ghost_processes, gpu_processes
 
 IDLE_BELOW = 1.0  # percent: NVML reports whole percents, so this is "0 %"
 GHOST_CHECK_S = 10.0  # looking costs a few /proc reads per GPU process: not every sample

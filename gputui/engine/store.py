@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gputui.ownership import ProcessRef
-from gputui.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.executors.ownership import ProcessRef
 
 SCHEMA_VERSION = 3
 # What opening a database of an older schema for writing adds to it, by the version it had; a view (read-only)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gputui.executors.ownership import AttemptProcesses, ProcessRef, lineage
 from gputui.gpus.probe import GpuSnapshot
-from gputui.ownership import AttemptProcesses, ProcessRef, lineage
 
 WRITE_EVERY_S = 5.0  # how often running attempts' figures are written to the store
 

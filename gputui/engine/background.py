@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from gputui.failures import read_tail
-from gputui.rundir import RunLock, RunPaths
+from gputui.engine.failures import read_tail
+from gputui.engine.rundir import RunLock, RunPaths
 
 
 class StartFailed(RuntimeError):

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-from gputui.records import Status
+from gputui.engine.records import Status
 
 
 def progress_line(counts: Mapping[str, int], elapsed: float) -> str:
@@ -41,3 +41,6 @@ class Printer:
     def worker_lines(self, label: str, lines: list[str]) -> None:
         if self.show_output and lines:
             self.line("\n".join(f"{label} {ln}" for ln in lines))
+
+    def progress(self, counts: Mapping[str, int], elapsed: float) -> None:
+        self.line(progress_line(counts, elapsed))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 from gputui.atomic import atomic_write_json, atomic_write_text, dumps_json
-from gputui.jobspec import JobSpec
-from gputui.rundir import RunPaths
-from gputui.store import Store
+from gputui.engine.rundir import RunPaths
+from gputui.engine.store import Store
+from gputui.jobs.spec import JobSpec
 
 
 def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: str) -> None:

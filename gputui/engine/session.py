@@ -7,15 +7,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui import rebuild, tabular
 from gputui.atomic import atomic_write_text
+from gputui.engine import rebuild
+from gputui.engine.records import Status
+from gputui.engine.rundir import RunLock, RunPaths
+from gputui.engine.store import Store
 from gputui.executors.journal import rotate
-from gputui.jobspec import JobSpec, JobSpecError, render_template
-from gputui.ownership import new_scheduler_id
-from gputui.plan import Shard, describe_plan, plan_fingerprint, plan_shards
-from gputui.records import Status
-from gputui.rundir import RunLock, RunPaths
-from gputui.store import Store
+from gputui.executors.ownership import new_scheduler_id
+from gputui.jobs import tabular
+from gputui.jobs.shards import Shard, describe_plan, plan_fingerprint, plan_shards
+from gputui.jobs.spec import JobSpec, JobSpecError, render_template
 
 
 class PlanMismatch(RuntimeError):
@@ -249,7 +250,7 @@ def check_app_target(jobs: Path | None, run_dir: Path | None, simulate: str | No
     """What an app (in a terminal or served to a browser) would refuse, refused before any screen: a bad
     `--simulate`, a bad job file, a folder that is not a run, damaged or foreign state. Returns the run dir."""
     from gputui.gpus.detect import check_simulate_spec
-    from gputui.jobspec import load_jobspec
+    from gputui.jobs.spec import load_jobspec
 
     check_simulate_spec(simulate)
     if jobs is not None:

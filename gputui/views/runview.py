@@ -11,14 +11,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui.alerts import AlertReader
+from gputui.engine.alerts import AlertReader
+from gputui.engine.failures import read_tail
+from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.rundir import RunLock, RunPaths
+from gputui.engine.store import Store
 from gputui.executors.journal import JournalReader
-from gputui.failures import read_tail
-from gputui.ownership import AttemptProcesses, ProcessRef
-from gputui.progress import Progress, ProgressTracker
-from gputui.records import AttemptRecord, Status, TaskRecord
-from gputui.rundir import RunLock, RunPaths
-from gputui.store import Store
+from gputui.executors.ownership import AttemptProcesses, ProcessRef
+from gputui.views.progress import Progress, ProgressTracker
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,43 @@
+"""`gputui run`: the run orchestrated without a screen. The scheduler drives the tasks; once they are all
+settled the run's products are made here (merge, summary, report), so the engine never calls up into
+results or views."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from gputui.engine.records import Status
+from gputui.engine.scheduler import DETACHED, STOPPED, Options, Scheduler
+from gputui.engine.session import Run
+from gputui.jobs.spec import JobSpec
+from gputui.results.finalize import merge_run, write_summary
+from gputui.views.printer import Printer
+
+
+def run_headless(job: JobSpec, run: Run, opts: Options, out: Printer) -> int:
+    """The exit status: 0 when every task is done (and merged, where the job merges), 130 when stopped."""
+    started = time.monotonic()
+    opts.on_merge = lambda: merge_run(run.store, run.paths)
+    ended = Scheduler(job, run, out, opts).run()
+    if ended == STOPPED:
+        return 130
+    if ended == DETACHED:
+        return 0
+    return finish(run, out, time.monotonic() - started)
+
+
+def finish(run: Run, out: Printer, elapsed: float) -> int:
+    store, paths = run.store, run.paths
+    tasks = store.tasks()
+    ok = all(t.status == Status.DONE for t in tasks)
+    if ok and store.meta("merged"):
+        line = merge_run(store, paths)
+        out.info(line)
+        ok = not line.startswith("merge failed")
+    summary_path, report_path = write_summary(store, paths)
+    out.progress(Counter(t.status for t in tasks), elapsed)
+    out.info(f"summary: {summary_path}, report: {report_path}")
+    for t in [t for t in tasks if t.status != Status.DONE][:10]:
+        out.info(f"{t.id} {t.range_label} {t.status}: {t.reason or ''}")
+    return 0 if ok else 1
