@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from gputui import __version__
-from gputui.engine.records import Status
+from gputui.jobs.tasks import Status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gputui.engine.manifests import manifest_path
-from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.records import AttemptRecord
 from gputui.engine.rundir import RunLock, RunPaths
 from gputui.engine.store import Store
 from gputui.executors import ownership
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import ProcessRef
+from gputui.jobs.tasks import Status, TaskRecord
 
 KILL_WAIT_S = 2.0  # after SIGKILL, how long before a survivor is reported instead of waited on
 

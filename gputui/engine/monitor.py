@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import psutil
 
-from gputui.engine.records import Status
 from gputui.executors.ownership import tags
 from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.gpus.reservations import Reservations, gpu_key
+from gputui.jobs.tasks import Status
 
 
 @dataclass(frozen=True)

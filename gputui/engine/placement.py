@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from gputui.gpus.probe import GIB, GpuSnapshot
@@ -36,17 +36,20 @@ def place(
     reserved: Collection[int],
     running: int,
     policy: Policy,
+    needs: Mapping[str, int] | None = None,
 ) -> list[tuple[str, tuple[int, ...]]]:
-    """Assign GPUs to pending task ids, in order, lowest GPU indices first (adjacent GPUs pair up)."""
+    """Assign GPUs to pending task ids, in order, lowest GPU indices first (adjacent GPUs pair up).
+
+    `needs`: GPUs a task asks for when not the policy's (a pipeline step's own `gpus`). The first task
+    that does not fit stops the round, so a big task is never starved by smaller ones behind it."""
     slots = len(pending) if policy.max_parallel is None else max(0, policy.max_parallel - running)
-    if policy.gpus_per_worker == 0:
-        return [(t, ()) for t in pending[:slots]]
     free = usable_gpus(gpus, reserved, policy)
     placed = []
     for task_id in pending[:slots]:
-        if len(free) < policy.gpus_per_worker:
+        need = policy.gpus_per_worker if needs is None else needs.get(task_id, policy.gpus_per_worker)
+        if len(free) < need:
             break
-        take, free = free[: policy.gpus_per_worker], free[policy.gpus_per_worker :]
+        take, free = free[:need], free[need:]
         placed.append((task_id, tuple(take)))
     return placed
 

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from gputui.atomic import atomic_write_json
-from gputui.engine.records import Status
 from gputui.engine.rundir import RunPaths
 from gputui.engine.store import Store
 from gputui.executors import ownership
 from gputui.executors.journal import JournalReader
+from gputui.jobs.tasks import Status
 
 
 def identity_path(paths: RunPaths) -> Path:

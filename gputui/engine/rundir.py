@@ -44,6 +44,23 @@ class RunPaths:
     def log(self, task_id: str, attempt: int) -> Path:
         return self.root / "logs" / f"{task_id}.attempt{attempt}.log"
 
+    def events(self, task_id: str, attempt: int) -> Path:
+        """What the attempt's worker reports through gputui.hooks (the GPUTUI_EVENTS file), one JSON a line."""
+        return self.root / "events" / f"{task_id}.attempt{attempt}.jsonl"
+
+    def task_dir(self, task_id: str) -> Path:
+        """A task's own products: metrics.csv, summary.json (and the signal files' folder beside it)."""
+        return self.root / "tasks" / task_id
+
+    @property
+    def signals(self) -> Path:
+        return self.root / "signals"
+
+    @property
+    def results(self) -> Path:
+        """results.csv and results.jsonl: one row per settled trial (sweeps)."""
+        return self.root / "results"
+
     @property
     def alerts(self) -> Path:
         """One JSON line per alert (see alerts.py), appended by the scheduler, tailed by the app."""
@@ -54,7 +71,7 @@ class RunPaths:
         return self.root / "attempts.journal"
 
     def make(self) -> None:
-        for sub in ("logs", "exports"):
+        for sub in ("logs", "exports", "events"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
 

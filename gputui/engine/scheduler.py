@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import heapq
+import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -31,10 +33,11 @@ from gputui.engine.gpuwatch import Finding, GhostWatch, IdleWatch
 from gputui.engine.logtail import LogTail
 from gputui.engine.manifests import manifest_matches, write_manifest
 from gputui.engine.placement import Policy, place, usable_gpus, why_waiting
-from gputui.engine.records import Status, TaskRecord
+from gputui.engine.rundir import RunPaths
 from gputui.engine.session import Run
 from gputui.engine.settle import Ended, decide
 from gputui.engine.wakeup import Wakeup
+from gputui.engine.worker_events import read_all
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
@@ -43,7 +46,9 @@ from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
 from gputui.gpus.reservations import Reservations
 from gputui.gpus.simulated import TASK_MEMORY_GB
+from gputui.jobs import kinds, pipeline, sweep
 from gputui.jobs.spec import JobSpec, render_command
+from gputui.jobs.tasks import STEP, TRIAL, Status, TaskRecord
 
 ENDED, STOPPED, DETACHED = "ended", "stopped", "detached"  # how Scheduler.run came back
 _WAITING = (Status.PENDING, Status.RETRYING)
@@ -105,6 +110,7 @@ class Options:
     progress_every: float = 30.0
     probe_every: float = 1.0
     on_merge: Callable[[], str] | None = None  # the `merge` control verb: the run's merge, run by the caller
+    on_settled: Callable[[list[str]], None] | None = None  # tasks settled (committed): the caller's products
 
 
 class Scheduler:
@@ -134,8 +140,11 @@ class Scheduler:
         res = job.resources
         max_parallel = res.max_parallel or (None if res.gpus_per_worker else (os.cpu_count() or 1))
         self.policy = Policy(res.gpus_per_worker, max_parallel, res.min_free_memory_gb, res.memory_per_worker_gb)
+        # A pipeline step may ask for its own number of GPUs.
+        steps = job.pipeline.steps if job.pipeline is not None else ()
+        self.needs = {step.name: step.gpus for step in steps if step.gpus is not None}
         self.probe: GpuProbe | None = None
-        if res.gpus_per_worker > 0:
+        if max([res.gpus_per_worker, *self.needs.values()]) > 0:
             self.probe = open_probe(self.opts.simulate, load=self._simulated_load)
         self.executor = LocalExecutor(
             job.workdir, self._base_env(), self.paths.root / "keeper.log", self.paths.journal, self.scheduler_id
@@ -153,6 +162,7 @@ class Scheduler:
             say=self.out.info,
         )
         self._alerts_due: list[dict] = []  # raised by this turn's settles: sent once it is committed
+        self._settled: list[str] = []  # tasks this turn settled: handed to on_settled once it is committed
         self.idle = IdleWatch(job.alerts.idle_minutes) if job.alerts.idle_minutes and self.probe else None
         self.ghosts = GhostWatch(self.scheduler_id) if self.probe is not None else None
         self._started = time.monotonic()
@@ -233,6 +243,7 @@ class Scheduler:
                 self._plan_launches(launches)
         except (sqlite3.OperationalError, OSError) as e:
             self._alerts_due.clear()  # its settles are done again, and say so again, once it can be committed
+            self._settled.clear()
             for spec, live in launches:  # never launched: give back their GPUs and waiters
                 _release(spec.held)
                 self.executor.give_back(live.handle)
@@ -243,6 +254,7 @@ class Scheduler:
         self._trouble_clear()
         self.meter.keep(live.key for live in self.live.values())  # attempts whose end is committed: done
         self._send_alerts()
+        self._hand_over_settled()
         for spec, live in launches:  # committed: now start them
             self._launch(spec, live)
         self.alerter.poll()
@@ -374,6 +386,7 @@ class Scheduler:
                     self._set(t.id, status=Status.DONE, reason=None)
                     self.store.add_event("done", "found its finished output (done-manifest)", t.id)
                     self.out.info(f"{t.id} {t.range_label} already done (its output has a matching done-manifest)")
+            self._expand()  # a decision a user's retry or kill made due while no scheduler ran
         self._send_alerts()
         if to_stop:
             self.stops.append(Stop(self.controller, self._pairs(to_stop), self.job.stop_grace_s).begin())
@@ -486,18 +499,18 @@ class Scheduler:
                 continue  # stale heap entry
             seen.add(task_id)
             not_due = t.status == Status.RETRYING and (t.next_try_at or 0) > now
-            if task_id in self.live or task_id in lingering or not_due:
-                later.append((index, task_id))  # a process of its last attempt lives, or it is not due
+            blocked = any(self.tasks[d].status != Status.DONE for d in t.after if d in self.tasks)
+            if task_id in self.live or task_id in lingering or not_due or blocked:
+                later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
         gpus = self._snapshot() if self.probe is not None and ready else []
         reserved = {g for live in [*self.live.values(), *self.lingering.values()] for g in live.gpus}
         usable = usable_gpus(gpus, reserved, self.policy)
-        claims, foreign = self.reservations.claim_some(
-            [g for g in gpus if g.index in usable], len(ready) * self.policy.gpus_per_worker
-        )
+        wanted = sum(self.needs.get(t.id, self.policy.gpus_per_worker) for t in ready)
+        claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], wanted)
         unclaimed = {g.index for g in gpus} - set(claims)
-        placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy))
+        placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy, self.needs))
         for t in ready:
             if t.id in placed:
                 held = [claims.pop(g) for g in placed[t.id]]
@@ -554,6 +567,8 @@ class Scheduler:
         if "CUDA_VISIBLE_DEVICES" in env:
             shown = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {shown}"
         log_path = self.paths.log(task.id, number)
+        if task.info.get("output_dir"):  # a trial's or a step's own folder
+            Path(task.info["output_dir"]).mkdir(parents=True, exist_ok=True)
         waiter = self.executor.waiter()  # recorded before the launch: while it lives, the end will be known
         self.store.start_attempt(task.id, number, gpus, argv, str(log_path), now)
         self.store.update_attempt(task.id, number, waiter_pid=waiter.ref.pid, waiter_start=waiter.ref.start)
@@ -734,6 +749,11 @@ class Scheduler:
         self.store.update_attempt(task.id, live.number, **d.attempt, **self.meter.finish(live.key, ended.ended_at))
         if d.task:
             self._set(task.id, **d.task)
+        if d.outcome == "done" and task.kind == TRIAL:
+            self._set(
+                task.id,
+                metric=trial_metric(self.job.sweep, self.paths.events(task.id, live.number), live.log_path),
+            )
         if d.event:
             self.store.add_event(*d.event, task.id)
         if d.outcome == "done":
@@ -742,7 +762,34 @@ class Scheduler:
             self.out.info(d.say)
         self._alert_failure(live, d.outcome, d.failure, d.attempt.get("reason") or "")
         if d.outcome not in ("closed", "requeued"):
+            self._settled.append(task.id)
+            self._expand()
             self._progress()
+
+    def _expand(self) -> None:
+        """The job kind's rule, in the transaction that settled a task: a sweep's next stage, a pipeline's
+        skipped steps. Taken once: the tasks it adds or marks are committed with the settle."""
+        e = kinds.on_settle(self.job, list(self.tasks.values()))
+        if not e:
+            return
+        if e.new:
+            self.store.add_tasks(e.new, budget=self.job.retry.max_attempts)
+            for t in e.new:
+                self.tasks[t.id] = self.store.task(t.id)
+                self.outputs[t.id] = t.output
+                self.counts[Status.PENDING] += 1
+                heapq.heappush(self.waiting, (t.index, t.id))
+        for task_id, fields in e.updates.items():
+            self._set(task_id, **fields)
+            if fields.get("status") in Status.FINAL:
+                self._settled.append(task_id)
+        for task_id, kind, message in e.events:
+            self.store.add_event(kind, message, task_id)
+            self.out.info(f"{task_id}: {message}" if task_id else message)
+        if e.failed:
+            self.store.set_meta("run_failed", e.failed)
+            self.store.add_event("run_failed", e.failed)
+            self.out.info(f"the run cannot succeed: {e.failed}")
 
     # -- controls ------------------------------------------------------------------------------
     def _apply_controls(self, controls) -> None:
@@ -851,6 +898,14 @@ class Scheduler:
             message = f"{live.task_id} {live.label} failed for good after {tries} attempt(s): {reason}"
             self._alerts_due.append(alerts.alert("task_failed", message, **about))
 
+    def _hand_over_settled(self) -> None:
+        settled, self._settled = self._settled, []
+        if settled and self.opts.on_settled is not None:
+            try:
+                self.opts.on_settled(settled)
+            except Exception as e:  # a product that cannot be written must never stop the run
+                self.out.info(f"cannot write the products of {', '.join(settled)}: {e}")
+
     def _send_alerts(self) -> None:
         for event in self._alerts_due:
             self.alerter.emit(event)
@@ -919,6 +974,26 @@ class Scheduler:
             time.sleep(0.02)
 
 
+def trial_metric(spec, events: Path, log_path: str) -> float | None:
+    """A trial's metric: the last value it reported through gputui.hooks, else the last match of
+    `[sweep].metric_regex` in its log."""
+    value = None
+    for event in read_all(events):
+        if spec.metric in event.values:
+            value = event.values[spec.metric]
+    if value is None and spec.metric_regex:
+        found = re.findall(spec.metric_regex, read_tail(log_path, max_bytes=1 << 20))
+        value = _number(found[-1]) if found else None
+    return value if value is None or math.isfinite(value) else None
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _release(fds) -> None:
     for fd in fds:
         try:
@@ -930,11 +1005,8 @@ def _release(fds) -> None:
 def worker_request(
     job: JobSpec, task: TaskRecord, number: int, gpus: tuple[int, ...], scheduler_id: str, run_dir: Path
 ) -> tuple[list[str], dict[str, str]]:
-    """The worker's command line and its own variables (ownership tags, range, GPUs). Pure."""
-    values = {
-        "low": task.low,
-        "high": task.high,
-        "input": job.shards.input,
+    """The worker's command line and its own variables (ownership tags, range, GPUs, events file). Pure."""
+    values: dict[str, object] = {
         "run_dir": run_dir,
         "output_dir": job.outputs.dir,
         "task_id": task.id,
@@ -946,8 +1018,17 @@ def worker_request(
         ownership.TAG_SCHEDULER: scheduler_id,
         ownership.TAG_TASK: task.id,
         ownership.TAG_ATTEMPT: str(number),
-        "GPUTUI_LOW": str(task.low),
-        "GPUTUI_HIGH": str(task.high),
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+        "GPUTUI_EVENTS": str(RunPaths(run_dir).events(task.id, number)),
     }
-    return render_command(job, values), env
+    command = None
+    if task.kind == TRIAL:
+        values |= sweep.trial_values(task)
+    elif task.kind == STEP:
+        values |= pipeline.step_values(task)
+        command = next((s.command for s in job.pipeline.steps if s.name == task.info.get("step")), None)
+        command = command or tuple(task.info.get("command") or ())
+    else:
+        values |= {"low": task.low, "high": task.high, "input": job.shards.input}
+        env |= {"GPUTUI_LOW": str(task.low), "GPUTUI_HIGH": str(task.high)}
+    return render_command(job, values, command), env

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from gputui.atomic import atomic_write_text
 from gputui.engine import rebuild
-from gputui.engine.records import Status
 from gputui.engine.rundir import RunLock, RunPaths
 from gputui.engine.store import Store
 from gputui.executors.journal import rotate
 from gputui.executors.ownership import new_scheduler_id
-from gputui.jobs import tabular
-from gputui.jobs.shards import Shard, describe_plan, plan_fingerprint, plan_shards
-from gputui.jobs.spec import JobSpec, JobSpecError, render_template
+from gputui.jobs.plans import Plan, plan_job, what_changed
+from gputui.jobs.shards import Shard, describe_plan
+from gputui.jobs.spec import JobSpec
+from gputui.jobs.tasks import Status
 
 
 class PlanMismatch(RuntimeError):
@@ -44,46 +44,6 @@ class Run:
         self.lock.release()
 
 
-def load_ids(job: JobSpec) -> tuple[list, bool]:
-    """Sorted unique ids of the job's input, and whether they are integers (value ranges)."""
-    try:
-        values = tabular.read_column(job.shards.input, job.shards.id_column, job.shards.format)
-    except tabular.ColumnMissingError as e:
-        raise JobSpecError(f"{job.path}: [shards].id_column: {e.args[0] if e.args else e}") from None
-    return tabular.normalize_ids(values)
-
-
-def plan_job(job: JobSpec) -> tuple[list[Shard], bool]:
-    ids, integer_ids = load_ids(job)
-    if not ids:
-        raise JobSpecError(f"{job.path}: [shards].input: {job.shards.input} has no rows; nothing to do")
-    shards = plan_shards(
-        ids, integer_ids=integer_ids, num_workers=job.shards.num_workers, shard_size=job.shards.shard_size
-    )
-    return shards, integer_ids
-
-
-def shard_output(job: JobSpec, shard: Shard) -> str | None:
-    if job.outputs is None or job.outputs.pattern is None:
-        return None
-    values = {
-        "low": shard.low,
-        "high": shard.high,
-        "task_id": shard.task_id,
-        "input": job.shards.input,
-        "output_dir": job.outputs.dir,
-        "run_dir": job.run_dir,
-    }
-    try:
-        name = render_template(job.outputs.pattern, values | dict(job.params))
-    except KeyError as e:
-        raise JobSpecError(
-            f"{job.path}: [outputs].pattern: placeholder {{{e.args[0]}}} is not known when outputs are "
-            f"planned; use {{low}}, {{high}}, {{task_id}} or a [params] name"
-        ) from None
-    return str(job.outputs.dir / name)
-
-
 def open_for_job(
     job: JobSpec,
     role: str = "scheduler",
@@ -104,7 +64,7 @@ def open_for_job(
     lock.acquire(role)  # before reading anything: a live scheduler must not be raced
     notes: list[str] = []
     try:
-        shards, integer_ids = plan_job(job)
+        plan = plan_job(job)
         paths.make()
         if rebuild_state:
             aside = rebuild.set_aside(paths)
@@ -112,7 +72,7 @@ def open_for_job(
                 notes.append(f"moved the damaged state aside to {aside} (left as it was)")
         store = Store.open(paths.db, create=True)
         try:
-            notes += _init_or_check(store, paths, job, shards, integer_ids, retry_failed)
+            notes += _init_or_check(store, paths, job, plan, retry_failed)
             if simulate is not None:
                 with store.transaction():
                     store.set_meta("simulate", simulate)
@@ -173,37 +133,52 @@ def _changed_output_key(meta: dict, job: JobSpec, old: str | None) -> str:
     return "[outputs].pattern"
 
 
-def _check_outputs(store: Store, job: JobSpec, shards: list[Shard]) -> None:
+def _check_outputs(store: Store, job: JobSpec, plan: Plan) -> None:
     """Refuse a job file whose outputs would no longer be where the run recorded them."""
     recorded = store.task_outputs()
-    for shard in shards:
-        old, new = recorded.get(shard.task_id), shard_output(job, shard)
+    for task in plan.tasks:
+        old, new = recorded.get(task.id), task.output
         if old == new:
             continue
         key = _changed_output_key(store.all_meta(), job, old)
         raise PlanMismatch(
-            f"{job.path}: {key} changed since {store.path.parent} started: {shard.task_id}'s output was "
+            f"{job.path}: {key} changed since {store.path.parent} started: {task.id}'s output was "
             f"{old or '(none)'}, it would now be {new or '(none)'}; outputs already recorded would be stranded, "
             f"so this is refused.\n  Restore {key.split(' ')[0]}, or start afresh with another --run-dir. What "
             f"may change safely between runs: {SAFE_CHANGES}."
         )
 
 
-def _init_or_check(
-    store: Store, paths: RunPaths, job: JobSpec, shards: list[Shard], integer_ids: bool, retry_failed: bool
-) -> list[str]:
-    fingerprint = plan_fingerprint(shards, integer_ids=integer_ids)
-    recorded = store.meta("plan_fingerprint")
-    if recorded is not None and recorded != fingerprint:
-        old = store.tasks()
-        old_desc = describe_plan([Shard(t.index, t.low, t.high, t.count) for t in old])
+def _refuse_changed_plan(store: Store, job: JobSpec, plan: Plan) -> None:
+    kind = store.meta("job_kind") or "shards"
+    if kind != job.kind:
+        raise PlanMismatch(
+            f"{store.path.parent} was started as a {kind} job; the job file {job.path} is now a {job.kind} "
+            f"job ([job].kind). Restore it, or start afresh with another --run-dir."
+        )
+    if job.kind == "shards":
+        old_desc = describe_plan([Shard(t.index, t.low, t.high, t.count) for t in store.tasks()])
         raise PlanMismatch(
             f"{store.path.parent} was started with {old_desc}; the job file {job.path} now plans "
-            f"{describe_plan(shards)}. Mixing two plans could process ids twice or skip some. Restore the "
+            f"{plan.description}. Mixing two plans could process ids twice or skip some. Restore the "
             f"job file's sharding (num_workers/shard_size and input), or start afresh with another --run-dir."
         )
+    table = "[sweep]" if job.kind == "sweep" else "[[pipeline.step]]"
+    change = what_changed(store.meta("plan_definition"), plan.definition) or "its definition changed"
+    why = "trials already ranked would be mixed with others" if job.kind == "sweep" else "steps already run"
+    raise PlanMismatch(
+        f"{job.path}: {table} changed since {store.path.parent} started ({change}); {why} would no longer "
+        f"match it, so this is refused.\n  Restore it, or start afresh with another --run-dir. What may change "
+        f"safely between runs: {SAFE_CHANGES}."
+    )
+
+
+def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retry_failed: bool) -> list[str]:
+    recorded = store.meta("plan_fingerprint")
+    if recorded is not None and recorded != plan.fingerprint:
+        _refuse_changed_plan(store, job, plan)
     if recorded is not None:
-        _check_outputs(store, job, shards)
+        _check_outputs(store, job, plan)
     with store.transaction():
         notes = []
         if recorded is None:
@@ -212,12 +187,10 @@ def _init_or_check(
                 rotate(paths.journal)
             scheduler_id = previous or new_scheduler_id()
             store.set_meta("scheduler_id", scheduler_id)
-            store.set_meta("plan_fingerprint", fingerprint)
+            store.set_meta("plan_fingerprint", plan.fingerprint)
+            store.set_meta("plan_definition", plan.definition)
             store.set_meta("created_at", time.time())
-            store.add_tasks(
-                [(s.task_id, s.index, s.low, s.high, s.count, shard_output(job, s)) for s in shards],
-                budget=job.retry.max_attempts,
-            )
+            store.add_tasks(plan.tasks, budget=job.retry.max_attempts)
             if previous is not None:
                 notes.append(rebuild.from_journal(store, paths, scheduler_id))
             rebuild.write_identity(paths, scheduler_id, job.name)
@@ -232,9 +205,13 @@ def _init_or_check(
         for key, value in {
             "job_name": job.name,
             "job_file": str(job.path),
-            "integer_ids": integer_ids,
-            "input": str(job.shards.input),
-            "id_column": job.shards.id_column,
+            "job_kind": job.kind,
+            "sweep": None
+            if job.sweep is None
+            else {"metric": job.sweep.metric, "goal": job.sweep.goal, "top_k": job.sweep.top_k},
+            "integer_ids": plan.integer_ids,
+            "input": None if job.shards is None else str(job.shards.input),
+            "id_column": None if job.shards is None else job.shards.id_column,
             "merged": None if merged is None else str(merged),
             "stop_grace_s": job.stop_grace_s,
             "max_attempts": job.retry.max_attempts,
@@ -244,6 +221,10 @@ def _init_or_check(
         }.items():
             store.set_meta(key, value)
     return notes
+
+
+def _sweep_terms(job: JobSpec) -> dict:
+    return {"metric": job.sweep.metric, "goal": job.sweep.goal, "top_k": job.sweep.top_k}
 
 
 def check_app_target(jobs: Path | None, run_dir: Path | None, simulate: str | None) -> Path | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gputui.engine.failures import Failure, classify
-from gputui.engine.records import Status, TaskRecord
+from gputui.jobs.tasks import Status, TaskRecord
 
 
 @dataclass(frozen=True)

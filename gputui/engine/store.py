@@ -19,10 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.records import AttemptRecord
 from gputui.executors.ownership import ProcessRef
+from gputui.jobs.kinds import NewTask
+from gputui.jobs.tasks import SHARD, Status, TaskRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # What opening a database of an older schema for writing adds to it, by the version it had; a view (read-only)
 # reads an older one as it is, with what it lacks shown as unknown.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -30,6 +32,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE attempts ADD COLUMN gpu_seconds REAL",
         "ALTER TABLE attempts ADD COLUMN peak_memory INTEGER",
         "ALTER TABLE attempts ADD COLUMN gpus_simulated INTEGER",
+    ),
+    3: (
+        "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'shard'",
+        "ALTER TABLE tasks ADD COLUMN info TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE tasks ADD COLUMN after_ids TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tasks ADD COLUMN metric REAL",
+        "ALTER TABLE tasks ADD COLUMN rank INTEGER",
+        "ALTER TABLE tasks ADD COLUMN promoted INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN note TEXT",
     ),
 }
 
@@ -39,7 +50,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, idx INTEGER NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL,
     count INTEGER NOT NULL, output TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     budget INTEGER NOT NULL, gpus TEXT NOT NULL DEFAULT '', reason TEXT, exit_code INTEGER,
-    started_at REAL, ended_at REAL, next_try_at REAL
+    started_at REAL, ended_at REAL, next_try_at REAL, kind TEXT NOT NULL DEFAULT 'shard',
+    info TEXT NOT NULL DEFAULT '{}', after_ids TEXT NOT NULL DEFAULT '', metric REAL, rank INTEGER,
+    promoted INTEGER NOT NULL DEFAULT 0, note TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL, gpus TEXT NOT NULL,
@@ -128,7 +141,9 @@ class Store:
                     conn.execute(statement)
             for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
-                    conn.execute(statement)
+                    table, column = statement.split()[2], statement.split()[5]
+                    if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                        conn.execute(statement)
             if version != SCHEMA_VERSION:
                 store.set_meta("schema_version", SCHEMA_VERSION)
         return store
@@ -169,12 +184,16 @@ class Store:
         return {r[0]: json.loads(r[1]) for r in self._db.execute("SELECT key, value FROM meta")}
 
     # -- tasks ---------------------------------------------------------------------------------
-    def add_tasks(self, rows: Iterable[tuple[str, int, int, int, int, str | None]], budget: int) -> None:
-        """rows: (id, index, low, high, count, output path)."""
+    def add_tasks(self, tasks: Iterable[NewTask], budget: int) -> None:
         with self.transaction():
             self._db.executemany(
-                "INSERT INTO tasks(id, idx, low, high, count, output, status, budget) VALUES (?,?,?,?,?,?,?,?)",
-                [(*r, Status.PENDING, budget) for r in rows],
+                "INSERT INTO tasks(id, idx, low, high, count, output, status, budget, kind, info, after_ids) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (t.id, t.index, t.low, t.high, t.count, t.output, Status.PENDING, budget, t.kind)
+                    + (json.dumps(dict(t.info)), ",".join(t.after))
+                    for t in tasks
+                ],
             )
 
     def tasks(self) -> list[TaskRecord]:
@@ -202,6 +221,8 @@ class Store:
     def update_task(self, task_id: str, **fields) -> None:
         if "gpus" in fields:
             fields["gpus"] = ",".join(str(g) for g in fields["gpus"])
+        if "promoted" in fields:
+            fields["promoted"] = int(bool(fields["promoted"]))
         cols = ", ".join(f"{k}=?" for k in fields)
         self._db.execute(f"UPDATE tasks SET {cols} WHERE id=?", (*fields.values(), task_id))
 
@@ -437,6 +458,13 @@ def _task(r: sqlite3.Row) -> TaskRecord:
         gpu_seconds=_get(r, "gpu_seconds"),
         peak_memory=_get(r, "peak_memory"),
         gpus_simulated=bool(_get(r, "gpus_simulated")),
+        kind=_get(r, "kind") or SHARD,
+        info=json.loads(_get(r, "info") or "{}"),
+        after=tuple(a for a in (_get(r, "after_ids") or "").split(",") if a),
+        metric=_get(r, "metric"),
+        rank=_get(r, "rank"),
+        promoted=bool(_get(r, "promoted")),
+        note=_get(r, "note"),
     )
 
 

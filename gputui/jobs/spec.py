@@ -8,7 +8,7 @@ import re
 import shlex
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ PLACEHOLDERS = (
     "gpus",
     "num_gpus",
 )
+GENERIC_PLACEHOLDERS = ("run_dir", "output_dir", "task_id", "attempt", "gpus", "num_gpus")  # every kind has them
+KINDS = ("shards", "sweep", "pipeline")
 
 
 class JobSpecError(ValueError):
@@ -75,7 +77,7 @@ class JobSpec:
     command: tuple[str, ...]  # argv template: shlex-split [job].command (or the list given)
     workdir: Path  # absolute; commands run here
     run_dir: Path  # absolute
-    shards: ShardSpec
+    shards: ShardSpec | None  # kind "shards" only
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     retry: RetrySpec = field(default_factory=RetrySpec)
     outputs: OutputSpec | None = None
@@ -84,6 +86,10 @@ class JobSpec:
     stop_grace_s: float = 10.0
     alerts: AlertSpec = field(default_factory=AlertSpec)
     text: str = ""  # the job file as read, kept in the run directory for the record
+    kind: str = "shards"  # "shards" | "sweep" | "pipeline"
+    sweep: Any = None  # jobs.sweep.SweepSpec for kind "sweep"
+    pipeline: Any = None  # jobs.pipeline.PipelineSpec for kind "pipeline"
+    health: Any = None  # jobs.health.HealthSpec when the file has [health]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,27 +124,33 @@ def render_template(template: str, values: Mapping[str, object]) -> str:
     return _FORMATTER.vformat(template, (), values)
 
 
-def render_command(job: JobSpec, values: Mapping[str, object]) -> list[str]:
-    """Fill the argv template; each token is formatted on its own, so paths with spaces stay one arg."""
+def render_command(job: JobSpec, values: Mapping[str, object], command: Sequence[str] | None = None) -> list[str]:
+    """Fill the argv template (the job's, or `command`: a pipeline step's); each token is formatted on its
+    own, so paths with spaces stay one arg."""
     merged = template_values(job, values)
-    return [_FORMATTER.vformat(token, (), merged) for token in job.command]
+    return [_FORMATTER.vformat(token, (), merged) for token in (job.command if command is None else command)]
 
 
 # --------------------------------------------------------------------------------------------------
 # Loading
 
 _TABLES: dict[str, tuple[str, ...] | None] = {
-    "job": ("name", "command", "workdir", "run_dir", "stop_grace_s", "env"),
+    "job": ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "env"),
     "shards": ("input", "format", "id_column", "num_workers", "shard_size"),
     "resources": ("gpus_per_worker", "min_free_memory_gb", "max_parallel", "memory_per_worker_gb"),
     "retry": ("max_attempts", "backoff_s", "backoff_max_s"),
     "outputs": ("dir", "pattern", "merged"),
     "alerts": ("command", "idle_minutes", "bell"),
     "params": None,  # free-form: name -> value
+    "sweep": None,  # checked by jobs/sweep.py
+    "pipeline": None,  # checked by jobs/pipeline.py
+    "health": None,  # checked by jobs/health.py
 }
-_REQUIRED_TABLES = {
-    "job": "expected [job] with name and command",
-    "shards": "expected [shards] with input and num_workers or shard_size",
+_REQUIRED_TABLES = {"job": "expected [job] with name and command"}
+_KIND_TABLES = {  # the table each kind needs, and what it should hold
+    "shards": ("shards", "expected [shards] with input and num_workers or shard_size"),
+    "sweep": ("sweep", "expected [sweep] with metric and [[sweep.stage]] tables"),
+    "pipeline": ("pipeline", "expected [[pipeline.step]] tables with name and command"),
 }
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _FORMAT_NAMES = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "parquet": "parquet"}
@@ -445,6 +457,24 @@ class _Loader:
             bell=self.value(table, "alerts", "bell", "bool", default=False),
         )
 
+    def kind(self, job: dict[str, Any], data: dict[str, Any]) -> str:
+        """[job].kind, and the table that kind needs (and none another kind needs)."""
+        kind = self.value(job, "job", "kind", "str", default="shards")
+        if kind not in KINDS:
+            close = difflib.get_close_matches(kind, KINDS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(KINDS)}"
+            raise self.error("[job].kind", f"unknown kind {kind!r}; {hint}")
+        table, expectation = _KIND_TABLES[kind]
+        if table not in data:
+            needs = "" if kind == "shards" else f"a {kind} job needs it: "
+            raise self.error(f"[{table}]", f"missing table; {needs}{expectation}")
+        for other, (other_table, _) in _KIND_TABLES.items():
+            if other != kind and other_table in data:
+                raise self.error(
+                    f"[{other_table}]", f"belongs to a {other} job, but [job].kind is {kind!r}; remove one"
+                )
+        return kind
+
     def relative_name(self, keypath: str, name: str, given: str) -> None:
         """An output file name (`given`, `name` once filled) must stay inside [outputs].dir."""
         p = Path(name)
@@ -481,9 +511,25 @@ class _Loader:
         name = self.value(job, "job", "name", "str", missing="a job name (letters, digits, '.', '_', '-')")
         if not _NAME_RE.fullmatch(name) or name in (".", ".."):
             raise self.error("[job].name", f"expected only letters, digits, '.', '_' or '-', got {name!r}")
+        kind = self.kind(job, data)
         params = self.params(data)
-        known = [*PLACEHOLDERS, *params]
-        command, keypaths = self.command(job, known)
+        sweep = pipeline = None
+        if kind == "sweep":
+            from gputui.jobs import sweep as sweeps
+
+            sweep = sweeps.parse_sweep(self, data["sweep"])
+            names = dict.fromkeys(n for stage in sweep.stages for p in stage.params for n in p)
+            known = [*GENERIC_PLACEHOLDERS, *sweeps.SWEEP_PLACEHOLDERS, *names, *params]
+        elif kind == "pipeline":
+            known = [*GENERIC_PLACEHOLDERS, "step", *params]
+        else:
+            known = [*PLACEHOLDERS, *params]
+        command, keypaths = self.command(job, known) if kind != "pipeline" or "command" in job else ((), [])
+        if sweep is not None:
+            used = set().union(
+                *(self.check_template(kp, t, known) for t, kp in zip(command, keypaths, strict=True))
+            )
+            sweeps.check_command(self, sweep, used, "[job].command", defaults=params)
         workdir = self.path(job, "job", "workdir") or self.base.resolve()
         if not workdir.is_dir():
             what = "not a directory" if workdir.exists() else "directory not found"
@@ -493,29 +539,46 @@ class _Loader:
             self.value(job, "job", "run_dir", "str", default=None)  # still type-checked
         else:
             run = self.path(job, "job", "run_dir") or (self.base / "runs" / name).resolve()
+        if kind == "pipeline":
+            from gputui.jobs import pipeline as pipelines
+
+            pipeline = pipelines.parse_pipeline(self, data["pipeline"], known)
         stop_grace_s = self.value(job, "job", "stop_grace_s", "num>=0", default=10.0)
         env = self.env(job)
-        shards = self.shards(data["shards"])
+        shards = self.shards(data["shards"]) if kind == "shards" else None
         resources = self.resources(data.get("resources", {}))
         retry = self.retry(data.get("retry", {}))
         outputs = self.outputs(data.get("outputs", {}), run, known)
+        if kind != "shards" and outputs.pattern is not None:
+            raise self.error("[outputs].pattern", f"names each shard's output file; a {kind} job has no shards")
         alerts = self.alerts(data.get("alerts", {}))
+        health = None
+        if "health" in data:
+            from gputui.jobs import health as healths
+
+            health = healths.parse_health(self, data["health"])
 
         # Fill every template once with example values, so a bad format spec fails now, not mid-run.
         samples: dict[str, object] = {
             **params,
             "low": 0,
             "high": 1,
-            "input": str(shards.input),
+            "input": "" if shards is None else str(shards.input),
             "output_dir": str(outputs.dir),
             "run_dir": str(run),
             "task_id": "shard-0",
             "attempt": 1,
             "gpus": "0,1",
             "num_gpus": 2,
+            "step": "step",
         }
+        if sweep is not None:
+            samples |= sweeps.trial_values(sweeps.first_trials(sweep, run)[0])
         for token, kp in zip(command, keypaths, strict=True):
             self.try_render(kp, token, samples)
+        for i, step in enumerate(pipeline.steps if pipeline is not None else ()):
+            for token in step.command:
+                self.try_render(f"[[pipeline.step]] {i + 1} ({step.name}).command", token, samples)
         if outputs.pattern is not None:
             example = self.try_render("[outputs].pattern", outputs.pattern, samples)
             self.relative_name("[outputs].pattern", example, outputs.pattern)
@@ -535,6 +598,10 @@ class _Loader:
             stop_grace_s=stop_grace_s,
             alerts=alerts,
             text=text,
+            kind=kind,
+            sweep=sweep,
+            pipeline=pipeline,
+            health=health,
         )
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gputui.engine.records import Status
 from gputui.engine.rundir import RunPaths
 from gputui.engine.store import Store
 from gputui.jobs import tabular
+from gputui.jobs.tasks import Status
 from gputui.results.merge import ShardOutput, merge_shards
 from gputui.results.report import build_summary, write_reports
 
@@ -69,5 +69,7 @@ def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
         tasks=store.tasks(),
         attempts=store.attempts(),
         merge=merge,
+        sweep=store.meta("sweep"),
+        run_failed=store.meta("run_failed"),
     )
     return write_reports(paths.root, summary)

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from gputui.atomic import atomic_write_json, atomic_write_text
-from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.records import AttemptRecord
 from gputui.gpus.probe import GIB
+from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
 
@@ -34,6 +35,8 @@ def build_summary(
     attempts: list[AttemptRecord],
     merge: dict | None = None,
     now: float | None = None,
+    sweep: dict | None = None,
+    run_failed: str | None = None,
 ) -> dict:
     """Everything the report shows, as plain JSON-able data.
 
@@ -57,6 +60,14 @@ def build_summary(
             {
                 "id": t.id,
                 "index": t.index,
+                "kind": t.kind,
+                "label": t.range_label,
+                "info": dict(t.info),
+                "after": list(t.after),
+                "metric": t.metric,
+                "rank": t.rank,
+                "promoted": t.promoted,
+                "note": t.note,
                 "range": [t.low, t.high],
                 "count": t.count,
                 "status": t.status,
@@ -100,6 +111,8 @@ def build_summary(
         **_gpu_figures(attempts),
         "tasks": rows,
         "merge": merge,
+        "sweep": sweep,  # {"metric", "goal", "top_k"} of a sweep job
+        "run_failed": run_failed,  # why the run could not succeed (a stage with no trial ranked)
     }
 
 
@@ -150,13 +163,12 @@ def render_report(summary: dict) -> str:
 
     if tasks:
         extra = " GPU-hours | Peak GPU memory |" if gpu_columns else ""
-        lines.append(f"| Task | Range | Status | Attempts | Duration | Exit |{extra} Reason |")
+        lines.append(f"| Task | Covers | Status | Attempts | Duration | Exit |{extra} Reason |")
         lines.append("|---|---|---|---|---|---|" + ("---|---|" if gpu_columns else "") + "---|")
         for t in tasks:
-            low, high = t["range"]
             cells = [
                 t["id"],
-                f"[{low}, {high})",
+                _label(t),
                 t["status"],
                 f"{t['attempts']}/{t['budget']}",
                 _seconds(t.get("duration")),
@@ -167,19 +179,23 @@ def render_report(summary: dict) -> str:
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
 
-    failed = [t for t in tasks if t["status"] in (Status.FAILED, Status.KILLED)]
+    failed = [t for t in tasks if t["status"] in (Status.FAILED, Status.KILLED, Status.SKIPPED)]
     if failed:
         lines += ["## Failures", ""]
         for t in failed:
-            low, high = t["range"]
             exit_text = f", exit {_exit(t['exit_code'])}" if t.get("exit_code") is not None else ""
             lines.append(
-                f"- **{t['id']}** `[{low}, {high})` {t['status']} after {t['attempts']}/{t['budget']} "
+                f"- **{t['id']}** `{_label(t)}` {t['status']} after {t['attempts']}/{t['budget']} "
                 f"attempt(s){exit_text}: {_oneline(t.get('reason') or 'no reason recorded')}"
             )
             if t.get("last_log"):
                 lines.append(f"  - last log: `{t['last_log']}`")
         lines.append("")
+
+    if summary.get("sweep"):
+        lines += _sweep_section(summary["sweep"], tasks)
+    if any(t.get("kind") == STEP for t in tasks):
+        lines += _steps_section(tasks)
 
     merge = summary.get("merge")
     if merge is not None:
@@ -210,12 +226,22 @@ def _outcome(summary: dict) -> str:
     """E.g. "3/4 shards done in 12.3 s; 1 failed; 2 retries. Merged 1,200 rows into `out.csv`."."""
     counts = summary.get("counts", {})
     total = summary.get("total_tasks", 0)
-    text = f"{counts.get(Status.DONE, 0)}/{total} shards done"
+    kinds = {t.get("kind", SHARD) for t in summary.get("tasks", [])}
+    word = {TRIAL: "trials", STEP: "steps"}.get(next(iter(kinds)), "shards") if len(kinds) == 1 else "tasks"
+    text = f"{counts.get(Status.DONE, 0)}/{total} {word} done"
     if summary.get("wall_seconds") is not None:
         text += f" in {_seconds(summary['wall_seconds'])}"
         if summary.get("running"):
             text += " so far"
-    unfinished = (Status.FAILED, Status.KILLED, Status.RUNNING, Status.PAUSED, Status.RETRYING, Status.PENDING)
+    unfinished = (
+        Status.FAILED,
+        Status.KILLED,
+        Status.SKIPPED,
+        Status.RUNNING,
+        Status.PAUSED,
+        Status.RETRYING,
+        Status.PENDING,
+    )
     others = [f"{counts[s]} {s}" for s in unfinished if counts.get(s)]
     if others:
         text += "; " + ", ".join(others)
@@ -223,6 +249,8 @@ def _outcome(summary: dict) -> str:
     if retries:
         text += f"; {retries} retr{'y' if retries == 1 else 'ies'}"
     text += "."
+    if summary.get("run_failed"):
+        text += f" The run failed: {summary['run_failed']}."
     merge = summary.get("merge")
     if merge is not None:
         if merge.get("ok"):
@@ -231,6 +259,66 @@ def _outcome(summary: dict) -> str:
             n = len(merge.get("problems", []))
             text += f" Merge refused: {n} problem(s), see below."
     return f"**Outcome:** {text}"
+
+
+def _label(t: dict) -> str:
+    if t.get("kind", SHARD) == SHARD:
+        low, high = t["range"]
+        return f"[{low}, {high})"
+    return t.get("label") or t["id"]
+
+
+def _sweep_section(sweep: dict, tasks: list[dict]) -> list[str]:
+    """Each stage's ranking, then the best chain: the best trial of the last ranked stage and its parents."""
+    metric, goal = sweep.get("metric", "metric"), sweep.get("goal", "max")
+    trials = [t for t in tasks if t.get("kind") == TRIAL]
+    lines = [
+        "## Sweep",
+        "",
+        f"Ranked by `{metric}` ({goal}imum first), top {sweep.get('top_k')} promoted per stage; ties are broken "
+        "by trial order (the earlier trial ranks higher).",
+        "",
+    ]
+    stages: dict[str, list[dict]] = {}
+    for t in trials:
+        stages.setdefault(t["info"].get("stage", "?"), []).append(t)
+    for stage, members in stages.items():
+        lines += [f"### Stage {stage}", "", f"| Rank | Trial | Params | Parent | {metric} | Status | Note |"]
+        lines.append("|---|---|---|---|---|---|---|")
+        for t in sorted(members, key=lambda t: (t.get("rank") is None, t.get("rank") or 0, t["index"])):
+            params = ", ".join(f"{k}={v}" for k, v in (t["info"].get("params") or {}).items())
+            rank = "-" if t.get("rank") is None else str(t["rank"]) + (" ★" if t.get("promoted") else "")
+            value = "-" if t.get("metric") is None else f"{t['metric']:.6g}"
+            note = t.get("note") or t.get("reason") or ""
+            cells = [rank, t["id"], params, t["info"].get("parent_id") or "-", value, t["status"], _cut(note)]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("")
+    chain = _best_chain(trials)
+    if chain:
+        links = " ← ".join(f"**{t['id']}** ({_label(t)}; {metric} {t['metric']:.6g})" for t in chain)
+        lines += ["**Best chain** (last stage first): " + links, ""]
+    return lines
+
+
+def _best_chain(trials: list[dict]) -> list[dict]:
+    ranked = [t for t in trials if t.get("rank") == 1]
+    if not ranked:
+        return []
+    by_id = {t["id"]: t for t in trials}
+    chain = [max(ranked, key=lambda t: t["info"].get("stage_index", 0))]
+    while (parent := by_id.get(chain[-1]["info"].get("parent_id") or "")) is not None:
+        chain.append(parent)
+    return [t for t in chain if t.get("metric") is not None]
+
+
+def _steps_section(tasks: list[dict]) -> list[str]:
+    lines = ["## Steps", "", "| Step | Waits for | Status | Duration | Reason |", "|---|---|---|---|---|"]
+    for t in tasks:
+        if t.get("kind") == STEP:
+            after = ", ".join(t.get("after") or []) or "-"
+            cells = [t["id"], after, t["status"], _seconds(t.get("duration")), _cut(t.get("reason") or "")]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return [*lines, ""]
 
 
 def _gpu_line(summary: dict) -> str:

@@ -26,10 +26,10 @@ from gputui.engine.background import StartFailed, start_scheduler
 from gputui.engine.monitor import (
     ghost_memory,
 )
-from gputui.engine.records import Status
 from gputui.engine.session import open_existing
 from gputui.gpus.detect import describe
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
+from gputui.jobs.tasks import Status
 from gputui.results.finalize import merge_run, write_summary
 from gputui.tui import modes
 from gputui.tui.refresh import Gatherer, Refreshed

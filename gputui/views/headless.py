@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from gputui.engine.records import Status
 from gputui.engine.scheduler import DETACHED, STOPPED, Options, Scheduler
 from gputui.engine.session import Run
 from gputui.jobs.spec import JobSpec
+from gputui.jobs.tasks import Status
 from gputui.results.finalize import merge_run, write_summary
+from gputui.results.products import write_task_products, write_trial_results
 from gputui.views.printer import Printer
 
 
@@ -19,17 +20,27 @@ def run_headless(job: JobSpec, run: Run, opts: Options, out: Printer) -> int:
     """The exit status: 0 when every task is done (and merged, where the job merges), 130 when stopped."""
     started = time.monotonic()
     opts.on_merge = lambda: merge_run(run.store, run.paths)
+    opts.on_settled = lambda task_ids: write_products(job, run, task_ids)
     ended = Scheduler(job, run, out, opts).run()
     if ended == STOPPED:
         return 130
     if ended == DETACHED:
         return 0
-    return finish(run, out, time.monotonic() - started)
+    return finish(job, run, out, time.monotonic() - started)
 
 
-def finish(run: Run, out: Printer, elapsed: float) -> int:
+def write_products(job: JobSpec, run: Run, task_ids: list[str]) -> None:
+    """Each settled task's metrics.csv and summary.json; a sweep's results table."""
+    goals = {job.sweep.metric: job.sweep.goal} if job.sweep is not None else {}
+    write_task_products(run.store, run.paths, task_ids, goals)
+    if job.sweep is not None:
+        write_trial_results(run.store, run.paths, job.sweep.metric)
+
+
+def finish(job: JobSpec, run: Run, out: Printer, elapsed: float) -> int:
     store, paths = run.store, run.paths
     tasks = store.tasks()
+    write_products(job, run, [t.id for t in tasks])
     ok = all(t.status == Status.DONE for t in tasks)
     if ok and store.meta("merged"):
         line = merge_run(store, paths)
@@ -40,4 +51,6 @@ def finish(run: Run, out: Printer, elapsed: float) -> int:
     out.info(f"summary: {summary_path}, report: {report_path}")
     for t in [t for t in tasks if t.status != Status.DONE][:10]:
         out.info(f"{t.id} {t.range_label} {t.status}: {t.reason or ''}")
+    if store.meta("run_failed"):
+        out.info(f"the run failed: {store.meta('run_failed')}")
     return 0 if ok else 1

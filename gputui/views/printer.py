@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-from gputui.engine.records import Status
+from gputui.jobs.tasks import Status
 
 
 def progress_line(counts: Mapping[str, int], elapsed: float) -> str:
@@ -17,7 +17,7 @@ def progress_line(counts: Mapping[str, int], elapsed: float) -> str:
         f"{counts.get(Status.RUNNING, 0)} running",  # paused ones are counted apart, below
         f"{counts.get(Status.FAILED, 0)} failed",
     ]
-    for status in (Status.PAUSED, Status.RETRYING, Status.KILLED):
+    for status in (Status.PAUSED, Status.RETRYING, Status.KILLED, Status.SKIPPED):
         if counts.get(status):
             parts.append(f"{counts[status]} {status}")
     return ", ".join(parts) + f", elapsed {elapsed:.1f}s"

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from gputui.engine.alerts import AlertReader
 from gputui.engine.failures import read_tail
-from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.records import AttemptRecord
 from gputui.engine.rundir import RunLock, RunPaths
 from gputui.engine.store import Store
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.views.progress import Progress, ProgressTracker
 
 

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.records import AttemptRecord
 from gputui.gpus.probe import GIB
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import took
 
 STATUS_STYLE = {
@@ -18,8 +19,9 @@ STATUS_STYLE = {
     Status.DONE: "green",
     Status.FAILED: "bold red",
     Status.KILLED: "red",
+    Status.SKIPPED: "dim red",
 }
-NEEDS_A_LOOK = (Status.FAILED, Status.RETRYING, Status.KILLED)
+NEEDS_A_LOOK = (Status.FAILED, Status.RETRYING, Status.KILLED, Status.SKIPPED)
 
 
 def status_table(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord], *, now: float) -> Table:

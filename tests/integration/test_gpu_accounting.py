@@ -7,6 +7,7 @@ import json
 import signal
 import sqlite3
 
+from gputui.engine.store import SCHEMA_VERSION
 from tests.conftest import gputui, gputui_bg, wait_for
 
 GIB = 2**30
@@ -93,5 +94,5 @@ def test_a_run_written_before_gpu_accounting_is_shown_and_resumed_not_refused(ma
     assert r.returncode == 0, r.stdout + r.stderr
     assert "launch" not in r.stdout  # nothing run again
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     conn.close()

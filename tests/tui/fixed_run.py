@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from gputui.engine.records import Status
 from gputui.engine.store import Store
+from gputui.jobs.kinds import NewTask
+from gputui.jobs.tasks import SHARD, Status
 
 T0 = 1_700_000_000.0
 NOW = T0 + 300
@@ -18,7 +19,7 @@ def fixed_run(root: Path, n_tasks: int = 6, running: int = 0) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     (root / "logs").mkdir(parents=True)
     store = Store.open(root / "state.db", create=True)
-    store.add_tasks([(f"shard-{i}", i, i * 50, (i + 1) * 50, 50, None) for i in range(n_tasks)], budget=3)
+    store.add_tasks([NewTask(f"shard-{i}", i, SHARD, i * 50, (i + 1) * 50, 50) for i in range(n_tasks)], budget=3)
     plan = [Status.DONE, Status.DONE, Status.FAILED, Status.KILLED]
     if running:
         plan += [Status.RUNNING, Status.PAUSED][:running] + [Status.RUNNING] * (running - 2) + [Status.RETRYING]

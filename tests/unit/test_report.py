@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from gputui.engine.records import AttemptRecord, Status, TaskRecord
+from gputui.engine.records import AttemptRecord
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import build_summary, render_report, write_reports
 
 T0 = 1_700_000_000.0

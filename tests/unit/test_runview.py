@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from gputui.engine.records import Status
 from gputui.engine.store import Store
+from gputui.jobs.tasks import Status
 from gputui.views.runview import RunView
 from tests.conftest import gputui
 

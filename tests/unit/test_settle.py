@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gputui.engine.records import Status, TaskRecord
 from gputui.engine.settle import Ended, decide
+from gputui.jobs.tasks import Status, TaskRecord
 
 TASK = TaskRecord(
     id="shard-1", index=1, low=10, high=20, count=10, status=Status.RUNNING, attempts=1, budget=3, gpus=(0,),

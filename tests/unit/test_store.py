@@ -4,13 +4,16 @@ import sqlite3
 
 import pytest
 
-from gputui.engine.records import Status
 from gputui.engine.store import StateUnreadable, Store
+from gputui.jobs.kinds import NewTask
+from gputui.jobs.tasks import SHARD, Status
 
 
 def test_tasks_attempts_and_controls_round_trip(tmp_path):
     store = Store.open(tmp_path / "state.db", create=True)
-    store.add_tasks([("shard-0", 0, 0, 10, 10, "/o/0.csv"), ("shard-1", 1, 10, 20, 10, None)], budget=3)
+    store.add_tasks(
+        [NewTask("shard-0", 0, SHARD, 0, 10, 10, "/o/0.csv"), NewTask("shard-1", 1, SHARD, 10, 20, 10)], budget=3
+    )
     with store.transaction():
         store.start_attempt("shard-0", 1, (0, 1), ["python", "w.py"], "/l/0.log", 100.0)
         store.update_task("shard-0", status=Status.RUNNING, attempts=1, gpus=(0, 1))
@@ -33,7 +36,7 @@ def test_tasks_attempts_and_controls_round_trip(tmp_path):
 
 def test_failed_transaction_leaves_nothing_behind(tmp_path):
     store = Store.open(tmp_path / "state.db", create=True)
-    store.add_tasks([("shard-0", 0, 0, 10, 10, None)], budget=3)
+    store.add_tasks([NewTask("shard-0", 0, SHARD, 0, 10, 10)], budget=3)
     with pytest.raises(RuntimeError), store.transaction():
         store.update_task("shard-0", status=Status.DONE)
         raise RuntimeError("crash in the middle")

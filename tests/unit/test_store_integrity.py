@@ -9,6 +9,8 @@ import sqlite3
 import pytest
 
 from gputui.engine.store import StateUnreadable, Store
+from gputui.jobs.kinds import NewTask
+from gputui.jobs.tasks import SHARD
 
 
 def _listing(folder):
@@ -18,7 +20,7 @@ def _listing(folder):
 def _healthy(tmp_path):
     path = tmp_path / "state.db"
     store = Store.open(path, create=True)
-    store.add_tasks([(f"shard-{i}", i, 10 * i, 10 * i + 10, 10, None) for i in range(200)], budget=3)
+    store.add_tasks([NewTask(f"shard-{i}", i, SHARD, 10 * i, 10 * i + 10, 10) for i in range(200)], budget=3)
     store.close()
     return path
 

@@ -24,8 +24,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from gputui.engine.records import Status
 from gputui.gpus.probe import GIB
+from gputui.jobs.tasks import Status
 from gputui.tui import modes
 from gputui.tui.cells import fit
 from gputui.views.runview import TaskView
@@ -71,7 +71,16 @@ SORTS = ("id", "status", "elapsed")
 _STATUS_ORDER = {
     s: i
     for i, s in enumerate(
-        (Status.FAILED, Status.RETRYING, Status.RUNNING, Status.PAUSED, Status.PENDING, Status.KILLED, Status.DONE)
+        (
+            Status.FAILED,
+            Status.RETRYING,
+            Status.RUNNING,
+            Status.PAUSED,
+            Status.PENDING,
+            Status.KILLED,
+            Status.SKIPPED,
+            Status.DONE,
+        )
     )
 }
 _STATUS_STYLES = {status: Style.parse(style) for status, style in STATUS_STYLE.items()}
@@ -128,7 +137,7 @@ def matches(view: TaskView, flt: str) -> bool:
     return (
         flt == "all"
         or (flt == "active" and s in (Status.RUNNING, Status.PAUSED, Status.RETRYING))
-        or (flt == "failed" and s in (Status.FAILED, Status.KILLED, Status.RETRYING))
+        or (flt == "failed" and s in (Status.FAILED, Status.KILLED, Status.RETRYING, Status.SKIPPED))
         or (flt == "done" and s == Status.DONE)
         or (flt == "pending" and s in (Status.PENDING, Status.RETRYING))
     )

@@ -11,7 +11,7 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
-from gputui.engine.records import Status
+from gputui.jobs.tasks import Status
 from gputui.tui.widgets.job_table import clock
 from gputui.views.runview import RunSnapshot, outlook
 
@@ -61,7 +61,15 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     Narrower than that: shorter words, then no rate; the counts and the elapsed time always fit 80 columns.
     """
     counts = run.counts
-    shown = [Status.RUNNING, Status.PAUSED, Status.PENDING, Status.RETRYING, Status.FAILED, Status.KILLED]
+    shown = [
+        Status.RUNNING,
+        Status.PAUSED,
+        Status.PENDING,
+        Status.RETRYING,
+        Status.FAILED,
+        Status.KILLED,
+        Status.SKIPPED,
+    ]
     numbers = [(s, counts.get(s, 0)) for s in shown if counts.get(s) or s in (Status.RUNNING, Status.FAILED)]
     look = outlook(run.tasks)
     pace = []

@@ -1,0 +1,84 @@
+"""What a run leaves per task and per sweep, rewritten as tasks settle: a task's metrics.csv and summary.json
+(from the events its worker reported), and a sweep's results.csv / results.jsonl (one row per settled
+trial, readable by pandas as it is). Every file is replaced atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+
+from gputui.atomic import atomic_write_text, json_default
+from gputui.engine.rundir import RunPaths
+from gputui.engine.store import Store
+from gputui.engine.worker_events import read_all
+from gputui.jobs.tasks import TRIAL, Status, TaskRecord
+from gputui.results.task_summary import write_metrics_csv, write_task_summary
+
+
+def write_task_products(store: Store, paths: RunPaths, task_ids: Iterable[str], goals: dict[str, str]) -> None:
+    """metrics.csv and summary.json of each task, from every attempt's events (the curve of the last)."""
+    for task_id in task_ids:
+        task = store.task(task_id)
+        if task is None or task.attempts == 0:
+            continue
+        attempts = store.attempts(task_id)
+        events = read_all(paths.events(task_id, task.attempts))
+        folder = paths.task_dir(task_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_metrics_csv(events, folder / "metrics.csv")
+        write_task_summary(
+            folder / "summary.json",
+            task_id=task_id,
+            params=dict(task.info.get("params") or {}),
+            status=task.status,
+            attempts=task.attempts,
+            durations=[a.duration for a in attempts if a.duration is not None],
+            exit_code=task.exit_code,
+            events=events,
+            goal_by_metric=goals,
+        )
+
+
+def trial_rows(tasks: Iterable[TaskRecord], store: Store, metric: str) -> list[dict]:
+    """One row per settled trial, in plan order."""
+    rows = []
+    for t in sorted(tasks, key=lambda t: t.index):
+        if t.kind != TRIAL or t.status not in Status.FINAL:
+            continue
+        durations = [a.duration for a in store.attempts(t.id) if a.duration is not None]
+        rows.append(
+            {
+                "stage": t.info.get("stage"),
+                "stage_index": t.info.get("stage_index"),
+                "trial_id": t.id,
+                "params": dict(t.info.get("params") or {}),
+                "parent_id": t.info.get("parent_id"),
+                metric: t.metric,
+                "status": t.status,
+                "rank": t.rank,
+                "promoted": t.promoted,
+                "output_dir": t.info.get("output_dir"),
+                "duration_s": round(sum(durations), 3) if durations else None,
+                "note": t.note or t.reason,
+            }
+        )
+    return rows
+
+
+def write_trial_results(store: Store, paths: RunPaths, metric: str) -> None:
+    """results.csv (a column per parameter) and results.jsonl (params as one object) in the run directory."""
+    rows = trial_rows(store.tasks(), store, metric)
+    params = list(dict.fromkeys(name for row in rows for name in row["params"]))
+    after = ["parent_id", metric, "status", "rank", "promoted", "output_dir", "duration_s", "note"]
+    columns = ["stage", "stage_index", "trial_id", *params, *after]
+    buf = io.StringIO()
+    out = csv.DictWriter(buf, columns, lineterminator="\n", extrasaction="ignore")
+    out.writeheader()
+    for row in rows:
+        out.writerow({k: "" if v is None else v for k, v in {**row, **row["params"]}.items()})
+    paths.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths.results / "results.csv", buf.getvalue())
+    lines = "".join(json.dumps(row, default=json_default) + "\n" for row in rows)
+    atomic_write_text(paths.results / "results.jsonl", lines)
