@@ -136,7 +136,7 @@ async def flood(seconds: float) -> dict:
 async def big_table() -> dict:
     from textual.app import App
 
-    from gputui.engine.records import Status, TaskRecord
+    from gputui.jobs.tasks import Status, TaskRecord
     from gputui.tui.widgets.job_table import JobTable
     from gputui.views.runview import TaskView
 
