@@ -30,13 +30,16 @@ from gputui.engine.alerter import Alerter
 from gputui.engine.control import ControlError, Controller, Stop
 from gputui.engine.failures import read_tail
 from gputui.engine.gpuwatch import Finding, GhostWatch, IdleWatch
+from gputui.engine.health import Break, may_retry
 from gputui.engine.logtail import LogTail
 from gputui.engine.manifests import manifest_matches, write_manifest
 from gputui.engine.placement import Policy, place, usable_gpus, why_waiting
 from gputui.engine.rundir import RunPaths
 from gputui.engine.session import Run
 from gputui.engine.settle import Ended, decide
+from gputui.engine.signals import write_signal
 from gputui.engine.wakeup import Wakeup
+from gputui.engine.watching import AttemptWatch
 from gputui.engine.worker_events import read_all
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership
@@ -54,6 +57,7 @@ ENDED, STOPPED, DETACHED = "ended", "stopped", "detached"  # how Scheduler.run c
 _WAITING = (Status.PENDING, Status.RETRYING)
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
 RECORD_GRACE_S = 2.0  # how long an ended worker's record may lag its reaping before the attempt is lost
+HEALTH_EVERY_S = 1.0  # how often running attempts' new events and log lines are read for the [health] rules
 BUSY_TIMEOUT_S = 1.0  # a turn waits this long for another writer of state.db, then is tried again later
 
 
@@ -93,6 +97,8 @@ class Live:
     interrupted: bool = False  # stopped by our own shutdown: not the task's fault
     said_unprovable: bool = False  # told the user about a tagged leftover we may not signal
     gone_since: float | None = None  # when no process of it was seen any more
+    watch: AttemptWatch | None = None  # the [health] rules, while it runs
+    health_break: Break | None = None  # the rule it broke: it is being stopped for it
 
     @property
     def key(self) -> tuple[str, int]:
@@ -168,6 +174,7 @@ class Scheduler:
         self._started = time.monotonic()
         self._started_wall = time.time()
         self._next_poll = 0.0
+        self._next_health = 0.0
         self._next_progress = time.monotonic() + self.opts.progress_every
         self._progress_at = -1.0
         self._progress_due = False
@@ -238,6 +245,9 @@ class Scheduler:
                 if time.monotonic() >= self._next_poll:
                     self._next_poll = time.monotonic() + self.opts.poll
                     self._poll()
+                if self.job.health is not None and time.monotonic() >= self._next_health:
+                    self._next_health = time.monotonic() + HEALTH_EVERY_S
+                    self._check_health()
                 for (task_id, number), fields in self.meter.due(time.time()).items():
                     self.store.update_attempt(task_id, number, **fields)
                 self._plan_launches(launches)
@@ -369,6 +379,7 @@ class Scheduler:
                 if self.out.show_output:
                     live.log = LogTail(a.log_path, from_end=True)
                 self.live[a.task_id] = live
+                self._watch(live)
                 ends = self._learn(live)
                 if ends.ended or not self._still_running(live):
                     self._settle(live, ends, self._manifest_for(live, ends))
@@ -589,6 +600,7 @@ class Scheduler:
         self.out.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
         live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, waiter.ref)
         live.handle = waiter
+        self._watch(live)
         self.meter.start(live.key, len(gpus), now)
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)
         return spec, live
@@ -665,6 +677,33 @@ class Scheduler:
             self.controller.signal_trees(pairs, signal.SIGSTOP)
         else:
             self.stops.append(Stop(self.controller, pairs, self.job.stop_grace_s).begin())
+
+    def _watch(self, live: Live) -> None:
+        if self.job.health is not None:
+            events = self.paths.events(live.task_id, live.number)
+            live.watch = AttemptWatch(self.job.health, events, live.log_path, live.started_at)
+
+    def _check_health(self) -> None:
+        """The [health] rules over every running attempt's new events and log lines; a break stops the
+        attempt's whole tree, and its settle records the rule and the evidence."""
+        now = time.time()
+        for live in list(self.live.values()):
+            if live.watch is None or live.health_break is not None or live.handle is not None:
+                continue
+            if self.tasks[live.task_id].status != Status.RUNNING:  # paused: its silence is ours
+                live.watch.watch.activity(now)
+                continue
+            verdict = live.watch.poll(now)
+            loss = (verdict.values or {}).get(self.job.health.metric)
+            if verdict.healthy:
+                write_signal(self.paths, live.task_id, "healthy", step=verdict.step, loss=loss)
+                self.store.add_event("healthy", "passed its health window", live.task_id)
+            if verdict.broken is not None:
+                live.health_break = verdict.broken
+                self.store.add_event("health", verdict.broken.reason, live.task_id)
+                self.out.info(f"{live.task_id} {live.label}: {verdict.broken.reason}; stopping it")
+                pairs = self._pairs([self.tasks[live.task_id]])
+                self.stops.append(Stop(self.controller, pairs, self.job.stop_grace_s).begin())
 
     def _poll(self) -> None:
         """Watch attempts no waiter of ours reports on (adopted, or whose waiter died), and
@@ -743,6 +782,7 @@ class Scheduler:
             manifest_error=manifest_error,
             log_tail="" if code == 0 else read_tail(live.log_path),
             interrupted=live.interrupted,
+            health=None if (b := live.health_break) is None else (b.rule, b.reason, may_retry(self.job.health, b)),
         )
         retry = self.job.retry
         d = decide(task, ended, backoff_s=retry.backoff_s, backoff_max_s=retry.backoff_max_s, now=time.time())
@@ -761,6 +801,18 @@ class Scheduler:
         elif d.say:
             self.out.info(d.say)
         self._alert_failure(live, d.outcome, d.failure, d.attempt.get("reason") or "")
+        if d.outcome in ("done", "failed"):
+            values = live.watch.latest if live.watch is not None else {}
+            write_signal(
+                self.paths,
+                task.id,
+                d.outcome,
+                step=live.watch.watch.last_step if live.watch is not None else None,
+                loss=values.get(self.job.health.metric if self.job.health else "loss"),
+                exit_code=code,
+                duration=ended.ended_at - live.started_at,
+                reason=d.attempt.get("reason"),
+            )
         if d.outcome not in ("closed", "requeued"):
             self._settled.append(task.id)
             self._expand()

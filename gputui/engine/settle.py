@@ -24,6 +24,7 @@ class Ended:
     manifest_error: str | None  # why its done-manifest could not be written
     log_tail: str
     interrupted: bool  # stopped by gputui's own shutdown: not the task's fault
+    health: tuple[str, str, bool] | None = None  # stopped by a [health] rule: (rule, reason, may retry)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ def decide(task: TaskRecord, ended: Ended, *, backoff_s: float, backoff_max_s: f
             say=f"killed {task.id} {task.range_label} ({task.reason})",
             outcome="killed",
         )
-    if code == 0 and ended.output and not ended.output_exists:
+    retryable = True
+    if ended.health is not None:
+        rule, reason, retryable = ended.health
+        failure = Failure(f"health_{rule}", reason)
+    elif code == 0 and ended.output and not ended.output_exists:
         failure = Failure("missing_output", f"exited 0 but its output {ended.output} is missing")
     elif code == 0 and ended.manifest_error:
         failure = Failure("missing_output", ended.manifest_error)
@@ -62,17 +67,20 @@ def decide(task: TaskRecord, ended: Ended, *, backoff_s: float, backoff_max_s: f
     else:
         failure = classify(code, ended.log_tail)
     attempt = {"status": Status.LOST if code is None else Status.FAILED, "reason": failure.reason} | fields
-    if ended.interrupted:
+    if ended.interrupted and ended.health is None:
         why = "interrupted when gputui stopped"
         task_fields = {"status": Status.PENDING, "budget": task.budget + 1, "reason": why} | fields
         return Decision(attempt, task_fields, outcome="requeued", failure=failure.kind)
     event = ("failed", f"attempt {ended.number}: {failure.reason}")
     head = f"FAILED {task.id} {task.range_label} attempt {ended.number}: {failure.reason} — "
-    if task.attempts < task.budget:
+    if task.attempts < task.budget and retryable:
         delay = min(backoff_max_s, backoff_s * 2 ** (task.attempts - 1))
         task_fields = {"status": Status.RETRYING, "next_try_at": now + delay, "reason": failure.reason} | fields
         say = head + f"retrying in {delay:g}s (attempt {task.attempts + 1}/{task.budget})"
         return Decision(attempt, task_fields, event, say, "retrying", failure.kind)
     task_fields = {"status": Status.FAILED, "reason": failure.reason} | fields
-    say = head + f"no attempts left ({task.attempts}/{task.budget}); failed for good"
+    left = f"no attempts left ({task.attempts}/{task.budget})"
+    if task.attempts < task.budget:
+        left = "not retried: the same seed and config would break it again ([health].retry_deterministic)"
+    say = head + f"{left}; failed for good"
     return Decision(attempt, task_fields, event, say, "failed", failure.kind)

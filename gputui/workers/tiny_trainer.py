@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 import os
 import tempfile
 import zlib
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--task", default="default")
+    ap.add_argument("--step-s", type=float, default=0.0, help="sleep this long after each step (demos)")
     a = ap.parse_args(argv)
 
     torch.manual_seed(a.seed)
@@ -96,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         loss_v = loss.item()
         hooks.log_metrics(step, loss=loss_v, lr=a.lr)
         hooks.progress(step, a.steps)
-        if step == 1:
-            hooks.mark_healthy()
         print(f"step {step} loss={loss_v:.4f} lr={a.lr:g}", flush=True)
+        if a.step_s:
+            time.sleep(a.step_s)
         if step % 10 == 0 or step == a.steps:
             val_acc = accuracy(model, xv, yv)
             hooks.log_metrics(step, val_acc=val_acc)

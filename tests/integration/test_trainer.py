@@ -37,7 +37,7 @@ def test_trainer_reports_and_checkpoints(tmp_path):
     assert "step 10 loss=" in proc.stdout
     events = read_all(events_path)
     kinds = {e.kind for e in events}
-    assert {"metrics", "progress", "healthy", "done"} <= kinds
+    assert {"metrics", "progress", "done"} <= kinds
     latest = Latest().feed(events)
     assert latest.done and latest.fraction == 1.0 and latest.metric_step == 30
     assert [s for s, v in latest.series if "val_acc" in v] == [10, 20, 30]

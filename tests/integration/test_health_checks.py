@@ -1,0 +1,118 @@
+"""[health] rules broken by real processes: each is stopped (its whole tree) within its window, and the
+rule and its evidence are recorded where a user looks (the task's reason, events, the signal files)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import gputui
+
+WORKER = textwrap.dedent(
+    """
+    import math, os, subprocess, sys, time
+    mode = sys.argv[1]
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # a tree, not one process
+    open(os.environ["GPUTUI_TASK_ID"] + ".child", "w").write(str(child.pid))
+    for step in range(1, 400):
+        if mode == "nan":
+            loss = 1.0 / step if step < 5 else float("nan")
+            print(f"step {step} loss={loss} lr=0.001", flush=True)
+        elif mode == "explode":
+            print(f"step {step} loss={1.0 if step < 6 else 1e6:g} lr=0.001", flush=True)
+        elif mode == "lr_zero":
+            print(f"step {step} loss={1.0 / step:.4f} lr={0.001 if step < 5 else 0.0}", flush=True)
+        elif mode == "oom" and step == 4:
+            print("Traceback (most recent call last):", flush=True)
+            print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
+        elif mode == "hang" and step > 2:
+            time.sleep(300)
+        elif mode in ("ok", "oom", "hang"):
+            print(f"step {step} loss={1.0 / step:.4f}", flush=True)
+        if mode == "ok" and step == 12:
+            break
+        time.sleep(0.1)
+    """
+)
+
+
+def job(tmp_path, mode: str, health: str, attempts: int = 1):
+    (tmp_path / "worker.py").write_text(WORKER)
+    path = tmp_path / "job.toml"
+    path.write_text(
+        f"""
+[job]
+name = "h"
+kind = "pipeline"
+stop_grace_s = 1
+[[pipeline.step]]
+name = "train"
+command = "{sys.executable} worker.py {mode}"
+[health]
+{health}
+[resources]
+gpus_per_worker = 0
+[retry]
+max_attempts = {attempts}
+backoff_s = 0
+"""
+    )
+    return path
+
+
+def outcome(tmp_path):
+    db = sqlite3.connect(tmp_path / "runs" / "h" / "state.db")
+    status, reason, attempts = db.execute("SELECT status, reason, attempts FROM tasks WHERE id='train'").fetchone()
+    events = [r[0] for r in db.execute("SELECT message FROM events WHERE kind='health'")]
+    return status, reason, attempts, events
+
+
+@pytest.mark.parametrize(
+    "mode, health, evidence",
+    [
+        ("nan", "window_s = 60", "loss=nan at step 5"),
+        ("explode", "explode_above = 1000", "loss=1e+06 at step 6"),
+        ("lr_zero", "window_s = 60", "lr=0 at step 5"),
+        ("oom", "window_s = 60", "CUDA out of memory"),
+        ("hang", "no_output_s = 2", "no log line or event for"),
+    ],
+)
+def test_a_broken_rule_stops_the_task_with_its_evidence(tmp_path, mode, health, evidence):
+    import psutil
+
+    r = gputui("run", "--jobs", job(tmp_path, mode, health), timeout=90)
+    assert r.returncode == 1, r.stdout + r.stderr
+    status, reason, attempts, events = outcome(tmp_path)
+    assert status == "failed" and reason.startswith("health check:") and evidence in reason, reason
+    assert attempts == 1 and len(events) == 1 and evidence in events[0]
+    child = int((tmp_path / "train.child").read_text())
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE  # whole tree
+    failed = json.loads((tmp_path / "runs" / "h" / "signals" / "train.failed.json").read_text())
+    assert failed["status"] == "failed" and evidence in failed["reason"]
+    assert (tmp_path / "runs" / "h" / "signals" / "train.failed").exists()
+
+
+def test_deterministic_breaks_are_not_retried_but_an_oom_follows_retry(tmp_path):
+    r = gputui("run", "--jobs", job(tmp_path, "nan", "window_s = 60", attempts=3), timeout=90)
+    assert r.returncode == 1 and "not retried" in r.stdout
+    assert outcome(tmp_path)[2] == 1
+    oom = tmp_path / "oom"
+    oom.mkdir()
+    r = gputui("run", "--jobs", job(oom, "oom", "window_s = 60", attempts=2), timeout=90)
+    assert r.returncode == 1
+    status, reason, attempts, events = outcome(oom)
+    assert (status, attempts, len(events)) == ("failed", 2, 2)
+
+
+def test_a_task_through_its_window_is_marked_healthy_and_done(tmp_path):
+    r = gputui("run", "--jobs", job(tmp_path, "ok", "window_s = 0.5"), timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    signals = tmp_path / "runs" / "h" / "signals"
+    healthy = json.loads((signals / "train.healthy.json").read_text())
+    done = json.loads((signals / "train.done.json").read_text())
+    assert healthy["status"] == "healthy" and healthy["step"] is not None
+    assert done["status"] == "done" and done["exit_code"] == 0 and done["duration"] > 0
