@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from gputui.engine.attempt import Infeasible
     from gputui.engine.rundir import RunLocked
-    from gputui.engine.scheduler import Infeasible
     from gputui.engine.session import PlanMismatch
     from gputui.engine.store import StateReadOnly, StateUnreadable
     from gputui.gpus.probe import NoGpuError
@@ -224,7 +224,7 @@ def _cmd_app(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from gputui.engine.scheduler import Options
+    from gputui.engine.attempt import Options
     from gputui.engine.session import open_for_job
     from gputui.jobs.spec import load_jobspec
     from gputui.views.headless import run_headless

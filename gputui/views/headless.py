@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from gputui.engine.scheduler import DETACHED, STOPPED, Options, Scheduler
+from gputui.engine.attempt import Options
+from gputui.engine.scheduler import DETACHED, STOPPED, Scheduler
 from gputui.engine.session import Run
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 import os
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
