@@ -47,6 +47,8 @@ class Adoption:
                 self._watch(live)
                 ends = self._learn(live)
                 if ends.ended or not self._still_running(live):
+                    # Recorded, then gputui stopped before the worker started: not the task's fault.
+                    live.interrupted = not ends.ended and not ends.started and not self._tagged(live)
                     self._settle(live, ends, self._manifest_for(live, ends))
                     continue
                 pid = live.worker.pid if live.worker else "?"
@@ -87,6 +89,10 @@ class Adoption:
             return False
         # Known from a rebuilt state only, without its waiter: anything carrying its tag means a worker
         # was started after all (never launch a second copy beside it), though we cannot signal it.
+        return self._tagged(live)
+
+    def _tagged(self, live: Live) -> bool:
+        """Whether a process carrying this attempt's tag lives."""
         tagged = ownership.find_tagged(self.scheduler_id, [live.task_id]).get(live.task_id, [])
         return any(ownership.tags(r.pid)[2] == str(live.number) for r in tagged)
 

@@ -21,8 +21,9 @@ from gputui.gpus.detect import describe
 from gputui.gpus.probe import GIB
 from gputui.gpus.reservations import Reservations
 from gputui.jobs import pipeline, sweep
-from gputui.jobs.spec import JobSpec, render_command
+from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import STEP, TRIAL, Status, TaskRecord
+from gputui.jobs.templates import render_command
 
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
 

@@ -231,7 +231,7 @@ def check_app_target(jobs: Path | None, run_dir: Path | None, simulate: str | No
     """What an app (in a terminal or served to a browser) would refuse, refused before any screen: a bad
     `--simulate`, a bad job file, a folder that is not a run, damaged or foreign state. Returns the run dir."""
     from gputui.gpus.detect import check_simulate_spec
-    from gputui.jobs.spec import load_jobspec
+    from gputui.jobs.loader import load_jobspec
 
     check_simulate_spec(simulate)
     if jobs is not None:

@@ -167,6 +167,7 @@ class Settling:
         if not e:
             return
         if e.new:
+            self.store.set_meta("run_failed", None)  # a stage ranked after all (its failed trials retried)
             self.store.add_tasks(e.new, budget=self.job.retry.max_attempts)
             for t in e.new:
                 self.tasks[t.id] = self.store.task(t.id)

@@ -44,6 +44,8 @@ class Steering:
                 ok, result = False, f"{c.verb} failed: {e}"
             if c.verb not in ("start", "stop"):
                 self._load_tasks()  # the controller wrote to the store
+                with self.store.transaction():
+                    self._expand()  # a retried step's skipped followers wait again; a retried trial re-ranks
             if ok is not None:
                 with self.store.transaction():
                     self.store.finish_control(c.id, ok, result)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gputui.jobs.spec import _got, _is_number, _key
+from gputui.jobs.checks import got, is_number, toml_key
 
 _METRIC_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 
@@ -82,14 +82,14 @@ def _optional_number(loader: Any, table: dict[str, Any], key: str, default: floa
     value = table[key]
     if value is False:
         return None
-    if not _is_number(value) or value <= above:
+    if not is_number(value) or value <= above:
         what = "a positive number" if above == 0 else f"a number above {above:g}"
-        raise loader.error(f"[health].{key}", f"expected {what} (or false to turn it off), {_got(value)}")
+        raise loader.error(f"[health].{key}", f"expected {what} (or false to turn it off), {got(value)}")
     return float(value)
 
 
 def parse_health(loader: Any, table: dict[str, Any]) -> HealthSpec:
-    """[health] as a HealthSpec; `loader` is jobs.spec._Loader (its error() and value() are used)."""
+    """[health] as a HealthSpec; `loader` is jobs.loader.Loader (its error() and value() are used)."""
     for key in table:
         if key in HEALTH_KEYS:
             continue
@@ -102,14 +102,14 @@ def parse_health(loader: Any, table: dict[str, Any]) -> HealthSpec:
             hint = f"did you mean '{close[0]}'?"
         else:
             hint = f"expected one of: {', '.join(HEALTH_KEYS)}"
-        raise loader.error(f"[health].{_key(key)}", f"unknown key; {hint}")
+        raise loader.error(f"[health].{toml_key(key)}", f"unknown key; {hint}")
     d = HealthSpec()
     metric = loader.value(table, "health", "metric", "str", d.metric)
     if not _METRIC_RE.fullmatch(metric):
         raise loader.error(
             "[health].metric",
             f"expected a metric name (letters, digits, '_', '.', '/', '-'; not starting with a digit), "
-            f"{_got(metric)}",
+            f"{got(metric)}",
         )
     return HealthSpec(
         window_s=loader.value(table, "health", "window_s", "num>0", d.window_s),

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gputui.jobs.checks import NAME_RE, got, is_int
 from gputui.jobs.kinds import Expansion, NewTask
-from gputui.jobs.spec import _NAME_RE, _got, _is_int
 from gputui.jobs.sweep import check_keys
 from gputui.jobs.tasks import STEP, Status, TaskRecord
 
@@ -53,7 +53,7 @@ class PipelineSpec:
 
 
 def parse_pipeline(loader: Any, table: dict[str, Any], known: list[str]) -> PipelineSpec:
-    """[pipeline] (data["pipeline"]) as a PipelineSpec; `loader` is jobs.spec._Loader, `known` the
+    """[pipeline] (data["pipeline"]) as a PipelineSpec; `loader` is jobs.loader.Loader, `known` the
     placeholder names a command may use besides {step} and {output_dir} (the generic ones, [params])."""
     check_keys(loader, table, PIPELINE_KEYS, "[pipeline]")
     raw = table.get("step")
@@ -62,7 +62,7 @@ def parse_pipeline(loader: Any, table: dict[str, Any], known: list[str]) -> Pipe
             "[[pipeline.step]]", "missing; expected at least one [[pipeline.step]] table with name and command"
         )
     if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
-        raise loader.error("[pipeline].step", f"expected [[pipeline.step]] tables, {_got(raw)}")
+        raise loader.error("[pipeline].step", f"expected [[pipeline.step]] tables, {got(raw)}")
     names = list(dict.fromkeys([*known, *STEP_PLACEHOLDERS]))
     steps: list[StepSpec] = []
     for n, step_table in enumerate(raw, 1):
@@ -84,15 +84,15 @@ def _parse_step(loader: Any, table: dict[str, Any], n: int, known: list[str]) ->
     name = table.get("name")
     if name is None:
         raise loader.error(f"{where}.name", "missing; expected a step name (letters, digits, '.', '_', '-')")
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise loader.error(f"{where}.name", f"expected only letters, digits, '.', '_' or '-', {_got(name)}")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise loader.error(f"{where}.name", f"expected only letters, digits, '.', '_' or '-', {got(name)}")
     where = f"{where} ({name})"
     gpus = table.get("gpus")
-    if gpus is not None and not (_is_int(gpus) and gpus >= 0):
-        raise loader.error(f"{where}.gpus", f"expected a non-negative integer, {_got(gpus)}")
+    if gpus is not None and not (is_int(gpus) and gpus >= 0):
+        raise loader.error(f"{where}.gpus", f"expected a non-negative integer, {got(gpus)}")
     after = table.get("after", [])
     if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
-        raise loader.error(f"{where}.after", f'expected a list of step names like ["train"], {_got(after)}')
+        raise loader.error(f"{where}.after", f'expected a list of step names like ["train"], {got(after)}')
     command = _parse_command(loader, table, f"{where}.command", known)
     return StepSpec(name=name, command=command, gpus=gpus, after=tuple(dict.fromkeys(after)))
 
@@ -112,12 +112,12 @@ def _parse_command(loader: Any, table: dict[str, Any], keypath: str, known: list
     elif isinstance(value, list):
         for i, token in enumerate(value):
             if not isinstance(token, str):
-                raise loader.error(f"{keypath}[{i}]", f"expected a string, {_got(token)}")
+                raise loader.error(f"{keypath}[{i}]", f"expected a string, {got(token)}")
         tokens, keypaths = list(value), [f"{keypath}[{i}]" for i in range(len(value))]
     else:
-        raise loader.error(keypath, f"expected {expected}, {_got(value)}")
+        raise loader.error(keypath, f"expected {expected}, {got(value)}")
     if not tokens or not tokens[0].strip():
-        raise loader.error(keypath, f"expected a non-empty command, {_got(value)}")
+        raise loader.error(keypath, f"expected a non-empty command, {got(value)}")
     for token, kp in zip(tokens, keypaths, strict=True):
         loader.check_template(kp, token, known)
     return tuple(tokens)
@@ -233,8 +233,7 @@ def on_settle(spec: PipelineSpec, tasks: Sequence[TaskRecord]) -> Expansion:
     """
     by_id = {t.id: t for t in tasks if t.kind == STEP}
     causes: dict[str, TaskRecord | None] = {}
-    updates: dict[str, dict] = {}
-    events: list[tuple[str | None, str, str]] = []
+    updates, events = _unskip(by_id)
     for task in sorted(by_id.values(), key=lambda t: t.index):
         if task.status not in _WAITING:
             continue
@@ -244,6 +243,23 @@ def on_settle(spec: PipelineSpec, tasks: Sequence[TaskRecord]) -> Expansion:
             updates[task.id] = {"status": Status.SKIPPED, "reason": reason}
             events.append((task.id, "skipped", reason))
     return Expansion(updates=updates, events=events)
+
+
+def _unskip(by_id: Mapping[str, TaskRecord]) -> tuple[dict[str, dict], list[tuple[str | None, str, str]]]:
+    """Skipped steps whose failed step is being retried (or is done now) wait again, transitively."""
+    status = {tid: t.status for tid, t in by_id.items()}
+    updates: dict[str, dict] = {}
+    events: list[tuple[str | None, str, str]] = []
+    changed = True
+    while changed:
+        changed = False
+        for t in sorted(by_id.values(), key=lambda t: t.index):
+            broken = [d for d in t.after if status.get(d) in (*_BROKEN, Status.SKIPPED)]
+            if status[t.id] == Status.SKIPPED and not broken:
+                status[t.id], changed = Status.PENDING, True
+                updates[t.id] = {"status": Status.PENDING, "reason": None}
+                events.append((t.id, "unskipped", "waits again: the steps it waits for are no longer failed"))
+    return updates, events
 
 
 def _cause(

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 from gputui.jobs import tabular
 from gputui.jobs.kinds import NewTask
 from gputui.jobs.shards import Shard, describe_plan, plan_fingerprint, plan_shards
-from gputui.jobs.spec import JobSpec, JobSpecError, render_template
+from gputui.jobs.spec import JobSpec, JobSpecError
 from gputui.jobs.tasks import SHARD
+from gputui.jobs.templates import render_template
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,14 @@ def plan_job(job: JobSpec) -> Plan:
         from gputui.jobs import sweep
 
         definition = _json(asdict(job.sweep))
+        definition["stages"] = {stage.pop("name"): stage for stage in definition["stages"]}
         stages = ", ".join(str(len(s.params)) for s in job.sweep.stages)
         description = f"sweep of {len(job.sweep.stages)} stage(s) ({stages} parameter sets), top {job.sweep.top_k}"
         return Plan(sweep.first_trials(job.sweep, job.run_dir), _digest(definition), description, definition)
     if job.kind == "pipeline":
         from gputui.jobs import pipeline
 
-        definition = [{"step": s.name, "after": list(s.after)} for s in job.pipeline.steps]
+        definition = {"steps": {s.name: {"after": list(s.after)} for s in job.pipeline.steps}}
         description = f"pipeline of {len(job.pipeline.steps)} step(s): " + ", ".join(
             s.name for s in job.pipeline.steps
         )
@@ -102,6 +104,8 @@ def what_changed(old: object, new: object, path: str = "") -> str | None:
 
 
 def _short(value: object) -> str:
+    if value is None:
+        return "(none)"
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

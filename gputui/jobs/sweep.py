@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gputui.jobs.checks import NAME_RE, got, resolve_path, toml_key
 from gputui.jobs.kinds import Expansion, NewTask
-from gputui.jobs.spec import _NAME_RE, PLACEHOLDERS, _got, _key, _resolve
+from gputui.jobs.spec import PLACEHOLDERS
 from gputui.jobs.tasks import TRIAL, Status, TaskRecord
 
 SWEEP_PLACEHOLDERS = (
@@ -78,22 +79,22 @@ def check_keys(loader: Any, table: Mapping[str, Any], allowed: Sequence[str], ke
             continue
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(allowed)}"
-        raise loader.error(f"{keypath}.{_key(key)}", f"unknown key; {hint}")
+        raise loader.error(f"{keypath}.{toml_key(key)}", f"unknown key; {hint}")
 
 
 def parse_sweep(loader: Any, table: dict[str, Any]) -> SweepSpec:
-    """[sweep] (data["sweep"]) as a SweepSpec; `loader` is jobs.spec._Loader (error, value, base)."""
+    """[sweep] (data["sweep"]) as a SweepSpec; `loader` is jobs.loader.Loader (error, value, base)."""
     check_keys(loader, table, SWEEP_KEYS, "[sweep]")
     metric = loader.value(
         table, "sweep", "metric", "str", missing='the metric trials are ranked by, e.g. "val_acc"'
     )
     goal = loader.value(table, "sweep", "goal", "str", default="max")
     if goal not in GOALS:
-        raise loader.error("[sweep].goal", f"expected 'max' or 'min', {_got(goal)}")
+        raise loader.error("[sweep].goal", f"expected 'max' or 'min', {got(goal)}")
     top_k = loader.value(table, "sweep", "top_k", "int>=1", default=1)
     initial = loader.value(table, "sweep", "initial", "str", default=None)
     if initial is not None:
-        initial = str(_resolve(initial, loader.base))
+        initial = str(resolve_path(initial, loader.base))
     metric_regex = loader.value(table, "sweep", "metric_regex", "str", default=None)
     if metric_regex is not None:
         _check_regex(loader, metric_regex)
@@ -128,7 +129,7 @@ def _parse_stages(loader: Any, raw: object, top_k: int) -> tuple[StageSpec, ...]
             "missing; expected at least one [[sweep.stage]] table with a name and params or grid",
         )
     if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
-        raise loader.error("[sweep].stage", f"expected [[sweep.stage]] tables, {_got(raw)}")
+        raise loader.error("[sweep].stage", f"expected [[sweep.stage]] tables, {got(raw)}")
     stages: list[StageSpec] = []
     for n, table in enumerate(raw, 1):
         stage = _parse_stage(loader, table, n)
@@ -153,8 +154,8 @@ def _parse_stage(loader: Any, table: dict[str, Any], n: int) -> StageSpec:
     name = table.get("name")
     if name is None:
         raise loader.error(f"{where}.name", "missing; expected a stage name (letters, digits, '.', '_', '-')")
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise loader.error(f"{where}.name", f"expected only letters, digits, '.', '_' or '-', {_got(name)}")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise loader.error(f"{where}.name", f"expected only letters, digits, '.', '_' or '-', {got(name)}")
     where = f"{where} ({name})"
     if ("params" in table) == ("grid" in table):
         which = "both are set" if "params" in table else "neither is set"
@@ -166,16 +167,16 @@ def _parse_stage(loader: Any, table: dict[str, Any], n: int) -> StageSpec:
 
 def _parse_params(loader: Any, raw: object, keypath: str) -> tuple[dict, ...]:
     if not isinstance(raw, list) or not raw:
-        raise loader.error(keypath, f"expected a non-empty array of tables like [{{ lr = 1e-3 }}], {_got(raw)}")
+        raise loader.error(keypath, f"expected a non-empty array of tables like [{{ lr = 1e-3 }}], {got(raw)}")
     sets = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise loader.error(
-                f"{keypath}[{i}]", f"expected a table of parameters like {{ lr = 1e-3 }}, {_got(item)}"
+                f"{keypath}[{i}]", f"expected a table of parameters like {{ lr = 1e-3 }}, {got(item)}"
             )
         for key, value in item.items():
-            _check_name(loader, f"{keypath}[{i}].{_key(key)}", key)
-            _check_value(loader, f"{keypath}[{i}].{_key(key)}", value)
+            _check_name(loader, f"{keypath}[{i}].{toml_key(key)}", key)
+            _check_value(loader, f"{keypath}[{i}].{toml_key(key)}", value)
         sets.append(dict(item))
     return tuple(sets)
 
@@ -183,12 +184,12 @@ def _parse_params(loader: Any, raw: object, keypath: str) -> tuple[dict, ...]:
 def _parse_grid(loader: Any, raw: object, keypath: str) -> tuple[dict, ...]:
     """Every combination, in key order with the last key varying fastest (itertools.product's order)."""
     if not isinstance(raw, dict) or not raw:
-        raise loader.error(keypath, f"expected a table of arrays like {{ lr = [1e-3, 3e-4] }}, {_got(raw)}")
+        raise loader.error(keypath, f"expected a table of arrays like {{ lr = [1e-3, 3e-4] }}, {got(raw)}")
     for key, values in raw.items():
-        kp = f"{keypath}.{_key(key)}"
+        kp = f"{keypath}.{toml_key(key)}"
         _check_name(loader, kp, key)
         if not isinstance(values, list) or not values:
-            raise loader.error(kp, f"expected a non-empty array of values, {_got(values)}")
+            raise loader.error(kp, f"expected a non-empty array of values, {got(values)}")
         for i, value in enumerate(values):
             _check_value(loader, f"{kp}[{i}]", value)
     size = math.prod(len(v) for v in raw.values())
@@ -211,7 +212,7 @@ def _check_name(loader: Any, keypath: str, name: str) -> None:
 def _check_value(loader: Any, keypath: str, value: object) -> None:
     finite = not isinstance(value, float) or math.isfinite(value)  # info is JSON: no NaN or Inf
     if not isinstance(value, str | int | float | bool) or not finite:
-        raise loader.error(keypath, f"expected a string, finite number or boolean, {_got(value)}")
+        raise loader.error(keypath, f"expected a string, finite number or boolean, {got(value)}")
 
 
 def check_command(
@@ -276,7 +277,9 @@ def _trial_number(task: TaskRecord) -> int:
 def on_settle(spec: SweepSpec, tasks: Sequence[TaskRecord]) -> Expansion:
     """Rank the latest stage once all its trials have settled, and plan the next one from its best.
 
-    Taken once: a stage whose trials carry a rank or a note is decided, and then nothing is returned.
+    Taken once: a stage whose trials carry its decision (a rank for each trial that can be ranked, a note
+    for each that cannot) is decided, and then nothing is returned. A trial run again since (a failed one
+    retried) unsettles the decision of the latest stage, which is then taken again.
     """
     trials = [t for t in tasks if t.kind == TRIAL]
     if not trials:
@@ -284,7 +287,9 @@ def on_settle(spec: SweepSpec, tasks: Sequence[TaskRecord]) -> Expansion:
     n = max(_stage_index(t) for t in trials)
     stage = sorted((t for t in trials if _stage_index(t) == n), key=_trial_number)
     settled = all(t.status in Status.FINAL for t in stage)
-    decided = any(t.rank is not None or t.note is not None for t in stage)
+    decided = any(t.rank is not None or t.note is not None for t in stage) and all(
+        (t.rank is not None) == (_unranked_why(spec, t) is None) for t in stage
+    )
     if not settled or decided or not 1 <= n <= len(spec.stages):
         return Expansion()
     return _decide(spec, n, stage)

@@ -42,7 +42,7 @@ def finish(job: JobSpec, run: Run, out: Printer, elapsed: float) -> int:
     store, paths = run.store, run.paths
     tasks = store.tasks()
     write_products(job, run, [t.id for t in tasks])
-    ok = all(t.status == Status.DONE for t in tasks)
+    ok = all(t.status == Status.DONE for t in tasks) and not store.meta("run_failed")
     if ok and store.meta("merged"):
         line = merge_run(store, paths)
         out.info(line)

@@ -9,7 +9,8 @@ import pytest
 
 from gputui.engine.health import Break, HealthWatch, cuda_error_rule, may_retry, parse_log_values
 from gputui.jobs.health import HealthSpec, parse_health
-from gputui.jobs.spec import JobSpecError, _Loader, load_jobspec
+from gputui.jobs.loader import Loader, load_jobspec
+from gputui.jobs.spec import JobSpecError
 
 T0 = 1000.0  # started_at
 
@@ -23,7 +24,7 @@ def watch(**kw) -> HealthWatch:
 
 
 def parse(table: dict) -> HealthSpec:
-    return parse_health(_Loader("job.toml", Path(".")), table)
+    return parse_health(Loader("job.toml", Path(".")), table)
 
 
 def test_defaults():

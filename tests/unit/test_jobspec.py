@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gputui.jobs.spec import (
-    PLACEHOLDERS,
-    JobSpecError,
-    load_jobspec,
-    render_command,
-    render_template,
-    template_values,
-)
+from gputui.jobs.loader import load_jobspec
+from gputui.jobs.spec import PLACEHOLDERS, JobSpecError
+from gputui.jobs.templates import render_command, render_template, template_values
 
 MINIMAL = """\
 [job]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gputui.jobs.kinds import NewTask
+from gputui.jobs.loader import Loader, load_jobspec
 from gputui.jobs.pipeline import (
     PipelineSpec,
     StepSpec,
@@ -18,7 +19,7 @@ from gputui.jobs.pipeline import (
     ready,
     step_values,
 )
-from gputui.jobs.spec import GENERIC_PLACEHOLDERS, JobSpecError, _Loader, load_jobspec
+from gputui.jobs.spec import GENERIC_PLACEHOLDERS, JobSpecError
 from gputui.jobs.tasks import STEP, Status, TaskRecord
 
 RUN = Path("/runs/p")
@@ -26,7 +27,7 @@ KNOWN = [*GENERIC_PLACEHOLDERS, "step", "model"]  # what the job file loader pas
 
 
 def parse(text: str) -> PipelineSpec:
-    return parse_pipeline(_Loader("job.toml", Path("/jobs")), tomllib.loads(text)["pipeline"], KNOWN)
+    return parse_pipeline(Loader("job.toml", Path("/jobs")), tomllib.loads(text)["pipeline"], KNOWN)
 
 
 def step(name: str, *after: str) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gputui.jobs.kinds import Expansion, NewTask
-from gputui.jobs.spec import JobSpecError, _Loader, load_jobspec
+from gputui.jobs.loader import Loader, load_jobspec
+from gputui.jobs.spec import JobSpecError
 from gputui.jobs.sweep import (
     SWEEP_PLACEHOLDERS,
     StageSpec,
@@ -43,7 +44,7 @@ grid = { lr = [1e-3, 3e-4], batch_size = [32, 64] }
 
 
 def parse(text: str, base: Path = Path("/jobs")) -> SweepSpec:
-    return parse_sweep(_Loader("job.toml", base), tomllib.loads(text)["sweep"])
+    return parse_sweep(Loader("job.toml", base), tomllib.loads(text)["sweep"])
 
 
 def spec(top_k: int = 2, goal: str = "max", stages: int = 2) -> SweepSpec:
@@ -188,7 +189,7 @@ def test_later_stages_count_trials_per_promoted_parent():
 
 def test_check_command_names_the_stage_missing_a_parameter():
     s = parse(BASE + STAGE + '[[sweep.stage]]\nname = "task2"\nparams = [{ lr = 1, bs = 2 }, { bs = 3 }]\n')
-    loader = _Loader("job.toml", Path("/jobs"))
+    loader = Loader("job.toml", Path("/jobs"))
     check_command(loader, s, {"output_dir", "parent_output", "model"}, "[job].command")  # no parameter used
     with pytest.raises(JobSpecError) as e:
         check_command(loader, s, {"lr", "output_dir"}, "[job].command")
