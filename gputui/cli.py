@@ -226,7 +226,7 @@ def _cmd_app(args) -> int:
 def _cmd_run(args) -> int:
     from gputui.engine.attempt import Options
     from gputui.engine.session import open_for_job
-    from gputui.jobs.spec import load_jobspec
+    from gputui.jobs.loader import load_jobspec
     from gputui.views.headless import run_headless
     from gputui.views.printer import Printer
 

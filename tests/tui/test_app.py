@@ -9,7 +9,7 @@ import time
 import psutil
 
 from gputui.gpus.reservations import Reservations
-from gputui.jobs.spec import load_jobspec
+from gputui.jobs.loader import load_jobspec
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.refresh import Refreshed
 from gputui.tui.screens.dialogs import ConfirmScreen, QuitScreen
