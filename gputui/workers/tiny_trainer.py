@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--task", default="default")
     ap.add_argument("--step-s", type=float, default=0.0, help="sleep this long after each step (demos)")
+    ap.add_argument("--eval-only", action="store_true", help="only measure --init's model on the validation set")
     a = ap.parse_args(argv)
 
     torch.manual_seed(a.seed)
@@ -89,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"task={a.task} lr={a.lr:g} batch_size={a.batch_size} steps={a.steps}", flush=True)
 
     loss_v, val_acc = math.nan, accuracy(model, xv, yv)
+    if a.eval_only:
+        loss_v = loss_fn(model(xv), yv).item()
+        hooks.log_metrics(0, val_loss=loss_v, val_acc=val_acc)
+        print(f"eval val_loss={loss_v:.4f} val_acc={val_acc:.4f}", flush=True)
+        metrics = {"val_loss": loss_v, "val_acc": val_acc, "task": a.task}
+        atomic_write_text(a.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        hooks.mark_done(val_acc=val_acc, val_loss=loss_v)
+        return 0
     for step in range(1, a.steps + 1):
         idx = torch.randint(0, N_TRAIN, (a.batch_size,))
         loss = loss_fn(model(x[idx]), y[idx])
