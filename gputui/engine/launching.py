@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gputui.engine.attempt import WAITING, Infeasible, Live
 from gputui.engine.logtail import LogTail
+from gputui.engine.monitor import draining
 from gputui.engine.placement import place, usable_gpus, why_waiting
 from gputui.engine.rundir import RunPaths
 from gputui.executors import ownership
@@ -112,6 +113,7 @@ class Launching:
                 ready.append(t)
         gpus = self._snapshot() if self.probe is not None and ready else []
         reserved = {g for live in [*self.live.values(), *self.lingering.values()] for g in live.gpus}
+        reserved |= draining(gpus, self.scheduler_id, self.live)  # a killed task's GPU memory not yet released
         usable = usable_gpus(gpus, reserved, self.policy)
         wanted = sum(self.needs.get(t.id, self.policy.gpus_per_worker) for t in ready)
         claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], wanted)

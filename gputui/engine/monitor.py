@@ -6,7 +6,7 @@ the host's pid namespace), the app still attributes GPUs to our tasks through th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -131,3 +131,21 @@ def simulated_holders(snapshots: Sequence[GpuSnapshot], held: dict[int, dict]) -
             command = f"gputui run {note.get('job', '?')}: task {note.get('task') or '?'} (simulated GPU)"
             rows.append(GpuProcessInfo(index, int(note["pid"]), "", None, command, True, note.get("task")))
     return rows
+
+
+def draining(snapshots: Sequence[GpuSnapshot], scheduler_id: str, running: Collection[str]) -> set[int]:
+    """Real GPUs not to hand to a new task yet: NVML still lists on them a process of ours whose task is not
+    running (a killed trial's DataLoader worker or inference engine), or a process that has already exited
+    (the driver is still releasing its memory). Simulated GPUs list only what gputui itself attributes."""
+    held = set()
+    for g in snapshots:
+        if g.simulated:
+            continue
+        for proc in g.processes:
+            if not psutil.pid_exists(proc.pid):
+                held.add(g.index)
+                continue
+            sched, task, _ = tags(proc.pid)
+            if sched == scheduler_id and task not in running:
+                held.add(g.index)
+    return held

@@ -165,7 +165,7 @@ def _refuse_changed_plan(store: Store, job: JobSpec, plan: Plan) -> None:
         )
     table = "[sweep]" if job.kind == "sweep" else "[[pipeline.step]]"
     change = what_changed(store.meta("plan_definition"), plan.definition) or "its definition changed"
-    why = "trials already ranked would be mixed with others" if job.kind == "sweep" else "steps already run"
+    why = "the trials already run and ranked" if job.kind == "sweep" else "the steps already run"
     raise PlanMismatch(
         f"{job.path}: {table} changed since {store.path.parent} started ({change}); {why} would no longer "
         f"match it, so this is refused.\n  Restore it, or start afresh with another --run-dir. What may change "

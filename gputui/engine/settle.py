@@ -69,6 +69,8 @@ def decide(task: TaskRecord, ended: Ended, *, backoff_s: float, backoff_max_s: f
     attempt = {"status": Status.LOST if code is None else Status.FAILED, "reason": failure.reason} | fields
     if ended.interrupted and ended.health is None:
         why = "interrupted when gputui stopped"
+        if code is None and not ended.log_tail:  # recorded, never started: say so, not "exit status unknown"
+            attempt["reason"] = "never started: gputui stopped between recording and launching it"
         task_fields = {"status": Status.PENDING, "budget": task.budget + 1, "reason": why} | fields
         return Decision(attempt, task_fields, outcome="requeued", failure=failure.kind)
     event = ("failed", f"attempt {ended.number}: {failure.reason}")

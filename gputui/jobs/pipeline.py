@@ -15,6 +15,7 @@ Every step is planned at the start; when one fails or is killed, the steps stran
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import heapq
 import shlex
@@ -234,6 +235,7 @@ def on_settle(spec: PipelineSpec, tasks: Sequence[TaskRecord]) -> Expansion:
     by_id = {t.id: t for t in tasks if t.kind == STEP}
     causes: dict[str, TaskRecord | None] = {}
     updates, events = _unskip(by_id)
+    by_id = {tid: dataclasses.replace(t, **updates[tid]) if tid in updates else t for tid, t in by_id.items()}
     for task in sorted(by_id.values(), key=lambda t: t.index):
         if task.status not in _WAITING:
             continue

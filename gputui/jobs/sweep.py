@@ -319,7 +319,9 @@ def _decide(spec: SweepSpec, n: int, stage: list[TaskRecord]) -> Expansion:
             updates=updates, failed=f"stage {name}: no trial was ranked ({tally}); the sweep cannot go on"
         )
     for r, t in enumerate(ranked, 1):
-        updates[t.id] = {"rank": r, "promoted": r <= spec.top_k, "note": _ranked_note(spec, n, r)}
+        # Promoted: seeds the next stage. The last stage has none: its ranking is the sweep's result.
+        promoted = r <= spec.top_k and n < len(spec.stages)
+        updates[t.id] = {"rank": r, "promoted": promoted, "note": _ranked_note(spec, n, r)}
     last = n == len(spec.stages)
     promoted = ranked[: spec.top_k]
     message = _ranked_message(spec, name, ranked, promoted, why, last)

@@ -347,7 +347,7 @@ def test_the_rule_is_idempotent_through_the_whole_sweep():
             "the sweep is complete; not ranked: task2-2 (failed)",
         )
     ]
-    assert e2.updates["task2-1"] == {"rank": 1, "promoted": True, "note": "best of the sweep"}
+    assert e2.updates["task2-1"] == {"rank": 1, "promoted": False, "note": "best of the sweep"}  # seeds nothing
     tasks = apply(tasks, e2)
     assert not on_settle(s, tasks)
     assert [t.id for t in best_chain(tasks)] == ["task2-1", "task1-2"]
