@@ -34,7 +34,7 @@ def _main(argv: list[str] | None) -> int:
     from gputui.engine.attempt import Infeasible
     from gputui.engine.rundir import RunLocked
     from gputui.engine.session import PlanMismatch
-    from gputui.engine.store import StateReadOnly, StateUnreadable
+    from gputui.engine.state_file import StateReadOnly, StateUnreadable
     from gputui.gpus.probe import NoGpuError
     from gputui.jobs.spec import JobSpecError
 
@@ -78,7 +78,7 @@ def _state_db(args) -> Path | None:
 
 def _state_error(db: Path | None, e: sqlite3.DatabaseError) -> str:
     """An SQLite error met after the checks on open, said plainly; damage keeps the refusal's wording."""
-    from gputui.engine.store import unreadable
+    from gputui.engine.state_file import unreadable
 
     text, where = str(e)[:160], str(db or "the run's state database")
     low = text.lower()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import TaskRecord
 
 
@@ -41,7 +42,7 @@ class Expansion:
         return bool(self.new or self.updates or self.events or self.failed)
 
 
-def on_settle(job, tasks: Sequence[TaskRecord]) -> Expansion:
+def on_settle(job: JobSpec, tasks: Sequence[TaskRecord]) -> Expansion:
     """The job kind's rule, applied to every task so far (idempotent: what exists is never added again)."""
     if job.kind == "sweep":
         from gputui.jobs import sweep

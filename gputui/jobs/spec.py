@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # each kind's spec lives with its rule
+    from gputui.jobs.health import HealthSpec
+    from gputui.jobs.pipeline import PipelineSpec
+    from gputui.jobs.sweep import SweepSpec
 
 PLACEHOLDERS = (
     "low",
@@ -81,6 +86,6 @@ class JobSpec:
     alerts: AlertSpec = field(default_factory=AlertSpec)
     text: str = ""  # the job file as read, kept in the run directory for the record
     kind: str = "shards"  # "shards" | "sweep" | "pipeline"
-    sweep: Any = None  # jobs.sweep.SweepSpec for kind "sweep"
-    pipeline: Any = None  # jobs.pipeline.PipelineSpec for kind "pipeline"
-    health: Any = None  # jobs.health.HealthSpec when the file has [health]
+    sweep: SweepSpec | None = None  # kind "sweep"
+    pipeline: PipelineSpec | None = None  # kind "pipeline"
+    health: HealthSpec | None = None  # when the file has [health]

@@ -8,7 +8,8 @@ import sqlite3
 
 import pytest
 
-from gputui.engine.store import StateUnreadable, Store
+from gputui.engine.state_file import StateUnreadable
+from gputui.engine.store import Store
 from gputui.jobs.kinds import NewTask
 from gputui.jobs.tasks import SHARD
 

@@ -1,0 +1,53 @@
+"""The state database's schema, and what upgrades an older one in place."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 4
+
+
+# What opening a database of an older schema for writing adds to it, by the version it had; a view (read-only)
+# reads an older one as it is, with what it lacks shown as unknown.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE attempts ADD COLUMN gpu_seconds REAL",
+        "ALTER TABLE attempts ADD COLUMN peak_memory INTEGER",
+        "ALTER TABLE attempts ADD COLUMN gpus_simulated INTEGER",
+    ),
+    3: (
+        "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'shard'",
+        "ALTER TABLE tasks ADD COLUMN info TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE tasks ADD COLUMN after_ids TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tasks ADD COLUMN metric REAL",
+        "ALTER TABLE tasks ADD COLUMN rank INTEGER",
+        "ALTER TABLE tasks ADD COLUMN promoted INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN note TEXT",
+    ),
+}
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, idx INTEGER NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL,
+    count INTEGER NOT NULL, output TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    budget INTEGER NOT NULL, gpus TEXT NOT NULL DEFAULT '', reason TEXT, exit_code INTEGER,
+    started_at REAL, ended_at REAL, next_try_at REAL, kind TEXT NOT NULL DEFAULT 'shard',
+    info TEXT NOT NULL DEFAULT '{}', after_ids TEXT NOT NULL DEFAULT '', metric REAL, rank INTEGER,
+    promoted INTEGER NOT NULL DEFAULT 0, note TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    task_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL, gpus TEXT NOT NULL,
+    command TEXT NOT NULL, log_path TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
+    exit_code INTEGER, reason TEXT, waiter_pid INTEGER, waiter_start INTEGER, worker_pid INTEGER,
+    worker_start INTEGER, cgroup TEXT, cleared_at REAL, gpu_seconds REAL, peak_memory INTEGER,
+    gpus_simulated INTEGER,
+    PRIMARY KEY (task_id, number)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, task_id TEXT, kind TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS controls (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, verb TEXT NOT NULL, args TEXT NOT NULL,
+    done_at REAL, ok INTEGER, result TEXT
+);
+"""
