@@ -291,7 +291,8 @@ def _cmd_status(args) -> int:
         who = f"live, pid {holder.get('pid')}" if live and holder else ("live" if live else "not running")
         console.print(f"[b]{meta.get('job_name')}[/b]  scheduler {meta.get('scheduler_id', '')[:8]} ({who})")
         console.print(str(paths.root), style="dim", soft_wrap=True, markup=False, highlight=False)
-        console.print(status_table(tasks, attempts, now=time.time()))
+        metric = (meta.get("sweep") or {}).get("metric")
+        console.print(status_table(tasks, attempts, now=time.time(), metric=metric))
         for line in log_lines(tasks, attempts):  # whole, however narrow the terminal: to be copied
             console.print(line, soft_wrap=True, markup=False, highlight=False)
         started = [t.started_at for t in tasks if t.started_at]

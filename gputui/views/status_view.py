@@ -8,7 +8,7 @@ from rich.table import Table
 
 from gputui.engine.records import AttemptRecord
 from gputui.gpus.probe import GIB
-from gputui.jobs.tasks import Status, TaskRecord
+from gputui.jobs.tasks import SHARD, Status, TaskRecord
 from gputui.results.report import took
 
 STATUS_STYLE = {
@@ -24,13 +24,19 @@ STATUS_STYLE = {
 NEEDS_A_LOOK = (Status.FAILED, Status.RETRYING, Status.KILLED, Status.SKIPPED)
 
 
-def status_table(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord], *, now: float) -> Table:
-    """One row per task. Log paths are not in it (a narrow cell would break them up): see `log_lines`."""
+def status_table(
+    tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord], *, now: float, metric: str | None = None
+) -> Table:
+    """One row per task. Log paths are not in it (a narrow cell would break them up): see `log_lines`.
+    `metric`: a sweep's metric, shown with each trial's rank (★: promoted to the next stage)."""
     last = latest_attempts(attempts)
     gpu_figures = any(t.gpu_seconds for t in tasks)
     simulated = any(t.gpus_simulated for t in tasks)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    columns = ["task", "range", "status", "tries", "GPUs", "exit", "time"]
+    shards = all(t.kind == SHARD for t in tasks)
+    columns = ["task", "range" if shards else "covers", "status", "tries", "GPUs", "exit", "time"]
+    if metric is not None:
+        columns += [metric, "rank"]
     if gpu_figures:
         columns += ["GPU-h", "sim mem" if simulated else "peak mem"]
     id_width = max((len(t.id) for t in tasks), default=4)
@@ -50,9 +56,12 @@ def status_table(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord],
             "" if t.exit_code is None else str(t.exit_code),
             duration,
         ]
+        if metric is not None:
+            rank = "" if t.rank is None else f"{t.rank}{' ★' if t.promoted else ''}"
+            cells += ["" if t.metric is None else f"{t.metric:.6g}", rank]
         if gpu_figures:
             cells += [gpu_hours_text(t.gpu_seconds), memory_text(t.peak_memory)]
-        table.add_row(*cells, t.reason or "")
+        table.add_row(*cells, t.reason or t.note or "")
     return table
 
 
