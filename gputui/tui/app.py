@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import shlex
 import socket
+import time
 from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import Footer, Static, TabbedContent, TabPane
@@ -29,10 +30,10 @@ from gputui.engine.monitor import (
 from gputui.engine.session import open_existing
 from gputui.gpus.detect import describe
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
-from gputui.jobs.tasks import Status
+from gputui.jobs.tasks import SHARD, TRIAL, Status
 from gputui.results.finalize import merge_run, write_summary
 from gputui.tui import modes
-from gputui.tui.refresh import Gatherer, Refreshed
+from gputui.tui.refresh import Gatherer, Refreshed, SeriesRead
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
@@ -42,10 +43,12 @@ from gputui.tui.widgets.gpu_grid import GpuPanels
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.log_tabs import SELECTED, LogTabs
 from gputui.tui.widgets.log_view import LogPane
+from gputui.tui.widgets.metrics_chart import MetricsChart
 from gputui.tui.widgets.process_list import ProcessList, ProcessRow
-from gputui.tui.widgets.run_header import RunHeader, identity_line
+from gputui.tui.widgets.run_area import RunArea
+from gputui.tui.widgets.run_header import RunHeader, identity_line, plan_text
 from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
-from gputui.views.runview import RunSnapshot, RunView, TaskView
+from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, TaskView
 
 HEADER_LINES, FOOTER_LINES = 2, 1
 MAIN_MIN_LINES = {True: 13, False: 8}  # job modes keep table, task bar and log pane; monitor its process list
@@ -92,8 +95,11 @@ class GpuTuiApp(App):
         self.interval = max(0.25, interval)
         self.readonly = readonly
         self.view = RunView(run_dir) if run_dir is not None else None
-        self._gatherer = Gatherer(self.view, simulate, probe)  # probe: opened in the first refresh if None
+        # probe: opened in the first refresh if None; the job file: read for its plan before launch
+        self._gatherer = Gatherer(self.view, simulate, probe, job_path)
         self.snapshot: RunSnapshot | None = None
+        self.plan: PlannedRun | None = None  # before launch: the job's plan (nothing written to read it)
+        self.series: MetricSeries | None = None  # the selected task's metrics over steps, as last read
         self.gpus: list[GpuSnapshot] = []
         self._gpu_error: str | None = None
         self._run_error: str | None = None
@@ -124,15 +130,18 @@ class GpuTuiApp(App):
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
         yield GpuPanels(id="gpus")
-        with Vertical(id="main"):
-            if self.monitor_only:
+        if self.monitor_only:
+            with Vertical(id="main"):
                 yield ProcessList(id="processes")
                 yield Static("no GPU processes", id="no-processes")
-            else:
+        else:
+            with RunArea(id="main"):
                 yield JobTable(id="jobs")
                 yield TaskBar(id="taskbar")
-                with LogTabs(id="logs"), TabPane("log", id=SELECTED):
-                    yield LogPane(id="log-selected-pane")
+                with Horizontal(id="lower"):
+                    with LogTabs(id="logs"), TabPane("log", id=SELECTED):
+                        yield LogPane(id="log-selected-pane")
+                    yield MetricsChart(id="chart")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -146,6 +155,8 @@ class GpuTuiApp(App):
             self._table = self.query_one(JobTable)
             self._taskbar = self.query_one(TaskBar)
             self._tabs = self.query_one(LogTabs)
+            self._area = self.query_one(RunArea)
+            self._chart = self.query_one(MetricsChart)
             self.watch(self._table, "filter_by", self._render_taskbar, init=False)
             self.watch(self._table, "sort_by", self._render_taskbar, init=False)
         self.action_back()  # keys act on the table (or the process list) from the start, not on the GPU grid
@@ -174,6 +185,9 @@ class GpuTuiApp(App):
                     yield SystemCommand(
                         f"{key.does} ({key.key})", key.does, lambda v=verb: self._table.action_request(v)
                     )
+            elif key.action == "toggle_chart":  # the run area's key
+                if self._area.check_action(key.action, ()):
+                    yield SystemCommand(f"{key.does} ({key.key})", key.does, self._area.action_toggle_chart)
             elif key.action not in ("tab", "back", "help", "cycle_sort", "cycle_filter") and self.check_action(
                 key.action, ()
             ):  # those are keys, not commands
@@ -250,11 +264,25 @@ class GpuTuiApp(App):
             )
             self._no_processes.display = not msg.processes
         elif msg.run is not None:
-            table = self._table
-            table.update_tasks(msg.run.tasks, msg.run.taken_at)
+            run, table = msg.run, self._table
+            self.plan = None
+            table.update_tasks(run.tasks, run.taken_at, metric=self._metric_name(), to_come=run.to_come)
             table.set_class(msg.run_error is not None, "-stale")
-            if msg.run.tasks:  # the first task at start; a retried task's new attempt log later
-                self._show_log(self._tabs.task_id or msg.run.tasks[0].task.id)
+            if run.tasks:  # the first task at start; a retried task's new attempt log later
+                self._show_log(self._tabs.task_id or run.tasks[0].task.id)
+            if run.series is not None and run.series.task_id == table.selected_id:
+                self.series = run.series
+            elif self.view is not None and table.selected_id not in (None, self.view.selected):
+                self._read_series(table.selected_id)  # selected before the run existed (its plan): read it now
+            kinds = {v.task.kind for v in run.tasks}
+            has_metrics = any(v.metrics for v in run.tasks) or (self.series is not None and not self.series.empty)
+            self._area.offer(bool(kinds - {SHARD}) or has_metrics, by_default=TRIAL in kinds)
+            self._show_chart()
+        elif msg.plan is not None:
+            plan = self.plan = msg.plan
+            self._table.update_tasks(plan.tasks, time.time(), metric=plan.metric, to_come=plan.to_come)
+            if plan.tasks:
+                self._show_log(self._tabs.task_id or plan.tasks[0].task.id)
         if msg.run is not None and msg.run.alerts:
             for alert in msg.run.alerts:
                 who = f"{alert.get('task_id')}: " if alert.get("task_id") else ""
@@ -275,12 +303,15 @@ class GpuTuiApp(App):
             run=self.snapshot,
             run_dir=None if self.run_dir is None else str(self.run_dir),
             readonly=self.readonly,
+            job_name=self.plan.job_name if self.plan is not None else None,
         )
         note = None
         if self._run_error:
             note = Text(f"cannot read the run: {self._run_error} (showing the last state read)", "bold red")
         elif self.monitor_only:
             note = Text(self._host_stats)
+        elif self.snapshot is None and self.plan is not None:
+            note = plan_text(self.plan, readonly=self.readonly)
         elif self.snapshot is None:
             note = Text("not started: press l to launch" if not self.readonly else "not started")
         self._header.show(first, self.snapshot, note)
@@ -291,23 +322,72 @@ class GpuTuiApp(App):
         table = self._table
         pane = self._visible_log()
         follow = pane.log_view.follow if pane is not None and pane.log_view.path is not None else None
-        self._taskbar.show(
-            task_bar_text(table.selected, filter_by=table.filter_by, sort_by=table.sort_by, follow=follow)
+        view = table.selected
+        series = self.series
+        metrics = (
+            series.last if series is not None and view is not None and series.task_id == view.task.id else None
         )
+        self._taskbar.show(
+            task_bar_text(
+                view,
+                filter_by=table.filter_by,
+                sort_by=table.sort_by,
+                follow=follow,
+                metrics=dict(metrics) if metrics else (dict(view.metrics) if view is not None else None),
+                metric=self._metric_name(),
+            )
+        )
+
+    def _metric_name(self) -> str | None:
+        """What a sweep ranks its trials by (None for other jobs)."""
+        if self.snapshot is not None:
+            return (self.snapshot.meta.get("sweep") or {}).get("metric")
+        return self.plan.metric if self.plan is not None else None
 
     def _selected(self) -> TaskView | None:
         return None if self.monitor_only else self._table.selected
 
     def _task_view(self, task_id: str) -> TaskView | None:
-        if self.snapshot is None:
-            return None
-        return next((v for v in self.snapshot.tasks if v.task.id == task_id), None)
+        views = self.snapshot.tasks if self.snapshot is not None else self.plan.tasks if self.plan else []
+        return next((v for v in views if v.task.id == task_id), None)
 
-    # -- logs ----------------------------------------------------------------------------------
+    # -- logs and metrics ----------------------------------------------------------------------
     @on(JobTable.TaskSelected)
     def _on_selected(self, msg: JobTable.TaskSelected) -> None:
         self._show_log(msg.task_id)
+        self._show_chart()
         self._render_taskbar()
+        if self.snapshot is not None:
+            self._read_series(msg.task_id)
+
+    @work(thread=True, exclusive=True, group="series", exit_on_error=False)
+    def _read_series(self, task_id: str) -> None:
+        """The newly selected task's metrics over steps now (the refreshes after it carry them on)."""
+        self.post_message(SeriesRead(task_id, self._gatherer.series(task_id)))
+
+    @on(SeriesRead)
+    def _on_series(self, msg: SeriesRead) -> None:
+        if msg.series is not None and msg.task_id == self._table.selected_id:
+            self.series = msg.series
+            self._area.offer(not msg.series.empty, by_default=False)
+        self._show_chart()
+        self._render_taskbar()
+
+    def _show_chart(self) -> None:
+        """The chart follows the selected task: its series when read, else why there is none."""
+        view = self._table.selected
+        task_id = None if view is None else view.task.id
+        series = self.series if self.series is not None and self.series.task_id == task_id else None
+        started = view is not None and view.attempt is not None
+        self._chart.show(task_id, series, started=started, first=self._metric_name())
+
+    @on(RunArea.ChartToggled)
+    def _on_chart_toggled(self, msg: RunArea.ChartToggled) -> None:
+        if not self._area.log_shown and self.focused is not None and self._tabs in self.focused.ancestors:
+            self._table.focus()  # the log gave way to the chart: keys go back to the table
+        self._show_chart()
+        self._render_taskbar()
+        self.refresh_bindings()
 
     def _show_log(self, task_id: str) -> None:
         view = self._task_view(task_id)
@@ -322,7 +402,7 @@ class GpuTuiApp(App):
         self.refresh_bindings()
 
     def _visible_log(self) -> LogPane | None:
-        return None if self.monitor_only else self._tabs.visible
+        return None if self.monitor_only or not self._area.log_shown else self._tabs.visible
 
     def action_follow(self) -> None:
         pane = self._visible_log()

@@ -81,6 +81,13 @@ KEYS: tuple[Key, ...] = (
     Key("/", "search_log", "log: search (Enter); n / N next / previous match", RUN_MODES),
     Key("[ ]", "tab", "log tabs: previous / next", RUN_MODES),
     Key("x", "close_tab", "log tabs: close the pinned tab", RUN_MODES),
+    Key(
+        "c",
+        "toggle_chart",
+        "metrics chart of the selected task (reported through gputui.hooks), on / off: beside the log "
+        "from 120 columns, instead of it when narrower",
+        RUN_MODES,
+    ),
     Key("esc", "back", "back to the table", ALL),
     Key("m", "menu", "menu: merge shard outputs, write summaries, view them", JOB_MODES),
     Key("g", "cycle_gpu_layout", "GPU layout: auto, full (cards with history), compact (one line each)", ALL),

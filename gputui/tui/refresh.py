@@ -3,7 +3,10 @@ message: the run, the GPUs, their processes, other runs' reservations, the host 
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 from textual.message import Message
@@ -19,7 +22,9 @@ from gputui.engine.monitor import (
 from gputui.gpus.detect import open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.gpus.simulated import TASK_MEMORY_GB
-from gputui.views.runview import RunSnapshot, RunView
+from gputui.jobs.loader import load_jobspec
+from gputui.jobs.plans import plan_job
+from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, planned_run
 
 
 @dataclass
@@ -33,6 +38,15 @@ class Refreshed(Message):
     run_error: str | None = None
     other_runs: dict[int, str] = field(default_factory=dict)  # GPU index -> which other gputui run holds it
     host: str = ""  # monitor mode: CPU, memory, swap, load
+    plan: PlannedRun | None = None  # before launch: the job's plan, read from its job file (nothing written)
+
+
+@dataclass
+class SeriesRead(Message):
+    """A task's metrics over steps, read in a thread when it was selected."""
+
+    task_id: str
+    series: MetricSeries | None
 
 
 def host_line() -> str:
@@ -45,16 +59,62 @@ def host_line() -> str:
     )
 
 
+def read_plan(job_path: Path, run_dir: Path | None) -> PlannedRun:
+    """The job's plan as `gputui run` would start it (reads the job file and, for shards, the input;
+    writes nothing). A job file that cannot be planned gives a PlannedRun saying why."""
+    try:
+        job = load_jobspec(job_path, run_dir=run_dir)
+        return planned_run(job, plan_job(job))
+    except Exception as e:  # a job file being edited: say why, and read it again when it changes
+        return PlannedRun("", "", "", [], [], error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 class Gatherer:
     """Holds what lives across refreshes: the run view, the GPU probe (opened on first use, the way the
-    run was started when no `--simulate` is given), the CPU sampler, the last run snapshot."""
+    run was started when no `--simulate` is given), the CPU sampler, the last run snapshot, and before
+    launch the job's plan (read again only when the job file changes)."""
 
-    def __init__(self, view: RunView | None, simulate: str | None, probe: GpuProbe | None) -> None:
+    def __init__(
+        self,
+        view: RunView | None,
+        simulate: str | None,
+        probe: GpuProbe | None,
+        job_path: Path | None = None,
+    ) -> None:
         self.view, self.simulate, self.probe = view, simulate, probe
+        self.job_path = job_path
         self.run: RunSnapshot | None = None
         self._cpu = CpuSampler()
+        self._plan: PlannedRun | None = None
+        self._plan_stamp: tuple | None = None
+        self._lock = threading.Lock()  # a refresh asked for while one runs waits for it (one view, one reader)
 
     def gather(self) -> Refreshed:
+        with self._lock:
+            return self._gather()
+
+    def series(self, task_id: str) -> MetricSeries | None:
+        """The task's metrics over steps, and the task whose series the next refreshes carry."""
+        if self.view is None:
+            return None
+        with self._lock:
+            self.view.select(task_id)
+            return self.view.read_series(task_id)
+
+    def _read_plan(self) -> PlannedRun | None:
+        if self.job_path is None or self.view is None:
+            return None
+        try:
+            st = os.stat(self.job_path)
+        except OSError:  # no job file (yet): nothing to show; `l` says why it cannot start
+            self._plan = self._plan_stamp = None
+            return None
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._plan_stamp:
+            self._plan, self._plan_stamp = read_plan(self.job_path, self.view.paths.root), stamp
+        return self._plan
+
+    def _gather(self) -> Refreshed:
         run, run_error = None, None
         try:
             run = self.view.snapshot() if self.view is not None else None
@@ -80,7 +140,8 @@ class Gatherer:
         if monitor:
             processes += simulated_holders(gpus, held)
         other_runs = held_by_other_runs(held, scheduler_id)
-        return Refreshed(run, gpus, error, processes, run_error, other_runs, host_line() if monitor else "")
+        plan = self._read_plan() if run is None and run_error is None else None
+        return Refreshed(run, gpus, error, processes, run_error, other_runs, host_line() if monitor else "", plan)
 
     def _simulated_load(self):
         """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""

@@ -5,9 +5,11 @@ Blocking (SQLite, log tails, lock probe): call `snapshot` from a thread, never f
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +18,16 @@ from gputui.engine.failures import read_tail
 from gputui.engine.records import AttemptRecord
 from gputui.engine.rundir import RunLock, RunPaths
 from gputui.engine.store import Store
+from gputui.engine.worker_events import EventReader, Latest
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
-from gputui.jobs.tasks import Status, TaskRecord
+from gputui.jobs.kinds import NewTask
+from gputui.jobs.tasks import TRIAL, Status, TaskRecord
 from gputui.views.progress import Progress, ProgressTracker
+
+METRIC_POINTS = 1024
+"""Points kept per metric for a chart: past twice that, neighbours are averaged (the whole run keeps its
+shape at half the resolution), so a long run costs the same memory as a short one."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class TaskView:
     attempt: AttemptRecord | None  # the latest
     progress: Progress | None = None
     history: tuple[AttemptRecord, ...] = ()  # every attempt, oldest first (the latest included)
+    metrics: Mapping[str, float] = field(default_factory=dict)  # latest values its latest attempt reported
+    # through gputui.hooks: read for running and paused tasks, and for the task the app has selected
 
     @property
     def elapsed(self) -> float | None:
@@ -48,6 +58,8 @@ class RunSnapshot:
     taken_at: float = 0.0
     alerts: list[dict] = field(default_factory=list)  # appended to alerts.jsonl since the last snapshot
     active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
+    series: MetricSeries | None = None  # the selected task's metrics over steps (see `RunView.select`)
+    to_come: list[str] = field(default_factory=list)  # a sweep's stages not planned yet, one line each
 
     @property
     def counts(self) -> Counter[str]:
@@ -139,6 +151,147 @@ def outlook(views: list[TaskView]) -> Outlook:
     return Outlook(done, total, rate if measured else None, eta)
 
 
+@dataclass(frozen=True)
+class MetricSeries:
+    """One attempt's metrics over steps, as its worker reported them through `gputui.hooks`."""
+
+    task_id: str
+    attempt: int
+    points: Mapping[str, tuple[float, ...]]  # name -> finite values in step order (first-seen name order)
+    last: Mapping[str, float]  # name -> the latest value (a final value from `mark_done` included)
+    low: Mapping[str, float]  # name -> the least finite value reported (every point, not the kept ones)
+    high: Mapping[str, float]
+    step: int | None  # the latest step reported
+    version: int = 0  # grows with each read that found new events
+
+    @property
+    def empty(self) -> bool:
+        return not self.last
+
+
+class MetricHistory:
+    """Reads one attempt's events file incrementally (a stat per quiet refresh) and keeps what a chart
+    needs: each metric's series (at most 2 x METRIC_POINTS points), its latest value, least and most."""
+
+    def __init__(self, task_id: str, attempt: int, path: Path) -> None:
+        self.task_id, self.attempt = task_id, attempt
+        self._reader = EventReader(path)
+        self._latest = Latest(max_series=0)  # its series is kept here, decimated
+        self._points: dict[str, list[float]] = {}
+        self._low: dict[str, float] = {}
+        self._high: dict[str, float] = {}
+        self._stamp: tuple | None = None
+        self._frozen: MetricSeries | None = None
+        self.version = 0
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self._latest.metrics
+
+    def poll(self) -> None:
+        stamp = _stamp(Path(self._reader.path))
+        if stamp is None or stamp == self._stamp:
+            return
+        self._stamp = stamp
+        events = self._reader.read()
+        if not events:
+            return
+        self._latest.feed(events)
+        for ev in events:
+            if ev.kind != "metrics" or ev.step is None:
+                continue
+            for name, value in ev.values.items():
+                if not math.isfinite(value):
+                    continue
+                points = self._points.setdefault(name, [])
+                points.append(value)
+                if len(points) >= 2 * METRIC_POINTS:
+                    points[:] = [(a + b) / 2 for a, b in zip(points[::2], points[1::2], strict=False)]
+                self._low[name] = min(self._low.get(name, value), value)
+                self._high[name] = max(self._high.get(name, value), value)
+        self.version += 1
+        self._frozen = None
+
+    def frozen(self) -> MetricSeries:
+        """What a screen shows, as a value: the same object until new events are read."""
+        if self._frozen is None:
+            names = [*self._points, *(n for n in self._latest.metrics if n not in self._points)]
+            self._frozen = MetricSeries(
+                self.task_id,
+                self.attempt,
+                {n: tuple(self._points.get(n, ())) for n in names},
+                {n: self._latest.metrics[n] for n in names if n in self._latest.metrics},
+                dict(self._low),
+                dict(self._high),
+                self._latest.metric_step,
+                self.version,
+            )
+        return self._frozen
+
+
+def stages_to_come(
+    stages: list[tuple[str, int]], top_k: int, planned: set[str], *, stopped: bool = False
+) -> list[str]:
+    """One line per sweep stage not planned yet: 'task2 · 3 param sets × top 2 of task1 (≤6 trials) · after
+    task1 is ranked'. `stages`: (name, parameter sets) in order; `planned`: stage names that have trials."""
+    lines = []
+    for i, (name, sets) in enumerate(stages):
+        if i == 0 or name in planned:
+            continue
+        before = stages[i - 1][0]
+        trials = f"≤{sets * top_k} trials" if top_k > 1 else f"{sets} trial{'s' if sets != 1 else ''}"
+        when = "will not run: the sweep stopped" if stopped else f"after {before} is ranked"
+        plural = "s" if sets != 1 else ""
+        lines.append(f"{name} · {sets} param set{plural} × top {top_k} of {before} ({trials}) · {when}")
+    return lines
+
+
+def sweep_stages(meta: Mapping) -> tuple[list[tuple[str, int]], int]:
+    """A sweep run's stages (name, parameter sets) and top_k, from the plan it recorded; ([], 0) if none."""
+    definition = meta.get("plan_definition")
+    if meta.get("job_kind") != "sweep" or not isinstance(definition, dict):
+        return [], 0
+    stages = []
+    for stage in definition.get("stages") or ():
+        if isinstance(stage, dict) and isinstance(stage.get("name"), str):
+            stages.append((stage["name"], len(stage.get("params") or ())))
+    top_k = definition.get("top_k")
+    return stages, top_k if isinstance(top_k, int) else 1
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A job's plan before it is launched, as the app shows it: nothing is written to read it."""
+
+    job_name: str
+    kind: str  # shards | sweep | pipeline
+    description: str  # the plan's one line
+    tasks: list[TaskView]
+    to_come: list[str]  # a sweep's later stages, one line each
+    metric: str | None = None  # what a sweep ranks its trials by
+    error: str | None = None  # why the plan could not be read (then there are no tasks)
+
+
+def planned_record(task: NewTask, budget: int) -> TaskRecord:
+    """A task of a plan as the store will hold it once added: pending, never tried."""
+    return TaskRecord(
+        task.id, task.index, task.low, task.high, task.count, Status.PENDING, 0, budget, (), None, None, None,
+        None, None, kind=task.kind, info=task.info, after=tuple(task.after),
+    )  # fmt: skip
+
+
+def planned_run(job, plan) -> PlannedRun:
+    """`job` (a JobSpec) and its `plan_job` plan as a PlannedRun (pure)."""
+    tasks = [TaskView(planned_record(t, job.retry.max_attempts), None) for t in plan.tasks]
+    to_come, metric = [], None
+    if job.kind == "sweep":
+        sweep = job.sweep
+        metric = sweep.metric
+        first = {t.task.info.get("stage") for t in tasks if t.task.kind == TRIAL}
+        to_come = stages_to_come([(s.name, len(s.params)) for s in sweep.stages], sweep.top_k, first)
+    return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric)
+
+
 class RunView:
     def __init__(self, run_dir: str | Path):
         self.paths = RunPaths(Path(run_dir).resolve())
@@ -149,6 +302,12 @@ class RunView:
         self._state: tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]] | None = None
         self._state_stamp: tuple = ()
         self._state_at = 0.0
+        self._metrics: dict[tuple[str, int], MetricHistory] = {}
+        self.selected: str | None = None  # the task whose metrics over steps the snapshot carries
+
+    def select(self, task_id: str | None) -> None:
+        """Which task's series the next snapshots carry (any thread: the next snapshot reads it)."""
+        self.selected = task_id
 
     @property
     def exists(self) -> bool:
@@ -161,18 +320,30 @@ class RunView:
             self._store = Store.open(self.paths.db, readonly=True)
         meta, tasks, history = self._read_state()
         live = RunLock(self.paths).is_live()
-        views, keys = [], set()
+        selected = self.selected
+        views, keys, read = [], set(), {}
+        series = None
         for t in tasks:
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
             a = attempts[-1] if attempts else None
             progress = None
+            metrics: Mapping[str, float] = {}
             if a is not None and t.status in Status.LIVE:
                 key = (t.id, a.number)
                 keys.add(key)
                 tail = self._tail(a.log_path)
                 progress = self._progress.update(key, tail, paused=t.status == Status.PAUSED)
-            views.append(TaskView(t, a, progress, attempts))
+            if a is not None and (t.status in Status.LIVE or t.id == selected):
+                found = read[(t.id, a.number)] = self._metric_history(t.id, a.number)
+                metrics = dict(found.metrics)
+                if t.id == selected:
+                    series = found.frozen()
+            views.append(TaskView(t, a, progress, attempts, metrics))
         self._progress.forget(keys)
+        self._metrics = read  # a task that ended and is not selected is read no more
+        stages, top_k = sweep_stages(meta)
+        planned = {t.info.get("stage") for t in tasks if t.kind == TRIAL}
+        to_come = stages_to_come(stages, top_k, planned, stopped=bool(meta.get("run_failed")))
         live_logs = {v.attempt.log_path for v in views if v.attempt is not None}
         self._tails = {path: tail for path, tail in self._tails.items() if path in live_logs}
         now = time.time()
@@ -189,7 +360,29 @@ class RunView:
             taken_at=now,
             alerts=self._alerts.new(),
             active_s=union_length(spans),
+            series=series,
+            to_come=to_come,
         )
+
+    def read_series(self, task_id: str) -> MetricSeries | None:
+        """The task's latest attempt's metrics over steps now, from the state last read (None: it has not
+        started, or no snapshot was taken yet). Blocking (a stat, a read): call it from a thread, never
+        while a snapshot is being taken."""
+        if self._state is None:
+            return None
+        attempts = self._state[2].get(task_id)
+        if not attempts:
+            return None
+        number = max(a.number for a in attempts)
+        found = self._metrics[(task_id, number)] = self._metric_history(task_id, number)
+        return found.frozen()
+
+    def _metric_history(self, task_id: str, attempt: int) -> MetricHistory:
+        found = self._metrics.get((task_id, attempt))
+        if found is None:
+            found = MetricHistory(task_id, attempt, self.paths.events(task_id, attempt))
+        found.poll()
+        return found
 
     def _read_state(self) -> tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]]:
         """Meta, tasks and attempts by task; read again only when the database or its WAL changed (two

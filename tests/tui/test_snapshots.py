@@ -22,7 +22,9 @@ from gputui.tui.app import GpuTuiApp
 from gputui.tui.widgets.gpu_grid import GpuPanels
 from gputui.tui.widgets.gpu_panel import GpuLine
 from gputui.tui.widgets.job_table import JobTable
+from gputui.tui.widgets.metrics_chart import MetricsChart
 from tests.tui.fixed_run import NOW, fixed_run
+from tests.tui.fixed_sweep import fixed_sweep
 
 THEMES = ["dark", "light", "high-contrast"]
 SIZES = [(80, 24), (200, 50)]
@@ -118,3 +120,39 @@ def test_finished(snap_compare, size, readonly):
     load = {0: [(0, 12 * GIB)], 1: [(0, 12 * GIB)]}
     app = GpuTuiApp(run_dir=run_dir, interval=60, readonly=readonly, probe=_probe(8, load=lambda: load))
     assert snap_compare(app, terminal_size=size, run_before=_waits_for(JobTable, 1))
+
+
+def _on_trial(task_id: str, *keys: str):
+    """The table's cursor on `task_id`, `keys` pressed, and its metrics charted."""
+
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        for _ in range(100):
+            if app.query_one(JobTable).row_count and app.gpus:
+                break
+            await pilot.pause(0.05)
+        table = app.query_one(JobTable)
+        table.move_cursor(row=table.row_ids.index(task_id))
+        await pilot.press(*keys)
+        for _ in range(100):
+            if app.query_one(MetricsChart).names:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+
+    return run_before
+
+
+@pytest.mark.parametrize(("size", "keys"), [((200, 50), ()), ((80, 24), ("c",))], ids=["200x50", "80x24-chart"])
+def test_sweep_live(snap_compare, size, keys):
+    """A sweep between stages: task1 ranked (★ promoted), task2 running with its metrics charted (beside the
+    log at 200 columns; instead of it at 80, after c), task3 still to come."""
+    run_dir = fixed_sweep(RUN_DIR)
+    lock = RunLock(RunPaths(run_dir))
+    assert lock.try_acquire("scheduler")
+    load = {g: [(0, 12 * GIB)] for g in range(2)}
+    app = GpuTuiApp(run_dir=run_dir, interval=60, probe=_probe(8, load=lambda: load))
+    try:
+        assert snap_compare(app, terminal_size=size, run_before=_on_trial("task2-0", *keys))
+    finally:
+        lock.release()

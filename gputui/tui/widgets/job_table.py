@@ -5,15 +5,19 @@ changes, so a running task's elapsed time ticking each second redrew the whole t
 rendered once per change of its own cells and only the rows on screen are drawn, so 2,000 tasks fill at
 once and a tick repaints only the rows that changed. Columns follow the width: GPU-hours and peak GPU
 memory from 150 cells; at 80 the range, rate and tries give way (the task bar shows them) so the reason
-still shows.
+still shows. A sweep's trials show their stage, parameters, parent, metric and rank instead of a range, a
+pipeline's steps what they wait for; their columns give way one by one (`GIVES_WAY`) as the width shrinks.
+Lines after the rows name what is not planned yet (a sweep's later stages).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -25,7 +29,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from gputui.gpus.probe import GIB
-from gputui.jobs.tasks import Status
+from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status
 from gputui.tui import modes
 from gputui.tui.cells import fit
 from gputui.views.runview import TaskView
@@ -62,6 +66,39 @@ WIDTHS = {
     "GPU·h": 6,
     "peak": 8,
 }
+KIND_COLUMNS = {  # trials and steps: every column, in order; those that do not fit give way (GIVES_WAY)
+    TRIAL: (
+        "id",
+        "stage",
+        "params",
+        "parent",
+        "GPUs",
+        "status",
+        "progress",
+        "metric",
+        "rank",
+        "tries",
+        "elapsed",
+        "GPU·h",
+        "peak",
+        "note",
+    ),
+    STEP: ("id", "after", "GPUs", "status", "progress", "ETA", "tries", "elapsed", "GPU·h", "peak", "reason"),
+}
+GIVES_WAY = {  # first named, first left out as the table narrows (the task bar still says it)
+    TRIAL: ("peak", "GPU·h", "tries", "progress", "parent", "GPUs", "stage", "elapsed"),
+    STEP: ("peak", "GPU·h", "tries", "ETA", "progress", "GPUs", "elapsed"),
+}
+TITLES = {TRIAL: {"id": "trial"}, STEP: {"id": "step"}}
+SIZED = {  # columns sized to what they hold: (least, most) cells
+    "id": (5, 14),
+    "stage": (5, 12),
+    "params": (6, 28),
+    "parent": (6, 10),
+    "after": (5, 24),
+    "metric": (7, 10),
+}
+RANK_WIDTH = 4
 BAR = {"full": 10, "wide": 10, "narrow": 5}
 PROGRESS = {"full": 22, "wide": 22, "narrow": 14}
 MIN_REASON = 12
@@ -96,7 +133,74 @@ def clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def row_cells(view: TaskView, now: float, layout: str = "wide") -> dict[str, str]:
+def number(value: object) -> str:
+    """A parameter or metric in few cells: 3e-4, 0.001 -> 1e-3, 0.9312, 32, 1e+06 -> 1e6."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 100_000 else number(float(value))
+    if not math.isfinite(value):
+        return str(value)
+    plain = f"{value:.4g}"
+    mantissa, _, exponent = f"{value:.3e}".partition("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    short = f"{mantissa}e{int(exponent)}"
+    return short if len(short) < len(plain) else plain
+
+
+def params_text(params: Mapping) -> str:
+    """'lr=3e-4 bs=32'."""
+    return " ".join(f"{k}={number(v)}" for k, v in params.items())
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What a row needs besides its own task: the metric trials are ranked by, every task's status."""
+
+    metric: str | None = None
+    statuses: Mapping[str, str] = field(default_factory=dict)
+
+
+def metric_value(view: TaskView, metric: str | None) -> float | None:
+    """A trial's metric: as ranked once it settled, else the latest value it reported through hooks."""
+    if view.task.metric is not None:
+        return view.task.metric
+    return None if metric is None else view.metrics.get(metric)
+
+
+def rank_text(rank: int | None, promoted: bool) -> str:
+    if rank is None:
+        return "★" if promoted else ""
+    return f"{rank} ★" if promoted else str(rank)
+
+
+def _kind_cells(view: TaskView, context: RowContext) -> dict[str, str]:
+    t = view.task
+    reason = " ".join((t.reason or "").split())
+    if t.kind == TRIAL:
+        info = t.info
+        value = metric_value(view, context.metric)
+        return {
+            "stage": str(info.get("stage") or ""),
+            "params": params_text(info.get("params") or {}),
+            "parent": str(info.get("parent_id") or ""),
+            "metric": "" if value is None else number(value),
+            "rank": rank_text(t.rank, t.promoted),
+            "note": " · ".join(x for x in (reason, " ".join((t.note or "").split())) if x),
+        }
+    statuses = context.statuses
+    waiting = [d for d in t.after if statuses.get(d) != Status.DONE]
+    if not reason and t.status == Status.PENDING and waiting:
+        reason = f"waits for {', '.join(waiting)}"
+    return {
+        "after": ", ".join(f"{d}✓" if statuses.get(d) == Status.DONE else d for d in t.after),
+        "reason": reason,
+    }
+
+
+def row_cells(
+    view: TaskView, now: float, layout: str = "wide", context: RowContext | None = None
+) -> dict[str, str]:
     """What each column of one task's row says (the status column is styled by its value)."""
     t, p = view.task, view.progress
     width = BAR[layout]
@@ -116,7 +220,7 @@ def row_cells(view: TaskView, now: float, layout: str = "wide") -> dict[str, str
     a = view.attempt
     elapsed = None if a is None else (a.ended_at or now) - a.started_at
     sim = "~" if t.gpus_simulated else ""  # simulated GPUs: not a real GPU's figures
-    return {
+    cells = {
         "id": t.id,
         "range": t.range_label,
         "GPUs": ",".join(map(str, t.gpus)) or "-",
@@ -130,6 +234,29 @@ def row_cells(view: TaskView, now: float, layout: str = "wide") -> dict[str, str
         "peak": "" if not t.peak_memory else f"{t.peak_memory / GIB:.1f}G{sim}",
         "reason": " ".join((t.reason or "").split()),
     }
+    if t.kind != SHARD:
+        cells.update(_kind_cells(view, context or RowContext()))
+    return cells
+
+
+def table_kind(views: Sequence[TaskView]) -> str:
+    """The table's kind of rows: trials or steps when the run has any, else shards."""
+    kinds = {v.task.kind for v in views}
+    return TRIAL if TRIAL in kinds else STEP if STEP in kinds else SHARD
+
+
+def sized_widths(kind: str, cells: Sequence[Mapping[str, str]], metric: str | None) -> dict[str, int]:
+    """Widths of a kind's columns sized to what they hold (header included), within SIZED's bounds."""
+    if kind == SHARD:
+        return {}
+    widths = {"rank": RANK_WIDTH}
+    titles = {**TITLES.get(kind, {}), "metric": metric or "metric"}
+    for column in KIND_COLUMNS[kind]:
+        if column in SIZED:
+            least, most = SIZED[column]
+            longest = max((cell_len(c.get(column, "")) for c in cells), default=0)
+            widths[column] = max(least, min(most, max(longest, cell_len(titles.get(column, column)))))
+    return widths
 
 
 def matches(view: TaskView, flt: str) -> bool:
@@ -188,7 +315,12 @@ class JobTable(ScrollView, can_focus=True):
         Binding("home", "cursor_to(0)", "First", show=False),
         Binding("end", "cursor_to(-1)", "Last", show=False),
     ]
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"job-table--header", "job-table--cursor", "job-table--odd"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "job-table--header",
+        "job-table--cursor",
+        "job-table--odd",
+        "job-table--to-come",
+    }
     DEFAULT_CSS = """
     JobTable { background: $surface; scrollbar-gutter: stable; overflow-x: hidden; }
     JobTable > .job-table--header { text-style: bold; background: $panel; }
@@ -196,6 +328,7 @@ class JobTable(ScrollView, can_focus=True):
     JobTable:focus > .job-table--cursor { background: $block-cursor-background; color: $block-cursor-foreground;
         text-style: bold; }
     JobTable > .job-table--odd { background: $foreground 4%; }
+    JobTable > .job-table--to-come { color: $foreground-muted; text-style: italic; }
     JobTable.-stale { opacity: 50%; }
     """
 
@@ -230,7 +363,14 @@ class JobTable(ScrollView, can_focus=True):
         self.column_widths: dict[str, int] = {}
         self.rows_rendered = 0  # rows drawn afresh (not from the cache): what a tick costs
         self._header: Strip | None = None
-        self._looks: tuple[Style, Style, Style] | None = None  # cursor, odd row, header: per style change
+        self._looks: tuple[Style, Style, Style, Style] | None = None  # cursor, odd, header, to come
+        self.kind = SHARD  # the rows' kind: shards keep their fixed layouts, trials and steps are fitted
+        self._row_context = RowContext()
+        self._sized: dict[str, int] = {}  # trials and steps: columns sized to their contents
+        self._shown: tuple[str, ...] = LAYOUTS["wide"]
+        self._to_come: tuple[str, ...] = ()  # lines after the rows: what is not planned yet
+        self._columns: tuple = (SHARD, {}, None)  # (kind, sized widths, metric): the columns' terms
+        self._titles: dict[str, str] = {}  # column -> its header, where not its name
 
     def on_mount(self) -> None:
         self._size_columns(self.scrollable_content_region.width or self.size.width)
@@ -238,7 +378,12 @@ class JobTable(ScrollView, can_focus=True):
     # -- shape ---------------------------------------------------------------------------------
     @property
     def columns_shown(self) -> tuple[str, ...]:
-        return LAYOUTS[self.layout]
+        return LAYOUTS[self.layout] if self.kind == SHARD else self._shown
+
+    @property
+    def to_come(self) -> tuple[str, ...]:
+        """The lines shown after the rows (with the view showing all tasks)."""
+        return self._to_come if self.filter_by == "all" else ()
 
     @property
     def row_count(self) -> int:
@@ -254,13 +399,31 @@ class JobTable(ScrollView, can_focus=True):
         return [cells.get(c, "") for c in self.columns_shown]
 
     def _size_columns(self, width: int) -> None:
-        shown = self.columns_shown
-        fixed = {**WIDTHS, "progress": PROGRESS[self.layout]}
-        used = sum(fixed[c] + 2 * PAD for c in shown if c != "reason")
+        fixed = {**WIDTHS, "progress": PROGRESS[self.layout], **self._sized}
+        shown = self.columns_shown if self.kind == SHARD else self._fit(fixed, width)
+        flex = shown[-1]  # the reason (a trial's note): what room is left
+        used = sum(fixed[c] + 2 * PAD for c in shown if c != flex)
         reason = max(MIN_REASON, width - used - 2 * PAD)
-        self.column_widths = {c: fixed.get(c, reason) for c in shown}
+        self.column_widths = {c: fixed.get(c, reason) if c != flex else reason for c in shown}
         self._strips.clear()
         self._header = None
+
+    def _fit(self, fixed: dict[str, int], width: int) -> tuple[str, ...]:
+        """A trial's or step's columns that fit `width`, leaving the last (the note) its least; `fixed` may
+        narrow the parameters to make them fit."""
+        shown = list(KIND_COLUMNS[self.kind])
+
+        def need() -> int:
+            return sum(fixed[c] + 2 * PAD for c in shown[:-1]) + MIN_REASON + 2 * PAD
+
+        for column in GIVES_WAY[self.kind]:
+            if need() <= width:
+                break
+            shown.remove(column)
+        if need() > width and "params" in shown:
+            fixed["params"] = max(SIZED["params"][0], fixed["params"] - (need() - width))
+        self._shown = tuple(shown)
+        return self._shown
 
     def on_resize(self, event: events.Resize) -> None:
         width = event.size.width
@@ -272,7 +435,9 @@ class JobTable(ScrollView, can_focus=True):
             self.refresh()
 
     def watch_layout(self) -> None:
-        self._cells = {tid: row_cells(v, self._now, self.layout) for tid, v in self._views.items()}
+        self._cells = {
+            tid: row_cells(v, self._now, self.layout, self._row_context) for tid, v in self._views.items()
+        }
         self._size_columns(self.scrollable_content_region.width or self.size.width)
         self.refresh()
 
@@ -282,30 +447,49 @@ class JobTable(ScrollView, can_focus=True):
         self._header = None
         self._looks = None
 
-    def _styles(self) -> tuple[Style, Style, Style]:
+    def _styles(self) -> tuple[Style, Style, Style, Style]:
         if self._looks is None:
             style = self.get_component_rich_style
             odd = Style(bgcolor=style("job-table--odd").bgcolor)  # stripes change the background only
-            self._looks = (style("job-table--cursor"), odd, style("job-table--header"))
+            header, to_come = style("job-table--header"), style("job-table--to-come")
+            self._looks = (style("job-table--cursor"), odd, header, to_come)
         return self._looks
 
     # -- updates -------------------------------------------------------------------------------
-    def update_tasks(self, views: Sequence[TaskView], now: float) -> None:
-        """Take the tasks' new state; repaint only rows whose cells changed (and all, if the order did)."""
+    def update_tasks(
+        self, views: Sequence[TaskView], now: float, *, metric: str | None = None, to_come: Sequence[str] = ()
+    ) -> None:
+        """Take the tasks' new state; repaint only rows whose cells changed (and all, if the order or the
+        columns did). `metric`: what a sweep ranks trials by; `to_come`: lines for what is not planned yet."""
         before = self.selected_status
         selected = self.selected_id
         self._views = {v.task.id: v for v in views}
         self._now = now
+        kind = table_kind(views)
+        if kind != SHARD:
+            self._row_context = RowContext(metric, {v.task.id: v.task.status for v in views})
         changed: dict[str, tuple[int, int]] = {}  # task -> the cells (x from, x to) that changed
         cells_by_id = {}
         for v in views:
-            cells = row_cells(v, now, self.layout)
+            cells = row_cells(v, now, self.layout, self._row_context if kind != SHARD else None)
             old = self._cells.get(v.task.id)
             if old != cells:
                 changed[v.task.id] = self._span(old, cells)
                 self._strips.pop(v.task.id, None)
             cells_by_id[v.task.id] = cells
         self._cells = cells_by_id
+        columns = (kind, sized_widths(kind, list(cells_by_id.values()), metric), metric if kind != SHARD else None)
+        if columns != self._columns:  # other columns (or widths, or titles): every row is drawn again
+            self._columns = columns
+            self.kind, self._sized, self._titles = kind, columns[1], {**TITLES.get(kind, {})}
+            if kind == TRIAL:
+                self._titles["metric"] = metric or "metric"
+            self._size_columns(self.scrollable_content_region.width or self.size.width)
+            self.refresh()
+        to_come = tuple(to_come)
+        if to_come != self._to_come:
+            self._to_come = to_come
+            self._order = []  # the virtual height changes: set it again below
         order = ordered(views, self.filter_by, self.sort_by)
         if order != self._order:
             self._set_order(order, keep=selected)
@@ -332,7 +516,7 @@ class JobTable(ScrollView, can_focus=True):
     def _set_order(self, order: list[str], keep: str | None) -> None:
         self._order = order
         self._row_of = {task_id: i for i, task_id in enumerate(order)}
-        self.virtual_size = Size(self.size.width, len(order) + 1)
+        self.virtual_size = Size(self.size.width, len(order) + len(self.to_come) + 1)
         row = self._row_of.get(keep, min(self.cursor_row, max(0, len(order) - 1))) if keep else 0
         self.set_reactive(JobTable.cursor_row, max(0, min(row, len(order) - 1)))
         self._scroll_to_cursor()
@@ -356,13 +540,13 @@ class JobTable(ScrollView, can_focus=True):
             return self._header_strip(width)
         row = round(self.scroll_y) + y - 1
         if row >= len(self._order):
-            return Strip.blank(width, self.rich_style)
+            return self._to_come_strip(row - len(self._order), width)
         task_id = self._order[row]
         strip = self._strips.get(task_id)
         if strip is None or strip.cell_length != width:
             strip = self._strips[task_id] = self._render_row(task_id, width)
             self.rows_rendered += 1
-        cursor, odd, _ = self._styles()
+        cursor, odd, _, _ = self._styles()
         if row == self.cursor_row:
             return _over(strip, cursor)
         return _over(strip, odd) if row % 2 else strip
@@ -370,9 +554,17 @@ class JobTable(ScrollView, can_focus=True):
     def _header_strip(self, width: int) -> Strip:
         if self._header is None or self._header.cell_length != width:
             style = self.rich_style + self._styles()[2]
-            text = "".join(" " * PAD + fit(c, w) + " " * PAD for c, w in self.column_widths.items())
+            titles = self._titles
+            text = "".join(" " * PAD + fit(titles.get(c, c), w) + " " * PAD for c, w in self.column_widths.items())
             self._header = Strip([Segment(fit(text, width), style)])
         return self._header
+
+    def _to_come_strip(self, index: int, width: int) -> Strip:
+        lines = self.to_come
+        if index >= len(lines):
+            return Strip.blank(width, self.rich_style)
+        style = self.rich_style + self._styles()[3]
+        return Strip([Segment(fit(" " * PAD + "┄ " + lines[index], width), style)])
 
     def _render_row(self, task_id: str, width: int) -> Strip:
         base = self.rich_style

@@ -13,7 +13,7 @@ from textual.widget import Widget
 
 from gputui.jobs.tasks import Status
 from gputui.tui.widgets.job_table import clock
-from gputui.views.runview import RunSnapshot, outlook
+from gputui.views.runview import PlannedRun, RunSnapshot, outlook
 
 SEP = " · "
 
@@ -31,14 +31,24 @@ def short_path(path: str) -> str:
         return path
 
 
-def identity_line(*, host: str, gpus: str, run: RunSnapshot | None, run_dir: str | None, readonly: bool) -> Text:
+def identity_line(
+    *,
+    host: str,
+    gpus: str,
+    run: RunSnapshot | None,
+    run_dir: str | None,
+    readonly: bool,
+    job_name: str | None = None,
+) -> Text:
+    """`job_name`: before launch, the job file's (a run names its own)."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append("gputui", "bold")
+    name = run.job_name if run is not None else job_name
     if run_dir is None:
         text.append(" monitor")
-    elif run is not None and run.job_name:
+    elif name:
         text.append(SEP)
-        text.append(run.job_name, "bold")
+        text.append(name, "bold")
     text.append(SEP + host)
     if run_dir is not None:
         text.append(SEP + short_path(run_dir))
@@ -50,6 +60,27 @@ def identity_line(*, host: str, gpus: str, run: RunSnapshot | None, run_dir: str
         text.append(SEP)
         text.append("READ-ONLY", "reverse")
     return text
+
+
+NOUNS = {"shards": "shard", "sweep": "trial", "pipeline": "step"}
+
+
+def plan_text(plan: PlannedRun, *, readonly: bool) -> Text:
+    """Before launch: 'not started: 3 trials of task1 planned, 2 stages to come · press l to launch · sweep of
+    3 stage(s) ...' (the plan's own line last: a narrow header cuts it)."""
+    if plan.error:
+        return Text(f"not started: cannot plan the job: {plan.error}", "bold red", no_wrap=True, end="")
+    n = len(plan.tasks)
+    counted = f"{n} {NOUNS.get(plan.kind, 'task')}{'' if n == 1 else 's'}"
+    stage = plan.tasks[0].task.info.get("stage") if plan.kind == "sweep" and plan.tasks else None
+    if stage:
+        counted += f" of {stage}"
+    counted += " planned"
+    if plan.to_come:
+        more = len(plan.to_come)
+        counted += f", {more} stage{'' if more == 1 else 's'} to come"
+    parts = [f"not started: {counted}", *([] if readonly else ["press l to launch"]), plan.description]
+    return Text(SEP.join(p for p in parts if p), no_wrap=True, overflow="ellipsis", end="")
 
 
 SHORT = {"running": "run", "pending": "pend", "retrying": "retry", "failed": "fail"}

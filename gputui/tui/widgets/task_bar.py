@@ -6,13 +6,25 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from gputui.jobs.tasks import STEP, TRIAL
+from gputui.tui.widgets.job_table import params_text
+from gputui.tui.widgets.metrics_chart import metrics_text
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
 
 SEP = " · "
 
 
-def task_bar_text(view: TaskView | None, *, filter_by: str, sort_by: str, follow: bool | None) -> Text:
+def task_bar_text(
+    view: TaskView | None,
+    *,
+    filter_by: str,
+    sort_by: str,
+    follow: bool | None,
+    metrics: dict[str, float] | None = None,
+    metric: str | None = None,
+) -> Text:
+    """`metrics`: the task's latest reported values (`metric`, the ranked one, first)."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(f"view {filter_by}{SEP}sort {sort_by}", "dim")
     if follow is not None:
@@ -24,6 +36,15 @@ def task_bar_text(view: TaskView | None, *, filter_by: str, sort_by: str, follow
     text.append(t.id, "bold")
     text.append(" ")
     text.append(t.status, STATUS_STYLE.get(t.status, ""))
+    if metrics:
+        text.append(SEP)
+        text.append(metrics_text(metrics, metric), "bold")
+    if t.kind == TRIAL:
+        params = params_text(t.info.get("params") or {})
+        parent = t.info.get("parent_id")
+        text.append(SEP + " ".join(x for x in (params, f"← {parent}" if parent else "") if x))
+    elif t.kind == STEP and t.after:
+        text.append(f"{SEP}after {', '.join(t.after)}")
     if t.attempts:
         text.append(f"{SEP}attempt {t.attempts}/{t.budget}")
     if t.exit_code is not None:
