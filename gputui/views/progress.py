@@ -45,9 +45,16 @@ class ProgressTracker:
         self._samples: dict[tuple[str, int], deque[tuple[float, int]]] = {}
 
     def update(
-        self, key: tuple[str, int], tail: str, now: float | None = None, *, paused: bool = False
+        self,
+        key: tuple[str, int],
+        tail: str,
+        now: float | None = None,
+        *,
+        paused: bool = False,
+        reported: tuple[int, int] | None = None,
     ) -> Progress | None:
-        frac = parse_fraction(tail)
+        """`reported`: (done, total) the worker reported through gputui.hooks; its log is not read then."""
+        frac = reported or parse_fraction(tail)
         if frac is None:
             return None
         done, total = frac

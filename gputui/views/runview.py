@@ -188,6 +188,14 @@ class MetricHistory:
     def metrics(self) -> dict[str, float]:
         return self._latest.metrics
 
+    @property
+    def progress(self) -> tuple[int, int] | None:
+        """(done, total) as the worker last reported it through `gputui.hooks.progress`, if it did."""
+        done, total = self._latest.progress_done, self._latest.progress_total
+        if done is None or not total or total <= 0:
+            return None
+        return int(min(done, total)), int(total)
+
     def poll(self) -> None:
         stamp = _stamp(Path(self._reader.path))
         if stamp is None or stamp == self._stamp:
@@ -326,18 +334,19 @@ class RunView:
         for t in tasks:
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
             a = attempts[-1] if attempts else None
-            progress = None
+            progress, reported = None, None
             metrics: Mapping[str, float] = {}
+            if a is not None and (t.status in Status.LIVE or t.id == selected):
+                found = read[(t.id, a.number)] = self._metric_history(t.id, a.number)
+                metrics, reported = dict(found.metrics), found.progress
+                if t.id == selected:
+                    series = found.frozen()
             if a is not None and t.status in Status.LIVE:
                 key = (t.id, a.number)
                 keys.add(key)
-                tail = self._tail(a.log_path)
-                progress = self._progress.update(key, tail, paused=t.status == Status.PAUSED)
-            if a is not None and (t.status in Status.LIVE or t.id == selected):
-                found = read[(t.id, a.number)] = self._metric_history(t.id, a.number)
-                metrics = dict(found.metrics)
-                if t.id == selected:
-                    series = found.frozen()
+                tail = "" if reported else self._tail(a.log_path)
+                paused = t.status == Status.PAUSED
+                progress = self._progress.update(key, tail, paused=paused, reported=reported)
             views.append(TaskView(t, a, progress, attempts, metrics))
         self._progress.forget(keys)
         self._metrics = read  # a task that ended and is not selected is read no more

@@ -41,3 +41,25 @@ def test_a_view_kept_open_sees_each_commit(make_job):
     store.close()
     assert view.snapshot().tasks[0].task.reason == "killed by user"
     view.close()
+
+
+def test_a_running_task_s_progress_comes_from_its_hook_events_before_its_log(tmp_path):
+    """`gputui.hooks.progress(done, total)` drives the progress column (and the run's rate and ETA); the log's
+    `k/N` lines are the fallback for workers that do not use the hooks."""
+    import json
+
+    from gputui.engine.rundir import RunPaths
+    from gputui.views.runview import RunView
+    from tests.tui.fixed_sweep import fixed_sweep
+
+    root = fixed_sweep(tmp_path / "run")
+    (root / "logs" / "task2-1.attempt1.log").write_text("batch 3/10\n")
+    with open(RunPaths(root).events("task2-0", 1), "a") as f:
+        f.write(json.dumps({"t": 1.0, "event": "progress", "done": 30, "total": 120}) + "\n")
+    view = RunView(root)
+    try:
+        tasks = {v.task.id: v for v in view.snapshot().tasks}
+    finally:
+        view.close()
+    assert (tasks["task2-0"].progress.done, tasks["task2-0"].progress.total) == (30, 120)
+    assert (tasks["task2-1"].progress.done, tasks["task2-1"].progress.total) == (3, 10)  # no hook progress
