@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gputui.jobs import tables
 from gputui.jobs.checks import (
     NAME_RE,
     got,
@@ -25,13 +26,8 @@ from gputui.jobs.spec import (
     GENERIC_PLACEHOLDERS,
     KINDS,
     PLACEHOLDERS,
-    AlertSpec,
     JobSpec,
     JobSpecError,
-    OutputSpec,
-    ResourceSpec,
-    RetrySpec,
-    ShardSpec,
 )
 from gputui.jobs.templates import FORMATTER, render_template
 
@@ -53,10 +49,6 @@ _KIND_TABLES = {  # the table each kind needs, and what it should hold
     "sweep": ("sweep", "expected [sweep] with metric and [[sweep.stage]] tables"),
     "pipeline": ("pipeline", "expected [[pipeline.step]] tables with name and command"),
 }
-_SHARD_PLACEHOLDERS = ("low", "high", "task_id")  # one of these makes a per-shard file name unique
-_ATTEMPT_PLACEHOLDERS = ("attempt", "gpus", "num_gpus")  # change between attempts: not in output names
-_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-_FORMAT_NAMES = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "parquet": "parquet"}
 _MISSING: Any = object()
 
 
@@ -247,68 +239,6 @@ class Loader:
             env[key] = text
         return env
 
-    def shards(self, table: dict[str, Any]) -> ShardSpec:
-        self.check_keys(table, "shards")
-        raw = self.value(table, "shards", "input", "str", missing="the path of a .csv, .jsonl or .parquet file")
-        if "format" in table:
-            fmt = table["format"]
-            if not isinstance(fmt, str) or fmt.lower() not in _FORMAT_NAMES:
-                raise self.error("[shards].format", f"expected 'csv', 'jsonl' or 'parquet', {got(fmt)}")
-            fmt = _FORMAT_NAMES[fmt.lower()]
-        else:
-            fmt = _SUFFIX_FORMATS.get(Path(raw).suffix.lower())
-            if fmt is None:
-                raise self.error(
-                    "[shards].input",
-                    f"cannot tell the format of {raw!r}; expected .csv, "
-                    ".jsonl or .parquet (or set [shards].format)",
-                )
-        path = resolve_path(raw, self.base)
-        if path.is_dir():
-            raise self.error("[shards].input", f"expected a file, found a directory: {path}")
-        if not path.is_file():
-            raise self.error("[shards].input", f"file not found: {path}")
-        id_column = self.value(table, "shards", "id_column", "str", default="data_id")
-        if ("num_workers" in table) == ("shard_size" in table):
-            which = "both are set" if "num_workers" in table else "neither is set"
-            raise self.error("[shards]", f"set exactly one of num_workers or shard_size ({which})")
-        num_workers = self.value(table, "shards", "num_workers", "int>=1", default=None)
-        shard_size = self.value(table, "shards", "shard_size", "int>=1", default=None)
-        return ShardSpec(
-            input=path, id_column=id_column, num_workers=num_workers, shard_size=shard_size, format=fmt
-        )
-
-    def resources(self, table: dict[str, Any]) -> ResourceSpec:
-        self.check_keys(table, "resources")
-        d = ResourceSpec()
-        return ResourceSpec(
-            gpus_per_worker=self.value(table, "resources", "gpus_per_worker", "int>=0", d.gpus_per_worker),
-            min_free_memory_gb=self.value(
-                table, "resources", "min_free_memory_gb", "num>=0", d.min_free_memory_gb
-            ),
-            max_parallel=self.value(table, "resources", "max_parallel", "int>=1", d.max_parallel),
-            memory_per_worker_gb=self.value(
-                table, "resources", "memory_per_worker_gb", "num>0", d.memory_per_worker_gb
-            ),
-        )
-
-    def retry(self, table: dict[str, Any]) -> RetrySpec:
-        self.check_keys(table, "retry")
-        d = RetrySpec()
-        return RetrySpec(
-            max_attempts=self.value(table, "retry", "max_attempts", "int>=1", d.max_attempts),
-            backoff_s=self.value(table, "retry", "backoff_s", "num>=0", d.backoff_s),
-            backoff_max_s=self.value(table, "retry", "backoff_max_s", "num>=0", d.backoff_max_s),
-        )
-
-    def alerts(self, table: dict[str, Any]) -> AlertSpec:
-        self.check_keys(table, "alerts")
-        return AlertSpec(
-            command=self.value(table, "alerts", "command", "str", default=None),
-            idle_minutes=self.value(table, "alerts", "idle_minutes", "num>0", default=None),
-            bell=self.value(table, "alerts", "bell", "bool", default=False),
-        )
-
     def kind(self, job: dict[str, Any], data: dict[str, Any]) -> str:
         """[job].kind, and the table that kind needs (and none another kind needs)."""
         kind = self.value(job, "job", "kind", "str", default="shards")
@@ -326,33 +256,6 @@ class Loader:
                     f"[{other_table}]", f"belongs to a {other} job, but [job].kind is {kind!r}; remove one"
                 )
         return kind
-
-    def relative_name(self, keypath: str, name: str, given: str) -> None:
-        """An output file name (`given`, `name` once filled) must stay inside [outputs].dir."""
-        p = Path(name)
-        if p.is_absolute() or name.startswith("~") or ".." in p.parts or name.endswith(("/", "\\")):
-            raise self.error(keypath, f"expected a file name relative to [outputs].dir, got {given!r}")
-
-    def outputs(self, table: dict[str, Any], run_dir: Path, known: list[str]) -> OutputSpec:
-        self.check_keys(table, "outputs")
-        out_dir = self.path(table, "outputs", "dir") or run_dir / "outputs"
-        pattern = self.value(table, "outputs", "pattern", "str", default=None)
-        if pattern is not None:
-            used = self.check_template("[outputs].pattern", pattern, known)
-            per_attempt = [name for name in _ATTEMPT_PLACEHOLDERS if name in used]
-            if per_attempt:
-                why = "a shard's output file must be the same for every attempt"
-                raise self.error("[outputs].pattern", f"cannot use {{{per_attempt[0]}}}: {why}")
-            if not used & set(_SHARD_PLACEHOLDERS):
-                raise self.error(
-                    "[outputs].pattern",
-                    "must use {low}, {high} or {task_id} so each shard "
-                    f"writes its own file, got {pattern!r}",
-                )
-        merged = self.value(table, "outputs", "merged", "str", default=None)
-        if merged is not None:
-            self.relative_name("[outputs].merged", merged, merged)
-        return OutputSpec(dir=out_dir, pattern=pattern, merged=merged)
 
     # -- the whole file ---------------------------------------------------------------------------
 
@@ -397,13 +300,13 @@ class Loader:
             pipeline = pipelines.parse_pipeline(self, data["pipeline"], known)
         stop_grace_s = self.value(job, "job", "stop_grace_s", "num>=0", default=10.0)
         env = self.env(job)
-        shards = self.shards(data["shards"]) if kind == "shards" else None
-        resources = self.resources(data.get("resources", {}))
-        retry = self.retry(data.get("retry", {}))
-        outputs = self.outputs(data.get("outputs", {}), run, known)
+        shards = tables.shards(self, data["shards"]) if kind == "shards" else None
+        resources = tables.resources(self, data.get("resources", {}))
+        retry = tables.retry(self, data.get("retry", {}))
+        outputs = tables.outputs(self, data.get("outputs", {}), run, known)
         if kind != "shards" and outputs.pattern is not None:
             raise self.error("[outputs].pattern", f"names each shard's output file; a {kind} job has no shards")
-        alerts = self.alerts(data.get("alerts", {}))
+        alerts = tables.alerts(self, data.get("alerts", {}))
         health = None
         if "health" in data:
             from gputui.jobs import health as healths
@@ -433,7 +336,7 @@ class Loader:
                 self.try_render(f"[[pipeline.step]] {i + 1} ({step.name}).command", token, samples)
         if outputs.pattern is not None:
             example = self.try_render("[outputs].pattern", outputs.pattern, samples)
-            self.relative_name("[outputs].pattern", example, outputs.pattern)
+            tables.relative_name(self, "[outputs].pattern", example, outputs.pattern)
 
         return JobSpec(
             path=file,

@@ -116,3 +116,24 @@ def test_a_task_through_its_window_is_marked_healthy_and_done(tmp_path):
     done = json.loads((signals / "train.done.json").read_text())
     assert healthy["status"] == "healthy" and healthy["step"] is not None
     assert done["status"] == "done" and done["exit_code"] == 0 and done["duration"] > 0
+
+
+def test_the_health_sample_stops_the_exploding_trial_and_ranks_the_other(tmp_path):
+    """sample_jobs/health.toml end to end, with the real tiny trainer: lr = 1000 blows the loss up."""
+    import csv
+    import os
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "sample_jobs" / "health.toml"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run_dir = tmp_path / "run"
+    r = gputui("run", "--jobs", sample, "--run-dir", run_dir, timeout=120, env=env)
+    assert r.returncode == 1, r.stdout + r.stderr  # one trial failed: the run says so
+    rows = {row["trial_id"]: row for row in csv.DictReader((run_dir / "results" / "results.csv").open())}
+    assert rows["lr-0"]["status"] == "done" and rows["lr-0"]["rank"] == "1"
+    assert rows["lr-1"]["status"] == "failed" and rows["lr-1"]["note"] == "not ranked: failed"
+    db = sqlite3.connect(run_dir / "state.db")
+    reason, attempts = db.execute("SELECT reason, attempts FROM tasks WHERE id='lr-1'").fetchone()
+    assert reason.startswith("health check: loss=") and ("(explode)" in reason or "(nan)" in reason), reason
+    assert attempts == 1  # deterministic: not retried although [retry] allows 2
+    assert "health check: loss=" in (run_dir / "report.md").read_text()

@@ -1,0 +1,107 @@
+"""The job file's plain tables: [shards], [resources], [retry], [alerts], [outputs], each read and checked
+with the loader's checks (errors name the file, the key and what was expected)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gputui.jobs.checks import got, resolve_path
+from gputui.jobs.spec import AlertSpec, OutputSpec, ResourceSpec, RetrySpec, ShardSpec
+
+if TYPE_CHECKING:
+    from gputui.jobs.loader import Loader
+
+_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+_FORMAT_NAMES = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "parquet": "parquet"}
+_SHARD_PLACEHOLDERS = ("low", "high", "task_id")  # one of these makes a per-shard file name unique
+_ATTEMPT_PLACEHOLDERS = ("attempt", "gpus", "num_gpus")  # change between attempts: not in output names
+
+
+def shards(loader: Loader, table: dict[str, Any]) -> ShardSpec:
+    loader.check_keys(table, "shards")
+    raw = loader.value(table, "shards", "input", "str", missing="the path of a .csv, .jsonl or .parquet file")
+    if "format" in table:
+        fmt = table["format"]
+        if not isinstance(fmt, str) or fmt.lower() not in _FORMAT_NAMES:
+            raise loader.error("[shards].format", f"expected 'csv', 'jsonl' or 'parquet', {got(fmt)}")
+        fmt = _FORMAT_NAMES[fmt.lower()]
+    else:
+        fmt = _SUFFIX_FORMATS.get(Path(raw).suffix.lower())
+        if fmt is None:
+            raise loader.error(
+                "[shards].input",
+                f"cannot tell the format of {raw!r}; expected .csv, .jsonl or .parquet (or set [shards].format)",
+            )
+    path = resolve_path(raw, loader.base)
+    if path.is_dir():
+        raise loader.error("[shards].input", f"expected a file, found a directory: {path}")
+    if not path.is_file():
+        raise loader.error("[shards].input", f"file not found: {path}")
+    id_column = loader.value(table, "shards", "id_column", "str", default="data_id")
+    if ("num_workers" in table) == ("shard_size" in table):
+        which = "both are set" if "num_workers" in table else "neither is set"
+        raise loader.error("[shards]", f"set exactly one of num_workers or shard_size ({which})")
+    num_workers = loader.value(table, "shards", "num_workers", "int>=1", default=None)
+    shard_size = loader.value(table, "shards", "shard_size", "int>=1", default=None)
+    return ShardSpec(input=path, id_column=id_column, num_workers=num_workers, shard_size=shard_size, format=fmt)
+
+
+def resources(loader: Loader, table: dict[str, Any]) -> ResourceSpec:
+    loader.check_keys(table, "resources")
+    d = ResourceSpec()
+    return ResourceSpec(
+        gpus_per_worker=loader.value(table, "resources", "gpus_per_worker", "int>=0", d.gpus_per_worker),
+        min_free_memory_gb=loader.value(table, "resources", "min_free_memory_gb", "num>=0", d.min_free_memory_gb),
+        max_parallel=loader.value(table, "resources", "max_parallel", "int>=1", d.max_parallel),
+        memory_per_worker_gb=loader.value(
+            table, "resources", "memory_per_worker_gb", "num>0", d.memory_per_worker_gb
+        ),
+    )
+
+
+def retry(loader: Loader, table: dict[str, Any]) -> RetrySpec:
+    loader.check_keys(table, "retry")
+    d = RetrySpec()
+    return RetrySpec(
+        max_attempts=loader.value(table, "retry", "max_attempts", "int>=1", d.max_attempts),
+        backoff_s=loader.value(table, "retry", "backoff_s", "num>=0", d.backoff_s),
+        backoff_max_s=loader.value(table, "retry", "backoff_max_s", "num>=0", d.backoff_max_s),
+    )
+
+
+def alerts(loader: Loader, table: dict[str, Any]) -> AlertSpec:
+    loader.check_keys(table, "alerts")
+    return AlertSpec(
+        command=loader.value(table, "alerts", "command", "str", default=None),
+        idle_minutes=loader.value(table, "alerts", "idle_minutes", "num>0", default=None),
+        bell=loader.value(table, "alerts", "bell", "bool", default=False),
+    )
+
+
+def relative_name(loader: Loader, keypath: str, name: str, given: str) -> None:
+    """An output file name (`given`, `name` once filled) must stay inside [outputs].dir."""
+    p = Path(name)
+    if p.is_absolute() or name.startswith("~") or ".." in p.parts or name.endswith(("/", "\\")):
+        raise loader.error(keypath, f"expected a file name relative to [outputs].dir, got {given!r}")
+
+
+def outputs(loader: Loader, table: dict[str, Any], run_dir: Path, known: list[str]) -> OutputSpec:
+    loader.check_keys(table, "outputs")
+    out_dir = loader.path(table, "outputs", "dir") or run_dir / "outputs"
+    pattern = loader.value(table, "outputs", "pattern", "str", default=None)
+    if pattern is not None:
+        used = loader.check_template("[outputs].pattern", pattern, known)
+        per_attempt = [name for name in _ATTEMPT_PLACEHOLDERS if name in used]
+        if per_attempt:
+            why = "a shard's output file must be the same for every attempt"
+            raise loader.error("[outputs].pattern", f"cannot use {{{per_attempt[0]}}}: {why}")
+        if not used & set(_SHARD_PLACEHOLDERS):
+            raise loader.error(
+                "[outputs].pattern",
+                f"must use {{low}}, {{high}} or {{task_id}} so each shard writes its own file, got {pattern!r}",
+            )
+    merged = loader.value(table, "outputs", "merged", "str", default=None)
+    if merged is not None:
+        relative_name(loader, "[outputs].merged", merged, merged)
+    return OutputSpec(dir=out_dir, pattern=pattern, merged=merged)
