@@ -19,7 +19,8 @@ from gputui.engine.rundir import RunLock, RunPaths
 from gputui.jobs.loader import load_jobspec
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.help import HelpScreen
-from gputui.tui.widgets.job_table import JobTable, number, params_text
+from gputui.tui.widgets.job_rows import number, params_text
+from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.metrics_chart import MetricsChart
 from gputui.tui.widgets.run_area import RunArea

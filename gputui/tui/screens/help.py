@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from gputui.tui import modes
-from gputui.tui.widgets.job_table import FILTERS
+from gputui.tui.widgets.job_rows import FILTERS
 
 NOTES = {
     modes.MONITOR: "Every GPU process is listed; ● marks this gputui's own. Nothing can be signalled here.",

@@ -12,12 +12,10 @@ Lines after the rows name what is not planned yet (a sweep's later stages).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
-from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -28,269 +26,32 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from gputui.gpus.probe import GIB
-from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status
+from gputui.jobs.tasks import SHARD, TRIAL, Status
 from gputui.tui import modes
 from gputui.tui.cells import fit
+from gputui.tui.widgets.job_rows import (
+    FILTERS,
+    FULL_FROM,
+    GIVES_WAY,
+    KIND_COLUMNS,
+    LAYOUTS,
+    MIN_REASON,
+    PAD,
+    PROGRESS,
+    SIZED,
+    SORTS,
+    STATUS_STYLES,
+    TITLES,
+    WIDE_FROM,
+    WIDTHS,
+    RowContext,
+    ordered,
+    row_cells,
+    sized_widths,
+    table_kind,
+    verb_acts,
+)
 from gputui.views.runview import TaskView
-from gputui.views.status_view import STATUS_STYLE
-
-LAYOUTS = {  # by width: accounting columns from 150 cells, the task bar shows what narrow leaves out
-    "full": (
-        "id",
-        "range",
-        "GPUs",
-        "status",
-        "progress",
-        "rate",
-        "ETA",
-        "tries",
-        "elapsed",
-        "GPU·h",
-        "peak",
-        "reason",
-    ),
-    "wide": ("id", "range", "GPUs", "status", "progress", "rate", "ETA", "tries", "elapsed", "reason"),
-    "narrow": ("id", "GPUs", "status", "progress", "ETA", "elapsed", "reason"),
-}
-FULL_FROM, WIDE_FROM = 150, 120  # cells
-WIDTHS = {
-    "id": 9,
-    "range": 12,
-    "GPUs": 5,
-    "status": 8,
-    "rate": 8,
-    "ETA": 7,
-    "tries": 5,
-    "elapsed": 7,
-    "GPU·h": 6,
-    "peak": 8,
-}
-KIND_COLUMNS = {  # trials and steps: every column, in order; those that do not fit give way (GIVES_WAY)
-    TRIAL: (
-        "id",
-        "stage",
-        "params",
-        "parent",
-        "GPUs",
-        "status",
-        "progress",
-        "metric",
-        "rank",
-        "tries",
-        "elapsed",
-        "GPU·h",
-        "peak",
-        "note",
-    ),
-    STEP: ("id", "after", "GPUs", "status", "progress", "ETA", "tries", "elapsed", "GPU·h", "peak", "reason"),
-}
-GIVES_WAY = {  # first named, first left out as the table narrows (the task bar still says it)
-    TRIAL: ("peak", "GPU·h", "tries", "progress", "parent", "GPUs", "stage", "elapsed"),
-    STEP: ("peak", "GPU·h", "tries", "ETA", "progress", "GPUs", "elapsed"),
-}
-TITLES = {TRIAL: {"id": "trial"}, STEP: {"id": "step"}}
-SIZED = {  # columns sized to what they hold: (least, most) cells
-    "id": (5, 14),
-    "stage": (5, 12),
-    "params": (6, 28),
-    "parent": (6, 10),
-    "after": (5, 24),
-    "metric": (7, 10),
-}
-RANK_WIDTH = 4
-BAR = {"full": 10, "wide": 10, "narrow": 5}
-PROGRESS = {"full": 22, "wide": 22, "narrow": 14}
-MIN_REASON = 12
-PAD = 1  # cells on each side of a cell
-FILTERS = ("all", "active", "failed", "done", "pending")
-SORTS = ("id", "status", "elapsed")
-_STATUS_ORDER = {
-    s: i
-    for i, s in enumerate(
-        (
-            Status.FAILED,
-            Status.RETRYING,
-            Status.RUNNING,
-            Status.PAUSED,
-            Status.PENDING,
-            Status.KILLED,
-            Status.SKIPPED,
-            Status.DONE,
-        )
-    )
-}
-_STATUS_STYLES = {status: Style.parse(style) for status, style in STATUS_STYLE.items()}
-
-
-def clock(seconds: float | None) -> str:
-    """'1:02:03', '2:03'; empty when unknown."""
-    if seconds is None:
-        return ""
-    seconds = max(0, int(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def number(value: object) -> str:
-    """A parameter or metric in few cells: 3e-4, 0.001 -> 1e-3, 0.9312, 32, 1e+06 -> 1e6."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, int):
-        return str(value) if abs(value) < 100_000 else number(float(value))
-    if not math.isfinite(value):
-        return str(value)
-    plain = f"{value:.4g}"
-    mantissa, _, exponent = f"{value:.3e}".partition("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    short = f"{mantissa}e{int(exponent)}"
-    return short if len(short) < len(plain) else plain
-
-
-def params_text(params: Mapping) -> str:
-    """'lr=3e-4 bs=32'."""
-    return " ".join(f"{k}={number(v)}" for k, v in params.items())
-
-
-@dataclass(frozen=True)
-class RowContext:
-    """What a row needs besides its own task: the metric trials are ranked by, every task's status."""
-
-    metric: str | None = None
-    statuses: Mapping[str, str] = field(default_factory=dict)
-
-
-def metric_value(view: TaskView, metric: str | None) -> float | None:
-    """A trial's metric: as ranked once it settled, else the latest value it reported through hooks."""
-    if view.task.metric is not None:
-        return view.task.metric
-    return None if metric is None else view.metrics.get(metric)
-
-
-def rank_text(rank: int | None, promoted: bool) -> str:
-    if rank is None:
-        return "★" if promoted else ""
-    return f"{rank} ★" if promoted else str(rank)
-
-
-def _kind_cells(view: TaskView, context: RowContext) -> dict[str, str]:
-    t = view.task
-    reason = " ".join((t.reason or "").split())
-    if t.kind == TRIAL:
-        info = t.info
-        value = metric_value(view, context.metric)
-        return {
-            "stage": str(info.get("stage") or ""),
-            "params": params_text(info.get("params") or {}),
-            "parent": str(info.get("parent_id") or ""),
-            "metric": "" if value is None else number(value),
-            "rank": rank_text(t.rank, t.promoted),
-            "note": " · ".join(x for x in (reason, " ".join((t.note or "").split())) if x),
-        }
-    statuses = context.statuses
-    waiting = [d for d in t.after if statuses.get(d) != Status.DONE]
-    if not reason and t.status == Status.PENDING and waiting:
-        reason = f"waits for {', '.join(waiting)}"
-    return {
-        "after": ", ".join(f"{d}✓" if statuses.get(d) == Status.DONE else d for d in t.after),
-        "reason": reason,
-    }
-
-
-def row_cells(
-    view: TaskView, now: float, layout: str = "wide", context: RowContext | None = None
-) -> dict[str, str]:
-    """What each column of one task's row says (the status column is styled by its value)."""
-    t, p = view.task, view.progress
-    width = BAR[layout]
-    progress = ""
-    if t.status == Status.RETRYING and t.next_try_at is not None:
-        progress = f"next try in {clock(t.next_try_at - now)}"
-    elif p is not None:
-        filled = round(p.fraction * width)
-        progress = f"{'█' * filled}{'░' * (width - filled)} {p.done}/{p.total}"
-    elif t.status == Status.DONE:
-        progress = "█" * width + " done"
-    running = t.status == Status.RUNNING
-    rate = f"{p.rate:.1f}/s" if running and p is not None and p.rate else ""
-    eta = clock(p.eta) if running and p is not None and p.eta is not None else ""
-    if t.status == Status.PAUSED:
-        rate = "paused"
-    a = view.attempt
-    elapsed = None if a is None else (a.ended_at or now) - a.started_at
-    sim = "~" if t.gpus_simulated else ""  # simulated GPUs: not a real GPU's figures
-    cells = {
-        "id": t.id,
-        "range": t.range_label,
-        "GPUs": ",".join(map(str, t.gpus)) or "-",
-        "status": t.status,
-        "progress": progress,
-        "rate": rate,
-        "ETA": eta,
-        "tries": f"{t.attempts}/{t.budget}",
-        "elapsed": clock(elapsed),
-        "GPU·h": "" if t.gpu_hours is None else f"{t.gpu_hours:.2f}{sim}",
-        "peak": "" if not t.peak_memory else f"{t.peak_memory / GIB:.1f}G{sim}",
-        "reason": " ".join((t.reason or "").split()),
-    }
-    if t.kind != SHARD:
-        cells.update(_kind_cells(view, context or RowContext()))
-    return cells
-
-
-def table_kind(views: Sequence[TaskView]) -> str:
-    """The table's kind of rows: trials or steps when the run has any, else shards."""
-    kinds = {v.task.kind for v in views}
-    return TRIAL if TRIAL in kinds else STEP if STEP in kinds else SHARD
-
-
-def sized_widths(kind: str, cells: Sequence[Mapping[str, str]], metric: str | None) -> dict[str, int]:
-    """Widths of a kind's columns sized to what they hold (header included), within SIZED's bounds."""
-    if kind == SHARD:
-        return {}
-    widths = {"rank": RANK_WIDTH}
-    titles = {**TITLES.get(kind, {}), "metric": metric or "metric"}
-    for column in KIND_COLUMNS[kind]:
-        if column in SIZED:
-            least, most = SIZED[column]
-            longest = max((cell_len(c.get(column, "")) for c in cells), default=0)
-            widths[column] = max(least, min(most, max(longest, cell_len(titles.get(column, column)))))
-    return widths
-
-
-def matches(view: TaskView, flt: str) -> bool:
-    s = view.task.status
-    return (
-        flt == "all"
-        or (flt == "active" and s in (Status.RUNNING, Status.PAUSED, Status.RETRYING))
-        or (flt == "failed" and s in (Status.FAILED, Status.KILLED, Status.RETRYING, Status.SKIPPED))
-        or (flt == "done" and s == Status.DONE)
-        or (flt == "pending" and s in (Status.PENDING, Status.RETRYING))
-    )
-
-
-def ordered(views: Sequence[TaskView], flt: str, sort_by: str) -> list[str]:
-    """Task ids shown, in order: the filter, then the sort (ties by plan order)."""
-    shown = [v for v in views if matches(v, flt)]
-    if sort_by == "status":
-        shown.sort(key=lambda v: (_STATUS_ORDER.get(v.task.status, 99), v.task.index))
-    elif sort_by == "elapsed":
-        shown.sort(key=lambda v: (-(v.elapsed or 0.0), v.task.index))
-    else:
-        shown.sort(key=lambda v: v.task.index)
-    return [v.task.id for v in shown]
-
-
-def verb_acts(verb: str, status: str, mode: str) -> bool:
-    """Whether `verb` does anything to a task in `status` while the app is in `mode`."""
-    if verb == "pause":
-        return mode == modes.LIVE and status in Status.LIVE
-    if verb == "kill":
-        return mode in (modes.LIVE, modes.FINISHED) and status not in Status.FINAL
-    if verb == "retry":
-        return mode in (modes.LIVE, modes.FINISHED) and status in (Status.FAILED, Status.KILLED, Status.RETRYING)
-    return True
 
 
 def _over(strip: Strip, style: Style) -> Strip:
@@ -572,7 +333,7 @@ class JobTable(ScrollView, can_focus=True):
         segments, used = [], 0
         for column, w in self.column_widths.items():
             value = cells.get(column, "")
-            style = base + _STATUS_STYLES[value] if column == "status" and value in _STATUS_STYLES else base
+            style = base + STATUS_STYLES[value] if column == "status" and value in STATUS_STYLES else base
             segments.append(Segment(" " * PAD + fit(value, w) + " " * PAD, style))
             used += w + 2 * PAD
         strip = Strip(segments, used)

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Sparkline, Static
 
-from gputui.tui.widgets.job_table import number
+from gputui.tui.widgets.job_rows import number
 from gputui.views.runview import MetricSeries
 
 SEP = " · "

@@ -12,7 +12,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from gputui.jobs.tasks import Status
-from gputui.tui.widgets.job_table import clock
+from gputui.tui.widgets.job_rows import clock
 from gputui.views.runview import PlannedRun, RunSnapshot, outlook
 
 SEP = " · "

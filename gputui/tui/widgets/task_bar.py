@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from gputui.jobs.tasks import STEP, TRIAL
-from gputui.tui.widgets.job_table import params_text
+from gputui.tui.widgets.job_rows import params_text
 from gputui.tui.widgets.metrics_chart import metrics_text
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
