@@ -21,10 +21,11 @@ from gputui.engine.worker_events import read_all
 from gputui.executors import cgroup as cgroups
 from gputui.executors.journal import AttemptEnds
 from gputui.jobs import kinds
+from gputui.jobs.sweep import SweepSpec
 from gputui.jobs.tasks import TRIAL, Status
 
 
-def trial_metric(spec, events: Path, log_path: str) -> float | None:
+def trial_metric(spec: SweepSpec, events: Path, log_path: str) -> float | None:
     """A trial's metric: the last value it reported through gputui.hooks, else the last match of
     `[sweep].metric_regex` in its log."""
     value = None
