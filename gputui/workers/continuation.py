@@ -1,0 +1,169 @@
+"""Continue the prompts of one shard with a language model (vLLM or transformers), resumably.
+
+Reads the rows whose id is in [low, high) by the planner's rules, generates `--n` continuations per
+prompt batch by batch, and appends each finished batch to `<output>.partial.jsonl` (fsynced), so a
+killed or preempted worker redoes at most one batch when it is started again. When the shard is
+complete the output (CSV or JSONL) is written atomically and the partial file removed.
+
+    python -m gputui.workers.continuation --input data/prompts.csv --id-column data_id --low 0 --high 75 \\
+        --output out/shard_0_75.csv --model meta-llama/Llama-3.1-8B-Instruct --engine auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from gputui import hooks
+from gputui.jobs.tabular import ColumnMissingError, MissingDependencyError
+from gputui.workers import rows as rowio
+from gputui.workers.engines import EngineMissingError, GenSettings, load_engine
+
+DEFAULT_BATCH = {"vllm": 1024, "transformers": 8}
+DELAY_ENV = "GPUTUI_CONTINUATION_BATCH_DELAY"  # seconds to sleep after each batch: lets tests kill mid-shard
+
+
+class UsageError(Exception):
+    """Bad input or arguments: exit status 2 and one line, no traceback, as for a missing engine."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m gputui.workers.continuation", description=__doc__.split("\n")[0])
+    ap.add_argument("--input", type=Path, required=True, help="CSV, JSONL or Parquet")
+    ap.add_argument("--id-column", required=True)
+    ap.add_argument("--low", type=int, required=True)
+    ap.add_argument("--high", type=int, required=True)
+    ap.add_argument("--output", type=Path, required=True, help=".csv or .jsonl")
+    ap.add_argument("--model", required=True, help="local folder or hub name")
+    ap.add_argument("--engine", choices=("vllm", "transformers", "auto"), default="auto")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--prompt-column", help="default: 'prompt' if present, else 'text'")
+    src.add_argument("--template", help="str.format template over the row's columns, e.g. 'Q: {question}\\nA:'")
+    ap.add_argument(
+        "--chat-template", action="store_true", help="wrap each prompt in the tokenizer's chat template"
+    )
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--n", type=int, default=1, help="continuations per prompt")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, help="prompts per batch (default: 1024 on vLLM, 8 on transformers)")
+    ap.add_argument("--tensor-parallel-size", type=int, default=1)
+    ap.add_argument("--gpu-memory-utilization", type=float)
+    ap.add_argument("--max-model-len", type=int)
+    ap.add_argument("--dtype", help="auto, float16, bfloat16 or float32")
+    a = ap.parse_args(argv)
+    if a.n < 1 or a.max_new_tokens < 1 or (a.batch_size is not None and a.batch_size < 1):
+        ap.error("--n, --max-new-tokens and --batch-size must be at least 1")
+    if a.temperature < 0 or not 0 < a.top_p <= 1:
+        ap.error("--temperature must be >= 0 and --top-p in (0, 1]")
+    return a
+
+
+def generation_config(a: argparse.Namespace) -> dict:
+    """What makes two attempts' rows interchangeable; a partial file written with other settings is set aside."""
+    return {
+        "model": a.model,
+        "prompt_column": a.prompt_column,
+        "template": a.template,
+        "chat_template": a.chat_template,
+        "max_new_tokens": a.max_new_tokens,
+        "temperature": a.temperature,
+        "top_p": a.top_p,
+        "n": a.n,
+        "seed": a.seed,
+    }
+
+
+def run(a: argparse.Namespace) -> int:
+    try:
+        rowio.output_format(a.output)  # fail before loading a model
+        rows = rowio.select_rows(
+            a.input, a.id_column, a.low, a.high, prompt_column=a.prompt_column, template=a.template
+        )
+    except (ColumnMissingError, MissingDependencyError, ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+    total = len(rows)
+    a.output.parent.mkdir(parents=True, exist_ok=True)
+    partial = rowio.Partial(rowio.partial_path(a.output), generation_config(a))
+    if partial.set_aside:
+        print(
+            f"settings changed since the last attempt: moved its partial file to {partial.set_aside}", flush=True
+        )
+    keys = {r.key for r in rows}
+    done = sum(1 for k in partial.records if k in keys)
+    todo = [r for r in rows if r.key not in partial.records]
+    print(
+        f"shard [{a.low}, {a.high}): {total} rows, {done} already done"
+        + (" (a torn last line was dropped)" if partial.torn else ""),
+        flush=True,
+    )
+    hooks.progress(done, total)
+
+    tokens_total, started = 0, time.monotonic()
+    if todo:
+        settings = GenSettings(a.max_new_tokens, a.temperature, a.top_p, a.n, a.seed, a.chat_template)
+        engine = load_engine(a.engine, a.model, a, settings)
+        batch_size = a.batch_size or DEFAULT_BATCH[engine.name]
+        print(f"engine {engine.name}, model {a.model}, batch size {batch_size}", flush=True)
+        delay = float(os.environ.get(DELAY_ENV) or 0)
+        started = time.monotonic()
+        for b, start in enumerate(range(0, len(todo), batch_size), 1):
+            batch = todo[start : start + batch_size]
+            t0 = time.monotonic()
+            results = engine.generate([r.prompt for r in batch])
+            partial.append([_record(r, res, b) for r, res in zip(batch, results, strict=True)])
+            dt = max(time.monotonic() - t0, 1e-9)
+            tokens = sum(s.completion_tokens for res in results for s in res.samples)
+            tokens_total += tokens
+            done += len(batch)
+            hooks.progress(done, total)
+            hooks.log_metrics(b, tokens_per_s=tokens / dt, rows_per_s=len(batch) / dt)
+            if b == 1:
+                hooks.mark_healthy()
+            print(
+                f"processed {done}/{total} rows ({len(batch) / dt:.1f} rows/s, {tokens / dt:.0f} tokens/s)",
+                flush=True,
+            )
+            if delay:
+                time.sleep(delay)
+
+    out_rows = list(rowio.output_rows(rows, partial.records, a.id_column, a.n))
+    columns = [a.id_column, "prompt", *(["sample"] if a.n > 1 else [])]
+    columns += ["continuation", "finish_reason", "prompt_tokens", "completion_tokens"]
+    rowio.write_output(a.output, out_rows, columns)
+    partial.remove()
+    elapsed = max(time.monotonic() - started, 1e-9)
+    print(f"wrote {len(out_rows)} rows to {a.output}", flush=True)
+    hooks.mark_done(rows=total, outputs=len(out_rows), tokens_per_s=tokens_total / elapsed)
+    return 0
+
+
+def _record(row: rowio.Row, res, batch: int) -> dict:
+    return {
+        "key": row.key,
+        "id": row.id,
+        "batch": batch,
+        "prompt_tokens": res.prompt_tokens,
+        "samples": [
+            {"text": s.text, "finish_reason": s.finish_reason, "completion_tokens": s.completion_tokens}
+            for s in res.samples
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    try:
+        return run(a)
+    except (EngineMissingError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        hooks.mark_failed(str(e))
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
