@@ -165,6 +165,15 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable, with every task's latest log path")
     st.set_defaults(func=_cmd_status)
 
+    pl = sub.add_parser(
+        "plan",
+        help="what a job would run, without running or writing anything: its tasks, and for a [resources].mode "
+        "the GPUs per worker, workers and gpu_memory_utilization chosen, with the arithmetic",
+    )
+    pl.add_argument("--jobs", type=Path, required=True)
+    _simulate_arg(pl)
+    pl.set_defaults(func=_cmd_plan)
+
     g = sub.add_parser("gpus", help="a one-shot GPU table, like nvidia-smi")
     g.add_argument("--json", action="store_true")
     _simulate_arg(g)
@@ -348,6 +357,39 @@ def _console():
             raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
     return PipeConsole()
+
+
+def _cmd_plan(args) -> int:
+    from gputui.engine.run_modes import size_gpus
+    from gputui.gpus.detect import describe, open_probe
+    from gputui.jobs.gpu_plan import NoFit
+    from gputui.jobs.loader import load_jobspec
+    from gputui.jobs.plans import plan_job
+
+    job = load_jobspec(args.jobs)
+    print(f"{job.name} ({job.kind}): {plan_job(job).description}")
+    res = job.resources
+    if res.mode is None:
+        print(f"GPUs per worker: {res.gpus_per_worker} ([resources].gpus_per_worker; set mode to size them)")
+        return EXIT_OK
+    probe = open_probe(args.simulate)
+    try:
+        gpus = probe.snapshot()
+        print(f"mode {res.mode!r} for {job.model.path} on {describe(probe)}:")
+        try:
+            decision = size_gpus(job, gpus)
+        except NoFit as e:
+            print(f"gputui: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    finally:
+        probe.close()
+    for line in decision.arithmetic:
+        print(f"  {line}")
+    print(
+        f"decision: {decision.gpus_per_worker} GPU(s) per worker, {decision.workers} worker(s) at once, "
+        f"gpu_memory_utilization {decision.gpu_memory_utilization:.2f}"
+    )
+    return EXIT_OK
 
 
 def _cmd_gpus(args) -> int:

@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from gputui.engine.attempt import WAITING, Infeasible, Live
@@ -38,9 +39,17 @@ def _release(fds) -> None:
 
 
 def worker_request(
-    job: JobSpec, task: TaskRecord, number: int, gpus: tuple[int, ...], scheduler_id: str, run_dir: Path
+    job: JobSpec,
+    task: TaskRecord,
+    number: int,
+    gpus: tuple[int, ...],
+    scheduler_id: str,
+    run_dir: Path,
+    output: str | None = None,
+    sized: Mapping[str, object] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The worker's command line and its own variables (ownership tags, range, GPUs, events file). Pure."""
+    """The worker's command line and its own variables (ownership tags, range, GPUs, events file). Pure.
+    `output`: a shard's output file ({output}); `sized`: what a [model] table fills ({model}, ...)."""
     values: dict[str, object] = {
         "run_dir": run_dir,
         "output_dir": job.outputs.dir,
@@ -48,6 +57,7 @@ def worker_request(
         "attempt": number,
         "gpus": ",".join(map(str, gpus)),
         "num_gpus": len(gpus),
+        **(sized or {}),
     }
     env = {
         ownership.TAG_SCHEDULER: scheduler_id,
@@ -64,7 +74,7 @@ def worker_request(
         command = next((s.command for s in job.pipeline.steps if s.name == task.info.get("step")), None)
         command = command or tuple(task.info.get("command") or ())
     else:
-        values |= {"low": task.low, "high": task.high, "input": job.shards.input}
+        values |= {"low": task.low, "high": task.high, "input": job.shards.input, "output": output or ""}
         env |= {"GPUTUI_LOW": str(task.low), "GPUTUI_HIGH": str(task.high)}
     return render_command(job, values, command), env
 
@@ -168,7 +178,9 @@ class Launching:
         self, task: TaskRecord, gpus: tuple[int, ...], now: float, held: list[int]
     ) -> tuple[LaunchSpec, Live]:
         number = task.attempts + 1
-        argv, env = worker_request(self.job, task, number, gpus, self.scheduler_id, self.paths.root)
+        argv, env = worker_request(
+            self.job, task, number, gpus, self.scheduler_id, self.paths.root, self.outputs.get(task.id), self.sized
+        )
         if self.probe is None:
             env.pop("CUDA_VISIBLE_DEVICES")
         shown = shlex.join(argv)

@@ -20,11 +20,12 @@ from gputui.engine import exports
 from gputui.engine.accounting import Meter
 from gputui.engine.adoption import Adoption
 from gputui.engine.alerter import Alerter
-from gputui.engine.attempt import WAITING, Live, Options, Output
+from gputui.engine.attempt import WAITING, Infeasible, Live, Options, Output
 from gputui.engine.control import Controller, Stop
 from gputui.engine.gpuwatch import GhostWatch, IdleWatch
 from gputui.engine.launching import Launching, _release
 from gputui.engine.placement import Policy
+from gputui.engine.run_modes import size_gpus, sized_values
 from gputui.engine.session import Run
 from gputui.engine.settling import Settling
 from gputui.engine.steering import Steering
@@ -34,6 +35,7 @@ from gputui.executors.local import LaunchSpec, LocalExecutor
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.gpus.reservations import Reservations
+from gputui.jobs.gpu_plan import NoFit
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status, TaskRecord
 
@@ -75,8 +77,17 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         steps = job.pipeline.steps if job.pipeline is not None else ()
         self.needs = {step.name: step.gpus for step in steps if step.gpus is not None}
         self.probe: GpuProbe | None = None
-        if max([res.gpus_per_worker, *self.needs.values()]) > 0:
+        if res.mode is not None or max([res.gpus_per_worker, *self.needs.values()]) > 0:
             self.probe = open_probe(self.opts.simulate, load=self._simulated_load)
+        self.sizing = None  # the run mode's decision: GPUs per worker and workers, from the model and the GPUs
+        if res.mode is not None:
+            try:
+                self.sizing = size_gpus(job, self.probe.snapshot())
+            except NoFit as e:
+                raise Infeasible(str(e)) from None
+            workers = min(self.sizing.workers, res.max_parallel or self.sizing.workers)
+            self.policy = Policy(self.sizing.gpus_per_worker, workers, res.min_free_memory_gb)
+        self.sized = sized_values(job, self.sizing)
         self.executor = LocalExecutor(
             job.workdir, self._base_env(), self.paths.root / "keeper.log", self.paths.journal, self.scheduler_id
         )

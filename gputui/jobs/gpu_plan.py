@@ -152,7 +152,8 @@ def choose(model: ModelFacts, gpus: Sequence[Gpu], mode: str = "auto", tp: int |
             continue
         return Decision(t, workers, utilization, need, lines)
     most = max(g.free_gb for g in gpus)
-    where = "one GPU" if mode in ("single", "data_parallel") else f"{max(candidates)} GPUs"
+    most_gpus = max(candidates)
+    where = "one GPU" if most_gpus == 1 else f"{most_gpus} GPUs"
     raise NoFit(
         f"the model does not fit {where} here in mode {mode!r}: it needs "
         f"{per_gpu_need(model, max(candidates)):.1f} GB per GPU and the most free on a GPU is {most:.1f} GB\n  "

@@ -25,6 +25,7 @@ from gputui.jobs.checks import (
 from gputui.jobs.spec import (
     GENERIC_PLACEHOLDERS,
     KINDS,
+    MODEL_PLACEHOLDERS,
     PLACEHOLDERS,
     JobSpec,
     JobSpecError,
@@ -34,7 +35,15 @@ from gputui.jobs.templates import FORMATTER, render_template
 _TABLES: dict[str, tuple[str, ...] | None] = {
     "job": ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "env"),
     "shards": ("input", "format", "id_column", "num_workers", "shard_size"),
-    "resources": ("gpus_per_worker", "min_free_memory_gb", "max_parallel", "memory_per_worker_gb"),
+    "resources": (
+        "gpus_per_worker",
+        "min_free_memory_gb",
+        "max_parallel",
+        "memory_per_worker_gb",
+        "mode",
+        "tensor_parallel_size",
+    ),
+    "model": ("path", "dtype", "max_model_len"),
     "retry": ("max_attempts", "backoff_s", "backoff_max_s"),
     "outputs": ("dir", "pattern", "merged"),
     "alerts": ("command", "idle_minutes", "bell"),
@@ -268,17 +277,20 @@ class Loader:
             raise self.error("[job].name", f"expected only letters, digits, '.', '_' or '-', got {name!r}")
         kind = self.kind(job, data)
         params = self.params(data)
+        sized = MODEL_PLACEHOLDERS if "model" in data else ()  # a run mode's numbers, once GPUs are sized
+        for name in set(sized) & set(params):
+            raise self.error(f"[params].{name}", f"shadows the placeholder {{{name}}} that [model] sets")
         sweep = pipeline = None
         if kind == "sweep":
             from gputui.jobs import sweep as sweeps
 
             sweep = sweeps.parse_sweep(self, data["sweep"])
             names = dict.fromkeys(n for stage in sweep.stages for p in stage.params for n in p)
-            known = [*GENERIC_PLACEHOLDERS, *sweeps.SWEEP_PLACEHOLDERS, *names, *params]
+            known = [*GENERIC_PLACEHOLDERS, *sweeps.SWEEP_PLACEHOLDERS, *names, *sized, *params]
         elif kind == "pipeline":
-            known = [*GENERIC_PLACEHOLDERS, "step", *params]
+            known = [*GENERIC_PLACEHOLDERS, "step", *sized, *params]
         else:
-            known = [*PLACEHOLDERS, *params]
+            known = [*PLACEHOLDERS, "output", *sized, *params]
         command, keypaths = self.command(job, known) if kind != "pipeline" or "command" in job else ((), [])
         if sweep is not None:
             used = set().union(
@@ -307,6 +319,9 @@ class Loader:
         if kind != "shards" and outputs.pattern is not None:
             raise self.error("[outputs].pattern", f"names each shard's output file; a {kind} job has no shards")
         alerts = tables.alerts(self, data.get("alerts", {}))
+        model = tables.model(self, data["model"]) if "model" in data else None
+        if resources.mode is not None and model is None:
+            raise self.error("[model]", f"missing table; [resources].mode = {resources.mode!r} sizes GPUs for it")
         health = None
         if "health" in data:
             from gputui.jobs import health as healths
@@ -326,6 +341,11 @@ class Loader:
             "gpus": "0,1",
             "num_gpus": 2,
             "step": "step",
+            "output": "out.csv",
+            "model": "model",
+            "dtype": "bfloat16",
+            "tensor_parallel_size": 1,
+            "gpu_memory_utilization": 0.9,
         }
         if sweep is not None:
             samples |= sweeps.trial_values(sweeps.first_trials(sweep, run)[0])
@@ -352,6 +372,7 @@ class Loader:
             env=env,
             stop_grace_s=stop_grace_s,
             alerts=alerts,
+            model=model,
             text=text,
             kind=kind,
             sweep=sweep,

@@ -25,6 +25,7 @@ PLACEHOLDERS = (
 )
 GENERIC_PLACEHOLDERS = ("run_dir", "output_dir", "task_id", "attempt", "gpus", "num_gpus")  # every kind has them
 KINDS = ("shards", "sweep", "pipeline")
+MODEL_PLACEHOLDERS = ("model", "dtype", "tensor_parallel_size", "gpu_memory_utilization")  # with a [model] table
 
 
 class JobSpecError(ValueError):
@@ -46,6 +47,17 @@ class ResourceSpec:
     min_free_memory_gb: float = 0.0
     max_parallel: int | None = None  # None = as many as resources allow
     memory_per_worker_gb: float | None = None
+    mode: str | None = None  # single | data_parallel | tensor_parallel | auto: GPUs per worker from [model]
+    tensor_parallel_size: int | None = None  # mode = "tensor_parallel": GPUs per worker (default: all)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model a run mode sizes GPUs for; `{model}`, `{dtype}` in commands."""
+
+    path: str  # a local folder with config.json (a hub name cannot be sized offline)
+    dtype: str = "auto"
+    max_model_len: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,7 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     stop_grace_s: float = 10.0
     alerts: AlertSpec = field(default_factory=AlertSpec)
+    model: ModelSpec | None = None
     text: str = ""  # the job file as read, kept in the run directory for the record
     kind: str = "shards"  # "shards" | "sweep" | "pipeline"
     sweep: SweepSpec | None = None  # kind "sweep"

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gputui.jobs.checks import got, resolve_path
-from gputui.jobs.spec import AlertSpec, OutputSpec, ResourceSpec, RetrySpec, ShardSpec
+from gputui.jobs.gpu_plan import DTYPE_BYTES, MODES
+from gputui.jobs.spec import AlertSpec, ModelSpec, OutputSpec, ResourceSpec, RetrySpec, ShardSpec
 
 if TYPE_CHECKING:
     from gputui.jobs.loader import Loader
@@ -57,6 +58,29 @@ def resources(loader: Loader, table: dict[str, Any]) -> ResourceSpec:
         memory_per_worker_gb=loader.value(
             table, "resources", "memory_per_worker_gb", "num>0", d.memory_per_worker_gb
         ),
+        mode=run_mode(loader, table),
+        tensor_parallel_size=loader.value(table, "resources", "tensor_parallel_size", "int>=1", None),
+    )
+
+
+def run_mode(loader: Loader, table: dict[str, Any]) -> str | None:
+    mode = loader.value(table, "resources", "mode", "str", None)
+    if mode is not None and mode not in MODES:
+        raise loader.error("[resources].mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def model(loader: Loader, table: dict[str, Any]) -> ModelSpec:
+    loader.check_keys(table, "model")
+    raw = loader.value(table, "model", "path", "str", missing="a local model folder (with config.json)")
+    local = resolve_path(raw, loader.base)
+    dtype = loader.value(table, "model", "dtype", "str", "auto")
+    if dtype not in DTYPE_BYTES:
+        raise loader.error("[model].dtype", f"expected one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")
+    return ModelSpec(
+        path=str(local) if local.exists() else raw,
+        dtype=dtype,
+        max_model_len=loader.value(table, "model", "max_model_len", "int>=1", None),
     )
 
 
