@@ -8,7 +8,7 @@ from gputui.engine.rundir import RunPaths
 from gputui.engine.store import Store
 from gputui.jobs import tabular
 from gputui.jobs.tasks import Status
-from gputui.results.merge import ShardOutput, merge_shards
+from gputui.results.merge import ShardOutput, int_key, merge_shards
 from gputui.results.report import build_summary, write_reports
 
 
@@ -48,7 +48,7 @@ def _id_key(store: Store):
         return None, None
     ids, integer_ids = tabular.normalize_ids(values)
     if integer_ids:
-        return (lambda raw: int(str(raw).strip())), ids
+        return int_key, ids
     position = {v: i for i, v in enumerate(ids)}
     return (lambda raw: position.get(str(raw), -1)), ids
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from gputui.engine.manifests import manifest_matches, manifest_path, read_manifest, write_manifest
-from gputui.results.merge import ShardOutput, merge_shards
+from gputui.results.merge import ShardOutput, int_key, merge_shards
 
 
 def write_csv(path, rows, header=("id", "text")):
@@ -233,3 +233,178 @@ def test_parquet_without_pyarrow_gives_clear_problem(tmp_path, monkeypatch):
     assert summary["ok"] is False
     assert "reading Parquet needs pyarrow: pip install 'gputui[parquet]'" in summary["problems"]
     assert not (tmp_path / "m.parquet").exists()
+
+
+# -- the block-copying, vectorised CSV path -----------------------------------------------------------------
+
+
+def merge_ok(tmp_path, shards, **kw):
+    summary = merge_shards(shards, tmp_path / "m.csv", tmp_path / "s.json", id_column="id", **kw)
+    return summary, (tmp_path / "m.csv")
+
+
+def test_merged_csv_is_header_once_then_each_shard_body_byte_for_byte(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_bytes(b'id,text\n0,"has, comma"\n1,"say ""hi"""\n')
+    b = tmp_path / "b.csv"
+    b.write_bytes(b"\xef\xbb\xbfid,text\n2,plain\n3,\n")  # an Excel BOM is dropped
+    summary, merged = merge_ok(
+        tmp_path, [ShardOutput("t1", 2, 4, b), ShardOutput("t0", 0, 2, a)], expected_ids=range(4)
+    )
+    assert summary["ok"] is True, summary["problems"]
+    assert merged.read_bytes() == b'id,text\n0,"has, comma"\n1,"say ""hi"""\n2,plain\n3,\n'
+    assert [s["rows"] for s in summary["shards"]] == [2, 2]
+
+
+def test_quoted_newlines_and_commas_in_any_column_merge_like_the_csv_module(tmp_path):
+    a = write_csv(tmp_path / "a.csv", [("x,\ny", 0), ('q"\n"', 1)], header=("text", "id"))
+    b = write_csv(tmp_path / "b.csv", [("multi\r\nline, with comma", 2)], header=("text", "id"))
+    summary, merged = merge_ok(
+        tmp_path, [ShardOutput("t0", 0, 2, a), ShardOutput("t1", 2, 3, b)], expected_ids=[0, 1, 2]
+    )
+    assert summary["ok"] is True, summary["problems"]
+    assert read_csv(merged) == [["text", "id"], ["x,\ny", "0"], ['q"\n"', "1"], ["multi\r\nline, with comma", "2"]]
+    assert summary["total_rows"] == 3
+
+
+def test_stray_quote_falls_back_to_the_csv_module_with_the_same_result(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_bytes(b'id,text\n0,5 inch" screen\n1,ok\n')  # a quote inside an unquoted field
+    b = write_csv(tmp_path / "b.csv", [(2, "fine")])
+    summary, merged = merge_ok(
+        tmp_path, [ShardOutput("t0", 0, 2, a), ShardOutput("t1", 2, 3, b)], expected_ids=[0, 1, 2]
+    )
+    assert summary["ok"] is True, summary["problems"]
+    assert read_csv(merged) == [["id", "text"], ["0", '5 inch" screen'], ["1", "ok"], ["2", "fine"]]
+
+
+def test_quoted_ids_are_read_unquoted(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_bytes(b'id,text\n"0",a\n"1",b\n')
+    summary, _ = merge_ok(tmp_path, [ShardOutput("t0", 0, 2, a)], expected_ids=[0, 1])
+    assert summary["ok"] is True, summary["problems"]
+
+
+def test_crlf_endings_and_missing_final_newline(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_bytes(b"id,text\r\n0,a\r\n1,b")  # CRLF, no final newline
+    b = tmp_path / "b.csv"
+    b.write_bytes(b"id,text\n2,c")
+    summary, merged = merge_ok(
+        tmp_path, [ShardOutput("t0", 0, 2, a), ShardOutput("t1", 2, 3, b)], expected_ids=[0, 1, 2]
+    )
+    assert summary["ok"] is True, summary["problems"]
+    assert merged.read_bytes() == b"id,text\r\n0,a\r\n1,b\r\n2,c\n"
+    assert read_csv(merged) == [["id", "text"], ["0", "a"], ["1", "b"], ["2", "c"]]
+
+
+def test_empty_shard_and_header_only_shard(tmp_path):
+    a = write_csv(tmp_path / "a.csv", [(0, "a")])
+    empty = tmp_path / "e.csv"
+    empty.write_bytes(b"")
+    header_only = tmp_path / "h.csv"
+    header_only.write_bytes(b"id,text")
+    shards = [ShardOutput("t0", 0, 1, a), ShardOutput("t1", 1, 2, empty), ShardOutput("t2", 2, 3, header_only)]
+    summary, merged = merge_ok(tmp_path, shards)
+    assert summary["ok"] is True, summary["problems"]
+    assert [s["rows"] for s in summary["shards"]] == [1, 0, 0]
+    assert read_csv(merged) == [["id", "text"], ["0", "a"]]
+
+
+def test_blank_lines_are_not_rows(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_bytes(b"id,text\n0,a\n\n1,b\n\r\n")
+    summary, _ = merge_ok(tmp_path, [ShardOutput("t0", 0, 2, a)], expected_ids=[0, 1])
+    assert summary["ok"] is True, summary["problems"]
+    assert summary["total_rows"] == 2
+
+
+def test_fast_path_problems_match_the_messages(tmp_path):
+    """Messages, examples and their order as the row-by-row check gave them (compared with the old code)."""
+    a = tmp_path / "a.csv"
+    a.write_bytes(b"id,text\n0,a\n1,b\n1,again\n9,stray\n-3,neg\n")
+    b = tmp_path / "b.csv"
+    b.write_bytes(b"id,text\n1,dup\n3,c\nx,bad\n007,odd\n")  # 007 is 7: inside, read through the key
+    c = tmp_path / "c.csv"
+    c.write_bytes(b"id,text\n4,a\n5\n")
+    d = tmp_path / "d.csv"
+    d.write_bytes(b'id,text\n\n10,"q"\n')
+    shards = [
+        ShardOutput("t0", 0, 3, a),
+        ShardOutput("t1", 3, 8, b),
+        ShardOutput("t2", 8, 10, c),
+        ShardOutput("t3", 10, 12, d),
+    ]
+    for key in (None, int_key, lambda raw: int(str(raw).strip())):  # fast paths, and any key called per row
+        summary = merge_shards(
+            shards, tmp_path / "m.csv", tmp_path / "s.json", id_column="id", key=key, expected_ids=list(range(12))
+        )
+        assert summary["problems"] == [
+            "t0 [0, 3): 2 row(s) with ids outside its range, e.g. '9', '-3'",
+            "t1 [3, 8): 1 row(s) with ids outside its range, e.g. '1'",
+            "t1 [3, 8): 1 row(s) with ids that can't be placed in a range, e.g. 'x' (ValueError: invalid literal "
+            "for int() with base 10: 'x')",
+            "t2 [8, 10): 2 row(s) with ids outside its range, e.g. '4', '5'",
+            "1 id(s) appear in more than one shard, e.g. '1' (t0, t1)",
+            "4 expected id(s) have no output row, e.g. 2, 6, 8, 11",
+        ]
+        assert [s["rows"] for s in summary["shards"]] == [5, 4, 2, 1]
+        assert not (tmp_path / "m.csv").exists()
+
+
+def test_row_without_the_id_field(tmp_path):
+    e = tmp_path / "e.csv"
+    e.write_bytes(b"text,id\nshort\nlong,1\n")
+    summary = merge_shards(
+        [ShardOutput("t4", 0, 3, e)], tmp_path / "m.csv", tmp_path / "s.json", id_column="id", expected_ids=[1, 2]
+    )
+    assert summary["problems"] == [
+        "t4 [0, 3): 1 row(s) with no 'id' value",
+        "1 expected id(s) have no output row, e.g. 2",
+    ]
+
+
+def test_duplicates_across_shards_in_the_order_found(tmp_path):
+    a = write_csv(tmp_path / "a.csv", [(i, "x") for i in range(10)])
+    b = write_csv(tmp_path / "b.csv", [(7, "y"), (2, "y"), (10, "y")])
+    c = write_csv(tmp_path / "c.csv", [(2, "z"), (11, "z")])
+    shards = [ShardOutput("t0", 0, 10, a), ShardOutput("t1", 10, 11, b), ShardOutput("t2", 11, 12, c)]
+    summary, _ = merge_ok(tmp_path, shards)
+    [dup] = [p for p in summary["problems"] if "more than one shard" in p]
+    assert dup == "2 id(s) appear in more than one shard, e.g. '7' (t0, t1); '2' (t0, t1, t2)"
+
+
+def test_string_ids_through_a_key_in_csv(tmp_path):
+    position = {"apple": 0, "kiwi": 1, "pear": 2}.__getitem__
+    a = write_csv(tmp_path / "a.csv", [("apple", "x"), ("pear", "y")])
+    b = write_csv(tmp_path / "b.csv", [("kiwi", "z")])
+    summary, _ = merge_ok(
+        tmp_path,
+        [ShardOutput("t0", 0, 1, a), ShardOutput("t1", 1, 3, b)],
+        key=position,
+        expected_ids=["apple", "kiwi", "pear"],
+    )
+    assert summary["problems"] == ["t0 [0, 1): 1 row(s) with ids outside its range, e.g. 'pear'"]
+
+
+def test_many_blocks_give_the_same_result(tmp_path, monkeypatch):
+    import gputui.results.merge as merge_mod
+
+    monkeypatch.setattr(merge_mod, "BLOCK", 64)  # records and CRLFs cut across block ends
+    a = write_csv(tmp_path / "a.csv", [(i, f"text {i},\nmore") for i in range(0, 50)])
+    b = tmp_path / "b.csv"
+    b.write_bytes(b"id,text\r\n" + b"".join(b"%d,plain text %d\r\n" % (i, i) for i in range(50, 100)))
+    summary, merged = merge_ok(
+        tmp_path, [ShardOutput("t0", 0, 50, a), ShardOutput("t1", 50, 100, b)], expected_ids=range(100)
+    )
+    assert summary["ok"] is True, summary["problems"]
+    assert merged.read_bytes() == a.read_bytes() + b.read_bytes()[len(b"id,text\r\n") :]
+    assert [s["rows"] for s in summary["shards"]] == [50, 50]
+
+
+def test_invalid_utf8_is_a_problem(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_bytes(b"id,text\n0,\xff\n")
+    summary, _ = merge_ok(tmp_path, [ShardOutput("t0", 0, 1, a)])
+    assert summary["ok"] is False
+    assert "could not merge" in summary["problems"][0]
