@@ -21,6 +21,7 @@ from gputui import hooks
 from gputui.jobs.tabular import ColumnMissingError, MissingDependencyError
 from gputui.workers import rows as rowio
 from gputui.workers.engines import EngineMissingError, GenSettings, load_engine
+from gputui.workers.tiny_model import TINY, ensure_tiny_model
 
 DEFAULT_BATCH = {"vllm": 1024, "transformers": 8}
 DELAY_ENV = "GPUTUI_CONTINUATION_BATCH_DELAY"  # seconds to sleep after each batch: lets tests kill mid-shard
@@ -106,7 +107,10 @@ def run(a: argparse.Namespace) -> int:
     tokens_total, started = 0, time.monotonic()
     if todo:
         settings = GenSettings(a.max_new_tokens, a.temperature, a.top_p, a.n, a.seed, a.chat_template)
-        engine = load_engine(a.engine, a.model, a, settings)
+        model = a.model
+        if model.startswith(TINY):  # the sample's model: built here on first use, shared by every shard
+            model = str(ensure_tiny_model(Path(model[len(TINY) :]), [r.prompt for r in rows]))
+        engine = load_engine(a.engine, model, a, settings)
         batch_size = a.batch_size or DEFAULT_BATCH[engine.name]
         print(f"engine {engine.name}, model {a.model}, batch size {batch_size}", flush=True)
         delay = float(os.environ.get(DELAY_ENV) or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -122,3 +123,25 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+TINY = "tiny:"  # --model tiny:DIR: the tiny model in DIR, built there first if it is not yet
+FIT_SECONDS = 4.0  # long enough for continuations to read as words, short enough for a demo
+
+
+def ensure_tiny_model(out: Path, prompts: Iterable[str]) -> Path:
+    """The tiny model in `out`, built (and fitted on `prompts`) by the first worker to get here; the others
+    wait on the lock and find it built. Written to a temp folder and renamed: never half a model."""
+    import fcntl
+
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "config.json").exists():
+            print(f"building the tiny sample model in {out} (fitted {FIT_SECONDS:g} s)", flush=True)
+            staging = out.with_name(f".{out.name}.building")
+            shutil.rmtree(staging, ignore_errors=True)
+            build_tiny_model(staging, prompts, fit_seconds=FIT_SECONDS)
+            staging.rename(out)
+    return out

@@ -74,11 +74,14 @@ def gone(p: psutil.Process) -> bool:
 
 
 def sample_jobs(tmp_path: Path, delay: float) -> tuple[Path, Path]:
-    """A copy of the README's sample job whose workers take `delay` s per row: (its folder, its run dir)."""
+    """The sample's continuation job run by the CPU stand-in worker (tests/workers/continue_text.py, the real
+    worker's arguments and output), whose workers take `delay` s per row: (its folder, its run dir)."""
     jobs = tmp_path / "sample_jobs"
-    shutil.copytree(ROOT / "sample_jobs", jobs, ignore=shutil.ignore_patterns("runs"))
+    shutil.copytree(ROOT / "sample_jobs" / "data", jobs / "data")
+    shutil.copy(ROOT / "tests" / "workers" / "continue_text.py", jobs)
     job = jobs / "continuation.toml"
-    text = job.read_text().replace("python workers/", f"{sys.executable} workers/")
+    text = (ROOT / "tests" / "workers" / "continuation_standin.toml").read_text()
+    text = text.replace("python continue_text.py", f"{sys.executable} continue_text.py")
     env = f'env = {{ CONTINUE_TEXT_DELAY = "{delay}" }}'
     job.write_text(text.replace('name = "continuation"', f'name = "continuation"\n{env}'))
     return jobs, jobs / "runs" / "continuation"

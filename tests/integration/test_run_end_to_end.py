@@ -14,12 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sample_job_runs_on_simulated_gpus_and_merges(tmp_path):
+    """The README's sample, as it is: the real continuation worker (transformers on CPU) with the tiny model
+    it builds on first use, 4 shards on simulated GPUs, merged and checked."""
     jobs = tmp_path / "sample_jobs"
-    shutil.copytree(ROOT / "sample_jobs", jobs, ignore=shutil.ignore_patterns("runs"))
+    shutil.copytree(ROOT / "sample_jobs", jobs, ignore=shutil.ignore_patterns("runs", "models"))
     job = jobs / "continuation.toml"
-    job.write_text(job.read_text().replace("python workers/", f"{sys.executable} workers/"))
+    job.write_text(job.read_text().replace("python -m gputui", f"{sys.executable} -m gputui"))
 
-    r = gputui("run", "--jobs", job, "--simulate", "4x24")
+    r = gputui("run", "--jobs", job, "--simulate", "4x24", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SIMULATED (4 x 24 GB)" in r.stdout
     # The full command is printed with the GPUs it was given, before launch.
@@ -34,7 +36,9 @@ def test_sample_job_runs_on_simulated_gpus_and_merges(tmp_path):
         rows = list(csv.DictReader(f))
     with open(jobs / "data" / "prompts.csv", newline="") as f:
         inputs = list(csv.DictReader(f))
-    assert len(rows) == len(inputs)
+    assert len(rows) == len(inputs) and all(r["continuation"] and r["finish_reason"] for r in rows)
+    assert "building the tiny sample model" in r.stdout  # once: the other shards found it built
+    assert r.stdout.count("building the tiny sample model") == 1
     assert [int(r["data_id"]) for r in rows] == sorted(int(r["data_id"]) for r in inputs)
     summary = json.loads((run_dir / "merge_summary.json").read_text())
     assert summary["ok"] and summary["total_rows"] == len(inputs) and len(summary["shards"]) == 4
