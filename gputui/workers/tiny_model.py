@@ -4,7 +4,7 @@ No download and no GPU: a byte-level BPE tokenizer is trained on the given promp
 corpus), a 2-layer Llama with random weights is saved next to it with `save_pretrained`, and an optional
 few-second fit makes continuations read as words instead of byte soup.
 
-    python -m gputui.workers.tiny_model --out DIR [--prompts FILE] [--fit-seconds S]
+    python -m gputui.workers.tiny_model --out DIR [--prompts FILE] [--fit-steps N]
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+TINY = "tiny:"  # --model tiny:DIR: the tiny model in DIR, built there first if it is not yet
+FIT_STEPS = 120  # enough for continuations to read as words: about 3 s on one CPU core
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
@@ -41,7 +43,7 @@ def build_tiny_model(
     out: str | os.PathLike[str],
     prompts: Iterable[str] | None = None,
     *,
-    fit_seconds: float = 0.0,
+    fit_steps: int = 0,
     seed: int = 0,
     vocab_size: int = 400,
 ) -> Path:
@@ -81,8 +83,8 @@ def build_tiny_model(
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
-    if fit_seconds > 0:
-        _fit(model, tok, texts, fit_seconds)
+    if fit_steps > 0:
+        _fit(model, tok, _fit_texts(list(prompts or [])), fit_steps)
     model.eval()
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
@@ -91,17 +93,28 @@ def build_tiny_model(
     return out
 
 
-def _fit(model, tok, texts: list[str], seconds: float) -> None:
-    """Next-token training on the corpus, each text ending in EOS so the model also learns to stop."""
+def _fit_texts(prompts: list[str]) -> list[str]:
+    """Each prompt followed by a corpus sentence, then EOS: the model learns to go on after a prompt and
+    to stop after a sentence. (Fitted on the bare prompts + EOS it learns to stop at once: empty output.)"""
+    tail = [c[0].lower() + c[1:] for c in CORPUS]
+    joined = [f"{p.rstrip()} {tail[i % len(tail)]}" for i, p in enumerate(prompts) if p.strip()]
+    return [t + EOS for t in [*CORPUS, *joined]]
+
+
+def _fit(model, tok, texts: list[str], steps: int, batch: int = 32) -> None:
+    """A fixed number of small-batch steps, cycling through the texts in order: the same seed and prompts give
+    the same model on every machine, in about as long."""
     import torch
 
-    enc = tok([t + EOS for t in texts], padding=True, return_tensors="pt")
+    enc = tok(texts, padding=True, truncation=True, return_tensors="pt")
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        loss = model(**enc, labels=labels).loss
+    for step in range(steps):
+        at = (step * batch) % len(texts)
+        rows = torch.arange(at, at + batch) % len(texts)
+        ids, mask = enc["input_ids"][rows], enc["attention_mask"][rows]
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels[rows]).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -111,22 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gputui.workers.tiny_model", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--prompts", type=Path, help="text file, one prompt a line, to train the tokenizer on")
-    ap.add_argument("--fit-seconds", type=float, default=0.0, help="fit the model this long so output reads")
+    ap.add_argument("--fit-steps", type=int, default=0, help="training steps on the prompts, so output reads")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     prompts = a.prompts.read_text(encoding="utf-8").splitlines() if a.prompts else None
     started = time.monotonic()
-    build_tiny_model(a.out, prompts, fit_seconds=a.fit_seconds, seed=a.seed)
+    build_tiny_model(a.out, prompts, fit_steps=a.fit_steps, seed=a.seed)
     print(f"wrote tiny model to {a.out} in {time.monotonic() - started:.1f}s", flush=True)
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-TINY = "tiny:"  # --model tiny:DIR: the tiny model in DIR, built there first if it is not yet
-FIT_SECONDS = 4.0  # long enough for continuations to read as words, short enough for a demo
 
 
 def ensure_tiny_model(out: Path, prompts: Iterable[str]) -> Path:
@@ -139,9 +148,9 @@ def ensure_tiny_model(out: Path, prompts: Iterable[str]) -> Path:
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / "config.json").exists():
-            print(f"building the tiny sample model in {out} (fitted {FIT_SECONDS:g} s)", flush=True)
+            print(f"building the tiny sample model in {out} ({FIT_STEPS} training steps)", flush=True)
             staging = out.with_name(f".{out.name}.building")
             shutil.rmtree(staging, ignore_errors=True)
-            build_tiny_model(staging, prompts, fit_seconds=FIT_SECONDS)
+            build_tiny_model(staging, prompts, fit_steps=FIT_STEPS)
             staging.rename(out)
     return out

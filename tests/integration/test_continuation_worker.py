@@ -35,7 +35,7 @@ PROCESSED = re.compile(r"processed (\d+)/(\d+) rows \([\d.]+ rows/s, \d+ tokens/
 def model(tmp_path_factory) -> Path:
     from gputui.workers.tiny_model import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", PROMPTS, fit_seconds=0.5)
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", PROMPTS, fit_steps=10)
 
 
 def env(events: Path | None = None, **extra: str) -> dict[str, str]:
