@@ -385,10 +385,7 @@ def _cmd_plan(args) -> int:
         probe.close()
     for line in decision.arithmetic:
         print(f"  {line}")
-    print(
-        f"decision: {decision.gpus_per_worker} GPU(s) per worker, {decision.workers} worker(s) at once, "
-        f"gpu_memory_utilization {decision.gpu_memory_utilization:.2f}"
-    )
+    print(f"decision: {decision.summary}")
     return EXIT_OK
 
 

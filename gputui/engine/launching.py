@@ -22,7 +22,8 @@ from gputui.executors.local import LaunchFailed, LaunchSpec
 from gputui.gpus.detect import describe
 from gputui.gpus.probe import GIB
 from gputui.gpus.reservations import Reservations
-from gputui.jobs import pipeline, sweep
+from gputui.jobs import oom, pipeline, sweep
+from gputui.jobs.oom import batch_for, gpus_for
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import STEP, TRIAL, Status, TaskRecord
 from gputui.jobs.templates import render_command
@@ -66,6 +67,11 @@ def worker_request(
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
         "GPUTUI_EVENTS": str(RunPaths(run_dir).events(task.id, number)),
     }
+    on_oom = job.retry.on_oom
+    if on_oom == "smaller_batch":
+        values["batch_size"] = batch_for(on_oom, int(job.params["batch_size"]), task.info)
+    elif on_oom == "more_gpus" and oom.changes(task.info):
+        values["tensor_parallel_size"] = len(gpus)
     command = None
     if task.kind == TRIAL:
         values |= sweep.trial_values(task)
@@ -125,10 +131,10 @@ class Launching:
         reserved = {g for live in [*self.live.values(), *self.lingering.values()] for g in live.gpus}
         reserved |= draining(gpus, self.scheduler_id, self.live)  # a killed task's GPU memory not yet released
         usable = usable_gpus(gpus, reserved, self.policy)
-        wanted = sum(self.needs.get(t.id, self.policy.gpus_per_worker) for t in ready)
-        claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], wanted)
+        needs = {t.id: self._gpus_needed(t) for t in ready}
+        claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], sum(needs.values()))
         unclaimed = {g.index for g in gpus} - set(claims)
-        placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy, self.needs))
+        placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy, needs))
         for t in ready:
             if t.id in placed:
                 held = [claims.pop(g) for g in placed[t.id]]
@@ -147,6 +153,10 @@ class Launching:
             if reason != self._waiting_said:
                 self.out.info(f"waiting for GPUs: {reason}")
                 self._waiting_said = reason
+
+    def _gpus_needed(self, task: TaskRecord) -> int:
+        """The policy's GPUs per worker, a pipeline step's own, or twice as many per out-of-memory retry."""
+        return gpus_for(self.job.retry.on_oom, self.needs.get(task.id, self.policy.gpus_per_worker), task.info)
 
     def _claim_note(self, task_id: str) -> dict:
         return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gputui.engine.failures import Failure, classify
+from gputui.jobs.oom import OomPolicy, after_oom
 from gputui.jobs.tasks import Status, TaskRecord
 
 
@@ -37,7 +38,16 @@ class Decision:
     failure: str | None = None  # the failure's kind (failures.Failure.kind), when the attempt failed
 
 
-def decide(task: TaskRecord, ended: Ended, *, backoff_s: float, backoff_max_s: float, now: float) -> Decision:
+def decide(
+    task: TaskRecord,
+    ended: Ended,
+    *,
+    backoff_s: float,
+    backoff_max_s: float,
+    now: float,
+    on_oom: OomPolicy | None = None,
+) -> Decision:
+    """`on_oom`: what a retry after CUDA out of memory changes ([retry].on_oom); None: it is retried as it was."""
     code = ended.exit_code
     fields = {"exit_code": code, "ended_at": ended.ended_at}
     if ended.number != task.attempts:  # an old attempt (a retry was queued meanwhile): close it only
@@ -75,14 +85,26 @@ def decide(task: TaskRecord, ended: Ended, *, backoff_s: float, backoff_max_s: f
         return Decision(attempt, task_fields, outcome="requeued", failure=failure.kind)
     event = ("failed", f"attempt {ended.number}: {failure.reason}")
     head = f"FAILED {task.id} {task.range_label} attempt {ended.number}: {failure.reason} — "
+    changed, change = {}, ""
+    if failure.kind == "cuda_oom" and on_oom is not None:
+        info, change = after_oom(on_oom, task.info)
+        if info is None:
+            retryable = False
+        else:  # kept when the budget is spent too: a retry asked for later runs with the change
+            changed, change = {"info": info}, f" {change}"
     if task.attempts < task.budget and retryable:
         delay = min(backoff_max_s, backoff_s * 2 ** (task.attempts - 1))
         task_fields = {"status": Status.RETRYING, "next_try_at": now + delay, "reason": failure.reason} | fields
-        say = head + f"retrying in {delay:g}s (attempt {task.attempts + 1}/{task.budget})"
-        return Decision(attempt, task_fields, event, say, "retrying", failure.kind)
-    task_fields = {"status": Status.FAILED, "reason": failure.reason} | fields
+        say = head + f"retrying in {delay:g}s{change} (attempt {task.attempts + 1}/{task.budget})"
+        return Decision(attempt, task_fields | changed, event, say, "retrying", failure.kind)
+    task_fields = {"status": Status.FAILED, "reason": failure.reason} | fields | changed
     left = f"no attempts left ({task.attempts}/{task.budget})"
-    if task.attempts < task.budget:
+    if changed:
+        left += f"; a retry (r) runs{change}"
+    elif change:
+        left = f"not retried: {change} ([retry].on_oom)"
+        task_fields["reason"] = f"{failure.reason} ({change})"
+    elif task.attempts < task.budget:
         left = "not retried: the same seed and config would break it again ([health].retry_deterministic)"
     say = head + f"{left}; failed for good"
     return Decision(attempt, task_fields, event, say, "failed", failure.kind)

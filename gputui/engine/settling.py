@@ -21,6 +21,7 @@ from gputui.engine.worker_events import read_all
 from gputui.executors import cgroup as cgroups
 from gputui.executors.journal import AttemptEnds
 from gputui.jobs import kinds
+from gputui.jobs.oom import OomPolicy
 from gputui.jobs.sweep import SweepSpec
 from gputui.jobs.tasks import TRIAL, Status
 
@@ -128,7 +129,14 @@ class Settling:
             health=None if (b := live.health_break) is None else (b.rule, b.reason, may_retry(self.job.health, b)),
         )
         retry = self.job.retry
-        d = decide(task, ended, backoff_s=retry.backoff_s, backoff_max_s=retry.backoff_max_s, now=time.time())
+        d = decide(
+            task,
+            ended,
+            backoff_s=retry.backoff_s,
+            backoff_max_s=retry.backoff_max_s,
+            now=time.time(),
+            on_oom=self._oom_policy(task),
+        )
         self.store.update_attempt(task.id, live.number, **d.attempt, **self.meter.finish(live.key, ended.ended_at))
         if d.task:
             self._set(task.id, **d.task)
@@ -160,6 +168,14 @@ class Settling:
             self._settled.append(task.id)
             self._expand()
             self._progress()
+
+    def _oom_policy(self, task) -> OomPolicy | None:
+        on_oom = self.job.retry.on_oom
+        if on_oom is None:
+            return None
+        gpus_here = len(self._snapshot()) if self.probe is not None else 0
+        gpus = self.needs.get(task.id, self.policy.gpus_per_worker)
+        return OomPolicy(on_oom, gpus, self.job.params.get("batch_size"), gpus_here)
 
     def _expand(self) -> None:
         """The job kind's rule, in the transaction that settled a task: a sweep's next stage, a pipeline's

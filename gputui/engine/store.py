@@ -159,6 +159,8 @@ class Store:
             fields["gpus"] = ",".join(str(g) for g in fields["gpus"])
         if "promoted" in fields:
             fields["promoted"] = int(bool(fields["promoted"]))
+        if "info" in fields:
+            fields["info"] = json.dumps(dict(fields["info"]))
         cols = ", ".join(f"{k}=?" for k in fields)
         self._db.execute(f"UPDATE tasks SET {cols} WHERE id=?", (*fields.values(), task_id))
 

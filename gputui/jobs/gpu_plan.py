@@ -70,6 +70,13 @@ class Decision:
     per_gpu_need_gb: float
     arithmetic: list[str] = field(default_factory=list)
 
+    @property
+    def summary(self) -> str:
+        return (
+            f"{self.gpus_per_worker} GPU(s) per worker, {self.workers} worker(s) at once, "
+            f"gpu_memory_utilization {self.gpu_memory_utilization:.2f}"
+        )
+
 
 def model_facts(config: Mapping, dtype: str = "auto", max_model_len: int | None = None) -> ModelFacts:
     """From a Hugging Face config.json (Llama, Qwen, Mistral shapes): parameters counted from the shapes."""

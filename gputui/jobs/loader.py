@@ -44,7 +44,7 @@ _TABLES: dict[str, tuple[str, ...] | None] = {
         "tensor_parallel_size",
     ),
     "model": ("path", "dtype", "max_model_len"),
-    "retry": ("max_attempts", "backoff_s", "backoff_max_s"),
+    "retry": ("max_attempts", "backoff_s", "backoff_max_s", "on_oom"),
     "outputs": ("dir", "pattern", "merged"),
     "alerts": ("command", "idle_minutes", "bell"),
     "params": None,  # free-form: name -> value
@@ -186,6 +186,24 @@ class Loader:
         except (ValueError, TypeError, KeyError) as e:
             raise self.error(keypath, f"cannot fill {template!r}: {e}") from None
 
+    def check_on_oom(self, on_oom, resources, params, commands) -> None:
+        if on_oom == "smaller_batch":
+            batch = params.get("batch_size")
+            if not is_int(batch) or batch < 1:
+                raise self.error(
+                    "[params].batch_size",
+                    f"expected a positive integer, {got(batch) if batch is not None else 'missing'}; "
+                    "[retry].on_oom = 'smaller_batch' halves it after CUDA out of memory",
+                )
+            if not any("{batch_size" in token for c in commands for token in c):
+                raise self.error(
+                    "[retry].on_oom", "'smaller_batch' halves {batch_size}, but no command uses {batch_size}"
+                )
+        if on_oom == "more_gpus" and resources.mode is None and resources.gpus_per_worker == 0:
+            raise self.error(
+                "[retry].on_oom", "'more_gpus' doubles the GPUs per worker, but [resources].gpus_per_worker = 0"
+            )
+
     # -- sections ---------------------------------------------------------------------------------
 
     def params(self, data: dict[str, Any]) -> dict[str, str | int | float | bool]:
@@ -316,6 +334,8 @@ class Loader:
         resources = tables.resources(self, data.get("resources", {}))
         retry = tables.retry(self, data.get("retry", {}))
         outputs = tables.outputs(self, data.get("outputs", {}), run, known)
+        commands = [command, *(s.command for s in (pipeline.steps if pipeline is not None else ()))]
+        self.check_on_oom(retry.on_oom, resources, params, commands)
         if kind != "shards" and outputs.pattern is not None:
             raise self.error("[outputs].pattern", f"names each shard's output file; a {kind} job has no shards")
         alerts = tables.alerts(self, data.get("alerts", {}))

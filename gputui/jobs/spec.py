@@ -65,6 +65,7 @@ class RetrySpec:
     max_attempts: int = 3
     backoff_s: float = 5.0  # delay before attempt n+1 is backoff_s * 2**(n-1), capped
     backoff_max_s: float = 300.0
+    on_oom: str | None = None  # after CUDA out of memory: "more_gpus" | "smaller_batch" (jobs/oom.py)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from gputui.jobs.checks import got, resolve_path
 from gputui.jobs.gpu_plan import DTYPE_BYTES, MODES
+from gputui.jobs.oom import ON_OOM
 from gputui.jobs.spec import AlertSpec, ModelSpec, OutputSpec, ResourceSpec, RetrySpec, ShardSpec
 
 if TYPE_CHECKING:
@@ -58,16 +59,9 @@ def resources(loader: Loader, table: dict[str, Any]) -> ResourceSpec:
         memory_per_worker_gb=loader.value(
             table, "resources", "memory_per_worker_gb", "num>0", d.memory_per_worker_gb
         ),
-        mode=run_mode(loader, table),
+        mode=one_of(loader, table, "resources", "mode", MODES),
         tensor_parallel_size=loader.value(table, "resources", "tensor_parallel_size", "int>=1", None),
     )
-
-
-def run_mode(loader: Loader, table: dict[str, Any]) -> str | None:
-    mode = loader.value(table, "resources", "mode", "str", None)
-    if mode is not None and mode not in MODES:
-        raise loader.error("[resources].mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
-    return mode
 
 
 def model(loader: Loader, table: dict[str, Any]) -> ModelSpec:
@@ -91,7 +85,15 @@ def retry(loader: Loader, table: dict[str, Any]) -> RetrySpec:
         max_attempts=loader.value(table, "retry", "max_attempts", "int>=1", d.max_attempts),
         backoff_s=loader.value(table, "retry", "backoff_s", "num>=0", d.backoff_s),
         backoff_max_s=loader.value(table, "retry", "backoff_max_s", "num>=0", d.backoff_max_s),
+        on_oom=one_of(loader, table, "retry", "on_oom", ON_OOM),
     )
+
+
+def one_of(loader: Loader, table: dict[str, Any], tname: str, key: str, allowed: tuple[str, ...]) -> str | None:
+    value = loader.value(table, tname, key, "str", None)
+    if value is not None and value not in allowed:
+        raise loader.error(f"[{tname}].{key}", f"expected one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def alerts(loader: Loader, table: dict[str, Any]) -> AlertSpec:

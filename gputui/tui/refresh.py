@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -19,11 +19,14 @@ from gputui.engine.monitor import (
     reservations,
     simulated_holders,
 )
+from gputui.engine.run_modes import size_gpus
 from gputui.gpus.detect import open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.gpus.simulated import TASK_MEMORY_GB
+from gputui.jobs.gpu_plan import NoFit
 from gputui.jobs.loader import load_jobspec
 from gputui.jobs.plans import plan_job
+from gputui.jobs.spec import JobSpec
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, planned_run
 
 
@@ -59,14 +62,25 @@ def host_line() -> str:
     )
 
 
-def read_plan(job_path: Path, run_dir: Path | None) -> PlannedRun:
+def read_plan(job_path: Path, run_dir: Path | None) -> tuple[JobSpec | None, PlannedRun]:
     """The job's plan as `gputui run` would start it (reads the job file and, for shards, the input;
     writes nothing). A job file that cannot be planned gives a PlannedRun saying why."""
     try:
         job = load_jobspec(job_path, run_dir=run_dir)
-        return planned_run(job, plan_job(job))
+        return job, planned_run(job, plan_job(job))
     except Exception as e:  # a job file being edited: say why, and read it again when it changes
-        return PlannedRun("", "", "", [], [], error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return None, PlannedRun("", "", "", [], [], error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def sized_plan(job: JobSpec, plan: PlannedRun, gpus: list[GpuSnapshot]) -> PlannedRun:
+    """The plan with its run mode decided on these GPUs, as the scheduler will decide it at launch."""
+    mode = job.resources.mode
+    if mode is None or not gpus or plan.error:
+        return plan
+    try:
+        return replace(plan, sizing=f"{mode}: {size_gpus(job, gpus).summary}")
+    except NoFit as e:
+        return replace(plan, no_fit=f"{mode}: {str(e).splitlines()[0]}")
 
 
 class Gatherer:
@@ -85,8 +99,10 @@ class Gatherer:
         self.job_path = job_path
         self.run: RunSnapshot | None = None
         self._cpu = CpuSampler()
+        self._job: JobSpec | None = None
         self._plan: PlannedRun | None = None
         self._plan_stamp: tuple | None = None
+        self._sized: tuple[tuple, PlannedRun] | None = None  # the plan sized on GPUs with this free memory
         self._lock = threading.Lock()  # a refresh asked for while one runs waits for it (one view, one reader)
 
     def gather(self) -> Refreshed:
@@ -101,18 +117,23 @@ class Gatherer:
             self.view.select(task_id)
             return self.view.read_series(task_id)
 
-    def _read_plan(self) -> PlannedRun | None:
+    def _read_plan(self, gpus: list[GpuSnapshot]) -> PlannedRun | None:
         if self.job_path is None or self.view is None:
             return None
         try:
             st = os.stat(self.job_path)
         except OSError:  # no job file (yet): nothing to show; `l` says why it cannot start
-            self._plan = self._plan_stamp = None
+            self._job = self._plan = self._plan_stamp = None
             return None
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp != self._plan_stamp:
-            self._plan, self._plan_stamp = read_plan(self.job_path, self.view.paths.root), stamp
-        return self._plan
+            (self._job, self._plan), self._plan_stamp = read_plan(self.job_path, self.view.paths.root), stamp
+        if self._job is None or self._job.resources.mode is None:
+            return self._plan
+        key = (stamp, tuple((g.index, round(g.memory_free / GIB, 1)) for g in gpus))
+        if self._sized is None or self._sized[0] != key:
+            self._sized = key, sized_plan(self._job, self._plan, gpus)
+        return self._sized[1]
 
     def _gather(self) -> Refreshed:
         run, run_error = None, None
@@ -140,7 +161,7 @@ class Gatherer:
         if monitor:
             processes += simulated_holders(gpus, held)
         other_runs = held_by_other_runs(held, scheduler_id)
-        plan = self._read_plan() if run is None and run_error is None else None
+        plan = self._read_plan(gpus) if run is None and run_error is None else None
         return Refreshed(run, gpus, error, processes, run_error, other_runs, host_line() if monitor else "", plan)
 
     def _simulated_load(self):

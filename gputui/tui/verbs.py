@@ -73,7 +73,10 @@ class RunVerbs:
             self.say("no job file is known for this run", severity="warning")
             return
         if run is None:
-            self._launch_scheduler(False)
+            if self.plan is not None and self.plan.no_fit:
+                self.say(f"cannot launch: {self.plan.no_fit} (gputui plan shows the arithmetic)", severity="error")
+            else:
+                self._launch_scheduler(False)
             return
         failed = [v.task.id for v in run.tasks if v.task.status == Status.FAILED]
         waiting = [v.task.id for v in run.tasks if v.task.status in (Status.PENDING, Status.RETRYING)]

@@ -278,6 +278,8 @@ class PlannedRun:
     to_come: list[str]  # a sweep's later stages, one line each
     metric: str | None = None  # what a sweep ranks its trials by
     error: str | None = None  # why the plan could not be read (then there are no tasks)
+    sizing: str | None = None  # the run mode's decision on the GPUs seen now ('auto: 2 GPU(s) per worker, ...')
+    no_fit: str | None = None  # or why the run mode finds no room for the model here (then `l` is refused)
 
 
 def planned_record(task: NewTask, budget: int) -> TaskRecord:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gputui.engine.rundir import RunLock, RunPaths
+from gputui.gpus.simulated import SimulatedProbe
 from gputui.jobs.loader import load_jobspec
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.help import HelpScreen
@@ -430,3 +431,41 @@ def test_the_run_view_reads_the_selected_tasks_events_incrementally(tmp_path):
         assert (long.low["loss"], long.high["loss"]) == (min(every), max(every)), "from every point, not the kept"
     finally:
         view.close()
+
+
+# -- a run mode, decided before launch ---------------------------------------------------------------
+
+
+def run_mode_job(folder: Path, mode: str) -> Path:
+    from tests.integration.test_run_modes import job
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(job(folder, mode))
+
+
+async def test_the_run_modes_decision_shows_before_launch_on_the_gpus_seen_now(tmp_path):
+    job = run_mode_job(tmp_path / "jobs", "auto")
+    before = listing(tmp_path)
+    app = GpuTuiApp(job_path=job, run_dir=load_jobspec(job).run_dir, probe=SimulatedProbe(4, 12.0))
+    async with app.run_test(size=(200, 50)) as pilot:
+        await planned(pilot, app)
+        progress = header(app).splitlines()[1]
+        # 15 GB of Qwen2.5-7B weights: two 12 GB GPUs per worker, two workers on four GPUs.
+        assert "auto: 2 GPU(s) per worker, 2 worker(s) at once, gpu_memory_utilization" in progress
+        assert progress.startswith("not started: 8 shards planned · press l to launch · auto: 2 GPU(s)")
+    assert listing(tmp_path) == before, "deciding wrote nothing"
+
+
+async def test_a_model_that_fits_nowhere_is_said_before_launch_and_l_is_refused(tmp_path):
+    job = run_mode_job(tmp_path / "jobs", "single")
+    app = GpuTuiApp(job_path=job, run_dir=load_jobspec(job).run_dir, probe=SimulatedProbe(4, 12.0))
+    async with app.run_test(size=(200, 50)) as pilot:
+        await planned(pilot, app)
+        progress = header(app).splitlines()[1]
+        assert "cannot launch: single: the model does not fit one GPU here in mode 'single'" in progress
+        await pilot.press("l")
+        await until(pilot, lambda: app._notifications, what="a toast")
+        toast = list(app._notifications)[-1].message
+        assert toast.startswith("cannot launch: single: the model does not fit one GPU") and "gputui plan" in toast
+        await pilot.pause(0.5)
+        assert app.snapshot is None and not RunPaths(load_jobspec(job).run_dir).root.exists(), "nothing started"

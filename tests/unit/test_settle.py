@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gputui.engine.settle import Ended, decide
+from gputui.jobs.oom import OomPolicy, batch_for, gpus_for
 from gputui.jobs.tasks import Status, TaskRecord
 
 TASK = TaskRecord(
@@ -67,3 +68,50 @@ def test_an_old_attempt_ending_late_only_closes_itself():
     retried = replace(TASK, attempts=2, status=Status.PENDING)
     d = settle(retried, number=1, exit_code=0)
     assert d.outcome == "closed" and d.task == {} and d.attempt["status"] == Status.FAILED
+
+
+# -- [retry].on_oom ----------------------------------------------------------------------------------
+
+OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def oom_settle(task, policy: OomPolicy):
+    return decide(
+        task,
+        replace(ENDED, number=task.attempts, exit_code=1, log_tail=OOM),
+        backoff_s=2.0,
+        backoff_max_s=5.0,
+        now=1000.0,
+        on_oom=policy,
+    )
+
+
+def test_out_of_memory_halves_the_batch_on_each_retry_and_gives_up_at_one():
+    policy = OomPolicy("smaller_batch", gpus=1, batch=4, gpus_here=8)
+    d = oom_settle(TASK, policy)
+    assert d.outcome == "retrying" and d.task["info"] == {"oom_retries": 1}
+    assert "retrying in 2s with batch size 2 (attempt 2/3)" in d.say
+    assert batch_for("smaller_batch", 4, d.task["info"]) == 2
+    second = replace(TASK, attempts=2, info={"oom_retries": 2})  # already at 4 >> 2 = 1
+    d = oom_settle(second, policy)
+    assert d.outcome == "failed" and "not retried: out of memory at batch size 1 ([retry].on_oom)" in d.say
+    assert d.task["reason"].endswith("(out of memory at batch size 1)") and "info" not in d.task
+
+
+def test_out_of_memory_doubles_the_gpus_up_to_the_machines():
+    policy = OomPolicy("more_gpus", gpus=2, batch=None, gpus_here=4)
+    d = oom_settle(TASK, policy)
+    assert "with 4 GPUs per worker" in d.say and gpus_for("more_gpus", 2, d.task["info"]) == 4
+    d = oom_settle(replace(TASK, attempts=2, info={"oom_retries": 1, "stage": "a"}), policy)
+    assert d.outcome == "failed" and "out of memory with 4 GPU(s) per worker, and this machine has 4" in d.say
+
+
+def test_without_a_policy_or_for_other_failures_nothing_changes():
+    assert "info" not in settle(exit_code=1, log_tail=OOM).task
+    policy = OomPolicy("smaller_batch", gpus=1, batch=4, gpus_here=8)
+    d = decide(TASK, replace(ENDED, exit_code=3), backoff_s=2.0, backoff_max_s=5.0, now=1000.0, on_oom=policy)
+    assert d.outcome == "retrying" and "info" not in d.task and "batch size" not in d.say
+    last = replace(TASK, attempts=3)
+    d = oom_settle(last, policy)
+    assert d.outcome == "failed" and "no attempts left (3/3); a retry (r) runs with batch size 2" in d.say
+    assert d.task["info"] == {"oom_retries": 1}, "a retry asked for later runs with the smaller batch"

@@ -79,7 +79,11 @@ def plan_text(plan: PlannedRun, *, readonly: bool) -> Text:
     if plan.to_come:
         more = len(plan.to_come)
         counted += f", {more} stage{'' if more == 1 else 's'} to come"
-    parts = [f"not started: {counted}", *([] if readonly else ["press l to launch"]), plan.description]
+    if plan.no_fit:
+        text = Text(f"not started: {counted}{SEP}", no_wrap=True, overflow="ellipsis", end="")
+        return text.append(f"cannot launch: {plan.no_fit}", "bold red")
+    launch = [] if readonly else ["press l to launch"]
+    parts = [f"not started: {counted}", *launch, plan.sizing, plan.description]
     return Text(SEP.join(p for p in parts if p), no_wrap=True, overflow="ellipsis", end="")
 
 
