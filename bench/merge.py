@@ -1,8 +1,10 @@
 """Throughput of `merge_shards` (coverage check on) against `cat` of the same shard files.
 
-    python bench/merge.py [--rows 2000000] [--shards 8] [--format csv|jsonl|both] [--module gputui.results.merge]
+    python bench/merge.py [--rows 2000000] [--shards 8] [--format csv|jsonl|both]
 
-Figures only: best of 3 for each, their ratio, and the merge's peak RSS (measured in a child process).
+Two merges: as a run does it (each shard's coverage checked when it finished, into its done-manifest; the
+merge copies bytes), and with every shard read and checked at merge time (outputs without manifests).
+Figures only: best of 3 for each, ratios to cat, and the merge's peak RSS (measured in a child process).
 """
 
 from __future__ import annotations
@@ -70,36 +72,42 @@ def time_cat(paths: list[str], dest: Path) -> float:
 
 
 CHILD = """
-import json, sys, time, importlib
+import json, os, sys, time
+import numpy as np
 from pathlib import Path
-mod = importlib.import_module(sys.argv[1])
-shards = [mod.ShardOutput(t, lo, hi, Path(p)) for t, lo, hi, p in json.loads(sys.argv[2])]
-key = getattr(mod, "int_key", lambda raw: int(str(raw).strip())) if sys.argv[5] == "finalize" else None
+from gputui.engine.manifests import write_manifest
+from gputui.results.idcheck import ShardOutput, int_key
+from gputui.results.merge import check_shard, merge_shards
+shards = [ShardOutput(t, lo, hi, Path(p)) for t, lo, hi, p in json.loads(sys.argv[1])]
+expected = np.arange(int(sys.argv[4]))  # as gputui reads integer ids from the input
+checking = 0.0
+if sys.argv[5] == "vouched":  # as the scheduler does when each shard finishes
+    for s in shards:
+        t = time.perf_counter()
+        found, problems = check_shard(s, id_column="id", key=int_key, expected_ids=expected)
+        checking = max(checking, time.perf_counter() - t)
+        old = time.time() - 60
+        os.utime(s.path, (old, old))
+        write_manifest(s.path, task_id=s.task_id, low=s.low, high=s.high, scheduler_id="b", attempt=1, ids=found)
 t = time.perf_counter()
-s = mod.merge_shards(shards, Path(sys.argv[3]), Path(sys.argv[4]), id_column="id", key=key,
-                     expected_ids=list(range(int(sys.argv[6]))))
-print(json.dumps({"seconds": time.perf_counter() - t, "ok": s["ok"], "problems": s["problems"][:2]}))
+s = merge_shards(shards, Path(sys.argv[2]), Path(sys.argv[3]), id_column="id", key=int_key, expected_ids=expected)
+seconds = time.perf_counter() - t
+for sh in shards:
+    Path(str(sh.path) + ".done.json").unlink(missing_ok=True)
+print(json.dumps({"seconds": seconds, "check": checking, "ok": s["ok"], "coverage": s["coverage"]}))
 """
 
 
-def time_merge(module: str, shards, dest: Path, rows: int, key: str) -> tuple[float, float, bool]:
-    """One merge in a child process: (seconds inside merge_shards, peak RSS MiB of the child, ok)."""
+def time_merge(shards, dest: Path, rows: int, mode: str) -> tuple[float, float, float, bool]:
+    """One merge in a child process: (seconds inside merge_shards, the slowest shard's check as it
+    finished, peak RSS MiB of the child, ok)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    args = [
-        sys.executable,
-        "-c",
-        CHILD,
-        module,
-        json.dumps(shards),
-        str(dest),
-        str(dest) + ".json",
-        key,
-        str(rows),
-    ]
+    args = [sys.executable, "-c", CHILD, json.dumps(shards), str(dest), str(dest) + ".json", str(rows), mode]
     res = subprocess.run(args, capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["coverage"] == ("as each shard finished" if mode == "vouched" else "here"), got
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return got["seconds"], max(rss, before) / 1024, got["ok"]
+    return got["seconds"], got["check"], max(rss, before) / 1024, got["ok"]
 
 
 def main() -> None:
@@ -107,8 +115,6 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--format", choices=["csv", "jsonl", "both"], default="csv")
-    ap.add_argument("--module", default="gputui.results.merge", help="module with merge_shards, to time old code")
-    ap.add_argument("--key", choices=["default", "finalize"], default="finalize", help="as gputui passes it")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     fmts = ["csv", "jsonl"] if a.format == "both" else [a.format]
@@ -117,15 +123,19 @@ def main() -> None:
         for fmt in fmts:
             shards = make_shards(root, a.rows, a.shards, fmt)
             size = sum(os.path.getsize(p) for *_, p in shards)
+            mb = size / 1e6
             cat = min(time_cat([p for *_, p in shards], root / f"cat.{fmt}") for _ in range(a.repeat))
-            runs = [time_merge(a.module, shards, root / f"merged.{fmt}", a.rows, a.key) for _ in range(a.repeat)]
-            merge = min(r[0] for r in runs)
-            rss = max(r[1] for r in runs)
-            print(
-                f"{fmt}: {a.rows} rows, {a.shards} shards, {size / 1e6:.0f} MB | cat {cat:.3f}s "
-                f"({size / cat / 1e6:.0f} MB/s) | merge {merge:.3f}s ({size / merge / 1e6:.0f} MB/s, "
-                f"ok={runs[0][2]}) | merge/cat throughput {cat / merge:.1%} | merge peak RSS {rss:.0f} MiB"
-            )
+            print(f"{fmt}: {a.rows} rows, {a.shards} shards, {mb:.0f} MB | cat {cat:.3f}s ({mb / cat:.0f} MB/s)")
+            for mode, words in (("vouched", "checked as each shard finished"), ("here", "every shard read here")):
+                runs = [time_merge(shards, root / f"merged.{fmt}", a.rows, mode) for _ in range(a.repeat)]
+                merge = min(r[0] for r in runs)
+                check = min(r[1] for r in runs)
+                rss = max(r[2] for r in runs)
+                extra = f" | each shard's check as it finished: {check:.3f}s at most" if mode == "vouched" else ""
+                print(
+                    f"  merge, {words}: {merge:.3f}s ({mb / merge:.0f} MB/s, ok={runs[0][3]}) | "
+                    f"merge/cat throughput {cat / merge:.1%} | peak RSS {rss:.0f} MiB{extra}"
+                )
             for p in root.iterdir():
                 p.unlink()
 

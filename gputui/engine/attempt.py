@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from gputui.engine.health import Break
@@ -11,7 +12,7 @@ from gputui.engine.logtail import LogTail
 from gputui.engine.watching import AttemptWatch
 from gputui.executors import ownership
 from gputui.executors.local import WaiterHandle
-from gputui.jobs.tasks import Status
+from gputui.jobs.tasks import Status, TaskRecord
 
 WAITING = (Status.PENDING, Status.RETRYING)  # the statuses of a task that waits to be launched
 
@@ -72,3 +73,6 @@ class Options:
     probe_every: float = 1.0
     on_merge: Callable[[], str] | None = None  # the `merge` control verb: the run's merge, run by the caller
     on_settled: Callable[[list[str]], None] | None = None  # tasks settled (committed): the caller's products
+    # A shard output that exited 0, checked before its done-manifest is written: (what the manifest records
+    # of its ids, or why the output is wrong: then the attempt fails and is retried).
+    check_output: Callable[[TaskRecord, Path], tuple[dict | None, str | None]] | None = None

@@ -17,12 +17,19 @@ def manifest_path(output: Path) -> Path:
     return output.with_name(f"{output.name}.done.json")
 
 
-def write_manifest(output: Path, *, task_id: str, low: int, high: int, scheduler_id: str, attempt: int) -> dict:
+def write_manifest(
+    output: Path, *, task_id: str, low: int, high: int, scheduler_id: str, attempt: int, ids: dict | None = None
+) -> dict:
+    """`ids`: the coverage check's findings on this output as it finished (see results/merge.check_shard);
+    the merge trusts them while the file is unchanged, and copies it without reading its ids again."""
     output = Path(output)
-    try:
-        rows = count_rows(output)
-    except (ValueError, ImportError):  # unknown format, or Parquet without pyarrow: size and hash still hold
-        rows = None
+    if ids is not None:
+        rows = ids["rows"]
+    else:
+        try:
+            rows = count_rows(output)
+        except (ValueError, ImportError):  # unknown format, or Parquet without pyarrow: size and hash hold
+            rows = None
     size, digest = _size_and_sha256(output)
     manifest = {
         "task_id": task_id,
@@ -32,6 +39,8 @@ def write_manifest(output: Path, *, task_id: str, low: int, high: int, scheduler
         "rows": rows,
         "bytes": size,
         "sha256": digest,
+        "mtime_ns": output.stat().st_mtime_ns,
+        "ids": ids,
         "scheduler_id": scheduler_id,
         "attempt": attempt,
         "finished_at": time.time(),
@@ -58,14 +67,29 @@ def _manifest_mismatch(output: Path, manifest: dict, low: int, high: int) -> str
     if manifest.get("low") != low or manifest.get("high") != high:
         return f"manifest is for range [{manifest.get('low')}, {manifest.get('high')}), not [{low}, {high})"
     try:
-        size = output.stat().st_size
+        st = output.stat()
     except OSError:
         return "output file is missing"
-    if size != manifest.get("bytes"):
-        return f"size is {size} bytes, manifest says {manifest.get('bytes')}"
+    if st.st_size != manifest.get("bytes"):
+        return f"size is {st.st_size} bytes, manifest says {manifest.get('bytes')}"
+    if _settled(st.st_mtime_ns, manifest):
+        return None
     if _size_and_sha256(output)[1] != manifest.get("sha256"):
         return "content changed (sha256 differs)"
     return None
+
+
+RACY_S = 2.0  # a file modified this close to its manifest may have changed within one mtime tick
+
+
+def _settled(mtime_ns: int, manifest: dict) -> bool:
+    """Unchanged by its stat alone, as git's index and make judge files: same size and modification time, and
+    that time well before the manifest was written (else a write in the same clock tick could hide: hash it).
+    Only a deliberate rewrite that restores the old time and size goes unseen."""
+    recorded, written = manifest.get("mtime_ns"), manifest.get("finished_at")
+    if not isinstance(recorded, int) or not isinstance(written, (int, float)):
+        return False
+    return mtime_ns == recorded and written - mtime_ns / 1e9 > RACY_S
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:

@@ -77,6 +77,11 @@ class Settling:
         if ends.exit_code != 0 or not output or not Path(output).exists() or task.status == Status.KILLED:
             return None
         try:
+            ids = None
+            if self.opts.check_output is not None:
+                ids, wrong = self.opts.check_output(task, Path(output))
+                if wrong:
+                    return f"its output fails the coverage check: {wrong}"
             write_manifest(
                 Path(output),
                 task_id=task.id,
@@ -84,6 +89,7 @@ class Settling:
                 high=task.high,
                 scheduler_id=self.scheduler_id,
                 attempt=live.number,
+                ids=ids,
             )
         except Exception as e:  # an odd output fails its task, never the scheduler
             return f"cannot record its output {output}: {e}"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from gputui.engine.rundir import RunPaths
 from gputui.engine.store import Store
 from gputui.jobs import tabular
 from gputui.jobs.tasks import Status
-from gputui.results.merge import ShardOutput, int_key, merge_shards
+from gputui.results.idcheck import ShardOutput, int_key
+from gputui.results.merge import check_shard, merge_shards
 from gputui.results.report import build_summary, write_reports
 
 
@@ -40,6 +43,26 @@ def merge_run(store: Store, paths: RunPaths) -> str:
     )
 
 
+class OutputCheck:
+    """The merge's coverage check on each shard output as its shard finishes, for its done-manifest (so the
+    merge need not read it again). The input's ids are read once, on first use."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._ids = None
+
+    def __call__(self, task, output: Path) -> tuple[dict | None, str | None]:
+        column = self.store.meta("id_column")
+        if not column or not self.store.meta("merged"):
+            return None, None
+        if self._ids is None:
+            self._ids = _id_key(self.store)
+        key, expected = self._ids
+        shard = ShardOutput(task.id, task.low, task.high, output)
+        found, problems = check_shard(shard, id_column=column, key=key, expected_ids=expected)
+        return found, "; ".join(problems[:2]) or None
+
+
 def _id_key(store: Store):
     """How to map an output's raw id to range units, and the ids every merge must cover."""
     try:
@@ -48,7 +71,10 @@ def _id_key(store: Store):
         return None, None
     ids, integer_ids = tabular.normalize_ids(values)
     if integer_ids:
-        return int_key, ids
+        try:  # as an array: the coverage checks take it without a look at each id
+            return int_key, np.fromiter(ids, np.int64, len(ids))
+        except OverflowError:
+            return int_key, ids
     position = {v: i for i, v in enumerate(ids)}
     return (lambda raw: position.get(str(raw), -1)), ids
 

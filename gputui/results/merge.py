@@ -1,5 +1,10 @@
 """The coverage-checked merge of shard outputs, checked against their done-manifests. It refuses to write a
 merged file that would silently lose or duplicate rows: any problem leaves the previous merged file alone.
+
+Coverage is a property of each shard alone (its ids inside its range, every expected id of the range there),
+because ranges do not overlap. So it is checked as each shard finishes (check_shard, into its done-manifest),
+and the merge copies the bytes of shards whose manifests vouch for them, unchanged since, at the speed of
+the disk; a shard without such a manifest is read and checked here.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ import csv
 import datetime as _dt
 import io
 import json
-import numbers
 import os
 import secrets
 import time
@@ -25,20 +29,10 @@ import numpy as np
 from gputui.atomic import _fsync_dir, atomic_write_json
 from gputui.engine.manifests import _manifest_mismatch, manifest_path, read_manifest
 from gputui.jobs.tabular import _lift_csv_field_limit, _open_csv, _parquet, detect_format
+from gputui.results.idcheck import EXAMPLES, ShardOutput, _examples, _expected_in, _IdCheck, sorted_unique
 from gputui.results.idscan import Irregular, parse_ints, scan
 
-EXAMPLES = 5  # ids quoted per problem; enough to look one up, short enough to read
-
-
 # -- merge ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ShardOutput:
-    task_id: str
-    low: int
-    high: int
-    path: Path
 
 
 def merge_shards(
@@ -81,11 +75,13 @@ def merge_shards(
             )
 
     readable: list[tuple[ShardOutput, dict]] = []
+    vouching: list[dict | None] = []  # each readable shard's coverage, as its manifest records it
     for shard, entry in zip(ordered, entries, strict=True):
         path = Path(shard.path)
         if not path.is_file():
             problems.append(f"{shard.task_id}: output missing: {path}")
             continue
+        manifest = None
         if manifest_path(path).exists():
             manifest = read_manifest(path)
             if manifest is None:
@@ -103,8 +99,12 @@ def merge_shards(
             problems.append(f"{shard.task_id}: output is {shard_fmt} but the merged file is {fmt}: {path}")
             continue
         readable.append((shard, entry))
+        vouching.append(manifest.get("ids") if isinstance(manifest, dict) else None)
 
     ids = _IdCheck(id_column, key or int) if id_column else None
+    vouched = None
+    if ids is not None and fmt in ("csv", "jsonl") and not problems:
+        vouched = _vouched(readable, vouching, ids, expected_ids)
     written = None
     tmp: Path | None = None
     try:
@@ -114,12 +114,17 @@ def merge_shards(
                     # Not mkstemp: its 0600 mode would stick to the merged file.
                     merged.parent.mkdir(parents=True, exist_ok=True)
                     tmp = merged.with_name(f".{merged.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-                _MERGERS[fmt](readable, tmp, ids, problems)
+                if vouched is not None:
+                    _copy_vouched(fmt, readable, tmp, problems)
+                else:
+                    _MERGERS[fmt](readable, tmp, ids, problems)
             except ImportError as e:  # Parquet without pyarrow
                 problems.append(str(e))
             except OSError as e:
                 problems.append(f"could not write the merged file: {e}")
-        if ids is not None:
+        if vouched is not None:
+            problems.extend(vouched)
+        elif ids is not None:
             problems.extend(ids.problems(expected_ids))
         if tmp is not None and not problems:
             os.replace(tmp, merged)
@@ -135,7 +140,8 @@ def merge_shards(
         "merged": written,
         "format": fmt,
         "id_column": id_column,
-        "ids_checked": ids is not None and ids.checked_any,
+        "ids_checked": ids is not None and (vouched is not None or ids.checked_any),
+        "coverage": None if ids is None else "as each shard finished" if vouched is not None else "here",
         "shards": entries,
         "total_rows": sum(e["rows"] or 0 for e in entries),
         "problems": problems,
@@ -146,266 +152,114 @@ def merge_shards(
     return summary
 
 
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+def check_shard(
+    shard: ShardOutput, *, id_column: str, key: Callable[[Any], Any] | None, expected_ids: Iterable[Any] | None
+) -> tuple[dict | None, list[str]]:
+    """The merge's coverage check on one shard output, as it finishes: what its done-manifest records
+    ({column, expected, rows, verbatim}) when its ids are all inside its range and cover every expected id
+    of the range, else the problems found."""
+    path = Path(shard.path)
+    try:
+        fmt = detect_format(path)
+    except ValueError as e:
+        return None, [f"{shard.task_id}: {e}"]
+    ids = _IdCheck(id_column, key or int)
+    entry: dict = {"rows": None}
+    problems: list[str] = []
+    try:
+        _MERGERS[fmt]([(shard, entry)], None, ids, problems)
+    except ImportError as e:  # Parquet without pyarrow
+        return None, [str(e)]
+    expected = None if expected_ids is None else _expected_in(expected_ids, ids, shard.low, shard.high)
+    problems += ids.problems(expected)
+    if problems:
+        return None, problems
+    found = {"column": id_column, "expected": None if expected is None else len(expected), "rows": entry["rows"]}
+    return found | {"verbatim": bool(entry.get("verbatim"))}, []
 
 
-def int_key(raw: Any) -> int:
-    """The key for integer ids. Passing it (or int) lets canonically written ids skip a call per row."""
-    return int(str(raw).strip())
+def _vouched(
+    readable: list[tuple[ShardOutput, dict]], vouching: list[dict | None], ids: _IdCheck, expected_ids
+) -> list[str] | None:
+    """When every shard's manifest vouches for its coverage (checked with this id column against as many
+    expected ids as its range holds now) and its bytes can be copied as they are: the problems left, which
+    are expected ids outside every range. None: read and check the shards here."""
+    if not all(isinstance(f, dict) and f.get("column") == ids.column and f.get("verbatim") for f in vouching):
+        return None
+    for (_shard, entry), found in zip(readable, vouching, strict=True):
+        entry["rows"] = found.get("rows")  # the slow path, if it comes to that, counts them again
+    if expected_ids is None:
+        return [] if all(f.get("expected") is None for f in vouching) else None
+    seq = expected_ids if isinstance(expected_ids, (list, tuple, np.ndarray)) else list(expected_ids)
+    keys = ids._expected_ints(seq)
+    if keys is None:
+        return None  # ids that need the key one by one: as cheap to check them here
+    keys = sorted_unique(keys)
+    lows = np.array([s.low for s, _ in readable], np.int64)
+    highs = np.array([s.high for s, _ in readable], np.int64)
+    inside = np.searchsorted(keys, highs) - np.searchsorted(keys, lows)
+    if [f.get("expected") for f in vouching] != inside.tolist():
+        return None  # the input changed since: count again
+    if inside.sum() == len(keys):
+        return []
+    covered = np.zeros(len(keys), bool)
+    for lo, hi in zip(lows, highs, strict=True):
+        covered[np.searchsorted(keys, lo) : np.searchsorted(keys, hi)] = True
+    missing = keys[~covered]
+    return [f"{len(missing)} expected id(s) have no output row, e.g. {_examples(missing[:EXAMPLES].tolist())}"]
 
 
-def _is_int_key(key: Callable[[Any], Any]) -> bool:
-    """int and int_key map a canonical decimal id ("-12", not "012" or " 12") to the integer it spells: those
-    ids need no call per row."""
-    return key is int or key is int_key
+def _copy_vouched(
+    fmt: str, readable: list[tuple[ShardOutput, dict]], tmp: Path | None, problems: list[str]
+) -> None:
+    """Vouched shards byte for byte, in the kernel (copy_file_range): a CSV's header once, checked to be the
+    same in every shard."""
+    if tmp is None:
+        return
+    header: tuple[bytes, str] | None = None
+    with open(tmp, "wb") as out:
+        for shard, _entry in readable:
+            with open(shard.path, "rb") as f:
+                skip = 0
+                if fmt == "csv":
+                    line = f.readline()
+                    skip = len(line)
+                    if header is None:
+                        header = line, shard.task_id
+                        out.write(line)
+                    elif line.rstrip(b"\r\n") != header[0].rstrip(b"\r\n"):
+                        this, first = (_header_fields(x) for x in (line, header[0]))
+                        problems.append(
+                            f"{shard.task_id}: CSV header {this} differs from {first} of {header[1]}: {shard.path}"
+                        )
+                        continue
+                out.flush()
+                _copy_range(f.fileno(), out.fileno(), skip, os.fstat(f.fileno()).st_size - skip)
+        _sync(out)
 
 
-def _as_int(k: Any) -> Any:
-    """Keys equal to an integer become that int, as a dict would treat them as one."""
-    if type(k) is int:
-        return k
-    if isinstance(k, numbers.Integral):
-        return int(k)
-    if isinstance(k, float) and k.is_integer():
-        return int(k)
-    return k
+def _header_fields(line: bytes) -> list[str]:
+    return line.decode("utf-8", "replace").rstrip("\r\n").split(",")
 
 
-class _IdCheck:
-    """Tracks which shard each id came from; ids are compared in range units, so "7" and 7 are one id.
-
-    Integer keys (all of them in practice) live in numpy arrays: per shard until end(), then as one sorted
-    array of every key seen with the shard that had it first. Keys of other types use a dict. Nothing is
-    global until end(), so a shard begun and abandoned leaves no trace.
-    """
-
-    def __init__(self, column: str, key: Callable[[Any], Any]) -> None:
-        self.column = column
-        self.key = key
-        self.vector = _is_int_key(key)  # see_ints() may be fed canonical decimal ids
-        self.names: list[str] = []
-        self.lacking: list[str] = []  # shards whose output has no id column
-        self.checked_any = False
-        self.dups: dict[Any, tuple[Any, set[int]]] = {}  # id -> (a raw id, shards it appeared in)
-        self._seen = np.zeros(0, np.int64)  # sorted int keys of the finished shards
-        self._owner = np.zeros(0, np.int32)  # for each, the index of the first shard that had it
-        self._xowner: dict[Any, int] = {}  # the same for keys that aren't int64s
-        self._problems: list[str] = []
-        self._open = False
-
-    def begin(self, shard: ShardOutput) -> None:
-        self.cur = len(self.names)
-        self.names.append(shard.task_id)
-        self.shard = shard
-        self._open, self._lacked = True, False
-        self._keys: list[np.ndarray] = []  # canonical ids, parsed without the key, and their rows
-        self._rows: list[np.ndarray] = []
-        self._pyk: list[int] = []  # int keys from calls to the key, their rows and raw ids
-        self._pyr: list[int] = []
-        self._pyraw: list[Any] = []
-        self._extra: list[tuple[int, Any, Any]] = []  # (row, key, raw) for other keys
-        self.outside: list[tuple[int, Any]] = []  # (row, raw), the first few found through the key
-        self.n_outside = 0
-        self.unmappable: list[str] = []
-        self.n_unmappable = 0
-        self.n_no_id = 0
-        self._row = 0
-
-    def abandon(self) -> None:
-        """Forget the shard begun last, as if begin() had not been called: it is being read again."""
-        if self._open:
-            self.names.pop()
-            if self._lacked:
-                self.lacking.pop()
-            self._open = False
-
-    def no_column(self) -> None:
-        self.lacking.append(self.shard.task_id)
-        self._lacked = True
-
-    def see(self, raw: Any) -> None:
-        self.see_values([raw])
-
-    def see_ints(self, keys: np.ndarray, rows: np.ndarray) -> None:
-        """Canonical decimal ids, already parsed: only when self.vector."""
-        if len(keys):
-            self.checked_any = True
-            self._keys.append(keys.astype(np.int64, copy=False))
-            self._rows.append(rows.astype(np.int64, copy=False))
-
-    def see_values(self, raws: list[Any], rows: Iterable[int] | None = None) -> None:
-        """Raw ids (None: the row has none) of the given rows, by default the rows after the last ones."""
-        if not raws:
-            return
-        self.checked_any = True
-        if rows is None:
-            rows = range(self._row, self._row + len(raws))
-            self._row += len(raws)
-        key, low, high = self.key, self.shard.low, self.shard.high
-        pyk, pyr, pyraw = self._pyk, self._pyr, self._pyraw
-        for raw, row in zip(raws, rows, strict=True):
-            if raw is None:
-                self.n_no_id += 1
-                continue
-            try:
-                k = key(raw)
-                inside = low <= k < high
-            except Exception as e:  # a user-supplied key; any failure means this id can't be placed
-                self.n_unmappable += 1
-                if len(self.unmappable) < EXAMPLES:
-                    self.unmappable.append(f"{raw!r} ({type(e).__name__}: {e})")
-                continue
-            if not inside:
-                self.n_outside += 1
-                if len(self.outside) < EXAMPLES:
-                    self.outside.append((row, raw))
-            if type(k) is not int:
-                k = _as_int(k)
-            if type(k) is int and _I64_MIN <= k <= _I64_MAX:
-                pyk.append(k)
-                pyr.append(row)
-                pyraw.append(raw)
-            else:
-                self._extra.append((row, k, raw))
-
-    def end(self) -> None:
-        s = self.shard
-        self._open = False
-        kv = np.concatenate(self._keys) if self._keys else np.zeros(0, np.int64)
-        rv = np.concatenate(self._rows) if self._rows else np.zeros(0, np.int64)
-        low, high = int(s.low), int(s.high)
-        out = np.zeros(len(kv), bool)
-        if low > _I64_MAX or high <= _I64_MIN:
-            out[:] = True
-        else:
-            if low > _I64_MIN:
-                out |= kv < low
-            if high <= _I64_MAX:
-                out |= kv >= high
-        hits = np.flatnonzero(out)
-        self.n_outside += len(hits)
-        outside = self.outside + [(int(rv[i]), str(kv[i])) for i in hits[:EXAMPLES]]
-        outside.sort(key=lambda t: t[0])
-
-        where = f"{s.task_id} [{s.low}, {s.high})"
-        if self.n_outside:
-            shown = [raw for _, raw in outside[:EXAMPLES]]
-            self._problems.append(
-                f"{where}: {self.n_outside} row(s) with ids outside its range, e.g. {_examples(shown)}"
-            )
-        if self.n_unmappable:
-            self._problems.append(
-                f"{where}: {self.n_unmappable} row(s) with ids that can't be placed in a range, "
-                f"e.g. {', '.join(self.unmappable)}"
-            )
-        if self.n_no_id:
-            self._problems.append(f"{where}: {self.n_no_id} row(s) with no {self.column!r} value")
-        self._record(kv, rv)
-        self._keys, self._rows, self._pyk, self._pyr, self._pyraw = [], [], [], [], []
-        for _, k, raw in sorted(self._extra, key=lambda t: t[0]):
-            first = self._xowner.setdefault(k, self.cur)
-            if first != self.cur:
-                self.dups.setdefault(k, (raw, {first}))[1].add(self.cur)
-        self._extra = []
-
-    def _record(self, kv: np.ndarray, rv: np.ndarray) -> None:
-        """Add this shard's int keys to those seen, noting the ones an earlier shard had."""
-        n_vec = len(kv)
-        if self._pyk:
-            kv = np.concatenate([kv, np.array(self._pyk, np.int64)])
-            rv = np.concatenate([rv, np.array(self._pyr, np.int64)])
-            order = np.argsort(rv, kind="stable")  # row order, so np.unique's first index is the first row
-            kv, rv, src = kv[order], rv[order], order
-        else:
-            src = None
-        if not len(kv):
-            return
-        uniq, first = np.unique(kv, return_index=True)
-        pos = np.searchsorted(self._seen, uniq)
-        found = pos < len(self._seen)
-        found[found] = self._seen[pos[found]] == uniq[found]
-        hit = np.flatnonzero(found)
-        for i in hit[np.argsort(rv[first[hit]], kind="stable")]:
-            k = int(uniq[i])
-            j = int(first[i]) if src is None else int(src[first[i]])
-            raw = str(k) if j < n_vec else self._pyraw[j - n_vec]
-            owner = int(self._owner[pos[i]])
-            self.dups.setdefault(k, (raw, {owner}))[1].add(self.cur)
-        new = uniq[~found]
-        if len(new):
-            seen = np.concatenate([self._seen, new])
-            owner = np.concatenate([self._owner, np.full(len(new), self.cur, np.int32)])
-            order = np.argsort(seen, kind="stable")  # two sorted runs: a linear merge
-            self._seen, self._owner = seen[order], owner[order]
-
-    def problems(self, expected_ids: Iterable[Any] | None) -> list[str]:
-        out = list(self._problems)
-        if self.dups:
-            shown = [
-                f"{raw!r} ({', '.join(self.names[i] for i in sorted(where))})"
-                for raw, where in list(self.dups.values())[:EXAMPLES]
-            ]
-            out.append(f"{len(self.dups)} id(s) appear in more than one shard, e.g. {'; '.join(shown)}")
-        if expected_ids is None:
-            return out
-        if self.lacking:
-            out.append(
-                f"can't check that every id has output: no {self.column!r} column in {', '.join(self.lacking)}"
-            )
-            return out
-        seq = expected_ids if isinstance(expected_ids, (list, tuple, np.ndarray)) else list(expected_ids)
-        ints = self._expected_ints(seq)
-        bad: list[Any] = []
-        xmissing: dict[Any, int] = {}  # missing non-int64 key -> its first position
-        if ints is None:
-            ks: list[int] = []
-            ps: list[int] = []
-            for p, raw in enumerate(seq):
-                try:
-                    k = _as_int(self.key(raw))
-                except Exception:  # reported below with the others
-                    bad.append(raw)
-                    continue
-                if type(k) is int and _I64_MIN <= k <= _I64_MAX:
-                    ks.append(k)
-                    ps.append(p)
-                elif k not in self._xowner and k not in xmissing:
-                    xmissing[k] = p
-            keys, positions = np.array(ks, np.int64), np.array(ps, np.int64)
-        else:
-            keys, positions = ints, np.arange(len(ints))
-        pos = np.searchsorted(self._seen, keys)
-        present = pos < len(self._seen)
-        present[present] = self._seen[pos[present]] == keys[present]
-        absent = ~present
-        mk, first = np.unique(keys[absent], return_index=True)
-        firsts = sorted(np.sort(positions[absent][first])[:EXAMPLES].tolist() + list(xmissing.values()))
-        n_missing = len(mk) + len(xmissing)
-        if n_missing:
-            shown_missing = [seq[p] for p in firsts[:EXAMPLES]]
-            out.append(f"{n_missing} expected id(s) have no output row, e.g. {_examples(shown_missing)}")
-        if bad:
-            out.append(f"{len(bad)} expected id(s) can't be placed in a range, e.g. {_examples(bad)}")
-        return out
-
-    def _expected_ints(self, seq: Any) -> np.ndarray | None:
-        """The expected ids as int64 keys without a call per id, where the key is int() on integers."""
-        if not self.vector or not len(seq):
-            return None
-        if isinstance(seq, np.ndarray):
-            if seq.dtype.kind == "i" or (seq.dtype.kind == "u" and (not seq.size or seq.max() <= _I64_MAX)):
-                return seq.astype(np.int64).ravel() if seq.ndim == 1 else None
-            return None
-        if set(map(type, seq)) != {int}:
-            return None
+def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
+    """`count` bytes of `src` from `offset`, appended to `dst`: in the kernel where it can, else by reads."""
+    while count > 0:
         try:
-            return np.fromiter(seq, np.int64, len(seq))
-        except OverflowError:
-            return None
-
-
-def _examples(values: list[Any]) -> str:
-    return ", ".join(repr(v) for v in values[:EXAMPLES])
+            n = os.copy_file_range(src, dst, min(count, 1 << 30), offset)
+        except OSError:  # another file system, an old kernel: plain reads and writes
+            n = 0
+        if n == 0:
+            os.lseek(src, offset, os.SEEK_SET)
+            while count > 0:
+                chunk = os.read(src, min(count, BLOCK))
+                if not chunk:
+                    raise OSError(f"file shrank while being copied ({count} bytes short)")
+                os.write(dst, chunk)
+                count -= len(chunk)
+            return
+        offset += n
+        count -= n
 
 
 # Each merger reads every shard once, streaming rows into `tmp` (None: only check, a problem is already
@@ -436,6 +290,7 @@ def _merge_csv(
                 try:
                     _csv_blocks(shard, entry, out, ids, header, problems)
                 except Irregular:
+                    entry["verbatim"] = False  # its rows are rewritten by the csv module
                     if tmp is not None:
                         out.seek(start)
                         out.truncate()
@@ -451,7 +306,8 @@ def _merge_csv(
 def _csv_blocks(shard, entry, out, ids: _IdCheck | None, header: _CsvHeader, problems: list[str]) -> None:
     with open(shard.path, "rb") as f:
         buf = f.read(BLOCK)
-        if buf.startswith(codecs.BOM_UTF8):
+        bom = buf.startswith(codecs.BOM_UTF8)
+        if bom:
             buf = buf[len(codecs.BOM_UTF8) :]
         while b"\n" not in buf:
             more = f.read(BLOCK)
@@ -463,6 +319,7 @@ def _csv_blocks(shard, entry, out, ids: _IdCheck | None, header: _CsvHeader, pro
             return
         end = buf.find(b"\n") + 1 or len(buf)
         line = buf[:end]
+        entry["verbatim"] = not bom and line.endswith(b"\n")  # until a last record without its newline
         text = line.decode("utf-8").rstrip("\r\n")
         if not text or '"' in text or "\r" in text:
             raise Irregular("a blank or quoted header")
@@ -498,6 +355,8 @@ def _csv_blocks(shard, entry, out, ids: _IdCheck | None, header: _CsvHeader, pro
                 view = memoryview(buf)[: blk.cut]
                 if not buf.isascii():
                     str(view, "utf-8")  # the csv module would refuse it too
+                if eof and buf and not buf.endswith(b"\n"):
+                    entry["verbatim"] = False
                 if write:
                     out.write(view)
                     if eof and not buf.endswith(b"\n"):
@@ -599,9 +458,13 @@ def _merge_jsonl(
                     bad_lines: list[int] = []
                     batch: list[Any] = []
                     rows = 0
+                    entry["verbatim"] = True  # until a blank line, a CR or a last line without its newline
                     for lineno, line in enumerate(f, 1):
                         if not line.strip():
+                            entry["verbatim"] = False
                             continue
+                        if not line.endswith(b"\n") or line.endswith(b"\r\n"):
+                            entry["verbatim"] = False
                         rows += 1
                         out.write(line.rstrip(b"\r\n") + b"\n")
                         if ids is None or has_col is False:

@@ -12,7 +12,7 @@ from gputui.engine.scheduler import DETACHED, STOPPED, Scheduler
 from gputui.engine.session import Run
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
-from gputui.results.finalize import merge_run, write_summary
+from gputui.results.finalize import OutputCheck, merge_run, write_summary
 from gputui.results.products import write_task_products, write_trial_results
 from gputui.views.printer import Printer
 
@@ -22,6 +22,7 @@ def run_headless(job: JobSpec, run: Run, opts: Options, out: Printer) -> int:
     started = time.monotonic()
     opts.on_merge = lambda: merge_run(run.store, run.paths)
     opts.on_settled = lambda task_ids: write_products(job, run, task_ids)
+    opts.check_output = OutputCheck(run.store)
     ended = Scheduler(job, run, out, opts).run()
     if ended == STOPPED:
         return 130

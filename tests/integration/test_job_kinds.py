@@ -320,11 +320,14 @@ def test_scheduler_sigkilled_right_after_a_stage_is_ranked(kinds, reaper, tmp_pa
     # stage b's first attempts) and the launch of those attempts.
     con = sqlite3.connect(f"file:{run_dir / 'state.db'}?mode=ro", uri=True, timeout=5)
     try:
-        wait_for(
-            lambda: con.execute("SELECT 1 FROM events WHERE kind = 'ranked'").fetchone(),
-            interval=0,
-            what="stage a ranked",
-        )
+
+        def ranked():
+            try:
+                return con.execute("SELECT 1 FROM events WHERE kind = 'ranked'").fetchone()
+            except sqlite3.OperationalError:  # the file exists before its tables do
+                return None
+
+        wait_for(ranked, interval=0, what="stage a ranked")
         kill_scheduler(sched)
     finally:
         con.close()

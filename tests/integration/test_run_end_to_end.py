@@ -44,9 +44,11 @@ def test_sample_job_runs_on_simulated_gpus_and_merges(tmp_path):
     assert summary["ok"] and summary["total_rows"] == len(inputs) and len(summary["shards"]) == 4
     assert (run_dir / "summary.json").exists() and "4/4" in (run_dir / "report.md").read_text()
     # Every shard output has a done-manifest beside it, so the folder alone tells what is done.
+    # Each shard's coverage was checked as it finished, so the merge copied bytes without reading ids.
+    assert summary["coverage"] == "as each shard finished"
     for shard in summary["shards"]:
         manifest = json.loads(Path(shard["path"] + ".done.json").read_text())
-        assert manifest["rows"] == shard["rows"]
+        assert manifest["rows"] == shard["rows"] and manifest["ids"]["column"] == "data_id"
 
 
 def test_quiet_hides_worker_output_but_logs_keep_it(make_job):
@@ -80,6 +82,16 @@ def test_task_failing_every_attempt_fails_for_good_with_classified_reason(make_j
     # Running the same command again gives failed tasks a fresh set of attempts.
     r2 = gputui("run", "--jobs", job)
     assert "launch shard-0" in r2.stdout and "attempt 3/4" in r2.stdout
+
+
+def test_an_output_missing_an_id_of_its_range_fails_its_attempt_at_once_and_the_retry_mends_it(make_job):
+    job = make_job(num_workers=2, max_attempts=2, worker_args="--drop-first-attempts 1")
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "its output fails the coverage check: 1 expected id(s) have no output row, e.g. 0" in r.stdout
+    assert "2/2 done" in r.stdout
+    summary = json.loads((make_job.run_dir / "merge_summary.json").read_text())
+    assert summary["ok"] and summary["coverage"] == "as each shard finished"
 
 
 def test_missing_output_counts_as_failure(make_job):

@@ -269,7 +269,7 @@ def test_unknown_key_suggests_the_close_one(jobdir: Path) -> None:
 def test_unknown_key_without_a_close_match_lists_the_valid_keys(jobdir: Path) -> None:
     path = write(jobdir, MINIMAL + "\n[retry]\nzzz = 1\n")
     assert error_of(path) == (
-        f"{path}: [retry].zzz: unknown key; expected one of: max_attempts, backoff_s, backoff_max_s"
+        f"{path}: [retry].zzz: unknown key; expected one of: max_attempts, backoff_s, backoff_max_s, on_oom"
     )
 
 

@@ -45,6 +45,9 @@ def main() -> int:
     p.add_argument("--spawn-children", action="store_true", help="fork a child and a setsid grandchild")
     p.add_argument("--children-file")
     p.add_argument("--no-output", action="store_true")
+    p.add_argument(
+        "--drop-first-attempts", default="", help="comma list of attempts whose output lacks its first id"
+    )
     p.add_argument("--fail-early", action="store_true", help="fail before sleeping, not after")
     p.add_argument("--daemon-file", help="double-fork a daemon (setsid) that outlives the worker; write its pid")
     p.add_argument("--daemon-scrub", action="store_true", help="the daemon clears its environment (no tags)")
@@ -79,6 +82,8 @@ def main() -> int:
     if not a.no_output:
         with open(a.input, newline="") as f:
             rows = [r for r in csv.DictReader(f) if a.low <= int(r["data_id"]) < a.high]
+        if str(attempt) in a.drop_first_attempts.split(","):
+            rows = [r for r in rows if r["data_id"] != rows[0]["data_id"]]
         os.makedirs(a.output, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=a.output)
         with os.fdopen(fd, "w", newline="") as f:
