@@ -133,7 +133,7 @@ class VllmEngine:
         self.settings = settings
         self.llm = LLM(**llm_kwargs)
         self.params = SamplingParams(**sampling_kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = self.llm.get_tokenizer() if settings.chat_template else None
 
     def generate(self, prompts: list[str]) -> list[Result]:
         if self.settings.chat_template:

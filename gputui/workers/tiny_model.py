@@ -46,6 +46,8 @@ def build_tiny_model(
     fit_steps: int = 0,
     seed: int = 0,
     vocab_size: int = 400,
+    hidden_size: int = 64,
+    heads: int = 4,
 ) -> Path:
     """Write tokenizer + model to `out` and return it; `prompts` extend the built-in corpus."""
     import torch
@@ -71,11 +73,11 @@ def build_tiny_model(
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=256,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
