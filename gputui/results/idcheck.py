@@ -47,7 +47,7 @@ def _as_int(k: Any) -> Any:
     return k
 
 
-class _IdCheck:
+class IdCheck:
     """Tracks which shard each id came from; ids are compared in range units, so "7" and 7 are one id.
 
     Integer keys (all of them in practice) live in numpy arrays: per shard until end(), then as one sorted
@@ -167,7 +167,7 @@ class _IdCheck:
         if self.n_outside:
             shown = [raw for _, raw in outside[:EXAMPLES]]
             self._problems.append(
-                f"{where}: {self.n_outside} row(s) with ids outside its range, e.g. {_examples(shown)}"
+                f"{where}: {self.n_outside} row(s) with ids outside its range, e.g. {examples(shown)}"
             )
         if self.n_unmappable:
             self._problems.append(
@@ -230,7 +230,7 @@ class _IdCheck:
             )
             return out
         seq = expected_ids if isinstance(expected_ids, (list, tuple, np.ndarray)) else list(expected_ids)
-        ints = self._expected_ints(seq)
+        ints = self.expected_ints(seq)
         bad: list[Any] = []
         xmissing: dict[Any, int] = {}  # missing non-int64 key -> its first position
         if ints is None:
@@ -259,12 +259,12 @@ class _IdCheck:
         n_missing = len(mk) + len(xmissing)
         if n_missing:
             shown_missing = [seq[p] for p in firsts[:EXAMPLES]]
-            out.append(f"{n_missing} expected id(s) have no output row, e.g. {_examples(shown_missing)}")
+            out.append(f"{n_missing} expected id(s) have no output row, e.g. {examples(shown_missing)}")
         if bad:
-            out.append(f"{len(bad)} expected id(s) can't be placed in a range, e.g. {_examples(bad)}")
+            out.append(f"{len(bad)} expected id(s) can't be placed in a range, e.g. {examples(bad)}")
         return out
 
-    def _expected_ints(self, seq: Any) -> np.ndarray | None:
+    def expected_ints(self, seq: Any) -> np.ndarray | None:
         """The expected ids as int64 keys without a call per id, where the key is int() on integers."""
         if not self.vector or not len(seq):
             return None
@@ -280,7 +280,7 @@ class _IdCheck:
             return None
 
 
-def _examples(values: list[Any]) -> str:
+def examples(values: list[Any]) -> str:
     return ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in values[:EXAMPLES])
 
 
@@ -290,10 +290,10 @@ def sorted_unique(keys: np.ndarray) -> np.ndarray:
     return k[np.concatenate(([True], k[1:] != k[:-1]))] if len(k) else k
 
 
-def _expected_in(expected_ids: Iterable[Any], ids: _IdCheck, low: int, high: int) -> list[Any] | np.ndarray:
+def expected_in(expected_ids: Iterable[Any], ids: IdCheck, low: int, high: int) -> list[Any] | np.ndarray:
     """The expected ids whose keys lie in [low, high): one shard's share of them."""
     seq = expected_ids if isinstance(expected_ids, (list, tuple, np.ndarray)) else list(expected_ids)
-    keys = ids._expected_ints(seq)
+    keys = ids.expected_ints(seq)
     if keys is not None:
         return keys[(keys >= low) & (keys < high)]
     inside = []

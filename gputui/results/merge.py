@@ -29,7 +29,7 @@ import numpy as np
 from gputui.atomic import _fsync_dir, atomic_write_json
 from gputui.engine.manifests import _manifest_mismatch, manifest_path, read_manifest
 from gputui.jobs.tabular import _lift_csv_field_limit, _open_csv, _parquet, detect_format
-from gputui.results.idcheck import EXAMPLES, ShardOutput, _examples, _expected_in, _IdCheck, sorted_unique
+from gputui.results.idcheck import EXAMPLES, IdCheck, ShardOutput, examples, expected_in, sorted_unique
 from gputui.results.idscan import Irregular, parse_ints, scan
 
 # -- merge ------------------------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def merge_shards(
         readable.append((shard, entry))
         vouching.append(manifest.get("ids") if isinstance(manifest, dict) else None)
 
-    ids = _IdCheck(id_column, key or int) if id_column else None
+    ids = IdCheck(id_column, key or int) if id_column else None
     vouched = None
     if ids is not None and fmt in ("csv", "jsonl") and not problems:
         vouched = _vouched(readable, vouching, ids, expected_ids)
@@ -163,14 +163,14 @@ def check_shard(
         fmt = detect_format(path)
     except ValueError as e:
         return None, [f"{shard.task_id}: {e}"]
-    ids = _IdCheck(id_column, key or int)
+    ids = IdCheck(id_column, key or int)
     entry: dict = {"rows": None}
     problems: list[str] = []
     try:
         _MERGERS[fmt]([(shard, entry)], None, ids, problems)
     except ImportError as e:  # Parquet without pyarrow
         return None, [str(e)]
-    expected = None if expected_ids is None else _expected_in(expected_ids, ids, shard.low, shard.high)
+    expected = None if expected_ids is None else expected_in(expected_ids, ids, shard.low, shard.high)
     problems += ids.problems(expected)
     if problems:
         return None, problems
@@ -179,7 +179,7 @@ def check_shard(
 
 
 def _vouched(
-    readable: list[tuple[ShardOutput, dict]], vouching: list[dict | None], ids: _IdCheck, expected_ids
+    readable: list[tuple[ShardOutput, dict]], vouching: list[dict | None], ids: IdCheck, expected_ids
 ) -> list[str] | None:
     """When every shard's manifest vouches for its coverage (checked with this id column against as many
     expected ids as its range holds now) and its bytes can be copied as they are: the problems left, which
@@ -191,7 +191,7 @@ def _vouched(
     if expected_ids is None:
         return [] if all(f.get("expected") is None for f in vouching) else None
     seq = expected_ids if isinstance(expected_ids, (list, tuple, np.ndarray)) else list(expected_ids)
-    keys = ids._expected_ints(seq)
+    keys = ids.expected_ints(seq)
     if keys is None:
         return None  # ids that need the key one by one: as cheap to check them here
     keys = sorted_unique(keys)
@@ -206,7 +206,7 @@ def _vouched(
     for lo, hi in zip(lows, highs, strict=True):
         covered[np.searchsorted(keys, lo) : np.searchsorted(keys, hi)] = True
     missing = keys[~covered]
-    return [f"{len(missing)} expected id(s) have no output row, e.g. {_examples(missing[:EXAMPLES].tolist())}"]
+    return [f"{len(missing)} expected id(s) have no output row, e.g. {examples(missing[:EXAMPLES].tolist())}"]
 
 
 def _copy_vouched(
@@ -276,7 +276,7 @@ class _CsvHeader:
 
 
 def _merge_csv(
-    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None, problems: list[str]
+    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: IdCheck | None, problems: list[str]
 ) -> None:
     """The merged file is the first header, then each shard's records byte for byte, read in blocks while a
     vectorised scan reads the id column. A file the scan can't read exactly like the csv module does
@@ -303,7 +303,7 @@ def _merge_csv(
         _sync(out)
 
 
-def _csv_blocks(shard, entry, out, ids: _IdCheck | None, header: _CsvHeader, problems: list[str]) -> None:
+def _csv_blocks(shard, entry, out, ids: IdCheck | None, header: _CsvHeader, problems: list[str]) -> None:
     with open(shard.path, "rb") as f:
         buf = f.read(BLOCK)
         bom = buf.startswith(codecs.BOM_UTF8)
@@ -370,7 +370,7 @@ def _csv_blocks(shard, entry, out, ids: _IdCheck | None, header: _CsvHeader, pro
             ids.end()
 
 
-def _see_block(ids: _IdCheck, buf: bytes, blk, row0: int) -> None:
+def _see_block(ids: IdCheck, buf: bytes, blk, row0: int) -> None:
     rows = np.arange(row0, row0 + blk.n_rows, dtype=np.int64)
     fs, fe = blk.starts, blk.ends
     slow = blk.short | blk.quoted
@@ -395,7 +395,7 @@ def _see_block(ids: _IdCheck, buf: bytes, blk, row0: int) -> None:
     ids.see_values(raws, rows[rest].tolist())
 
 
-def _csv_rows(shard, entry, out, ids: _IdCheck | None, header: _CsvHeader, problems: list[str]) -> None:
+def _csv_rows(shard, entry, out, ids: IdCheck | None, header: _CsvHeader, problems: list[str]) -> None:
     """The csv module's reading of one file, its rows rewritten: for what the byte scan won't read."""
     text_out = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
     try:
@@ -446,7 +446,7 @@ def _csv_rows(shard, entry, out, ids: _IdCheck | None, header: _CsvHeader, probl
 
 
 def _merge_jsonl(
-    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None, problems: list[str]
+    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: IdCheck | None, problems: list[str]
 ) -> None:
     with open(tmp or os.devnull, "wb") as out:
         for shard, entry in readable:
@@ -500,7 +500,7 @@ def _merge_jsonl(
 
 
 def _merge_parquet(
-    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: _IdCheck | None, problems: list[str]
+    readable: list[tuple[ShardOutput, dict]], tmp: Path | None, ids: IdCheck | None, problems: list[str]
 ) -> None:
     """Batch by batch, so only one row group is in memory at a time."""
     pq = _parquet()

@@ -78,7 +78,10 @@ def sized_plan(job: JobSpec, plan: PlannedRun, gpus: list[GpuSnapshot]) -> Plann
     if mode is None or not gpus or plan.error:
         return plan
     try:
-        return replace(plan, sizing=f"{mode}: {size_gpus(job, gpus).summary}")
+        d = size_gpus(job, gpus)
+        sizing = f"{mode}: {d.gpus_per_worker} GPU/worker × {d.workers} at once"
+        sizing += f", mem util {d.gpu_memory_utilization:.2f}"
+        return replace(plan, sizing=sizing)
     except NoFit as e:
         return replace(plan, no_fit=f"{mode}: {str(e).splitlines()[0]}")
 

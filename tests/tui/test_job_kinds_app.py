@@ -451,8 +451,8 @@ async def test_the_run_modes_decision_shows_before_launch_on_the_gpus_seen_now(t
         await planned(pilot, app)
         progress = header(app).splitlines()[1]
         # 15 GB of Qwen2.5-7B weights: two 12 GB GPUs per worker, two workers on four GPUs.
-        assert "auto: 2 GPU(s) per worker, 2 worker(s) at once, gpu_memory_utilization" in progress
-        assert progress.startswith("not started: 8 shards planned · press l to launch · auto: 2 GPU(s)")
+        assert "auto: 2 GPU/worker × 2 at once, mem util 0.9" in progress
+        assert progress.startswith("not started: 8 shards planned · press l to launch · auto: 2 GPU/worker")
     assert listing(tmp_path) == before, "deciding wrote nothing"
 
 
