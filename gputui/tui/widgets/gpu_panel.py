@@ -51,6 +51,12 @@ class GpuState:
         self.util.append(util_fraction(snapshot))
         self.memory.append(memory_fraction(snapshot))
 
+    def seen(self, samples: int) -> tuple:
+        """All a view of it draws, with the newest `samples` of history: equal, the view is unchanged."""
+        util, memory = tuple(self.util), tuple(self.memory)
+        start = max(0, len(util) - samples)
+        return self.snapshot, self.holders, self.ghost, util[start:], memory[start:]
+
 
 class GpuPanel(StyledWidget):
     """One GPU as a card: name and SIMULATED badge, memory and utilisation bars, sensors, utilisation and
@@ -96,6 +102,7 @@ class GpuPanel(StyledWidget):
         self.index = state.snapshot.index
         self._drawn: list[list[tuple[str, Style]]] = []
         self._drawn_width = 0
+        self._seen: tuple | None = None  # what show() last drew
 
     def show(self) -> None:
         """Repaint the lines whose text changed since the last tick, and only those."""
@@ -106,6 +113,10 @@ class GpuPanel(StyledWidget):
         width = self.content_size.width
         if not width:
             return
+        seen = (width, self.state.seen(width))
+        if seen == self._seen:  # an idle GPU: nothing to compute, nothing to draw
+            return
+        self._seen = seen
         lines, before = self.lines(width), self._drawn
         self._drawn, self._drawn_width = lines, width
         for y, line in enumerate(lines):
@@ -165,6 +176,7 @@ class GpuPanel(StyledWidget):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._drawn_width = 0  # a theme change: draw every line again in the new colours
+        self._seen = None
 
     def render_line(self, y: int) -> Strip:
         width = self.content_size.width
@@ -210,9 +222,13 @@ class GpuLine(StyledWidget):
         super().__init__(id=id, classes=classes)
         self.state = state
         self.index = state.snapshot.index
+        self._seen: tuple | None = None
 
     def show(self) -> None:
-        self.version += 1
+        seen = self.state.seen(0)  # no history on this line
+        if seen != self._seen:  # an idle GPU costs no repaint
+            self._seen = seen
+            self.version += 1
 
     def render(self) -> RenderResult:
         snap, state = self.state.snapshot, self.state
