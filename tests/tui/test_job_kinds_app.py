@@ -436,17 +436,18 @@ def test_the_run_view_reads_the_selected_tasks_events_incrementally(tmp_path):
 # -- a run mode, decided before launch ---------------------------------------------------------------
 
 
-def run_mode_job(folder: Path, mode: str) -> Path:
+def run_mode_app(folder: Path, mode: str) -> tuple[Path, GpuTuiApp]:
+    """A job sizing Qwen2.5-7B in `mode`, and the app over it on four 12 GB GPUs."""
     from tests.integration.test_run_modes import job
 
     folder.mkdir(parents=True, exist_ok=True)
-    return Path(job(folder, mode))
+    path = Path(job(folder, mode))
+    return path, GpuTuiApp(job_path=path, run_dir=load_jobspec(path).run_dir, probe=SimulatedProbe(4, 12.0))
 
 
 async def test_the_run_modes_decision_shows_before_launch_on_the_gpus_seen_now(tmp_path):
-    job = run_mode_job(tmp_path / "jobs", "auto")
+    _, app = run_mode_app(tmp_path / "jobs", "auto")
     before = listing(tmp_path)
-    app = GpuTuiApp(job_path=job, run_dir=load_jobspec(job).run_dir, probe=SimulatedProbe(4, 12.0))
     async with app.run_test(size=(200, 50)) as pilot:
         await planned(pilot, app)
         progress = header(app).splitlines()[1]
@@ -457,8 +458,7 @@ async def test_the_run_modes_decision_shows_before_launch_on_the_gpus_seen_now(t
 
 
 async def test_a_model_that_fits_nowhere_is_said_before_launch_and_l_is_refused(tmp_path):
-    job = run_mode_job(tmp_path / "jobs", "single")
-    app = GpuTuiApp(job_path=job, run_dir=load_jobspec(job).run_dir, probe=SimulatedProbe(4, 12.0))
+    job, app = run_mode_app(tmp_path / "jobs", "single")
     async with app.run_test(size=(200, 50)) as pilot:
         await planned(pilot, app)
         progress = header(app).splitlines()[1]
