@@ -101,7 +101,7 @@ def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tu
     return spans
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def _stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -197,7 +197,7 @@ class MetricHistory:
         return int(min(done, total)), int(total)
 
     def poll(self) -> None:
-        stamp = _stamp(Path(self._reader.path))
+        stamp = _stamp(self._reader.path)
         if stamp is None or stamp == self._stamp:
             return
         self._stamp = stamp

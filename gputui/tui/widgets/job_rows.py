@@ -114,6 +114,20 @@ def clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def duration(seconds: float | None, exact: bool = True) -> str:
+    """'42s', '3m12s', '1h02m', '2d03h'. Not `exact` (a running task's age): whole minutes past the first, so
+    a table of running tasks changes once a minute, not every second (the header's clock ticks instead)."""
+    if seconds is None:
+        return ""
+    s = max(0, int(seconds))
+    m, h, d = s // 60, s // 3600, s // 86400
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{m}m{s % 60:02d}s" if exact else f"{m}m"
+    return f"{h}h{m % 60:02d}m" if h < 100 else f"{d}d{h % 24:02d}h"
+
+
 def number(value: object) -> str:
     """A parameter or metric in few cells: 3e-4, 0.001 -> 1e-3, 0.9312, 32, 1e+06 -> 1e6."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -210,7 +224,7 @@ def row_cells(
         "rate": rate,
         "ETA": eta,
         "tries": f"{t.attempts}/{t.budget}",
-        "elapsed": clock(elapsed),
+        "elapsed": duration(elapsed, exact=a is None or a.ended_at is not None),
         "GPU·h": "" if t.gpu_hours is None else f"{t.gpu_hours:.2f}{sim}",
         "peak": "" if not t.peak_memory else f"{t.peak_memory / GIB:.1f}G{sim}",
         "reason": " ".join((t.reason or "").split()),
