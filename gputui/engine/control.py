@@ -128,9 +128,11 @@ class Controller:
         if task.status != Status.RUNNING:
             raise ControlError(f"is {task.status}; only a running task can be paused")
         attempt = self.live_attempt(task)
-        # Parents first, then once more for children forked meanwhile.
-        sent = self.signal_trees([(task, attempt)], signal.SIGSTOP).get(task.id, [])
-        sent += self.signal_trees([(task, attempt)], signal.SIGSTOP).get(task.id, [])
+        # Parents first, then once more for children forked meanwhile. On a cluster the attempt's stand-in
+        # takes SIGTSTP (which it can catch, unlike SIGSTOP) to the runner that stops the tree on its node.
+        stop = signal.SIGSTOP if self.store.meta("executor", "local") == "local" else signal.SIGTSTP
+        sent = self.signal_trees([(task, attempt)], stop).get(task.id, [])
+        sent += self.signal_trees([(task, attempt)], stop).get(task.id, [])
         if not sent:
             raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
         with self.store.transaction():

@@ -16,7 +16,7 @@ from gputui.engine.logtail import LogTail
 from gputui.engine.monitor import draining
 from gputui.engine.placement import place, usable_gpus, why_waiting
 from gputui.engine.rundir import RunPaths
-from gputui.executors import ownership
+from gputui.executors import ownership, ray_bridge, remote_task
 from gputui.executors.journal import AttemptEnds
 from gputui.executors.local import LaunchFailed, LaunchSpec
 from gputui.gpus.detect import describe
@@ -48,16 +48,19 @@ def worker_request(
     run_dir: Path,
     output: str | None = None,
     sized: Mapping[str, object] | None = None,
+    num_gpus: int | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The worker's command line and its own variables (ownership tags, range, GPUs, events file). Pure.
-    `output`: a shard's output file ({output}); `sized`: what a [model] table fills ({model}, ...)."""
+    `output`: a shard's output file ({output}); `sized`: what a [model] table fills ({model}, ...);
+    `num_gpus`: GPUs a cluster gives the task (none placed here, so `gpus` is empty)."""
+    num_gpus = len(gpus) if num_gpus is None else num_gpus
     values: dict[str, object] = {
         "run_dir": run_dir,
         "output_dir": job.outputs.dir,
         "task_id": task.id,
         "attempt": number,
         "gpus": ",".join(map(str, gpus)),
-        "num_gpus": len(gpus),
+        "num_gpus": num_gpus,
         **(sized or {}),
     }
     env = {
@@ -71,7 +74,7 @@ def worker_request(
     if on_oom == "smaller_batch":
         values["batch_size"] = batch_for(on_oom, int(job.params["batch_size"]), task.info)
     elif on_oom == "more_gpus" and oom.changes(task.info):
-        values["tensor_parallel_size"] = len(gpus)
+        values["tensor_parallel_size"] = num_gpus
     command = None
     if task.kind == TRIAL:
         values |= sweep.trial_values(task)
@@ -127,6 +130,11 @@ class Launching:
                 later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
+        if self.cluster is not None:  # the cluster places them: as many start as there are slots
+            launches.extend(self._record_launch(t, (), now, []) for t in ready)
+            for entry in later:
+                heapq.heappush(self.waiting, entry)
+            return
         gpus = self._snapshot() if self.probe is not None and ready else []
         reserved = {g for live in [*self.live.values(), *self.lingering.values()] for g in live.gpus}
         reserved |= draining(gpus, self.scheduler_id, self.live)  # a killed task's GPU memory not yet released
@@ -157,6 +165,27 @@ class Launching:
     def _gpus_needed(self, task: TaskRecord) -> int:
         """The policy's GPUs per worker, a pipeline step's own, or twice as many per out-of-memory retry."""
         return gpus_for(self.job.retry.on_oom, self.needs.get(task.id, self.policy.gpus_per_worker), task.info)
+
+    def _join_cluster(self) -> dict:
+        """The cluster's capacity, asked of the run's bridge (started now if none runs): a cluster that
+        cannot be reached stops the run before anything is launched, saying why."""
+        spec = self.job.executor
+        try:
+            found = ray_bridge.capacity(self.paths.root, spec.address, spec.num_gpus)
+        except (ray_bridge.RayUnavailable, OSError) as e:
+            raise Infeasible(f"{self.job.path}: [executor]: {e}") from None
+        need = max([self.job.resources.gpus_per_worker, *self.needs.values()])
+        if need > found["gpus"]:
+            raise Infeasible(
+                f"{self.job.path}: [resources].gpus_per_worker = {need}, but the Ray cluster at "
+                f"{spec.address!r} has {found['gpus']:g} GPU(s) in all; no task could ever start"
+            )
+        return found
+
+    def _cluster_slots(self) -> int:
+        """Attempts at once when [resources].max_parallel is not given: what the cluster can hold."""
+        gpus = self.job.resources.gpus_per_worker
+        return max(1, int(self.cluster["gpus"] // gpus if gpus else self.cluster["cpus"]))
 
     def _claim_note(self, task_id: str) -> dict:
         return {
@@ -189,7 +218,15 @@ class Launching:
     ) -> tuple[LaunchSpec, Live]:
         number = task.attempts + 1
         argv, env = worker_request(
-            self.job, task, number, gpus, self.scheduler_id, self.paths.root, self.outputs.get(task.id), self.sized
+            self.job,
+            task,
+            number,
+            gpus,
+            self.scheduler_id,
+            self.paths.root,
+            self.outputs.get(task.id),
+            self.sized,
+            num_gpus=None if self.cluster is None else self._gpus_needed(task),
         )
         if self.probe is None:
             env.pop("CUDA_VISIBLE_DEVICES")
@@ -216,11 +253,17 @@ class Launching:
         self._set(task.id, **fields)
         self.store.add_event("launch", f"attempt {number}: {shown}", task.id)
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
+        if self.cluster is not None:
+            where = f" on the {self.job.executor.kind} cluster ({self._gpus_needed(task)} GPU)"
         self.out.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
         live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, waiter.ref)
         live.handle = waiter
         self._watch(live)
         self.meter.start(live.key, len(gpus), now)
+        if self.cluster is not None:  # its stand-in here; the command runs where the cluster places it
+            argv = remote_task.command(
+                self.job.executor, argv, self.paths.root, self._gpus_needed(task), self.job.stop_grace_s
+            )
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)
         return spec, live
 

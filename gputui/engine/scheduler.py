@@ -77,7 +77,12 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         steps = job.pipeline.steps if job.pipeline is not None else ()
         self.needs = {step.name: step.gpus for step in steps if step.gpus is not None}
         self.probe: GpuProbe | None = None
-        if res.mode is not None or max([res.gpus_per_worker, *self.needs.values()]) > 0:
+        self.cluster: dict | None = None  # a cluster executor's GPUs, CPUs and nodes: it places tasks, not we
+        if job.executor.remote:
+            self.cluster = self._join_cluster()
+            if res.max_parallel is None:
+                self.policy = Policy(res.gpus_per_worker, self._cluster_slots(), res.min_free_memory_gb)
+        elif res.mode is not None or max([res.gpus_per_worker, *self.needs.values()]) > 0:
             self.probe = open_probe(self.opts.simulate, load=self._simulated_load)
         self.sizing = None  # the run mode's decision: GPUs per worker and workers, from the model and the GPUs
         if res.mode is not None:
@@ -296,6 +301,9 @@ class Scheduler(Launching, Adoption, Settling, Steering):
     # -- output --------------------------------------------------------------------------------
     def _announce(self) -> None:
         gpus = describe(self.probe) if self.probe is not None else "none (CPU tasks)"
+        if self.cluster is not None:
+            c, spec = self.cluster, self.job.executor
+            gpus = f"the {spec.kind} cluster at {spec.address} ({c['gpus']:g} GPU(s), {c['nodes']} node(s))"
         n = len(self.store.tasks())
         self.out.info(
             f"run {self.job.name} (scheduler {self.scheduler_id[:8]}) in {self.paths.root}: "
@@ -304,6 +312,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         exports.write_config(self.paths, self.job, self.scheduler_id, gpus)
         with self.store.transaction():
             self.store.set_meta("alert_bell", self.job.alerts.bell)  # the app rings the bell on an alert
+            self.store.set_meta("executor", self.job.executor.kind)  # pause and resume go through the cluster
         for note in self.notes:
             self.out.info(note)
 

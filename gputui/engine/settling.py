@@ -180,6 +180,8 @@ class Settling:
         if on_oom is None:
             return None
         gpus_here = len(self._snapshot()) if self.probe is not None else 0
+        if self.cluster is not None:
+            gpus_here = int(self.cluster["gpus"])
         gpus = self.needs.get(task.id, self.policy.gpus_per_worker)
         return OomPolicy(on_oom, gpus, self.job.params.get("batch_size"), gpus_here)
 

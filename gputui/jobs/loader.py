@@ -47,6 +47,7 @@ _TABLES: dict[str, tuple[str, ...] | None] = {
     "retry": ("max_attempts", "backoff_s", "backoff_max_s", "on_oom"),
     "outputs": ("dir", "pattern", "merged"),
     "alerts": ("command", "idle_minutes", "bell"),
+    "executor": ("kind", "address", "num_gpus"),
     "params": None,  # free-form: name -> value
     "sweep": None,  # checked by jobs/sweep.py
     "pipeline": None,  # checked by jobs/pipeline.py
@@ -339,6 +340,13 @@ class Loader:
         if kind != "shards" and outputs.pattern is not None:
             raise self.error("[outputs].pattern", f"names each shard's output file; a {kind} job has no shards")
         alerts = tables.alerts(self, data.get("alerts", {}))
+        executor = tables.executor(self, data.get("executor", {}))
+        if executor.remote and resources.mode is not None:
+            raise self.error(
+                "[resources].mode",
+                f"sizes GPUs from this machine's; with [executor] kind = {executor.kind!r} the cluster places "
+                "tasks: give [resources].gpus_per_worker instead",
+            )
         model = tables.model(self, data["model"]) if "model" in data else None
         if resources.mode is not None and model is None:
             raise self.error("[model]", f"missing table; [resources].mode = {resources.mode!r} sizes GPUs for it")
@@ -392,6 +400,7 @@ class Loader:
             env=env,
             stop_grace_s=stop_grace_s,
             alerts=alerts,
+            executor=executor,
             model=model,
             text=text,
             kind=kind,

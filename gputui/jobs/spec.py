@@ -83,6 +83,20 @@ class AlertSpec:
 
 
 @dataclass(frozen=True)
+class ExecutorSpec:
+    """Where tasks run (gputui/executors/): this machine, or a cluster engine that places them itself."""
+
+    kind: str = "local"  # "local" | "ray"
+    address: str = "auto"  # ray: a running cluster ("auto": the one this machine is part of); "local": a private
+    # cluster started for this run and stopped after it
+    num_gpus: int | None = None  # ray, address "local": the GPUs the private cluster declares (default: detected)
+
+    @property
+    def remote(self) -> bool:
+        return self.kind != "local"
+
+
+@dataclass(frozen=True)
 class JobSpec:
     path: Path  # the job file, absolute
     name: str
@@ -97,6 +111,7 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     stop_grace_s: float = 10.0
     alerts: AlertSpec = field(default_factory=AlertSpec)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     model: ModelSpec | None = None
     text: str = ""  # the job file as read, kept in the run directory for the record
     kind: str = "shards"  # "shards" | "sweep" | "pipeline"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gputui.jobs.checks import got, resolve_path
 from gputui.jobs.gpu_plan import DTYPE_BYTES, MODES
 from gputui.jobs.oom import ON_OOM
-from gputui.jobs.spec import AlertSpec, ModelSpec, OutputSpec, ResourceSpec, RetrySpec, ShardSpec
+from gputui.jobs.spec import AlertSpec, ExecutorSpec, ModelSpec, OutputSpec, ResourceSpec, RetrySpec, ShardSpec
 
 if TYPE_CHECKING:
     from gputui.jobs.loader import Loader
@@ -103,6 +103,27 @@ def alerts(loader: Loader, table: dict[str, Any]) -> AlertSpec:
         idle_minutes=loader.value(table, "alerts", "idle_minutes", "num>0", default=None),
         bell=loader.value(table, "alerts", "bell", "bool", default=False),
     )
+
+
+EXECUTORS = ("local", "ray")
+
+
+def executor(loader: Loader, table: dict[str, Any]) -> ExecutorSpec:
+    loader.check_keys(table, "executor")
+    kind = loader.value(table, "executor", "kind", "str", default="local")
+    if kind not in EXECUTORS:
+        raise loader.error("[executor].kind", f"expected one of {', '.join(map(repr, EXECUTORS))}, got {kind!r}")
+    for key in ("address", "num_gpus"):
+        if key in table and kind != "ray":
+            raise loader.error(f"[executor].{key}", f'applies to kind = "ray" only (kind is {kind!r})')
+    address = loader.value(table, "executor", "address", "str", default="auto")
+    num_gpus = loader.value(table, "executor", "num_gpus", "int>=0", default=None)
+    if num_gpus is not None and address != "local":
+        raise loader.error(
+            "[executor].num_gpus",
+            f'declares the GPUs of a private cluster (address = "local"); the cluster at {address!r} has its own',
+        )
+    return ExecutorSpec(kind, address, num_gpus)
 
 
 def relative_name(loader: Loader, keypath: str, name: str, given: str) -> None:

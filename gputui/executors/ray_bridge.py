@@ -1,0 +1,271 @@
+"""The Ray bridge: the one Ray driver of a run, shared by every attempt that runs on the cluster.
+
+    waiter ──► stand-in (remote_task.py) ──unix socket──► bridge ──ray task──► ray_runner.run on a node
+                     └────────── the attempt's signal file (pause, resume, end) ──────────┘
+
+Connecting to Ray costs seconds and a hundred MB, so one long-lived driver per run submits every
+attempt; a stand-in process per attempt (tagged, in the attempt's local process tree) asks for it and
+exits as its attempt ends, so waiters, the journal, adoption and kills work as they do locally. The
+bridge lives in its own session: a scheduler killed with SIGKILL leaves it, its tasks and their
+stand-ins running, and the next scheduler finds them. It owns the Ray tasks it submitted (Ray ends
+them if it dies: their stand-ins then say so and the attempts are retried), and leaves once no
+stand-in has needed it for IDLE_S seconds. With address "local" it starts a private cluster, which
+stops with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+IDLE_S = 30.0  # a bridge nobody has needed this long leaves (and a private cluster stops)
+START_TIMEOUT_S = 120.0  # joining a cluster, or starting a private one, within this long
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed, or its cluster cannot be reached; the message says which and what to do."""
+
+
+def folder(run_dir: Path) -> Path:
+    return Path(run_dir) / "ray"
+
+
+def address_of(run_dir: Path, address: str, num_gpus: int | None) -> str:
+    """The bridge's socket: an abstract name (no 108-character path limit), one per run directory and
+    cluster."""
+    key = f"{Path(run_dir).resolve()}\0{address}\0{num_gpus}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return f"\0gputui-ray-{digest}"
+
+
+def signals_path(run_dir: Path, task_id: str, number: int) -> Path:
+    return folder(run_dir) / f"{task_id}.attempt{number}.signals"
+
+
+def connect(run_dir: Path, address: str, num_gpus: int | None) -> socket.socket | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(address_of(run_dir, address, num_gpus))
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def ensure(run_dir: Path, address: str, num_gpus: int | None) -> socket.socket:
+    """A connection to the run's bridge, started first if none listens; RayUnavailable says why not."""
+    s = connect(run_dir, address, num_gpus)
+    if s is not None:
+        return s
+    log = Path(run_dir) / "logs" / "ray-bridge.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    folder(run_dir).mkdir(parents=True, exist_ok=True)
+    start = log.stat().st_size if log.exists() else 0
+    argv = [sys.executable, "-P", "-m", "gputui.executors.ray_bridge", str(run_dir), address, str(num_gpus or "")]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd=run_dir
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        s = connect(run_dir, address, num_gpus)
+        if s is not None:
+            return s
+        if proc.poll() not in (None, 0):  # 0: another bridge holds the run; wait for it to listen
+            raise RayUnavailable(_why(log, start) or f"the Ray bridge exited with status {proc.returncode}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RayUnavailable(f"the Ray bridge did not start within {START_TIMEOUT_S:.0f}s (see {log})")
+
+
+def _why(log: Path, offset: int) -> str:
+    """The bridge's last word: the line it wrote before leaving."""
+    with contextlib.suppress(OSError), open(log, "rb") as f:
+        f.seek(offset)
+        lines = [line for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        said = [line for line in lines if line.startswith("gputui:")]
+        return (said or lines or [""])[-1].removeprefix("gputui: ")
+    return ""
+
+
+def ask(sock: socket.socket, request: dict) -> dict:
+    """One request, one answer (a JSON line each way)."""
+    sock.sendall(json.dumps(request).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("the Ray bridge closed the connection")
+        data += chunk
+    return json.loads(data)
+
+
+def capacity(run_dir: Path, address: str, num_gpus: int | None) -> dict:
+    """The cluster's GPUs, CPUs and nodes, as Ray counts them."""
+    with ensure(run_dir, address, num_gpus) as s:
+        return ask(s, {"op": "capacity"})
+
+
+# -- the bridge itself ---------------------------------------------------------------------------
+
+
+def join(address: str, num_gpus: int | None):
+    """ray.init for this run, or RayUnavailable saying why it cannot be done."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable("[executor] kind = 'ray' needs Ray: pip install 'gputui[ray]'") from None
+    kwargs: dict = {"namespace": "gputui", "log_to_driver": False, "configure_logging": False}
+    if address == "local":
+        kwargs |= {"include_dashboard": False, "num_gpus": num_gpus}
+    else:
+        kwargs["address"] = address
+    try:
+        ray.init(**kwargs)
+    except Exception as e:
+        where = "start a private Ray cluster" if address == "local" else f"reach the Ray cluster at {address!r}"
+        hint = "" if address == "local" else "; start one with `ray start --head`, or set [executor].address"
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RayUnavailable(f"cannot {where}: {why}{hint}") from None
+    return ray
+
+
+class Bridge:
+    def __init__(self, run_dir: Path, address: str, num_gpus: int | None, ray) -> None:
+        from gputui.executors import ray_runner
+
+        self.run_dir = run_dir
+        self.ray = ray
+        self.remote = ray.remote(max_retries=0)(ray_runner.run)
+        self.sel = selectors.DefaultSelector()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(address_of(run_dir, address, num_gpus))
+        self.listener.listen(256)
+        self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.done_r, self.done_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.sel.register(self.done_r, selectors.EVENT_READ, self._finished)
+        self.buffers: dict[socket.socket, bytes] = {}
+        self.running: dict[socket.socket, tuple[object, dict]] = {}  # connection -> (its Ray task, request)
+        self.ended: list[tuple[socket.socket, dict]] = []  # answers made in Ray's threads, sent from ours
+        self.abandoned: list[tuple[float, object]] = []  # (when, task) to cancel if its runner did not end it
+        self.last_used = time.monotonic()
+
+    def serve(self) -> None:
+        while self.running or self.buffers or time.monotonic() - self.last_used < IDLE_S:
+            for key, _ in self.sel.select(timeout=1.0):
+                key.data(key.fileobj)
+            now = time.monotonic()
+            for when, ref in [a for a in self.abandoned if a[0] <= now]:
+                self.abandoned.remove((when, ref))
+                self.ray.cancel(ref, force=True)  # still queued, or its runner is stuck: Ray ends it
+            if self.running or self.buffers:
+                self.last_used = time.monotonic()
+
+    def _accept(self, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        self.buffers[conn] = b""
+        self.sel.register(conn, selectors.EVENT_READ, self._read)
+
+    def _read(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            self._gone(conn)
+            return
+        self.buffers[conn] += data
+        while b"\n" in self.buffers.get(conn, b""):
+            line, self.buffers[conn] = self.buffers[conn].split(b"\n", 1)
+            self._handle(conn, json.loads(line))
+
+    def _handle(self, conn: socket.socket, req: dict) -> None:
+        if req.get("op") == "capacity":
+            total = self.ray.cluster_resources()
+            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+            _send(conn, {"gpus": total.get("GPU", 0), "cpus": total.get("CPU", 0), "nodes": len(nodes)})
+        elif req.get("op") == "run":
+            gpus = float(req["gpus"])
+            ref = self.remote.options(
+                num_gpus=gpus, num_cpus=0 if gpus else 1, name=f"gputui:{req['task']}.{req['n']}"
+            ).remote(req["argv"], req["env"], req["log"], req["cwd"], req["signals"], float(req["grace"]))
+            self.running[conn] = (ref, req)
+            ref.future().add_done_callback(lambda f, c=conn: self._done(c, f))
+        else:
+            _send(conn, {"error": f"unknown request {req.get('op')!r}"})
+
+    def _done(self, conn: socket.socket, future) -> None:
+        """In one of Ray's threads: note the answer, wake the loop."""
+        try:
+            answer = {"exit": int(future.result())}
+        except Exception as e:  # the task could not run or its worker died: the attempt failed
+            answer = {"exit": 255, "why": f"Ray: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        self.ended.append((conn, answer))
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.done_w, b".")
+
+    def _finished(self, _fd) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.done_r, 1 << 12)
+        while self.ended:
+            conn, answer = self.ended.pop(0)
+            if self.running.pop(conn, None) is not None:
+                with contextlib.suppress(OSError):
+                    _send(conn, answer)
+
+    def _gone(self, conn: socket.socket) -> None:
+        """A stand-in left before its attempt ended (killed with SIGKILL): end the attempt's tree."""
+        self.sel.unregister(conn)
+        self.buffers.pop(conn, None)
+        conn.close()
+        held = self.running.pop(conn, None)
+        if held is not None:
+            ref, req = held
+            _append(req["signals"], "TERM")  # the runner ends the tree: SIGTERM, grace, SIGKILL
+            self.abandoned.append((time.monotonic() + float(req["grace"]) + 5.0, ref))
+
+
+def _send(conn: socket.socket, answer: dict) -> None:
+    conn.sendall(json.dumps(answer).encode() + b"\n")
+
+
+def _append(path: str, word: str) -> None:
+    with contextlib.suppress(OSError), open(path, "a") as f:
+        f.write(word + "\n")
+
+
+def main(argv: list[str], say: Callable[[str], None] = print) -> int:
+    run_dir, address, num_gpus = Path(argv[0]), argv[1], int(argv[2]) if len(argv) > 2 and argv[2] else None
+    folder(run_dir).mkdir(parents=True, exist_ok=True)
+    name = address_of(run_dir, address, num_gpus).removeprefix("\0")
+    lock = os.open(folder(run_dir) / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another bridge serves this run
+    try:
+        ray = join(address, num_gpus)
+    except RayUnavailable as e:
+        say(f"gputui: {e}")
+        return 2
+    say(f"gputui: Ray bridge (pid {os.getpid()}) joined {address}: {ray.cluster_resources()}")
+    try:
+        Bridge(run_dir, address, num_gpus, ray).serve()
+    finally:
+        ray.shutdown()
+    say("gputui: Ray bridge idle; leaving")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], lambda text: print(text, flush=True)))

@@ -1,0 +1,89 @@
+"""What runs inside a Ray task on some node: one attempt's command, as a process tree of its own.
+
+    bridge ──ray task (num_gpus=G)──► run() on a node ──spawn──► the task's command (own session)
+                                          └── polls the attempt's signal file: STOP / CONT / TERM / KILL
+
+Ray sets CUDA_VISIBLE_DEVICES for the task; the command gets it with the run's tags, so on every node
+its processes carry the scheduler UUID, task id and attempt like local ones. Output goes to the
+attempt's log in the run directory (a filesystem the nodes share, as Slurm's output files do). Signals
+arrive through the signal file, written by whoever holds the attempt (its stand-in, the bridge), so the
+whole tree on its node is paused, resumed or ended, not only the process Ray knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+
+POLL_S = 0.05  # how often the command and the signal file are looked at
+SIGNALS = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
+_PR_SET_PDEATHSIG = 1
+
+
+def run(argv: list[str], env: dict[str, str], log: str, cwd: str, signals: str, grace: float) -> int:
+    """The command's exit code, or minus the signal that ended it (as the local waiter records it)."""
+    full = {**os.environ, **env}
+    full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # Ray's choice for this task
+    with open(log, "ab", buffering=0) as out:
+        gpus = full["CUDA_VISIBLE_DEVICES"] or "none"
+        out.write(f"gputui: on Ray node {socket.gethostname()} (pid {os.getpid()}), GPUs {gpus}\n".encode())
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=full,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,  # one process group: the whole tree gets each signal
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as e:
+            out.write(f"gputui: cannot run {argv[0]!r} in {cwd}: {e.strerror}\n".encode())
+            return 127
+    try:
+        return _watch(proc, signals, grace)
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of the tree outlives its attempt
+
+
+def _watch(proc: subprocess.Popen, signals: str, grace: float) -> int:
+    seen, kill_at = 0, None
+    while (code := proc.poll()) is None:
+        for word in _new_words(signals, seen):
+            seen += 1
+            sig = SIGNALS.get(word)
+            if sig is None:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+                if sig == signal.SIGTERM:
+                    os.killpg(proc.pid, signal.SIGCONT)  # a paused tree must run to act on it
+            if sig == signal.SIGTERM and kill_at is None:
+                kill_at = time.monotonic() + grace
+        if kill_at is not None and time.monotonic() >= kill_at:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            kill_at = float("inf")
+        time.sleep(POLL_S)
+    return code
+
+
+def _new_words(path: str, seen: int) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()[seen:]
+    except OSError:
+        return []
+
+
+def _die_with_parent() -> None:
+    """If the Ray worker is killed (its task cancelled, its owner gone), the command gets SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
