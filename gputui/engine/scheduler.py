@@ -30,6 +30,7 @@ from gputui.engine.session import Run
 from gputui.engine.settling import Settling
 from gputui.engine.steering import Steering
 from gputui.engine.wakeup import Wakeup
+from gputui.executors import ray_bridge
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
 from gputui.executors.local import LaunchSpec, LocalExecutor
 from gputui.gpus.detect import describe, open_probe
@@ -150,6 +151,9 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             self._send_alerts()
             self.alerter.close()
             self.executor.close()
+            if self.cluster is not None and not self.detach_requested:
+                spec = self.job.executor
+                ray_bridge.leave(self.paths.root, spec.address, spec.num_gpus)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             wakeup.close()

@@ -116,6 +116,14 @@ def capacity(run_dir: Path, address: str, num_gpus: int | None) -> dict:
         return ask(s, {"op": "capacity"})
 
 
+def leave(run_dir: Path, address: str, num_gpus: int | None) -> None:
+    """The run is over: its bridge (if one runs) leaves once nothing runs, stopping a private cluster."""
+    s = connect(run_dir, address, num_gpus)
+    if s is not None:
+        with s, contextlib.suppress(OSError, ValueError):
+            ask(s, {"op": "leave"})
+
+
 # -- the bridge itself ---------------------------------------------------------------------------
 
 
@@ -125,6 +133,8 @@ def join(address: str, num_gpus: int | None):
         import ray
     except ImportError:
         raise RayUnavailable("[executor] kind = 'ray' needs Ray: pip install 'gputui[ray]'") from None
+    if address not in ("local", "auto") and not address.startswith("ray://"):
+        _reachable(address)  # else ray.init waits minutes for a cluster that is not there
     kwargs: dict = {"namespace": "gputui", "log_to_driver": False, "configure_logging": False}
     if address == "local":
         kwargs |= {"include_dashboard": False, "num_gpus": num_gpus}
@@ -138,6 +148,18 @@ def join(address: str, num_gpus: int | None):
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RayUnavailable(f"cannot {where}: {why}{hint}") from None
     return ray
+
+
+def _reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise RayUnavailable(
+            f"cannot reach the Ray cluster at {address!r} ({why}); start one with `ray start --head`, "
+            "or set [executor].address to its head's host:port"
+        ) from None
 
 
 class Bridge:
@@ -159,9 +181,10 @@ class Bridge:
         self.ended: list[tuple[socket.socket, dict]] = []  # answers made in Ray's threads, sent from ours
         self.abandoned: list[tuple[float, object]] = []  # (when, task) to cancel if its runner did not end it
         self.last_used = time.monotonic()
+        self.leaving = False  # the run ended: leave as soon as nothing runs
 
     def serve(self) -> None:
-        while self.running or self.buffers or time.monotonic() - self.last_used < IDLE_S:
+        while self.running or self.buffers or (not self.leaving and time.monotonic() - self.last_used < IDLE_S):
             for key, _ in self.sel.select(timeout=1.0):
                 key.data(key.fileobj)
             now = time.monotonic()
@@ -194,6 +217,9 @@ class Bridge:
             total = self.ray.cluster_resources()
             nodes = [n for n in self.ray.nodes() if n.get("Alive")]
             _send(conn, {"gpus": total.get("GPU", 0), "cpus": total.get("CPU", 0), "nodes": len(nodes)})
+        elif req.get("op") == "leave":
+            self.leaving = True
+            _send(conn, {"ok": True})
         elif req.get("op") == "run":
             gpus = float(req["gpus"])
             ref = self.remote.options(

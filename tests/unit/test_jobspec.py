@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gputui.jobs.loader import load_jobspec
-from gputui.jobs.spec import PLACEHOLDERS, JobSpecError
+from gputui.jobs.spec import PLACEHOLDERS, ExecutorSpec, JobSpecError
 from gputui.jobs.templates import render_command, render_template, template_values
 
 MINIMAL = """\
@@ -594,3 +594,36 @@ def test_misspelt_alerts_key_suggests_the_close_one(jobdir: Path) -> None:
 )
 def test_bad_alerts_values_are_named(jobdir: Path, snippet: str, expected: str) -> None:
     assert expected in error_of(write(jobdir, MINIMAL + f"\n[alerts]\n{snippet}\n"))
+
+
+# -- [executor] ------------------------------------------------------------------------------------------
+
+
+def test_executor_defaults_to_this_machine_and_takes_a_ray_cluster(jobdir: Path) -> None:
+    assert load_jobspec(write(jobdir, MINIMAL)).executor == ExecutorSpec("local", "auto", None)
+    text = MINIMAL + '[executor]\nkind = "ray"\naddress = "10.0.0.5:6379"\n'
+    assert load_jobspec(write(jobdir, text)).executor == ExecutorSpec("ray", "10.0.0.5:6379", None)
+    text = MINIMAL + '[executor]\nkind = "ray"\naddress = "local"\nnum_gpus = 2\n'
+    assert load_jobspec(write(jobdir, text)).executor == ExecutorSpec("ray", "local", 2)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ('kind = "kubernetes"', "[executor].kind: expected one of 'local', 'ray', got 'kubernetes'"),
+        ('kind = "rays"', "[executor].kind: expected one of 'local', 'ray', got 'rays'"),
+        ('address = "auto"', "[executor].address: applies to kind = \"ray\" only (kind is 'local')"),
+        ('kind = "ray"\nnum_gpus = 4', "[executor].num_gpus: declares the GPUs of a private cluster"),
+        ('kind = "ray"\nport = 1', "[executor].port: unknown key; expected one of: kind, address, num_gpus"),
+        ('kind = "ray"\naddress = ""', "[executor].address: expected a non-empty string"),
+    ],
+)
+def test_executor_mistakes_name_the_key_and_what_was_expected(jobdir: Path, snippet: str, expected: str) -> None:
+    assert expected in error_of(write(jobdir, MINIMAL + "[executor]\n" + snippet + "\n"))
+
+
+def test_a_cluster_places_tasks_so_the_run_mode_cannot_size_them(jobdir: Path) -> None:
+    text = MINIMAL + '[resources]\nmode = "auto"\n[model]\npath = "m"\n[executor]\nkind = "ray"\n'
+    assert "[resources].mode: sizes GPUs from this machine's; with [executor] kind = 'ray'" in error_of(
+        write(jobdir, text)
+    )
