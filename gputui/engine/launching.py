@@ -261,9 +261,8 @@ class Launching:
         self._watch(live)
         self.meter.start(live.key, len(gpus), now)
         if self.cluster is not None:  # its stand-in here; the command runs where the cluster places it
-            argv = remote_task.command(
-                self.job.executor, argv, self.paths.root, self._gpus_needed(task), self.job.stop_grace_s
-            )
+            asked, grace = self._gpus_needed(task), self.job.stop_grace_s
+            argv = remote_task.command(self.job.executor, argv, self.paths.root, task.id, number, asked, grace)
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)
         return spec, live
 

@@ -16,17 +16,17 @@ stops with it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import selectors
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# The client side (connect, ask, ensure) is imported by every attempt's stand-in, which must start fast:
+# what only the bridge or a bridge's start needs (selectors, fcntl, subprocess, ray) is imported there.
 
 IDLE_S = 30.0  # a bridge nobody has needed this long leaves (and a private cluster stops)
 START_TIMEOUT_S = 120.0  # joining a cluster, or starting a private one, within this long
@@ -67,6 +67,8 @@ def ensure(run_dir: Path, address: str, num_gpus: int | None) -> socket.socket:
     s = connect(run_dir, address, num_gpus)
     if s is not None:
         return s
+    import subprocess
+
     log = Path(run_dir) / "logs" / "ray-bridge.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     folder(run_dir).mkdir(parents=True, exist_ok=True)
@@ -164,6 +166,8 @@ def _reachable(address: str) -> None:
 
 class Bridge:
     def __init__(self, run_dir: Path, address: str, num_gpus: int | None, ray) -> None:
+        import selectors
+
         from gputui.executors import ray_runner
 
         self.run_dir = run_dir
@@ -173,9 +177,10 @@ class Bridge:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(address_of(run_dir, address, num_gpus))
         self.listener.listen(256)
-        self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.readable = selectors.EVENT_READ
+        self.sel.register(self.listener, self.readable, self._accept)
         self.done_r, self.done_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.sel.register(self.done_r, selectors.EVENT_READ, self._finished)
+        self.sel.register(self.done_r, self.readable, self._finished)
         self.buffers: dict[socket.socket, bytes] = {}
         self.running: dict[socket.socket, tuple[object, dict]] = {}  # connection -> (its Ray task, request)
         self.ended: list[tuple[socket.socket, dict]] = []  # answers made in Ray's threads, sent from ours
@@ -197,7 +202,7 @@ class Bridge:
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
         self.buffers[conn] = b""
-        self.sel.register(conn, selectors.EVENT_READ, self._read)
+        self.sel.register(conn, self.readable, self._read)
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -271,6 +276,8 @@ def _append(path: str, word: str) -> None:
 
 
 def main(argv: list[str], say: Callable[[str], None] = print) -> int:
+    import fcntl
+
     run_dir, address, num_gpus = Path(argv[0]), argv[1], int(argv[2]) if len(argv) > 2 and argv[2] else None
     folder(run_dir).mkdir(parents=True, exist_ok=True)
     name = address_of(run_dir, address, num_gpus).removeprefix("\0")

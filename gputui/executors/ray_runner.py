@@ -71,7 +71,8 @@ def _watch(proc: subprocess.Popen, signals: str, grace: float) -> int:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             kill_at = float("inf")
-        time.sleep(POLL_S)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(POLL_S)  # returns as the command ends
     return code
 
 

@@ -1,23 +1,21 @@
 """The local stand-in for one attempt that runs on a cluster: the worker its waiter spawns and watches.
 
-    python -m gputui.executors.remote_task --run-dir D --address A [--num-gpus N] --gpus G --grace S -- argv...
+    python -S -P .../remote_task.py --run-dir D --task T --attempt N --address A [--num-gpus N]
+        --gpus G --grace S -- argv...
 
-It carries the attempt's tags like any worker, so ownership, kills, pauses, adoption after a crash and
+Its waiter records it as the attempt's worker, so ownership, kills, pauses, adoption after a crash and
 the journal treat it as the attempt: it asks the run's Ray bridge to run `argv` on the cluster with G
 GPUs, turns the signals it gets into words in the attempt's signal file (SIGTERM -> TERM, SIGTSTP ->
 STOP, SIGCONT -> CONT), which the runner on the node applies to the whole tree, and exits as the remote
-command did (by the same signal, if a signal ended it). Light on purpose: no Ray here.
+command did (by the same signal, if a signal ended it). One starts per attempt, so it starts fast: run
+without site (-S), it imports only the standard library and the bridge's client side.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
-from pathlib import Path
-
-from gputui.executors import ownership, ray_bridge
 
 LOST = 255  # the bridge went away before the attempt's end was known: a failure, retried as one
 _WORDS = {signal.SIGTERM: "TERM", signal.SIGINT: "TERM", signal.SIGHUP: "TERM", signal.SIGTSTP: "STOP"}
@@ -25,26 +23,29 @@ _WORDS[signal.SIGCONT] = "CONT"
 _LOCAL = ("CUDA_VISIBLE_DEVICES",)  # the cluster chooses these; everything else goes along, as sbatch does
 
 
-def command(executor, argv: list[str], run_dir: Path, gpus: int, grace: float) -> list[str]:
+def command(executor, argv: list[str], run_dir, task_id: str, number: int, gpus: int, grace: float) -> list[str]:
     """The stand-in's command line for an attempt of `argv` (`executor`: the job's ExecutorSpec)."""
     declared = [] if executor.num_gpus is None else ["--num-gpus", str(executor.num_gpus)]
-    where = ["--run-dir", str(run_dir), "--address", executor.address, *declared]
-    where += ["--gpus", str(gpus), "--grace", f"{grace:g}"]
-    return [sys.executable, "-P", "-m", "gputui.executors.remote_task", *where, "--", *argv]
+    where = ["--run-dir", str(run_dir), "--task", task_id, "--attempt", str(number), "--address", executor.address]
+    where += [*declared, "--gpus", str(gpus), "--grace", f"{grace:g}"]
+    return [sys.executable, "-S", "-P", os.path.abspath(__file__), *where, "--", *argv]
+
+
+def _options(args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`--key value` pairs up to `--`, then the command (argparse alone would double the start-up time)."""
+    cut = args.index("--")
+    pairs = args[:cut]
+    return {pairs[i].removeprefix("--"): pairs[i + 1] for i in range(0, len(pairs), 2)}, args[cut + 1 :]
 
 
 def main(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="gputui-remote-task")
-    p.add_argument("--run-dir", type=Path, required=True)
-    p.add_argument("--address", default="auto")
-    p.add_argument("--num-gpus", type=int, default=None)
-    p.add_argument("--gpus", type=float, default=0)
-    p.add_argument("--grace", type=float, default=10.0)
-    p.add_argument("argv", nargs=argparse.REMAINDER)
-    a = p.parse_args(args)
-    argv = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
-    task, number = os.environ[ownership.TAG_TASK], int(os.environ[ownership.TAG_ATTEMPT])
-    signals = ray_bridge.signals_path(a.run_dir, task, number)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    from gputui.executors import ray_bridge
+
+    o, argv = _options(args)
+    run_dir, number = o["run-dir"], int(o["attempt"])
+    num_gpus = int(o["num-gpus"]) if "num-gpus" in o else None
+    signals = ray_bridge.signals_path(run_dir, o["task"], number)
 
     def forward(signum, _frame):
         with open(signals, "a") as f:
@@ -53,20 +54,20 @@ def main(args: list[str]) -> int:
     for sig in _WORDS:
         signal.signal(sig, forward)
     try:
-        sock = ray_bridge.ensure(a.run_dir, a.address, a.num_gpus)
+        sock = ray_bridge.ensure(run_dir, o["address"], num_gpus)
     except ray_bridge.RayUnavailable as e:
         print(f"gputui: {e}", flush=True)
         return 127
     request = {
         "op": "run",
-        "task": task,
+        "task": o["task"],
         "n": number,
         "argv": argv,
         "env": {k: v for k, v in os.environ.items() if k not in _LOCAL and not k.startswith("RAY_")},
         "log": os.readlink("/proc/self/fd/1"),  # the attempt's log: its waiter opened it for us
         "cwd": os.getcwd(),
-        "gpus": a.gpus,
-        "grace": a.grace,
+        "gpus": float(o["gpus"]),
+        "grace": float(o["grace"]),
         "signals": str(signals),
     }
     try:
