@@ -7,13 +7,14 @@ Ray sets CUDA_VISIBLE_DEVICES for the task; the command gets it with the run's t
 its processes carry the scheduler UUID, task id and attempt like local ones. Output goes to the
 attempt's log in the run directory (a filesystem the nodes share, as Slurm's output files do). Signals
 arrive through the signal file, written by whoever holds the attempt (its stand-in, the bridge), so the
-whole tree on its node is paused, resumed or ended, not only the process Ray knows.
+whole tree on its node is paused, resumed or ended, not only the process Ray knows. When run() ends,
+however it ends, the tree is killed; if the Ray worker itself is killed (its task cancelled with force, its
+owner gone), Ray ends the worker's child, the command's first process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -22,7 +23,6 @@ import time
 
 POLL_S = 0.05  # how often the command and the signal file are looked at
 SIGNALS = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
-_PR_SET_PDEATHSIG = 1
 
 
 def run(argv: list[str], env: dict[str, str], log: str, cwd: str, signals: str, grace: float) -> int:
@@ -41,7 +41,6 @@ def run(argv: list[str], env: dict[str, str], log: str, cwd: str, signals: str, 
                 stdout=out,
                 stderr=out,
                 start_new_session=True,  # one process group: the whole tree gets each signal
-                preexec_fn=_die_with_parent,
             )
         except OSError as e:
             out.write(f"gputui: cannot run {argv[0]!r} in {cwd}: {e.strerror}\n".encode())
@@ -82,9 +81,3 @@ def _new_words(path: str, seen: int) -> list[str]:
             return f.read().split()[seen:]
     except OSError:
         return []
-
-
-def _die_with_parent() -> None:
-    """If the Ray worker is killed (its task cancelled, its owner gone), the command gets SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -31,6 +31,11 @@ def command(executor, argv: list[str], run_dir, task_id: str, number: int, gpus:
     return [sys.executable, "-S", "-P", os.path.abspath(__file__), *where, "--", *argv]
 
 
+def is_standin(argv: list[str]) -> bool:
+    """Whether `argv` is a stand-in's command line (which a waiter may run by forking itself)."""
+    return argv[:4] == [sys.executable, "-S", "-P", os.path.abspath(__file__)]
+
+
 def _options(args: list[str]) -> tuple[dict[str, str], list[str]]:
     """`--key value` pairs up to `--`, then the command (argparse alone would double the start-up time)."""
     cut = args.index("--")
