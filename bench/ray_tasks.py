@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +23,10 @@ import textwrap
 import time
 from pathlib import Path
 
-ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.ray_cluster import RAY_ENV, ray_head  # noqa: E402 - after the path it is found on
 
 PLAIN = """
 import subprocess, sys, time, ray
@@ -45,12 +45,6 @@ print(time.perf_counter() - t)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", type=int, default=500)
@@ -62,30 +56,20 @@ def main() -> int:
     except ImportError:
         print("needs Ray: pip install -e '.[ray]'")
         return 1
-    os.environ.update(ENV)
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    head = [
-        ray_cli, "start", "--head", f"--num-gpus={a.gpus}", f"--num-cpus={a.gpus}", f"--port={port}",
-        "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-    ]  # fmt: skip
-    subprocess.run(head, check=True, capture_output=True)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            (folder / "plain.py").write_text(PLAIN)
-            plain_run = [sys.executable, folder / "plain.py", address]
-            subprocess.run([*plain_run, "8", "reuse"], check=True, capture_output=True)  # the workers warm
-            plain = {}
-            for how in ("default", "reuse") if a.ray_default else ("reuse",):
-                out = subprocess.run([*plain_run, str(a.tasks), how], check=True, capture_output=True, text=True)
-                plain[how] = float(out.stdout.split()[-1])
-            (folder / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(a.tasks)))
-            job = folder / "job.toml"
-            job.write_text(
-                textwrap.dedent(f"""
+    os.environ.update(RAY_ENV)
+    with ray_head(gpus=a.gpus, cpus=a.gpus) as address, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "plain.py").write_text(PLAIN)
+        plain_run = [sys.executable, folder / "plain.py", address]
+        subprocess.run([*plain_run, "8", "reuse"], check=True, capture_output=True)  # the workers warm
+        plain = {}
+        for how in ("default", "reuse") if a.ray_default else ("reuse",):
+            out = subprocess.run([*plain_run, str(a.tasks), how], check=True, capture_output=True, text=True)
+            plain[how] = float(out.stdout.split()[-1])
+        (folder / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(a.tasks)))
+        job = folder / "job.toml"
+        job.write_text(
+            textwrap.dedent(f"""
                 [job]
                 name = "bench"
                 command = "true"
@@ -98,13 +82,10 @@ def main() -> int:
                 kind = "ray"
                 address = "{address}"
                 """)
-            )
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "gputui", "run", "--jobs", job, "--quiet"], check=True)
-            ours = time.perf_counter() - t
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
-        shutil.rmtree(temp, ignore_errors=True)
+        )
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gputui", "run", "--jobs", job, "--quiet"], check=True)
+        ours = time.perf_counter() - t
     n = a.tasks
     print(f"{n} tiny tasks (`true`, 1 GPU each, {a.gpus} GPUs declared) on a local Ray head:")
     for how, what in (("default", "Ray's default for GPU tasks"), ("reuse", "workers reused, max_calls=0")):

@@ -259,9 +259,10 @@ class Launching:
         live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, waiter.ref)
         live.handle = waiter
         self._watch(live)
-        self.meter.start(live.key, len(gpus), now)
+        asked = len(gpus) if self.cluster is None else self._gpus_needed(task)
+        self.meter.start(live.key, asked, now)  # GPU-hours: the GPUs given, here or by the cluster
         if self.cluster is not None:  # its stand-in here; the command runs where the cluster places it
-            asked, grace = self._gpus_needed(task), self.job.stop_grace_s
+            grace = self.job.stop_grace_s
             argv = remote_task.command(self.job.executor, argv, self.paths.root, task.id, number, asked, grace)
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)
         return spec, live

@@ -10,13 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -24,27 +20,16 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests import ray_cluster
 from tests.conftest import gone, gputui, gputui_bg, proc_state, wait_for
 from tests.integration.test_job_kinds import EXPECTED, Kinds, results
-
-RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's node address: 127.0.0.1, not the LAN's
-    "RAY_AUTH_MODE": "token",  # a token of the tests' own, whatever ~/.ray holds
-    "RAY_AUTH_TOKEN": secrets.token_hex(32),
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ray_env():
     """Every Ray process of these tests (the head, the bridges, a foreign driver) inherits RAY_ENV."""
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
+    saved = {k: os.environ.get(k) for k in ray_cluster.RAY_ENV}
+    os.environ.update(ray_cluster.RAY_ENV)
     yield
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -52,22 +37,9 @@ def ray_env():
 
 @pytest.fixture(scope="module")
 def ray_head(ray_env):
-    """`ray start --head` with 4 fake GPUs on loopback; its address. Stopped (and its folder removed) after."""
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    port = _free_port()
-    ray = [str(Path(sys.executable).parent / "ray")]
-    start = [
-        *ray, "start", "--head", "--num-gpus=4", "--num-cpus=4", f"--port={port}", "--node-ip-address=127.0.0.1",
-        "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-    ]  # fmt: skip
-    r = subprocess.run(start, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=120)
-        subprocess.run(["pkill", "-f", "gputui.executors.ray_bridge"], capture_output=True)
-        shutil.rmtree(temp, ignore_errors=True)
+    """A Ray head with 4 fake GPUs on loopback, for the module's tests; its address."""
+    with ray_cluster.ray_head(gpus=4) as address:
+        yield address
 
 
 def on_ray(address: str) -> str:
@@ -104,6 +76,8 @@ def test_shards_run_as_ray_tasks_each_on_its_own_gpu(ray_head, make_job):
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(40)})  # coverage: none lost, none twice
     log = (make_job.run_dir / "logs" / "shard-0.attempt1.log").read_text()
     assert "gputui: on Ray node" in log
+    status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
+    assert all(t["gpu_seconds"] > 0 for t in status["tasks"]), "GPU time is accounted for the GPU Ray gave"
 
 
 def test_a_sweep_and_a_pipeline_run_on_ray(ray_head, tmp_path):
@@ -263,7 +237,7 @@ def test_a_private_cluster_starts_for_the_run_and_stops_after_it(ray_env, make_j
 
 
 def test_an_unreachable_cluster_is_a_clear_error(make_job):
-    port = _free_port()  # nothing listens there
+    port = ray_cluster.free_port()  # nothing listens there
     job = shard_job(make_job, f"127.0.0.1:{port}", ids=4, num_workers=1, gpus_per_worker=1)
     r = gputui("run", "--jobs", job, timeout=120)
     assert r.returncode != 0
