@@ -115,7 +115,10 @@ def ask(sock: socket.socket, request: dict) -> dict:
 def capacity(run_dir: Path, address: str, num_gpus: int | None) -> dict:
     """The cluster's GPUs, CPUs and nodes, as Ray counts them."""
     with ensure(run_dir, address, num_gpus) as s:
-        return ask(s, {"op": "capacity"})
+        found = ask(s, {"op": "capacity"})
+    if "gpus" not in found:
+        raise RayUnavailable(found.get("why") or f"the Ray bridge did not say what the cluster holds: {found}")
+    return found
 
 
 def leave(run_dir: Path, address: str, num_gpus: int | None) -> None:
@@ -215,7 +218,11 @@ class Bridge:
         self.buffers[conn] += data
         while b"\n" in self.buffers.get(conn, b""):
             line, self.buffers[conn] = self.buffers[conn].split(b"\n", 1)
-            self._handle(conn, json.loads(line))
+            try:
+                self._handle(conn, json.loads(line))
+            except Exception as e:  # a bad request, or Ray refusing a task: that caller is told, others go on
+                with contextlib.suppress(OSError):
+                    _send(conn, {"exit": 255, "why": f"the Ray bridge could not run it: {type(e).__name__}: {e}"})
 
     def _handle(self, conn: socket.socket, req: dict) -> None:
         if req.get("op") == "capacity":
