@@ -175,10 +175,11 @@ class Launching:
         except (ray_bridge.RayUnavailable, OSError) as e:
             raise Infeasible(f"{self.job.path}: [executor]: {e}") from None
         need = max([self.job.resources.gpus_per_worker, *self.needs.values()])
-        if need > found["gpus"]:
+        if need > found["node_gpus"]:
             raise Infeasible(
-                f"{self.job.path}: [resources].gpus_per_worker = {need}, but the Ray cluster at "
-                f"{spec.address!r} has {found['gpus']:g} GPU(s) in all; no task could ever start"
+                f"{self.job.path}: [resources].gpus_per_worker = {need}, but no node of the Ray cluster at "
+                f"{spec.address!r} has that many (the largest has {found['node_gpus']:g}, "
+                f"{found['gpus']:g} in all); a task's GPUs are on one node, so no task could ever start"
             )
         return found
 

@@ -228,7 +228,9 @@ class Bridge:
         if req.get("op") == "capacity":
             total = self.ray.cluster_resources()
             nodes = [n for n in self.ray.nodes() if n.get("Alive")]
-            _send(conn, {"gpus": total.get("GPU", 0), "cpus": total.get("CPU", 0), "nodes": len(nodes)})
+            largest = max((n.get("Resources", {}).get("GPU", 0) for n in nodes), default=0)
+            found = {"gpus": total.get("GPU", 0), "cpus": total.get("CPU", 0), "nodes": len(nodes)}
+            _send(conn, found | {"node_gpus": largest})  # a task's GPUs must fit on one node
         elif req.get("op") == "leave":
             self.leaving = True
             _send(conn, {"ok": True})

@@ -243,3 +243,12 @@ def test_an_unreachable_cluster_is_a_clear_error(make_job):
     assert r.returncode != 0
     assert f"{job}: [executor]: cannot reach the Ray cluster at '127.0.0.1:{port}'" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_a_task_asking_more_gpus_than_any_node_has_is_refused_before_launch(ray_head, make_job):
+    job = shard_job(make_job, ray_head, ids=4, num_workers=1, gpus_per_worker=5)
+    r = gputui("run", "--jobs", job, timeout=120)
+    assert r.returncode != 0
+    assert "gpus_per_worker = 5, but no node of the Ray cluster" in r.stderr + r.stdout
+    assert "the largest has 4" in r.stderr + r.stdout
+    assert not make_job.events(), "nothing was launched"
