@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gputui.tui.refresh import Gatherer
+from gputui.views.runview import RunView
 from tests import ray_cluster
 from tests.conftest import gone, gputui, gputui_bg, proc_state, wait_for
 from tests.integration.test_job_kinds import EXPECTED, Kinds, results
@@ -78,6 +80,9 @@ def test_shards_run_as_ray_tasks_each_on_its_own_gpu(ray_head, make_job):
     assert "gputui: on Ray node" in log
     status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
     assert all(t["gpu_seconds"] > 0 for t in status["tasks"]), "GPU time is accounted for the GPU Ray gave"
+    # The app looking at the run says where its GPUs are, instead of probing this machine's.
+    shown = Gatherer(RunView(make_job.run_dir), None, None).gather()
+    assert shown.gpus == [] and "this run's tasks run on a ray cluster" in shown.gpu_error
 
 
 def test_a_sweep_and_a_pipeline_run_on_ray(ray_head, tmp_path):
