@@ -173,7 +173,6 @@ class Bridge:
 
         from gputui.executors import ray_runner
 
-        self.run_dir = run_dir
         self.ray = ray
         self.remote = ray.remote(max_retries=0)(ray_runner.run)
         self.sel = selectors.DefaultSelector()
