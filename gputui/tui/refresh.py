@@ -86,10 +86,6 @@ def sized_plan(job: JobSpec, plan: PlannedRun, gpus: list[GpuSnapshot]) -> Plann
         return replace(plan, no_fit=f"{mode}: {str(e).splitlines()[0]}")
 
 
-class OnCluster(Exception):
-    """The run's GPUs are a cluster's, not this machine's: there is nothing here to probe."""
-
-
 class Gatherer:
     """Holds what lives across refreshes: the run view, the GPU probe (opened on first use, the way the
     run was started when no `--simulate` is given), the CPU sampler, the last run snapshot, and before
@@ -153,18 +149,17 @@ class Gatherer:
         gpus, error = [], None
         cluster = run.meta.get("executor", "local") if run is not None else "local"
         try:
-            if self.probe is None and cluster != "local" and not self.simulate:
-                raise OnCluster(
+            if self.probe is None and cluster != "local" and not self.simulate:  # nothing here to probe
+                error = (
                     f"this run's tasks run on a {cluster} cluster (each log's first line names its node and "
                     "GPUs); the cluster's GPU panels are not shown yet"
                 )
-            if self.probe is None:
-                # A run remembers how its GPUs were probed: re-attaching needs no --simulate.
-                simulate = self.simulate or (run.meta.get("simulate") if run is not None else None)
-                self.probe = open_probe(simulate, load=self._simulated_load)
-            gpus = self.probe.snapshot()
-        except OnCluster as e:
-            error = str(e)
+            else:
+                if self.probe is None:
+                    # A run remembers how its GPUs were probed: re-attaching needs no --simulate.
+                    simulate = self.simulate or (run.meta.get("simulate") if run is not None else None)
+                    self.probe = open_probe(simulate, load=self._simulated_load)
+                gpus = self.probe.snapshot()
         except NoGpuError as e:
             error = str(e).splitlines()[0] + " (try --simulate 4x24)"
         except Exception as e:  # a flaky driver must not take the app down
