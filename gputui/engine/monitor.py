@@ -102,11 +102,11 @@ def describe_ghost(p: GpuProcessInfo) -> str:
     return f"{held} held by ended task {p.task_id} (pid {p.pid})"
 
 
-def reservations(snapshots: Sequence[GpuSnapshot]) -> dict[int, dict]:
+def reservations(snapshots: Sequence[GpuSnapshot], claims: Reservations | None = None) -> dict[int, dict]:
     """GPU index -> the note of the gputui run of this user holding it (job, task, scheduler, pid)."""
     keys = {gpu_key(g): g.index for g in snapshots}
     try:
-        held = Reservations().holders(list(keys))
+        held = (claims or Reservations()).holders(list(keys))
     except OSError:
         return {}
     return {keys[key]: note for key, note in held.items()}

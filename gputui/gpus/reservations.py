@@ -42,10 +42,11 @@ def gpu_key(gpu: GpuSnapshot) -> str:
 class Reservations:
     def __init__(self, folder: Path | None = None):
         self.folder = folder or lock_dir()
+        self._prefix = os.path.join(self.folder, "")  # paths as strings: `holders` runs every refresh
         self._made = False
 
-    def _path(self, key: str) -> Path:
-        return self.folder / f"{key}.lock"
+    def _path(self, key: str) -> str:
+        return f"{self._prefix}{key}.lock"
 
     def claim(self, key: str) -> int | None:
         """An open, flocked descriptor for this GPU, or None if another holder has it. The holder then

@@ -22,6 +22,7 @@ from gputui.engine.monitor import (
 from gputui.engine.run_modes import size_gpus
 from gputui.gpus.detect import open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
+from gputui.gpus.reservations import Reservations
 from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.jobs.gpu_plan import NoFit
 from gputui.jobs.loader import load_jobspec
@@ -102,6 +103,7 @@ class Gatherer:
         self.job_path = job_path
         self.run: RunSnapshot | None = None
         self._cpu = CpuSampler()
+        self._claims = Reservations()
         self._job: JobSpec | None = None
         self._plan: PlannedRun | None = None
         self._plan_stamp: tuple | None = None
@@ -166,7 +168,7 @@ class Gatherer:
             error = f"GPU probe failed: {e}"
         scheduler_id = run.scheduler_id if run else None
         processes = gpu_processes(gpus, scheduler_id, self._cpu) if gpus else []
-        held = reservations(gpus)
+        held = reservations(gpus, self._claims)
         monitor = self.view is None
         if monitor:
             processes += simulated_holders(gpus, held)

@@ -305,6 +305,7 @@ def planned_run(job, plan) -> PlannedRun:
 class RunView:
     def __init__(self, run_dir: str | Path):
         self.paths = RunPaths(Path(run_dir).resolve())
+        self._db_files = (str(self.paths.db), f"{self.paths.db}-wal")  # stat'ed every refresh
         self._store: Store | None = None
         self._progress = ProgressTracker()
         self._alerts = AlertReader(self.paths.alerts, from_end=True)  # what happened before we looked is old
@@ -398,7 +399,7 @@ class RunView:
     def _read_state(self) -> tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]]:
         """Meta, tasks and attempts by task; read again only when the database or its WAL changed (two
         stats instead of three queries, for a run that is idle or between commits), or every 10 s."""
-        stamp = tuple(_stamp(p) for p in (self.paths.db, Path(f"{self.paths.db}-wal")))
+        stamp = tuple(_stamp(p) for p in self._db_files)
         now = time.monotonic()
         if self._state is None or stamp != self._state_stamp or now - self._state_at >= 10.0:
             store = self._store
