@@ -130,7 +130,8 @@ class Controller:
         attempt = self.live_attempt(task)
         # Parents first, then once more for children forked meanwhile. On a cluster the attempt's stand-in
         # takes SIGTSTP (which it can catch, unlike SIGSTOP) to the runner that stops the tree on its node.
-        stop = signal.SIGSTOP if self.store.meta("executor", "local") == "local" else signal.SIGTSTP
+        executor = self.store.meta("executor", "local")
+        stop = signal.SIGSTOP if executor == "local" else signal.SIGTSTP
         sent = self.signal_trees([(task, attempt)], stop).get(task.id, [])
         sent += self.signal_trees([(task, attempt)], stop).get(task.id, [])
         if not sent:
@@ -138,6 +139,8 @@ class Controller:
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PAUSED)
             self.store.update_attempt(task.id, attempt.number, status=Status.PAUSED)
+        if executor != "local":
+            return f"{task.id}: paused on the {executor} cluster (its log says how: suspended, held or stopped)"
         return f"{task.id}: paused {len({r.pid for r in sent})} process(es); its GPU memory stays allocated"
 
     def resume(self, task: TaskRecord) -> str:

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from gputui.engine.attempt import WAITING, Infeasible, Live
@@ -16,7 +17,7 @@ from gputui.engine.logtail import LogTail
 from gputui.engine.monitor import draining
 from gputui.engine.placement import place, usable_gpus, why_waiting
 from gputui.engine.rundir import RunPaths
-from gputui.executors import ownership, ray_bridge, remote_task
+from gputui.executors import ownership, ray_bridge, remote_task, slurm
 from gputui.executors.journal import AttemptEnds
 from gputui.executors.local import LaunchFailed, LaunchSpec
 from gputui.gpus.detect import describe
@@ -25,7 +26,7 @@ from gputui.gpus.reservations import Reservations
 from gputui.jobs import oom, pipeline, sweep
 from gputui.jobs.oom import batch_for, gpus_for
 from gputui.jobs.spec import JobSpec
-from gputui.jobs.tasks import STEP, TRIAL, Status, TaskRecord
+from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
 from gputui.jobs.templates import render_command
 
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
@@ -125,13 +126,14 @@ class Launching:
                 continue  # stale heap entry
             seen.add(task_id)
             not_due = t.status == Status.RETRYING and (t.next_try_at or 0) > now
-            blocked = any(self.tasks[d].status != Status.DONE for d in t.after if d in self.tasks)
+            blocked = any(not self._may_follow(d) for d in t.after if d in self.tasks)
             if task_id in self.live or task_id in lingering or not_due or blocked:
                 later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
         if self.cluster is not None:  # the cluster places them: as many start as there are slots
-            launches.extend(self._record_launch(t, (), now, []) for t in ready)
+            new = [self._record_launch(t, (), now, []) for t in ready]
+            launches.extend(self._submit_to_slurm(new) if self.job.executor.kind == "slurm" else new)
             for entry in later:
                 heapq.heappush(self.waiting, entry)
             return
@@ -162,29 +164,96 @@ class Launching:
                 self.out.info(f"waiting for GPUs: {reason}")
                 self._waiting_said = reason
 
+    def _may_follow(self, dep: str) -> bool:
+        """Whether a task waiting for `dep` may be launched: once `dep` is done, or on Slurm while `dep`'s
+        job is queued (the follower's job then waits in Slurm with afterok, and starts as `dep` ends well)."""
+        status = self.tasks[dep].status
+        return status == Status.DONE or (status == Status.RUNNING and dep in self.slurm_jobs)
+
+    def _submit_to_slurm(self, new: list[tuple[LaunchSpec, Live]]) -> list[tuple[LaunchSpec, Live]]:
+        """One sbatch per launch: shards as one job array (per GPU count), each trial or step a job of its
+        own (a step with afterok on the jobs of the steps it waits for). Each attempt's launch becomes its
+        stand-in for its job, or for why sbatch refused it (it then fails with that reason, and is retried)."""
+        groups: dict[tuple, list[tuple[LaunchSpec, Live]]] = {}
+        for spec, live in new:
+            task = self.tasks[spec.task_id]
+            key = ("array", self._gpus_needed(task)) if task.kind == SHARD else ("job", spec.task_id)
+            groups.setdefault(key, []).append((spec, live))
+        out, e = [], self.job.executor
+        base = self.executor.env
+        for (shape, _), group in groups.items():
+            first = self.tasks[group[0][0].task_id]
+            after = tuple(sorted({self.slurm_jobs[d] for d in first.after if self.tasks[d].status != Status.DONE}))
+            elements = [self._slurm_element(spec, base) for spec, _ in group]
+            args = slurm.sbatch_args(
+                name=self.job.name,
+                scheduler_id=self.scheduler_id,
+                run_dir=self.paths.root,
+                gpus=self._gpus_needed(first),
+                partition=e.partition,
+                extra=e.extra_args,
+                elements=len(elements),
+                array=shape == "array",
+                throttle=self.job.resources.max_parallel,
+                after=after,
+            )
+            job, error = None, ""
+            try:
+                job = slurm.submit(args, slurm.write_batch(self.paths.root, elements))
+            except (slurm.SlurmUnavailable, OSError) as err:
+                error = f"cannot submit to Slurm: {err}"
+                self.out.info(f"{len(group)} task(s) not submitted: {error}")
+            for i, (spec, live) in enumerate(group):
+                jid = None if job is None else f"{job}_{i}" if shape == "array" else job
+                if jid is not None:
+                    slurm.attempt_file(self.paths.root, spec.task_id, spec.number, "job").write_text(jid)
+                    self.slurm_jobs[spec.task_id] = jid
+                argv = remote_task.slurm_command(
+                    self.paths.root, spec.task_id, spec.number, spec.grace, self.scheduler_id, jid, error
+                )
+                out.append((replace(spec, argv=argv), live))
+        return out
+
+    def _slurm_element(self, spec: LaunchSpec, base: Mapping[str, str]) -> dict:
+        """What the runner on the node needs for one attempt. sbatch hands the job this process's
+        environment; the element carries only what the attempt's differs in (the run's env, its tags)."""
+        env = {k: v for k, v in {**base, **spec.env}.items() if os.environ.get(k) != v}
+        env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm's choice
+        files = {w: str(slurm.attempt_file(self.paths.root, spec.task_id, spec.number, w)) for w in slurm.FILES}
+        return {"task": spec.task_id, "argv": list(spec.argv), "env": env, "log": str(spec.log_path),
+                "cwd": str(self.job.workdir), "grace": spec.grace, **files}  # fmt: skip
+
     def _gpus_needed(self, task: TaskRecord) -> int:
         """The policy's GPUs per worker, a pipeline step's own, or twice as many per out-of-memory retry."""
         return gpus_for(self.job.retry.on_oom, self.needs.get(task.id, self.policy.gpus_per_worker), task.info)
 
     def _join_cluster(self) -> dict:
-        """The cluster's capacity, asked of the run's bridge (started now if none runs): a cluster that
-        cannot be reached stops the run before anything is launched, saying why."""
+        """The cluster's capacity, asked of the run's Ray bridge (started now if none runs) or of Slurm: a
+        cluster that cannot be reached stops the run before anything is launched, saying why."""
         spec = self.job.executor
         try:
-            found = ray_bridge.capacity(self.paths.root, spec.address, spec.num_gpus)
-        except (ray_bridge.RayUnavailable, OSError) as e:
+            if spec.kind == "slurm":
+                found = vars(slurm.capacity(spec.partition))
+                where = f"Slurm partition {spec.partition!r}" if spec.partition else "Slurm's default partition"
+            else:
+                found = ray_bridge.capacity(self.paths.root, spec.address, spec.num_gpus)
+                where = f"the Ray cluster at {spec.address!r}"
+        except (ray_bridge.RayUnavailable, slurm.SlurmUnavailable, OSError) as e:
             raise Infeasible(f"{self.job.path}: [executor]: {e}") from None
         need = max([self.job.resources.gpus_per_worker, *self.needs.values()])
         if need > found["node_gpus"]:
             raise Infeasible(
-                f"{self.job.path}: [resources].gpus_per_worker = {need}, but no node of the Ray cluster at "
-                f"{spec.address!r} has that many (the largest has {found['node_gpus']:g}, "
-                f"{found['gpus']:g} in all); a task's GPUs are on one node, so no task could ever start"
+                f"{self.job.path}: [resources].gpus_per_worker = {need}, but no node of {where} has that many "
+                f"(the largest has {found['node_gpus']:g}, {found['gpus']:g} in all); a task's GPUs are on one "
+                "node, so no task could ever start"
             )
-        return found
+        return found | {"where": where}
 
     def _cluster_slots(self) -> int:
-        """Attempts at once when [resources].max_parallel is not given: what the cluster can hold."""
+        """Attempts at once when [resources].max_parallel is not given: what the cluster can hold (on
+        Slurm, what may wait in its queue: Slurm starts each as there is room)."""
+        if self.job.executor.kind == "slurm":
+            return slurm.SUBMIT_WINDOW
         gpus = self.job.resources.gpus_per_worker
         return max(1, int(self.cluster["gpus"] // gpus if gpus else self.cluster["cpus"]))
 
@@ -262,7 +331,7 @@ class Launching:
         self._watch(live)
         asked = len(gpus) if self.cluster is None else self._gpus_needed(task)
         self.meter.start(live.key, asked, now)  # GPU-hours: the GPUs given, here or by the cluster
-        if self.cluster is not None:  # its stand-in here; the command runs where the cluster places it
+        if self.cluster is not None and self.job.executor.kind == "ray":  # a stand-in here; the command runs there
             grace = self.job.stop_grace_s
             argv = remote_task.command(self.job.executor, argv, self.paths.root, task.id, number, asked, grace)
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)

@@ -79,6 +79,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self.needs = {step.name: step.gpus for step in steps if step.gpus is not None}
         self.probe: GpuProbe | None = None
         self.cluster: dict | None = None  # a cluster executor's GPUs, CPUs and nodes: it places tasks, not we
+        self.slurm_jobs: dict[str, str] = {}  # task id -> the Slurm job of its attempt this process submitted
         if job.executor.remote:
             self.cluster = self._join_cluster()
             if res.max_parallel is None:
@@ -151,7 +152,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             self._send_alerts()
             self.alerter.close()
             self.executor.close()
-            if self.cluster is not None and not self.detach_requested:
+            if self.job.executor.kind == "ray" and not self.detach_requested:
                 spec = self.job.executor
                 ray_bridge.leave(self.paths.root, spec.address, spec.num_gpus)
             for sig, handler in old.items():
@@ -306,8 +307,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
     def _announce(self) -> None:
         gpus = describe(self.probe) if self.probe is not None else "none (CPU tasks)"
         if self.cluster is not None:
-            c, spec = self.cluster, self.job.executor
-            gpus = f"the {spec.kind} cluster at {spec.address} ({c['gpus']:g} GPU(s), {c['nodes']} node(s))"
+            c = self.cluster
+            gpus = f"{c['where']} ({c['gpus']:g} GPU(s), {c['nodes']} node(s))"
         n = len(self.store.tasks())
         self.out.info(
             f"run {self.job.name} (scheduler {self.scheduler_id[:8]}) in {self.paths.root}: "

@@ -26,6 +26,7 @@ class Ended:
     log_tail: str
     interrupted: bool  # stopped by gputui's own shutdown: not the task's fault
     health: tuple[str, str, bool] | None = None  # stopped by a [health] rule: (rule, reason, may retry)
+    requeue: str | None = None  # it never ran, through no fault of its own (why): run it again, not counted
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ def decide(
     else:
         failure = classify(code, ended.log_tail)
     attempt = {"status": Status.LOST if code is None else Status.FAILED, "reason": failure.reason} | fields
-    if ended.interrupted and ended.health is None:
-        why = "interrupted when gputui stopped"
+    if (ended.interrupted or ended.requeue) and ended.health is None:
+        why = ended.requeue or "interrupted when gputui stopped"
         if code is None and not ended.log_tail:  # recorded, never started: say so, not "exit status unknown"
             attempt["reason"] = "never started: gputui stopped between recording and launching it"
         task_fields = {"status": Status.PENDING, "budget": task.budget + 1, "reason": why} | fields

@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from gputui.engine.signals import write_signal
 from gputui.engine.watching import AttemptWatch
 from gputui.engine.worker_events import read_all
 from gputui.executors import cgroup as cgroups
+from gputui.executors import slurm
 from gputui.executors.journal import AttemptEnds
 from gputui.jobs import kinds
 from gputui.jobs.oom import OomPolicy
@@ -99,6 +101,8 @@ class Settling:
         """Record how an attempt ended; its GPUs stay reserved while any process of it is left."""
         self.live.pop(live.task_id, None)
         self._settle_task(live, ends, manifest_error)
+        if self.job.executor.kind == "slurm" and ends.exit_code in (None, -signal.SIGKILL):
+            self._cancel_slurm_job(live)  # its stand-in was killed: the job must not run on unwatched
         if ends.ended and ends.cleared:
             self.store.update_attempt(live.task_id, live.number, cleared_at=ends.ended_at or time.time())
             self.executor.done(live.key)
@@ -118,6 +122,21 @@ class Settling:
             live.ours = False
             self._watch_lingering(live)
 
+    def _cancel_slurm_job(self, live: Live) -> None:
+        try:
+            job = slurm.attempt_file(self.paths.root, live.task_id, live.number, "job").read_text().strip()
+            if job and slurm.ours(job, self.scheduler_id) is not None:
+                refused = slurm.control("cancel", job)
+                self.out.info(f"{live.task_id}: cancelled Slurm job {job}, its stand-in gone" + (
+                    f" (scancel: {refused})" if refused else ""))  # fmt: skip
+        except (OSError, slurm.SlurmUnavailable) as e:
+            self.out.info(f"{live.task_id}: cannot check its Slurm job: {e}")
+
+    def _not_started(self, live: Live, code: int | None) -> str | None:
+        if self.job.executor.kind == "slurm" and code == slurm.NOT_STARTED:
+            return "Slurm dropped it before it ran (a step it waits for failed); it waits for that step again"
+        return None
+
     def _settle_task(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         if live.log is not None:
             self.out.worker_lines(live.label, live.log.read_lines(flush=True))
@@ -132,6 +151,7 @@ class Settling:
             manifest_error=manifest_error,
             log_tail="" if code == 0 else read_tail(live.log_path),
             interrupted=live.interrupted,
+            requeue=self._not_started(live, code),
             health=None if (b := live.health_break) is None else (b.rule, b.reason, may_retry(self.job.health, b)),
         )
         retry = self.job.retry

@@ -1,6 +1,6 @@
 """The Ray bridge: the one Ray driver of a run, shared by every attempt that runs on the cluster.
 
-    waiter ──► stand-in (remote_task.py) ──unix socket──► bridge ──ray task──► ray_runner.run on a node
+    waiter ──► stand-in (remote_task.py) ──unix socket──► bridge ──ray task──► node_runner.run on a node
                      └────────── the attempt's signal file (pause, resume, end) ──────────┘
 
 Connecting to Ray costs seconds and a hundred MB, so one long-lived driver per run submits every
@@ -171,10 +171,10 @@ class Bridge:
     def __init__(self, run_dir: Path, address: str, num_gpus: int | None, ray) -> None:
         import selectors
 
-        from gputui.executors import ray_runner
+        from gputui.executors import node_runner
 
         self.ray = ray
-        self.remote = ray.remote(max_retries=0)(ray_runner.run)
+        self.remote = ray.remote(max_retries=0)(node_runner.run)
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(address_of(run_dir, address, num_gpus))

@@ -1,10 +1,12 @@
 """The local stand-in for one attempt that runs on a cluster: the worker its waiter spawns and watches.
 
-    python -S -P .../remote_task.py --run-dir D --task T --attempt N --address A [--num-gpus N]
+    python -S -P .../remote_task.py --kind ray --run-dir D --task T --attempt N --address A [--num-gpus N]
         --gpus G --grace S -- argv...
+    python -S -P .../remote_task.py --kind slurm --run-dir D --task T --attempt N --scheduler ID
+        (--job J | --error WHY) --grace S --                      (slurm_task.py: the job is submitted already)
 
 Its waiter records it as the attempt's worker, so ownership, kills, pauses, adoption after a crash and
-the journal treat it as the attempt: it asks the run's Ray bridge to run `argv` on the cluster with G
+the journal treat it as the attempt. On Ray it asks the run's Ray bridge to run `argv` on the cluster with G
 GPUs, turns the signals it gets into words in the attempt's signal file (SIGTERM -> TERM, SIGTSTP ->
 STOP, SIGCONT -> CONT), which the runner on the node applies to the whole tree, and exits as the remote
 command did (by the same signal, if a signal ended it). One starts per attempt, so it starts fast: run
@@ -24,11 +26,19 @@ _LOCAL = ("CUDA_VISIBLE_DEVICES",)  # the cluster chooses these; everything else
 
 
 def command(executor, argv: list[str], run_dir, task_id: str, number: int, gpus: int, grace: float) -> list[str]:
-    """The stand-in's command line for an attempt of `argv` (`executor`: the job's ExecutorSpec)."""
+    """The Ray stand-in's command line for an attempt of `argv` (`executor`: the job's ExecutorSpec)."""
     declared = [] if executor.num_gpus is None else ["--num-gpus", str(executor.num_gpus)]
-    where = ["--run-dir", str(run_dir), "--task", task_id, "--attempt", str(number), "--address", executor.address]
-    where += [*declared, "--gpus", str(gpus), "--grace", f"{grace:g}"]
+    where = ["--kind", "ray", "--run-dir", str(run_dir), "--task", task_id, "--attempt", str(number)]
+    where += ["--address", executor.address, *declared, "--gpus", str(gpus), "--grace", f"{grace:g}"]
     return [sys.executable, "-S", "-P", os.path.abspath(__file__), *where, "--", *argv]
+
+
+def slurm_command(run_dir, task_id: str, number: int, grace: float, scheduler_id: str, job: str | None, error=""):
+    """The Slurm stand-in's command line: for the submitted `job`, or saying why it could not be submitted."""
+    where = ["--kind", "slurm", "--run-dir", str(run_dir), "--task", task_id, "--attempt", str(number)]
+    where += ["--scheduler", scheduler_id, "--grace", f"{grace:g}"]
+    where += ["--job", job] if job else ["--error", error]
+    return [sys.executable, "-S", "-P", os.path.abspath(__file__), *where, "--"]
 
 
 def is_standin(argv: list[str]) -> bool:
@@ -45,9 +55,13 @@ def _options(args: list[str]) -> tuple[dict[str, str], list[str]]:
 
 def main(args: list[str]) -> int:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    o, argv = _options(args)
+    if o["kind"] == "slurm":
+        from gputui.executors import slurm_task
+
+        return _end_as(slurm_task.attend(o))
     from gputui.executors import ray_bridge
 
-    o, argv = _options(args)
     run_dir, number = o["run-dir"], int(o["attempt"])
     num_gpus = int(o["num-gpus"]) if "num-gpus" in o else None
     signals = ray_bridge.signals_path(run_dir, o["task"], number)
@@ -83,7 +97,10 @@ def main(args: list[str]) -> int:
         return LOST
     if answer.get("why"):
         print(f"gputui: {answer['why']}", flush=True)
-    code = int(answer.get("exit", LOST))
+    return _end_as(int(answer.get("exit", LOST)))
+
+
+def _end_as(code: int) -> int:
     if code < 0:  # ended by a signal on its node: end the same way, so the attempt is recorded as it was
         for sig in _WORDS:
             signal.signal(sig, signal.SIG_DFL)

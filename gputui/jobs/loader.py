@@ -47,7 +47,7 @@ _TABLES: dict[str, tuple[str, ...] | None] = {
     "retry": ("max_attempts", "backoff_s", "backoff_max_s", "on_oom"),
     "outputs": ("dir", "pattern", "merged"),
     "alerts": ("command", "idle_minutes", "bell"),
-    "executor": ("kind", "address", "num_gpus"),
+    "executor": ("kind", "address", "num_gpus", "partition", "extra_args"),
     "params": None,  # free-form: name -> value
     "sweep": None,  # checked by jobs/sweep.py
     "pipeline": None,  # checked by jobs/pipeline.py

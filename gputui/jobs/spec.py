@@ -86,10 +86,12 @@ class AlertSpec:
 class ExecutorSpec:
     """Where tasks run (gputui/executors/): this machine, or a cluster engine that places them itself."""
 
-    kind: str = "local"  # "local" | "ray"
+    kind: str = "local"  # "local" | "ray" | "slurm"
     address: str = "auto"  # ray: a running cluster ("auto": the one this machine is part of); "local": a private
     # cluster started for this run and stopped after it
     num_gpus: int | None = None  # ray, address "local": the GPUs the private cluster declares (default: detected)
+    partition: str | None = None  # slurm: where jobs go (default: Slurm's default partition)
+    extra_args: tuple[str, ...] = ()  # slurm: passed to sbatch as given (--time, --account, --qos...)
 
     @property
     def remote(self) -> bool:

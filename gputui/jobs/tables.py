@@ -105,7 +105,8 @@ def alerts(loader: Loader, table: dict[str, Any]) -> AlertSpec:
     )
 
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "slurm")
+_ONLY = {"address": "ray", "num_gpus": "ray", "partition": "slurm", "extra_args": "slurm"}
 
 
 def executor(loader: Loader, table: dict[str, Any]) -> ExecutorSpec:
@@ -113,9 +114,9 @@ def executor(loader: Loader, table: dict[str, Any]) -> ExecutorSpec:
     kind = loader.value(table, "executor", "kind", "str", default="local")
     if kind not in EXECUTORS:
         raise loader.error("[executor].kind", f"expected one of {', '.join(map(repr, EXECUTORS))}, got {kind!r}")
-    for key in ("address", "num_gpus"):
-        if key in table and kind != "ray":
-            raise loader.error(f"[executor].{key}", f'applies to kind = "ray" only (kind is {kind!r})')
+    for key, only in _ONLY.items():
+        if key in table and kind != only:
+            raise loader.error(f"[executor].{key}", f'applies to kind = "{only}" only (kind is {kind!r})')
     address = loader.value(table, "executor", "address", "str", default="auto")
     num_gpus = loader.value(table, "executor", "num_gpus", "int>=0", default=None)
     if num_gpus is not None and address != "local":
@@ -123,7 +124,30 @@ def executor(loader: Loader, table: dict[str, Any]) -> ExecutorSpec:
             "[executor].num_gpus",
             f'declares the GPUs of a private cluster (address = "local"); the cluster at {address!r} has its own',
         )
-    return ExecutorSpec(kind, address, num_gpus)
+    partition = loader.value(table, "executor", "partition", "str", default=None)
+    extra = table.get("extra_args", [])
+    if not isinstance(extra, list) or not all(isinstance(a, str) and a.strip() for a in extra):
+        raise loader.error("[executor].extra_args", f"expected a list of sbatch options as strings, {got(extra)}")
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if name in _SBATCH_OURS:
+            raise loader.error(
+                "[executor].extra_args", f"{name} is gputui's to set ({_SBATCH_OURS[name]}), got {arg!r}"
+            )
+    return ExecutorSpec(kind, address, num_gpus, partition, tuple(extra))
+
+
+_SBATCH_OURS = {
+    "--array": "one array per launch of shards, its throttle from [resources].max_parallel",
+    "--gres": "from [resources].gpus_per_worker",
+    "--gpus": "from [resources].gpus_per_worker",
+    "--dependency": "from the pipeline's `after`",
+    "--comment": "it carries the scheduler's UUID",
+    "--output": "Slurm's messages go to the run directory",
+    "--partition": "set [executor].partition",
+    "--wrap": "the command is the job's",
+    "--parsable": "gputui reads the job id",
+}
 
 
 def relative_name(loader: Loader, keypath: str, name: str, given: str) -> None:

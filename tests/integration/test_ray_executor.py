@@ -61,7 +61,7 @@ def test_shards_run_as_ray_tasks_each_on_its_own_gpu(ray_head, make_job):
     job = shard_job(make_job, ray_head, ids=40, num_workers=8, gpus_per_worker=1, max_parallel=4, sleep=0.5)
     r = gputui("run", "--jobs", job, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"the ray cluster at {ray_head} (4 GPU(s), 1 node(s))" in r.stdout
+    assert f"the Ray cluster at '{ray_head}' (4 GPU(s), 1 node(s))" in r.stdout
     events = make_job.events()
     starts = [e for e in events if e["event"] == "start"]
     assert len(starts) == 8 and {e["attempt"] for e in starts} == {1}

@@ -1,9 +1,10 @@
-"""What runs inside a Ray task on some node: one attempt's command, as a process tree of its own.
+"""What runs on a cluster's node for one attempt (inside a Ray task, or a Slurm job's batch step): the
+attempt's command, as a process tree of its own.
 
-    bridge ──ray task (num_gpus=G)──► run() on a node ──spawn──► the task's command (own session)
-                                          └── polls the attempt's signal file: STOP / CONT / TERM / KILL
+    ray task (num_gpus=G) / slurm batch step ──► run() on a node ──spawn──► the task's command (own session)
+                                                   └── polls the attempt's signal file: STOP / CONT / TERM / KILL
 
-Ray sets CUDA_VISIBLE_DEVICES for the task; the command gets it with the run's tags, so on every node
+The cluster sets CUDA_VISIBLE_DEVICES; the command gets it with the run's tags, so on every node
 its processes carry the scheduler UUID, task id and attempt like local ones. Output goes to the
 attempt's log in the run directory (a filesystem the nodes share, as Slurm's output files do). Signals
 arrive through the signal file, written by whoever holds the attempt (its stand-in, the bridge), so the
@@ -25,13 +26,15 @@ POLL_S = 0.05  # how often the command and the signal file are looked at
 SIGNALS = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
 
-def run(argv: list[str], env: dict[str, str], log: str, cwd: str, signals: str, grace: float) -> int:
+def run(
+    argv: list[str], env: dict[str, str], log: str, cwd: str, signals: str, grace: float, where: str = "Ray node"
+) -> int:
     """The command's exit code, or minus the signal that ended it (as the local waiter records it)."""
     full = {**os.environ, **env}
-    full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # Ray's choice for this task
+    full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the cluster's choice for this task
     with open(log, "ab", buffering=0) as out:
         gpus = full["CUDA_VISIBLE_DEVICES"] or "none"
-        out.write(f"gputui: on Ray node {socket.gethostname()} (pid {os.getpid()}), GPUs {gpus}\n".encode())
+        out.write(f"gputui: on {where} {socket.gethostname()} (pid {os.getpid()}), GPUs {gpus}\n".encode())
         try:
             proc = subprocess.Popen(
                 argv,

@@ -1,0 +1,179 @@
+"""Slurm, through its own commands (sbatch, squeue, sinfo, scontrol, scancel): no daemon of ours.
+
+    scheduler ──sbatch (one array per launch of shards)──► slurmctld ──► slurm_runner.py on a node
+        waiter ──► stand-in (remote_task.py --kind slurm): waits for the attempt's exit file, asks squeue
+                   now and then, turns signals into scontrol suspend/resume, hold/release, scancel
+
+Each submission's elements (one per attempt) are written to `slurm/batch-<n>.json` in the run directory,
+which the nodes share (as they share the logs); the runner on the node writes the attempt's `started`
+and `exit` files there, because Slurm's accounting, which would know the exit status, is often off.
+Every job carries the scheduler's UUID in its comment, and nothing is cancelled, held or suspended
+unless squeue shows that comment on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SUBMIT_WINDOW = 512  # attempts submitted at once when [resources].max_parallel is not given (each has a stand-in)
+FILES = ("started", "exit", "signals")  # per attempt, in slurm/: what the runner on the node writes and reads
+TIMEOUT_S = 60.0  # a busy slurmctld answers slowly; one that does not answer in a minute is down
+NOT_STARTED = 75  # a stand-in's exit: Slurm dropped the job before it ran (a dependency failed): run it again
+
+
+class SlurmUnavailable(RuntimeError):
+    """Slurm's commands are missing or its controller does not answer."""
+
+
+def comment(scheduler_id: str) -> str:
+    return f"gputui:{scheduler_id}"
+
+
+def folder(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "slurm"
+
+
+def attempt_file(run_dir: str | os.PathLike[str], task_id: str, number: int, what: str) -> Path:
+    """The attempt's `job` (its Slurm job id, written at submission), `started`, `exit` or `signals` file."""
+    return folder(run_dir) / f"{task_id}.attempt{number}.{what}"
+
+
+def _run(argv: list[str], what: str) -> str:
+    if shutil.which(argv[0]) is None:
+        raise SlurmUnavailable(f"Slurm's `{argv[0]}` is not on PATH: install Slurm's client commands here")
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(f"`{argv[0]}` did not answer in {TIMEOUT_S:g}s ({what})") from None
+    if r.returncode != 0:
+        said = (r.stderr or r.stdout).strip().splitlines()
+        raise SlurmUnavailable(f"{what}: {said[-1] if said else f'`{argv[0]}` exited {r.returncode}'}")
+    return r.stdout
+
+
+@dataclass(frozen=True)
+class Capacity:
+    gpus: int  # in the partition
+    node_gpus: int  # on its largest node (a task's GPUs are on one node)
+    cpus: int
+    nodes: int
+
+
+def gpu_count(gres: str) -> int:
+    """GPUs in a node's GRES, as sinfo prints it: `gpu:4`, `gpu:a100:2(S:0-1),gpu:v100:1`, `(null)`."""
+    return sum(int(m) for m in re.findall(r"(?:^|,)gpu(?::[^:,()]+)?:(\d+)", gres))
+
+
+def capacity(partition: str | None) -> Capacity:
+    """The partition's nodes, GPUs and CPUs (sinfo); SlurmUnavailable when the controller does not answer."""
+    where = ["-p", partition] if partition else []
+    out = _run(["sinfo", "-h", "-N", *where, "-o", "%N|%G|%c"], f"cannot ask Slurm for partition {partition!r}")
+    nodes: dict[str, tuple[int, int]] = {}
+    for line in out.splitlines():
+        name, gres, cpus = (line.split("|") + ["", ""])[:3]
+        nodes[name] = (gpu_count(gres), int(cpus) if cpus.isdigit() else 1)
+    if not nodes:
+        raise SlurmUnavailable(f"Slurm has no partition {partition!r} (or it has no nodes)" if partition else
+                               "Slurm has no nodes")  # fmt: skip
+    gpus = [g for g, _ in nodes.values()]
+    return Capacity(sum(gpus), max(gpus), sum(c for _, c in nodes.values()), len(nodes))
+
+
+def sbatch_args(
+    *,
+    name: str,
+    scheduler_id: str,
+    run_dir: str | os.PathLike[str],
+    gpus: int,
+    partition: str | None,
+    extra: tuple[str, ...],
+    elements: int,
+    array: bool,
+    throttle: int | None,
+    after: tuple[str, ...] = (),
+) -> list[str]:
+    """sbatch's options for one submission (pure). `array`: the elements are one job array (one job
+    otherwise: `elements` is 1); `throttle`: at most this many of them run at once (`%N`)."""
+    output = folder(run_dir) / ("job-%A_%a.out" if array else "job-%j.out")  # Slurm's own messages
+    args = ["sbatch", "--parsable", f"--job-name=gputui-{name}", f"--comment={comment(scheduler_id)}"]
+    args += [f"--chdir={run_dir}", f"--output={output}", "--open-mode=append", "--kill-on-invalid-dep=yes"]
+    if partition:
+        args.append(f"--partition={partition}")
+    if gpus:
+        args.append(f"--gres=gpu:{gpus}")
+    if array:
+        args.append(f"--array=0-{elements - 1}" + (f"%{throttle}" if throttle else ""))
+    if after:
+        args.append(f"--dependency=afterok:{':'.join(after)}")
+    return [*args, *extra]
+
+
+def submit(args: list[str], batch: Path) -> str:
+    """Submit the runner for `batch` with these sbatch options: the job id."""
+    runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slurm_runner.py")
+    wrap = f"exec {sys.executable} -S -P {runner} {batch}"
+    out = _run([*args, f"--wrap={wrap}"], "sbatch refused the job")
+    return out.strip().split(";")[0]
+
+
+def write_batch(run_dir: str | os.PathLike[str], elements: list[dict]) -> Path:
+    """The elements of one submission, for the runner on the node: `slurm/batch-<n>.json` (a new n each
+    time, made with O_EXCL so two writers never share one)."""
+    d = folder(run_dir)
+    d.mkdir(exist_ok=True)
+    n = sum(name.startswith("batch-") for name in os.listdir(d))
+    while True:
+        path = d / f"batch-{n}.json"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            n += 1
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(elements, f)
+        return path
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str  # PENDING, RUNNING, SUSPENDED, COMPLETING, ... ("" when squeue no longer lists it)
+    reason: str  # why it pends (Priority, Resources, Dependency, DependencyNeverSatisfied, JobHeldUser...)
+    node: str
+    comment: str
+
+
+def job_state(job: str) -> JobState | None:
+    """What squeue says of one job (`123` or an array element `123_4`); None once it has left the queue."""
+    try:
+        out = _run(["squeue", "-h", "-j", job, "-o", "%T|%r|%N|%k"], "squeue")
+    except SlurmUnavailable as e:
+        if "Invalid job id" in str(e):
+            return None
+        raise
+    for line in out.splitlines():
+        state, reason, node, note = (line.split("|", 3) + ["", "", ""])[:4]
+        return JobState(state, reason, node, note)
+    return None
+
+
+def ours(job: str, scheduler_id: str) -> JobState | None:
+    """The job's state if squeue lists it with our comment; None otherwise (gone, or not ours)."""
+    found = job_state(job)
+    return found if found is not None and found.comment == comment(scheduler_id) else None
+
+
+def control(action: str, job: str) -> str | None:
+    """`scontrol suspend|resume|uhold|release JOB`, or `scancel JOB`: None if done, else what Slurm said."""
+    argv = ["scancel", job] if action == "cancel" else ["scontrol", action, job]
+    try:
+        _run(argv, f"{action} {job}")
+    except SlurmUnavailable as e:
+        return str(e)
+    return None

@@ -1,0 +1,166 @@
+"""A Slurm attempt's local stand-in (remote_task.py --kind slurm): waits for the job it was given, as
+the process its waiter watches, and ends as the command on the node did.
+
+Its exit is read from the attempt's `exit` file, which the runner writes into the run directory (a stat
+every POLL_S); squeue is asked only every SQUEUE_S (a hundred stand-ins must not flood the controller),
+to say in the log when the job waits and why, and to notice a job that left the queue without an end
+recorded (cancelled from outside, a time limit, a node lost). Signals become Slurm's actions, only on
+a job squeue shows with this scheduler's comment: SIGTERM cancels a pending job, or asks the runner to
+end the tree (the signal file), then scancel after the grace; SIGTSTP suspends a running job
+(`scontrol suspend`; where that is refused, the runner stops the tree on its node) or holds a pending
+one; SIGCONT undoes it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from gputui.executors import slurm
+
+POLL_S = 0.2
+SQUEUE_S = 10.0
+LOST = 255  # a failure, retried as one
+
+
+class Attendant:
+    def __init__(self, run_dir: str, task: str, number: int, job: str, grace: float, scheduler_id: str):
+        self.job, self.grace, self.scheduler_id = job, grace, scheduler_id
+        self.exit = slurm.attempt_file(run_dir, task, number, "exit")
+        self.started = slurm.attempt_file(run_dir, task, number, "started")
+        self.signals = slurm.attempt_file(run_dir, task, number, "signals")
+        self.asked: list[int] = []  # signals received, acted on by the loop (not in the handler)
+        self.stopping_at: float | None = None
+        self.paused_by = ""  # how a pause was done: "suspend", "hold" or "signal"
+        self.said = ""
+
+    def say(self, line: str) -> None:
+        print(f"gputui: {line}", flush=True)
+
+    def attend(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGCONT):
+            signal.signal(sig, lambda signum, _frame: self.asked.append(signum))
+        next_ask = time.monotonic() + 1.0
+        last: slurm.JobState | None = None
+        while True:
+            code = self._read_exit()
+            if code is not None:
+                return code
+            while self.asked:
+                self._act(self.asked.pop(0))
+            now = time.monotonic()
+            if self.stopping_at is not None and now >= self.stopping_at:
+                self._cancel()  # the runner did not end it in its grace (or never will): Slurm does
+                self.stopping_at = float("inf")
+            if now >= next_ask:
+                next_ask = now + SQUEUE_S
+                try:
+                    state = slurm.job_state(self.job)
+                except slurm.SlurmUnavailable as e:
+                    self._tell(f"cannot ask Slurm about job {self.job}: {e}")
+                    continue
+                if state is None:
+                    return self._gone(last)
+                last = state
+                where = f" on {state.node}" if state.state == "RUNNING" and state.node else ""
+                why = f" ({state.reason})" if state.state == "PENDING" and state.reason not in ("", "None") else ""
+                self._tell(f"Slurm job {self.job}: {state.state.lower()}{where}{why}")
+            time.sleep(POLL_S)
+
+    def _read_exit(self) -> int | None:
+        try:
+            with open(self.exit) as f:
+                return int(json.load(f)["exit"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _gone(self, last: slurm.JobState | None) -> int:
+        """The job left the queue: its end, if the runner recorded it (a shared filesystem may show the
+        file a moment late), else why none was recorded."""
+        for _ in range(25):
+            code = self._read_exit()
+            if code is not None:
+                return code
+            time.sleep(POLL_S)
+        if self.stopping_at is not None:
+            self.say(f"Slurm job {self.job} cancelled")
+            return -signal.SIGTERM
+        if not self.started.exists() and last is not None and last.reason.startswith("Dependency"):
+            self.say(f"Slurm dropped job {self.job}: a step it waits for failed; it runs again after that step")
+            return slurm.NOT_STARTED
+        ran = "after it started" if self.started.exists() else "before it started"
+        self.say(
+            f"Slurm job {self.job} left the queue {ran} without an exit status (cancelled from outside, a time "
+            f"limit or a lost node; Slurm's own messages are in {slurm.folder(self.exit.parent.parent)})"
+        )
+        return LOST
+
+    def _act(self, signum: int) -> None:
+        if signum == signal.SIGTSTP:
+            self._pause()
+        elif signum == signal.SIGCONT:
+            self._resume()
+        elif self.stopping_at is None:
+            self.stopping_at = time.monotonic() + self.grace + 5.0
+            if self.started.exists():
+                self._signal_tree("TERM")  # the runner ends the tree (TERM, then KILL after the grace)
+            else:
+                self._cancel()
+
+    def _pause(self) -> None:
+        if self.paused_by or self._ours() is None:
+            return
+        if not self.started.exists():
+            refused = slurm.control("uhold", self.job)
+            self.paused_by = "" if refused else "hold"
+            self._tell(f"held pending Slurm job {self.job}" if not refused else f"cannot hold: {refused}")
+            return
+        refused = slurm.control("suspend", self.job)
+        if refused is None:
+            self.paused_by = "suspend"
+            self._tell(f"suspended Slurm job {self.job}")
+        else:
+            self.paused_by = "signal"
+            self._signal_tree("STOP")
+            self._tell(f"scontrol suspend refused ({refused}); stopped the job's processes on its node instead")
+
+    def _resume(self) -> None:
+        how, self.paused_by = self.paused_by, ""
+        if how == "signal":
+            self._signal_tree("CONT")
+        elif how and self._ours() is not None:
+            refused = slurm.control("release" if how == "hold" else "resume", self.job)
+            self._tell(f"{'released' if how == 'hold' else 'resumed'} Slurm job {self.job}" + (
+                f": refused ({refused})" if refused else ""))  # fmt: skip
+
+    def _cancel(self) -> None:
+        if self._ours() is not None:
+            refused = slurm.control("cancel", self.job)
+            if refused:
+                self._tell(f"scancel {self.job}: {refused}")
+
+    def _ours(self) -> slurm.JobState | None:
+        try:
+            return slurm.ours(self.job, self.scheduler_id)
+        except slurm.SlurmUnavailable:
+            return None
+
+    def _signal_tree(self, word: str) -> None:
+        with open(self.signals, "a") as f:
+            f.write(word + "\n")
+
+    def _tell(self, line: str) -> None:
+        if line != self.said:
+            self.said = line
+            self.say(line)
+
+
+def attend(o: dict[str, str]) -> int:
+    """The stand-in's body, from remote_task's options (`--job` the Slurm job, or `--error` why there is none)."""
+    if o.get("error"):
+        print(f"gputui: {o['error']}", flush=True)
+        return 127
+    a = Attendant(o["run-dir"], o["task"], int(o["attempt"]), o["job"], float(o["grace"]), o["scheduler"])
+    a.say(f"submitted to Slurm as job {o['job']}")
+    return a.attend()
