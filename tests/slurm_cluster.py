@@ -99,7 +99,8 @@ def slurm_node(gpus: int = 4, cpus: int = 8) -> Iterator[dict[str, str]]:
         for daemon in ("slurmctld", "slurmd"):
             binary = shutil.which(daemon) or f"/usr/sbin/{daemon}"
             conf = str(d / "slurm.conf")
-            subprocess.run([binary, "-f", conf], check=True, capture_output=True, env=full, timeout=30)
+            name = ["-N", "localhost"] if daemon == "slurmd" else []  # whatever this machine's hostname
+            subprocess.run([binary, "-f", conf, *name], check=True, capture_output=True, env=full, timeout=30)
             pid_file = d / f"{daemon}.pid"
             for _ in range(100):
                 if pid_file.exists() and pid_file.read_text().strip():

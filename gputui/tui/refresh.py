@@ -153,8 +153,8 @@ class Gatherer:
         try:
             if self.probe is None and cluster != "local" and not self.simulate:  # nothing here to probe
                 error = (
-                    f"this run's tasks run on a {cluster} cluster (each log's first line names its node and "
-                    "GPUs); the cluster's GPU panels are not shown yet"
+                    f"this run's tasks run on a {cluster} cluster (each attempt's log names the node and GPUs "
+                    "it ran on); the cluster's GPU panels are not shown yet"
                 )
             else:
                 if self.probe is None:

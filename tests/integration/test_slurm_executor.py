@@ -249,9 +249,10 @@ def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env
     slurm_job = job_of(make_job.run_dir, waiting)
     assert slurm.job_state(slurm_job).state == "PENDING"
     gputui("pause", "--run-dir", make_job.run_dir, waiting)
-    wait_for(lambda: slurm.job_state(slurm_job).reason.startswith("JobHeld"), timeout=20, what="the pending job held")
+    held = lambda: slurm.job_state(slurm_job).reason.startswith("JobHeld")  # noqa: E731
+    wait_for(held, timeout=20, what="the pending job held")
     gputui("resume", "--run-dir", make_job.run_dir, waiting)
-    wait_for(lambda: not slurm.job_state(slurm_job).reason.startswith("JobHeld"), timeout=20, what="the job released")
+    wait_for(lambda: not held(), timeout=20, what="the job released")
     r = gputui("kill", "--run-dir", make_job.run_dir, "--all")
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: not [j for j in squeue() if j["comment"].startswith("gputui:")], timeout=60, what="all gone")

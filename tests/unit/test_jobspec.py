@@ -607,14 +607,28 @@ def test_executor_defaults_to_this_machine_and_takes_a_ray_cluster(jobdir: Path)
     assert load_jobspec(write(jobdir, text)).executor == ExecutorSpec("ray", "local", 2)
 
 
+def test_executor_takes_a_slurm_partition_and_sbatch_options(jobdir: Path) -> None:
+    text = '[executor]\nkind = "slurm"\npartition = "gpu"\nextra_args = ["--time=02:00:00", "--account=lab"]\n'
+    text = MINIMAL + text
+    spec = load_jobspec(write(jobdir, text)).executor
+    assert (spec.kind, spec.partition, spec.extra_args) == ("slurm", "gpu", ("--time=02:00:00", "--account=lab"))
+    assert load_jobspec(write(jobdir, MINIMAL + '[executor]\nkind = "slurm"\n')).executor.partition is None
+
+
 @pytest.mark.parametrize(
     ("snippet", "expected"),
     [
-        ('kind = "kubernetes"', "[executor].kind: expected one of 'local', 'ray', got 'kubernetes'"),
-        ('kind = "rays"', "[executor].kind: expected one of 'local', 'ray', got 'rays'"),
+        ('kind = "kubernetes"', "[executor].kind: expected one of 'local', 'ray', 'slurm', got 'kubernetes'"),
+        ('kind = "rays"', "[executor].kind: expected one of 'local', 'ray', 'slurm', got 'rays'"),
         ('address = "auto"', "[executor].address: applies to kind = \"ray\" only (kind is 'local')"),
         ('kind = "ray"\nnum_gpus = 4', "[executor].num_gpus: declares the GPUs of a private cluster"),
-        ('kind = "ray"\nport = 1', "[executor].port: unknown key; expected one of: kind, address, num_gpus"),
+        ('kind = "ray"\nport = 1', "[executor].port: unknown key; expected one of: kind, address, num_gpus, part"),
+        ('kind = "ray"\npartition = "gpu"', '[executor].partition: applies to kind = "slurm" only'),
+        ('kind = "slurm"\naddress = "auto"', '[executor].address: applies to kind = "ray" only'),
+        ('kind = "slurm"\nextra_args = "--time=1"', "[executor].extra_args: expected a list of sbatch options"),
+        ('kind = "slurm"\nextra_args = [3]', "[executor].extra_args: expected a list of sbatch options"),
+        ('kind = "slurm"\nextra_args = ["--array=0-9"]', "[executor].extra_args: --array is gputui's to set"),
+        ('kind = "slurm"\nextra_args = ["--gres=gpu:2"]', "[executor].extra_args: --gres is gputui's"),
         ('kind = "ray"\naddress = ""', "[executor].address: expected a non-empty string"),
     ],
 )
