@@ -68,12 +68,24 @@ class Attendant:
                 self._tell(f"Slurm job {self.job}: {state.state.lower()}{where}{why}")
             time.sleep(POLL_S)
 
-    def _read_exit(self) -> int | None:
+    def _read(self, path) -> dict | None:
+        """The runner's `started` or `exit` file, if it exists and is this job's."""
         try:
-            with open(self.exit) as f:
-                return int(json.load(f)["exit"])
-        except (OSError, ValueError, KeyError, TypeError):
+            with open(path) as f:
+                found = json.load(f)
+        except (OSError, ValueError):
             return None
+        return found if isinstance(found, dict) and found.get("job") == self.job else None
+
+    def _read_exit(self) -> int | None:
+        found = self._read(self.exit)
+        try:
+            return None if found is None else int(found["exit"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _ran(self) -> bool:
+        return self._read(self.started) is not None
 
     def _gone(self, last: slurm.JobState | None) -> int:
         """The job left the queue: its end, if the runner recorded it (a shared filesystem may show the
@@ -86,10 +98,10 @@ class Attendant:
         if self.stopping_at is not None:
             self.say(f"Slurm job {self.job} cancelled")
             return -signal.SIGTERM
-        if not self.started.exists() and last is not None and last.reason.startswith("Dependency"):
+        if not self._ran() and last is not None and last.reason.startswith("Dependency"):
             self.say(f"Slurm dropped job {self.job}: a step it waits for failed; it runs again after that step")
             return slurm.NOT_STARTED
-        ran = "after it started" if self.started.exists() else "before it started"
+        ran = "after it started" if self._ran() else "before it started"
         self.say(
             f"Slurm job {self.job} left the queue {ran} without an exit status (cancelled from outside, a time "
             f"limit or a lost node; Slurm's own messages are in {slurm.folder(self.exit.parent.parent)})"
@@ -103,7 +115,7 @@ class Attendant:
             self._resume()
         elif self.stopping_at is None:
             self.stopping_at = time.monotonic() + self.grace + 5.0
-            if self.started.exists():
+            if self._ran():
                 self._signal_tree("TERM")  # the runner ends the tree (TERM, then KILL after the grace)
             else:
                 self._cancel()
@@ -111,7 +123,7 @@ class Attendant:
     def _pause(self) -> None:
         if self.paused_by or self._ours() is None:
             return
-        if not self.started.exists():
+        if not self._ran():
             refused = slurm.control("uhold", self.job)
             self.paused_by = "" if refused else "hold"
             self._tell(f"held pending Slurm job {self.job}" if not refused else f"cannot hold: {refused}")

@@ -5,6 +5,7 @@ Blocking (SQLite, log tails, lock probe): call `snapshot` from a thread, never f
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -19,6 +20,7 @@ from gputui.engine.records import AttemptRecord
 from gputui.engine.rundir import RunLock, RunPaths
 from gputui.engine.store import Store
 from gputui.engine.worker_events import EventReader, Latest
+from gputui.executors import slurm
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
 from gputui.jobs.kinds import NewTask
@@ -38,6 +40,7 @@ class TaskView:
     history: tuple[AttemptRecord, ...] = ()  # every attempt, oldest first (the latest included)
     metrics: Mapping[str, float] = field(default_factory=dict)  # latest values its latest attempt reported
     # through gputui.hooks: read for running and paused tasks, and for the task the app has selected
+    placed: str | None = None  # on a Slurm run, a live attempt's node and GPUs ("node:0,1"), "" while queued
 
     @property
     def elapsed(self) -> float | None:
@@ -314,6 +317,7 @@ class RunView:
         self._state_stamp: tuple = ()
         self._state_at = 0.0
         self._metrics: dict[tuple[str, int], MetricHistory] = {}
+        self._placed: dict[tuple[str, int], str] = {}  # Slurm attempts seen started: where (it never changes)
         self.selected: str | None = None  # the task whose metrics over steps the snapshot carries
 
     def select(self, task_id: str | None) -> None:
@@ -334,6 +338,7 @@ class RunView:
         selected = self.selected
         views, keys, read = [], set(), {}
         series = None
+        on_slurm = meta.get("executor") == "slurm"
         for t in tasks:
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
             a = attempts[-1] if attempts else None
@@ -350,8 +355,11 @@ class RunView:
                 tail = "" if reported else self._tail(a.log_path)
                 paused = t.status == Status.PAUSED
                 progress = self._progress.update(key, tail, paused=paused, reported=reported)
-            views.append(TaskView(t, a, progress, attempts, metrics))
+            queued_or_on = on_slurm and a is not None and t.status in Status.LIVE
+            placed = self._slurm_placed(t.id, a.number) if queued_or_on else None
+            views.append(TaskView(t, a, progress, attempts, metrics, placed))
         self._progress.forget(keys)
+        self._placed = {k: v for k, v in self._placed.items() if k in keys}
         self._metrics = read  # a task that ended and is not selected is read no more
         stages, top_k = sweep_stages(meta)
         planned = {t.info.get("stage") for t in tasks if t.kind == TRIAL}
@@ -409,6 +417,22 @@ class RunView:
             self._state = (store.all_meta(), store.tasks(), history)
             self._state_stamp, self._state_at = stamp, now
         return self._state
+
+    def _slurm_placed(self, task_id: str, number: int) -> str:
+        """Where the attempt's Slurm job runs, from the `started` file its runner writes; "" while it is
+        queued (a stat per refresh until then)."""
+        key = (task_id, number)
+        if key not in self._placed:
+            try:
+                with open(slurm.attempt_file(self.paths.root, task_id, number, "started")) as f:
+                    started = json.load(f)
+                job = slurm.attempt_file(self.paths.root, task_id, number, "job").read_text()
+            except (OSError, ValueError):
+                return ""
+            if not isinstance(started, dict) or started.get("job") != job:  # a stale job's, not this attempt's
+                return ""
+            self._placed[key] = f"{started.get('node', '?')}:{started.get('gpus') or '-'}"
+        return self._placed[key]
 
     def _tail(self, log_path: str) -> str:
         """The end of a log, read again only when the log changed (a stat, not a read, per quiet log)."""

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import psutil
 import pytest
 
 from gputui.executors import slurm
+from gputui.tui.widgets.run_header import progress_text
+from gputui.views.runview import RunView
 from tests import slurm_cluster
 from tests.conftest import gone, gputui, gputui_bg, proc_state, wait_for
 from tests.integration.test_job_kinds import EXPECTED, Kinds, results
@@ -243,11 +246,17 @@ def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
     reaper.append(sched)
     wait_for(lambda: make_job.running(), timeout=60, what="one shard running (all 4 GPUs)")
-    waiting = "shard-1" if "shard-0" in make_job.running() else "shard-0"
+    running = next(iter(make_job.running()))
+    waiting = "shard-1" if running == "shard-0" else "shard-0"
     pending = wait_for(lambda: slurm.attempt_file(make_job.run_dir, waiting, 1, "job").exists(), what="submitted")
     assert pending
     slurm_job = job_of(make_job.run_dir, waiting)
     assert slurm.job_state(slurm_job).state == "PENDING"
+    # The app's table and header tell the queued task from the one Slurm started, and say where that one runs.
+    run = RunView(make_job.run_dir).snapshot()
+    placed = {v.task.id: v.placed for v in run.tasks}
+    assert placed[waiting] == "" and placed[running].endswith(":0,1,2,3"), placed
+    assert "1 running, 1 queued" in progress_text(run, time.time()).plain
     gputui("pause", "--run-dir", make_job.run_dir, waiting)
     held = lambda: slurm.job_state(slurm_job).reason.startswith("JobHeld")  # noqa: E731
     wait_for(held, timeout=20, what="the pending job held")

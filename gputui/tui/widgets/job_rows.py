@@ -207,6 +207,8 @@ def row_cells(
         progress = f"{'█' * filled}{'░' * (width - filled)} {p.done}/{p.total}"
     elif t.status == Status.DONE:
         progress = "█" * width + " done"
+    elif view.placed == "":
+        progress = "queued in Slurm"
     running = t.status == Status.RUNNING
     rate = f"{p.rate:.1f}/s" if running and p is not None and p.rate else ""
     eta = clock(p.eta) if running and p is not None and p.eta is not None else ""
@@ -218,7 +220,7 @@ def row_cells(
     cells = {
         "id": t.id,
         "range": t.range_label,
-        "GPUs": ",".join(map(str, t.gpus)) or "-",
+        "GPUs": view.placed or ",".join(map(str, t.gpus)) or "-",
         "status": t.status,
         "progress": progress,
         "rate": rate,

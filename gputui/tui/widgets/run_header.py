@@ -106,6 +106,10 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
         Status.SKIPPED,
     ]
     numbers = [(s, counts.get(s, 0)) for s in shown if counts.get(s) or s in (Status.RUNNING, Status.FAILED)]
+    queued = sum(v.placed == "" and v.task.status == Status.RUNNING for v in run.tasks)
+    if queued:  # on Slurm: submitted, not started yet
+        numbers[0] = (Status.RUNNING, counts.get(Status.RUNNING, 0) - queued)
+        numbers.insert(1, ("queued", queued))
     look = outlook(run.tasks)
     pace = []
     if look.rate:
