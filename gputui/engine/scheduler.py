@@ -318,6 +318,9 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         with self.store.transaction():
             self.store.set_meta("alert_bell", self.job.alerts.bell)  # the app rings the bell on an alert
             self.store.set_meta("executor", self.job.executor.kind)  # pause and resume go through the cluster
+            if self.job.executor.kind == "ray":  # where the app asks for the cluster's GPUs
+                self.store.set_meta("ray_address", self.job.executor.address)
+                self.store.set_meta("ray_num_gpus", self.job.executor.num_gpus)
         for note in self.notes:
             self.out.info(note)
 

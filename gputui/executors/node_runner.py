@@ -84,3 +84,20 @@ def _new_words(path: str, seen: int) -> list[str]:
             return f.read().split()[seen:]
     except OSError:
         return []
+
+
+def probe_gpus(simulate: str | None) -> list[dict] | str:
+    """The node's GPUs, as the app's panels need them (no processes: pids mean nothing off the node), or
+    why they cannot be read (no NVML there). Light: one NVML read; run as a Ray task pinned to a node."""
+    import dataclasses
+
+    from gputui.gpus.detect import open_probe
+
+    try:
+        probe = open_probe(simulate)
+        try:
+            return [dataclasses.asdict(g) | {"processes": ()} for g in probe.snapshot()]
+        finally:
+            probe.close()
+    except Exception as e:  # NoGpuError, a driver error: the panel says so
+        return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -29,6 +29,7 @@ from pathlib import Path
 # what only the bridge or a bridge's start needs (selectors, fcntl, subprocess, ray) is imported there.
 
 IDLE_S = 30.0  # a bridge nobody has needed this long leaves (and a private cluster stops)
+PROBE_S = 2.0  # the nodes' GPUs are read at most this often, however many apps ask
 START_TIMEOUT_S = 120.0  # joining a cluster, or starting a private one, within this long
 
 
@@ -121,6 +122,19 @@ def capacity(run_dir: Path, address: str, num_gpus: int | None) -> dict:
     return found
 
 
+def node_gpus(run_dir: Path, address: str, num_gpus: int | None, simulate: str | None) -> list[dict] | None:
+    """Every alive node's GPUs, as the run's bridge last read them: [{node, declared, gpus | why}] by node
+    name; None when no bridge serves the run (it has ended). An app asks; it never starts a bridge."""
+    s = connect(run_dir, address, num_gpus)
+    if s is None:
+        return None
+    with s:
+        try:
+            return ask(s, {"op": "gpus", "simulate": simulate}).get("nodes", [])
+        except (OSError, ValueError):  # it was leaving
+            return None
+
+
 def leave(run_dir: Path, address: str, num_gpus: int | None) -> None:
     """The run is over: its bridge (if one runs) leaves once nothing runs, stopping a private cluster."""
     s = connect(run_dir, address, num_gpus)
@@ -175,6 +189,9 @@ class Bridge:
 
         self.ray = ray
         self.remote = ray.remote(max_retries=0)(node_runner.run)
+        self.probe = ray.remote(num_cpus=0, max_retries=0)(node_runner.probe_gpus)
+        self.nodes: dict[str, dict] = {}  # node id -> what its last GPU probe found
+        self.probed_at = -PROBE_S
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(address_of(run_dir, address, num_gpus))
@@ -198,7 +215,7 @@ class Bridge:
             for when, ref in [a for a in self.abandoned if a[0] <= now]:
                 self.abandoned.remove((when, ref))
                 self.ray.cancel(ref, force=True)  # still queued, or its runner is stuck: Ray ends it
-            if self.running or self.buffers:
+            if self.running:
                 self.last_used = time.monotonic()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -224,12 +241,18 @@ class Bridge:
                     _send(conn, {"exit": 255, "why": f"the Ray bridge could not run it: {type(e).__name__}: {e}"})
 
     def _handle(self, conn: socket.socket, req: dict) -> None:
+        if req.get("op") != "gpus":  # an app looking at the cluster's GPUs does not keep the bridge
+            self.last_used = time.monotonic()
         if req.get("op") == "capacity":
             total = self.ray.cluster_resources()
             nodes = [n for n in self.ray.nodes() if n.get("Alive")]
             largest = max((n.get("Resources", {}).get("GPU", 0) for n in nodes), default=0)
             found = {"gpus": total.get("GPU", 0), "cpus": total.get("CPU", 0), "nodes": len(nodes)}
             _send(conn, found | {"node_gpus": largest})  # a task's GPUs must fit on one node
+        elif req.get("op") == "gpus":
+            if time.monotonic() - self.probed_at >= PROBE_S:
+                self._probe_nodes(req.get("simulate"))
+            _send(conn, {"nodes": sorted(self.nodes.values(), key=lambda n: n["node"])})
         elif req.get("op") == "leave":
             self.leaving = True
             _send(conn, {"ok": True})
@@ -242,6 +265,32 @@ class Bridge:
             ref.future().add_done_callback(lambda f, c=conn: self._done(c, f))
         else:
             _send(conn, {"error": f"unknown request {req.get('op')!r}"})
+
+    def _probe_nodes(self, simulate: str | None) -> None:
+        """A light GPU read on every alive node (a zero-CPU task pinned to it); answers come as they
+        come, so an app asking is never held up by a slow node."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.probed_at = time.monotonic()
+        alive = {n["NodeID"]: n for n in self.ray.nodes() if n.get("Alive")}
+        for node_id in [n for n in self.nodes if n not in alive]:
+            del self.nodes[node_id]
+        for node_id, n in alive.items():
+            name = n.get("NodeManagerHostname") or n.get("NodeManagerAddress") or node_id[:8]
+            declared = n.get("Resources", {}).get("GPU", 0)
+            self.nodes.setdefault(node_id, {"node": name, "id": node_id, "declared": declared, "why": "probing…"})
+            where = NodeAffinitySchedulingStrategy(node_id, soft=False)
+            ref = self.probe.options(scheduling_strategy=where).remote(simulate)
+
+            def probed(future, node_id=node_id, name=name, declared=declared) -> None:
+                try:
+                    found = future.result()
+                except Exception as e:
+                    found = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                key = "why" if isinstance(found, str) else "gpus"
+                self.nodes[node_id] = {"node": name, "id": node_id, "declared": declared, key: found}
+
+            ref.future().add_done_callback(probed)
 
     def _done(self, conn: socket.socket, future) -> None:
         """In one of Ray's threads: note the answer, wake the loop."""

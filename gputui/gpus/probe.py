@@ -36,6 +36,7 @@ class GpuSnapshot:
     power_limit: float | None = None  # watts
     processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
     simulated: bool = False
+    where: str = ""  # a cluster's GPU: its node and index there ("node-3 GPU 1"); `index` then only orders
 
     @property
     def memory_free(self) -> int:

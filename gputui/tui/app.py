@@ -296,7 +296,7 @@ class GpuTuiApp(RunVerbs, App):
     def _render_header(self) -> None:
         gpu = describe(self.probe) if self.probe is not None else ("none found" if self._gpu_error else "probing…")
         cluster = self.snapshot.meta.get("executor", "local") if self.snapshot is not None else "local"
-        if self.probe is None and cluster != "local":
+        if cluster != "local":
             gpu = f"{cluster} cluster"
         first = identity_line(
             host=self._host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from gputui.engine.monitor import (
     simulated_holders,
 )
 from gputui.engine.run_modes import size_gpus
+from gputui.executors import ray_bridge
 from gputui.gpus.detect import open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.gpus.reservations import Reservations
@@ -87,6 +89,22 @@ def sized_plan(job: JobSpec, plan: PlannedRun, gpus: list[GpuSnapshot]) -> Plann
         return replace(plan, no_fit=f"{mode}: {str(e).splitlines()[0]}")
 
 
+def cluster_gpus(nodes: list[dict]) -> tuple[list[GpuSnapshot], str | None]:
+    """A Ray cluster's GPUs as the panels show them, grouped by node (numbered in that order), and what
+    is missing: nodes whose GPUs could not be read say so."""
+    gpus: list[GpuSnapshot] = []
+    missing = []
+    names = Counter(n["node"] for n in nodes)
+    for n in nodes:
+        node = n["node"] if names[n["node"]] == 1 else f"{n['node']}/{n.get('id', '')[:6]}"
+        for g in n.get("gpus", ()):
+            where = f"{node} GPU {g['index']}"
+            gpus.append(GpuSnapshot(**(g | {"index": len(gpus), "where": where, "processes": ()})))
+        if "gpus" not in n and n.get("declared"):
+            missing.append(f"{node}: {n['declared']:g} GPU(s) declared to Ray, not readable ({n.get('why')})")
+    return gpus, "; ".join(missing) or None
+
+
 class Gatherer:
     """Holds what lives across refreshes: the run view, the GPU probe (opened on first use, the way the
     run was started when no `--simulate` is given), the CPU sampler, the last run snapshot, and before
@@ -151,10 +169,12 @@ class Gatherer:
         gpus, error = [], None
         cluster = run.meta.get("executor", "local") if run is not None else "local"
         try:
-            if self.probe is None and cluster != "local" and not self.simulate:  # nothing here to probe
+            if cluster == "ray":  # the cluster's GPUs, not this machine's
+                gpus, error = self._ray_gpus(run)
+            elif cluster != "local":
                 error = (
-                    f"this run's tasks run on a {cluster} cluster (each attempt's log names the node and GPUs "
-                    "it ran on); the cluster's GPU panels are not shown yet"
+                    f"this run's tasks run on a {cluster} cluster: the table's GPUs column says which node and "
+                    "GPUs each one got; the cluster's GPU panels are not shown"
                 )
             else:
                 if self.probe is None:
@@ -167,14 +187,25 @@ class Gatherer:
         except Exception as e:  # a flaky driver must not take the app down
             error = f"GPU probe failed: {e}"
         scheduler_id = run.scheduler_id if run else None
-        processes = gpu_processes(gpus, scheduler_id, self._cpu) if gpus else []
-        held = reservations(gpus, self._claims)
+        here = [g for g in gpus if not g.where]  # a cluster's GPUs are not this machine's to look into
+        processes = gpu_processes(here, scheduler_id, self._cpu) if here else []
+        held = reservations(here, self._claims)
         monitor = self.view is None
         if monitor:
             processes += simulated_holders(gpus, held)
         other_runs = held_by_other_runs(held, scheduler_id)
         plan = self._read_plan(gpus) if run is None and run_error is None else None
         return Refreshed(run, gpus, error, processes, run_error, other_runs, host_line() if monitor else "", plan)
+
+    def _ray_gpus(self, run: RunSnapshot) -> tuple[list[GpuSnapshot], str | None]:
+        meta = run.meta
+        simulate = self.simulate or meta.get("simulate")
+        address, declared = meta.get("ray_address", "auto"), meta.get("ray_num_gpus")
+        nodes = ray_bridge.node_gpus(run.run_dir, address, declared, simulate)
+        if nodes is None:
+            return [], "the run's Ray bridge has left (nothing of the run is on the cluster): no GPUs to show"
+        gpus, missing = cluster_gpus(nodes)
+        return gpus, missing or (None if gpus else "asking the Ray cluster's nodes for their GPUs…")
 
     def _simulated_load(self):
         """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""

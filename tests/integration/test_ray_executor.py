@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -80,9 +81,10 @@ def test_shards_run_as_ray_tasks_each_on_its_own_gpu(ray_head, make_job):
     assert "gputui: on Ray node" in log
     status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
     assert all(t["gpu_seconds"] > 0 for t in status["tasks"]), "GPU time is accounted for the GPU Ray gave"
-    # The app looking at the run says where its GPUs are, instead of probing this machine's.
-    shown = Gatherer(RunView(make_job.run_dir), None, None).gather()
-    assert shown.gpus == [] and "this run's tasks run on a ray cluster" in shown.gpu_error
+    # The app looking at the ended run says why it shows no GPUs, instead of probing this machine's.
+    gatherer = Gatherer(RunView(make_job.run_dir), None, None)
+    shown = wait_for(lambda: "bridge has left" in ((r := gatherer.gather()).gpu_error or "") and r, what="left")
+    assert shown.gpus == [] and "no GPUs to show" in shown.gpu_error
 
 
 def test_a_sweep_and_a_pipeline_run_on_ray(ray_head, tmp_path):
@@ -206,9 +208,15 @@ def test_scheduler_sigkilled_then_rerun_reattaches_to_its_ray_tasks(ray_head, ma
 
 def test_pause_and_resume_stop_and_continue_the_tree_on_its_node(ray_head, make_job, reaper, tmp_path):
     job = shard_job(make_job, ray_head, ids=10, num_workers=1, gpus_per_worker=1, sleep=30)
-    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    sched = gputui_bg("run", "--jobs", job, "--simulate", "4x24", log=tmp_path / "run.log")
     reaper.append(sched)
     pid = wait_for(lambda: make_job.running().get("shard-0"), timeout=60, what="shard-0 running on Ray")
+    # The app shows the cluster's GPUs, grouped by node, read on the node (simulated there, like the run).
+    gatherer = Gatherer(RunView(make_job.run_dir), None, None)
+    shown = wait_for(lambda: (r := gatherer.gather()).gpus and r, timeout=30, what="the cluster's GPU panels")
+    node = socket.gethostname()
+    assert [g.where for g in shown.gpus] == [f"{node} GPU {i}" for i in range(4)], shown.gpus
+    assert [g.index for g in shown.gpus] == [0, 1, 2, 3] and all(g.memory_total == 24 * 2**30 for g in shown.gpus)
     r = gputui("pause", "--run-dir", make_job.run_dir, "shard-0")
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: proc_state(pid) == psutil.STATUS_STOPPED, timeout=10, what="the worker stopped on its node")

@@ -129,7 +129,7 @@ class GpuPanel(StyledWidget):
     def lines(self, width: int) -> list[list[tuple[str, Style]]]:
         """The card's lines at `width` cells, as (text, style) pieces: drawn as they are, no layout."""
         state, snap, style = self.state, self.state.snapshot, self.style_of
-        title = f"GPU {snap.index} · {snap.name}"
+        title = f"{snap.where or f'GPU {snap.index}'} · {snap.name}"
         if snap.simulated:
             title_line = [
                 (fit(title, width - 12) + " ", style("gpu-panel--title")),
