@@ -16,6 +16,7 @@ owner gone), Ray ends the worker's child, the command's first process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -27,11 +28,25 @@ SIGNALS = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT, "TERM": signal.SIGTER
 
 
 def run(
-    argv: list[str], env: dict[str, str], log: str, cwd: str, signals: str, grace: float, where: str = "Ray node"
+    argv: list[str],
+    env: dict[str, str],
+    log: str,
+    cwd: str,
+    signals: str,
+    grace: float,
+    where: str = "Ray node",
+    started: str | None = None,
 ) -> int:
-    """The command's exit code, or minus the signal that ended it (as the local waiter records it)."""
+    """The command's exit code, or minus the signal that ended it (as the local waiter records it).
+    `started`: a file to write, as the command starts, saying where it runs (the app's GPUs column)."""
     full = {**os.environ, **env}
     full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the cluster's choice for this task
+    if started is not None:
+        note = {"node": socket.gethostname(), "gpus": full["CUDA_VISIBLE_DEVICES"], "pid": os.getpid()}
+        with contextlib.suppress(OSError):
+            with open(f"{started}.tmp", "w") as f:
+                json.dump(note, f)
+            os.replace(f"{started}.tmp", started)
     with open(log, "ab", buffering=0) as out:
         gpus = full["CUDA_VISIBLE_DEVICES"] or "none"
         out.write(f"gputui: on {where} {socket.gethostname()} (pid {os.getpid()}), GPUs {gpus}\n".encode())

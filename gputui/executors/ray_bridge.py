@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +52,11 @@ def address_of(run_dir: Path, address: str, num_gpus: int | None) -> str:
 
 def signals_path(run_dir: Path, task_id: str, number: int) -> Path:
     return folder(run_dir) / f"{task_id}.attempt{number}.signals"
+
+
+def started_path(run_dir: Path, task_id: str, number: int) -> Path:
+    """Written by the runner on the node as the command starts: where it runs (node, GPUs, pid)."""
+    return folder(run_dir) / f"{task_id}.attempt{number}.started"
 
 
 def connect(run_dir: Path, address: str, num_gpus: int | None) -> socket.socket | None:
@@ -220,6 +226,11 @@ class Bridge:
 
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
+        # An abstract socket has no file permissions: only this user's processes may ask anything of it.
+        pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid != os.getuid():
+            conn.close()
+            return
         self.buffers[conn] = b""
         self.sel.register(conn, self.readable, self._read)
 
@@ -260,7 +271,10 @@ class Bridge:
             gpus = float(req["gpus"])
             ref = self.remote.options(
                 num_gpus=gpus, num_cpus=0 if gpus else 1, name=f"gputui:{req['task']}.{req['n']}"
-            ).remote(req["argv"], req["env"], req["log"], req["cwd"], req["signals"], float(req["grace"]))
+            ).remote(
+                req["argv"], req["env"], req["log"], req["cwd"], req["signals"], float(req["grace"]),
+                started=req["signals"].removesuffix(".signals") + ".started",
+            )  # fmt: skip
             self.running[conn] = (ref, req)
             ref.future().add_done_callback(lambda f, c=conn: self._done(c, f))
         else:

@@ -246,7 +246,7 @@ class GpuTuiApp(RunVerbs, App):
     def _show(self, msg: Refreshed) -> None:
         self.snapshot, self.gpus, self._run_error = msg.run, msg.gpus, msg.run_error
         self._gpu_error, self._host_stats = msg.gpu_error, msg.host
-        holders = msg.run.gpu_holders() if msg.run else {}
+        holders = msg.run.gpu_holders(msg.gpus) if msg.run else {}
         for index, who in msg.other_runs.items():
             holders.setdefault(index, []).append(who)
         statuses = {v.task.id: v.task.status for v in msg.run.tasks} if msg.run else {}

@@ -10,7 +10,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +20,10 @@ from gputui.engine.records import AttemptRecord
 from gputui.engine.rundir import RunLock, RunPaths
 from gputui.engine.store import Store
 from gputui.engine.worker_events import EventReader, Latest
-from gputui.executors import slurm
+from gputui.executors import ray_bridge, slurm
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
+from gputui.gpus.probe import GpuSnapshot
 from gputui.jobs.kinds import NewTask
 from gputui.jobs.tasks import TRIAL, Status, TaskRecord
 from gputui.views.progress import Progress, ProgressTracker
@@ -40,7 +41,7 @@ class TaskView:
     history: tuple[AttemptRecord, ...] = ()  # every attempt, oldest first (the latest included)
     metrics: Mapping[str, float] = field(default_factory=dict)  # latest values its latest attempt reported
     # through gputui.hooks: read for running and paused tasks, and for the task the app has selected
-    placed: str | None = None  # on a Slurm run, a live attempt's node and GPUs ("node:0,1"), "" while queued
+    placed: str | None = None  # on a cluster, a live attempt's node and GPUs ("node:0,1"), "" while queued
 
     @property
     def elapsed(self) -> float | None:
@@ -77,13 +78,21 @@ class RunSnapshot:
         moving = self.scheduler_live and not self.finished
         return self.active_s + (max(0.0, now - self.taken_at) if moving else 0.0)
 
-    def gpu_holders(self) -> dict[int, list[str]]:
-        """GPU index -> ids of our tasks running (or paused) on it."""
+    def gpu_holders(self, gpus: Sequence[GpuSnapshot] = ()) -> dict[int, list[str]]:
+        """GPU index -> ids of our tasks running (or paused) on it; on a cluster, the index of the panel
+        of the node's GPU the task was given (`gpus`: the cluster's, as the panels number them)."""
         held: dict[int, list[str]] = {}
+        panel = {g.where: g.index for g in gpus if g.where}
         for v in self.tasks:
-            if v.task.status in Status.LIVE:
-                for g in v.task.gpus:
-                    held.setdefault(g, []).append(v.task.id)
+            if v.task.status not in Status.LIVE:
+                continue
+            if v.placed:
+                node, _, given = v.placed.rpartition(":")
+                at = [panel[w] for i in given.split(",") if (w := f"{node} GPU {i}") in panel]
+            else:
+                at = list(v.task.gpus)
+            for g in at:
+                held.setdefault(g, []).append(v.task.id)
         return held
 
 
@@ -338,7 +347,7 @@ class RunView:
         selected = self.selected
         views, keys, read = [], set(), {}
         series = None
-        on_slurm = meta.get("executor") == "slurm"
+        executor = meta.get("executor", "local")
         for t in tasks:
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
             a = attempts[-1] if attempts else None
@@ -355,8 +364,8 @@ class RunView:
                 tail = "" if reported else self._tail(a.log_path)
                 paused = t.status == Status.PAUSED
                 progress = self._progress.update(key, tail, paused=paused, reported=reported)
-            queued_or_on = on_slurm and a is not None and t.status in Status.LIVE
-            placed = self._slurm_placed(t.id, a.number) if queued_or_on else None
+            queued_or_on = executor != "local" and a is not None and t.status in Status.LIVE
+            placed = self._placed_at(executor, t.id, a.number) if queued_or_on else None
             views.append(TaskView(t, a, progress, attempts, metrics, placed))
         self._progress.forget(keys)
         self._placed = {k: v for k, v in self._placed.items() if k in keys}
@@ -418,18 +427,24 @@ class RunView:
             self._state_stamp, self._state_at = stamp, now
         return self._state
 
-    def _slurm_placed(self, task_id: str, number: int) -> str:
-        """Where the attempt's Slurm job runs, from the `started` file its runner writes; "" while it is
-        queued (a stat per refresh until then)."""
+    def _placed_at(self, executor: str, task_id: str, number: int) -> str:
+        """Where the attempt runs on its cluster, from the `started` file its runner writes on the node;
+        "" while it is queued (a stat per refresh until then)."""
         key = (task_id, number)
         if key not in self._placed:
             try:
-                with open(slurm.attempt_file(self.paths.root, task_id, number, "started")) as f:
-                    started = json.load(f)
-                job = slurm.attempt_file(self.paths.root, task_id, number, "job").read_text()
+                if executor == "slurm":
+                    with open(slurm.attempt_file(self.paths.root, task_id, number, "started")) as f:
+                        started = json.load(f)
+                    job = slurm.attempt_file(self.paths.root, task_id, number, "job").read_text()
+                    if not isinstance(started, dict) or started.get("job") != job:  # a stale job's, not ours
+                        return ""
+                else:
+                    with open(ray_bridge.started_path(self.paths.root, task_id, number)) as f:
+                        started = json.load(f)
             except (OSError, ValueError):
                 return ""
-            if not isinstance(started, dict) or started.get("job") != job:  # a stale job's, not this attempt's
+            if not isinstance(started, dict):
                 return ""
             self._placed[key] = f"{started.get('node', '?')}:{started.get('gpus') or '-'}"
         return self._placed[key]

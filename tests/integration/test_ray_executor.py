@@ -217,6 +217,11 @@ def test_pause_and_resume_stop_and_continue_the_tree_on_its_node(ray_head, make_
     node = socket.gethostname()
     assert [g.where for g in shown.gpus] == [f"{node} GPU {i}" for i in range(4)], shown.gpus
     assert [g.index for g in shown.gpus] == [0, 1, 2, 3] and all(g.memory_total == 24 * 2**30 for g in shown.gpus)
+    # The table's GPUs column and the panel of the GPU Ray gave say which task holds it.
+    placed = {v.task.id: v.placed for v in shown.run.tasks}["shard-0"]
+    gpu = next(e["gpus"] for e in make_job.events() if e["event"] == "start" and e["task"] == "shard-0")
+    assert placed == f"{node}:{gpu}"
+    assert shown.run.gpu_holders(shown.gpus) == {int(gpu): ["shard-0"]}
     r = gputui("pause", "--run-dir", make_job.run_dir, "shard-0")
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: proc_state(pid) == psutil.STATUS_STOPPED, timeout=10, what="the worker stopped on its node")

@@ -36,7 +36,7 @@ LAYERS = {  # imports run one way, down the flow: a module imports only from its
     "engine": 2,
     "jobs": 1,
     "executors": 1,
-    "gpus": 1,
+    "gpus": 0,  # a leaf: probed by the engine here, and by the executors' runner on a cluster's nodes
     "hooks": 0,
     "atomic": 0,
 }

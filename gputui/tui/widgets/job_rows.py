@@ -208,7 +208,7 @@ def row_cells(
     elif t.status == Status.DONE:
         progress = "█" * width + " done"
     elif view.placed == "":
-        progress = "queued in Slurm"
+        progress = "queued on the cluster"
     running = t.status == Status.RUNNING
     rate = f"{p.rate:.1f}/s" if running and p is not None and p.rate else ""
     eta = clock(p.eta) if running and p is not None and p.eta is not None else ""
