@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gputui.engine.store import Store
 from gputui.executors import slurm
 from gputui.tui.widgets.run_header import progress_text
 from gputui.views.runview import RunView
@@ -159,6 +160,23 @@ def test_a_task_killed_on_its_node_is_retried(slurm_env, make_job, reaper, tmp_p
     attempts = [e["attempt"] for e in make_job.events() if e["event"] == "start" and e["task"] == "shard-0"]
     assert attempts == [1, 2]
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(20)})
+
+
+def test_a_stand_in_killed_here_cancels_its_job_which_is_retried(slurm_env, make_job, reaper, tmp_path):
+    job = make_job(extra=ON_SLURM, ids=5, num_workers=1, gpus_per_worker=1, sleep=3)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    reaper.append(sched)
+    wait_for(lambda: make_job.running().get("shard-0"), timeout=60, what="shard-0 running on Slurm")
+    first = job_of(make_job.run_dir, "shard-0")
+    store = Store.open(make_job.run_dir / "state.db", readonly=True)
+    standin = store.attempt("shard-0", 1).worker.pid  # the process its waiter watches, here
+    store.close()
+    os.kill(standin, signal.SIGKILL)
+    wait_for(lambda: slurm.job_state(first) is None, timeout=30, what="its Slurm job cancelled, not left running")
+    assert sched.wait(120) == 0, (tmp_path / "run.log").read_text()
+    assert f"cancelled Slurm job {first}" in (tmp_path / "run.log").read_text()
+    attempts = [e["attempt"] for e in make_job.events() if e["event"] == "start"]
+    assert attempts == [1, 2] and merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(5)})
 
 
 def test_kill_all_cancels_only_our_jobs_not_a_foreign_one_running_the_same_command(slurm_env, tmp_path, reaper):
