@@ -150,7 +150,9 @@ class JobState:
 
 
 def job_state(job: str) -> JobState | None:
-    """What squeue says of one job (`123` or an array element `123_4`); None once it has left the queue."""
+    """What squeue says of one job (`123` or an array element `123_4`); None once it has left the queue.
+    Its fixed-field output, not --json: Slurm 22.05's `squeue --json` ignores `-j` (it lists every job)
+    and shows a pending array as one record, with no element to match."""
     try:
         out = _run(["squeue", "-h", "-j", job, "-o", "%T|%r|%N|%k"], "squeue")
     except SlurmUnavailable as e:
