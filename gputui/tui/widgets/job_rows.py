@@ -208,7 +208,7 @@ def row_cells(
     elif t.status == Status.DONE:
         progress = "█" * width + " done"
     elif view.placed == "":
-        progress = "queued on the cluster"
+        progress = "queued"  # by the cluster: submitted, not started
     running = t.status == Status.RUNNING
     rate = f"{p.rate:.1f}/s" if running and p is not None and p.rate else ""
     eta = clock(p.eta) if running and p is not None and p.eta is not None else ""
