@@ -359,3 +359,26 @@ def test_cpu_percent_is_measured_between_two_samples(reaper) -> None:
     assert sampler.percent(busy.pid) is None  # first sight: nothing to compare with yet
     time.sleep(0.5)
     assert sampler.percent(busy.pid) > 10
+
+
+def test_a_clusters_gpus_are_grouped_by_node_numbered_in_order_and_unread_nodes_say_why():
+    from gputui.tui.refresh import cluster_gpus
+
+    def gpu(i: int) -> dict:
+        return {"index": i, "name": "A100", "uuid": f"u{i}", "memory_total": 80 * 2**30, "memory_used": 0}
+
+    nodes = [
+        {"node": "a", "id": "n1aaaaaa", "declared": 2, "gpus": [gpu(0), gpu(1)]},
+        {"node": "b", "id": "n2bbbbbb", "declared": 4, "why": "NVML: library not found"},
+        {"node": "c", "id": "n3cccccc", "declared": 1, "gpus": [gpu(0)]},
+        {"node": "c", "id": "n4dddddd", "declared": 1, "gpus": [gpu(0)]},  # two nodes on one host
+        {"node": "d", "id": "n5eeeeee", "declared": 0, "why": "probing…"},  # a CPU node: nothing to say
+    ]
+    gpus, missing = cluster_gpus(nodes)
+    assert [(g.index, g.where) for g in gpus] == [
+        (0, "a GPU 0"),
+        (1, "a GPU 1"),
+        (2, "c/n3cccc GPU 0"),
+        (3, "c/n4dddd GPU 0"),
+    ]
+    assert missing == "b: 4 GPU(s) declared to Ray, not readable (NVML: library not found)"
