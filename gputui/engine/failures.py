@@ -19,14 +19,16 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     ("nccl", re.compile(r"NCCL (error|WARN)|ncclInternalError|ncclSystemError|NCCL timeout", re.I)),
     ("cuda_error", re.compile(r"CUDA error|CUDA_ERROR_|cudaError|device-side assert", re.I)),
+    ("slurm", re.compile(r"\*\*\* (JOB|STEP) \S+ ON \S+ CANCELLED AT .*\*\*\*")),  # time limit, scancel...
 )
-_LABELS = {"cuda_oom": "CUDA out of memory", "nccl": "NCCL error", "cuda_error": "CUDA error"}
+_LABELS = {"cuda_oom": "CUDA out of memory", "nccl": "NCCL error", "cuda_error": "CUDA error", "slurm": "Slurm"}
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*)$")
 
 
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # cuda_oom | nccl | cuda_error | exception | signal | not_found | exit_code | missing_output | lost
+    kind: str  # cuda_oom | nccl | cuda_error | slurm | exception | signal | not_found | exit_code | missing_output
+    # | lost
     reason: str  # one line for people
 
 

@@ -46,6 +46,8 @@ class Attendant:
         while True:
             code = self._read_exit()
             if code is not None:
+                if code != 0:
+                    self._echo_slurm()
                 return code
             while self.asked:
                 self._act(self.asked.pop(0))
@@ -66,6 +68,21 @@ class Attendant:
                 where = f" on {state.node}" if state.state == "RUNNING" and state.node else ""
                 why = f" ({state.reason})" if state.state == "PENDING" and state.reason not in ("", "None") else ""
                 self._tell(f"Slurm job {self.job}: {state.state.lower()}{where}{why}")
+            time.sleep(POLL_S)
+
+    def _echo_slurm(self) -> None:
+        """Slurm's own word on a job that did not end well (`*** JOB 12 ON node CANCELLED AT ... DUE TO
+        TIME LIMIT ***`), from its output file into the attempt's log, where the failure's reason is read."""
+        out = slurm.folder(self.exit.parent.parent) / f"job-{self.job}.out"
+        for _ in range(10):  # slurmstepd writes it as it signals the job: a moment after the exit file, at most
+            try:
+                said = [line for line in out.read_text(errors="replace").splitlines() if "slurmstepd" in line]
+            except OSError:
+                said = []
+            if said:
+                for line in said[-3:]:
+                    print(line, flush=True)
+                return
             time.sleep(POLL_S)
 
     def _read(self, path) -> dict | None:

@@ -162,6 +162,20 @@ def test_a_task_killed_on_its_node_is_retried(slurm_env, make_job, reaper, tmp_p
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(20)})
 
 
+def test_a_job_cancelled_outside_fails_with_slurms_reason_and_is_retried(slurm_env, make_job, reaper, tmp_path):
+    job = make_job(extra=ON_SLURM, ids=5, num_workers=1, gpus_per_worker=1, sleep=3)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    reaper.append(sched)
+    wait_for(lambda: make_job.running().get("shard-0"), timeout=60, what="shard-0 running on Slurm")
+    subprocess.run(["scancel", job_of(make_job.run_dir, "shard-0")], check=True)  # an admin, a time limit...
+    assert sched.wait(120) == 0, (tmp_path / "run.log").read_text()
+    store = Store.open(make_job.run_dir / "state.db", readonly=True)
+    reason = store.attempt("shard-0", 1).reason
+    store.close()
+    assert reason.startswith("Slurm: ") and "CANCELLED AT" in reason, reason
+    assert [e["attempt"] for e in make_job.events() if e["event"] == "start"] == [1, 2]
+
+
 def test_a_stand_in_killed_here_cancels_its_job_which_is_retried(slurm_env, make_job, reaper, tmp_path):
     job = make_job(extra=ON_SLURM, ids=5, num_workers=1, gpus_per_worker=1, sleep=3)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
