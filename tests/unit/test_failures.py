@@ -21,7 +21,7 @@ def test_cuda_error():
 
 
 def test_slurm_saying_why_it_ended_a_job_is_the_reason_not_the_signal():
-    tail = "step 40\nslurmstepd: error: *** JOB 12 ON gpu-3 CANCELLED AT 2026-12-02T16:55:01 DUE TO TIME LIMIT ***\n"
+    tail = "step 40\nslurmstepd: error: *** JOB 12 ON gpu-3 CANCELLED AT 2026-12-02T16:55 DUE TO TIME LIMIT ***\n"
     f = classify(-15, tail)
     assert f.kind == "slurm" and f.reason.startswith("Slurm: slurmstepd: error: *** JOB 12 ON gpu-3 CANCELLED")
     assert "DUE TO TIME LIMIT" in f.reason
