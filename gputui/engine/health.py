@@ -108,6 +108,8 @@ def cuda_error_rule(line: str) -> str | None:
     while this watch would stop a running one.
     """
     for kind, pattern in _PATTERNS:
+        if kind not in _CUDA_RULES:  # Slurm ending the job: the attempt ends anyway, nothing to stop
+            continue
         for m in pattern.finditer(line):
             if kind == "nccl" and m.group(0).lower() == "nccl warn":
                 continue

@@ -365,6 +365,7 @@ def test_cuda_error_lines_and_non_matches():
     assert cuda_error_rule("host:1:2 [0] NCCL INFO Bootstrap : Using eth0") is None
     assert cuda_error_rule("host:1:2 [0] NCCL WARN NET/IB : No device found.") is None  # recoverable
     assert cuda_error_rule("step 10 loss=0.5") is None
+    assert cuda_error_rule("slurmstepd: error: *** JOB 12 ON n1 CANCELLED AT 2026-12-02T16:55 ***") is None
 
 
 def test_cuda_errors_off():
