@@ -193,7 +193,7 @@ class Bridge:
 
         from gputui.executors import node_runner
 
-        self.ray = ray
+        self.ray, self.run_dir = ray, run_dir
         self.remote = ray.remote(max_retries=0)(node_runner.run)
         self.probe = ray.remote(num_cpus=0, max_retries=0)(node_runner.probe_gpus)
         self.nodes: dict[str, dict] = {}  # node id -> what its last GPU probe found
@@ -227,7 +227,7 @@ class Bridge:
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
         # An abstract socket has no file permissions: only this user's processes may ask anything of it.
-        pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if uid != os.getuid():
             conn.close()
             return
@@ -273,7 +273,7 @@ class Bridge:
                 num_gpus=gpus, num_cpus=0 if gpus else 1, name=f"gputui:{req['task']}.{req['n']}"
             ).remote(
                 req["argv"], req["env"], req["log"], req["cwd"], req["signals"], float(req["grace"]),
-                started=req["signals"].removesuffix(".signals") + ".started",
+                started=str(started_path(self.run_dir, req["task"], int(req["n"]))),
             )  # fmt: skip
             self.running[conn] = (ref, req)
             ref.future().add_done_callback(lambda f, c=conn: self._done(c, f))
