@@ -41,6 +41,22 @@ def write_task_products(store: Store, paths: RunPaths, task_ids: Iterable[str], 
         )
 
 
+def unwritten_products(paths: RunPaths, tasks: Iterable[TaskRecord]) -> list[str]:
+    """The tasks whose products were not written since they last ended (their settle wrote them, unless
+    the run stopped first): what the run's end still has to write, instead of every task again."""
+    found = []
+    for t in tasks:
+        if t.attempts == 0:
+            continue
+        try:
+            written = (paths.task_dir(t.id) / "summary.json").stat().st_mtime
+        except OSError:
+            written = None
+        if written is None or t.ended_at is None or written < t.ended_at:
+            found.append(t.id)
+    return found
+
+
 def trial_rows(tasks: Iterable[TaskRecord], store: Store, metric: str) -> list[dict]:
     """One row per settled trial, in plan order."""
     rows = []

@@ -13,7 +13,7 @@ from gputui.engine.session import Run
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
 from gputui.results.finalize import OutputCheck, merge_run, write_summary
-from gputui.results.products import write_task_products, write_trial_results
+from gputui.results.products import unwritten_products, write_task_products, write_trial_results
 from gputui.views.printer import Printer
 
 
@@ -42,7 +42,7 @@ def write_products(job: JobSpec, run: Run, task_ids: list[str]) -> None:
 def finish(job: JobSpec, run: Run, out: Printer, elapsed: float) -> int:
     store, paths = run.store, run.paths
     tasks = store.tasks()
-    write_products(job, run, [t.id for t in tasks])
+    write_products(job, run, unwritten_products(paths, tasks))
     ok = all(t.status == Status.DONE for t in tasks) and not store.meta("run_failed")
     if ok and store.meta("merged"):
         line = merge_run(store, paths)

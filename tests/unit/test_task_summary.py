@@ -81,3 +81,26 @@ def test_summary_json_keeps_non_finite_as_strings(tmp_path):
     assert summary["final_metrics"] == {"loss": "nan", "grad": "inf"}
     assert summary["best_metrics"] == {"loss": "nan", "grad": "inf"}
     assert summary["exit_code"] is None and summary["total_duration_s"] == 0.0
+
+
+def test_the_runs_end_writes_only_products_its_settles_did_not(tmp_path):
+    from gputui.engine.rundir import RunPaths
+    from gputui.jobs.tasks import Status, TaskRecord
+    from gputui.results.products import unwritten_products
+
+    paths = RunPaths(tmp_path)
+
+    def task(task_id: str, attempts: int, ended_at: float | None) -> TaskRecord:
+        return TaskRecord(task_id, 0, 0, 1, 1, Status.DONE, attempts, 3, (), None, 0, 1.0, ended_at, None)
+
+    for task_id in ("written", "older"):
+        (paths.task_dir(task_id)).mkdir(parents=True)
+        (paths.task_dir(task_id) / "summary.json").write_text("{}")
+    now = (paths.task_dir("written") / "summary.json").stat().st_mtime
+    tasks = [
+        task("written", 1, now - 5),  # settled, then its products written
+        task("older", 2, now + 5),  # ended again after they were written (a crash before its settle wrote them)
+        task("missing", 1, now - 5),  # settled in a session that stopped before writing them
+        task("never-ran", 0, None),
+    ]
+    assert unwritten_products(paths, tasks) == ["older", "missing"]
