@@ -17,8 +17,12 @@ from gputui.jobs.tasks import TRIAL, Status, TaskRecord
 from gputui.results.task_summary import write_metrics_csv, write_task_summary
 
 
-def write_task_products(store: Store, paths: RunPaths, task_ids: Iterable[str], goals: dict[str, str]) -> None:
-    """metrics.csv and summary.json of each task, from every attempt's events (the curve of the last)."""
+def write_task_products(
+    store: Store, paths: RunPaths, task_ids: Iterable[str], goals: dict[str, str], *, fsync: bool = True
+) -> None:
+    """metrics.csv and summary.json of each task, from every attempt's events (the curve of the last).
+    `fsync=False` as tasks settle: derived files, so the run's end writes again (durably) any that a
+    power loss left empty or missing (`unwritten_products`), and the scheduler's turn waits on no disk."""
     for task_id in task_ids:
         task = store.task(task_id)
         if task is None or task.attempts == 0:
@@ -27,7 +31,7 @@ def write_task_products(store: Store, paths: RunPaths, task_ids: Iterable[str], 
         events = read_all(paths.events(task_id, task.attempts))
         folder = paths.task_dir(task_id)
         folder.mkdir(parents=True, exist_ok=True)
-        write_metrics_csv(events, folder / "metrics.csv")
+        write_metrics_csv(events, folder / "metrics.csv", fsync=fsync)
         write_task_summary(
             folder / "summary.json",
             task_id=task_id,
@@ -38,21 +42,24 @@ def write_task_products(store: Store, paths: RunPaths, task_ids: Iterable[str], 
             exit_code=task.exit_code,
             events=events,
             goal_by_metric=goals,
+            fsync=fsync,
         )
 
 
 def unwritten_products(paths: RunPaths, tasks: Iterable[TaskRecord]) -> list[str]:
     """The tasks whose products were not written since they last ended (their settle wrote them, unless
-    the run stopped first): what the run's end still has to write, instead of every task again."""
+    the run stopped first, or a power loss left them empty): what the run's end still has to write,
+    instead of every task again."""
     found = []
     for t in tasks:
         if t.attempts == 0:
             continue
         try:
-            written = (paths.task_dir(t.id) / "summary.json").stat().st_mtime
+            written = [(paths.task_dir(t.id) / name).stat() for name in ("summary.json", "metrics.csv")]
         except OSError:
-            written = None
-        if written is None or t.ended_at is None or written < t.ended_at:
+            written = []
+        fresh = written and t.ended_at is not None and all(s.st_size and s.st_mtime >= t.ended_at for s in written)
+        if not fresh:
             found.append(t.id)
     return found
 

@@ -32,7 +32,7 @@ def metric_rows(events: Iterable[Event]) -> tuple[list[str], list[tuple[int | No
     return list(names), rows
 
 
-def write_metrics_csv(events: Iterable[Event], path: str | os.PathLike[str]) -> None:
+def write_metrics_csv(events: Iterable[Event], path: str | os.PathLike[str], *, fsync: bool = True) -> None:
     """`step` then one column per metric name; one row per metrics event, empty where not reported."""
     names, rows = metric_rows(events)
     buf = io.StringIO()
@@ -40,7 +40,7 @@ def write_metrics_csv(events: Iterable[Event], path: str | os.PathLike[str]) -> 
     w.writerow(["step", *names])
     for step, values in rows:
         w.writerow(["" if step is None else step, *(_cell(values.get(n)) for n in names)])
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue(), fsync=fsync)
 
 
 def final_and_best(
@@ -74,6 +74,7 @@ def write_task_summary(
     exit_code: int | None,
     events: Iterable[Event],
     goal_by_metric: Mapping[str, str] | None = None,
+    fsync: bool = True,
 ) -> dict[str, Any]:
     """Write summary.json and return what was written."""
     final, best = final_and_best(events, goal_by_metric)
@@ -89,7 +90,7 @@ def write_task_summary(
         "total_duration_s": float(sum(durations)),
     }
     summary = _finite(json.loads(json.dumps(summary, default=json_default)))
-    atomic_write_text(path, json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False) + "\n", fsync=fsync)
     return summary
 
 

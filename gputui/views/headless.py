@@ -21,7 +21,7 @@ def run_headless(job: JobSpec, run: Run, opts: Options, out: Printer) -> int:
     """The exit status: 0 when every task is done (and merged, where the job merges), 130 when stopped."""
     started = time.monotonic()
     opts.on_merge = lambda: merge_run(run.store, run.paths)
-    opts.on_settled = lambda task_ids: write_products(job, run, task_ids)
+    opts.on_settled = lambda task_ids: write_products(job, run, task_ids, fsync=False)
     opts.check_output = OutputCheck(run.store)
     ended = Scheduler(job, run, out, opts).run()
     if ended == STOPPED:
@@ -31,10 +31,10 @@ def run_headless(job: JobSpec, run: Run, opts: Options, out: Printer) -> int:
     return finish(job, run, out, time.monotonic() - started)
 
 
-def write_products(job: JobSpec, run: Run, task_ids: list[str]) -> None:
+def write_products(job: JobSpec, run: Run, task_ids: list[str], *, fsync: bool = True) -> None:
     """Each settled task's metrics.csv and summary.json; a sweep's results table."""
     goals = {job.sweep.metric: job.sweep.goal} if job.sweep is not None else {}
-    write_task_products(run.store, run.paths, task_ids, goals)
+    write_task_products(run.store, run.paths, task_ids, goals, fsync=fsync)
     if job.sweep is not None:
         write_trial_results(run.store, run.paths, job.sweep.metric)
 

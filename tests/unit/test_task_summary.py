@@ -93,14 +93,16 @@ def test_the_runs_end_writes_only_products_its_settles_did_not(tmp_path):
     def task(task_id: str, attempts: int, ended_at: float | None) -> TaskRecord:
         return TaskRecord(task_id, 0, 0, 1, 1, Status.DONE, attempts, 3, (), None, 0, 1.0, ended_at, None)
 
-    for task_id in ("written", "older"):
+    for task_id in ("written", "older", "emptied"):
         (paths.task_dir(task_id)).mkdir(parents=True)
-        (paths.task_dir(task_id) / "summary.json").write_text("{}")
+        (paths.task_dir(task_id) / "summary.json").write_text("{}" if task_id != "emptied" else "")
+        (paths.task_dir(task_id) / "metrics.csv").write_text("step\n")
     now = (paths.task_dir("written") / "summary.json").stat().st_mtime
     tasks = [
         task("written", 1, now - 5),  # settled, then its products written
         task("older", 2, now + 5),  # ended again after they were written (a crash before its settle wrote them)
+        task("emptied", 1, now - 5),  # written without fsync as it settled, then a power loss
         task("missing", 1, now - 5),  # settled in a session that stopped before writing them
         task("never-ran", 0, None),
     ]
-    assert unwritten_products(paths, tasks) == ["older", "missing"]
+    assert unwritten_products(paths, tasks) == ["older", "emptied", "missing"]
