@@ -1,41 +1,153 @@
-"""Atomic file writes: readers see the old file or the whole new one, never a torn one."""
+"""Atomic file writes: readers see the old file or the whole new one, never a torn one.
+
+New files are made unnamed (O_TMPFILE) and linked in once written, not created by name (mkstemp): on
+the VM this was measured on, creating a named file cost 0.4-0.6 ms of CPU while a run's tasks settled,
+six times more, and the files a task leaves (signals, summary, metrics, log) were half of the
+scheduler's time. Where a filesystem cannot (NFS), mkstemp does it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import decimal
+import errno
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
-    """Write to a temp file in the same folder, fsync it, rename it over `path`, fsync the folder.
+    """Write a new file beside `path` (fsync'ed), rename it over `path`, fsync the folder.
 
     `fsync=False` keeps rename atomicity (enough against a process crash) for files that only
-    matter while the processes that wrote them are alive.
+    matter while the processes that wrote them are alive, or that are written again if lost.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
     try:
-        os.fchmod(fd, _mode_for(path))  # mkstemp's 0600 would hide reports from the user's group
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+        _write_unnamed(path, folder, data, fsync)
+    except FileNotFoundError:
+        if os.path.isdir(folder):
+            raise
+        os.makedirs(folder, exist_ok=True)
+        _write_unnamed(path, folder, data, fsync)
+    except _NoUnnamedFiles:
+        _write_named(path, folder, data, fsync)
+    if fsync:
+        _fsync_dir(folder)
+
+
+class _NoUnnamedFiles(Exception):
+    """The filesystem (NFS, an old kernel) or a missing /proc cannot name an O_TMPFILE file: use mkstemp."""
+
+
+def _write_unnamed(path: str, folder: str, data: bytes, fsync: bool) -> None:
+    """An O_TMPFILE file, named once written (linked under a temp name, renamed over `path`)."""
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)  # the umask applies, as for open()
+    except OSError as e:
+        if isinstance(e, FileNotFoundError):
+            raise  # the folder is missing: made, then tried again
+        raise _NoUnnamedFiles from e
+    try:
+        _fill(fd, path, data, fsync, new_mode=None)
+        tmp = _name(fd, path, folder)
+    finally:
+        os.close(fd)
+    _rename(tmp, path)
+
+
+def _name(fd: int, path: str, folder: str) -> str:
+    """Link the unnamed file `fd` beside `path` under a temp name; that name."""
+    while True:
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
+        try:
+            _link_as(fd, tmp)
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _link_as(fd: int, path: str) -> None:
+    """Give the unnamed file `fd` the name `path` (linkat through /proc, as open(2) shows)."""
+    try:
+        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise _NoUnnamedFiles from e
+    try:
+        os.link(str(fd), path, src_dir_fd=proc, follow_symlinks=True)
+    except OSError as e:
+        if e.errno in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP):
+            raise _NoUnnamedFiles from e
+        raise
+    finally:
+        os.close(proc)
+
+
+def open_append(path: str) -> int:
+    """An O_APPEND descriptor of `path` (an attempt's log), created first if missing, the same cheap way:
+    an unnamed file linked in under its name (another process linking first: that file is used). Opened
+    again by its name, so /proc and lsof show the path, not a deleted temp file."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    with contextlib.suppress(FileNotFoundError):
+        return os.open(path, flags)
+    try:
+        fd = os.open(os.path.dirname(path) or ".", flags | os.O_TMPFILE, 0o666)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        return os.open(path, flags | os.O_CREAT, 0o666)
+    try:
+        _link_as(fd, path)
+    except (FileExistsError, _NoUnnamedFiles):
+        pass
+    finally:
+        os.close(fd)
+    return os.open(path, flags | os.O_CREAT, 0o666)
+
+
+def _write_named(path: str, folder: str, data: bytes, fsync: bool) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        _fill(fd, path, data, fsync, new_mode=0o666 & ~_umask())  # mkstemp's 0600 would hide reports
+    except BaseException:
+        os.close(fd)
+        _unlink(tmp)
+        raise
+    os.close(fd)
+    _rename(tmp, path)
+
+
+def _fill(fd: int, path: str, data: bytes, fsync: bool, new_mode: int | None) -> None:
+    """The data, and the mode of the file being replaced (else `new_mode`, if given)."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        mode = new_mode
+    if mode is not None:
+        os.fchmod(fd, mode)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if fsync:
+        os.fsync(fd)
+
+
+def _rename(tmp: str, path: str) -> None:
+    try:
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
-    if fsync:
-        _fsync_dir(path.parent)
+
+
+def _unlink(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = True) -> None:
@@ -80,14 +192,6 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
-def _mode_for(path: Path) -> int:
-    """The mode of the file being replaced, else what a plain open() would give under the umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        return 0o666 & ~_umask()
-
-
 def _umask() -> int:
     try:
         with open("/proc/self/status") as f:
@@ -101,7 +205,7 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:

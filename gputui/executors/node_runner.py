@@ -16,12 +16,13 @@ force, a Slurm job cancelled), the cluster ends its children, the command's firs
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
 import subprocess
 import time
+
+from gputui.atomic import atomic_write_json
 
 POLL_S = 0.05  # how often the command and the signal file are looked at
 SIGNALS = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
@@ -44,9 +45,7 @@ def run(
     if started is not None:
         note = {"node": socket.gethostname(), "gpus": full["CUDA_VISIBLE_DEVICES"], "pid": os.getpid()}
         with contextlib.suppress(OSError):
-            with open(f"{started}.tmp", "w") as f:
-                json.dump(note, f)
-            os.replace(f"{started}.tmp", started)
+            atomic_write_json(started, note, fsync=False, indent=None)
     with open(log, "ab", buffering=0) as out:
         gpus = full["CUDA_VISIBLE_DEVICES"] or "none"
         out.write(f"gputui: on {where} {socket.gethostname()} (pid {os.getpid()}), GPUs {gpus}\n".encode())

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# The client side (connect, ask, ensure) is imported by every attempt's stand-in, which must start fast:
-# what only the bridge or a bridge's start needs (selectors, fcntl, subprocess, ray) is imported there.
+# The client side (connect, ask, ensure) is loaded by every keeper, whose waiters fork the stand-ins: what
+# only the bridge or a bridge's start needs (selectors, fcntl, subprocess, ray) is imported there.
 
 IDLE_S = 30.0  # a bridge nobody has needed this long leaves (and a private cluster stops)
 PROBE_S = 2.0  # the nodes' GPUs are read at most this often, however many apps ask

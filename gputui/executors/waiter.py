@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 
+from gputui.atomic import open_append
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership, remote_task
 from gputui.executors.journal import line
@@ -69,7 +70,7 @@ class Waiter:
     def run(self, req: dict, held: list[int]) -> None:
         task, n, argv = req["task"], req["n"], req["argv"]
         try:
-            log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+            log = open_append(req["log"])
         except OSError as e:
             _complain(f"cannot open {req['log']}: {e}")
             self.record_exit(task, n, 127, 0)
@@ -77,8 +78,10 @@ class Waiter:
         for fd in held:  # GPU reservations: held as long as any process of the task holds them
             os.set_inheritable(fd, True)
 
+        standin = remote_task.is_standin(argv)
+
         def spawn() -> int:
-            if remote_task.is_standin(argv):
+            if standin:
                 return self.fork_standin(argv, req["env"], log)
             return os.posix_spawn(
                 argv[0],
@@ -94,7 +97,7 @@ class Waiter:
             )
 
         try:
-            if self.home is not None:
+            if self.home is not None and not standin:  # a stand-in's tree is on a node, not here
                 pid, cg = self.home.spawn_inside(f"{task}.{n}", spawn)
             else:
                 pid, cg = spawn(), None

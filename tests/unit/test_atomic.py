@@ -5,7 +5,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from gputui import atomic
 from gputui.atomic import atomic_write_json, atomic_write_text
 
 
@@ -52,3 +54,47 @@ def test_new_files_get_the_users_normal_mode_and_replaced_files_keep_theirs(tmp_
         assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o604
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("write", [atomic._write_unnamed, atomic._write_named], ids=["unnamed", "mkstemp"])
+def test_both_ways_of_writing_replace_whole_files_with_the_usual_modes(tmp_path, write):
+    """The unnamed-file way (O_TMPFILE, linked in) and mkstemp (where a filesystem has no O_TMPFILE)."""
+    old = os.umask(0o027)
+    try:
+        target = str(tmp_path / "summary.json")
+        write(target, str(tmp_path), b"first", True)
+        assert (tmp_path / "summary.json").read_bytes() == b"first"
+        assert os.stat(target).st_mode & 0o777 == 0o640
+        os.chmod(target, 0o604)
+        write(target, str(tmp_path), b"second, longer", False)
+        assert (tmp_path / "summary.json").read_bytes() == b"second, longer"
+        assert os.stat(target).st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp name left behind
+
+
+def test_a_write_into_a_missing_folder_makes_it(tmp_path):
+    atomic_write_text(tmp_path / "tasks" / "shard-3" / "summary.json", "{}")
+    assert (tmp_path / "tasks" / "shard-3" / "summary.json").read_text() == "{}"
+
+
+def test_open_append_creates_a_log_once_and_appends_to_it(tmp_path):
+    log = str(tmp_path / "shard-0.attempt1.log")
+    old = os.umask(0o022)
+    try:
+        first = atomic.open_append(log)
+    finally:
+        os.umask(old)
+    assert os.readlink(f"/proc/self/fd/{first}") == log  # where a worker's output goes, as ls -l /proc shows it
+    second = atomic.open_append(log)  # another writer (the node's runner) opens the same file
+    try:
+        os.write(first, b"gputui: launch\n")
+        os.write(second, b"worker line\n")
+        os.write(first, b"gputui: exit 0\n")
+    finally:
+        os.close(first)
+        os.close(second)
+    assert Path(log).read_text() == "gputui: launch\nworker line\ngputui: exit 0\n"
+    assert os.stat(log).st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["shard-0.attempt1.log"]
