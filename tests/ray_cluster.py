@@ -24,6 +24,18 @@ RAY_ENV = {
 }
 
 
+@contextlib.contextmanager
+def environment() -> Iterator[None]:
+    """RAY_ENV in os.environ, so every Ray process started meanwhile (heads, bridges, drivers) inherits it."""
+    saved = {k: os.environ.get(k) for k in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,6 +60,46 @@ def ray_head(gpus: int = 4, cpus: int = 4) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         stop_cluster(temp, f"127.0.0.1:{port}")
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+# Two nodes on one machine: `ray start --address` rewrites 127.0.0.1 to the LAN address (which nothing
+# listens on), so the nodes are started with Ray's own test helper, in a process of their own.
+_NODES = """
+import signal, sys, time
+from ray.cluster_utils import Cluster
+temp, nodes, gpus, cpus = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+head = {"num_gpus": gpus, "num_cpus": cpus, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+cluster = Cluster(initialize_head=True, head_node_args=head | {"temp_dir": temp})
+for _ in range(nodes - 1):
+    cluster.add_node(num_gpus=gpus, num_cpus=cpus, node_ip_address="127.0.0.1")
+signal.signal(signal.SIGTERM, lambda *_: (cluster.shutdown(), sys.exit(0)))
+print(cluster.address, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@contextlib.contextmanager
+def ray_nodes(nodes: int = 2, gpus: int = 2, cpus: int = 2) -> Iterator[str]:
+    """A cluster of `nodes` nodes on loopback, each with `gpus` declared GPUs (RAY_ENV must be in
+    os.environ); its address. Stopped, and its folder removed, after."""
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    argv = [sys.executable, "-c", _NODES, temp, str(nodes), str(gpus), str(cpus)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    address = ""
+    try:
+        address = proc.stdout.readline().strip()
+        if not address.startswith("127.0.0.1:"):
+            raise RuntimeError(f"the Ray nodes did not start (exit {proc.wait(30)})")
+        yield address
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+        if address.startswith("127.0.0.1:"):
+            stop_cluster(temp, address)  # whatever the helper left: only this cluster's processes
+        proc.kill()
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 from gputui.atomic import atomic_write_json
@@ -44,6 +45,7 @@ def run(
     full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the cluster's choice for this task
     if started is not None:
         note = {"node": socket.gethostname(), "gpus": full["CUDA_VISIBLE_DEVICES"], "pid": os.getpid()}
+        note["node_id"] = _ray_node_id()
         with contextlib.suppress(OSError):
             atomic_write_json(started, note, fsync=False, indent=None)
     with open(log, "ab", buffering=0) as out:
@@ -67,6 +69,15 @@ def run(
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # nothing of the tree outlives its attempt
+
+
+def _ray_node_id() -> str:
+    """The Ray node this runs on ("" outside Ray): hosts may hold several nodes, the panels tell them apart."""
+    ray = sys.modules.get("ray")  # loaded in a Ray worker; never imported here
+    try:
+        return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
+    except Exception:  # an older or newer Ray without it: the host name alone
+        return ""
 
 
 def _watch(proc: subprocess.Popen, signals: str, grace: float) -> int:

@@ -30,7 +30,7 @@ from gputui.jobs.gpu_plan import NoFit
 from gputui.jobs.loader import load_jobspec
 from gputui.jobs.plans import plan_job
 from gputui.jobs.spec import JobSpec
-from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, planned_run
+from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, node_label, planned_run
 
 
 @dataclass
@@ -96,7 +96,7 @@ def cluster_gpus(nodes: list[dict]) -> tuple[list[GpuSnapshot], str | None]:
     missing = []
     names = Counter(n["node"] for n in nodes)
     for n in nodes:
-        node = n["node"] if names[n["node"]] == 1 else f"{n['node']}/{n.get('id', '')[:6]}"
+        node = n["node"] if names[n["node"]] == 1 else node_label(n["node"], n.get("id", ""))
         for g in n.get("gpus", ()):
             where = f"{node} GPU {g['index']}"
             gpus.append(GpuSnapshot(**(g | {"index": len(gpus), "where": where, "processes": ()})))

@@ -42,6 +42,7 @@ class TaskView:
     metrics: Mapping[str, float] = field(default_factory=dict)  # latest values its latest attempt reported
     # through gputui.hooks: read for running and paused tasks, and for the task the app has selected
     placed: str | None = None  # on a cluster, a live attempt's node and GPUs ("node:0,1"), "" while queued
+    placed_node: str = ""  # on Ray, the id of that node (two nodes may share a host name)
 
     @property
     def elapsed(self) -> float | None:
@@ -87,13 +88,21 @@ class RunSnapshot:
             if v.task.status not in Status.LIVE:
                 continue
             if v.placed:
-                node, _, given = v.placed.rpartition(":")
-                at = [panel[w] for i in given.split(",") if (w := f"{node} GPU {i}") in panel]
+                host, _, given = v.placed.rpartition(":")
+                names = [node_label(host, v.placed_node), host] if v.placed_node else [host]
+                at = []
+                for i in given.split(","):  # the panel of the node's GPU i: by node id where hosts repeat
+                    at += [panel[w] for n in names if (w := f"{n} GPU {i}") in panel][:1]
             else:
                 at = list(v.task.gpus)
             for g in at:
                 held.setdefault(g, []).append(v.task.id)
         return held
+
+
+def node_label(host: str, node_id: str) -> str:
+    """A cluster node's name in the GPU panels where two nodes share a host name (tests, containers)."""
+    return f"{host}/{node_id[:6]}"
 
 
 def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tuple[float, float]]:
@@ -326,7 +335,8 @@ class RunView:
         self._state_stamp: tuple = ()
         self._state_at = 0.0
         self._metrics: dict[tuple[str, int], MetricHistory] = {}
-        self._placed: dict[tuple[str, int], str] = {}  # Slurm attempts seen started: where (it never changes)
+        # Cluster attempts seen started: where they run, and the Ray node's id (it never changes).
+        self._placed: dict[tuple[str, int], tuple[str, str]] = {}
         self.selected: str | None = None  # the task whose metrics over steps the snapshot carries
 
     def select(self, task_id: str | None) -> None:
@@ -365,8 +375,8 @@ class RunView:
                 paused = t.status == Status.PAUSED
                 progress = self._progress.update(key, tail, paused=paused, reported=reported)
             queued_or_on = executor != "local" and a is not None and t.status in Status.LIVE
-            placed = self._placed_at(executor, t.id, a.number) if queued_or_on else None
-            views.append(TaskView(t, a, progress, attempts, metrics, placed))
+            placed, node = self._placed_at(executor, t.id, a.number) if queued_or_on else (None, "")
+            views.append(TaskView(t, a, progress, attempts, metrics, placed, node))
         self._progress.forget(keys)
         self._placed = {k: v for k, v in self._placed.items() if k in keys}
         self._metrics = read  # a task that ended and is not selected is read no more
@@ -427,9 +437,9 @@ class RunView:
             self._state_stamp, self._state_at = stamp, now
         return self._state
 
-    def _placed_at(self, executor: str, task_id: str, number: int) -> str:
-        """Where the attempt runs on its cluster, from the `started` file its runner writes on the node;
-        "" while it is queued (a stat per refresh until then)."""
+    def _placed_at(self, executor: str, task_id: str, number: int) -> tuple[str, str]:
+        """Where the attempt runs on its cluster ("node:GPUs", and the node's Ray id), from the `started`
+        file its runner writes on the node; "" while it is queued (a stat per refresh until then)."""
         key = (task_id, number)
         if key not in self._placed:
             try:
@@ -438,15 +448,16 @@ class RunView:
                         started = json.load(f)
                     job = slurm.attempt_file(self.paths.root, task_id, number, "job").read_text()
                     if not isinstance(started, dict) or started.get("job") != job:  # a stale job's, not ours
-                        return ""
+                        return "", ""
                 else:
                     with open(ray_bridge.started_path(self.paths.root, task_id, number)) as f:
                         started = json.load(f)
             except (OSError, ValueError):
-                return ""
+                return "", ""
             if not isinstance(started, dict):
-                return ""
-            self._placed[key] = f"{started.get('node', '?')}:{started.get('gpus') or '-'}"
+                return "", ""
+            where = f"{started.get('node', '?')}:{started.get('gpus') or '-'}"
+            self._placed[key] = (where, str(started.get("node_id") or ""))
         return self._placed[key]
 
     def _tail(self, log_path: str) -> str:

@@ -31,11 +31,8 @@ from tests.integration.test_job_kinds import EXPECTED, Kinds, results
 @pytest.fixture(scope="module")
 def ray_env():
     """Every Ray process of these tests (the head, the bridges, a foreign driver) inherits RAY_ENV."""
-    saved = {k: os.environ.get(k) for k in ray_cluster.RAY_ENV}
-    os.environ.update(ray_cluster.RAY_ENV)
-    yield
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    with ray_cluster.environment():
+        yield
 
 
 @pytest.fixture(scope="module")
