@@ -50,12 +50,17 @@ assert codes == [0] * len(codes)
 """
 
 
+def busy_cpu() -> float:
+    """Seconds the machine's cores have been busy since boot (every process, the kernel's work included)."""
+    t = psutil.cpu_times()
+    return t.user + t.system + t.nice + t.irq + t.softirq
+
+
 def timed(argv: list) -> tuple[float, float]:
     """(wall seconds, busy CPU seconds of the whole machine) of running `argv`."""
-    busy = lambda t: t.user + t.system + t.nice + t.irq + t.softirq  # noqa: E731
-    before, t = busy(psutil.cpu_times()), time.perf_counter()
+    before, t = busy_cpu(), time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - t, busy(psutil.cpu_times()) - before
+    return time.perf_counter() - t, busy_cpu() - before
 
 
 def main() -> int:
