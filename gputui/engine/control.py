@@ -2,7 +2,9 @@
 
 While a scheduler drives the run, other processes post verbs to it through the store and wait;
 when none does, the caller takes the lock and applies them itself. Either way the same code runs,
-and signals reach only processes that `ownership` proves are this run's.
+and signals reach only processes that `ownership` proves are this run's. An attempt on Ray has no
+process here: its signals go as words through its signal file to the runner on its node, which applies
+them to the tree it started there.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from gputui.engine.manifests import manifest_path
 from gputui.engine.records import AttemptRecord
 from gputui.engine.rundir import RunLock, RunPaths
 from gputui.engine.store import Store
-from gputui.executors import ownership
+from gputui.executors import ownership, ray_bridge
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import ProcessRef
 from gputui.jobs.tasks import Status, TaskRecord
 
 KILL_WAIT_S = 2.0  # after SIGKILL, how long before a survivor is reported instead of waited on
+_RAY_WORDS = {signal.SIGTERM: "TERM", signal.SIGKILL: "KILL", signal.SIGSTOP: "STOP", signal.SIGCONT: "CONT"}
 
 
 class ControlError(RuntimeError):
@@ -54,16 +57,20 @@ class Stop:
     def step(self) -> bool:
         """Advance if due; True once done."""
         if self.phase == "term":
-            if time.monotonic() < self.deadline and any(ownership.alive(r) for r in _flat(self.term)):
+            if time.monotonic() < self.deadline and self._running(self.term):
                 return False
             # Survivors, and anything forked meanwhile.
             self.kill = self.controller.signal_trees(self.pairs, signal.SIGKILL)
             self.phase, self.deadline = "kill", time.monotonic() + KILL_WAIT_S
         if self.phase == "kill":
-            if time.monotonic() < self.deadline and any(ownership.alive(r) for r in _flat(self.kill)):
+            if time.monotonic() < self.deadline and self._running(self.kill):
                 return False
             self.phase = "done"
         return True
+
+    def _running(self, signalled: dict[str, list[ProcessRef]]) -> bool:
+        alive = any(ownership.alive(r) for r in _flat(signalled))
+        return alive or bool(self.controller.on_ray_running(self.pairs))
 
     def finish(self) -> list[str]:
         while not self.step():
@@ -72,6 +79,11 @@ class Stop:
 
     def report(self) -> list[str]:
         lines = list(self.intro)
+        if self.controller.on_ray:
+            running = self.controller.on_ray_running(self.pairs)
+            for task, _ in self.pairs:
+                lines.append(f"{task.id}: " + ("still ending" if task.id in running else "ended") + " on Ray")
+            return lines
         for task, _ in self.pairs:
             term, kill = self.term.get(task.id, []), self.kill.get(task.id, [])
             n = len({r.pid for r in term + kill})
@@ -91,10 +103,22 @@ class Controller:
     paths: RunPaths
     store: Store
     on_merge: Callable[[], str] | None = None  # set by the caller: runs the merge, returns a line
+    _journal: JournalReader | None = field(default=None, init=False, repr=False)
 
     @property
     def scheduler_id(self) -> str:
         return self.store.meta("scheduler_id")
+
+    @property
+    def on_ray(self) -> bool:
+        """The run's attempts run on Ray: none has a process here."""
+        return self.store.meta("executor", "local") == "ray"
+
+    @property
+    def journal(self) -> JournalReader:
+        if self._journal is None:
+            self._journal = JournalReader(self.paths.journal)
+        return self._journal
 
     # -- verbs ---------------------------------------------------------------------------------
     def apply(self, verb: str, task_ids: Sequence[str] | None, force: bool = False) -> tuple[bool, str]:
@@ -128,17 +152,20 @@ class Controller:
         if task.status != Status.RUNNING:
             raise ControlError(f"is {task.status}; only a running task can be paused")
         attempt = self.live_attempt(task)
-        # Parents first, then once more for children forked meanwhile. On a cluster the attempt's stand-in
-        # takes SIGTSTP (which it can catch, unlike SIGSTOP) to the runner that stops the tree on its node.
+        # Parents first, then once more for children forked meanwhile. On Slurm the attempt's stand-in takes
+        # SIGTSTP (which it can catch, unlike SIGSTOP) to suspend or hold the job; on Ray the runner on the
+        # node stops the tree (a word through the signal file, applied as soon as the command starts).
         executor = self.store.meta("executor", "local")
-        stop = signal.SIGSTOP if executor == "local" else signal.SIGTSTP
+        stop = signal.SIGSTOP if executor in ("local", "ray") else signal.SIGTSTP
         sent = self.signal_trees([(task, attempt)], stop).get(task.id, [])
         sent += self.signal_trees([(task, attempt)], stop).get(task.id, [])
-        if not sent:
+        if not sent and executor != "ray":
             raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PAUSED)
             self.store.update_attempt(task.id, attempt.number, status=Status.PAUSED)
+        if executor == "ray":
+            return f"{task.id}: paused on Ray (its processes on the node are stopped; GPU memory stays allocated)"
         if executor != "local":
             return f"{task.id}: paused on the {executor} cluster (its log says how: suspended, held or stopped)"
         return f"{task.id}: paused {len({r.pid for r in sent})} process(es); its GPU memory stays allocated"
@@ -151,7 +178,7 @@ class Controller:
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.RUNNING)
             self.store.update_attempt(task.id, attempt.number, status=Status.RUNNING)
-        return f"{task.id}: resumed {len(sent)} process(es)"
+        return f"{task.id}: resumed " + ("on Ray" if self.on_ray else f"{len(sent)} process(es)")
 
     def begin_kill(self, tasks: Sequence[TaskRecord]) -> Stop:
         """Record the kills, send SIGTERM; the returned Stop sends SIGKILL after the grace period."""
@@ -200,12 +227,30 @@ class Controller:
         """Send `sig` to each attempt's processes as `ownership` defines them; returns what was signalled.
         SIGKILL also goes through the attempt's cgroup, which nothing of it can leave."""
         sent: dict[str, list[ProcessRef]] = {}
+        if self.on_ray:
+            for task, attempt in pairs:
+                signals = ray_bridge.signals_path(self.paths.root, task.id, attempt.number)
+                ray_bridge.tell(signals, _RAY_WORDS[signal.SIGSTOP if sig == signal.SIGTSTP else sig])
+            return sent
         for task, attempt in pairs:
             procs = attempt.processes()
             sent[task.id] = [r for r in procs.tree() if ownership.send(r, sig)]
             if sig == signal.SIGKILL:
                 procs.kill_cgroup()
         return sent
+
+    def on_ray_running(self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]]) -> set[str]:
+        """The tasks of `pairs` whose attempt on Ray has not ended, as their waiters recorded it (empty for a
+        run not on Ray)."""
+        if not self.on_ray:
+            return set()
+        attempts = self.journal.update()
+        running = set()
+        for task, attempt in pairs:
+            ends = attempts.get((task.id, attempt.number))
+            if ends is None or not ends.ended and ends.waiter is not None and ownership.alive(ends.waiter):
+                running.add(task.id)
+        return running
 
     def live_attempt(self, task: TaskRecord) -> AttemptRecord:
         """The task's current attempt, with what its waiter recorded of its start if the store lacks it."""

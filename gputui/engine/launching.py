@@ -17,7 +17,7 @@ from gputui.engine.logtail import LogTail
 from gputui.engine.monitor import draining
 from gputui.engine.placement import place, usable_gpus, why_waiting
 from gputui.engine.rundir import RunPaths
-from gputui.executors import ownership, ray_bridge, remote_task, slurm
+from gputui.executors import ownership, ray_bridge, slurm, slurm_task
 from gputui.executors.journal import AttemptEnds
 from gputui.executors.local import LaunchFailed, LaunchSpec
 from gputui.gpus.detect import describe
@@ -30,6 +30,7 @@ from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
 from gputui.jobs.templates import render_command
 
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
+BRIDGE_CHECK_S = 5.0  # how often the run's Ray bridge is looked for before attempts are sent to it
 
 
 def _release(fds) -> None:
@@ -131,6 +132,9 @@ class Launching:
                 later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
+        if ready and self.job.executor.kind == "ray" and not self._ray_bridge_up(now):
+            later.extend((t.index, t.id) for t in ready)  # tried again next turn
+            ready = []
         if self.cluster is not None:  # the cluster places them: as many start as there are slots
             new = [self._record_launch(t, (), now, []) for t in ready]
             launches.extend(self._submit_to_slurm(new) if self.job.executor.kind == "slurm" else new)
@@ -208,7 +212,7 @@ class Launching:
                 if jid is not None:
                     slurm.attempt_file(self.paths.root, spec.task_id, spec.number, "job").write_text(jid)
                     self.slurm_jobs[spec.task_id] = jid
-                argv = remote_task.slurm_command(
+                argv = slurm_task.command(
                     self.paths.root, spec.task_id, spec.number, spec.grace, self.scheduler_id, jid, error
                 )
                 out.append((replace(spec, argv=argv), live))
@@ -248,6 +252,21 @@ class Launching:
                 "node, so no task could ever start"
             )
         return found | {"where": where}
+
+    def _ray_bridge_up(self, now: float) -> bool:
+        """Whether the run's Ray bridge listens, looked at every BRIDGE_CHECK_S: one that died (its attempts
+        ended, unknown how, and are retried) is started again, as the run began, before more are sent to it."""
+        if now - self._bridge_checked >= BRIDGE_CHECK_S:
+            self._bridge_checked = now
+            e = self.job.executor
+            try:
+                ray_bridge.ensure(self.paths.root, e.address, e.num_gpus).close()
+                self._bridge_up = True
+            except (ray_bridge.RayUnavailable, OSError) as err:
+                if self._bridge_up:
+                    self.out.info(f"cannot reach Ray: {err}; no task starts until it can be reached")
+                self._bridge_up = False
+        return self._bridge_up
 
     def _cluster_slots(self) -> int:
         """Attempts at once when [resources].max_parallel is not given: what the cluster can hold (on
@@ -331,10 +350,13 @@ class Launching:
         self._watch(live)
         asked = len(gpus) if self.cluster is None else self._gpus_needed(task)
         self.meter.start(live.key, asked, now)  # GPU-hours: the GPUs given, here or by the cluster
-        if self.cluster is not None and self.job.executor.kind == "ray":  # a stand-in here; the command runs there
-            grace = self.job.stop_grace_s
-            argv = remote_task.command(self.job.executor, argv, self.paths.root, task.id, number, asked, grace)
-        spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held)
+        ray = None
+        if self.cluster is not None and self.job.executor.kind == "ray":  # its waiter asks the run's bridge
+            e = self.job.executor
+            signals = str(ray_bridge.signals_path(self.paths.root, task.id, number))
+            ray = {"run_dir": str(self.paths.root), "address": e.address, "num_gpus": e.num_gpus}
+            ray |= {"gpus": asked, "signals": signals}
+        spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held, ray)
         return spec, live
 
     def _launch(self, spec: LaunchSpec, live: Live) -> None:

@@ -122,6 +122,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self._progress_at = -1.0
         self._progress_due = False
         self._waiting_said = ""
+        self._bridge_checked = time.time()  # the run's Ray bridge: just started by _join_cluster
+        self._bridge_up = True
 
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> str:

@@ -140,16 +140,17 @@ class Store:
         return None if r is None else _task(r)
 
     def _tasks_query(self, tail: str) -> str:
-        """Tasks with their attempts' GPU accounting summed (GPU-seconds) and maxed (peak memory)."""
+        """Tasks with their attempts' GPU accounting summed (GPU-seconds) and maxed (peak memory), each from
+        its own attempts through the (task_id, number) key: one task's costs the same however many there are."""
         if not self._accounting:  # asked again while missing: a view may watch a scheduler upgrade it
             self._accounting = "gpu_seconds" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
         if not self._accounting:  # an older schema read as it is (a view never upgrades it)
             return f"SELECT t.* FROM tasks t {tail}"
-        return (
-            "SELECT t.*, a.gpu_seconds, a.peak_memory, a.gpus_simulated FROM tasks t LEFT JOIN ("
-            "SELECT task_id, SUM(gpu_seconds) AS gpu_seconds, MAX(peak_memory) AS peak_memory, "
-            f"MAX(gpus_simulated) AS gpus_simulated FROM attempts GROUP BY task_id) a ON a.task_id = t.id {tail}"
+        columns = ", ".join(
+            f"(SELECT {f}({c}) FROM attempts WHERE task_id = t.id) AS {c}"
+            for f, c in (("SUM", "gpu_seconds"), ("MAX", "peak_memory"), ("MAX", "gpus_simulated"))
         )
+        return f"SELECT t.*, {columns} FROM tasks t {tail}"
 
     def task_outputs(self) -> dict[str, str | None]:
         return {r[0]: r[1] for r in self._db.execute("SELECT id, output FROM tasks")}

@@ -32,6 +32,7 @@ class LaunchSpec:
     log_path: Path
     grace: float = 10.0  # how long leftovers of the task get between SIGTERM and SIGKILL
     held: Sequence[int] = ()  # descriptors the task holds while any process of it lives (GPU locks)
+    ray: Mapping | None = None  # where on Ray it runs (ray_bridge): its waiter holds it, no local worker
 
 
 @dataclass(eq=False)
@@ -98,14 +99,19 @@ class LocalExecutor:
         raise AssertionError("unreachable")
 
     def launch(self, waiter: WaiterHandle, spec: LaunchSpec) -> None:
+        argv = list(spec.argv)
+        if spec.ray is None:  # on Ray, the node's PATH finds it
+            argv[0] = self._resolve(argv[0])
         request = {
             "task": spec.task_id,
             "n": spec.number,
-            "argv": [self._resolve(spec.argv[0]), *spec.argv[1:]],
+            "argv": argv,
             "env": dict(spec.env),
             "log": str(spec.log_path),
             "grace": spec.grace,
         }
+        if spec.ray is not None:
+            request["ray"] = dict(spec.ray)
         try:
             socket.send_fds(waiter.channel, [json.dumps(request).encode()], list(spec.held))
         except OSError as e:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -81,6 +82,18 @@ def _ray_node_id() -> str:
 
 
 def _watch(proc: subprocess.Popen, signals: str, grace: float) -> int:
+    try:
+        ended = os.pidfd_open(proc.pid)  # readable the moment the command ends (Linux 5.3 and later)
+    except (AttributeError, OSError):
+        ended = None
+    try:
+        return _watch_until(proc, ended, signals, grace)
+    finally:
+        if ended is not None:
+            os.close(ended)
+
+
+def _watch_until(proc: subprocess.Popen, ended: int | None, signals: str, grace: float) -> int:
     seen, kill_at = 0, None
     while (code := proc.poll()) is None:
         for word in _new_words(signals, seen):
@@ -98,8 +111,11 @@ def _watch(proc: subprocess.Popen, signals: str, grace: float) -> int:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             kill_at = float("inf")
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(POLL_S)  # returns as the command ends
+        if ended is not None:
+            select.select([ended], [], [], POLL_S)
+        else:  # polls, with sleeps growing to POLL_S: a short command's end is seen a little late
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(POLL_S)
     return code
 
 

@@ -1,16 +1,19 @@
 """The Ray bridge: the one Ray driver of a run, shared by every attempt that runs on the cluster.
 
-    waiter ──► stand-in (remote_task.py) ──unix socket──► bridge ──ray task──► node_runner.run on a node
-                     └────────── the attempt's signal file (pause, resume, end) ──────────┘
+    waiter ──kept unix socket──► bridge ──ray task──► node_runner.run on a node
+       └─ journals start and end       ▲                  │
+    control verbs ──► the attempt's signal file (STOP, CONT, TERM, KILL) ──┘
 
 Connecting to Ray costs seconds and a hundred MB, so one long-lived driver per run submits every
-attempt; a stand-in process per attempt (tagged, in the attempt's local process tree) asks for it and
-exits as its attempt ends, so waiters, the journal, adoption and kills work as they do locally. The
-bridge lives in its own session: a scheduler killed with SIGKILL leaves it, its tasks and their
-stand-ins running, and the next scheduler finds them. It owns the Ray tasks it submitted (Ray ends
-them if it dies: their stand-ins then say so and the attempts are retried), and leaves once no
-stand-in has needed it for IDLE_S seconds. With address "local" it starts a private cluster, which
-stops with it.
+attempt. A waiter holds a Ray attempt itself: it asks the bridge over the connection it keeps, records
+the attempt's start and end in the journal as it does for a local worker, and takes the next request;
+no local process stands for the attempt (one per attempt cost more CPU than Ray's own work for a short
+task). Pause, resume and kill write words into the attempt's signal file, which the runner on the node
+applies to the command's whole tree. The bridge lives in its own session: a scheduler killed with
+SIGKILL leaves it, its tasks and their waiters running, and the next scheduler finds them. It owns the
+Ray tasks it submitted (Ray ends them if it dies: their waiters then say so and the attempts are
+retried); a waiter killed while its attempt runs has that attempt ended. It leaves once no waiter has
+needed it for IDLE_S seconds. With address "local" it starts a private cluster, which stops with it.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# The client side (connect, ask, ensure) is loaded by every keeper, whose waiters fork the stand-ins: what
+# The client side (connect, ask, Client) is loaded by every keeper, whose waiters hold Ray attempts: what
 # only the bridge or a bridge's start needs (selectors, fcntl, subprocess, ray) is imported there.
 
 IDLE_S = 30.0  # a bridge nobody has needed this long leaves (and a private cluster stops)
 PROBE_S = 2.0  # the nodes' GPUs are read at most this often, however many apps ask
 START_TIMEOUT_S = 120.0  # joining a cluster, or starting a private one, within this long
+LOST = 255  # the bridge went away before the attempt's end was known: a failure, retried as one
+WORDS = {"TERM", "KILL", "STOP", "CONT"}  # what the runner on the node obeys (node_runner.SIGNALS)
 
 
 class RayUnavailable(RuntimeError):
@@ -117,6 +122,53 @@ def ask(sock: socket.socket, request: dict) -> dict:
             raise ConnectionError("the Ray bridge closed the connection")
         data += chunk
     return json.loads(data)
+
+
+class Client:
+    """A waiter's connection to its run's bridge, kept from attempt to attempt. It never starts a bridge
+    (the scheduler does): one started by a waiter would be the waiter's descendant, so part of its attempt."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.name = ""
+
+    def run(self, run_dir: Path, address: str, num_gpus: int | None, request: dict) -> dict:
+        """Run one attempt; its end as the bridge reports it ({"exit": code, "why": ...}), or LOST."""
+        name = address_of(run_dir, address, num_gpus)
+        if self.sock is not None and (name != self.name or _closed(self.sock)):  # it left while idle
+            self.close()
+        if self.sock is None:
+            self.sock, self.name = connect(run_dir, address, num_gpus), name
+        if self.sock is None:
+            return {"exit": LOST, "why": "no Ray bridge serves this run (see logs/ray-bridge.log)"}
+        try:
+            return ask(self.sock, request)
+        except (OSError, ValueError) as e:
+            self.close()
+            tell(request["signals"], "TERM")  # whatever of it may still run on its node ends
+            return {"exit": LOST, "why": f"lost the Ray bridge while the attempt ran ({e}); its end is unknown"}
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the other end has closed (the bridge says nothing unasked, so anything readable is the end)."""
+    try:
+        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def tell(signals: str | Path, word: str) -> None:
+    """Ask the runner on the attempt's node to signal its whole tree (a word of WORDS); the runner reads the
+    file from its start, so a word written before the command starts is applied as it starts."""
+    with contextlib.suppress(OSError), open(signals, "a") as f:
+        f.write(word + "\n")
 
 
 def capacity(run_dir: Path, address: str, num_gpus: int | None) -> dict:
@@ -326,24 +378,19 @@ class Bridge:
                     _send(conn, answer)
 
     def _gone(self, conn: socket.socket) -> None:
-        """A stand-in left before its attempt ended (killed with SIGKILL): end the attempt's tree."""
+        """A waiter left before its attempt ended (killed with SIGKILL): end the attempt's tree."""
         self.sel.unregister(conn)
         self.buffers.pop(conn, None)
         conn.close()
         held = self.running.pop(conn, None)
         if held is not None:
             ref, req = held
-            _append(req["signals"], "TERM")  # the runner ends the tree: SIGTERM, grace, SIGKILL
+            tell(req["signals"], "TERM")  # the runner ends the tree: SIGTERM, grace, SIGKILL
             self.abandoned.append((time.monotonic() + float(req["grace"]) + 5.0, ref))
 
 
 def _send(conn: socket.socket, answer: dict) -> None:
     conn.sendall(json.dumps(answer).encode() + b"\n")
-
-
-def _append(path: str, word: str) -> None:
-    with contextlib.suppress(OSError), open(path, "a") as f:
-        f.write(word + "\n")
 
 
 def main(argv: list[str], say: Callable[[str], None] = print) -> int:

@@ -1,5 +1,14 @@
-"""A Slurm attempt's local stand-in (remote_task.py --kind slurm): waits for the job it was given, as
-the process its waiter watches, and ends as the command on the node did.
+"""A Slurm attempt's local stand-in: waits for the job it was given, as the process its waiter watches,
+and ends as the command on the node did.
+
+    python -S -P .../slurm_task.py --run-dir D --task T --attempt N --scheduler ID (--job J | --error WHY)
+        --grace S --
+
+Its waiter records it as the attempt's worker, so ownership, kills, pauses, adoption after a crash and
+the journal treat it as the attempt. Slurm takes seconds to start a job, so a process per attempt costs
+nothing that shows (on Ray, where a task starts in milliseconds, the waiter holds the attempt itself:
+ray_bridge.py). Its waiter forks it (the command line is what `ps` shows), having loaded this module
+with the keeper, so a stand-in imports nothing.
 
 Its exit is read from the attempt's `exit` file, which the runner writes into the run directory (a stat
 every POLL_S); squeue is asked only every SQUEUE_S (a hundred stand-ins must not flood the controller),
@@ -14,10 +23,15 @@ one; SIGCONT undoes it.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import time
 
-from gputui.executors import slurm
+if __name__ == "__main__":  # run as a script (python -S -P): gputui is beside it, not installed maybe
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from gputui.executors import slurm  # noqa: E402 - found through the path set above
 
 POLL_S = 0.2
 SQUEUE_S = 10.0
@@ -185,11 +199,36 @@ class Attendant:
             self.say(line)
 
 
-def attend(o: dict[str, str]) -> int:
-    """The stand-in's body, from remote_task's options (`--job` the Slurm job, or `--error` why there is none)."""
+def command(run_dir, task_id: str, number: int, grace: float, scheduler_id: str, job: str | None, error=""):
+    """The stand-in's command line: for the submitted `job`, or saying why it could not be submitted."""
+    where = ["--run-dir", str(run_dir), "--task", task_id, "--attempt", str(number)]
+    where += ["--scheduler", scheduler_id, "--grace", f"{grace:g}"]
+    where += ["--job", job] if job else ["--error", error]
+    return [sys.executable, "-S", "-P", os.path.abspath(__file__), *where, "--"]
+
+
+def is_standin(argv: list[str]) -> bool:
+    """Whether `argv` is a stand-in's command line (which a waiter runs by forking itself)."""
+    return argv[:4] == [sys.executable, "-S", "-P", os.path.abspath(__file__)]
+
+
+def main(args: list[str]) -> int:
+    """The stand-in's body (`--job` the Slurm job, or `--error` why there is none); `--key value` pairs
+    up to `--` (argparse alone would double the start-up time)."""
+    pairs = args[: args.index("--")]
+    o = {pairs[i].removeprefix("--"): pairs[i + 1] for i in range(0, len(pairs), 2)}
     if o.get("error"):
         print(f"gputui: {o['error']}", flush=True)
         return 127
     a = Attendant(o["run-dir"], o["task"], int(o["attempt"]), o["job"], float(o["grace"]), o["scheduler"])
     a.say(f"submitted to Slurm as job {o['job']}")
-    return a.attend()
+    code = a.attend()
+    if code < 0:  # ended by a signal on its node: end the same way, so the attempt is recorded as it was
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGCONT):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,22 +1,24 @@
-"""End-of-run products, built from the store alone: the merged output and the run summary."""
+"""End-of-run products, built from the store alone: the merged output and the run summary.
+
+The merge and its checks (numpy, a fifth of a second to import) are loaded only by a run that merges:
+every run writes a summary, and a run of short tasks would wait for numpy at its end for nothing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from gputui.engine.rundir import RunPaths
 from gputui.engine.store import Store
 from gputui.jobs import tabular
 from gputui.jobs.tasks import Status
-from gputui.results.idcheck import ShardOutput, int_key
-from gputui.results.merge import check_shard, merge_shards
 from gputui.results.report import build_summary, write_reports
 
 
 def merge_run(store: Store, paths: RunPaths) -> str:
     """Merge every shard output into the configured file; returns one line saying what happened."""
+    from gputui.results.idcheck import ShardOutput
+    from gputui.results.merge import merge_shards
+
     merged = store.meta("merged")
     if not merged:
         return "merge failed: this job declares no [outputs].merged file"
@@ -55,6 +57,9 @@ class OutputCheck:
         column = self.store.meta("id_column")
         if not column or not self.store.meta("merged"):
             return None, None
+        from gputui.results.idcheck import ShardOutput
+        from gputui.results.merge import check_shard
+
         if self._ids is None:
             self._ids = _id_key(self.store)
         key, expected = self._ids
@@ -65,6 +70,10 @@ class OutputCheck:
 
 def _id_key(store: Store):
     """How to map an output's raw id to range units, and the ids every merge must cover."""
+    import numpy as np
+
+    from gputui.results.idcheck import int_key
+
     try:
         values = tabular.read_column(store.meta("input"), store.meta("id_column"))
     except (OSError, KeyError, ValueError):
