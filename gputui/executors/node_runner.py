@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import socket
@@ -24,34 +25,22 @@ import subprocess
 import sys
 import time
 
-from gputui.atomic import atomic_write_json
-
 POLL_S = 0.05  # how often the command and the signal file are looked at
 SIGNALS = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
 
 def run(
-    argv: list[str],
-    env: dict[str, str],
-    log: str,
-    cwd: str,
-    signals: str,
-    grace: float,
-    where: str = "Ray node",
-    started: str | None = None,
+    argv: list[str], env: dict[str, str], log: str, cwd: str, signals: str, grace: float, where: str = "Ray node"
 ) -> int:
-    """The command's exit code, or minus the signal that ended it (as the local waiter records it).
-    `started`: a file to write, as the command starts, saying where it runs (the app's GPUs column)."""
+    """The command's exit code, or minus the signal that ended it (as the local waiter records it). The log's
+    first line says where it runs (`placement` reads it back: the app's GPUs column, the node's panel)."""
     full = {**os.environ, **env}
     full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the cluster's choice for this task
-    if started is not None:
-        note = {"node": socket.gethostname(), "gpus": full["CUDA_VISIBLE_DEVICES"], "pid": os.getpid()}
-        note["node_id"] = _ray_node_id()
-        with contextlib.suppress(OSError):
-            atomic_write_json(started, note, fsync=False, indent=None)
+    node_id = _ray_node_id()
     with open(log, "ab", buffering=0) as out:
         gpus = full["CUDA_VISIBLE_DEVICES"] or "none"
-        out.write(f"gputui: on {where} {socket.gethostname()} (pid {os.getpid()}), GPUs {gpus}\n".encode())
+        on = f"{where} {socket.gethostname()} (pid {os.getpid()}" + (f", node id {node_id}" if node_id else "")
+        out.write(f"gputui: on {on}), GPUs {gpus}\n".encode())
         try:
             proc = subprocess.Popen(
                 argv,
@@ -70,6 +59,24 @@ def run(
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # nothing of the tree outlives its attempt
+
+
+_PLACED = re.compile(r"gputui: on \w+ node (\S+) \(pid (\d+)(?:, node id (\w+))?\), GPUs (\S+)")
+
+
+def placement(log: str) -> dict | None:
+    """Where an attempt runs, from its log's first line as run() wrote it: {node, pid, node_id, gpus}, or None
+    while it is queued (a file written per attempt for this alone cost a fifth of a short task's work)."""
+    try:
+        with open(log, "rb") as f:
+            first = f.readline(512).decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = _PLACED.match(first)
+    if found is None:
+        return None
+    node, pid, node_id, gpus = found.groups()
+    return {"node": node, "pid": int(pid), "node_id": node_id or "", "gpus": "" if gpus == "none" else gpus}
 
 
 def _ray_node_id() -> str:

@@ -59,11 +59,6 @@ def signals_path(run_dir: Path, task_id: str, number: int) -> Path:
     return folder(run_dir) / f"{task_id}.attempt{number}.signals"
 
 
-def started_path(run_dir: Path, task_id: str, number: int) -> Path:
-    """Written by the runner on the node as the command starts: where it runs (node, GPUs, pid)."""
-    return folder(run_dir) / f"{task_id}.attempt{number}.started"
-
-
 def connect(run_dir: Path, address: str, num_gpus: int | None) -> socket.socket | None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -324,8 +319,7 @@ class Bridge:
             ref = self.remote.options(
                 num_gpus=gpus, num_cpus=0 if gpus else 1, name=f"gputui:{req['task']}.{req['n']}"
             ).remote(
-                req["argv"], req["env"], req["log"], req["cwd"], req["signals"], float(req["grace"]),
-                started=str(started_path(self.run_dir, req["task"], int(req["n"]))),
+                req["argv"], req["env"], req["log"], req["cwd"], req["signals"], float(req["grace"])
             )  # fmt: skip
             self.running[conn] = (ref, req)
             ref.future().add_done_callback(lambda f, c=conn: self._done(c, f))

@@ -20,7 +20,7 @@ from gputui.engine.records import AttemptRecord
 from gputui.engine.rundir import RunLock, RunPaths
 from gputui.engine.store import Store
 from gputui.engine.worker_events import EventReader, Latest
-from gputui.executors import ray_bridge, slurm
+from gputui.executors import node_runner, slurm
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
 from gputui.gpus.probe import GpuSnapshot
@@ -375,7 +375,7 @@ class RunView:
                 paused = t.status == Status.PAUSED
                 progress = self._progress.update(key, tail, paused=paused, reported=reported)
             queued_or_on = executor != "local" and a is not None and t.status in Status.LIVE
-            placed, node = self._placed_at(executor, t.id, a.number) if queued_or_on else (None, "")
+            placed, node = self._placed_at(executor, a) if queued_or_on else (None, "")
             views.append(TaskView(t, a, progress, attempts, metrics, placed, node))
         self._progress.forget(keys)
         self._placed = {k: v for k, v in self._placed.items() if k in keys}
@@ -437,25 +437,25 @@ class RunView:
             self._state_stamp, self._state_at = stamp, now
         return self._state
 
-    def _placed_at(self, executor: str, task_id: str, number: int) -> tuple[str, str]:
-        """Where the attempt runs on its cluster ("node:GPUs", and the node's Ray id), from the `started`
-        file its runner writes on the node; "" while it is queued (a stat per refresh until then)."""
-        key = (task_id, number)
+    def _placed_at(self, executor: str, a: AttemptRecord) -> tuple[str, str]:
+        """Where the attempt runs on its cluster ("node:GPUs", and the node's Ray id), as its runner on the
+        node wrote it (Slurm: the `started` file; Ray: the log's first line); "" while it is queued (a read
+        per refresh until then)."""
+        key = (a.task_id, a.number)
         if key not in self._placed:
-            try:
-                if executor == "slurm":
-                    with open(slurm.attempt_file(self.paths.root, task_id, number, "started")) as f:
+            if executor == "slurm":
+                try:
+                    with open(slurm.attempt_file(self.paths.root, a.task_id, a.number, "started")) as f:
                         started = json.load(f)
-                    job = slurm.attempt_file(self.paths.root, task_id, number, "job").read_text()
-                    if not isinstance(started, dict) or started.get("job") != job:  # a stale job's, not ours
-                        return "", ""
-                else:
-                    with open(ray_bridge.started_path(self.paths.root, task_id, number)) as f:
-                        started = json.load(f)
-            except (OSError, ValueError):
-                return "", ""
-            if not isinstance(started, dict):
-                return "", ""
+                    job = slurm.attempt_file(self.paths.root, a.task_id, a.number, "job").read_text()
+                except (OSError, ValueError):
+                    return "", ""
+                if not isinstance(started, dict) or started.get("job") != job:  # a stale job's, not ours
+                    return "", ""
+            else:
+                started = node_runner.placement(a.log_path)
+                if started is None:
+                    return "", ""
             where = f"{started.get('node', '?')}:{started.get('gpus') or '-'}"
             self._placed[key] = (where, str(started.get("node_id") or ""))
         return self._placed[key]

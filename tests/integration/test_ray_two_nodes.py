@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from gputui.executors import node_runner
 from gputui.tui.refresh import Gatherer
 from gputui.views.runview import RunView
 from tests import ray_cluster
@@ -54,5 +55,5 @@ def test_a_shard_job_spreads_over_two_nodes_and_the_panels_group_them(two_nodes,
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(48)})  # coverage: none lost, none twice
     status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
     assert {t["status"] for t in status["tasks"]} == {"done"}
-    started = [json.loads(p.read_text()) for p in (make_job.run_dir / "ray").glob("*.started")]
+    started = [node_runner.placement(str(p)) for p in (make_job.run_dir / "logs").glob("shard-*.attempt1.log")]
     assert len(started) == 8 and len({s["node_id"] for s in started}) == 2
