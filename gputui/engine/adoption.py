@@ -26,7 +26,7 @@ class Adoption:
     def _live_from(self, a) -> Live:
         task = self.tasks[a.task_id]
         live = Live(a.task_id, a.number, a.gpus, task.range_label, a.log_path, a.started_at, a.waiter)
-        live.worker, live.cgroup = a.worker, a.cgroup
+        live.worker, live.cgroup, live.start_noted = a.worker, a.cgroup, a.worker is not None
         if a.ended_at is None:
             self.meter.start(live.key, len(a.gpus), a.started_at, a.peak_memory)
         return live
@@ -74,7 +74,7 @@ class Adoption:
     def _learn(self, live: Live) -> AttemptEnds:
         """What the journal (or the attempt's exit file) says of an attempt no waiter reports to us."""
         ends = self.journal.get(live.task_id, live.number)
-        if ends.started and live.worker is None:
+        if ends.started and not live.start_noted:
             self._note_start(live, ends)
         return ends
 
@@ -151,7 +151,7 @@ class Adoption:
 
     def _note_start(self, live: Live, ends: AttemptEnds) -> None:
         """The waiter's start record: the worker's pid and start time as its parent saw them."""
-        live.waiter, live.worker, live.cgroup = ends.waiter, ends.worker, ends.cgroup
+        live.waiter, live.worker, live.cgroup, live.start_noted = ends.waiter, ends.worker, ends.cgroup, True
         fields = {"waiter_pid": ends.waiter.pid, "waiter_start": ends.waiter.start, "cgroup": ends.cgroup}
         if ends.worker is not None:
             fields |= {"worker_pid": ends.worker.pid, "worker_start": ends.worker.start}

@@ -45,7 +45,8 @@ class Live:
     log_path: str
     started_at: float
     waiter: ownership.ProcessRef | None = None  # while it lives, this attempt's end will be recorded
-    worker: ownership.ProcessRef | None = None  # as its waiter recorded it
+    worker: ownership.ProcessRef | None = None  # as its waiter recorded it (none on Ray: it runs on a node)
+    start_noted: bool = False  # its waiter's start record is in the store
     cgroup: str | None = None
     ours: bool = False  # its waiter reports to our wake pipe; else watched by polling the journal
     log: LogTail | None = None  # opened when output is streamed

@@ -56,7 +56,7 @@ class Settling:
         for key, ends in news.items():
             live = self.live.get(key[0])
             if live is not None and live.number == key[1]:
-                if ends.started and live.worker is None:
+                if ends.started and not live.start_noted:
                     self._note_start(live, ends)
                 if ends.ended:
                     self._settle(live, ends, manifests.get(key[0]))

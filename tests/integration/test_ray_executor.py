@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gputui.engine.store import Store
 from gputui.tui.refresh import Gatherer
 from gputui.views.runview import RunView
 from tests import ray_cluster
@@ -119,6 +120,35 @@ def test_a_task_killed_on_its_node_is_retried(ray_head, make_job, reaper, tmp_pa
     attempts = [e["attempt"] for e in make_job.events() if e["event"] == "start" and e["task"] == "shard-0"]
     assert attempts == [1, 2]
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(20)})
+
+
+def test_a_waiter_killed_while_its_ray_attempt_runs_ends_that_attempt_on_its_node_and_it_is_retried(
+    ray_head, make_job, reaper, tmp_path
+):
+    """No local process stands for an attempt on Ray: its waiter holds it. Killed, the waiter's connection
+    to the run's bridge closes, so the bridge has the runner end the tree on the node; the scheduler hears
+    nobody will record the end, and runs the task again."""
+    job = shard_job(make_job, ray_head, ids=10, num_workers=1, gpus_per_worker=1, sleep=60)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    reaper.append(sched)
+    first = wait_for(lambda: make_job.running().get("shard-0"), timeout=60, what="shard-0 running on Ray")
+    journal = make_job.run_dir / "attempts.journal"
+    start = next(line.split() for line in journal.read_text().splitlines() if line.startswith("start shard-0 1 "))
+    assert start[5:8] == ["-", "-", "-"], "no local worker for an attempt on Ray"
+    waiter = psutil.Process(int(start[3]))
+    assert not waiter.children(), "nothing of the attempt runs under its waiter"
+    waiter.kill()
+    wait_for(lambda: gone(first), timeout=30, what="the first attempt's tree ended on its node")
+    second = wait_for(lambda: make_job.running().get("shard-0") not in (None, first), timeout=60, what="a retry")
+    assert second
+    gputui("kill", "--run-dir", make_job.run_dir, "--all")
+    sched.wait(60)
+    store = Store.open(make_job.run_dir / "state.db")
+    try:
+        first_attempt = store.attempt("shard-0", 1)
+    finally:
+        store.close()
+    assert first_attempt.status == "lost" and "exit status unknown" in first_attempt.reason
 
 
 FOREIGN = """
