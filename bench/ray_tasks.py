@@ -1,6 +1,6 @@
 """Scheduling overhead per task on Ray: tiny tasks through gputui against plain `ray.remote` calls.
 
-    python bench/ray_tasks.py [--tasks 500] [--gpus 4] [--repeat 3]
+    python bench/ray_tasks.py [--tasks 500] [--gpus 4] [--repeat 5]
 
 Starts its own Ray head on 127.0.0.1 with `--gpus` declared GPUs (stopped afterwards). Both sides run the
 same command (`true`) once per task as a Ray task asking for one GPU, so at most `--gpus` run at once:
@@ -13,7 +13,8 @@ Each side is timed as a user waits for it, from the command's start to its end (
 the cluster included), with `--tasks` and with twice as many: the difference, per task, is the overhead
 per further task without the fixed start-up costs. Also the machine's busy CPU per task (all processes:
 Ray's own, the driver's, gputui's), which says whether the cores were the limit. Rounds alternate the
-sides; medians are reported. Figures only; nothing here asserts.
+sides; medians are reported (on a 2-core VM one run differs from the next by up to 20%, on both sides, hence
+five rounds). Figures only; nothing here asserts.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", type=int, default=500)
     p.add_argument("--gpus", type=int, default=4)
-    p.add_argument("--repeat", type=int, default=3, help="rounds, each side once per round and size")
+    p.add_argument("--repeat", type=int, default=5, help="rounds, each side once per round and size")
     p.add_argument("--ray-default", action="store_true", help="also time Ray's default for GPU tasks (slow)")
     a = p.parse_args()
     try:

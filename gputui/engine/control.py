@@ -158,7 +158,8 @@ class Controller:
         executor = self.store.meta("executor", "local")
         stop = signal.SIGSTOP if executor in ("local", "ray") else signal.SIGTSTP
         sent = self.signal_trees([(task, attempt)], stop).get(task.id, [])
-        sent += self.signal_trees([(task, attempt)], stop).get(task.id, [])
+        if executor != "ray":
+            sent += self.signal_trees([(task, attempt)], stop).get(task.id, [])
         if not sent and executor != "ray":
             raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
         with self.store.transaction():

@@ -212,9 +212,9 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self._trouble_clear()
         self.meter.keep(live.key for live in self.live.values())  # attempts whose end is committed: done
         self._send_alerts()
-        self._hand_over_settled()
         for spec, live in launches:  # committed: now start them
             self._launch(spec, live)
+        self._hand_over_settled()  # the products of settled tasks: after the launches, which wait on nothing
         self.alerter.poll()
         if self.out.show_output:
             for live in self.live.values():

@@ -6,11 +6,12 @@ attempt's command, as a process tree of its own.
 
 The cluster sets CUDA_VISIBLE_DEVICES; the command gets it with the run's tags, so on every node
 its processes carry the scheduler UUID, task id and attempt like local ones. Output goes to the
-attempt's log in the run directory (a filesystem the nodes share, as Slurm's output files do). Signals
-arrive through the signal file, written by whoever holds the attempt (its stand-in, the bridge), so the
-whole tree on its node is paused, resumed or ended, not only the process the cluster knows. When run()
-ends, however it ends, the tree is killed; if the process running it is killed (a Ray task cancelled with
-force, a Slurm job cancelled), the cluster ends its children, the command's first process among them.
+attempt's log in the run directory (a filesystem the nodes share, as Slurm's output files do), after a first
+line saying where it runs. Signals arrive through the signal file, written by whoever acts on the attempt
+(control verbs, the bridge, Slurm's stand-in), so the whole tree on its node is paused, resumed or ended,
+not only the process the cluster knows. When run() ends, however it ends, the tree is killed; if the
+process running it is killed (a Ray task cancelled with force, a Slurm job cancelled), the cluster ends its
+children, the command's first process among them.
 """
 
 from __future__ import annotations

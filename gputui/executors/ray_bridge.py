@@ -283,7 +283,7 @@ class Bridge:
 
     def _read(self, conn: socket.socket) -> None:
         try:
-            data = conn.recv(1 << 20)
+            data = conn.recv(1 << 16)
         except OSError:
             data = b""
         if not data:
