@@ -18,11 +18,14 @@ import tempfile
 from typing import Any
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, fsync: bool = True, fsync_folder: bool = True
+) -> None:
     """Write a new file beside `path` (fsync'ed), rename it over `path`, fsync the folder.
 
     `fsync=False` keeps rename atomicity (enough against a process crash) for files that only
     matter while the processes that wrote them are alive, or that are written again if lost.
+    `fsync_folder=False`: the caller fsyncs the folder once, after several renames in it.
     """
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
@@ -35,8 +38,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
         _write_unnamed(path, folder, data, fsync)
     except _NoUnnamedFiles:
         _write_named(path, folder, data, fsync)
-    if fsync:
-        _fsync_dir(folder)
+    if fsync and fsync_folder:
+        fsync_dir(folder)
 
 
 class _NoUnnamedFiles(Exception):
@@ -150,14 +153,21 @@ def _unlink(tmp: str) -> None:
         pass
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = True) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, *, fsync: bool = True, fsync_folder: bool = True
+) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync, fsync_folder=fsync_folder)
 
 
 def atomic_write_json(
-    path: str | os.PathLike[str], obj: Any, *, fsync: bool = True, indent: int | None = 2
+    path: str | os.PathLike[str],
+    obj: Any,
+    *,
+    fsync: bool = True,
+    fsync_folder: bool = True,
+    indent: int | None = 2,
 ) -> None:
-    atomic_write_text(path, dumps_json(obj, indent=indent) + "\n", fsync=fsync)
+    atomic_write_text(path, dumps_json(obj, indent=indent) + "\n", fsync=fsync, fsync_folder=fsync_folder)
 
 
 def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
@@ -205,7 +215,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make the names created or replaced in `folder` durable (a rename is only as durable as its folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:

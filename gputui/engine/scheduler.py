@@ -81,7 +81,13 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self.cluster: dict | None = None  # a cluster executor's GPUs, CPUs and nodes: it places tasks, not we
         self.slurm_jobs: dict[str, str] = {}  # task id -> the Slurm job of its attempt this process submitted
         if job.executor.remote:
-            self.cluster = self._join_cluster()
+            self.executor = self._local_executor()
+            self.executor.start()  # the keeper starts while the cluster is joined (a second, for Ray)
+            try:
+                self.cluster = self._join_cluster()
+            except BaseException:
+                self.executor.close()
+                raise
             if res.max_parallel is None:
                 self.policy = Policy(res.gpus_per_worker, self._cluster_slots(), res.min_free_memory_gb)
         elif res.mode is not None or max([res.gpus_per_worker, *self.needs.values()]) > 0:
@@ -95,9 +101,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             workers = min(self.sizing.workers, res.max_parallel or self.sizing.workers)
             self.policy = Policy(self.sizing.gpus_per_worker, workers, res.min_free_memory_gb)
         self.sized = sized_values(job, self.sizing)
-        self.executor = LocalExecutor(
-            job.workdir, self._base_env(), self.paths.root / "keeper.log", self.paths.journal, self.scheduler_id
-        )
+        if not job.executor.remote:  # its environment depends on how GPUs are probed
+            self.executor = self._local_executor()
         self.reservations = Reservations()
         self._gpus: list[GpuSnapshot] = []
         self._gpus_at = 0.0
@@ -124,6 +129,10 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self._waiting_said = ""
         self._bridge_checked = time.time()  # the run's Ray bridge: just started by _join_cluster
         self._bridge_up = True
+
+    def _local_executor(self) -> LocalExecutor:
+        keeper_log = self.paths.root / "keeper.log"
+        return LocalExecutor(self.job.workdir, self._base_env(), keeper_log, self.paths.journal, self.scheduler_id)
 
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from gputui.atomic import _fsync_dir, atomic_write_json
+from gputui.atomic import atomic_write_json, fsync_dir
 from gputui.engine.manifests import _manifest_mismatch, manifest_path, read_manifest
 from gputui.jobs.tabular import _lift_csv_field_limit, _open_csv, _parquet, detect_format
 from gputui.results.idcheck import EXAMPLES, IdCheck, ShardOutput, examples, expected_in, sorted_unique
@@ -129,7 +129,7 @@ def merge_shards(
         if tmp is not None and not problems:
             os.replace(tmp, merged)
             tmp = None
-            _fsync_dir(merged.parent)
+            fsync_dir(merged.parent)
             written = str(merged)
     finally:
         if tmp is not None:
