@@ -61,6 +61,17 @@ class Meter:
         if key not in self.usage:
             self.usage[key] = Usage(gpus, started_at, peak_memory=peak, simulated=self.simulated and gpus > 0)
 
+    def ran_from(self, key: tuple[str, int], since: float | None) -> None:
+        """A cluster attempt's GPUs are counted from when it started on its node (None: it never did), not
+        from its launch: it may have waited in the cluster's queue meanwhile."""
+        u = self.usage.get(key)
+        if u is None:
+            return
+        if since is None:
+            u.gpus = 0
+        else:
+            u.started_at = max(u.started_at, since)
+
     def sample(self, snapshots: Sequence[GpuSnapshot], attempts: Iterable[Held], now: float) -> None:
         """One GPU sample: time for every running attempt, memory for those whose processes are seen."""
         by_index = {g.index: g for g in snapshots}

@@ -30,6 +30,7 @@ from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
 from gputui.jobs.templates import render_command
 
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
+RAY_QUEUE_AHEAD = 3  # attempts submitted to Ray per task it can run at once (12 for 4 GPUs)
 BRIDGE_CHECK_S = 5.0  # how often the run's Ray bridge is looked for before attempts are sent to it
 
 
@@ -269,12 +270,14 @@ class Launching:
         return self._bridge_up
 
     def _cluster_slots(self) -> int:
-        """Attempts at once when [resources].max_parallel is not given: what the cluster can hold (on
-        Slurm, what may wait in its queue: Slurm starts each as there is room)."""
+        """Attempts at once when [resources].max_parallel is not given: what may wait in the cluster's queue,
+        which starts each as there is room. On Ray, RAY_QUEUE_AHEAD times what the cluster can hold: the
+        next attempt is already queued in Ray when one ends, so Ray starts it at once on the freed GPU
+        (without a round trip through gputui), and its GPU time counts from that start, not from the launch."""
         if self.job.executor.kind == "slurm":
             return slurm.SUBMIT_WINDOW
         gpus = self.job.resources.gpus_per_worker
-        return max(1, int(self.cluster["gpus"] // gpus if gpus else self.cluster["cpus"]))
+        return RAY_QUEUE_AHEAD * max(1, int(self.cluster["gpus"] // gpus if gpus else self.cluster["cpus"]))
 
     def _claim_note(self, task_id: str) -> dict:
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import re
 import signal
 import time
@@ -20,7 +21,7 @@ from gputui.engine.signals import write_signal
 from gputui.engine.watching import AttemptWatch
 from gputui.engine.worker_events import read_all
 from gputui.executors import cgroup as cgroups
-from gputui.executors import slurm
+from gputui.executors import node_runner, slurm
 from gputui.executors.journal import AttemptEnds
 from gputui.jobs import kinds
 from gputui.jobs.oom import OomPolicy
@@ -163,6 +164,8 @@ class Settling:
             now=time.time(),
             on_oom=self._oom_policy(task),
         )
+        if self.cluster is not None:
+            self.meter.ran_from(live.key, self._ran_since(live))
         self.store.update_attempt(task.id, live.number, **d.attempt, **self.meter.finish(live.key, ended.ended_at))
         if d.task:
             self._set(task.id, **d.task)
@@ -194,6 +197,17 @@ class Settling:
             self._settled.append(task.id)
             self._expand()
             self._progress()
+
+    def _ran_since(self, live: Live) -> float | None:
+        """When a cluster attempt started on its node, as its runner there wrote it (Slurm: the `started`
+        file; Ray: the log's first line); None if it never did."""
+        if self.job.executor.kind == "slurm":
+            try:
+                return os.stat(slurm.attempt_file(self.paths.root, live.task_id, live.number, "started")).st_mtime
+            except OSError:
+                return None
+        placed = node_runner.placement(live.log_path)
+        return None if placed is None else placed["since"]
 
     def _oom_policy(self, task) -> OomPolicy | None:
         on_oom = self.job.retry.on_oom

@@ -17,6 +17,7 @@ children, the command's first process among them.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import re
 import select
@@ -39,9 +40,13 @@ def run(
     full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the cluster's choice for this task
     node_id = _ray_node_id()
     with open(log, "ab", buffering=0) as out:
+        if {"TERM", "KILL"} & set(_new_words(signals, 0)):  # ended while it waited in the cluster's queue
+            out.write(b"gputui: ended before it started\n")
+            return -signal.SIGTERM
         gpus = full["CUDA_VISIBLE_DEVICES"] or "none"
         on = f"{where} {socket.gethostname()} (pid {os.getpid()}" + (f", node id {node_id}" if node_id else "")
-        out.write(f"gputui: on {on}), GPUs {gpus}\n".encode())
+        since = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        out.write(f"gputui: on {on}), GPUs {gpus}, since {since}\n".encode())
         try:
             proc = subprocess.Popen(
                 argv,
@@ -62,12 +67,13 @@ def run(
             os.killpg(proc.pid, signal.SIGKILL)  # nothing of the tree outlives its attempt
 
 
-_PLACED = re.compile(r"gputui: on \w+ node (\S+) \(pid (\d+)(?:, node id (\w+))?\), GPUs (\S+)")
+_PLACED = re.compile(r"gputui: on \w+ node (\S+) \(pid (\d+)(?:, node id (\w+))?\), GPUs (\S+), since (\S+)")
 
 
 def placement(log: str) -> dict | None:
-    """Where an attempt runs, from its log's first line as run() wrote it: {node, pid, node_id, gpus}, or None
-    while it is queued (a file written per attempt for this alone cost a fifth of a short task's work)."""
+    """Where and since when an attempt runs, from its log's first line as run() wrote it: {node, pid, node_id,
+    gpus, since (epoch seconds)}, or None while it is queued (a file written per attempt for this alone cost
+    a fifth of a short task's work)."""
     try:
         with open(log, "rb") as f:
             first = f.readline(512).decode("utf-8", "replace")
@@ -76,8 +82,13 @@ def placement(log: str) -> dict | None:
     found = _PLACED.match(first)
     if found is None:
         return None
-    node, pid, node_id, gpus = found.groups()
-    return {"node": node, "pid": int(pid), "node_id": node_id or "", "gpus": "" if gpus == "none" else gpus}
+    node, pid, node_id, gpus, since = found.groups()
+    try:
+        started = datetime.datetime.fromisoformat(since).timestamp()
+    except ValueError:
+        return None
+    gpus = "" if gpus == "none" else gpus
+    return {"node": node, "pid": int(pid), "node_id": node_id or "", "gpus": gpus, "since": started}
 
 
 def _ray_node_id() -> str:

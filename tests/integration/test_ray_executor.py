@@ -122,6 +122,33 @@ def test_a_task_killed_on_its_node_is_retried(ray_head, make_job, reaper, tmp_pa
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(20)})
 
 
+def test_attempts_wait_in_rays_queue_and_their_gpu_time_counts_from_their_start(
+    ray_head, make_job, reaper, tmp_path
+):
+    """More attempts are submitted than the cluster has GPUs for (so Ray starts the next the moment one
+    ends); those waiting show as queued, and GPU-hours count only the time each held its GPU."""
+    job = shard_job(make_job, ray_head, ids=16, num_workers=8, gpus_per_worker=1, sleep=3)
+    job.write_text(job.read_text().replace("max_parallel = 2\n", ""))  # gputui's default for Ray
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    reaper.append(sched)
+    gatherer = Gatherer(RunView(make_job.run_dir), None, None)
+
+    def on_and_queued():
+        run = gatherer.gather().run
+        live = [v for v in run.tasks if v.task.status == "running"] if run is not None else []
+        return (sum(bool(v.placed) for v in live), sum(v.placed == "" for v in live))
+
+    wait_for(lambda: on_and_queued() == (4, 4), timeout=60, what="4 tasks on the 4 GPUs, 4 queued in Ray")
+    assert sched.wait(120) == 0, (tmp_path / "run.log").read_text()
+    store = Store.open(make_job.run_dir / "state.db")
+    try:
+        attempts = [store.attempt(f"shard-{i}", 1) for i in range(8)]
+    finally:
+        store.close()
+    assert max(a.duration for a in attempts) > 5.5, "the last four waited for a GPU"
+    assert all(2.9 < a.gpu_seconds < 4.5 for a in attempts), [a.gpu_seconds for a in attempts]
+
+
 def test_a_waiter_killed_while_its_ray_attempt_runs_ends_that_attempt_on_its_node_and_it_is_retried(
     ray_head, make_job, reaper, tmp_path
 ):

@@ -15,14 +15,25 @@ from gputui.executors import node_runner, ray_bridge
 def test_the_log_says_where_the_command_ran_and_placement_reads_it_back(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # what the cluster gave the task
     log = tmp_path / "t.attempt1.log"
+    before = time.time()
     code = node_runner.run(["sh", "-c", "echo $CUDA_VISIBLE_DEVICES"], {}, str(log), str(tmp_path), "", 5.0)
     assert code == 0
     first, output = log.read_text().splitlines()
     assert output == "2,3"
-    assert node_runner.placement(str(log)) == {
-        "node": socket.gethostname(), "pid": os.getpid(), "node_id": "", "gpus": "2,3"
-    }  # fmt: skip
-    assert first.startswith(f"gputui: on Ray node {socket.gethostname()} (pid {os.getpid()})")
+    placed = node_runner.placement(str(log))
+    assert before - 0.01 <= placed.pop("since") <= time.time()  # its GPU time counts from then
+    assert placed == {"node": socket.gethostname(), "pid": os.getpid(), "node_id": "", "gpus": "2,3"}
+    assert first.startswith(f"gputui: on Ray node {socket.gethostname()} (pid {os.getpid()}), GPUs 2,3, since ")
+
+
+def test_an_attempt_ended_while_queued_never_starts(tmp_path):
+    signals = tmp_path / "t.signals"
+    ray_bridge.tell(signals, "TERM")  # a kill that reached the attempt before the cluster started it
+    log = tmp_path / "t.log"
+    code = node_runner.run(["sh", "-c", "touch ran"], {}, str(log), str(tmp_path), str(signals), 5.0)
+    assert code == -signal.SIGTERM and not (tmp_path / "ran").exists()
+    assert node_runner.placement(str(log)) is None
+    assert "ended before it started" in log.read_text()
 
 
 def test_a_queued_attempt_has_no_placement(tmp_path):
