@@ -51,9 +51,8 @@ class Adoption:
                     live.interrupted = not ends.ended and not ends.started and not self._tagged(live)
                     self._settle(live, ends, self._manifest_for(live, ends))
                     continue
-                where = f"pid {live.worker.pid}" if live.worker else "pid ?"
-                if self.job.executor.kind == "ray":  # no process of it here
-                    where = "on Ray"
+                pid = live.worker.pid if live.worker else "?"
+                where = "on Ray" if self.job.executor.kind == "ray" else f"pid {pid}"  # no process of it here
                 self.out.info(f"re-adopted {a.task_id} {live.label} attempt {a.number} ({where}), still running")
                 self.store.add_event("adopted", f"re-adopted attempt {a.number}, {where}", a.task_id)
                 if task.status == Status.KILLED:  # killed while no scheduler watched, before it had started

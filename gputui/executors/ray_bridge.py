@@ -36,7 +36,6 @@ IDLE_S = 30.0  # a bridge nobody has needed this long leaves (and a private clus
 PROBE_S = 2.0  # the nodes' GPUs are read at most this often, however many apps ask
 START_TIMEOUT_S = 120.0  # joining a cluster, or starting a private one, within this long
 LOST = 255  # the bridge went away before the attempt's end was known: a failure, retried as one
-WORDS = {"TERM", "KILL", "STOP", "CONT"}  # what the runner on the node obeys (node_runner.SIGNALS)
 
 
 class RayUnavailable(RuntimeError):
@@ -160,8 +159,8 @@ def _closed(sock: socket.socket) -> bool:
 
 
 def tell(signals: str | Path, word: str) -> None:
-    """Ask the runner on the attempt's node to signal its whole tree (a word of WORDS); the runner reads the
-    file from its start, so a word written before the command starts is applied as it starts."""
+    """Ask the runner on the attempt's node to signal its whole tree (TERM, KILL, STOP or CONT); the runner
+    reads the file from its start, so a word written before the command starts is applied as it starts."""
     with contextlib.suppress(OSError), open(signals, "a") as f:
         f.write(word + "\n")
 
@@ -240,7 +239,7 @@ class Bridge:
 
         from gputui.executors import node_runner
 
-        self.ray, self.run_dir = ray, run_dir
+        self.ray = ray
         self.remote = ray.remote(max_retries=0)(node_runner.run)
         self.probe = ray.remote(num_cpus=0, max_retries=0)(node_runner.probe_gpus)
         self.nodes: dict[str, dict] = {}  # node id -> what its last GPU probe found

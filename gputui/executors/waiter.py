@@ -34,7 +34,7 @@ from gputui.executors.journal import line
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 _PR_SET_CHILD_SUBREAPER = 36
-_CLUSTER_CHOOSES = ("CUDA_VISIBLE_DEVICES",)  # on a node; everything else goes along, as sbatch does
+_CLUSTER_CHOOSES = "CUDA_VISIBLE_DEVICES"  # on Ray's node; all but it and RAY_* goes along, as sbatch does
 RETRY_WRITE_S = 1.0  # a full disk: try the journal again this often; the record is kept until then
 
 
@@ -132,13 +132,13 @@ class Waiter:
     def run_on_ray(self, req: dict) -> None:
         """Hold an attempt that runs on Ray: no process of it is here; the bridge says how it ended."""
         task, n, ray = req["task"], req["n"], req["ray"]
-        env = {k: v for k, v in (self.base_env | req["env"]).items() if k not in _CLUSTER_CHOOSES}
+        env = self.base_env | req["env"]
         request = {
             "op": "run",
             "task": task,
             "n": n,
             "argv": req["argv"],
-            "env": {k: v for k, v in env.items() if not k.startswith("RAY_")},
+            "env": {k: v for k, v in env.items() if k != _CLUSTER_CHOOSES and not k.startswith("RAY_")},
             "log": req["log"],  # the runner on the node creates it
             "cwd": os.getcwd(),
             "gpus": float(ray["gpus"]),

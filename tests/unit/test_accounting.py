@@ -69,6 +69,19 @@ def test_an_adopted_attempt_counts_from_its_launch_and_keeps_its_recorded_peak()
     }
 
 
+def test_a_cluster_attempt_counts_from_its_start_on_a_node_not_from_its_time_in_the_queue():
+    meter = Meter(simulated=False)
+    meter.start(("shard-0", 1), 2, started_at=100.0)  # launched: queued in the cluster
+    meter.ran_from(("shard-0", 1), 160.0)  # started on a node a minute later
+    assert meter.finish(("shard-0", 1), ended_at=200.0)["gpu_seconds"] == 80.0
+    meter.start(("shard-1", 1), 2, started_at=100.0)
+    meter.ran_from(("shard-1", 1), None)  # killed while it waited: it never held a GPU
+    assert meter.finish(("shard-1", 1), ended_at=200.0)["gpu_seconds"] == 0.0
+    meter.start(("shard-2", 1), 1, started_at=100.0)
+    meter.ran_from(("shard-2", 1), 99.0)  # a node's clock a little behind ours: never before the launch
+    assert meter.finish(("shard-2", 1), ended_at=200.0)["gpu_seconds"] == 100.0
+
+
 def test_simulated_gpus_give_the_memory_the_simulation_attributes_marked_simulated():
     pid = os.getpid()
     probe = SimulatedProbe(2, 24, load=lambda: {0: [(pid, 5 * GIB)], 1: [(pid, 5 * GIB)]})
