@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
 import re
 import signal
 import time
@@ -202,12 +201,10 @@ class Settling:
         """When a cluster attempt started on its node, as its runner there wrote it (Slurm: the `started`
         file; Ray: the log's first line); None if it never did."""
         if self.job.executor.kind == "slurm":
-            try:
-                return os.stat(slurm.attempt_file(self.paths.root, live.task_id, live.number, "started")).st_mtime
-            except OSError:
-                return None
-        placed = node_runner.placement(live.log_path)
-        return None if placed is None else placed["since"]
+            started = slurm.started(self.paths.root, live.task_id, live.number)
+        else:
+            started = node_runner.placement(live.log_path)
+        return None if started is None else started["since"]
 
     def _oom_policy(self, task) -> OomPolicy | None:
         on_oom = self.job.retry.on_oom

@@ -45,6 +45,22 @@ def attempt_file(run_dir: str | os.PathLike[str], task_id: str, number: int, wha
     return folder(run_dir) / f"{task_id}.attempt{number}.{what}"
 
 
+def started(run_dir: str | os.PathLike[str], task_id: str, number: int) -> dict | None:
+    """Where and since when the attempt's job runs, from the `started` file its runner wrote on the node:
+    {job, node, pid, gpus, since (the file's mtime)}; None while queued, or if the file is a stale job's."""
+    path = attempt_file(run_dir, task_id, number, "started")
+    try:
+        with open(path) as f:
+            found = json.load(f)
+        job = attempt_file(run_dir, task_id, number, "job").read_text()
+        since = os.stat(path).st_mtime
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or found.get("job") != job:
+        return None
+    return found | {"since": since}
+
+
 def _run(argv: list[str], what: str) -> str:
     if shutil.which(argv[0]) is None:
         raise SlurmUnavailable(f"Slurm's `{argv[0]}` is not on PATH: install Slurm's client commands here")

@@ -5,7 +5,6 @@ Blocking (SQLite, log tails, lock probe): call `snapshot` from a thread, never f
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -444,18 +443,11 @@ class RunView:
         key = (a.task_id, a.number)
         if key not in self._placed:
             if executor == "slurm":
-                try:
-                    with open(slurm.attempt_file(self.paths.root, a.task_id, a.number, "started")) as f:
-                        started = json.load(f)
-                    job = slurm.attempt_file(self.paths.root, a.task_id, a.number, "job").read_text()
-                except (OSError, ValueError):
-                    return "", ""
-                if not isinstance(started, dict) or started.get("job") != job:  # a stale job's, not ours
-                    return "", ""
+                started = slurm.started(self.paths.root, a.task_id, a.number)
             else:
                 started = node_runner.placement(a.log_path)
-                if started is None:
-                    return "", ""
+            if started is None:
+                return "", ""
             where = f"{started.get('node', '?')}:{started.get('gpus') or '-'}"
             self._placed[key] = (where, str(started.get("node_id") or ""))
         return self._placed[key]
