@@ -47,7 +47,8 @@ class _NoUnnamedFiles(Exception):
 
 
 def _write_unnamed(path: str, folder: str, data: bytes, fsync: bool) -> None:
-    """An O_TMPFILE file, named once written (linked under a temp name, renamed over `path`)."""
+    """An O_TMPFILE file, named once written: linked in as `path` if that is a new name (one step, nothing
+    to clean up), else under a temp name renamed over `path`, with the replaced file's mode."""
     try:
         fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)  # the umask applies, as for open()
     except OSError as e:
@@ -55,8 +56,13 @@ def _write_unnamed(path: str, folder: str, data: bytes, fsync: bool) -> None:
             raise  # the folder is missing: made, then tried again
         raise _NoUnnamedFiles from e
     try:
-        _fill(fd, path, data, fsync, new_mode=None)
-        tmp = _name(fd, path, folder)
+        _fill(fd, data, fsync)
+        try:
+            _link_as(fd, path)
+            return
+        except FileExistsError:
+            _keep_mode(fd, path)
+            tmp = _name(fd, path, folder)
     finally:
         os.close(fd)
     _rename(tmp, path)
@@ -76,7 +82,7 @@ def _name(fd: int, path: str, folder: str) -> str:
 def _link_as(fd: int, path: str) -> None:
     """Give the unnamed file `fd` the name `path` (linkat through /proc, as open(2) shows)."""
     try:
-        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # not kept: a fork's differs
     except OSError as e:
         raise _NoUnnamedFiles from e
     try:
@@ -87,6 +93,26 @@ def _link_as(fd: int, path: str) -> None:
         raise
     finally:
         os.close(proc)
+
+
+def atomic_link(existing: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Give the file `existing` a second name, `path`, replacing what was there at once (no new inode: the
+    kernel's costly part of a new file)."""
+    existing, path = os.fspath(existing), os.fspath(path)
+    try:
+        os.link(existing, path)
+        return
+    except FileExistsError:
+        pass
+    folder = os.path.dirname(path) or "."
+    while True:
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
+        try:
+            os.link(existing, tmp)
+            break
+        except FileExistsError:
+            continue
+    _rename(tmp, path)
 
 
 def open_append(path: str) -> int:
@@ -114,7 +140,9 @@ def open_append(path: str) -> int:
 def _write_named(path: str, folder: str, data: bytes, fsync: bool) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        _fill(fd, path, data, fsync, new_mode=0o666 & ~_umask())  # mkstemp's 0600 would hide reports
+        if not _keep_mode(fd, path):
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide reports
+        _fill(fd, data, fsync)
     except BaseException:
         os.close(fd)
         _unlink(tmp)
@@ -123,14 +151,17 @@ def _write_named(path: str, folder: str, data: bytes, fsync: bool) -> None:
     _rename(tmp, path)
 
 
-def _fill(fd: int, path: str, data: bytes, fsync: bool, new_mode: int | None) -> None:
-    """The data, and the mode of the file being replaced (else `new_mode`, if given)."""
+def _keep_mode(fd: int, path: str) -> bool:
+    """Give `fd` the mode of the file at `path`, if there is one."""
     try:
         mode = os.stat(path).st_mode & 0o777
     except OSError:
-        mode = new_mode
-    if mode is not None:
-        os.fchmod(fd, mode)
+        return False
+    os.fchmod(fd, mode)
+    return True
+
+
+def _fill(fd: int, data: bytes, fsync: bool) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

@@ -98,3 +98,16 @@ def test_open_append_creates_a_log_once_and_appends_to_it(tmp_path):
     assert Path(log).read_text() == "gputui: launch\nworker line\ngputui: exit 0\n"
     assert os.stat(log).st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["shard-0.attempt1.log"]
+
+
+def test_a_second_name_replaces_what_was_there_and_shares_the_file(tmp_path):
+    facts, marker = tmp_path / "t.done.json", tmp_path / "t.done"
+    marker.write_text("stale")
+    atomic_write_text(facts, '{"status": "done"}')
+    atomic.atomic_link(facts, marker)
+    assert marker.read_text() == '{"status": "done"}'
+    assert marker.stat().st_ino == facts.stat().st_ino  # one file, two names
+    atomic_write_text(facts, '{"status": "done", "again": true}')  # the twin replaced: the marker follows
+    atomic.atomic_link(facts, marker)
+    assert json.loads(marker.read_text()) == {"status": "done", "again": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.done", "t.done.json"]

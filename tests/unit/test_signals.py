@@ -1,0 +1,28 @@
+"""Signal files, read the way a tool watching the folder reads them."""
+
+from __future__ import annotations
+
+import json
+
+from gputui.engine.rundir import RunPaths
+from gputui.engine.signals import write_signal
+
+
+def test_a_signal_is_a_marker_with_a_json_twin_holding_the_facts(tmp_path):
+    paths = RunPaths(tmp_path / "run")  # no signals folder yet: the first signal makes it
+    write_signal(paths, "train", "healthy", step=10, loss=2.5)
+    write_signal(paths, "train", "done", step=100, loss=0.5, exit_code=0, duration=12.5)
+    names = sorted(p.name for p in paths.signals.iterdir())
+    assert names == ["train.done", "train.done.json", "train.healthy", "train.healthy.json"]
+    done = json.loads((paths.signals / "train.done.json").read_text())
+    assert done["status"] == "done" and done["step"] == 100 and done["exit_code"] == 0 and done["reason"] is None
+    assert json.loads((paths.signals / "train.done").read_text()) == done  # the marker says the same
+
+
+def test_a_signal_written_again_replaces_both_names(tmp_path):
+    paths = RunPaths(tmp_path)
+    write_signal(paths, "trial-1", "healthy", step=5)
+    write_signal(paths, "trial-1", "healthy", step=50)  # a retried attempt is healthy again
+    for name in ("trial-1.healthy", "trial-1.healthy.json"):
+        assert json.loads((paths.signals / name).read_text())["step"] == 50
+    assert len(list(paths.signals.iterdir())) == 2  # no temp file left
