@@ -1,9 +1,10 @@
 """Atomic file writes: readers see the old file or the whole new one, never a torn one.
 
-New files are made unnamed (O_TMPFILE) and linked in once written, not created by name (mkstemp): the
-kernel's work for a new name is the costly part of a small write. Measured on a 2-core VM, 1,000 tiny
-tasks on Ray: the four files each task leaves (signal and its twin, summary, metrics) cost the scheduler
-2.8 s of CPU through mkstemp, 1.6 s this way. Where a filesystem cannot (NFS), mkstemp does it.
+Files are written unnamed (O_TMPFILE) and linked in once whole: a new name is linked in directly (one
+step), an existing file is replaced through a temp name and a rename. A crash while writing leaves
+nothing behind (an unnamed file vanishes with its last descriptor). Where a filesystem cannot (NFS), mkstemp
+does it. New files cost the kernel more than the writing: on this project's 2-core VM, from 0.03 to 0.6 ms
+each depending on the filesystem's state, so the run directory's contract keeps per-task files few.
 """
 
 from __future__ import annotations
