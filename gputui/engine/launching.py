@@ -133,7 +133,7 @@ class Launching:
                 later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
-        if ready and self.job.executor.kind == "ray" and not self._ray_bridge_up(now):
+        if ready and self._on_ray() and not self._ray_bridge_up(now):
             later.extend((t.index, t.id) for t in ready)  # tried again next turn
             ready = []
         if self.cluster is not None:  # the cluster places them: as many start as there are slots
@@ -255,19 +255,27 @@ class Launching:
         return found | {"where": where}
 
     def _ray_bridge_up(self, now: float) -> bool:
-        """Whether the run's Ray bridge listens, looked at every BRIDGE_CHECK_S: one that died (its attempts
-        ended, unknown how, and are retried) is started again, as the run began, before more are sent to it."""
-        if now - self._bridge_checked >= BRIDGE_CHECK_S:
-            self._bridge_checked = now
-            e = self.job.executor
-            try:
-                ray_bridge.ensure(self.paths.root, e.address, e.num_gpus).close()
-                self._bridge_up = True
-            except (ray_bridge.RayUnavailable, OSError) as err:
-                if self._bridge_up:
-                    self.out.info(f"cannot reach Ray: {err}; no task starts until it can be reached")
-                self._bridge_up = False
-        return self._bridge_up
+        """Whether the run's Ray bridge holds our connection. One that died (its attempts ended, unknown how,
+        and are retried) is started again, as the run began, before more are sent to it; while it cannot
+        be, it is tried again every BRIDGE_CHECK_S."""
+        if self.executor.bridge is not None:
+            return True
+        if now - self._bridge_checked < BRIDGE_CHECK_S:
+            return False
+        self._bridge_checked = now
+        e = self.job.executor
+        try:
+            self.executor.attach_bridge(ray_bridge.ensure(self.paths.root, e.address, e.num_gpus))
+        except (ray_bridge.RayUnavailable, OSError) as err:
+            if self._bridge_up:
+                self.out.info(f"cannot reach Ray: {err}; no task starts until it can be reached")
+            self._bridge_up = False
+            return False
+        self._bridge_up = True
+        return True
+
+    def _on_ray(self) -> bool:
+        return self.cluster is not None and self.job.executor.kind == "ray"
 
     def _cluster_slots(self) -> int:
         """Attempts at once when [resources].max_parallel is not given: what may wait in the cluster's queue,
@@ -328,7 +336,8 @@ class Launching:
         log_path = self.paths.log(task.id, number)
         if task.info.get("output_dir"):  # a trial's or a step's own folder
             Path(task.info["output_dir"]).mkdir(parents=True, exist_ok=True)
-        waiter = self.executor.waiter()  # recorded before the launch: while it lives, the end will be known
+        # Recorded before the launch: while it lives, the end will be known.
+        waiter = self.executor.bridge if self._on_ray() else self.executor.waiter()
         self.store.start_attempt(task.id, number, gpus, argv, str(log_path), now)
         self.store.update_attempt(task.id, number, waiter_pid=waiter.ref.pid, waiter_start=waiter.ref.start)
         fields = {
@@ -354,11 +363,8 @@ class Launching:
         asked = len(gpus) if self.cluster is None else self._gpus_needed(task)
         self.meter.start(live.key, asked, now)  # GPU-hours: the GPUs given, here or by the cluster
         ray = None
-        if self.cluster is not None and self.job.executor.kind == "ray":  # its waiter asks the run's bridge
-            e = self.job.executor
-            signals = str(ray_bridge.signals_path(self.paths.root, task.id, number))
-            ray = {"run_dir": str(self.paths.root), "address": e.address, "num_gpus": e.num_gpus}
-            ray |= {"gpus": asked, "signals": signals}
+        if self._on_ray():
+            ray = {"gpus": asked, "signals": str(ray_bridge.signals_path(self.paths.root, task.id, number))}
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held, ray)
         return spec, live
 
@@ -369,6 +375,8 @@ class Launching:
             try:
                 self.executor.launch(live.handle, spec)
             except LaunchFailed:  # that waiter died while idle: another one, recorded first
+                if spec.ray is not None:
+                    raise  # the bridge died just now: this attempt fails, the next ones go to a new bridge
                 waiter = self.executor.waiter()
                 with self.store.transaction():
                     self.store.update_attempt(

@@ -82,7 +82,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self.slurm_jobs: dict[str, str] = {}  # task id -> the Slurm job of its attempt this process submitted
         if job.executor.remote:
             self.executor = self._local_executor()
-            self.executor.start()  # the keeper starts while the cluster is joined (a second, for Ray)
+            if job.executor.kind == "slurm":  # attempts on Ray need no waiter: the bridge records them
+                self.executor.start()  # the keeper starts while the cluster is joined
             try:
                 self.cluster = self._join_cluster()
             except BaseException:
@@ -127,8 +128,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self._progress_at = -1.0
         self._progress_due = False
         self._waiting_said = ""
-        self._bridge_checked = time.time()  # the run's Ray bridge: just started by _join_cluster
-        self._bridge_up = True
+        self._bridge_checked = 0.0  # when the run's Ray bridge was last looked for (wall clock)
+        self._bridge_up = True  # it was found then (a failure is said once)
 
     def _local_executor(self) -> LocalExecutor:
         keeper_log = self.paths.root / "keeper.log"
@@ -143,7 +144,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             self._announce()
             self._load_tasks()
             todo = sum(t.status not in Status.FINAL for t in self.tasks.values())
-            if todo:
+            if todo and self.job.executor.kind != "ray":
                 self.executor.start(prefork=min(todo, self.policy.max_parallel or 8))  # overlaps our start-up
             self._expire_old_controls()
             self._resume()

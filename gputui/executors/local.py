@@ -3,13 +3,16 @@
 The scheduler sends each launch straight to an idle waiter over that waiter's own channel, and every
 waiter writes its records to one wake pipe the scheduler owns for its lifetime, so a dead keeper costs
 nothing but a new one the next time a waiter must be forked. A waiter is idle again once its attempt
-is cleared (`done`); one that dies shows as end-of-file on its channel (`lost`).
+is cleared (`done`); one that dies shows as end-of-file on its channel (`lost`). Attempts on Ray go to the
+run's Ray bridge instead, over one kept connection: it records them as a waiter would (ray_bridge.py),
+and its end-of-file loses every attempt it held.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -18,9 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gputui.executors import ray_bridge
+from gputui.executors.journal import exits_copy
 from gputui.executors.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef
 
 WAITER_FORK_TIMEOUT_S = 30.0
+BRIDGE_TIMEOUT_S = 30.0  # a request the Ray bridge does not take within this long: it is stuck
+_CLUSTER_CHOOSES = "CUDA_VISIBLE_DEVICES"  # on Ray's node; all but it and RAY_* goes along, as sbatch does
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class LaunchSpec:
     log_path: Path
     grace: float = 10.0  # how long leftovers of the task get between SIGTERM and SIGKILL
     held: Sequence[int] = ()  # descriptors the task holds while any process of it lives (GPU locks)
-    ray: Mapping | None = None  # where on Ray it runs (ray_bridge): its waiter holds it, no local worker
+    ray: Mapping | None = None  # its GPUs and signal file on Ray: the bridge holds it, no local worker
 
 
 @dataclass(eq=False)
@@ -43,7 +50,7 @@ class WaiterHandle:
 
 
 class LaunchFailed(OSError):
-    """The request could not be handed to a waiter (it died, or no keeper could fork one)."""
+    """The request could not be handed to a waiter (it died, or no keeper could fork one) or to the bridge."""
 
 
 class LocalExecutor:
@@ -62,6 +69,7 @@ class LocalExecutor:
         self._buffer = b""
         self._which: dict[str, str] = {}
         self._asked = 0  # waiters asked of the keeper, not yet received
+        self.bridge: WaiterHandle | None = None  # the run's Ray bridge, attached
 
     def fileno(self) -> int:
         return self.wake_r
@@ -98,10 +106,29 @@ class LocalExecutor:
                     raise LaunchFailed(f"no keeper could start a waiter: {e}") from None
         raise AssertionError("unreachable")
 
+    def attach_bridge(self, sock: socket.socket) -> WaiterHandle:
+        """Hand the run's Ray bridge (a connection to it) the journal, its copy of exits and our wake pipe,
+        so it records the attempts we send it; kept as the waiter of every attempt on Ray."""
+        journals = (self.journal, exits_copy(self.journal))
+        fds = [os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666) for p in journals]
+        try:
+            sock.settimeout(BRIDGE_TIMEOUT_S)
+            pid, start = ray_bridge.attach(sock, *fds, self.wake_w)
+        except (OSError, ValueError, KeyError) as e:
+            sock.close()
+            raise LaunchFailed(f"the Ray bridge would not take this run's records: {e}") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.bridge = WaiterHandle(sock, ProcessRef(pid, start))
+        return self.bridge
+
     def launch(self, waiter: WaiterHandle, spec: LaunchSpec) -> None:
+        if spec.ray is not None:
+            self._send_to_bridge(waiter, spec)
+            return
         argv = list(spec.argv)
-        if spec.ray is None:  # on Ray, the node's PATH finds it
-            argv[0] = self._resolve(argv[0])
+        argv[0] = self._resolve(argv[0])
         request = {
             "task": spec.task_id,
             "n": spec.number,
@@ -110,8 +137,6 @@ class LocalExecutor:
             "log": str(spec.log_path),
             "grace": spec.grace,
         }
-        if spec.ray is not None:
-            request["ray"] = dict(spec.ray)
         try:
             socket.send_fds(waiter.channel, [json.dumps(request).encode()], list(spec.held))
         except OSError as e:
@@ -120,33 +145,57 @@ class LocalExecutor:
         waiter.key = (spec.task_id, spec.number)
         self.busy[waiter.key] = waiter
 
+    def _send_to_bridge(self, bridge: WaiterHandle, spec: LaunchSpec) -> None:
+        """One attempt for the bridge to run on Ray, with the environment a local worker would get (the
+        node's PATH finds the program; Ray chooses its GPUs)."""
+        env = self.env | dict(spec.env)
+        env = {k: v for k, v in env.items() if k != _CLUSTER_CHOOSES and not k.startswith("RAY_")}
+        request = {
+            "op": "run",
+            "task": spec.task_id,
+            "n": spec.number,
+            "argv": list(spec.argv),
+            "env": env,
+            "log": str(spec.log_path),  # the runner on the node creates it
+            "cwd": str(self.cwd),
+            "gpus": float(spec.ray["gpus"]),
+            "grace": spec.grace,
+            "signals": spec.ray["signals"],
+        }
+        try:
+            bridge.channel.sendall(json.dumps(request).encode() + b"\n")
+        except OSError as e:
+            self._drop(bridge)
+            raise LaunchFailed(f"the Ray bridge (pid {bridge.ref.pid}) is gone: {e}") from None
+        self.busy[(spec.task_id, spec.number)] = bridge
+
     def give_back(self, waiter: WaiterHandle | None) -> None:
         """A waiter taken for a launch that did not happen."""
-        if waiter is not None:
+        if waiter is not None and waiter is not self.bridge:
             self.idle.append(waiter)
 
     def done(self, key: tuple[str, int]) -> None:
         """The attempt is cleared: its waiter takes the next request (it flushes its records first)."""
         waiter = self.busy.pop(key, None)
-        if waiter is not None:
+        if waiter is not None and waiter is not self.bridge:
             waiter.key = None
             self.idle.append(waiter)
 
     def lost(self) -> list[tuple[str, int]]:
-        """Attempts whose waiter died (its channel reached end-of-file): nobody will record their end."""
-        gone = []
-        for key, waiter in list(self.busy.items()):
-            try:
-                if waiter.channel.recv(1):
-                    continue
-            except BlockingIOError:
-                continue
-            except OSError:
-                pass
-            waiter.channel.close()
+        """Attempts whose waiter (or bridge) died, its channel at end-of-file: nobody will record their end.
+        Neither sends anything unasked, so whatever is readable is that end."""
+        dead = {w for w in {*self.busy.values(), *([self.bridge] if self.bridge else [])} if _ended(w.channel)}
+        gone = [key for key, waiter in self.busy.items() if waiter in dead]
+        for key in gone:
             del self.busy[key]
-            gone.append(key)
+        for waiter in dead:
+            self._drop(waiter)
         return gone
+
+    def _drop(self, waiter: WaiterHandle) -> None:
+        waiter.channel.close()
+        if waiter is self.bridge:
+            self.bridge = None
 
     def events(self) -> list[str]:
         """The records waiters wrote since the last call (journal lines, see journal.py)."""
@@ -160,9 +209,9 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Let everything go: idle waiters exit at once, busy ones after recording their attempt."""
-        for waiter in [*self.idle, *self.busy.values()]:
-            waiter.channel.close()
-        self.idle, self.busy = [], {}
+        for waiter in [*self.idle, *self.busy.values(), *([self.bridge] if self.bridge else [])]:
+            waiter.channel.close()  # once or twice: the bridge's is shared
+        self.idle, self.busy, self.bridge = [], {}, None
         self._close_requests()
         self.keeper = None
         for fd in (self.wake_r, self.wake_w):
@@ -198,3 +247,14 @@ class LocalExecutor:
             )
         ours.settimeout(WAITER_FORK_TIMEOUT_S)
         self.requests = ours
+
+
+def _ended(channel: socket.socket) -> bool:
+    try:
+        if not select.select([channel], [], [], 0)[0]:  # (a socket with a timeout would wait that long in recv)
+            return False
+        return not channel.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True

@@ -1,19 +1,21 @@
 """The Ray bridge: the one Ray driver of a run, shared by every attempt that runs on the cluster.
 
-    waiter ──kept unix socket──► bridge ──ray task──► node_runner.run on a node
-       └─ journals start and end       ▲                  │
+    scheduler ──kept unix socket: run requests──► bridge ──ray task──► node_runner.run on a node
+       ▲  (journal, exits copy, wake pipe handed over once)  │             ▲
+       └──── start and exit records, as a waiter writes ────┘             │
     control verbs ──► the attempt's signal file (STOP, CONT, TERM, KILL) ──┘
 
 Connecting to Ray costs seconds and a hundred MB, so one long-lived driver per run submits every
-attempt. A waiter holds a Ray attempt itself: it asks the bridge over the connection it keeps, records
-the attempt's start and end in the journal as it does for a local worker, and takes the next request;
-no local process stands for the attempt (one per attempt cost more CPU than Ray's own work for a short
-task). Pause, resume and kill write words into the attempt's signal file, which the runner on the node
-applies to the command's whole tree. The bridge lives in its own session: a scheduler killed with
-SIGKILL leaves it, its tasks and their waiters running, and the next scheduler finds them. It owns the
-Ray tasks it submitted (Ray ends them if it dies: their waiters then say so and the attempts are
-retried); a waiter killed while its attempt runs has that attempt ended. It leaves once no waiter has
-needed it for IDLE_S seconds. With address "local" it starts a private cluster, which stops with it.
+attempt. It holds each attempt as a waiter holds a local worker: the scheduler hands it the journal,
+the journal's copy of exits and its wake pipe when it attaches, and the bridge records each attempt's
+start and end there, so no local process stands for an attempt (one per attempt cost more CPU than
+Ray's own work for a short task). Pause, resume and kill write words into the attempt's signal file,
+which the runner on the node applies to the command's whole tree. The bridge lives in its own session:
+a scheduler that detaches or is killed leaves it and its tasks running, their ends recorded, and the
+next scheduler finds them in the journal. It owns the Ray tasks it submitted: killed, Ray ends them
+and nobody records their end, so the scheduler retries them through a new bridge. It leaves once no
+scheduler is attached and nothing has run for IDLE_S seconds. With address "local" it starts a private
+cluster, which stops with it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# The client side (connect, ask, Client) is loaded by every keeper, whose waiters hold Ray attempts: what
-# only the bridge or a bridge's start needs (selectors, fcntl, subprocess, ray) is imported there.
+from gputui.executors import journal, ownership
+
+# The client side (connect, ask, attach) is loaded by every scheduler and app: what only the bridge or a
+# bridge's start needs (selectors, fcntl, subprocess, ray) is imported there.
 
 IDLE_S = 30.0  # a bridge nobody has needed this long leaves (and a private cluster stops)
 PROBE_S = 2.0  # the nodes' GPUs are read at most this often, however many apps ask
 START_TIMEOUT_S = 120.0  # joining a cluster, or starting a private one, within this long
-LOST = 255  # the bridge went away before the attempt's end was known: a failure, retried as one
 
 
 class RayUnavailable(RuntimeError):
@@ -118,44 +121,18 @@ def ask(sock: socket.socket, request: dict) -> dict:
     return json.loads(data)
 
 
-class Client:
-    """A waiter's connection to its run's bridge, kept from attempt to attempt. It never starts a bridge
-    (the scheduler does): one started by a waiter would be the waiter's descendant, so part of its attempt."""
-
-    def __init__(self) -> None:
-        self.sock: socket.socket | None = None
-        self.name = ""
-
-    def run(self, run_dir: Path, address: str, num_gpus: int | None, request: dict) -> dict:
-        """Run one attempt; its end as the bridge reports it ({"exit": code, "why": ...}), or LOST."""
-        name = address_of(run_dir, address, num_gpus)
-        if self.sock is not None and (name != self.name or _closed(self.sock)):  # it left while idle
-            self.close()
-        if self.sock is None:
-            self.sock, self.name = connect(run_dir, address, num_gpus), name
-        if self.sock is None:
-            return {"exit": LOST, "why": "no Ray bridge serves this run (see logs/ray-bridge.log)"}
-        try:
-            return ask(self.sock, request)
-        except (OSError, ValueError) as e:
-            self.close()
-            tell(request["signals"], "TERM")  # whatever of it may still run on its node ends
-            return {"exit": LOST, "why": f"lost the Ray bridge while the attempt ran ({e}); its end is unknown"}
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
-def _closed(sock: socket.socket) -> bool:
-    """Whether the other end has closed (the bridge says nothing unasked, so anything readable is the end)."""
-    try:
-        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
+def attach(sock: socket.socket, journal: int, exits: int, wake: int) -> tuple[int, int]:
+    """Hand the bridge where to record attempts (the journal, its copy of exits, the scheduler's wake pipe);
+    the bridge's (pid, start time), the waiter every attempt it runs is recorded under."""
+    socket.send_fds(sock, [b'{"op": "attach"}\n'], [journal, exits, wake])
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1 << 12)
+        if not chunk:
+            raise ConnectionError("the Ray bridge closed the connection")
+        data += chunk
+    answer = json.loads(data)
+    return int(answer["pid"]), int(answer["start"])
 
 
 def tell(signals: str | Path, word: str) -> None:
@@ -233,6 +210,52 @@ def _reachable(address: str) -> None:
         ) from None
 
 
+class _Recorder:
+    """Where one attached scheduler has the attempts it sends recorded (journal.py): the journal, its copy
+    of exits (written first), and its wake pipe, written without blocking (a scheduler stopped with
+    Ctrl-Z must not stop the bridge) and not at all once nobody reads it. A record that cannot be written
+    yet (a full disk, a full pipe) is kept, in order, and written again on the bridge's next pass."""
+
+    def __init__(self, journal: int, exits: int, wake: int):
+        self.journal, self.exits = journal, exits
+        try:  # the pipe opened again: flags of its own, the scheduler's and waiters' copies stay blocking
+            self.wake = os.open(f"/proc/self/fd/{wake}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.close(wake)
+        except OSError:  # no /proc: blocking, as a waiter writes it
+            self.wake = wake
+        self.unwritten: dict[int, list[bytes]] = {}
+        self.users = 1  # its connection, and each attempt sent through it that has not ended
+
+    def record(self, *fields: object, copy: bool = False) -> None:
+        data = journal.line(*fields)
+        for fd in ([self.exits] if copy else []) + [self.journal, self.wake]:
+            self.unwritten.setdefault(fd, []).append(data)
+        self.flush()
+
+    def flush(self) -> None:
+        for fd, queue in list(self.unwritten.items()):
+            while queue:
+                try:
+                    os.write(fd, queue[0])
+                except BlockingIOError:
+                    break
+                except OSError:
+                    if fd != self.wake:
+                        break  # the disk is full: tried again on the next pass
+                    queue.clear()  # the scheduler is gone: the journal alone says it
+                    break
+                queue.pop(0)
+            if not queue:
+                del self.unwritten[fd]
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.flush()
+            for fd in (self.journal, self.exits, self.wake):
+                os.close(fd)
+
+
 class Bridge:
     def __init__(self, run_dir: Path, address: str, num_gpus: int | None, ray) -> None:
         import selectors
@@ -242,6 +265,7 @@ class Bridge:
         self.ray = ray
         self.remote = ray.remote(max_retries=0)(node_runner.run)
         self.probe = ray.remote(num_cpus=0, max_retries=0)(node_runner.probe_gpus)
+        self.me = (os.getpid(), ownership.start_of(os.getpid()) or 0)
         self.nodes: dict[str, dict] = {}  # node id -> what its last GPU probe found
         self.probed_at = -PROBE_S
         self.sel = selectors.DefaultSelector()
@@ -253,20 +277,19 @@ class Bridge:
         self.done_r, self.done_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.sel.register(self.done_r, self.readable, self._finished)
         self.buffers: dict[socket.socket, bytes] = {}
-        self.running: dict[socket.socket, tuple[object, dict]] = {}  # connection -> (its Ray task, request)
-        self.ended: list[tuple[socket.socket, dict]] = []  # answers made in Ray's threads, sent from ours
-        self.abandoned: list[tuple[float, object]] = []  # (when, task) to cancel if its runner did not end it
+        self.recorders: dict[socket.socket, _Recorder] = {}  # attached schedulers' connections
+        self.running: dict[tuple[str, int], tuple[dict, _Recorder]] = {}  # attempt -> (its request, recorder)
+        self.ended: list[tuple[tuple[str, int], dict]] = []  # ends seen in Ray's threads, recorded in ours
         self.last_used = time.monotonic()
         self.leaving = False  # the run ended: leave as soon as nothing runs
 
     def serve(self) -> None:
         while self.running or self.buffers or (not self.leaving and time.monotonic() - self.last_used < IDLE_S):
-            for key, _ in self.sel.select(timeout=1.0):
+            behind = any(r.unwritten for r in {r for _, r in self.running.values()} | set(self.recorders.values()))
+            for key, _ in self.sel.select(timeout=0.05 if behind else 1.0):
                 key.data(key.fileobj)
-            now = time.monotonic()
-            for when, ref in [a for a in self.abandoned if a[0] <= now]:
-                self.abandoned.remove((when, ref))
-                self.ray.cancel(ref, force=True)  # still queued, or its runner is stuck: Ray ends it
+            for recorder in {r for _, r in self.running.values()} | set(self.recorders.values()):
+                recorder.flush()
             if self.running:
                 self.last_used = time.monotonic()
 
@@ -282,9 +305,14 @@ class Bridge:
 
     def _read(self, conn: socket.socket) -> None:
         try:
-            data = conn.recv(1 << 16)
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
         except OSError:
-            data = b""
+            data, fds = b"", []
+        if len(fds) == 3 and conn not in self.recorders:
+            self.recorders[conn] = _Recorder(*fds)
+        else:
+            for fd in fds:
+                os.close(fd)
         if not data:
             self._gone(conn)
             return
@@ -313,17 +341,32 @@ class Bridge:
         elif req.get("op") == "leave":
             self.leaving = True
             _send(conn, {"ok": True})
-        elif req.get("op") == "run":
-            gpus = float(req["gpus"])
+        elif req.get("op") == "attach":
+            attached = conn in self.recorders
+            _send(conn, {"pid": self.me[0], "start": self.me[1]} if attached else {"error": "no descriptors came"})
+        elif req.get("op") == "run" and conn in self.recorders:
+            self._run(self.recorders[conn], req)
+        else:
+            _send(conn, {"error": f"unknown request {req.get('op')!r}"})
+
+    def _run(self, recorder: _Recorder, req: dict) -> None:
+        """Record the attempt's start under the bridge's pid (its end will be recorded while the bridge
+        lives), then submit it; it runs whatever happens to the scheduler that sent it."""
+        key = (req["task"], int(req["n"]))
+        recorder.record("start", *key, *self.me, "-", "-", "-")
+        recorder.users += 1
+        self.running[key] = (req, recorder)
+        gpus = float(req["gpus"])
+        try:
             ref = self.remote.options(
                 num_gpus=gpus, num_cpus=0 if gpus else 1, name=f"gputui:{req['task']}.{req['n']}"
             ).remote(
                 req["argv"], req["env"], req["log"], req["cwd"], req["signals"], float(req["grace"])
             )  # fmt: skip
-            self.running[conn] = (ref, req)
-            ref.future().add_done_callback(lambda f, c=conn: self._done(c, f))
-        else:
-            _send(conn, {"error": f"unknown request {req.get('op')!r}"})
+        except Exception as e:  # Ray refused it: the attempt failed, and says why
+            self._end(key, {"exit": 255, "why": f"Ray refused it: {type(e).__name__}: {e}"})
+            return
+        ref.future().add_done_callback(lambda f, k=key: self._done(k, f))
 
     def _probe_nodes(self, simulate: str | None) -> None:
         """A light GPU read on every alive node (a zero-CPU task pinned to it); answers come as they
@@ -351,13 +394,13 @@ class Bridge:
 
             ref.future().add_done_callback(probed)
 
-    def _done(self, conn: socket.socket, future) -> None:
-        """In one of Ray's threads: note the answer, wake the loop."""
+    def _done(self, key: tuple[str, int], future) -> None:
+        """In one of Ray's threads: note the end, wake the loop."""
         try:
             answer = {"exit": int(future.result())}
         except Exception as e:  # the task could not run or its worker died: the attempt failed
             answer = {"exit": 255, "why": f"Ray: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-        self.ended.append((conn, answer))
+        self.ended.append((key, answer))
         with contextlib.suppress(BlockingIOError):
             os.write(self.done_w, b".")
 
@@ -365,21 +408,28 @@ class Bridge:
         with contextlib.suppress(BlockingIOError):
             os.read(self.done_r, 1 << 12)
         while self.ended:
-            conn, answer = self.ended.pop(0)
-            if self.running.pop(conn, None) is not None:
-                with contextlib.suppress(OSError):
-                    _send(conn, answer)
+            self._end(*self.ended.pop(0))
+
+    def _end(self, key: tuple[str, int], answer: dict) -> None:
+        held = self.running.pop(key, None)
+        if held is None:
+            return
+        req, recorder = held
+        if answer.get("why"):
+            with contextlib.suppress(OSError), open(req["log"], "a") as log:
+                log.write(f"gputui: {answer['why']}\n")
+        recorder.record("exit", *key, answer["exit"], f"{time.time():.3f}", 0, copy=True)
+        recorder.release()
 
     def _gone(self, conn: socket.socket) -> None:
-        """A waiter left before its attempt ended (killed with SIGKILL): end the attempt's tree."""
+        """A client left: a scheduler that detached, ended or was killed. Its attempts run on, and their
+        ends are recorded all the same."""
         self.sel.unregister(conn)
         self.buffers.pop(conn, None)
         conn.close()
-        held = self.running.pop(conn, None)
-        if held is not None:
-            ref, req = held
-            tell(req["signals"], "TERM")  # the runner ends the tree: SIGTERM, grace, SIGKILL
-            self.abandoned.append((time.monotonic() + float(req["grace"]) + 5.0, ref))
+        recorder = self.recorders.pop(conn, None)
+        if recorder is not None:
+            recorder.release()
 
 
 def _send(conn: socket.socket, answer: dict) -> None:

@@ -11,9 +11,8 @@ the worker ends, whatever of the task is still alive is ended (SIGTERM, grace, S
 
 Waiters are forked by the keeper and reused by the scheduler for attempt after attempt (it sends the
 next request once the last attempt is cleared), so a task costs one posix_spawn, as with `xargs -P`.
-An attempt on Ray costs none: the waiter asks the run's Ray bridge to run it and records its start and
-end itself, with no worker (ray_bridge.py). A waiter exits when the scheduler closes its channel, after
-its attempt. It holds no ownership tag.
+(An attempt on Ray needs none: the run's Ray bridge records it the same way, see ray_bridge.py.) A waiter
+exits when the scheduler closes its channel, after its attempt. It holds no ownership tag.
 """
 
 from __future__ import annotations
@@ -29,12 +28,11 @@ import time
 
 from gputui.atomic import open_append
 from gputui.executors import cgroup as cgroups
-from gputui.executors import ownership, ray_bridge, slurm_task
+from gputui.executors import ownership, slurm_task
 from gputui.executors.journal import line
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 _PR_SET_CHILD_SUBREAPER = 36
-_CLUSTER_CHOOSES = "CUDA_VISIBLE_DEVICES"  # on Ray's node; all but it and RAY_* goes along, as sbatch does
 RETRY_WRITE_S = 1.0  # a full disk: try the journal again this often; the record is kept until then
 
 
@@ -50,7 +48,6 @@ class Waiter:
         self.base_env = dict(os.environ)
         self.me = ownership.ProcessRef(os.getpid(), ownership.start_of(os.getpid()) or 0)
         self.unwritten: list[tuple[int, bytes]] = []  # records not yet on disk (a full disk), by descriptor
-        self.bridge = ray_bridge.Client()
 
     def serve(self) -> None:
         become_subreaper()
@@ -62,14 +59,9 @@ class Waiter:
             if not msg:  # the scheduler is gone: nothing more will be asked
                 if self.home is not None:
                     self.home.close()
-                self.bridge.close()
                 return
             try:
-                req = json.loads(msg)
-                if "ray" in req:
-                    self.run_on_ray(req)
-                else:
-                    self.run(req, fds)
+                self.run(json.loads(msg), fds)
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -128,29 +120,6 @@ class Waiter:
             self.record("clear", task, n, f"{time.time():.3f}", ended, copy=True)
         if cg:
             cgroups.remove(cg)
-
-    def run_on_ray(self, req: dict) -> None:
-        """Hold an attempt that runs on Ray: no process of it is here; the bridge says how it ended."""
-        task, n, ray = req["task"], req["n"], req["ray"]
-        env = self.base_env | req["env"]
-        request = {
-            "op": "run",
-            "task": task,
-            "n": n,
-            "argv": req["argv"],
-            "env": {k: v for k, v in env.items() if k != _CLUSTER_CHOOSES and not k.startswith("RAY_")},
-            "log": req["log"],  # the runner on the node creates it
-            "cwd": os.getcwd(),
-            "gpus": float(ray["gpus"]),
-            "grace": float(req.get("grace", 10.0)),
-            "signals": ray["signals"],
-        }
-        self.record("start", task, n, self.me.pid, self.me.start, "-", "-", "-")
-        answer = self.bridge.run(ray["run_dir"], ray["address"], ray["num_gpus"], request)
-        if answer.get("why"):
-            with contextlib.suppress(OSError), open(req["log"], "a") as log:
-                log.write(f"gputui: {answer['why']}\n")
-        self.record_exit(task, n, int(answer.get("exit", ray_bridge.LOST)), 0)
 
     def fork_standin(self, argv: list[str], env: dict[str, str], log: int) -> int:
         """A Slurm attempt's stand-in runs code this process has loaded: forked, not exec'd, it starts in a

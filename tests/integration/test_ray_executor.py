@@ -149,12 +149,13 @@ def test_attempts_wait_in_rays_queue_and_their_gpu_time_counts_from_their_start(
     assert all(2.9 < a.gpu_seconds < 4.5 for a in attempts), [a.gpu_seconds for a in attempts]
 
 
-def test_a_waiter_killed_while_its_ray_attempt_runs_ends_that_attempt_on_its_node_and_it_is_retried(
+def test_the_bridge_killed_while_attempts_run_on_ray_ends_them_and_they_are_retried_through_a_new_one(
     ray_head, make_job, reaper, tmp_path
 ):
-    """No local process stands for an attempt on Ray: its waiter holds it. Killed, the waiter's connection
-    to the run's bridge closes, so the bridge has the runner end the tree on the node; the scheduler hears
-    nobody will record the end, and runs the task again."""
+    """No local process stands for an attempt on Ray: the run's bridge holds it, and records its start and
+    end in the journal as a waiter would. Killed, the bridge takes its Ray tasks with it (Ray ends the tasks
+    of a driver that died, their trees on the node included); the scheduler hears nobody will record their
+    end, starts a new bridge and runs them again."""
     job = shard_job(make_job, ray_head, ids=10, num_workers=1, gpus_per_worker=1, sleep=60)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
     reaper.append(sched)
@@ -162,12 +163,15 @@ def test_a_waiter_killed_while_its_ray_attempt_runs_ends_that_attempt_on_its_nod
     journal = make_job.run_dir / "attempts.journal"
     start = next(line.split() for line in journal.read_text().splitlines() if line.startswith("start shard-0 1 "))
     assert start[5:8] == ["-", "-", "-"], "no local worker for an attempt on Ray"
-    waiter = psutil.Process(int(start[3]))
-    assert not waiter.children(), "nothing of the attempt runs under its waiter"
-    waiter.kill()
+    bridge = psutil.Process(int(start[3]))
+    assert "gputui.executors.ray_bridge" in " ".join(bridge.cmdline()), "the bridge holds the attempt"
+    assert not bridge.children(), "nothing of the attempt runs under the bridge"
+    bridge.kill()
     wait_for(lambda: gone(first), timeout=30, what="the first attempt's tree ended on its node")
     second = wait_for(lambda: make_job.running().get("shard-0") not in (None, first), timeout=60, what="a retry")
     assert second
+    starts = [line.split() for line in journal.read_text().splitlines() if line.startswith("start shard-0 2 ")]
+    assert int(starts[0][3]) != bridge.pid, "the retry went to a new bridge"
     gputui("kill", "--run-dir", make_job.run_dir, "--all")
     sched.wait(60)
     store = Store.open(make_job.run_dir / "state.db")
