@@ -241,8 +241,8 @@ class Controller:
         return sent
 
     def on_ray_running(self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]]) -> set[str]:
-        """The tasks of `pairs` whose attempt on Ray has not ended, as their waiters recorded it (empty for a
-        run not on Ray)."""
+        """The tasks of `pairs` whose attempt on Ray has not ended, as the journal says (the bridge records
+        them; empty for a run not on Ray)."""
         if not self.on_ray:
             return set()
         attempts = self.journal.update()

@@ -6,7 +6,7 @@ and ends as the command on the node did.
 
 Its waiter records it as the attempt's worker, so ownership, kills, pauses, adoption after a crash and
 the journal treat it as the attempt. Slurm takes seconds to start a job, so a process per attempt costs
-nothing that shows (on Ray, where a task starts in milliseconds, the waiter holds the attempt itself:
+nothing that shows (on Ray, where a task starts in milliseconds, the run's bridge holds the attempt itself:
 ray_bridge.py). Its waiter forks it (the command line is what `ps` shows), having loaded this module
 with the keeper, so a stand-in imports nothing.
 
