@@ -44,7 +44,7 @@ class Live:
     label: str
     log_path: str
     started_at: float
-    waiter: ownership.ProcessRef | None = None  # while it lives, this attempt's end will be recorded (on Ray: the bridge)
+    waiter: ownership.ProcessRef | None = None  # while it lives (on Ray: the bridge), the end will be recorded
     worker: ownership.ProcessRef | None = None  # as its waiter recorded it (none on Ray: it runs on a node)
     start_noted: bool = False  # its waiter's start record is in the store
     cgroup: str | None = None
