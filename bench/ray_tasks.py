@@ -1,6 +1,6 @@
 """Scheduling overhead per task on Ray: tiny tasks through gputui against plain `ray.remote` calls.
 
-    python bench/ray_tasks.py [--tasks 500] [--gpus 4] [--repeat 5]
+    python bench/ray_tasks.py [--tasks 500] [--gpus 4] [--repeat 5] [--dir bench/runs]
 
 Starts its own Ray head on 127.0.0.1 with `--gpus` declared GPUs (stopped afterwards). Both sides run the
 same command (`true`) once per task as a Ray task asking for one GPU, so at most `--gpus` run at once:
@@ -14,7 +14,10 @@ the cluster included), with `--tasks` and with twice as many: the difference, pe
 per further task without the fixed start-up costs. Also the machine's busy CPU per task (all processes:
 Ray's own, the driver's, gputui's), which says whether the cores were the limit. Rounds alternate the
 sides; medians are reported (on a 2-core VM one run differs from the next by up to 20%, on both sides, hence
-five rounds). Figures only; nothing here asserts.
+five rounds). The run directories go under `--dir` (by default bench/runs, in the project, as a run directory
+beside its job file does): gputui leaves a few files per task there, and what a new file costs depends on the
+filesystem (on this project's VM, 0.02 ms in /root and 0.4-0.9 ms in /tmp, measured side by side).
+Figures only; nothing here asserts.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def main() -> int:
     p.add_argument("--gpus", type=int, default=4)
     p.add_argument("--repeat", type=int, default=5, help="rounds, each side once per round and size")
     p.add_argument("--ray-default", action="store_true", help="also time Ray's default for GPU tasks (slow)")
+    p.add_argument("--dir", type=Path, default=ROOT / "bench" / "runs", help="where the run directories go")
     a = p.parse_args()
     try:
         import ray  # noqa: F401
@@ -81,7 +85,8 @@ def main() -> int:
     sides = ["default", "reuse"] if a.ray_default else ["reuse"]
     took: dict[tuple[str, int], list[float]] = {(side, k): [] for side in [*sides, "gputui"] for k in sizes}
     cpu: dict[tuple[str, int], list[float]] = {key: [] for key in took}
-    with ray_head(gpus=a.gpus, cpus=a.gpus) as address, tempfile.TemporaryDirectory() as tmp:
+    a.dir.mkdir(parents=True, exist_ok=True)
+    with ray_head(gpus=a.gpus, cpus=a.gpus) as address, tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         folder = Path(tmp)
         (folder / "plain.py").write_text(PLAIN)
         plain_run = [sys.executable, folder / "plain.py", address]
@@ -114,7 +119,8 @@ def main() -> int:
                     cpu[side, k].append(busy)
     med = {key: statistics.median(v) for key, v in took.items()}
     slope = {side: (med[side, 2 * n] - med[side, n]) / n for side in [*sides, "gputui"]}
-    print(f"tiny tasks (`true`, 1 GPU each) on a local Ray head with {a.gpus} GPUs declared; {a.repeat} round(s):")
+    print(f"tiny tasks (`true`, 1 GPU each) on a local Ray head with {a.gpus} GPUs declared; {a.repeat} round(s);")
+    print(f"run directories in {a.dir.resolve()}:")
     what = {
         "default": "plain ray.remote, Ray's default for GPU tasks",
         "reuse": "plain ray.remote, workers reused (max_calls=0)",

@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from gputui.atomic import atomic_write_text
@@ -41,18 +42,31 @@ class RunPaths:
     def merge_summary(self) -> Path:
         return self.root / "merge_summary.json"
 
+    # Paths asked for several times per task: their folders are made once (a Path join costs microseconds).
+    @cached_property
+    def _logs(self) -> Path:
+        return self.root / "logs"
+
+    @cached_property
+    def _events(self) -> Path:
+        return self.root / "events"
+
+    @cached_property
+    def _tasks(self) -> Path:
+        return self.root / "tasks"
+
     def log(self, task_id: str, attempt: int) -> Path:
-        return self.root / "logs" / f"{task_id}.attempt{attempt}.log"
+        return self._logs / f"{task_id}.attempt{attempt}.log"
 
     def events(self, task_id: str, attempt: int) -> Path:
         """What the attempt's worker reports through gputui.hooks (the GPUTUI_EVENTS file), one JSON a line."""
-        return self.root / "events" / f"{task_id}.attempt{attempt}.jsonl"
+        return self._events / f"{task_id}.attempt{attempt}.jsonl"
 
     def task_dir(self, task_id: str) -> Path:
         """A task's own products: metrics.csv, summary.json (and the signal files' folder beside it)."""
-        return self.root / "tasks" / task_id
+        return self._tasks / task_id
 
-    @property
+    @cached_property
     def signals(self) -> Path:
         return self.root / "signals"
 

@@ -17,6 +17,7 @@ def write_signal(paths: RunPaths, task_id: str, status: str, **facts) -> None:
     for key in ("step", "loss", "exit_code", "duration", "reason"):
         twin[key] = facts.get(key)
     path = paths.signals / f"{task_id}.{status}"
-    atomic_write_json(path.with_name(path.name + ".json"), twin, fsync_folder=False)  # makes a missing folder
-    atomic_link(path.with_name(path.name + ".json"), path)
+    facts = path.with_name(path.name + ".json")
+    atomic_write_json(facts, twin, fsync_folder=False, indent=None)  # makes a missing folder
+    atomic_link(facts, path)
     fsync_dir(paths.signals)  # both names at once

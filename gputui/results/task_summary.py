@@ -89,8 +89,9 @@ def write_task_summary(
         "durations_s": [float(d) for d in durations],
         "total_duration_s": float(sum(durations)),
     }
-    summary = _finite(json.loads(json.dumps(summary, default=json_default)))
-    atomic_write_text(path, json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False) + "\n", fsync=fsync)
+    summary = _finite(summary)
+    text = json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False, default=json_default)
+    atomic_write_text(path, text + "\n", fsync=fsync)
     return summary
 
 
