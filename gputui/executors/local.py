@@ -47,6 +47,7 @@ class WaiterHandle:
     channel: socket.socket
     ref: ProcessRef
     key: tuple[str, int] | None = field(default=None)  # the attempt it runs
+    shared: bool = False  # the Ray bridge: holds many attempts at once, never idle
 
 
 class LaunchFailed(OSError):
@@ -120,7 +121,7 @@ class LocalExecutor:
         finally:
             for fd in fds:
                 os.close(fd)
-        self.bridge = WaiterHandle(sock, ProcessRef(pid, start))
+        self.bridge = WaiterHandle(sock, ProcessRef(pid, start), shared=True)
         return self.bridge
 
     def launch(self, waiter: WaiterHandle, spec: LaunchSpec) -> None:
@@ -171,13 +172,13 @@ class LocalExecutor:
 
     def give_back(self, waiter: WaiterHandle | None) -> None:
         """A waiter taken for a launch that did not happen."""
-        if waiter is not None and waiter is not self.bridge:
+        if waiter is not None and not waiter.shared:
             self.idle.append(waiter)
 
     def done(self, key: tuple[str, int]) -> None:
         """The attempt is cleared: its waiter takes the next request (it flushes its records first)."""
         waiter = self.busy.pop(key, None)
-        if waiter is not None and waiter is not self.bridge:
+        if waiter is not None and not waiter.shared:
             waiter.key = None
             self.idle.append(waiter)
 
