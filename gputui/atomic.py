@@ -63,18 +63,18 @@ def _write_unnamed(path: str, folder: str, data: bytes, fsync: bool) -> None:
             return
         except FileExistsError:
             _keep_mode(fd, path)
-            tmp = _name(fd, path, folder)
+            tmp = _name(path, folder, lambda name: _link_as(fd, name))
     finally:
         os.close(fd)
     _rename(tmp, path)
 
 
-def _name(fd: int, path: str, folder: str) -> str:
-    """Link the unnamed file `fd` beside `path` under a temp name; that name."""
+def _name(path: str, folder: str, link) -> str:
+    """`link(tmp)` under a free temp name beside `path`; that name."""
     while True:
         tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
         try:
-            _link_as(fd, tmp)
+            link(tmp)
             return tmp
         except FileExistsError:
             continue
@@ -105,15 +105,7 @@ def atomic_link(existing: str | os.PathLike[str], path: str | os.PathLike[str]) 
         return
     except FileExistsError:
         pass
-    folder = os.path.dirname(path) or "."
-    while True:
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-        try:
-            os.link(existing, tmp)
-            break
-        except FileExistsError:
-            continue
-    _rename(tmp, path)
+    _rename(_name(path, os.path.dirname(path) or ".", lambda name: os.link(existing, name)), path)
 
 
 def open_append(path: str) -> int:

@@ -16,8 +16,8 @@ def write_signal(paths: RunPaths, task_id: str, status: str, **facts) -> None:
     twin = {"task_id": task_id, "status": status, "time": time.time()}
     for key in ("step", "loss", "exit_code", "duration", "reason"):
         twin[key] = facts.get(key)
-    path = paths.signals / f"{task_id}.{status}"
-    facts = path.with_name(path.name + ".json")
-    atomic_write_json(facts, twin, fsync_folder=False, indent=None)  # makes a missing folder
-    atomic_link(facts, path)
+    marker = paths.signals / f"{task_id}.{status}"
+    twin_path = marker.with_name(marker.name + ".json")
+    atomic_write_json(twin_path, twin, fsync_folder=False, indent=None)  # makes a missing folder
+    atomic_link(twin_path, marker)
     fsync_dir(paths.signals)  # both names at once

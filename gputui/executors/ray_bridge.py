@@ -109,9 +109,13 @@ def _why(log: Path, offset: int) -> str:
     return ""
 
 
-def ask(sock: socket.socket, request: dict) -> dict:
-    """One request, one answer (a JSON line each way)."""
-    sock.sendall(json.dumps(request).encode() + b"\n")
+def ask(sock: socket.socket, request: dict, fds: list[int] | None = None) -> dict:
+    """One request (with descriptors `fds`, if given), one answer: a JSON line each way."""
+    data = json.dumps(request).encode() + b"\n"
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.sendall(data)
     data = b""
     while not data.endswith(b"\n"):
         chunk = sock.recv(1 << 16)
@@ -124,14 +128,7 @@ def ask(sock: socket.socket, request: dict) -> dict:
 def attach(sock: socket.socket, journal: int, exits: int, wake: int) -> tuple[int, int]:
     """Hand the bridge where to record attempts (the journal, its copy of exits, the scheduler's wake pipe);
     the bridge's (pid, start time), the waiter every attempt it runs is recorded under."""
-    socket.send_fds(sock, [b'{"op": "attach"}\n'], [journal, exits, wake])
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(1 << 12)
-        if not chunk:
-            raise ConnectionError("the Ray bridge closed the connection")
-        data += chunk
-    answer = json.loads(data)
+    answer = ask(sock, {"op": "attach"}, [journal, exits, wake])
     return int(answer["pid"]), int(answer["start"])
 
 
@@ -285,13 +282,17 @@ class Bridge:
 
     def serve(self) -> None:
         while self.running or self.buffers or (not self.leaving and time.monotonic() - self.last_used < IDLE_S):
-            behind = any(r.unwritten for r in {r for _, r in self.running.values()} | set(self.recorders.values()))
-            for key, _ in self.sel.select(timeout=0.05 if behind else 1.0):
+            for key, _ in self.sel.select(timeout=0.05 if self._behind() else 1.0):
                 key.data(key.fileobj)
-            for recorder in {r for _, r in self.running.values()} | set(self.recorders.values()):
+            for recorder in self._behind():  # after the handlers: none released since
                 recorder.flush()
             if self.running:
                 self.last_used = time.monotonic()
+
+    def _behind(self) -> list[_Recorder]:
+        """Recorders in use holding records they could not write yet."""
+        in_use = {*self.recorders.values(), *(recorder for _, recorder in self.running.values())}
+        return [recorder for recorder in in_use if recorder.unwritten]
 
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()

@@ -89,10 +89,9 @@ def write_task_summary(
         "durations_s": [float(d) for d in durations],
         "total_duration_s": float(sum(durations)),
     }
-    summary = _finite(summary)
-    text = json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False, default=json_default)
+    text = json.dumps(_finite(summary), indent=2, allow_nan=False, ensure_ascii=False, default=json_default)
     atomic_write_text(path, text + "\n", fsync=fsync)
-    return summary
+    return json.loads(text)
 
 
 def _cell(v: float | None) -> str:
