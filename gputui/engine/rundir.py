@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -94,11 +96,15 @@ class RunLock:
     and no file can be deleted or replaced to defeat it. `scheduler.lock` only names the holder.
 
     The directory is opened close-on-exec, so no keeper, waiter or worker keeps a dead scheduler's lock.
+    Its path is claimed too (an abstract socket named after it, dropped as its holder dies): a run
+    directory deleted and made again under a scheduler that still drives the old one is not a free one,
+    since that scheduler's tasks still write there.
     """
 
     def __init__(self, paths: RunPaths):
         self.paths = paths
         self._fd: int | None = None
+        self._claim: socket.socket | None = None
 
     def try_acquire(self, role: str) -> bool:
         self.paths.root.mkdir(parents=True, exist_ok=True)
@@ -108,12 +114,20 @@ class RunLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(_claim_name(self.paths.root))
+            claim.listen(64)  # only so that `path_holder` can ask who it is
+        except OSError:  # held by whoever drives the directory this path named before
+            claim.close()
+            os.close(fd)
+            return False
         note = {"pid": os.getpid(), "host": socket.gethostname(), "role": role, "since": time.time()}
         try:
             atomic_write_text(self.paths.lock, json.dumps(note), fsync=False)
         except OSError:  # a read-only run directory: the lock still holds, only the note is missing
             pass
-        self._fd = fd
+        self._fd, self._claim = fd, claim
         return True
 
     def acquire(self, role: str, patience: float = 1.0) -> None:
@@ -128,6 +142,9 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
 
     @property
     def held(self) -> bool:
@@ -146,6 +163,14 @@ class RunLock:
         return _describe_process(pids[0])
 
     def describe_holder(self) -> str:
+        if not flock_holders(self.paths.root) and (pid := path_holder(self.paths.root)):
+            h = _describe_process(pid)
+            return (
+                f"{self.paths.root} was deleted and made again while gputui (pid {pid}, "
+                f"{h.get('role', 'gputui')}) still drives the run that was there, whose tasks still write "
+                f"to this path; refusing to start a second scheduler on it. Stop that one first (kill {pid}: "
+                "it stops its tasks), then start again."
+            )
         h = self.holder() or {}
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["since"])) if "since" in h else "?"
         return (
@@ -170,6 +195,23 @@ class RunLock:
         finally:
             os.close(fd)
         return False
+
+
+def _claim_name(root: Path) -> str:
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:24]
+    return f"\0gputui-run-{digest}"
+
+
+def path_holder(root: Path) -> int | None:
+    """The pid of the process that claims the run directory's path (see RunLock), if one does."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.setblocking(False)
+        try:
+            s.connect(_claim_name(root))
+        except OSError:
+            return None
+        pid, _uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return pid or None
 
 
 def flock_holders(folder: Path) -> list[int]:

@@ -51,8 +51,14 @@ def folder(run_dir: Path) -> Path:
 
 def address_of(run_dir: Path, address: str, num_gpus: int | None) -> str:
     """The bridge's socket: an abstract name (no 108-character path limit), one per run directory and
-    cluster."""
-    key = f"{Path(run_dir).resolve()}\0{address}\0{num_gpus}"
+    cluster. The directory's inode is part of it: one deleted and made again is another run, whose
+    attempts must not reach the bridge of the old one (which records its own under the same names)."""
+    try:
+        st = os.stat(run_dir)
+        inode = f"{st.st_dev}:{st.st_ino}"
+    except OSError:
+        inode = ""
+    key = f"{Path(run_dir).resolve()}\0{inode}\0{address}\0{num_gpus}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return f"\0gputui-ray-{digest}"
 

@@ -34,13 +34,9 @@ class RunVerbs:
     def _confirm_kill(self, task_ids: list[str]) -> None:
         """Name what will be signalled (a /proc scan, so in a thread), then ask."""
         found = self.view.processes(task_ids) if self.view is not None else {}
-        lines = []
-        for task_id in task_ids:
-            refs = found.get(task_id, [])
-            pids = ", ".join(str(r.pid) for r in refs[:6]) + (" …" if len(refs) > 6 else "")
-            lines.append(
-                f"{task_id}: " + (f"{len(refs)} process(es): {pids}" if refs else "not running (marked killed)")
-            )
+        views = {v.task.id: v for v in self.snapshot.tasks} if self.snapshot is not None else {}
+        on_ray = self.snapshot is not None and self.snapshot.meta.get("executor") == "ray"
+        lines = [f"{t}: {kill_target(found.get(t, []), views.get(t), on_ray)}" for t in task_ids]
         grace = self.snapshot.meta.get("stop_grace_s", 10) if self.snapshot else 10
         body = (
             f"SIGTERM, then SIGKILL after {grace:g}s, to this run's processes only:\n"
@@ -210,3 +206,17 @@ class RunVerbs:
         except Exception as e:
             ok, report = False, f"stop failed: {e}"
         self.call_from_thread(self.exit, message="stopped our tasks" if ok else report)
+
+
+def kill_target(refs: list, view, on_ray: bool) -> str:
+    """What a kill of one task reaches: its processes here, or on Ray its tree on the node (no process of
+    it is here: the runner there is told through the attempt's signal file)."""
+    if refs:
+        pids = ", ".join(str(r.pid) for r in refs[:6]) + (" …" if len(refs) > 6 else "")
+        return f"{len(refs)} process(es): {pids}"
+    if on_ray and view is not None and view.placed is not None:
+        if not view.placed:
+            return "queued in Ray: ended before it starts"
+        node, _, gpus = view.placed.rpartition(":")
+        return f"its process tree on Ray node {node} (GPUs {gpus})"
+    return "not running (marked killed)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import sqlite3
 from collections import Counter
@@ -105,6 +106,24 @@ def test_second_scheduler_on_same_run_dir_is_refused(make_job, reaper, tmp_path)
     assert r.returncode == 2
     assert "already driven by gputui" in r.stderr and f"pid {first.pid}" in r.stderr
     assert sqlite3.connect(db).execute("SELECT count(*) FROM attempts").fetchone()[0] == before
+
+
+def test_run_dir_deleted_under_a_live_scheduler_is_not_taken_by_a_second_one(make_job, reaper, tmp_path):
+    """`rm -rf` of a running run's directory, then the same command: the first scheduler's tasks still
+    write to that path, so the second is refused, naming the first, until it is stopped."""
+    job = make_job(num_workers=2, sleep=3)
+    first = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(first)
+    wait_for(lambda: make_job.events(), what="first scheduler to launch")
+    shutil.rmtree(make_job.run_dir)
+    r = gputui("run", "--jobs", job, timeout=30)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "deleted and made again" in r.stderr and f"pid {first.pid}" in r.stderr
+    assert not (make_job.run_dir / "state.db").exists()  # nothing was started over it
+    first.send_signal(signal.SIGTERM)
+    first.wait(30)
+    r = gputui("run", "--jobs", job, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr  # once it is stopped, the path is free
 
 
 def test_changed_plan_is_refused_with_explanation(make_job):

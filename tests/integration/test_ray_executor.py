@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -262,6 +264,27 @@ def test_scheduler_sigkilled_then_rerun_reattaches_to_its_ray_tasks(ray_head, ma
     starts = Counter(e["task"] for e in make_job.events() if e["event"] == "start")
     assert set(starts.values()) == {1}, f"every shard ran once: {starts}"
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(60)})
+
+
+def test_a_deleted_run_dir_under_ray_tasks_is_a_new_run_not_fed_their_ends(ray_head, make_job, reaper, tmp_path):
+    """Scheduler killed, run directory deleted, same command again: a new run, with a bridge of its own. The
+    old run's tasks end on the old bridge, which must not record them as the new run's attempts of the
+    same names (which would be marked done before they ran)."""
+    job = shard_job(make_job, ray_head, ids=20, num_workers=2, gpus_per_worker=1, max_parallel=2, sleep=6)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(sched)
+    wait_for(lambda: len(make_job.running()) == 2, timeout=90, what="both shards running")
+    sched.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    old = set(make_job.running().values())
+    shutil.rmtree(make_job.run_dir)
+    rerun = time.time()
+    r = gputui("run", "--jobs", job, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    finished = {e["task"] for e in make_job.events() if e["event"] == "finish" and e["pid"] not in old}
+    assert finished == {"shard-0", "shard-1"}, "each shard is done once its own new attempt finished"
+    assert all(e["t"] > rerun for e in make_job.events() if e["event"] == "finish" and e["pid"] not in old)
+    assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(20)})
 
 
 def test_pause_and_resume_stop_and_continue_the_tree_on_its_node(ray_head, make_job, reaper, tmp_path):

@@ -12,6 +12,8 @@ import pytest
 
 from gputui.executors import node_runner
 from gputui.tui.refresh import Gatherer
+from gputui.tui.verbs import kill_target
+from gputui.tui.widgets.gpu_panel import line_label
 from gputui.views.runview import RunView
 from tests import ray_cluster
 from tests.conftest import gputui, gputui_bg, wait_for
@@ -47,6 +49,14 @@ def test_a_shard_job_spreads_over_two_nodes_and_the_panels_group_them(two_nodes,
     holders = shown.run.gpu_holders(shown.gpus)
     assert sorted(holders) == [0, 1, 2, 3] and all(len(ids) == 1 for ids in holders.values()), holders
     assert len({v.placed_node for v in shown.run.tasks if v.placed}) == 2, "both nodes take work"
+    # One line per GPU (the compact layout) names its node too, as the cards' titles do.
+    assert [line_label(g) for g in shown.gpus] == [f"{nodes[i]}:{i % 2}" for i in range(4)]
+    # A kill's confirmation names what it reaches: the tree on the task's node (no process of it is here).
+    placed = [v for v in shown.run.tasks if v.placed]
+    found = RunView(make_job.run_dir).processes([v.task.id for v in placed])
+    for v in placed:
+        assert found[v.task.id] == []
+        assert kill_target([], v, on_ray=True) == f"its process tree on Ray node {host} (GPUs {v.placed[-1]})"
     sched.wait(180)
     assert sched.returncode == 0, (tmp_path / "run.log").read_text()
     assert "(4 GPU(s), 2 node(s))" in (tmp_path / "run.log").read_text()

@@ -19,7 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from gputui.gpus.probe import GpuSnapshot
-from gputui.tui.widgets.gpu_panel import GpuLine, GpuPanel, GpuState
+from gputui.tui.widgets.gpu_panel import GpuLine, GpuPanel, GpuState, line_label
 
 MODES = ("auto", "full", "compact")
 MIN_PANEL_WIDTH = 38  # cells; below this a card's bars and numbers stop fitting side by side
@@ -106,10 +106,13 @@ class GpuPanels(Widget, can_focus=True):
         if not self._states:
             yield Static(self._message, id="no-gpu", markup=False)
             return
-        view = GpuPanel if self.shape.kind == "full" else GpuLine
-        for index in sorted(self._states):
-            self._views[index] = view(self._states[index])
-            yield self._views[index]
+        states = [self._states[index] for index in sorted(self._states)]
+        if self.shape.kind == "full":
+            self._views = {s.snapshot.index: GpuPanel(s) for s in states}
+        else:
+            width = max(3, *(len(line_label(s.snapshot)) for s in states))
+            self._views = {s.snapshot.index: GpuLine(s, label_width=width) for s in states}
+        yield from self._views.values()
 
     @property
     def panels(self) -> Mapping[int, GpuPanel | GpuLine]:

@@ -34,6 +34,7 @@ from gputui.tui.widgets.gpu_meters import (
 )
 
 HISTORY_LENGTH = 120  # samples kept per GPU; at a 1 s tick, the last two minutes
+NODE_WIDTH = 20  # a longer cluster node name is cut on a compact line (the full cards show it whole)
 
 
 @dataclass
@@ -218,10 +219,13 @@ class GpuLine(StyledWidget):
 
     version: reactive[int] = reactive(0)  # bumped by `show`: one repaint per tick, only of this line
 
-    def __init__(self, state: GpuState, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self, state: GpuState, *, label_width: int = 3, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(id=id, classes=classes)
         self.state = state
         self.index = state.snapshot.index
+        self.label_width = label_width  # the widest label of the grid's lines, so their bars line up
         self._seen: tuple | None = None
 
     def show(self) -> None:
@@ -238,7 +242,8 @@ class GpuLine(StyledWidget):
         util_text = " " + (f"{DASH:>3}" if snap.utilization is None else f"{snap.utilization:3.0f}") + "%"
         sensors = "  " + format_sensors(snap, short=True)
         holders = ", ".join(state.holders)
-        fixed = 5 + 4 + len(mem_text) + 7 + len(util_text) + len(sensors)
+        label = line_label(snap).rjust(self.label_width)
+        fixed = len(label) + 2 + 4 + len(mem_text) + 7 + len(util_text) + len(sensors)
         bars = max(0, width - fixed - 1)
         room_for_tasks = max(0, bars - 24)  # bars keep at least 12 cells each
         if holders and room_for_tasks >= 8:
@@ -252,7 +257,7 @@ class GpuLine(StyledWidget):
         mem_w, util_w = bars - bars // 2, bars // 2
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         mark = "⚠" if state.ghost else ("~" if snap.simulated else " ")
-        text.append(f"{snap.index:>3}{mark} ", style("gpu-line--ghost" if state.ghost else "gpu-line--index"))
+        text.append(f"{label}{mark} ", style("gpu-line--ghost" if state.ghost else "gpu-line--index"))
         for label, fraction, width_, numbers in (
             ("mem ", memory_fraction(snap), mem_w, mem_text),
             ("  util ", util_fraction(snap), util_w, util_text),
@@ -265,3 +270,13 @@ class GpuLine(StyledWidget):
         text.append(sensors, style("gpu-line--label"))
         text.append(tasks, style("gpu-line--tasks"))
         return text
+
+
+def line_label(snap: GpuSnapshot) -> str:
+    """A compact line's name for its GPU: the index here; on a cluster, the node and its index there
+    (`node-3:1`), since the lines have no title to say which node."""
+    if not snap.where:
+        return str(snap.index)
+    node, _, index = snap.where.rpartition(" GPU ")
+    node = node if len(node) <= NODE_WIDTH else node[: NODE_WIDTH - 1] + "…"
+    return f"{node}:{index}"
