@@ -56,7 +56,7 @@ def test_a_shard_job_spreads_over_two_nodes_and_the_panels_group_them(two_nodes,
     found = RunView(make_job.run_dir).processes([v.task.id for v in placed])
     for v in placed:
         assert found[v.task.id] == []
-        assert kill_target([], v, on_ray=True) == f"its process tree on Ray node {host} (GPUs {v.placed[-1]})"
+        assert kill_target([], v, "ray") == f"its process tree on Ray node {host} (GPUs {v.placed[-1]})"
     sched.wait(180)
     assert sched.returncode == 0, (tmp_path / "run.log").read_text()
     assert "(4 GPU(s), 2 node(s))" in (tmp_path / "run.log").read_text()

@@ -22,6 +22,7 @@ import pytest
 
 from gputui.engine.store import Store
 from gputui.executors import slurm
+from gputui.tui.verbs import kill_target
 from gputui.tui.widgets.run_header import progress_text
 from gputui.views.runview import RunView
 from tests import slurm_cluster
@@ -222,6 +223,14 @@ def test_kill_all_cancels_only_our_jobs_not_a_foreign_one_running_the_same_comma
     wait_for(lambda: sum(j["state"] == "RUNNING" for j in squeue()) == 4, timeout=60, what="ours and theirs")
     mine = [j for j in squeue() if j["comment"].startswith("gputui:")]
     assert len(mine) == 3 and all(j["id"] != foreign for j in mine)
+    # The app's confirmation names what a kill reaches: each of our jobs, through its stand-in here.
+    view = RunView(tmp_path / "runs" / "ours")
+    shown = wait_for(lambda: (s := view.snapshot()) and all(v.placed for v in s.tasks) and s, what="placed")
+    found = view.processes([v.task.id for v in shown.tasks])
+    for v in shown.tasks:
+        said = kill_target(found[v.task.id], v, "slurm", job_of(tmp_path / "runs" / "ours", v.task.id))
+        assert said.startswith(f"Slurm job {job_of(tmp_path / 'runs' / 'ours', v.task.id)} on "), said
+        assert said.endswith(f"cancelled by its stand-in here (pid {found[v.task.id][0].pid})"), said
     r = gputui("kill", "--run-dir", tmp_path / "runs" / "ours", "--all")
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: not [j for j in squeue() if j["comment"].startswith("gputui:")], timeout=60, what="ours gone")
