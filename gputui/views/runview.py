@@ -300,6 +300,7 @@ class PlannedRun:
     error: str | None = None  # why the plan could not be read (then there are no tasks)
     sizing: str | None = None  # the run mode's decision on the GPUs seen now ('auto: 2 GPU(s) per worker, ...')
     no_fit: str | None = None  # or why the run mode finds no room for the model here (then `l` is refused)
+    runs_on: str | None = None  # a cluster the job runs on ('the Ray cluster at head:6379'); None: this machine
 
 
 def planned_record(task: NewTask, budget: int) -> TaskRecord:
@@ -319,7 +320,15 @@ def planned_run(job, plan) -> PlannedRun:
         metric = sweep.metric
         first = {t.task.info.get("stage") for t in tasks if t.task.kind == TRIAL}
         to_come = stages_to_come([(s.name, len(s.params)) for s in sweep.stages], sweep.top_k, first)
-    return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric)
+    return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=_runs_on(job.executor))
+
+
+def _runs_on(e) -> str | None:
+    if e.kind == "ray":
+        return "a private Ray cluster" if e.address == "local" else f"the Ray cluster at {e.address}"
+    if e.kind == "slurm":
+        return f"Slurm partition {e.partition}" if e.partition else "Slurm's default partition"
+    return None
 
 
 class RunView:

@@ -109,6 +109,16 @@ async def planned(pilot, app) -> JobTable:
 # -- the plan before launch ------------------------------------------------------------------------
 
 
+async def test_a_cluster_jobs_plan_says_where_it_will_run_without_reaching_the_cluster(make_job):
+    job = make_job(ids=20, num_workers=2, extra='\n[executor]\nkind = "ray"\naddress = "127.0.0.1:9"\n')
+    app = app_for(job, interval=0.25)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await planned(pilot, app)
+        progress = header(app).splitlines()[1]
+        assert progress.startswith("not started: 2 shards planned on the Ray cluster at 127.0.0.1:9 · press l")
+        assert not make_job.run_dir.exists(), "no bridge, no run directory, before launch"
+
+
 async def test_a_shard_jobs_plan_shows_before_launch_writes_nothing_and_l_starts_it(make_job):
     job = make_job(ids=40, num_workers=4, sleep=0.2)
     before = listing(make_job.root)

@@ -75,7 +75,7 @@ def plan_text(plan: PlannedRun, *, readonly: bool) -> Text:
     stage = plan.tasks[0].task.info.get("stage") if plan.kind == "sweep" and plan.tasks else None
     if stage:
         counted += f" of {stage}"
-    counted += " planned"
+    counted += " planned" + (f" on {plan.runs_on}" if plan.runs_on else "")
     if plan.to_come:
         more = len(plan.to_come)
         counted += f", {more} stage{'' if more == 1 else 's'} to come"
