@@ -39,14 +39,19 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def classify(exit_code: int | None, log_tail: str) -> Failure:
-    """`exit_code`: negative (Python) or 128+N (shell) for death by signal N; None when unknown."""
+LOST_LOCALLY = "its waiter was killed before recording it"
+LOST_ON_RAY = "the Ray bridge that held it ended first: its cluster stopped, or the bridge was killed"
+
+
+def classify(exit_code: int | None, log_tail: str, lost: str = LOST_LOCALLY) -> Failure:
+    """`exit_code`: negative (Python) or 128+N (shell) for death by signal N; None when unknown, for the
+    reason `lost` gives."""
     for kind, pattern in _PATTERNS:
         m = pattern.search(log_tail)
         if m:
             return Failure(kind, f"{_LABELS[kind]}: {_line_of(log_tail, m.start())}")
     if exit_code is None:
-        return Failure("lost", "exit status unknown (its waiter was killed before recording it)")
+        return Failure("lost", f"exit status unknown ({lost})")
     if exit_code < 0 or 128 < exit_code <= 128 + 64:  # Python's -N, or the shell's 128+N
         signum = -exit_code if exit_code < 0 else exit_code - 128
         hint = " (out of host memory? check dmesg)" if signum == signal.SIGKILL else ""

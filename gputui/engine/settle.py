@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gputui.engine.failures import Failure, classify
+from gputui.engine.failures import LOST_LOCALLY, Failure, classify
 from gputui.jobs.oom import OomPolicy, after_oom
 from gputui.jobs.tasks import Status, TaskRecord
 
@@ -18,7 +18,7 @@ class Ended:
     """The facts of one ended attempt."""
 
     number: int
-    exit_code: int | None  # None: unknown (its waiter was killed first)
+    exit_code: int | None  # None: unknown (see `lost`)
     ended_at: float
     output: str | None  # the task's output path, if it has one
     output_exists: bool
@@ -27,6 +27,7 @@ class Ended:
     interrupted: bool  # stopped by gputui's own shutdown: not the task's fault
     health: tuple[str, str, bool] | None = None  # stopped by a [health] rule: (rule, reason, may retry)
     requeue: str | None = None  # it never ran, through no fault of its own (why): run it again, not counted
+    lost: str = LOST_LOCALLY  # why its exit status would be unknown (who held the attempt, and ended first)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def decide(
             outcome="done",
         )
     else:
-        failure = classify(code, ended.log_tail)
+        failure = classify(code, ended.log_tail, ended.lost)
     attempt = {"status": Status.LOST if code is None else Status.FAILED, "reason": failure.reason} | fields
     if (ended.interrupted or ended.requeue) and ended.health is None:
         why = ended.requeue or "interrupted when gputui stopped"

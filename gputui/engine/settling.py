@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gputui.engine.attempt import Live
 from gputui.engine.control import Stop
-from gputui.engine.failures import read_tail
+from gputui.engine.failures import LOST_LOCALLY, LOST_ON_RAY, read_tail
 from gputui.engine.health import may_retry
 from gputui.engine.manifests import write_manifest
 from gputui.engine.settle import Ended, decide
@@ -153,6 +153,7 @@ class Settling:
             interrupted=live.interrupted,
             requeue=self._not_started(live, code),
             health=None if (b := live.health_break) is None else (b.rule, b.reason, may_retry(self.job.health, b)),
+            lost=LOST_ON_RAY if self.job.executor.kind == "ray" else LOST_LOCALLY,
         )
         retry = self.job.retry
         d = decide(

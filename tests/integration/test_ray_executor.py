@@ -181,7 +181,7 @@ def test_the_bridge_killed_while_attempts_run_on_ray_ends_them_and_they_are_retr
         first_attempt = store.attempt("shard-0", 1)
     finally:
         store.close()
-    assert first_attempt.status == "lost" and "exit status unknown" in first_attempt.reason
+    assert first_attempt.status == "lost" and "the Ray bridge that held it ended first" in first_attempt.reason
 
 
 FOREIGN = """
