@@ -218,15 +218,15 @@ def kill_target(refs: list, view, executor: str = "local", slurm_job: str = "") 
     its stand-in here."""
     pids = ", ".join(str(r.pid) for r in refs[:6]) + (" …" if len(refs) > 6 else "")
     placed = view.placed if view is not None else None
+    node, _, gpus = (placed or "").rpartition(":")
     if executor == "slurm" and refs and slurm_job:
-        where = f" on {placed.rpartition(':')[0]} (GPUs {placed.rpartition(':')[2]})" if placed else ", pending"
+        where = f" on {node} (GPUs {gpus})" if placed else ", pending"
         return f"Slurm job {slurm_job}{where}, cancelled by its stand-in here (pid {pids})"
     if refs:
         return f"{len(refs)} process(es): {pids}"
-    if executor == "ray" and placed is not None:
-        if not placed:
-            return "queued in Ray: ended before it starts"
-        node, _, gpus = placed.rpartition(":")
+    if executor == "ray" and placed == "":
+        return "queued in Ray: ended before it starts"
+    if executor == "ray" and placed:
         return f"its process tree on Ray node {node} (GPUs {gpus})"
     return "not running (marked killed)"
 

@@ -242,8 +242,8 @@ class GpuLine(StyledWidget):
         util_text = " " + (f"{DASH:>3}" if snap.utilization is None else f"{snap.utilization:3.0f}") + "%"
         sensors = "  " + format_sensors(snap, short=True)
         holders = ", ".join(state.holders)
-        label = line_label(snap).rjust(self.label_width)
-        fixed = len(label) + 2 + 4 + len(mem_text) + 7 + len(util_text) + len(sensors)
+        name = line_label(snap).rjust(self.label_width)
+        fixed = len(name) + 2 + 4 + len(mem_text) + 7 + len(util_text) + len(sensors)
         bars = max(0, width - fixed - 1)
         room_for_tasks = max(0, bars - 24)  # bars keep at least 12 cells each
         if holders and room_for_tasks >= 8:
@@ -257,7 +257,7 @@ class GpuLine(StyledWidget):
         mem_w, util_w = bars - bars // 2, bars // 2
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         mark = "⚠" if state.ghost else ("~" if snap.simulated else " ")
-        text.append(f"{label}{mark} ", style("gpu-line--ghost" if state.ghost else "gpu-line--index"))
+        text.append(f"{name}{mark} ", style("gpu-line--ghost" if state.ghost else "gpu-line--index"))
         for label, fraction, width_, numbers in (
             ("mem ", memory_fraction(snap), mem_w, mem_text),
             ("  util ", util_fraction(snap), util_w, util_text),
