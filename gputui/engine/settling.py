@@ -220,7 +220,7 @@ class Settling:
     def _expand(self) -> None:
         """The job kind's rule, in the transaction that settled a task: a sweep's next stage, a pipeline's
         skipped steps. Taken once: the tasks it adds or marks are committed with the settle."""
-        e = kinds.on_settle(self.job, list(self.tasks.values()))
+        e = kinds.on_settle(self.job, self.tasks.values())
         if not e:
             return
         if e.new:

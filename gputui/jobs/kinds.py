@@ -7,7 +7,7 @@ scheduler applies `on_settle` in the transaction that settles a task, so each de
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gputui.jobs.spec import JobSpec
@@ -42,14 +42,15 @@ class Expansion:
         return bool(self.new or self.updates or self.events or self.failed)
 
 
-def on_settle(job: JobSpec, tasks: Sequence[TaskRecord]) -> Expansion:
-    """The job kind's rule, applied to every task so far (idempotent: what exists is never added again)."""
+def on_settle(job: JobSpec, tasks: Iterable[TaskRecord]) -> Expansion:
+    """The job kind's rule, applied to every task so far (idempotent: what exists is never added again).
+    A shard job has none: its tasks are not even listed (once per settle, that would grow with the run)."""
     if job.kind == "sweep":
         from gputui.jobs import sweep
 
-        return sweep.on_settle(job.sweep, tasks)
+        return sweep.on_settle(job.sweep, list(tasks))
     if job.kind == "pipeline":
         from gputui.jobs import pipeline
 
-        return pipeline.on_settle(job.pipeline, tasks)
+        return pipeline.on_settle(job.pipeline, list(tasks))
     return Expansion()

@@ -1,6 +1,6 @@
 """What a run leaves per task and per sweep, rewritten as tasks settle: a task's metrics.csv and summary.json
-(from the events its worker reported), and a sweep's results.csv / results.jsonl (one row per settled
-trial, readable by pandas as it is). Every file is replaced atomically."""
+(from the events its worker reported; a shard's only once it reported any), and a sweep's results.csv /
+results.jsonl (one row per settled trial, readable by pandas as it is). Every file is replaced atomically."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gputui.atomic import atomic_write_text, json_default
 from gputui.engine.rundir import RunPaths
 from gputui.engine.store import Store
 from gputui.engine.worker_events import read_all
-from gputui.jobs.tasks import TRIAL, Status, TaskRecord
+from gputui.jobs.tasks import SHARD, TRIAL, Status, TaskRecord
 from gputui.results.task_summary import write_metrics_csv, write_task_summary
 
 
@@ -25,7 +25,7 @@ def write_task_products(
     power loss left empty or missing (`unwritten_products`), and the scheduler's turn waits on no disk."""
     for task_id in task_ids:
         task = store.task(task_id)
-        if task is None or task.attempts == 0:
+        if task is None or task.attempts == 0 or not has_products(paths, task):
             continue
         attempts = store.attempts(task_id)
         events = read_all(paths.events(task_id, task.attempts))
@@ -46,13 +46,20 @@ def write_task_products(
         )
 
 
+def has_products(paths: RunPaths, task: TaskRecord) -> bool:
+    """Every trial and step has its folder; a shard only once its worker reported through gputui.hooks.
+    Otherwise its metrics.csv would be a header and its summary.json what exports/tasks.json already
+    says: three files per shard of noise, which cost a short shard more than its own work."""
+    return task.kind != SHARD or paths.events(task.id, task.attempts).exists() or paths.task_dir(task.id).exists()
+
+
 def unwritten_products(paths: RunPaths, tasks: Iterable[TaskRecord]) -> list[str]:
     """The tasks whose products were not written since they last ended (their settle wrote them, unless
     the run stopped first, or a power loss left them empty): what the run's end still has to write,
     instead of every task again."""
     found = []
     for t in tasks:
-        if t.attempts == 0:
+        if t.attempts == 0 or not has_products(paths, t):
             continue
         try:
             written = [(paths.task_dir(t.id) / name).stat() for name in ("summary.json", "metrics.csv")]

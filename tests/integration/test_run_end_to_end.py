@@ -43,6 +43,9 @@ def test_sample_job_runs_on_simulated_gpus_and_merges(tmp_path):
     summary = json.loads((run_dir / "merge_summary.json").read_text())
     assert summary["ok"] and summary["total_rows"] == len(inputs) and len(summary["shards"]) == 4
     assert (run_dir / "summary.json").exists() and "4/4" in (run_dir / "report.md").read_text()
+    # The continuation worker reports its progress through gputui.hooks: each shard has its products.
+    for shard in ("shard-0", "shard-1", "shard-2", "shard-3"):
+        assert json.loads((run_dir / "tasks" / shard / "summary.json").read_text())["status"] == "done"
     # Every shard output has a done-manifest beside it, so the folder alone tells what is done.
     # Each shard's coverage was checked as it finished, so the merge copied bytes without reading ids.
     assert summary["coverage"] == "as each shard finished"
@@ -58,6 +61,11 @@ def test_quiet_hides_worker_output_but_logs_keep_it(make_job):
     assert "start [" not in r.stdout
     logs = sorted((make_job.run_dir / "logs").glob("*.log"))
     assert len(logs) == 2 and all("finish [" in p.read_text() for p in logs)
+    # Workers that report nothing through gputui.hooks leave no per-task products (a header-only
+    # metrics.csv each); their states are in exports/tasks.json, and each has its signal.
+    assert not (make_job.run_dir / "tasks").exists()
+    signals = sorted(p.name for p in (make_job.run_dir / "signals").glob("*.done"))
+    assert signals == ["shard-0.done", "shard-1.done"]
 
 
 def test_failed_worker_is_retried_and_reason_shown(make_job):

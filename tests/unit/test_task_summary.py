@@ -85,24 +85,29 @@ def test_summary_json_keeps_non_finite_as_strings(tmp_path):
 
 def test_the_runs_end_writes_only_products_its_settles_did_not(tmp_path):
     from gputui.engine.rundir import RunPaths
-    from gputui.jobs.tasks import Status, TaskRecord
+    from gputui.jobs.tasks import SHARD, TRIAL, Status, TaskRecord
     from gputui.results.products import unwritten_products
 
     paths = RunPaths(tmp_path)
 
-    def task(task_id: str, attempts: int, ended_at: float | None) -> TaskRecord:
-        return TaskRecord(task_id, 0, 0, 1, 1, Status.DONE, attempts, 3, (), None, 0, 1.0, ended_at, None)
+    def task(task_id: str, attempts: int, ended_at: float | None, kind: str = SHARD) -> TaskRecord:
+        fields = (task_id, 0, 0, 1, 1, Status.DONE, attempts, 3, (), None, 0, 1.0, ended_at, None)
+        return TaskRecord(*fields, kind=kind)
 
     for task_id in ("written", "older", "emptied"):
         (paths.task_dir(task_id)).mkdir(parents=True)
         (paths.task_dir(task_id) / "summary.json").write_text("{}" if task_id != "emptied" else "")
         (paths.task_dir(task_id) / "metrics.csv").write_text("step\n")
     now = (paths.task_dir("written") / "summary.json").stat().st_mtime
+    paths.events("missing", 1).parent.mkdir(parents=True)
+    paths.events("missing", 1).write_text('{"t": 1, "event": "progress", "done": 1, "total": 2}\n')
     tasks = [
         task("written", 1, now - 5),  # settled, then its products written
         task("older", 2, now + 5),  # ended again after they were written (a crash before its settle wrote them)
         task("emptied", 1, now - 5),  # written without fsync as it settled, then a power loss
-        task("missing", 1, now - 5),  # settled in a session that stopped before writing them
+        task("missing", 1, now - 5),  # it reported, and settled in a session that stopped before writing them
+        task("trial", 1, now - 5, TRIAL),  # a trial has them, reported or not
+        task("quiet", 1, now - 5),  # a shard that reported nothing has none
         task("never-ran", 0, None),
     ]
-    assert unwritten_products(paths, tasks) == ["older", "emptied", "missing"]
+    assert unwritten_products(paths, tasks) == ["older", "emptied", "missing", "trial"]
