@@ -239,10 +239,19 @@ def _umask() -> int:
     return mask
 
 
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Make a file's data durable, if it is still there."""
+    _fsync(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """Make the names created or replaced in `folder` durable (a rename is only as durable as its folder)."""
+    _fsync(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _fsync(path: str | os.PathLike[str], flags: int) -> None:
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(path, flags)
     except OSError:
         return
     try:

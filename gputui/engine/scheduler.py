@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter
+from pathlib import Path
 
 from gputui.engine import exports
 from gputui.engine.accounting import Meter
@@ -28,6 +29,7 @@ from gputui.engine.placement import Policy
 from gputui.engine.run_modes import size_gpus, sized_values
 from gputui.engine.session import Run
 from gputui.engine.settling import Settling
+from gputui.engine.signals import make_durable
 from gputui.engine.steering import Steering
 from gputui.engine.wakeup import Wakeup
 from gputui.executors import ray_bridge
@@ -43,6 +45,7 @@ from gputui.jobs.tasks import Status, TaskRecord
 ENDED, STOPPED, DETACHED = "ended", "stopped", "detached"  # how Scheduler.run came back
 HEALTH_EVERY_S = 1.0  # how often running attempts' new events and log lines are read for the [health] rules
 BUSY_TIMEOUT_S = 1.0  # a turn waits this long for another writer of state.db, then is tried again later
+SIGNAL_SYNC_S = 5.0  # signal files written since are fsynced together, at most this often (and at the end)
 
 
 class Scheduler(Launching, Adoption, Settling, Steering):
@@ -118,6 +121,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         )
         self._alerts_due: list[dict] = []  # raised by this turn's settles: sent once it is committed
         self._settled: list[str] = []  # tasks this turn settled: handed to on_settled once it is committed
+        self._unsynced: list[Path] = []  # signals written, not fsynced yet (see signals.py)
+        self._synced_at = time.monotonic()
         self.idle = IdleWatch(job.alerts.idle_minutes) if job.alerts.idle_minutes and self.probe else None
         self.ghosts = GhostWatch(self.scheduler_id) if self.probe is not None else None
         self._started = time.monotonic()
@@ -161,6 +166,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
                     f"detached; {len(self.live)} task(s) keep running. Run the same command to re-attach."
                 )
         finally:
+            self._sync_signals()
             self._send_alerts()
             self.alerter.close()
             self.executor.close()
@@ -225,6 +231,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         for spec, live in launches:  # committed: now start them
             self._launch(spec, live)
         self._hand_over_settled()  # the products of settled tasks: after the launches, which wait on nothing
+        if self._unsynced and time.monotonic() - self._synced_at >= SIGNAL_SYNC_S:
+            self._sync_signals()
         self.alerter.poll()
         if self.out.show_output:
             for live in self.live.values():
@@ -233,6 +241,10 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         now = time.monotonic()
         if now >= self._next_progress or (self._progress_due and now - self._progress_at >= 1.0):
             self._progress(changed=False)
+
+    def _sync_signals(self) -> None:
+        make_durable(self.paths, self._unsynced)
+        self._unsynced, self._synced_at = [], time.monotonic()
 
     def _recover(self, e: Exception) -> bool:
         """A turn that could not be committed (the database is locked by another process, or the disk

@@ -183,15 +183,18 @@ class Settling:
         self._alert_failure(live, d.outcome, d.failure, d.attempt.get("reason") or "")
         if d.outcome in ("done", "failed"):
             values = live.watch.latest if live.watch is not None else {}
-            write_signal(
-                self.paths,
-                task.id,
-                d.outcome,
-                step=live.watch.watch.last_step if live.watch is not None else None,
-                loss=values.get(self.job.health.metric if self.job.health else "loss"),
-                exit_code=code,
-                duration=ended.ended_at - live.started_at,
-                reason=d.attempt.get("reason"),
+            self._unsynced.append(
+                write_signal(
+                    self.paths,
+                    task.id,
+                    d.outcome,
+                    durable=False,
+                    step=live.watch.watch.last_step if live.watch is not None else None,
+                    loss=values.get(self.job.health.metric if self.job.health else "loss"),
+                    exit_code=code,
+                    duration=ended.ended_at - live.started_at,
+                    reason=d.attempt.get("reason"),
+                )
             )
         if d.outcome not in ("closed", "requeued"):
             self._settled.append(task.id)
@@ -261,7 +264,9 @@ class Settling:
             verdict = live.watch.poll(now)
             loss = (verdict.values or {}).get(self.job.health.metric)
             if verdict.healthy:
-                write_signal(self.paths, live.task_id, "healthy", step=verdict.step, loss=loss)
+                self._unsynced.append(
+                    write_signal(self.paths, live.task_id, "healthy", durable=False, step=verdict.step, loss=loss)
+                )
                 self.store.add_event("healthy", "passed its health window", live.task_id)
             if verdict.broken is not None:
                 live.health_break = verdict.broken

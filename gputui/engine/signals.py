@@ -1,23 +1,38 @@
 """Signal files: `signals/{task}.healthy|.done|.failed`, each with a JSON twin, for tools that watch a
 folder instead of a database (the training-automation seed's contract). The marker and its twin are one
 file under two names (a hard link): the marker appears once the facts are whole, and a signal costs one
-new file, not two. Written atomically and durably."""
+new file, not two. Written atomically; made durable (fsync) by the scheduler in batches, every few seconds and
+at its end, not one by one: a turn that settles a task never waits on the disk for it, and on a journaled
+filesystem each fsync is a journal commit that also holds up every file being created meanwhile (the
+workers' logs)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
-from gputui.atomic import atomic_link, atomic_write_json, fsync_dir
+from gputui.atomic import atomic_link, atomic_write_json, fsync_dir, fsync_file
 from gputui.engine.rundir import RunPaths
 
 
-def write_signal(paths: RunPaths, task_id: str, status: str, **facts) -> None:
-    """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason (None if unknown)."""
+def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts) -> Path:
+    """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason (None if unknown).
+    `durable=False`: not fsynced yet; the file written, for `make_durable` later."""
     twin = {"task_id": task_id, "status": status, "time": time.time()}
     for key in ("step", "loss", "exit_code", "duration", "reason"):
         twin[key] = facts.get(key)
     marker = paths.signals / f"{task_id}.{status}"
     twin_path = marker.with_name(marker.name + ".json")
-    atomic_write_json(twin_path, twin, fsync_folder=False, indent=None)  # makes a missing folder
+    atomic_write_json(twin_path, twin, fsync=durable, fsync_folder=False, indent=None)  # makes a missing folder
     atomic_link(twin_path, marker)
-    fsync_dir(paths.signals)  # both names at once
+    if durable:
+        fsync_dir(paths.signals)  # both names at once
+    return twin_path
+
+
+def make_durable(paths: RunPaths, written: Iterable[Path]) -> None:
+    """Signals written with `durable=False`: their data, then both names of each (one folder fsync)."""
+    for path in written:
+        fsync_file(path)
+    fsync_dir(paths.signals)

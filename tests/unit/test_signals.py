@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from gputui.engine.rundir import RunPaths
-from gputui.engine.signals import write_signal
+from gputui.engine.signals import make_durable, write_signal
 
 
 def test_a_signal_is_a_marker_with_a_json_twin_holding_the_facts(tmp_path):
@@ -26,3 +26,12 @@ def test_a_signal_written_again_replaces_both_names(tmp_path):
     for name in ("trial-1.healthy", "trial-1.healthy.json"):
         assert json.loads((paths.signals / name).read_text())["step"] == 50
     assert len(list(paths.signals.iterdir())) == 2  # no temp file left
+
+
+def test_signals_made_durable_later_are_whole_at_once_and_a_vanished_one_is_skipped(tmp_path):
+    paths = RunPaths(tmp_path)
+    written = [write_signal(paths, f"shard-{i}", "done", durable=False, exit_code=0) for i in range(3)]
+    assert [json.loads(p.read_text())["task_id"] for p in written] == ["shard-0", "shard-1", "shard-2"]
+    written[1].unlink()  # a user tidying the folder meanwhile
+    make_durable(paths, written)
+    assert json.loads((paths.signals / "shard-2.done").read_text())["exit_code"] == 0
