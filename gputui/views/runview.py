@@ -10,7 +10,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gputui.engine.alerts import AlertReader
@@ -345,6 +345,7 @@ class RunView:
         self._metrics: dict[tuple[str, int], MetricHistory] = {}
         # Cluster attempts seen started: where they run, and the Ray node's id (it never changes).
         self._placed: dict[tuple[str, int], tuple[str, str]] = {}
+        self._node_ids: dict[str, set[str]] = {}  # Ray node ids seen per host name (two on one host: named apart)
         self.selected: str | None = None  # the task whose metrics over steps the snapshot carries
 
     def select(self, task_id: str | None) -> None:
@@ -387,6 +388,8 @@ class RunView:
             views.append(TaskView(t, a, progress, attempts, metrics, placed, node))
         self._progress.forget(keys)
         self._placed = {k: v for k, v in self._placed.items() if k in keys}
+        if any(len(ids) > 1 for ids in self._node_ids.values()):
+            views = [self._named_apart(v) for v in views]
         self._metrics = read  # a task that ended and is not selected is read no more
         stages, top_k = sweep_stages(meta)
         planned = {t.info.get("stage") for t in tasks if t.kind == TRIAL}
@@ -459,7 +462,16 @@ class RunView:
                 return "", ""
             where = f"{started.get('node', '?')}:{started.get('gpus') or '-'}"
             self._placed[key] = (where, str(started.get("node_id") or ""))
+            if started.get("node_id"):
+                self._node_ids.setdefault(str(started.get("node")), set()).add(str(started["node_id"]))
         return self._placed[key]
+
+    def _named_apart(self, view: TaskView) -> TaskView:
+        """A task on a Ray node whose host name another node shares, named as the GPU panels name it."""
+        host, _, gpus = (view.placed or "").rpartition(":")
+        if len(self._node_ids.get(host, ())) < 2:
+            return view
+        return replace(view, placed=f"{node_label(host, view.placed_node)}:{gpus}")
 
     def _tail(self, log_path: str) -> str:
         """The end of a log, read again only when the log changed (a stat, not a read, per quiet log)."""

@@ -14,7 +14,7 @@ from gputui.executors import node_runner
 from gputui.tui.refresh import Gatherer
 from gputui.tui.verbs import kill_target
 from gputui.tui.widgets.gpu_panel import line_label
-from gputui.views.runview import RunView
+from gputui.views.runview import RunView, node_label
 from tests import ray_cluster
 from tests.conftest import gputui, gputui_bg, wait_for
 from tests.integration.test_ray_executor import merged_ids, shard_job
@@ -55,8 +55,11 @@ def test_a_shard_job_spreads_over_two_nodes_and_the_panels_group_them(two_nodes,
     placed = [v for v in shown.run.tasks if v.placed]
     found = RunView(make_job.run_dir).processes([v.task.id for v in placed])
     for v in placed:
+        # The table's GPUs column names the node as the panels do, its host name shared with the other node.
+        assert v.placed == f"{node_label(host, v.placed_node)}:{v.placed[-1]}", v.placed
         assert found[v.task.id] == []
-        assert kill_target([], v, "ray") == f"its process tree on Ray node {host} (GPUs {v.placed[-1]})"
+        said = kill_target([], v, "ray")
+        assert said == f"its process tree on Ray node {node_label(host, v.placed_node)} (GPUs {v.placed[-1]})"
     sched.wait(180)
     assert sched.returncode == 0, (tmp_path / "run.log").read_text()
     assert "(4 GPU(s), 2 node(s))" in (tmp_path / "run.log").read_text()
