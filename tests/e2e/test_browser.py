@@ -1,9 +1,11 @@
-"""`gputui serve` in a real headless Chromium: the page a colleague without a terminal would open."""
+"""`gputui serve` in a real headless Chromium: the page a colleague without a terminal would open, through the
+URL with the token that `gputui serve` printed (without it the page is refused)."""
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import signal
 import socket
@@ -99,7 +101,8 @@ def server(tmp_path):
                 return s.connect_ex(("127.0.0.1", port)) == 0
 
         wait(listening, 30, f"gputui serve to listen on port {port}", log)
-        yield proc, port, log
+        token = re.search(r"\?token=(\S+)", log.read_text()).group(1)
+        yield proc, port, log, token
     finally:
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             try:
@@ -134,12 +137,16 @@ def browser():
 
 
 def test_served_app_renders_gpu_panels_in_a_browser_read_only(server, browser, tmp_path):
-    proc, port, log = server
+    proc, port, log, token = server
     url = f"http://127.0.0.1:{port}"
-    assert f"gputui serve: {url}" in log.read_text(), log.read_text()
+    assert f"gputui serve: {url}/?token={token}  (read-only)" in log.read_text(), log.read_text()
+
+    browser.get(url + "/")  # no token, no cookie yet: refused, and no app is started
+    assert "forbidden" in browser.find_element("tag name", "body").text, browser.page_source
+    assert psutil.Process(proc.pid).children(recursive=True) == []
 
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CATCH_TERMINAL})
-    browser.get(url + "/")
+    browser.get(f"{url}/?token={token}")  # the page's scripts and websocket then go by the cookie it sets
 
     def panels_drawn():
         screen = browser.execute_script(READ_SCREEN)
@@ -173,6 +180,9 @@ def test_served_app_renders_gpu_panels_in_a_browser_read_only(server, browser, t
     ]
     assert len(apps) == 1, [p.cmdline() for p in apps]
     assert "--readonly" in apps[0].cmdline() and "--simulate" in apps[0].cmdline(), apps[0].cmdline()
+
+    (cookie,) = browser.get_cookies()
+    assert cookie["value"] == token and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
 
     # Closing the browser ends that browser's app; the server goes on serving.
     browser.quit()
