@@ -93,9 +93,13 @@ class Adoption:
         return self._tagged(live)
 
     def _tagged(self, live: Live) -> bool:
-        """Whether a process carrying this attempt's tag lives."""
-        tagged = ownership.find_tagged(self.scheduler_id, [live.task_id]).get(live.task_id, [])
-        return any(ownership.tags(r.pid)[2] == str(live.number) for r in tagged)
+        """Whether a process that may be this attempt's lives: a member of its cgroup where it had one
+        (membership decides: a process outside it only carries copied tags), else one carrying its tag."""
+        procs = live.processes()
+        if ownership.cgroup_members(procs.cgroup):
+            return True
+        unprovable, _ = procs.sort_tagged(ownership.tagged_as(self.scheduler_id, live.task_id, live.number))
+        return bool(unprovable)
 
     def _watch_lingering(self, live: Live) -> None:
         """An ended attempt whose waiter is gone: end what of it we can prove is ours; release its GPUs
@@ -113,20 +117,26 @@ class Adoption:
                     Stop(self.controller, [(self.tasks[live.task_id], attempt)], self.job.stop_grace_s).begin()
                 )
             return
-        tagged = [
-            r
-            for r in ownership.find_tagged(self.scheduler_id, [live.task_id]).get(live.task_id, [])
-            if ownership.tags(r.pid)[2] == str(live.number)
-        ]
-        if not tagged:
+        procs = live.processes()
+        unprovable, foreign = procs.sort_tagged(ownership.tagged_as(self.scheduler_id, live.task_id, live.number))
+        if foreign:  # said once: the attempt is cleared below, so it is not watched again
+            pids = ", ".join(str(r.pid) for r in foreign)
+            self.out.info(
+                f"{live.task_id} attempt {live.number}: pid {pids} carries its tags but is outside the attempt's "
+                f"cgroup, so it is not its process (its tags were copied); it is left alone and holds nothing"
+            )
+            copied = f"pid {pids} carries attempt {live.number}'s copied tags"
+            self.store.add_event("foreign", copied, live.task_id)
+        if not unprovable:
             self._clear(live, time.time())
         elif not live.said_unprovable:
             live.said_unprovable = True
-            pids = ", ".join(str(r.pid) for r in tagged)
+            pids = ", ".join(str(r.pid) for r in unprovable)
             gpus = f"; it keeps GPU {','.join(map(str, live.gpus))} reserved until it ends" if live.gpus else ""
+            why = f"its cgroup {procs.cgroup} cannot be read here" if procs.cgroup else "it has no cgroup"
             self.out.info(
                 f"{live.task_id} attempt {live.number}: pid {pids} carries its tag but gputui cannot prove it is "
-                f"its own (its waiter is gone and it has no cgroup), so it is not signalled{gpus}"
+                f"its own (its waiter is gone and {why}), so it is not signalled{gpus}"
             )
 
     def _clear(self, live: Live, at: float) -> None:

@@ -34,7 +34,7 @@ def check_writable(path: Path) -> None:
             )
 
 
-def rebuild_hint(path: Path) -> str:
+def rebuild_hint(path: Path, lead: str = "To go on: ") -> str:
     """The one safe next step for a run whose state database is damaged, naming the run's job file (as
     its last scheduler recorded it in exports/config.json, outside the database) and run directory."""
     job = "JOBFILE"
@@ -45,7 +45,7 @@ def rebuild_hint(path: Path) -> str:
     except (OSError, ValueError, AttributeError):
         pass
     return (
-        f"To go on: `gputui run --jobs {job} --run-dir {shlex.quote(str(path.parent))} --rebuild-state` moves it "
+        f"{lead}`gputui run --jobs {job} --run-dir {shlex.quote(str(path.parent))} --rebuild-state` moves it "
         f"aside and rebuilds the run's state from attempts.journal and the done-manifests (workers still "
         f"running are re-adopted, never started twice)."
     )
@@ -54,6 +54,58 @@ def rebuild_hint(path: Path) -> str:
 def unreadable(path: Path, what: str) -> StateUnreadable:
     """`what` went wrong with the state database at `path`; it is left as it is. Two lines."""
     return StateUnreadable(f"state database {path} {what}; it was left untouched.\n  {rebuild_hint(path)}")
+
+
+def run_identity(run_dir: Path) -> tuple[str, str, str | None] | None:
+    """The run a directory holds, as recorded outside its state database: (where it is recorded, scheduler
+    id, job name) from run.json, or from exports/config.json where there is no run.json (a run of a gputui
+    before it); None when neither names one. The same order a rebuild takes the run's identity from."""
+    for where in ("run.json", "exports/config.json"):
+        try:
+            found = json.loads((run_dir / where).read_text())
+        except (OSError, ValueError):
+            continue
+        sid = found.get("scheduler_id") if isinstance(found, dict) else None
+        if isinstance(sid, str) and sid:
+            job = found.get("job")
+            return where, sid, job if isinstance(job, str) else None
+    return None
+
+
+def _foreign(path: Path, sid: object, job: object) -> StateUnreadable | None:
+    """The refusal of a state database whose run (scheduler id `sid`, job `job`, from its meta) is not the
+    one its directory holds; None when it is that run, or either side names none (nothing to compare)."""
+    recorded = run_identity(path.parent)
+    if recorded is None or not isinstance(sid, str) or not sid or sid == recorded[1]:
+        return None
+    where, own_sid, own_job = recorded
+
+    def who(job: object, sid: str) -> str:
+        return f"job {json.dumps(job) if isinstance(job, str) else '(unnamed)'}, scheduler {sid[:8]}"
+
+    return StateUnreadable(
+        f"{path} belongs to another run ({who(job, sid)}), not this one ({where}: {who(own_job, own_sid)}); "
+        f"it was left untouched.\n  Move it away, or rebuild this run's own state: "
+        f"{rebuild_hint(path, lead='')}"
+    )
+
+
+def check_identity(path: Path) -> None:
+    """Refuse, writing nothing, a state database copied in from another run (its scheduler id is not the
+    one run.json records), before anything else is read of it or planned against it. A database that
+    cannot be read here is left to check_readable, which says what is wrong with it."""
+    try:
+        conn = connect_readonly(path, create_nothing=True)
+        try:
+            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('scheduler_id', 'job_name')"))
+        finally:
+            conn.close()
+        meta = {key: json.loads(value) for key, value in rows.items()}
+    except (sqlite3.Error, OSError, ValueError, TypeError):
+        return
+    refusal = _foreign(path, meta.get("scheduler_id"), meta.get("job_name"))
+    if refusal is not None:
+        raise refusal
 
 
 def _uri(path: Path, query: str) -> str:
@@ -116,7 +168,8 @@ def _private_copy(path: Path) -> sqlite3.Connection:
 
 
 def check_readable(path: Path) -> None:
-    """Refuse, writing nothing, a state file that is empty, damaged, foreign or of another version."""
+    """Refuse, writing nothing, a state file that is empty, damaged, foreign (not gputui's, or another
+    run's) or of another version."""
     try:
         with open(path, "rb") as f:
             header = f.read(16)
@@ -133,10 +186,12 @@ def check_readable(path: Path) -> None:
         try:
             problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            version = None
+            meta: dict = {}
             if "meta" in names:
-                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                version = None if row is None else json.loads(row[0])
+                keys = ("schema_version", "scheduler_id", "job_name")
+                rows = conn.execute("SELECT key, value FROM meta WHERE key IN (?, ?, ?)", keys)
+                meta = {key: json.loads(value) for key, value in rows}
+            version = meta.get("schema_version")
         finally:
             conn.close()
     except (sqlite3.DatabaseError, ValueError) as e:
@@ -163,6 +218,9 @@ def check_readable(path: Path) -> None:
         )
     if "attempts" not in names:  # the other tables a view reads: lost, so the file is damaged
         raise unreadable(path, "is damaged (its attempts table is missing)")
+    refusal = _foreign(path, meta.get("scheduler_id"), meta.get("job_name"))
+    if refusal is not None:  # another run's state copied in: shown or driven, it would pass for this run's
+        raise refusal
 
 
 def tables(conn: sqlite3.Connection) -> set[str]:

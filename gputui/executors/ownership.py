@@ -7,10 +7,11 @@ gputui signals a process only when one of these holds, checked again just before
 - it is an attempt's recorded worker: pid and start time as its waiter (its parent) recorded them;
 - it descends from an attempt's recorded waiter or worker (the waiter is a child subreaper, so
   even a double-forked daemon stays its descendant while it lives);
-- it is in the attempt's own cgroup, where the machine lets gputui create one.
+- it is in the attempt's own cgroup (or a cgroup below it), where the machine lets gputui create one.
 The environment tags (`GPUTUI_SCHEDULER_ID`, `GPUTUI_TASK_ID`, `GPUTUI_ATTEMPT`) alone never make a
 process a target: anyone can copy them. They are used only to *notice* that something of a task may
-still live (so it is never launched twice), never to signal it.
+still live (so it is never launched twice), never to signal it; and where the attempt had a cgroup, not
+even that: membership decides (see `AttemptProcesses.sort_tagged`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def tags(pid: int) -> tuple[str | None, str | None, str | None]:
     return env.get(TAG_SCHEDULER), env.get(TAG_TASK), env.get(TAG_ATTEMPT)
 
 
+def tagged_as(scheduler_id: str, task_id: str, number: int) -> list[ProcessRef]:
+    """Live processes carrying exactly this attempt's tags (noticing only, as for find_tagged)."""
+    found = find_tagged(scheduler_id, [task_id]).get(task_id, [])
+    return [r for r in found if tags(r.pid)[2] == str(number)]
+
+
 def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dict[str, list[ProcessRef]]:
     """Live processes carrying this scheduler's tag, by task id (one /proc scan). For noticing only:
     a tag can be forged, so these are never signalled on the strength of it."""
@@ -143,15 +150,41 @@ def lineage(pid: int) -> list[ProcessRef]:
     return chain
 
 
-def cgroup_members(cgroup: str | None) -> list[ProcessRef]:
-    """Processes in an attempt's cgroup (empty if it has none or it is gone)."""
-    if not cgroup:
-        return []
+def cgroup_pids(cgroup: str) -> set[int] | None:
+    """Pids in a cgroup and the cgroups below it (a worker may make its own there, but cannot leave the
+    attempt's). Empty when the cgroup is gone: it could be removed only once empty, and nothing can join
+    a removed one. None when membership cannot be told: it cannot be read, or the cgroup file system it
+    was made in is not mounted here (a missing folder then says nothing)."""
+    pids: set[int] = set()
+    folders = [cgroup]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                folders += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+            pids.update(map(int, Path(folder, "cgroup.procs").read_text().split()))
+        except FileNotFoundError:  # removed (meanwhile): it holds nothing
+            if folder == cgroup and not _under_cgroup2_mount(cgroup):
+                return None
+            continue
+        except (OSError, ValueError):
+            return None
+    return pids
+
+
+def _under_cgroup2_mount(path: str) -> bool:
     try:
-        pids = Path(cgroup, "cgroup.procs").read_text().split()
+        with open("/proc/self/mounts") as f:
+            mounts = [parts[1] for parts in map(str.split, f) if len(parts) > 2 and parts[2] == "cgroup2"]
     except OSError:
-        return []
-    return [r for r in map(ref_of, map(int, pids)) if r is not None]
+        return False
+    return any(path.startswith(mount.rstrip("/") + "/") for mount in mounts)
+
+
+def cgroup_members(cgroup: str | None) -> list[ProcessRef]:
+    """Processes in an attempt's cgroup or below it (empty if it has none, it is gone or unreadable)."""
+    pids = cgroup_pids(cgroup) if cgroup else None
+    return [r for r in map(ref_of, sorted(pids or ())) if r is not None]
 
 
 @dataclass(frozen=True)
@@ -183,6 +216,16 @@ class AttemptProcesses:
         if any(ref == self.worker or ref == self.waiter for ref in chain):
             return True
         return bool(self.cgroup) and chain[0] in cgroup_members(self.cgroup)
+
+    def sort_tagged(self, tagged: list[ProcessRef]) -> tuple[list[ProcessRef], list[ProcessRef]]:
+        """Processes carrying this attempt's tags, as (may be its own, cannot be). Where the attempt had a
+        cgroup that can be read, membership decides: one outside carries copied tags, and one inside is
+        the attempt's, provably, so it is in tree() and in neither list. Without a cgroup (or when it
+        cannot be read) a tag cannot be checked: every tagged process may be its own."""
+        members = cgroup_pids(self.cgroup) if self.cgroup else None
+        if members is None:
+            return list(tagged), []
+        return [], [r for r in tagged if r.pid not in members]
 
     def kill_cgroup(self) -> bool:
         """SIGKILL every process in the attempt's cgroup at once (nothing escapes by forking)."""

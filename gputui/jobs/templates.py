@@ -3,9 +3,13 @@ objects, and each argv token is filled on its own, so a path with spaces stays o
 
 from __future__ import annotations
 
+import json
+import posixpath
 import string
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from gputui.jobs.spec import JobSpecError
 
 if TYPE_CHECKING:
     from gputui.jobs.spec import JobSpec
@@ -44,3 +48,44 @@ def render_command(job: JobSpec, values: Mapping[str, object], command: Sequence
     own, so paths with spaces stay one arg."""
     merged = template_values(job, values)
     return [FORMATTER.vformat(token, (), merged) for token in (job.command if command is None else command)]
+
+
+def name_problem(name: str) -> str | None:
+    """Why a filled-in file name would not name a file inside its folder, or None when it does. Judged on
+    the text alone (no symlink followed, nothing need exist): not empty, no NUL, not absolute, no `..`
+    component, not the folder itself; then, normalised, it stays below the folder."""
+    if "\0" in name:
+        return "contains a NUL character"
+    if name.startswith("/") or ".." in name.split("/"):
+        return "leaves [outputs].dir"
+    if name.endswith("/") or posixpath.normpath(name) == ".":  # "" normalises to "." too
+        return "names a folder, not a file in [outputs].dir"
+    try:
+        name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "cannot be a file name (a lone surrogate character)"
+    return None
+
+
+def output_path(job: JobSpec, task_id: str, values: Mapping[str, object]) -> str:
+    """A task's output file: [outputs].pattern filled with `values` (and [params]) under [outputs].dir.
+    Every task's own name is checked, not an example: a format spec such as {low:c} can turn one id into
+    a '/' or '..' (refused as JobSpecError naming the job file, the task and the name)."""
+    try:
+        name = render_template(job.outputs.pattern, {**values, **job.params})
+    except KeyError as e:
+        raise JobSpecError(
+            f"{job.path}: [outputs].pattern: placeholder {{{e.args[0]}}} is not known when outputs are "
+            f"planned; use {{low}}, {{high}}, {{task_id}} or a [params] name"
+        ) from None
+    except (ValueError, TypeError, OverflowError) as e:
+        raise JobSpecError(
+            f"{job.path}: [outputs].pattern: cannot fill {job.outputs.pattern!r} for {task_id}: {e}"
+        ) from None
+    problem = name_problem(name)
+    if problem is not None:
+        raise JobSpecError(
+            f"{job.path}: [outputs].pattern: {task_id}'s output {json.dumps(name, ensure_ascii=False)} "
+            f"{problem}; each task's output must be a file name inside [outputs].dir"
+        )
+    return str(job.outputs.dir / name)

@@ -134,12 +134,52 @@ def test_foreign_database_is_refused_untouched(make_job):
     assert _sha(db) == before
 
 
+def test_another_runs_state_copied_in_is_refused_by_every_reader_saying_whose_it_is(make_job, tmp_path):
+    """Attack N13: a gputui state.db of another run, copied into this run's directory, would pass for this
+    run's (status showed its tasks, rc 0). Both runs are real; the copy is refused by its identity, before
+    any plan check, by status, run and the app alike, and --rebuild-state gives this run its own back."""
+    from tests.conftest import JobFactory
+
+    job, db = _finished_run(make_job, ids=40, num_workers=2)
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    other = JobFactory(other_root)
+    other_job = other(ids=30, num_workers=3)  # another plan too: what made `run` refuse, by accident
+    other_job.write_text(other_job.read_text().replace('name = "test"', 'name = "dblock"'))
+    assert gputui("run", "--jobs", other_job).returncode == 0
+    other_db = other_root / "runs" / "dblock" / "state.db"
+    ours = json.loads((db.parent / "run.json").read_text())["scheduler_id"]
+    theirs = json.loads((other_db.parent / "run.json").read_text())["scheduler_id"]
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+        if Path(f"{other_db}{suffix}").exists():
+            Path(f"{db}{suffix}").write_bytes(Path(f"{other_db}{suffix}").read_bytes())
+    before = _sha(db)
+    whose = (
+        f'{db} belongs to another run (job "dblock", scheduler {theirs[:8]}), not this one '
+        f'(run.json: job "test", scheduler {ours[:8]}); it was left untouched.'
+    )
+    app = ("--run-dir", make_job.run_dir)
+    for args in (("status", "--run-dir", make_job.run_dir), ("run", "--jobs", job), app):
+        r = gputui(*args, stdin=subprocess.DEVNULL, timeout=60)
+        _refused(r, whose, "Move it away", "--rebuild-state")
+        assert "started with" not in r.stderr and len(r.stderr.strip().splitlines()) == 2, r.stderr
+    assert _sha(db) == before
+
+    r = gputui("run", "--jobs", job, "--rebuild-state")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "moved the state aside" in r.stdout and "launch" not in r.stdout  # this run's own, rebuilt
+    status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
+    assert [(t["id"], t["status"]) for t in status["tasks"]] == [("shard-0", "done"), ("shard-1", "done")]
+    assert [p for p in db.parent.glob("state.db.damaged-*") if _sha(p) == before]  # set aside as it was
+
+
 def test_rebuild_state_sets_damaged_state_aside_and_finishes_nothing_twice(make_job):
     job, db = _finished_run(make_job, ids=40, num_workers=4)
     db.write_bytes(b"\0" * 8192)
     r = gputui("run", "--jobs", job, "--rebuild-state")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "moved the damaged state aside" in r.stdout and "launch" not in r.stdout
+    assert "moved the state aside" in r.stdout and "launch" not in r.stdout
     assert [p.name for p in db.parent.glob("state.db.damaged-*")]
     starts = [e for e in make_job.events() if e["event"] == "start"]
     assert len(starts) == 4  # the first run's only

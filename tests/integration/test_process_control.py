@@ -189,3 +189,41 @@ def test_hangup_detaches_and_work_goes_on(make_job, reaper, tmp_path):
     r = gputui("run", "--jobs", job)
     assert r.returncode == 0 and "re-adopted" in r.stdout
     assert sum(e["event"] == "start" for e in make_job.events()) == 2
+
+
+def test_copied_tags_outside_a_dead_attempts_cgroup_neither_hold_its_gpus_nor_get_signalled(
+    make_job, reaper, tmp_path
+):
+    """Attack N10: scheduler, keeper and waiters SIGKILLed, then a stranger started with an attempt's tags
+    (`env -i ... setsid sleep`). The attempt had a cgroup and the stranger is not in it, so it is not the
+    attempt's: the retry may have the GPUs at once, the stranger is left alone, and no message claims the
+    attempt had no cgroup."""
+    from tests.integration.test_reliability import _cgroups_usable
+
+    if not _cgroups_usable():
+        pytest.skip("cgroup v2 with cgroup.kill is not writable here")
+    # Two GPUs, two shards of two GPUs each: shard-0's lingering attempt would block everything.
+    job = make_job(ids=20, num_workers=2, gpus_per_worker=2, max_parallel=2, sleep=2.0, stop_grace_s=1)
+    sched = gputui_bg("run", "--jobs", job, "--simulate", "2", log=tmp_path / "first.log")
+    reaper.append(sched)
+    worker = wait_for(lambda: make_job.running().get("shard-0"), what="shard-0's worker")
+    waiter = psutil.Process(worker).parent()
+    keeper = psutil.Process(sched.pid).children()
+    for proc in [sched, *keeper, waiter]:
+        proc.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    journal = (make_job.run_dir / "attempts.journal").read_text().splitlines()
+    starts = [line for line in journal if line.startswith("start ")]
+    assert starts and all(line.split()[7] != "-" for line in starts)  # every start record names a cgroup
+    scheduler_id = json.loads((make_job.run_dir / "run.json").read_text())["scheduler_id"]
+    tags = {"GPUTUI_SCHEDULER_ID": scheduler_id, "GPUTUI_TASK_ID": "shard-0", "GPUTUI_ATTEMPT": "1"}
+    decoy = subprocess.Popen(["sleep", "600"], env=tags, start_new_session=True)
+    reaper.append(decoy)
+    wait_for(lambda: gone(worker), what="the orphaned worker to end")
+
+    r = gputui("run", "--jobs", job, "--simulate", "2", timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "has no cgroup" not in r.stdout
+    assert f"pid {decoy.pid}" in r.stdout and "copied" in r.stdout  # said once, as what it is
+    assert decoy.poll() is None and proc_state(decoy.pid) != psutil.STATUS_STOPPED
+    assert {t["status"] for t in _status(make_job.run_dir).values()} == {"done"}

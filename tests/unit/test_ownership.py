@@ -99,3 +99,50 @@ def _wait_exec(*procs: subprocess.Popen) -> None:
     deadline = time.time() + 10
     while time.time() < deadline and not all("python" in " ".join(psutil.Process(p.pid).cmdline()) for p in procs):
         time.sleep(0.01)
+
+
+def test_where_an_attempt_has_a_cgroup_membership_decides_what_its_tags_mean(tmp_path):
+    """A process that copied an attempt's tags but is outside its cgroup is not the attempt's; one in a
+    cgroup the worker made below the attempt's still is; a removed cgroup holds nothing; without a cgroup
+    a tag cannot be checked either way."""
+    import pytest
+
+    from gputui.executors.cgroup import CgroupHome
+
+    sid = str(uuid.uuid4())
+    home = CgroupHome.open(sid)
+    if home is None:
+        pytest.skip("cgroup v2 with cgroup.kill is not writable here")
+    tags = {ownership.TAG_SCHEDULER: sid, ownership.TAG_TASK: "shard-0", ownership.TAG_ATTEMPT: "1"}
+    worker, cgroup = home.spawn_inside("shard-0.1", lambda: _sleeper(tags))
+    forger = _sleeper(tags)
+    try:
+        assert cgroup is not None
+        below = os.path.join(cgroup, "own")  # the worker's own cgroup below the attempt's
+        os.mkdir(below)
+        with open(os.path.join(below, "cgroup.procs"), "w") as f:
+            f.write(str(worker.pid))
+        _wait_exec(worker, forger)
+        tagged = ownership.tagged_as(sid, "shard-0", 1)
+        assert {r.pid for r in tagged} == {worker.pid, forger.pid}
+        procs = ownership.AttemptProcesses(waiter=None, worker=None, cgroup=cgroup)
+        assert [r.pid for r in procs.tree()] == [worker.pid]  # a member, though not of the top cgroup itself
+        unprovable, copied = procs.sort_tagged(tagged)
+        assert unprovable == [] and [r.pid for r in copied] == [forger.pid]
+        no_cgroup = ownership.AttemptProcesses(waiter=None, worker=None, cgroup=None)
+        assert no_cgroup.sort_tagged(tagged) == (tagged, [])
+        worker.kill()
+        worker.wait()
+        os.rmdir(below)
+        os.rmdir(cgroup)
+        assert procs.tree() == [] and procs.sort_tagged(tagged) == ([], tagged)  # removed: it holds nothing
+        elsewhere = ownership.AttemptProcesses(None, None, str(tmp_path / "not-a-cgroup" / "shard-0.1"))
+        assert elsewhere.sort_tagged(tagged) == (tagged, [])  # no cgroup file system there: cannot tell
+    finally:
+        for p in (worker, forger):
+            p.kill()
+            p.wait()
+        for path in (os.path.join(cgroup or "", "own"), cgroup):
+            if path and os.path.isdir(path):
+                os.rmdir(path)
+        home.close()
