@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from gputui.text_safety import visible
+
 KINDS = ("task_failed", "out_of_memory", "gpu_idle", "ghost_memory")
 
 
@@ -32,7 +34,7 @@ def alert(
         "kind": kind,
         "task_id": task_id,
         "gpu": gpu,
-        "message": message,
+        "message": visible(message),  # often a worker's words: shown in a toast, handed to a command
         "log_path": log_path,
     }
     if gpus is not None:
@@ -85,5 +87,7 @@ class AlertReader:
             except ValueError:
                 continue  # a damaged line is skipped, never fatal
             if isinstance(event, dict):
+                if isinstance(event.get("message"), str):  # a file older than the sanitiser
+                    event["message"] = visible(event["message"])
                 events.append(event)
         return events

@@ -7,6 +7,8 @@ import re
 import signal
 from dataclasses import dataclass
 
+from gputui.text_safety import visible, without_colours
+
 # Most specific first: an OOM traceback also contains "CUDA error" and "Traceback".
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
@@ -22,13 +24,14 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("slurm", re.compile(r"\*\*\* (JOB|STEP) \S+ ON \S+ CANCELLED AT .*\*\*\*")),  # time limit, scancel...
 )
 _LABELS = {"cuda_oom": "CUDA out of memory", "nccl": "NCCL error", "cuda_error": "CUDA error", "slurm": "Slurm"}
+_NOT_SUBMITTED = re.compile(r"^gputui: (cannot submit to Slurm: .*)$", re.M)
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*)$")
 
 
 @dataclass(frozen=True)
 class Failure:
     kind: str  # cuda_oom | nccl | cuda_error | slurm | exception | signal | not_found | exit_code | missing_output
-    # | lost
+    # | lost | not_submitted
     reason: str  # one line for people
 
 
@@ -59,6 +62,8 @@ def classify(exit_code: int | None, log_tail: str, lost: str = LOST_LOCALLY) -> 
     exc = _last_exception(log_tail)
     if exc:
         return Failure("exception", f"Python exception: {exc}")
+    if exit_code == 127 and (submit := _NOT_SUBMITTED.search(log_tail)):  # a Slurm stand-in's, not a command's
+        return Failure("not_submitted", _clip(submit.group(1)))
     if exit_code == 127:
         return Failure("not_found", f"command not found (exit 127): {_last_line(log_tail)}".rstrip(": "))
     return Failure(
@@ -99,4 +104,8 @@ def _last_line(text: str) -> str:
 
 
 def _clip(s: str, n: int = 200) -> str:
+    """A log line fit for a reason: one line, without colours, its other control characters made visible (an
+    escape sequence a worker printed must not retitle or clear the terminal that shows the reason), at most
+    `n` characters."""
+    s = visible(" ".join(without_colours(s).split()))
     return s if len(s) <= n else s[: n - 1] + "…"

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from gputui.text_safety import visible
+
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _CHUNK = 1 << 20
 
@@ -55,7 +57,8 @@ def parse_line(line: bytes | str) -> Event | None:
     raw = obj.get("values") or {}
     if not isinstance(raw, dict):
         return None
-    values = {str(k): f for k, v in raw.items() if (f := _num(v)) is not None}
+    # Names and reasons are shown in terminals: their control characters are made visible on the way in.
+    values = {visible(str(k)): f for k, v in raw.items() if (f := _num(v)) is not None}
     reason = obj.get("reason")
     return Event(
         t=t,
@@ -64,7 +67,7 @@ def parse_line(line: bytes | str) -> Event | None:
         values=values,
         done=_num(obj.get("done")),
         total=_num(obj.get("total")),
-        reason=None if reason is None else str(reason),
+        reason=None if reason is None else visible(str(reason)),
     )
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import signal
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from gputui import clock
 from gputui.atomic import atomic_write_json, atomic_write_text
 from gputui.engine.records import AttemptRecord
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
+from gputui.text_safety import visible
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
 
@@ -42,7 +43,7 @@ def build_summary(
 
     `now` stands in for the end of attempts still running, so a report taken mid-run shows time so far.
     """
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     by_task: dict[str, list[AttemptRecord]] = defaultdict(list)
     for a in attempts:
         by_task[a.task_id].append(a)
@@ -67,7 +68,7 @@ def build_summary(
                 "metric": t.metric,
                 "rank": t.rank,
                 "promoted": t.promoted,
-                "note": t.note,
+                "note": _shown(t.note),
                 "range": [t.low, t.high],
                 "count": t.count,
                 "status": t.status,
@@ -75,7 +76,7 @@ def build_summary(
                 "budget": t.budget,
                 "gpus": list(t.gpus),
                 "exit_code": t.exit_code,
-                "reason": t.reason,
+                "reason": _shown(t.reason),
                 "started_at": _iso(t.started_at),
                 "ended_at": _iso(t.ended_at),
                 "attempt_durations": durations,
@@ -93,7 +94,7 @@ def build_summary(
     first_start = min(starts) if starts else None
     last_end = max(ends) if ends else None
     until = now if running else last_end
-    wall = round(until - first_start, 3) if first_start is not None and until is not None else None
+    wall = round(clock.between(first_start, until), 3) if first_start is not None and until is not None else None
 
     return {
         "job": job_name,
@@ -117,16 +118,15 @@ def build_summary(
 
 
 def _attempt(a: AttemptRecord, now: float) -> dict:
-    end = a.ended_at if a.ended_at is not None else now
     return {
         "number": a.number,
         "status": a.status,
         "gpus": list(a.gpus),
         "exit_code": a.exit_code,
-        "reason": a.reason,
+        "reason": _shown(a.reason),
         "started": _iso(a.started_at),
         "ended": _iso(a.ended_at),
-        "duration": round(max(0.0, end - a.started_at), 3),
+        "duration": round(a.elapsed(now), 3),  # never following a step of the wall clock (gputui.clock)
         "log_path": a.log_path,
         "gpu_seconds": a.gpu_seconds,
         "peak_memory": a.peak_memory,
@@ -211,7 +211,8 @@ def render_report(summary: dict) -> str:
             lines.append("")
             lines += [f"- {_oneline(p)}" for p in problems]
         lines.append("")
-    return "\n".join(lines)
+    # Old state may hold a worker's raw escape sequences: `cat report.md` must not act on them.
+    return visible("\n".join(lines), keep="\n")
 
 
 def write_reports(folder: Path, summary: dict) -> tuple[Path, Path]:
@@ -359,6 +360,11 @@ def _exit(code: int | None) -> str:
         except ValueError:
             pass
     return str(code)
+
+
+def _shown(text: str | None) -> str | None:
+    """A reason or note from the store, its control characters visible (rows older than the sanitiser)."""
+    return None if text is None else visible(text)
 
 
 def _oneline(text: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gputui.atomic import atomic_write_text, json_default
+from gputui.text_safety import visible
 
 if TYPE_CHECKING:
     from gputui.engine.worker_events import Event
@@ -27,8 +28,9 @@ def metric_rows(events: Iterable[Event]) -> tuple[list[str], list[tuple[int | No
     rows = []
     for ev in events:
         if ev.kind == "metrics":
-            names.update(dict.fromkeys(ev.values))
-            rows.append((ev.step, ev.values))
+            values = _named(ev.values)
+            names.update(dict.fromkeys(values))
+            rows.append((ev.step, values))
     return list(names), rows
 
 
@@ -53,7 +55,7 @@ def final_and_best(
     for ev in events:
         if ev.kind not in ("metrics", "done"):
             continue
-        for name, v in ev.values.items():
+        for name, v in _named(ev.values).items():
             final[name] = v
             old = best.get(name)
             if old is None or math.isnan(old):
@@ -92,6 +94,12 @@ def write_task_summary(
     text = json.dumps(_finite(summary), indent=2, allow_nan=False, ensure_ascii=False, default=json_default)
     atomic_write_text(path, text + "\n", fsync=fsync)
     return json.loads(text)
+
+
+def _named(values: Mapping[str, float]) -> dict[str, float]:
+    """A worker's metric names with their control characters visible: metrics.csv and summary.json get
+    read in terminals (unchanged for any ordinary name)."""
+    return {visible(k): v for k, v in values.items()}
 
 
 def _cell(v: float | None) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from gputui.jobs.tasks import Status
+from gputui.text_safety import sgr_only, visible
 
 
 def progress_line(counts: Mapping[str, int], elapsed: float) -> str:
@@ -27,6 +28,10 @@ class Printer:
     def __init__(self, out: TextIO | None = None, *, show_output: bool = True):
         self.out = out or sys.stdout
         self.show_output = show_output
+        try:
+            self.colour = self.out.isatty()  # a worker's colours reach a terminal, never a file
+        except (OSError, ValueError, AttributeError):
+            self.colour = False
 
     def line(self, text: str) -> None:
         try:
@@ -36,11 +41,18 @@ class Printer:
             pass  # a closed or hung-up terminal must not stop the run
 
     def info(self, text: str) -> None:
-        self.line(f"gputui: {text}")
+        """Our line; what it quotes of a worker (a reason, an alert) shows its control characters."""
+        self.line(f"gputui: {visible(text)}")
 
     def worker_lines(self, label: str, lines: list[str]) -> None:
+        """A worker's output as its log pane shows it: colours at most (reset at the end of the line, so
+        they never bleed into ours), no title, clear or cursor move; only what follows its last CR."""
         if self.show_output and lines:
-            self.line("\n".join(f"{label} {ln}" for ln in lines))
+            self.line("\n".join(f"{label} {self._safe(ln)}" for ln in lines))
+
+    def _safe(self, line: str) -> str:
+        shown = sgr_only(line.rsplit("\r", 1)[-1], colour=self.colour)
+        return shown + "\x1b[0m" if "\x1b" in shown else shown
 
     def progress(self, counts: Mapping[str, int], elapsed: float) -> None:
         self.line(progress_line(counts, elapsed))

@@ -14,6 +14,7 @@ import psutil
 
 from gputui.engine.monitor import CpuSampler
 from gputui.executors.ownership import ProcessRef
+from gputui.text_safety import visible
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ def process_tree(
         try:
             p = psutil.Process(ref.pid)
             with p.oneshot():
-                info[ref.pid] = (p.ppid(), " ".join(p.cmdline()) or p.name(), p.memory_info().rss)
+                command = visible(" ".join(p.cmdline()) or p.name())  # a worker may rewrite its argv
+                info[ref.pid] = (p.ppid(), command, p.memory_info().rss)
         except (psutil.Error, OSError):
             continue
     children: dict[int, list[int]] = {}

@@ -12,7 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gputui.engine.store import Store
 from tests.conftest import wait_for
+from tests.integration.test_worker_text import ATTACK, hostile_job
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
@@ -43,6 +45,11 @@ class Tmux:
                 return screen
             time.sleep(0.2)
         raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
+
+    def title(self) -> str:
+        """The pane's title, which an OSC 0 / OSC 2 sequence written to the terminal would change."""
+        show = [*self.base, "display-message", "-p", "-t", self.name, "#{pane_title}"]
+        return subprocess.run(show, capture_output=True, text=True).stdout.strip()
 
     def kill(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True)
@@ -183,3 +190,29 @@ def test_80x24_with_8_gpus_keeps_every_gpu_the_log_and_the_progress_line_on_scre
         tmux.kill()
         for p in workers(run_dir).values():
             p.kill()
+
+
+def test_a_workers_escape_sequences_neither_retitle_nor_clear_the_app(tmp_path):
+    """A worker printed a title, a clear screen and fake text, and failed: the app shows its reason made
+    visible, and the terminal keeps its title, header and table."""
+    job, run_dir = hostile_job(tmp_path)
+    run = [sys.executable, "-m", "gputui", "run", "--jobs", str(job), "--run-dir", str(run_dir), "--quiet"]
+    assert subprocess.run(run, cwd=tmp_path, capture_output=True, timeout=120).returncode == 1
+    store = Store.open(run_dir / "state.db")  # a state.db older than the sanitiser: the raw text itself
+    store.update_task("shard-1", reason=ATTACK)
+    store.close()
+    tmux = Tmux(f"gputui-e2e-hostile-{os.getpid()}", tmp_path)
+    try:
+        title = tmux.title()
+        tmux.keys(f"{sys.executable} -m gputui --run-dir {run_dir} --readonly --interval 0.5", "Enter")
+        tmux.wait_for("␛]0;PWNED-TITLE")  # the table's reasons, made visible
+        screen = tmux.wait_for("shard-3")
+        lines = screen.splitlines()
+        assert "gputui" in lines[0] and "hostile" in lines[0] and "READ-ONLY" in lines[0], screen
+        assert "4 failed" in lines[1], screen  # the header's progress line
+        assert sum(line.lstrip().startswith("shard-") for line in lines) >= 4, screen  # the table
+        assert not lines[0].lstrip().startswith("FAKE"), screen
+        assert tmux.title() == title and "PWNED" not in tmux.title()
+        tmux.keys("q")
+    finally:
+        tmux.kill()

@@ -63,6 +63,27 @@ async def test_lines_show_after_the_first_poll(tmp_path):
         assert view.index is not None and view.index.line_count == 2  # the last line is still partial
 
 
+async def test_only_colours_of_a_workers_escape_sequences_reach_the_terminal(tmp_path):
+    path = tmp_path / "job.log"
+    lines = [
+        "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[HFAKE: all done\x1b[8m hidden",  # title, clear, home, conceal
+        "a\x1bcb",  # ESC c: a full terminal reset, which Rich's decoder lets through
+        "c\x1b#8d\x9b2Je",  # ESC # 8 fills the screen with E; 8-bit CSI 2 J clears it
+        "\x1bPq#0;2\x1b\\f\x1b_Gf=1\x1b\\g\x07\x08h",  # DCS and APC payloads; BEL, BS
+        "\x1b[1;32mgreen\x1b[0m",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    app = LogApp(path)
+    async with app.run_test(size=(80, 12)) as pilot:
+        view = app.query_one(LogView)
+        await wait_until(pilot, lambda: view.line_count == 5)
+        segments = [seg for y in range(5) for seg in view.render_line(y)]
+        assert not any(ch in seg.text for seg in segments for ch in "\x1b\x07\x08\x9b")
+        assert screen_lines(view)[:5] == ["FAKE: all done hidden", "ab", "cde", "fg␇␈h", "green"]
+        green = [seg for seg in view.render_line(4) if seg.text == "green"]
+        assert green and green[0].style.color.number == 2 and green[0].style.bold  # colours stay
+
+
 async def test_follow_tracks_growth_until_the_user_scrolls_up(tmp_path):
     path = tmp_path / "job.log"
     write_lines(path, 0, 200, "w")

@@ -50,3 +50,13 @@ def test_command_not_found_and_plain_exit_code():
 
 def test_unknown_exit_status():
     assert classify(None, "").kind == "lost"
+
+
+def test_a_workers_escape_sequences_never_reach_the_reason():
+    attack = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[HFAKE: all 4 tasks done\x1b[8m hidden"
+    shown = "␛]0;PWNED-TITLE␇␛[2J␛[HFAKE: all 4 tasks done hidden"  # colours dropped, the rest shown
+    assert classify(1, f"working\n{attack}\n").reason == f"exit code 1: {shown}"
+    assert classify(1, f"{TRACEBACK}ValueError: {attack}\n").reason == f"Python exception: ValueError: {shown}"
+    oom = classify(1, "\x1b[31mtorch.OutOfMemoryError: CUDA out of memory\x1b[0m\n")
+    assert oom.reason == "CUDA out of memory: torch.OutOfMemoryError: CUDA out of memory"  # torch's colours
+    assert "\x9b" not in classify(127, "sh: x\x9b2J: not found").reason

@@ -27,6 +27,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from gputui.jobs.tasks import SHARD, TRIAL, Status
+from gputui.text_safety import visible
 from gputui.tui import modes
 from gputui.tui.cells import fit
 from gputui.tui.widgets.job_rows import (
@@ -317,7 +318,7 @@ class JobTable(ScrollView, can_focus=True):
             style = self.rich_style + self._styles()[2]
             titles = self._titles
             text = "".join(" " * PAD + fit(titles.get(c, c), w) + " " * PAD for c, w in self.column_widths.items())
-            self._header = Strip([Segment(fit(text, width), style)])
+            self._header = Strip([Segment(fit(visible(text), width), style)])
         return self._header
 
     def _to_come_strip(self, index: int, width: int) -> Strip:
@@ -325,7 +326,7 @@ class JobTable(ScrollView, can_focus=True):
         if index >= len(lines):
             return Strip.blank(width, self.rich_style)
         style = self.rich_style + self._styles()[3]
-        return Strip([Segment(fit(" " * PAD + "┄ " + lines[index], width), style)])
+        return Strip([Segment(fit(" " * PAD + "┄ " + visible(lines[index]), width), style)])
 
     def _render_row(self, task_id: str, width: int) -> Strip:
         base = self.rich_style
@@ -334,7 +335,8 @@ class JobTable(ScrollView, can_focus=True):
         for column, w in self.column_widths.items():
             value = cells.get(column, "")
             style = base + STATUS_STYLES[value] if column == "status" and value in STATUS_STYLES else base
-            segments.append(Segment(" " * PAD + fit(value, w) + " " * PAD, style))
+            # Segments go to the terminal as they are: the last guard against a worker's escape sequences.
+            segments.append(Segment(" " * PAD + fit(visible(value), w) + " " * PAD, style))
             used += w + 2 * PAD
         strip = Strip(segments, used)
         return strip.crop_extend(0, width, base)

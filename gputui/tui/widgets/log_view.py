@@ -27,6 +27,7 @@ from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 from textual.widgets import Input
 
+from gputui.text_safety import sgr_only
 from gputui.tui.widgets.log_index import LineIndex
 
 __all__ = ["LogPane", "LogView"]
@@ -37,10 +38,11 @@ IDLE_INTERVAL = 1.5
 RENDER_BYTES = 64 * 1024
 """Bytes of one line rendered at most: a 10 MB JSON line should not stall a repaint."""
 
-# Control characters a terminal would act on; ESC stays (ANSI colours are decoded), \r is handled by the
-# decoder (what follows the last \r is what a terminal shows, e.g. a progress bar), tabs are expanded.
-_CONTROLS = {c: None for c in (*range(0x20), 0x7F) if c not in (0x09, 0x0D, 0x1B)}
-_CONTROLS.update({0x0B: " ", 0x0C: " ", 0x85: " ", 0x2028: " ", 0x2029: " "})
+# Line breaks inside a line show as a space. Then `sgr_only` keeps the colours (the decoder applies them) and
+# drops every other escape sequence (title, clear, cursor moves, DCS, APC: Rich's decoder lets `ESC c` and
+# 8-bit CSI through), the rest made visible; \r is left to the decoder (what follows the last \r is what a
+# terminal shows, e.g. a progress bar), tabs are expanded.
+_BREAKS = {0x0B: " ", 0x0C: " ", 0x85: " ", 0x2028: " ", 0x2029: " "}
 
 
 class LogView(ScrollView, can_focus=True):
@@ -227,7 +229,7 @@ class LogView(ScrollView, can_focus=True):
 
     def _render(self, line: int, scroll_x: int, width: int, style: Style) -> Strip:
         assert self.index is not None
-        raw = self.index.read_line(line, RENDER_BYTES).translate(_CONTROLS).expandtabs(8)
+        raw = sgr_only(self.index.read_line(line, RENDER_BYTES).translate(_BREAKS), keep="\t\r").expandtabs(8)
         text = AnsiDecoder().decode_line(raw)
         text.no_wrap = True
         text.end = ""

@@ -17,6 +17,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from gputui.gpus.probe import GIB
+from gputui.text_safety import visible
 
 OURS_MARK = "●"
 MAX_COMMAND_CELLS = 60
@@ -81,7 +82,7 @@ def cell_strings(row: ProcessRow, command_width: int = MAX_COMMAND_CELLS) -> dic
         "sm": "–" if row.sm_util is None else f"{row.sm_util:.0f}",
         "cpu": "–" if row.cpu_percent is None else f"{row.cpu_percent:.0f}",
         "task": row.task_id or "",
-        "command": truncate(row.command, command_width),
+        "command": truncate(visible(row.command), command_width),  # any user's argv: controls shown
     }
 
 

@@ -7,7 +7,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from gputui.jobs.tasks import STEP, TRIAL
-from gputui.tui.widgets.job_rows import params_text
+from gputui.text_safety import visible
+from gputui.tui.widgets.job_rows import one_line, params_text
 from gputui.tui.widgets.metrics_chart import metrics_text
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
@@ -38,7 +39,7 @@ def task_bar_text(
     text.append(t.status, STATUS_STYLE.get(t.status, ""))
     if metrics:
         text.append(SEP)
-        text.append(metrics_text(metrics, metric), "bold")
+        text.append(visible(metrics_text(metrics, metric)), "bold")  # names a worker chose
     if t.kind == TRIAL:
         params = params_text(t.info.get("params") or {})
         parent = t.info.get("parent_id")
@@ -50,7 +51,7 @@ def task_bar_text(
     if t.exit_code is not None:
         text.append(f"{SEP}exit {t.exit_code}")
     if t.reason:
-        text.append(SEP + " ".join(t.reason.split()))
+        text.append(SEP + one_line(t.reason))
     return text
 
 
