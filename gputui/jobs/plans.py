@@ -6,13 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from gputui.jobs import tabular
 from gputui.jobs.kinds import NewTask
 from gputui.jobs.shards import Shard, describe_plan, plan_fingerprint, plan_shards
 from gputui.jobs.spec import JobSpec, JobSpecError
 from gputui.jobs.tasks import SHARD
-from gputui.jobs.templates import render_template
+from gputui.jobs.templates import output_path
+
+if TYPE_CHECKING:
+    from gputui.jobs.sweep import SweepSpec
 
 
 @dataclass(frozen=True)
@@ -44,22 +48,14 @@ def shard_output(job: JobSpec, shard: Shard) -> str | None:
         "output_dir": job.outputs.dir,
         "run_dir": job.run_dir,
     }
-    try:
-        name = render_template(job.outputs.pattern, values | dict(job.params))
-    except KeyError as e:
-        raise JobSpecError(
-            f"{job.path}: [outputs].pattern: placeholder {{{e.args[0]}}} is not known when outputs are "
-            f"planned; use {{low}}, {{high}}, {{task_id}} or a [params] name"
-        ) from None
-    return str(job.outputs.dir / name)
+    return output_path(job, shard.task_id, values)  # each task's own name checked (templates.py)
 
 
 def plan_job(job: JobSpec) -> Plan:
     if job.kind == "sweep":
         from gputui.jobs import sweep
 
-        definition = _json(asdict(job.sweep))
-        definition["stages"] = {stage.pop("name"): stage for stage in definition["stages"]}
+        definition = sweep_definition(job.sweep)
         stages = ", ".join(str(len(s.params)) for s in job.sweep.stages)
         description = f"sweep of {len(job.sweep.stages)} stage(s) ({stages} parameter sets), top {job.sweep.top_k}"
         return Plan(sweep.first_trials(job.sweep, job.run_dir), _digest(definition), description, definition)
@@ -82,6 +78,32 @@ def plan_job(job: JobSpec) -> Plan:
     return Plan(
         tasks, plan_fingerprint(shards, integer_ids=integer_ids), describe_plan(shards), definition, integer_ids
     )
+
+
+def sweep_definition(spec: SweepSpec) -> dict:
+    """What a sweep's fingerprint covers, as its run records it (meta `plan_definition`): its terms, and its
+    stages by name in order, `{"task1": {"params": [...]}, ...}` (a change then reads `stages.task2.params[0]`).
+    Every sweep run has recorded this shape and its fingerprint is a digest of it: read it with
+    `recorded_stages`, never reshape it (a run started before would be refused as changed)."""
+    definition = _json(asdict(spec))
+    definition["stages"] = {stage.pop("name"): stage for stage in definition["stages"]}
+    return definition
+
+
+def recorded_stages(definition: object) -> tuple[list[tuple[str, int]], int]:
+    """A sweep's stages as (name, parameter sets) in order, and its top_k, from the definition its run
+    recorded (`sweep_definition`; a list of {"name", "params"} is read too); ([], 1) if it holds none."""
+    if not isinstance(definition, dict):
+        return [], 1
+    raw = definition.get("stages")
+    if isinstance(raw, dict):
+        raw = [{**stage, "name": name} for name, stage in raw.items() if isinstance(stage, dict)]
+    stages = []
+    for stage in raw if isinstance(raw, list) else ():
+        if isinstance(stage, dict) and isinstance(stage.get("name"), str):
+            stages.append((stage["name"], len(stage.get("params") or ())))
+    top_k = definition.get("top_k")
+    return stages, top_k if isinstance(top_k, int) and not isinstance(top_k, bool) else 1
 
 
 def what_changed(old: object, new: object, path: str = "") -> str | None:

@@ -1,37 +1,58 @@
-"""A run directory written directly, with fixed times and every status: for looks and for keys."""
+"""A run directory planned and recorded by the engine (`open_for_job`, as a launch does), its tasks' statuses
+then set through the store with fixed times and every status: for looks and for keys."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from gputui.engine.rebuild import write_identity
+from gputui.engine.rundir import RunPaths
+from gputui.engine.session import open_for_job
 from gputui.engine.store import Store
-from gputui.jobs.kinds import NewTask
-from gputui.jobs.tasks import SHARD, Status
+from gputui.jobs.loader import load_jobspec
+from gputui.jobs.spec import JobSpec
+from gputui.jobs.tasks import Status
 
 T0 = 1_700_000_000.0
 NOW = T0 + 300
+SCHEDULER_ID = "5f1c2a9e-0000-4000-8000-000000000000"
+
+
+def shard_file(root: Path, n_tasks: int) -> Path:
+    """A job of `n_tasks` shards of 50 ids each ([0, 50), [50, 100), ...)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ids.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(n_tasks * 50)))
+    path = root / "continuation.toml"
+    path.write_text(
+        '[job]\nname = "continuation"\ncommand = "python w.py"\nstop_grace_s = 10\n'
+        f'[shards]\ninput = "ids.csv"\nid_column = "id"\nnum_workers = {n_tasks}\n'
+        "[resources]\nmemory_per_worker_gb = 12\n[retry]\nmax_attempts = 3\n"
+    )
+    return path
+
+
+def recorded(job_file: Path, run_dir: Path) -> JobSpec:
+    """The job planned and recorded by the engine as a launch does (meta, plan, first tasks), the run lock let
+    go. Its scheduler id is fixed, for the snapshots' header: the directory is given it as a run's identity
+    first, which the engine keeps."""
+    job = load_jobspec(job_file, run_dir=run_dir)
+    write_identity(RunPaths(run_dir), SCHEDULER_ID, job.name)
+    open_for_job(job).close()
+    return job
 
 
 def fixed_run(root: Path, n_tasks: int = 6, running: int = 0) -> Path:
-    """A run directory whose state is written directly, with fixed times and every status; with
-    `running`, that many tasks after the first four are running (the second one paused), the next retrying."""
+    """A run directory recorded by the engine, then given fixed times and every status; with `running`,
+    that many tasks after the first four are running (the second one paused), the next retrying."""
     shutil.rmtree(root, ignore_errors=True)
-    (root / "logs").mkdir(parents=True)
-    store = Store.open(root / "state.db", create=True)
-    store.add_tasks([NewTask(f"shard-{i}", i, SHARD, i * 50, (i + 1) * 50, 50) for i in range(n_tasks)], budget=3)
+    recorded(shard_file(root, n_tasks), root)
+    store = Store.open(RunPaths(root).db)
     plan = [Status.DONE, Status.DONE, Status.FAILED, Status.KILLED]
     if running:
         plan += [Status.RUNNING, Status.PAUSED][:running] + [Status.RUNNING] * (running - 2) + [Status.RETRYING]
     plan += [Status.PENDING] * n_tasks
     with store.transaction():
-        for k, v in {
-            "scheduler_id": "5f1c2a9e-0000-4000-8000-000000000000",
-            "job_name": "continuation",
-            "stop_grace_s": 10,
-            "memory_per_worker_gb": 12,
-        }.items():
-            store.set_meta(k, v)
         for i, status in enumerate(plan[:n_tasks]):
             if status == Status.PENDING:
                 continue

@@ -1,5 +1,6 @@
-"""A sweep's run directory written directly (like fixed_run.py): stage task1 ranked, stage task2 running
-(two trials reporting metrics through an events file), stage task3 still to come."""
+"""A sweep's run directory planned and recorded by the engine (`open_for_job`, as a launch does), its trials'
+statuses then set through the store with fixed times (like fixed_run.py): stage task1 ranked by the sweep's
+own rule, stage task2 running (two trials reporting metrics through an events file), stage task3 to come."""
 
 from __future__ import annotations
 
@@ -10,48 +11,47 @@ from pathlib import Path
 
 from gputui.engine.rundir import RunPaths
 from gputui.engine.store import Store
-from gputui.jobs.kinds import NewTask
-from gputui.jobs.tasks import STEP, TRIAL, Status
-from tests.tui.fixed_run import T0
+from gputui.jobs import kinds
+from gputui.jobs.spec import JobSpec
+from gputui.jobs.tasks import Status
+from tests.tui.fixed_run import T0, recorded
 
 STAGES = {
     "task1": [{"lr": 1e-3, "bs": 32}, {"lr": 3e-4, "bs": 32}, {"lr": 1e-4, "bs": 64}, {"lr": 3e-5, "bs": 64}],
     "task2": [{"lr": 3e-4}, {"lr": 1e-4}, {"lr": 3e-5}],
     "task3": [{"lr": 1e-5}, {"lr": 3e-6}],
 }
-RANKED = {  # task1's trials: (status, val_acc, rank, promoted, note, reason)
-    "task1-0": (Status.DONE, 0.912, 2, True, "promoted to task2", None),
-    "task1-1": (Status.DONE, 0.934, 1, True, "promoted to task2", None),
-    "task1-2": (Status.DONE, 0.871, 3, False, None, None),
-    "task1-3": (Status.FAILED, None, None, False, "not ranked: failed", "CUDA out of memory"),
-}
-META = {
-    "scheduler_id": "5f1c2a9e-0000-4000-8000-000000000000",
-    "job_name": "finetune",
-    "job_kind": "sweep",
-    "sweep": {"metric": "val_acc", "goal": "max", "top_k": 2},
-    "plan_definition": {
-        "metric": "val_acc",
-        "goal": "max",
-        "top_k": 2,
-        "stages": [{"name": n, "params": p} for n, p in STAGES.items()],
-    },
-    "stop_grace_s": 10,
-    "memory_per_worker_gb": 12,
+RESULTS = {  # task1's trials: (status, val_acc, reason); the sweep's rule ranks them and promotes the top 2
+    "task1-0": (Status.DONE, 0.912, None),
+    "task1-1": (Status.DONE, 0.934, None),
+    "task1-2": (Status.DONE, 0.871, None),
+    "task1-3": (Status.FAILED, None, "CUDA out of memory"),
 }
 
 
-def trial(stage: str, stage_index: int, i: int, params: dict, parent: str | None, root: Path) -> NewTask:
-    info = {
-        "stage": stage,
-        "stage_index": stage_index,
-        "trial": i,
-        "params": params,
-        "parent_id": parent,
-        "parent_output": None if parent is None else str(root / "trials" / parent),
-        "output_dir": str(root / "trials" / f"{stage}-{i}"),
-    }
-    return NewTask(f"{stage}-{i}", stage_index * 100_000 + i, TRIAL, info=info)
+def toml_params(sets: list[dict]) -> str:
+    return ", ".join("{ " + ", ".join(f"{k} = {v!r}" for k, v in p.items()) + " }" for p in sets)
+
+
+def sweep_file(folder: Path) -> Path:
+    lines = [
+        "[job]",
+        'name = "finetune"',
+        'kind = "sweep"',
+        'command = "python train.py --lr {lr} --init {parent_output} --out {output_dir}"',
+        "stop_grace_s = 10",
+        "[sweep]",
+        'metric = "val_acc"',
+        'goal = "max"',
+        "top_k = 2",
+    ]
+    for name, sets in STAGES.items():
+        lines += ["[[sweep.stage]]", f'name = "{name}"', f"params = [{toml_params(sets)}]"]
+    lines += ["[resources]", "memory_per_worker_gb = 12", "[retry]", "max_attempts = 1"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "finetune.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def curve(step: int) -> dict[str, float]:
@@ -81,58 +81,56 @@ def _start(store: Store, root: Path, task_id: str, status: str, gpus: tuple[int,
 
 def fixed_sweep(root: Path) -> Path:
     shutil.rmtree(root, ignore_errors=True)
-    (root / "logs").mkdir(parents=True)
-    paths = RunPaths(root)
-    store = Store.open(root / "state.db", create=True)
-    first = [trial("task1", 1, i, p, None, root) for i, p in enumerate(STAGES["task1"])]
-    second = [
-        trial("task2", 2, n, p, parent, root)
-        for n, (parent, p) in enumerate((parent, p) for parent in ("task1-1", "task1-0") for p in STAGES["task2"])
-    ]
-    store.add_tasks(first + second, budget=1)
+    job = recorded(sweep_file(root), root)
+    store = Store.open(root / "state.db")
     with store.transaction():
-        for key, value in META.items():
-            store.set_meta(key, value)
-        for i, (task_id, (status, metric, rank, promoted, note, reason)) in enumerate(RANKED.items()):
+        for i, (task_id, (status, metric, reason)) in enumerate(RESULTS.items()):
             _start(store, root, task_id, status, (i,), T0 + i)
             code = 0 if status == Status.DONE else 1
             store.update_attempt(task_id, 1, status=status, exit_code=code, ended_at=T0 + 120 + i)
-            store.update_task(
-                task_id,
-                status=status,
-                exit_code=code,
-                ended_at=T0 + 120 + i,
-                metric=metric,
-                rank=rank,
-                promoted=promoted,
-                note=note,
-                reason=reason,
-            )
+            store.update_task(task_id, exit_code=code, ended_at=T0 + 120 + i, metric=metric, reason=reason)
+        _expand(store, job)  # task1 ranked, task2 planned from its top 2
         for i, task_id in enumerate(("task2-0", "task2-1")):
             _start(store, root, task_id, Status.RUNNING, (i,), T0 + 130 + i)
             store.update_attempt(task_id, 1, status=Status.RUNNING)
     store.close()
+    paths = RunPaths(root)
     write_metrics(paths, "task2-0", range(0, 40))
     write_metrics(paths, "task2-1", range(0, 25))
     return root
 
 
+def _expand(store: Store, job: JobSpec) -> None:
+    """The job kind's rule applied to the tasks so far, its decision stored as the scheduler stores it."""
+    e = kinds.on_settle(job, store.tasks())
+    store.add_tasks(e.new, budget=job.retry.max_attempts)
+    for task_id, fields in e.updates.items():
+        store.update_task(task_id, **fields)
+    for task_id, kind, message in e.events:
+        store.add_event(kind, message, task_id)
+
+
 PIPELINE = [("prep", ()), ("train", ("prep",)), ("eval", ("train",)), ("report", ("train", "eval"))]
 
 
+def pipeline_file(folder: Path) -> Path:
+    lines = ["[job]", 'name = "finetune"', 'kind = "pipeline"', "stop_grace_s = 10"]
+    for name, after in PIPELINE:
+        lines += ["[[pipeline.step]]", f'name = "{name}"', f'command = "run {name}"']
+        lines.append(f"after = {json.dumps(after)}")
+    lines += ["[resources]", "memory_per_worker_gb = 12", "[retry]", "max_attempts = 2"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pipeline.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def fixed_pipeline(root: Path) -> Path:
-    """A pipeline's run: prep done, train running, eval and report waiting."""
+    """A pipeline's run, recorded by the engine: prep done, train running, eval and report waiting."""
     shutil.rmtree(root, ignore_errors=True)
-    (root / "logs").mkdir(parents=True)
-    store = Store.open(root / "state.db", create=True)
-    steps = [
-        NewTask(name, i, STEP, info={"step": name, "command": ["run", name], "gpus": 1}, after=after)
-        for i, (name, after) in enumerate(PIPELINE)
-    ]
-    store.add_tasks(steps, budget=2)
+    recorded(pipeline_file(root), root)
+    store = Store.open(root / "state.db")
     with store.transaction():
-        for key, value in {**META, "job_kind": "pipeline", "sweep": None, "plan_definition": None}.items():
-            store.set_meta(key, value)
         _start(store, root, "prep", Status.DONE, (0,), T0)
         store.update_attempt("prep", 1, status=Status.DONE, exit_code=0, ended_at=T0 + 30)
         store.update_task("prep", status=Status.DONE, exit_code=0, ended_at=T0 + 30)

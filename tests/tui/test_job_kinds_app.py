@@ -2,8 +2,8 @@
 columns (stage, params, parent, metric, rank, note), a step's (what it waits for), and the selected task's
 metrics chart following its events file as it grows.
 
-Fixed runs (state written directly: tests/tui/fixed_sweep.py) where looks and values are the point; real job
-files and a real background scheduler where planning and launching are.
+Fixed runs (recorded by the engine, then given fixed times and statuses: tests/tui/fixed_sweep.py) where looks
+and values are the point; real job files and a real background scheduler where planning and launching are.
 """
 
 from __future__ import annotations
@@ -48,11 +48,16 @@ def listing(folder: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def sweep_job(folder: Path, *, stages=(("a", [0.1, 0.3, 0.2]), ("b", [0.01, 0.02]), ("c", [0.001]))) -> Path:
-    """A sweep of kind_worker trials: each reports `score` (+ its parent's) as val_acc through gputui.hooks."""
+def sweep_job(
+    folder: Path, *, stages=(("a", [0.1, 0.3, 0.2]), ("b", [0.01, 0.02]), ("c", [0.001])), gate: Path | None = None
+) -> Path:
+    """A sweep of kind_worker trials: each reports `score` (+ its parent's) as val_acc through gputui.hooks
+    (with `gate`, once the file `gate/<its stage>` is gone)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "init").mkdir(exist_ok=True)
     command = f"{sys.executable} {KIND_WORKER} --score {{score}} --init {{parent_output}} --out {{output_dir}}"
+    if gate is not None:
+        command += f" --gate {gate}/{{stage}}"
     lines = [
         "[job]",
         'name = "sw"',
@@ -171,11 +176,26 @@ async def test_a_sweeps_plan_shows_its_first_stage_and_the_stages_to_come(tmp_pa
 
 
 async def test_a_sweep_launched_from_its_plan_ends_ranked_with_every_stage_charted(tmp_path):
-    job = sweep_job(tmp_path / "jobs")
+    """Launched, it still lists the stages to come (the engine records the plan the view reads), each line
+    going as its stage is planned."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    for stage in ("a", "b"):
+        (gate / stage).touch()
+    job = sweep_job(tmp_path / "jobs", gate=gate)
     app = app_for(job, interval=0.25)
     async with app.run_test(size=(200, 50)) as pilot:
         table = await planned(pilot, app)
+        planned_lines = table.to_come
         await pilot.press("l")
+        running = lambda: set(statuses(app).values()) == {"running"} and app.plan is None  # noqa: E731
+        await until(pilot, running, timeout=30, what="stage a running")
+        assert table.to_come == planned_lines, "the stages to come, as the plan showed them"
+        assert "┄ c · 1 param set × top 2 of b (≤2 trials) · after b is ranked" in text_of(app)
+        (gate / "a").unlink()
+        await until(pilot, lambda: statuses(app).get("b-0") == "running", timeout=30, what="stage b running")
+        assert table.to_come == ("c · 1 param set × top 2 of b (≤2 trials) · after b is ranked",)
+        (gate / "b").unlink()
         done = lambda: len(statuses(app)) == 9 and set(statuses(app).values()) == {"done"}  # noqa: E731
         await until(pilot, done, timeout=60, what="the whole sweep done")
         await until(pilot, lambda: cells(table, "c-1")["rank"] == "2", what="the last stage ranked")

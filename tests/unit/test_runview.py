@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from gputui.engine.store import Store
 from gputui.jobs.tasks import Status
 from gputui.views.runview import RunView
 from tests.conftest import gputui
@@ -31,15 +30,13 @@ def test_snapshot_never_writes_to_the_run(make_job):
 
 
 def test_a_view_kept_open_sees_each_commit(make_job):
+    """A verb's commit (here `gputui retry --force` on a stopped run) shows on the next snapshot."""
     assert gputui("run", "--jobs", make_job(num_workers=2)).returncode == 0
     view = RunView(make_job.run_dir)
     first = view.snapshot()
     assert view.snapshot().tasks[0].task == first.tasks[0].task
-    store = Store.open(make_job.run_dir / "state.db")
-    with store.transaction():
-        store.update_task("shard-0", status=Status.KILLED, reason="killed by user")
-    store.close()
-    assert view.snapshot().tasks[0].task.reason == "killed by user"
+    assert gputui("retry", "--force", "--run-dir", make_job.run_dir, "shard-0").returncode == 0
+    assert [v.task.status for v in view.snapshot().tasks] == [Status.PENDING, Status.DONE]
     view.close()
 
 
