@@ -280,17 +280,19 @@ def _merge_csv(
 ) -> None:
     """The merged file is the first header, then each shard's records byte for byte, read in blocks while a
     vectorised scan reads the id column. A file the scan can't read exactly like the csv module does
-    (a stray quote, a bare carriage return) is read again, and its rows rewritten, with the csv module."""
+    (a stray quote, a bare carriage return) is read again with the csv module, its rows rewritten so that
+    the merged file reads back as the shards' rows."""
     _lift_csv_field_limit()
     header = _CsvHeader()
     with open(tmp or os.devnull, "wb") as out:
         for shard, entry in readable:
-            start, before = out.tell(), _CsvHeader(header.fields, header.task)
+            start, before, n_problems = out.tell(), _CsvHeader(header.fields, header.task), len(problems)
             try:
                 try:
                     _csv_blocks(shard, entry, out, ids, header, problems)
                 except Irregular:
                     entry["verbatim"] = False  # its rows are rewritten by the csv module
+                    del problems[n_problems:]  # found again by the second reading
                     if tmp is not None:
                         out.seek(start)
                         out.truncate()
@@ -320,9 +322,12 @@ def _csv_blocks(shard, entry, out, ids: IdCheck | None, header: _CsvHeader, prob
         end = buf.find(b"\n") + 1 or len(buf)
         line = buf[:end]
         entry["verbatim"] = not bom and line.endswith(b"\n")  # until a last record without its newline
-        text = line.decode("utf-8").rstrip("\r\n")
-        if not text or '"' in text or "\r" in text:
-            raise Irregular("a blank or quoted header")
+        text = line.decode("utf-8")
+        if text.endswith("\n"):  # exactly one line ending: "id\r\r\n" is a header, then a blank record
+            text = text[:-2] if text.endswith("\r\n") else text[:-1]
+        if not text or '"' in text or "\r" in text or text.startswith("\ufeff"):
+            # A header starting with U+FEFF would open the merged file with what reads as a BOM.
+            raise Irregular("a blank or quoted header, or one with a carriage return or a second BOM")
         this = text.split(",")
         write = True
         if header.fields is None:
@@ -396,10 +401,18 @@ def _see_block(ids: IdCheck, buf: bytes, blk, row0: int) -> None:
 
 
 def _csv_rows(shard, entry, out, ids: IdCheck | None, header: _CsvHeader, problems: list[str]) -> None:
-    """The csv module's reading of one file, its rows rewritten: for what the byte scan won't read."""
+    """The csv module's reading of one file, its rows rewritten so that they read back the same: for what
+    the byte scan won't read. Blank records stay, as the byte copy keeps them; they aren't counted."""
     text_out = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
     try:
-        writer = csv.writer(text_out, lineterminator="\n")
+        # The writer quotes a field holding its delimiter, quote or line terminator ("\n"), not one holding
+        # a bare "\r", which the reader takes for a line end: a row with one is written all quoted.
+        plain = csv.writer(text_out, lineterminator="\n")
+        quoted = csv.writer(text_out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+        def put(row: list[str]) -> None:
+            (quoted if any("\r" in v for v in row) else plain).writerow(row)
+
         with _open_csv(Path(shard.path)) as f:
             reader = csv.reader(f)
             this = next(reader, None)
@@ -409,7 +422,10 @@ def _csv_rows(shard, entry, out, ids: IdCheck | None, header: _CsvHeader, proble
             write = True
             if header.fields is None:
                 header.fields, header.task = this, shard.task_id
-                writer.writerow(this)
+                if this and this[0].startswith("\ufeff"):  # quoted, or it would read as the file's BOM
+                    quoted.writerow(this)
+                else:
+                    put(this)
             elif this != header.fields:
                 problems.append(
                     f"{shard.task_id}: CSV header {this} differs from {header.fields} of {header.task}: "
@@ -427,10 +443,12 @@ def _csv_rows(shard, entry, out, ids: IdCheck | None, header: _CsvHeader, proble
             batch: list[Any] = []
             for row in reader:
                 if not row:
+                    if write:
+                        plain.writerow(row)
                     continue
                 rows += 1
                 if write:
-                    writer.writerow(row)
+                    put(row)
                 if col is not None:
                     batch.append(row[col] if col < len(row) else None)
                     if len(batch) >= 65536:
@@ -458,8 +476,11 @@ def _merge_jsonl(
                     bad_lines: list[int] = []
                     batch: list[Any] = []
                     rows = 0
-                    entry["verbatim"] = True  # until a blank line, a CR or a last line without its newline
+                    entry["verbatim"] = True  # until a BOM, a blank line, a CR, a last line without its newline
                     for lineno, line in enumerate(f, 1):
+                        if lineno == 1 and line.startswith(codecs.BOM_UTF8):  # mid-file, no JSON reader takes it
+                            line = line[len(codecs.BOM_UTF8) :]
+                            entry["verbatim"] = False
                         if not line.strip():
                             entry["verbatim"] = False
                             continue

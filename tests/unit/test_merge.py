@@ -409,3 +409,15 @@ def test_invalid_utf8_is_a_problem(tmp_path):
     summary, _ = merge_ok(tmp_path, [ShardOutput("t0", 0, 1, a)])
     assert summary["ok"] is False
     assert "could not merge" in summary["problems"][0]
+
+
+def test_a_shard_read_twice_reports_its_problems_once(tmp_path):
+    """A shard the byte scan gives up on midway is read again with the csv module: what the first reading
+    had found (here, its differing header) is not reported twice."""
+    a = write_csv(tmp_path / "a.csv", [(0, "a")])
+    b = tmp_path / "b.csv"
+    b.write_bytes(b'id,answer\n1,fine\n2,"bare\rreturn"\n')
+    summary, _ = merge_ok(tmp_path, [ShardOutput("t0", 0, 1, a), ShardOutput("t1", 1, 3, b)])
+    assert summary["problems"] == [
+        f"t1: CSV header ['id', 'answer'] differs from ['id', 'text'] of t0: {b}",
+    ]
