@@ -14,7 +14,7 @@ from gputui.engine.state_file import check_identity
 from gputui.engine.store import Store
 from gputui.executors.journal import rotate
 from gputui.executors.ownership import new_scheduler_id
-from gputui.jobs.plans import Plan, plan_job, what_changed
+from gputui.jobs.plans import Plan, plan_job, recorded_stages, what_changed
 from gputui.jobs.shards import Shard, describe_plan
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
@@ -176,10 +176,25 @@ def _refuse_changed_plan(store: Store, job: JobSpec, plan: Plan) -> None:
     )
 
 
+def _refuse_reordered_stages(store: Store, job: JobSpec, plan: Plan) -> None:
+    """Stages swapped in the job file: the fingerprint (a digest with sorted keys) cannot see it, but the
+    trials already ranked would promote into another stage."""
+    was = [name for name, _ in recorded_stages(store.meta("plan_definition"))[0]]
+    now = [name for name, _ in recorded_stages(plan.definition)[0]]
+    if was != now:
+        raise PlanMismatch(
+            f"{job.path}: [[sweep.stage]] order changed since {store.path.parent} started (was "
+            f"{', '.join(was)}; now {', '.join(now)}); the trials already run and ranked would no longer match "
+            f"it, so this is refused.\n  Restore it, or start afresh with another --run-dir."
+        )
+
+
 def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retry_failed: bool) -> list[str]:
     recorded = store.meta("plan_fingerprint")
     if recorded is not None and recorded != plan.fingerprint:
         _refuse_changed_plan(store, job, plan)
+    if recorded is not None and job.kind == "sweep":
+        _refuse_reordered_stages(store, job, plan)
     if recorded is not None:
         _check_outputs(store, job, plan)
     with store.transaction():

@@ -579,6 +579,12 @@ def test_changed_sweep_plan_is_refused_and_nothing_launched(kinds, reaper, tmp_p
     r = gputui("run", "--jobs", job, "--run-dir", run_dir)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "stages.a.params[1].score: was 0.3, now 0.5" in r.stderr and "launch" not in r.stdout
+
+    kinds.sweep(stages=[STAGES[0], STAGES[2], STAGES[1]])  # b and c swapped: the same stages, another order
+    r = gputui("run", "--jobs", job, "--run-dir", run_dir)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "[[sweep.stage]] order changed" in r.stderr and "(was a, b, c; now a, c, b)" in r.stderr
+    assert "launch" not in r.stdout
     wait_for(lambda: sum(kinds.finishes(run_dir).values()) == 3, what="stage a's adopted trials to end")
     assert (kinds.starts(run_dir), attempts_per_task(run_dir)) == before  # no worker started by the refusals
 
