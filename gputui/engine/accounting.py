@@ -4,7 +4,9 @@ An attempt holds its GPUs from launch to its worker's end, paused or not, so eac
 since the last one times the GPUs it holds. Its memory is what its own processes (its worker, their
 descendants, its cgroup: ownership's rule) use on its GPUs, summed; on simulated GPUs that is what the
 simulation attributes to the task, and the figures are marked simulated. Kept in memory between
-samples and written to the store every few seconds and when the attempt ends.
+samples and written to the store every few seconds and when the attempt ends. Time held is measured on
+CLOCK_BOOTTIME (clock.between) from stamps of the launch, each sample and the end: a step of the wall clock
+neither adds hours to it nor takes them away.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gputui import clock
 from gputui.executors.ownership import AttemptProcesses, ProcessRef, lineage
 from gputui.gpus.probe import GpuSnapshot
 
@@ -23,7 +26,7 @@ Held = tuple[tuple[str, int], tuple[int, ...], AttemptProcesses]  # (task id, nu
 @dataclass
 class Usage:
     gpus: int  # how many GPUs the attempt holds
-    started_at: float  # epoch seconds it was launched
+    started_at: float  # when it was launched: a clock.Stamp (a plain float is measured on the wall clock)
     gpu_seconds: float = 0.0
     peak_memory: int | None = None  # bytes; None: none of its processes seen on a GPU yet
     simulated: bool = False
@@ -35,7 +38,7 @@ class Usage:
         the first sample, and across a restart of the scheduler: its GPUs were held all along) x its GPUs."""
         if self.ended_at is not None:
             now = self.ended_at
-        spent = max(0.0, now - self.started_at) * self.gpus
+        spent = clock.between(self.started_at, now) * self.gpus
         if spent != self.gpu_seconds:
             self.gpu_seconds, self.dirty = spent, True
 
@@ -69,8 +72,9 @@ class Meter:
             return
         if since is None:
             u.gpus = 0
-        else:
-            u.started_at = max(u.started_at, since)
+        elif since > u.started_at:  # on the node's wall clock: this long after the launch
+            start = u.started_at if isinstance(u.started_at, clock.Stamp) else clock.Stamp(u.started_at)
+            u.started_at = start.later(since - start)
 
     def sample(self, snapshots: Sequence[GpuSnapshot], attempts: Iterable[Held], now: float) -> None:
         """One GPU sample: time for every running attempt, memory for those whose processes are seen."""
@@ -86,8 +90,9 @@ class Meter:
                 u.peak_memory, u.dirty = used, True
 
     def due(self, now: float) -> dict[tuple[str, int], dict]:
-        """Columns to write for attempts that changed, at most every WRITE_EVERY_S."""
-        if now - self._written_at < WRITE_EVERY_S:
+        """Columns to write for attempts that changed, at most every WRITE_EVERY_S of `now` (time.monotonic();
+        a clock that went back writes at once rather than waiting for it to catch up)."""
+        if 0 <= now - self._written_at < WRITE_EVERY_S:
             return {}
         self._written_at = now
         out = {}

@@ -43,7 +43,7 @@ class Live:
     gpus: tuple[int, ...]
     label: str
     log_path: str
-    started_at: float
+    started_at: float  # its launch: a clock.Stamp (intervals from it are measured with clock.between)
     waiter: ownership.ProcessRef | None = None  # while it lives (on Ray: the bridge), the end will be recorded
     worker: ownership.ProcessRef | None = None  # as its waiter recorded it (none on Ray: it runs on a node)
     start_noted: bool = False  # its waiter's start record is in the store

@@ -2,6 +2,8 @@
 
 Pure: no I/O and no clock reads. The scheduler passes each hook event's values (metrics()), each log
 line (log_line()), any other sign of life (activity()) and the time; the watch says when a rule breaks.
+The time is a monotonic clock's (the scheduler's time.monotonic()), never the wall clock: a step of the
+wall clock (NTP, a VM resumed, `date -s`) would read as hours of silence and stop healthy workers.
 
 The rules on values (nan, explode, lr_zero, stagnation) apply from the start to the end of the window
 (window_s after started_at); a task that gets there without a break is healthy and those rules stop. The
@@ -158,7 +160,8 @@ _BASELINE_VALUES = 5  # explode_ratio compares with the minimum of the metric's 
 
 
 class HealthWatch:
-    """The [health] rules for one attempt of one task. Times are the scheduler's clock, in seconds.
+    """The [health] rules for one attempt of one task. Times are seconds of one monotonic clock (see the
+    module's doc); `started_at` is the attempt's start on it.
 
     metrics(), log_line() and check() return a Break only from the call that finds it; `broken` keeps
     that first break and the watch stops looking after it.

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from gputui import clock
 from gputui.engine.attempt import WAITING, Infeasible, Live
 from gputui.engine.logtail import LogTail
 from gputui.engine.monitor import draining
@@ -118,7 +119,7 @@ class Launching:
         slots = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
         if not self.waiting or slots is not None and slots <= 0 or not self._room_on_disk():
             return
-        now = time.time()
+        now = clock.now()  # the launches' time: wall, and CLOCK_BOOTTIME to measure them by
         lingering = {task_id for task_id, _ in self.lingering}
         ready, later, seen = [], [], set()
         while self.waiting and (slots is None or len(ready) < slots):
@@ -127,13 +128,13 @@ class Launching:
             if t.status not in WAITING or task_id in seen:
                 continue  # stale heap entry
             seen.add(task_id)
-            not_due = t.status == Status.RETRYING and (t.next_try_at or 0) > now
+            not_due = self._retry_wait(t) > 0
             blocked = any(not self._may_follow(d) for d in t.after if d in self.tasks)
             if task_id in self.live or task_id in lingering or not_due or blocked:
                 later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
-        if ready and self._on_ray() and not self._ray_bridge_up(now):
+        if ready and self._on_ray() and not self._ray_bridge_up(time.monotonic()):
             later.extend((t.index, t.id) for t in ready)  # tried again next turn
             ready = []
         if self.cluster is not None:  # the cluster places them: as many start as there are slots
@@ -260,7 +261,7 @@ class Launching:
         be, it is tried again every BRIDGE_CHECK_S."""
         if self.executor.bridge is not None:
             return True
-        if now - self._bridge_checked < BRIDGE_CHECK_S:
+        if 0 <= now - self._bridge_checked < BRIDGE_CHECK_S:  # `now`: time.monotonic()
             return False
         self._bridge_checked = now
         e = self.job.executor
@@ -393,7 +394,7 @@ class Launching:
                 pass
             live.waiter = None
             with self.store.transaction():
-                self._settle(live, AttemptEnds(exit_code=127, ended_at=time.time()), None)
+                self._settle(live, AttemptEnds(exit_code=127, ended_at=clock.now()), None)
             self._send_alerts()
         finally:
             live.handle = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gputui import clock
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
 
 
@@ -15,7 +16,7 @@ class AttemptRecord:
     gpus: tuple[int, ...]
     command: tuple[str, ...]
     log_path: str
-    started_at: float
+    started_at: float  # wall clock, to show; from the store a clock.Stamp (see `elapsed`)
     ended_at: float | None
     exit_code: int | None  # negative: killed by that signal
     reason: str | None
@@ -36,4 +37,13 @@ class AttemptRecord:
 
     @property
     def duration(self) -> float | None:
-        return None if self.ended_at is None else self.ended_at - self.started_at
+        """Seconds from its launch to its end (None while it runs), never negative: on CLOCK_BOOTTIME where
+        both were stamped in one boot, so a step of the wall clock meanwhile changes nothing."""
+        return None if self.ended_at is None else clock.between(self.started_at, self.ended_at)
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Its duration, or while it runs the seconds since its launch as of `now` (a clock.Stamp is measured
+        like `duration`; a plain float on the wall clock; None: now)."""
+        if self.ended_at is not None:
+            return clock.between(self.started_at, self.ended_at)
+        return clock.between(self.started_at, clock.now() if now is None else now)

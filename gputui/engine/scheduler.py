@@ -32,7 +32,7 @@ from gputui.engine.settling import Settling
 from gputui.engine.signals import make_durable
 from gputui.engine.steering import Steering
 from gputui.engine.wakeup import Wakeup
-from gputui.executors import ray_bridge
+from gputui.executors import ray_bridge, slurm
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
 from gputui.executors.local import LaunchSpec, LocalExecutor
 from gputui.gpus.detect import describe, open_probe
@@ -72,6 +72,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self.stops: list[Stop] = []  # kills in progress (SIGTERM sent, SIGKILL due later)
         self.stop_requested = False
         self.detach_requested = False
+        self.leave_requested = False  # Ctrl-C again while stopping on Slurm: leave the jobs as they are
         self.controller = Controller(self.paths, self.store, on_merge=self.opts.on_merge)
         self.journal = JournalReader(self.paths.journal)
         res = job.resources
@@ -121,6 +122,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         )
         self._alerts_due: list[dict] = []  # raised by this turn's settles: sent once it is committed
         self._settled: list[str] = []  # tasks this turn settled: handed to on_settled once it is committed
+        self._said_ends: set[tuple[str, int]] = set()  # attempts whose settle was said (see settling.py)
         self._unsynced: list[Path] = []  # signals written, not fsynced yet (see signals.py)
         self._synced_at = time.monotonic()
         self.idle = IdleWatch(job.alerts.idle_minutes) if job.alerts.idle_minutes and self.probe else None
@@ -133,7 +135,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self._progress_at = -1.0
         self._progress_due = False
         self._waiting_said = ""
-        self._bridge_checked = 0.0  # when the run's Ray bridge was last looked for (wall clock)
+        self._bridge_checked = float("-inf")  # when the run's Ray bridge was last looked for (time.monotonic())
+        self._retry_due: dict[str, tuple[float, float]] = {}  # see Steering._retry_wait
         self._bridge_up = True  # it was found then (a failure is said once)
 
     def _local_executor(self) -> LocalExecutor:
@@ -212,7 +215,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
                 if self.job.health is not None and time.monotonic() >= self._next_health:
                     self._next_health = time.monotonic() + HEALTH_EVERY_S
                     self._check_health()
-                for (task_id, number), fields in self.meter.due(time.time()).items():
+                for (task_id, number), fields in self.meter.due(time.monotonic()).items():
                     self.store.update_attempt(task_id, number, **fields)
                 self._plan_launches(launches)
         except (sqlite3.OperationalError, OSError) as e:
@@ -286,14 +289,17 @@ class Scheduler(Launching, Adoption, Settling, Steering):
     def _wait(self, wakeup: Wakeup) -> None:
         timeout = max(0.0, min(self._next_poll - time.monotonic(), self.opts.poll))
         if self.counts[Status.RETRYING]:
-            soonest = min(t.next_try_at or 0 for t in self.tasks.values() if t.status == Status.RETRYING)
-            timeout = max(0.0, min(timeout, soonest - time.time()))
+            soonest = min(self._retry_wait(t) for t in self.tasks.values() if t.status == Status.RETRYING)
+            timeout = min(timeout, soonest)
         if self.stops:
             timeout = min(timeout, 0.05)
         wakeup.wait([self.executor.fileno()], timeout)
 
     def _install_signals(self) -> dict:
         def on_stop(signum, _frame):
+            if self.stop_requested and self.job.executor.kind == "slurm":
+                self.leave_requested = True  # stop waiting for Slurm's controller (see _shutdown)
+                slurm.abandon()
             self.stop_requested = True
 
         def on_hup(signum, _frame):
@@ -372,10 +378,20 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         )
         for live in self.live.values():
             live.interrupted = True
-        stop = Stop(self.controller, self._pairs([self.tasks[i] for i in self.live]), self.job.stop_grace_s)
+        # On Slurm a stand-in ends its job (the runner ends the tree, scancel a queued job) and is not
+        # killed here: killing it would not end the job. It waits as long as that takes; Ctrl-C again leaves.
+        on_slurm = self.job.executor.kind == "slurm"
+        grace = float("inf") if on_slurm else self.job.stop_grace_s
+        stop = Stop(self.controller, self._pairs([self.tasks[i] for i in self.live]), grace)
         stop.begin()
         deadline = time.monotonic() + self.job.stop_grace_s + 10.0
-        while self.live and time.monotonic() < deadline:
+        tell_at, told = time.monotonic() + self.job.stop_grace_s, ""
+        while self.live and (on_slurm or time.monotonic() < deadline) and not self.leave_requested:
+            if on_slurm and time.monotonic() >= tell_at:  # what it waits for, once the grace is over
+                tell_at = time.monotonic() + 1.0
+                line = slurm.waiting_line(self.paths.root, [live.key for live in self.live.values()])
+                if line != told:
+                    self.out.info(told := line)
             stop.step()
             news: dict[tuple[str, int], AttemptEnds] = {}
             for text in self.executor.events():
@@ -387,3 +403,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             for late in self.stops:
                 late.step()
             time.sleep(0.02)
+        if self.leave_requested and self.live:
+            self.out.info(
+                f"left {len(self.live)} Slurm job(s) to their stand-ins, which cancel them once the controller "
+                "answers; the next run finds them"
+            )

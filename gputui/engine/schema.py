@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 # What opening a database of an older schema for writing adds to it, by the version it had; a view (read-only)
@@ -22,6 +22,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE tasks ADD COLUMN promoted INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE tasks ADD COLUMN note TEXT",
     ),
+    # An attempt's start and end on CLOCK_BOOTTIME, and the boot they were read in (gputui.clock): its
+    # duration never follows a wall-clock step. Rows without them are measured on the wall clock.
+    4: (
+        "ALTER TABLE attempts ADD COLUMN started_boot REAL",
+        "ALTER TABLE attempts ADD COLUMN ended_boot REAL",
+        "ALTER TABLE attempts ADD COLUMN boot_id TEXT",
+    ),
 }
 
 
@@ -40,7 +47,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     command TEXT NOT NULL, log_path TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
     exit_code INTEGER, reason TEXT, waiter_pid INTEGER, waiter_start INTEGER, worker_pid INTEGER,
     worker_start INTEGER, cgroup TEXT, cleared_at REAL, gpu_seconds REAL, peak_memory INTEGER,
-    gpus_simulated INTEGER,
+    gpus_simulated INTEGER, started_boot REAL, ended_boot REAL, boot_id TEXT,
     PRIMARY KEY (task_id, number)
 );
 CREATE TABLE IF NOT EXISTS events (

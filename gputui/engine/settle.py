@@ -19,7 +19,7 @@ class Ended:
 
     number: int
     exit_code: int | None  # None: unknown (see `lost`)
-    ended_at: float
+    ended_at: float  # a clock.Stamp where known: the store records its CLOCK_BOOTTIME too
     output: str | None  # the task's output path, if it has one
     output_exists: bool
     manifest_error: str | None  # why its done-manifest could not be written

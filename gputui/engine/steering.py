@@ -7,6 +7,7 @@ import heapq
 import time
 from collections.abc import Mapping
 
+from gputui import clock
 from gputui.engine import alerts
 from gputui.engine.attempt import WAITING, Live
 from gputui.engine.control import ControlError
@@ -51,6 +52,18 @@ class Steering:
                     self.store.finish_control(c.id, ok, result)
                 for line in result.splitlines():
                     self.out.info(line)
+
+    def _retry_wait(self, t: TaskRecord) -> float:
+        """Seconds until a retrying task is due, on the monotonic clock. Its next_try_at is a wall time (the
+        app shows it), read once as the delay it leaves, so a step of the wall clock neither starts the retry
+        early nor holds it back; a delay read after a restart is at most [retry].backoff_max_s."""
+        if t.status != Status.RETRYING or t.next_try_at is None:
+            return 0.0
+        seen = self._retry_due.get(t.id)
+        if seen is None or seen[0] != t.next_try_at:
+            delay = min(max(0.0, t.next_try_at - time.time()), self.job.retry.backoff_max_s)
+            seen = self._retry_due[t.id] = (t.next_try_at, time.monotonic() + delay)
+        return max(0.0, seen[1] - time.monotonic())
 
     def _start_now(self, task_ids: list[str]) -> tuple[bool, str]:
         """Put waiting tasks first in line; they start as soon as resources allow."""
@@ -98,9 +111,9 @@ class Steering:
 
     def _observe(self, gpus: list[GpuSnapshot]) -> None:
         """Each GPU sample: the running attempts' GPU time and memory, idle GPUs, ghost memory."""
-        now = time.time()
+        now = time.monotonic()  # the watches' intervals; GPU time is measured by clock stamps
         running = [live for live in self.live.values() if live.handle is None]  # launched, not just recorded
-        self.meter.sample(gpus, [(live.key, live.gpus, live.processes()) for live in running], now)
+        self.meter.sample(gpus, [(live.key, live.gpus, live.processes()) for live in running], clock.now())
         findings: list[Finding] = []
         if self.idle is not None:
             busy = [(live.key, live.gpus) for live in running if self.tasks[live.task_id].status == Status.RUNNING]

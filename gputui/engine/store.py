@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gputui.clock import Stamp
 from gputui.engine.records import AttemptRecord
 from gputui.engine.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from gputui.engine.state_file import (
@@ -169,16 +170,26 @@ class Store:
     def start_attempt(
         self, task_id: str, number: int, gpus: Sequence[int], command: Sequence[str], log_path: str, now: float
     ) -> None:
+        """`now`: a clock.Stamp records the start on CLOCK_BOOTTIME too; a plain float (a start known only
+        by its wall time, as rebuilt from a journal) is measured on the wall clock."""
+        boot, boot_id = getattr(now, "boot", None), getattr(now, "boot_id", None)
         self._db.execute(
-            "INSERT INTO attempts(task_id, number, status, gpus, command, log_path, started_at) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (task_id, number, Status.RUNNING, ",".join(map(str, gpus)), json.dumps(list(command)), log_path, now),
+            "INSERT INTO attempts(task_id, number, status, gpus, command, log_path, started_at, started_boot, "
+            "boot_id) VALUES (?,?,?,?,?,?,?,?,?)",
+            (task_id, number, Status.RUNNING, ",".join(map(str, gpus)), json.dumps(list(command)), log_path)
+            + (float(now), boot, boot_id),
         )
 
     def update_attempt(self, task_id: str, number: int, **fields) -> None:
-        cols = ", ".join(f"{k}=?" for k in fields)
+        """An `ended_at` that is a clock.Stamp of the boot the attempt started in records its CLOCK_BOOTTIME
+        too (ended_boot); any other end is measured on the wall clock."""
+        cols, values = [f"{k}=?" for k in fields], list(fields.values())
+        if "ended_at" in fields:
+            end = fields["ended_at"]
+            cols.append("ended_boot = CASE WHEN boot_id = ? THEN ? END")
+            values += [getattr(end, "boot_id", None), getattr(end, "boot", None)]
         self._db.execute(
-            f"UPDATE attempts SET {cols} WHERE task_id=? AND number=?", (*fields.values(), task_id, number)
+            f"UPDATE attempts SET {', '.join(cols)} WHERE task_id=? AND number=?", (*values, task_id, number)
         )
 
     def attempts(self, task_id: str | None = None) -> list[AttemptRecord]:
@@ -277,6 +288,7 @@ def _ref(pid: int | None, start: int | None) -> ProcessRef | None:
 
 
 def _attempt(r: sqlite3.Row) -> AttemptRecord:
+    boot_id, ended = _get(r, "boot_id"), r["ended_at"]
     return AttemptRecord(
         task_id=r["task_id"],
         number=r["number"],
@@ -284,8 +296,8 @@ def _attempt(r: sqlite3.Row) -> AttemptRecord:
         gpus=_gpus(r["gpus"]),
         command=tuple(json.loads(r["command"])),
         log_path=r["log_path"],
-        started_at=r["started_at"],
-        ended_at=r["ended_at"],
+        started_at=Stamp(r["started_at"], _get(r, "started_boot"), boot_id),
+        ended_at=None if ended is None else Stamp(ended, _get(r, "ended_boot"), boot_id),
         exit_code=r["exit_code"],
         reason=r["reason"],
         waiter=_ref(r["waiter_pid"], r["waiter_start"]),

@@ -1,12 +1,14 @@
 """The attempts journal: what every worker's waiter saw, appended as it happened, read by anyone.
 
     start <task> <attempt> <waiter pid> <waiter start> <worker pid> <worker start> <cgroup or ->
-    exit  <task> <attempt> <status> <ended_at> <leftovers>
+    exit  <task> <attempt> <status> <ended_at> <leftovers> [<boottime> <boot id>]
     clear <task> <attempt> <at> <ended>
 
 `status` is the worker's exit code, or minus the signal that killed it; `leftovers` counts the task's
 processes still alive when its worker ended (a daemon it left behind); `clear` says they are all gone,
-so its GPUs may be given to another task. Times are epoch seconds, start times clock ticks.
+so its GPUs may be given to another task. Times are epoch seconds, start times clock ticks; an `exit`
+also carries CLOCK_BOOTTIME and the boot's id (see gputui.clock: durations never follow a wall-clock
+step), which older records lack and older readers ignore.
 
 Each record is one O_APPEND write of a short line ending in a CRC-32 of the rest, so records from
 many waiters never interleave, and a torn, truncated or damaged line is recognised and ignored instead
@@ -22,6 +24,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from gputui import clock
 from gputui.executors.ownership import ProcessRef
 
 
@@ -33,7 +36,7 @@ class AttemptEnds:
     worker: ProcessRef | None = None
     cgroup: str | None = None
     exit_code: int | None = None
-    ended_at: float | None = None
+    ended_at: float | None = None  # a clock.Stamp where the record carries CLOCK_BOOTTIME
     leftovers: int = 0
     cleared_at: float | None = None
 
@@ -53,6 +56,13 @@ class AttemptEnds:
 def line(*fields: object) -> bytes:
     body = " ".join(map(str, fields))
     return f"{body} #{zlib.crc32(body.encode()):08x}\n".encode()
+
+
+def exit_fields(code: int, leftovers: int) -> tuple[object, ...]:
+    """The fields of an `exit` record after its task and attempt, stamped now."""
+    at = clock.now()
+    boot = () if at.boot is None else (f"{at.boot:.3f}", at.boot_id)
+    return (code, f"{at:.3f}", leftovers, *boot)
 
 
 def append(fd: int, *fields: object) -> bytes:
@@ -83,7 +93,9 @@ def parse(text: str, into: dict[tuple[str, int], AttemptEnds]) -> tuple[str, int
             ends.cgroup = None if parts[7] == "-" else parts[7]
         elif kind == "exit":
             ends = into.setdefault(key, AttemptEnds())
-            ends.exit_code, ends.ended_at, ends.leftovers = int(parts[3]), float(parts[4]), int(parts[5])
+            boot, boot_id = (float(parts[6]), parts[7]) if len(parts) >= 8 else (None, None)
+            ends.exit_code, ends.leftovers = int(parts[3]), int(parts[5])
+            ends.ended_at = clock.Stamp(float(parts[4]), boot, boot_id)
         elif kind == "clear":
             into.setdefault(key, AttemptEnds()).cleared_at = float(parts[3])
         else:

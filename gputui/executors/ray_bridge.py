@@ -425,7 +425,7 @@ class Bridge:
         if answer.get("why"):
             with contextlib.suppress(OSError), open(req["log"], "a") as log:
                 log.write(f"gputui: {answer['why']}\n")
-        recorder.record("exit", *key, answer["exit"], f"{time.time():.3f}", 0, copy=True)
+        recorder.record("exit", *key, *journal.exit_fields(answer["exit"], 0), copy=True)
         recorder.release()
 
     def _gone(self, conn: socket.socket) -> None:

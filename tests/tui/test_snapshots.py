@@ -38,7 +38,7 @@ def _fixed_host(monkeypatch):
         "gputui.tui.refresh.host_line", lambda: "CPU 12% of 16 · mem 31.2/125.8 GiB · swap 0.0/8.0 GiB · load 0.52"
     )
     clock = SimpleNamespace(time=lambda: NOW, monotonic=time.monotonic)
-    for module in ("gputui.views.runview", "gputui.tui.widgets.run_header"):
+    for module in ("gputui.views.runview", "gputui.clock"):  # gputui.clock: clock.now() is NOW (no boot stamp)
         monkeypatch.setattr(f"{module}.time", clock)
 
 

@@ -93,3 +93,29 @@ def test_simulated_gpus_give_the_memory_the_simulation_attributes_marked_simulat
         "peak_memory": 10 * GIB,
         "gpus_simulated": 1,
     }
+
+
+def test_gpu_seconds_are_measured_on_boottime_not_on_a_wall_clock_that_steps():
+    """The attempt's launch and samples are clock stamps: +2 h, then back to -1 h, of the wall clock
+    meanwhile add nothing and take nothing away; a stamp of another boot falls back to the wall clock."""
+    from gputui.clock import Stamp
+
+    boot = "6b1f9c1e-0000-4000-8000-000000000001"
+    meter = Meter(simulated=False)
+    meter.start(("shard-0", 1), 2, started_at=Stamp(1000.0, 50.0, boot))
+    meter.sample([], [(("shard-0", 1), (0, 1), AttemptProcesses(None, None, None))], Stamp(8206.0, 56.0, boot))
+    assert meter.due(now=10.0)[("shard-0", 1)]["gpu_seconds"] == 12.0  # 6 s x 2 GPUs, not 2 h
+    assert meter.finish(("shard-0", 1), ended_at=Stamp(1000.0 - 3576, 74.0, boot))["gpu_seconds"] == 48.0
+    meter.start(("shard-1", 1), 1, started_at=Stamp(1000.0, 50.0, boot))
+    other_boot = Stamp(1030.0, 3.0, "6b1f9c1e-0000-4000-8000-000000000002")  # rebooted: wall clock
+    assert meter.finish(("shard-1", 1), ended_at=other_boot)["gpu_seconds"] == 30.0
+    meter.start(("shard-2", 1), 1, started_at=Stamp(1000.0, 50.0, boot))
+    assert meter.finish(("shard-2", 1), ended_at=Stamp(900.0, 1.0, "another"))["gpu_seconds"] == 0.0  # never < 0
+
+
+def test_written_figures_keep_coming_when_the_clock_given_to_due_goes_back():
+    meter = Meter(simulated=False)
+    meter.start(("shard-0", 1), 1, started_at=1000.0)
+    assert meter.due(now=5000.0)
+    meter.finish(("shard-0", 1), ended_at=1010.0)
+    assert meter.due(now=1400.0)  # not held back until the clock is back at 5005

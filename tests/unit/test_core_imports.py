@@ -39,6 +39,8 @@ LAYERS = {  # imports run one way, down the flow: a module imports only from its
     "gpus": 0,  # a leaf: probed by the engine here, and by the executors' runner on a cluster's nodes
     "hooks": 0,
     "atomic": 0,
+    "text_safety": 0,  # pure: what any layer may show of a worker's text
+    "clock": 0,  # step-free stamps: intervals any layer measures
 }
 
 

@@ -403,3 +403,87 @@ def test_may_retry():
     oom = Break("cuda_oom", "CUDA out of memory")
     assert not may_retry(HealthSpec(), nan) and may_retry(HealthSpec(retry_deterministic=True), nan)
     assert may_retry(HealthSpec(), oom)
+
+
+# --------------------------------------------------------------------------------------------------
+# The clock the scheduler applies the rules with: a step of the wall clock is not silence
+
+
+class _Clocks:
+    """time.time, time.monotonic and CLOCK_BOOTTIME as the test sets them: `step` moves the wall clock alone
+    (an NTP step, a VM resumed, `date -s`), `tick` lets real time pass on all three."""
+
+    def __init__(self, monkeypatch):
+        import time
+
+        from gputui import clock
+
+        self.wall, self.mono, self.boot = 1.8e9, 5000.0, 5000.0
+        monkeypatch.setattr(time, "time", lambda: self.wall)
+        monkeypatch.setattr(time, "monotonic", lambda: self.mono)
+        monkeypatch.setattr(clock, "boottime", lambda: self.boot)
+
+    def step(self, seconds: float) -> None:
+        self.wall += seconds
+
+    def tick(self, seconds: float) -> None:
+        self.wall, self.mono, self.boot = self.wall + seconds, self.mono + seconds, self.boot + seconds
+
+
+def _scheduler(tmp_path, spec: HealthSpec):
+    """What Settling._check_health reads of a scheduler, around one attempt launched now and running."""
+    from types import SimpleNamespace
+
+    from gputui import clock
+    from gputui.engine.attempt import Live
+    from gputui.engine.rundir import RunPaths
+    from gputui.engine.settling import Settling
+    from gputui.jobs.tasks import Status
+
+    class Host(Settling):
+        def _pairs(self, tasks):
+            return []
+
+    host = Host()
+    host.job = SimpleNamespace(health=spec, stop_grace_s=1.0)
+    host.paths = RunPaths(tmp_path)
+    host.tasks = {"t": SimpleNamespace(status=Status.RUNNING)}
+    host.events, host.stops, host._unsynced = [], [], []
+    host.store = SimpleNamespace(add_event=lambda kind, message, task_id=None: host.events.append((kind, message)))
+    host.out = SimpleNamespace(info=lambda text: None)
+    host.controller = SimpleNamespace(signal_trees=lambda pairs, sig: {})
+    log = tmp_path / "t.attempt1.log"
+    log.write_text("")
+    host.live = {"t": Live("t", 1, (), "t", str(log), clock.now())}
+    host._watch(host.live["t"])
+    return host, log
+
+
+def test_a_step_of_the_wall_clock_does_not_fire_the_hang_rule(tmp_path, monkeypatch):
+    clocks = _Clocks(monkeypatch)
+    host, log = _scheduler(tmp_path, HealthSpec(no_output_s=30))
+    for step, jump in ((1, 0), (2, 7200), (3, 0), (4, -10800), (5, 0)):  # +2 h, then back to -1 h
+        clocks.step(jump)
+        host._check_health()  # the scheduler looks every second: between a step and the next line too
+        clocks.tick(2)
+        with log.open("a") as f:
+            f.write(f"step {step} loss={1 / step:.3f}\n")
+        host._check_health()
+    clocks.tick(20)  # 20 s of real silence: under no_output_s
+    host._check_health()
+    assert host.events == [] and host.live["t"].health_break is None  # nor did 2 h of its window pass
+
+
+def test_a_real_silence_of_no_output_s_fires_the_hang_rule_whatever_the_wall_clock(tmp_path, monkeypatch):
+    clocks = _Clocks(monkeypatch)
+    host, log = _scheduler(tmp_path, HealthSpec(no_output_s=30))
+    log.write_text("step 1 loss=1.0\n")
+    host._check_health()
+    clocks.step(-3600)  # the wall clock going back must not hide the silence either
+    clocks.tick(29)
+    host._check_health()
+    assert host.events == []
+    clocks.tick(2)
+    host._check_health()
+    (kind, message), = host.events
+    assert kind == "health" and "no log line or event for 31 s after step 1" in message

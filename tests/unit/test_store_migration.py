@@ -82,8 +82,9 @@ def test_opening_a_schema_2_run_to_change_it_upgrades_it_and_keeps_everything(tm
     path = tmp_path / "state.db"
     _v2_database(path)
     store = Store.open(path)
-    assert store.meta("schema_version") == SCHEMA_VERSION == 4
+    assert store.meta("schema_version") == SCHEMA_VERSION == 5
     assert {"gpu_seconds", "peak_memory", "gpus_simulated"} <= _columns(path)
+    assert {"started_boot", "ended_boot", "boot_id"} <= _columns(path)  # schema 5: durations on CLOCK_BOOTTIME
     assert store.meta("scheduler_id") == "sched-v2" and [t.status for t in store.tasks()] == ["done", "pending"]
     assert [(t.kind, t.after, t.rank) for t in store.tasks()] == [("shard", (), None)] * 2  # job kinds: schema 4
     assert store.attempt("shard-0", 1).gpu_seconds is None  # not measured by the gputui that ran it

@@ -3,7 +3,6 @@ a job name or path with brackets shows as written; each line is cut, never wrapp
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from rich.text import Text
@@ -11,7 +10,9 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
+from gputui.clock import now as clock_now
 from gputui.jobs.tasks import Status
+from gputui.text_safety import visible
 from gputui.tui.widgets.job_rows import clock
 from gputui.views.runview import PlannedRun, RunSnapshot, outlook
 
@@ -126,6 +127,15 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     return Text(line, no_wrap=True, overflow="ellipsis", end="")
 
 
+def _shown(line: Text) -> Text:
+    """A copy of `line` with any control character made visible: a job name, an error or a reason that
+    holds an escape sequence must not retitle or clear the terminal (its styling is lost only then)."""
+    shown = visible(line.plain)
+    if shown == line.plain:
+        return line.copy()
+    return Text(shown, style=line.style, no_wrap=True, overflow="ellipsis", end="")
+
+
 class RunHeader(Widget):
     """Two lines, each drawn only when its text changes: a refresh that changes nothing, or the clock
     ticking on line 2, costs at most one line's repaint."""
@@ -156,7 +166,7 @@ class RunHeader(Widget):
         if self._note is not None:
             second = self._note
         elif self._run is not None:
-            second = progress_text(self._run, time.time(), self.content_size.width or 1000)
+            second = progress_text(self._run, clock_now(), self.content_size.width or 1000)
         else:
             second = Text("")
         for y, line in enumerate((self._first, second)):
@@ -178,7 +188,7 @@ class RunHeader(Widget):
             return Strip.blank(width, base)
         strip = self._strips[y]
         if strip is None or strip.cell_length != width:
-            line = self._lines[y].copy()
+            line = _shown(self._lines[y])
             line.truncate(width, overflow="ellipsis")
             strip = Strip(list(line.render(self.app.console)), line.cell_len).crop_extend(0, width, None)
             self._strips[y] = strip = strip.apply_style(base)
