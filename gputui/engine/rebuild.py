@@ -86,13 +86,28 @@ def from_journal(store: Store, paths: RunPaths, scheduler_id: str) -> str:
         store.update_attempt(task_id, number, **fields)
         latest[task_id] = max(latest.get(task_id, 0), number)
     # A worker whose start record never reached the journal still carries its task's tag: record it as
-    # running, so it is watched until it ends and its shard is never launched beside it.
+    # running, so it is watched until it ends and its shard is never launched beside it. Where this run
+    # gave its attempts cgroups, a tagged process outside the attempt's own cgroup carries copied tags.
+    cgroups = any(ends.cgroup for ends in journal.values())
+    copied = 0
     for task_id, refs in ownership.find_tagged(scheduler_id, list(tasks)).items():
-        numbers = {int(n) for r in refs if (n := ownership.tags(r.pid)[2]) and n.isdigit()}
-        for number in numbers - {n for (t, n) in journal if t == task_id}:
+        known = {n for (t, n) in journal if t == task_id}
+        for ref in refs:
+            n = ownership.tags(ref.pid)[2]
+            if not (n and n.isdigit()) or int(n) in known:
+                continue
+            number, cgroup = int(n), ownership.cgroup_of(ref.pid)
+            if cgroup is None or Path(cgroup).parts[-2:] != (f"gputui-{scheduler_id}", f"{task_id}.{number}"):
+                cgroup = None
+                if cgroups:
+                    copied += 1
+                    continue
             store.start_attempt(task_id, number, (), (), str(paths.log(task_id, number)), time.time())
+            store.update_attempt(task_id, number, cgroup=cgroup)
+            known.add(number)
             latest[task_id] = max(latest.get(task_id, 0), number)
             unfinished += 1
+    foreign = f"; {copied} process(es) outside this run's cgroups carry copied tags: not its own" if copied else ""
     for task_id, number in latest.items():
         attempt = store.attempt(task_id, number)
         running = attempt is not None and attempt.ended_at is None
@@ -102,7 +117,7 @@ def from_journal(store: Store, paths: RunPaths, scheduler_id: str) -> str:
     return (
         f"rebuilt the run's state from {paths.journal.name}: {len(journal)} attempt(s) of {len(latest)} task(s), "
         f"{unfinished} not known to have ended (re-adopted if still running); done shards are recognised by "
-        f"their done-manifests"
+        f"their done-manifests{foreign}"
     )
 
 

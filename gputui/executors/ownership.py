@@ -172,13 +172,27 @@ def cgroup_pids(cgroup: str) -> set[int] | None:
     return pids
 
 
-def _under_cgroup2_mount(path: str) -> bool:
+def _cgroup2_mounts() -> list[str]:
     try:
         with open("/proc/self/mounts") as f:
-            mounts = [parts[1] for parts in map(str.split, f) if len(parts) > 2 and parts[2] == "cgroup2"]
+            return [parts[1] for parts in map(str.split, f) if len(parts) > 2 and parts[2] == "cgroup2"]
     except OSError:
-        return False
-    return any(path.startswith(mount.rstrip("/") + "/") for mount in mounts)
+        return []
+
+
+def _under_cgroup2_mount(path: str) -> bool:
+    return any(path.startswith(mount.rstrip("/") + "/") for mount in _cgroup2_mounts())
+
+
+def cgroup_of(pid: int) -> str | None:
+    """The cgroup v2 folder a process is in (absolute, under the cgroup2 mount), or None if unknown."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            inside = next((line[3:].strip() for line in f if line.startswith("0::")), None)
+    except OSError:
+        return None
+    mounts = _cgroup2_mounts()
+    return None if inside is None or not mounts else str(Path(mounts[0]) / inside.lstrip("/"))
 
 
 def cgroup_members(cgroup: str | None) -> list[ProcessRef]:

@@ -227,3 +227,34 @@ def test_copied_tags_outside_a_dead_attempts_cgroup_neither_hold_its_gpus_nor_ge
     assert f"pid {decoy.pid}" in r.stdout and "copied" in r.stdout  # said once, as what it is
     assert decoy.poll() is None and proc_state(decoy.pid) != psutil.STATUS_STOPPED
     assert {t["status"] for t in _status(make_job.run_dir).values()} == {"done"}
+
+
+def test_a_rebuilt_state_does_not_take_copied_tags_of_an_unknown_attempt_for_its_own(make_job, reaper, tmp_path):
+    """The same stranger, tagged with an attempt number the journal never saw, and the state lost: the rebuild
+    records a tagged process it cannot place only if it is in that attempt's cgroup of this run (a worker
+    whose start record was lost is); outside it, the tags were copied, so nothing waits for it."""
+    from tests.integration.test_reliability import _cgroups_usable
+
+    if not _cgroups_usable():
+        pytest.skip("cgroup v2 with cgroup.kill is not writable here")
+    job = make_job(ids=20, num_workers=2, gpus_per_worker=2, max_parallel=2, sleep=2.0, stop_grace_s=1)
+    sched = gputui_bg("run", "--jobs", job, "--simulate", "2", log=tmp_path / "first.log")
+    reaper.append(sched)
+    worker = wait_for(lambda: make_job.running().get("shard-0"), what="shard-0's worker")
+    for proc in [sched, *psutil.Process(sched.pid).children()]:
+        proc.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    scheduler_id = json.loads((make_job.run_dir / "run.json").read_text())["scheduler_id"]
+    tags = {"GPUTUI_SCHEDULER_ID": scheduler_id, "GPUTUI_TASK_ID": "shard-0", "GPUTUI_ATTEMPT": "7"}
+    decoy = subprocess.Popen(["sleep", "600"], env=tags, start_new_session=True)
+    reaper.append(decoy)
+    wait_for(lambda: gone(worker), what="shard-0's worker to end")
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (make_job.run_dir / name).unlink(missing_ok=True)
+
+    r = gputui("run", "--jobs", job, "--simulate", "2", timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rebuilt the run's state" in r.stdout and "1 process(es) outside this run's cgroups" in r.stdout
+    assert decoy.poll() is None and proc_state(decoy.pid) != psutil.STATUS_STOPPED
+    statuses = _status(make_job.run_dir)
+    assert {t["status"] for t in statuses.values()} == {"done"} and statuses["shard-0"]["attempts"] < 7
