@@ -14,6 +14,7 @@ import datetime as _dt
 import decimal
 import errno
 import json
+import math
 import os
 import tempfile
 from typing import Any
@@ -195,7 +196,32 @@ def atomic_write_json(
 
 
 def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
-    return json.dumps(obj, indent=indent, default=json_default, ensure_ascii=False)
+    """Strict JSON (RFC 8259): a number that is not finite (a NaN loss) is written as null, never as the bare
+    `NaN` or `Infinity` that strict parsers refuse. Checked by the encoder itself (`allow_nan=False`), so
+    the common case costs nothing more; only an object that holds one is walked and encoded again."""
+    try:
+        return json.dumps(obj, indent=indent, default=json_default, ensure_ascii=False, allow_nan=False)
+    except ValueError as e:
+        if "Out of range float" not in str(e):
+            raise
+    return json.dumps(
+        finite_or_null(obj), indent=indent, default=_finite_default, ensure_ascii=False, allow_nan=False
+    )
+
+
+def finite_or_null(o: Any) -> Any:
+    """`o` with every float that is not finite replaced by None (in dicts, lists and tuples)."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: finite_or_null(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [finite_or_null(v) for v in o]
+    return o
+
+
+def _finite_default(o: Any) -> Any:
+    return finite_or_null(json_default(o))
 
 
 def json_default(o: Any) -> Any:

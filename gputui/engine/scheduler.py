@@ -122,7 +122,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         )
         self._alerts_due: list[dict] = []  # raised by this turn's settles: sent once it is committed
         self._settled: list[str] = []  # tasks this turn settled: handed to on_settled once it is committed
-        self._said_ends: set[tuple[str, int]] = set()  # attempts whose settle was said (see settling.py)
+        self._said_ends: set[tuple[str, int]] = set()  # settles said in turns not committed yet (settling.py)
         self._unsynced: list[Path] = []  # signals written, not fsynced yet (see signals.py)
         self._synced_at = time.monotonic()
         self.idle = IdleWatch(job.alerts.idle_minutes) if job.alerts.idle_minutes and self.probe else None
@@ -229,6 +229,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             self._unapplied = lines  # applied again once the state can be written
             return
         self._trouble_clear()
+        self._said_ends.clear()  # committed: none of its settles is done again
         self.meter.keep(live.key for live in self.live.values())  # attempts whose end is committed: done
         self._send_alerts()
         for spec, live in launches:  # committed: now start them

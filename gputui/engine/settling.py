@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+from gputui import clock
 from gputui.engine.attempt import Live
 from gputui.engine.control import Stop
 from gputui.engine.failures import LOST_LOCALLY, LOST_ON_RAY, read_tail
@@ -46,6 +47,22 @@ def _number(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+class _Silent:
+    """The Output of a settle done again: what it says was said the first time."""
+
+    def __init__(self, show_output: bool):
+        self.show_output = show_output
+
+    def info(self, text: str) -> None:
+        pass
+
+    def worker_lines(self, label: str, lines) -> None:
+        pass
+
+    def progress(self, counts, elapsed: float) -> None:
+        pass
 
 
 class Settling:
@@ -98,7 +115,18 @@ class Settling:
         return None
 
     def _settle(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
-        """Record how an attempt ended; its GPUs stay reserved while any process of it is left."""
+        """Record how an attempt ended; its GPUs stay reserved while any process of it is left. Said once:
+        a turn that cannot be committed (a full disk) is done again, as often as it takes, in silence."""
+        out = self.out
+        if live.key in self._said_ends:
+            self.out = _Silent(out.show_output)
+        self._said_ends.add(live.key)
+        try:
+            self._record_end(live, ends, manifest_error)
+        finally:
+            self.out = out
+
+    def _record_end(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         self.live.pop(live.task_id, None)
         self._settle_task(live, ends, manifest_error)
         if self.job.executor.kind == "slurm" and ends.exit_code in (None, -signal.SIGKILL):
@@ -124,6 +152,7 @@ class Settling:
 
     def _cancel_slurm_job(self, live: Live) -> None:
         try:
+            slurm.forbid(self.paths.root, live.task_id, live.number)  # holds even if the controller is away
             job = slurm.attempt_file(self.paths.root, live.task_id, live.number, "job").read_text().strip()
             if job and slurm.ours(job, self.scheduler_id) is not None:
                 refused = slurm.control("cancel", job)
@@ -145,7 +174,7 @@ class Settling:
         ended = Ended(
             number=live.number,
             exit_code=code,
-            ended_at=ends.ended_at or time.time(),
+            ended_at=ends.ended_at or clock.now(),
             output=output,
             output_exists=bool(output) and Path(output).exists(),
             manifest_error=manifest_error,
@@ -177,7 +206,7 @@ class Settling:
         if d.event:
             self.store.add_event(*d.event, task.id)
         if d.outcome == "done":
-            self.out.info(f"done {task.id} {live.label} in {ended.ended_at - live.started_at:.1f}s")
+            self.out.info(f"done {task.id} {live.label} in {clock.between(live.started_at, ended.ended_at):.1f}s")
         elif d.say:
             self.out.info(d.say)
         self._alert_failure(live, d.outcome, d.failure, d.attempt.get("reason") or "")
@@ -192,8 +221,9 @@ class Settling:
                     step=live.watch.watch.last_step if live.watch is not None else None,
                     loss=values.get(self.job.health.metric if self.job.health else "loss"),
                     exit_code=code,
-                    duration=ended.ended_at - live.started_at,
+                    duration=clock.between(live.started_at, ended.ended_at),
                     reason=d.attempt.get("reason"),
+                    stopped_by=None if live.health_break is None else f"health: {live.health_break.rule}",
                 )
             )
         if d.outcome not in ("closed", "requeued"):
@@ -249,12 +279,14 @@ class Settling:
     def _watch(self, live: Live) -> None:
         if self.job.health is not None:
             events = self.paths.events(live.task_id, live.number)
-            live.watch = AttemptWatch(self.job.health, events, live.log_path, live.started_at)
+            started = time.monotonic() - clock.since(live.started_at)  # the health rules' clock: monotonic
+            live.watch = AttemptWatch(self.job.health, events, live.log_path, started)
 
     def _check_health(self) -> None:
         """The [health] rules over every running attempt's new events and log lines; a break stops the
-        attempt's whole tree, and its settle records the rule and the evidence."""
-        now = time.time()
+        attempt's whole tree, and its settle records the rule and the evidence. Timed on the monotonic
+        clock: a step of the wall clock is not silence."""
+        now = time.monotonic()
         for live in list(self.live.values()):
             if live.watch is None or live.health_break is not None or live.handle is not None:
                 continue

@@ -4,7 +4,12 @@ file under two names (a hard link): the marker appears once the facts are whole,
 new file, not two. Written atomically; made durable (fsync) by the scheduler in batches, every few seconds and
 at its end, not one by one: a turn that settles a task never waits on the disk for it, and on a journaled
 filesystem each fsync is a journal commit that also holds up every file being created meanwhile (the
-workers' logs)."""
+workers' logs).
+
+The twins are strict JSON: a number that is not finite (a NaN or infinite loss) is written as null, since
+strict parsers refuse a bare `NaN`. A task stopped by a [health] rule has `stopped_by` ("health: nan") and
+the rule's evidence in `reason` ("health check: loss=nan at step 5 (nan)"); its `exit_code` is the one
+recorded, 0 for a trainer that exits cleanly when told to stop (Lightning), so `status` is what to read."""
 
 from __future__ import annotations
 
@@ -12,16 +17,18 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from gputui.atomic import atomic_link, atomic_write_json, fsync_dir, fsync_file
+from gputui.atomic import atomic_link, atomic_write_json, finite_or_null, fsync_dir, fsync_file
 from gputui.engine.rundir import RunPaths
+
+FACTS = ("step", "loss", "exit_code", "duration", "reason", "stopped_by")
 
 
 def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts) -> Path:
-    """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason (None if unknown).
-    `durable=False`: not fsynced yet; the file written, for `make_durable` later."""
+    """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason, stopped_by (None if
+    unknown or not so). `durable=False`: not fsynced yet; the file written, for `make_durable` later."""
     twin = {"task_id": task_id, "status": status, "time": time.time()}
-    for key in ("step", "loss", "exit_code", "duration", "reason"):
-        twin[key] = facts.get(key)
+    for key in FACTS:
+        twin[key] = finite_or_null(facts.get(key))
     marker = paths.signals / f"{task_id}.{status}"
     twin_path = marker.with_name(marker.name + ".json")
     atomic_write_json(twin_path, twin, fsync=durable, fsync_folder=False, indent=None)  # makes a missing folder

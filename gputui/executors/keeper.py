@@ -10,6 +10,10 @@ scheduler together) loses no exit status; a scheduler whose keeper died starts a
 needs a waiter. The keeper is a child subreaper too: if a waiter is killed, its worker becomes the
 keeper's child, and the keeper records its end instead (it knows the worker from the journal's start
 record). It exits once the scheduler has closed its end and no such orphan is left.
+
+Each waiter lends the keeper the read end of its worker's output pipe at each launch (waiter.py), so if
+the waiter is killed its worker does not die of SIGPIPE at its next print: the keeper copies the output
+on into the attempt's log (what the waiter had read and not yet written, at most one chunk, is lost).
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import select
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
+from gputui.atomic import open_append
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership
 from gputui.executors.cgroup import CgroupHome
-from gputui.executors.journal import JournalReader, exits_copy, line
+from gputui.executors.journal import JournalReader, exit_fields, exits_copy, line
+from gputui.executors.log_writer import LogPipe, borrow
 from gputui.executors.waiter import Waiter, become_subreaper
 
 
@@ -49,6 +54,9 @@ class Keeper:
         self.orphans: dict[int, tuple[str, int] | None] = {}  # workers of killed waiters: pid -> attempt
         self.starts = JournalReader(journal_path)
         self.cgroup_of: dict[tuple[str, int], str | None] = {}
+        self.lenders: dict[socket.socket, int] = {}  # each waiter's socket lending its workers' output pipes
+        self.lent: dict[int, tuple[int, str]] = {}  # waiter pid -> its worker's output pipe (read end), its log
+        self.copying: list[LogPipe] = []  # outputs of killed waiters' workers, copied on by the keeper
 
     def run(self) -> None:
         become_subreaper()
@@ -57,12 +65,17 @@ class Keeper:
         signal.set_wakeup_fd(wake_me, warn_on_full_buffer=False)  # a child's end wakes select() at once
         listening = True
         while listening or self.orphans or self.waiters:  # busy waiters may be killed yet
-            ready = select.select([self.requests, woken] if listening else [woken], [], [], 1.0)[0]
+            watched = [woken, *self.lenders, *(p.fd for p in self.copying)]
+            ready = select.select([*watched, self.requests] if listening else watched, [], [], 1.0)[0]
             with contextlib.suppress(OSError):
                 os.read(woken, 4096)
+            self.take_lent([s for s in ready if s in self.lenders])
             self.reap()
             if self.requests in ready:
                 listening = self.serve_request()
+        for pipe in self.copying:  # no process of ours is left: what still writes there is not ours
+            pipe.drain()
+            pipe.close()
         if self.home is not None:
             self.home.close()
 
@@ -86,19 +99,73 @@ class Keeper:
 
     def fork_waiter(self) -> tuple[socket.socket, int]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        lender, lending = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
-        if pid == 0:  # the waiter: keep only its own channel, the journal and the wake pipe
+        if pid == 0:  # the waiter: keep only its own channel, the journal, the wake pipe and its lending socket
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 ours.close()
+                lender.close()
                 self.requests.close()
-                Waiter(theirs, self.journal, self.exits, self.wake, self.home).serve()
+                for other in self.lenders:
+                    other.close()
+                for fd in [fd for fd, _ in self.lent.values()] + [p.fd for p in self.copying]:
+                    os.close(fd)
+                for p in self.copying:
+                    os.close(p.writer.fd)
+                Waiter(theirs, self.journal, self.exits, self.wake, self.home, lending).serve()
             finally:
                 os._exit(0)
         theirs.close()
+        lending.close()
+        self.lenders[lender] = pid
         self.waiters.add(pid)
         return ours, pid
+
+    def take_lent(self, lenders: list[socket.socket]) -> None:
+        """Output pipes lent by waiters (the last one of each is kept); a waiter gone (its socket ended), its
+        last worker's output is copied on from here, for as long as some process of that task writes to it."""
+        for sock in lenders:
+            pid = self.lenders[sock]
+            while True:
+                try:
+                    msg, fds = borrow(sock)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    msg, fds = b"", []
+                if msg and fds:
+                    old = self.lent.pop(pid, None)
+                    if old is not None:
+                        os.close(old[0])
+                    self.lent[pid] = (fds[0], msg.decode())
+                    continue
+                for fd in fds:
+                    os.close(fd)
+                if msg:
+                    continue
+                del self.lenders[sock]  # the waiter is gone
+                sock.close()
+                lent = self.lent.pop(pid, None)
+                if lent is not None:
+                    self.adopt(*lent)
+                break
+        self.copy()
+
+    def adopt(self, out: int, log: str) -> None:
+        try:
+            into = open_append(log)
+        except OSError:
+            into = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        self.copying.append(LogPipe(out, into))
+
+    def copy(self) -> None:
+        for pipe in self.copying:
+            pipe.drain()
+        for pipe in [p for p in self.copying if not p.open]:
+            self.copying.remove(pipe)
+            pipe.close()
 
     def reap(self) -> None:
         """Collect ended children: waiters (they end when their scheduler is gone, or when killed) and
@@ -122,9 +189,10 @@ class Keeper:
             self.waiters.discard(pid)
             key = self.orphans.pop(pid, None)
             if key is not None:  # a leftover of such a worker is only collected
+                self.take_lent(select.select(list(self.lenders), [], [], 0)[0])  # its log whole before its exit
                 cg = self.cgroup_of.get(key)
                 left = len(cgroups.members(cg)) if cg else len(self.orphans)  # the scheduler ends them
-                data = line("exit", *key, os.waitstatus_to_exitcode(status), f"{time.time():.3f}", left)
+                data = line("exit", *key, *exit_fields(os.waitstatus_to_exitcode(status), left))
                 for fd in (self.exits, self.journal, self.wake):
                     with contextlib.suppress(OSError):
                         os.write(fd, data)

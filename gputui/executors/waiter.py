@@ -1,6 +1,8 @@
 """The waiter: the parent of one worker at a time, and the witness of how it ended.
 
     scheduler ──request──► waiter (child subreaper) ──posix_spawn──► worker (own process group, own cgroup)
+                              │  ◄──────── its stdout and stderr: a pipe ─────────┘
+                              ├──► the attempt's log (log_writer.py: a full disk drops lines, not the worker)
                               └──► journal (+ its copy of exits) + the scheduler's wake pipe
 
 A waiter outlives the scheduler and the keeper (it ignores the terminal's signals and holds its own
@@ -8,6 +10,12 @@ copies of every file it writes to), so a worker's exit status is recorded whoeve
 Being a child subreaper, it inherits every orphan of its task (a double-forked daemon included): when
 the worker ends, whatever of the task is still alive is ended (SIGTERM, grace, SIGKILL, or
 `cgroup.kill`) before `clear` is recorded and the task's GPU reservations are let go.
+
+The worker's output reaches its log through the waiter, never straight from the worker: a full disk
+fails a write of the waiter's (it drops lines, and says how many), not the worker's print. The keeper holds
+the pipe's read end too (lent to it at each launch), so a killed waiter's worker does not die of SIGPIPE:
+the keeper copies its output on. Only if the waiter and its keeper are both killed does the worker's next
+write fail (EPIPE, or SIGPIPE) -- the case in which its exit status is lost anyway.
 
 Waiters are forked by the keeper and reused by the scheduler for attempt after attempt (it sends the
 next request once the last attempt is cleared), so a task costs one posix_spawn, as with `xargs -P`.
@@ -21,6 +29,7 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -29,7 +38,8 @@ import time
 from gputui.atomic import open_append
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership, slurm_task
-from gputui.executors.journal import line
+from gputui.executors.journal import exit_fields, line
+from gputui.executors.log_writer import NAP_S, SMALL, LogPipe, LogWriter, lend
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 _PR_SET_CHILD_SUBREAPER = 36
@@ -38,9 +48,16 @@ RETRY_WRITE_S = 1.0  # a full disk: try the journal again this often; the record
 
 class Waiter:
     def __init__(
-        self, channel: socket.socket, journal: int, exits: int, wake: int, home: cgroups.CgroupHome | None
+        self,
+        channel: socket.socket,
+        journal: int,
+        exits: int,
+        wake: int,
+        home: cgroups.CgroupHome | None,
+        keeper: socket.socket | None = None,
     ):
         self.channel = channel
+        self.keeper = keeper  # where each output pipe's read end is lent (see the module's docstring)
         self.journal = journal
         self.exits = exits
         self.wake = wake
@@ -48,6 +65,7 @@ class Waiter:
         self.base_env = dict(os.environ)
         self.me = ownership.ProcessRef(os.getpid(), ownership.start_of(os.getpid()) or 0)
         self.unwritten: list[tuple[int, bytes]] = []  # records not yet on disk (a full disk), by descriptor
+        self.unsaid: list[LogWriter] = []  # logs that must still say how many lines a full disk cost
 
     def serve(self) -> None:
         become_subreaper()
@@ -76,6 +94,14 @@ class Waiter:
             _complain(f"cannot open {req['log']}: {e}")
             self.record_exit(task, n, 127, 0)
             return
+        try:
+            out, into = os.pipe2(os.O_CLOEXEC)  # the worker's stdout and stderr
+        except OSError as e:
+            os.close(log)
+            _complain(f"cannot make a pipe for {task}: {e}")
+            self.record_exit(task, n, 127, 0)
+            return
+        self.lend(out, req["log"])
         for fd in held:  # GPU reservations: held as long as any process of the task holds them
             os.set_inheritable(fd, True)
 
@@ -83,15 +109,15 @@ class Waiter:
 
         def spawn() -> int:
             if standin:
-                return self.fork_standin(argv, req["env"], log)
+                return self.fork_standin(argv, req["env"], into)
             return os.posix_spawn(
                 argv[0],
                 argv,
                 self.base_env | req["env"],
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, log, 1),
-                    (os.POSIX_SPAWN_DUP2, log, 2),
+                    (os.POSIX_SPAWN_DUP2, into, 1),
+                    (os.POSIX_SPAWN_DUP2, into, 2),
                 ],
                 setpgroup=0,
                 setsigdef=_DEFAULT_SIGNALS,  # ignored signals would stay ignored across exec
@@ -105,21 +131,70 @@ class Waiter:
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
+            for fd in (out, log):
+                os.close(fd)
             self.record_exit(task, n, 127, 0)
             return
         finally:
-            os.close(log)
-        for fd in held:
-            os.set_inheritable(fd, False)
+            os.close(into)
+            for fd in held:
+                os.set_inheritable(fd, False)
+        pipe = LogPipe(out, log)
         self.record("start", task, n, self.me.pid, self.me.start, pid, ownership.start_of(pid) or 0, cg or "-")
-        _, status = os.waitpid(pid, 0)  # no WUNTRACED: paused is not ended
+        status = self.wait_copying(pid, pipe)
+        pipe.drain()  # all the worker wrote is in the pipe: the log is whole before its exit is recorded
         left = self.leftovers(cg)
+        if not left:
+            self.close_log(pipe)
         self.record_exit(task, n, os.waitstatus_to_exitcode(status), left)
         if left:
-            ended = self.end_leftovers(cg, float(req.get("grace", 10.0)))
+            ended = self.end_leftovers(cg, float(req.get("grace", 10.0)), pipe)
+            pipe.drain()
+            self.close_log(pipe)
             self.record("clear", task, n, f"{time.time():.3f}", ended, copy=True)
         if cg:
             cgroups.remove(cg)
+
+    def lend(self, out: int, log: str) -> None:
+        """The keeper gets the output pipe's read end too: it copies on if this waiter is killed. Never
+        waited for (a stopped keeper delays no launch); without it, a killed waiter's worker dies of EPIPE."""
+        if self.keeper is None:
+            return
+        try:
+            lend(self.keeper, out, log)
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):
+                self.keeper = None  # the keeper is gone
+
+    def wait_copying(self, pid: int, pipe: LogPipe) -> int:
+        """Wait for the worker to end (not to stop: paused is not ended), copying its output meanwhile."""
+        try:
+            ended = os.pidfd_open(pid)
+        except (OSError, AttributeError):  # before Linux 5.3: look every 0.1 s
+            ended = None
+        poll = select.poll()
+        poll.register(pipe.fd, select.POLLIN)
+        if ended is not None:
+            poll.register(ended, select.POLLIN)
+        try:
+            while True:
+                ready = poll.poll(None if ended is not None else 100)
+                if pipe.open:
+                    if 0 < pipe.drain() < SMALL:
+                        time.sleep(NAP_S)  # let a trickle of lines gather
+                    if not pipe.open:  # its output closed; the worker may still run
+                        poll.unregister(pipe.fd)
+                if ended is None or any(fd == ended for fd, _ in ready):
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        return status
+        finally:
+            if ended is not None:
+                os.close(ended)
+
+    def close_log(self, pipe: LogPipe) -> None:
+        if not pipe.close():
+            self.unsaid.append(pipe.writer)
 
     def fork_standin(self, argv: list[str], env: dict[str, str], log: int) -> int:
         """A Slurm attempt's stand-in runs code this process has loaded: forked, not exec'd, it starts in a
@@ -157,7 +232,7 @@ class Waiter:
             return 0
         return max(len(cgroups.members(cg)) if cg else 0, len(self.children()))
 
-    def end_leftovers(self, cg: str | None, grace: float) -> int:
+    def end_leftovers(self, cg: str | None, grace: float, pipe: LogPipe | None = None) -> int:
         """SIGTERM what is left, SIGKILL it after `grace`; returns how many were ended. Orphans of
         what is killed become our children, and are ended in the next round."""
         ended: set[ownership.ProcessRef] = set()
@@ -176,7 +251,7 @@ class Waiter:
                 if ownership.send(ref, sig) and sig == signal.SIGTERM:
                     ownership.send(ref, signal.SIGCONT)
                 ended.add(ref)
-            time.sleep(0.05)
+            _copy_for(pipe, 0.05)
 
     def children(self) -> list[int]:
         return ownership.children_of(self.me.pid)
@@ -194,7 +269,7 @@ class Waiter:
 
     # -- records -------------------------------------------------------------------------------
     def record_exit(self, task: str, n: int, code: int, left: int) -> None:
-        self.record("exit", task, n, code, f"{time.time():.3f}", left, copy=True)
+        self.record("exit", task, n, *exit_fields(code, left), copy=True)
 
     def record(self, *fields: object, copy: bool = False) -> None:
         """To the journal (and first to its copy of exits, `copy`), then to the scheduler if it listens."""
@@ -216,12 +291,30 @@ class Waiter:
             self.unwritten.append((fd, data))
 
     def flush(self) -> None:
-        while self.unwritten:
+        """Whatever a full disk held back: logs first (a settle reads the log), then the records."""
+        while self.unwritten or self.unsaid:
+            self.unsaid = [w for w in self.unsaid if not _said(w)]
             pending, self.unwritten = self.unwritten, []
             for fd, data in pending:
                 self.write(fd, data)
-            if self.unwritten:
+            if self.unwritten or self.unsaid:
                 time.sleep(RETRY_WRITE_S)
+
+
+def _said(writer: LogWriter) -> bool:
+    if writer.finish():
+        os.close(writer.fd)
+        return True
+    return False
+
+
+def _copy_for(pipe: LogPipe | None, seconds: float) -> None:
+    """Sleep `seconds`, copying the output of what is left of the task meanwhile."""
+    deadline = time.monotonic() + seconds
+    while pipe is not None and pipe.open and (left := deadline - time.monotonic()) > 0:
+        select.select([pipe.fd], [], [], left)
+        pipe.drain()
+    time.sleep(max(0.0, deadline - time.monotonic()))
 
 
 def become_subreaper() -> None:

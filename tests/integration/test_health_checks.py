@@ -137,3 +137,30 @@ def test_the_health_sample_stops_the_exploding_trial_and_ranks_the_other(tmp_pat
     assert reason.startswith("health check: loss=") and ("(explode)" in reason or "(nan)" in reason), reason
     assert attempts == 1  # deterministic: not retried although [retry] allows 2
     assert "health check: loss=" in (run_dir / "report.md").read_text()
+
+
+HOOKED = textwrap.dedent(
+    """
+    import signal, sys, time
+    from gputui import hooks
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # as Lightning: told to stop, it ends cleanly
+    for step in range(1, 400):
+        hooks.log_metrics(step, loss=1.0 / step if step < 4 else float("nan"))
+        time.sleep(0.1)
+    """
+)
+
+
+def test_a_task_stopped_for_a_nan_loss_says_so_in_strict_json_though_it_exited_0(tmp_path):
+    job(tmp_path, "nan", "window_s = 60")
+    (tmp_path / "worker.py").write_text(HOOKED)
+    r = gputui("run", "--jobs", tmp_path / "job.toml", timeout=90)
+    assert r.returncode == 1, r.stdout + r.stderr
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    text = (tmp_path / "runs" / "h" / "signals" / "train.failed.json").read_text()
+    failed = json.loads(text, parse_constant=refuse)  # strict: a bare NaN is refused
+    assert failed["status"] == "failed" and failed["exit_code"] == 0 and failed["stopped_by"] == "health: nan"
+    assert failed["loss"] is None and "loss=nan at step 4" in failed["reason"]

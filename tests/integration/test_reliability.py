@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -98,6 +99,8 @@ def test_a_killed_waiters_worker_is_recorded_by_the_keeper_and_not_run_again(mak
     assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
     assert _starts(make_job) == Counter({"shard-0": 1, "shard-1": 1})
     assert {t["attempts"] for t in _status(make_job.run_dir).values()} == {1}
+    # Its output pipe outlived its reader: the keeper copied on what it printed after (no SIGPIPE).
+    assert "finish [0, 10)" in (make_job.run_dir / "logs" / "shard-0.attempt1.log").read_text()
 
 
 # -- 2. leftovers hold GPUs ------------------------------------------------------------------------
@@ -266,6 +269,83 @@ def test_full_disk_stops_new_launches_keeps_workers_and_goes_on_when_there_is_ro
     # A worker that itself hit the full disk failed and was retried; none finished twice.
     finishes = Counter(e["task"] for e in make_job.events() if e["event"] == "finish")
     assert len(finishes) == 8 and set(finishes.values()) == {1}
+
+
+FLOOD = """
+import os, sys, time
+out, failing = sys.argv[1], os.environ["GPUTUI_TASK_ID"] == "shard-3" and os.environ["GPUTUI_ATTEMPT"] == "1"
+lines = 20_000 if os.environ["GPUTUI_ATTEMPT"] == "1" else 10
+for i in range(lines):
+    print(f"line {i:05d} " + "." * 98)  # 110 bytes
+sys.stdout.flush()
+time.sleep(1)
+with open(out, "w") as f:
+    f.write("data_id\\n")
+open(out + ".ended", "w").close()
+sys.exit(3 if failing else 0)
+"""
+
+
+def test_workers_flooding_a_full_disk_with_output_keep_running_and_each_end_is_said_once(tmp_path, reaper):
+    """Their output is a pipe: the waiter drops the lines the disk refuses (the log says how many), the
+    workers never see the full disk. Each settle is said once, however often its commit is tried again."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here to fill up: {r.stderr.strip()}")
+    try:
+        (tmp_path / "flood.py").write_text(FLOOD)
+        (tmp_path / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(4)))
+        job = tmp_path / "job.toml"
+        job.write_text(f"""
+[job]
+name = "flood"
+command = "{sys.executable} flood.py {{output}}"
+[shards]
+input = "ids.csv"
+num_workers = 4
+[resources]
+gpus_per_worker = 0
+max_parallel = 4
+[retry]
+max_attempts = 2
+backoff_s = 0.5
+[outputs]
+dir = "{tmp_path / "out"}"
+pattern = "out_{{low}}_{{high}}.csv"
+""")
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (1 << 20))  # freed once the disk is full: room again
+        log = tmp_path / "sched.log"
+        sched = gputui_bg("run", "--jobs", job, "--run-dir", disk / "run", "--quiet", log=log)
+        reaper.append(sched)
+        ended = lambda: len(list((tmp_path / "out").glob("*.ended")))  # noqa: E731
+        wait_for(lambda: ended() == 4 and "is full" in log.read_text(), timeout=60, what="four workers ended")
+        time.sleep(3)  # the scheduler tries its turn again, and again
+        filler.unlink()
+        assert sched.wait(90) == 0, log.read_text()
+        said = log.read_text()
+        for i in range(3):
+            assert said.count(f"done shard-{i} ") == 1, said
+        assert said.count("FAILED shard-3 ") == 1 and said.count("done shard-3 ") == 1, said
+        db = sqlite3.connect(disk / "run" / "state.db")
+        rows = db.execute("SELECT task_id, number, exit_code FROM attempts ORDER BY task_id, number").fetchall()
+        db.close()
+        assert rows == [(f"shard-{i}", 1, 0) for i in range(3)] + [("shard-3", 1, 3), ("shard-3", 2, 0)]
+        dropped = 0
+        for i in range(4):
+            text = (disk / "run" / "logs" / f"shard-{i}.attempt1.log").read_text()
+            counts = [int(n) for n in re.findall(r"^gputui: (\d+) lines? dropped: disk full$", text, re.M)]
+            whole = len(re.findall(r"^line \d{5} \.{98}$", text, re.M))
+            # A line the disk cut (its head written) counts as dropped: whole if only its newline was cut.
+            assert 0 <= whole + sum(counts) - 20_000 <= len(counts), (i, whole, counts)
+            dropped += sum(counts)
+        assert dropped > 20_000  # the disk refused more than a worker's worth
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 # -- 7. wrong replies ------------------------------------------------------------------------------

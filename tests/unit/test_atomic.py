@@ -111,3 +111,20 @@ def test_a_second_name_replaces_what_was_there_and_shares_the_file(tmp_path):
     atomic.atomic_link(facts, marker)
     assert json.loads(marker.read_text()) == {"status": "done", "again": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.done", "t.done.json"]
+
+
+def _strict(text: str):
+    """Parse as strict JSON (RFC 8259): Python's json would take NaN and Infinity."""
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_numbers_that_are_not_finite_are_written_as_null_strict_json(tmp_path):
+    obj = {"loss": float("nan"), "up": [1.5, float("inf")], "pair": (2, float("-inf")), "np": np.float32("nan")}
+    atomic_write_json(tmp_path / "s.json", obj)
+    expected = {"loss": None, "up": [1.5, None], "pair": [2, None], "np": None}
+    assert _strict((tmp_path / "s.json").read_text()) == expected
+    assert atomic.dumps_json({"ok": 0.25}, indent=None) == '{"ok": 0.25}'
