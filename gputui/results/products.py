@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable
 
-from gputui.atomic import atomic_write_text, json_default
+from gputui.atomic import atomic_write_text, dumps_json
 from gputui.engine.rundir import RunPaths
 from gputui.engine.store import Store
 from gputui.engine.worker_events import read_all
@@ -110,5 +109,5 @@ def write_trial_results(store: Store, paths: RunPaths, metric: str) -> None:
         out.writerow({k: "" if v is None else v for k, v in {**row, **row["params"]}.items()})
     paths.results.mkdir(parents=True, exist_ok=True)
     atomic_write_text(paths.results / "results.csv", buf.getvalue())
-    lines = "".join(json.dumps(row, default=json_default) + "\n" for row in rows)
+    lines = "".join(dumps_json(row, indent=None) + "\n" for row in rows)  # strict: a NaN param is null
     atomic_write_text(paths.results / "results.jsonl", lines)
