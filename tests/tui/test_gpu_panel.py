@@ -197,7 +197,7 @@ async def test_more_gpus_than_lines_scroll_and_the_grid_takes_focus() -> None:
         assert grid.region.height == 4 and grid.can_focus, "the keyboard can reach GPUs 4-7"
         grid.focus()
         await pilot.press("end")
-        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()  # the scroll is animated
         assert grid.scroll_y == grid.max_scroll_y > 0
 
 

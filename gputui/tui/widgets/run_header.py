@@ -174,6 +174,9 @@ class RunHeader(Widget):
                 self._lines[y], self._strips[y] = line, None
                 self.refresh(Region(0, y, self.size.width, 1))
 
+    def on_resize(self) -> None:
+        self.tick()  # the progress line's wording fits the width: one shown before layout assumed 1000 columns
+
     def render(self) -> Text:
         """Both lines as text (what the header says)."""
         return Text("\n", end="").join(self._lines)
