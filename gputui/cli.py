@@ -8,10 +8,9 @@ import json
 import os
 import sqlite3
 import sys
-import time
 from pathlib import Path
 
-from gputui import __version__
+from gputui import __version__, clock
 from gputui.jobs.tasks import Status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -273,9 +272,11 @@ def _cmd_status(args) -> int:
         all_done = all(t.status == Status.DONE for t in tasks)
         code = EXIT_OK if all_done else EXIT_FAILED
         if args.json:
+            from gputui.atomic import dumps_json
+
             last = latest_attempts(attempts)
             print(
-                json.dumps(
+                dumps_json(  # strict JSON: a NaN metric is null
                     {
                         "run_dir": str(paths.root),
                         "job": meta.get("job_name"),
@@ -287,7 +288,6 @@ def _cmd_status(args) -> int:
                         "tasks": [_task_json(t, last.get(t.id)) for t in tasks],
                     },
                     indent=2,
-                    default=str,
                 )
             )
             return code
@@ -301,14 +301,14 @@ def _cmd_status(args) -> int:
         console.print(f"[b]{meta.get('job_name')}[/b]  scheduler {meta.get('scheduler_id', '')[:8]} ({who})")
         console.print(str(paths.root), style="dim", soft_wrap=True, markup=False, highlight=False)
         metric = (meta.get("sweep") or {}).get("metric")
-        console.print(status_table(tasks, attempts, now=time.time(), metric=metric))
+        now = clock.now()
+        placed = _on_slurm(paths.root, meta, tasks, attempts)
+        console.print(status_table(tasks, attempts, now=now, metric=metric, placed=placed))
         for line in log_lines(tasks, attempts):  # whole, however narrow the terminal: to be copied
             console.print(line, soft_wrap=True, markup=False, highlight=False)
-        started = [t.started_at for t in tasks if t.started_at]
-        ended = [t.ended_at or time.time() for t in tasks if t.started_at]
-        console.print(
-            progress_line(Counter(t.status for t in tasks), (max(ended) - min(started)) if started else 0.0)
-        )
+        first = min((a.started_at for a in attempts), default=None)  # to the last end: never negative
+        spent = max((clock.between(first, a.started_at) + a.elapsed(now) for a in attempts), default=0.0)
+        console.print(progress_line(Counter(t.status for t in tasks), spent))
         totals = _gpu_totals(tasks)
         if totals["gpu_seconds"]:
             sim = " (SIMULATED GPUs: memory as simulated, not measured)" if totals["gpus_simulated"] else ""
@@ -323,11 +323,24 @@ def _cmd_status(args) -> int:
         store.close()
 
 
+def _on_slurm(run_dir: Path, meta: dict, tasks, attempts) -> dict[str, str]:
+    """Where each live task's Slurm job runs (`node:GPUs`), or that it is queued and Slurm's word on it."""
+    if meta.get("executor") != "slurm":
+        return {}
+    from gputui.executors import slurm
+    from gputui.views.status_view import latest_attempts
+
+    last = latest_attempts(attempts)
+    live = [t for t in tasks if t.status in Status.LIVE and t.id in last]
+    return {t.id: slurm.shown(run_dir, t.id, last[t.id].number) for t in live}
+
+
 def _task_json(t, last) -> dict:
     """A task as `status --json` shows it: its record, its range, its latest attempt's log, its GPU figures."""
     return t.__dict__ | {
         "range": [t.low, t.high],
         "log_path": None if last is None else last.log_path,
+        "duration": None if last is None or last.duration is None else round(last.duration, 3),  # latest attempt
         "gpu_hours": None if t.gpu_seconds is None else round(t.gpu_seconds / 3600, 2),
         "peak_memory_gib": None if t.peak_memory is None else round(t.peak_memory / 2**30, 2),
     }
@@ -356,7 +369,10 @@ def _console():
             self.quiet = True
             raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
-    return PipeConsole()
+    console = PipeConsole()
+    if not console.is_terminal:  # piped or redirected: whole lines, never wrapped at 80 columns mid-word
+        console.width = 1 << 20
+    return console
 
 
 def _cmd_plan(args) -> int:

@@ -110,7 +110,11 @@ def slurm_node(gpus: int = 4, cpus: int = 8) -> Iterator[dict[str, str]]:
         _wait_idle(full)
         yield env
     finally:
-        subprocess.run(["scancel", "--full", "--user=root"], env=full, capture_output=True, timeout=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(["scancel", "--full", "--user=root"], env=full, capture_output=True, timeout=30)
+        for i, daemon in enumerate(DAEMONS[1 : len(pids)], 1):  # a test may have started one again
+            with contextlib.suppress(OSError, ValueError):
+                pids[i] = int((d / f"{daemon}.pid").read_text())
         for pid in reversed(pids):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -121,7 +125,74 @@ def slurm_node(gpus: int = 4, cpus: int = 8) -> Iterator[dict[str, str]]:
                 except ProcessLookupError:
                     break
                 time.sleep(0.05)
+        _kill(d, ("slurmctld", "slurmd", "slurmstepd"))  # one that outlived SIGTERM, steps left by a test
         shutil.rmtree(d, ignore_errors=True)
+
+
+def kill_controller(env: dict[str, str]) -> None:
+    """SIGKILL slurmctld, as a crash would: it saves no state on the way out."""
+    pid = int((Path(env["SLURM_CONF"]).parent / "slurmctld.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def start_controller(env: dict[str, str]) -> None:
+    """Start slurmctld again with the same configuration: it recovers the jobs from its saved state."""
+    d = Path(env["SLURM_CONF"]).parent
+    pid_file = d / "slurmctld.pid"
+    pid_file.unlink(missing_ok=True)
+    binary = shutil.which("slurmctld") or "/usr/sbin/slurmctld"
+    subprocess.run([binary, "-f", env["SLURM_CONF"]], check=True, capture_output=True, env=os.environ | env)
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        time.sleep(0.05)
+    for _ in range(300):
+        r = subprocess.run(["sinfo", "-h", "-o", "%T"], env=os.environ | env, capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"slurmctld did not answer after its restart: {r.stderr}")
+
+
+def _kill(d: Path, names: tuple[str, ...]) -> None:
+    """SIGKILL this cluster's daemons of these names, found by their working directory (its folder): other
+    tests' clusters may run on this machine."""
+    import psutil
+
+    for p in psutil.process_iter(["name", "cwd"]):
+        if p.info["name"] in names and (p.info["cwd"] or "").startswith(str(d)):
+            with contextlib.suppress(psutil.Error):
+                p.kill()  # its ports are free once it dies, reaped or not
+
+
+def restart_node(env: dict[str, str]) -> None:
+    """SIGKILL the node's slurmd and its jobs' steps and start slurmd again, as a node that reboots would."""
+    d = Path(env["SLURM_CONF"]).parent
+    _kill(d, ("slurmd", "slurmstepd"))
+    (d / "slurmd.pid").unlink(missing_ok=True)
+    binary = shutil.which("slurmd") or "/usr/sbin/slurmd"
+    subprocess.run([binary, "-f", env["SLURM_CONF"], "-N", "localhost"], check=True, capture_output=True,
+                   env=os.environ | env, timeout=30)  # fmt: skip
+
+
+def restore_state(env: dict[str, str], saved: Path) -> None:
+    """Put a copy of the controller's saved state back (slurmctld stopped), as a controller whose last save
+    predates what it did afterwards would find it; the nodes' states are left as they are now."""
+    state = Path(env["SLURM_CONF"]).parent / "state"
+    for p in saved.iterdir():
+        if p.name.startswith("node_state"):
+            continue
+        if p.is_dir():
+            shutil.rmtree(state / p.name, ignore_errors=True)
+            shutil.copytree(p, state / p.name)
+        else:
+            shutil.copy2(p, state / p.name)
 
 
 def _wait_idle(env: dict[str, str]) -> None:

@@ -386,12 +386,12 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         stop = Stop(self.controller, self._pairs([self.tasks[i] for i in self.live]), grace)
         stop.begin()
         deadline = time.monotonic() + self.job.stop_grace_s + 10.0
-        tell_at, told = time.monotonic() + self.job.stop_grace_s, ""
+        tell_at, told = time.monotonic() + 1.0, ""
         while self.live and (on_slurm or time.monotonic() < deadline) and not self.leave_requested:
-            if on_slurm and time.monotonic() >= tell_at:  # what it waits for, once the grace is over
+            if on_slurm and time.monotonic() >= tell_at:  # what it waits for: the controller, or a long time
                 tell_at = time.monotonic() + 1.0
                 line = slurm.waiting_line(self.paths.root, [live.key for live in self.live.values()])
-                if line != told:
+                if line != told and ("controller" in line or time.monotonic() > deadline - 5.0):
                     self.out.info(told := line)
             stop.step()
             news: dict[tuple[str, int], AttemptEnds] = {}

@@ -8,15 +8,21 @@ Each submission's elements (one per attempt) are written to `slurm/batch-<n>.jso
 which the nodes share (as they share the logs); the runner on the node writes the attempt's `started`
 and `exit` files there, because Slurm's accounting, which would know the exit status, is often off.
 Every job carries the scheduler's UUID in its comment, and nothing is cancelled, held or suspended
-unless squeue shows that comment on it.
+unless squeue shows that comment on it. Jobs are submitted with --no-requeue, and the runner refuses to
+run an attempt whose start or end is already recorded: a controller that restarts from state saved
+before the job started would otherwise start it again. What squeue last said of a job (held, a node
+drained, the controller not answering) is kept by its stand-in in the attempt's `squeue` file, for
+`gputui status` and the app.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ SUBMIT_WINDOW = 512  # attempts submitted at once when [resources].max_parallel 
 FILES = ("started", "exit", "signals")  # per attempt, in slurm/: what the runner on the node writes and reads
 TIMEOUT_S = 60.0  # a busy slurmctld answers slowly; one that does not answer in a minute is down
 NOT_STARTED = 75  # a stand-in's exit: Slurm dropped the job before it ran (a dependency failed): run it again
+_ORDINARY = ("", "None", "Priority", "Resources")  # why a job pends, when there is nothing worth a word
 
 
 class SlurmUnavailable(RuntimeError):
@@ -41,7 +48,8 @@ def folder(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def attempt_file(run_dir: str | os.PathLike[str], task_id: str, number: int, what: str) -> Path:
-    """The attempt's `job` (its Slurm job id, written at submission), `started`, `exit` or `signals` file."""
+    """The attempt's `job` (its Slurm job id, written at submission), `started`, `exit`, `signals` or `squeue`
+    (what its stand-in last heard from Slurm) file."""
     return folder(run_dir) / f"{task_id}.attempt{number}.{what}"
 
 
@@ -61,17 +69,96 @@ def started(run_dir: str | os.PathLike[str], task_id: str, number: int) -> dict 
     return found | {"since": since}
 
 
+def standing(run_dir: str | os.PathLike[str], task_id: str, number: int) -> str:
+    """Slurm's word on a queued attempt's job, as its stand-in last heard it (the `squeue` file): "held
+    (JobHeldAdmin)", "node n1 drained: Duplicate jobid", "Dependency", "the Slurm controller does not answer";
+    "" when there is nothing to say (not asked yet, running, or pending for Priority or Resources)."""
+    try:
+        with open(attempt_file(run_dir, task_id, number, "squeue")) as f:
+            found = json.load(f)
+        job = attempt_file(run_dir, task_id, number, "job").read_text()
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(found, dict) or found.get("job") != job:
+        return ""
+    if found.get("trouble"):
+        return "the Slurm controller does not answer"
+    if found.get("state") != "PENDING":
+        return ""
+    reason, nodes = str(found.get("reason") or ""), str(found.get("nodes") or "")
+    if "held" in reason.lower():
+        return "; ".join(x for x in (f"held ({reason})", nodes) if x)
+    return nodes or ("" if reason in _ORDINARY else reason)  # a drained node says more than ReqNodeNotAvail
+
+
+def shown(run_dir: str | os.PathLike[str], task_id: str, number: int) -> str:
+    """A live attempt as the GPUs columns show it: `node:GPUs` once its job runs, else "queued", with
+    Slurm's word on it where there is one ("queued: held (launch_failed_requeued_held)")."""
+    found = started(run_dir, task_id, number)
+    if found is not None:
+        return f"{found.get('node', '?')}:{found.get('gpus') or '-'}"
+    word = standing(run_dir, task_id, number)
+    return f"queued: {word}" if word else "queued"
+
+
+def forbid(run_dir: str | os.PathLike[str], task_id: str, number: int) -> None:
+    """Ask the attempt's runner to end its tree, or, if its job has not started, to end before the command
+    starts (TERM in the `signals` file): it holds whatever Slurm does later, even with its controller away."""
+    with open(attempt_file(run_dir, task_id, number, "signals"), "a") as f:
+        f.write("TERM\n")
+
+
+def waiting_line(run_dir: str | os.PathLike[str], attempts: list[tuple[str, int]]) -> str:
+    """What a stopping run waits for, for its attempts still on Slurm (their stand-ins cancel them)."""
+    mute = sum(standing(run_dir, t, n) == "the Slurm controller does not answer" for t, n in attempts)
+    rest = len(attempts) - mute
+    what = f"waiting for the Slurm controller to cancel {mute} job(s) (it does not answer)" if mute else ""
+    if rest:
+        what += f"{' and for ' if mute else 'waiting for '}{rest} Slurm job(s) to end"
+    return f"{what}; Ctrl-C again to leave them: they are recorded and the next run finds them"
+
+
+_children: set[subprocess.Popen] = set()  # Slurm commands under way in this process (see `abandon`)
+_abandoned = False
+
+
+def abandon() -> None:
+    """Stop waiting for Slurm in this process: its commands under way are ended (they fail as if Slurm did
+    not answer) and later ones fail at once: a second Ctrl-C while the controller does not answer. Safe in a
+    signal handler: it takes no lock."""
+    global _abandoned
+    _abandoned = True
+    for child in list(_children):
+        with contextlib.suppress(OSError):
+            child.send_signal(signal.SIGKILL)
+
+
 def _run(argv: list[str], what: str) -> str:
     if shutil.which(argv[0]) is None:
         raise SlurmUnavailable(f"Slurm's `{argv[0]}` is not on PATH: install Slurm's client commands here")
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise SlurmUnavailable(f"`{argv[0]}` did not answer in {TIMEOUT_S:g}s ({what})") from None
-    if r.returncode != 0:
-        said = (r.stderr or r.stdout).strip().splitlines()
-        raise SlurmUnavailable(f"{what}: {said[-1] if said else f'`{argv[0]}` exited {r.returncode}'}")
-    return r.stdout
+    if _abandoned:
+        raise SlurmUnavailable(f"{what}: given up on Slurm (Ctrl-C)")
+    with subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        _children.add(child)
+        try:
+            out, err = child.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise SlurmUnavailable(f"`{argv[0]}` did not answer in {TIMEOUT_S:g}s ({what})") from None
+        except BaseException:  # a KeyboardInterrupt: the command must not be waited for
+            child.kill()
+            raise
+        finally:
+            _children.discard(child)
+    if _abandoned:
+        raise SlurmUnavailable(f"{what}: given up on Slurm (Ctrl-C)")
+    if child.returncode != 0:
+        said = (err or out).strip().splitlines()
+        raise SlurmUnavailable(f"{what}: {said[-1] if said else f'`{argv[0]}` exited {child.returncode}'}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -120,6 +207,7 @@ def sbatch_args(
     output = folder(run_dir) / ("job-%A_%a.out" if array else "job-%j.out")  # Slurm's own messages
     args = ["sbatch", "--parsable", f"--job-name=gputui-{name}", f"--comment={comment(scheduler_id)}"]
     args += [f"--chdir={run_dir}", f"--output={output}", "--open-mode=append", "--kill-on-invalid-dep=yes"]
+    args.append("--no-requeue")  # a node lost, a restarted controller: Slurm must not run an attempt twice
     if partition:
         args.append(f"--partition={partition}")
     if gpus:
@@ -163,6 +251,7 @@ class JobState:
     reason: str  # why it pends (Priority, Resources, Dependency, DependencyNeverSatisfied, JobHeldUser...)
     node: str
     comment: str
+    partition: str = ""
 
 
 def job_state(job: str) -> JobState | None:
@@ -170,15 +259,29 @@ def job_state(job: str) -> JobState | None:
     Its fixed-field output, not --json: Slurm 22.05's `squeue --json` ignores `-j` (it lists every job)
     and shows a pending array as one record, with no element to match."""
     try:
-        out = _run(["squeue", "-h", "-j", job, "-o", "%T|%r|%N|%k"], "squeue")
+        out = _run(["squeue", "-h", "-j", job, "-o", "%T|%r|%N|%P|%k"], "squeue")
     except SlurmUnavailable as e:
         if "Invalid job id" in str(e):
             return None
         raise
     for line in out.splitlines():
-        state, reason, node, note = (line.split("|", 3) + ["", "", ""])[:4]
-        return JobState(state, reason, node, note)
+        state, reason, node, partition, note = (line.split("|", 4) + ["", "", "", ""])[:5]
+        return JobState(state, reason, node, note, partition)
     return None
+
+
+def unwell_nodes(partition: str) -> str:
+    """The partition's nodes that are drained, down or failing, with the reason given (`sinfo -R`):
+    "node n1 drained: Duplicate jobid"; "" if none, or if Slurm does not answer."""
+    try:
+        out = _run(["sinfo", "-h", "-R", "-p", partition, "-o", "%N|%T|%E"], "sinfo")
+    except SlurmUnavailable:
+        return ""
+    said = []
+    for line in out.splitlines():
+        nodes, state, why = (line.split("|", 2) + ["", ""])[:3]
+        said.append(f"node {nodes} {state.rstrip('*').lower()}" + (f": {why}" if why.strip() else ""))
+    return "; ".join(said)
 
 
 def ours(job: str, scheduler_id: str) -> JobState | None:

@@ -13,11 +13,15 @@ with the keeper, so a stand-in imports nothing.
 Its exit is read from the attempt's `exit` file, which the runner writes into the run directory (a stat
 every POLL_S); squeue is asked only every SQUEUE_S (a hundred stand-ins must not flood the controller),
 to say in the log when the job waits and why, and to notice a job that left the queue without an end
-recorded (cancelled from outside, a time limit, a node lost). Signals become Slurm's actions, only on
-a job squeue shows with this scheduler's comment: SIGTERM cancels a pending job, or asks the runner to
-end the tree (the signal file), then scancel after the grace; SIGTSTP suspends a running job
-(`scontrol suspend`; where that is refused, the runner stops the tree on its node) or holds a pending
-one; SIGCONT undoes it.
+recorded (cancelled from outside, a time limit, a node lost). What squeue said last (and, for a job
+that pends for a reason out of the ordinary, the partition's drained or down nodes; or that the
+controller does not answer) goes to the attempt's `squeue` file, which `gputui status` and the app show.
+Signals become Slurm's actions, only on a job squeue shows with this scheduler's comment: SIGTERM asks
+the runner to end the tree (the signal file: a job that has not started yet then ends before its
+command starts, whenever Slurm starts it) and cancels a pending job (tried again every SQUEUE_S while
+the controller does not answer), or cancels a running one after the grace; SIGTSTP suspends a running
+job (`scontrol suspend`; where that is refused, the runner stops the tree on its node) or holds a
+pending one; SIGCONT undoes it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from gputui.executors import slurm  # noqa: E402 - found through the path set ab
 
 POLL_S = 0.2
 SQUEUE_S = 10.0
+NODES_S = 60.0  # how often a job pending for an odd reason asks sinfo for the partition's unwell nodes
 LOST = 255  # a failure, retried as one
 
 
@@ -44,6 +49,11 @@ class Attendant:
         self.exit = slurm.attempt_file(run_dir, task, number, "exit")
         self.started = slurm.attempt_file(run_dir, task, number, "started")
         self.signals = slurm.attempt_file(run_dir, task, number, "signals")
+        self.squeue = slurm.attempt_file(run_dir, task, number, "squeue")
+        self.heard: dict = {}  # what the squeue file says now
+        self.nodes, self.nodes_at = "", 0.0  # the partition's unwell nodes, when last asked
+        self.cancel_at: float | None = None  # a cancel the controller did not answer: tried again then
+        self.next_ask = 0.0  # when squeue is asked next
         self.asked: list[int] = []  # signals received, acted on by the loop (not in the handler)
         self.stopping_at: float | None = None
         self.paused_by = ""  # how a pause was done: "suspend", "hold" or "signal"
@@ -55,7 +65,7 @@ class Attendant:
     def attend(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGCONT):
             signal.signal(sig, lambda signum, _frame: self.asked.append(signum))
-        next_ask = time.monotonic() + 1.0
+        self.next_ask = time.monotonic() + 1.0
         last: slurm.JobState | None = None
         while True:
             code = self._read_exit()
@@ -69,20 +79,50 @@ class Attendant:
             if self.stopping_at is not None and now >= self.stopping_at:
                 self._cancel()  # the runner did not end it in its grace (or never will): Slurm does
                 self.stopping_at = float("inf")
-            if now >= next_ask:
-                next_ask = now + SQUEUE_S
+            if self.cancel_at is not None and now >= self.cancel_at:
+                self._cancel()
+            if now >= self.next_ask:  # every second while it stops: a cancelled job is gone at once
+                self.next_ask = now + (SQUEUE_S if self.stopping_at is None else 1.0)
                 try:
                     state = slurm.job_state(self.job)
                 except slurm.SlurmUnavailable as e:
+                    self._hear({"trouble": str(e)})
                     self._tell(f"cannot ask Slurm about job {self.job}: {e}")
                     continue
                 if state is None:
                     return self._gone(last)
                 last = state
+                nodes = self._unwell(state)
+                self._hear({"state": state.state, "reason": state.reason, "nodes": nodes})
                 where = f" on {state.node}" if state.state == "RUNNING" and state.node else ""
                 why = f" ({state.reason})" if state.state == "PENDING" and state.reason not in ("", "None") else ""
+                why += f"; {nodes}" if nodes else ""
                 self._tell(f"Slurm job {self.job}: {state.state.lower()}{where}{why}")
             time.sleep(POLL_S)
+
+    def _unwell(self, state: slurm.JobState) -> str:
+        """The partition's drained or down nodes, for a job that pends for a reason out of the ordinary
+        (ReqNodeNotAvail, launch_failed_requeued_held...); asked of sinfo at most every NODES_S."""
+        if state.state != "PENDING" or state.reason in ("None", "Priority", "Resources") or not state.partition:
+            return ""
+        if state.reason.startswith(("Dependency", "JobHeldUser", "BeginTime")):
+            return ""
+        now = time.monotonic()
+        if now >= self.nodes_at:
+            self.nodes, self.nodes_at = slurm.unwell_nodes(state.partition), now + NODES_S
+        return self.nodes
+
+    def _hear(self, heard: dict) -> None:
+        """Keep what Slurm said of the job (or that it did not answer) in the `squeue` file, if it changed."""
+        if heard == self.heard:
+            return
+        self.heard = heard
+        tmp = self.squeue.with_name(self.squeue.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(heard | {"job": self.job}))
+            os.replace(tmp, self.squeue)
+        except OSError:
+            pass  # only shown: the run goes on without it
 
     def _echo_slurm(self) -> None:
         """Slurm's own word on a job that did not end well (`*** JOB 12 ON node CANCELLED AT ... DUE TO
@@ -120,8 +160,8 @@ class Attendant:
 
     def _gone(self, last: slurm.JobState | None) -> int:
         """The job left the queue: its end, if the runner recorded it (a shared filesystem may show the
-        file a moment late), else why none was recorded."""
-        for _ in range(25):
+        file a moment late), else why none was recorded. One cancelled before it started has none to wait for."""
+        for _ in range(5 if self.stopping_at is not None and not self._ran() else 25):
             code = self._read_exit()
             if code is not None:
                 return code
@@ -146,9 +186,9 @@ class Attendant:
             self._resume()
         elif self.stopping_at is None:
             self.stopping_at = time.monotonic() + self.grace + 5.0
-            if self._ran():
-                self._signal_tree("TERM")  # the runner ends the tree (TERM, then KILL after the grace)
-            else:
+            self.next_ask = min(self.next_ask, time.monotonic() + 1.0)
+            self._signal_tree("TERM")  # the runner ends the tree (TERM, then KILL after the grace), or never
+            if not self._ran():  # starts it, should Slurm start the job before the cancel reaches it
                 self._cancel()
 
     def _pause(self) -> None:
@@ -178,10 +218,21 @@ class Attendant:
                 f": refused ({refused})" if refused else ""))  # fmt: skip
 
     def _cancel(self) -> None:
-        if self._ours() is not None:
+        """scancel the job if squeue shows it as ours; while the controller does not answer, again every
+        SQUEUE_S (the signal file already keeps the command from starting)."""
+        self.cancel_at = None
+        try:
+            ours = slurm.ours(self.job, self.scheduler_id)
+        except slurm.SlurmUnavailable as e:
+            self._hear({"trouble": str(e)})
+            self._tell(f"cannot cancel Slurm job {self.job} yet: {e}; trying again every {SQUEUE_S:g}s")
+            self.cancel_at = time.monotonic() + SQUEUE_S
+            return
+        if ours is not None:
             refused = slurm.control("cancel", self.job)
             if refused:
-                self._tell(f"scancel {self.job}: {refused}")
+                self._tell(f"scancel {self.job}: {refused}; trying again every {SQUEUE_S:g}s")
+                self.cancel_at = time.monotonic() + SQUEUE_S
 
     def _ours(self) -> slurm.JobState | None:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gputui import clock
 from gputui.engine.alerts import AlertReader
 from gputui.engine.failures import read_tail
 from gputui.engine.records import AttemptRecord
@@ -24,6 +25,7 @@ from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
 from gputui.gpus.probe import GpuSnapshot
 from gputui.jobs.kinds import NewTask
+from gputui.jobs.plans import recorded_stages
 from gputui.jobs.tasks import TRIAL, Status, TaskRecord
 from gputui.views.progress import Progress, ProgressTracker
 
@@ -42,13 +44,12 @@ class TaskView:
     # through gputui.hooks: read for running and paused tasks, and for the task the app has selected
     placed: str | None = None  # on a cluster, a live attempt's node and GPUs ("node:0,1"), "" while queued
     placed_node: str = ""  # on Ray, the id of that node (two nodes may share a host name)
+    queued: str = ""  # on Slurm, its word on a queued attempt's job: "held (JobHeldAdmin)", "node n1 drained: ..."
 
     @property
     def elapsed(self) -> float | None:
         a = self.attempt
-        if a is None:
-            return None
-        return (a.ended_at or time.time()) - a.started_at
+        return None if a is None else a.elapsed()
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,10 @@ class RunSnapshot:
         return bool(self.tasks) and all(v.task.status in Status.FINAL for v in self.tasks)
 
     def elapsed(self, now: float) -> float:
-        """Running time at `now`: it moves only while the run is active (scheduler live, work left)."""
+        """Running time at `now` (clock.now(): a step of the wall clock does not move it; see gputui.clock):
+        it moves only while the run is active (scheduler live, work left)."""
         moving = self.scheduler_live and not self.finished
-        return self.active_s + (max(0.0, now - self.taken_at) if moving else 0.0)
+        return self.active_s + (clock.between(self.taken_at, now) if moving else 0.0)
 
     def gpu_holders(self, gpus: Sequence[GpuSnapshot] = ()) -> dict[int, list[str]]:
         """GPU index -> ids of our tasks running (or paused) on it; on a cluster, the index of the panel
@@ -106,18 +108,20 @@ def node_label(host: str, node_id: str) -> str:
 
 def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tuple[float, float]]:
     """When each task was being worked on: its attempts, and the back-off between an attempt that
-    failed and the automatic retry that followed (within `bridge_s`; a later retry by hand is not)."""
+    failed and the automatic retry that followed (within `bridge_s`; a later retry by hand is not). In
+    seconds before `now` (negative), each measured with clock.between: never reversed or hours long
+    because the wall clock stepped."""
     spans = []
     for v in views:
-        previous = None
+        previous, previous_end = None, 0.0
         for a in v.history:
-            end = a.ended_at if a.ended_at is not None else now
-            start = a.started_at
+            start = -clock.between(a.started_at, now)
+            end = max(start, 0.0 if a.ended_at is None else -clock.between(a.ended_at, now))
             retried = previous is not None and previous.status in (Status.FAILED, Status.LOST)
-            if retried and previous.ended_at and 0 <= start - previous.ended_at <= bridge_s:
-                start = previous.ended_at
+            if retried and previous.ended_at and 0 <= start - previous_end <= bridge_s:
+                start = previous_end
             spans.append((start, end))
-            previous = a
+            previous, previous_end = a, end
     return spans
 
 
@@ -276,15 +280,9 @@ def stages_to_come(
 
 def sweep_stages(meta: Mapping) -> tuple[list[tuple[str, int]], int]:
     """A sweep run's stages (name, parameter sets) and top_k, from the plan it recorded; ([], 0) if none."""
-    definition = meta.get("plan_definition")
-    if meta.get("job_kind") != "sweep" or not isinstance(definition, dict):
+    if meta.get("job_kind") != "sweep" or not isinstance(meta.get("plan_definition"), dict):
         return [], 0
-    stages = []
-    for stage in definition.get("stages") or ():
-        if isinstance(stage, dict) and isinstance(stage.get("name"), str):
-            stages.append((stage["name"], len(stage.get("params") or ())))
-    top_k = definition.get("top_k")
-    return stages, top_k if isinstance(top_k, int) else 1
+    return recorded_stages(meta["plan_definition"])
 
 
 @dataclass(frozen=True)
@@ -316,10 +314,9 @@ def planned_run(job, plan) -> PlannedRun:
     tasks = [TaskView(planned_record(t, job.retry.max_attempts), None) for t in plan.tasks]
     to_come, metric = [], None
     if job.kind == "sweep":
-        sweep = job.sweep
-        metric = sweep.metric
+        metric = job.sweep.metric
         first = {t.task.info.get("stage") for t in tasks if t.task.kind == TRIAL}
-        to_come = stages_to_come([(s.name, len(s.params)) for s in sweep.stages], sweep.top_k, first)
+        to_come = stages_to_come(*recorded_stages(plan.definition), first)  # read as a launched run's is
     return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=_runs_on(job.executor))
 
 
@@ -385,7 +382,8 @@ class RunView:
                 progress = self._progress.update(key, tail, paused=paused, reported=reported)
             queued_or_on = executor != "local" and a is not None and t.status in Status.LIVE
             placed, node = self._placed_at(executor, a) if queued_or_on else (None, "")
-            views.append(TaskView(t, a, progress, attempts, metrics, placed, node))
+            said = slurm.standing(self.paths.root, t.id, a.number) if placed == "" and executor == "slurm" else ""
+            views.append(TaskView(t, a, progress, attempts, metrics, placed, node, said))
         self._progress.forget(keys)
         self._placed = {k: v for k, v in self._placed.items() if k in keys}
         if any(len(ids) > 1 for ids in self._node_ids.values()):
@@ -396,10 +394,10 @@ class RunView:
         to_come = stages_to_come(stages, top_k, planned, stopped=bool(meta.get("run_failed")))
         live_logs = {v.attempt.log_path for v in views if v.attempt is not None}
         self._tails = {path: tail for path, tail in self._tails.items() if path in live_logs}
-        now = time.time()
+        now = clock.now()
         spans = attempt_spans(views, now, bridge_s=float(meta.get("backoff_max_s") or 300.0) + 5.0)
         if live and not all(v.task.status in Status.FINAL for v in views):
-            spans.append((max((e for _, e in spans), default=now), now))  # waiting for GPUs or a retry
+            spans.append((max((e for _, e in spans), default=0.0), 0.0))  # waiting for GPUs or a retry
         return RunSnapshot(
             run_dir=self.paths.root,
             job_name=meta.get("job_name", ""),

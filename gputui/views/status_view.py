@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
+from rich.text import Text
 
 from gputui.engine.records import AttemptRecord
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import SHARD, Status, TaskRecord
 from gputui.results.report import took
+from gputui.text_safety import visible
 
 STATUS_STYLE = {
     Status.PENDING: "dim",
@@ -25,10 +27,16 @@ NEEDS_A_LOOK = (Status.FAILED, Status.RETRYING, Status.KILLED, Status.SKIPPED)
 
 
 def status_table(
-    tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord], *, now: float, metric: str | None = None
+    tasks: Sequence[TaskRecord],
+    attempts: Sequence[AttemptRecord],
+    *,
+    now: float,
+    metric: str | None = None,
+    placed: Mapping[str, str] | None = None,
 ) -> Table:
     """One row per task. Log paths are not in it (a narrow cell would break them up): see `log_lines`.
-    `metric`: a sweep's metric, shown with each trial's rank (★: promoted to the next stage)."""
+    `metric`: a sweep's metric, shown with each trial's rank (★: promoted to the next stage). `placed`: the
+    GPUs cell of a task on a cluster (`node:GPUs`, or "queued: held (JobHeldAdmin)" from Slurm's word)."""
     last = latest_attempts(attempts)
     gpu_figures = any(t.gpu_seconds for t in tasks)
     simulated = any(t.gpus_simulated for t in tasks)
@@ -46,13 +54,13 @@ def status_table(
         )
     for t in tasks:
         a = last.get(t.id)
-        duration = "" if a is None else took((a.ended_at or now) - a.started_at)
+        duration = "" if a is None else took(a.elapsed(now))
         cells = [
             t.id,
             t.range_label,
             f"[{STATUS_STYLE.get(t.status, '')}]{t.status}[/]",
             f"{t.attempts}/{t.budget}",
-            ",".join(map(str, t.gpus)) or "-",
+            Text(visible((placed or {}).get(t.id) or ",".join(map(str, t.gpus)) or "-")),
             "" if t.exit_code is None else str(t.exit_code),
             duration,
         ]
@@ -61,7 +69,8 @@ def status_table(
             cells += ["" if t.metric is None else f"{t.metric:.6g}", rank]
         if gpu_figures:
             cells += [gpu_hours_text(t.gpu_seconds), memory_text(t.peak_memory)]
-        table.add_row(*cells, t.reason or t.note or "")
+        # Text, not markup: a worker's reason is shown as written ("[/x]" would stop rich), controls visible.
+        table.add_row(*cells, Text(visible(t.reason or t.note or "")))
     return table
 
 

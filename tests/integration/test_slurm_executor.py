@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -20,9 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gputui.engine.manifests import read_manifest
 from gputui.engine.store import Store
 from gputui.executors import slurm
 from gputui.tui.verbs import kill_target
+from gputui.tui.widgets.job_rows import row_cells
 from gputui.tui.widgets.run_header import progress_text
 from gputui.views.runview import RunView
 from tests import slurm_cluster
@@ -56,6 +59,18 @@ def squeue() -> list[dict]:
 
 def job_of(run_dir: Path, task: str, attempt: int = 1) -> str:
     return slurm.attempt_file(run_dir, task, attempt, "job").read_text()
+
+
+def status_text(run_dir: Path) -> str:
+    """`gputui status` as a wide terminal shows it (no cell folded)."""
+    return gputui("status", "--run-dir", run_dir, env=os.environ | {"COLUMNS": "250"}).stdout
+
+
+def node(state: str, reason: str = "") -> None:
+    """`scontrol update` of the node, as an admin would do it (resume: errors ignored, it may be idle)."""
+    why = [f"reason={reason}"] if reason else []
+    subprocess.run(["scontrol", "update", "nodename=localhost", f"state={state}", *why], check=state != "resume",
+                   capture_output=True)  # fmt: skip
 
 
 def test_shards_run_as_one_job_array_each_on_its_own_gpu(slurm_env, make_job):
@@ -303,6 +318,15 @@ def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env
     wait_for(held, timeout=20, what="the pending job held")
     gputui("resume", "--run-dir", make_job.run_dir, waiting)
     wait_for(lambda: not held(), timeout=20, what="the job released")
+    # Held by an admin, behind gputui's back: `status` and the app's table say so, with Slurm's reason.
+    subprocess.run(["scontrol", "hold", slurm_job], check=True)
+    shown = wait_for(lambda: "queued: held (JobHeldAdmin)" in (said := status_text(make_job.run_dir)) and said,
+                     timeout=30, what="gputui status showing the admin's hold")  # fmt: skip
+    assert f"{running}" in shown and ":0,1,2,3" in shown, shown  # the running one: where it runs
+    view = next(v for v in RunView(make_job.run_dir).snapshot().tasks if v.task.id == waiting)
+    cells = row_cells(view, time.time())
+    assert cells["progress"].startswith("queued: held (JobHeld") and "held (JobHeldAdmin)" in cells["reason"]
+    subprocess.run(["scontrol", "release", slurm_job], check=True)
     r = gputui("kill", "--run-dir", make_job.run_dir, "--all")
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: not [j for j in squeue() if j["comment"].startswith("gputui:")], timeout=60, what="all gone")
@@ -328,3 +352,96 @@ def test_a_task_asking_more_gpus_than_any_node_has_is_refused_before_launch(slur
     assert r.returncode != 0
     assert "gpus_per_worker = 5, but no node of Slurm partition 'gpu' has that many" in r.stderr + r.stdout
     assert not make_job.events(), "nothing was launched"
+
+
+@pytest.mark.parametrize("restarted", ["controller", "controller and node"])
+def test_a_controller_restarted_from_older_state_does_not_run_finished_shards_again(
+    slurm_env, make_job, reaper, tmp_path, restarted
+):
+    """slurmctld SIGKILLed while the shards run; they finish and are settled while it is away; it comes
+    back from state saved before they started (held back here by a drained node, so that state is
+    certain) and starts each shard's job again. On a node that kept the finished jobs' steps, slurmd
+    refuses the duplicates and --no-requeue has Slurm cancel them (it requeued and ran them later before);
+    on a node restarted meanwhile, slurmd runs them and the runner refuses. Either way every command ran
+    once, and no output changed after its manifest."""
+    state = Path(slurm_env["SLURM_CONF"]).parent / "state"
+    node("drain", "maintenance by the test")
+    try:
+        job = make_job(extra=ON_SLURM, ids=8, num_workers=4, gpus_per_worker=1, max_parallel=4, sleep=2)
+        sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+        reaper.append(sched)
+        jobs = make_job.run_dir / "slurm"
+        wait_for(lambda: len(list(jobs.glob("*.attempt1.job"))) == 4, timeout=60, what="4 shards submitted")
+        submitted = max(p.stat().st_mtime for p in jobs.glob("*.attempt1.job"))
+        wait_for(lambda: saved_since(state / "job_state", submitted), timeout=60, what="the controller's save")
+        # While the node is drained, `gputui status` says why the shards wait, as Slurm does.
+        said = "queued: node localhost drained: maintenance by the test"
+        shown = wait_for(lambda: (out := status_text(make_job.run_dir)).count(said) == 4 and out, timeout=30,
+                         what="the drained node shown for each queued shard")  # fmt: skip
+        assert "running" in shown
+        older = Path(shutil.copytree(state, tmp_path / "saved-state"))
+        node("resume")
+        wait_for(lambda: len(make_job.running()) == 4, timeout=60, what="4 shards running")
+        slurm_cluster.kill_controller(slurm_env)
+        assert sched.wait(120) == 0, (tmp_path / "run.log").read_text()  # done while the controller is away
+        if restarted == "controller and node":
+            slurm_cluster.restart_node(slurm_env)
+        slurm_cluster.restore_state(slurm_env, older)
+    finally:
+        slurm_cluster.start_controller(slurm_env)
+        node("resume")  # as it was saved, maybe: drained
+    idle = lambda: all("held" in reason for _, _, reason in still_queued())  # noqa: E731
+    wait_for(idle, timeout=120, what="Slurm has nothing left to start")
+    node("resume")  # slurmd refusing duplicates drains it ("Duplicate jobid")
+    starts = Counter(e["task"] for e in make_job.events() if e["event"] == "start")
+    assert starts == {f"shard-{i}": 1 for i in range(4)}, f"each shard's command ran once: {starts}"
+    for out in (make_job.run_dir / "outputs").glob("out_*.csv"):
+        assert out.stat().st_mtime_ns == read_manifest(out)["mtime_ns"], f"{out} rewritten after its manifest"
+    assert not still_queued(), "no job of the run is left requeued (and held) to run again"
+    if restarted == "controller and node":
+        logs = [log.read_text() for log in (make_job.run_dir / "logs").glob("shard-*.attempt1.log")]
+        assert all("Slurm started it again" in log and "not running it twice" in log for log in logs), logs
+
+
+def still_queued() -> list[tuple[str, str, str]]:
+    """Every job Slurm lists now: id, state, reason."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r"], capture_output=True, text=True, check=True).stdout
+    return [tuple(line.split("|", 2)) for line in out.splitlines()]
+
+
+def saved_since(path: Path, t: float) -> bool:
+    try:
+        return path.stat().st_mtime > t
+    except OSError:  # between the controller's rename and link
+        return False
+
+
+def test_ctrl_c_while_the_controller_is_gone_says_what_it_waits_for_and_again_leaves(
+    slurm_env, make_job, reaper, tmp_path
+):
+    """Two shards wait in Slurm behind one that holds the node's four GPUs when slurmctld dies and gputui
+    is stopped: nothing can cancel them, so it says what it waits for, and a second Ctrl-C leaves. The
+    waiting jobs never run their commands (their runner finds the stop asked), and the next run
+    finds them and runs the shards again."""
+    job = make_job(extra=ON_SLURM, ids=6, num_workers=3, gpus_per_worker=4, max_parallel=3, sleep=2)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    reaper.append(sched)
+    try:
+        wait_for(lambda: make_job.running() and len(list((make_job.run_dir / "slurm").glob("*.job"))) == 3,
+                 timeout=60, what="one shard running, two queued")  # fmt: skip
+        queued = sorted({f"shard-{i}" for i in range(3)} - set(make_job.running()))
+        slurm_cluster.kill_controller(slurm_env)
+        sched.send_signal(signal.SIGINT)
+        said = "waiting for the Slurm controller to cancel 2 job(s) (it does not answer); Ctrl-C again to leave"
+        wait_for(lambda: said in (tmp_path / "run.log").read_text(), timeout=90, what="what it waits for")
+        sched.send_signal(signal.SIGINT)
+        assert sched.wait(30) == 130
+        assert "left 2 Slurm job(s) to their stand-ins" in (tmp_path / "run.log").read_text()
+    finally:
+        slurm_cluster.start_controller(slurm_env)
+    r = gputui("run", "--jobs", job, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    starts = [(e["task"], e["attempt"]) for e in make_job.events() if e["event"] == "start"]
+    assert len(starts) == len(set(starts)), f"no attempt ran twice: {starts}"
+    assert not [s for s in starts if s[0] in queued and s[1] == 1], f"the left jobs never ran: {starts}"
+    assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(6)})

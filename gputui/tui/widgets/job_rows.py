@@ -12,6 +12,7 @@ from rich.style import Style
 
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status
+from gputui.text_safety import visible
 from gputui.tui import modes
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
@@ -145,7 +146,13 @@ def number(value: object) -> str:
 
 def params_text(params: Mapping) -> str:
     """'lr=3e-4 bs=32'."""
-    return " ".join(f"{k}={number(v)}" for k, v in params.items())
+    return visible(" ".join(f"{k}={number(v)}" for k, v in params.items()))
+
+
+def one_line(text: str | None) -> str:
+    """A reason or note in one table cell: whitespace collapsed, control characters visible (a worker's
+    escape sequence, even from a state.db older than the sanitiser, must not reach the terminal)."""
+    return visible(" ".join((text or "").split()))
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,7 @@ def rank_text(rank: int | None, promoted: bool) -> str:
 
 def _kind_cells(view: TaskView, context: RowContext) -> dict[str, str]:
     t = view.task
-    reason = " ".join((t.reason or "").split())
+    reason = one_line(t.reason)
     if t.kind == TRIAL:
         info = t.info
         value = metric_value(view, context.metric)
@@ -181,7 +188,7 @@ def _kind_cells(view: TaskView, context: RowContext) -> dict[str, str]:
             "parent": str(info.get("parent_id") or ""),
             "metric": "" if value is None else number(value),
             "rank": rank_text(t.rank, t.promoted),
-            "note": " · ".join(x for x in (reason, " ".join((t.note or "").split())) if x),
+            "note": " · ".join(x for x in (reason, one_line(t.note)) if x),
         }
     statuses = context.statuses
     waiting = [d for d in t.after if statuses.get(d) != Status.DONE]
@@ -208,14 +215,14 @@ def row_cells(
     elif t.status == Status.DONE:
         progress = "█" * width + " done"
     elif view.placed == "":
-        progress = "queued"  # by the cluster: submitted, not started
+        progress = f"queued: {one_line(view.queued)}" if view.queued else "queued"  # submitted, not started
     running = t.status == Status.RUNNING
     rate = f"{p.rate:.1f}/s" if running and p is not None and p.rate else ""
     eta = clock(p.eta) if running and p is not None and p.eta is not None else ""
     if t.status == Status.PAUSED:
         rate = "paused"
     a = view.attempt
-    elapsed = None if a is None else (a.ended_at or now) - a.started_at
+    elapsed = None if a is None else a.elapsed(now)  # `now`: the snapshot's clock.Stamp
     sim = "~" if t.gpus_simulated else ""  # simulated GPUs: not a real GPU's figures
     cells = {
         "id": t.id,
@@ -229,10 +236,13 @@ def row_cells(
         "elapsed": duration(elapsed, exact=a is None or a.ended_at is not None),
         "GPU·h": "" if t.gpu_hours is None else f"{t.gpu_hours:.2f}{sim}",
         "peak": "" if not t.peak_memory else f"{t.peak_memory / GIB:.1f}G{sim}",
-        "reason": " ".join((t.reason or "").split()),
+        "reason": one_line(t.reason),
     }
     if t.kind != SHARD:
         cells.update(_kind_cells(view, context or RowContext()))
+    if view.queued:  # Slurm's word on the queued job (held, a node drained), in the widest cell
+        said = "note" if t.kind == TRIAL else "reason"
+        cells[said] = " · ".join(x for x in (one_line(view.queued), cells.get(said, "")) if x)
     return cells
 
 
