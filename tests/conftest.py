@@ -138,6 +138,27 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
 
 
 @pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(mb)`: a tmpfs of that size to fill up (unmounted afterwards); skips where none mounts."""
+    mounted: list[Path] = []
+
+    def mount(mb: int) -> Path:
+        mnt = tmp_path / f"disk{len(mounted)}"
+        mnt.mkdir()
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={mb}m", "tmpfs", str(mnt)], capture_output=True, text=True
+        )
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here to fill up: {r.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
 def reaper():
     """Processes a test starts (decoys, schedulers) are killed at the end with their children."""
     procs: list[subprocess.Popen] = []

@@ -191,6 +191,29 @@ def test_hangup_detaches_and_work_goes_on(make_job, reaper, tmp_path):
     assert sum(e["event"] == "start" for e in make_job.events()) == 2
 
 
+def _stranger_with_copied_tags(make_job, reaper, tmp_path, attempt: str, *, kill_waiter: bool):
+    """A 2-GPU run of two 2-GPU shards whose scheduler and keeper (and shard-0's waiter) were SIGKILLed, and a
+    stranger outside any gputui tree carrying shard-0's tags with `attempt`: (job file, stranger)."""
+    from tests.integration.test_reliability import _cgroups_usable
+
+    if not _cgroups_usable():
+        pytest.skip("cgroup v2 with cgroup.kill is not writable here")
+    job = make_job(ids=20, num_workers=2, gpus_per_worker=2, max_parallel=2, sleep=2.0, stop_grace_s=1)
+    sched = gputui_bg("run", "--jobs", job, "--simulate", "2", log=tmp_path / "first.log")
+    reaper.append(sched)
+    worker = wait_for(lambda: make_job.running().get("shard-0"), what="shard-0's worker")
+    waiter = [psutil.Process(worker).parent()] if kill_waiter else []
+    for proc in [sched, *psutil.Process(sched.pid).children(), *waiter]:
+        proc.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    scheduler_id = json.loads((make_job.run_dir / "run.json").read_text())["scheduler_id"]
+    tags = {"GPUTUI_SCHEDULER_ID": scheduler_id, "GPUTUI_TASK_ID": "shard-0", "GPUTUI_ATTEMPT": attempt}
+    decoy = subprocess.Popen(["sleep", "600"], env=tags, start_new_session=True)
+    reaper.append(decoy)
+    wait_for(lambda: gone(worker), what="shard-0's worker to end")
+    return job, decoy
+
+
 def test_copied_tags_outside_a_dead_attempts_cgroup_neither_hold_its_gpus_nor_get_signalled(
     make_job, reaper, tmp_path
 ):
@@ -198,28 +221,11 @@ def test_copied_tags_outside_a_dead_attempts_cgroup_neither_hold_its_gpus_nor_ge
     (`env -i ... setsid sleep`). The attempt had a cgroup and the stranger is not in it, so it is not the
     attempt's: the retry may have the GPUs at once, the stranger is left alone, and no message claims the
     attempt had no cgroup."""
-    from tests.integration.test_reliability import _cgroups_usable
-
-    if not _cgroups_usable():
-        pytest.skip("cgroup v2 with cgroup.kill is not writable here")
-    # Two GPUs, two shards of two GPUs each: shard-0's lingering attempt would block everything.
-    job = make_job(ids=20, num_workers=2, gpus_per_worker=2, max_parallel=2, sleep=2.0, stop_grace_s=1)
-    sched = gputui_bg("run", "--jobs", job, "--simulate", "2", log=tmp_path / "first.log")
-    reaper.append(sched)
-    worker = wait_for(lambda: make_job.running().get("shard-0"), what="shard-0's worker")
-    waiter = psutil.Process(worker).parent()
-    keeper = psutil.Process(sched.pid).children()
-    for proc in [sched, *keeper, waiter]:
-        proc.send_signal(signal.SIGKILL)
-    sched.wait(5)
-    journal = (make_job.run_dir / "attempts.journal").read_text().splitlines()
-    starts = [line for line in journal if line.startswith("start ")]
+    job, decoy = _stranger_with_copied_tags(make_job, reaper, tmp_path, "1", kill_waiter=True)
+    starts = [
+        line for line in (make_job.run_dir / "attempts.journal").read_text().splitlines() if line[:6] == "start "
+    ]
     assert starts and all(line.split()[7] != "-" for line in starts)  # every start record names a cgroup
-    scheduler_id = json.loads((make_job.run_dir / "run.json").read_text())["scheduler_id"]
-    tags = {"GPUTUI_SCHEDULER_ID": scheduler_id, "GPUTUI_TASK_ID": "shard-0", "GPUTUI_ATTEMPT": "1"}
-    decoy = subprocess.Popen(["sleep", "600"], env=tags, start_new_session=True)
-    reaper.append(decoy)
-    wait_for(lambda: gone(worker), what="the orphaned worker to end")
 
     r = gputui("run", "--jobs", job, "--simulate", "2", timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -233,22 +239,7 @@ def test_a_rebuilt_state_does_not_take_copied_tags_of_an_unknown_attempt_for_its
     """The same stranger, tagged with an attempt number the journal never saw, and the state lost: the rebuild
     records a tagged process it cannot place only if it is in that attempt's cgroup of this run (a worker
     whose start record was lost is); outside it, the tags were copied, so nothing waits for it."""
-    from tests.integration.test_reliability import _cgroups_usable
-
-    if not _cgroups_usable():
-        pytest.skip("cgroup v2 with cgroup.kill is not writable here")
-    job = make_job(ids=20, num_workers=2, gpus_per_worker=2, max_parallel=2, sleep=2.0, stop_grace_s=1)
-    sched = gputui_bg("run", "--jobs", job, "--simulate", "2", log=tmp_path / "first.log")
-    reaper.append(sched)
-    worker = wait_for(lambda: make_job.running().get("shard-0"), what="shard-0's worker")
-    for proc in [sched, *psutil.Process(sched.pid).children()]:
-        proc.send_signal(signal.SIGKILL)
-    sched.wait(5)
-    scheduler_id = json.loads((make_job.run_dir / "run.json").read_text())["scheduler_id"]
-    tags = {"GPUTUI_SCHEDULER_ID": scheduler_id, "GPUTUI_TASK_ID": "shard-0", "GPUTUI_ATTEMPT": "7"}
-    decoy = subprocess.Popen(["sleep", "600"], env=tags, start_new_session=True)
-    reaper.append(decoy)
-    wait_for(lambda: gone(worker), what="shard-0's worker to end")
+    job, decoy = _stranger_with_copied_tags(make_job, reaper, tmp_path, "7", kill_waiter=False)
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         (make_job.run_dir / name).unlink(missing_ok=True)
 

@@ -228,27 +228,16 @@ def test_outside_writer_holding_the_database_is_waited_out(make_job, reaper, tmp
     assert set(_starts(make_job).values()) == {1} and len(_finished(make_job)) == 6
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)]
-    r = subprocess.run(mount, capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here to fill up: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_full_disk_stops_new_launches_keeps_workers_and_goes_on_when_there_is_room(
     make_job, reaper, tmp_path, small_disk
 ):
     job = make_job(ids=40, num_workers=8, max_parallel=1, sleep=0.5, merged=False)
-    run_dir = small_disk / "run"
+    disk = small_disk(4)
+    run_dir = disk / "run"
     sched = gputui_bg("run", "--jobs", job, "--run-dir", run_dir, log=tmp_path / "sched.log")
     reaper.append(sched)
     wait_for(lambda: _finished(make_job), what="a first shard done")
-    filler = small_disk / "filler"
+    filler = disk / "filler"
     with open(filler, "wb") as f:
         try:
             while True:
@@ -286,21 +275,16 @@ sys.exit(3 if failing else 0)
 """
 
 
-def test_workers_flooding_a_full_disk_with_output_keep_running_and_each_end_is_said_once(tmp_path, reaper):
+def test_workers_flooding_a_full_disk_with_output_keep_running_and_each_end_is_said_once(
+    tmp_path, reaper, small_disk
+):
     """Their output is a pipe: the waiter drops the lines the disk refuses (the log says how many), the
     workers never see the full disk. Each settle is said once, however often its commit is tried again."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)], capture_output=True, text=True
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here to fill up: {r.stderr.strip()}")
-    try:
-        (tmp_path / "flood.py").write_text(FLOOD)
-        (tmp_path / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(4)))
-        job = tmp_path / "job.toml"
-        job.write_text(f"""
+    disk = small_disk(5)
+    (tmp_path / "flood.py").write_text(FLOOD)
+    (tmp_path / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(4)))
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
 [job]
 name = "flood"
 command = "{sys.executable} flood.py {{output}}"
@@ -317,35 +301,33 @@ backoff_s = 0.5
 dir = "{tmp_path / "out"}"
 pattern = "out_{{low}}_{{high}}.csv"
 """)
-        filler = disk / "filler"
-        filler.write_bytes(b"\0" * (1 << 20))  # freed once the disk is full: room again
-        log = tmp_path / "sched.log"
-        sched = gputui_bg("run", "--jobs", job, "--run-dir", disk / "run", "--quiet", log=log)
-        reaper.append(sched)
-        ended = lambda: len(list((tmp_path / "out").glob("*.ended")))  # noqa: E731
-        wait_for(lambda: ended() == 4 and "is full" in log.read_text(), timeout=60, what="four workers ended")
-        time.sleep(3)  # the scheduler tries its turn again, and again
-        filler.unlink()
-        assert sched.wait(90) == 0, log.read_text()
-        said = log.read_text()
-        for i in range(3):
-            assert said.count(f"done shard-{i} ") == 1, said
-        assert said.count("FAILED shard-3 ") == 1 and said.count("done shard-3 ") == 1, said
-        db = sqlite3.connect(disk / "run" / "state.db")
-        rows = db.execute("SELECT task_id, number, exit_code FROM attempts ORDER BY task_id, number").fetchall()
-        db.close()
-        assert rows == [(f"shard-{i}", 1, 0) for i in range(3)] + [("shard-3", 1, 3), ("shard-3", 2, 0)]
-        dropped = 0
-        for i in range(4):
-            text = (disk / "run" / "logs" / f"shard-{i}.attempt1.log").read_text()
-            counts = [int(n) for n in re.findall(r"^gputui: (\d+) lines? dropped: disk full$", text, re.M)]
-            whole = len(re.findall(r"^line \d{5} \.{98}$", text, re.M))
-            # A line the disk cut (its head written) counts as dropped: whole if only its newline was cut.
-            assert 0 <= whole + sum(counts) - 20_000 <= len(counts), (i, whole, counts)
-            dropped += sum(counts)
-        assert dropped > 20_000  # the disk refused more than a worker's worth
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (1 << 20))  # freed once the disk is full: room again
+    log = tmp_path / "sched.log"
+    sched = gputui_bg("run", "--jobs", job, "--run-dir", disk / "run", "--quiet", log=log)
+    reaper.append(sched)
+    ended = lambda: len(list((tmp_path / "out").glob("*.ended")))  # noqa: E731
+    wait_for(lambda: ended() == 4 and "is full" in log.read_text(), timeout=60, what="four workers ended")
+    time.sleep(3)  # the scheduler tries its turn again, and again
+    filler.unlink()
+    assert sched.wait(90) == 0, log.read_text()
+    said = log.read_text()
+    for i in range(3):
+        assert said.count(f"done shard-{i} ") == 1, said
+    assert said.count("FAILED shard-3 ") == 1 and said.count("done shard-3 ") == 1, said
+    db = sqlite3.connect(disk / "run" / "state.db")
+    rows = db.execute("SELECT task_id, number, exit_code FROM attempts ORDER BY task_id, number").fetchall()
+    db.close()
+    assert rows == [(f"shard-{i}", 1, 0) for i in range(3)] + [("shard-3", 1, 3), ("shard-3", 2, 0)]
+    dropped = 0
+    for i in range(4):
+        text = (disk / "run" / "logs" / f"shard-{i}.attempt1.log").read_text()
+        counts = [int(n) for n in re.findall(r"^gputui: (\d+) lines? dropped: disk full$", text, re.M)]
+        whole = len(re.findall(r"^line \d{5} \.{98}$", text, re.M))
+        # A line the disk cut (its head written) counts as dropped: whole if only its newline was cut.
+        assert 0 <= whole + sum(counts) - 20_000 <= len(counts), (i, whole, counts)
+        dropped += sum(counts)
+    assert dropped > 20_000  # the disk refused more than a worker's worth
 
 
 # -- 7. wrong replies ------------------------------------------------------------------------------
