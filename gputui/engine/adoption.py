@@ -93,13 +93,13 @@ class Adoption:
         return self._tagged(live)
 
     def _tagged(self, live: Live) -> bool:
-        """Whether a process that may be this attempt's lives: a member of its cgroup where it had one
-        (membership decides: a process outside it only carries copied tags), else one carrying its tag."""
-        procs = live.processes()
-        if ownership.cgroup_members(procs.cgroup):
-            return True
-        unprovable, _ = procs.sort_tagged(ownership.tagged_as(self.scheduler_id, live.task_id, live.number))
-        return bool(unprovable)
+        """Whether a process that may be this attempt's lives: a member of its cgroup where it had one that
+        can be read (membership decides: a process outside it only carries copied tags), else one carrying
+        its tag."""
+        members = live.processes().members()
+        if members is not None:
+            return bool(members)
+        return bool(ownership.tagged_as(self.scheduler_id, live.task_id, live.number))
 
     def _watch_lingering(self, live: Live) -> None:
         """An ended attempt whose waiter is gone: end what of it we can prove is ours; release its GPUs
@@ -109,15 +109,14 @@ class Adoption:
             if ends.cleared_at is not None:
                 self._clear(live, ends.cleared_at)
             return
-        provable = live.processes().tree()
-        if provable:
+        procs = live.processes()
+        if procs.tree():
             if not any(live.task_id in {t.id for t, _ in stop.pairs} for stop in self.stops):
                 attempt = self.store.attempt(live.task_id, live.number)
                 self.stops.append(
                     Stop(self.controller, [(self.tasks[live.task_id], attempt)], self.job.stop_grace_s).begin()
                 )
             return
-        procs = live.processes()
         unprovable, foreign = procs.sort_tagged(ownership.tagged_as(self.scheduler_id, live.task_id, live.number))
         if foreign:  # said once: the attempt is cleared below, so it is not watched again
             pids = ", ".join(str(r.pid) for r in foreign)

@@ -282,7 +282,7 @@ class Controller:
             pids = ", ".join(str(r.pid) for r in left) or "starting"
             what = "still running" if not ends.ended else "ended, but processes it left are still being ended"
             raise ControlError(f"attempt {attempt.number} is {what} ({pids}); kill it or wait for it to end")
-        tagged, _copied = procs.sort_tagged(ownership.tagged_as(self.scheduler_id, task.id, attempt.number))
+        tagged = procs.sort_tagged(ownership.tagged_as(self.scheduler_id, task.id, attempt.number))[0]
         status = Status.KILLED if task.status == Status.KILLED else (Status.FAILED if ends.ended else Status.LOST)
         with self.store.transaction():
             fields = {"exit_code": ends.exit_code, "ended_at": ends.ended_at or time.time()}

@@ -10,45 +10,47 @@ crash. Finished shards are recognised by their done-manifests.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from gputui.atomic import atomic_write_json
 from gputui.engine.rundir import RunPaths
+from gputui.engine.state_file import RUN_JSON, run_identity
 from gputui.engine.store import Store
+from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership
 from gputui.executors.journal import JournalReader
 from gputui.jobs.tasks import Status
 
 
 def identity_path(paths: RunPaths) -> Path:
-    return paths.root / "run.json"
+    return paths.root / RUN_JSON
 
 
 def write_identity(paths: RunPaths, scheduler_id: str, job_name: str) -> None:
+    """Record the run's identity outside its state database (read back by state_file.run_identity)."""
     identity = {"scheduler_id": scheduler_id, "job": job_name, "created_at": time.time()}
     atomic_write_json(identity_path(paths), identity)
 
 
 def previous_scheduler_id(paths: RunPaths) -> str | None:
     """The scheduler id of the run this directory held, if it held one."""
-    for path in (identity_path(paths), paths.exports / "config.json"):
-        try:
-            found = json.loads(path.read_text()).get("scheduler_id")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(found, str) and found:
-            return found
-    return None
+    found = run_identity(paths.root)
+    return None if found is None else found[1]
 
 
 def set_aside(paths: RunPaths) -> Path | None:
-    """Move a damaged state database (with its WAL files) aside, untouched; returns where it went."""
+    """Move the state database (with its WAL files) aside, untouched, before its state is rebuilt: one that
+    is damaged, another run's copied in, or any the user asked to rebuild. Returns where it went
+    (`state.db.set-aside-<time>`, never over an earlier one)."""
     if not paths.db.exists():
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = paths.db.with_name(f"state.db.damaged-{stamp}")
+    target = paths.db.with_name(f"state.db.set-aside-{stamp}")
+    n = 1
+    while any(Path(f"{target}{suffix}").exists() for suffix in ("", "-wal", "-shm")):  # two in one second
+        n += 1
+        target = paths.db.with_name(f"state.db.set-aside-{stamp}-{n}")
     for suffix in ("", "-wal", "-shm"):
         src = Path(f"{paths.db}{suffix}")
         if src.exists():
@@ -88,25 +90,24 @@ def from_journal(store: Store, paths: RunPaths, scheduler_id: str) -> str:
     # A worker whose start record never reached the journal still carries its task's tag: record it as
     # running, so it is watched until it ends and its shard is never launched beside it. Where this run
     # gave its attempts cgroups, a tagged process outside the attempt's own cgroup carries copied tags.
-    cgroups = any(ends.cgroup for ends in journal.values())
+    had_cgroups = any(ends.cgroup for ends in journal.values())
     copied = 0
-    for task_id, refs in ownership.find_tagged(scheduler_id, list(tasks)).items():
-        known = {n for (t, n) in journal if t == task_id}
-        for ref in refs:
-            n = ownership.tags(ref.pid)[2]
-            if not (n and n.isdigit()) or int(n) in known:
-                continue
-            number, cgroup = int(n), ownership.cgroup_of(ref.pid)
-            if cgroup is None or Path(cgroup).parts[-2:] != (f"gputui-{scheduler_id}", f"{task_id}.{number}"):
-                cgroup = None
-                if cgroups:
-                    copied += 1
-                    continue
+    for task_id, attempt, ref in ownership.scan_tagged(scheduler_id, list(tasks)):
+        if not (attempt and attempt.isdigit()) or (task_id, int(attempt)) in journal:
+            continue
+        number, inside = int(attempt), cgroups.of(ref.pid)
+        # Its attempt's cgroup, where it is in it or in a cgroup its worker made below it.
+        cgroup = None if inside is None else cgroups.attempt_folder(inside, scheduler_id, task_id, number)
+        if cgroup is None and had_cgroups:
+            copied += 1
+            continue
+        recorded = store.attempt(task_id, number)  # another of its processes may have recorded it already
+        if recorded is None:
             store.start_attempt(task_id, number, (), (), str(paths.log(task_id, number)), time.time())
-            store.update_attempt(task_id, number, cgroup=cgroup)
-            known.add(number)
-            latest[task_id] = max(latest.get(task_id, 0), number)
             unfinished += 1
+        if recorded is None or (cgroup and not recorded.cgroup):
+            store.update_attempt(task_id, number, cgroup=cgroup)
+        latest[task_id] = max(latest.get(task_id, 0), number)
     foreign = f"; {copied} process(es) outside this run's cgroups carry copied tags: not its own" if copied else ""
     for task_id, number in latest.items():
         attempt = store.attempt(task_id, number)

@@ -44,6 +44,5 @@ class AttemptRecord:
     def elapsed(self, now: float | None = None) -> float:
         """Its duration, or while it runs the seconds since its launch as of `now` (a clock.Stamp is measured
         like `duration`; a plain float on the wall clock; None: now)."""
-        if self.ended_at is not None:
-            return clock.between(self.started_at, self.ended_at)
-        return clock.between(self.started_at, clock.now() if now is None else now)
+        done = self.duration
+        return done if done is not None else clock.between(self.started_at, clock.now() if now is None else now)

@@ -10,7 +10,6 @@ from pathlib import Path
 from gputui.atomic import atomic_write_text
 from gputui.engine import rebuild
 from gputui.engine.rundir import RunLock, RunPaths
-from gputui.engine.state_file import check_identity
 from gputui.engine.store import Store
 from gputui.executors.journal import rotate
 from gputui.executors.ownership import new_scheduler_id
@@ -65,15 +64,13 @@ def open_for_job(
     lock.acquire(role)  # before reading anything: a live scheduler must not be raced
     notes: list[str] = []
     try:
-        if not rebuild_state and paths.db.exists():
-            check_identity(paths.db)  # another run's state copied in: said as such, before any plan is made
         plan = plan_job(job)
         paths.make()
         if rebuild_state:
             aside = rebuild.set_aside(paths)
             if aside is not None:
                 notes.append(f"moved the state aside to {aside} (left as it was)")
-        store = Store.open(paths.db, create=True)
+        store = Store.open(paths.db, create=True)  # refuses damaged state, or another run's copied in
         try:
             notes += _init_or_check(store, paths, job, plan, retry_failed)
             if simulate is not None:

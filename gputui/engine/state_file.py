@@ -56,11 +56,15 @@ def unreadable(path: Path, what: str) -> StateUnreadable:
     return StateUnreadable(f"state database {path} {what}; it was left untouched.\n  {rebuild_hint(path)}")
 
 
+RUN_JSON = "run.json"  # the run's identity, kept outside its state database (written by rebuild.write_identity)
+
+
 def run_identity(run_dir: Path) -> tuple[str, str, str | None] | None:
     """The run a directory holds, as recorded outside its state database: (where it is recorded, scheduler
     id, job name) from run.json, or from exports/config.json where there is no run.json (a run of a gputui
-    before it); None when neither names one. The same order a rebuild takes the run's identity from."""
-    for where in ("run.json", "exports/config.json"):
+    before it); None when neither names one. The one reader of it: a rebuild keeps this scheduler id, and
+    check_readable refuses a state database of another."""
+    for where in (RUN_JSON, "exports/config.json"):
         try:
             found = json.loads((run_dir / where).read_text())
         except (OSError, ValueError):
@@ -88,24 +92,6 @@ def _foreign(path: Path, sid: object, job: object) -> StateUnreadable | None:
         f"it was left untouched.\n  Move it away, or rebuild this run's own state: "
         f"{rebuild_hint(path, lead='')}"
     )
-
-
-def check_identity(path: Path) -> None:
-    """Refuse, writing nothing, a state database copied in from another run (its scheduler id is not the
-    one run.json records), before anything else is read of it or planned against it. A database that
-    cannot be read here is left to check_readable, which says what is wrong with it."""
-    try:
-        conn = connect_readonly(path, create_nothing=True)
-        try:
-            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('scheduler_id', 'job_name')"))
-        finally:
-            conn.close()
-        meta = {key: json.loads(value) for key, value in rows.items()}
-    except (sqlite3.Error, OSError, ValueError, TypeError):
-        return
-    refusal = _foreign(path, meta.get("scheduler_id"), meta.get("job_name"))
-    if refusal is not None:
-        raise refusal
 
 
 def _uri(path: Path, query: str) -> str:
@@ -199,7 +185,7 @@ def check_readable(path: Path) -> None:
     if problems != ["ok"]:
         raise unreadable(path, f"is damaged (integrity check: {'; '.join(problems)[:200]})")
     if "tasks" not in names or "meta" not in names:
-        if (path.parent / "run.json").exists() or (path.parent / "attempts.journal").exists():
+        if (path.parent / RUN_JSON).exists() or (path.parent / "attempts.journal").exists():
             raise unreadable(path, "is an SQLite database but not gputui state (no tasks or meta table)")
         raise StateUnreadable(
             f"{path} is an SQLite database but not gputui state; it was left untouched.\n"

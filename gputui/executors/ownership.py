@@ -7,7 +7,9 @@ gputui signals a process only when one of these holds, checked again just before
 - it is an attempt's recorded worker: pid and start time as its waiter (its parent) recorded them;
 - it descends from an attempt's recorded waiter or worker (the waiter is a child subreaper, so
   even a double-forked daemon stays its descendant while it lives);
-- it is in the attempt's own cgroup (or a cgroup below it), where the machine lets gputui create one.
+- it is in the attempt's own cgroup or a cgroup below it (a worker may make one there), where the machine
+  lets gputui create one: membership is only ever read through cgroup.pids, which counts those below,
+  and `cgroup.kill` reaches them too.
 The environment tags (`GPUTUI_SCHEDULER_ID`, `GPUTUI_TASK_ID`, `GPUTUI_ATTEMPT`) alone never make a
 process a target: anyone can copy them. They are used only to *notice* that something of a task may
 still live (so it is never launched twice), never to signal it; and where the attempt had a cgroup, not
@@ -21,6 +23,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+from gputui.executors import cgroup as cgroups
 
 TAG_SCHEDULER = "GPUTUI_SCHEDULER_ID"
 TAG_TASK = "GPUTUI_TASK_ID"
@@ -82,29 +87,43 @@ def tags(pid: int) -> tuple[str | None, str | None, str | None]:
     return env.get(TAG_SCHEDULER), env.get(TAG_TASK), env.get(TAG_ATTEMPT)
 
 
-def tagged_as(scheduler_id: str, task_id: str, number: int) -> list[ProcessRef]:
-    """Live processes carrying exactly this attempt's tags (noticing only, as for find_tagged)."""
-    found = find_tagged(scheduler_id, [task_id]).get(task_id, [])
-    return [r for r in found if tags(r.pid)[2] == str(number)]
+class Tagged(NamedTuple):
+    task: str
+    attempt: str | None  # as the tag says: not necessarily a number
+    ref: ProcessRef
 
 
-def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dict[str, list[ProcessRef]]:
-    """Live processes carrying this scheduler's tag, by task id (one /proc scan). For noticing only:
-    a tag can be forged, so these are never signalled on the strength of it."""
+def scan_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> list[Tagged]:
+    """Live processes carrying this scheduler's tag (of these tasks), with the task and attempt their tags
+    name (one /proc scan, each environment read once). For noticing only: a tag can be forged, so these are
+    never signalled on the strength of it."""
     wanted = None if task_ids is None else set(task_ids)
-    found: dict[str, list[ProcessRef]] = {}
+    found: list[Tagged] = []
     me = os.getpid()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
         env = _environ(int(name)) or {}
-        if env.get(TAG_SCHEDULER) != scheduler_id:
-            continue
         task = env.get(TAG_TASK, "")
+        if env.get(TAG_SCHEDULER) != scheduler_id or not task or (wanted is not None and task not in wanted):
+            continue
         ref = ref_of(int(name))
-        if task and ref is not None and (wanted is None or task in wanted):
-            found.setdefault(task, []).append(ref)
+        if ref is not None:
+            found.append(Tagged(task, env.get(TAG_ATTEMPT), ref))
     return found
+
+
+def find_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> dict[str, list[ProcessRef]]:
+    """The processes scan_tagged finds, by task id."""
+    found: dict[str, list[ProcessRef]] = {}
+    for t in scan_tagged(scheduler_id, task_ids):
+        found.setdefault(t.task, []).append(t.ref)
+    return found
+
+
+def tagged_as(scheduler_id: str, task_id: str, number: int) -> list[ProcessRef]:
+    """Live processes carrying exactly this attempt's tags (noticing only, as for scan_tagged)."""
+    return [t.ref for t in scan_tagged(scheduler_id, [task_id]) if t.attempt == str(number)]
 
 
 def children_of(pid: int) -> list[int]:
@@ -150,55 +169,13 @@ def lineage(pid: int) -> list[ProcessRef]:
     return chain
 
 
-def cgroup_pids(cgroup: str) -> set[int] | None:
-    """Pids in a cgroup and the cgroups below it (a worker may make its own there, but cannot leave the
-    attempt's). Empty when the cgroup is gone: it could be removed only once empty, and nothing can join
-    a removed one. None when membership cannot be told: it cannot be read, or the cgroup file system it
-    was made in is not mounted here (a missing folder then says nothing)."""
-    pids: set[int] = set()
-    folders = [cgroup]
-    while folders:
-        folder = folders.pop()
-        try:
-            with os.scandir(folder) as entries:
-                folders += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-            pids.update(map(int, Path(folder, "cgroup.procs").read_text().split()))
-        except FileNotFoundError:  # removed (meanwhile): it holds nothing
-            if folder == cgroup and not _under_cgroup2_mount(cgroup):
-                return None
-            continue
-        except (OSError, ValueError):
-            return None
-    return pids
-
-
-def _cgroup2_mounts() -> list[str]:
-    try:
-        with open("/proc/self/mounts") as f:
-            return [parts[1] for parts in map(str.split, f) if len(parts) > 2 and parts[2] == "cgroup2"]
-    except OSError:
-        return []
-
-
-def _under_cgroup2_mount(path: str) -> bool:
-    return any(path.startswith(mount.rstrip("/") + "/") for mount in _cgroup2_mounts())
-
-
-def cgroup_of(pid: int) -> str | None:
-    """The cgroup v2 folder a process is in (absolute, under the cgroup2 mount), or None if unknown."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            inside = next((line[3:].strip() for line in f if line.startswith("0::")), None)
-    except OSError:
-        return None
-    mounts = _cgroup2_mounts()
-    return None if inside is None or not mounts else str(Path(mounts[0]) / inside.lstrip("/"))
-
-
 def cgroup_members(cgroup: str | None) -> list[ProcessRef]:
     """Processes in an attempt's cgroup or below it (empty if it has none, it is gone or unreadable)."""
-    pids = cgroup_pids(cgroup) if cgroup else None
-    return [r for r in map(ref_of, sorted(pids or ())) if r is not None]
+    return _refs(cgroups.pids(cgroup) if cgroup else None) or []
+
+
+def _refs(pids: set[int] | None) -> list[ProcessRef] | None:
+    return None if pids is None else [r for r in map(ref_of, sorted(pids)) if r is not None]
 
 
 @dataclass(frozen=True)
@@ -209,6 +186,11 @@ class AttemptProcesses:
     worker: ProcessRef | None
     cgroup: str | None
 
+    def members(self) -> list[ProcessRef] | None:
+        """The living processes in the attempt's cgroup or below it; None where it had none or membership
+        cannot be told (see cgroup.pids), empty where its cgroup is gone."""
+        return _refs(cgroups.pids(self.cgroup)) if self.cgroup else None
+
     def tree(self) -> list[ProcessRef]:
         """The attempt's processes, parents first: its worker and every descendant of its waiter or
         worker, and every member of its cgroup. Never the waiter itself."""
@@ -217,7 +199,7 @@ class AttemptProcesses:
             refs[self.worker.pid] = self.worker
         for ref in descendants(r for r in (self.waiter, self.worker) if r is not None):
             refs[ref.pid] = ref
-        for ref in cgroup_members(self.cgroup):
+        for ref in self.members() or ():
             refs[ref.pid] = ref
         if self.waiter is not None:
             refs.pop(self.waiter.pid, None)
@@ -229,27 +211,23 @@ class AttemptProcesses:
             return False
         if any(ref == self.worker or ref == self.waiter for ref in chain):
             return True
-        return bool(self.cgroup) and chain[0] in cgroup_members(self.cgroup)
+        return chain[0] in (self.members() or ())
 
     def sort_tagged(self, tagged: list[ProcessRef]) -> tuple[list[ProcessRef], list[ProcessRef]]:
         """Processes carrying this attempt's tags, as (may be its own, cannot be). Where the attempt had a
         cgroup that can be read, membership decides: one outside carries copied tags, and one inside is
         the attempt's, provably, so it is in tree() and in neither list. Without a cgroup (or when it
         cannot be read) a tag cannot be checked: every tagged process may be its own."""
-        members = cgroup_pids(self.cgroup) if self.cgroup else None
+        members = cgroups.pids(self.cgroup) if self.cgroup else None
         if members is None:
             return list(tagged), []
         return [], [r for r in tagged if r.pid not in members]
 
     def kill_cgroup(self) -> bool:
-        """SIGKILL every process in the attempt's cgroup at once (nothing escapes by forking)."""
+        """SIGKILL every process in the attempt's cgroup and below it at once (nothing escapes by forking)."""
         if not self.cgroup:
             return False
-        try:
-            Path(self.cgroup, "cgroup.kill").write_text("1")
-            return True
-        except OSError:
-            return False
+        return cgroups.kill(self.cgroup)
 
 
 def send(ref: ProcessRef, sig: int) -> bool:

@@ -30,7 +30,7 @@ from gputui.jobs.spec import (
     JobSpec,
     JobSpecError,
 )
-from gputui.jobs.templates import FORMATTER, render_template
+from gputui.jobs.templates import FORMATTER, name_problem, render_template
 
 _TABLES: dict[str, tuple[str, ...] | None] = {
     "job": ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "env"),
@@ -384,7 +384,11 @@ class Loader:
                 self.try_render(f"[[pipeline.step]] {i + 1} ({step.name}).command", token, samples)
         if outputs.pattern is not None:
             example = self.try_render("[outputs].pattern", outputs.pattern, samples)
-            tables.relative_name(self, "[outputs].pattern", example, outputs.pattern)
+            # The rule each task's own name is held to once planned (templates.name_problem), applied here
+            # where another shard's name breaks it too: a problem of the sample ids alone ({low:c} of 0 is a
+            # NUL) is left to each task's real name, checked when it is planned.
+            if name_problem(_filled(outputs.pattern, samples | _ANOTHER_SHARD) or ""):
+                tables.relative_name(self, "[outputs].pattern", example, outputs.pattern)
 
         return JobSpec(
             path=file,
@@ -408,6 +412,16 @@ class Loader:
             pipeline=pipeline,
             health=health,
         )
+
+
+_ANOTHER_SHARD = {"low": 1000, "high": 1001, "task_id": "shard-1"}  # other values than the samples' own
+
+
+def _filled(template: str, values: Mapping[str, object]) -> str | None:
+    try:
+        return render_template(template, values)
+    except (ValueError, TypeError, KeyError, OverflowError):
+        return None
 
 
 def load_jobspec(path: str | Path, *, run_dir: str | Path | None = None) -> JobSpec:

@@ -10,6 +10,7 @@ from gputui.jobs.checks import got, resolve_path
 from gputui.jobs.gpu_plan import DTYPE_BYTES, MODES
 from gputui.jobs.oom import ON_OOM
 from gputui.jobs.spec import AlertSpec, ExecutorSpec, ModelSpec, OutputSpec, ResourceSpec, RetrySpec, ShardSpec
+from gputui.jobs.templates import name_problem
 
 if TYPE_CHECKING:
     from gputui.jobs.loader import Loader
@@ -151,10 +152,12 @@ _SBATCH_OURS = {
 
 
 def relative_name(loader: Loader, keypath: str, name: str, given: str) -> None:
-    """An output file name (`given`, `name` once filled) must stay inside [outputs].dir."""
-    p = Path(name)
-    if p.is_absolute() or name.startswith("~") or ".." in p.parts or name.endswith(("/", "\\")):
-        raise loader.error(keypath, f"expected a file name relative to [outputs].dir, got {given!r}")
+    """An output file name (`given`, `name` once filled) must name a file inside [outputs].dir (the rule is
+    templates.name_problem, the one each task's own name is held to)."""
+    problem = name_problem(name)
+    if problem is not None:
+        shown = repr(given) if name == given else f"{given!r} (filled in: {name!r})"
+        raise loader.error(keypath, f"expected a file name relative to [outputs].dir, got {shown}: it {problem}")
 
 
 def outputs(loader: Loader, table: dict[str, Any], run_dir: Path, known: list[str]) -> OutputSpec:

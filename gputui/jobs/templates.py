@@ -4,7 +4,6 @@ objects, and each argv token is filled on its own, so a path with spaces stays o
 from __future__ import annotations
 
 import json
-import posixpath
 import string
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -51,19 +50,21 @@ def render_command(job: JobSpec, values: Mapping[str, object], command: Sequence
 
 
 def name_problem(name: str) -> str | None:
-    """Why a filled-in file name would not name a file inside its folder, or None when it does. Judged on
-    the text alone (no symlink followed, nothing need exist): not empty, no NUL, not absolute, no `..`
-    component, not the folder itself; then, normalised, it stays below the folder."""
+    """Why a file name ([outputs].pattern as filled in, or [outputs].merged) would not name a file inside
+    [outputs].dir, or None when it does: the one rule, for the loader's check and for each task's name.
+    Judged on the text alone (no symlink followed, nothing need exist): no NUL or lone surrogate, not
+    absolute or from a home folder (`~` is not expanded), no `..` component, and its last component names a
+    file (not empty, not `.`, no trailing `\\` either: it was meant as a folder)."""
     if "\0" in name:
         return "contains a NUL character"
-    if name.startswith("/") or ".." in name.split("/"):
-        return "leaves [outputs].dir"
-    if name.endswith("/") or posixpath.normpath(name) == ".":  # "" normalises to "." too
-        return "names a folder, not a file in [outputs].dir"
     try:
         name.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return "cannot be a file name (a lone surrogate character)"
+    if name.startswith(("/", "~")) or ".." in name.split("/"):
+        return "leaves [outputs].dir"
+    if name.split("/")[-1] in ("", ".") or name.endswith("\\"):  # "" for an empty name or one ending in /
+        return "names a folder, not a file in [outputs].dir"
     return None
 
 

@@ -171,7 +171,7 @@ def test_another_runs_state_copied_in_is_refused_by_every_reader_saying_whose_it
     assert "moved the state aside" in r.stdout and "launch" not in r.stdout  # this run's own, rebuilt
     status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
     assert [(t["id"], t["status"]) for t in status["tasks"]] == [("shard-0", "done"), ("shard-1", "done")]
-    assert [p for p in db.parent.glob("state.db.damaged-*") if _sha(p) == before]  # set aside as it was
+    assert [p for p in db.parent.glob("state.db.set-aside-*") if _sha(p) == before]  # set aside as it was
 
 
 def test_rebuild_state_sets_damaged_state_aside_and_finishes_nothing_twice(make_job):
@@ -180,9 +180,26 @@ def test_rebuild_state_sets_damaged_state_aside_and_finishes_nothing_twice(make_
     r = gputui("run", "--jobs", job, "--rebuild-state")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "moved the state aside" in r.stdout and "launch" not in r.stdout
-    assert [p.name for p in db.parent.glob("state.db.damaged-*")]
+    assert [p.name for p in db.parent.glob("state.db.set-aside-*")]
     starts = [e for e in make_job.events() if e["event"] == "start"]
     assert len(starts) == 4  # the first run's only
+
+
+def test_state_set_aside_twice_in_one_second_keeps_both(tmp_path):
+    """Each database moved aside keeps its own name (with its WAL files), never renamed over an earlier one."""
+    from gputui.engine.rebuild import set_aside
+    from gputui.engine.rundir import RunPaths
+
+    paths = RunPaths(tmp_path)
+    moved = []
+    for text in (b"first", b"second"):
+        paths.db.write_bytes(text)
+        Path(f"{paths.db}-wal").write_bytes(text + b" wal")
+        moved.append(set_aside(paths))
+    assert moved[0] != moved[1] and all(p.name.startswith("state.db.set-aside-") for p in moved)
+    assert [p.read_bytes() for p in moved] == [b"first", b"second"]
+    assert [Path(f"{p}-wal").read_bytes() for p in moved] == [b"first wal", b"second wal"]
+    assert not paths.db.exists() and set_aside(paths) is None
 
 
 # -- 4. plan changes that strand outputs -------------------------------------------------------------

@@ -67,6 +67,9 @@ def test_attack_pattern_over_ids_from_zero_is_refused_at_the_first_bad_name(tmp_
         (range(46, 48), "{low:c}x_{high}.csv", 'shard-1\'s output "/x_48.csv" leaves'),  # absolute
         (range(46, 47), "{low:c}", 'shard-0\'s output "." names a folder'),  # the folder itself
         (range(47, 48), "sub{low:c}", 'shard-0\'s output "sub/" names a folder'),  # a folder below it
+        (range(47, 48), "sub{low:c}.", 'shard-0\'s output "sub/." names a folder'),  # the same, written so
+        (range(126, 127), "{low:c}x_{high}.csv", 'shard-0\'s output "~x_127.csv" leaves'),  # a home folder
+        (range(92, 93), "x{low:c}", 'shard-0\'s output "x\\\\" names a folder'),  # as the loader judges merged
         (range(0x10FFFF + 1, 0x10FFFF + 2), "{low:c}.csv", "cannot fill"),  # not a character at all
         (range(0xD800, 0xD801), "{low:c}.csv", "a lone surrogate"),
     ],
@@ -76,3 +79,11 @@ def test_every_way_a_filled_name_can_miss_a_file_in_the_outputs_dir(tmp_path, id
     with pytest.raises(JobSpecError, match="shard-") as e:
         plan_job(load_jobspec(job))
     assert str(e.value).startswith(f"{job}: [outputs].pattern: ") and bad in str(e.value)
+
+
+def test_a_name_only_the_sample_ids_would_break_is_judged_by_each_tasks_own(tmp_path):
+    """The loader checks the pattern filled with sample ids by the same rule as each task's name; a problem of
+    the samples alone ({low:c} of 0 is a NUL) is not the job's: its real names are planned as they are."""
+    job = _job(tmp_path, range(65, 68), "{low:c}.csv")
+    out = tmp_path / "runs" / "escape" / "outputs"
+    assert [t.output for t in plan_job(load_jobspec(job)).tasks] == [str(out / f"{c}.csv") for c in "ABC"]

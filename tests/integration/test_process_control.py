@@ -249,3 +249,43 @@ def test_a_rebuilt_state_does_not_take_copied_tags_of_an_unknown_attempt_for_its
     assert decoy.poll() is None and proc_state(decoy.pid) != psutil.STATUS_STOPPED
     statuses = _status(make_job.run_dir)
     assert {t["status"] for t in statuses.values()} == {"done"} and statuses["shard-0"]["attempts"] < 7
+
+
+def test_a_rebuild_knows_a_worker_in_a_cgroup_it_made_below_its_attempts_and_never_launches_beside_it(
+    make_job, reaper, tmp_path
+):
+    """A worker that moved itself into a cgroup below its attempt's, its start record lost with the state:
+    the rebuild finds it by its tag, places it by its cgroup (at or below `gputui-<run>/<task>.<n>`, not only
+    exactly there) and waits for it; its shard is never launched beside it, and its cgroups are removed."""
+    from gputui.executors import cgroup as cgroups
+    from tests.integration.test_reliability import _cgroups_usable
+
+    if not _cgroups_usable():
+        pytest.skip("cgroup v2 with cgroup.kill is not writable here")
+    job = make_job(ids=20, num_workers=2, max_parallel=2, sleep=6.0)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
+    reaper.append(sched)
+    worker = wait_for(lambda: make_job.running().get("shard-0"), what="shard-0's worker")
+    attempt_cgroup = wait_for(lambda: cgroups.of(worker), what="its cgroup")
+    assert attempt_cgroup.endswith("/shard-0.1")
+    below = os.path.join(attempt_cgroup, "own")
+    os.mkdir(below)
+    with open(os.path.join(below, "cgroup.procs"), "w") as f:  # as the worker could do itself
+        f.write(str(worker))
+    for proc in [sched, *psutil.Process(sched.pid).children()]:  # the scheduler and keeper; waiters go on
+        proc.send_signal(signal.SIGKILL)
+    sched.wait(5)
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (make_job.run_dir / name).unlink(missing_ok=True)
+    for journal in (make_job.run_dir / "attempts.journal", make_job.run_dir / "logs" / "exits.journal"):
+        kept = [line for line in journal.read_text().splitlines(True) if line.split()[1] != "shard-0"]
+        journal.write_text("".join(kept))  # its start record never reached the journal
+    assert not gone(worker), "the worker ended before the rebuild: make it sleep longer"
+
+    r = gputui("run", "--jobs", job, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rebuilt the run's state" in r.stdout and "copied tags" not in r.stdout, r.stdout
+    starts = [e["task"] for e in make_job.events() if e["event"] == "start"]
+    assert starts.count("shard-0") == 1, starts  # waited for, never launched beside it
+    assert {t["status"] for t in _status(make_job.run_dir).values()} == {"done"}
+    wait_for(lambda: not os.path.exists(attempt_cgroup), what="its cgroups removed, the one below it too")

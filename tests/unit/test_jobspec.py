@@ -495,6 +495,24 @@ def test_output_pattern_must_stay_inside_the_output_dir(jobdir: Path) -> None:
     assert "[outputs].pattern: expected a file name relative to [outputs].dir" in error_of(path)
 
 
+@pytest.mark.parametrize(
+    ("merged", "problem"),
+    [
+        (".", "names a folder"),
+        ("sub/.", "names a folder"),
+        ("sub/", "names a folder"),
+        ("\\u0000all.csv", "contains a NUL character"),
+        ("~/all.csv", "leaves [outputs].dir"),
+        ("../all.csv", "leaves [outputs].dir"),
+        ("all.csv\\\\", "names a folder"),
+    ],
+)
+def test_merged_name_is_held_to_the_rule_of_every_output_name(jobdir: Path, merged: str, problem: str) -> None:
+    path = write(jobdir, MINIMAL + f'\n[outputs]\npattern = "out_{{low}}.csv"\nmerged = "{merged}"\n')
+    message = error_of(path)
+    assert "[outputs].merged: expected a file name relative to [outputs].dir" in message and problem in message
+
+
 def test_params_are_usable_in_command_and_pattern(jobdir: Path) -> None:
     text = replace(MINIMAL, "--high {high}", "--high {high} --model {model} --t {temperature} --v {verbose}")
     path = write(
