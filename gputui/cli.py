@@ -272,24 +272,28 @@ def _cmd_status(args) -> int:
         all_done = all(t.status == Status.DONE for t in tasks)
         code = EXIT_OK if all_done else EXIT_FAILED
         if args.json:
-            from gputui.atomic import dumps_json
+            from gputui.atomic import finite_or_null, json_default
 
             last = latest_attempts(attempts)
-            print(
-                dumps_json(  # strict JSON: a NaN metric is null
-                    {
-                        "run_dir": str(paths.root),
-                        "job": meta.get("job_name"),
-                        "scheduler_id": meta.get("scheduler_id"),
-                        "scheduler_live": live,
-                        "scheduler_pid": (holder or {}).get("pid"),
-                        "all_done": all_done,
-                        **_gpu_totals(tasks),
-                        "tasks": [_task_json(t, last.get(t.id)) for t in tasks],
-                    },
-                    indent=2,
-                )
+            report = {
+                "run_dir": str(paths.root),
+                "job": meta.get("job_name"),
+                "scheduler_id": meta.get("scheduler_id"),
+                "scheduler_live": live,
+                "scheduler_pid": (holder or {}).get("pid"),
+                "all_done": all_done,
+                **_gpu_totals(tasks),
+                "tasks": [_task_json(t, last.get(t.id)) for t in tasks],
+            }
+            # Strict JSON (a NaN metric is null), all ASCII: a reason from old state may hold C1 or bidi
+            # controls, which reach the terminal unless escaped (DEL too, which JSON would leave as it is).
+            text = json.dumps(
+                finite_or_null(report),
+                indent=2,
+                allow_nan=False,
+                default=lambda o: finite_or_null(json_default(o)),
             )
+            print(text.replace("\x7f", "\\u007f"))
             return code
         from collections import Counter
 

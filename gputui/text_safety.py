@@ -4,8 +4,11 @@ A worker's output is the only text gputui shows that nobody vetted. Printed raw,
 failure reason set the terminal's title, cleared the screen mid-draw and hid text wherever the reason was
 shown (`gputui run`, `gputui status`, the app, report.md); Rich removes only BEL, BS, VT, FF and CR.
 `visible` turns every control character into a sign a person can read; `sgr_only` keeps a log line's
-colours (SGR) and drops every other escape sequence. Pure (no Rich, no Textual), so the core and the app
-share it: applied where worker text enters a reason and again at every display edge, for old state.
+colours (SGR) and drops every other escape sequence. Two rules built on them serve the edges: `one_line`
+for a reason, a note, a name or a table cell, `log_line` for a line of a worker's log; `visible` alone is
+the last guard where text is already laid out (a table's cells, a multi-line file). Pure (no Rich, no
+Textual), so the core and the app share it: applied where worker text enters a reason and again at every
+display edge, for old state.
 """
 
 from __future__ import annotations
@@ -80,3 +83,27 @@ def sgr_only(line: str, *, colour: bool = True, keep: str = "\t") -> str:
         pos = m.end()
     out.append(visible(line[pos:], keep))
     return "".join(out)
+
+
+def one_line(text: str | None) -> str:
+    """A reason, a note, a name or a table cell on one line: whitespace (line breaks too) collapsed to single
+    spaces, colours dropped, every other control character made visible (a worker's escape sequence, even
+    from state older than the sanitiser, must not reach the terminal). "" for None."""
+    if not text:
+        return ""
+    return visible(" ".join(without_colours(text).split()))
+
+
+# Line breaks inside a log line show as a space: a line is one line wherever it is shown.
+_BREAKS = re.compile(r"[\n\x0b\x0c\x85\u2028\u2029]")
+
+
+def log_line(line: str, *, colour: bool) -> str:
+    """One line of a worker's log as a terminal would leave it: only what follows its last carriage return (a
+    progress bar's latest state), line breaks inside it as spaces, its SGR colour sequences kept (dropped too
+    unless `colour`), every other escape sequence dropped, any other control character but a tab made
+    visible. What `gputui run` prints, what a log pane shows and what the [health] rules read."""
+    line = line.rstrip("\r\n")
+    if "\r" in line:
+        line = line.rsplit("\r", 1)[-1]
+    return sgr_only(_BREAKS.sub(" ", line), colour=colour)

@@ -7,7 +7,7 @@ import re
 import signal
 from dataclasses import dataclass
 
-from gputui.text_safety import visible, without_colours
+from gputui.text_safety import one_line
 
 # Most specific first: an OOM traceback also contains "CUDA error" and "Traceback".
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -104,8 +104,7 @@ def _last_line(text: str) -> str:
 
 
 def _clip(s: str, n: int = 200) -> str:
-    """A log line fit for a reason: one line, without colours, its other control characters made visible (an
-    escape sequence a worker printed must not retitle or clear the terminal that shows the reason), at most
-    `n` characters."""
-    s = visible(" ".join(without_colours(s).split()))
+    """A log line fit for a reason (`one_line`: an escape sequence a worker printed must not retitle or clear
+    the terminal that shows the reason), at most `n` characters."""
+    s = one_line(s)
     return s if len(s) <= n else s[: n - 1] + "…"

@@ -23,6 +23,7 @@ from typing import Any
 
 from gputui.engine.failures import _PATTERNS, _clip
 from gputui.jobs.health import HealthSpec
+from gputui.text_safety import log_line
 
 # --------------------------------------------------------------------------------------------------
 # Values in log lines
@@ -52,7 +53,6 @@ _ALIASES = {
 }
 # A name is a whole word: not part of val_loss, train/loss, lrs or 10ms/step.
 _NAME_CHAR = r"[\w/.\-]"
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves from rich, loguru, tqdm
 
 
 @functools.lru_cache(maxsize=32)
@@ -81,9 +81,7 @@ def parse_log_values(line: str, metric: str = "loss") -> dict[str, float]:
     non-negative integer or it is left out. Terminal colour codes are ignored, and of a line that a
     progress bar rewrote with carriage returns only the last (the visible) part is read.
     """
-    line = line.rstrip("\r\n").rsplit("\r", 1)[-1]
-    if "\x1b" in line:
-        line = _ANSI_RE.sub("", line)
+    line = log_line(line, colour=False)
     out: dict[str, float] = {}
     for m in _values_re(metric).finditer(line):
         name = canonical_name(m["name"])

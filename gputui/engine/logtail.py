@@ -1,9 +1,12 @@
 """Follow a growing log file by offset: only new bytes are read, whole lines are returned.
 
 A worker's line can be of any length (a progress bar redrawn with `\\r` for hours, a gigabyte without a
-newline), and the scheduler follows every running attempt's log: at most MAX_LINE bytes of one line are
-held, its head; the rest is skipped up to the next newline, and the line is returned with a marker that
-says how much was cut. Bytes that are not UTF-8 are replaced."""
+newline), and the scheduler follows every running attempt's log. A carriage return followed by more text
+overwrites the line, as on a terminal: only what follows the last one is held, so a progress bar's latest
+state (the loss the [health] rules read) is what its line says when it ends, never a stale head. Of what
+remains, at most MAX_LINE bytes are held, its head; the rest is skipped up to the next newline, and the
+line is returned with a marker that says how much was cut. Lines come without their `\\r` and `\\n`.
+Bytes that are not UTF-8 are replaced."""
 
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ class LogTail:
     ):
         self.path = Path(path)
         self.offset = 0
-        self._partial = bytearray()  # the head of the line being read, at most max_line bytes
+        self._partial = bytearray()  # the head of the line being read, at most max_line bytes, no \r in it
         self._cut = 0  # bytes of that line past its head, skipped
+        self._cr = False  # the line read so far ends with \r: what comes next overwrites it, unless \n
         self._max_read = max_read
         self._max_line = max_line
         if from_end:
@@ -47,31 +51,40 @@ class LogTail:
         lines = []
         if len(pieces) > 1:
             lines.append(self._end_line())
-            cap = self._max_line
-            lines += [_text(p) if len(p) <= cap else _cut(p, cap) for p in pieces[1:-1]]
+            lines += [_line(p, self._max_line) for p in pieces[1:-1]]
             self._hold(pieces[-1])
-        if flush and (self._partial or self._cut):
+        if flush and (self._partial or self._cut or self._cr):
             lines.append(self._end_line())
         return lines
 
     def _hold(self, piece: bytes) -> None:
+        ends_cr = piece.endswith(b"\r")
+        body = piece.rstrip(b"\r") if ends_cr else piece
+        cr = body.rfind(b"\r")
+        if cr >= 0 or (self._cr and body):  # overwritten: only what follows the last \r counts
+            self._partial.clear()
+            self._cut = 0
+            body = body[cr + 1 :]
+        self._cr = ends_cr or (self._cr and not body)
         room = self._max_line - len(self._partial)
-        if len(piece) <= room:
-            self._partial += piece
+        if len(body) <= room:
+            self._partial += body
         else:
-            self._partial += piece[:room]
-            self._cut += len(piece) - room
+            self._partial += body[:room]
+            self._cut += len(body) - room
 
     def _end_line(self) -> str:
         text = self._partial.decode("utf-8", "replace")
-        text = f"{text} … [cut: {self._cut} bytes]" if self._cut else text.rstrip("\r")
-        self._partial, self._cut = bytearray(), 0
+        if self._cut:
+            text = f"{text} … [cut: {self._cut} bytes]"
+        self._partial, self._cut, self._cr = bytearray(), 0, False
         return text
 
 
-def _text(line: bytes) -> str:
-    return line.decode("utf-8", "replace").rstrip("\r")
-
-
-def _cut(line: bytes, keep: int) -> str:
-    return f"{line[:keep].decode('utf-8', 'replace')} … [cut: {len(line) - keep} bytes]"
+def _line(piece: bytes, keep: int) -> str:
+    """A whole line read at once: what follows its last \\r (a trailing one ends the line), its head kept."""
+    body = piece.rstrip(b"\r")
+    body = body[body.rfind(b"\r") + 1 :]
+    if len(body) <= keep:
+        return body.decode("utf-8", "replace")
+    return f"{body[:keep].decode('utf-8', 'replace')} … [cut: {len(body) - keep} bytes]"

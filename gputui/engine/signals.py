@@ -6,10 +6,11 @@ at its end, not one by one: a turn that settles a task never waits on the disk f
 filesystem each fsync is a journal commit that also holds up every file being created meanwhile (the
 workers' logs).
 
-The twins are strict JSON: a number that is not finite (a NaN or infinite loss) is written as null, since
-strict parsers refuse a bare `NaN`. A task stopped by a [health] rule has `stopped_by` ("health: nan") and
-the rule's evidence in `reason` ("health check: loss=nan at step 5 (nan)"); its `exit_code` is the one
-recorded, 0 for a trainer that exits cleanly when told to stop (Lightning), so `status` is what to read."""
+The twins are strict JSON, as every JSON file the run writes (`atomic.dumps_json`): a number that is not
+finite (a NaN or infinite loss) is written as null, since strict parsers refuse a bare `NaN`. A task
+stopped by a [health] rule has `stopped_by` ("health: nan") and the rule's evidence in `reason` ("health
+check: loss=nan at step 5 (nan)"); its `exit_code` is the one recorded, 0 for a trainer that exits
+cleanly when told to stop (Lightning), so `status` is what to read."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from gputui.atomic import atomic_link, atomic_write_json, finite_or_null, fsync_dir, fsync_file
+from gputui.atomic import atomic_link, atomic_write_json, fsync_dir, fsync_file
 from gputui.engine.rundir import RunPaths
 
 FACTS = ("step", "loss", "exit_code", "duration", "reason", "stopped_by")
@@ -26,9 +27,7 @@ FACTS = ("step", "loss", "exit_code", "duration", "reason", "stopped_by")
 def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts) -> Path:
     """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason, stopped_by (None if
     unknown or not so). `durable=False`: not fsynced yet; the file written, for `make_durable` later."""
-    twin = {"task_id": task_id, "status": status, "time": time.time()}
-    for key in FACTS:
-        twin[key] = finite_or_null(facts.get(key))
+    twin = {"task_id": task_id, "status": status, "time": time.time()} | {key: facts.get(key) for key in FACTS}
     marker = paths.signals / f"{task_id}.{status}"
     twin_path = marker.with_name(marker.name + ".json")
     atomic_write_json(twin_path, twin, fsync=durable, fsync_folder=False, indent=None)  # makes a missing folder

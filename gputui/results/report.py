@@ -13,7 +13,7 @@ from gputui.atomic import atomic_write_json, atomic_write_text
 from gputui.engine.records import AttemptRecord
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
-from gputui.text_safety import visible
+from gputui.text_safety import one_line, visible
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
 
@@ -68,7 +68,7 @@ def build_summary(
                 "metric": t.metric,
                 "rank": t.rank,
                 "promoted": t.promoted,
-                "note": _shown(t.note),
+                "note": t.note and one_line(t.note),  # rows older than the sanitiser too
                 "range": [t.low, t.high],
                 "count": t.count,
                 "status": t.status,
@@ -76,7 +76,7 @@ def build_summary(
                 "budget": t.budget,
                 "gpus": list(t.gpus),
                 "exit_code": t.exit_code,
-                "reason": _shown(t.reason),
+                "reason": t.reason and one_line(t.reason),
                 "started_at": _iso(t.started_at),
                 "ended_at": _iso(t.ended_at),
                 "attempt_durations": durations,
@@ -123,7 +123,7 @@ def _attempt(a: AttemptRecord, now: float) -> dict:
         "status": a.status,
         "gpus": list(a.gpus),
         "exit_code": a.exit_code,
-        "reason": _shown(a.reason),
+        "reason": a.reason and one_line(a.reason),
         "started": _iso(a.started_at),
         "ended": _iso(a.ended_at),
         "duration": round(a.elapsed(now), 3),  # never following a step of the wall clock (gputui.clock)
@@ -186,7 +186,7 @@ def render_report(summary: dict) -> str:
             exit_text = f", exit {_exit(t['exit_code'])}" if t.get("exit_code") is not None else ""
             lines.append(
                 f"- **{t['id']}** `{_label(t)}` {t['status']} after {t['attempts']}/{t['budget']} "
-                f"attempt(s){exit_text}: {_oneline(t.get('reason') or 'no reason recorded')}"
+                f"attempt(s){exit_text}: {one_line(t.get('reason') or 'no reason recorded')}"
             )
             if t.get("last_log"):
                 lines.append(f"  - last log: `{t['last_log']}`")
@@ -209,7 +209,7 @@ def render_report(summary: dict) -> str:
             problems = merge.get("problems", [])
             lines.append(f"Not merged: {len(problems)} problem(s); any earlier merged file is untouched.")
             lines.append("")
-            lines += [f"- {_oneline(p)}" for p in problems]
+            lines += [f"- {one_line(str(p))}" for p in problems]
         lines.append("")
     # Old state may hold a worker's raw escape sequences: `cat report.md` must not act on them.
     return visible("\n".join(lines), keep="\n")
@@ -362,19 +362,10 @@ def _exit(code: int | None) -> str:
     return str(code)
 
 
-def _shown(text: str | None) -> str | None:
-    """A reason or note from the store, its control characters visible (rows older than the sanitiser)."""
-    return None if text is None else visible(text)
-
-
-def _oneline(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _cut(text: str) -> str:
-    text = _oneline(text)
+    text = one_line(text)
     return text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 1] + "…"
 
 
 def _cell(value: Any) -> str:
-    return _oneline(str(value)).replace("|", "\\|")
+    return one_line(str(value)).replace("|", "\\|")

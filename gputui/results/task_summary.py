@@ -1,8 +1,10 @@
 """Per-task result files built from a worker's events: metrics.csv (the curve) and summary.json (the verdict).
 
-Both are written atomically so a report or a sweep table never reads half a file. Non-finite numbers
-are written the way the event protocol writes them ("nan", "inf", "-inf"): JSON has no NaN, and a
-diverged loss is a result worth keeping.
+Both are written atomically so a report or a sweep table never reads half a file. summary.json is strict
+JSON, as every JSON file the run writes: a number that is not finite (a diverged loss) is null, since strict
+parsers refuse a bare `NaN`. metrics.csv, not JSON, writes it "nan", "inf" or "-inf" (floats to pandas and
+any CSV reader). Metric names come from `worker_events.parse_line`, their control characters made
+visible there.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gputui.atomic import atomic_write_text, json_default
-from gputui.text_safety import visible
+from gputui.atomic import atomic_write_text, dumps_json
 
 if TYPE_CHECKING:
     from gputui.engine.worker_events import Event
@@ -28,9 +29,8 @@ def metric_rows(events: Iterable[Event]) -> tuple[list[str], list[tuple[int | No
     rows = []
     for ev in events:
         if ev.kind == "metrics":
-            values = _named(ev.values)
-            names.update(dict.fromkeys(values))
-            rows.append((ev.step, values))
+            names.update(dict.fromkeys(ev.values))
+            rows.append((ev.step, ev.values))
     return list(names), rows
 
 
@@ -55,7 +55,7 @@ def final_and_best(
     for ev in events:
         if ev.kind not in ("metrics", "done"):
             continue
-        for name, v in _named(ev.values).items():
+        for name, v in ev.values.items():
             final[name] = v
             old = best.get(name)
             if old is None or math.isnan(old):
@@ -91,32 +91,14 @@ def write_task_summary(
         "durations_s": [float(d) for d in durations],
         "total_duration_s": float(sum(durations)),
     }
-    text = json.dumps(_finite(summary), indent=2, allow_nan=False, ensure_ascii=False, default=json_default)
+    text = dumps_json(summary, indent=2)
     atomic_write_text(path, text + "\n", fsync=fsync)
     return json.loads(text)
-
-
-def _named(values: Mapping[str, float]) -> dict[str, float]:
-    """A worker's metric names with their control characters visible: metrics.csv and summary.json get
-    read in terminals (unchanged for any ordinary name)."""
-    return {visible(k): v for k, v in values.items()}
 
 
 def _cell(v: float | None) -> str:
     if v is None:
         return ""
-    return repr(float(v)) if math.isfinite(v) else _nf(v)
-
-
-def _nf(v: float) -> str:
+    if math.isfinite(v):
+        return repr(float(v))
     return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-
-
-def _finite(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return _nf(o)
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_finite(v) for v in o]
-    return o

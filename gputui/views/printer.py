@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from gputui.jobs.tasks import Status
-from gputui.text_safety import sgr_only, visible
+from gputui.text_safety import log_line, visible
 
 
 def progress_line(counts: Mapping[str, int], elapsed: float) -> str:
@@ -51,7 +51,7 @@ class Printer:
             self.line("\n".join(f"{label} {self._safe(ln)}" for ln in lines))
 
     def _safe(self, line: str) -> str:
-        shown = sgr_only(line.rsplit("\r", 1)[-1], colour=self.colour)
+        shown = log_line(line, colour=self.colour)
         return shown + "\x1b[0m" if "\x1b" in shown else shown
 
     def progress(self, counts: Mapping[str, int], elapsed: float) -> None:

@@ -162,7 +162,9 @@ def test_steps_of_the_wall_clock_stop_no_healthy_worker_and_shift_no_duration(tm
         assert (t["status"], t["attempts"]) == ("done", 1), t
         assert 0 < t["duration"] < longest, t
         assert 0 < t["gpu_seconds"] < longest, t  # one simulated GPU, held as long as the worker ran
-    (a_start, a_end, a_boot), = db.execute("SELECT started_at, ended_at, boot_id FROM attempts WHERE task_id='a'")
+    ((a_start, a_end, a_boot),) = db.execute(
+        "SELECT started_at, ended_at, boot_id FROM attempts WHERE task_id='a'"
+    )
     assert a_end < a_start and a_boot  # the wall clock as recorded went back; the boot stamps measured it
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["wall_seconds"] < longest

@@ -485,5 +485,5 @@ def test_a_real_silence_of_no_output_s_fires_the_hang_rule_whatever_the_wall_clo
     assert host.events == []
     clocks.tick(2)
     host._check_health()
-    (kind, message), = host.events
+    ((kind, message),) = host.events
     assert kind == "health" and "no log line or event for 31 s after step 1" in message

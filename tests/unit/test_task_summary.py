@@ -64,10 +64,11 @@ def test_summary_json(tmp_path):
     assert summary["best_metrics"] == {"loss": 0.4, "lr": 0.1, "val_acc": 0.7}
 
 
-def test_summary_json_keeps_non_finite_as_strings(tmp_path):
+def test_summary_json_writes_non_finite_as_null_and_metrics_csv_as_words(tmp_path):
+    # Strict JSON, as every JSON file the run writes (signals, summary.json, results.jsonl): null, never "nan".
     path = tmp_path / "summary.json"
-    events = [Event(t=1.0, kind="metrics", step=1, values={"loss": math.nan, "grad": math.inf})]
-    write_task_summary(
+    events = [Event(t=1.0, kind="metrics", step=1, values={"loss": math.nan, "grad": math.inf, "low": -math.inf})]
+    returned = write_task_summary(
         path,
         task_id="t",
         params={},
@@ -78,9 +79,12 @@ def test_summary_json_keeps_non_finite_as_strings(tmp_path):
         events=events,
     )
     summary = json.loads(path.read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-    assert summary["final_metrics"] == {"loss": "nan", "grad": "inf"}
-    assert summary["best_metrics"] == {"loss": "nan", "grad": "inf"}
+    assert summary["final_metrics"] == {"loss": None, "grad": None, "low": None}
+    assert summary["best_metrics"] == {"loss": None, "grad": None, "low": None}
     assert summary["exit_code"] is None and summary["total_duration_s"] == 0.0
+    assert returned == summary
+    write_metrics_csv(events, tmp_path / "metrics.csv")  # CSV is not JSON: pandas reads these as floats
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["step,loss,grad,low", "1,nan,inf,-inf"]
 
 
 def test_the_runs_end_writes_only_products_its_settles_did_not(tmp_path):

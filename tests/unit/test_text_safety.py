@@ -8,7 +8,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gputui.text_safety import BIDI, UNSAFE, sgr_only, visible
+from gputui.text_safety import BIDI, UNSAFE, log_line, one_line, sgr_only, visible
 
 ATTACK = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[HFAKE: all 4 tasks done\x1b[8m hidden"
 BAD = {chr(c) for c in UNSAFE}
@@ -60,3 +60,29 @@ def test_sequences_rich_lets_through_are_dropped_and_c1_is_shown():
         assert sgr_only(f"a{seq}b") == "ab", seq
     assert visible("a\x9bb\u202ec\x7f") == "a\\x9bb\\u202ec␡"
     assert sgr_only("\x1b[1;31mred\x1b[0m \x1b") == "\x1b[1;31mred\x1b[0m ␛"  # a lone ESC is shown
+
+
+@given(nasty)
+def test_one_line_is_one_line_of_nothing_a_terminal_acts_on(text):
+    out = one_line(text)
+    assert not BAD & set(out) and out == " ".join(out.split())  # no break, no run of spaces, no edge space
+    assert one_line(out) == out
+
+
+@given(nasty, st.booleans())
+def test_a_log_line_is_one_line_with_colours_at_most(text, colour):
+    out = log_line(text, colour=colour)
+    rest = SGR.sub("", out) if colour else out
+    assert set(rest) & BAD <= {"\t"}
+
+
+def test_one_line_and_log_line_on_what_workers_print():
+    assert one_line(None) == one_line("") == ""
+    assert (
+        one_line(f"  oom:\n\t{ATTACK}\x9b2J\u202e  ")
+        == "oom: ␛]0;PWNED-TITLE␇␛[2J␛[HFAKE: all 4 tasks done hidden\\x9b2J\\u202e"
+    )
+    # What follows the last CR (a progress bar's latest state), a trailing CR or LF being the line's end.
+    assert log_line("10%\r\x1b[2K\x1b[32m80%\x1b[0m\r\n", colour=True) == "\x1b[32m80%\x1b[0m"
+    assert log_line("10%\r\x1b[2K\x1b[32m80%\x1b[0m", colour=False) == "80%"
+    assert log_line("a\x0bb\x0cc\u2028d\te\x00", colour=False) == "a b c d\te␀"  # breaks are spaces, tabs stay

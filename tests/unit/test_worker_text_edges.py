@@ -13,7 +13,7 @@ from gputui.engine.worker_events import parse_line
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import build_summary, render_report
 from gputui.results.task_summary import write_metrics_csv
-from gputui.text_safety import visible
+from gputui.text_safety import one_line, visible
 from gputui.tui.widgets.job_rows import row_cells
 from gputui.tui.widgets.task_bar import task_bar_text
 from gputui.views.printer import Printer
@@ -22,6 +22,7 @@ from gputui.views.status_view import status_table
 
 ATTACK = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[HFAKE: all 4 tasks done\x1b[8m hidden\x9b2J"
 SHOWN = visible(ATTACK)
+ONE_LINE = one_line(ATTACK)  # a reason, a note, a cell: its colour dropped, every other sequence shown
 RAW = set("\x1b\x07\x9b")
 
 
@@ -35,17 +36,17 @@ def test_status_table_and_report_show_a_raw_reason_made_visible():
     out = console.file.getvalue()
     assert not RAW & set(out) and f"[/red] {SHOWN}" in out
     summary = build_summary(job_name="j", run_dir="/r", scheduler_id="s", tasks=[failed()], attempts=[], now=3.0)
-    assert summary["tasks"][0]["reason"] == SHOWN
+    assert summary["tasks"][0]["reason"] == ONE_LINE
     report = render_report(summary)
-    assert not RAW & set(report) and SHOWN in report
+    assert not RAW & set(report) and ONE_LINE in report
 
 
 def test_app_rows_and_task_bar_show_raw_reasons_and_metric_names_made_visible():
     view = TaskView(failed(), None, metrics={"loss\x1b]0;T\x07": 0.5})
     cells = row_cells(view, 3.0)
-    assert not any(RAW & set(cell) for cell in cells.values()) and cells["reason"] == SHOWN
+    assert not any(RAW & set(cell) for cell in cells.values()) and cells["reason"] == ONE_LINE
     bar = task_bar_text(view, filter_by="all", sort_by="id", follow=None, metrics=dict(view.metrics)).plain
-    assert not RAW & set(bar) and "loss␛]0;T␇ 0.5" in bar and SHOWN in bar
+    assert not RAW & set(bar) and "loss␛]0;T␇ 0.5" in bar and ONE_LINE in bar
 
 
 def test_alerts_events_metrics_and_the_printer(tmp_path):
@@ -63,9 +64,10 @@ def test_alerts_events_metrics_and_the_printer(tmp_path):
     out = io.StringIO()
     printer = Printer(out)  # not a terminal: no colour either
     printer.info(f"FAILED shard-0: {ATTACK}")
-    printer.worker_lines("[0, 4)", [ATTACK, "\x1b[31mred\x1b[0m", "10%\r\x1b[2K80%"])
+    printer.worker_lines("[0, 4)", [ATTACK, "\x1b[31mred\x1b[0m", "10%\r\x1b[2K80%", "a\x0bb\tc"])
     assert out.getvalue() == (
         f"gputui: FAILED shard-0: {SHOWN}\n[0, 4) FAKE: all 4 tasks done hidden\n[0, 4) red\n[0, 4) 80%\n"
+        "[0, 4) a b\tc\n"  # a vertical tab is a space, as in the log pane: the line stays one line
     )
 
 

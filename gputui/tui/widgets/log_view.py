@@ -27,7 +27,7 @@ from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 from textual.widgets import Input
 
-from gputui.text_safety import sgr_only
+from gputui.text_safety import log_line
 from gputui.tui.widgets.log_index import LineIndex
 
 __all__ = ["LogPane", "LogView"]
@@ -37,12 +37,6 @@ IDLE_INTERVAL = 1.5
 
 RENDER_BYTES = 64 * 1024
 """Bytes of one line rendered at most: a 10 MB JSON line should not stall a repaint."""
-
-# Line breaks inside a line show as a space. Then `sgr_only` keeps the colours (the decoder applies them) and
-# drops every other escape sequence (title, clear, cursor moves, DCS, APC: Rich's decoder lets `ESC c` and
-# 8-bit CSI through), the rest made visible; \r is left to the decoder (what follows the last \r is what a
-# terminal shows, e.g. a progress bar), tabs are expanded.
-_BREAKS = {0x0B: " ", 0x0C: " ", 0x85: " ", 0x2028: " ", 0x2029: " "}
 
 
 class LogView(ScrollView, can_focus=True):
@@ -229,7 +223,10 @@ class LogView(ScrollView, can_focus=True):
 
     def _render(self, line: int, scroll_x: int, width: int, style: Style) -> Strip:
         assert self.index is not None
-        raw = sgr_only(self.index.read_line(line, RENDER_BYTES).translate(_BREAKS), keep="\t\r").expandtabs(8)
+        # `log_line` keeps the colours (the decoder applies them) and drops every other escape sequence (title,
+        # clear, cursor moves, DCS, APC: Rich's decoder lets `ESC c` and 8-bit CSI through), the rest made
+        # visible; of a line a progress bar redrew, what follows the last \r. Tabs are expanded.
+        raw = log_line(self.index.read_line(line, RENDER_BYTES), colour=True).expandtabs(8)
         text = AnsiDecoder().decode_line(raw)
         text.no_wrap = True
         text.end = ""

@@ -13,7 +13,7 @@ from textual.widget import Widget
 from gputui.clock import now as clock_now
 from gputui.jobs.tasks import Status
 from gputui.text_safety import visible
-from gputui.tui.widgets.job_rows import clock
+from gputui.tui.widgets.job_rows import hms
 from gputui.views.runview import PlannedRun, RunSnapshot, outlook
 
 SEP = " · "
@@ -116,8 +116,8 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     if look.rate:
         pace.append(f"{look.rate:.3g} ids/s")
         if look.eta is not None:
-            pace.append(f"ETA {clock(look.eta)}")
-    elapsed = f"elapsed {clock(run.elapsed(now))}"
+            pace.append(f"ETA {hms(look.eta)}")
+    elapsed = f"elapsed {hms(run.elapsed(now))}"
     done = f"{counts.get(Status.DONE, 0)}/{sum(counts.values())} done"
     for short, with_pace in ((False, True), (True, True), (True, False)):
         words = [f"{n} {SHORT.get(s, s) if short else s}" for s, n in numbers]

@@ -7,8 +7,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from gputui.jobs.tasks import STEP, TRIAL
-from gputui.text_safety import visible
-from gputui.tui.widgets.job_rows import one_line, params_text
+from gputui.text_safety import one_line
+from gputui.tui.widgets.job_rows import params_text
 from gputui.tui.widgets.metrics_chart import metrics_text
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
@@ -39,7 +39,7 @@ def task_bar_text(
     text.append(t.status, STATUS_STYLE.get(t.status, ""))
     if metrics:
         text.append(SEP)
-        text.append(visible(metrics_text(metrics, metric)), "bold")  # names a worker chose
+        text.append(one_line(metrics_text(metrics, metric)), "bold")  # names a worker chose
     if t.kind == TRIAL:
         params = params_text(t.info.get("params") or {})
         parent = t.info.get("parent_id")
