@@ -46,6 +46,9 @@ ENDED, STOPPED, DETACHED = "ended", "stopped", "detached"  # how Scheduler.run c
 HEALTH_EVERY_S = 1.0  # how often running attempts' new events and log lines are read for the [health] rules
 BUSY_TIMEOUT_S = 1.0  # a turn waits this long for another writer of state.db, then is tried again later
 SIGNAL_SYNC_S = 5.0  # signal files written since are fsynced together, at most this often (and at the end)
+# A SIGTERM stopping a run on Slurm waits this long past stop_grace_s for its jobs, then leaves them to their
+# stand-ins: each cancels a job not ended in its grace 5 s after it, and sees it gone a second or so later.
+SLURM_TERM_MARGIN_S = 20.0
 
 
 class Scheduler(Launching, Adoption, Settling, Steering):
@@ -73,6 +76,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self.stop_requested = False
         self.detach_requested = False
         self.leave_requested = False  # Ctrl-C again while stopping on Slurm: leave the jobs as they are
+        self.stop_signals = 0  # Ctrl-Cs and SIGTERMs received (a stop control is not one of them)
+        self.stopped_by_term = False  # the first was a SIGTERM: nobody may be there to press Ctrl-C again
         self.controller = Controller(self.paths, self.store, on_merge=self.opts.on_merge)
         self.journal = JournalReader(self.paths.journal)
         res = job.resources
@@ -298,7 +303,10 @@ class Scheduler(Launching, Adoption, Settling, Steering):
 
     def _install_signals(self) -> dict:
         def on_stop(signum, _frame):
-            if self.stop_requested and self.job.executor.kind == "slurm":
+            self.stop_signals += 1
+            if self.stop_signals == 1:
+                self.stopped_by_term = signum == signal.SIGTERM
+            elif self.job.executor.kind == "slurm":
                 self.leave_requested = True  # stop waiting for Slurm's controller (see _shutdown)
                 slurm.abandon()
             self.stop_requested = True
@@ -373,24 +381,41 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             stop.finish()
         if not self.live:
             return
-        self.out.info(
-            f"stopping {len(self.live)} running task(s) (SIGTERM, then SIGKILL after "
-            f"{self.job.stop_grace_s:g}s); they will run again on restart"
-        )
+        on_slurm, grace_s = self.job.executor.kind == "slurm", self.job.stop_grace_s
+        if on_slurm:
+            self.out.info(
+                f"stopping {len(self.live)} Slurm job(s): running ones get SIGTERM on their node, then SIGKILL "
+                f"after {grace_s:g}s; queued ones are cancelled; they will run again on restart"
+            )
+        else:
+            self.out.info(
+                f"stopping {len(self.live)} running task(s) (SIGTERM, then SIGKILL after {grace_s:g}s); "
+                "they will run again on restart"
+            )
         for live in self.live.values():
             live.interrupted = True
         # On Slurm a stand-in ends its job (the runner ends the tree, scancel a queued job) and is not
-        # killed here: killing it would not end the job. It waits as long as that takes; Ctrl-C again leaves.
-        on_slurm = self.job.executor.kind == "slurm"
-        grace = float("inf") if on_slurm else self.job.stop_grace_s
+        # killed here: killing it would not end the job. It waits as long as that takes; Ctrl-C again leaves,
+        # and a SIGTERM (systemd, timeout, a batch script: nobody to press Ctrl-C) waits `bound` at most.
+        grace = float("inf") if on_slurm else grace_s
         stop = Stop(self.controller, self._pairs([self.tasks[i] for i in self.live]), grace)
         stop.begin()
-        deadline = time.monotonic() + self.job.stop_grace_s + 10.0
+        deadline = time.monotonic() + grace_s + 10.0
+        bound, leave_at = grace_s + SLURM_TERM_MARGIN_S, float("inf")
         tell_at, told = time.monotonic() + 1.0, ""
         while self.live and (on_slurm or time.monotonic() < deadline) and not self.leave_requested:
+            if on_slurm and self.stopped_by_term and leave_at == float("inf"):  # (it may come after a control)
+                leave_at = time.monotonic() + bound
+            if time.monotonic() >= leave_at:  # as for a second Ctrl-C
+                self.leave_requested = True
+                slurm.abandon()
+                break
             if on_slurm and time.monotonic() >= tell_at:  # what it waits for: the controller, or a long time
                 tell_at = time.monotonic() + 1.0
-                line = slurm.waiting_line(self.paths.root, [live.key for live in self.live.values()])
+                leave = "Ctrl-C again to leave them"
+                if self.stopped_by_term:
+                    leave = f"left to their stand-ins {bound:g}s after the SIGTERM"
+                line = slurm.waiting_line(self.paths.root, [live.key for live in self.live.values()], leave)
                 if line != told and ("controller" in line or time.monotonic() > deadline - 5.0):
                     self.out.info(told := line)
             stop.step()
@@ -405,7 +430,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
                 late.step()
             time.sleep(0.02)
         if self.leave_requested and self.live:
+            why = f"SIGTERM: waited {bound:g}s; " if time.monotonic() >= leave_at else ""
             self.out.info(
-                f"left {len(self.live)} Slurm job(s) to their stand-ins, which cancel them once the controller "
-                "answers; the next run finds them"
+                f"{why}left {len(self.live)} Slurm job(s) to their stand-ins, which cancel them once the "
+                "controller answers; the next run finds them"
             )

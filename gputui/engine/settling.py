@@ -3,6 +3,7 @@ transaction), the [health] watch that may end an attempt early, and the signal f
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import re
@@ -151,8 +152,9 @@ class Settling:
             self._watch_lingering(live)
 
     def _cancel_slurm_job(self, live: Live) -> None:
+        with contextlib.suppress(OSError):  # holds with the controller away; unwritten, the scancel is still tried
+            slurm.forbid(self.paths.root, live.task_id, live.number)
         try:
-            slurm.forbid(self.paths.root, live.task_id, live.number)  # holds even if the controller is away
             job = slurm.attempt_file(self.paths.root, live.task_id, live.number, "job").read_text().strip()
             if job and slurm.ours(job, self.scheduler_id) is not None:
                 refused = slurm.control("cancel", job)

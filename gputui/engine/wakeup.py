@@ -1,5 +1,6 @@
-"""Sleep until a file descriptor is readable or a signal arrives: one select() for the loops that
-must also notice signals at once (the scheduler's SIGINT/SIGHUP, the keeper's SIGCHLD)."""
+"""Sleep until a file descriptor is readable or a signal arrives: one poll() for the loops that
+must also notice signals at once (the scheduler's SIGINT/SIGHUP, the keeper's SIGCHLD). poll, not select:
+a descriptor numbered past 1023 (a waiter's channel among hundreds) is beyond select's reach."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ class Wakeup:
         signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
 
     def wait(self, fds: list[int], timeout: float) -> list[int]:
+        poller = select.poll()
+        for fd in (self.read_fd, *fds):
+            poller.register(fd, select.POLLIN)
         try:
-            ready, _, _ = select.select([self.read_fd, *fds], [], [], max(0.0, timeout))
+            ready = [fd for fd, _ in poller.poll(max(0.0, timeout) * 1000)]
         except InterruptedError:
             return []
         if self.read_fd in ready:

@@ -13,14 +13,21 @@ record). It exits once the scheduler has closed its end and no such orphan is le
 
 Each waiter lends the keeper the read end of its worker's output pipe at each launch (waiter.py), so if
 the waiter is killed its worker does not die of SIGPIPE at its next print: the keeper copies the output
-on into the attempt's log (what the waiter had read and not yet written, at most one chunk, is lost).
+on into the attempt's log (what the waiter had read and not yet written, at most one chunk, is lost). A Slurm
+attempt's stand-in lends nothing: it writes its few lines to its log itself.
+
+The keeper holds a descriptor per waiter (and one per lent pipe), so it waits with epoll (select() stops at
+descriptor 1023) and raises its own soft limit on open files to the hard one; its waiters, and so the
+workers, get the limit the keeper was started with. A waiter it cannot fork (no descriptor or process
+left) is refused to the scheduler, and the keeper goes on serving the waiters it has.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
+import resource
+import selectors
 import signal
 import socket
 import sys
@@ -57,22 +64,27 @@ class Keeper:
         self.lenders: dict[socket.socket, int] = {}  # each waiter's socket lending its workers' output pipes
         self.lent: dict[int, tuple[int, str]] = {}  # waiter pid -> its worker's output pipe (read end), its log
         self.copying: list[LogPipe] = []  # outputs of killed waiters' workers, copied on by the keeper
+        self.watched = selectors.DefaultSelector()  # the wake pipe, requests, lenders and pipes copied on
+        self.files_limit = _raise_files_limit()  # what the waiters get back
 
     def run(self) -> None:
         become_subreaper()
         woken, wake_me = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.set_wakeup_fd(wake_me, warn_on_full_buffer=False)  # a child's end wakes select() at once
+        signal.set_wakeup_fd(wake_me, warn_on_full_buffer=False)  # a child's end wakes the wait at once
+        self.watched.register(woken, selectors.EVENT_READ)
+        self.watched.register(self.requests, selectors.EVENT_READ)
         listening = True
         while listening or self.orphans or self.waiters:  # busy waiters may be killed yet
-            watched = [woken, *self.lenders, *(p.fd for p in self.copying)]
-            ready = select.select([*watched, self.requests] if listening else watched, [], [], 1.0)[0]
+            ready = {key.fileobj for key, _ in self.watched.select(1.0)}
             with contextlib.suppress(OSError):
                 os.read(woken, 4096)
             self.take_lent([s for s in ready if s in self.lenders])
             self.reap()
             if self.requests in ready:
                 listening = self.serve_request()
+                if not listening:
+                    self.watched.unregister(self.requests)
         for pipe in self.copying:  # no process of ours is left: what still writes there is not ours
             pipe.drain()
             pipe.close()
@@ -87,7 +99,12 @@ class Keeper:
             return False
         if not asked:
             return False
-        channel, pid = self.fork_waiter()
+        try:
+            channel, pid = self.fork_waiter()
+        except OSError as e:  # no descriptor or process left: the scheduler is told (a reply without a channel)
+            with contextlib.suppress(OSError):
+                self.requests.send(f"refused: cannot fork a waiter: {e}".encode())
+            return True
         try:
             start = ownership.start_of(pid) or 0
             socket.send_fds(self.requests, [f"waiter {pid} {start}".encode()], [channel.fileno()])
@@ -98,13 +115,21 @@ class Keeper:
         return True
 
     def fork_waiter(self) -> tuple[socket.socket, int]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        lender, lending = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
+        made: list[socket.socket] = []
+        try:
+            made += socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            made += socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = os.fork()
+        except OSError:
+            for sock in made:
+                sock.close()
+            raise
+        ours, theirs, lender, lending = made
         if pid == 0:  # the waiter: keep only its own channel, the journal, the wake pipe and its lending socket
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                self.watched.close()
                 ours.close()
                 lender.close()
                 self.requests.close()
@@ -114,12 +139,16 @@ class Keeper:
                     os.close(fd)
                 for p in self.copying:
                     os.close(p.writer.fd)
+                theirs, lending = _renumbered(theirs), _renumbered(lending)  # below the limit given back
+                with contextlib.suppress(OSError, ValueError):
+                    resource.setrlimit(resource.RLIMIT_NOFILE, self.files_limit)
                 Waiter(theirs, self.journal, self.exits, self.wake, self.home, lending).serve()
             finally:
                 os._exit(0)
         theirs.close()
         lending.close()
         self.lenders[lender] = pid
+        self.watched.register(lender, selectors.EVENT_READ)
         self.waiters.add(pid)
         return ours, pid
 
@@ -146,6 +175,7 @@ class Keeper:
                 if msg:
                     continue
                 del self.lenders[sock]  # the waiter is gone
+                self.watched.unregister(sock)
                 sock.close()
                 lent = self.lent.pop(pid, None)
                 if lent is not None:
@@ -153,18 +183,27 @@ class Keeper:
                 break
         self.copy()
 
+    def lending_now(self) -> list[socket.socket]:
+        return [key.fileobj for key, _ in self.watched.select(0) if key.fileobj in self.lenders]
+
     def adopt(self, out: int, log: str) -> None:
         try:
             into = open_append(log)
         except OSError:
-            into = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                into = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:  # no descriptor left: its worker's next write fails (EPIPE), as if we were gone
+                os.close(out)
+                return
         self.copying.append(LogPipe(out, into))
+        self.watched.register(out, selectors.EVENT_READ)
 
     def copy(self) -> None:
         for pipe in self.copying:
             pipe.drain()
         for pipe in [p for p in self.copying if not p.open]:
             self.copying.remove(pipe)
+            self.watched.unregister(pipe.fd)
             pipe.close()
 
     def reap(self) -> None:
@@ -189,13 +228,28 @@ class Keeper:
             self.waiters.discard(pid)
             key = self.orphans.pop(pid, None)
             if key is not None:  # a leftover of such a worker is only collected
-                self.take_lent(select.select(list(self.lenders), [], [], 0)[0])  # its log whole before its exit
+                self.take_lent(self.lending_now())  # its log whole before its exit
                 cg = self.cgroup_of.get(key)
                 left = len(cgroups.members(cg)) if cg else len(self.orphans)  # the scheduler ends them
                 data = line("exit", *key, *exit_fields(os.waitstatus_to_exitcode(status), left))
                 for fd in (self.exits, self.journal, self.wake):
                     with contextlib.suppress(OSError):
                         os.write(fd, data)
+
+
+def _raise_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to the hard one; the limit as it was."""
+    was = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (was[1], was[1]))
+    return was
+
+
+def _renumbered(sock: socket.socket) -> socket.socket:
+    """The same socket on the lowest free descriptor (close-on-exec)."""
+    low = sock.dup()
+    sock.close()
+    return low
 
 
 def main() -> None:

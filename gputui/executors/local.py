@@ -252,7 +252,9 @@ class LocalExecutor:
 
 def _ended(channel: socket.socket) -> bool:
     try:
-        if not select.select([channel], [], [], 0)[0]:  # (a socket with a timeout would wait that long in recv)
+        poller = select.poll()  # not select(): a descriptor numbered past 1023 is beyond it (512 Slurm stand-ins)
+        poller.register(channel, select.POLLIN)
+        if not poller.poll(0):  # (a socket with a timeout would wait that long in recv)
             return False
         return not channel.recv(1, socket.MSG_PEEK)
     except BlockingIOError:

@@ -7,6 +7,9 @@
 Were the log file the worker's stdout, a full disk would fail the worker's next print (Python: OSError,
 exit 1). Through the pipe, a write the disk refuses is dropped instead, to the end of its line, and its
 lines counted; once a write goes through again, the log says first `gputui: N lines dropped: disk full`.
+Only a full disk (ENOSPC, EDQUOT) is waited out once the output has ended (its waiter tries the notice
+again every second before it takes other work); after any other error (EIO, EFBIG...) the lines are dropped
+and counted all the same, but a notice that cannot be written then is given up.
 Copying through a pipe costs the waiter a read and a write per chunk (up to 1 MiB), not per line.
 """
 
@@ -33,6 +36,7 @@ class LogWriter:
         self.dropped = 0  # lines dropped since the log last said so
         self.why = ""
         self.owed = False  # some output was dropped: the log must say so before anything else
+        self.full = False  # the last write was refused for room (ENOSPC, EDQUOT): worth trying again later
         self.skipping = False  # inside a line whose start was dropped: the rest of it goes too
         self.mid_line = False  # the log's last byte is not a newline (a notice starts on a line of its own)
 
@@ -51,12 +55,12 @@ class LogWriter:
             self._put(data)
 
     def finish(self) -> bool:
-        """The output has ended: True once the log says all it must (False: the disk is still full; call
-        again later)."""
+        """The output has ended: True once the log says all it must, or cannot for another reason than a
+        full disk (the notice is given up); False while the disk is full: call again later."""
         if self.skipping:  # an unfinished last line, dropped
             self.dropped += 1
             self.skipping = False
-        return not self.owed or self._notice()
+        return not self.owed or self._notice() or not self.full
 
     def _put(self, data: bytes) -> bool:
         view = memoryview(data)
@@ -64,7 +68,8 @@ class LogWriter:
             try:
                 n = os.write(self.fd, view)
             except OSError as e:
-                self.why = "disk full" if e.errno in _FULL else (e.strerror or str(e))
+                self.full = e.errno in _FULL
+                self.why = "disk full" if self.full else (e.strerror or str(e))
                 self.owed = True
                 self._drop(view)
                 return False
@@ -119,8 +124,10 @@ class LogPipe:
         return copied
 
     def close(self) -> bool:
-        """Stop reading (what a process still writes then fails with EPIPE); True once the log says all it
-        must, else call `LogWriter.finish` again later and close `writer.fd` then."""
+        """Stop reading. What a process still writes does not fail at once: the keeper holds the read end
+        lent to it until the waiter's next launch (EPIPE after that), and copies on from it once the waiter
+        ends; until then it waits in the pipe (a writer blocks once the pipe is full). True once the
+        log says all it must, else call `LogWriter.finish` again later and close `writer.fd` then."""
         os.close(self.fd)
         if self.writer.finish():
             os.close(self.writer.fd)

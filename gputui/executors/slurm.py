@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ SUBMIT_WINDOW = 512  # attempts submitted at once when [resources].max_parallel 
 FILES = ("started", "exit", "signals")  # per attempt, in slurm/: what the runner on the node writes and reads
 TIMEOUT_S = 60.0  # a busy slurmctld answers slowly; one that does not answer in a minute is down
 NOT_STARTED = 75  # a stand-in's exit: Slurm dropped the job before it ran (a dependency failed): run it again
-_ORDINARY = ("", "None", "Priority", "Resources")  # why a job pends, when there is nothing worth a word
+MUTE = "the Slurm controller does not answer"  # Slurm's "word" on a job while squeue fails
+ORDINARY = ("", "None", "Priority", "Resources")  # why a job pends, when there is nothing worth a word
 
 
 class SlurmUnavailable(RuntimeError):
@@ -82,13 +84,13 @@ def standing(run_dir: str | os.PathLike[str], task_id: str, number: int) -> str:
     if not isinstance(found, dict) or found.get("job") != job:
         return ""
     if found.get("trouble"):
-        return "the Slurm controller does not answer"
+        return MUTE
     if found.get("state") != "PENDING":
         return ""
     reason, nodes = str(found.get("reason") or ""), str(found.get("nodes") or "")
     if "held" in reason.lower():
         return "; ".join(x for x in (f"held ({reason})", nodes) if x)
-    return nodes or ("" if reason in _ORDINARY else reason)  # a drained node says more than ReqNodeNotAvail
+    return nodes or ("" if reason in ORDINARY else reason)  # a drained node says more than ReqNodeNotAvail
 
 
 def shown(run_dir: str | os.PathLike[str], task_id: str, number: int) -> str:
@@ -96,26 +98,41 @@ def shown(run_dir: str | os.PathLike[str], task_id: str, number: int) -> str:
     Slurm's word on it where there is one ("queued: held (launch_failed_requeued_held)")."""
     found = started(run_dir, task_id, number)
     if found is not None:
-        return f"{found.get('node', '?')}:{found.get('gpus') or '-'}"
+        return placed(found)
     word = standing(run_dir, task_id, number)
     return f"queued: {word}" if word else "queued"
+
+
+def placed(found: Mapping) -> str:
+    """`node:GPUs`, as the GPUs columns show where an attempt runs on a cluster, from what its runner on the
+    node recorded (`started` here, the log's first line on Ray: node_runner.placement)."""
+    return f"{found.get('node', '?')}:{found.get('gpus') or '-'}"
+
+
+def ask_runner(signals: str | os.PathLike[str], word: str) -> None:
+    """Ask the attempt's runner on its node to signal the command's tree (`TERM`, `STOP`, `CONT`: a line
+    in the attempt's `signals` file); OSError if it cannot be written."""
+    with open(signals, "a") as f:
+        f.write(word + "\n")
 
 
 def forbid(run_dir: str | os.PathLike[str], task_id: str, number: int) -> None:
     """Ask the attempt's runner to end its tree, or, if its job has not started, to end before the command
     starts (TERM in the `signals` file): it holds whatever Slurm does later, even with its controller away."""
-    with open(attempt_file(run_dir, task_id, number, "signals"), "a") as f:
-        f.write("TERM\n")
+    ask_runner(attempt_file(run_dir, task_id, number, "signals"), "TERM")
 
 
-def waiting_line(run_dir: str | os.PathLike[str], attempts: list[tuple[str, int]]) -> str:
-    """What a stopping run waits for, for its attempts still on Slurm (their stand-ins cancel them)."""
-    mute = sum(standing(run_dir, t, n) == "the Slurm controller does not answer" for t, n in attempts)
+def waiting_line(
+    run_dir: str | os.PathLike[str], attempts: list[tuple[str, int]], leave: str = "Ctrl-C again to leave them"
+) -> str:
+    """What a stopping run waits for, for its attempts still on Slurm (their stand-ins cancel them), and
+    how it stops waiting (`leave`)."""
+    mute = sum(standing(run_dir, t, n) == MUTE for t, n in attempts)
     rest = len(attempts) - mute
     what = f"waiting for the Slurm controller to cancel {mute} job(s) (it does not answer)" if mute else ""
     if rest:
         what += f"{' and for ' if mute else 'waiting for '}{rest} Slurm job(s) to end"
-    return f"{what}; Ctrl-C again to leave them: they are recorded and the next run finds them"
+    return f"{what}; {leave}: they are recorded and the next run finds them"
 
 
 _children: set[subprocess.Popen] = set()  # Slurm commands under way in this process (see `abandon`)

@@ -11,11 +11,14 @@ ray_bridge.py). Its waiter forks it (the command line is what `ps` shows), havin
 with the keeper, so a stand-in imports nothing.
 
 Its exit is read from the attempt's `exit` file, which the runner writes into the run directory (a stat
-every POLL_S); squeue is asked only every SQUEUE_S (a hundred stand-ins must not flood the controller),
+every POLL_S); squeue is asked only every SQUEUE_S, give or take a fifth (hundreds of stand-ins must not
+flood the controller, nor ask it all in the same second), and once a second after a stop or a cancel,
 to say in the log when the job waits and why, and to notice a job that left the queue without an end
 recorded (cancelled from outside, a time limit, a node lost). What squeue said last (and, for a job
 that pends for a reason out of the ordinary, the partition's drained or down nodes; or that the
 controller does not answer) goes to the attempt's `squeue` file, which `gputui status` and the app show.
+Its output (these lines) goes straight to the attempt's log, not through its waiter: a line a full disk
+refuses is lost, and the stand-in goes on; so does one whose waiter was killed.
 Signals become Slurm's actions, only on a job squeue shows with this scheduler's comment: SIGTERM asks
 the runner to end the tree (the signal file: a job that has not started yet then ends before its
 command starts, whenever Slurm starts it) and cancels a pending job (tried again every SQUEUE_S while
@@ -26,8 +29,10 @@ pending one; SIGCONT undoes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -54,13 +59,14 @@ class Attendant:
         self.nodes, self.nodes_at = "", 0.0  # the partition's unwell nodes, when last asked
         self.cancel_at: float | None = None  # a cancel the controller did not answer: tried again then
         self.next_ask = 0.0  # when squeue is asked next
+        self.unanswered = ""  # why the controller did not answer the last question of _ours ("" if it did)
         self.asked: list[int] = []  # signals received, acted on by the loop (not in the handler)
         self.stopping_at: float | None = None
         self.paused_by = ""  # how a pause was done: "suspend", "hold" or "signal"
         self.said = ""
 
     def say(self, line: str) -> None:
-        print(f"gputui: {line}", flush=True)
+        _write(f"gputui: {line}")
 
     def attend(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGCONT):
@@ -81,8 +87,8 @@ class Attendant:
                 self.stopping_at = float("inf")
             if self.cancel_at is not None and now >= self.cancel_at:
                 self._cancel()
-            if now >= self.next_ask:  # every second while it stops: a cancelled job is gone at once
-                self.next_ask = now + (SQUEUE_S if self.stopping_at is None else 1.0)
+            if now >= self.next_ask:
+                self.next_ask = now + _paced(SQUEUE_S)
                 try:
                     state = slurm.job_state(self.job)
                 except slurm.SlurmUnavailable as e:
@@ -103,7 +109,7 @@ class Attendant:
     def _unwell(self, state: slurm.JobState) -> str:
         """The partition's drained or down nodes, for a job that pends for a reason out of the ordinary
         (ReqNodeNotAvail, launch_failed_requeued_held...); asked of sinfo at most every NODES_S."""
-        if state.state != "PENDING" or state.reason in ("None", "Priority", "Resources") or not state.partition:
+        if state.state != "PENDING" or state.reason in slurm.ORDINARY or not state.partition:
             return ""
         if state.reason.startswith(("Dependency", "JobHeldUser", "BeginTime")):
             return ""
@@ -135,7 +141,7 @@ class Attendant:
                 said = []
             if said:
                 for line in said[-3:]:
-                    print(line, flush=True)
+                    _write(line)
                 return
             time.sleep(POLL_S)
 
@@ -186,7 +192,7 @@ class Attendant:
             self._resume()
         elif self.stopping_at is None:
             self.stopping_at = time.monotonic() + self.grace + 5.0
-            self.next_ask = min(self.next_ask, time.monotonic() + 1.0)
+            self._soon()
             self._signal_tree("TERM")  # the runner ends the tree (TERM, then KILL after the grace), or never
             if not self._ran():  # starts it, should Slurm start the job before the cancel reaches it
                 self._cancel()
@@ -221,33 +227,54 @@ class Attendant:
         """scancel the job if squeue shows it as ours; while the controller does not answer, again every
         SQUEUE_S (the signal file already keeps the command from starting)."""
         self.cancel_at = None
-        try:
-            ours = slurm.ours(self.job, self.scheduler_id)
-        except slurm.SlurmUnavailable as e:
-            self._hear({"trouble": str(e)})
-            self._tell(f"cannot cancel Slurm job {self.job} yet: {e}; trying again every {SQUEUE_S:g}s")
-            self.cancel_at = time.monotonic() + SQUEUE_S
-            return
-        if ours is not None:
+        ours = self._ours()
+        if self.unanswered:
+            why = self.unanswered
+            self._tell(f"cannot cancel Slurm job {self.job} yet: {why}; trying again every {SQUEUE_S:g}s")
+            self.cancel_at = time.monotonic() + _paced(SQUEUE_S)
+        elif ours is not None:
             refused = slurm.control("cancel", self.job)
             if refused:
                 self._tell(f"scancel {self.job}: {refused}; trying again every {SQUEUE_S:g}s")
-                self.cancel_at = time.monotonic() + SQUEUE_S
+                self.cancel_at = time.monotonic() + _paced(SQUEUE_S)
+            else:
+                self._soon()  # gone in a moment
 
     def _ours(self) -> slurm.JobState | None:
+        """The job's state if squeue shows it with this scheduler's comment, else None: gone, not ours, or
+        the controller does not answer (then `unanswered` says why, and so does the `squeue` file)."""
         try:
-            return slurm.ours(self.job, self.scheduler_id)
-        except slurm.SlurmUnavailable:
-            return None
+            found, self.unanswered = slurm.ours(self.job, self.scheduler_id), ""
+        except slurm.SlurmUnavailable as e:
+            found, self.unanswered = None, str(e)
+            self._hear({"trouble": self.unanswered})
+        return found
+
+    def _soon(self) -> None:
+        """Ask squeue once in a second (a job stopped or cancelled is gone by then), then at the usual pace."""
+        self.next_ask = min(self.next_ask, time.monotonic() + 1.0)
 
     def _signal_tree(self, word: str) -> None:
-        with open(self.signals, "a") as f:
-            f.write(word + "\n")
+        try:
+            slurm.ask_runner(self.signals, word)
+        except OSError as e:
+            self._tell(f"cannot ask the runner of Slurm job {self.job} for {word} ({self.signals}): {e}")
 
     def _tell(self, line: str) -> None:
         if line != self.said:
             self.said = line
             self.say(line)
+
+
+def _paced(seconds: float) -> float:
+    """`seconds`, give or take a fifth: stand-ins started together do not ask Slurm together."""
+    return seconds * random.uniform(0.8, 1.2)
+
+
+def _write(line: str) -> None:
+    """A line to the log (fd 1); one the disk refuses is lost, not raised."""
+    with contextlib.suppress(OSError):
+        os.write(1, (line + "\n").encode(errors="replace"))
 
 
 def command(run_dir, task_id: str, number: int, grace: float, scheduler_id: str, job: str | None, error=""):
@@ -269,7 +296,7 @@ def main(args: list[str]) -> int:
     pairs = args[: args.index("--")]
     o = {pairs[i].removeprefix("--"): pairs[i + 1] for i in range(0, len(pairs), 2)}
     if o.get("error"):
-        print(f"gputui: {o['error']}", flush=True)
+        _write(f"gputui: {o['error']}")
         return 127
     a = Attendant(o["run-dir"], o["task"], int(o["attempt"]), o["job"], float(o["grace"]), o["scheduler"])
     a.say(f"submitted to Slurm as job {o['job']}")

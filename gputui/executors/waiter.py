@@ -15,7 +15,9 @@ The worker's output reaches its log through the waiter, never straight from the 
 fails a write of the waiter's (it drops lines, and says how many), not the worker's print. The keeper holds
 the pipe's read end too (lent to it at each launch), so a killed waiter's worker does not die of SIGPIPE:
 the keeper copies its output on. Only if the waiter and its keeper are both killed does the worker's next
-write fail (EPIPE, or SIGPIPE) -- the case in which its exit status is lost anyway.
+write fail (EPIPE, or SIGPIPE) -- the case in which its exit status is lost anyway. A Slurm attempt's
+stand-in is no worker: it writes its few lines to the log itself (a line a full disk refuses is lost), and
+lends the keeper nothing.
 
 Waiters are forked by the keeper and reused by the scheduler for attempt after attempt (it sends the
 next request once the last attempt is cleared), so a task costs one posix_spawn, as with `xargs -P`.
@@ -101,15 +103,15 @@ class Waiter:
             _complain(f"cannot make a pipe for {task}: {e}")
             self.record_exit(task, n, 127, 0)
             return
-        self.lend(out, req["log"])
+        standin = slurm_task.is_standin(argv)
+        if not standin:  # (a stand-in writes to its log itself: its pipe carries nothing)
+            self.lend(out, req["log"])
         for fd in held:  # GPU reservations: held as long as any process of the task holds them
             os.set_inheritable(fd, True)
 
-        standin = slurm_task.is_standin(argv)
-
         def spawn() -> int:
             if standin:
-                return self.fork_standin(argv, req["env"], into)
+                return self.fork_standin(argv, req["env"], log)
             return os.posix_spawn(
                 argv[0],
                 argv,
@@ -125,7 +127,7 @@ class Waiter:
 
         try:
             if self.home is not None and not standin:  # a stand-in's tree is on a node, not here
-                pid, cg = self.home.spawn_inside(f"{task}.{n}", spawn)
+                pid, cg = self.home.spawn_inside(cgroups.attempt_name(task, n), spawn)
             else:
                 pid, cg = spawn(), None
         except OSError as e:
@@ -198,7 +200,8 @@ class Waiter:
 
     def fork_standin(self, argv: list[str], env: dict[str, str], log: int) -> int:
         """A Slurm attempt's stand-in runs code this process has loaded: forked, not exec'd, it starts in a
-        millisecond instead of tens (the same command line, the same code, as its own process group)."""
+        millisecond instead of tens (the same command line, the same code, as its own process group). Its
+        output goes straight to the attempt's log: it outlives this waiter, were the waiter killed."""
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
@@ -291,7 +294,9 @@ class Waiter:
             self.unwritten.append((fd, data))
 
     def flush(self) -> None:
-        """Whatever a full disk held back: logs first (a settle reads the log), then the records."""
+        """Before the next attempt, try again every RETRY_WRITE_S what a full disk held back: the notices
+        logs still owe (`gputui: N lines dropped`) and the records not written yet. An exit record
+        usually went through already, in run(): a settle may read the log before its notice is there."""
         while self.unwritten or self.unsaid:
             self.unsaid = [w for w in self.unsaid if not _said(w)]
             pending, self.unwritten = self.unwritten, []
@@ -312,7 +317,9 @@ def _copy_for(pipe: LogPipe | None, seconds: float) -> None:
     """Sleep `seconds`, copying the output of what is left of the task meanwhile."""
     deadline = time.monotonic() + seconds
     while pipe is not None and pipe.open and (left := deadline - time.monotonic()) > 0:
-        select.select([pipe.fd], [], [], left)
+        poll = select.poll()  # (select() stops at descriptor 1023)
+        poll.register(pipe.fd, select.POLLIN)
+        poll.poll(left * 1000)
         pipe.drain()
     time.sleep(max(0.0, deadline - time.monotonic()))
 

@@ -279,7 +279,8 @@ def stages_to_come(
 
 
 def sweep_stages(meta: Mapping) -> tuple[list[tuple[str, int]], int]:
-    """A sweep run's stages (name, parameter sets) and top_k, from the plan it recorded; ([], 0) if none."""
+    """A sweep run's stages (name, parameter sets) and top_k, from the plan it recorded: ([], 0) for a run that
+    is not a sweep or recorded no plan; a recorded plan without stages gives ([], its top_k, else 1)."""
     if meta.get("job_kind") != "sweep" or not isinstance(meta.get("plan_definition"), dict):
         return [], 0
     return recorded_stages(meta["plan_definition"])
@@ -458,8 +459,7 @@ class RunView:
                 started = node_runner.placement(a.log_path)
             if started is None:
                 return "", ""
-            where = f"{started.get('node', '?')}:{started.get('gpus') or '-'}"
-            self._placed[key] = (where, str(started.get("node_id") or ""))
+            self._placed[key] = (slurm.placed(started), str(started.get("node_id") or ""))
             if started.get("node_id"):
                 self._node_ids.setdefault(str(started.get("node")), set()).add(str(started["node_id"]))
         return self._placed[key]

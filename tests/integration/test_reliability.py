@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -101,6 +103,103 @@ def test_a_killed_waiters_worker_is_recorded_by_the_keeper_and_not_run_again(mak
     assert {t["attempts"] for t in _status(make_job.run_dir).values()} == {1}
     # Its output pipe outlived its reader: the keeper copied on what it printed after (no SIGPIPE).
     assert "finish [0, 10)" in (make_job.run_dir / "logs" / "shard-0.attempt1.log").read_text()
+
+
+class _Keeper:
+    """A keeper started as the scheduler starts one, already holding `held` descriptors (so its own are
+    numbered past select()'s 1023) under `limit` on open files; `waiter()` asks it for one."""
+
+    def __init__(self, tmp_path: Path, held: int, limit: tuple[int, int]):
+        if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < held + 100:
+            pytest.skip(f"this test process may not open {held + 100} files")
+        self.journal = tmp_path / "attempts.journal"
+        (tmp_path / "logs").mkdir()  # (its copy of exits)
+        self.requests, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.requests.settimeout(30)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
+        fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(held)]
+        try:
+            with open(tmp_path / "keeper.log", "ab") as err:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-P", "-m", "gputui.executors.keeper", str(self.journal), "keeper-test"],
+                    stdin=theirs.fileno(), stdout=wake_w, stderr=err, start_new_session=True, pass_fds=fillers,
+                    env=os.environ | {"GPUTUI_NO_CGROUP": "1"},
+                    preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit),
+                )  # fmt: skip
+        finally:
+            for fd in [*fillers, wake_w]:
+                os.close(fd)
+            theirs.close()
+        self.wake, self.log = wake_r, tmp_path / "keeper.log"
+
+    def waiter(self) -> tuple[socket.socket | None, str]:
+        """A waiter's channel, or None and the keeper's refusal."""
+        self.requests.send(b"waiter")
+        msg, fds, _, _ = socket.recv_fds(self.requests, 256, 1)
+        assert msg, f"the keeper is gone: {self.log.read_text()}"
+        return (socket.socket(fileno=fds[0]) if fds else None), msg.decode()
+
+    def close(self) -> int:
+        self.requests.close()
+        os.close(self.wake)
+        try:
+            return self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def test_a_keeper_past_descriptor_1023_forks_its_waiters_and_copies_a_killed_ones_output(tmp_path):
+    """With Slurm, a keeper holds a socket per waiter (up to 512 of them, more with max_parallel): select()
+    cannot wait on a descriptor past 1023, and a soft limit of 1024 open files runs out. This one holds
+    1100 already under a soft limit of 1150: it raises its own limit, forks 60 waiters, copies on the output
+    of a killed waiter's worker, and gives its waiters (so the workers) the limit it was started with."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard < 1300:
+        pytest.skip(f"the hard limit on open files is {hard} here")
+    keeper = _Keeper(tmp_path, held=1100, limit=(1150, hard))
+    try:
+        channels = [keeper.waiter() for _ in range(60)]
+        assert all(channel for channel, _ in channels), [said for _, said in channels if not _]
+        channel = channels[0][0]
+        log = tmp_path / "worker.log"
+        request = {"task": "shard-0", "n": 1, "argv": ["/bin/sh", "-c", "ulimit -Sn; sleep 1; echo after"],
+                   "env": {}, "log": str(log), "grace": 1.0}  # fmt: skip
+        socket.send_fds(channel, [json.dumps(request).encode()], [])
+        start = wait_for(lambda: re.search(r"^start shard-0 1 (\d+) ", keeper.journal.read_text(), re.M),
+                         what="the worker's start recorded")  # fmt: skip
+        os.kill(int(start.group(1)), signal.SIGKILL)  # its waiter
+        wait_for(lambda: "\nexit shard-0 1 0 " in "\n" + keeper.journal.read_text(), what="its exit, recorded")
+        assert log.read_text() == "1150\nafter\n"  # its limit; and what it printed once its waiter was gone
+        assert keeper.proc.poll() is None
+        for c, _ in channels:
+            c.close()
+    finally:
+        code = keeper.close()
+    assert code == 0, keeper.log.read_text()
+
+
+def test_a_keeper_out_of_descriptors_refuses_a_waiter_and_goes_on(tmp_path):
+    """The hard limit itself reached (1150, 1100 of them held already): the scheduler is told no waiter could
+    be forked, and the keeper goes on serving the waiters it has, and forks again once some have ended."""
+    keeper = _Keeper(tmp_path, held=1100, limit=(1150, 1150))
+    try:
+        channels = []
+        for _ in range(60):
+            channel, said = keeper.waiter()
+            if channel is None:
+                break
+            channels.append(channel)
+        assert channel is None and "cannot fork a waiter" in said and "Too many open files" in said, said
+        assert channels and keeper.proc.poll() is None
+        for c in channels[:5]:
+            c.close()  # their waiters end
+        channel = wait_for(lambda: keeper.waiter()[0], what="a waiter once some have ended")
+        for c in [*channels, channel]:
+            c.close()
+    finally:
+        code = keeper.close()
+    assert code == 0, keeper.log.read_text()
 
 
 # -- 2. leftovers hold GPUs ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,15 +22,17 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gputui.engine import control
 from gputui.engine.manifests import read_manifest
+from gputui.engine.session import open_existing
 from gputui.engine.store import Store
-from gputui.executors import slurm
+from gputui.executors import slurm, slurm_task
 from gputui.tui.verbs import kill_target
 from gputui.tui.widgets.job_rows import row_cells
 from gputui.tui.widgets.run_header import progress_text
 from gputui.views.runview import RunView
 from tests import slurm_cluster
-from tests.conftest import gone, gputui, gputui_bg, proc_state, wait_for
+from tests.conftest import gone, gputui, gputui_bg, keeper_of, proc_state, wait_for
 from tests.integration.test_job_kinds import EXPECTED, Kinds, results
 
 ON_SLURM = '\n[executor]\nkind = "slurm"\npartition = "gpu"\nextra_args = ["--time=00:30:00"]\n'
@@ -192,7 +195,10 @@ def test_a_job_cancelled_outside_fails_with_slurms_reason_and_is_retried(slurm_e
     assert [e["attempt"] for e in make_job.events() if e["event"] == "start"] == [1, 2]
 
 
-def test_a_stand_in_killed_here_cancels_its_job_which_is_retried(slurm_env, make_job, reaper, tmp_path):
+@pytest.mark.parametrize("signals", ["writable", "unwritable"])
+def test_a_stand_in_killed_here_cancels_its_job_which_is_retried(slurm_env, make_job, reaper, tmp_path, signals):
+    """`unwritable`: the attempt's signals file cannot be written (a folder in its place): the scancel is
+    still done."""
     job = make_job(extra=ON_SLURM, ids=5, num_workers=1, gpus_per_worker=1, sleep=3)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
     reaper.append(sched)
@@ -201,6 +207,10 @@ def test_a_stand_in_killed_here_cancels_its_job_which_is_retried(slurm_env, make
     store = Store.open(make_job.run_dir / "state.db", readonly=True)
     standin = store.attempt("shard-0", 1).worker.pid  # the process its waiter watches, here
     store.close()
+    if signals == "unwritable":
+        path = slurm.attempt_file(make_job.run_dir, "shard-0", 1, "signals")
+        path.unlink(missing_ok=True)
+        path.mkdir()
     os.kill(standin, signal.SIGKILL)
     wait_for(lambda: slurm.job_state(first) is None, timeout=30, what="its Slurm job cancelled, not left running")
     assert sched.wait(120) == 0, (tmp_path / "run.log").read_text()
@@ -308,6 +318,9 @@ def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env
     assert pending
     slurm_job = job_of(make_job.run_dir, waiting)
     assert slurm.job_state(slurm_job).state == "PENDING"
+    # A stand-in writes to its log itself: the keeper holds no output pipe of theirs (only its own 3 pipes).
+    held = [os.readlink(fd) for fd in Path(f"/proc/{keeper_of(sched).pid}/fd").iterdir()]
+    assert sum(fd.startswith("pipe:") for fd in held) == 3, held
     # The app's table and header tell the queued task from the one Slurm started, and say where that one runs.
     run = RunView(make_job.run_dir).snapshot()
     placed = {v.task.id: v.placed for v in run.tasks}
@@ -324,8 +337,9 @@ def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env
                      timeout=30, what="gputui status showing the admin's hold")  # fmt: skip
     assert f"{running}" in shown and ":0,1,2,3" in shown, shown  # the running one: where it runs
     view = next(v for v in RunView(make_job.run_dir).snapshot().tasks if v.task.id == waiting)
-    cells = row_cells(view, time.time())
-    assert cells["progress"].startswith("queued: held (JobHeld") and "held (JobHeldAdmin)" in cells["reason"]
+    cells = row_cells(view, time.time())  # short in the progress cell, whole in the reason, once
+    assert cells["progress"] == "queued: held" and cells["reason"].startswith("held (JobHeldAdmin)"), cells
+    assert [column for column, cell in cells.items() if "JobHeldAdmin" in cell] == ["reason"], cells
     subprocess.run(["scontrol", "release", slurm_job], check=True)
     r = gputui("kill", "--run-dir", make_job.run_dir, "--all")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -416,32 +430,110 @@ def saved_since(path: Path, t: float) -> bool:
         return False
 
 
-def test_ctrl_c_while_the_controller_is_gone_says_what_it_waits_for_and_again_leaves(
-    slurm_env, make_job, reaper, tmp_path
+@pytest.mark.parametrize("how", ["Ctrl-C twice", "SIGTERM"])
+def test_a_stop_while_the_controller_is_gone_says_what_it_waits_for_and_leaves(
+    slurm_env, make_job, reaper, tmp_path, how
 ):
     """Two shards wait in Slurm behind one that holds the node's four GPUs when slurmctld dies and gputui
-    is stopped: nothing can cancel them, so it says what it waits for, and a second Ctrl-C leaves. The
-    waiting jobs never run their commands (their runner finds the stop asked), and the next run
-    finds them and runs the shards again."""
-    job = make_job(extra=ON_SLURM, ids=6, num_workers=3, gpus_per_worker=4, max_parallel=3, sleep=2)
+    is stopped: nothing can cancel them, so it says what it waits for, and leaves them: at a second Ctrl-C,
+    or, stopped by a SIGTERM (systemd, timeout, a batch script: nobody to press Ctrl-C again), on its own
+    stop_grace_s + 20 s later. The waiting jobs never run their commands (their runner finds the stop
+    asked), and the next run finds them and runs the shards again."""
+    job = make_job(extra=ON_SLURM, ids=6, num_workers=3, gpus_per_worker=4, max_parallel=3, sleep=10)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
     reaper.append(sched)
+    log = tmp_path / "run.log"
     try:
         wait_for(lambda: make_job.running() and len(list((make_job.run_dir / "slurm").glob("*.job"))) == 3,
                  timeout=60, what="one shard running, two queued")  # fmt: skip
-        queued = sorted({f"shard-{i}" for i in range(3)} - set(make_job.running()))
+        (running,) = make_job.running()
+        queued = sorted({f"shard-{i}" for i in range(3)} - {running})
+        # A controller that came back from state saved before the shard started would start it again, and
+        # slurmd, refusing the duplicate, would drain the node.
+        since = slurm.started(make_job.run_dir, running, 1)["since"]
+        state = Path(slurm_env["SLURM_CONF"]).parent / "state" / "job_state"
+        wait_for(lambda: saved_since(state, since), timeout=30, what="the controller's state saved since")
         slurm_cluster.kill_controller(slurm_env)
-        sched.send_signal(signal.SIGINT)
-        said = "waiting for the Slurm controller to cancel 2 job(s) (it does not answer); Ctrl-C again to leave"
-        wait_for(lambda: said in (tmp_path / "run.log").read_text(), timeout=90, what="what it waits for")
-        sched.send_signal(signal.SIGINT)
-        assert sched.wait(30) == 130
-        assert "left 2 Slurm job(s) to their stand-ins" in (tmp_path / "run.log").read_text()
+        said = "waiting for the Slurm controller to cancel 2 job(s) (it does not answer); "
+        if how == "Ctrl-C twice":
+            sched.send_signal(signal.SIGINT)
+            said += "Ctrl-C again to leave them"
+            wait_for(lambda: said in log.read_text(), timeout=90, what="what it waits for")
+            sched.send_signal(signal.SIGINT)
+            assert sched.wait(30) == 130
+            assert "left 2 Slurm job(s) to their stand-ins" in log.read_text()
+        else:
+            sched.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            assert sched.wait(90) == 130
+            assert time.monotonic() - sent < 2 + 20 + 10, "it leaves the jobs stop_grace_s + 20 s after a SIGTERM"
+            assert said + "left to their stand-ins 22s after the SIGTERM" in log.read_text()
+            assert "SIGTERM: waited 22s; left 2 Slurm job(s) to their stand-ins" in log.read_text()
+        stopping = r"stopping [23] Slurm job\(s\): running ones get SIGTERM on their node, then SIGKILL after 2s; "
+        assert re.search(stopping + "queued ones are cancelled", log.read_text()), log.read_text()
     finally:
         slurm_cluster.start_controller(slurm_env)
-    r = gputui("run", "--jobs", job, timeout=180)
+    r = gputui("run", "--jobs", job, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     starts = [(e["task"], e["attempt"]) for e in make_job.events() if e["event"] == "start"]
     assert len(starts) == len(set(starts)), f"no attempt ran twice: {starts}"
     assert not [s for s in starts if s[0] in queued and s[1] == 1], f"the left jobs never ran: {starts}"
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(6)})
+
+
+def test_a_ctrl_c_after_the_apps_stop_is_a_first_one_not_a_second(slurm_env, make_job, reaper, tmp_path):
+    """The app's stop (a control posted to the scheduler), then one Ctrl-C: the run still waits for its job
+    to end (its worker takes 6 s over SIGTERM) and does not leave it, as after a first Ctrl-C."""
+    job = make_job(extra=ON_SLURM, ids=2, num_workers=1, gpus_per_worker=1, sleep=120, stop_grace_s=30,
+                   worker_args="--term-delay 6")  # fmt: skip
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    reaper.append(sched)
+    log = tmp_path / "run.log"
+    wait_for(lambda: make_job.running().get("shard-0"), timeout=60, what="shard-0 running on Slurm")
+    paths, store = open_existing(make_job.run_dir)
+    try:
+        ok, said = control.request(paths, store, "stop", None, lambda: control.Controller(paths, store))
+    finally:
+        store.close()
+    assert ok, said
+    stopping = "stopping 1 Slurm job(s): running ones get SIGTERM on their node, then SIGKILL after 30s"
+    wait_for(lambda: stopping in log.read_text(), timeout=30, what="the stop under way")
+    sched.send_signal(signal.SIGINT)
+    assert sched.wait(60) == 130
+    assert "left" not in log.read_text(), log.read_text()
+    assert not [j for j in squeue() if j["comment"].startswith("gputui:")], "its job ended before the run did"
+
+
+def test_a_stopping_stand_in_asks_squeue_once_soon_then_at_its_usual_pace(slurm_env, tmp_path):
+    """A stand-in told to stop a job that goes on (here its runner is not gputui's, so the TERM is not acted
+    on) asks squeue once a second later, then every SQUEUE_S or so: not every second until the job ends,
+    as hundreds of stand-ins stopping together would."""
+    scheduler_id = "pace-test"
+    job = subprocess.run(["sbatch", "--parsable", f"--comment={slurm.comment(scheduler_id)}",
+                          f"--output={tmp_path}/job.out", "--wrap=sleep 300"],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    try:
+        wait_for(lambda: slurm.job_state(job).state == "RUNNING", timeout=30, what="the job running")
+        slurm.folder(tmp_path).mkdir()
+        slurm.attempt_file(tmp_path, "shard-0", 1, "started").write_text(json.dumps({"job": job}))
+        calls = tmp_path / "squeue-calls"
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "squeue").write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {shutil.which("squeue")} "$@"\n')
+        (bin_dir / "squeue").chmod(0o755)
+        asked = lambda: len(calls.read_text().splitlines()) if calls.exists() else 0  # noqa: E731
+        argv = slurm_task.command(tmp_path, "shard-0", 1, 60.0, scheduler_id, job)
+        with open(tmp_path / "standin.log", "wb") as out:
+            standin = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                       env=os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}"})  # fmt: skip
+        try:
+            wait_for(lambda: asked() == 1, timeout=10, what="its first question, a second after it starts")
+            standin.send_signal(signal.SIGTERM)
+            time.sleep(6)
+            assert asked() - 1 == 1, calls.read_text()  # a second after the stop; the next one 8 to 12 s later
+            assert slurm.attempt_file(tmp_path, "shard-0", 1, "signals").read_text() == "TERM\n"
+        finally:
+            standin.kill()
+            standin.wait(10)
+    finally:
+        subprocess.run(["scancel", job], check=True)

@@ -3,8 +3,12 @@ raised to anyone, and the log says how many once there is room again. A real tmp
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import re
+import subprocess
+import sys
 
 from gputui.executors.log_writer import LogPipe, LogWriter
 
@@ -74,3 +78,26 @@ def test_output_that_ends_while_the_disk_is_full_is_said_later(small_disk):
     assert pipe.writer.finish()
     os.close(fd)
     assert (disk / "worker.log").read_text() == "gputui: 3 lines dropped: disk full\n"
+
+
+def test_a_write_error_other_than_a_full_disk_drops_and_counts_lines_and_is_not_waited_out(tmp_path):
+    """EFBIG (a file size limit; EIO would do the same): the lines are dropped and counted as on a full
+    disk, but the notice, which cannot be written either, is given up at the end: a waiter that waited for
+    it would try it every second and never serve another attempt. In a process of its own (the limit)."""
+    log = tmp_path / "worker.log"
+    code = f"""if True:
+        import json, os, resource, signal
+        from gputui.executors.log_writer import LogWriter
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1100, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        fd = os.open({str(log)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        writer = LogWriter(fd)
+        writer.write(b"".join(b"line %06d " % i + b"." * 97 + b"\\n" for i in range(20)))  # as _line
+        writer.write(b"one more\\n")
+        print(json.dumps({{"finished": writer.finish(), "dropped": writer.dropped, "why": writer.why}}))
+    """
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    said = json.loads(r.stdout)
+    assert said == {"finished": True, "dropped": 11, "why": os.strerror(errno.EFBIG)}
+    assert log.read_bytes() == b"".join(_line(i) for i in range(10))  # 1100 bytes: the first ten, whole

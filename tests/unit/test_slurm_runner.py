@@ -11,6 +11,9 @@ from pathlib import Path
 
 from gputui.engine.failures import classify
 from gputui.executors import slurm
+from gputui.jobs.tasks import Status, TaskRecord
+from gputui.tui.widgets.job_rows import row_cells
+from gputui.views.runview import TaskView
 
 RUNNER = os.path.join(os.path.dirname(slurm.__file__), "slurm_runner.py")
 
@@ -107,3 +110,20 @@ def test_a_queued_job_is_shown_with_slurms_word_on_it_and_only_its_own(tmp_path)
     assert slurm.shown(tmp_path, "shard-0", 1) == "queued"
     line = slurm.waiting_line(tmp_path, [("shard-0", 1), ("shard-1", 1)])
     assert line.startswith("waiting for 2 Slurm job(s) to end; Ctrl-C again to leave them")
+
+
+def test_a_queued_rows_progress_says_slurms_word_short_and_its_reason_the_rest_once():
+    def cells(said: str) -> dict[str, str]:
+        task = TaskRecord("shard-0", 0, 0, 4, 4, Status.RUNNING, 1, 3, (), None, None, 1.0, None, None)
+        return row_cells(TaskView(task, None, placed="", queued=said), 3.0)
+
+    for said, short in [
+        ("held (JobHeldAdmin); node n1 drained: Duplicate jobid", "held"),
+        ("node gpu-017 drained: maintenance", "node drained"),
+        (slurm.MUTE, "no controller"),
+    ]:
+        row = cells(said)
+        assert (row["progress"], row["reason"]) == (f"queued: {short}", said)
+    waits = cells("Dependency")  # nothing more to say: said once
+    assert waits["progress"] == "queued: Dependency" and waits["reason"] == ""
+    assert cells("")["progress"] == "queued" and cells("")["reason"] == ""

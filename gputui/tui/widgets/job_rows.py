@@ -4,15 +4,17 @@ which rows a filter and a sort show. Pure (no widget), so the table, the task ba
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rich.cells import cell_len
 from rich.style import Style
 
+from gputui.executors import slurm
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status
-from gputui.text_safety import visible
+from gputui.text_safety import one_line, visible
 from gputui.tui import modes
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
@@ -105,7 +107,7 @@ _STATUS_ORDER = {
 STATUS_STYLES = {status: Style.parse(style) for status, style in STATUS_STYLE.items()}
 
 
-def clock(seconds: float | None) -> str:
+def hms(seconds: float | None) -> str:
     """'1:02:03', '2:03'; empty when unknown."""
     if seconds is None:
         return ""
@@ -147,12 +149,6 @@ def number(value: object) -> str:
 def params_text(params: Mapping) -> str:
     """'lr=3e-4 bs=32'."""
     return visible(" ".join(f"{k}={number(v)}" for k, v in params.items()))
-
-
-def one_line(text: str | None) -> str:
-    """A reason or note in one table cell: whitespace collapsed, control characters visible (a worker's
-    escape sequence, even from a state.db older than the sanitiser, must not reach the terminal)."""
-    return visible(" ".join((text or "").split()))
 
 
 @dataclass(frozen=True)
@@ -208,17 +204,17 @@ def row_cells(
     width = BAR[layout]
     progress = ""
     if t.status == Status.RETRYING and t.next_try_at is not None:
-        progress = f"next try in {clock(t.next_try_at - now)}"
+        progress = f"next try in {hms(t.next_try_at - now)}"
     elif p is not None:
         filled = round(p.fraction * width)
         progress = f"{'█' * filled}{'░' * (width - filled)} {p.done}/{p.total}"
     elif t.status == Status.DONE:
         progress = "█" * width + " done"
     elif view.placed == "":
-        progress = f"queued: {one_line(view.queued)}" if view.queued else "queued"  # submitted, not started
+        progress = f"queued: {queued_word(view.queued)}" if view.queued else "queued"  # submitted, not started
     running = t.status == Status.RUNNING
     rate = f"{p.rate:.1f}/s" if running and p is not None and p.rate else ""
-    eta = clock(p.eta) if running and p is not None and p.eta is not None else ""
+    eta = hms(p.eta) if running and p is not None and p.eta is not None else ""
     if t.status == Status.PAUSED:
         rate = "paused"
     a = view.attempt
@@ -240,10 +236,21 @@ def row_cells(
     }
     if t.kind != SHARD:
         cells.update(_kind_cells(view, context or RowContext()))
-    if view.queued:  # Slurm's word on the queued job (held, a node drained), in the widest cell
+    if view.queued and one_line(view.queued) != queued_word(view.queued):  # the rest of Slurm's word on it
         said = "note" if t.kind == TRIAL else "reason"
         cells[said] = " · ".join(x for x in (one_line(view.queued), cells.get(said, "")) if x)
     return cells
+
+
+def queued_word(said: str) -> str:
+    """Slurm's word on a queued job, short enough for the progress cell ("held", "node drained", "no
+    controller", "Dependency"); the row's reason (a trial's note) has it whole where that says more."""
+    said = one_line(said)
+    if said == slurm.MUTE:
+        return "no controller"
+    if node := re.match(r"node \S+ (\w+)", said):  # "node n1 drained: Duplicate jobid"
+        return f"node {node.group(1)}"
+    return re.split(r"[\s(:;,]", said, maxsplit=1)[0]  # "held (JobHeldAdmin)", "ReqNodeNotAvail, ..."
 
 
 def table_kind(views: Sequence[TaskView]) -> str:
