@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gputui.jobs.spec import JobSpecError
+from gputui.text_safety import visible
 
 if TYPE_CHECKING:
     from gputui.jobs.spec import JobSpec
@@ -86,7 +87,7 @@ def output_path(job: JobSpec, task_id: str, values: Mapping[str, object]) -> str
     problem = name_problem(name)
     if problem is not None:
         raise JobSpecError(
-            f"{job.path}: [outputs].pattern: {task_id}'s output {json.dumps(name, ensure_ascii=False)} "
+            f"{job.path}: [outputs].pattern: {task_id}'s output {visible(json.dumps(name, ensure_ascii=False))} "
             f"{problem}; each task's output must be a file name inside [outputs].dir"
         )
     return str(job.outputs.dir / name)

@@ -87,3 +87,13 @@ def test_a_name_only_the_sample_ids_would_break_is_judged_by_each_tasks_own(tmp_
     job = _job(tmp_path, range(65, 68), "{low:c}.csv")
     out = tmp_path / "runs" / "escape" / "outputs"
     assert [t.output for t in plan_job(load_jobspec(job)).tasks] == [str(out / f"{c}.csv") for c in "ABC"]
+
+
+def test_a_refused_name_never_reaches_the_terminal_raw(tmp_path):
+    """A job file generated from other input may hold control characters in its pattern (an 8-bit CSI
+    here, written as a TOML escape): the refusal names the task's output with them made visible."""
+    job = _job(tmp_path, range(40, 60), "{low:c}{low:c}/\\u009b{high}.csv")
+    r = gputui("plan", "--jobs", job)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert 'shard-6\'s output "../\\x9b47.csv" leaves [outputs].dir' in r.stderr
+    assert not any(0x80 <= ord(c) < 0xA0 or c == "\x1b" for c in r.stderr)
