@@ -318,7 +318,7 @@ class JobTable(ScrollView, can_focus=True):
             style = self.rich_style + self._styles()[2]
             titles = self._titles
             text = "".join(" " * PAD + fit(titles.get(c, c), w) + " " * PAD for c, w in self.column_widths.items())
-            self._header = Strip([Segment(fit(visible(text), width), style)])
+            self._header = Strip([Segment(fit(text, width), style)])
         return self._header
 
     def _to_come_strip(self, index: int, width: int) -> Strip:
