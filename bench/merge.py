@@ -75,7 +75,7 @@ CHILD = """
 import json, os, sys, time
 import numpy as np
 from pathlib import Path
-from gputui.engine.manifests import write_manifest
+from gputui.rundir.manifests import write_manifest
 from gputui.results.idcheck import ShardOutput, int_key
 from gputui.results.merge import check_shard, merge_shards
 shards = [ShardOutput(t, lo, hi, Path(p)) for t, lo, hi, p in json.loads(sys.argv[1])]

@@ -31,11 +31,11 @@ def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from gputui.engine.attempt import Infeasible
-    from gputui.engine.rundir import RunLocked
-    from gputui.engine.session import PlanMismatch
-    from gputui.engine.state_file import StateReadOnly, StateUnreadable
     from gputui.gpus.probe import NoGpuError
     from gputui.jobs.spec import JobSpecError
+    from gputui.rundir.opening import PlanMismatch
+    from gputui.rundir.paths import RunLocked
+    from gputui.rundir.state_file import StateReadOnly, StateUnreadable
 
     try:
         return args.func(args)
@@ -77,7 +77,7 @@ def _state_db(args) -> Path | None:
 
 def _state_error(db: Path | None, e: sqlite3.DatabaseError) -> str:
     """An SQLite error met after the checks on open, said plainly; damage keeps the refusal's wording."""
-    from gputui.engine.state_file import unreadable
+    from gputui.rundir.state_file import unreadable
 
     text, where = str(e)[:160], str(db or "the run's state database")
     low = text.lower()
@@ -215,7 +215,7 @@ def _simulate_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_app(args) -> int:
-    from gputui.engine.session import check_app_target
+    from gputui.rundir.opening import check_app_target
     from gputui.tui.app import GpuTuiApp
 
     run_dir = args.resolved_run_dir = check_app_target(args.jobs, args.run_dir, args.simulate)
@@ -232,17 +232,17 @@ def _cmd_app(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from gputui.api.headless import run_headless
     from gputui.engine.attempt import Options
-    from gputui.engine.session import open_for_job
     from gputui.jobs.loader import load_jobspec
-    from gputui.views.headless import run_headless
+    from gputui.rundir.opening import open_for_job
     from gputui.views.printer import Printer
 
     job_path = args.jobs
     if job_path is None:
         if args.run_dir is None:
             raise FileNotFoundError("gputui run needs --jobs FILE (or --run-dir of an existing run)")
-        from gputui.engine.session import open_existing
+        from gputui.rundir.opening import open_existing
 
         _, store = open_existing(args.run_dir, readonly=True)
         job_path = Path(store.meta("job_file"))
@@ -260,8 +260,8 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from gputui.engine.rundir import RunLock
-    from gputui.engine.session import open_existing
+    from gputui.rundir.opening import open_existing
+    from gputui.rundir.paths import RunLock
     from gputui.views.status_view import latest_attempts
 
     paths, store = open_existing(args.run_dir, readonly=True)
@@ -272,7 +272,7 @@ def _cmd_status(args) -> int:
         all_done = all(t.status == Status.DONE for t in tasks)
         code = EXIT_OK if all_done else EXIT_FAILED
         if args.json:
-            from gputui.atomic import finite_or_null, json_default
+            from gputui.files.atomic import finite_or_null, json_default
 
             last = latest_attempts(attempts)
             report = {
@@ -427,8 +427,8 @@ def _cmd_gpus(args) -> int:
 
 def _cmd_verb(args, verb: str) -> int:
     from gputui.engine.control import ControlError, Controller, request
-    from gputui.engine.session import open_existing
     from gputui.results.finalize import merge_run
+    from gputui.rundir.opening import open_existing
 
     paths, store = open_existing(args.run_dir)
     try:
@@ -457,8 +457,8 @@ def _cmd_verb(args, verb: str) -> int:
 
 
 def _cmd_summary(args) -> int:
-    from gputui.engine.session import open_existing
     from gputui.results.finalize import write_summary
+    from gputui.rundir.opening import open_existing
 
     paths, store = open_existing(args.run_dir)
     try:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from gputui.engine.attempt import WAITING, Live
 from gputui.engine.control import Stop
-from gputui.engine.logtail import LogTail
-from gputui.engine.manifests import manifest_matches
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership
 from gputui.executors.journal import AttemptEnds
+from gputui.files.tail import LogTail
 from gputui.jobs.tasks import Status, TaskRecord
+from gputui.rundir.manifests import manifest_matches
 
 RECORD_GRACE_S = 2.0  # how long an ended worker's record may lag its reaping before the attempt is lost
 

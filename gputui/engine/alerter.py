@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from gputui.engine import alerts
+from gputui.rundir import alerts_file
 
 COMMAND_TIMEOUT_S = 30.0
 MAX_RUNNING = 4  # commands at once; more alerts wait their turn (a burst of failures must not fork a storm)
@@ -49,7 +49,7 @@ class Alerter:
 
     def emit(self, event: dict) -> None:
         try:
-            alerts.append(self.path, event)
+            alerts_file.append(self.path, event)
         except OSError as e:
             if not self._said_file_error:
                 self.say(f"cannot write alerts to {self.path}: {e}; the run goes on")

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gputui.engine.health import Break
-from gputui.engine.logtail import LogTail
+from gputui.engine.rules.health import Break
 from gputui.engine.watching import AttemptWatch
 from gputui.executors import ownership
 from gputui.executors.local import WaiterHandle
+from gputui.files.tail import LogTail
 from gputui.jobs.tasks import Status, TaskRecord
 
 WAITING = (Status.PENDING, Status.RETRYING)  # the statuses of a task that waits to be launched

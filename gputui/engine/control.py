@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui.engine.manifests import manifest_path
-from gputui.engine.records import AttemptRecord
-from gputui.engine.rundir import RunLock, RunPaths
-from gputui.engine.store import Store
 from gputui.executors import ownership, ray_bridge
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import ProcessRef
 from gputui.jobs.tasks import Status, TaskRecord
+from gputui.rundir.manifests import manifest_path
+from gputui.rundir.paths import RunLock, RunPaths
+from gputui.rundir.records import AttemptRecord
+from gputui.rundir.store import Store
 
 KILL_WAIT_S = 2.0  # after SIGKILL, how long before a survivor is reported instead of waited on
 _RAY_WORDS = {signal.SIGTERM: "TERM", signal.SIGKILL: "KILL", signal.SIGSTOP: "STOP", signal.SIGCONT: "CONT"}

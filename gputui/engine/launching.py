@@ -14,13 +14,12 @@ from pathlib import Path
 
 from gputui import clock
 from gputui.engine.attempt import WAITING, Infeasible, Live
-from gputui.engine.logtail import LogTail
 from gputui.engine.monitor import draining
-from gputui.engine.placement import place, usable_gpus, why_waiting
-from gputui.engine.rundir import RunPaths
+from gputui.engine.rules.placement import place, usable_gpus, why_waiting
 from gputui.executors import ownership, ray_bridge, slurm, slurm_task
 from gputui.executors.journal import AttemptEnds
 from gputui.executors.local import LaunchFailed, LaunchSpec
+from gputui.files.tail import LogTail
 from gputui.gpus.detect import describe
 from gputui.gpus.probe import GIB
 from gputui.gpus.reservations import Reservations
@@ -29,6 +28,7 @@ from gputui.jobs.oom import batch_for, gpus_for
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
 from gputui.jobs.templates import render_command
+from gputui.rundir.paths import RunPaths
 
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
 RAY_QUEUE_AHEAD = 3  # attempts submitted to Ray per task it can run at once (12 for 4 GPUs)

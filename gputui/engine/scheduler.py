@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from gputui.engine import exports
 from gputui.engine.accounting import Meter
 from gputui.engine.adoption import Adoption
 from gputui.engine.alerter import Alerter
@@ -25,22 +24,23 @@ from gputui.engine.attempt import WAITING, Infeasible, Live, Options, Output
 from gputui.engine.control import Controller, Stop
 from gputui.engine.gpuwatch import GhostWatch, IdleWatch
 from gputui.engine.launching import Launching, _release
-from gputui.engine.placement import Policy
+from gputui.engine.rules.placement import Policy
 from gputui.engine.run_modes import size_gpus, sized_values
-from gputui.engine.session import Run
 from gputui.engine.settling import Settling
-from gputui.engine.signals import make_durable
 from gputui.engine.steering import Steering
-from gputui.engine.wakeup import Wakeup
 from gputui.executors import ray_bridge, slurm
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
 from gputui.executors.local import LaunchSpec, LocalExecutor
+from gputui.files.wakeup import Wakeup
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.gpus.reservations import Reservations
 from gputui.jobs.gpu_plan import NoFit
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status, TaskRecord
+from gputui.rundir import exports
+from gputui.rundir.opening import Run
+from gputui.rundir.signal_files import make_durable
 
 ENDED, STOPPED, DETACHED = "ended", "stopped", "detached"  # how Scheduler.run came back
 HEALTH_EVERY_S = 1.0  # how often running attempts' new events and log lines are read for the [health] rules

@@ -14,20 +14,20 @@ from pathlib import Path
 from gputui import clock
 from gputui.engine.attempt import Live
 from gputui.engine.control import Stop
-from gputui.engine.failures import LOST_LOCALLY, LOST_ON_RAY, read_tail
-from gputui.engine.health import may_retry
-from gputui.engine.manifests import write_manifest
-from gputui.engine.settle import Ended, decide
-from gputui.engine.signals import write_signal
+from gputui.engine.rules.failures import LOST_LOCALLY, LOST_ON_RAY, read_tail
+from gputui.engine.rules.health import may_retry
+from gputui.engine.rules.settle import Ended, decide
 from gputui.engine.watching import AttemptWatch
-from gputui.engine.worker_events import read_all
 from gputui.executors import cgroup as cgroups
 from gputui.executors import node_runner, slurm
 from gputui.executors.journal import AttemptEnds
+from gputui.hooks.reader import read_all
 from gputui.jobs import kinds
 from gputui.jobs.oom import OomPolicy
 from gputui.jobs.sweep import SweepSpec
 from gputui.jobs.tasks import TRIAL, Status
+from gputui.rundir.manifests import write_manifest
+from gputui.rundir.signal_files import write_signal
 
 
 def trial_metric(spec: SweepSpec, events: Path, log_path: str) -> float | None:

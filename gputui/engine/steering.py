@@ -8,13 +8,13 @@ import time
 from collections.abc import Mapping
 
 from gputui import clock
-from gputui.engine import alerts
 from gputui.engine.attempt import WAITING, Live
 from gputui.engine.control import ControlError
 from gputui.engine.gpuwatch import Finding
 from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.jobs.tasks import Status, TaskRecord
+from gputui.rundir import alerts_file
 
 
 class Steering:
@@ -124,7 +124,9 @@ class Steering:
             live = self.live.get(f.task_id or "") if f.kind == "gpu_idle" else None
             self.out.info(f"alert: {f.message}")
             log_path = None if live is None else live.log_path
-            self.alerter.emit(alerts.alert(f.kind, f.message, task_id=f.task_id, gpu=f.gpu, log_path=log_path))
+            self.alerter.emit(
+                alerts_file.alert(f.kind, f.message, task_id=f.task_id, gpu=f.gpu, log_path=log_path)
+            )
 
     def _alert_failure(self, live: Live, outcome: str, failure: str | None, reason: str) -> None:
         """An attempt that ran out of GPU memory, and a task that failed for good, raise alerts (sent once
@@ -134,12 +136,12 @@ class Steering:
         about = {"task_id": live.task_id, "log_path": live.log_path, "gpus": live.gpus}
         if failure == "cuda_oom":
             message = f"{live.task_id} {live.label} attempt {live.number} ran out of GPU memory: {reason}"
-            self._alerts_due.append(alerts.alert("out_of_memory", message, **about))
+            self._alerts_due.append(alerts_file.alert("out_of_memory", message, **about))
         if outcome == "failed":
             task = self.tasks[live.task_id]
             tries = f"{task.attempts}/{task.budget}"
             message = f"{live.task_id} {live.label} failed for good after {tries} attempt(s): {reason}"
-            self._alerts_due.append(alerts.alert("task_failed", message, **about))
+            self._alerts_due.append(alerts_file.alert("task_failed", message, **about))
 
     def _hand_over_settled(self) -> None:
         settled, self._settled = self._settled, []

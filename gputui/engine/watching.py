@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gputui.engine.health import Break, HealthWatch
-from gputui.engine.logtail import LogTail
-from gputui.engine.worker_events import EventReader
-from gputui.jobs.health import HealthSpec
+from gputui.engine.rules.health import Break, HealthWatch
+from gputui.files.tail import LogTail
+from gputui.hooks.reader import EventReader
+from gputui.jobs.health_spec import HealthSpec
 
 
 @dataclass

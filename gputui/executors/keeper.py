@@ -33,13 +33,13 @@ import socket
 import sys
 from pathlib import Path
 
-from gputui.atomic import open_append
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership
 from gputui.executors.cgroup import CgroupHome
 from gputui.executors.journal import JournalReader, exit_fields, exits_copy, line
 from gputui.executors.log_writer import LogPipe, borrow
 from gputui.executors.waiter import Waiter, become_subreaper
+from gputui.files.atomic import open_append
 
 
 class Keeper:

@@ -37,11 +37,11 @@ import socket
 import sys
 import time
 
-from gputui.atomic import open_append
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership, slurm_task
 from gputui.executors.journal import exit_fields, line
 from gputui.executors.log_writer import NAP_S, SMALL, LogPipe, LogWriter, lend
+from gputui.files.atomic import open_append
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 _PR_SET_CHILD_SUBREAPER = 36

@@ -51,7 +51,7 @@ _TABLES: dict[str, tuple[str, ...] | None] = {
     "params": None,  # free-form: name -> value
     "sweep": None,  # checked by jobs/sweep.py
     "pipeline": None,  # checked by jobs/pipeline.py
-    "health": None,  # checked by jobs/health.py
+    "health": None,  # checked by jobs/health_spec.py
 }
 _REQUIRED_TABLES = {"job": "expected [job] with name and command"}
 _KIND_TABLES = {  # the table each kind needs, and what it should hold
@@ -352,7 +352,7 @@ class Loader:
             raise self.error("[model]", f"missing table; [resources].mode = {resources.mode!r} sizes GPUs for it")
         health = None
         if "health" in data:
-            from gputui.jobs import health as healths
+            from gputui.jobs import health_spec as healths
 
             health = healths.parse_health(self, data["health"])
 

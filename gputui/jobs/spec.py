@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # each kind's spec lives with its rule
-    from gputui.jobs.health import HealthSpec
+    from gputui.jobs.health_spec import HealthSpec
     from gputui.jobs.pipeline import PipelineSpec
     from gputui.jobs.sweep import SweepSpec
 

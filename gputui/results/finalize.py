@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gputui.engine.rundir import RunPaths
-from gputui.engine.store import Store
 from gputui.jobs import tabular
 from gputui.jobs.tasks import Status
 from gputui.results.report import build_summary, write_reports
+from gputui.rundir.paths import RunPaths
+from gputui.rundir.store import Store
 
 
 def merge_run(store: Store, paths: RunPaths) -> str:

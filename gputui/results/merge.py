@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from gputui.atomic import atomic_write_json, fsync_dir
-from gputui.engine.manifests import _manifest_mismatch, manifest_path, read_manifest
+from gputui.files.atomic import atomic_write_json, fsync_dir
 from gputui.jobs.tabular import _lift_csv_field_limit, _open_csv, _parquet, detect_format
 from gputui.results.idcheck import EXAMPLES, IdCheck, ShardOutput, examples, expected_in, sorted_unique
 from gputui.results.idscan import Irregular, parse_ints, scan
+from gputui.rundir.manifests import _manifest_mismatch, manifest_path, read_manifest
 
 # -- merge ------------------------------------------------------------------------------------------------
 

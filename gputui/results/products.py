@@ -8,12 +8,12 @@ import csv
 import io
 from collections.abc import Iterable
 
-from gputui.atomic import atomic_write_text, dumps_json
-from gputui.engine.rundir import RunPaths
-from gputui.engine.store import Store
-from gputui.engine.worker_events import read_all
+from gputui.files.atomic import atomic_write_text, dumps_json
+from gputui.hooks.reader import read_all
 from gputui.jobs.tasks import SHARD, TRIAL, Status, TaskRecord
 from gputui.results.task_summary import write_metrics_csv, write_task_summary
+from gputui.rundir.paths import RunPaths
+from gputui.rundir.store import Store
 
 
 def write_task_products(

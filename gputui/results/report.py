@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from gputui import clock
-from gputui.atomic import atomic_write_json, atomic_write_text
-from gputui.engine.records import AttemptRecord
+from gputui.files.atomic import atomic_write_json, atomic_write_text
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
+from gputui.rundir.records import AttemptRecord
 from gputui.text_safety import one_line, visible
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text

@@ -17,10 +17,10 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gputui.atomic import atomic_write_text, dumps_json
+from gputui.files.atomic import atomic_write_text, dumps_json
 
 if TYPE_CHECKING:
-    from gputui.engine.worker_events import Event
+    from gputui.hooks.reader import Event
 
 
 def metric_rows(events: Iterable[Event]) -> tuple[list[str], list[tuple[int | None, dict[str, float]]]]:

@@ -31,7 +31,7 @@ from gputui.jobs.tasks import SHARD, TRIAL, Status
 from gputui.tui import modes
 from gputui.tui.refresh import Gatherer, Refreshed, SeriesRead
 from gputui.tui.screens.help import HelpScreen
-from gputui.tui.screens.process_tree import ProcessTreeScreen
+from gputui.tui.screens.processes import ProcessTreeScreen
 from gputui.tui.themes import THEMES, theme_stylesheets
 from gputui.tui.verbs import RunVerbs
 from gputui.tui.widgets.gpu_grid import GpuPanels

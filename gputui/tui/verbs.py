@@ -9,12 +9,12 @@ from pathlib import Path
 
 from textual import work
 
+from gputui.api.background import StartFailed, start_scheduler
 from gputui.engine import control
-from gputui.engine.background import StartFailed, start_scheduler
-from gputui.engine.session import open_existing
 from gputui.executors import slurm
 from gputui.jobs.tasks import Status
 from gputui.results.finalize import merge_run, write_summary
+from gputui.rundir.opening import open_existing
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
 

@@ -14,19 +14,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gputui import clock
-from gputui.engine.alerts import AlertReader
-from gputui.engine.failures import read_tail
-from gputui.engine.records import AttemptRecord
-from gputui.engine.rundir import RunLock, RunPaths
-from gputui.engine.store import Store
-from gputui.engine.worker_events import EventReader, Latest
+from gputui.engine.rules.failures import read_tail
 from gputui.executors import node_runner, slurm
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
 from gputui.gpus.probe import GpuSnapshot
+from gputui.hooks.reader import EventReader, Latest
 from gputui.jobs.kinds import NewTask
 from gputui.jobs.plans import recorded_stages
 from gputui.jobs.tasks import TRIAL, Status, TaskRecord
+from gputui.rundir.alerts_file import AlertReader
+from gputui.rundir.paths import RunLock, RunPaths
+from gputui.rundir.records import AttemptRecord
+from gputui.rundir.store import Store
 from gputui.views.progress import Progress, ProgressTracker
 
 METRIC_POINTS = 1024

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from rich.table import Table
 from rich.text import Text
 
-from gputui.engine.records import AttemptRecord
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import SHARD, Status, TaskRecord
 from gputui.results.report import took
+from gputui.rundir.records import AttemptRecord
 from gputui.text_safety import visible
 
 STATUS_STYLE = {

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gputui.atomic import atomic_write_text, json_default
+from gputui.files.atomic import atomic_write_text, json_default
 from gputui.jobs import tabular
 
 PARTIAL_VERSION = 1

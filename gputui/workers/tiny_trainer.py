@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from gputui import hooks
-from gputui.atomic import atomic_write_text
+from gputui.files.atomic import atomic_write_text
 
 DIM, HIDDEN, N_TRAIN, N_VAL = 8, 32, 2048, 512
 

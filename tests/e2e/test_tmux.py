@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gputui.engine.store import Store
+from gputui.rundir.store import Store
 from tests.conftest import wait_for
 from tests.integration.test_worker_text import ATTACK, hostile_job
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gputui.engine.store import Store
+from gputui.rundir.store import Store
 from tests.conftest import gputui, wait_for
 
 

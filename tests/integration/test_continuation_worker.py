@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")  # the [transformers] extra
 pytest.importorskip("tokenizers")
 
-from gputui.engine.worker_events import Latest, read_all  # noqa: E402
+from gputui.hooks.reader import Latest, read_all  # noqa: E402
 from gputui.workers import rows as rowio  # noqa: E402
 from gputui.workers.continuation import DELAY_ENV  # noqa: E402
 from gputui.workers.engines import EngineMissingError, GenSettings, _require, vllm_kwargs  # noqa: E402

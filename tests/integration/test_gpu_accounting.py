@@ -7,7 +7,7 @@ import json
 import signal
 import sqlite3
 
-from gputui.engine.schema import SCHEMA_VERSION
+from gputui.rundir.schema import SCHEMA_VERSION
 from tests.conftest import gputui, gputui_bg, wait_for
 
 GIB = 2**30

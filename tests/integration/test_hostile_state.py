@@ -187,8 +187,8 @@ def test_rebuild_state_sets_damaged_state_aside_and_finishes_nothing_twice(make_
 
 def test_state_set_aside_twice_in_one_second_keeps_both(tmp_path):
     """Each database moved aside keeps its own name (with its WAL files), never renamed over an earlier one."""
-    from gputui.engine.rebuild import set_aside
-    from gputui.engine.rundir import RunPaths
+    from gputui.rundir.paths import RunPaths
+    from gputui.rundir.rebuild import set_aside
 
     paths = RunPaths(tmp_path)
     moved = []

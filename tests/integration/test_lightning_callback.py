@@ -11,8 +11,8 @@ import lightning.pytorch as pl  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from gputui import hooks  # noqa: E402
-from gputui.engine.worker_events import Latest, read_all  # noqa: E402
 from gputui.hooks.lightning import GputuiCallback  # noqa: E402
+from gputui.hooks.reader import Latest, read_all  # noqa: E402
 
 
 class Tiny(pl.LightningModule):

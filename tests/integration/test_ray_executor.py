@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gputui.engine.store import Store
+from gputui.rundir.store import Store
 from gputui.tui.refresh import Gatherer
 from gputui.views.runview import RunView
 from tests import ray_cluster

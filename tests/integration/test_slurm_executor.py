@@ -23,10 +23,10 @@ import psutil
 import pytest
 
 from gputui.engine import control
-from gputui.engine.manifests import read_manifest
-from gputui.engine.session import open_existing
-from gputui.engine.store import Store
 from gputui.executors import slurm, slurm_task
+from gputui.rundir.manifests import read_manifest
+from gputui.rundir.opening import open_existing
+from gputui.rundir.store import Store
 from gputui.tui.verbs import kill_target
 from gputui.tui.widgets.job_rows import row_cells
 from gputui.tui.widgets.run_header import progress_text

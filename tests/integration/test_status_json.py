@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gputui.engine.store import Store
+from gputui.rundir.store import Store
 from tests.conftest import gputui
 
 LAST_LINE = "bad \x1b]0;T\x07 \x9b2J \u202eevil\x7f end"

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("torch")  # the [train] extra; CI installs it
 
-from gputui.engine.worker_events import Latest, read_all  # noqa: E402
+from gputui.hooks.reader import Latest, read_all  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 

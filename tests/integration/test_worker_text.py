@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gputui.engine.store import Store
+from gputui.rundir.store import Store
 from tests.conftest import gputui
 
 ATTACK = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[HFAKE: all 4 tasks done\x1b[8m hidden"

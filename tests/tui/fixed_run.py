@@ -6,13 +6,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from gputui.engine.rebuild import write_identity
-from gputui.engine.rundir import RunPaths
-from gputui.engine.session import open_for_job
-from gputui.engine.store import Store
 from gputui.jobs.loader import load_jobspec
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
+from gputui.rundir.opening import open_for_job
+from gputui.rundir.paths import RunPaths
+from gputui.rundir.rebuild import write_identity
+from gputui.rundir.store import Store
 
 T0 = 1_700_000_000.0
 NOW = T0 + 300

@@ -9,11 +9,11 @@ import math
 import shutil
 from pathlib import Path
 
-from gputui.engine.rundir import RunPaths
-from gputui.engine.store import Store
 from gputui.jobs import kinds
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
+from gputui.rundir.paths import RunPaths
+from gputui.rundir.store import Store
 from tests.tui.fixed_run import T0, recorded
 
 STAGES = {

@@ -13,13 +13,13 @@ import pytest
 from textual.widgets import TabbedContent
 from textual.widgets._toast import Toast
 
-from gputui.engine.rundir import RunLock, RunPaths
-from gputui.engine.store import Store
 from gputui.gpus.simulated import SimulatedProbe
 from gputui.jobs.tasks import Status
+from gputui.rundir.paths import RunLock, RunPaths
+from gputui.rundir.store import Store
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
-from gputui.tui.screens.process_tree import ProcessTreeScreen
+from gputui.tui.screens.processes import ProcessTreeScreen
 from gputui.tui.widgets.gpu_meters import sparkline
 from gputui.tui.widgets.gpu_panel import GpuLine, GpuPanel
 from gputui.tui.widgets.job_table import JobTable
@@ -264,8 +264,8 @@ async def test_paused_tasks_are_not_running_have_no_rate_and_the_retry_counts_do
 
 
 def test_elapsed_counts_back_off_but_not_idle_time_between_launches():
-    from gputui.engine.records import AttemptRecord
     from gputui.jobs.tasks import TaskRecord
+    from gputui.rundir.records import AttemptRecord
     from gputui.views.runview import TaskView
 
     def attempt(n, start, end, status):

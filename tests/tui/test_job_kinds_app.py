@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from gputui.engine.rundir import RunLock, RunPaths
 from gputui.gpus.simulated import SimulatedProbe
 from gputui.jobs.loader import load_jobspec
+from gputui.rundir.paths import RunLock, RunPaths
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.help import HelpScreen
 from gputui.tui.widgets.job_rows import number, params_text

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from gputui.engine.rundir import RunLock, RunPaths
 from gputui.gpus.probe import GIB
 from gputui.gpus.simulated import SimulatedProbe
+from gputui.rundir.paths import RunLock, RunPaths
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.widgets.gpu_grid import GpuPanels
 from gputui.tui.widgets.gpu_panel import GpuLine

@@ -7,8 +7,8 @@ import os
 
 from gputui.engine import alerter
 from gputui.engine.alerter import Alerter
-from gputui.engine.alerts import AlertReader, alert
 from gputui.executors.ownership import alive, ref_of
+from gputui.rundir.alerts_file import AlertReader, alert
 
 
 def _alerter(tmp_path, command, said):

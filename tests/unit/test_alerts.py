@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gputui.engine.alerts import AlertReader, alert, append
+from gputui.rundir.alerts_file import AlertReader, alert, append
 
 
 def test_reader_returns_each_alert_once_in_order(tmp_path):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gputui import atomic
-from gputui.atomic import atomic_write_json, atomic_write_text
+from gputui.files import atomic
+from gputui.files.atomic import atomic_write_json, atomic_write_text
 
 
 def test_numpy_and_pandas_values_become_plain_json(tmp_path):

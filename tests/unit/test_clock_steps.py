@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 from gputui import clock
 from gputui.clock import Stamp
-from gputui.engine.store import Store
 from gputui.executors.journal import line, parse
 from gputui.jobs.tasks import Status, TaskRecord
+from gputui.rundir.store import Store
 from gputui.views.runview import RunSnapshot, TaskView, attempt_spans, union_length
 
 BOOT = "0f6e2c4a-1111-4222-8333-444455556666"
@@ -139,7 +139,7 @@ def _task(status: str = Status.RUNNING, next_try_at: float | None = None) -> Tas
 
 
 def _attempt(started, ended, status=Status.DONE):
-    from gputui.engine.records import AttemptRecord
+    from gputui.rundir.records import AttemptRecord
 
     return AttemptRecord("t", 1, status, (), (), "/l", started, ended, None, None, None, None, None, None)
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gputui.engine.failures import classify
+from gputui.engine.rules.failures import classify
 
 TRACEBACK = """Traceback (most recent call last):
   File "w.py", line 3, in <module>

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gputui.engine.health import Break, HealthWatch, cuda_error_rule, may_retry, parse_log_values
-from gputui.jobs.health import HealthSpec, parse_health
+from gputui.engine.rules.health import Break, HealthWatch, cuda_error_rule, may_retry, parse_log_values
+from gputui.jobs.health_spec import HealthSpec, parse_health
 from gputui.jobs.loader import Loader, load_jobspec
 from gputui.jobs.spec import JobSpecError
 
@@ -436,9 +436,9 @@ def _scheduler(tmp_path, spec: HealthSpec):
 
     from gputui import clock
     from gputui.engine.attempt import Live
-    from gputui.engine.rundir import RunPaths
     from gputui.engine.settling import Settling
     from gputui.jobs.tasks import Status
+    from gputui.rundir.paths import RunPaths
 
     class Host(Settling):
         def _pairs(self, tasks):

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from gputui.engine.wakeup import Wakeup
 from gputui.executors.local import _ended
+from gputui.files.wakeup import Wakeup
 
 HIGH = 1500
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gputui import hooks
-from gputui.engine.worker_events import EventReader, Latest, read_all
+from gputui.hooks.reader import EventReader, Latest, read_all
 
 
 @pytest.fixture

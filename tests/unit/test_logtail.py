@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from gputui.engine.logtail import MAX_LINE, LogTail
+from gputui.files.tail import MAX_LINE, LogTail
 
 GROWER = textwrap.dedent(
     """
@@ -58,7 +58,7 @@ def test_flush_returns_a_cut_last_line(tmp_path):
 
 def test_the_health_rules_see_the_line_after_a_cut_one(tmp_path):
     from gputui.engine.watching import AttemptWatch
-    from gputui.jobs.health import HealthSpec
+    from gputui.jobs.health_spec import HealthSpec
 
     log = tmp_path / "worker.log"
     log.write_bytes(b"step 1 loss=0.5\n" + b"x" * (4 * MAX_LINE))
@@ -106,7 +106,7 @@ def test_a_progress_bar_redrawn_past_the_cap_ends_as_its_latest_state(tmp_path):
 
 def test_the_health_rules_read_the_loss_a_long_progress_line_ends_with(tmp_path):
     from gputui.engine.watching import AttemptWatch
-    from gputui.jobs.health import HealthSpec
+    from gputui.jobs.health_spec import HealthSpec
 
     log = tmp_path / "worker.log"
     log.touch()
@@ -132,7 +132,7 @@ def test_a_carriage_return_at_the_end_of_a_read_waits_for_what_follows(tmp_path)
 
 
 def test_the_health_rules_read_a_line_as_its_log_pane_shows_it():
-    from gputui.engine.health import parse_log_values
+    from gputui.engine.rules.health import parse_log_values
 
     # 8-bit CSI colours and an OSC title, which the old CSI-only stripper left in front of the name.
     assert parse_log_values("step 3 \x9b1mloss\x9b0m=0.5") == {"step": 3.0, "loss": 0.5}

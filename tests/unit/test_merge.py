@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from gputui.engine.manifests import manifest_matches, manifest_path, read_manifest, write_manifest
 from gputui.results.idcheck import ShardOutput, int_key
 from gputui.results.merge import merge_shards
+from gputui.rundir.manifests import manifest_matches, manifest_path, read_manifest, write_manifest
 
 
 def write_csv(path, rows, header=("id", "text")):

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from gputui.engine.manifests import manifest_matches, write_manifest
 from gputui.results.idcheck import ShardOutput, int_key
 from gputui.results.merge import check_shard, merge_shards
+from gputui.rundir.manifests import manifest_matches, write_manifest
 from tests.unit.test_merge import write_csv, write_jsonl
 
 

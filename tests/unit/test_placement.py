@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gputui.engine.placement import Policy, place, why_waiting
+from gputui.engine.rules.placement import Policy, place, why_waiting
 from gputui.gpus.probe import GIB, GpuSnapshot
 
 

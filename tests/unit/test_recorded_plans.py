@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gputui.engine.session import open_for_job
 from gputui.jobs.loader import load_jobspec
 from gputui.jobs.plans import plan_job, recorded_stages, sweep_definition
+from gputui.rundir.opening import open_for_job
 from gputui.tui.widgets.job_rows import RowContext, row_cells
 from gputui.views.runview import RunView, planned_run
 from tests.conftest import gputui

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from gputui.engine.records import AttemptRecord
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import build_summary, render_report, write_reports
+from gputui.rundir.records import AttemptRecord
 
 T0 = 1_700_000_000.0
 

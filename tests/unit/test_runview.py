@@ -45,7 +45,7 @@ def test_a_running_task_s_progress_comes_from_its_hook_events_before_its_log(tmp
     `k/N` lines are the fallback for workers that do not use the hooks."""
     import json
 
-    from gputui.engine.rundir import RunPaths
+    from gputui.rundir.paths import RunPaths
     from gputui.views.runview import RunView
     from tests.tui.fixed_sweep import fixed_sweep
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gputui.engine.settle import Ended, decide
+from gputui.engine.rules.settle import Ended, decide
 from gputui.jobs.oom import OomPolicy, batch_for, gpus_for
 from gputui.jobs.tasks import Status, TaskRecord
 

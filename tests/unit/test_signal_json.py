@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-from gputui.engine.rundir import RunPaths
-from gputui.engine.signals import write_signal
+from gputui.rundir.paths import RunPaths
+from gputui.rundir.signal_files import write_signal
 
 
 def _strict(text: str):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from gputui.engine.rundir import RunPaths
-from gputui.engine.signals import make_durable, write_signal
+from gputui.rundir.paths import RunPaths
+from gputui.rundir.signal_files import make_durable, write_signal
 
 
 def test_a_signal_is_a_marker_with_a_json_twin_holding_the_facts(tmp_path):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gputui.engine.failures import classify
+from gputui.engine.rules.failures import classify
 from gputui.executors import slurm
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.tui.widgets.job_rows import row_cells

@@ -4,10 +4,10 @@ import sqlite3
 
 import pytest
 
-from gputui.engine.state_file import StateUnreadable
-from gputui.engine.store import Store
 from gputui.jobs.kinds import NewTask
 from gputui.jobs.tasks import SHARD, Status
+from gputui.rundir.state_file import StateUnreadable
+from gputui.rundir.store import Store
 
 
 def test_tasks_attempts_and_controls_round_trip(tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from gputui.engine.schema import SCHEMA_VERSION
-from gputui.engine.store import Store
+from gputui.rundir.schema import SCHEMA_VERSION
+from gputui.rundir.store import Store
 
 V2_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from gputui.engine.worker_events import Event
+from gputui.hooks.reader import Event
 from gputui.results.task_summary import write_metrics_csv, write_task_summary
 
 
@@ -88,9 +88,9 @@ def test_summary_json_writes_non_finite_as_null_and_metrics_csv_as_words(tmp_pat
 
 
 def test_the_runs_end_writes_only_products_its_settles_did_not(tmp_path):
-    from gputui.engine.rundir import RunPaths
     from gputui.jobs.tasks import SHARD, TRIAL, Status, TaskRecord
     from gputui.results.products import unwritten_products
+    from gputui.rundir.paths import RunPaths
 
     paths = RunPaths(tmp_path)
 

@@ -8,11 +8,11 @@ import json
 
 from rich.console import Console
 
-from gputui.engine.alerts import AlertReader, alert
-from gputui.engine.worker_events import parse_line
+from gputui.hooks.reader import parse_line
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import build_summary, render_report
 from gputui.results.task_summary import write_metrics_csv
+from gputui.rundir.alerts_file import AlertReader, alert
 from gputui.text_safety import one_line, visible
 from gputui.tui.widgets.job_rows import row_cells
 from gputui.tui.widgets.task_bar import task_bar_text

@@ -13,7 +13,7 @@ from textual.widgets import Label, Static
 
 from gputui.engine.monitor import CpuSampler
 from gputui.gpus.probe import GIB
-from gputui.views.process_tree import TreeRow, process_tree
+from gputui.views.processes import TreeRow, process_tree
 from gputui.views.runview import RunView
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from gputui.atomic import atomic_write_json, atomic_write_text, dumps_json
-from gputui.engine.rundir import RunPaths
-from gputui.engine.store import Store
+from gputui.files.atomic import atomic_write_json, atomic_write_text, dumps_json
 from gputui.jobs.spec import JobSpec
+from gputui.rundir.paths import RunPaths
+from gputui.rundir.store import Store
 
 
 def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: str) -> None:

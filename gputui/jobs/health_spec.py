@@ -12,7 +12,7 @@
     cuda_errors = true          # a CUDA out of memory / CUDA error / NCCL error line in the log
     retry_deterministic = false # NaN, explosion, lr = 0, stagnation are not retried unless true
 
-Checked here; watched by gputui.engine.health.
+Checked here; watched by gputui.engine.rules.health.
 """
 
 from __future__ import annotations

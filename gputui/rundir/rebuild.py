@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gputui.atomic import atomic_write_json
-from gputui.engine.rundir import RunPaths
-from gputui.engine.state_file import RUN_JSON, run_identity
-from gputui.engine.store import Store
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership
 from gputui.executors.journal import JournalReader
+from gputui.files.atomic import atomic_write_json
 from gputui.jobs.tasks import Status
+from gputui.rundir.paths import RunPaths
+from gputui.rundir.state_file import RUN_JSON, run_identity
+from gputui.rundir.store import Store
 
 
 def identity_path(paths: RunPaths) -> Path:

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from gputui.atomic import atomic_write_json
+from gputui.files.atomic import atomic_write_json
 from gputui.jobs.tabular import count_rows
 
 

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gputui.clock import Stamp
-from gputui.engine.records import AttemptRecord
-from gputui.engine.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from gputui.engine.state_file import (
+from gputui.executors.ownership import ProcessRef
+from gputui.jobs.kinds import NewTask
+from gputui.jobs.tasks import SHARD, Status, TaskRecord
+from gputui.rundir.records import AttemptRecord
+from gputui.rundir.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from gputui.rundir.state_file import (
     check_readable,
     check_writable,
     connect_readonly,
     tables,
 )
-from gputui.executors.ownership import ProcessRef
-from gputui.jobs.kinds import NewTask
-from gputui.jobs.tasks import SHARD, Status, TaskRecord
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from gputui.atomic import atomic_link, atomic_write_json, fsync_dir, fsync_file
-from gputui.engine.rundir import RunPaths
+from gputui.files.atomic import atomic_link, atomic_write_json, fsync_dir, fsync_file
+from gputui.rundir.paths import RunPaths
 
 FACTS = ("step", "loss", "exit_code", "duration", "reason", "stopped_by")
 

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gputui.engine.failures import _PATTERNS, _clip
-from gputui.jobs.health import HealthSpec
+from gputui.engine.rules.failures import _PATTERNS, _clip
+from gputui.jobs.health_spec import HealthSpec
 from gputui.text_safety import log_line
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ class HealthWatch:
         return self._observe(step, canon, now)
 
     def event(self, ev: Any, now: float) -> Break | None:
-        """Any event with .kind, .step and .values (gputui.engine.worker_events.Event): metrics events are
+        """Any event with .kind, .step and .values (gputui.hooks.reader.Event): metrics events are
         checked, the others count as activity."""
         if getattr(ev, "kind", None) == "metrics":
             return self.metrics(getattr(ev, "step", None), getattr(ev, "values", None) or {}, now)

@@ -12,7 +12,7 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from gputui.engine.schema import MIGRATIONS, SCHEMA_VERSION
+from gputui.rundir.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 class StateUnreadable(RuntimeError):

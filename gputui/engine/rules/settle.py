@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gputui.engine.failures import LOST_LOCALLY, Failure, classify
+from gputui.engine.rules.failures import LOST_LOCALLY, Failure, classify
 from gputui.jobs.oom import OomPolicy, after_oom
 from gputui.jobs.tasks import Status, TaskRecord
 

@@ -7,16 +7,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui.atomic import atomic_write_text
-from gputui.engine import rebuild
-from gputui.engine.rundir import RunLock, RunPaths
-from gputui.engine.store import Store
 from gputui.executors.journal import rotate
 from gputui.executors.ownership import new_scheduler_id
+from gputui.files.atomic import atomic_write_text
 from gputui.jobs.plans import Plan, plan_job, recorded_stages, what_changed
 from gputui.jobs.shards import Shard, describe_plan
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
+from gputui.rundir import rebuild
+from gputui.rundir.paths import RunLock, RunPaths
+from gputui.rundir.store import Store
 
 
 class PlanMismatch(RuntimeError):

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from gputui.engine.failures import read_tail
-from gputui.engine.rundir import RunLock, RunPaths
+from gputui.engine.rules.failures import read_tail
+from gputui.rundir.paths import RunLock, RunPaths
 
 
 class StartFailed(RuntimeError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from gputui.atomic import atomic_write_text
+from gputui.files.atomic import atomic_write_text
 
 
 class RunLocked(RuntimeError):

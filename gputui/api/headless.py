@@ -9,11 +9,11 @@ from collections import Counter
 
 from gputui.engine.attempt import Options
 from gputui.engine.scheduler import DETACHED, STOPPED, Scheduler
-from gputui.engine.session import Run
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
 from gputui.results.finalize import OutputCheck, merge_run, write_summary
 from gputui.results.products import unwritten_products, write_task_products, write_trial_results
+from gputui.rundir.opening import Run
 from gputui.views.printer import Printer
 
 

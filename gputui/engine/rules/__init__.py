@@ -1,0 +1,1 @@
+"""Pure decisions the loop applies: placement, settling an attempt, health rules, failure reasons."""
