@@ -40,7 +40,7 @@ class Run:
         return self._view.snapshot()
 
     def tasks(self) -> list[TaskRecord]:
-        paths, store = open_existing(self.paths.root, readonly=True)
+        _, store = open_existing(self.paths.root, readonly=True)
         try:
             return store.tasks()
         finally:
@@ -53,7 +53,7 @@ class Run:
 
     def logs(self, task_id: str) -> list[Path]:
         """Every attempt's log of the task, oldest first (a retried task has one per attempt)."""
-        paths, store = open_existing(self.paths.root, readonly=True)
+        _, store = open_existing(self.paths.root, readonly=True)
         try:
             attempts = sorted((a for a in store.attempts() if a.task_id == task_id), key=lambda a: a.number)
         finally:
