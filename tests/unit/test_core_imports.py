@@ -63,7 +63,8 @@ def test_imports_run_down_the_flow():
 # One door, as nvitop bans `nvitop.api` inside `nvitop/tui/**` (ruff TID251), turned around: the app and the
 # command line import of gputui only the front door (`gputui.api`), the views, and plain value types.
 FRONT_DOOR = ("gputui.api", "gputui.views")
-VALUE_TYPES = ("gputui.gpus.probe", "gputui.jobs.tasks", "gputui.text_safety", "gputui.clock")
+# and the leaves every layer may use (what a terminal may show, step-free stamps, the reader of growing files)
+VALUE_TYPES = ("gputui.gpus.probe", "gputui.jobs.tasks", "gputui.text_safety", "gputui.clock", "gputui.files")
 ALLOWED = {
     "tui": (*FRONT_DOOR, *VALUE_TYPES, "gputui.tui"),
     "cli.py": (*FRONT_DOOR, "gputui.tui", "gputui.__version__"),  # the app and `serve`: started from the CLI
