@@ -22,7 +22,6 @@ from typing import Any, Protocol, TypeVar
 
 from gputui.executors.ownership import ProcessRef
 
-WORDS = ("pause", "resume", "terminate", "kill")  # what may be asked of an attempt
 Key = tuple[str, int]  # (task id, attempt number)
 Say = Callable[[str], None]
 T = TypeVar("T")
@@ -135,9 +134,11 @@ class RecordedExecutor(Protocol):
 
     def job_of(self, task_id: str, number: int) -> str: ...  # the backend's id of the attempt ("" if none)
 
-    def signal(self, attempt: Attempt, word: str) -> list[ProcessRef] | None: ...  # None: told, not signalled
+    # `word`: pause, resume, terminate or kill. The processes signalled here; None: told (Ray's signal file).
+    def signal(self, attempt: Attempt, word: str) -> list[ProcessRef] | None: ...
 
-    def running_elsewhere(self, ends: Mapping, keys: Sequence[Key]) -> set[Key]: ...
+    # Attempts of `keys` with no process here that have not ended, as `ends()` (the journal) says.
+    def running_elsewhere(self, ends: Callable[[], Mapping], keys: Sequence[Key]) -> set[Key]: ...
 
     def paused(self, sent: list[ProcessRef]) -> str: ...
 
@@ -149,6 +150,8 @@ class RecordedExecutor(Protocol):
 
     def adopted_where(self, worker: ProcessRef | None) -> str: ...
 
+    # Its nodes' GPUs ([{node, id, declared, gpus | why}]), and what to say while none is read; None and why
+    # not where they cannot be read (the run's Ray bridge has left; Slurm shows none).
     def node_gpus(self, simulate: str | None) -> tuple[list[dict] | None, str]: ...
 
 
@@ -164,7 +167,7 @@ class Executor(Protocol):
 
     def join(self, env: Mapping[str, str]) -> Capacity | None: ...  # None: this machine (no cluster)
 
-    def slots(self, capacity: Capacity, gpus_per_worker: int) -> int: ...
+    def slots(self, capacity: Capacity, gpus_per_worker: int) -> int: ...  # when max_parallel is not set
 
     def start(self, prefork: int = 0) -> None: ...
 

@@ -146,6 +146,7 @@ class LocalExecutor(AttemptChannels):
         return cls(run)
 
     def slots(self, capacity: Capacity, gpus_per_worker: int) -> int:
+        """Never asked (no capacity here: the scheduler sizes a local run from its GPUs); as for CPU tasks."""
         return os.cpu_count() or 1
 
     def start(self, prefork: int = 0) -> None:
