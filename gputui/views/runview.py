@@ -5,7 +5,6 @@ Blocking (SQLite, log tails, lock probe): call `snapshot` from a thread, never f
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import Counter
@@ -15,11 +14,10 @@ from pathlib import Path
 
 from gputui import clock
 from gputui.engine.rules.failures import read_tail
-from gputui.executors import node_runner, slurm
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
+from gputui.executors.registry import recorded_executor, runs_on
 from gputui.gpus.probe import GpuSnapshot
-from gputui.hooks.reader import EventReader, Latest
 from gputui.jobs.kinds import NewTask
 from gputui.jobs.plans import recorded_stages
 from gputui.jobs.tasks import TRIAL, Status, TaskRecord
@@ -27,11 +25,9 @@ from gputui.rundir.alerts_file import AlertReader
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
+from gputui.views.executor_facts import Placements, node_label
+from gputui.views.metrics import MetricHistory, MetricSeries, file_stamp
 from gputui.views.progress import Progress, ProgressTracker
-
-METRIC_POINTS = 1024
-"""Points kept per metric for a chart: past twice that, neighbours are averaged (the whole run keeps its
-shape at half the resolution), so a long run costs the same memory as a short one."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +97,6 @@ class RunSnapshot:
         return held
 
 
-def node_label(host: str, node_id: str) -> str:
-    """A cluster node's name in the GPU panels where two nodes share a host name (tests, containers)."""
-    return f"{host}/{node_id[:6]}"
-
-
 def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tuple[float, float]]:
     """When each task was being worked on: its attempts, and the back-off between an attempt that
     failed and the automatic retry that followed (within `bridge_s`; a later retry by hand is not). In
@@ -123,14 +114,6 @@ def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tu
             spans.append((start, end))
             previous, previous_end = a, end
     return spans
-
-
-def _stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def union_length(spans: list[tuple[float, float]]) -> float:
@@ -173,92 +156,6 @@ def outlook(views: list[TaskView]) -> Outlook:
     left = total - done
     eta = left / rate if measured and rate > 0 else None
     return Outlook(done, total, rate if measured else None, eta)
-
-
-@dataclass(frozen=True)
-class MetricSeries:
-    """One attempt's metrics over steps, as its worker reported them through `gputui.hooks`."""
-
-    task_id: str
-    attempt: int
-    points: Mapping[str, tuple[float, ...]]  # name -> finite values in step order (first-seen name order)
-    last: Mapping[str, float]  # name -> the latest value (a final value from `mark_done` included)
-    low: Mapping[str, float]  # name -> the least finite value reported (every point, not the kept ones)
-    high: Mapping[str, float]
-    step: int | None  # the latest step reported
-    version: int = 0  # grows with each read that found new events
-
-    @property
-    def empty(self) -> bool:
-        return not self.last
-
-
-class MetricHistory:
-    """Reads one attempt's events file incrementally (a stat per quiet refresh) and keeps what a chart
-    needs: each metric's series (at most 2 x METRIC_POINTS points), its latest value, least and most."""
-
-    def __init__(self, task_id: str, attempt: int, path: Path) -> None:
-        self.task_id, self.attempt = task_id, attempt
-        self._reader = EventReader(path)
-        self._latest = Latest(max_series=0)  # its series is kept here, decimated
-        self._points: dict[str, list[float]] = {}
-        self._low: dict[str, float] = {}
-        self._high: dict[str, float] = {}
-        self._stamp: tuple | None = None
-        self._frozen: MetricSeries | None = None
-        self.version = 0
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        return self._latest.metrics
-
-    @property
-    def progress(self) -> tuple[int, int] | None:
-        """(done, total) as the worker last reported it through `gputui.hooks.progress`, if it did."""
-        done, total = self._latest.progress_done, self._latest.progress_total
-        if done is None or not total or total <= 0:
-            return None
-        return int(min(done, total)), int(total)
-
-    def poll(self) -> None:
-        stamp = _stamp(self._reader.path)
-        if stamp is None or stamp == self._stamp:
-            return
-        self._stamp = stamp
-        events = self._reader.read()
-        if not events:
-            return
-        self._latest.feed(events)
-        for ev in events:
-            if ev.kind != "metrics" or ev.step is None:
-                continue
-            for name, value in ev.values.items():
-                if not math.isfinite(value):
-                    continue
-                points = self._points.setdefault(name, [])
-                points.append(value)
-                if len(points) >= 2 * METRIC_POINTS:
-                    points[:] = [(a + b) / 2 for a, b in zip(points[::2], points[1::2], strict=False)]
-                self._low[name] = min(self._low.get(name, value), value)
-                self._high[name] = max(self._high.get(name, value), value)
-        self.version += 1
-        self._frozen = None
-
-    def frozen(self) -> MetricSeries:
-        """What a screen shows, as a value: the same object until new events are read."""
-        if self._frozen is None:
-            names = [*self._points, *(n for n in self._latest.metrics if n not in self._points)]
-            self._frozen = MetricSeries(
-                self.task_id,
-                self.attempt,
-                {n: tuple(self._points.get(n, ())) for n in names},
-                {n: self._latest.metrics[n] for n in names if n in self._latest.metrics},
-                dict(self._low),
-                dict(self._high),
-                self._latest.metric_step,
-                self.version,
-            )
-        return self._frozen
 
 
 def stages_to_come(
@@ -318,15 +215,7 @@ def planned_run(job, plan) -> PlannedRun:
         metric = job.sweep.metric
         first = {t.task.info.get("stage") for t in tasks if t.task.kind == TRIAL}
         to_come = stages_to_come(*recorded_stages(plan.definition), first)  # read as a launched run's is
-    return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=_runs_on(job.executor))
-
-
-def _runs_on(e) -> str | None:
-    if e.kind == "ray":
-        return "a private Ray cluster" if e.address == "local" else f"the Ray cluster at {e.address}"
-    if e.kind == "slurm":
-        return f"Slurm partition {e.partition}" if e.partition else "Slurm's default partition"
-    return None
+    return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=runs_on(job.executor))
 
 
 class RunView:
@@ -341,9 +230,7 @@ class RunView:
         self._state_stamp: tuple = ()
         self._state_at = 0.0
         self._metrics: dict[tuple[str, int], MetricHistory] = {}
-        # Cluster attempts seen started: where they run, and the Ray node's id (it never changes).
-        self._placed: dict[tuple[str, int], tuple[str, str]] = {}
-        self._node_ids: dict[str, set[str]] = {}  # Ray node ids seen per host name (two on one host: named apart)
+        self._placed = Placements()  # cluster attempts seen started: where they run
         self.selected: str | None = None  # the task whose metrics over steps the snapshot carries
 
     def select(self, task_id: str | None) -> None:
@@ -364,7 +251,7 @@ class RunView:
         selected = self.selected
         views, keys, read = [], set(), {}
         series = None
-        executor = meta.get("executor", "local")
+        executor = recorded_executor(self.paths.root, meta.get)
         for t in tasks:
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
             a = attempts[-1] if attempts else None
@@ -381,14 +268,14 @@ class RunView:
                 tail = "" if reported else self._tail(a.log_path)
                 paused = t.status == Status.PAUSED
                 progress = self._progress.update(key, tail, paused=paused, reported=reported)
-            queued_or_on = executor != "local" and a is not None and t.status in Status.LIVE
-            placed, node = self._placed_at(executor, a) if queued_or_on else (None, "")
-            said = slurm.standing(self.paths.root, t.id, a.number) if placed == "" and executor == "slurm" else ""
+            queued_or_on = not executor.places_gpus and a is not None and t.status in Status.LIVE
+            placed, node = self._placed.at(executor, a) if queued_or_on else (None, "")
+            said = executor.standing(t.id, a.number) if placed == "" else ""  # (Slurm's word on its queued job)
             views.append(TaskView(t, a, progress, attempts, metrics, placed, node, said))
         self._progress.forget(keys)
-        self._placed = {k: v for k, v in self._placed.items() if k in keys}
-        if any(len(ids) > 1 for ids in self._node_ids.values()):
-            views = [self._named_apart(v) for v in views]
+        self._placed.keep(keys)
+        if self._placed.hosts_shared:
+            views = [replace(v, placed=self._placed.named_apart(v.placed, v.placed_node)) for v in views]
         self._metrics = read  # a task that ended and is not selected is read no more
         stages, top_k = sweep_stages(meta)
         planned = {t.info.get("stage") for t in tasks if t.kind == TRIAL}
@@ -436,7 +323,7 @@ class RunView:
     def _read_state(self) -> tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]]:
         """Meta, tasks and attempts by task; read again only when the database or its WAL changed (two
         stats instead of three queries, for a run that is idle or between commits), or every 10 s."""
-        stamp = tuple(_stamp(p) for p in self._db_files)
+        stamp = tuple(file_stamp(p) for p in self._db_files)
         now = time.monotonic()
         if self._state is None or stamp != self._state_stamp or now - self._state_at >= 10.0:
             store = self._store
@@ -446,30 +333,6 @@ class RunView:
             self._state = (store.all_meta(), store.tasks(), history)
             self._state_stamp, self._state_at = stamp, now
         return self._state
-
-    def _placed_at(self, executor: str, a: AttemptRecord) -> tuple[str, str]:
-        """Where the attempt runs on its cluster ("node:GPUs", and the node's Ray id), as its runner on the
-        node wrote it (Slurm: the `started` file; Ray: the log's first line); "" while it is queued (a read
-        per refresh until then)."""
-        key = (a.task_id, a.number)
-        if key not in self._placed:
-            if executor == "slurm":
-                started = slurm.started(self.paths.root, a.task_id, a.number)
-            else:
-                started = node_runner.placement(a.log_path)
-            if started is None:
-                return "", ""
-            self._placed[key] = (slurm.placed(started), str(started.get("node_id") or ""))
-            if started.get("node_id"):
-                self._node_ids.setdefault(str(started.get("node")), set()).add(str(started["node_id"]))
-        return self._placed[key]
-
-    def _named_apart(self, view: TaskView) -> TaskView:
-        """A task on a Ray node whose host name another node shares, named as the GPU panels name it."""
-        host, _, gpus = (view.placed or "").rpartition(":")
-        if len(self._node_ids.get(host, ())) < 2:
-            return view
-        return replace(view, placed=f"{node_label(host, view.placed_node)}:{gpus}")
 
     def _tail(self, log_path: str) -> str:
         """The end of a log, read again only when the log changed (a stat, not a read, per quiet log)."""
