@@ -16,6 +16,7 @@ from gputui.api.planning import JobPlan, check_app_target, load_job, plan
 from gputui.api.run import Run, open_run
 from gputui.api.status import RunStatus
 from gputui.api.verbs import VERBS, Kill, Merge, Outcome, Pause, Resume, Retry, Start, Stop, Verb, send, verb_named
+from gputui.rundir.meta import RunMeta
 
 __all__ = [
     "REFUSALS",
@@ -32,6 +33,7 @@ __all__ = [
     "Resume",
     "Retry",
     "Run",
+    "RunMeta",
     "RunStatus",
     "Start",
     "StartFailed",

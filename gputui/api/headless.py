@@ -43,8 +43,9 @@ def finish(job: JobSpec, run: Run, out: Printer, elapsed: float) -> int:
     store, paths = run.store, run.paths
     tasks = store.tasks()
     write_products(job, run, unwritten_products(paths, tasks))
-    ok = all(t.status == Status.DONE for t in tasks) and not store.meta("run_failed")
-    if ok and store.meta("merged"):
+    meta = run.meta
+    ok = all(t.status == Status.DONE for t in tasks) and not meta.run_failed
+    if ok and meta.job.merged:
         line = merge_run(store, paths)
         out.info(line)
         ok = not line.startswith("merge failed")
@@ -53,6 +54,6 @@ def finish(job: JobSpec, run: Run, out: Printer, elapsed: float) -> int:
     out.info(f"summary: {summary_path}, report: {report_path}")
     for t in [t for t in tasks if t.status != Status.DONE][:10]:
         out.info(f"{t.id} {t.range_label} {t.status}: {t.reason or ''}")
-    if store.meta("run_failed"):
-        out.info(f"the run failed: {store.meta('run_failed')}")
+    if meta.run_failed:
+        out.info(f"the run failed: {meta.run_failed}")
     return 0 if ok else 1

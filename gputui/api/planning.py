@@ -13,6 +13,7 @@ from gputui.jobs.gpu_plan import Decision, NoFit
 from gputui.jobs.loader import load_jobspec
 from gputui.jobs.plans import Plan, plan_job
 from gputui.jobs.spec import JobSpec
+from gputui.rundir.meta import read_meta
 from gputui.rundir.opening import check_app_target, open_existing
 from gputui.views.runview import PlannedRun, planned_run
 
@@ -27,7 +28,7 @@ def load_job(job_file: str | Path | None, run_dir: str | Path | None = None) -> 
             raise FileNotFoundError("gputui run needs --jobs FILE (or --run-dir of an existing run)")
         _, store = open_existing(run_dir, readonly=True)
         try:
-            job_file = store.meta("job_file")
+            job_file = read_meta(store).job.file
         finally:
             store.close()
     return load_jobspec(Path(job_file), run_dir=None if run_dir is None else Path(run_dir))

@@ -4,7 +4,6 @@ what `gputui status` prints, and its `--json` form for tools."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from gputui.executors.registry import recorded_executor
 from gputui.files.atomic import finite_or_null, json_default
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import gpu_totals
+from gputui.rundir.meta import RunMeta, read_meta
 from gputui.rundir.opening import open_existing
 from gputui.rundir.paths import RunLock
 from gputui.rundir.records import AttemptRecord
@@ -24,7 +24,7 @@ class RunStatus:
     """The run as its state said at one moment (read-only: reading it never writes or locks anything)."""
 
     run_dir: Path
-    meta: Mapping
+    meta: RunMeta
     tasks: list[TaskRecord]
     attempts: list[AttemptRecord]
     scheduler_live: bool
@@ -33,11 +33,11 @@ class RunStatus:
 
     @property
     def job_name(self) -> str | None:
-        return self.meta.get("job_name")
+        return self.meta.job.name or None  # None: a state that never recorded it (null in --json)
 
     @property
     def scheduler_id(self) -> str | None:
-        return self.meta.get("scheduler_id")
+        return self.meta.identity.scheduler_id or None
 
     @property
     def all_done(self) -> bool:
@@ -46,7 +46,7 @@ class RunStatus:
     @property
     def metric(self) -> str | None:
         """What a sweep ranks its trials by (None for other jobs)."""
-        return (self.meta.get("sweep") or {}).get("metric")
+        return None if self.meta.job.sweep is None else self.meta.job.sweep.metric
 
     def gpu_totals(self) -> dict:
         """The run's GPU-seconds (summed) and peak memory (the largest of any task), and whether simulated."""
@@ -61,7 +61,7 @@ class RunStatus:
     def placed(self) -> dict[str, str]:
         """Where each live task runs on its cluster (`node:GPUs`), or that it is queued and the backend's
         word on it; empty where tasks run on this machine (the GPUs column says which)."""
-        recorded = recorded_executor(self.run_dir, self.meta.get)
+        recorded = recorded_executor(self.run_dir, self.meta.executor.get)
         if recorded.places_gpus:
             return {}
         last = latest_attempts(self.attempts)
@@ -106,7 +106,7 @@ def read_status(run_dir: str | Path) -> RunStatus:
         lock = RunLock(paths)
         live = lock.is_live()
         holder = (lock.holder() if live else None) or {}
-        meta, tasks, attempts = store.all_meta(), store.tasks(), store.attempts()
+        meta, tasks, attempts = read_meta(store), store.tasks(), store.attempts()
         return RunStatus(paths.root, meta, tasks, attempts, live, holder.get("pid"), clock.now())
     finally:
         store.close()

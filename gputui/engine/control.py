@@ -21,6 +21,7 @@ from gputui.executors.ownership import ProcessRef
 from gputui.executors.registry import recorded_executor
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.manifests import manifest_path
+from gputui.rundir.meta import read_meta
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
@@ -102,13 +103,13 @@ class Controller:
 
     @property
     def scheduler_id(self) -> str:
-        return self.store.meta("scheduler_id")
+        return read_meta(self.store).identity.scheduler_id
 
     @property
     def executor(self) -> RecordedExecutor:
         """The run's executor, as given, or as the run recorded it (read each time: a run being opened
         records it as its scheduler starts)."""
-        return self.recorded or recorded_executor(self.paths.root, self.store.meta)
+        return self.recorded or recorded_executor(self.paths.root, read_meta(self.store).executor.get)
 
     @property
     def journal(self) -> JournalReader:
@@ -190,7 +191,7 @@ class Controller:
             if t.status not in Status.LIVE
         ]
         pairs = [(t, self.live_attempt(t)) for t in tasks if t.status in Status.LIVE]
-        stop = Stop(self, pairs, float(self.store.meta("stop_grace_s", 10.0)), intro=intro)
+        stop = Stop(self, pairs, read_meta(self.store).job.stop_grace_s, intro=intro)
         return stop.begin()
 
     def retry(self, task: TaskRecord, force: bool = False) -> str:
@@ -207,7 +208,7 @@ class Controller:
         elif task.status not in (Status.FAILED, Status.KILLED):
             raise ControlError(f"is {task.status}; only a failed, killed or (--force) done task can be retried")
         self._close_ended_attempt(task)
-        budget = task.attempts + int(self.store.meta("max_attempts", 3))
+        budget = task.attempts + read_meta(self.store).job.max_attempts
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PENDING, budget=budget, reason=None, next_try_at=None)
             self.store.add_event("retry", "queued again by user", task.id)

@@ -10,6 +10,7 @@ from pathlib import Path
 from gputui.jobs import tabular
 from gputui.jobs.tasks import Status
 from gputui.results.report import build_summary, write_reports
+from gputui.rundir.meta import read_meta
 from gputui.rundir.paths import RunPaths
 from gputui.rundir.store import Store
 
@@ -19,7 +20,8 @@ def merge_run(store: Store, paths: RunPaths) -> str:
     from gputui.results.idcheck import ShardOutput
     from gputui.results.merge import merge_shards
 
-    merged = store.meta("merged")
+    meta = read_meta(store).job
+    merged = meta.merged
     if not merged:
         return "merge failed: this job declares no [outputs].merged file"
     tasks = store.tasks()
@@ -31,7 +33,7 @@ def merge_run(store: Store, paths: RunPaths) -> str:
         shards,
         Path(merged),
         paths.merge_summary,
-        id_column=store.meta("id_column"),
+        id_column=meta.id_column,
         key=key,
         expected_ids=expected,
     )
@@ -54,8 +56,9 @@ class OutputCheck:
         self._ids = None
 
     def __call__(self, task, output: Path) -> tuple[dict | None, str | None]:
-        column = self.store.meta("id_column")
-        if not column or not self.store.meta("merged"):
+        job = read_meta(self.store).job
+        column = job.id_column
+        if not column or not job.merged:
             return None, None
         from gputui.results.idcheck import ShardOutput
         from gputui.results.merge import check_shard
@@ -75,7 +78,8 @@ def _id_key(store: Store):
     from gputui.results.idcheck import int_key
 
     try:
-        values = tabular.read_column(store.meta("input"), store.meta("id_column"))
+        job = read_meta(store).job
+        values = tabular.read_column(job.input, job.id_column)
     except (OSError, KeyError, ValueError):
         return None, None
     ids, integer_ids = tabular.normalize_ids(values)
@@ -97,14 +101,15 @@ def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
             merge = json.loads(paths.merge_summary.read_text())
         except ValueError:
             merge = None
+    meta = read_meta(store)
     summary = build_summary(
-        job_name=store.meta("job_name", ""),
+        job_name=meta.job.name,
         run_dir=str(paths.root),
-        scheduler_id=store.meta("scheduler_id", ""),
+        scheduler_id=meta.identity.scheduler_id,
         tasks=store.tasks(),
         attempts=store.attempts(),
         merge=merge,
-        sweep=store.meta("sweep"),
-        run_failed=store.meta("run_failed"),
+        sweep=None if meta.job.sweep is None else meta.job.sweep.as_dict(),
+        run_failed=meta.run_failed,
     )
     return write_reports(paths.root, summary)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from gputui.jobs.shards import Shard, describe_plan
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
 from gputui.rundir import rebuild
+from gputui.rundir.meta import JobFacts, OutputSettings, RunIdentity, RunMeta, read_meta, write_meta
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.store import Store
 
@@ -31,13 +31,18 @@ class Run:
     notes: list[str] = field(default_factory=list)  # what opening it did that the user should hear of
 
     @property
+    def meta(self) -> RunMeta:
+        """What the run is, as its state says now (read each time: its scheduler records itself as it starts)."""
+        return read_meta(self.store)
+
+    @property
     def scheduler_id(self) -> str:
-        return self.store.meta("scheduler_id")
+        return self.meta.identity.scheduler_id
 
     @property
     def simulate(self) -> str | None:
         """How this run's GPUs are probed: the `--simulate` it was started with, if any."""
-        return self.store.meta("simulate")
+        return self.meta.simulate
 
     def close(self) -> None:
         self.store.close()
@@ -72,10 +77,7 @@ def open_for_job(
                 notes.append(f"moved the state aside to {aside} (left as it was)")
         store = Store.open(paths.db, create=True)  # refuses damaged state, or another run's copied in
         try:
-            notes += _init_or_check(store, paths, job, plan, retry_failed)
-            if simulate is not None:
-                with store.transaction():
-                    store.set_meta("simulate", simulate)
+            notes += _init_or_check(store, paths, job, plan, retry_failed, simulate)
         except BaseException:
             store.close()
             raise
@@ -101,28 +103,14 @@ SAFE_CHANGES = (
 )
 
 
-def _output_settings(job: JobSpec) -> dict:
-    """What decides where shard outputs go, kept in the run's meta to name what changed."""
-    if job.outputs is None or job.outputs.pattern is None:
-        out_dir = None if job.outputs is None else str(job.outputs.dir)
-        return {"outputs_dir": out_dir, "outputs_pattern": None, "outputs_params": {}}
-    fields = string.Formatter().parse(job.outputs.pattern)
-    used = {name.split(".")[0].split("[")[0] for _, name, _, _ in fields if name}
-    return {
-        "outputs_dir": str(job.outputs.dir),
-        "outputs_pattern": job.outputs.pattern,
-        "outputs_params": {k: v for k, v in job.params.items() if k in used},
-    }
-
-
-def _changed_output_key(meta: dict, job: JobSpec, old: str | None) -> str:
-    now = _output_settings(job)
-    if "outputs_pattern" in meta:  # recorded: say exactly which key
-        if meta.get("outputs_dir") != now["outputs_dir"]:
+def _changed_output_key(recorded: OutputSettings | None, job: JobSpec, old: str | None) -> str:
+    now = OutputSettings.of(job)
+    if recorded is not None:  # recorded: say exactly which key
+        if recorded.dir != now.dir:
             return "[outputs].dir"
-        if meta.get("outputs_pattern") != now["outputs_pattern"]:
+        if recorded.pattern != now.pattern:
             return "[outputs].pattern"
-        was, now_params = meta.get("outputs_params") or {}, now.get("outputs_params") or {}
+        was, now_params = recorded.params, now.params
         for name in sorted(set(was) | set(now_params)):
             if was.get(name) != now_params.get(name):
                 return f"[params].{name} (used in [outputs].pattern)"
@@ -140,7 +128,7 @@ def _check_outputs(store: Store, job: JobSpec, plan: Plan) -> None:
         old, new = recorded.get(task.id), task.output
         if old == new:
             continue
-        key = _changed_output_key(store.all_meta(), job, old)
+        key = _changed_output_key(read_meta(store).job.outputs, job, old)
         raise PlanMismatch(
             f"{job.path}: {key} changed since {store.path.parent} started: {task.id}'s output was "
             f"{old or '(none)'}, it would now be {new or '(none)'}; outputs already recorded would be stranded, "
@@ -186,8 +174,11 @@ def _refuse_reordered_stages(store: Store, job: JobSpec, plan: Plan) -> None:
         )
 
 
-def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retry_failed: bool) -> list[str]:
-    recorded = store.meta("plan_fingerprint")
+def _init_or_check(
+    store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retry_failed: bool, simulate: str | None
+) -> list[str]:
+    was = read_meta(store)
+    recorded = was.identity.plan_fingerprint
     if recorded is not None and recorded != plan.fingerprint:
         _refuse_changed_plan(store, job, plan)
     if recorded is not None and job.kind == "sweep":
@@ -196,15 +187,13 @@ def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retr
         _check_outputs(store, job, plan)
     with store.transaction():
         notes = []
+        identity = was.identity
         if recorded is None:
             previous = rebuild.previous_scheduler_id(paths)  # this directory held a run: keep its identity
             if previous is None:
                 rotate(paths.journal)
             scheduler_id = previous or new_scheduler_id()
-            store.set_meta("scheduler_id", scheduler_id)
-            store.set_meta("plan_fingerprint", plan.fingerprint)
-            store.set_meta("plan_definition", plan.definition)
-            store.set_meta("created_at", time.time())
+            identity = RunIdentity(scheduler_id, time.time(), plan.fingerprint, plan.definition)
             store.add_tasks(plan.tasks, budget=job.retry.max_attempts)
             if previous is not None:
                 notes.append(rebuild.from_journal(store, paths, scheduler_id))
@@ -214,32 +203,8 @@ def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retr
             for t in store.tasks():
                 if t.status == Status.FAILED:
                     store.update_task(t.id, status=Status.PENDING, budget=t.attempts + job.retry.max_attempts)
-        merged = job.outputs.dir / job.outputs.merged if job.outputs and job.outputs.merged else None
-        for key, value in _output_settings(job).items():
-            store.set_meta(key, value)
-        for key, value in {
-            "job_name": job.name,
-            "job_file": str(job.path),
-            "job_kind": job.kind,
-            "sweep": None
-            if job.sweep is None
-            else {"metric": job.sweep.metric, "goal": job.sweep.goal, "top_k": job.sweep.top_k},
-            "integer_ids": plan.integer_ids,
-            "input": None if job.shards is None else str(job.shards.input),
-            "id_column": None if job.shards is None else job.shards.id_column,
-            "merged": None if merged is None else str(merged),
-            "stop_grace_s": job.stop_grace_s,
-            "max_attempts": job.retry.max_attempts,
-            "backoff_max_s": job.retry.backoff_max_s,
-            "gpus_per_worker": job.resources.gpus_per_worker,
-            "memory_per_worker_gb": job.resources.memory_per_worker_gb,
-        }.items():
-            store.set_meta(key, value)
+        write_meta(store, was.opened(identity, JobFacts.of(job, plan), simulate))
     return notes
-
-
-def _sweep_terms(job: JobSpec) -> dict:
-    return {"metric": job.sweep.metric, "goal": job.sweep.goal, "top_k": job.sweep.top_k}
 
 
 def check_app_target(jobs: Path | None, run_dir: Path | None, simulate: str | None) -> Path | None:

@@ -243,7 +243,7 @@ class GpuTuiApp(App):
             for alert in msg.run.alerts:
                 who = f"{alert.get('task_id')}: " if alert.get("task_id") else ""
                 self.say(f"{alert.get('kind', 'alert')}: {who}{alert.get('message', '')}", "warning", 15)
-            if msg.run.meta.get("alert_bell", True):
+            if msg.run.meta.alert_bell:
                 self.bell()
         if self.mode != self._mode:
             self._mode = self.mode
@@ -287,7 +287,8 @@ class GpuTuiApp(App):
     def _metric_name(self) -> str | None:
         """What a sweep ranks its trials by (None for other jobs)."""
         if self.snapshot is not None:
-            return (self.snapshot.meta.get("sweep") or {}).get("metric")
+            sweep = self.snapshot.meta.job.sweep
+            return None if sweep is None else sweep.metric
         return self.plan.metric if self.plan is not None else None
 
     def selected_task(self) -> TaskView | None:

@@ -129,7 +129,7 @@ class Gatherer:
             else:
                 if self.probe is None:
                     # A run remembers how its GPUs were probed: re-attaching needs no --simulate.
-                    simulate = self.simulate or (run.meta.get("simulate") if run is not None else None)
+                    simulate = self.simulate or (run.meta.simulate if run is not None else None)
                     self.probe = open_probe(simulate, load=self._simulated_load)
                 gpus = self.probe.snapshot()
         except NoGpuError as e:
@@ -152,5 +152,5 @@ class Gatherer:
         run = self.run
         if run is None:
             return {}
-        per_task = int((run.meta.get("memory_per_worker_gb") or TASK_MEMORY_GB) * GIB)
+        per_task = int((run.meta.job.memory_per_worker_gb or TASK_MEMORY_GB) * GIB)
         return {g: [(0, per_task)] * len(ids) for g, ids in run.gpu_holders().items()}

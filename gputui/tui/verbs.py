@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gputui.api import Kill, Start, StartFailed, Stop, Verb, open_run, send, start_in_background, verb_named
+from gputui.api import (
+    Kill,
+    RunMeta,
+    Start,
+    StartFailed,
+    Stop,
+    Verb,
+    open_run,
+    send,
+    start_in_background,
+    verb_named,
+)
 from gputui.jobs.tasks import Status
 from gputui.tui import modes
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
@@ -130,7 +141,7 @@ class RunControls:
         app = self.app
         found = app.view.processes(task_ids) if app.view is not None else {}
         lines = kill_lines(app.snapshot, found, task_ids)
-        grace = app.snapshot.meta.get("stop_grace_s", 10) if app.snapshot else 10
+        grace = (app.snapshot.meta if app.snapshot else RunMeta()).job.stop_grace_s
         body = (
             f"SIGTERM, then SIGKILL after {grace:g}s, to this run's processes only:\n"
             + "\n".join(lines[:8])
@@ -152,7 +163,7 @@ class RunControls:
             app.say("the scheduler is starting…")
             return
         run = app.snapshot
-        job_known = app.job_path is not None or bool(run and run.meta.get("job_file"))
+        job_known = app.job_path is not None or bool(run and run.meta.job.file)
         no_fit = app.plan.no_fit if run is None and app.plan is not None else None
         step = launch_step(run, app.selected_task(), job_known=job_known, no_fit=no_fit)
         if isinstance(step, Say):
@@ -175,8 +186,8 @@ class RunControls:
         app.call_from_thread(app.say, "starting the scheduler in the background…")
         try:
             run = app.snapshot
-            job = app.job_path or Path(run.meta["job_file"])  # re-attached: the run's own job file
-            simulate = app.simulate or (run.meta.get("simulate") if run is not None else None)
+            job = app.job_path or Path(run.meta.job.file)  # re-attached: the run's own job file
+            simulate = app.simulate or (run.meta.simulate if run is not None else None)
             pid = start_in_background(job, app.run_dir, simulate=simulate, only_pending=only_pending)
         except StartFailed as e:
             app.call_from_thread(app.say, f"could not start the run:\n{e}", "error", 20)

@@ -12,14 +12,15 @@ from gputui.executors.base import RecordedExecutor
 from gputui.executors.registry import recorded_executor
 from gputui.executors.slurm import MUTE
 from gputui.gpus.probe import GpuSnapshot
+from gputui.rundir.meta import ExecutorFacts
 from gputui.text_safety import one_line
 
 
 def recorded_of(run) -> RecordedExecutor:
     """The executor a run snapshot (or None: nothing launched) recorded."""
     if run is None:
-        return recorded_executor(None, {}.get)
-    return recorded_executor(run.run_dir, run.meta.get)
+        return recorded_executor(None, ExecutorFacts().get)
+    return recorded_executor(run.run_dir, run.meta.executor.get)
 
 
 def gpus_label(run) -> str | None:
@@ -72,7 +73,7 @@ def kill_target(refs: list, view, executor: str | RecordedExecutor = "local", jo
     """What a kill of one task reaches, for its confirmation: its processes here, or where its executor
     says it runs. `executor`: the run's (or the kind it recorded); `job`: the backend's id of the attempt."""
     if isinstance(executor, str):
-        executor = recorded_executor(None, {"executor": executor}.get)
+        executor = recorded_executor(None, ExecutorFacts(executor).get)
     return executor.kill_target(list(refs), view.placed if view is not None else None, job)
 
 
@@ -110,7 +111,7 @@ def cluster_gpus_of(run, simulate: str | None) -> tuple[list[GpuSnapshot], str |
     executor = recorded_of(run)
     if executor.places_gpus:
         return None
-    nodes, why = executor.node_gpus(simulate or run.meta.get("simulate"))
+    nodes, why = executor.node_gpus(simulate or run.meta.simulate)
     if nodes is None:
         return [], why
     gpus, missing = cluster_gpus(nodes)

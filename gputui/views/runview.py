@@ -22,6 +22,7 @@ from gputui.jobs.kinds import NewTask
 from gputui.jobs.plans import recorded_stages
 from gputui.jobs.tasks import TRIAL, Status, TaskRecord
 from gputui.rundir.alerts_file import AlertReader
+from gputui.rundir.meta import RunMeta, read_meta
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
@@ -55,7 +56,7 @@ class RunSnapshot:
     scheduler_id: str
     scheduler_live: bool
     tasks: list[TaskView] = field(default_factory=list)
-    meta: dict = field(default_factory=dict)
+    meta: RunMeta = field(default_factory=RunMeta)
     taken_at: float = 0.0
     alerts: list[dict] = field(default_factory=list)  # appended to alerts.jsonl since the last snapshot
     active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
@@ -175,12 +176,12 @@ def stages_to_come(
     return lines
 
 
-def sweep_stages(meta: Mapping) -> tuple[list[tuple[str, int]], int]:
+def sweep_stages(meta: RunMeta) -> tuple[list[tuple[str, int]], int]:
     """A sweep run's stages (name, parameter sets) and top_k, from the plan it recorded: ([], 0) for a run that
     is not a sweep or recorded no plan; a recorded plan without stages gives ([], its top_k, else 1)."""
-    if meta.get("job_kind") != "sweep" or not isinstance(meta.get("plan_definition"), dict):
+    if meta.job.kind != "sweep" or not isinstance(meta.identity.plan_definition, dict):
         return [], 0
-    return recorded_stages(meta["plan_definition"])
+    return recorded_stages(meta.identity.plan_definition)
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ class RunView:
         self._progress = ProgressTracker()
         self._alerts = AlertReader(self.paths.alerts, from_end=True)  # what happened before we looked is old
         self._tails: dict[str, tuple[tuple[int, int], str]] = {}
-        self._state: tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]] | None = None
+        self._state: tuple[RunMeta, list[TaskRecord], dict[str, list[AttemptRecord]]] | None = None
         self._state_stamp: tuple = ()
         self._state_at = 0.0
         self._metrics: dict[tuple[str, int], MetricHistory] = {}
@@ -251,7 +252,7 @@ class RunView:
         selected = self.selected
         views, keys, read = [], set(), {}
         series = None
-        executor = recorded_executor(self.paths.root, meta.get)
+        executor = recorded_executor(self.paths.root, meta.executor.get)
         for t in tasks:
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
             a = attempts[-1] if attempts else None
@@ -279,17 +280,17 @@ class RunView:
         self._metrics = read  # a task that ended and is not selected is read no more
         stages, top_k = sweep_stages(meta)
         planned = {t.info.get("stage") for t in tasks if t.kind == TRIAL}
-        to_come = stages_to_come(stages, top_k, planned, stopped=bool(meta.get("run_failed")))
+        to_come = stages_to_come(stages, top_k, planned, stopped=bool(meta.run_failed))
         live_logs = {v.attempt.log_path for v in views if v.attempt is not None}
         self._tails = {path: tail for path, tail in self._tails.items() if path in live_logs}
         now = clock.now()
-        spans = attempt_spans(views, now, bridge_s=float(meta.get("backoff_max_s") or 300.0) + 5.0)
+        spans = attempt_spans(views, now, bridge_s=meta.job.backoff_max_s + 5.0)
         if live and not all(v.task.status in Status.FINAL for v in views):
             spans.append((max((e for _, e in spans), default=0.0), 0.0))  # waiting for GPUs or a retry
         return RunSnapshot(
             run_dir=self.paths.root,
-            job_name=meta.get("job_name", ""),
-            scheduler_id=meta.get("scheduler_id", ""),
+            job_name=meta.job.name,
+            scheduler_id=meta.identity.scheduler_id,
             scheduler_live=live,
             tasks=views,
             meta=meta,
@@ -320,7 +321,7 @@ class RunView:
         found.poll()
         return found
 
-    def _read_state(self) -> tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]]:
+    def _read_state(self) -> tuple[RunMeta, list[TaskRecord], dict[str, list[AttemptRecord]]]:
         """Meta, tasks and attempts by task; read again only when the database or its WAL changed (two
         stats instead of three queries, for a run that is idle or between commits), or every 10 s."""
         stamp = tuple(file_stamp(p) for p in self._db_files)
@@ -330,7 +331,7 @@ class RunView:
             history: dict[str, list[AttemptRecord]] = {}
             for a in store.attempts():
                 history.setdefault(a.task_id, []).append(a)
-            self._state = (store.all_meta(), store.tasks(), history)
+            self._state = (read_meta(store), store.tasks(), history)
             self._state_stamp, self._state_at = stamp, now
         return self._state
 

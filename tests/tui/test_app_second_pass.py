@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import replace
 
 import pytest
 from textual.widgets import TabbedContent
@@ -15,6 +16,7 @@ from textual.widgets._toast import Toast
 
 from gputui.gpus.simulated import SimulatedProbe
 from gputui.jobs.tasks import Status
+from gputui.rundir.meta import read_meta, write_meta
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.store import Store
 from gputui.tui.app import GpuTuiApp
@@ -225,7 +227,8 @@ async def test_text_that_looks_like_markup_is_shown_as_written(tmp_path):
     run_dir = fixed_run(tmp_path / "run", 6)
     store = Store.open(run_dir / "state.db")
     with store.transaction():
-        store.set_meta("job_name", "[exp] sweep")
+        meta = read_meta(store)
+        write_meta(store, replace(meta, job=replace(meta.job, name="[exp] sweep")))
         store.update_task("shard-2", reason="missing [outputs].merged in [b]job.toml[/b]")
     store.close()
     app = GpuTuiApp(run_dir=run_dir, interval=60, probe=probe())

@@ -19,6 +19,7 @@ from gputui.executors.ray_executor import RayExecutor, RecordedRay
 from gputui.executors.registry import open_executor, recorded_executor, runs_on
 from gputui.executors.slurm_executor import RecordedSlurm, SlurmExecutor
 from gputui.jobs.spec import ExecutorSpec
+from gputui.rundir.meta import RunMeta
 from gputui.views.executor_facts import cluster_gpus_of, gpus_label, kill_lines, kill_target
 
 
@@ -125,14 +126,19 @@ class TaskView:
 @dataclass
 class Run:
     run_dir: Path
-    meta: dict
+    meta: RunMeta
     tasks: list
+
+
+def recorded_as(facts: dict) -> RunMeta:
+    """A run's facts once its scheduler recorded an executor that describes itself as `facts`."""
+    return RunMeta().started(facts, alert_bell=False)
 
 
 def test_a_kill_on_slurm_names_the_job_its_attempt_was_submitted_as(tmp_path):
     slurm.folder(tmp_path).mkdir()
     slurm.attempt_file(tmp_path, "shard-0", 2, "job").write_text("77_0\n")
-    run = Run(tmp_path, {"executor": "slurm"}, [TaskView(Task("shard-0"), Attempt("shard-0", 2), "")])
+    run = Run(tmp_path, recorded_as({"executor": "slurm"}), [TaskView(Task("shard-0"), Attempt("shard-0", 2), "")])
     lines = kill_lines(run, {"shard-0": REFS, "shard-1": []}, ["shard-0", "shard-1"])
     assert lines == [
         "shard-0: Slurm job 77_0, pending, cancelled by its stand-in here (pid 101, 102)",
@@ -212,13 +218,13 @@ def test_the_control_verbs_words_per_executor():
 
 def test_the_app_shows_a_clusters_gpus_only_where_it_can_read_them(tmp_path):
     assert gpus_label(None) is None and cluster_gpus_of(None, None) is None
-    here = Run(tmp_path, {"executor": "local"}, [])
+    here = Run(tmp_path, recorded_as({"executor": "local"}), [])
     assert gpus_label(here) is None and cluster_gpus_of(here, None) is None
-    on_slurm = Run(tmp_path, {"executor": "slurm"}, [])
+    on_slurm = Run(tmp_path, recorded_as({"executor": "slurm"}), [])
     assert gpus_label(on_slurm) == "slurm cluster"
     gpus, why = cluster_gpus_of(on_slurm, None)
     assert gpus == [] and why.startswith("this run's tasks run on a slurm cluster: the table's GPUs column")
-    on_ray = Run(tmp_path, {"executor": "ray", "ray_address": "local"}, [])
+    on_ray = Run(tmp_path, recorded_as({"executor": "ray", "ray_address": "local"}), [])
     assert gpus_label(on_ray) == "ray cluster"
     assert cluster_gpus_of(on_ray, None) == (  # no bridge serves this run: the app never starts one
         [],

@@ -1,0 +1,251 @@
+"""What a run is, as its state records it: one frozen `RunMeta`, written by `write_meta` and read by
+`read_meta`, so every reader gets the same typed facts with the same defaults (the job file's own).
+
+The layout is the one every gputui wrote, so any run directory still opens both ways: the store's `meta`
+table, one JSON value per key. The facts are grouped by when they are written: the run's identity once,
+when it is created; the job's settings at every start (what may change safely between starts); the
+executor and the bell as the scheduler starts; the probe when a start names one; whether the run failed
+as it runs. The executor's own facts (a Ray address...) are named only by the executor: every key this
+module does not name is the executor's (`RecordedExecutor.meta()` writes them, its `from_meta` reads them).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gputui.jobs.plans import Plan
+from gputui.jobs.spec import ExecutorSpec, JobSpec, ResourceSpec, RetrySpec
+from gputui.rundir.store import Store
+
+EXECUTOR_KEY = "executor"  # the executor's kind, as RecordedExecutor.meta() names it
+STORE_KEYS = ("schema_version",)  # the store's own bookkeeping, no fact of the run's
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Fixed when the run is created: the scheduler id its workers are tagged with, and the plan it was created
+    with (a job file that plans otherwise is refused, so tasks are never processed twice or skipped)."""
+
+    scheduler_id: str = ""
+    created_at: float | None = None
+    plan_fingerprint: str | None = None  # None: no plan recorded yet (a fresh state)
+    plan_definition: Any = None  # what the fingerprint covers, as the job's kind records it (JSON)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """What decides where shard outputs go: a job file that would move recorded outputs is refused by name."""
+
+    dir: str | None = None
+    pattern: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)  # the [params] the pattern uses
+
+    @classmethod
+    def of(cls, job: JobSpec) -> OutputSettings:
+        if job.outputs is None or job.outputs.pattern is None:
+            return cls(None if job.outputs is None else str(job.outputs.dir))
+        fields = string.Formatter().parse(job.outputs.pattern)
+        used = {name.split(".")[0].split("[")[0] for _, name, _, _ in fields if name}
+        return cls(str(job.outputs.dir), job.outputs.pattern, {k: v for k, v in job.params.items() if k in used})
+
+
+@dataclass(frozen=True)
+class SweepTerms:
+    """How a sweep ranks its trials."""
+
+    metric: str | None = None
+    goal: str | None = None
+    top_k: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"metric": self.metric, "goal": self.goal, "top_k": self.top_k}
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """The job as the run was last started with it; a missing fact reads as the job file's own default."""
+
+    name: str = ""
+    file: str | None = None  # the job file, absolute: a re-attached app starts the run again from it
+    kind: str = JobSpec.kind
+    integer_ids: bool | None = None  # shards: whether ids are integers (value ranges)
+    input: str | None = None  # shards: the input file and its id column (the merge checks coverage)
+    id_column: str | None = None
+    outputs: OutputSettings | None = None  # None: a run recorded before these were kept
+    merged: str | None = None  # the merged output file ([outputs].merged), absolute; None: the job merges none
+    sweep: SweepTerms | None = None
+    stop_grace_s: float = JobSpec.stop_grace_s
+    max_attempts: int = RetrySpec.max_attempts  # a user's retry grants this many more
+    backoff_max_s: float = RetrySpec.backoff_max_s
+    gpus_per_worker: int = ResourceSpec.gpus_per_worker
+    memory_per_worker_gb: float | None = ResourceSpec.memory_per_worker_gb
+
+    @classmethod
+    def of(cls, job: JobSpec, plan: Plan) -> JobFacts:
+        merged = job.outputs.dir / job.outputs.merged if job.outputs and job.outputs.merged else None
+        return cls(
+            name=job.name,
+            file=str(job.path),
+            kind=job.kind,
+            integer_ids=plan.integer_ids,
+            input=None if job.shards is None else str(job.shards.input),
+            id_column=None if job.shards is None else job.shards.id_column,
+            outputs=OutputSettings.of(job),
+            merged=None if merged is None else str(merged),
+            sweep=None if job.sweep is None else SweepTerms(job.sweep.metric, job.sweep.goal, job.sweep.top_k),
+            stop_grace_s=job.stop_grace_s,
+            max_attempts=job.retry.max_attempts,
+            backoff_max_s=job.retry.backoff_max_s,
+            gpus_per_worker=job.resources.gpus_per_worker,
+            memory_per_worker_gb=job.resources.memory_per_worker_gb,
+        )
+
+
+@dataclass(frozen=True)
+class ExecutorFacts:
+    """How the run's attempts are reached, as its executor recorded itself when the scheduler started: its
+    kind and its own settings, whose names only it knows. `get` answers its `from_meta` (executors.registry
+    `recorded_executor(run_dir, facts.get)`)."""
+
+    kind: str = ExecutorSpec.kind  # a run that recorded none ran here
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, recorded: Mapping[str, Any]) -> ExecutorFacts:
+        """From what `RecordedExecutor.meta()` returns."""
+        settings = dict(recorded)
+        return cls(settings.pop(EXECUTOR_KEY, None) or cls.kind, settings)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.kind if key == EXECUTOR_KEY else self.settings.get(key, default)
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    identity: RunIdentity = field(default_factory=RunIdentity)
+    job: JobFacts = field(default_factory=JobFacts)
+    executor: ExecutorFacts = field(default_factory=ExecutorFacts)
+    # Whether the app rings the bell on an alert ([alerts].bell), recorded as the scheduler starts. Unlike the
+    # job file's default (no bell), a run that recorded none rings, as the app always did for one.
+    alert_bell: bool = True
+    simulate: str | None = None  # how the run's GPUs are probed: the `--simulate` a start was given, kept
+    run_failed: str | None = None  # why the run cannot succeed any more (a job kind's rule said so); changes
+
+    def opened(self, identity: RunIdentity, job: JobFacts, simulate: str | None) -> RunMeta:
+        """As a start records the run: `simulate` None keeps the probe an earlier start named."""
+        return replace(self, identity=identity, job=job, simulate=self.simulate if simulate is None else simulate)
+
+    def started(self, executor: Mapping[str, Any], alert_bell: bool) -> RunMeta:
+        """As a scheduler records itself when it starts: its executor's `recorded.meta()` and the job's bell."""
+        return replace(self, executor=ExecutorFacts.of(executor), alert_bell=alert_bell)
+
+    def failed(self, why: str | None) -> RunMeta:
+        """The run cannot succeed any more (`why`), or can again (None: a stage ranked after all)."""
+        return replace(self, run_failed=why)
+
+
+def read_meta(store: Store) -> RunMeta:
+    """The run's facts from its store (a read-only one too); what a run never recorded reads as the default."""
+    return _from_keys(store.all_meta())
+
+
+def write_meta(store: Store, meta: RunMeta) -> None:
+    """Record every fact of `meta`, in one transaction (the lock holder's: a start, its scheduler)."""
+    with store.transaction():
+        for key, value in _to_keys(meta).items():
+            store.set_meta(key, value)
+
+
+# -- the layout: key -> JSON value ---------------------------------------------------------------------
+OWN_KEYS = frozenset(
+    {"scheduler_id", "created_at", "plan_fingerprint", "plan_definition", "job_name", "job_file", "job_kind"}
+    | {"integer_ids", "input", "id_column", "merged", "sweep", "stop_grace_s", "max_attempts", "backoff_max_s"}
+    | {"gpus_per_worker", "memory_per_worker_gb", "alert_bell", "simulate", "run_failed", EXECUTOR_KEY}
+    | {"outputs_dir", "outputs_pattern", "outputs_params"}
+)
+
+
+def _to_keys(meta: RunMeta) -> dict[str, Any]:
+    ident, job = meta.identity, meta.job
+    keys = {
+        "scheduler_id": ident.scheduler_id,
+        "created_at": ident.created_at,
+        "plan_fingerprint": ident.plan_fingerprint,
+        "plan_definition": ident.plan_definition,
+        "job_name": job.name,
+        "job_file": job.file,
+        "job_kind": job.kind,
+        "sweep": None if job.sweep is None else job.sweep.as_dict(),
+        "integer_ids": job.integer_ids,
+        "input": job.input,
+        "id_column": job.id_column,
+        "merged": job.merged,
+        "stop_grace_s": job.stop_grace_s,
+        "max_attempts": job.max_attempts,
+        "backoff_max_s": job.backoff_max_s,
+        "gpus_per_worker": job.gpus_per_worker,
+        "memory_per_worker_gb": job.memory_per_worker_gb,
+        "alert_bell": meta.alert_bell,
+        "simulate": meta.simulate,
+        "run_failed": meta.run_failed,
+        EXECUTOR_KEY: meta.executor.kind,
+        **{k: v for k, v in meta.executor.settings.items() if k not in OWN_KEYS and k not in STORE_KEYS},
+    }
+    out = job.outputs
+    if out is not None:  # never recorded stays unrecorded: a refusal then judges from the paths
+        keys |= {"outputs_dir": out.dir, "outputs_pattern": out.pattern, "outputs_params": dict(out.params)}
+    return keys
+
+
+def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
+    d = JobFacts  # its defaults: the job file's
+
+    def got(key: str, default: Any = None, as_type: type | None = None) -> Any:
+        """The recorded value, or `default` where it is missing, null or (damaged) not of its type."""
+        value = raw.get(key)
+        if value is None:
+            return default
+        if as_type is None:
+            return value
+        try:
+            return as_type(value)
+        except (TypeError, ValueError):
+            return default
+
+    sweep, params = raw.get("sweep"), raw.get("outputs_params")
+    outputs = None
+    if "outputs_pattern" in raw:  # recorded (a run from before these were kept has none)
+        params = params if isinstance(params, dict) else {}
+        outputs = OutputSettings(got("outputs_dir"), got("outputs_pattern"), params)
+    if isinstance(sweep, dict):
+        sweep = SweepTerms(sweep.get("metric"), sweep.get("goal"), sweep.get("top_k"))
+    identity = RunIdentity(
+        got("scheduler_id", "", str),
+        got("created_at", None, float),
+        got("plan_fingerprint"),
+        got("plan_definition"),
+    )
+    job = JobFacts(
+        name=got("job_name", d.name, str),
+        file=got("job_file"),
+        kind=got("job_kind", d.kind),
+        integer_ids=got("integer_ids"),
+        input=got("input"),
+        id_column=got("id_column"),
+        outputs=outputs,
+        merged=got("merged"),
+        sweep=sweep if isinstance(sweep, SweepTerms) else None,
+        stop_grace_s=got("stop_grace_s", d.stop_grace_s, float),
+        max_attempts=got("max_attempts", d.max_attempts, int),
+        backoff_max_s=got("backoff_max_s", d.backoff_max_s, float),
+        gpus_per_worker=got("gpus_per_worker", d.gpus_per_worker, int),
+        memory_per_worker_gb=got("memory_per_worker_gb", d.memory_per_worker_gb, float),
+    )
+    settings = {k: v for k, v in raw.items() if k not in OWN_KEYS and k not in STORE_KEYS}
+    executor = ExecutorFacts(got(EXECUTOR_KEY, ExecutorFacts.kind, str), settings)
+    return RunMeta(
+        identity, job, executor, got("alert_bell", RunMeta.alert_bell, bool), got("simulate"), got("run_failed")
+    )
