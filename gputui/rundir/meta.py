@@ -4,8 +4,8 @@
 The layout is the one every gputui wrote, so any run directory still opens both ways: the store's `meta`
 table, one JSON value per key. The facts are grouped by when they are written: the run's identity once,
 when it is created; the job's settings at every start (what may change safely between starts); the
-executor and the bell as the scheduler starts; the probe when a start names one; whether the run failed
-as it runs. The executor's own facts (a Ray address...) are named only by the executor: every key this
+executor as the scheduler starts; the probe when a start names one; whether the run can still succeed as
+it runs. The executor's own facts (a Ray address...) are named only by the executor: every key this
 module does not name is the executor's (`RecordedExecutor.meta()` writes them, its `from_meta` reads them).
 """
 
@@ -82,6 +82,9 @@ class JobFacts:
     backoff_max_s: float = RetrySpec.backoff_max_s
     gpus_per_worker: int = ResourceSpec.gpus_per_worker
     memory_per_worker_gb: float | None = ResourceSpec.memory_per_worker_gb
+    # Whether the app rings the bell on an alert ([alerts].bell). Unlike the job file's default (no bell), a run
+    # that recorded none rings, as the app always did for one.
+    alert_bell: bool = True
 
     @classmethod
     def of(cls, job: JobSpec, plan: Plan) -> JobFacts:
@@ -101,6 +104,7 @@ class JobFacts:
             backoff_max_s=job.retry.backoff_max_s,
             gpus_per_worker=job.resources.gpus_per_worker,
             memory_per_worker_gb=job.resources.memory_per_worker_gb,
+            alert_bell=job.alerts.bell,
         )
 
 
@@ -125,22 +129,23 @@ class ExecutorFacts:
 
 @dataclass(frozen=True)
 class RunMeta:
+    """What a run is: its identity (set once), its job (each start), how its executor reaches attempts (each
+    scheduler start), how its GPUs are probed, and whether it can still succeed (as it runs). The methods
+    say how each moment changes it; `write_meta` records the result."""
+
     identity: RunIdentity = field(default_factory=RunIdentity)
     job: JobFacts = field(default_factory=JobFacts)
     executor: ExecutorFacts = field(default_factory=ExecutorFacts)
-    # Whether the app rings the bell on an alert ([alerts].bell), recorded as the scheduler starts. Unlike the
-    # job file's default (no bell), a run that recorded none rings, as the app always did for one.
-    alert_bell: bool = True
     simulate: str | None = None  # how the run's GPUs are probed: the `--simulate` a start was given, kept
-    run_failed: str | None = None  # why the run cannot succeed any more (a job kind's rule said so); changes
+    run_failed: str | None = None  # why the run cannot succeed any more (a job kind's rule said so)
 
     def opened(self, identity: RunIdentity, job: JobFacts, simulate: str | None) -> RunMeta:
         """As a start records the run: `simulate` None keeps the probe an earlier start named."""
         return replace(self, identity=identity, job=job, simulate=self.simulate if simulate is None else simulate)
 
-    def started(self, executor: Mapping[str, Any], alert_bell: bool) -> RunMeta:
-        """As a scheduler records itself when it starts: its executor's `recorded.meta()` and the job's bell."""
-        return replace(self, executor=ExecutorFacts.of(executor), alert_bell=alert_bell)
+    def started(self, executor: Mapping[str, Any]) -> RunMeta:
+        """As a scheduler records itself when it starts: what its executor's `recorded.meta()` says."""
+        return replace(self, executor=ExecutorFacts.of(executor))
 
     def failed(self, why: str | None) -> RunMeta:
         """The run cannot succeed any more (`why`), or can again (None: a stage ranked after all)."""
@@ -188,7 +193,7 @@ def _to_keys(meta: RunMeta) -> dict[str, Any]:
         "backoff_max_s": job.backoff_max_s,
         "gpus_per_worker": job.gpus_per_worker,
         "memory_per_worker_gb": job.memory_per_worker_gb,
-        "alert_bell": meta.alert_bell,
+        "alert_bell": job.alert_bell,
         "simulate": meta.simulate,
         "run_failed": meta.run_failed,
         EXECUTOR_KEY: meta.executor.kind,
@@ -243,9 +248,8 @@ def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
         backoff_max_s=got("backoff_max_s", d.backoff_max_s, float),
         gpus_per_worker=got("gpus_per_worker", d.gpus_per_worker, int),
         memory_per_worker_gb=got("memory_per_worker_gb", d.memory_per_worker_gb, float),
+        alert_bell=got("alert_bell", d.alert_bell, bool),
     )
     settings = {k: v for k, v in raw.items() if k not in OWN_KEYS and k not in STORE_KEYS}
     executor = ExecutorFacts(got(EXECUTOR_KEY, ExecutorFacts.kind, str), settings)
-    return RunMeta(
-        identity, job, executor, got("alert_bell", RunMeta.alert_bell, bool), got("simulate"), got("run_failed")
-    )
+    return RunMeta(identity, job, executor, got("simulate"), got("run_failed"))

@@ -243,7 +243,7 @@ class GpuTuiApp(App):
             for alert in msg.run.alerts:
                 who = f"{alert.get('task_id')}: " if alert.get("task_id") else ""
                 self.say(f"{alert.get('kind', 'alert')}: {who}{alert.get('message', '')}", "warning", 15)
-            if msg.run.meta.alert_bell:
+            if msg.run.meta.job.alert_bell:
                 self.bell()
         if self.mode != self._mode:
             self._mode = self.mode

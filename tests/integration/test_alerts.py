@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gputui.rundir.meta import read_meta
 from gputui.rundir.store import Store
 from tests.conftest import gputui, wait_for
 
@@ -42,7 +43,7 @@ def test_a_task_that_fails_for_good_is_alerted_and_the_command_gets_the_alert_on
     assert sorted(_lines(got), key=json.dumps) == sorted(alerts, key=json.dumps)
     # The app rings the bell on alerts: told through the run's state.
     store = Store.open(make_job.run_dir / "state.db", readonly=True)
-    assert store.meta("alert_bell") is True
+    assert read_meta(store).job.alert_bell is True
     store.close()
 
 

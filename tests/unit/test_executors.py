@@ -132,7 +132,7 @@ class Run:
 
 def recorded_as(facts: dict) -> RunMeta:
     """A run's facts once its scheduler recorded an executor that describes itself as `facts`."""
-    return RunMeta().started(facts, alert_bell=False)
+    return RunMeta().started(facts)
 
 
 def test_a_kill_on_slurm_names_the_job_its_attempt_was_submitted_as(tmp_path):

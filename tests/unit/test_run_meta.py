@@ -9,7 +9,7 @@ from gputui.executors.ray_executor import RecordedRay
 from gputui.executors.registry import recorded_executor
 from gputui.jobs.loader import load_jobspec
 from gputui.jobs.plans import plan_job
-from gputui.jobs.spec import JobSpec, ResourceSpec, RetrySpec
+from gputui.jobs.spec import AlertSpec, JobSpec, ResourceSpec, RetrySpec
 from gputui.rundir.meta import ExecutorFacts, JobFacts, OutputSettings, RunMeta, read_meta, write_meta
 from gputui.rundir.opening import open_for_job
 from gputui.rundir.store import Store
@@ -72,7 +72,7 @@ def test_a_run_recorded_by_the_previous_gputui_reads_as_typed_facts(tmp_path):
     assert meta.job.outputs == OutputSettings("/r/out", "part_{low}_{high}_{lang}.csv", {"lang": "en"})
     assert (meta.job.input, meta.job.id_column, meta.job.merged) == ("/r/ids.csv", "id", "/r/out/all.csv")
     assert (meta.job.stop_grace_s, meta.job.max_attempts, meta.job.backoff_max_s) == (7.5, 5, 60.0)
-    assert (meta.simulate, meta.alert_bell, meta.run_failed) == ("2x24", False, None)
+    assert (meta.simulate, meta.job.alert_bell, meta.run_failed) == ("2x24", False, None)
     assert meta.executor == ExecutorFacts("ray", {"ray_address": "head:6379", "ray_num_gpus": 4})
     again = recorded_executor(tmp_path, meta.executor.get)  # the executor reads back its own facts
     assert isinstance(again, RecordedRay) and (again.address, again.num_gpus) == ("head:6379", 4)
@@ -99,7 +99,7 @@ def test_a_run_from_before_a_fact_was_kept_reads_the_job_files_default(tmp_path)
     assert meta.job.gpus_per_worker == ResourceSpec().gpus_per_worker and meta.job.kind == "shards"
     assert meta.job.outputs is None  # not recorded: the output check judges from the paths, as it always did
     assert meta.executor.kind == "local" and meta.executor.get("executor", "x") == "local"
-    assert meta.alert_bell is True  # the app rang for a run that recorded no bell
+    assert meta.job.alert_bell is True and AlertSpec().bell is False  # the app rang for one that recorded none
     assert (meta.simulate, meta.run_failed, meta.job.sweep) == (None, None, None)
     assert meta == RunMeta(replace(RunMeta().identity, scheduler_id="sched-v2", plan_fingerprint="f"))
 
@@ -117,13 +117,14 @@ def test_the_engine_records_the_job_and_keeps_the_identity_and_probe_across_star
     assert first.simulate == run.simulate == "2x24" and run.scheduler_id == first.identity.scheduler_id
     run.close()
     assert first.job == JobFacts.of(job, plan_job(job)) and first.job.memory_per_worker_gb == 12.0
+    assert first.job.alert_bell is False  # the job file's: it asks for no bell
     run = open_for_job(job)  # started again without --simulate: the probe is kept, so is the identity
     assert run.meta == first
     with run.store.transaction():  # as a scheduler records itself, then a sweep rule's verdict
-        write_meta(run.store, run.meta.started({"executor": "ray", "ray_address": "auto"}, alert_bell=False))
+        write_meta(run.store, run.meta.started({"executor": "ray", "ray_address": "auto"}))
         write_meta(run.store, run.meta.failed("no trial of stage task1 ranked"))
     meta = run.meta
-    assert meta.executor == ExecutorFacts("ray", {"ray_address": "auto"}) and meta.alert_bell is False
+    assert meta.executor == ExecutorFacts("ray", {"ray_address": "auto"})
     assert meta.run_failed == "no trial of stage task1 ranked" and meta.identity == first.identity
     run.close()
     run = open_for_job(job, simulate="4x80")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from gputui.rundir.meta import read_meta
 from gputui.rundir.schema import SCHEMA_VERSION
 from gputui.rundir.store import Store
 
@@ -74,6 +75,8 @@ def test_a_view_reads_a_schema_2_run_as_it_is(tmp_path):
     (task, _), attempt = store.tasks(), store.attempt("shard-0", 1)
     assert (task.status, task.gpu_seconds, task.peak_memory) == ("done", None, None)
     assert (attempt.duration, attempt.gpu_seconds, attempt.peak_memory) == (60.0, None, None)
+    meta = read_meta(store)  # the run's facts: what it recorded, the job file's defaults for the rest
+    assert (meta.identity.scheduler_id, meta.job.max_attempts, meta.executor.kind) == ("sched-v2", 3, "local")
     store.close()
     assert path.read_bytes() == before and "gpu_seconds" not in _columns(path)
 
