@@ -20,8 +20,8 @@ def merge_run(store: Store, paths: RunPaths) -> str:
     from gputui.results.idcheck import ShardOutput
     from gputui.results.merge import merge_shards
 
-    meta = read_meta(store).job
-    merged = meta.merged
+    job = read_meta(store).job
+    merged = job.merged
     if not merged:
         return "merge failed: this job declares no [outputs].merged file"
     tasks = store.tasks()
@@ -33,7 +33,7 @@ def merge_run(store: Store, paths: RunPaths) -> str:
         shards,
         Path(merged),
         paths.merge_summary,
-        id_column=meta.id_column,
+        id_column=job.id_column,
         key=key,
         expected_ids=expected,
     )
