@@ -297,6 +297,7 @@ def _cmd_status(args) -> int:
             return code
         from collections import Counter
 
+        from gputui.views.kinds import ranked_by
         from gputui.views.printer import progress_line
         from gputui.views.status_view import gpu_hours_text, log_lines, memory_text, status_table
 
@@ -304,7 +305,7 @@ def _cmd_status(args) -> int:
         who = f"live, pid {holder.get('pid')}" if live and holder else ("live" if live else "not running")
         console.print(f"[b]{meta.get('job_name')}[/b]  scheduler {meta.get('scheduler_id', '')[:8]} ({who})")
         console.print(str(paths.root), style="dim", soft_wrap=True, markup=False, highlight=False)
-        metric = (meta.get("sweep") or {}).get("metric")
+        metric = ranked_by(meta)
         now = clock.now()
         placed = _on_slurm(paths.root, meta, tasks, attempts)
         console.print(status_table(tasks, attempts, now=now, metric=metric, placed=placed))

@@ -23,10 +23,11 @@ from gputui.files.tail import LogTail
 from gputui.gpus.detect import describe
 from gputui.gpus.probe import GIB
 from gputui.gpus.reservations import Reservations
-from gputui.jobs import oom, pipeline, sweep
+from gputui.jobs import oom
+from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.oom import batch_for, gpus_for
 from gputui.jobs.spec import JobSpec
-from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.jobs.templates import render_command
 from gputui.rundir.paths import RunPaths
 
@@ -79,17 +80,10 @@ def worker_request(
         values["batch_size"] = batch_for(on_oom, int(job.params["batch_size"]), task.info)
     elif on_oom == "more_gpus" and oom.changes(task.info):
         values["tensor_parallel_size"] = num_gpus
-    command = None
-    if task.kind == TRIAL:
-        values |= sweep.trial_values(task)
-    elif task.kind == STEP:
-        values |= pipeline.step_values(task)
-        command = next((s.command for s in job.pipeline.steps if s.name == task.info.get("step")), None)
-        command = command or tuple(task.info.get("command") or ())
-    else:
-        values |= {"low": task.low, "high": task.high, "input": job.shards.input, "output": output or ""}
-        env |= {"GPUTUI_LOW": str(task.low), "GPUTUI_HIGH": str(task.high)}
-    return render_command(job, values, command), env
+    own = kind_of(job).values(job, task, output)  # the kind's: a shard's range, a trial's params, a step's
+    values |= own.values
+    env |= own.env
+    return render_command(job, values, own.command), env
 
 
 class Launching:
@@ -183,7 +177,7 @@ class Launching:
         groups: dict[tuple, list[tuple[LaunchSpec, Live]]] = {}
         for spec, live in new:
             task = self.tasks[spec.task_id]
-            key = ("array", self._gpus_needed(task)) if task.kind == SHARD else ("job", spec.task_id)
+            key = ("array", self._gpus_needed(task)) if kind_of(self.job).alike_tasks else ("job", spec.task_id)
             groups.setdefault(key, []).append((spec, live))
         out, e = [], self.job.executor
         base = self.executor.env

@@ -27,7 +27,7 @@ from gputui.engine.monitor import (
 )
 from gputui.gpus.detect import describe
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
-from gputui.jobs.tasks import SHARD, TRIAL, Status
+from gputui.jobs.tasks import Status
 from gputui.tui import modes
 from gputui.tui.refresh import Gatherer, Refreshed, SeriesRead
 from gputui.tui.screens.help import HelpScreen
@@ -43,6 +43,7 @@ from gputui.tui.widgets.process_list import ProcessList, ProcessRow
 from gputui.tui.widgets.run_area import RunArea
 from gputui.tui.widgets.run_header import RunHeader, identity_line, plan_text
 from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
+from gputui.views.kinds import chart_offer, ranked_by
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, TaskView
 
 HEADER_LINES, FOOTER_LINES = 2, 1
@@ -272,9 +273,9 @@ class GpuTuiApp(RunVerbs, App):
                 self.series = run.series
             elif self.view is not None and table.selected_id not in (None, self.view.selected):
                 self._read_series(table.selected_id)  # selected before the run existed (its plan): read it now
-            kinds = {v.task.kind for v in run.tasks}
+            offered, first = chart_offer(v.task.kind for v in run.tasks)  # the kind's: a sweep's comes first
             has_metrics = any(v.metrics for v in run.tasks) or (self.series is not None and not self.series.empty)
-            self._area.offer(bool(kinds - {SHARD}) or has_metrics, by_default=TRIAL in kinds)
+            self._area.offer(offered or has_metrics, by_default=first)
             self._show_chart()
         elif msg.plan is not None:
             plan = self.plan = msg.plan
@@ -342,7 +343,7 @@ class GpuTuiApp(RunVerbs, App):
     def _metric_name(self) -> str | None:
         """What a sweep ranks its trials by (None for other jobs)."""
         if self.snapshot is not None:
-            return (self.snapshot.meta.get("sweep") or {}).get("metric")
+            return ranked_by(self.snapshot.meta)
         return self.plan.metric if self.plan is not None else None
 
     def _selected(self) -> TaskView | None:

@@ -5,7 +5,6 @@ Blocking (SQLite, log tails, lock probe): call `snapshot` from a thread, never f
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import Counter
@@ -19,19 +18,15 @@ from gputui.executors import node_runner, slurm
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
 from gputui.gpus.probe import GpuSnapshot
-from gputui.hooks.reader import EventReader, Latest
-from gputui.jobs.kinds import NewTask
-from gputui.jobs.plans import recorded_stages
-from gputui.jobs.tasks import TRIAL, Status, TaskRecord
+from gputui.jobs.kinds.base import NewTask
+from gputui.jobs.kinds.registry import kind_of, named
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.alerts_file import AlertReader
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
+from gputui.views.metric_history import MetricHistory, MetricSeries, file_stamp
 from gputui.views.progress import Progress, ProgressTracker
-
-METRIC_POINTS = 1024
-"""Points kept per metric for a chart: past twice that, neighbours are averaged (the whole run keeps its
-shape at half the resolution), so a long run costs the same memory as a short one."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class RunSnapshot:
     alerts: list[dict] = field(default_factory=list)  # appended to alerts.jsonl since the last snapshot
     active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
     series: MetricSeries | None = None  # the selected task's metrics over steps (see `RunView.select`)
-    to_come: list[str] = field(default_factory=list)  # a sweep's stages not planned yet, one line each
+    to_come: list[str] = field(default_factory=list)  # what the kind has not planned yet, one line each
 
     @property
     def counts(self) -> Counter[str]:
@@ -125,14 +120,6 @@ def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tu
     return spans
 
 
-def _stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 def union_length(spans: list[tuple[float, float]]) -> float:
     """Total length covered by the spans, overlaps counted once: idle time between launches is not."""
     total, reach = 0.0, float("-inf")
@@ -176,130 +163,29 @@ def outlook(views: list[TaskView]) -> Outlook:
 
 
 @dataclass(frozen=True)
-class MetricSeries:
-    """One attempt's metrics over steps, as its worker reported them through `gputui.hooks`."""
-
-    task_id: str
-    attempt: int
-    points: Mapping[str, tuple[float, ...]]  # name -> finite values in step order (first-seen name order)
-    last: Mapping[str, float]  # name -> the latest value (a final value from `mark_done` included)
-    low: Mapping[str, float]  # name -> the least finite value reported (every point, not the kept ones)
-    high: Mapping[str, float]
-    step: int | None  # the latest step reported
-    version: int = 0  # grows with each read that found new events
-
-    @property
-    def empty(self) -> bool:
-        return not self.last
-
-
-class MetricHistory:
-    """Reads one attempt's events file incrementally (a stat per quiet refresh) and keeps what a chart
-    needs: each metric's series (at most 2 x METRIC_POINTS points), its latest value, least and most."""
-
-    def __init__(self, task_id: str, attempt: int, path: Path) -> None:
-        self.task_id, self.attempt = task_id, attempt
-        self._reader = EventReader(path)
-        self._latest = Latest(max_series=0)  # its series is kept here, decimated
-        self._points: dict[str, list[float]] = {}
-        self._low: dict[str, float] = {}
-        self._high: dict[str, float] = {}
-        self._stamp: tuple | None = None
-        self._frozen: MetricSeries | None = None
-        self.version = 0
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        return self._latest.metrics
-
-    @property
-    def progress(self) -> tuple[int, int] | None:
-        """(done, total) as the worker last reported it through `gputui.hooks.progress`, if it did."""
-        done, total = self._latest.progress_done, self._latest.progress_total
-        if done is None or not total or total <= 0:
-            return None
-        return int(min(done, total)), int(total)
-
-    def poll(self) -> None:
-        stamp = _stamp(self._reader.path)
-        if stamp is None or stamp == self._stamp:
-            return
-        self._stamp = stamp
-        events = self._reader.read()
-        if not events:
-            return
-        self._latest.feed(events)
-        for ev in events:
-            if ev.kind != "metrics" or ev.step is None:
-                continue
-            for name, value in ev.values.items():
-                if not math.isfinite(value):
-                    continue
-                points = self._points.setdefault(name, [])
-                points.append(value)
-                if len(points) >= 2 * METRIC_POINTS:
-                    points[:] = [(a + b) / 2 for a, b in zip(points[::2], points[1::2], strict=False)]
-                self._low[name] = min(self._low.get(name, value), value)
-                self._high[name] = max(self._high.get(name, value), value)
-        self.version += 1
-        self._frozen = None
-
-    def frozen(self) -> MetricSeries:
-        """What a screen shows, as a value: the same object until new events are read."""
-        if self._frozen is None:
-            names = [*self._points, *(n for n in self._latest.metrics if n not in self._points)]
-            self._frozen = MetricSeries(
-                self.task_id,
-                self.attempt,
-                {n: tuple(self._points.get(n, ())) for n in names},
-                {n: self._latest.metrics[n] for n in names if n in self._latest.metrics},
-                dict(self._low),
-                dict(self._high),
-                self._latest.metric_step,
-                self.version,
-            )
-        return self._frozen
-
-
-def stages_to_come(
-    stages: list[tuple[str, int]], top_k: int, planned: set[str], *, stopped: bool = False
-) -> list[str]:
-    """One line per sweep stage not planned yet: 'task2 · 3 param sets × top 2 of task1 (≤6 trials) · after
-    task1 is ranked'. `stages`: (name, parameter sets) in order; `planned`: stage names that have trials."""
-    lines = []
-    for i, (name, sets) in enumerate(stages):
-        if i == 0 or name in planned:
-            continue
-        before = stages[i - 1][0]
-        trials = f"≤{sets * top_k} trials" if top_k > 1 else f"{sets} trial{'s' if sets != 1 else ''}"
-        when = "will not run: the sweep stopped" if stopped else f"after {before} is ranked"
-        plural = "s" if sets != 1 else ""
-        lines.append(f"{name} · {sets} param set{plural} × top {top_k} of {before} ({trials}) · {when}")
-    return lines
-
-
-def sweep_stages(meta: Mapping) -> tuple[list[tuple[str, int]], int]:
-    """A sweep run's stages (name, parameter sets) and top_k, from the plan it recorded: ([], 0) for a run that
-    is not a sweep or recorded no plan; a recorded plan without stages gives ([], its top_k, else 1)."""
-    if meta.get("job_kind") != "sweep" or not isinstance(meta.get("plan_definition"), dict):
-        return [], 0
-    return recorded_stages(meta["plan_definition"])
-
-
-@dataclass(frozen=True)
 class PlannedRun:
     """A job's plan before it is launched, as the app shows it: nothing is written to read it."""
 
     job_name: str
-    kind: str  # shards | sweep | pipeline
+    kind: str  # [job].kind
     description: str  # the plan's one line
     tasks: list[TaskView]
-    to_come: list[str]  # a sweep's later stages, one line each
-    metric: str | None = None  # what a sweep ranks its trials by
+    to_come: list[str]  # what the kind plans later (a sweep's later stages), one line each
+    metric: str | None = None  # what the kind ranks its tasks by (a sweep's metric)
     error: str | None = None  # why the plan could not be read (then there are no tasks)
     sizing: str | None = None  # the run mode's decision on the GPUs seen now ('auto: 2 GPU(s) per worker, ...')
     no_fit: str | None = None  # or why the run mode finds no room for the model here (then `l` is refused)
     runs_on: str | None = None  # a cluster the job runs on ('the Ray cluster at head:6379'); None: this machine
+
+    @property
+    def noun(self) -> str:
+        """One of its tasks in words ('trial')."""
+        return named(self.kind).noun if self.kind else "task"
+
+    @property
+    def planned_from(self) -> str | None:
+        """What the tasks planned at the start belong to (a sweep's first stage), if anything."""
+        return named(self.kind).planned_from([v.task for v in self.tasks]) if self.kind else None
 
 
 def planned_record(task: NewTask, budget: int) -> TaskRecord:
@@ -313,11 +199,9 @@ def planned_record(task: NewTask, budget: int) -> TaskRecord:
 def planned_run(job, plan) -> PlannedRun:
     """`job` (a JobSpec) and its `plan_job` plan as a PlannedRun (pure)."""
     tasks = [TaskView(planned_record(t, job.retry.max_attempts), None) for t in plan.tasks]
-    to_come, metric = [], None
-    if job.kind == "sweep":
-        metric = job.sweep.metric
-        first = {t.task.info.get("stage") for t in tasks if t.task.kind == TRIAL}
-        to_come = stages_to_come(*recorded_stages(plan.definition), first)  # read as a launched run's is
+    kind = kind_of(job)
+    to_come = kind.to_come(plan.definition, [t.task for t in tasks], stopped=False)  # read as a launched run's is
+    metric = (kind.ranking(job.kind_spec) or (None, None))[0]
     return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=_runs_on(job.executor))
 
 
@@ -390,9 +274,8 @@ class RunView:
         if any(len(ids) > 1 for ids in self._node_ids.values()):
             views = [self._named_apart(v) for v in views]
         self._metrics = read  # a task that ended and is not selected is read no more
-        stages, top_k = sweep_stages(meta)
-        planned = {t.info.get("stage") for t in tasks if t.kind == TRIAL}
-        to_come = stages_to_come(stages, top_k, planned, stopped=bool(meta.get("run_failed")))
+        kind = named(meta.get("job_kind"))  # what is still to come, from the kind's own record of its plan
+        to_come = kind.to_come(meta.get("plan_definition"), tasks, stopped=bool(meta.get("run_failed")))
         live_logs = {v.attempt.log_path for v in views if v.attempt is not None}
         self._tails = {path: tail for path, tail in self._tails.items() if path in live_logs}
         now = clock.now()
@@ -436,7 +319,7 @@ class RunView:
     def _read_state(self) -> tuple[dict, list[TaskRecord], dict[str, list[AttemptRecord]]]:
         """Meta, tasks and attempts by task; read again only when the database or its WAL changed (two
         stats instead of three queries, for a run that is idle or between commits), or every 10 s."""
-        stamp = tuple(_stamp(p) for p in self._db_files)
+        stamp = tuple(file_stamp(p) for p in self._db_files)
         now = time.monotonic()
         if self._state is None or stamp != self._state_stamp or now - self._state_at >= 10.0:
             store = self._store
