@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gputui.jobs.loader import load_jobspec
 from gputui.jobs.kinds.sweep import recorded_stages, sweep_definition
+from gputui.jobs.loader import load_jobspec
 from gputui.jobs.plans import plan_job
 from gputui.rundir.opening import open_for_job
 from gputui.tui.widgets.job_rows import RowContext, row_cells
