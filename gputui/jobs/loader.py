@@ -15,12 +15,20 @@ from gputui.jobs.checks import NAME_RE, Checks, got, is_int, toml_key, toml_posi
 from gputui.jobs.health_spec import parse_health
 from gputui.jobs.kinds.base import JobKind
 from gputui.jobs.kinds.registry import DEFAULT, KINDS
-from gputui.jobs.spec import MODEL_PLACEHOLDERS, PLACEHOLDERS, JobSpec, JobSpecError, OutputSpec, ResourceSpec
+from gputui.jobs.spec import (
+    MODEL_PLACEHOLDERS,
+    PLACEHOLDERS,
+    ExecutorSpec,
+    JobSpec,
+    JobSpecError,
+    ModelSpec,
+    OutputSpec,
+    ResourceSpec,
+)
 from gputui.jobs.templates import name_problem, render_template
 
-TABLES: dict[str, tuple[str, ...] | None] = {  # each table's keys; None: its own reader checks them
-    "job": ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "env"),
-    **{kind.table: kind.table_keys for kind in KINDS.values()},
+JOB_KEYS = ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "env")
+PLAIN_TABLES: dict[str, tuple[str, ...] | None] = {  # each table's keys; None: its own reader checks them
     "resources": (
         "gpus_per_worker",
         "min_free_memory_gb",
@@ -37,13 +45,20 @@ TABLES: dict[str, tuple[str, ...] | None] = {  # each table's keys; None: its ow
     "params": None,  # free-form: name -> value
     "health": None,  # checked by jobs/health_spec.py
 }
+
+
+def job_tables() -> dict[str, tuple[str, ...] | None]:
+    """Every table a job file may hold, with its keys: [job], each kind's (KINDS), the plain ones."""
+    return {"job": JOB_KEYS, **{kind.table: kind.table_keys for kind in KINDS.values()}, **PLAIN_TABLES}
+
+
 _REQUIRED_TABLES = {"job": "expected [job] with name and command"}
 _ANOTHER_SHARD = {"low": 1000, "high": 1001, "task_id": "shard-1"}  # other values than the samples' own
 
 
 def job_checks(where: str, base: Path) -> Checks:
     """The checks for a job file at `where` (as given) in the folder `base`, knowing every table's keys."""
-    return Checks(where, base, TABLES)
+    return Checks(where, base, job_tables())
 
 
 def load_jobspec(path: str | Path, *, run_dir: str | Path | None = None) -> JobSpec:
@@ -83,11 +98,7 @@ def build(checks: Checks, data: dict[str, Any], text: str, file: Path, run_dir: 
         raise checks.error(f"[params].{shadowed}", f"shadows the placeholder {{{shadowed}}} that [model] sets")
     spec = kind.parse(checks, data[kind.table], [*sized, *params])
     known = [*kind.placeholders(spec), *sized, *params]
-    command, keypaths = ((), [])
-    if kind.command_required or "command" in job:
-        command, keypaths = checks.command(job, "[job].command", known)
-    used = set().union(*(checks.check_template(kp, t, known) for t, kp in zip(command, keypaths, strict=True)))
-    kind.check_command(checks, spec, used, params)
+    command, keypaths = job_command(checks, job, kind, spec, known, params)
     workdir, run = folders(checks, job, name, run_dir)
     stop_grace_s = checks.value(job, "job", "stop_grace_s", "num>=0", default=10.0)
     env = read_env(checks, job)
@@ -100,15 +111,7 @@ def build(checks: Checks, data: dict[str, Any], text: str, file: Path, run_dir: 
         raise checks.error("[outputs].pattern", f"names each shard's output file; a {kind.name} job has no shards")
     alerts = tables.alerts(checks, data.get("alerts", {}))
     executor = tables.executor(checks, data.get("executor", {}))
-    if executor.remote and resources.mode is not None:
-        raise checks.error(
-            "[resources].mode",
-            f"sizes GPUs from this machine's; with [executor] kind = {executor.kind!r} the cluster places "
-            "tasks: give [resources].gpus_per_worker instead",
-        )
-    model = tables.model(checks, data["model"]) if "model" in data else None
-    if resources.mode is not None and model is None:
-        raise checks.error("[model]", f"missing table; [resources].mode = {resources.mode!r} sizes GPUs for it")
+    model = read_model(checks, data, resources, executor)
     health = parse_health(checks, data["health"]) if "health" in data else None
     tokens = [*zip(keypaths, command, strict=True), *((kp, token) for kp, tokens in own for token in tokens)]
     check_filled(checks, tokens, outputs, sample_values(params, outputs, run) | kind.samples(spec, run))
@@ -138,13 +141,14 @@ def build(checks: Checks, data: dict[str, Any], text: str, file: Path, run_dir: 
 
 
 def check_top_level(checks: Checks, data: dict[str, Any]) -> None:
-    names = ", ".join(f"[{t}]" for t in TABLES)
+    tables = checks.tables
+    names = ", ".join(f"[{t}]" for t in tables)
     for key, value in data.items():
-        if key in TABLES:
+        if key in tables:
             if not isinstance(value, dict):
                 raise checks.error(f"[{key}]", f"expected a table, {got(value)}")
         elif isinstance(value, dict):
-            close = difflib.get_close_matches(key, list(TABLES), n=1)
+            close = difflib.get_close_matches(key, list(tables), n=1)
             hint = f"did you mean [{close[0]}]?" if close else f"expected one of: {names}"
             raise checks.error(f"[{toml_key(key)}]", f"unknown table; {hint}")
         else:
@@ -236,6 +240,35 @@ def read_env(checks: Checks, job: dict[str, Any]) -> dict[str, str]:
 
 
 # -- checks across tables ---------------------------------------------------------------------------
+
+
+def job_command(
+    checks: Checks, job: dict[str, Any], kind: JobKind, spec: Any, known: list[str], params: Mapping[str, object]
+) -> tuple[tuple[str, ...], list[str]]:
+    """[job].command (where the kind needs one, or one is given) and its tokens' key paths, checked by the kind
+    too (a sweep's: every stage sets the parameters it uses)."""
+    if not kind.command_required and "command" not in job:
+        return (), []
+    command, keypaths = checks.command(job, "[job].command", known)
+    used = set().union(*(checks.check_template(kp, t, known) for t, kp in zip(command, keypaths, strict=True)))
+    kind.check_command(checks, spec, used, params)
+    return command, keypaths
+
+
+def read_model(
+    checks: Checks, data: dict[str, Any], resources: ResourceSpec, executor: ExecutorSpec
+) -> ModelSpec | None:
+    """[model], and the run mode that sizes GPUs for it from this machine's (so not on a cluster)."""
+    if executor.remote and resources.mode is not None:
+        raise checks.error(
+            "[resources].mode",
+            f"sizes GPUs from this machine's; with [executor] kind = {executor.kind!r} the cluster places "
+            "tasks: give [resources].gpus_per_worker instead",
+        )
+    model = tables.model(checks, data["model"]) if "model" in data else None
+    if resources.mode is not None and model is None:
+        raise checks.error("[model]", f"missing table; [resources].mode = {resources.mode!r} sizes GPUs for it")
+    return model
 
 
 def check_on_oom(

@@ -14,7 +14,6 @@ from gputui.jobs.tasks import TaskRecord
 
 DEFAULT: JobKind = Shards()  # a job file without [job].kind, and a run that recorded none
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (DEFAULT, Sweep(), Pipeline())}
-_BY_TASK = {kind.task_kind: kind for kind in KINDS.values()}
 
 
 def kind_of(job: JobSpec) -> JobKind:
@@ -28,7 +27,7 @@ def named(name: str | None) -> JobKind:
 
 def for_task(task_kind: str | None) -> JobKind:
     """The kind whose tasks are of `task_kind` (TaskRecord.kind)."""
-    return _BY_TASK.get(task_kind or "", DEFAULT)
+    return next((k for k in KINDS.values() if k.task_kind == task_kind), DEFAULT)
 
 
 def for_tasks(task_kinds: Iterable[str | None]) -> JobKind:
