@@ -43,7 +43,6 @@ from gputui.tui.widgets.process_list import ProcessList, ProcessRow
 from gputui.tui.widgets.run_area import RunArea
 from gputui.tui.widgets.run_header import RunHeader, identity_line, plan_text
 from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
-from gputui.views.kinds import chart_offer, ranked_by
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, TaskView
 
 HEADER_LINES, FOOTER_LINES = 2, 1
@@ -273,7 +272,7 @@ class GpuTuiApp(RunVerbs, App):
                 self.series = run.series
             elif self.view is not None and table.selected_id not in (None, self.view.selected):
                 self._read_series(table.selected_id)  # selected before the run existed (its plan): read it now
-            offered, first = chart_offer(v.task.kind for v in run.tasks)  # the kind's: a sweep's comes first
+            offered, first = run.chart  # as the run's kind has it: a sweep's comes first
             has_metrics = any(v.metrics for v in run.tasks) or (self.series is not None and not self.series.empty)
             self._area.offer(offered or has_metrics, by_default=first)
             self._show_chart()
@@ -343,7 +342,7 @@ class GpuTuiApp(RunVerbs, App):
     def _metric_name(self) -> str | None:
         """What a sweep ranks its trials by (None for other jobs)."""
         if self.snapshot is not None:
-            return ranked_by(self.snapshot.meta)
+            return self.snapshot.metric
         return self.plan.metric if self.plan is not None else None
 
     def _selected(self) -> TaskView | None:

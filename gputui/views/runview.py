@@ -25,6 +25,7 @@ from gputui.rundir.alerts_file import AlertReader
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
+from gputui.views.kinds import chart_offer
 from gputui.views.metric_history import MetricHistory, MetricSeries, file_stamp
 from gputui.views.progress import Progress, ProgressTracker
 
@@ -60,10 +61,17 @@ class RunSnapshot:
     active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
     series: MetricSeries | None = None  # the selected task's metrics over steps (see `RunView.select`)
     to_come: list[str] = field(default_factory=list)  # what the kind has not planned yet, one line each
+    metric: str | None = None  # what the run ranks its tasks by, as its kind recorded it (a sweep's)
 
     @property
     def counts(self) -> Counter[str]:
         return Counter(v.task.status for v in self.tasks)
+
+    @property
+    def chart(self) -> tuple[bool, bool]:
+        """Whether the app offers the metrics chart before any metric is reported, and shows it first: as the
+        run's kind has it."""
+        return chart_offer(v.task.kind for v in self.tasks)
 
     @property
     def finished(self) -> bool:
@@ -294,6 +302,7 @@ class RunView:
             active_s=union_length(spans),
             series=series,
             to_come=to_come,
+            metric=kind.ranked_by(meta),
         )
 
     def read_series(self, task_id: str) -> MetricSeries | None:

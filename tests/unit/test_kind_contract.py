@@ -83,7 +83,8 @@ def test_what_a_kind_records_the_views_read_as_its_plan_said(tmp_path, name):
         assert snap.meta[key] == json.loads(json.dumps(value))
     assert snap.meta["plan_definition"] == json.loads(json.dumps(plan.definition))
     assert snap.to_come == before.to_come, "what the plan said before launch, the run says after"
-    assert ranked_by(snap.meta) == before.metric == (kind.ranking(job.kind_spec) or (None,))[0]
+    assert ranked_by(snap.meta) == snap.metric == before.metric == (kind.ranking(job.kind_spec) or (None,))[0]
+    assert snap.chart == (kind.charts, kind.chart_first)
     assert before.noun == kind.noun and table_columns(v.task.kind for v in snap.tasks) == kind.columns
     context = RowContext(before.metric, {v.task.id: v.task.status for v in snap.tasks})
     for v in snap.tasks:  # every column the kind lists has its cell
