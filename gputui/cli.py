@@ -1,4 +1,5 @@
-"""Command line: argument parsing only; every verb calls the core."""
+"""Command line: argument parsing only; every command calls the front door (`gputui.api`) and prints what it
+returns through `gputui.views`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from gputui import __version__, clock
-from gputui.jobs.tasks import Status
+from gputui import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -30,25 +30,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from gputui.engine.attempt import Infeasible
-    from gputui.gpus.probe import NoGpuError
-    from gputui.jobs.spec import JobSpecError
-    from gputui.rundir.opening import PlanMismatch
-    from gputui.rundir.paths import RunLocked
-    from gputui.rundir.state_file import StateReadOnly, StateUnreadable
+    from gputui.api.errors import REFUSALS
 
     try:
         return args.func(args)
-    except (
-        JobSpecError,
-        RunLocked,
-        PlanMismatch,
-        StateUnreadable,
-        StateReadOnly,
-        NoGpuError,
-        Infeasible,
-        FileNotFoundError,
-    ) as e:
+    except REFUSALS as e:
         print(f"gputui: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as e:  # e.g. a bad --simulate spec
@@ -77,7 +63,7 @@ def _state_db(args) -> Path | None:
 
 def _state_error(db: Path | None, e: sqlite3.DatabaseError) -> str:
     """An SQLite error met after the checks on open, said plainly; damage keeps the refusal's wording."""
-    from gputui.rundir.state_file import unreadable
+    from gputui.api.errors import state_unreadable
 
     text, where = str(e)[:160], str(db or "the run's state database")
     low = text.lower()
@@ -97,7 +83,7 @@ def _state_error(db: Path | None, e: sqlite3.DatabaseError) -> str:
         )
     if db is None:
         return f"the run's state database cannot be read ({text}); it was left untouched."
-    return str(unreadable(db, f"cannot be read ({text})"))
+    return str(state_unreadable(db, f"cannot be read ({text})"))
 
 
 def _access_error(e: OSError) -> str:
@@ -215,7 +201,7 @@ def _simulate_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_app(args) -> int:
-    from gputui.rundir.opening import check_app_target
+    from gputui.api import check_app_target
     from gputui.tui.app import GpuTuiApp
 
     run_dir = args.resolved_run_dir = check_app_target(args.jobs, args.run_dir, args.simulate)
@@ -232,137 +218,54 @@ def _cmd_app(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from gputui.api.headless import run_headless
-    from gputui.engine.attempt import Options
-    from gputui.jobs.loader import load_jobspec
-    from gputui.rundir.opening import open_for_job
-    from gputui.views.printer import Printer
+    from gputui import api
 
-    job_path = args.jobs
-    if job_path is None:
-        if args.run_dir is None:
-            raise FileNotFoundError("gputui run needs --jobs FILE (or --run-dir of an existing run)")
-        from gputui.rundir.opening import open_existing
-
-        _, store = open_existing(args.run_dir, readonly=True)
-        job_path = Path(store.meta("job_file"))
-        store.close()
-    job = load_jobspec(job_path, run_dir=args.run_dir)
+    job = api.load_job(args.jobs, args.run_dir)
     args.resolved_run_dir = job.run_dir
-    run = open_for_job(
-        job, rebuild_state=args.rebuild_state, simulate=args.simulate, retry_failed=not args.only_pending
+    return api.run_job(
+        job,
+        simulate=args.simulate,
+        show_output=not args.quiet,
+        progress_every=args.progress_every,
+        rebuild_state=args.rebuild_state,
+        only_pending=args.only_pending,
     )
-    try:
-        opts = Options(simulate=run.simulate, show_output=not args.quiet, progress_every=args.progress_every)
-        return run_headless(job, run, opts, Printer(show_output=not args.quiet))
-    finally:
-        run.close()
 
 
 def _cmd_status(args) -> int:
-    from gputui.rundir.opening import open_existing
-    from gputui.rundir.paths import RunLock
-    from gputui.views.status_view import latest_attempts
+    from gputui.api.status import read_status
 
-    paths, store = open_existing(args.run_dir, readonly=True)
-    try:
-        live = RunLock(paths).is_live()
-        holder = RunLock(paths).holder() if live else None
-        tasks, meta, attempts = store.tasks(), store.all_meta(), store.attempts()
-        all_done = all(t.status == Status.DONE for t in tasks)
-        code = EXIT_OK if all_done else EXIT_FAILED
-        if args.json:
-            from gputui.files.atomic import finite_or_null, json_default
-
-            last = latest_attempts(attempts)
-            report = {
-                "run_dir": str(paths.root),
-                "job": meta.get("job_name"),
-                "scheduler_id": meta.get("scheduler_id"),
-                "scheduler_live": live,
-                "scheduler_pid": (holder or {}).get("pid"),
-                "all_done": all_done,
-                **_gpu_totals(tasks),
-                "tasks": [_task_json(t, last.get(t.id)) for t in tasks],
-            }
-            # Strict JSON (a NaN metric is null), all ASCII: a reason from old state may hold C1 or bidi
-            # controls, which reach the terminal unless escaped (DEL too, which JSON would leave as it is).
-            text = json.dumps(
-                finite_or_null(report),
-                indent=2,
-                allow_nan=False,
-                default=lambda o: finite_or_null(json_default(o)),
-            )
-            print(text.replace("\x7f", "\\u007f"))
-            return code
-        from collections import Counter
-
-        from gputui.views.kinds import ranked_by
-        from gputui.views.printer import progress_line
-        from gputui.views.status_view import gpu_hours_text, log_lines, memory_text, status_table
-
-        console = _console()
-        who = f"live, pid {holder.get('pid')}" if live and holder else ("live" if live else "not running")
-        console.print(f"[b]{meta.get('job_name')}[/b]  scheduler {meta.get('scheduler_id', '')[:8]} ({who})")
-        console.print(str(paths.root), style="dim", soft_wrap=True, markup=False, highlight=False)
-        metric = ranked_by(meta)
-        now = clock.now()
-        placed = _on_slurm(paths.root, meta, tasks, attempts)
-        console.print(status_table(tasks, attempts, now=now, metric=metric, placed=placed))
-        for line in log_lines(tasks, attempts):  # whole, however narrow the terminal: to be copied
-            console.print(line, soft_wrap=True, markup=False, highlight=False)
-        first = min((a.started_at for a in attempts), default=None)  # to the last end: never negative
-        spent = max((clock.between(first, a.started_at) + a.elapsed(now) for a in attempts), default=0.0)
-        console.print(progress_line(Counter(t.status for t in tasks), spent))
-        totals = _gpu_totals(tasks)
-        if totals["gpu_seconds"]:
-            sim = " (SIMULATED GPUs: memory as simulated, not measured)" if totals["gpus_simulated"] else ""
-            console.print(
-                f"GPU-hours {gpu_hours_text(totals['gpu_seconds'])}, largest peak memory of a task "
-                f"{memory_text(totals['peak_memory'])}{sim}",
-                markup=False,
-                highlight=False,
-            )
+    status = read_status(args.run_dir)
+    code = EXIT_OK if status.all_done else EXIT_FAILED
+    if args.json:
+        print(status.to_json())
         return code
-    finally:
-        store.close()
+    from collections import Counter
 
+    from gputui.views.printer import progress_line
+    from gputui.views.status_view import gpu_hours_text, log_lines, memory_text, status_table
 
-def _on_slurm(run_dir: Path, meta: dict, tasks, attempts) -> dict[str, str]:
-    """Where each live task's Slurm job runs (`node:GPUs`), or that it is queued and Slurm's word on it."""
-    if meta.get("executor") != "slurm":
-        return {}
-    from gputui.executors import slurm
-    from gputui.views.status_view import latest_attempts
-
-    last = latest_attempts(attempts)
-    live = [t for t in tasks if t.status in Status.LIVE and t.id in last]
-    return {t.id: slurm.shown(run_dir, t.id, last[t.id].number) for t in live}
-
-
-def _task_json(t, last) -> dict:
-    """A task as `status --json` shows it: its record, its range, its latest attempt's log, its GPU figures."""
-    return t.__dict__ | {
-        "range": [t.low, t.high],
-        "log_path": None if last is None else last.log_path,
-        "duration": None if last is None or last.duration is None else round(last.duration, 3),  # latest attempt
-        "gpu_hours": None if t.gpu_seconds is None else round(t.gpu_seconds / 3600, 2),
-        "peak_memory_gib": None if t.peak_memory is None else round(t.peak_memory / 2**30, 2),
-    }
-
-
-def _gpu_totals(tasks) -> dict:
-    """The run's GPU-seconds (summed) and peak memory (the largest of any task), and whether simulated."""
-    seconds = [t.gpu_seconds for t in tasks if t.gpu_seconds is not None]
-    peaks = [t.peak_memory for t in tasks if t.peak_memory is not None]
-    total = sum(seconds) if seconds else None
-    return {
-        "gpu_seconds": total,
-        "gpu_hours": None if total is None else round(total / 3600, 2),
-        "peak_memory": max(peaks) if peaks else None,
-        "peak_memory_gib": round(max(peaks) / 2**30, 2) if peaks else None,
-        "gpus_simulated": any(t.gpus_simulated for t in tasks),
-    }
+    console = _console()
+    live, pid = status.scheduler_live, status.scheduler_pid
+    who = f"live, pid {pid}" if live and pid is not None else ("live" if live else "not running")
+    console.print(f"[b]{status.job_name}[/b]  scheduler {(status.scheduler_id or '')[:8]} ({who})")
+    console.print(str(status.run_dir), style="dim", soft_wrap=True, markup=False, highlight=False)
+    placed = status.placed()
+    now = status.taken_at
+    console.print(status_table(status.tasks, status.attempts, now=now, metric=status.metric, placed=placed))
+    for line in log_lines(status.tasks, status.attempts):  # whole, however narrow the terminal: to be copied
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    console.print(progress_line(Counter(t.status for t in status.tasks), status.spent()))
+    totals = status.gpu_totals()
+    if totals["gpu_seconds"]:
+        sim = " (SIMULATED GPUs: memory as simulated, not measured)" if totals["gpus_simulated"] else ""
+        console.print(
+            f"GPU-hours {gpu_hours_text(totals['gpu_seconds'])}, largest peak memory of a task "
+            f"{memory_text(totals['peak_memory'])}{sim}",
+            markup=False,
+            highlight=False,
+        )
+    return code
 
 
 def _console():
@@ -381,29 +284,21 @@ def _console():
 
 
 def _cmd_plan(args) -> int:
-    from gputui.engine.run_modes import size_gpus
-    from gputui.gpus.detect import describe, open_probe
-    from gputui.jobs.gpu_plan import NoFit
-    from gputui.jobs.loader import load_jobspec
-    from gputui.jobs.plans import plan_job
+    from gputui import api
 
-    job = load_jobspec(args.jobs)
-    print(f"{job.name} ({job.kind}): {plan_job(job).description}")
-    res = job.resources
-    if res.mode is None:
-        print(f"GPUs per worker: {res.gpus_per_worker} ([resources].gpus_per_worker; set mode to size them)")
+    plan = api.plan(args.jobs)
+    print(plan.headline)
+    if plan.mode is None:
+        per_worker = plan.job.resources.gpus_per_worker
+        print(f"GPUs per worker: {per_worker} ([resources].gpus_per_worker; set mode to size them)")
         return EXIT_OK
-    probe = open_probe(args.simulate)
+    here = api.read_gpus(args.simulate)
+    print(f"mode {plan.mode!r} for {plan.job.model.path} on {here.source}:")
     try:
-        gpus = probe.snapshot()
-        print(f"mode {res.mode!r} for {job.model.path} on {describe(probe)}:")
-        try:
-            decision = size_gpus(job, gpus)
-        except NoFit as e:
-            print(f"gputui: error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-    finally:
-        probe.close()
+        decision = plan.size(here.gpus)
+    except api.NoFit as e:
+        print(f"gputui: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     for line in decision.arithmetic:
         print(f"  {line}")
     print(f"decision: {decision.summary}")
@@ -411,64 +306,38 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_gpus(args) -> int:
-    from gputui.gpus.detect import describe, open_probe
-    from gputui.gpus.table import gpu_table, snapshots_to_json
+    from gputui.api import read_gpus
 
-    probe = open_probe(args.simulate)
-    try:
-        snaps = probe.snapshot()
-        if args.json:
-            print(json.dumps(snapshots_to_json(snaps, describe(probe)), indent=2))
-        else:
-            _console().print(gpu_table(snaps, title=f"GPUs: {describe(probe)}"))
-    finally:
-        probe.close()
+    here = read_gpus(args.simulate)
+    if args.json:
+        print(json.dumps(here.to_json(), indent=2))
+    else:
+        _console().print(here.table())
     return EXIT_OK
 
 
 def _cmd_verb(args, verb: str) -> int:
-    from gputui.engine.control import ControlError, Controller, request
-    from gputui.results.finalize import merge_run
-    from gputui.rundir.opening import open_existing
+    from gputui import api
 
-    paths, store = open_existing(args.run_dir)
-    try:
-        if verb == "merge":
-            ids = None
-        else:
-            if not args.task_ids and not args.all:
-                print(f"gputui {verb}: name TASK_IDs or pass --all", file=sys.stderr)
-                return EXIT_USAGE
-            ids = None if args.all else args.task_ids
-        try:
-            ok, report = request(
-                paths,
-                store,
-                verb,
-                ids,
-                lambda: Controller(paths, store, on_merge=lambda: merge_run(store, paths)),
-                force=getattr(args, "force", False),
-            )
-        except ControlError as e:
-            ok, report = False, str(e)
-        print(report)
-        return EXIT_OK if ok else EXIT_FAILED
-    finally:
-        store.close()
+    run = api.open_run(args.run_dir)  # no such run: said before anything else
+    ids = None
+    if verb != "merge":
+        if not args.task_ids and not args.all:
+            print(f"gputui {verb}: name TASK_IDs or pass --all", file=sys.stderr)
+            return EXIT_USAGE
+        ids = None if args.all else args.task_ids
+    outcome = run.send(api.verb_named(verb, ids, force=getattr(args, "force", False)))
+    print(outcome.report)
+    return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
 def _cmd_summary(args) -> int:
-    from gputui.results.finalize import write_summary
-    from gputui.rundir.opening import open_existing
+    from gputui.api import open_run
 
-    paths, store = open_existing(args.run_dir)
-    try:
-        summary, report = write_summary(store, paths)
-        print(f"wrote {summary} and {report}")
-        print(report.read_text())
-        return EXIT_OK
-    finally:
-        store.close()
+    summary, report = open_run(args.run_dir).summary()
+    print(f"wrote {summary} and {report}")
+    print(report.read_text())
+    return EXIT_OK
 
 
 if __name__ == "__main__":

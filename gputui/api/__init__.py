@@ -1,1 +1,51 @@
-"""The front door: what the CLI, the app and a script use to plan, run and steer a run."""
+"""The front door: what the CLI, the app and a script use to plan, run and steer a run, and to read this
+machine's GPUs. Nothing here imports Textual.
+
+    run = open_run("runs/demo")          # a Run: snapshot(), tasks(), status(), logs(), pause() ... summary()
+    run.kill(["shard-3"])                # a verb, through the run's scheduler when one is live
+    run_job("job.toml", simulate="4")    # `gputui run`: until every task has settled
+    gpus()                               # this machine's GPUs now, like nvitop's Device.all()
+
+docs/api.md says more, with an example that the tests run.
+"""
+
+from gputui.api.errors import REFUSALS, JobSpecError, NoFit, NoGpuError, StateUnreadable
+from gputui.api.launch import StartFailed, run_job, start_in_background
+from gputui.api.machine import GpuReading, gpus, read_gpus
+from gputui.api.planning import JobPlan, check_app_target, load_job, plan
+from gputui.api.run import Run, open_run
+from gputui.api.status import RunStatus
+from gputui.api.verbs import VERBS, Kill, Merge, Outcome, Pause, Resume, Retry, Start, Stop, Verb, send, verb_named
+
+__all__ = [
+    "REFUSALS",
+    "VERBS",
+    "GpuReading",
+    "JobPlan",
+    "JobSpecError",
+    "Kill",
+    "Merge",
+    "NoFit",
+    "NoGpuError",
+    "Outcome",
+    "Pause",
+    "Resume",
+    "Retry",
+    "Run",
+    "RunStatus",
+    "Start",
+    "StartFailed",
+    "StateUnreadable",
+    "Stop",
+    "Verb",
+    "check_app_target",
+    "gpus",
+    "load_job",
+    "open_run",
+    "plan",
+    "read_gpus",
+    "run_job",
+    "send",
+    "start_in_background",
+    "verb_named",
+]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from gputui import clock
 from gputui.executors.ownership import ProcessRef
+from gputui.files.tail import LineTail
 
 
 @dataclass
@@ -117,41 +118,18 @@ def rotate(path: Path) -> None:
             os.replace(p, p.with_name(f"{p.name}.{int(p.stat().st_mtime)}.old"))
 
 
-class _Tail:
-    """New whole lines of one file since the last call; a file that shrank or was replaced is read again."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = 0
-        self.inode: int | None = None
-
-    def lines(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as f:
-                st = os.fstat(f.fileno())
-                if st.st_size < self.offset or st.st_ino != self.inode:
-                    self.offset, self.inode = 0, st.st_ino
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        return data[:end].decode("utf-8", "replace").splitlines()
-
-
 class JournalReader:
-    """What the journal and its copy of exits say of every attempt, read incrementally; damaged lines
-    are skipped, and a record in either file is enough."""
+    """What the journal and its copy of exits say of every attempt, read incrementally (a file that shrank or
+    was replaced is read again: files.tail); damaged lines are skipped, and a record in either file is enough."""
 
     def __init__(self, path: Path):
-        self.tails = [_Tail(path), _Tail(exits_copy(path))]
+        self.tails = [LineTail(path), LineTail(exits_copy(path))]
         self.attempts: dict[tuple[str, int], AttemptEnds] = {}
 
     def update(self) -> dict[tuple[str, int], AttemptEnds]:
         for tail in self.tails:
-            for text in tail.lines():
-                parse(text, self.attempts)
+            for text in tail.read():
+                parse(text.decode("utf-8", "replace"), self.attempts)
         return self.attempts
 
     def get(self, task_id: str, attempt: int) -> AttemptEnds:

@@ -1,8 +1,9 @@
 """Read the events file a worker writes through `gputui.hooks`, incrementally and forgivingly.
 
-The worker is untrusted and may die mid-write, so the reader keeps a byte offset, returns only
-complete lines, holds a partial last line for the next call, and skips (and counts) lines it
-cannot parse instead of failing the scheduler. Standard library only.
+The worker is untrusted and may die mid-write, so the reader follows the file as `files.tail` does
+(only new bytes, whole lines, a partial last line held for the next call, a file truncated or replaced
+read afresh, a runaway line cut) and skips (and counts) lines it cannot parse instead of failing the
+scheduler.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from gputui.files.tail import LineTail
 from gputui.text_safety import visible
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-_CHUNK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -72,38 +73,32 @@ def parse_line(line: bytes | str) -> Event | None:
 
 
 class EventReader:
-    """Tails one events file: each `read()` returns the events appended since the previous call."""
+    """Tails one events file: each `read()` returns the events appended since the previous call. A file
+    truncated or replaced is read again from its start (files.tail)."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
-        self.offset = 0  # bytes consumed, including the held partial line
-        self.bad_lines = 0
-        self._partial = b""
+        self._tail = LineTail(path)
+        self._unparsed = 0
+
+    @property
+    def offset(self) -> int:
+        """Bytes consumed, including the held partial line."""
+        return self._tail.offset
+
+    @property
+    def bad_lines(self) -> int:
+        """Lines skipped: not a valid event, or past the longest line a record may have."""
+        return self._unparsed + self._tail.cut_lines
 
     def read(self) -> list[Event]:
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset:  # truncated or replaced: start over
-                    self.offset, self._partial = 0, b""
-                f.seek(self.offset)
-                chunks = []
-                while chunk := f.read(_CHUNK):
-                    chunks.append(chunk)
-        except FileNotFoundError:
-            return []
-        data = b"".join(chunks)
-        if not data:
-            return []
-        self.offset += len(data)
-        *lines, self._partial = (self._partial + data).split(b"\n")
         events = []
-        for line in lines:
+        for line in self._tail.read():
             if not line.strip():
                 continue
             ev = parse_line(line)
             if ev is None:
-                self.bad_lines += 1
+                self._unparsed += 1
             else:
                 events.append(ev)
         return events

@@ -48,13 +48,13 @@ def read_columns(path: str | os.PathLike[str], fmt: str | None = None) -> list[s
     path = Path(path)
     fmt = _fmt(path, fmt)
     if fmt == "csv":
-        with _open_csv(path) as f:
+        with open_csv(path) as f:
             return next(csv.reader(f), [])
     if fmt == "jsonl":
         for _, obj in _iter_jsonl(path):
             return list(obj)
         return []
-    return list(_parquet().read_schema(path).names)
+    return list(import_parquet().read_schema(path).names)
 
 
 def read_column(path: str | os.PathLike[str], column: str, fmt: str | None = None) -> list[Any]:
@@ -65,7 +65,7 @@ def read_column(path: str | os.PathLike[str], column: str, fmt: str | None = Non
     path = Path(path)
     fmt = _fmt(path, fmt)
     if fmt == "csv":
-        with _open_csv(path) as f:
+        with open_csv(path) as f:
             reader = csv.reader(f)
             header = next(reader, [])
             if column not in header:
@@ -81,7 +81,7 @@ def read_column(path: str | os.PathLike[str], column: str, fmt: str | None = Non
         if not values:
             raise _missing(path, column, [])
         return values
-    pq = _parquet()
+    pq = import_parquet()
     names = pq.read_schema(path).names
     if column not in names:
         raise _missing(path, column, names)
@@ -114,7 +114,7 @@ def count_rows(path: str | os.PathLike[str], fmt: str | None = None) -> int:
     path = Path(path)
     fmt = _fmt(path, fmt)
     if fmt == "csv":
-        with _open_csv(path) as f:
+        with open_csv(path) as f:
             reader = csv.reader(f)
             if next(reader, None) is None:
                 return 0
@@ -122,20 +122,20 @@ def count_rows(path: str | os.PathLike[str], fmt: str | None = None) -> int:
     if fmt == "jsonl":
         with open(path, "rb") as f:
             return sum(1 for line in f if line.strip())
-    return _parquet().ParquetFile(path).metadata.num_rows
+    return import_parquet().ParquetFile(path).metadata.num_rows
 
 
 def iter_rows(path: str | os.PathLike[str], fmt: str | None = None) -> Iterator[dict[str, Any]]:
     path = Path(path)
     fmt = _fmt(path, fmt)
     if fmt == "csv":
-        with _open_csv(path) as f:
+        with open_csv(path) as f:
             yield from csv.DictReader(f)
     elif fmt == "jsonl":
         for _, obj in _iter_jsonl(path):
             yield obj
     else:
-        for batch in _parquet().ParquetFile(path).iter_batches():
+        for batch in import_parquet().ParquetFile(path).iter_batches():
             yield from batch.to_pylist()
 
 
@@ -150,16 +150,16 @@ def _fmt(path: Path, fmt: str | None) -> str:
     return fmt
 
 
-def _open_csv(path: Path):
+def open_csv(path: Path):
     """Open for the csv module: newline="" keeps quoted newlines intact, utf-8-sig drops an Excel BOM."""
-    _lift_csv_field_limit()
+    lift_csv_field_limit()
     return open(path, newline="", encoding="utf-8-sig")
 
 
 _field_limit_lifted = False
 
 
-def _lift_csv_field_limit() -> None:
+def lift_csv_field_limit() -> None:
     """Model outputs easily exceed csv's 128 KiB default field limit, which would abort a whole read."""
     global _field_limit_lifted
     if _field_limit_lifted:
@@ -194,7 +194,8 @@ def _missing(path: Path, column: str, available: list[str]) -> ColumnMissingErro
     return ColumnMissingError(f"{path}: no column {column!r}; available columns: {shown}")
 
 
-def _parquet():
+def import_parquet():
+    """pyarrow.parquet, or an error that says how to install it."""
     try:
         import pyarrow.parquet as pq
     except ImportError as e:

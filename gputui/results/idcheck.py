@@ -87,6 +87,15 @@ class IdCheck:
         self.n_no_id = 0
         self._row = 0
 
+    def begin_columns(self, shard: ShardOutput, columns: list[str]) -> int | None:
+        """begin() for an output whose columns come before its rows (a CSV header, a Parquet schema): the id
+        column's position, or None when there is none (noted, as no_column() does)."""
+        self.begin(shard)
+        if self.column in columns:
+            return columns.index(self.column)
+        self.no_column()
+        return None
+
     def abandon(self) -> None:
         """Forget the shard begun last, as if begin() had not been called: it is being read again."""
         if self._open:

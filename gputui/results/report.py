@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import signal
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def build_summary(
     for t in sorted(tasks, key=lambda t: (t.index, t.id)):
         details = [_attempt(a, now) for a in sorted(by_task.get(t.id, []), key=lambda a: a.number)]
         durations = [d["duration"] for d in details]
-        gpu = _gpu_figures(by_task.get(t.id, []))
+        gpu = gpu_totals(by_task.get(t.id, []))
         rows.append(
             {
                 "id": t.id,
@@ -110,7 +111,7 @@ def build_summary(
         "ended_at": None if running else _iso(last_end),
         "wall_seconds": wall,
         "busy_seconds": round(sum(r["duration"] or 0 for r in rows), 3),
-        **_gpu_figures(attempts),
+        **gpu_totals(attempts),
         "tasks": rows,
         "merge": merge,
         "sweep": sweep,  # {"metric", "goal", "top_k"} of a sweep job
@@ -134,10 +135,11 @@ def _attempt(a: AttemptRecord, now: float) -> dict:
     }
 
 
-def _gpu_figures(attempts: list[AttemptRecord]) -> dict:
-    """GPU time summed over the attempts, and the most memory any one of them used (None: not measured)."""
-    seconds = [a.gpu_seconds for a in attempts if a.gpu_seconds is not None]
-    peaks = [a.peak_memory for a in attempts if a.peak_memory is not None]
+def gpu_totals(records: Sequence[AttemptRecord | TaskRecord]) -> dict:
+    """GPU time summed over the attempts (or tasks), and the most memory any one of them used (None: not
+    measured), as summary.json and `gputui status --json` both give them."""
+    seconds = [r.gpu_seconds for r in records if r.gpu_seconds is not None]
+    peaks = [r.peak_memory for r in records if r.peak_memory is not None]
     total = round(sum(seconds), 3) if seconds else None
     peak = max(peaks) if peaks else None
     return {
@@ -145,7 +147,7 @@ def _gpu_figures(attempts: list[AttemptRecord]) -> dict:
         "gpu_hours": None if total is None else round(total / 3600, 2),
         "peak_memory": peak,
         "peak_memory_gib": None if peak is None else round(peak / GIB, 2),
-        "gpus_simulated": any(a.gpus_simulated for a in attempts),
+        "gpus_simulated": any(r.gpus_simulated for r in records),
     }
 
 

@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from gputui.files.tail import LineTail
 from gputui.text_safety import visible
 
 KINDS = ("task_failed", "out_of_memory", "gpu_idle", "ghost_memory")
@@ -59,29 +60,11 @@ class AlertReader:
 
     def __init__(self, path: str | os.PathLike[str], *, from_end: bool = False) -> None:
         self.path = Path(path)
-        self._offset = 0
-        self._inode: int | None = None
-        if from_end:
-            try:
-                st = self.path.stat()
-                self._offset, self._inode = st.st_size, st.st_ino
-            except OSError:
-                pass
+        self._tail = LineTail(path, from_end=from_end)
 
     def new(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as f:
-                st = os.fstat(f.fileno())
-                if st.st_ino != self._inode or st.st_size < self._offset:
-                    self._offset, self._inode = 0, st.st_ino
-                f.seek(self._offset)
-                data = f.read()
-        except OSError:
-            return []
-        end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
-        self._offset += end
         events = []
-        for line in data[:end].splitlines():
+        for line in self._tail.read():
             try:
                 event = json.loads(line)
             except ValueError:

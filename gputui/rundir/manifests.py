@@ -59,10 +59,10 @@ def read_manifest(output: Path) -> dict | None:
 
 def manifest_matches(output: Path, *, low: int, high: int) -> bool:
     manifest = read_manifest(output)
-    return manifest is not None and _manifest_mismatch(Path(output), manifest, low, high) is None
+    return manifest is not None and manifest_mismatch(Path(output), manifest, low, high) is None
 
 
-def _manifest_mismatch(output: Path, manifest: dict, low: int, high: int) -> str | None:
+def manifest_mismatch(output: Path, manifest: dict, low: int, high: int) -> str | None:
     """Why the manifest no longer describes `output` for [low, high), or None when it does."""
     if manifest.get("low") != low or manifest.get("high") != high:
         return f"manifest is for range [{manifest.get('low')}, {manifest.get('high')}), not [{low}, {high})"

@@ -15,25 +15,22 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from gputui.engine.monitor import (
-    ghost_memory,
-)
-from gputui.gpus.detect import describe
+from gputui.api.machine import describe, ghost_memory
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.jobs.tasks import Status
 from gputui.tui import modes
+from gputui.tui.palette import palette_commands
 from gputui.tui.refresh import Gatherer, Refreshed, SeriesRead
 from gputui.tui.screens.help import HelpScreen
-from gputui.tui.screens.processes import ProcessTreeScreen
+from gputui.tui.screens.processes import ProcessTreeScreen, gpu_memory_by_pid
 from gputui.tui.themes import THEMES, theme_stylesheets
-from gputui.tui.verbs import RunVerbs
+from gputui.tui.verbs import RunControls
 from gputui.tui.widgets.gpu_grid import GpuPanels
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.log_tabs import SELECTED, LogTabs
@@ -49,26 +46,10 @@ HEADER_LINES, FOOTER_LINES = 2, 1
 MAIN_MIN_LINES = {True: 13, False: 8}  # job modes keep table, task bar and log pane; monitor its process list
 
 
-class GpuTuiApp(RunVerbs, App):
+class GpuTuiApp(App):
     CSS_PATH = ["app.tcss", *theme_stylesheets()]
     TITLE = "gputui"
-    BINDINGS = [
-        Binding("l", "launch", "Launch"),
-        Binding("K", "kill_all", "Kill all"),
-        Binding("m", "menu", "Menu"),
-        Binding("q", "quit_dialog", "Quit"),
-        Binding("question_mark", "help", "Help"),
-        Binding("a", "older_attempt", "Older attempt", show=False),
-        Binding("i", "inspect", "Processes", show=False),
-        Binding("f", "follow", "Follow", show=False),
-        Binding("slash", "search_log", "Search log", show=False),
-        Binding("left_square_bracket", "tab(-1)", "Previous tab", show=False),
-        Binding("right_square_bracket", "tab(1)", "Next tab", show=False),
-        Binding("x", "close_tab", "Close tab", show=False),
-        Binding("escape", "back", "Back to table", show=False),
-        Binding("g", "cycle_gpu_layout", "GPU layout", show=False),
-        Binding("t", "next_theme", "Theme", show=False),
-    ]
+    BINDINGS = modes.APP_BINDINGS
 
     theme_name: reactive[str] = reactive("dark")
 
@@ -100,7 +81,7 @@ class GpuTuiApp(RunVerbs, App):
         self._run_error: str | None = None
         self._host_stats = ""
         self._refresh_timer = None
-        self._launching = False
+        self.controls = RunControls(self)  # the keys that act on the run
         self._mode = self.mode
         self._host = socket.gethostname()  # once: no syscall on the UI loop per refresh
         for t in THEMES.values():
@@ -176,20 +157,7 @@ class GpuTuiApp(RunVerbs, App):
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
-        for key in modes.keys_for(self.mode):  # what acts now, as the footer shows it
-            if key.action.startswith("request("):
-                verb = key.action[len("request('") : -2]
-                if self._table.check_action("request", (verb,)):
-                    yield SystemCommand(
-                        f"{key.does} ({key.key})", key.does, lambda v=verb: self._table.action_request(v)
-                    )
-            elif key.action == "toggle_chart":  # the run area's key
-                if self._area.check_action(key.action, ()):
-                    yield SystemCommand(f"{key.does} ({key.key})", key.does, self._area.action_toggle_chart)
-            elif key.action not in ("tab", "back", "help", "cycle_sort", "cycle_filter") and self.check_action(
-                key.action, ()
-            ):  # those are keys, not commands
-                yield SystemCommand(f"{key.does} ({key.key})", key.does, getattr(self, f"action_{key.action}"))
+        yield from palette_commands(self)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that would do nothing now are hidden (footer) and inert; `?` lists the same set."""
@@ -200,13 +168,9 @@ class GpuTuiApp(RunVerbs, App):
             return False
         if self.monitor_only:
             return True
-        selected = self._selected()
-        if action == "launch" and mode == modes.LIVE:
-            return selected is not None and selected.task.status in (Status.PENDING, Status.RETRYING)
-        if action == "kill_all":
-            return self.snapshot is not None and any(
-                v.task.status not in Status.FINAL for v in self.snapshot.tasks
-            )
+        selected = self.selected_task()
+        if action in ("launch", "kill_all"):
+            return self.controls.acts(action, mode)
         if action == "inspect":
             return selected is not None and selected.task.status in Status.LIVE
         if action == "older_attempt":
@@ -252,14 +216,7 @@ class GpuTuiApp(RunVerbs, App):
         statuses = {v.task.id: v.task.status for v in msg.run.tasks} if msg.run else {}
         self._panels.update_gpus(msg.gpus, holders, ghost_memory(msg.processes, statuses), message=msg.gpu_error)
         if self.monitor_only:
-            self._processes.update_processes(
-                [
-                    ProcessRow(
-                        p.gpu, p.pid, p.user, p.used_memory, p.command, p.ours, p.task_id, p.sm_util, p.cpu_percent
-                    )
-                    for p in msg.processes
-                ]
-            )
+            self._processes.update_processes([ProcessRow(**vars(p)) for p in msg.processes])
             self._no_processes.display = not msg.processes
         elif msg.run is not None:
             run, table = msg.run, self._table
@@ -320,24 +277,13 @@ class GpuTuiApp(RunVerbs, App):
     def _render_taskbar(self) -> None:
         if self.monitor_only:
             return
-        table = self._table
-        pane = self._visible_log()
-        follow = pane.log_view.follow if pane is not None and pane.log_view.path is not None else None
+        table, pane, series = self._table, self._visible_log(), self.series
         view = table.selected
-        series = self.series
-        metrics = (
-            series.last if series is not None and view is not None and series.task_id == view.task.id else None
-        )
-        self._taskbar.show(
-            task_bar_text(
-                view,
-                filter_by=table.filter_by,
-                sort_by=table.sort_by,
-                follow=follow,
-                metrics=dict(metrics) if metrics else (dict(view.metrics) if view is not None else None),
-                metric=self._metric_name(),
-            )
-        )
+        follow = pane.log_view.follow if pane is not None and pane.log_view.path is not None else None
+        read = series.last if series is not None and view is not None and series.task_id == view.task.id else None
+        metrics = dict(read) if read else (dict(view.metrics) if view is not None else None)
+        shown = {"filter_by": table.filter_by, "sort_by": table.sort_by, "follow": follow}
+        self._taskbar.show(task_bar_text(view, **shown, metrics=metrics, metric=self._metric_name()))
 
     def _metric_name(self) -> str | None:
         """What a sweep ranks its trials by (None for other jobs)."""
@@ -345,7 +291,7 @@ class GpuTuiApp(RunVerbs, App):
             return self.snapshot.metric
         return self.plan.metric if self.plan is not None else None
 
-    def _selected(self) -> TaskView | None:
+    def selected_task(self) -> TaskView | None:
         return None if self.monitor_only else self._table.selected
 
     def _task_view(self, task_id: str) -> TaskView | None:
@@ -375,12 +321,10 @@ class GpuTuiApp(RunVerbs, App):
         self._render_taskbar()
 
     def _show_chart(self) -> None:
-        """The chart follows the selected task: its series when read, else why there is none."""
+        """The chart follows the selected task: its series when read (the chart drops another task's)."""
         view = self._table.selected
-        task_id = None if view is None else view.task.id
-        series = self.series if self.series is not None and self.series.task_id == task_id else None
-        started = view is not None and view.attempt is not None
-        self._chart.show(task_id, series, started=started, first=self._metric_name())
+        task_id, started = (None, False) if view is None else (view.task.id, view.attempt is not None)
+        self._chart.show(task_id, self.series, started=started, first=self._metric_name())
 
     @on(RunArea.ChartToggled)
     def _on_chart_toggled(self, msg: RunArea.ChartToggled) -> None:
@@ -418,16 +362,12 @@ class GpuTuiApp(RunVerbs, App):
             pane.log_view.action_search()
 
     def action_inspect(self) -> None:
-        view = self._selected()
+        view = self.selected_task()
         if view is not None and self.view is not None:
-
-            def gpu_memory() -> dict[int, int]:
-                return {p.pid: p.used_memory or 0 for g in self.gpus for p in g.processes}
-
-            self.push_screen(ProcessTreeScreen(self.view, view.task.id, gpu_memory))
+            self.push_screen(ProcessTreeScreen(self.view, view.task.id, lambda: gpu_memory_by_pid(self.gpus)))
 
     def action_older_attempt(self) -> None:
-        view = self._selected()
+        view = self.selected_task()
         if view is not None and len(view.history) > 1:
             self._tabs.older(view)
 
@@ -459,13 +399,20 @@ class GpuTuiApp(RunVerbs, App):
     def _on_action(self, msg: JobTable.ActionRequested) -> None:
         if msg.verb == "open":
             self._pin_log(msg.task_id)
-            return
-        if self._refuse_readonly():
-            return
-        if msg.verb == "kill":
-            self._confirm_kill([msg.task_id])
-            return
-        self.send_verb(msg.verb, [msg.task_id])
+        else:
+            self.controls.request(msg.verb, msg.task_id)
+
+    def action_launch(self) -> None:
+        self.controls.launch()
+
+    def action_kill_all(self) -> None:
+        self.controls.kill_all()
+
+    def action_menu(self) -> None:
+        self.controls.menu()
+
+    def action_quit_dialog(self) -> None:
+        self.controls.quit_dialog()
 
     async def action_quit(self) -> None:
         """ctrl+q (Textual's quit key) asks like q: quitting must never stop a run by surprise."""
@@ -489,8 +436,3 @@ class GpuTuiApp(RunVerbs, App):
         for other in THEMES:
             self.set_class(other == name, f"theme-{other}")
         self.theme = THEMES[name].name
-
-    def _refuse_readonly(self) -> bool:
-        if self.readonly:
-            self.say("read-only view: nothing can be signalled from here", severity="warning")
-        return self.readonly

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from textual.binding import Binding
+
 MONITOR = "monitor"  # no job: GPUs and every GPU process
 BEFORE = "before launch"  # a job file, no state yet
 LIVE = "live"  # the run's scheduler is running
@@ -107,3 +109,23 @@ def acts(action: str, mode: str) -> bool:
         if k.action == action:
             return mode in k.modes
     return True
+
+
+# The app's own keys (the job table and the run area declare theirs): what the footer shows, in this order.
+APP_BINDINGS = [
+    Binding("l", "launch", "Launch"),
+    Binding("K", "kill_all", "Kill all"),
+    Binding("m", "menu", "Menu"),
+    Binding("q", "quit_dialog", "Quit"),
+    Binding("question_mark", "help", "Help"),
+    Binding("a", "older_attempt", "Older attempt", show=False),
+    Binding("i", "inspect", "Processes", show=False),
+    Binding("f", "follow", "Follow", show=False),
+    Binding("slash", "search_log", "Search log", show=False),
+    Binding("left_square_bracket", "tab(-1)", "Previous tab", show=False),
+    Binding("right_square_bracket", "tab(1)", "Next tab", show=False),
+    Binding("x", "close_tab", "Close tab", show=False),
+    Binding("escape", "back", "Back to table", show=False),
+    Binding("g", "cycle_gpu_layout", "GPU layout", show=False),
+    Binding("t", "next_theme", "Theme", show=False),
+]

@@ -6,31 +6,27 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 from textual.message import Message
 
-from gputui.engine.monitor import (
+from gputui.api.machine import (
+    TASK_MEMORY_GB,
     CpuSampler,
     GpuProcessInfo,
+    Reservations,
     gpu_processes,
     held_by_other_runs,
+    open_probe,
     reservations,
     simulated_holders,
 )
-from gputui.engine.run_modes import size_gpus
+from gputui.api.planning import JobSpec, read_plan, sized_plan
 from gputui.executors import ray_bridge
-from gputui.gpus.detect import open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
-from gputui.gpus.reservations import Reservations
-from gputui.gpus.simulated import TASK_MEMORY_GB
-from gputui.jobs.gpu_plan import NoFit
-from gputui.jobs.loader import load_jobspec
-from gputui.jobs.plans import plan_job
-from gputui.jobs.spec import JobSpec
-from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, node_label, planned_run
+from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, node_label
 
 
 @dataclass
@@ -63,30 +59,6 @@ def host_line() -> str:
         f"CPU {psutil.cpu_percent():.0f}% of {psutil.cpu_count()} · mem {(mem.total - mem.available) / GIB:.1f}/"
         f"{mem.total / GIB:.1f} GiB · swap {swap.used / GIB:.1f}/{swap.total / GIB:.1f} GiB · load {load}"
     )
-
-
-def read_plan(job_path: Path, run_dir: Path | None) -> tuple[JobSpec | None, PlannedRun]:
-    """The job's plan as `gputui run` would start it (reads the job file and, for shards, the input;
-    writes nothing). A job file that cannot be planned gives a PlannedRun saying why."""
-    try:
-        job = load_jobspec(job_path, run_dir=run_dir)
-        return job, planned_run(job, plan_job(job))
-    except Exception as e:  # a job file being edited: say why, and read it again when it changes
-        return None, PlannedRun("", "", "", [], [], error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-
-def sized_plan(job: JobSpec, plan: PlannedRun, gpus: list[GpuSnapshot]) -> PlannedRun:
-    """The plan with its run mode decided on these GPUs, as the scheduler will decide it at launch."""
-    mode = job.resources.mode
-    if mode is None or not gpus or plan.error:
-        return plan
-    try:
-        d = size_gpus(job, gpus)
-        sizing = f"{mode}: {d.gpus_per_worker} GPU/worker × {d.workers} at once"
-        sizing += f", mem util {d.gpu_memory_utilization:.2f}"
-        return replace(plan, sizing=sizing)
-    except NoFit as e:
-        return replace(plan, no_fit=f"{mode}: {str(e).splitlines()[0]}")
 
 
 def cluster_gpus(nodes: list[dict]) -> tuple[list[GpuSnapshot], str | None]:

@@ -267,7 +267,7 @@ def _check_target(args) -> None:
     The same checks as the app's own before its first screen; a served app that refuses only shows the
     browser an empty page, its reason going to this server's log.
     """
-    from gputui.rundir.opening import check_app_target
+    from gputui.api import check_app_target
 
     check_app_target(args.jobs, args.run_dir, args.simulate)
 

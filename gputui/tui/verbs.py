@@ -1,47 +1,141 @@
 """The keys that act on the run: launch, kill (after a confirmation naming the processes), the menu's
-merge and summary, and quitting (detach or stop). Part of GpuTuiApp (app.py), whose state they use; every
-verb goes through the run's scheduler (the control channel) or acts under the same ownership checks."""
+merge and summary, and quitting (detach or stop). `RunControls` is owned by GpuTuiApp (app.py) and reads
+what it last showed; every verb goes through `gputui.api` (the run's control channel, as the CLI's do), in a
+thread worker, and ends in a toast."""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from textual import work
-
-from gputui.api.background import StartFailed, start_scheduler
-from gputui.engine import control
+from gputui.api import Kill, Start, StartFailed, Stop, Verb, open_run, send, start_in_background, verb_named
 from gputui.executors import slurm
 from gputui.jobs.tasks import Status
-from gputui.results.finalize import merge_run, write_summary
-from gputui.rundir.opening import open_existing
+from gputui.tui import modes
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
+from gputui.views.runview import RunSnapshot, TaskView
+
+if TYPE_CHECKING:
+    from gputui.tui.app import GpuTuiApp
+
+WAITING = (Status.PENDING, Status.RETRYING)
 
 
-class RunVerbs:
-    """Mixed into GpuTuiApp."""
+@dataclass(frozen=True)
+class Say:
+    text: str
+    severity: str = "information"
 
-    def action_kill_all(self) -> None:
-        if self.monitor_only or self._refuse_readonly() or self.snapshot is None:
+
+@dataclass(frozen=True)
+class StartRun:
+    only_pending: bool
+
+
+@dataclass(frozen=True)
+class AskHowToStart:
+    body: str
+    choices: list[tuple[str, str, str]]
+
+
+def launch_step(
+    run: RunSnapshot | None, selected: TaskView | None, *, job_known: bool, no_fit: str | None
+) -> Say | Start | StartRun | AskHowToStart:
+    """What `l` does now: start the selected waiting task of a live run, start the run (again), ask whether
+    tasks that failed for good run again too, or say why there is nothing to start."""
+    if run is not None and run.scheduler_live:
+        if selected is not None and selected.task.status in WAITING:
+            return Start((selected.task.id,))
+        return Say("the run is already running; select a pending task to start it now")
+    if not job_known:
+        return Say("no job file is known for this run", "warning")
+    if run is None:
+        if no_fit:
+            return Say(f"cannot launch: {no_fit} (gputui plan shows the arithmetic)", "error")
+        return StartRun(False)
+    failed = [v.task.id for v in run.tasks if v.task.status == Status.FAILED]
+    waiting = [v.task.id for v in run.tasks if v.task.status in WAITING]
+    if not failed and not waiting:
+        killed = run.counts.get(Status.KILLED, 0)
+        if not killed:
+            return Say("the run is finished: every task is done")
+        return Say(f"the run is finished; {killed} killed task(s) stay killed until retried (r)")
+    if not failed:
+        return StartRun(True)
+    listed = ", ".join(failed[:8]) + (" …" if len(failed) > 8 else "")
+    body = (
+        f"{len(failed)} task(s) failed for good: {listed}.\n"
+        f"{len(waiting)} task(s) are pending" + (f": {', '.join(waiting[:8])}" if waiting else "") + "."
+    )
+    choices = [("a", "all", "run them all again")]
+    if waiting:
+        choices.append(("o", "only", "only the pending (failed stay failed)"))
+    return AskHowToStart(body, choices)
+
+
+class RunControls:
+    """What the app's run keys do. Blocking work (a /proc scan, a verb waiting for its answer, starting a
+    scheduler) runs in a thread worker of the app's "control" group; results come back as toasts."""
+
+    def __init__(self, app: GpuTuiApp) -> None:
+        self.app = app
+        self.launching = False
+
+    def _in_thread(self, work: Callable, *args) -> None:
+        self.app.run_worker(lambda: work(*args), thread=True, group="control", exit_on_error=False)
+
+    def acts(self, action: str, mode: str) -> bool:
+        """Whether `l` (launch) or `K` (kill_all) would do something now, in a job mode."""
+        app = self.app
+        if action == "launch" and mode == modes.LIVE:
+            selected = app.selected_task()
+            return selected is not None and selected.task.status in WAITING
+        if action == "kill_all":
+            return app.snapshot is not None and any(v.task.status not in Status.FINAL for v in app.snapshot.tasks)
+        return True
+
+    def refuse_readonly(self) -> bool:
+        if self.app.readonly:
+            self.app.say("read-only view: nothing can be signalled from here", severity="warning")
+        return self.app.readonly
+
+    def request(self, verb: str, task_id: str) -> None:
+        """A verb the job table asks for on its selected task (kill asks first)."""
+        if self.refuse_readonly():
             return
-        live = [v.task.id for v in self.snapshot.tasks if v.task.status not in Status.FINAL]
+        if verb == "kill":
+            self.confirm_kill([task_id])
+        else:
+            self.send(verb_named(verb, [task_id]))
+
+    def kill_all(self) -> None:
+        app = self.app
+        if app.monitor_only or self.refuse_readonly() or app.snapshot is None:
+            return
+        live = [v.task.id for v in app.snapshot.tasks if v.task.status not in Status.FINAL]
         if not live:
-            self.say("no task to kill: every task has finished")
+            app.say("no task to kill: every task has finished")
             return
-        self._confirm_kill(live)
+        self.confirm_kill(live)
 
-    @work(thread=True, group="control", exit_on_error=False)
+    def confirm_kill(self, task_ids: list[str]) -> None:
+        self._in_thread(self._confirm_kill, task_ids)
+
     def _confirm_kill(self, task_ids: list[str]) -> None:
         """Name what will be signalled (a /proc scan, so in a thread), then ask."""
-        found = self.view.processes(task_ids) if self.view is not None else {}
-        views = {v.task.id: v for v in self.snapshot.tasks} if self.snapshot is not None else {}
-        executor = self.snapshot.meta.get("executor", "local") if self.snapshot is not None else "local"
+        app = self.app
+        found = app.view.processes(task_ids) if app.view is not None else {}
+        views = {v.task.id: v for v in app.snapshot.tasks} if app.snapshot is not None else {}
+        executor = app.snapshot.meta.get("executor", "local") if app.snapshot is not None else "local"
         lines = []
         for t in task_ids:
-            job = _slurm_job(self.snapshot.run_dir, views.get(t)) if executor == "slurm" else ""
+            job = _slurm_job(app.snapshot.run_dir, views.get(t)) if executor == "slurm" else ""
             lines.append(f"{t}: {kill_target(found.get(t, []), views.get(t), executor, job)}")
-        grace = self.snapshot.meta.get("stop_grace_s", 10) if self.snapshot else 10
+        grace = app.snapshot.meta.get("stop_grace_s", 10) if app.snapshot else 10
         body = (
             f"SIGTERM, then SIGKILL after {grace:g}s, to this run's processes only:\n"
             + "\n".join(lines[:8])
@@ -51,165 +145,124 @@ class RunVerbs:
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.send_verb("kill", task_ids)
+                self.send(Kill(task_ids))
 
-        self.call_from_thread(self.push_screen, ConfirmScreen(title, body), done)
+        app.call_from_thread(app.push_screen, ConfirmScreen(title, body), done)
 
-    def action_launch(self) -> None:
-        if self.monitor_only or self._refuse_readonly():
+    def launch(self) -> None:
+        app = self.app
+        if app.monitor_only or self.refuse_readonly():
             return
-        if self._launching:
-            self.say("the scheduler is starting…")
+        if self.launching:
+            app.say("the scheduler is starting…")
             return
-        run = self.snapshot
-        if run is not None and run.scheduler_live:
-            view = self._selected()
-            if view is not None and view.task.status in (Status.PENDING, Status.RETRYING):
-                self.send_verb("start", [view.task.id])
-            else:
-                self.say("the run is already running; select a pending task to start it now")
-            return
-        if self.job_path is None and not (run and run.meta.get("job_file")):
-            self.say("no job file is known for this run", severity="warning")
-            return
-        if run is None:
-            if self.plan is not None and self.plan.no_fit:
-                self.say(f"cannot launch: {self.plan.no_fit} (gputui plan shows the arithmetic)", severity="error")
-            else:
-                self._launch_scheduler(False)
-            return
-        failed = [v.task.id for v in run.tasks if v.task.status == Status.FAILED]
-        waiting = [v.task.id for v in run.tasks if v.task.status in (Status.PENDING, Status.RETRYING)]
-        if not failed and not waiting:
-            killed = run.counts.get(Status.KILLED, 0)
-            self.say(
-                "the run is finished: every task is done"
-                if not killed
-                else f"the run is finished; {killed} killed task(s) stay killed until retried (r)"
-            )
-            return
-        if not failed:
-            self._launch_scheduler(True)
-            return
-        listed = ", ".join(failed[:8]) + (" …" if len(failed) > 8 else "")
-        body = (
-            f"{len(failed)} task(s) failed for good: {listed}.\n"
-            f"{len(waiting)} task(s) are pending" + (f": {', '.join(waiting[:8])}" if waiting else "") + "."
-        )
-        choices = [("a", "all", "run them all again")]
-        if waiting:
-            choices.append(("o", "only", "only the pending (failed stay failed)"))
+        run = app.snapshot
+        job_known = app.job_path is not None or bool(run and run.meta.get("job_file"))
+        no_fit = app.plan.no_fit if run is None and app.plan is not None else None
+        step = launch_step(run, app.selected_task(), job_known=job_known, no_fit=no_fit)
+        if isinstance(step, Say):
+            app.say(step.text, severity=step.severity)
+        elif isinstance(step, Start):
+            self.send(step)
+        elif isinstance(step, StartRun):
+            self._in_thread(self._start_scheduler, step.only_pending)
+        else:
 
-        def chosen(choice: str | None) -> None:
-            if choice in ("all", "only"):
-                self._launch_scheduler(choice == "only")
+            def chosen(choice: str | None) -> None:
+                if choice in ("all", "only"):
+                    self._in_thread(self._start_scheduler, choice == "only")
 
-        self.push_screen(ChoiceScreen("Start the run again?", body, choices), chosen)
+            app.push_screen(ChoiceScreen("Start the run again?", step.body, step.choices), chosen)
 
-    @work(thread=True, group="control", exit_on_error=False)
-    def _launch_scheduler(self, only_pending: bool) -> None:
-        self._launching = True
-        self.call_from_thread(self.say, "starting the scheduler in the background…")
+    def _start_scheduler(self, only_pending: bool) -> None:
+        app = self.app
+        self.launching = True
+        app.call_from_thread(app.say, "starting the scheduler in the background…")
         try:
-            run = self.snapshot
-            job = self.job_path or Path(run.meta["job_file"])  # re-attached: the run's own job file
-            simulate = self.simulate or (run.meta.get("simulate") if run is not None else None)
-            pid = start_scheduler(job, self.run_dir, simulate, only_pending=only_pending)
+            run = app.snapshot
+            job = app.job_path or Path(run.meta["job_file"])  # re-attached: the run's own job file
+            simulate = app.simulate or (run.meta.get("simulate") if run is not None else None)
+            pid = start_in_background(job, app.run_dir, simulate=simulate, only_pending=only_pending)
         except StartFailed as e:
-            self.call_from_thread(self.say, f"could not start the run:\n{e}", "error", 20)
+            app.call_from_thread(app.say, f"could not start the run:\n{e}", "error", 20)
             return
         finally:
-            self._launching = False
-        self.call_from_thread(self.say, f"scheduler running in the background (pid {pid}); q then d detaches")
-        self.call_from_thread(self.refresh_data)
+            self.launching = False
+        app.call_from_thread(app.say, f"scheduler running in the background (pid {pid}); q then d detaches")
+        app.call_from_thread(app.refresh_data)
 
-    @work(thread=True, group="control", exit_on_error=False)
-    def send_verb(self, verb: str, task_ids: list[str] | None) -> tuple[bool, str]:
+    def send(self, verb: Verb) -> None:
         """A verb through the run's control channel, exactly as the CLI sends it."""
-        try:
-            paths, store = open_existing(self.run_dir)
-            try:
-                ok, report = control.request(
-                    paths,
-                    store,
-                    verb,
-                    task_ids,
-                    lambda: control.Controller(paths, store, on_merge=lambda: merge_run(store, paths)),
-                )
-            finally:
-                store.close()
-        except Exception as e:  # state gone or unreadable: a toast, never a traceback
-            ok, report = False, f"{verb} failed: {e}"
-        if ok and verb == "pause":
-            report += "\n(a paused task still holds its GPU memory)"
-        self.call_from_thread(self.say, report or f"{verb}: done", "information" if ok else "error")
-        self.call_from_thread(self.refresh_data)
-        return ok, report
+        self._in_thread(self._send, verb)
 
-    def action_menu(self) -> None:
-        if self.monitor_only:
+    def _send(self, verb: Verb) -> None:
+        app = self.app
+        try:
+            outcome = send(app.run_dir, verb)
+            ok, report = outcome.ok, outcome.report
+        except Exception as e:  # state gone or unreadable: a toast, never a traceback
+            ok, report = False, f"{verb.name} failed: {e}"
+        if ok and verb.name == "pause":
+            report += "\n(a paused task still holds its GPU memory)"
+        app.call_from_thread(app.say, report or f"{verb.name}: done", "information" if ok else "error")
+        app.call_from_thread(app.refresh_data)
+
+    def menu(self) -> None:
+        app = self.app
+        if app.monitor_only:
             return
 
         def chosen(choice: str | None) -> None:
-            if choice in ("merge", "summary") and self.snapshot is None:
-                self.say(f"nothing to {'merge' if choice == 'merge' else 'summarise'} yet: launch the job (l)")
-            elif choice == "merge" and not self._refuse_readonly():
-                self.send_verb("merge", None)
-            elif choice == "summary" and not self._refuse_readonly():
-                self._write_summary()
+            if choice in ("merge", "summary") and app.snapshot is None:
+                app.say(f"nothing to {'merge' if choice == 'merge' else 'summarise'} yet: launch the job (l)")
+            elif choice == "merge" and not self.refuse_readonly():
+                self.send(verb_named("merge"))
+            elif choice == "summary" and not self.refuse_readonly():
+                self._in_thread(self._write_summary)
             elif choice == "view-merge":
-                self.push_screen(FileScreen(self.view.paths.merge_summary, "Menu -> Merge writes it."))
+                app.push_screen(FileScreen(app.view.paths.merge_summary, "Menu -> Merge writes it."))
             elif choice == "view-report":
-                self.push_screen(
-                    FileScreen(self.view.paths.root / "report.md", "Menu -> Write summary writes it.")
-                )
+                app.push_screen(FileScreen(app.view.paths.root / "report.md", "Menu -> Write summary writes it."))
 
-        self.push_screen(MenuScreen(readonly=self.readonly), chosen)
+        app.push_screen(MenuScreen(readonly=app.readonly), chosen)
 
-    @work(thread=True, group="control", exit_on_error=False)
     def _write_summary(self) -> None:
+        app = self.app
         try:
-            paths, store = open_existing(self.run_dir, readonly=True)
-            try:
-                summary, report = write_summary(store, paths)
-            finally:
-                store.close()
+            summary, report = open_run(app.run_dir).summary()
         except Exception as e:
-            self.call_from_thread(self.say, f"could not write the summary: {e}", "error")
+            app.call_from_thread(app.say, f"could not write the summary: {e}", "error")
             return
-        self.call_from_thread(self.say, f"wrote {summary} and {report}")
+        app.call_from_thread(app.say, f"wrote {summary} and {report}")
 
-    def action_quit_dialog(self) -> None:
-        if isinstance(self.screen, QuitScreen):
+    def quit_dialog(self) -> None:
+        app = self.app
+        if isinstance(app.screen, QuitScreen):
             return
         running = 0
-        if self.snapshot is not None:
-            running = sum(1 for v in self.snapshot.tasks if v.task.status in Status.LIVE)
-        live = bool(self.snapshot and self.snapshot.scheduler_live)
-        if self.monitor_only or self.readonly or (running == 0 and not live):
-            self.exit()
+        if app.snapshot is not None:
+            running = sum(1 for v in app.snapshot.tasks if v.task.status in Status.LIVE)
+        live = bool(app.snapshot and app.snapshot.scheduler_live)
+        if app.monitor_only or app.readonly or (running == 0 and not live):
+            app.exit()
             return
-        again = f"gputui --run-dir {shlex.quote(str(self.view.paths.root))}"
+        again = f"gputui --run-dir {shlex.quote(str(app.view.paths.root))}"
 
         def chosen(choice: str | None) -> None:
             if choice == "detach":
-                self.exit(message=f"detached: the run goes on in the background. Re-attach with:\n  {again}")
+                app.exit(message=f"detached: the run goes on in the background. Re-attach with:\n  {again}")
             elif choice == "stop":
-                self._stop_and_quit()
+                self._in_thread(self._stop_and_quit)
 
-        self.push_screen(QuitScreen(running, can_stop=True, run_dir=str(self.view.paths.root)), chosen)
+        app.push_screen(QuitScreen(running, can_stop=True, run_dir=str(app.view.paths.root)), chosen)
 
-    @work(thread=True, group="control", exit_on_error=False)
     def _stop_and_quit(self) -> None:
         try:
-            paths, store = open_existing(self.run_dir)
-            try:
-                ok, report = control.request(paths, store, "stop", None, lambda: control.Controller(paths, store))
-            finally:
-                store.close()
+            outcome = send(self.app.run_dir, Stop())
+            ok, report = outcome.ok, outcome.report
         except Exception as e:
             ok, report = False, f"stop failed: {e}"
-        self.call_from_thread(self.exit, message="stopped our tasks" if ok else report)
+        self.app.call_from_thread(self.app.exit, message="stopped our tasks" if ok else report)
 
 
 def kill_target(refs: list, view, executor: str = "local", slurm_job: str = "") -> str:

@@ -58,3 +58,51 @@ def test_imports_run_down_the_flow():
             if me in LAYERS and target in LAYERS and target != me and LAYERS[target] >= LAYERS[me]:
                 upward.append(f"{path.relative_to(root)} imports gputui.{target}")
     assert not upward, upward
+
+
+# One door, as nvitop bans `nvitop.api` inside `nvitop/tui/**` (ruff TID251), turned around: the app and the
+# command line import of gputui only the front door (`gputui.api`), the views, and plain value types.
+FRONT_DOOR = ("gputui.api", "gputui.views")
+# and the leaves every layer may use (what a terminal may show, step-free stamps, the reader of growing files)
+VALUE_TYPES = ("gputui.gpus.probe", "gputui.jobs.tasks", "gputui.text_safety", "gputui.clock", "gputui.files")
+ALLOWED = {
+    "tui": (*FRONT_DOOR, *VALUE_TYPES, "gputui.tui"),
+    "cli.py": (*FRONT_DOOR, "gputui.tui", "gputui.__version__"),  # the app and `serve`: started from the CLI
+}
+# TEMPORARY (issue 22): executor lines that the Executor branch replaces by functions in gputui/views. The lead
+# removes these after merging it; the test below fails when one is no longer used.
+TEMPORARY = {
+    ("tui/refresh.py", "gputui.executors.ray_bridge"),
+    ("tui/verbs.py", "gputui.executors.slurm"),
+    ("tui/widgets/job_rows.py", "gputui.executors.slurm"),
+}
+
+
+def _gputui_imports(path):
+    """Every `gputui...` name a module imports, wherever the import is (in a function, under TYPE_CHECKING)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.split(".")[0] == "gputui")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "gputui" and not node.level:
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+def test_the_app_and_the_cli_import_only_the_front_door_views_and_value_types():
+    from pathlib import Path
+
+    root = Path(gputui.__file__).parent
+    past, used = [], set()
+    for area, allowed in ALLOWED.items():
+        for path in [root / area] if area.endswith(".py") else sorted((root / area).rglob("*.py")):
+            where = path.relative_to(root).as_posix()
+            for name in _gputui_imports(path):
+                if any(name == a or name.startswith(f"{a}.") for a in allowed):
+                    continue
+                if (where, name) in TEMPORARY:
+                    used.add((where, name))
+                else:
+                    past.append(f"{where} imports {name}")
+    assert not past, f"past the front door (add what is needed to gputui.api): {past}"
+    assert used == TEMPORARY, f"no longer imported, remove from TEMPORARY: {sorted(TEMPORARY - used)}"

@@ -106,6 +106,20 @@ def test_partial_last_line_is_held_until_complete(tmp_path):
     assert len(read_all(path)) == 2
 
 
+def test_a_replaced_or_truncated_events_file_is_read_from_its_start(tmp_path):
+    path = tmp_path / "events.jsonl"
+    line = json.dumps({"t": 1.0, "event": "metrics", "step": 1, "values": {"loss": 1.0}}) + "\n"
+    path.write_text(line)
+    reader = EventReader(path)
+    assert [e.step for e in reader.read()] == [1]
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_text(line.replace('"step": 1', '"step": 2') * 3)
+    fresh.replace(path)  # another file, longer than what was read: its first bytes are not skipped
+    assert [e.step for e in reader.read()] == [2, 2, 2]
+    path.write_text(line.replace('"step": 1', '"step": 3'))  # truncated
+    assert [e.step for e in reader.read()] == [3] and reader.bad_lines == 0
+
+
 def test_threads_writing_concurrently_produce_only_whole_lines(events_file):
     n_threads, per_thread = 8, 300
 

@@ -137,3 +137,16 @@ def test_the_health_rules_read_a_line_as_its_log_pane_shows_it():
     # 8-bit CSI colours and an OSC title, which the old CSI-only stripper left in front of the name.
     assert parse_log_values("step 3 \x9b1mloss\x9b0m=0.5") == {"step": 3.0, "loss": 0.5}
     assert parse_log_values("\x1b]0;train\x07iter 7 loss: 2.5\x1b[K\r\n") == {"step": 7.0, "loss": 2.5}
+
+
+def test_a_log_truncated_or_replaced_is_read_again_from_its_start(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_bytes(b"step 1 loss=0.5\nstep 2 loss=0.4\nstep 3 lo")
+    tail = LogTail(log)
+    assert tail.read_lines() == ["step 1 loss=0.5", "step 2 loss=0.4"] and tail.held
+    log.write_bytes(b"restarted\n")  # truncated in place (a worker reopening its log with "w")
+    assert tail.read_lines() == ["restarted"]  # the held "step 3 lo" is dropped with the old text
+    fresh = tmp_path / "fresh.log"
+    fresh.write_bytes(b"rotated 1\nrotated 2\nrotated 3 is longer than what was read\n")
+    fresh.replace(log)  # another file under the same name, longer than what was read
+    assert tail.read_lines() == ["rotated 1", "rotated 2", "rotated 3 is longer than what was read"]

@@ -389,9 +389,9 @@ def test_string_ids_through_a_key_in_csv(tmp_path):
 
 
 def test_many_blocks_give_the_same_result(tmp_path, monkeypatch):
-    import gputui.results.merge as merge_mod
+    import gputui.results.merge_io as merge_io
 
-    monkeypatch.setattr(merge_mod, "BLOCK", 64)  # records and CRLFs cut across block ends
+    monkeypatch.setattr(merge_io, "BLOCK", 64)  # records and CRLFs cut across block ends
     a = write_csv(tmp_path / "a.csv", [(i, f"text {i},\nmore") for i in range(0, 50)])
     b = tmp_path / "b.csv"
     b.write_bytes(b"id,text\r\n" + b"".join(b"%d,plain text %d\r\n" % (i, i) for i in range(50, 100)))

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import gputui.results.merge as merge_mod
+import gputui.results.merge_io as merge_io
 from gputui.jobs import tabular
 from gputui.results.idcheck import IdCheck, ShardOutput, expected_in, int_key
 from gputui.results.idscan import MAX_DIGITS, parse_ints
@@ -42,17 +42,17 @@ cells = st.lists(st.one_of(st.sampled_from(TRICKY), st.characters(codec="utf-8")
 # CSV syntax in any order: bodies no writer would produce, which the csv module still reads somehow.
 SYNTAX = ["0", "1", "7", "-", "a", " ", ",", '"', "\r", "\n", "\r\n", "\ufeff", "\x00", "\u2028"]
 garbage = st.lists(st.sampled_from(SYNTAX), max_size=60).map("".join)
-blocks = st.sampled_from([3, 16, 61, merge_mod.BLOCK])  # records, quotes and CRLFs cut across block ends
+blocks = st.sampled_from([3, 16, 61, merge_io.BLOCK])  # records, quotes and CRLFs cut across block ends
 
 
 @contextlib.contextmanager
 def block_size(n: int):
     """The merge's read size, small so that one table spans many blocks."""
-    old, merge_mod.BLOCK = merge_mod.BLOCK, n
+    old, merge_io.BLOCK = merge_io.BLOCK, n
     try:
         yield
     finally:
-        merge_mod.BLOCK = old
+        merge_io.BLOCK = old
 
 
 @st.composite
@@ -255,7 +255,7 @@ def test_a_header_line_with_a_stray_carriage_return_is_not_copied_as_a_plain_hea
 @given(
     pattern=st.lists(st.sampled_from(TRICKY + ["a", "b"]), min_size=1, max_size=6).map("".join),
     size=st.integers(100_000, 200_000),
-    block=st.sampled_from([4096, merge_mod.BLOCK]),
+    block=st.sampled_from([4096, merge_io.BLOCK]),
     dialect=dialects(),
 )
 def test_fields_of_200_kb_merge_unchanged(pattern, size, block, dialect):

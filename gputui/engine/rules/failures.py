@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gputui.text_safety import one_line
 
 # Most specific first: an OOM traceback also contains "CUDA error" and "Traceback".
-_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+FAILURE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "cuda_oom",
         re.compile(
@@ -49,7 +49,7 @@ LOST_ON_RAY = "the Ray bridge that held it ended first: its cluster stopped, or 
 def classify(exit_code: int | None, log_tail: str, lost: str = LOST_LOCALLY) -> Failure:
     """`exit_code`: negative (Python) or 128+N (shell) for death by signal N; None when unknown, for the
     reason `lost` gives."""
-    for kind, pattern in _PATTERNS:
+    for kind, pattern in FAILURE_PATTERNS:
         m = pattern.search(log_tail)
         if m:
             return Failure(kind, f"{_LABELS[kind]}: {_line_of(log_tail, m.start())}")
@@ -63,7 +63,7 @@ def classify(exit_code: int | None, log_tail: str, lost: str = LOST_LOCALLY) -> 
     if exc:
         return Failure("exception", f"Python exception: {exc}")
     if exit_code == 127 and (submit := _NOT_SUBMITTED.search(log_tail)):  # a Slurm stand-in's, not a command's
-        return Failure("not_submitted", _clip(submit.group(1)))
+        return Failure("not_submitted", clip_reason(submit.group(1)))
     if exit_code == 127:
         return Failure("not_found", f"command not found (exit 127): {_last_line(log_tail)}".rstrip(": "))
     return Failure(
@@ -85,7 +85,7 @@ def read_tail(path: str | os.PathLike[str], max_bytes: int = 64 * 1024) -> str:
 def _line_of(text: str, pos: int) -> str:
     start = text.rfind("\n", 0, pos) + 1
     end = text.find("\n", pos)
-    return _clip(text[start : end if end >= 0 else len(text)].strip())
+    return clip_reason(text[start : end if end >= 0 else len(text)].strip())
 
 
 def _last_exception(text: str) -> str | None:
@@ -94,16 +94,16 @@ def _last_exception(text: str) -> str | None:
     for line in reversed(text.splitlines()):
         m = _EXCEPTION_LINE.match(line.strip())
         if m:
-            return _clip(m.group(1))
+            return clip_reason(m.group(1))
     return None
 
 
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return _clip(lines[-1]) if lines else ""
+    return clip_reason(lines[-1]) if lines else ""
 
 
-def _clip(s: str, n: int = 200) -> str:
+def clip_reason(s: str, n: int = 200) -> str:
     """A log line fit for a reason (`one_line`: an escape sequence a worker printed must not retitle or clear
     the terminal that shows the reason), at most `n` characters."""
     s = one_line(s)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gputui.engine.rules.failures import _PATTERNS, _clip
+from gputui.engine.rules.failures import FAILURE_PATTERNS, clip_reason
 from gputui.jobs.health_spec import HealthSpec
 from gputui.text_safety import log_line
 
@@ -107,7 +107,7 @@ def cuda_error_rule(line: str) -> str | None:
     writes it for conditions it recovers from, and the classifier reads it only once a task has failed,
     while this watch would stop a running one.
     """
-    for kind, pattern in _PATTERNS:
+    for kind, pattern in FAILURE_PATTERNS:
         if kind not in _CUDA_RULES:  # Slurm ending the job: the attempt ends anyway, nothing to stop
             continue
         for m in pattern.finditer(line):
@@ -220,7 +220,7 @@ class HealthWatch:
         if self.spec.cuda_errors:
             rule = cuda_error_rule(line)
             if rule is not None:
-                return self._break(Break(rule, _clip(line.strip()), self.last_step, None, False))
+                return self._break(Break(rule, clip_reason(line.strip()), self.last_step, None, False))
         values = parse_log_values(line, self._metric)
         raw_step = values.pop("step", None)
         step = None if raw_step is None else int(raw_step)

@@ -11,8 +11,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from gputui.engine.monitor import CpuSampler
-from gputui.gpus.probe import GIB
+from gputui.api.machine import CpuSampler
+from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.views.processes import TreeRow, process_tree
 from gputui.views.runview import RunView
 
@@ -31,6 +31,11 @@ def tree_table(rows: list[TreeRow]) -> Table:
             Text("  " * row.depth + ("└ " if row.depth else "") + row.command),
         )
     return table
+
+
+def gpu_memory_by_pid(gpus: list[GpuSnapshot]) -> dict[int, int]:
+    """pid -> bytes it holds on these GPUs."""
+    return {p.pid: p.used_memory or 0 for g in gpus for p in g.processes}
 
 
 class ProcessTreeScreen(ModalScreen[None]):

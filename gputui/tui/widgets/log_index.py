@@ -17,6 +17,8 @@ from array import array
 from itertools import accumulate, islice
 from pathlib import Path
 
+from gputui.files.tail import Mark
+
 CHUNK = 1 << 20
 """Bytes read per pread while scanning or searching: big enough to be fast, small enough to hold briefly."""
 SCAN_BUDGET = 16 << 20
@@ -43,6 +45,7 @@ class LineIndex:
         self._ident: tuple[int, int] | None = None
         self._offsets = array("Q", [0])  # start of every complete line, plus the start of the next one
         self._scanned = 0  # bytes indexed so far
+        self._last = b""  # the last byte indexed: changed, the file was rewritten
         self._size = 0  # file size at the last scan
         self._longest = 0  # longest complete line in bytes, a cheap width hint for horizontal scrolling
 
@@ -115,12 +118,14 @@ class LineIndex:
         self._ident = ident
         self._offsets = array("Q", [0])
         self._scanned = 0
+        self._last = b""
         self._size = 0
         self._longest = 0
         self.generation += 1
 
     def _sync_file_locked(self) -> int | None:
-        """Open, reopen or reset as the file on disk demands; return the current size, or None if absent."""
+        """Open, reopen or reset as the file on disk demands (the rule of every follower: files.tail);
+        return the current size, or None if absent."""
         try:
             st = os.stat(self.path)
         except (FileNotFoundError, NotADirectoryError):
@@ -134,15 +139,10 @@ class LineIndex:
                 return None if self._fd is None else os.fstat(self._fd).st_size
             self._reset_locked(fd, ident)
             return os.fstat(fd).st_size
-        size = os.fstat(self._fd).st_size
-        if size < self._scanned or self._rewritten_locked():
+        st = os.fstat(self._fd)
+        if not Mark(ident, self._scanned, self._last).holds(self._fd, st):  # truncated, or cut and regrown
             self._reset_locked(self._fd, ident)
-        return size
-
-    def _rewritten_locked(self) -> bool:
-        """Truncated and regrown between two scans: the byte before the last line start is no newline."""
-        last = self._offsets[-1]
-        return last > 0 and os.pread(self._fd, 1, last - 1) != b"\n"
+        return st.st_size
 
     # -- indexing ----------------------------------------------------------------------------------
 
@@ -181,6 +181,7 @@ class LineIndex:
                     break
                 self._offsets.extend(new)
                 self._scanned = start + len(chunk)
+                self._last = chunk[-1:]
                 if lengths:
                     self._longest = max(self._longest, max(lengths) - 1)
         return len(self._offsets) - 1

@@ -1,8 +1,8 @@
 """A log pane that opens any log, however large, and tails it (the toolong model, see STYLE.md).
 
 `LogView` is a line-API `ScrollView`: the file is indexed by line offsets (`LineIndex`), and only the lines
-on screen are read back (`os.pread`) and rendered, with an LRU of rendered strips. Indexing runs off the
-event loop and only while the pane is on screen. `LogPane` adds the search box.
+on screen are read back (`os.pread`) and drawn (`log_render`), with an LRU of rendered strips. Indexing runs
+off the event loop and only while the pane is on screen. `LogPane` adds the search box.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from rich.ansi import AnsiDecoder
 from rich.segment import Segment
 from rich.style import Style
 from textual import events, work
@@ -27,16 +26,13 @@ from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 from textual.widgets import Input
 
-from gputui.text_safety import log_line
 from gputui.tui.widgets.log_index import LineIndex
+from gputui.tui.widgets.log_render import RENDER_BYTES, render_log_line
 
 __all__ = ["LogPane", "LogView"]
 
 IDLE_INTERVAL = 1.5
 """Seconds between looks at a log that has not grown for a while (`poll` looks at once)."""
-
-RENDER_BYTES = 64 * 1024
-"""Bytes of one line rendered at most: a 10 MB JSON line should not stall a repaint."""
 
 
 class LogView(ScrollView, can_focus=True):
@@ -223,22 +219,8 @@ class LogView(ScrollView, can_focus=True):
 
     def _render(self, line: int, scroll_x: int, width: int, style: Style) -> Strip:
         assert self.index is not None
-        # `log_line` keeps the colours (the decoder applies them) and drops every other escape sequence (title,
-        # clear, cursor moves, DCS, APC: Rich's decoder lets `ESC c` and 8-bit CSI through), the rest made
-        # visible; of a line a progress bar redrew, what follows the last \r. Tabs are expanded.
-        raw = log_line(self.index.read_line(line, RENDER_BYTES), colour=True).expandtabs(8)
-        text = AnsiDecoder().decode_line(raw)
-        text.no_wrap = True
-        text.end = ""
-        strip = Strip(list(text.render(self.app.console)), text.cell_len)
-        if text.cell_len > scroll_x + width and width > 1:  # the line goes on to the right: say so
-            strip = Strip.join([strip.crop(scroll_x, scroll_x + width - 1), Strip([self._more_segment()])])
-        else:
-            strip = strip.crop_extend(scroll_x, scroll_x + width, None)
-        return strip.apply_style(style).apply_offsets(scroll_x, line)
-
-    def _more_segment(self) -> Segment:
-        return Segment("›", self.get_component_rich_style("log-view--more"))
+        raw, more = self.index.read_line(line, RENDER_BYTES), self.get_component_rich_style("log-view--more")
+        return render_log_line(raw, self.app.console, scroll_x, width, style, more).apply_offsets(scroll_x, line)
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset

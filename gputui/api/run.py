@@ -1,0 +1,117 @@
+"""A run directory opened to read and steer: what `gputui status|pause|kill|...` and the app do to a run,
+as methods. Reading never locks or writes anything; every verb goes through `verbs.send`, so it reaches the
+run's live scheduler when there is one and is applied here under the run lock when there is none."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from gputui.api.status import RunStatus, read_status
+from gputui.api.verbs import Kill, Merge, Outcome, Pause, Resume, Retry, Verb, send
+from gputui.jobs.tasks import TaskRecord
+from gputui.rundir.opening import open_existing
+from gputui.rundir.paths import RunPaths
+from gputui.views.runview import RunSnapshot, RunView
+
+Ids = Sequence[str] | None  # the tasks a verb names; None: every task of the run it applies to
+
+
+class Run:
+    """One run directory. Not the scheduler's own handle (`rundir.opening.Run`): this one holds nothing
+    open between calls but the snapshot reader, which `close` (or `with`) lets go."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.paths = RunPaths(Path(run_dir).resolve())
+        if not self.paths.db.exists():
+            raise FileNotFoundError(f"{self.paths.root} is not a gputui run directory (no state.db)")
+        self._view: RunView | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.root
+
+    # -- reading -------------------------------------------------------------------------------
+    def snapshot(self) -> RunSnapshot | None:
+        """Everything the app shows of the run: tasks with their attempts, progress, metrics, alerts. Read
+        incrementally: call it again for what changed."""
+        if self._view is None:
+            self._view = RunView(self.paths.root)
+        return self._view.snapshot()
+
+    def tasks(self) -> list[TaskRecord]:
+        _, store = open_existing(self.paths.root, readonly=True)
+        try:
+            return store.tasks()
+        finally:
+            store.close()
+
+    def status(self) -> RunStatus:
+        """The tasks, their attempts, whether the scheduler is live, the GPU totals; `.as_dict()` is what
+        `gputui status --json` prints."""
+        return read_status(self.paths.root)
+
+    def logs(self, task_id: str) -> list[Path]:
+        """Every attempt's log of the task, oldest first (a retried task has one per attempt)."""
+        _, store = open_existing(self.paths.root, readonly=True)
+        try:
+            attempts = sorted((a for a in store.attempts() if a.task_id == task_id), key=lambda a: a.number)
+        finally:
+            store.close()
+        return [Path(a.log_path) for a in attempts]
+
+    def log_path(self, task_id: str) -> Path | None:
+        """The task's latest attempt's log (None: it has not started yet)."""
+        logs = self.logs(task_id)
+        return logs[-1] if logs else None
+
+    # -- steering ------------------------------------------------------------------------------
+    def send(self, verb: Verb) -> Outcome:
+        return send(self.paths.root, verb)
+
+    def pause(self, ids: Ids) -> Outcome:
+        return self.send(Pause(ids))
+
+    def resume(self, ids: Ids) -> Outcome:
+        return self.send(Resume(ids))
+
+    def kill(self, ids: Ids) -> Outcome:
+        """SIGTERM, SIGKILL after the run's stop grace, to this run's processes only; waits until they end."""
+        return self.send(Kill(ids))
+
+    def retry(self, ids: Ids, *, force: bool = False) -> Outcome:
+        return self.send(Retry(ids, force=force))
+
+    def merge(self) -> Outcome:
+        """Merge the shard outputs (coverage-checked) into the job's `[outputs].merged` file."""
+        return self.send(Merge())
+
+    def summary(self) -> tuple[Path, Path]:
+        """Write summary.json and report.md from the run's state; returns their paths."""
+        from gputui.results.finalize import write_summary
+
+        paths, store = open_existing(self.paths.root)
+        try:
+            return write_summary(store, paths)
+        finally:
+            store.close()
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._view is not None:
+            self._view.close()
+            self._view = None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.paths.root)!r})"
+
+
+def open_run(run_dir: str | Path) -> Run:
+    """The run in `run_dir` (raises FileNotFoundError when it holds none)."""
+    return Run(run_dir)

@@ -1,0 +1,36 @@
+"""The command palette offers what the footer offers: each key that acts now, as a command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.app import SystemCommand
+
+from gputui.tui import modes
+from gputui.tui.widgets.job_table import JobTable
+from gputui.tui.widgets.run_area import RunArea
+
+if TYPE_CHECKING:
+    from gputui.tui.app import GpuTuiApp
+
+KEYS_ONLY = ("tab", "back", "help", "cycle_sort", "cycle_filter")  # keys, not commands
+
+
+def palette_commands(app: GpuTuiApp) -> Iterator[SystemCommand]:
+    """The table's verbs through the table, `c` through the run area, the app's own keys through the app;
+    each only where its key would act (the same checks as the footer's)."""
+    main = app.screen_stack[0]  # the table's screen, whichever screen the palette was opened on
+    for key in modes.keys_for(app.mode):
+        title = f"{key.does} ({key.key})"
+        if key.action.startswith("request("):
+            verb, table = key.action[len("request('") : -2], main.query_one(JobTable)
+            if table.check_action("request", (verb,)):
+                yield SystemCommand(title, key.does, partial(table.action_request, verb))
+        elif key.action == "toggle_chart":
+            area = main.query_one(RunArea)
+            if area.check_action(key.action, ()):
+                yield SystemCommand(title, key.does, area.action_toggle_chart)
+        elif key.action not in KEYS_ONLY and app.check_action(key.action, ()):
+            yield SystemCommand(title, key.does, getattr(app, f"action_{key.action}"))
