@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gputui import clock
+from gputui.executors.registry import recorded_executor
 from gputui.files.atomic import finite_or_null, json_default
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import gpu_totals
@@ -59,14 +60,19 @@ class RunStatus:
         return max((clock.between(first, a.started_at) + a.elapsed(now) for a in self.attempts), default=0.0)
 
     def placed(self) -> dict[str, str]:
-        """Where each live task's Slurm job runs (`node:GPUs`), or that it is queued and Slurm's word on it."""
-        if self.meta.get("executor") != "slurm":
+        """Where each live task runs on its cluster (`node:GPUs`), or that it is queued and the backend's
+        word on it; empty where tasks run on this machine (the GPUs column says which)."""
+        recorded = recorded_executor(self.run_dir, self.meta.get)
+        if recorded.places_gpus:
             return {}
-        from gputui.executors import slurm
-
         last = latest_attempts(self.attempts)
-        live = [t for t in self.tasks if t.status in Status.LIVE and t.id in last]
-        return {t.id: slurm.shown(self.run_dir, t.id, last[t.id].number) for t in live}
+        shown = {}
+        for t in (t for t in self.tasks if t.status in Status.LIVE and t.id in last):
+            a = last[t.id]
+            found = recorded.placement(t.id, a.number, a.log_path)
+            word = "" if found is not None else recorded.standing(t.id, a.number)
+            shown[t.id] = found.shown if found is not None else (f"queued: {word}" if word else "queued")
+        return shown
 
     def as_dict(self) -> dict:
         """What `gputui status --json` prints: the run, its GPU totals, every task with its latest log."""

@@ -3,7 +3,6 @@ polling the journal, and their leftover processes until the last one is gone."""
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
@@ -51,8 +50,7 @@ class Adoption:
                     live.interrupted = not ends.ended and not ends.started and not self._tagged(live)
                     self._settle(live, ends, self._manifest_for(live, ends))
                     continue
-                pid = live.worker.pid if live.worker else "?"
-                where = "on Ray" if self.job.executor.kind == "ray" else f"pid {pid}"  # no process of it here
+                where = self.executor.recorded.adopted_where(live.worker)
                 self.out.info(f"re-adopted {a.task_id} {live.label} attempt {a.number} ({where}), still running")
                 self.store.add_event("adopted", f"re-adopted attempt {a.number}, {where}", a.task_id)
                 if task.status == Status.KILLED:  # killed while no scheduler watched, before it had started
@@ -174,7 +172,7 @@ class Adoption:
             return
         pairs = self._pairs([self.tasks[live.task_id]])
         if status == Status.PAUSED:
-            self.controller.signal_trees(pairs, signal.SIGSTOP)
+            self.controller.signal_trees(pairs, "pause")
         else:
             self.stops.append(Stop(self.controller, pairs, self.job.stop_grace_s).begin())
 

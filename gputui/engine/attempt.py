@@ -10,7 +10,7 @@ from typing import Protocol
 from gputui.engine.rules.health import Break
 from gputui.engine.watching import AttemptWatch
 from gputui.executors import ownership
-from gputui.executors.local import WaiterHandle
+from gputui.executors.base import WaiterHandle
 from gputui.files.tail import LogTail
 from gputui.jobs.tasks import Status, TaskRecord
 

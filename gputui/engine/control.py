@@ -2,22 +2,23 @@
 
 While a scheduler drives the run, other processes post verbs to it through the store and wait;
 when none does, the caller takes the lock and applies them itself. Either way the same code runs,
-and signals reach only processes that `ownership` proves are this run's. An attempt on Ray has no
-process here: its signals go as words through its signal file to the runner on its node, which applies
-them to the tree it started there.
+and signals reach only processes that `ownership` proves are this run's. Attempts are signalled with
+words (pause, resume, terminate, kill) through the run's recorded executor, which knows how each backend
+takes them (a process tree here; on Ray, a word in the attempt's signal file for the runner on its node).
 """
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gputui.executors import ownership, ray_bridge
+from gputui.executors import ownership
+from gputui.executors.base import RecordedExecutor
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import ProcessRef
+from gputui.executors.registry import recorded_executor
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.manifests import manifest_path
 from gputui.rundir.paths import RunLock, RunPaths
@@ -25,7 +26,6 @@ from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 
 KILL_WAIT_S = 2.0  # after SIGKILL, how long before a survivor is reported instead of waited on
-_RAY_WORDS = {signal.SIGTERM: "TERM", signal.SIGKILL: "KILL", signal.SIGSTOP: "STOP", signal.SIGCONT: "CONT"}
 
 
 class ControlError(RuntimeError):
@@ -49,8 +49,8 @@ class Stop:
     phase: str = "term"  # term -> kill -> done
 
     def begin(self) -> Stop:
-        self.term = self.controller.signal_trees(self.pairs, signal.SIGTERM)
-        self.controller.signal_trees(self.pairs, signal.SIGCONT)  # a paused tree must run to act on it
+        self.term = self.controller.signal_trees(self.pairs, "terminate")
+        self.controller.signal_trees(self.pairs, "resume")  # a paused tree must run to act on it
         self.deadline = time.monotonic() + self.grace
         return self
 
@@ -60,7 +60,7 @@ class Stop:
             if time.monotonic() < self.deadline and self._running(self.term):
                 return False
             # Survivors, and anything forked meanwhile.
-            self.kill = self.controller.signal_trees(self.pairs, signal.SIGKILL)
+            self.kill = self.controller.signal_trees(self.pairs, "kill")
             self.phase, self.deadline = "kill", time.monotonic() + KILL_WAIT_S
         if self.phase == "kill":
             if time.monotonic() < self.deadline and self._running(self.kill):
@@ -70,7 +70,7 @@ class Stop:
 
     def _running(self, signalled: dict[str, list[ProcessRef]]) -> bool:
         alive = any(ownership.alive(r) for r in _flat(signalled))
-        return alive or bool(self.controller.on_ray_running(self.pairs))
+        return alive or bool(self.controller.running_elsewhere(self.pairs))
 
     def finish(self) -> list[str]:
         while not self.step():
@@ -79,18 +79,12 @@ class Stop:
 
     def report(self) -> list[str]:
         lines = list(self.intro)
-        if self.controller.on_ray:
-            running = self.controller.on_ray_running(self.pairs)
-            for task, _ in self.pairs:
-                lines.append(f"{task.id}: " + ("still ending" if task.id in running else "ended") + " on Ray")
-            return lines
+        running = self.controller.running_elsewhere(self.pairs)
         for task, _ in self.pairs:
             term, kill = self.term.get(task.id, []), self.kill.get(task.id, [])
             n = len({r.pid for r in term + kill})
             stuck = [ownership.describe_stuck(r) for r in kill if ownership.alive(r)]
-            lines.append(
-                f"{task.id}: killed {n} process(es)" + ("; still alive: " + "; ".join(stuck) if stuck else "")
-            )
+            lines.append(f"{task.id}: " + self.controller.executor.killed(n, stuck, task.id in running))
         return lines
 
 
@@ -103,6 +97,7 @@ class Controller:
     paths: RunPaths
     store: Store
     on_merge: Callable[[], str] | None = None  # set by the caller: runs the merge, returns a line
+    recorded: RecordedExecutor | None = None  # how attempts are reached (default: as the run recorded it)
     _journal: JournalReader | None = field(default=None, init=False, repr=False)
 
     @property
@@ -110,9 +105,10 @@ class Controller:
         return self.store.meta("scheduler_id")
 
     @property
-    def on_ray(self) -> bool:
-        """The run's attempts run on Ray: none has a process here."""
-        return self.store.meta("executor", "local") == "ray"
+    def executor(self) -> RecordedExecutor:
+        """The run's executor, as given, or as the run recorded it (read each time: a run being opened
+        records it as its scheduler starts)."""
+        return self.recorded or recorded_executor(self.paths.root, self.store.meta)
 
     @property
     def journal(self) -> JournalReader:
@@ -152,34 +148,30 @@ class Controller:
         if task.status != Status.RUNNING:
             raise ControlError(f"is {task.status}; only a running task can be paused")
         attempt = self.live_attempt(task)
-        # Parents first, then once more for children forked meanwhile. On Slurm the attempt's stand-in takes
-        # SIGTSTP (which it can catch, unlike SIGSTOP) to suspend or hold the job; on Ray the runner on the
-        # node stops the tree (a word through the signal file, applied as soon as the command starts).
-        executor = self.store.meta("executor", "local")
-        stop = signal.SIGSTOP if executor in ("local", "ray") else signal.SIGTSTP
-        sent = self.signal_trees([(task, attempt)], stop).get(task.id, [])
-        if executor != "ray":
-            sent += self.signal_trees([(task, attempt)], stop).get(task.id, [])
-        if not sent and executor != "ray":
-            raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
+        # Parents first, then once more for children forked meanwhile (where it has processes here: on Slurm
+        # the attempt's stand-in, which suspends or holds the job; on Ray the runner on the node stops the
+        # tree, told through the signal file, applied as soon as the command starts).
+        executor = self.executor
+        sent = executor.signal(attempt, "pause")
+        if sent is not None:
+            sent += executor.signal(attempt, "pause")
+            if not sent:
+                raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PAUSED)
             self.store.update_attempt(task.id, attempt.number, status=Status.PAUSED)
-        if executor == "ray":
-            return f"{task.id}: paused on Ray (its processes on the node are stopped; GPU memory stays allocated)"
-        if executor != "local":
-            return f"{task.id}: paused on the {executor} cluster (its log says how: suspended, held or stopped)"
-        return f"{task.id}: paused {len({r.pid for r in sent})} process(es); its GPU memory stays allocated"
+        return f"{task.id}: {executor.paused(sent or [])}"
 
     def resume(self, task: TaskRecord) -> str:
         if task.status != Status.PAUSED:
             raise ControlError(f"is {task.status}; only a paused task can be resumed")
         attempt = self.live_attempt(task)
-        sent = self.signal_trees([(task, attempt)], signal.SIGCONT).get(task.id, [])
+        executor = self.executor
+        sent = executor.signal(attempt, "resume")
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.RUNNING)
             self.store.update_attempt(task.id, attempt.number, status=Status.RUNNING)
-        return f"{task.id}: resumed " + ("on Ray" if self.on_ray else f"{len(sent)} process(es)")
+        return f"{task.id}: {executor.resumed(sent or [])}"
 
     def begin_kill(self, tasks: Sequence[TaskRecord]) -> Stop:
         """Record the kills, send SIGTERM; the returned Stop sends SIGKILL after the grace period."""
@@ -223,35 +215,24 @@ class Controller:
 
     # -- process trees -------------------------------------------------------------------------
     def signal_trees(
-        self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]], sig: int
+        self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]], word: str
     ) -> dict[str, list[ProcessRef]]:
-        """Send `sig` to each attempt's processes as `ownership` defines them; returns what was signalled.
-        SIGKILL also goes through the attempt's cgroup, which nothing of it can leave."""
+        """Ask each attempt to pause, resume, terminate or be killed (`word`), as the executor reaches it;
+        returns the processes signalled here (none for an attempt told through its backend). A kill here
+        also goes through the attempt's cgroup, which nothing of it can leave."""
+        executor = self.executor
         sent: dict[str, list[ProcessRef]] = {}
-        if self.on_ray:
-            for task, attempt in pairs:
-                signals = ray_bridge.signals_path(self.paths.root, task.id, attempt.number)
-                ray_bridge.tell(signals, _RAY_WORDS[signal.SIGSTOP if sig == signal.SIGTSTP else sig])
-            return sent
         for task, attempt in pairs:
-            procs = attempt.processes()
-            sent[task.id] = [r for r in procs.tree() if ownership.send(r, sig)]
-            if sig == signal.SIGKILL:
-                procs.kill_cgroup()
+            found = executor.signal(attempt, word)
+            if found is not None:
+                sent[task.id] = found
         return sent
 
-    def on_ray_running(self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]]) -> set[str]:
-        """The tasks of `pairs` whose attempt on Ray has not ended, as the journal says (the bridge records
-        them; empty for a run not on Ray)."""
-        if not self.on_ray:
-            return set()
-        attempts = self.journal.update()
-        running = set()
-        for task, attempt in pairs:
-            ends = attempts.get((task.id, attempt.number))
-            if ends is None or not ends.ended and ends.waiter is not None and ownership.alive(ends.waiter):
-                running.add(task.id)
-        return running
+    def running_elsewhere(self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]]) -> set[str]:
+        """The tasks of `pairs` whose attempt runs with no process here (on Ray) and has not ended, as the
+        journal says; empty where every attempt has its processes here."""
+        keys = [(task.id, attempt.number) for task, attempt in pairs]
+        return {task_id for task_id, _ in self.executor.running_elsewhere(self.journal.update, keys)}
 
     def live_attempt(self, task: TaskRecord) -> AttemptRecord:
         """The task's current attempt, with what its waiter recorded of its start if the store lacks it."""

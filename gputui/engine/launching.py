@@ -9,16 +9,15 @@ import shlex
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
 from gputui import clock
 from gputui.engine.attempt import WAITING, Infeasible, Live
 from gputui.engine.monitor import draining
 from gputui.engine.rules.placement import place, usable_gpus, why_waiting
-from gputui.executors import ownership, ray_bridge, slurm, slurm_task
+from gputui.executors import ownership
+from gputui.executors.base import Capacity, ExecutorUnavailable, LaunchFailed, LaunchSpec
 from gputui.executors.journal import AttemptEnds
-from gputui.executors.local import LaunchFailed, LaunchSpec
 from gputui.files.tail import LogTail
 from gputui.gpus.detect import describe
 from gputui.gpus.probe import GIB
@@ -32,8 +31,6 @@ from gputui.jobs.templates import render_command
 from gputui.rundir.paths import RunPaths
 
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
-RAY_QUEUE_AHEAD = 3  # attempts submitted to Ray per task it can run at once (12 for 4 GPUs)
-BRIDGE_CHECK_S = 5.0  # how often the run's Ray bridge is looked for before attempts are sent to it
 
 
 def _release(fds) -> None:
@@ -128,12 +125,12 @@ class Launching:
                 later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
-        if ready and self._on_ray() and not self._ray_bridge_up(time.monotonic()):
+        if ready and not self.executor.ready(time.monotonic(), self.out.info):  # (the Ray bridge is not up)
             later.extend((t.index, t.id) for t in ready)  # tried again next turn
             ready = []
         if self.cluster is not None:  # the cluster places them: as many start as there are slots
             new = [self._record_launch(t, (), now, []) for t in ready]
-            launches.extend(self._submit_to_slurm(new) if self.job.executor.kind == "slurm" else new)
+            launches.extend(self.executor.submit(new, self.out.info))  # (Slurm: sbatch, arrays, afterok)
             for entry in later:
                 heapq.heappush(self.waiting, entry)
             return
@@ -165,122 +162,31 @@ class Launching:
                 self._waiting_said = reason
 
     def _may_follow(self, dep: str) -> bool:
-        """Whether a task waiting for `dep` may be launched: once `dep` is done, or on Slurm while `dep`'s
-        job is queued (the follower's job then waits in Slurm with afterok, and starts as `dep` ends well)."""
+        """Whether a task waiting for `dep` may be launched: once `dep` is done, or while `dep` runs where its
+        executor holds the follower back until `dep` ends well (Slurm: afterok on `dep`'s job)."""
         status = self.tasks[dep].status
-        return status == Status.DONE or (status == Status.RUNNING and dep in self.slurm_jobs)
-
-    def _submit_to_slurm(self, new: list[tuple[LaunchSpec, Live]]) -> list[tuple[LaunchSpec, Live]]:
-        """One sbatch per launch: shards as one job array (per GPU count), each trial or step a job of its
-        own (a step with afterok on the jobs of the steps it waits for). Each attempt's launch becomes its
-        stand-in for its job, or for why sbatch refused it (it then fails with that reason, and is retried)."""
-        groups: dict[tuple, list[tuple[LaunchSpec, Live]]] = {}
-        for spec, live in new:
-            task = self.tasks[spec.task_id]
-            key = ("array", self._gpus_needed(task)) if kind_of(self.job).alike_tasks else ("job", spec.task_id)
-            groups.setdefault(key, []).append((spec, live))
-        out, e = [], self.job.executor
-        base = self.executor.env
-        for (shape, _), group in groups.items():
-            first = self.tasks[group[0][0].task_id]
-            after = tuple(sorted({self.slurm_jobs[d] for d in first.after if self.tasks[d].status != Status.DONE}))
-            elements = [self._slurm_element(spec, base) for spec, _ in group]
-            args = slurm.sbatch_args(
-                name=self.job.name,
-                scheduler_id=self.scheduler_id,
-                run_dir=self.paths.root,
-                gpus=self._gpus_needed(first),
-                partition=e.partition,
-                extra=e.extra_args,
-                elements=len(elements),
-                array=shape == "array",
-                throttle=self.job.resources.max_parallel,
-                after=after,
-            )
-            job, error = None, ""
-            try:
-                job = slurm.submit(args, slurm.write_batch(self.paths.root, elements))
-            except (slurm.SlurmUnavailable, OSError) as err:
-                error = f"cannot submit to Slurm: {err}"
-                self.out.info(f"{len(group)} task(s) not submitted: {error}")
-            for i, (spec, live) in enumerate(group):
-                jid = None if job is None else f"{job}_{i}" if shape == "array" else job
-                if jid is not None:
-                    slurm.attempt_file(self.paths.root, spec.task_id, spec.number, "job").write_text(jid)
-                    self.slurm_jobs[spec.task_id] = jid
-                argv = slurm_task.command(
-                    self.paths.root, spec.task_id, spec.number, spec.grace, self.scheduler_id, jid, error
-                )
-                out.append((replace(spec, argv=argv), live))
-        return out
-
-    def _slurm_element(self, spec: LaunchSpec, base: Mapping[str, str]) -> dict:
-        """What the runner on the node needs for one attempt. sbatch hands the job this process's
-        environment; the element carries only what the attempt's differs in (the run's env, its tags)."""
-        env = {k: v for k, v in {**base, **spec.env}.items() if os.environ.get(k) != v}
-        env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm's choice
-        files = {w: str(slurm.attempt_file(self.paths.root, spec.task_id, spec.number, w)) for w in slurm.FILES}
-        return {"task": spec.task_id, "argv": list(spec.argv), "env": env, "log": str(spec.log_path),
-                "cwd": str(self.job.workdir), "grace": spec.grace, **files}  # fmt: skip
+        return status == Status.DONE or (status == Status.RUNNING and self.executor.queues_after(dep))
 
     def _gpus_needed(self, task: TaskRecord) -> int:
         """The policy's GPUs per worker, a pipeline step's own, or twice as many per out-of-memory retry."""
         return gpus_for(self.job.retry.on_oom, self.needs.get(task.id, self.policy.gpus_per_worker), task.info)
 
-    def _join_cluster(self) -> dict:
-        """The cluster's capacity, asked of the run's Ray bridge (started now if none runs) or of Slurm: a
-        cluster that cannot be reached stops the run before anything is launched, saying why."""
-        spec = self.job.executor
+    def _join(self, env: Mapping[str, str]) -> Capacity | None:
+        """Join the executor's backend (a cluster: its capacity, asked of the run's Ray bridge or of Slurm);
+        one that cannot be reached, or whose largest node is too small, stops the run before anything is
+        launched, saying why."""
         try:
-            if spec.kind == "slurm":
-                found = vars(slurm.capacity(spec.partition))
-                where = f"Slurm partition {spec.partition!r}" if spec.partition else "Slurm's default partition"
-            else:
-                found = ray_bridge.capacity(self.paths.root, spec.address, spec.num_gpus)
-                where = f"the Ray cluster at {spec.address!r}"
-        except (ray_bridge.RayUnavailable, slurm.SlurmUnavailable, OSError) as e:
+            found = self.executor.join(env)
+        except (ExecutorUnavailable, OSError) as e:
             raise Infeasible(f"{self.job.path}: [executor]: {e}") from None
         need = max([self.job.resources.gpus_per_worker, *self.needs.values()])
-        if need > found["node_gpus"]:
+        if found is not None and need > found.node_gpus:
             raise Infeasible(
-                f"{self.job.path}: [resources].gpus_per_worker = {need}, but no node of {where} has that many "
-                f"(the largest has {found['node_gpus']:g}, {found['gpus']:g} in all); a task's GPUs are on one "
+                f"{self.job.path}: [resources].gpus_per_worker = {need}, but no node of {found.where} has that "
+                f"many (the largest has {found.node_gpus:g}, {found.gpus:g} in all); a task's GPUs are on one "
                 "node, so no task could ever start"
             )
-        return found | {"where": where}
-
-    def _ray_bridge_up(self, now: float) -> bool:
-        """Whether the run's Ray bridge holds our connection. One that died (its attempts ended, unknown how,
-        and are retried) is started again, as the run began, before more are sent to it; while it cannot
-        be, it is tried again every BRIDGE_CHECK_S."""
-        if self.executor.bridge is not None:
-            return True
-        if 0 <= now - self._bridge_checked < BRIDGE_CHECK_S:  # `now`: time.monotonic()
-            return False
-        self._bridge_checked = now
-        e = self.job.executor
-        try:
-            self.executor.attach_bridge(ray_bridge.ensure(self.paths.root, e.address, e.num_gpus))
-        except (ray_bridge.RayUnavailable, OSError) as err:
-            if self._bridge_up:
-                self.out.info(f"cannot reach Ray: {err}; no task starts until it can be reached")
-            self._bridge_up = False
-            return False
-        self._bridge_up = True
-        return True
-
-    def _on_ray(self) -> bool:
-        return self.cluster is not None and self.job.executor.kind == "ray"
-
-    def _cluster_slots(self) -> int:
-        """Attempts at once when [resources].max_parallel is not given: what may wait in the cluster's queue,
-        which starts each as there is room. On Ray, RAY_QUEUE_AHEAD times what the cluster can hold: the
-        next attempt is already queued in Ray when one ends, so Ray starts it at once on the freed GPU
-        (without a round trip through gputui), and its GPU time counts from that start, not from the launch."""
-        if self.job.executor.kind == "slurm":
-            return slurm.SUBMIT_WINDOW
-        gpus = self.job.resources.gpus_per_worker
-        return RAY_QUEUE_AHEAD * max(1, int(self.cluster["gpus"] // gpus if gpus else self.cluster["cpus"]))
+        return found
 
     def _claim_note(self, task_id: str) -> dict:
         return {
@@ -332,7 +238,7 @@ class Launching:
         if task.info.get("output_dir"):  # a trial's or a step's own folder
             Path(task.info["output_dir"]).mkdir(parents=True, exist_ok=True)
         # Recorded before the launch: while it lives, the end will be known.
-        waiter = self.executor.bridge if self._on_ray() else self.executor.waiter()
+        waiter = self.executor.waiter()
         self.store.start_attempt(task.id, number, gpus, argv, str(log_path), now)
         self.store.update_attempt(task.id, number, waiter_pid=waiter.ref.pid, waiter_start=waiter.ref.start)
         fields = {
@@ -350,17 +256,16 @@ class Launching:
         self.store.add_event("launch", f"attempt {number}: {shown}", task.id)
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
         if self.cluster is not None:
-            where = f" on the {self.job.executor.kind} cluster ({self._gpus_needed(task)} GPU)"
+            where = f" on the {self.executor.kind} cluster ({self._gpus_needed(task)} GPU)"
         self.out.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
         live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, waiter.ref)
         live.handle = waiter
         self._watch(live)
         asked = len(gpus) if self.cluster is None else self._gpus_needed(task)
         self.meter.start(live.key, asked, now)  # GPU-hours: the GPUs given, here or by the cluster
-        ray = None
-        if self._on_ray():
-            ray = {"gpus": asked, "signals": str(ray_bridge.signals_path(self.paths.root, task.id, number))}
-        spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held, ray)
+        after = tuple(d for d in task.after if d in self.tasks and self.tasks[d].status != Status.DONE)
+        spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held, asked, after,
+                          batch=kind_of(self.job).alike_tasks)  # fmt: skip
         return spec, live
 
     def _launch(self, spec: LaunchSpec, live: Live) -> None:
@@ -369,8 +274,8 @@ class Launching:
         try:
             try:
                 self.executor.launch(live.handle, spec)
-            except LaunchFailed:  # that waiter died while idle: another one, recorded first
-                if spec.ray is not None:
+            except LaunchFailed as e:  # that waiter died while idle: another one, recorded first
+                if not e.retry:
                     raise  # the bridge died just now: this attempt fails, the next ones go to a new bridge
                 waiter = self.executor.waiter()
                 with self.store.transaction():

@@ -28,9 +28,9 @@ from gputui.engine.rules.placement import Policy
 from gputui.engine.run_modes import size_gpus, sized_values
 from gputui.engine.settling import Settling
 from gputui.engine.steering import Steering
-from gputui.executors import ray_bridge, slurm
+from gputui.executors.base import LaunchSpec, RunContext
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
-from gputui.executors.local import LaunchSpec, LocalExecutor
+from gputui.executors.registry import open_executor
 from gputui.files.wakeup import Wakeup
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
@@ -79,39 +79,37 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self.leave_requested = False  # Ctrl-C again while stopping on Slurm: leave the jobs as they are
         self.stop_signals = 0  # Ctrl-Cs and SIGTERMs received (a stop control is not one of them)
         self.stopped_by_term = False  # the first was a SIGTERM: nobody may be there to press Ctrl-C again
-        self.controller = Controller(self.paths, self.store, on_merge=self.opts.on_merge)
         self.journal = JournalReader(self.paths.journal)
         res = job.resources
         max_parallel = res.max_parallel or (None if res.gpus_per_worker else (os.cpu_count() or 1))
         self.policy = Policy(res.gpus_per_worker, max_parallel, res.min_free_memory_gb, res.memory_per_worker_gb)
         self.needs = kind_of(job).own_gpus(job.kind_spec)  # tasks that ask for their own GPUs (a pipeline's steps)
         self.probe: GpuProbe | None = None
-        self.cluster: dict | None = None  # a cluster executor's GPUs, CPUs and nodes: it places tasks, not we
-        self.slurm_jobs: dict[str, str] = {}  # task id -> the Slurm job of its attempt this process submitted
-        if job.executor.remote:
-            self.executor = self._local_executor()
-            if job.executor.kind == "slurm":  # attempts on Ray need no waiter: the bridge records them
-                self.executor.start()  # the keeper starts while the cluster is joined
-            try:
-                self.cluster = self._join_cluster()
-            except BaseException:
-                self.executor.close()
-                raise
-            if res.max_parallel is None:
-                self.policy = Policy(res.gpus_per_worker, self._cluster_slots(), res.min_free_memory_gb)
-        elif res.mode is not None or max([res.gpus_per_worker, *self.needs.values()]) > 0:
-            self.probe = open_probe(self.opts.simulate, load=self._simulated_load)
+        self.executor = open_executor(job.executor, self._run_context())  # chosen once, here
+        try:
+            uses_gpus = res.mode is not None or max([res.gpus_per_worker, *self.needs.values()]) > 0
+            if self.executor.places_gpus and uses_gpus:
+                self.probe = open_probe(self.opts.simulate, load=self._simulated_load)
+            # A cluster's GPUs, CPUs and nodes (it places tasks, not we); None here. Its environment depends
+            # on how GPUs are probed.
+            self.cluster = self._join(self._base_env())
+        except BaseException:
+            self.executor.close()
+            raise
+        if self.cluster is not None and res.max_parallel is None:
+            slots = self.executor.slots(self.cluster, res.gpus_per_worker)
+            self.policy = Policy(res.gpus_per_worker, slots, res.min_free_memory_gb)
         self.sizing = None  # the run mode's decision: GPUs per worker and workers, from the model and the GPUs
         if res.mode is not None:
             try:
                 self.sizing = size_gpus(job, self.probe.snapshot())
             except NoFit as e:
+                self.executor.close()
                 raise Infeasible(str(e)) from None
             workers = min(self.sizing.workers, res.max_parallel or self.sizing.workers)
             self.policy = Policy(self.sizing.gpus_per_worker, workers, res.min_free_memory_gb)
         self.sized = sized_values(job, self.sizing)
-        if not job.executor.remote:  # its environment depends on how GPUs are probed
-            self.executor = self._local_executor()
+        self.controller = Controller(self.paths, self.store, self.opts.on_merge, self.executor.recorded)
         self.reservations = Reservations()
         self._gpus: list[GpuSnapshot] = []
         self._gpus_at = 0.0
@@ -139,13 +137,12 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         self._progress_at = -1.0
         self._progress_due = False
         self._waiting_said = ""
-        self._bridge_checked = float("-inf")  # when the run's Ray bridge was last looked for (time.monotonic())
         self._retry_due: dict[str, tuple[float, float]] = {}  # see Steering._retry_wait
-        self._bridge_up = True  # it was found then (a failure is said once)
 
-    def _local_executor(self) -> LocalExecutor:
-        keeper_log = self.paths.root / "keeper.log"
-        return LocalExecutor(self.job.workdir, self._base_env(), keeper_log, self.paths.journal, self.scheduler_id)
+    def _run_context(self) -> RunContext:
+        j = self.job
+        return RunContext(self.paths.root, self.paths.journal, j.workdir, self.scheduler_id, j.name,
+                          j.resources.max_parallel)  # fmt: skip
 
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> str:
@@ -156,7 +153,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             self._announce()
             self._load_tasks()
             todo = sum(t.status not in Status.FINAL for t in self.tasks.values())
-            if todo and self.job.executor.kind != "ray":
+            if todo:
                 self.executor.start(prefork=min(todo, self.policy.max_parallel or 8))  # overlaps our start-up
             self._expire_old_controls()
             self._resume()
@@ -177,9 +174,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             self._send_alerts()
             self.alerter.close()
             self.executor.close()
-            if self.job.executor.kind == "ray" and not self.detach_requested:
-                spec = self.job.executor
-                ray_bridge.leave(self.paths.root, spec.address, spec.num_gpus)
+            if not self.detach_requested:
+                self.executor.leave()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             wakeup.close()
@@ -305,9 +301,9 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             self.stop_signals += 1
             if self.stop_signals == 1:
                 self.stopped_by_term = signum == signal.SIGTERM
-            elif self.job.executor.kind == "slurm":
-                self.leave_requested = True  # stop waiting for Slurm's controller (see _shutdown)
-                slurm.abandon()
+            elif self.executor.stop_waits_for_backend:
+                self.leave_requested = True  # stop waiting for its backend (Slurm's controller; see _shutdown)
+                self.executor.abandon()
             self.stop_requested = True
 
         def on_hup(signum, _frame):
@@ -346,7 +342,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         gpus = describe(self.probe) if self.probe is not None else "none (CPU tasks)"
         if self.cluster is not None:
             c = self.cluster
-            gpus = f"{c['where']} ({c['gpus']:g} GPU(s), {c['nodes']} node(s))"
+            gpus = f"{c.where} ({c.gpus:g} GPU(s), {c.nodes} node(s))"
         n = len(self.store.tasks())
         self.out.info(
             f"run {self.job.name} (scheduler {self.scheduler_id[:8]}) in {self.paths.root}: "
@@ -355,10 +351,8 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         exports.write_config(self.paths, self.job, self.scheduler_id, gpus)
         with self.store.transaction():
             self.store.set_meta("alert_bell", self.job.alerts.bell)  # the app rings the bell on an alert
-            self.store.set_meta("executor", self.job.executor.kind)  # pause and resume go through the cluster
-            if self.job.executor.kind == "ray":  # where the app asks for the cluster's GPUs
-                self.store.set_meta("ray_address", self.job.executor.address)
-                self.store.set_meta("ray_num_gpus", self.job.executor.num_gpus)
+            for key, value in self.executor.recorded.meta().items():  # how the app and verbs reach attempts
+                self.store.set_meta(key, value)
         for note in self.notes:
             self.out.info(note)
 
@@ -380,41 +374,32 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             stop.finish()
         if not self.live:
             return
-        on_slurm, grace_s = self.job.executor.kind == "slurm", self.job.stop_grace_s
-        if on_slurm:
-            self.out.info(
-                f"stopping {len(self.live)} Slurm job(s): running ones get SIGTERM on their node, then SIGKILL "
-                f"after {grace_s:g}s; queued ones are cancelled; they will run again on restart"
-            )
-        else:
-            self.out.info(
-                f"stopping {len(self.live)} running task(s) (SIGTERM, then SIGKILL after {grace_s:g}s); "
-                "they will run again on restart"
-            )
+        waits, grace_s = self.executor.stop_waits_for_backend, self.job.stop_grace_s
+        self.out.info(self.executor.stopping_line(len(self.live), grace_s))
         for live in self.live.values():
             live.interrupted = True
         # On Slurm a stand-in ends its job (the runner ends the tree, scancel a queued job) and is not
         # killed here: killing it would not end the job. It waits as long as that takes; Ctrl-C again leaves,
         # and a SIGTERM (systemd, timeout, a batch script: nobody to press Ctrl-C) waits `bound` at most.
-        grace = float("inf") if on_slurm else grace_s
+        grace = float("inf") if waits else grace_s
         stop = Stop(self.controller, self._pairs([self.tasks[i] for i in self.live]), grace)
         stop.begin()
         deadline = time.monotonic() + grace_s + 10.0
         bound, leave_at = grace_s + SLURM_TERM_MARGIN_S, float("inf")
         tell_at, told = time.monotonic() + 1.0, ""
-        while self.live and (on_slurm or time.monotonic() < deadline) and not self.leave_requested:
-            if on_slurm and self.stopped_by_term and leave_at == float("inf"):  # (it may come after a control)
+        while self.live and (waits or time.monotonic() < deadline) and not self.leave_requested:
+            if waits and self.stopped_by_term and leave_at == float("inf"):  # (it may come after a control)
                 leave_at = time.monotonic() + bound
             if time.monotonic() >= leave_at:  # as for a second Ctrl-C
                 self.leave_requested = True
-                slurm.abandon()
+                self.executor.abandon()
                 break
-            if on_slurm and time.monotonic() >= tell_at:  # what it waits for: the controller, or a long time
+            if waits and time.monotonic() >= tell_at:  # what it waits for: the controller, or a long time
                 tell_at = time.monotonic() + 1.0
                 leave = "Ctrl-C again to leave them"
                 if self.stopped_by_term:
                     leave = f"left to their stand-ins {bound:g}s after the SIGTERM"
-                line = slurm.waiting_line(self.paths.root, [live.key for live in self.live.values()], leave)
+                line = self.executor.waiting_line([live.key for live in self.live.values()], leave)
                 if line != told and ("controller" in line or time.monotonic() > deadline - 5.0):
                     self.out.info(told := line)
             stop.step()
@@ -430,7 +415,4 @@ class Scheduler(Launching, Adoption, Settling, Steering):
             time.sleep(0.02)
         if self.leave_requested and self.live:
             why = f"SIGTERM: waited {bound:g}s; " if time.monotonic() >= leave_at else ""
-            self.out.info(
-                f"{why}left {len(self.live)} Slurm job(s) to their stand-ins, which cancel them once the "
-                "controller answers; the next run finds them"
-            )
+            self.out.info(why + self.executor.left_line(len(self.live)))

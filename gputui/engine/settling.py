@@ -3,9 +3,7 @@ transaction), the [health] watch that may end an attempt early, and the signal f
 
 from __future__ import annotations
 
-import contextlib
 import heapq
-import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -13,12 +11,11 @@ from pathlib import Path
 from gputui import clock
 from gputui.engine.attempt import Live
 from gputui.engine.control import Stop
-from gputui.engine.rules.failures import LOST_LOCALLY, LOST_ON_RAY, read_tail
+from gputui.engine.rules.failures import read_tail
 from gputui.engine.rules.health import may_retry
 from gputui.engine.rules.settle import Ended, decide
 from gputui.engine.watching import AttemptWatch
 from gputui.executors import cgroup as cgroups
-from gputui.executors import node_runner, slurm
 from gputui.executors.journal import AttemptEnds
 from gputui.jobs.kinds.base import AttemptOutput
 from gputui.jobs.kinds.registry import kind_of, on_settle
@@ -108,8 +105,9 @@ class Settling:
     def _record_end(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         self.live.pop(live.task_id, None)
         self._settle_task(live, ends, manifest_error)
-        if self.job.executor.kind == "slurm" and ends.exit_code in (None, -signal.SIGKILL):
-            self._cancel_slurm_job(live)  # its stand-in was killed: the job must not run on unwatched
+        said = self.executor.after_end(live.task_id, live.number, ends.exit_code)  # (Slurm: a job left unwatched)
+        if said:
+            self.out.info(said)
         if ends.ended and ends.cleared:
             self.store.update_attempt(live.task_id, live.number, cleared_at=ends.ended_at or time.time())
             self.executor.done(live.key)
@@ -129,23 +127,6 @@ class Settling:
             live.ours = False
             self._watch_lingering(live)
 
-    def _cancel_slurm_job(self, live: Live) -> None:
-        with contextlib.suppress(OSError):  # holds with the controller away; unwritten, the scancel is still tried
-            slurm.forbid(self.paths.root, live.task_id, live.number)
-        try:
-            job = slurm.attempt_file(self.paths.root, live.task_id, live.number, "job").read_text().strip()
-            if job and slurm.ours(job, self.scheduler_id) is not None:
-                refused = slurm.control("cancel", job)
-                self.out.info(f"{live.task_id}: cancelled Slurm job {job}, its stand-in gone" + (
-                    f" (scancel: {refused})" if refused else ""))  # fmt: skip
-        except (OSError, slurm.SlurmUnavailable) as e:
-            self.out.info(f"{live.task_id}: cannot check its Slurm job: {e}")
-
-    def _not_started(self, live: Live, code: int | None) -> str | None:
-        if self.job.executor.kind == "slurm" and code == slurm.NOT_STARTED:
-            return "Slurm dropped it before it ran (a step it waits for failed); it waits for that step again"
-        return None
-
     def _settle_task(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         if live.log is not None:
             self.out.worker_lines(live.label, live.log.read_lines(flush=True))
@@ -160,9 +141,9 @@ class Settling:
             manifest_error=manifest_error,
             log_tail="" if code == 0 else read_tail(live.log_path),
             interrupted=live.interrupted,
-            requeue=self._not_started(live, code),
+            requeue=self.executor.requeue_reason(code),
             health=None if (b := live.health_break) is None else (b.rule, b.reason, may_retry(self.job.health, b)),
-            lost=LOST_ON_RAY if self.job.executor.kind == "ray" else LOST_LOCALLY,
+            lost=self.executor.lost_wording,
         )
         retry = self.job.retry
         d = decide(
@@ -211,13 +192,9 @@ class Settling:
             self._progress()
 
     def _ran_since(self, live: Live) -> float | None:
-        """When a cluster attempt started on its node, as its runner there wrote it (Slurm: the `started`
-        file; Ray: the log's first line); None if it never did."""
-        if self.job.executor.kind == "slurm":
-            started = slurm.started(self.paths.root, live.task_id, live.number)
-        else:
-            started = node_runner.placement(live.log_path)
-        return None if started is None else started["since"]
+        """When a cluster attempt started on its node, as its runner there wrote it; None if it never did."""
+        started = self.executor.recorded.placement(live.task_id, live.number, live.log_path)
+        return None if started is None else started.since
 
     def _oom_policy(self, task) -> OomPolicy | None:
         on_oom = self.job.retry.on_oom
@@ -225,7 +202,7 @@ class Settling:
             return None
         gpus_here = len(self._snapshot()) if self.probe is not None else 0
         if self.cluster is not None:
-            gpus_here = int(self.cluster["gpus"])
+            gpus_here = int(self.cluster.gpus)
         gpus = self.needs.get(task.id, self.policy.gpus_per_worker)
         return OomPolicy(on_oom, gpus, self.job.params.get("batch_size"), gpus_here)
 

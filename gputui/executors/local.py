@@ -3,9 +3,8 @@
 The scheduler sends each launch straight to an idle waiter over that waiter's own channel, and every
 waiter writes its records to one wake pipe the scheduler owns for its lifetime, so a dead keeper costs
 nothing but a new one the next time a waiter must be forked. A waiter is idle again once its attempt
-is cleared (`done`); one that dies shows as end-of-file on its channel (`lost`). Attempts on Ray go to the
-run's Ray bridge instead, over one kept connection: it records them as a waiter would (ray_bridge.py),
-and its end-of-file loses every attempt it held.
+is cleared (`done`); one that dies shows as end-of-file on its channel (`lost`). The wake pipe and the
+channels are `AttemptChannels`, shared with the Ray executor, whose bridge writes to the same pipe.
 """
 
 from __future__ import annotations
@@ -14,66 +13,141 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from gputui.executors import ray_bridge
-from gputui.executors.journal import exits_copy
+from gputui.executors import ownership
+from gputui.executors.base import Capacity, Key, LaunchFailed, LaunchSpec, RunContext, Say, T, WaiterHandle
 from gputui.executors.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef
 
 WAITER_FORK_TIMEOUT_S = 30.0
-BRIDGE_TIMEOUT_S = 30.0  # a request the Ray bridge does not take within this long: it is stuck
-_CLUSTER_CHOOSES = "CUDA_VISIBLE_DEVICES"  # on Ray's node; all but it and RAY_* goes along, as sbatch does
+LOST_LOCALLY = "its waiter was killed before recording it"
+SIGNALS = {"pause": signal.SIGSTOP, "resume": signal.SIGCONT, "terminate": signal.SIGTERM, "kill": signal.SIGKILL}
 
 
-@dataclass(frozen=True)
-class LaunchSpec:
-    task_id: str
-    number: int
-    argv: Sequence[str]
-    env: Mapping[str, str]  # the worker's own variables (tags, GPUs), on top of the executor's env
-    log_path: Path
-    grace: float = 10.0  # how long leftovers of the task get between SIGTERM and SIGKILL
-    held: Sequence[int] = ()  # descriptors the task holds while any process of it lives (GPU locks)
-    ray: Mapping | None = None  # its GPUs and signal file on Ray: the bridge holds it, no local worker
+class AttemptChannels:
+    """Where the records of every attempt come back: one wake pipe the scheduler owns (waiters, or the
+    bridge, write the journal's lines there too), and the channel of whatever holds each busy attempt."""
 
-
-@dataclass(eq=False)
-class WaiterHandle:
-    channel: socket.socket
-    ref: ProcessRef
-    key: tuple[str, int] | None = field(default=None)  # the attempt it runs
-    shared: bool = False  # the Ray bridge: holds many attempts at once, never idle
-
-
-class LaunchFailed(OSError):
-    """The request could not be handed to a waiter (it died, or no keeper could fork one) or to the bridge."""
-
-
-class LocalExecutor:
-    def __init__(self, cwd: Path, env: Mapping[str, str], keeper_log: Path, journal: Path, scheduler_id: str):
-        self.cwd = cwd
-        self.env = {k: v for k, v in env.items() if k not in (TAG_SCHEDULER, TAG_TASK, TAG_ATTEMPT)}
-        self.keeper_log = keeper_log
-        self.journal = journal
-        self.scheduler_id = scheduler_id
-        self.keeper: subprocess.Popen | None = None
-        self.requests: socket.socket | None = None
+    def __init__(self, run: RunContext):
+        self.run = run
+        self.env: dict[str, str] = {}
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.wake_r, False)
-        self.idle: list[WaiterHandle] = []
-        self.busy: dict[tuple[str, int], WaiterHandle] = {}
+        self.busy: dict[Key, WaiterHandle] = {}
         self._buffer = b""
-        self._which: dict[str, str] = {}
-        self._asked = 0  # waiters asked of the keeper, not yet received
-        self.bridge: WaiterHandle | None = None  # the run's Ray bridge, attached
+
+    def join(self, env: Mapping[str, str]) -> Capacity | None:
+        """Take the run's environment (without another run's tags); a cluster's executor also joins it."""
+        self.env = {k: v for k, v in env.items() if k not in (TAG_SCHEDULER, TAG_TASK, TAG_ATTEMPT)}
+        return None
 
     def fileno(self) -> int:
         return self.wake_r
+
+    def give_back(self, waiter: WaiterHandle | None) -> None:
+        """A waiter taken for a launch that did not happen."""
+
+    def done(self, key: Key) -> None:
+        """The attempt is cleared: its waiter takes the next request (it flushes its records first)."""
+        self.busy.pop(key, None)
+
+    def lost(self) -> list[Key]:
+        """Attempts whose waiter (or bridge) died, its channel at end-of-file: nobody will record their end.
+        Neither sends anything unasked, so whatever is readable is that end."""
+        dead = {w for w in {*self.busy.values(), *self._shared()} if _ended(w.channel)}
+        gone = [key for key, waiter in self.busy.items() if waiter in dead]
+        for key in gone:
+            del self.busy[key]
+        for waiter in dead:
+            self._drop(waiter)
+        return gone
+
+    def _shared(self) -> list[WaiterHandle]:
+        return []
+
+    def _drop(self, waiter: WaiterHandle) -> None:
+        waiter.channel.close()
+
+    def events(self) -> list[str]:
+        """The records waiters wrote since the last call (journal lines, see journal.py)."""
+        try:
+            data = os.read(self.wake_r, 1 << 16)
+        except BlockingIOError:
+            return []
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [text.decode("utf-8", "replace") for text in lines]
+
+    def close(self) -> None:
+        """Let everything go: busy waiters exit after recording their attempt."""
+        for waiter in [*self.busy.values(), *self._shared()]:
+            waiter.channel.close()  # once or twice: the bridge's is shared
+        self.busy = {}
+        for fd in (self.wake_r, self.wake_w):
+            os.close(fd)
+
+    # -- what a backend that needs none of it does -----------------------------------------------------
+    def ready(self, now: float, say: Say) -> bool:
+        return True
+
+    def submit(self, launches: list[tuple[LaunchSpec, T]], say: Say) -> list[tuple[LaunchSpec, T]]:
+        return launches
+
+    def queues_after(self, task_id: str) -> bool:
+        return False
+
+    def requeue_reason(self, exit_code: int | None) -> str | None:
+        return None
+
+    def after_end(self, task_id: str, number: int, exit_code: int | None) -> str | None:
+        return None
+
+    def stopping_line(self, running: int, grace_s: float) -> str:
+        return (
+            f"stopping {running} running task(s) (SIGTERM, then SIGKILL after {grace_s:g}s); "
+            "they will run again on restart"
+        )
+
+    def waiting_line(self, keys: list[Key], leave: str) -> str:
+        return ""
+
+    def left_line(self, running: int) -> str:
+        return ""
+
+    def abandon(self) -> None:
+        pass
+
+    def leave(self) -> None:
+        pass
+
+
+class LocalExecutor(AttemptChannels):
+    kind = "local"
+    places_gpus = True
+    stop_waits_for_backend = False
+    lost_wording = LOST_LOCALLY
+
+    def __init__(self, run: RunContext):
+        super().__init__(run)
+        self.recorded = RecordedLocal()
+        self.keeper: subprocess.Popen | None = None
+        self.requests: socket.socket | None = None
+        self.idle: list[WaiterHandle] = []
+        self._which: dict[str, str] = {}
+        self._asked = 0  # waiters asked of the keeper, not yet received
+
+    @classmethod
+    def open(cls, spec, run: RunContext) -> LocalExecutor:
+        return cls(run)
+
+    def slots(self, capacity: Capacity, gpus_per_worker: int) -> int:
+        """Never asked (no capacity here: the scheduler sizes a local run from its GPUs); as for CPU tasks."""
+        return os.cpu_count() or 1
 
     def start(self, prefork: int = 0) -> None:
         """Start the keeper now, or again if it died; `prefork` waiters are forked meanwhile, so their
@@ -107,27 +181,7 @@ class LocalExecutor:
                     raise LaunchFailed(f"no keeper could start a waiter: {e}") from None
         raise AssertionError("unreachable")
 
-    def attach_bridge(self, sock: socket.socket) -> WaiterHandle:
-        """Hand the run's Ray bridge (a connection to it) the journal, its copy of exits and our wake pipe,
-        so it records the attempts we send it; kept as the waiter of every attempt on Ray."""
-        journals = (self.journal, exits_copy(self.journal))
-        fds = [os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666) for p in journals]
-        try:
-            sock.settimeout(BRIDGE_TIMEOUT_S)
-            pid, start = ray_bridge.attach(sock, *fds, self.wake_w)
-        except (OSError, ValueError, KeyError) as e:
-            sock.close()
-            raise LaunchFailed(f"the Ray bridge would not take this run's records: {e}") from None
-        finally:
-            for fd in fds:
-                os.close(fd)
-        self.bridge = WaiterHandle(sock, ProcessRef(pid, start), shared=True)
-        return self.bridge
-
     def launch(self, waiter: WaiterHandle, spec: LaunchSpec) -> None:
-        if spec.ray is not None:
-            self._send_to_bridge(waiter, spec)
-            return
         argv = list(spec.argv)
         argv[0] = self._resolve(argv[0])
         request = {
@@ -146,77 +200,24 @@ class LocalExecutor:
         waiter.key = (spec.task_id, spec.number)
         self.busy[waiter.key] = waiter
 
-    def _send_to_bridge(self, bridge: WaiterHandle, spec: LaunchSpec) -> None:
-        """One attempt for the bridge to run on Ray, with the environment a local worker would get (the
-        node's PATH finds the program; Ray chooses its GPUs)."""
-        env = self.env | dict(spec.env)
-        env = {k: v for k, v in env.items() if k != _CLUSTER_CHOOSES and not k.startswith("RAY_")}
-        request = {
-            "op": "run",
-            "task": spec.task_id,
-            "n": spec.number,
-            "argv": list(spec.argv),
-            "env": env,
-            "log": str(spec.log_path),  # the runner on the node creates it
-            "cwd": str(self.cwd),
-            "gpus": float(spec.ray["gpus"]),
-            "grace": spec.grace,
-            "signals": spec.ray["signals"],
-        }
-        try:
-            bridge.channel.sendall(json.dumps(request).encode() + b"\n")
-        except OSError as e:
-            self._drop(bridge)
-            raise LaunchFailed(f"the Ray bridge (pid {bridge.ref.pid}) is gone: {e}") from None
-        self.busy[(spec.task_id, spec.number)] = bridge
-
     def give_back(self, waiter: WaiterHandle | None) -> None:
-        """A waiter taken for a launch that did not happen."""
         if waiter is not None and not waiter.shared:
             self.idle.append(waiter)
 
-    def done(self, key: tuple[str, int]) -> None:
-        """The attempt is cleared: its waiter takes the next request (it flushes its records first)."""
+    def done(self, key: Key) -> None:
         waiter = self.busy.pop(key, None)
         if waiter is not None and not waiter.shared:
             waiter.key = None
             self.idle.append(waiter)
 
-    def lost(self) -> list[tuple[str, int]]:
-        """Attempts whose waiter (or bridge) died, its channel at end-of-file: nobody will record their end.
-        Neither sends anything unasked, so whatever is readable is that end."""
-        dead = {w for w in {*self.busy.values(), *([self.bridge] if self.bridge else [])} if _ended(w.channel)}
-        gone = [key for key, waiter in self.busy.items() if waiter in dead]
-        for key in gone:
-            del self.busy[key]
-        for waiter in dead:
-            self._drop(waiter)
-        return gone
-
-    def _drop(self, waiter: WaiterHandle) -> None:
-        waiter.channel.close()
-        if waiter is self.bridge:
-            self.bridge = None
-
-    def events(self) -> list[str]:
-        """The records waiters wrote since the last call (journal lines, see journal.py)."""
-        try:
-            data = os.read(self.wake_r, 1 << 16)
-        except BlockingIOError:
-            return []
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        return [text.decode("utf-8", "replace") for text in lines]
-
     def close(self) -> None:
         """Let everything go: idle waiters exit at once, busy ones after recording their attempt."""
-        for waiter in [*self.idle, *self.busy.values(), *([self.bridge] if self.bridge else [])]:
-            waiter.channel.close()  # once or twice: the bridge's is shared
-        self.idle, self.busy, self.bridge = [], {}, None
+        for waiter in self.idle:
+            waiter.channel.close()
+        self.idle = []
         self._close_requests()
         self.keeper = None
-        for fd in (self.wake_r, self.wake_w):
-            os.close(fd)
+        super().close()
 
     def _close_requests(self) -> None:
         self._asked = 0
@@ -234,12 +235,13 @@ class LocalExecutor:
 
     def _start_keeper(self) -> None:
         self._close_requests()
-        self.keeper_log.parent.mkdir(parents=True, exist_ok=True)
+        run = self.run
+        run.keeper_log.parent.mkdir(parents=True, exist_ok=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with open(self.keeper_log, "ab") as err, theirs:
+        with open(run.keeper_log, "ab") as err, theirs:
             self.keeper = subprocess.Popen(
-                [sys.executable, "-P", "-m", "gputui.executors.keeper", str(self.journal), self.scheduler_id],
-                cwd=self.cwd,
+                [sys.executable, "-P", "-m", "gputui.executors.keeper", str(run.journal), run.scheduler_id],
+                cwd=run.cwd,
                 env=self.env,
                 stdin=theirs.fileno(),
                 stdout=self.wake_w,
@@ -248,6 +250,72 @@ class LocalExecutor:
             )
         ours.settimeout(WAITER_FORK_TIMEOUT_S)
         self.requests = ours
+
+
+class RecordedLocal:
+    """A recorded run whose attempts ran here: each is a process tree that ownership proves is the run's."""
+
+    kind = "local"
+    places_gpus = True
+    label: str | None = None
+    signals = SIGNALS
+
+    @classmethod
+    def from_meta(cls, run_dir: Path | None, meta: Callable) -> RecordedLocal:
+        return cls()
+
+    @staticmethod
+    def runs_on(spec) -> str | None:
+        """Where a job with this [executor] table runs, before it is launched; None: this machine."""
+        return None
+
+    def meta(self) -> dict:
+        return {"executor": self.kind}
+
+    def placement(self, task_id: str, number: int, log_path: str):
+        return None
+
+    def standing(self, task_id: str, number: int) -> str:
+        return ""
+
+    def job_of(self, task_id: str, number: int) -> str:
+        return ""
+
+    def signal(self, attempt, word: str) -> list[ProcessRef] | None:
+        """Send the word's signal to the attempt's processes as `ownership` defines them: what was signalled.
+        A kill also goes through the attempt's cgroup, which nothing of it can leave."""
+        sig = self.signals[word]
+        procs = attempt.processes()
+        sent = [r for r in procs.tree() if ownership.send(r, sig)]
+        if sig == signal.SIGKILL:
+            procs.kill_cgroup()
+        return sent
+
+    def running_elsewhere(self, ends: Callable[[], Mapping], keys: Sequence[Key]) -> set[Key]:
+        """Attempts of `keys` that run with no process here and have not ended (none: every one is here)."""
+        return set()
+
+    def paused(self, sent: list[ProcessRef]) -> str:
+        return f"paused {len({r.pid for r in sent})} process(es); its GPU memory stays allocated"
+
+    def resumed(self, sent: list[ProcessRef]) -> str:
+        return f"resumed {len(sent)} process(es)"
+
+    def killed(self, signalled: int, stuck: list[str], running: bool) -> str:
+        return f"killed {signalled} process(es)" + ("; still alive: " + "; ".join(stuck) if stuck else "")
+
+    def kill_target(self, refs: list[ProcessRef], placed: str | None, job: str) -> str:
+        """What a kill of one task reaches, for its confirmation (`placed`: where it runs on a cluster)."""
+        if refs:
+            pids = ", ".join(str(r.pid) for r in refs[:6]) + (" …" if len(refs) > 6 else "")
+            return f"{len(refs)} process(es): {pids}"
+        return "not running (marked killed)"
+
+    def adopted_where(self, worker: ProcessRef | None) -> str:
+        return f"pid {worker.pid if worker else '?'}"
+
+    def node_gpus(self, simulate: str | None) -> tuple[list[dict] | None, str]:
+        return None, ""
 
 
 def _ended(channel: socket.socket) -> bool:

@@ -40,6 +40,7 @@ from gputui.tui.widgets.process_list import ProcessList, ProcessRow
 from gputui.tui.widgets.run_area import RunArea
 from gputui.tui.widgets.run_header import RunHeader, identity_line, plan_text
 from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
+from gputui.views.executor_facts import gpus_label
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, TaskView
 
 HEADER_LINES, FOOTER_LINES = 2, 1
@@ -252,9 +253,7 @@ class GpuTuiApp(App):
 
     def _render_header(self) -> None:
         gpu = describe(self.probe) if self.probe is not None else ("none found" if self._gpu_error else "probing…")
-        cluster = self.snapshot.meta.get("executor", "local") if self.snapshot is not None else "local"
-        if cluster != "local":
-            gpu = f"{cluster} cluster"
+        gpu = gpus_label(self.snapshot) or gpu  # a cluster's: its panels, or its word
         first = identity_line(
             host=self._host,
             gpus=gpu,

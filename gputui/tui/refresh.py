@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from gputui.api.machine import (
     simulated_holders,
 )
 from gputui.api.planning import JobSpec, read_plan, sized_plan
-from gputui.executors import ray_bridge
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
-from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, node_label
+from gputui.views.executor_facts import cluster_gpus_of
+from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView
 
 
 @dataclass
@@ -59,22 +58,6 @@ def host_line() -> str:
         f"CPU {psutil.cpu_percent():.0f}% of {psutil.cpu_count()} · mem {(mem.total - mem.available) / GIB:.1f}/"
         f"{mem.total / GIB:.1f} GiB · swap {swap.used / GIB:.1f}/{swap.total / GIB:.1f} GiB · load {load}"
     )
-
-
-def cluster_gpus(nodes: list[dict]) -> tuple[list[GpuSnapshot], str | None]:
-    """A Ray cluster's GPUs as the panels show them, grouped by node (numbered in that order), and what
-    is missing: nodes whose GPUs could not be read say so."""
-    gpus: list[GpuSnapshot] = []
-    missing = []
-    names = Counter(n["node"] for n in nodes)
-    for n in nodes:
-        node = n["node"] if names[n["node"]] == 1 else node_label(n["node"], n.get("id", ""))
-        for g in n.get("gpus", ()):
-            where = f"{node} GPU {g['index']}"
-            gpus.append(GpuSnapshot(**(g | {"index": len(gpus), "where": where, "processes": ()})))
-        if "gpus" not in n and n.get("declared"):
-            missing.append(f"{node}: {n['declared']:g} GPU(s) declared to Ray, not readable ({n.get('why')})")
-    return gpus, "; ".join(missing) or None
 
 
 class Gatherer:
@@ -139,15 +122,10 @@ class Gatherer:
             self.view.close()
         self.run = run
         gpus, error = [], None
-        cluster = run.meta.get("executor", "local") if run is not None else "local"
         try:
-            if cluster == "ray":  # the cluster's GPUs, not this machine's
-                gpus, error = self._ray_gpus(run)
-            elif cluster != "local":
-                error = (
-                    f"this run's tasks run on a {cluster} cluster: the table's GPUs column says which node and "
-                    "GPUs each one got; the cluster's GPU panels are not shown"
-                )
+            on_cluster = cluster_gpus_of(run, self.simulate)  # the cluster's GPUs, not this machine's
+            if on_cluster is not None:
+                gpus, error = on_cluster
             else:
                 if self.probe is None:
                     # A run remembers how its GPUs were probed: re-attaching needs no --simulate.
@@ -168,16 +146,6 @@ class Gatherer:
         other_runs = held_by_other_runs(held, scheduler_id)
         plan = self._read_plan(gpus) if run is None and run_error is None else None
         return Refreshed(run, gpus, error, processes, run_error, other_runs, host_line() if monitor else "", plan)
-
-    def _ray_gpus(self, run: RunSnapshot) -> tuple[list[GpuSnapshot], str | None]:
-        meta = run.meta
-        simulate = self.simulate or meta.get("simulate")
-        address, declared = meta.get("ray_address", "auto"), meta.get("ray_num_gpus")
-        nodes = ray_bridge.node_gpus(run.run_dir, address, declared, simulate)
-        if nodes is None:
-            return [], "the run's Ray bridge has left (nothing of the run is on the cluster): no GPUs to show"
-        gpus, missing = cluster_gpus(nodes)
-        return gpus, missing or (None if gpus else "asking the Ray cluster's nodes for their GPUs…")
 
     def _simulated_load(self):
         """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gputui.api import Kill, Start, StartFailed, Stop, Verb, open_run, send, start_in_background, verb_named
-from gputui.executors import slurm
 from gputui.jobs.tasks import Status
 from gputui.tui import modes
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
+from gputui.views.executor_facts import kill_lines
 from gputui.views.runview import RunSnapshot, TaskView
 
 if TYPE_CHECKING:
@@ -129,12 +129,7 @@ class RunControls:
         """Name what will be signalled (a /proc scan, so in a thread), then ask."""
         app = self.app
         found = app.view.processes(task_ids) if app.view is not None else {}
-        views = {v.task.id: v for v in app.snapshot.tasks} if app.snapshot is not None else {}
-        executor = app.snapshot.meta.get("executor", "local") if app.snapshot is not None else "local"
-        lines = []
-        for t in task_ids:
-            job = _slurm_job(app.snapshot.run_dir, views.get(t)) if executor == "slurm" else ""
-            lines.append(f"{t}: {kill_target(found.get(t, []), views.get(t), executor, job)}")
+        lines = kill_lines(app.snapshot, found, task_ids)
         grace = app.snapshot.meta.get("stop_grace_s", 10) if app.snapshot else 10
         body = (
             f"SIGTERM, then SIGKILL after {grace:g}s, to this run's processes only:\n"
@@ -263,32 +258,3 @@ class RunControls:
         except Exception as e:
             ok, report = False, f"stop failed: {e}"
         self.app.call_from_thread(self.app.exit, message="stopped our tasks" if ok else report)
-
-
-def kill_target(refs: list, view, executor: str = "local", slurm_job: str = "") -> str:
-    """What a kill of one task reaches: its processes here; on Ray its tree on the node (no process of it
-    is here: the runner there is told through the attempt's signal file); on Slurm its job, cancelled by
-    its stand-in here."""
-    pids = ", ".join(str(r.pid) for r in refs[:6]) + (" …" if len(refs) > 6 else "")
-    placed = view.placed if view is not None else None
-    node, _, gpus = (placed or "").rpartition(":")
-    if executor == "slurm" and refs and slurm_job:
-        where = f" on {node} (GPUs {gpus})" if placed else ", pending"
-        return f"Slurm job {slurm_job}{where}, cancelled by its stand-in here (pid {pids})"
-    if refs:
-        return f"{len(refs)} process(es): {pids}"
-    if executor == "ray" and placed == "":
-        return "queued in Ray: ended before it starts"
-    if executor == "ray" and placed:
-        return f"its process tree on Ray node {node} (GPUs {gpus})"
-    return "not running (marked killed)"
-
-
-def _slurm_job(run_dir: Path, view) -> str:
-    """The Slurm job id of the task's latest attempt, as written at its submission ("" if none yet)."""
-    if view is None or view.attempt is None:
-        return ""
-    try:
-        return slurm.attempt_file(run_dir, view.task.id, view.attempt.number, "job").read_text().strip()
-    except OSError:
-        return ""

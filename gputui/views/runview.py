@@ -14,9 +14,9 @@ from pathlib import Path
 
 from gputui import clock
 from gputui.engine.rules.failures import read_tail
-from gputui.executors import node_runner, slurm
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
+from gputui.executors.registry import recorded_executor, runs_on
 from gputui.gpus.probe import GpuSnapshot
 from gputui.jobs.kinds.base import NewTask
 from gputui.jobs.kinds.registry import kind_of, named
@@ -25,8 +25,9 @@ from gputui.rundir.alerts_file import AlertReader
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
+from gputui.views.executor_facts import Placements, node_label
 from gputui.views.kinds import chart_offer
-from gputui.views.metric_history import MetricHistory, MetricSeries, file_stamp
+from gputui.views.metrics import MetricHistory, MetricSeries, file_stamp
 from gputui.views.progress import Progress, ProgressTracker
 
 
@@ -102,11 +103,6 @@ class RunSnapshot:
             for g in at:
                 held.setdefault(g, []).append(v.task.id)
         return held
-
-
-def node_label(host: str, node_id: str) -> str:
-    """A cluster node's name in the GPU panels where two nodes share a host name (tests, containers)."""
-    return f"{host}/{node_id[:6]}"
 
 
 def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tuple[float, float]]:
@@ -210,15 +206,7 @@ def planned_run(job, plan) -> PlannedRun:
     kind = kind_of(job)
     to_come = kind.to_come(plan.definition, [t.task for t in tasks], stopped=False)  # read as a launched run's is
     metric = (kind.ranking(job.kind_spec) or (None, None))[0]
-    return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=_runs_on(job.executor))
-
-
-def _runs_on(e) -> str | None:
-    if e.kind == "ray":
-        return "a private Ray cluster" if e.address == "local" else f"the Ray cluster at {e.address}"
-    if e.kind == "slurm":
-        return f"Slurm partition {e.partition}" if e.partition else "Slurm's default partition"
-    return None
+    return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=runs_on(job.executor))
 
 
 class RunView:
@@ -233,9 +221,7 @@ class RunView:
         self._state_stamp: tuple = ()
         self._state_at = 0.0
         self._metrics: dict[tuple[str, int], MetricHistory] = {}
-        # Cluster attempts seen started: where they run, and the Ray node's id (it never changes).
-        self._placed: dict[tuple[str, int], tuple[str, str]] = {}
-        self._node_ids: dict[str, set[str]] = {}  # Ray node ids seen per host name (two on one host: named apart)
+        self._placed = Placements()  # cluster attempts seen started: where they run
         self.selected: str | None = None  # the task whose metrics over steps the snapshot carries
 
     def select(self, task_id: str | None) -> None:
@@ -256,7 +242,7 @@ class RunView:
         selected = self.selected
         views, keys, read = [], set(), {}
         series = None
-        executor = meta.get("executor", "local")
+        executor = recorded_executor(self.paths.root, meta.get)
         for t in tasks:
             attempts = tuple(sorted(history.get(t.id, ()), key=lambda a: a.number))
             a = attempts[-1] if attempts else None
@@ -273,14 +259,14 @@ class RunView:
                 tail = "" if reported else self._tail(a.log_path)
                 paused = t.status == Status.PAUSED
                 progress = self._progress.update(key, tail, paused=paused, reported=reported)
-            queued_or_on = executor != "local" and a is not None and t.status in Status.LIVE
-            placed, node = self._placed_at(executor, a) if queued_or_on else (None, "")
-            said = slurm.standing(self.paths.root, t.id, a.number) if placed == "" and executor == "slurm" else ""
+            queued_or_on = not executor.places_gpus and a is not None and t.status in Status.LIVE
+            placed, node = self._placed.at(executor, a) if queued_or_on else (None, "")
+            said = executor.standing(t.id, a.number) if placed == "" else ""  # (Slurm's word on its queued job)
             views.append(TaskView(t, a, progress, attempts, metrics, placed, node, said))
         self._progress.forget(keys)
-        self._placed = {k: v for k, v in self._placed.items() if k in keys}
-        if any(len(ids) > 1 for ids in self._node_ids.values()):
-            views = [self._named_apart(v) for v in views]
+        self._placed.keep(keys)
+        if self._placed.hosts_shared:
+            views = [replace(v, placed=self._placed.named_apart(v.placed, v.placed_node)) for v in views]
         self._metrics = read  # a task that ended and is not selected is read no more
         kind = named(meta.get("job_kind"))  # what is still to come, from the kind's own record of its plan
         to_come = kind.to_come(meta.get("plan_definition"), tasks, stopped=bool(meta.get("run_failed")))
@@ -338,30 +324,6 @@ class RunView:
             self._state = (store.all_meta(), store.tasks(), history)
             self._state_stamp, self._state_at = stamp, now
         return self._state
-
-    def _placed_at(self, executor: str, a: AttemptRecord) -> tuple[str, str]:
-        """Where the attempt runs on its cluster ("node:GPUs", and the node's Ray id), as its runner on the
-        node wrote it (Slurm: the `started` file; Ray: the log's first line); "" while it is queued (a read
-        per refresh until then)."""
-        key = (a.task_id, a.number)
-        if key not in self._placed:
-            if executor == "slurm":
-                started = slurm.started(self.paths.root, a.task_id, a.number)
-            else:
-                started = node_runner.placement(a.log_path)
-            if started is None:
-                return "", ""
-            self._placed[key] = (slurm.placed(started), str(started.get("node_id") or ""))
-            if started.get("node_id"):
-                self._node_ids.setdefault(str(started.get("node")), set()).add(str(started["node_id"]))
-        return self._placed[key]
-
-    def _named_apart(self, view: TaskView) -> TaskView:
-        """A task on a Ray node whose host name another node shares, named as the GPU panels name it."""
-        host, _, gpus = (view.placed or "").rpartition(":")
-        if len(self._node_ids.get(host, ())) < 2:
-            return view
-        return replace(view, placed=f"{node_label(host, view.placed_node)}:{gpus}")
 
     def _tail(self, log_path: str) -> str:
         """The end of a log, read again only when the log changed (a stat, not a read, per quiet log)."""

@@ -12,8 +12,8 @@ import pytest
 
 from gputui.executors import node_runner
 from gputui.tui.refresh import Gatherer
-from gputui.tui.verbs import kill_target
 from gputui.tui.widgets.gpu_panel import line_label
+from gputui.views.executor_facts import kill_target
 from gputui.views.runview import RunView, node_label
 from tests import ray_cluster
 from tests.conftest import gputui, gputui_bg, wait_for

@@ -27,9 +27,9 @@ from gputui.executors import slurm, slurm_task
 from gputui.rundir.manifests import read_manifest
 from gputui.rundir.opening import open_existing
 from gputui.rundir.store import Store
-from gputui.tui.verbs import kill_target
 from gputui.tui.widgets.job_rows import row_cells
 from gputui.tui.widgets.run_header import progress_text
+from gputui.views.executor_facts import kill_target
 from gputui.views.runview import RunView
 from tests import slurm_cluster
 from tests.conftest import gone, gputui, gputui_bg, keeper_of, proc_state, wait_for

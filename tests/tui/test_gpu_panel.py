@@ -362,7 +362,7 @@ def test_cpu_percent_is_measured_between_two_samples(reaper) -> None:
 
 
 def test_a_clusters_gpus_are_grouped_by_node_numbered_in_order_and_unread_nodes_say_why():
-    from gputui.tui.refresh import cluster_gpus
+    from gputui.views.executor_facts import cluster_gpus
 
     def gpu(i: int) -> dict:
         return {"index": i, "name": "A100", "uuid": f"u{i}", "memory_total": 80 * 2**30, "memory_used": 0}

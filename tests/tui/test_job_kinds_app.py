@@ -26,7 +26,7 @@ from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.metrics_chart import MetricsChart
 from gputui.tui.widgets.run_area import RunArea
 from gputui.tui.widgets.task_bar import TaskBar
-from gputui.views.metric_history import METRIC_POINTS
+from gputui.views.metrics import METRIC_POINTS
 from gputui.views.runview import RunView
 from tests.tui.fixed_run import fixed_run
 from tests.tui.fixed_sweep import curve, fixed_pipeline, fixed_sweep, write_metrics

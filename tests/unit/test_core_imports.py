@@ -69,13 +69,6 @@ ALLOWED = {
     "tui": (*FRONT_DOOR, *VALUE_TYPES, "gputui.tui"),
     "cli.py": (*FRONT_DOOR, "gputui.tui", "gputui.__version__"),  # the app and `serve`: started from the CLI
 }
-# TEMPORARY (issue 22): executor lines that the Executor branch replaces by functions in gputui/views. The lead
-# removes these after merging it; the test below fails when one is no longer used.
-TEMPORARY = {
-    ("tui/refresh.py", "gputui.executors.ray_bridge"),
-    ("tui/verbs.py", "gputui.executors.slurm"),
-    ("tui/widgets/job_rows.py", "gputui.executors.slurm"),
-}
 
 
 def _gputui_imports(path):
@@ -93,16 +86,12 @@ def test_the_app_and_the_cli_import_only_the_front_door_views_and_value_types():
     from pathlib import Path
 
     root = Path(gputui.__file__).parent
-    past, used = [], set()
+    past = []
     for area, allowed in ALLOWED.items():
         for path in [root / area] if area.endswith(".py") else sorted((root / area).rglob("*.py")):
             where = path.relative_to(root).as_posix()
             for name in _gputui_imports(path):
                 if any(name == a or name.startswith(f"{a}.") for a in allowed):
                     continue
-                if (where, name) in TEMPORARY:
-                    used.add((where, name))
-                else:
-                    past.append(f"{where} imports {name}")
+                past.append(f"{where} imports {name}")
     assert not past, f"past the front door (add what is needed to gputui.api): {past}"
-    assert used == TEMPORARY, f"no longer imported, remove from TEMPORARY: {sorted(TEMPORARY - used)}"

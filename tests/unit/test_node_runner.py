@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from gputui.executors import node_runner, ray_bridge
+from gputui.executors import node_runner, ray_client
 
 
 def test_the_log_says_where_the_command_ran_and_placement_reads_it_back(tmp_path, monkeypatch):
@@ -28,7 +28,7 @@ def test_the_log_says_where_the_command_ran_and_placement_reads_it_back(tmp_path
 
 def test_an_attempt_ended_while_queued_never_starts(tmp_path):
     signals = tmp_path / "t.signals"
-    ray_bridge.tell(signals, "TERM")  # a kill that reached the attempt before the cluster started it
+    ray_client.tell(signals, "TERM")  # a kill that reached the attempt before the cluster started it
     log = tmp_path / "t.log"
     code = node_runner.run(["sh", "-c", "touch ran"], {}, str(log), str(tmp_path), str(signals), 5.0)
     assert code == -signal.SIGTERM and not (tmp_path / "ran").exists()
@@ -68,11 +68,11 @@ def test_words_in_the_signal_file_stop_continue_and_end_the_whole_tree(tmp_path)
             assert time.monotonic() < deadline, f"pid {child} is {state()}, not {want}"
             time.sleep(0.02)
 
-    ray_bridge.tell(signals, "STOP")
+    ray_client.tell(signals, "STOP")
     becomes("T")
-    ray_bridge.tell(signals, "CONT")
+    ray_client.tell(signals, "CONT")
     becomes("S")
-    ray_bridge.tell(signals, "TERM")
+    ray_client.tell(signals, "TERM")
     runner.join(10)
     assert ended == [-signal.SIGTERM]
     assert not os.path.exists(f"/proc/{child}") or state() == "Z"

@@ -7,6 +7,7 @@ import re
 import signal
 from dataclasses import dataclass
 
+from gputui.executors.local import LOST_LOCALLY  # each executor says its own (Executor.lost_wording)
 from gputui.text_safety import one_line
 
 # Most specific first: an OOM traceback also contains "CUDA error" and "Traceback".
@@ -40,10 +41,6 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
-
-
-LOST_LOCALLY = "its waiter was killed before recording it"
-LOST_ON_RAY = "the Ray bridge that held it ended first: its cluster stopped, or the bridge was killed"
 
 
 def classify(exit_code: int | None, log_tail: str, lost: str = LOST_LOCALLY) -> Failure:

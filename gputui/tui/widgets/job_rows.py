@@ -5,18 +5,17 @@ share it."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rich.cells import cell_len
 from rich.style import Style
 
-from gputui.executors import slurm
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import Status
 from gputui.text_safety import one_line, visible
 from gputui.tui import modes
+from gputui.views.executor_facts import queued_word
 from gputui.views.kinds import Columns, table_columns, task_columns
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
@@ -216,17 +215,6 @@ def row_cells(
         said = "note" if "note" in fitted else "reason"
         cells[said] = " · ".join(x for x in (one_line(view.queued), cells.get(said, "")) if x)
     return cells
-
-
-def queued_word(said: str) -> str:
-    """Slurm's word on a queued job, short enough for the progress cell ("held", "node drained", "no
-    controller", "Dependency"); the row's reason (a trial's note) has it whole where that says more."""
-    said = one_line(said)
-    if said == slurm.MUTE:
-        return "no controller"
-    if node := re.match(r"node \S+ (\w+)", said):  # "node n1 drained: Duplicate jobid"
-        return f"node {node.group(1)}"
-    return re.split(r"[\s(:;,]", said, maxsplit=1)[0]  # "held (JobHeldAdmin)", "ReqNodeNotAvail, ..."
 
 
 def table_shape(views: Sequence[TaskView]) -> Columns:

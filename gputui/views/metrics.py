@@ -1,5 +1,7 @@
-"""A task's metrics over steps, as its worker reported them through `gputui.hooks`: read incrementally from its
-events file and kept small enough for a chart, however long the run."""
+"""An attempt's metrics over steps, read incrementally from its events file (gputui.hooks) for the charts.
+
+Blocking (a stat, a read): read from a thread, never from a UI loop.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ shape at half the resolution), so a long run costs the same memory as a short on
 
 
 def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
-    """What tells a file changed (inode, size, mtime) with one stat; None when it cannot be read."""
+    """(inode, size, mtime): what changes when a file is written or replaced; None if it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
