@@ -1,5 +1,4 @@
-"""What a job is, before anything runs: the job file read into a JobSpec (loader.py, with checks.py, tables.py
-and health_spec.py; the values in spec.py), its kind (kinds/: shards, sweep, pipeline behind one protocol,
-named only in kinds/registry.py), its plan (plans.py), tasks as the store keeps them (tasks.py), the
-placeholders filled into commands (templates.py), GPU sizing for a model (gpu_plan.py), the out-of-memory
-policy (oom.py) and an input's ids (tabular.py)."""
+"""WHAT to run: the job file read into a JobSpec (`loader`, with `checks` and `tables`; errors name the file,
+the key and what was expected), the job kinds behind one protocol (`kinds/`: the registry is the only place a
+kind is named), the tasks a job starts with (`plans`), and the value types every layer shares (`tasks`, `spec`).
+Pure: nothing here runs a process."""
