@@ -254,18 +254,22 @@ LEFT_THE_SESSION = pytest.mark.xfail(strict=True, reason="node_runner signals th
     indirect=True,
 )
 def test_pause_resume_and_kill_reach_a_child_that_left_the_session(backend, live_run, make_job):
+    """Each wait for the child starts once its worker was reached: a few seconds are plenty then."""
     sched, pids, children = live_run
-    own_session = children["shard-0"][1]
-    assert os.getsid(own_session) != os.getsid(pids["shard-0"])  # it really escaped the session
+    worker, own_session = pids["shard-0"], children["shard-0"][1]
+    assert os.getsid(own_session) != os.getsid(worker)  # it really escaped the session
     assert gputui("pause", "--run-dir", make_job.run_dir, "shard-0").returncode == 0
-    wait_for(lambda: proc_state(own_session) == psutil.STATUS_STOPPED, timeout=10, what="it stopped")
+    wait_for(lambda: proc_state(worker) == psutil.STATUS_STOPPED, what="the worker stopped")
+    wait_for(lambda: proc_state(own_session) == psutil.STATUS_STOPPED, timeout=3, what="the child stopped")
     assert gputui("resume", "--run-dir", make_job.run_dir, "shard-0").returncode == 0
-    wait_for(lambda: proc_state(own_session) != psutil.STATUS_STOPPED, timeout=10, what="it continued")
+    wait_for(lambda: proc_state(worker) != psutil.STATUS_STOPPED, what="the worker continued")
+    wait_for(lambda: proc_state(own_session) != psutil.STATUS_STOPPED, timeout=3, what="the child continued")
     assert gputui("kill", "--run-dir", make_job.run_dir, "shard-0").returncode == 0
-    wait_for(lambda: gone(pids["shard-0"]), what="the worker gone")
-    wait_for(lambda: gone(own_session), timeout=10, what="the child that left the session gone")
+    wait_for(lambda: gone(worker), what="the worker gone")
+    wait_for(lambda: gone(own_session), timeout=5, what="the child that left the session gone")
     assert gputui("kill", "--run-dir", make_job.run_dir, "--all").returncode == 0  # the other task's, too
-    wait_for(lambda: gone(children["shard-1"][1]), timeout=10, what="the other child that left the session gone")
+    wait_for(lambda: gone(pids["shard-1"]), what="the other worker gone")
+    wait_for(lambda: gone(children["shard-1"][1]), timeout=5, what="the other child that left the session gone")
 
 
 def test_kill_all_leaves_a_foreign_look_alike_running_the_same_command(backend, tmp_path, reaper):
