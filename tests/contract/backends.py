@@ -20,15 +20,14 @@ from tests.conftest import gputui, gputui_bg, wait_for
 
 
 class Backend:
-    """This machine: the local executor, on simulated GPUs."""
+    """What the suite needs of an executor; each subclass fills in its own."""
 
-    name = "local"
-    gpus = 4
-    executor = ""  # the `[executor]` table a job file ends with
-    run_args: tuple[str, ...] = ("--simulate", "4x24")
-    says_gpus = "GPUs: SIMULATED (4 x 24 GB)"  # in `gputui run`'s first lines
-    says_paused = "its GPU memory stays allocated"  # in `gputui pause`'s answer
-    refuses_too_many_gpus: tuple[str, ...] = ("gpus_per_worker = 5, but only 4 GPU(s) exist here",)
+    name: str
+    executor: str  # the `[executor]` table a job file ends with
+    run_args: tuple[str, ...] = ()  # what `gputui run` needs besides the job file
+    says_gpus: str  # in `gputui run`'s first lines: the GPUs it found
+    says_paused: str  # in `gputui pause`'s answer
+    refuses_too_many_gpus: tuple[str, ...]  # in `gputui run`'s refusal of gpus_per_worker = 5 (each node has 4)
 
     def job(self, make_job, **kw) -> Path:
         return make_job(extra=self.executor, **kw)
@@ -44,24 +43,47 @@ class Backend:
         return gputui_bg("run", "--jobs", job, *self.run_args, *args, log=log)
 
     def foreign_twin(self, argv: list[str], tmp_path: Path, reaper: list) -> Foreign:
-        """The same command started outside gputui, as another user of the machine would: untagged, and
-        tagged as another run's attempt."""
-        return Foreign([look_alike(argv, None, reaper), look_alike(argv, another_runs_tags(), reaper)])
+        """`argv` started outside gputui, as someone else using this backend would start it."""
+        raise NotImplementedError
 
-    # What only this backend shows; nothing here for the local executor unless it says so.
+    def unreachable(self, job: Path, tmp_path: Path) -> tuple[dict[str, str], str]:
+        """For a backend reached over the network: `job` (or the environment) pointed where nothing answers;
+        (environment for `gputui run`, what it must say)."""
+        raise NotImplementedError
+
+    # What only this backend shows of the suite's runs (nothing, unless a subclass says so).
     def check_shard_run(self, run_dir: Path, said: str, starts: list[dict]) -> None:
-        """Each launch line names the GPU the worker got."""
-        for e in starts:
-            assert f"launch {e['task']} " in said and f"attempt 1/3 on GPU {e['gpus']}: " in said, e
+        """After a shard job ran: `said` is what `gputui run` printed, `starts` the workers' start records."""
 
     def check_sweep_and_pipeline(self, sweep_dir: Path, pipeline_said: str) -> None:
-        pass
+        """After a sweep and a pipeline ran."""
 
     def check_paused(self, run_dir: Path, task: str, paused: bool) -> None:
-        """The backend's own record of the attempt agrees (the processes are all the local executor has)."""
+        """After a pause (or resume) of a running task: the backend's own record of the attempt agrees."""
 
     def check_nothing_left(self, run_dir: Path) -> None:
         """After a kill of every task: the backend holds nothing more of the run."""
+
+
+class LocalBackend(Backend):
+    """This machine: the local executor, on four simulated GPUs."""
+
+    name = "local"
+    executor = ""
+    run_args = ("--simulate", "4x24")
+    says_gpus = "GPUs: SIMULATED (4 x 24 GB)"
+    says_paused = "its GPU memory stays allocated"
+    refuses_too_many_gpus = ("gpus_per_worker = 5, but only 4 GPU(s) exist here",)
+
+    def foreign_twin(self, argv: list[str], tmp_path: Path, reaper: list) -> Foreign:
+        """Another user's processes: untagged, and tagged as another run's attempt."""
+        return Foreign([look_alike(argv, None, reaper), look_alike(argv, another_runs_tags(), reaper)])
+
+    def check_shard_run(self, run_dir: Path, said: str, starts: list[dict]) -> None:
+        """Each launch line names the GPU its worker got."""
+        for e in starts:
+            launch = next(line for line in said.splitlines() if line.startswith(f"gputui: launch {e['task']} "))
+            assert f" attempt 1/3 on GPU {e['gpus']}: " in launch, (launch, e)
 
 
 class Foreign:
@@ -112,7 +134,6 @@ class RayBackend(Backend):
     """A Ray head of its own on 127.0.0.1 with four declared GPUs."""
 
     name = "ray"
-    run_args = ()
     says_paused = "paused on Ray (its processes on the node are stopped; GPU memory stays allocated)"
     refuses_too_many_gpus = ("gpus_per_worker = 5, but no node of the Ray cluster", "the largest has 4")
 
@@ -168,7 +189,6 @@ class SlurmBackend(Backend):
     """A single-node Slurm of its own (munged, slurmctld, slurmd) with four fake GPUs."""
 
     name = "slurm"
-    run_args = ()
     executor = '\n[executor]\nkind = "slurm"\npartition = "gpu"\nextra_args = ["--time=00:30:00"]\n'
     says_gpus = "GPUs: Slurm partition 'gpu' (4 GPU(s), 1 node(s))"
     says_paused = "paused on the slurm cluster (its log says how: suspended, held or stopped)"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import ray_cluster, slurm_cluster
-from tests.contract.backends import Backend, RayBackend, SlurmBackend
+from tests.contract.backends import LocalBackend, RayBackend, SlurmBackend
 
 BACKENDS = ["local", "ray", "slurm"]
 
@@ -17,7 +17,7 @@ BACKENDS = ["local", "ray", "slurm"]
 @pytest.fixture(scope="package", params=BACKENDS)
 def backend(request):
     if request.param == "local":
-        yield Backend()
+        yield LocalBackend()
     elif request.param == "ray":
         # Every Ray process of the suite (the head, the bridges, a foreign driver) inherits RAY_ENV.
         with ray_cluster.environment(), ray_cluster.ray_head(gpus=4) as address:

@@ -112,7 +112,7 @@ def test_an_unreachable_backend_is_a_clear_error(backend, make_job, tmp_path):
 
 # -- attempts that die -----------------------------------------------------------------------------
 def test_an_attempt_killed_from_outside_is_retried(backend, make_job, reaper, tmp_path):
-    job = backend.job(make_job, ids=20, num_workers=2, gpus_per_worker=1, sleep=3)
+    job = backend.job(make_job, ids=20, num_workers=2, gpus_per_worker=1, sleep=4)
     sched = backend.run_bg(job, log=tmp_path / "run.log")
     reaper.append(sched)
     running = wait_for(lambda: make_job.running().get("shard-0"), timeout=60, what="shard-0 running")
