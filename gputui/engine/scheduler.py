@@ -36,6 +36,7 @@ from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.gpus.reservations import Reservations
 from gputui.jobs.gpu_plan import NoFit
+from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir import exports
@@ -82,9 +83,7 @@ class Scheduler(Launching, Adoption, Settling, Steering):
         res = job.resources
         max_parallel = res.max_parallel or (None if res.gpus_per_worker else (os.cpu_count() or 1))
         self.policy = Policy(res.gpus_per_worker, max_parallel, res.min_free_memory_gb, res.memory_per_worker_gb)
-        # A pipeline step may ask for its own number of GPUs.
-        steps = job.pipeline.steps if job.pipeline is not None else ()
-        self.needs = {step.name: step.gpus for step in steps if step.gpus is not None}
+        self.needs = kind_of(job).own_gpus(job.kind_spec)  # tasks that ask for their own GPUs (a pipeline's steps)
         self.probe: GpuProbe | None = None
         self.executor = open_executor(job.executor, self._run_context())  # chosen once, here
         try:

@@ -33,7 +33,7 @@ def merge_run(store: Store, paths: RunPaths) -> str:
         shards,
         Path(merged),
         paths.merge_summary,
-        id_column=job.id_column,
+        id_column=job.kind_facts.get("id_column"),
         key=key,
         expected_ids=expected,
     )
@@ -57,7 +57,7 @@ class OutputCheck:
 
     def __call__(self, task, output: Path) -> tuple[dict | None, str | None]:
         job = read_meta(self.store).job
-        column = job.id_column
+        column = job.kind_facts.get("id_column")
         if not column or not job.merged:
             return None, None
         from gputui.results.idcheck import ShardOutput
@@ -78,8 +78,8 @@ def _id_key(store: Store):
     from gputui.results.idcheck import int_key
 
     try:
-        job = read_meta(store).job
-        values = tabular.read_column(job.input, job.id_column)
+        facts = read_meta(store).job.kind_facts  # what a shard job's plan recorded of its input
+        values = tabular.read_column(facts.get("input"), facts.get("id_column"))
     except (OSError, KeyError, ValueError):
         return None, None
     ids, integer_ids = tabular.normalize_ids(values)
@@ -102,6 +102,7 @@ def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
         except ValueError:
             merge = None
     meta = read_meta(store)
+    sweep = meta.job.kind_facts.get("sweep")  # a sweep's ranking terms, as its plan recorded them
     summary = build_summary(
         job_name=meta.job.name,
         run_dir=str(paths.root),
@@ -109,7 +110,7 @@ def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
         tasks=store.tasks(),
         attempts=store.attempts(),
         merge=merge,
-        sweep=None if meta.job.sweep is None else meta.job.sweep.as_dict(),
+        sweep=sweep if isinstance(sweep, dict) else None,
         run_failed=meta.run_failed,
     )
     return write_reports(paths.root, summary)

@@ -5,8 +5,10 @@ The layout is the one every gputui wrote, so any run directory still opens both 
 table, one JSON value per key. The facts are grouped by when they are written: the run's identity once,
 when it is created; the job's settings at every start (what may change safely between starts); the
 executor as the scheduler starts; the probe when a start names one; whether the run can still succeed as
-it runs. The executor's own facts (a Ray address...) are named only by the executor: every key this
-module does not name is the executor's (`RecordedExecutor.meta()` writes them, its `from_meta` reads them).
+it runs. Two kinds of fact are named elsewhere, and kept here unread: the job kind's own (what its plan
+records for its readers, `Plan.recorded`: keys its kind declares as `recorded_keys`, read back by the kind),
+and the executor's (a Ray address...): every key neither this module nor a job kind names is the executor's
+(`RecordedExecutor.meta()` writes them, its `from_meta` reads them).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gputui.jobs.kinds.registry import DEFAULT, KINDS, named
 from gputui.jobs.plans import Plan
 from gputui.jobs.spec import ExecutorSpec, JobSpec, ResourceSpec, RetrySpec
 from gputui.rundir.store import Store
@@ -53,30 +56,17 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
-class SweepTerms:
-    """How a sweep ranks its trials."""
-
-    metric: str | None = None
-    goal: str | None = None
-    top_k: int | None = None
-
-    def as_dict(self) -> dict:
-        return {"metric": self.metric, "goal": self.goal, "top_k": self.top_k}
-
-
-@dataclass(frozen=True)
 class JobFacts:
     """The job as the run was last started with it; a missing fact reads as the job file's own default."""
 
     name: str = ""
     file: str | None = None  # the job file, absolute: a re-attached app starts the run again from it
-    kind: str = JobSpec.kind
-    integer_ids: bool | None = None  # shards: whether ids are integers (value ranges)
-    input: str | None = None  # shards: the input file and its id column (the merge checks coverage)
-    id_column: str | None = None
+    kind: str = DEFAULT.name  # a run that recorded none is of the default kind
+    # What the kind's plan records for its readers (Plan.recorded: the merge's input, ranking terms): the kind's
+    # own, by its own names (its `recorded_keys`), read back only by the kind (JobKind.ranked_by ...).
+    kind_facts: Mapping[str, Any] = field(default_factory=dict)
     outputs: OutputSettings | None = None  # None: a run recorded before these were kept
     merged: str | None = None  # the merged output file ([outputs].merged), absolute; None: the job merges none
-    sweep: SweepTerms | None = None
     stop_grace_s: float = JobSpec.stop_grace_s
     max_attempts: int = RetrySpec.max_attempts  # a user's retry grants this many more
     backoff_max_s: float = RetrySpec.backoff_max_s
@@ -93,12 +83,9 @@ class JobFacts:
             name=job.name,
             file=str(job.path),
             kind=job.kind,
-            integer_ids=plan.integer_ids,
-            input=None if job.shards is None else str(job.shards.input),
-            id_column=None if job.shards is None else job.shards.id_column,
+            kind_facts=dict(plan.recorded),
             outputs=OutputSettings.of(job),
             merged=None if merged is None else str(merged),
-            sweep=None if job.sweep is None else SweepTerms(job.sweep.metric, job.sweep.goal, job.sweep.top_k),
             stop_grace_s=job.stop_grace_s,
             max_attempts=job.retry.max_attempts,
             backoff_max_s=job.retry.backoff_max_s,
@@ -167,15 +154,18 @@ def write_meta(store: Store, meta: RunMeta) -> None:
 # -- the layout: key -> JSON value ---------------------------------------------------------------------
 OWN_KEYS = frozenset(
     {"scheduler_id", "created_at", "plan_fingerprint", "plan_definition", "job_name", "job_file", "job_kind"}
-    | {"integer_ids", "input", "id_column", "merged", "sweep", "stop_grace_s", "max_attempts", "backoff_max_s"}
+    | {"merged", "stop_grace_s", "max_attempts", "backoff_max_s"}
     | {"gpus_per_worker", "memory_per_worker_gb", "alert_bell", "simulate", "run_failed", EXECUTOR_KEY}
     | {"outputs_dir", "outputs_pattern", "outputs_params"}
 )
+KIND_KEYS = frozenset(key for kind in KINDS.values() for key in kind.recorded_keys)  # no executor's, whatever kind
+NAMED_KEYS = OWN_KEYS | KIND_KEYS | frozenset(STORE_KEYS)
 
 
 def _to_keys(meta: RunMeta) -> dict[str, Any]:
     ident, job = meta.identity, meta.job
     keys = {
+        **{k: v for k, v in job.kind_facts.items() if k not in OWN_KEYS},  # the kind's, by its names
         "scheduler_id": ident.scheduler_id,
         "created_at": ident.created_at,
         "plan_fingerprint": ident.plan_fingerprint,
@@ -183,10 +173,6 @@ def _to_keys(meta: RunMeta) -> dict[str, Any]:
         "job_name": job.name,
         "job_file": job.file,
         "job_kind": job.kind,
-        "sweep": None if job.sweep is None else job.sweep.as_dict(),
-        "integer_ids": job.integer_ids,
-        "input": job.input,
-        "id_column": job.id_column,
         "merged": job.merged,
         "stop_grace_s": job.stop_grace_s,
         "max_attempts": job.max_attempts,
@@ -197,7 +183,7 @@ def _to_keys(meta: RunMeta) -> dict[str, Any]:
         "simulate": meta.simulate,
         "run_failed": meta.run_failed,
         EXECUTOR_KEY: meta.executor.kind,
-        **{k: v for k, v in meta.executor.settings.items() if k not in OWN_KEYS and k not in STORE_KEYS},
+        **{k: v for k, v in meta.executor.settings.items() if k not in NAMED_KEYS},
     }
     out = job.outputs
     if out is not None:  # never recorded stays unrecorded: a refusal then judges from the paths
@@ -220,29 +206,25 @@ def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
         except (TypeError, ValueError):
             return default
 
-    sweep, params = raw.get("sweep"), raw.get("outputs_params")
+    params = raw.get("outputs_params")
     outputs = None
     if "outputs_pattern" in raw:  # recorded (a run from before these were kept has none)
         params = params if isinstance(params, dict) else {}
         outputs = OutputSettings(got("outputs_dir"), got("outputs_pattern"), params)
-    if isinstance(sweep, dict):
-        sweep = SweepTerms(sweep.get("metric"), sweep.get("goal"), sweep.get("top_k"))
     identity = RunIdentity(
         got("scheduler_id", "", str),
         got("created_at", None, float),
         got("plan_fingerprint"),
         got("plan_definition"),
     )
+    kind = got("job_kind") or d.kind
     job = JobFacts(
         name=got("job_name", d.name, str),
         file=got("job_file"),
-        kind=got("job_kind", d.kind),
-        integer_ids=got("integer_ids"),
-        input=got("input"),
-        id_column=got("id_column"),
+        kind=kind,
+        kind_facts={k: raw[k] for k in named(kind).recorded_keys if k in raw},
         outputs=outputs,
         merged=got("merged"),
-        sweep=sweep if isinstance(sweep, SweepTerms) else None,
         stop_grace_s=got("stop_grace_s", d.stop_grace_s, float),
         max_attempts=got("max_attempts", d.max_attempts, int),
         backoff_max_s=got("backoff_max_s", d.backoff_max_s, float),
@@ -250,6 +232,6 @@ def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
         memory_per_worker_gb=got("memory_per_worker_gb", d.memory_per_worker_gb, float),
         alert_bell=got("alert_bell", d.alert_bell, bool),
     )
-    settings = {k: v for k, v in raw.items() if k not in OWN_KEYS and k not in STORE_KEYS}
+    settings = {k: v for k, v in raw.items() if k not in NAMED_KEYS}
     executor = ExecutorFacts(got(EXECUTOR_KEY, ExecutorFacts.kind, str), settings)
     return RunMeta(identity, job, executor, got("simulate"), got("run_failed"))

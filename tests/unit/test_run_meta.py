@@ -13,10 +13,13 @@ from gputui.jobs.spec import AlertSpec, JobSpec, ResourceSpec, RetrySpec
 from gputui.rundir.meta import ExecutorFacts, JobFacts, OutputSettings, RunMeta, read_meta, write_meta
 from gputui.rundir.opening import open_for_job
 from gputui.rundir.store import Store
+from gputui.views.kinds import ranked_by
 from tests.tui.fixed_run import shard_file
 
-# What the gputui before RunMeta recorded of a shards job started on Ray with `--simulate 2x24`, key by key:
-# open_for_job's set_meta calls, then the scheduler's as it started (the bell, the executor's own facts).
+# What the gputui before RunMeta (and before job kinds) recorded of a shards job started on Ray with `--simulate
+# 2x24`, key by key: open_for_job's set_meta calls, then the scheduler's as it started (the bell, the executor's
+# own facts). "sweep" was then recorded for every job, null for all but a sweep; a shard job's plan no longer
+# records it (its kind's facts are integer_ids, input and id_column).
 PREVIOUS = {
     "scheduler_id": "59fb0316-368d-48fe-9de5-55a0f4bf3275",
     "plan_fingerprint": "d4e538d2c7719038",
@@ -70,7 +73,8 @@ def test_a_run_recorded_by_the_previous_gputui_reads_as_typed_facts(tmp_path):
     assert meta.identity.plan_definition == [[0, 50], [50, 100], [100, 150]]
     assert (meta.job.name, meta.job.file, meta.job.kind) == ("continuation", "/r/continuation.toml", "shards")
     assert meta.job.outputs == OutputSettings("/r/out", "part_{low}_{high}_{lang}.csv", {"lang": "en"})
-    assert (meta.job.input, meta.job.id_column, meta.job.merged) == ("/r/ids.csv", "id", "/r/out/all.csv")
+    assert meta.job.kind_facts == {"integer_ids": True, "input": "/r/ids.csv", "id_column": "id"}  # the kind's
+    assert meta.job.merged == "/r/out/all.csv" and ranked_by(meta) is None
     assert (meta.job.stop_grace_s, meta.job.max_attempts, meta.job.backoff_max_s) == (7.5, 5, 60.0)
     assert (meta.simulate, meta.job.alert_bell, meta.run_failed) == ("2x24", False, None)
     assert meta.executor == ExecutorFacts("ray", {"ray_address": "head:6379", "ray_num_gpus": 4})
@@ -85,7 +89,8 @@ def test_what_we_write_is_what_the_previous_gputui_wrote_so_it_reads_our_runs(tm
     write_meta(store, meta)
     stored = store.all_meta()
     store.close()
-    assert {k: v for k, v in stored.items() if k in PREVIOUS} == PREVIOUS
+    kept = {k: v for k, v in PREVIOUS.items() if k != "sweep"}  # a shard job's plan no longer records it
+    assert {k: v for k, v in stored.items() if k in PREVIOUS} == kept
     assert set(stored) - set(PREVIOUS) == {"schema_version", "run_failed"}  # the store's own; a null
 
 
@@ -100,14 +105,36 @@ def test_a_run_from_before_a_fact_was_kept_reads_the_job_files_default(tmp_path)
     assert meta.job.outputs is None  # not recorded: the output check judges from the paths, as it always did
     assert meta.executor.kind == "local" and meta.executor.get("executor", "x") == "local"
     assert meta.job.alert_bell is True and AlertSpec().bell is False  # the app rang for one that recorded none
-    assert (meta.simulate, meta.run_failed, meta.job.sweep) == (None, None, None)
+    assert (meta.simulate, meta.run_failed, meta.job.kind_facts) == (None, None, {})
     assert meta == RunMeta(replace(RunMeta().identity, scheduler_id="sched-v2", plan_fingerprint="f"))
 
 
 def test_a_damaged_value_reads_as_the_default_and_the_store_is_left_as_it_was(tmp_path):
-    written_by_the_store(tmp_path / "state.db", {"max_attempts": "many", "stop_grace_s": None, "sweep": [1]})
+    damaged = {"max_attempts": "many", "stop_grace_s": None, "job_kind": "sweep", "sweep": [1]}
+    written_by_the_store(tmp_path / "state.db", damaged)
     meta = read(tmp_path / "state.db")
-    assert (meta.job.max_attempts, meta.job.stop_grace_s, meta.job.sweep) == (3, 10.0, None)
+    assert (meta.job.max_attempts, meta.job.stop_grace_s, meta.job.kind_facts) == (3, 10.0, {"sweep": [1]})
+    assert ranked_by(meta) is None and meta.executor.settings == {}  # the kind's to judge; never the executor's
+
+
+def test_a_sweep_keeps_its_terms_as_its_kinds_facts_and_ranks_by_them(tmp_path):
+    terms = {"metric": "loss", "goal": "min", "top_k": 2}
+    written_by_the_store(tmp_path / "state.db", {"job_kind": "sweep", "sweep": terms, "executor": "local"})
+    meta = read(tmp_path / "state.db")
+    assert meta.job.kind_facts == {"sweep": terms} and ranked_by(meta) == "loss"
+    store = Store.open(tmp_path / "new.db", create=True)
+    write_meta(store, meta)
+    assert store.meta("sweep") == terms and read_meta(store) == meta
+    store.close()
+
+
+def test_every_kind_declares_the_facts_its_plans_record():
+    """A key a plan records that its kind does not declare would read back as the executor's."""
+    from gputui.jobs.kinds.registry import KINDS
+    from gputui.rundir.meta import OWN_KEYS
+
+    declared = [key for kind in KINDS.values() for key in kind.recorded_keys]
+    assert len(declared) == len(set(declared)) and not set(declared) & OWN_KEYS
 
 
 def test_the_engine_records_the_job_and_keeps_the_identity_and_probe_across_starts(tmp_path):
