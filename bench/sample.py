@@ -72,7 +72,7 @@ def commands(job: Path, out: Path) -> list[str]:
     spec = load_jobspec(job)
     lines = []
     for t in plan_job(spec).tasks:
-        values = {"low": t.low, "high": t.high, "input": spec.shards.input, "output": out / f"{t.low}.csv"}
+        values = {"low": t.low, "high": t.high, "input": spec.kind_spec.input, "output": out / f"{t.low}.csv"}
         lines.append(shlex.join(render_command(spec, values)))
     return lines
 

@@ -9,10 +9,11 @@ from collections import Counter
 
 from gputui.engine.attempt import Options
 from gputui.engine.scheduler import DETACHED, STOPPED, Scheduler
+from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
 from gputui.results.finalize import OutputCheck, merge_run, write_summary
-from gputui.results.products import unwritten_products, write_task_products, write_trial_results
+from gputui.results.products import unwritten_products, write_results, write_task_products
 from gputui.rundir.opening import Run
 from gputui.views.printer import Printer
 
@@ -32,11 +33,17 @@ def run_headless(job: JobSpec, run: Run, opts: Options, out: Printer) -> int:
 
 
 def write_products(job: JobSpec, run: Run, task_ids: list[str], *, fsync: bool = True) -> None:
-    """Each settled task's metrics.csv and summary.json; a sweep's results table."""
-    goals = {job.sweep.metric: job.sweep.goal} if job.sweep is not None else {}
-    write_task_products(run.store, run.paths, task_ids, goals, fsync=fsync)
-    if job.sweep is not None:
-        write_trial_results(run.store, run.paths, job.sweep.metric)
+    """Each settled task's metrics.csv and summary.json; the kind's table of results (a sweep's)."""
+    kind, store = kind_of(job), run.store
+    ranking = kind.ranking(job.kind_spec)
+    write_task_products(store, run.paths, task_ids, dict([ranking]) if ranking else {}, fsync=fsync)
+
+    def durations(task_id: str) -> list[float]:
+        return [a.duration for a in store.attempts(task_id) if a.duration is not None]
+
+    table = kind.results(job.kind_spec, store.tasks, durations)
+    if table is not None:
+        write_results(run.paths, table)
 
 
 def finish(job: JobSpec, run: Run, out: Printer, elapsed: float) -> int:

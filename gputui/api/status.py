@@ -16,6 +16,7 @@ from gputui.results.report import gpu_totals
 from gputui.rundir.opening import open_existing
 from gputui.rundir.paths import RunLock
 from gputui.rundir.records import AttemptRecord
+from gputui.views.kinds import ranked_by
 from gputui.views.status_view import latest_attempts
 
 
@@ -45,8 +46,8 @@ class RunStatus:
 
     @property
     def metric(self) -> str | None:
-        """What a sweep ranks its trials by (None for other jobs)."""
-        return (self.meta.get("sweep") or {}).get("metric")
+        """What the run ranks its tasks by, as its kind recorded it (a sweep's metric; None for other jobs)."""
+        return ranked_by(self.meta)
 
     def gpu_totals(self) -> dict:
         """The run's GPU-seconds (summed) and peak memory (the largest of any task), and whether simulated."""

@@ -28,10 +28,11 @@ from gputui.executors.base import LaunchFailed, LaunchSpec
 from gputui.executors.journal import AttemptEnds
 from gputui.files.tail import LogTail
 from gputui.gpus.reservations import Reservations
-from gputui.jobs import oom, pipeline, sweep
+from gputui.jobs import oom
+from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.oom import batch_for, gpus_for
 from gputui.jobs.spec import JobSpec
-from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.jobs.templates import render_command
 from gputui.rundir.paths import RunPaths
 from gputui.rundir.store import Store
@@ -84,17 +85,10 @@ def worker_request(
         values["batch_size"] = batch_for(on_oom, int(job.params["batch_size"]), task.info)
     elif on_oom == "more_gpus" and oom.changes(task.info):
         values["tensor_parallel_size"] = num_gpus
-    command = None
-    if task.kind == TRIAL:
-        values |= sweep.trial_values(task)
-    elif task.kind == STEP:
-        values |= pipeline.step_values(task)
-        command = next((s.command for s in job.pipeline.steps if s.name == task.info.get("step")), None)
-        command = command or tuple(task.info.get("command") or ())
-    else:
-        values |= {"low": task.low, "high": task.high, "input": job.shards.input, "output": output or ""}
-        env |= {"GPUTUI_LOW": str(task.low), "GPUTUI_HIGH": str(task.high)}
-    return render_command(job, values, command), env
+    own = kind_of(job).values(job, task, output)  # the kind's: a shard's range, a trial's params, a step's
+    values |= own.values
+    env |= own.env
+    return render_command(job, values, own.command), env
 
 
 class RetryClock:
@@ -302,7 +296,7 @@ class Launcher:
         tasks = self.state.tasks
         after = tuple(d for d in task.after if d in tasks and tasks[d].status != Status.DONE)
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held, asked, after,
-                          batch=task.kind == SHARD)  # fmt: skip
+                          batch=kind_of(self.job).alike_tasks)  # fmt: skip
         return spec, live
 
     def give_back(self, launches: list[tuple[LaunchSpec, Live]]) -> None:

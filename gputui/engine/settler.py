@@ -4,9 +4,8 @@ a pipeline's skipped steps), all in the transaction of the turn that learnt of t
 
 from __future__ import annotations
 
-import math
-import re
 import time
+from functools import partial
 from pathlib import Path
 
 from gputui import clock
@@ -23,35 +22,14 @@ from gputui.engine.setup import RunSetup
 from gputui.engine.voice import Progress, Voice
 from gputui.executors import cgroup as cgroups
 from gputui.executors.journal import AttemptEnds
-from gputui.hooks.reader import read_all
-from gputui.jobs import kinds
+from gputui.jobs.kinds.base import AttemptOutput
+from gputui.jobs.kinds.registry import kind_of, on_settle
 from gputui.jobs.oom import OomPolicy
-from gputui.jobs.sweep import SweepSpec
-from gputui.jobs.tasks import TRIAL, Status
+from gputui.jobs.tasks import Status
 from gputui.rundir import alerts_file
 from gputui.rundir.manifests import write_manifest
 from gputui.rundir.signal_files import write_signal
 from gputui.rundir.store import Store
-
-
-def trial_metric(spec: SweepSpec, events: Path, log_path: str) -> float | None:
-    """A trial's metric: the last value it reported through gputui.hooks, else the last match of
-    `[sweep].metric_regex` in its log."""
-    value = None
-    for event in read_all(events):
-        if spec.metric in event.values:
-            value = event.values[spec.metric]
-    if value is None and spec.metric_regex:
-        found = re.findall(spec.metric_regex, read_tail(log_path, max_bytes=1 << 20))
-        value = _number(found[-1]) if found else None
-    return value if value is None or math.isfinite(value) else None
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 class Settler:
@@ -199,11 +177,10 @@ class Settler:
         self.store.update_attempt(task.id, live.number, **d.attempt, **self.meter.finish(live.key, ended.ended_at))
         if d.task:
             self.state.set(task.id, **d.task)
-        if d.outcome == "done" and task.kind == TRIAL:
-            self.state.set(
-                task.id,
-                metric=trial_metric(self.job.sweep, self.paths.events(task.id, live.number), live.log_path),
-            )
+        if d.outcome == "done":  # what the kind reads of a task that ended well (a trial's metric)
+            left = AttemptOutput(self.paths.events(task.id, live.number), partial(read_tail, live.log_path))
+            if found := kind_of(self.job).settled(self.job.kind_spec, task, left):
+                self.state.set(task.id, **found)
         if d.event:
             self.store.add_event(*d.event, task.id)
         if d.outcome == "done":
@@ -267,7 +244,7 @@ class Settler:
     def expand(self) -> None:
         """The job kind's rule, in the transaction that settled a task: a sweep's next stage, a pipeline's
         skipped steps. Taken once: the tasks it adds or marks are committed with the settle."""
-        e = kinds.on_settle(self.job, self.state.tasks.values())
+        e = on_settle(self.job, self.state.tasks.values())
         if not e:
             return
         if e.new:

@@ -17,6 +17,7 @@ from gputui.executors.registry import open_executor
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
 from gputui.jobs.gpu_plan import NoFit
+from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.spec import JobSpec
 from gputui.rundir.opening import Run
 
@@ -31,9 +32,7 @@ class RunSetup:
         self.scheduler_id = run.scheduler_id
         self.opts = opts
         res = job.resources
-        # A pipeline step may ask for its own number of GPUs.
-        steps = job.pipeline.steps if job.pipeline is not None else ()
-        self.needs = {step.name: step.gpus for step in steps if step.gpus is not None}
+        self.needs = kind_of(job).own_gpus(job.kind_spec)  # tasks that ask for their own GPUs (a pipeline's steps)
         self.probe: GpuProbe | None = None
         self.executor = open_executor(job.executor, self._run_context())  # chosen once, here
         try:

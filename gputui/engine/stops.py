@@ -1,10 +1,9 @@
 """Kills in progress: SIGTERM sent, SIGKILL due after the grace (control.Stop), advanced by the loop each
 turn without blocking. Begun by a user's kill (answered when it is over), a broken [health] rule, a worker
-whose start is reported after its task was killed, leftovers of an ended attempt, and the run's own stop."""
+whose start is reported after its task was killed, or leftovers of an ended attempt; when the run stops,
+each is driven to its end."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 from gputui.engine.control import Controller, Stop
 from gputui.engine.voice import Voice
@@ -24,9 +23,6 @@ class Stops:
     def __bool__(self) -> bool:
         return bool(self.stops)
 
-    def __iter__(self) -> Iterator[Stop]:
-        return iter(list(self.stops))
-
     def pairs(self, tasks: list[TaskRecord]) -> list:
         """Each task with its current attempt (one never recorded has none to stop)."""
         return [(t, a) for t in tasks if (a := self.store.attempt(t.id, t.attempts)) is not None]
@@ -42,9 +38,6 @@ class Stops:
         """A user's kill, taken from control `control_id`: answered when it is over."""
         self.stops.append(self.controller.begin_kill(targets))
         self.stops[-1].control_id = control_id
-
-    def add(self, stop: Stop) -> None:
-        self.stops.append(stop)
 
     def taken(self, control_id: int) -> bool:
         """Whether that control's kill is under way."""

@@ -5,12 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # each kind's spec lives with its rule
-    from gputui.jobs.health_spec import HealthSpec
-    from gputui.jobs.pipeline import PipelineSpec
-    from gputui.jobs.sweep import SweepSpec
+from typing import Any
 
 PLACEHOLDERS = (
     "low",
@@ -24,21 +19,11 @@ PLACEHOLDERS = (
     "num_gpus",
 )
 GENERIC_PLACEHOLDERS = ("run_dir", "output_dir", "task_id", "attempt", "gpus", "num_gpus")  # every kind has them
-KINDS = ("shards", "sweep", "pipeline")
 MODEL_PLACEHOLDERS = ("model", "dtype", "tensor_parallel_size", "gpu_memory_utilization")  # with a [model] table
 
 
 class JobSpecError(ValueError):
     """A job file problem; str() is the full, user-facing message (file, key path, expectation)."""
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    input: Path  # absolute
-    id_column: str
-    num_workers: int | None  # exactly one of num_workers / shard_size is set
-    shard_size: int | None
-    format: str  # "csv" | "jsonl" | "parquet"
 
 
 @dataclass(frozen=True)
@@ -99,13 +84,46 @@ class ExecutorSpec:
 
 
 @dataclass(frozen=True)
+class HealthSpec:
+    # 300 s: torchtitan allows 300 s (comm.init_timeout_seconds) for start-up and the first train step; a
+    # task that gets through the same span with sane values has passed its risky start and is marked healthy.
+    window_s: float = 300.0
+    metric: str = "loss"  # the value the explode and stagnation rules watch (lower is better)
+    # On: Megatron-LM checks the loss and grads for NaN by default (check_for_nan_in_loss_and_grad); a NaN
+    # loss never comes back on its own.
+    nan: bool = True
+    # Off: a loss's scale depends on the task (an LM starts near ln(vocab) ~ 10, a regression anywhere), so
+    # no absolute cap is safe for every job.
+    explode_above: float | None = None
+    # 10x: Megatron-LM calls a loss "spiky" at 10x the maximum seen (SPIKY_LOSS_FACTOR). Against the minimum
+    # of the first values that is already past where any healthy run goes; llm-foundry's KillLossSpike uses
+    # 2x the window mean but only after 5 outliers in a row over a 100-value window, which we do not keep.
+    explode_ratio: float | None = 10.0
+    # On: an lr of exactly 0 after warm-up's first step is a broken schedule (warm-up longer than the run,
+    # a scheduler stepped per epoch, lr * 0 scale), and the task would burn its GPUs learning nothing.
+    lr_zero: bool = True
+    # Off: plateaus are normal (LMs sit on one for many steps early on); the right patience is per task.
+    stagnation_steps: int = 0
+    # 600 s: twice torchtitan's start-up allowance and PyTorch's NCCL collective timeout (10 min), so a
+    # silent import, data load or checkpoint save does not trip it, while a hung collective whose watchdog
+    # never fires is still caught. It applies at any time, not only in the window.
+    no_output_s: float = 600.0
+    # NaN, explosion, lr = 0 and stagnation come back on a retry with the same seed and config: retrying
+    # burns GPU time for the same result. OOM, CUDA/NCCL errors and hangs are often transient and follow
+    # [retry] as any other failure does.
+    retry_deterministic: bool = False
+    # On: a rank that hits CUDA OOM or an NCCL error often leaves the other ranks hung until the collective
+    # timeout; stopping at the line frees the GPUs at once.
+    cuda_errors: bool = True
+
+
+@dataclass(frozen=True)
 class JobSpec:
     path: Path  # the job file, absolute
     name: str
     command: tuple[str, ...]  # argv template: shlex-split [job].command (or the list given)
     workdir: Path  # absolute; commands run here
     run_dir: Path  # absolute
-    shards: ShardSpec | None  # kind "shards" only
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     retry: RetrySpec = field(default_factory=RetrySpec)
     outputs: OutputSpec | None = None
@@ -116,7 +134,6 @@ class JobSpec:
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     model: ModelSpec | None = None
     text: str = ""  # the job file as read, kept in the run directory for the record
-    kind: str = "shards"  # "shards" | "sweep" | "pipeline"
-    sweep: SweepSpec | None = None  # kind "sweep"
-    pipeline: PipelineSpec | None = None  # kind "pipeline"
+    kind: str = ""  # [job].kind (the loader sets it): a name in gputui.jobs.kinds.registry.KINDS
+    kind_spec: Any = None  # its kind's table as that kind parsed it (jobs/kinds/: ShardSpec, SweepSpec, ...)
     health: HealthSpec | None = None  # when the file has [health]

@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gputui.jobs.spec import JobSpecError
+from gputui.jobs.spec import JobSpec, JobSpecError
 from gputui.text_safety import visible
-
-if TYPE_CHECKING:
-    from gputui.jobs.spec import JobSpec
 
 
 class Formatter(string.Formatter):

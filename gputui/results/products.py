@@ -1,6 +1,7 @@
-"""What a run leaves per task and per sweep, rewritten as tasks settle: a task's metrics.csv and summary.json
-(from the events its worker reported; a shard's only once it reported any), and a sweep's results.csv /
-results.jsonl (one row per settled trial, readable by pandas as it is). Every file is replaced atomically."""
+"""What a run leaves per task and per kind, rewritten as tasks settle: a task's metrics.csv and summary.json
+(from the events its worker reported; a shard's only once it reported any), and a kind's results.csv /
+results.jsonl (a sweep's: one row per settled trial, readable by pandas as it is). Every file is replaced
+atomically."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from collections.abc import Iterable
 
 from gputui.files.atomic import atomic_write_text, dumps_json
 from gputui.hooks.reader import read_all
-from gputui.jobs.tasks import SHARD, TRIAL, Status, TaskRecord
+from gputui.jobs.kinds.base import ResultsTable
+from gputui.jobs.kinds.registry import for_task
+from gputui.jobs.tasks import TaskRecord
 from gputui.results.task_summary import write_metrics_csv, write_task_summary
 from gputui.rundir.paths import RunPaths
 from gputui.rundir.store import Store
@@ -49,7 +52,8 @@ def has_products(paths: RunPaths, task: TaskRecord) -> bool:
     """Every trial and step has its folder; a shard only once its worker reported through gputui.hooks.
     Otherwise its metrics.csv would be a header and its summary.json what exports/tasks.json already
     says: three files per shard of noise, which cost a short shard more than its own work."""
-    return task.kind != SHARD or paths.events(task.id, task.attempts).exists() or paths.task_dir(task.id).exists()
+    always = for_task(task.kind).always_products
+    return always or paths.events(task.id, task.attempts).exists() or paths.task_dir(task.id).exists()
 
 
 def unwritten_products(paths: RunPaths, tasks: Iterable[TaskRecord]) -> list[str]:
@@ -70,44 +74,16 @@ def unwritten_products(paths: RunPaths, tasks: Iterable[TaskRecord]) -> list[str
     return found
 
 
-def trial_rows(tasks: Iterable[TaskRecord], store: Store, metric: str) -> list[dict]:
-    """One row per settled trial, in plan order."""
-    rows = []
-    for t in sorted(tasks, key=lambda t: t.index):
-        if t.kind != TRIAL or t.status not in Status.FINAL:
-            continue
-        durations = [a.duration for a in store.attempts(t.id) if a.duration is not None]
-        rows.append(
-            {
-                "stage": t.info.get("stage"),
-                "stage_index": t.info.get("stage_index"),
-                "trial_id": t.id,
-                "params": dict(t.info.get("params") or {}),
-                "parent_id": t.info.get("parent_id"),
-                metric: t.metric,
-                "status": t.status,
-                "rank": t.rank,
-                "promoted": t.promoted,
-                "output_dir": t.info.get("output_dir"),
-                "duration_s": round(sum(durations), 3) if durations else None,
-                "note": t.note or t.reason,
-            }
-        )
-    return rows
-
-
-def write_trial_results(store: Store, paths: RunPaths, metric: str) -> None:
-    """results.csv (a column per parameter) and results.jsonl (params as one object) in the run directory."""
-    rows = trial_rows(store.tasks(), store, metric)
-    params = list(dict.fromkeys(name for row in rows for name in row["params"]))
-    after = ["parent_id", metric, "status", "rank", "promoted", "output_dir", "duration_s", "note"]
-    columns = ["stage", "stage_index", "trial_id", *params, *after]
+def write_results(paths: RunPaths, table: ResultsTable) -> None:
+    """results.csv (a column per key of each row's `spread` dict: a trial's params) and results.jsonl (that dict
+    as one object) in the run directory: a kind's table of results (a sweep's trials)."""
     buf = io.StringIO()
-    out = csv.DictWriter(buf, columns, lineterminator="\n", extrasaction="ignore")
+    out = csv.DictWriter(buf, table.columns, lineterminator="\n", extrasaction="ignore")
     out.writeheader()
-    for row in rows:
-        out.writerow({k: "" if v is None else v for k, v in {**row, **row["params"]}.items()})
+    for row in table.rows:
+        spread = row[table.spread] if table.spread else {}
+        out.writerow({k: "" if v is None else v for k, v in {**row, **spread}.items()})
     paths.results.mkdir(parents=True, exist_ok=True)
     atomic_write_text(paths.results / "results.csv", buf.getvalue())
-    lines = "".join(dumps_json(row, indent=None) + "\n" for row in rows)  # strict: a NaN param is null
+    lines = "".join(dumps_json(row, indent=None) + "\n" for row in table.rows)  # strict: a NaN param is null
     atomic_write_text(paths.results / "results.jsonl", lines)

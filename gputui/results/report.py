@@ -12,7 +12,8 @@ from typing import Any
 from gputui import clock
 from gputui.files.atomic import atomic_write_json, atomic_write_text
 from gputui.gpus.probe import GIB
-from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status, TaskRecord
+from gputui.jobs.kinds.registry import KINDS, for_task
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.records import AttemptRecord
 from gputui.text_safety import one_line, visible
 
@@ -194,10 +195,8 @@ def render_report(summary: dict) -> str:
                 lines.append(f"  - last log: `{t['last_log']}`")
         lines.append("")
 
-    if summary.get("sweep"):
-        lines += _sweep_section(summary["sweep"], tasks)
-    if any(t.get("kind") == STEP for t in tasks):
-        lines += _steps_section(tasks)
+    for kind in KINDS.values():  # each kind's own section (a sweep's rankings, a pipeline's steps)
+        lines += kind.report_section(summary, _MARKDOWN)
 
     merge = summary.get("merge")
     if merge is not None:
@@ -229,8 +228,8 @@ def _outcome(summary: dict) -> str:
     """E.g. "3/4 shards done in 12.3 s; 1 failed; 2 retries. Merged 1,200 rows into `out.csv`."."""
     counts = summary.get("counts", {})
     total = summary.get("total_tasks", 0)
-    kinds = {t.get("kind", SHARD) for t in summary.get("tasks", [])}
-    word = {TRIAL: "trials", STEP: "steps"}.get(next(iter(kinds)), "shards") if len(kinds) == 1 else "tasks"
+    nouns = {for_task(t.get("kind")).noun for t in summary.get("tasks", [])}
+    word = f"{next(iter(nouns))}s" if len(nouns) == 1 else "tasks"
     text = f"{counts.get(Status.DONE, 0)}/{total} {word} done"
     if summary.get("wall_seconds") is not None:
         text += f" in {_seconds(summary['wall_seconds'])}"
@@ -265,63 +264,26 @@ def _outcome(summary: dict) -> str:
 
 
 def _label(t: dict) -> str:
-    if t.get("kind", SHARD) == SHARD:
-        low, high = t["range"]
-        return f"[{low}, {high})"
-    return t.get("label") or t["id"]
+    return t.get("label") or t["id"]  # what the task covers (TaskRecord.range_label): a range, a trial's params
 
 
-def _sweep_section(sweep: dict, tasks: list[dict]) -> list[str]:
-    """Each stage's ranking, then the best chain: the best trial of the last ranked stage and its parents."""
-    metric, goal = sweep.get("metric", "metric"), sweep.get("goal", "max")
-    trials = [t for t in tasks if t.get("kind") == TRIAL]
-    lines = [
-        "## Sweep",
-        "",
-        f"Ranked by `{metric}` ({goal}imum first), top {sweep.get('top_k')} promoted per stage; ties are broken "
-        "by trial order (the earlier trial ranks higher).",
-        "",
-    ]
-    stages: dict[str, list[dict]] = {}
-    for t in trials:
-        stages.setdefault(t["info"].get("stage", "?"), []).append(t)
-    for stage, members in stages.items():
-        lines += [f"### Stage {stage}", "", f"| Rank | Trial | Params | Parent | {metric} | Status | Note |"]
-        lines.append("|---|---|---|---|---|---|---|")
-        for t in sorted(members, key=lambda t: (t.get("rank") is None, t.get("rank") or 0, t["index"])):
-            params = ", ".join(f"{k}={v}" for k, v in (t["info"].get("params") or {}).items())
-            rank = "-" if t.get("rank") is None else str(t["rank"]) + (" ★" if t.get("promoted") else "")
-            value = "-" if t.get("metric") is None else f"{t['metric']:.6g}"
-            note = t.get("note") or t.get("reason") or ""
-            cells = [rank, t["id"], params, t["info"].get("parent_id") or "-", value, t["status"], _cut(note)]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        lines.append("")
-    chain = _best_chain(trials)
-    if chain:
-        links = " ← ".join(f"**{t['id']}** ({_label(t)}; {metric} {t['metric']:.6g})" for t in chain)
-        lines += ["**Best chain** (last stage first): " + links, ""]
-    return lines
+class _Markdown:
+    """The report's rules for a table's cells, handed to each kind's section (jobs/kinds/base.Markdown)."""
+
+    @staticmethod
+    def row(cells) -> str:
+        return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+    @staticmethod
+    def cut(text: str) -> str:
+        return _cut(text)
+
+    @staticmethod
+    def seconds(value: Any) -> str:
+        return _seconds(value)
 
 
-def _best_chain(trials: list[dict]) -> list[dict]:
-    ranked = [t for t in trials if t.get("rank") == 1]
-    if not ranked:
-        return []
-    by_id = {t["id"]: t for t in trials}
-    chain = [max(ranked, key=lambda t: t["info"].get("stage_index", 0))]
-    while (parent := by_id.get(chain[-1]["info"].get("parent_id") or "")) is not None:
-        chain.append(parent)
-    return [t for t in chain if t.get("metric") is not None]
-
-
-def _steps_section(tasks: list[dict]) -> list[str]:
-    lines = ["## Steps", "", "| Step | Waits for | Status | Duration | Reason |", "|---|---|---|---|---|"]
-    for t in tasks:
-        if t.get("kind") == STEP:
-            after = ", ".join(t.get("after") or []) or "-"
-            cells = [t["id"], after, t["status"], _seconds(t.get("duration")), _cut(t.get("reason") or "")]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return [*lines, ""]
+_MARKDOWN = _Markdown()
 
 
 def _gpu_line(summary: dict) -> str:

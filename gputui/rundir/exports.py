@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 
 from gputui.files.atomic import atomic_write_json, atomic_write_text, dumps_json
+from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.spec import JobSpec
 from gputui.rundir.paths import RunPaths
 from gputui.rundir.store import Store
@@ -26,7 +28,7 @@ def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: 
             "env": dict(job.env),
             "params": dict(job.params),
             "kind": job.kind,
-            "shards": None if job.shards is None else vars(job.shards),
+            kind_of(job).table: asdict(job.kind_spec),  # the kind's table as read ([shards], [sweep] ...)
             "resources": vars(job.resources),
             "retry": vars(job.retry),
             "outputs": vars(job.outputs),

@@ -10,8 +10,10 @@ from pathlib import Path
 from gputui.executors.journal import rotate
 from gputui.executors.ownership import new_scheduler_id
 from gputui.files.atomic import atomic_write_text
-from gputui.jobs.plans import Plan, plan_job, recorded_stages, what_changed
-from gputui.jobs.shards import Shard, describe_plan
+from gputui.jobs.kinds.base import Recorded
+from gputui.jobs.kinds.changes import SAFE_CHANGES
+from gputui.jobs.kinds.registry import DEFAULT, kind_of
+from gputui.jobs.plans import Plan, plan_job
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
 from gputui.rundir import rebuild
@@ -20,7 +22,7 @@ from gputui.rundir.store import Store
 
 
 class PlanMismatch(RuntimeError):
-    """The job file now plans different shards than the run directory was started with."""
+    """The job file now plans other tasks than the run directory was started with."""
 
 
 @dataclass
@@ -95,12 +97,6 @@ def open_existing(run_dir: str | Path, *, readonly: bool = False) -> tuple[RunPa
     return paths, Store.open(paths.db, readonly=readonly)
 
 
-SAFE_CHANGES = (
-    "the command, env and params of work still to do, [resources], [retry], [alerts], stop_grace_s and "
-    "[outputs].merged"
-)
-
-
 def _output_settings(job: JobSpec) -> dict:
     """What decides where shard outputs go, kept in the run's meta to name what changed."""
     if job.outputs is None or job.outputs.pattern is None:
@@ -149,50 +145,24 @@ def _check_outputs(store: Store, job: JobSpec, plan: Plan) -> None:
         )
 
 
-def _refuse_changed_plan(store: Store, job: JobSpec, plan: Plan) -> None:
-    kind = store.meta("job_kind") or "shards"
-    if kind != job.kind:
+def _refuse_changed_plan(store: Store, job: JobSpec, plan: Plan, changed: bool) -> None:
+    """Refuse a job file whose plan is not the one the run recorded: another kind, or what its kind says."""
+    was = store.meta("job_kind") or DEFAULT.name
+    if was != job.kind:
         raise PlanMismatch(
-            f"{store.path.parent} was started as a {kind} job; the job file {job.path} is now a {job.kind} "
+            f"{store.path.parent} was started as a {was} job; the job file {job.path} is now a {job.kind} "
             f"job ([job].kind). Restore it, or start afresh with another --run-dir."
         )
-    if job.kind == "shards":
-        old_desc = describe_plan([Shard(t.index, t.low, t.high, t.count) for t in store.tasks()])
-        raise PlanMismatch(
-            f"{store.path.parent} was started with {old_desc}; the job file {job.path} now plans "
-            f"{plan.description}. Mixing two plans could process ids twice or skip some. Restore the "
-            f"job file's sharding (num_workers/shard_size and input), or start afresh with another --run-dir."
-        )
-    table = "[sweep]" if job.kind == "sweep" else "[[pipeline.step]]"
-    change = what_changed(store.meta("plan_definition"), plan.definition) or "its definition changed"
-    why = "the trials already run and ranked" if job.kind == "sweep" else "the steps already run"
-    raise PlanMismatch(
-        f"{job.path}: {table} changed since {store.path.parent} started ({change}); {why} would no longer "
-        f"match it, so this is refused.\n  Restore it, or start afresh with another --run-dir. What may change "
-        f"safely between runs: {SAFE_CHANGES}."
-    )
-
-
-def _refuse_reordered_stages(store: Store, job: JobSpec, plan: Plan) -> None:
-    """Stages swapped in the job file: the fingerprint (a digest with sorted keys) cannot see it, but the
-    trials already ranked would promote into another stage."""
-    was = [name for name, _ in recorded_stages(store.meta("plan_definition"))[0]]
-    now = [name for name, _ in recorded_stages(plan.definition)[0]]
-    if was != now:
-        raise PlanMismatch(
-            f"{job.path}: [[sweep.stage]] order changed since {store.path.parent} started (was "
-            f"{', '.join(was)}; now {', '.join(now)}); the trials already run and ranked would no longer match "
-            f"it, so this is refused.\n  Restore it, or start afresh with another --run-dir."
-        )
+    recorded = Recorded(store.meta("plan_definition"), store.tasks, store.path.parent)
+    refusal = kind_of(job).refusal(job, plan, recorded, changed)
+    if refusal is not None:
+        raise PlanMismatch(refusal)
 
 
 def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retry_failed: bool) -> list[str]:
     recorded = store.meta("plan_fingerprint")
-    if recorded is not None and recorded != plan.fingerprint:
-        _refuse_changed_plan(store, job, plan)
-    if recorded is not None and job.kind == "sweep":
-        _refuse_reordered_stages(store, job, plan)
     if recorded is not None:
+        _refuse_changed_plan(store, job, plan, changed=recorded != plan.fingerprint)
         _check_outputs(store, job, plan)
     with store.transaction():
         notes = []
@@ -221,12 +191,7 @@ def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retr
             "job_name": job.name,
             "job_file": str(job.path),
             "job_kind": job.kind,
-            "sweep": None
-            if job.sweep is None
-            else {"metric": job.sweep.metric, "goal": job.sweep.goal, "top_k": job.sweep.top_k},
-            "integer_ids": plan.integer_ids,
-            "input": None if job.shards is None else str(job.shards.input),
-            "id_column": None if job.shards is None else job.shards.id_column,
+            **plan.recorded,  # what the kind keeps for its readers (the merge's input, a sweep's terms)
             "merged": None if merged is None else str(merged),
             "stop_grace_s": job.stop_grace_s,
             "max_attempts": job.retry.max_attempts,
@@ -236,10 +201,6 @@ def _init_or_check(store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retr
         }.items():
             store.set_meta(key, value)
     return notes
-
-
-def _sweep_terms(job: JobSpec) -> dict:
-    return {"metric": job.sweep.metric, "goal": job.sweep.goal, "top_k": job.sweep.top_k}
 
 
 def check_app_target(jobs: Path | None, run_dir: Path | None, simulate: str | None) -> Path | None:

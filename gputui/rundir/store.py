@@ -16,8 +16,9 @@ from pathlib import Path
 
 from gputui.clock import Stamp
 from gputui.executors.ownership import ProcessRef
-from gputui.jobs.kinds import NewTask
-from gputui.jobs.tasks import SHARD, Status, TaskRecord
+from gputui.jobs.kinds.base import NewTask
+from gputui.jobs.kinds.registry import DEFAULT
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from gputui.rundir.state_file import (
@@ -273,7 +274,7 @@ def _task(r: sqlite3.Row) -> TaskRecord:
         gpu_seconds=_get(r, "gpu_seconds"),
         peak_memory=_get(r, "peak_memory"),
         gpus_simulated=bool(_get(r, "gpus_simulated")),
-        kind=_get(r, "kind") or SHARD,
+        kind=_get(r, "kind") or DEFAULT.task_kind,  # a row from before tasks had kinds
         info=json.loads(_get(r, "info") or "{}"),
         after=tuple(a for a in (_get(r, "after_ids") or "").split(",") if a),
         metric=_get(r, "metric"),

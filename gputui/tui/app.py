@@ -23,7 +23,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from gputui.api.machine import describe, ghost_memory
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
-from gputui.jobs.tasks import SHARD, TRIAL, Status
+from gputui.jobs.tasks import Status
 from gputui.tui import modes
 from gputui.tui.palette import palette_commands
 from gputui.tui.refresh import Gatherer, Refreshed, SeriesRead
@@ -230,9 +230,9 @@ class GpuTuiApp(App):
                 self.series = run.series
             elif self.view is not None and table.selected_id not in (None, self.view.selected):
                 self._read_series(table.selected_id)  # selected before the run existed (its plan): read it now
-            kinds = {v.task.kind for v in run.tasks}
+            offered, first = run.chart  # as the run's kind has it: a sweep's comes first
             has_metrics = any(v.metrics for v in run.tasks) or (self.series is not None and not self.series.empty)
-            self._area.offer(bool(kinds - {SHARD}) or has_metrics, by_default=TRIAL in kinds)
+            self._area.offer(offered or has_metrics, by_default=first)
             self._show_chart()
         elif msg.plan is not None:
             plan = self.plan = msg.plan
@@ -287,7 +287,7 @@ class GpuTuiApp(App):
     def _metric_name(self) -> str | None:
         """What a sweep ranks its trials by (None for other jobs)."""
         if self.snapshot is not None:
-            return (self.snapshot.meta.get("sweep") or {}).get("metric")
+            return self.snapshot.metric
         return self.plan.metric if self.plan is not None else None
 
     def selected_task(self) -> TaskView | None:

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING
 
-from textual.app import SystemCommand
+from textual.app import App, SystemCommand
 
 from gputui.tui import modes
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.run_area import RunArea
 
-if TYPE_CHECKING:
-    from gputui.tui.app import GpuTuiApp
-
 KEYS_ONLY = ("tab", "back", "help", "cycle_sort", "cycle_filter")  # keys, not commands
 
 
-def palette_commands(app: GpuTuiApp) -> Iterator[SystemCommand]:
+def palette_commands(app: App) -> Iterator[SystemCommand]:
     """The table's verbs through the table, `c` through the run area, the app's own keys through the app;
     each only where its key would act (the same checks as the footer's)."""
     main = app.screen_stack[0]  # the table's screen, whichever screen the palette was opened on

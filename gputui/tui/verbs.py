@@ -9,7 +9,8 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from textual.app import App
 
 from gputui.api import Kill, Start, StartFailed, Stop, Verb, open_run, send, start_in_background, verb_named
 from gputui.jobs.tasks import Status
@@ -18,9 +19,6 @@ from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
 from gputui.views.executor_facts import kill_lines
 from gputui.views.runview import RunSnapshot, TaskView
-
-if TYPE_CHECKING:
-    from gputui.tui.app import GpuTuiApp
 
 WAITING = (Status.PENDING, Status.RETRYING)
 
@@ -81,7 +79,7 @@ class RunControls:
     """What the app's run keys do. Blocking work (a /proc scan, a verb waiting for its answer, starting a
     scheduler) runs in a thread worker of the app's "control" group; results come back as toasts."""
 
-    def __init__(self, app: GpuTuiApp) -> None:
+    def __init__(self, app: App) -> None:
         self.app = app
         self.launching = False
 

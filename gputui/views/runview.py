@@ -18,14 +18,15 @@ from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
 from gputui.executors.registry import recorded_executor, runs_on
 from gputui.gpus.probe import GpuSnapshot
-from gputui.jobs.kinds import NewTask
-from gputui.jobs.plans import recorded_stages
-from gputui.jobs.tasks import TRIAL, Status, TaskRecord
+from gputui.jobs.kinds.base import NewTask
+from gputui.jobs.kinds.registry import kind_of, named
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.alerts_file import AlertReader
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 from gputui.views.executor_facts import Placements, node_label
+from gputui.views.kinds import chart_offer
 from gputui.views.metrics import MetricHistory, MetricSeries, file_stamp
 from gputui.views.progress import Progress, ProgressTracker
 
@@ -60,11 +61,18 @@ class RunSnapshot:
     alerts: list[dict] = field(default_factory=list)  # appended to alerts.jsonl since the last snapshot
     active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
     series: MetricSeries | None = None  # the selected task's metrics over steps (see `RunView.select`)
-    to_come: list[str] = field(default_factory=list)  # a sweep's stages not planned yet, one line each
+    to_come: list[str] = field(default_factory=list)  # what the kind has not planned yet, one line each
+    metric: str | None = None  # what the run ranks its tasks by, as its kind recorded it (a sweep's)
 
     @property
     def counts(self) -> Counter[str]:
         return Counter(v.task.status for v in self.tasks)
+
+    @property
+    def chart(self) -> tuple[bool, bool]:
+        """Whether the app offers the metrics chart before any metric is reported, and shows it first: as the
+        run's kind has it."""
+        return chart_offer(v.task.kind for v in self.tasks)
 
     @property
     def finished(self) -> bool:
@@ -158,45 +166,30 @@ def outlook(views: list[TaskView]) -> Outlook:
     return Outlook(done, total, rate if measured else None, eta)
 
 
-def stages_to_come(
-    stages: list[tuple[str, int]], top_k: int, planned: set[str], *, stopped: bool = False
-) -> list[str]:
-    """One line per sweep stage not planned yet: 'task2 · 3 param sets × top 2 of task1 (≤6 trials) · after
-    task1 is ranked'. `stages`: (name, parameter sets) in order; `planned`: stage names that have trials."""
-    lines = []
-    for i, (name, sets) in enumerate(stages):
-        if i == 0 or name in planned:
-            continue
-        before = stages[i - 1][0]
-        trials = f"≤{sets * top_k} trials" if top_k > 1 else f"{sets} trial{'s' if sets != 1 else ''}"
-        when = "will not run: the sweep stopped" if stopped else f"after {before} is ranked"
-        plural = "s" if sets != 1 else ""
-        lines.append(f"{name} · {sets} param set{plural} × top {top_k} of {before} ({trials}) · {when}")
-    return lines
-
-
-def sweep_stages(meta: Mapping) -> tuple[list[tuple[str, int]], int]:
-    """A sweep run's stages (name, parameter sets) and top_k, from the plan it recorded: ([], 0) for a run that
-    is not a sweep or recorded no plan; a recorded plan without stages gives ([], its top_k, else 1)."""
-    if meta.get("job_kind") != "sweep" or not isinstance(meta.get("plan_definition"), dict):
-        return [], 0
-    return recorded_stages(meta["plan_definition"])
-
-
 @dataclass(frozen=True)
 class PlannedRun:
     """A job's plan before it is launched, as the app shows it: nothing is written to read it."""
 
     job_name: str
-    kind: str  # shards | sweep | pipeline
+    kind: str  # [job].kind
     description: str  # the plan's one line
     tasks: list[TaskView]
-    to_come: list[str]  # a sweep's later stages, one line each
-    metric: str | None = None  # what a sweep ranks its trials by
+    to_come: list[str]  # what the kind plans later (a sweep's later stages), one line each
+    metric: str | None = None  # what the kind ranks its tasks by (a sweep's metric)
     error: str | None = None  # why the plan could not be read (then there are no tasks)
     sizing: str | None = None  # the run mode's decision on the GPUs seen now ('auto: 2 GPU(s) per worker, ...')
     no_fit: str | None = None  # or why the run mode finds no room for the model here (then `l` is refused)
     runs_on: str | None = None  # a cluster the job runs on ('the Ray cluster at head:6379'); None: this machine
+
+    @property
+    def noun(self) -> str:
+        """One of its tasks in words ('trial')."""
+        return named(self.kind).noun if self.kind else "task"
+
+    @property
+    def planned_from(self) -> str | None:
+        """What the tasks planned at the start belong to (a sweep's first stage), if anything."""
+        return named(self.kind).planned_from([v.task for v in self.tasks]) if self.kind else None
 
 
 def planned_record(task: NewTask, budget: int) -> TaskRecord:
@@ -210,11 +203,9 @@ def planned_record(task: NewTask, budget: int) -> TaskRecord:
 def planned_run(job, plan) -> PlannedRun:
     """`job` (a JobSpec) and its `plan_job` plan as a PlannedRun (pure)."""
     tasks = [TaskView(planned_record(t, job.retry.max_attempts), None) for t in plan.tasks]
-    to_come, metric = [], None
-    if job.kind == "sweep":
-        metric = job.sweep.metric
-        first = {t.task.info.get("stage") for t in tasks if t.task.kind == TRIAL}
-        to_come = stages_to_come(*recorded_stages(plan.definition), first)  # read as a launched run's is
+    kind = kind_of(job)
+    to_come = kind.to_come(plan.definition, [t.task for t in tasks], stopped=False)  # read as a launched run's is
+    metric = (kind.ranking(job.kind_spec) or (None, None))[0]
     return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=runs_on(job.executor))
 
 
@@ -277,9 +268,8 @@ class RunView:
         if self._placed.hosts_shared:
             views = [replace(v, placed=self._placed.named_apart(v.placed, v.placed_node)) for v in views]
         self._metrics = read  # a task that ended and is not selected is read no more
-        stages, top_k = sweep_stages(meta)
-        planned = {t.info.get("stage") for t in tasks if t.kind == TRIAL}
-        to_come = stages_to_come(stages, top_k, planned, stopped=bool(meta.get("run_failed")))
+        kind = named(meta.get("job_kind"))  # what is still to come, from the kind's own record of its plan
+        to_come = kind.to_come(meta.get("plan_definition"), tasks, stopped=bool(meta.get("run_failed")))
         live_logs = {v.attempt.log_path for v in views if v.attempt is not None}
         self._tails = {path: tail for path, tail in self._tails.items() if path in live_logs}
         now = clock.now()
@@ -298,6 +288,7 @@ class RunView:
             active_s=union_length(spans),
             series=series,
             to_come=to_come,
+            metric=kind.ranked_by(meta),
         )
 
     def read_series(self, task_id: str) -> MetricSeries | None:

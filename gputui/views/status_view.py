@@ -8,7 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gputui.gpus.probe import GIB
-from gputui.jobs.tasks import SHARD, Status, TaskRecord
+from gputui.jobs.kinds.registry import for_tasks
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import took
 from gputui.rundir.records import AttemptRecord
 from gputui.text_safety import visible
@@ -41,8 +42,7 @@ def status_table(
     gpu_figures = any(t.gpu_seconds for t in tasks)
     simulated = any(t.gpus_simulated for t in tasks)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    shards = all(t.kind == SHARD for t in tasks)
-    columns = ["task", "range" if shards else "covers", "status", "tries", "GPUs", "exit", "time"]
+    columns = ["task", for_tasks(t.kind for t in tasks).covers, "status", "tries", "GPUs", "exit", "time"]
     if metric is not None:
         columns += [metric, "rank"]
     if gpu_figures:

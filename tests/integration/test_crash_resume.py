@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import signal
 import sqlite3
 from collections import Counter
-
-import psutil
 
 from tests.conftest import gputui, gputui_bg, wait_for
 
@@ -27,54 +24,6 @@ def _finished_once_and_never_restarted(events):
             finish_time[key] = e["t"]
     assert set(finishes.values()) == {1}, f"shards finished more than once: {finishes}"
     return starts, finishes
-
-
-def test_scheduler_sigkilled_mid_run_then_restarted(make_job, reaper, tmp_path):
-    job = make_job(ids=60, num_workers=6, max_parallel=2, sleep=1.5)
-    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
-    reaper.append(sched)
-    # Wait until one shard is done and two more are running, then kill -9 the scheduler only.
-    wait_for(
-        lambda: (
-            sum(e["event"] == "finish" for e in make_job.events()) >= 1
-            and sum(e["event"] == "start" for e in make_job.events()) >= 3
-        ),
-        what="a shard done, two running",
-    )
-    sched.send_signal(signal.SIGKILL)
-    sched.wait(5)
-    running = {e["pid"] for e in make_job.events() if e["event"] == "start"} - {
-        e["pid"] for e in make_job.events() if e["event"] == "finish"
-    }
-    assert any(psutil.pid_exists(p) for p in running), "workers must outlive their scheduler"
-
-    r = gputui("run", "--jobs", job, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "re-adopted" in r.stdout
-    starts, finishes = _finished_once_and_never_restarted(make_job.events())
-    assert len(finishes) == 6
-    # The workers that were running when the scheduler died were adopted, not started again.
-    assert set(starts.values()) == {1}
-    with open(make_job.run_dir / "outputs" / "merged.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 120 and len({r["data_id"] for r in rows}) == 60
-
-
-def test_scheduler_killed_repeatedly_still_converges(make_job, reaper, tmp_path):
-    job = make_job(ids=30, num_workers=6, max_parallel=3, sleep=0.4)
-    for i in range(4):
-        sched = gputui_bg("run", "--jobs", job, log=tmp_path / f"run{i}.log")
-        reaper.append(sched)
-        n = len(make_job.events())
-        wait_for(lambda n=n, s=sched: len(make_job.events()) > n or s.poll() is not None, what="progress")
-        if sched.poll() is not None:
-            break
-        sched.send_signal(signal.SIGKILL)
-        sched.wait(5)
-    r = gputui("run", "--jobs", job, timeout=120)
-    assert r.returncode == 0, r.stdout
-    _, finishes = _finished_once_and_never_restarted(make_job.events())
-    assert len(finishes) == 6
 
 
 def test_worker_that_died_while_scheduler_was_down_is_settled_from_its_exit_status(make_job, reaper, tmp_path):

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import uuid
 
 import psutil
 import pytest
@@ -54,54 +53,6 @@ def _read_json(path):
         return None
 
 
-def test_pause_and_resume_stop_and_continue_the_whole_tree(live_run):
-    make_job, sched, pids, children = live_run
-    r = gputui("pause", "--run-dir", make_job.run_dir, "shard-0")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "GPU memory stays allocated" in r.stdout
-    tree = [pids["shard-0"], *children["shard-0"]]
-    wait_for(lambda: all(proc_state(p) == psutil.STATUS_STOPPED for p in tree), what="tree stopped (state T)")
-    assert proc_state(pids["shard-1"]) != psutil.STATUS_STOPPED  # the other task is untouched
-    assert _status(make_job.run_dir)["shard-0"]["status"] == "paused"
-
-    assert gputui("resume", "--run-dir", make_job.run_dir, "shard-0").returncode == 0
-    wait_for(lambda: all(proc_state(p) != psutil.STATUS_STOPPED for p in tree), what="tree continued")
-    assert _status(make_job.run_dir)["shard-0"]["status"] == "running"
-
-
-def test_kill_reaches_children_that_started_their_own_session(live_run):
-    make_job, sched, pids, children = live_run
-    same_group, own_session = children["shard-0"]
-    assert os.getsid(own_session) != os.getsid(pids["shard-0"])  # it really escaped the session
-    r = gputui("kill", "--run-dir", make_job.run_dir, "shard-0")
-    assert r.returncode == 0, r.stdout + r.stderr
-    for pid in (pids["shard-0"], same_group, own_session):
-        wait_for(lambda pid=pid: gone(pid), what=f"pid {pid} gone")
-    assert not gone(pids["shard-1"])
-    wait_for(lambda: _status(make_job.run_dir)["shard-0"]["status"] == "killed", what="killed status")
-    # A killed task stays killed: it is not retried behind the user's back.
-    assert sum(e["event"] == "start" and e["task"] == "shard-0" for e in make_job.events()) == 1
-
-
-def test_kill_all_spares_decoys_with_the_same_command_line(live_run, reaper):
-    make_job, sched, pids, children = live_run
-    argv = psutil.Process(pids["shard-0"]).cmdline()
-    decoys = [
-        _decoy(argv, None),  # no tag at all
-        _decoy(argv, {"GPUTUI_SCHEDULER_ID": str(uuid.uuid4()), "GPUTUI_TASK_ID": "shard-0"}),  # another run's
-    ]
-    reaper.extend(decoys)
-    r = gputui("kill", "--run-dir", make_job.run_dir, "--all")
-    assert r.returncode == 0, r.stdout + r.stderr
-    for pid in [*pids.values(), *children["shard-0"], *children["shard-1"]]:
-        wait_for(lambda pid=pid: gone(pid), what=f"pid {pid} gone")
-    for d in decoys:
-        assert d.poll() is None and proc_state(d.pid) != psutil.STATUS_STOPPED, "a decoy was signalled"
-    # With every task killed, the scheduler ends the run and says so.
-    assert sched.wait(30) == 1
-    assert {t["status"] for t in _status(make_job.run_dir).values()} == {"killed"}
-
-
 def test_killed_task_can_be_retried(live_run, tmp_path):
     make_job, sched, pids, children = live_run
     assert gputui("kill", "--run-dir", make_job.run_dir, "--all").returncode == 0
@@ -110,18 +61,6 @@ def test_killed_task_can_be_retried(live_run, tmp_path):
     assert r.returncode == 0 and "queued again" in r.stdout
     assert _status(make_job.run_dir)["shard-0"]["status"] == "pending"
     assert _status(make_job.run_dir)["shard-1"]["status"] == "killed"
-
-
-def test_worker_killed_from_outside_is_retried(make_job, reaper, tmp_path):
-    job = make_job(ids=10, num_workers=1, sleep=1.0)
-    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
-    reaper.append(sched)
-    pid = wait_for(lambda: make_job.running().get("shard-0"), what="worker")
-    os.kill(pid, signal.SIGKILL)
-    assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
-    log = (tmp_path / "sched.log").read_text()
-    assert "killed by SIGKILL" in log and "attempt 2/3" in log
-    assert _status(make_job.run_dir)["shard-0"]["attempts"] == 2
 
 
 def test_control_verbs_act_directly_when_no_scheduler_is_live(live_run):

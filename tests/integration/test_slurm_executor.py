@@ -1,5 +1,6 @@
-"""The same job files on a real Slurm: one node on 127.0.0.1 (its own munged, slurmctld and slurmd, four
-fake GPUs made with mknod), started for this module as root and stopped after it.
+"""What only Slurm shows, on a real Slurm: one node on 127.0.0.1 (its own munged, slurmctld and slurmd, four
+fake GPUs made with mknod), started for this module as root and stopped after it. What every executor
+guarantees is in tests/contract/ (run there against Slurm too).
 
 The node is this machine, so the tests see the jobs' processes (and their tags) as a user on the node
 would, and squeue shows what Slurm thinks of them.
@@ -19,7 +20,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 
 from gputui.engine import control
@@ -32,8 +32,7 @@ from gputui.tui.widgets.run_header import progress_text
 from gputui.views.executor_facts import kill_target
 from gputui.views.runview import RunView
 from tests import slurm_cluster
-from tests.conftest import gone, gputui, gputui_bg, keeper_of, proc_state, wait_for
-from tests.integration.test_job_kinds import EXPECTED, Kinds, results
+from tests.conftest import gputui, gputui_bg, keeper_of, wait_for
 
 ON_SLURM = '\n[executor]\nkind = "slurm"\npartition = "gpu"\nextra_args = ["--time=00:30:00"]\n'
 
@@ -76,62 +75,6 @@ def node(state: str, reason: str = "") -> None:
                    capture_output=True)  # fmt: skip
 
 
-def test_shards_run_as_one_job_array_each_on_its_own_gpu(slurm_env, make_job):
-    job = make_job(extra=ON_SLURM, ids=40, num_workers=8, gpus_per_worker=1, max_parallel=8, sleep=0.5)
-    r = gputui("run", "--jobs", job, timeout=180)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "GPUs: Slurm partition 'gpu' (4 GPU(s), 1 node(s))" in r.stdout
-    jobs = [job_of(make_job.run_dir, f"shard-{i}") for i in range(8)]
-    array = jobs[0].split("_")[0]
-    assert jobs == [f"{array}_{i}" for i in range(8)], "the 8 shards were one job array"
-    starts = [e for e in make_job.events() if e["event"] == "start"]
-    assert len(starts) == 8 and {e["attempt"] for e in starts} == {1}
-    assert all(e["gpus"] in {"0", "1", "2", "3"} for e in starts), [e["gpus"] for e in starts]
-    spans = {e["task"]: [e["t"], None, e["gpus"]] for e in starts}
-    for e in make_job.events():
-        if e["event"] == "finish":
-            spans[e["task"]][1] = e["t"]
-    for a, (s1, e1, g1) in spans.items():
-        for b, (s2, e2, g2) in spans.items():
-            if a < b and s1 < e2 and s2 < e1:
-                assert g1 != g2, f"{a} and {b} ran at once on GPU {g1}"
-    assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(40)})  # coverage: none lost, none twice
-    log = (make_job.run_dir / "logs" / "shard-0.attempt1.log").read_text()
-    assert f"submitted to Slurm as job {array}_0" in log and "gputui: on Slurm node" in log
-    status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
-    assert all(t["gpu_seconds"] > 0 for t in status["tasks"]), "GPU time is accounted for the GPU Slurm gave"
-
-
-def test_a_sweep_and_an_afterok_pipeline_run_on_slurm(slurm_env, tmp_path):
-    (tmp_path / "init").mkdir()
-    kinds = Kinds(tmp_path)
-    sweep = kinds.sweep()
-    sweep.write_text(sweep.read_text() + ON_SLURM)
-    run_dir = tmp_path / "sweep-run"
-    r = gputui("run", "--jobs", sweep, "--run-dir", run_dir, timeout=180)
-    assert r.returncode == 0, r.stdout + r.stderr
-    ranked = {row.trial_id: (row.rank, bool(row.promoted)) for row in results(run_dir).itertuples()}
-    assert ranked == {trial: (rank, promoted) for trial, (_, _, rank, promoted) in EXPECTED.items()}
-    assert set(kinds.starts(run_dir).values()) == {1}
-    trial_jobs = [p.read_text() for p in (run_dir / "slurm").glob("*.attempt1.job")]
-    assert all("_" not in j for j in trial_jobs) and len(set(trial_jobs)) == len(trial_jobs), "a job per trial"
-
-    steps = [
-        {"name": "prep"},
-        {"name": "train", "after": ["prep"], "needs": ["prep"]},
-        {"name": "eval", "after": ["train"]},
-    ]
-    pipeline = kinds.pipeline(steps)
-    pipeline.write_text(pipeline.read_text() + ON_SLURM)
-    run_dir = tmp_path / "pipeline-run"
-    r = gputui("run", "--jobs", pipeline, "--run-dir", run_dir, timeout=180)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert [e["task"] for e in kinds.events(run_dir) if e["event"] == "start"] == ["prep", "train", "eval"]
-    # Every step was submitted at once, the later ones waiting in Slurm on afterok, not in gputui.
-    said = r.stdout
-    assert said.index("launch eval") < said.index("done prep"), said
-
-
 def test_a_failed_step_holds_back_its_follower_which_runs_after_the_retry(slurm_env, tmp_path):
     flag = tmp_path / "failed-once"
     prep = f"sh -c 'sleep 2; [ -e {flag} ] || (touch {flag}; echo failing once; exit 3)'"
@@ -167,18 +110,6 @@ def test_a_failed_step_holds_back_its_follower_which_runs_after_the_retry(slurm_
     first = logs[0].read_text()
     assert "Slurm dropped job" in first or len(logs) == 1, first  # afterok never satisfied: not a failure
     assert "trained" not in first or len(logs) == 1, "train ran only after prep succeeded"
-
-
-def test_a_task_killed_on_its_node_is_retried(slurm_env, make_job, reaper, tmp_path):
-    job = make_job(extra=ON_SLURM, ids=20, num_workers=2, gpus_per_worker=1, sleep=4)
-    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
-    reaper.append(sched)
-    running = wait_for(lambda: make_job.running().get("shard-0"), timeout=60, what="shard-0 running on Slurm")
-    os.kill(running, signal.SIGKILL)  # from outside gputui, on the node
-    assert sched.wait(120) == 0, (tmp_path / "run.log").read_text()
-    attempts = [e["attempt"] for e in make_job.events() if e["event"] == "start" and e["task"] == "shard-0"]
-    assert attempts == [1, 2]
-    assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(20)})
 
 
 def test_a_job_cancelled_outside_fails_with_slurms_reason_and_is_retried(slurm_env, make_job, reaper, tmp_path):
@@ -219,94 +150,6 @@ def test_a_stand_in_killed_here_cancels_its_job_which_is_retried(slurm_env, make
     assert attempts == [1, 2] and merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(5)})
 
 
-def test_kill_all_cancels_only_our_jobs_not_a_foreign_one_running_the_same_command(slurm_env, tmp_path, reaper):
-    sleeper = tmp_path / "sleeper"  # the same command for both
-    sleeper.write_text("#!/bin/sh\nsleep 300\n")
-    sleeper.chmod(0o755)
-    foreign = subprocess.run(
-        ["sbatch", "--parsable", "--gres=gpu:1", f"--output={tmp_path}/foreign.out", f"--wrap=exec {sleeper}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    (tmp_path / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(3)))
-    job = tmp_path / "job.toml"
-    job.write_text(
-        textwrap.dedent(f"""
-        [job]
-        name = "ours"
-        command = "{sleeper}"
-        stop_grace_s = 2
-        [shards]
-        input = "ids.csv"
-        shard_size = 1
-        [resources]
-        gpus_per_worker = 1
-        """)
-        + ON_SLURM
-    )
-    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
-    reaper.append(sched)
-    wait_for(lambda: sum(j["state"] == "RUNNING" for j in squeue()) == 4, timeout=60, what="ours and theirs")
-    mine = [j for j in squeue() if j["comment"].startswith("gputui:")]
-    assert len(mine) == 3 and all(j["id"] != foreign for j in mine)
-    # The app's confirmation names what a kill reaches: each of our jobs, through its stand-in here.
-    view = RunView(tmp_path / "runs" / "ours")
-    shown = wait_for(lambda: (s := view.snapshot()) and all(v.placed for v in s.tasks) and s, what="placed")
-    found = view.processes([v.task.id for v in shown.tasks])
-    for v in shown.tasks:
-        said = kill_target(found[v.task.id], v, "slurm", job_of(tmp_path / "runs" / "ours", v.task.id))
-        assert said.startswith(f"Slurm job {job_of(tmp_path / 'runs' / 'ours', v.task.id)} on "), said
-        assert said.endswith(f"cancelled by its stand-in here (pid {found[v.task.id][0].pid})"), said
-    r = gputui("kill", "--run-dir", tmp_path / "runs" / "ours", "--all")
-    assert r.returncode == 0, r.stdout + r.stderr
-    wait_for(lambda: not [j for j in squeue() if j["comment"].startswith("gputui:")], timeout=60, what="ours gone")
-    assert [(j["id"], j["state"]) for j in squeue()] == [(foreign, "RUNNING")], "the foreign job is left alone"
-    sched.wait(60)
-    subprocess.run(["scancel", foreign], check=True)
-
-
-def test_scheduler_sigkilled_then_rerun_reattaches_to_its_slurm_jobs(slurm_env, make_job, reaper, tmp_path):
-    job = make_job(extra=ON_SLURM, ids=60, num_workers=6, gpus_per_worker=1, max_parallel=2, sleep=2)
-    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "first.log")
-    reaper.append(sched)
-    wait_for(
-        lambda: sum(e["event"] == "finish" for e in make_job.events()) >= 1 and len(make_job.running()) == 2,
-        timeout=90,
-        what="a shard done, two running",
-    )
-    sched.send_signal(signal.SIGKILL)
-    sched.wait(5)
-    alive = make_job.running()
-    assert all(psutil.pid_exists(p) for p in alive.values()), "Slurm jobs must outlive their scheduler"
-    r = gputui("run", "--jobs", job, timeout=180)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "re-adopted" in r.stdout
-    starts = Counter(e["task"] for e in make_job.events() if e["event"] == "start")
-    assert set(starts.values()) == {1}, f"every shard ran once: {starts}"
-    assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(60)})
-
-
-def test_pause_and_resume_suspend_and_resume_the_slurm_job(slurm_env, make_job, reaper, tmp_path):
-    job = make_job(extra=ON_SLURM, ids=10, num_workers=1, gpus_per_worker=1, sleep=30)
-    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
-    reaper.append(sched)
-    pid = wait_for(lambda: make_job.running().get("shard-0"), timeout=60, what="shard-0 running on Slurm")
-    slurm_job = job_of(make_job.run_dir, "shard-0")
-    r = gputui("pause", "--run-dir", make_job.run_dir, "shard-0")
-    assert r.returncode == 0, r.stdout + r.stderr
-    wait_for(lambda: slurm.job_state(slurm_job).state == "SUSPENDED", timeout=20, what="Slurm job suspended")
-    wait_for(lambda: proc_state(pid) == psutil.STATUS_STOPPED, timeout=10, what="the worker stopped on its node")
-    status = json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)
-    assert {t["id"]: t["status"] for t in status["tasks"]}["shard-0"] == "paused"
-    r = gputui("resume", "--run-dir", make_job.run_dir, "shard-0")
-    assert r.returncode == 0, r.stdout + r.stderr
-    wait_for(lambda: slurm.job_state(slurm_job).state == "RUNNING", timeout=20, what="Slurm job running again")
-    wait_for(lambda: proc_state(pid) != psutil.STATUS_STOPPED, timeout=10, what="the worker running again")
-    gputui("kill", "--run-dir", make_job.run_dir, "--all")
-    wait_for(lambda: gone(pid), timeout=30, what="the worker killed")
-    wait_for(lambda: slurm.job_state(slurm_job) is None, timeout=60, what="the Slurm job gone")
-    sched.wait(60)
-
-
 def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env, make_job, reaper, tmp_path):
     job = make_job(extra=ON_SLURM, ids=10, num_workers=2, gpus_per_worker=4, max_parallel=2, sleep=30)
     sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
@@ -326,6 +169,16 @@ def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env
     placed = {v.task.id: v.placed for v in run.tasks}
     assert placed[waiting] == "" and placed[running].endswith(":0,1,2,3"), placed
     assert "1 running, 1 queued" in progress_text(run, time.time()).plain
+    # Our jobs say whose they are in their comment (a foreign one does not: tests/contract/).
+    jobs = {task: job_of(make_job.run_dir, task) for task in (running, waiting)}
+    assert sorted(j["id"] for j in squeue() if j["comment"].startswith("gputui:")) == sorted(jobs.values())
+    # The app's confirmation names what a kill reaches: each of our jobs, through its stand-in here.
+    found = RunView(make_job.run_dir).processes([running, waiting])
+    for v in run.tasks:
+        said = kill_target(found[v.task.id], v, "slurm", jobs[v.task.id])
+        where = " on " if v.task.id == running else ", pending, "
+        assert said.startswith(f"Slurm job {jobs[v.task.id]}{where}"), said
+        assert said.endswith(f"cancelled by its stand-in here (pid {found[v.task.id][0].pid})"), said
     gputui("pause", "--run-dir", make_job.run_dir, waiting)
     held = lambda: slurm.job_state(slurm_job).reason.startswith("JobHeld")  # noqa: E731
     wait_for(held, timeout=20, what="the pending job held")
@@ -345,27 +198,6 @@ def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: not [j for j in squeue() if j["comment"].startswith("gputui:")], timeout=60, what="all gone")
     sched.wait(60)
-
-
-def test_slurm_not_answering_is_a_clear_error(slurm_env, make_job, tmp_path, monkeypatch):
-    conf = Path(slurm_env["SLURM_CONF"]).read_text()
-    dead = tmp_path / "slurm.conf"
-    port = slurm_cluster.free_port()  # nothing listens there
-    dead.write_text("\n".join(f"SlurmctldPort={port}" if line.startswith("SlurmctldPort=") else line
-                              for line in conf.splitlines()))  # fmt: skip
-    job = make_job(extra=ON_SLURM, ids=4, num_workers=1, gpus_per_worker=1)
-    r = gputui("run", "--jobs", job, timeout=200, env=os.environ | {"SLURM_CONF": str(dead)})
-    assert r.returncode != 0
-    assert f"{job}: [executor]: cannot ask Slurm for partition 'gpu'" in r.stderr + r.stdout
-    assert "Traceback" not in r.stderr + r.stdout
-
-
-def test_a_task_asking_more_gpus_than_any_node_has_is_refused_before_launch(slurm_env, make_job):
-    job = make_job(extra=ON_SLURM, ids=4, num_workers=1, gpus_per_worker=5)
-    r = gputui("run", "--jobs", job, timeout=120)
-    assert r.returncode != 0
-    assert "gpus_per_worker = 5, but no node of Slurm partition 'gpu' has that many" in r.stderr + r.stdout
-    assert not make_job.events(), "nothing was launched"
 
 
 @pytest.mark.parametrize("restarted", ["controller", "controller and node"])

@@ -9,7 +9,7 @@ import math
 import shutil
 from pathlib import Path
 
-from gputui.jobs import kinds
+from gputui.jobs.kinds.registry import on_settle
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
 from gputui.rundir.paths import RunPaths
@@ -102,7 +102,7 @@ def fixed_sweep(root: Path) -> Path:
 
 def _expand(store: Store, job: JobSpec) -> None:
     """The job kind's rule applied to the tasks so far, its decision stored as the scheduler stores it."""
-    e = kinds.on_settle(job, store.tasks())
+    e = on_settle(job, store.tasks())
     store.add_tasks(e.new, budget=job.retry.max_attempts)
     for task_id, fields in e.updates.items():
         store.update_task(task_id, **fields)

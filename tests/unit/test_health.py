@@ -9,7 +9,7 @@ import pytest
 
 from gputui.engine.rules.health import Break, HealthWatch, cuda_error_rule, may_retry, parse_log_values
 from gputui.jobs.health_spec import HealthSpec, parse_health
-from gputui.jobs.loader import Loader, load_jobspec
+from gputui.jobs.loader import job_checks, load_jobspec
 from gputui.jobs.spec import JobSpecError
 
 T0 = 1000.0  # started_at
@@ -24,7 +24,7 @@ def watch(**kw) -> HealthWatch:
 
 
 def parse(table: dict) -> HealthSpec:
-    return parse_health(Loader("job.toml", Path(".")), table)
+    return parse_health(job_checks("job.toml", Path(".")), table)
 
 
 def test_defaults():

@@ -113,10 +113,10 @@ def test_full_file_loads_every_value_with_absolute_paths(jobdir: Path) -> None:
     assert job.run_dir == (jobdir / "runs" / "cont").resolve()
     assert job.stop_grace_s == 2.5
     assert job.env == {"HF_HUB_OFFLINE": "1", "BATCH": "8", "DEBUG": "True"}
-    assert job.shards.input == (jobdir / "data" / "prompts.jsonl").resolve()
-    assert job.shards.format == "jsonl"
-    assert job.shards.id_column == "row"
-    assert (job.shards.num_workers, job.shards.shard_size) == (None, 250)
+    assert job.kind_spec.input == (jobdir / "data" / "prompts.jsonl").resolve()
+    assert job.kind_spec.format == "jsonl"
+    assert job.kind_spec.id_column == "row"
+    assert (job.kind_spec.num_workers, job.kind_spec.shard_size) == (None, 250)
     assert job.resources.gpus_per_worker == 1
     assert job.resources.min_free_memory_gb == 10.0
     assert job.resources.max_parallel == 8
@@ -128,7 +128,7 @@ def test_full_file_loads_every_value_with_absolute_paths(jobdir: Path) -> None:
     assert job.outputs.merged == "generation_results_data_all_merged.csv"
     assert job.params == {"model": "tiny", "temperature": 0.7}
     assert job.text == FULL
-    for p in (job.path, job.workdir, job.run_dir, job.shards.input, job.outputs.dir):
+    for p in (job.path, job.workdir, job.run_dir, job.kind_spec.input, job.outputs.dir):
         assert p.is_absolute()
 
 
@@ -139,9 +139,9 @@ def test_defaults(jobdir: Path) -> None:
     assert job.run_dir == (jobdir / "runs" / "demo").resolve()
     assert job.stop_grace_s == 10.0
     assert job.env == {} and job.params == {}
-    assert job.shards.id_column == "data_id"
-    assert job.shards.format == "csv"
-    assert (job.shards.num_workers, job.shards.shard_size) == (2, None)
+    assert job.kind_spec.id_column == "data_id"
+    assert job.kind_spec.format == "csv"
+    assert (job.kind_spec.num_workers, job.kind_spec.shard_size) == (2, None)
     assert job.resources.gpus_per_worker == 2
     assert job.resources.min_free_memory_gb == 0.0
     assert job.resources.max_parallel is None and job.resources.memory_per_worker_gb is None
@@ -174,7 +174,7 @@ def test_relative_paths_resolve_against_the_job_file_folder_not_the_cwd(
 
     job = load_jobspec(path)
 
-    assert job.shards.input == (jobdir / "data" / "prompts.csv").resolve()
+    assert job.kind_spec.input == (jobdir / "data" / "prompts.csv").resolve()
     assert job.workdir == jobdir.resolve()
     assert job.run_dir == (jobdir / "runs" / "x").resolve()
     assert job.outputs is not None and job.outputs.dir == (jobs / "out").resolve()
@@ -185,7 +185,7 @@ def test_relative_job_file_path_works_from_its_parent(jobdir: Path, monkeypatch:
     monkeypatch.chdir(jobdir)
     job = load_jobspec("job.toml")
     assert job.path == (jobdir / "job.toml").resolve()
-    assert job.shards.input == (jobdir / "data" / "prompts.csv").resolve()
+    assert job.kind_spec.input == (jobdir / "data" / "prompts.csv").resolve()
 
 
 def test_run_dir_override_is_relative_to_the_cwd(
@@ -215,13 +215,13 @@ def test_run_dir_override_moves_the_default_output_dir(jobdir: Path, tmp_path: P
 def test_input_format_comes_from_the_extension(jobdir: Path, suffix: str, fmt: str) -> None:
     (jobdir / f"in{suffix}").write_text("x")
     text = replace(MINIMAL, "data/prompts.csv", f"in{suffix}")
-    assert load_jobspec(write(jobdir, text)).shards.format == fmt
+    assert load_jobspec(write(jobdir, text)).kind_spec.format == fmt
 
 
 def test_format_key_overrides_the_extension(jobdir: Path) -> None:
     (jobdir / "rows.txt").write_text('{"data_id": 1}\n')
     text = replace(MINIMAL, 'input = "data/prompts.csv"', 'input = "rows.txt"\nformat = "jsonl"')
-    assert load_jobspec(write(jobdir, text)).shards.format == "jsonl"
+    assert load_jobspec(write(jobdir, text)).kind_spec.format == "jsonl"
 
 
 # -- errors: reading and syntax ----------------------------------------------------------------------------

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gputui.jobs.kinds import NewTask
-from gputui.jobs.loader import Loader, load_jobspec
-from gputui.jobs.pipeline import (
+from gputui.jobs.kinds.base import NewTask
+from gputui.jobs.kinds.pipeline import (
     PipelineSpec,
     StepSpec,
     on_settle,
@@ -19,6 +18,7 @@ from gputui.jobs.pipeline import (
     ready,
     step_values,
 )
+from gputui.jobs.loader import job_checks, load_jobspec
 from gputui.jobs.spec import GENERIC_PLACEHOLDERS, JobSpecError
 from gputui.jobs.tasks import STEP, Status, TaskRecord
 
@@ -27,7 +27,7 @@ KNOWN = [*GENERIC_PLACEHOLDERS, "step", "model"]  # what the job file loader pas
 
 
 def parse(text: str) -> PipelineSpec:
-    return parse_pipeline(Loader("job.toml", Path("/jobs")), tomllib.loads(text)["pipeline"], KNOWN)
+    return parse_pipeline(job_checks("job.toml", Path("/jobs")), tomllib.loads(text)["pipeline"], KNOWN)
 
 
 def step(name: str, *after: str) -> str:
@@ -146,7 +146,7 @@ def test_load_jobspec_wires_a_pipeline(tmp_path):
         + step("train").replace("run train", "python train.py --out {output_dir}")
     )
     job = load_jobspec(tmp_path / "job.toml")
-    assert [t.id for t in plan_steps(job.pipeline, job.run_dir)] == ["train", "eval"]
+    assert [t.id for t in plan_steps(job.kind_spec, job.run_dir)] == ["train", "eval"]
 
 
 # --------------------------------------------------------------------------------------------------

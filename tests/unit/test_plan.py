@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gputui.jobs.shards import Shard, describe_plan, plan_fingerprint, plan_shards
+from gputui.jobs.kinds.shards import Shard, describe_plan, plan_fingerprint, plan_shards
 
 
 def _covered(shards, ids):

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gputui.jobs.kinds.sweep import recorded_stages, sweep_definition
 from gputui.jobs.loader import load_jobspec
-from gputui.jobs.plans import plan_job, recorded_stages, sweep_definition
+from gputui.jobs.plans import plan_job
 from gputui.rundir.opening import open_for_job
 from gputui.tui.widgets.job_rows import RowContext, row_cells
 from gputui.views.runview import RunView, planned_run
@@ -107,7 +108,7 @@ def test_a_sweep_that_stopped_at_its_first_stage_says_its_later_stages_will_not_
 def test_stages_are_read_in_the_shape_every_run_recorded_and_in_a_list_of_named_stages(tmp_path):
     """Runs started before keep their fingerprints (a digest of the dict by stage name): the reader follows the
     writer, and a list of {name, params} reads the same."""
-    spec = load_jobspec(sweep_file(tmp_path)).sweep
+    spec = load_jobspec(sweep_file(tmp_path)).kind_spec
     recorded = json.loads(json.dumps(sweep_definition(spec)))  # through the store's JSON
     assert list(recorded["stages"]) == ["a", "b", "c"]
     as_list = {**recorded, "stages": [{"name": n, **s} for n, s in recorded["stages"].items()]}

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from gputui.jobs.kinds import NewTask
+from gputui.jobs.kinds.base import NewTask
 from gputui.jobs.tasks import SHARD, Status
 from gputui.rundir.state_file import StateUnreadable
 from gputui.rundir.store import Store

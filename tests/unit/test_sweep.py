@@ -9,20 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gputui.jobs.kinds import Expansion, NewTask
-from gputui.jobs.loader import Loader, load_jobspec
+from gputui.jobs.kinds.base import Expansion, NewTask
+from gputui.jobs.kinds.sweep_rule import best_chain, first_trials, on_settle, trial_values
+from gputui.jobs.kinds.sweep_table import SWEEP_PLACEHOLDERS, StageSpec, SweepSpec, check_command, parse_sweep
+from gputui.jobs.loader import job_checks, load_jobspec
 from gputui.jobs.spec import JobSpecError
-from gputui.jobs.sweep import (
-    SWEEP_PLACEHOLDERS,
-    StageSpec,
-    SweepSpec,
-    best_chain,
-    check_command,
-    first_trials,
-    on_settle,
-    parse_sweep,
-    trial_values,
-)
 from gputui.jobs.tasks import TRIAL, Status, TaskRecord
 
 RUN = Path("/runs/autocl")
@@ -44,7 +35,7 @@ grid = { lr = [1e-3, 3e-4], batch_size = [32, 64] }
 
 
 def parse(text: str, base: Path = Path("/jobs")) -> SweepSpec:
-    return parse_sweep(Loader("job.toml", base), tomllib.loads(text)["sweep"])
+    return parse_sweep(job_checks("job.toml", base), tomllib.loads(text)["sweep"])
 
 
 def spec(top_k: int = 2, goal: str = "max", stages: int = 2) -> SweepSpec:
@@ -189,7 +180,7 @@ def test_later_stages_count_trials_per_promoted_parent():
 
 def test_check_command_names_the_stage_missing_a_parameter():
     s = parse(BASE + STAGE + '[[sweep.stage]]\nname = "task2"\nparams = [{ lr = 1, bs = 2 }, { bs = 3 }]\n')
-    loader = Loader("job.toml", Path("/jobs"))
+    loader = job_checks("job.toml", Path("/jobs"))
     check_command(loader, s, {"output_dir", "parent_output", "model"}, "[job].command")  # no parameter used
     with pytest.raises(JobSpecError) as e:
         check_command(loader, s, {"lr", "output_dir"}, "[job].command")
@@ -209,8 +200,8 @@ def test_load_jobspec_wires_a_sweep(tmp_path):
         + SWEEP
     )
     job = load_jobspec(tmp_path / "job.toml")
-    assert job.sweep.stages[1].params[1] == {"lr": 1e-3, "batch_size": 64}
-    assert job.sweep.initial == str((tmp_path / "models/base").resolve())
+    assert job.kind_spec.stages[1].params[1] == {"lr": 1e-3, "batch_size": 64}
+    assert job.kind_spec.initial == str((tmp_path / "models/base").resolve())
 
 
 # --------------------------------------------------------------------------------------------------

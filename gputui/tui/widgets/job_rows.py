@@ -1,5 +1,6 @@
-"""What a job-table row says, apart from drawing it: the columns by kind and width, each cell's text, and
-which rows a filter and a sort show. Pure (no widget), so the table, the task bar and the tests share it."""
+"""What a job-table row says, apart from drawing it: the columns by width (or as the job kind lists them), each
+cell's text, and which rows a filter and a sort show. Pure (no widget), so the table, the task bar and the tests
+share it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from rich.cells import cell_len
 from rich.style import Style
 
 from gputui.gpus.probe import GIB
-from gputui.jobs.tasks import SHARD, STEP, TRIAL, Status
+from gputui.jobs.tasks import Status
 from gputui.text_safety import one_line, visible
 from gputui.tui import modes
 from gputui.views.executor_facts import queued_word
+from gputui.views.kinds import Columns, table_columns, task_columns
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
 
@@ -49,30 +51,6 @@ WIDTHS = {
     "GPU·h": 6,
     "peak": 8,
 }
-KIND_COLUMNS = {  # trials and steps: every column, in order; those that do not fit give way (GIVES_WAY)
-    TRIAL: (
-        "id",
-        "stage",
-        "params",
-        "parent",
-        "GPUs",
-        "status",
-        "progress",
-        "metric",
-        "rank",
-        "tries",
-        "elapsed",
-        "GPU·h",
-        "peak",
-        "note",
-    ),
-    STEP: ("id", "after", "GPUs", "status", "progress", "ETA", "tries", "elapsed", "GPU·h", "peak", "reason"),
-}
-GIVES_WAY = {  # first named, first left out as the table narrows (the task bar still says it)
-    TRIAL: ("peak", "GPU·h", "tries", "progress", "parent", "GPUs", "stage", "elapsed"),
-    STEP: ("peak", "GPU·h", "tries", "ETA", "progress", "GPUs", "elapsed"),
-}
-TITLES = {TRIAL: {"id": "trial"}, STEP: {"id": "step"}}
 SIZED = {  # columns sized to what they hold: (least, most) cells
     "id": (5, 14),
     "stage": (5, 12),
@@ -171,28 +149,25 @@ def rank_text(rank: int | None, promoted: bool) -> str:
     return f"{rank} ★" if promoted else str(rank)
 
 
-def _kind_cells(view: TaskView, context: RowContext) -> dict[str, str]:
+def _kind_cells(view: TaskView, context: RowContext, columns: Sequence[str]) -> dict[str, str]:
+    """The cells of the columns a task's kind lists besides every task's: a trial's stage, parameters, parent,
+    metric and rank, a step's waits (and the reason of a task still waiting for others)."""
     t = view.task
     reason = one_line(t.reason)
-    if t.kind == TRIAL:
-        info = t.info
-        value = metric_value(view, context.metric)
-        return {
-            "stage": str(info.get("stage") or ""),
-            "params": params_text(info.get("params") or {}),
-            "parent": str(info.get("parent_id") or ""),
-            "metric": "" if value is None else number(value),
-            "rank": rank_text(t.rank, t.promoted),
-            "note": " · ".join(x for x in (reason, one_line(t.note)) if x),
-        }
     statuses = context.statuses
     waiting = [d for d in t.after if statuses.get(d) != Status.DONE]
-    if not reason and t.status == Status.PENDING and waiting:
-        reason = f"waits for {', '.join(waiting)}"
-    return {
+    value = metric_value(view, context.metric)
+    cells = {
+        "stage": str(t.info.get("stage") or ""),
+        "params": params_text(t.info.get("params") or {}),
+        "parent": str(t.info.get("parent_id") or ""),
+        "metric": "" if value is None else number(value),
+        "rank": rank_text(t.rank, t.promoted),
+        "note": " · ".join(x for x in (reason, one_line(t.note)) if x),
         "after": ", ".join(f"{d}✓" if statuses.get(d) == Status.DONE else d for d in t.after),
-        "reason": reason,
+        "reason": reason or (f"waits for {', '.join(waiting)}" if t.status == Status.PENDING and waiting else ""),
     }
+    return {column: text for column, text in cells.items() if column in columns}
 
 
 def row_cells(
@@ -233,27 +208,27 @@ def row_cells(
         "peak": "" if not t.peak_memory else f"{t.peak_memory / GIB:.1f}G{sim}",
         "reason": one_line(t.reason),
     }
-    if t.kind != SHARD:
-        cells.update(_kind_cells(view, context or RowContext()))
+    fitted = task_columns(t.kind).fitted  # its kind's own columns (none: a shard's fixed layouts)
+    if fitted:
+        cells.update(_kind_cells(view, context or RowContext(), fitted))
     if view.queued and one_line(view.queued) != queued_word(view.queued):  # the rest of Slurm's word on it
-        said = "note" if t.kind == TRIAL else "reason"
+        said = "note" if "note" in fitted else "reason"
         cells[said] = " · ".join(x for x in (one_line(view.queued), cells.get(said, "")) if x)
     return cells
 
 
-def table_kind(views: Sequence[TaskView]) -> str:
-    """The table's kind of rows: trials or steps when the run has any, else shards."""
-    kinds = {v.task.kind for v in views}
-    return TRIAL if TRIAL in kinds else STEP if STEP in kinds else SHARD
+def table_shape(views: Sequence[TaskView]) -> Columns:
+    """The table's columns, as the kind of its tasks lists them (empty: a shard's fixed layouts by width)."""
+    return table_columns(v.task.kind for v in views)
 
 
-def sized_widths(kind: str, cells: Sequence[Mapping[str, str]], metric: str | None) -> dict[str, int]:
+def sized_widths(columns: Columns, cells: Sequence[Mapping[str, str]], metric: str | None) -> dict[str, int]:
     """Widths of a kind's columns sized to what they hold (header included), within SIZED's bounds."""
-    if kind == SHARD:
+    if not columns.fitted:
         return {}
     widths = {"rank": RANK_WIDTH}
-    titles = {**TITLES.get(kind, {}), "metric": metric or "metric"}
-    for column in KIND_COLUMNS[kind]:
+    titles = {**columns.titles, "metric": metric or "metric"}
+    for column in columns.fitted:
         if column in SIZED:
             least, most = SIZED[column]
             longest = max((cell_len(c.get(column, "")) for c in cells), default=0)

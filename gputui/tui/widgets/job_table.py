@@ -6,8 +6,8 @@ rendered once per change of its own cells and only the rows on screen are drawn,
 once and a tick repaints only the rows that changed. Columns follow the width: GPU-hours and peak GPU
 memory from 150 cells; at 80 the range, rate and tries give way (the task bar shows them) so the reason
 still shows. A sweep's trials show their stage, parameters, parent, metric and rank instead of a range, a
-pipeline's steps what they wait for; their columns give way one by one (`GIVES_WAY`) as the width shrinks.
-Lines after the rows name what is not planned yet (a sweep's later stages).
+pipeline's steps what they wait for; their columns (as the job kind lists them) give way one by one as the width
+shrinks. Lines after the rows name what is not planned yet (a sweep's later stages).
 """
 
 from __future__ import annotations
@@ -26,15 +26,13 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from gputui.jobs.tasks import SHARD, TRIAL, Status
+from gputui.jobs.tasks import Status
 from gputui.text_safety import visible
 from gputui.tui import modes
 from gputui.tui.cells import fit
 from gputui.tui.widgets.job_rows import (
     FILTERS,
     FULL_FROM,
-    GIVES_WAY,
-    KIND_COLUMNS,
     LAYOUTS,
     MIN_REASON,
     PAD,
@@ -42,16 +40,16 @@ from gputui.tui.widgets.job_rows import (
     SIZED,
     SORTS,
     STATUS_STYLES,
-    TITLES,
     WIDE_FROM,
     WIDTHS,
     RowContext,
     ordered,
     row_cells,
     sized_widths,
-    table_kind,
+    table_shape,
     verb_acts,
 )
+from gputui.views.kinds import Columns
 from gputui.views.runview import TaskView
 
 
@@ -126,12 +124,12 @@ class JobTable(ScrollView, can_focus=True):
         self.rows_rendered = 0  # rows drawn afresh (not from the cache): what a tick costs
         self._header: Strip | None = None
         self._looks: tuple[Style, Style, Style, Style] | None = None  # cursor, odd, header, to come
-        self.kind = SHARD  # the rows' kind: shards keep their fixed layouts, trials and steps are fitted
+        self.shape = Columns()  # the rows' kind's columns: none (a shard's) keeps the fixed layouts, else fitted
         self._row_context = RowContext()
         self._sized: dict[str, int] = {}  # trials and steps: columns sized to their contents
         self._shown: tuple[str, ...] = LAYOUTS["wide"]
         self._to_come: tuple[str, ...] = ()  # lines after the rows: what is not planned yet
-        self._columns: tuple = (SHARD, {}, None)  # (kind, sized widths, metric): the columns' terms
+        self._columns: tuple = (Columns(), {}, None)  # (shape, sized widths, metric): the columns' terms
         self._titles: dict[str, str] = {}  # column -> its header, where not its name
 
     def on_mount(self) -> None:
@@ -140,7 +138,7 @@ class JobTable(ScrollView, can_focus=True):
     # -- shape ---------------------------------------------------------------------------------
     @property
     def columns_shown(self) -> tuple[str, ...]:
-        return LAYOUTS[self.layout] if self.kind == SHARD else self._shown
+        return self._shown if self.shape.fitted else LAYOUTS[self.layout]
 
     @property
     def to_come(self) -> tuple[str, ...]:
@@ -162,7 +160,7 @@ class JobTable(ScrollView, can_focus=True):
 
     def _size_columns(self, width: int) -> None:
         fixed = {**WIDTHS, "progress": PROGRESS[self.layout], **self._sized}
-        shown = self.columns_shown if self.kind == SHARD else self._fit(fixed, width)
+        shown = self._fit(fixed, width) if self.shape.fitted else self.columns_shown
         flex = shown[-1]  # the reason (a trial's note): what room is left
         used = sum(fixed[c] + 2 * PAD for c in shown if c != flex)
         reason = max(MIN_REASON, width - used - 2 * PAD)
@@ -173,12 +171,12 @@ class JobTable(ScrollView, can_focus=True):
     def _fit(self, fixed: dict[str, int], width: int) -> tuple[str, ...]:
         """A trial's or step's columns that fit `width`, leaving the last (the note) its least; `fixed` may
         narrow the parameters to make them fit."""
-        shown = list(KIND_COLUMNS[self.kind])
+        shown = list(self.shape.fitted)
 
         def need() -> int:
             return sum(fixed[c] + 2 * PAD for c in shown[:-1]) + MIN_REASON + 2 * PAD
 
-        for column in GIVES_WAY[self.kind]:
+        for column in self.shape.gives_way:
             if need() <= width:
                 break
             shown.remove(column)
@@ -227,24 +225,25 @@ class JobTable(ScrollView, can_focus=True):
         selected = self.selected_id
         self._views = {v.task.id: v for v in views}
         self._now = now
-        kind = table_kind(views)
-        if kind != SHARD:
+        shape = table_shape(views)
+        if shape.fitted:
             self._row_context = RowContext(metric, {v.task.id: v.task.status for v in views})
         changed: dict[str, tuple[int, int]] = {}  # task -> the cells (x from, x to) that changed
         cells_by_id = {}
         for v in views:
-            cells = row_cells(v, now, self.layout, self._row_context if kind != SHARD else None)
+            cells = row_cells(v, now, self.layout, self._row_context if shape.fitted else None)
             old = self._cells.get(v.task.id)
             if old != cells:
                 changed[v.task.id] = self._span(old, cells)
                 self._strips.pop(v.task.id, None)
             cells_by_id[v.task.id] = cells
         self._cells = cells_by_id
-        columns = (kind, sized_widths(kind, list(cells_by_id.values()), metric), metric if kind != SHARD else None)
+        sized = sized_widths(shape, list(cells_by_id.values()), metric)
+        columns = (shape, sized, metric if shape.fitted else None)
         if columns != self._columns:  # other columns (or widths, or titles): every row is drawn again
             self._columns = columns
-            self.kind, self._sized, self._titles = kind, columns[1], {**TITLES.get(kind, {})}
-            if kind == TRIAL:
+            self.shape, self._sized, self._titles = shape, sized, {**shape.titles}
+            if "metric" in shape.fitted:
                 self._titles["metric"] = metric or "metric"
             self._size_columns(self.scrollable_content_region.width or self.size.width)
             self.refresh()

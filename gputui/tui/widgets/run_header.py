@@ -63,19 +63,15 @@ def identity_line(
     return text
 
 
-NOUNS = {"shards": "shard", "sweep": "trial", "pipeline": "step"}
-
-
 def plan_text(plan: PlannedRun, *, readonly: bool) -> Text:
     """Before launch: 'not started: 3 trials of task1 planned, 2 stages to come · press l to launch · sweep of
     3 stage(s) ...' (the plan's own line last: a narrow header cuts it)."""
     if plan.error:
         return Text(f"not started: cannot plan the job: {plan.error}", "bold red", no_wrap=True, end="")
     n = len(plan.tasks)
-    counted = f"{n} {NOUNS.get(plan.kind, 'task')}{'' if n == 1 else 's'}"
-    stage = plan.tasks[0].task.info.get("stage") if plan.kind == "sweep" and plan.tasks else None
-    if stage:
-        counted += f" of {stage}"
+    counted = f"{n} {plan.noun}{'' if n == 1 else 's'}"
+    if plan.planned_from:
+        counted += f" of {plan.planned_from}"
     counted += " planned" + (f" on {plan.runs_on}" if plan.runs_on else "")
     if plan.to_come:
         more = len(plan.to_come)

@@ -3,13 +3,16 @@ state in words (attempt, exit, reason), so a narrow terminal loses no fact the w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.text import Text
 from textual.widgets import Static
 
-from gputui.jobs.tasks import STEP, TRIAL
+from gputui.jobs.tasks import TaskRecord
 from gputui.text_safety import one_line
 from gputui.tui.widgets.job_rows import params_text
 from gputui.tui.widgets.metrics_chart import metrics_text
+from gputui.views.kinds import task_columns
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
 
@@ -40,12 +43,8 @@ def task_bar_text(
     if metrics:
         text.append(SEP)
         text.append(one_line(metrics_text(metrics, metric)), "bold")  # names a worker chose
-    if t.kind == TRIAL:
-        params = params_text(t.info.get("params") or {})
-        parent = t.info.get("parent_id")
-        text.append(SEP + " ".join(x for x in (params, f"← {parent}" if parent else "") if x))
-    elif t.kind == STEP and t.after:
-        text.append(f"{SEP}after {', '.join(t.after)}")
+    if words := kind_words(t, task_columns(t.kind).bar):
+        text.append(SEP + words)
     if t.attempts:
         text.append(f"{SEP}attempt {t.attempts}/{t.budget}")
     if t.exit_code is not None:
@@ -53,6 +52,18 @@ def task_bar_text(
     if t.reason:
         text.append(SEP + one_line(t.reason))
     return text
+
+
+def kind_words(t: TaskRecord, bar: Sequence[str]) -> str:
+    """What the task bar says of a task as its kind lists it (`bar`): a trial's parameters and parent, a step's
+    waits."""
+    parent = t.info.get("parent_id")
+    words = {
+        "params": params_text(t.info.get("params") or {}),
+        "parent": f"← {parent}" if parent else "",
+        "after": f"after {', '.join(t.after)}" if t.after else "",
+    }
+    return " ".join(words[column] for column in bar if words.get(column))
 
 
 class TaskBar(Static):

@@ -18,15 +18,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import heapq
-import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gputui.jobs.checks import NAME_RE, got, is_int
-from gputui.jobs.kinds import Expansion, NewTask
-from gputui.jobs.sweep import check_keys
+from gputui.jobs.checks import NAME_RE, Checks, got, is_int
+from gputui.jobs.kinds.base import (
+    Columns,
+    Expansion,
+    JobKind,
+    Markdown,
+    NewTask,
+    Plan,
+    Recorded,
+    TaskValues,
+    digest,
+)
+from gputui.jobs.kinds.changes import definition_changed
+from gputui.jobs.spec import GENERIC_PLACEHOLDERS, JobSpec
 from gputui.jobs.tasks import STEP, Status, TaskRecord
 
 PIPELINE_KEYS = ("step",)
@@ -53,94 +63,68 @@ class PipelineSpec:
 # Parsing
 
 
-def parse_pipeline(loader: Any, table: dict[str, Any], known: list[str]) -> PipelineSpec:
-    """[pipeline] (data["pipeline"]) as a PipelineSpec; `loader` is jobs.loader.Loader, `known` the
-    placeholder names a command may use besides {step} and {output_dir} (the generic ones, [params])."""
-    check_keys(loader, table, PIPELINE_KEYS, "[pipeline]")
+def parse_pipeline(checks: Checks, table: dict[str, Any], known: list[str]) -> PipelineSpec:
+    """[pipeline] (data["pipeline"]) as a PipelineSpec; `known`: the placeholder names a command may use
+    besides {step} and {output_dir} (the generic ones, [params])."""
+    checks.check_keys(table, "[pipeline]", PIPELINE_KEYS)
     raw = table.get("step")
     if raw is None or raw == []:
-        raise loader.error(
+        raise checks.error(
             "[[pipeline.step]]", "missing; expected at least one [[pipeline.step]] table with name and command"
         )
     if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
-        raise loader.error("[pipeline].step", f"expected [[pipeline.step]] tables, {got(raw)}")
+        raise checks.error("[pipeline].step", f"expected [[pipeline.step]] tables, {got(raw)}")
     names = list(dict.fromkeys([*known, *STEP_PLACEHOLDERS]))
     steps: list[StepSpec] = []
     for n, step_table in enumerate(raw, 1):
-        step = _parse_step(loader, step_table, n, names)
+        step = _parse_step(checks, step_table, n, names)
         previous = next((i for i, s in enumerate(steps, 1) if s.name == step.name), None)
         if previous is not None:
-            raise loader.error(
+            raise checks.error(
                 f"[[pipeline.step]] {n}.name", f"expected a unique name, got {step.name!r} (step {previous} too)"
             )
         steps.append(step)
-    _check_after(loader, steps)
-    _check_cycles(loader, steps)
+    _check_after(checks, steps)
+    _check_cycles(checks, steps)
     return PipelineSpec(tuple(steps))
 
 
-def _parse_step(loader: Any, table: dict[str, Any], n: int, known: list[str]) -> StepSpec:
+def _parse_step(checks: Checks, table: dict[str, Any], n: int, known: list[str]) -> StepSpec:
     where = f"[[pipeline.step]] {n}"
-    check_keys(loader, table, STEP_KEYS, where)
+    checks.check_keys(table, where, STEP_KEYS)
     name = table.get("name")
     if name is None:
-        raise loader.error(f"{where}.name", "missing; expected a step name (letters, digits, '.', '_', '-')")
+        raise checks.error(f"{where}.name", "missing; expected a step name (letters, digits, '.', '_', '-')")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise loader.error(f"{where}.name", f"expected only letters, digits, '.', '_' or '-', {got(name)}")
+        raise checks.error(f"{where}.name", f"expected only letters, digits, '.', '_' or '-', {got(name)}")
     where = f"{where} ({name})"
     gpus = table.get("gpus")
     if gpus is not None and not (is_int(gpus) and gpus >= 0):
-        raise loader.error(f"{where}.gpus", f"expected a non-negative integer, {got(gpus)}")
+        raise checks.error(f"{where}.gpus", f"expected a non-negative integer, {got(gpus)}")
     after = table.get("after", [])
     if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
-        raise loader.error(f"{where}.after", f'expected a list of step names like ["train"], {got(after)}')
-    command = _parse_command(loader, table, f"{where}.command", known)
+        raise checks.error(f"{where}.after", f'expected a list of step names like ["train"], {got(after)}')
+    command, _ = checks.command(table, f"{where}.command", known)
     return StepSpec(name=name, command=command, gpus=gpus, after=tuple(dict.fromkeys(after)))
 
 
-def _parse_command(loader: Any, table: dict[str, Any], keypath: str, known: list[str]) -> tuple[str, ...]:
-    """A string (shlex-split) or a list of strings; each token is one argument, its placeholders checked."""
-    expected = "a command string or a list of strings"
-    if "command" not in table:
-        raise loader.error(keypath, f"missing; expected {expected}")
-    value = table["command"]
-    if isinstance(value, str):
-        try:
-            tokens = shlex.split(value)
-        except ValueError as e:
-            raise loader.error(keypath, f"cannot split the command string: {e}") from None
-        keypaths = [keypath] * len(tokens)
-    elif isinstance(value, list):
-        for i, token in enumerate(value):
-            if not isinstance(token, str):
-                raise loader.error(f"{keypath}[{i}]", f"expected a string, {got(token)}")
-        tokens, keypaths = list(value), [f"{keypath}[{i}]" for i in range(len(value))]
-    else:
-        raise loader.error(keypath, f"expected {expected}, {got(value)}")
-    if not tokens or not tokens[0].strip():
-        raise loader.error(keypath, f"expected a non-empty command, {got(value)}")
-    for token, kp in zip(tokens, keypaths, strict=True):
-        loader.check_template(kp, token, known)
-    return tuple(tokens)
-
-
-def _check_after(loader: Any, steps: list[StepSpec]) -> None:
+def _check_after(checks: Checks, steps: list[StepSpec]) -> None:
     names = [s.name for s in steps]
     for n, step in enumerate(steps, 1):
         for dep in step.after:
             if dep not in names:
                 close = difflib.get_close_matches(dep, names, n=1)
                 hint = f"did you mean '{close[0]}'? Steps" if close else "steps"
-                raise loader.error(
+                raise checks.error(
                     f"[[pipeline.step]] {n} ({step.name}).after",
                     f"unknown step {dep!r}; {hint}: {', '.join(names)}",
                 )
 
 
-def _check_cycles(loader: Any, steps: list[StepSpec]) -> None:
+def _check_cycles(checks: Checks, steps: list[StepSpec]) -> None:
     cycle = find_cycle(steps)
     if cycle:
-        raise loader.error(
+        raise checks.error(
             "[[pipeline.step]]",
             f"steps wait for each other in a cycle: {' -> '.join(cycle)} (each waits for the next)",
         )
@@ -294,3 +278,70 @@ def _upstream_cause(
         if dep in by_id and dep not in seen and (cause := _cause(by_id[dep], by_id, memo, seen)) is not None:
             return cause
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The kind
+
+COLUMNS = Columns(
+    fitted=("id", "after", "GPUs", "status", "progress", "ETA", "tries", "elapsed", "GPU·h", "peak", "reason"),
+    gives_way=("peak", "GPU·h", "tries", "ETA", "progress", "GPUs", "elapsed"),
+    titles={"id": "step"},
+    bar=("after",),
+)
+
+
+class Pipeline(JobKind):
+    name = "pipeline"
+    table = "pipeline"
+    expects = "a pipeline job needs it: expected [[pipeline.step]] tables with name and command"
+    task_kind = STEP
+    noun = "step"
+    command_required = False  # each step may carry its own
+    columns = COLUMNS
+
+    def parse(self, checks: Checks, table: Mapping[str, Any], extra: list[str]) -> PipelineSpec:
+        return parse_pipeline(checks, dict(table), [*self.placeholders(None), *extra])
+
+    def placeholders(self, spec: PipelineSpec | None) -> tuple[str, ...]:
+        return (*GENERIC_PLACEHOLDERS, "step")
+
+    def templates(self, spec: PipelineSpec) -> list[tuple[str, tuple[str, ...]]]:
+        return [(f"[[pipeline.step]] {i + 1} ({s.name}).command", s.command) for i, s in enumerate(spec.steps)]
+
+    def plan(self, job: JobSpec) -> Plan:
+        spec: PipelineSpec = job.kind_spec
+        definition = {"steps": {s.name: {"after": list(s.after)} for s in spec.steps}}
+        description = f"pipeline of {len(spec.steps)} step(s): " + ", ".join(s.name for s in spec.steps)
+        return Plan(plan_steps(spec, job.run_dir), digest(definition), description, definition)
+
+    def refusal(self, job: JobSpec, plan: Plan, recorded: Recorded, changed: bool) -> str | None:
+        if not changed:
+            return None
+        why = "the steps already run"
+        return definition_changed(
+            job, "[[pipeline.step]]", recorded.definition, plan.definition, recorded.run_dir, why
+        )
+
+    def own_gpus(self, spec: PipelineSpec) -> dict[str, int]:
+        return {step.name: step.gpus for step in spec.steps if step.gpus is not None}
+
+    def values(self, job: JobSpec, task: TaskRecord, output: str | None) -> TaskValues:
+        step = task.info.get("step")
+        command = next((s.command for s in job.kind_spec.steps if s.name == step), None)
+        return TaskValues(step_values(task), command=command or tuple(task.info.get("command") or ()))
+
+    def on_settle(self, spec: PipelineSpec, tasks: Iterable[TaskRecord]) -> Expansion:
+        return on_settle(spec, list(tasks))
+
+    def report_section(self, summary: Mapping[str, Any], md: Markdown) -> list[str]:
+        steps = [t for t in summary.get("tasks", []) if t.get("kind") == STEP]
+        if not steps:
+            return []
+        lines = ["## Steps", "", "| Step | Waits for | Status | Duration | Reason |", "|---|---|---|---|---|"]
+        for t in steps:
+            after = ", ".join(t.get("after") or []) or "-"
+            lines.append(
+                md.row([t["id"], after, t["status"], md.seconds(t.get("duration")), md.cut(t.get("reason") or "")])
+            )
+        return [*lines, ""]

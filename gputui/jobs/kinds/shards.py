@@ -1,0 +1,221 @@
+"""The "shards" job kind: one command over contiguous, non-overlapping ranges of an input's ids.
+
+    [shards]
+    input = "data/prompts.csv"      # .csv, .jsonl or .parquet (or set format)
+    id_column = "data_id"
+    num_workers = 4                 # or shard_size = 250
+
+Every shard is planned at the start (sizes differ by at most one); each worker gets its range as {low} and
+{high} (values of integer ids, else positions in the sorted ids) and writes its own {output} file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gputui.jobs import tabular
+from gputui.jobs.checks import Checks, got, resolve_path
+from gputui.jobs.kinds.base import Columns, JobKind, NewTask, Plan, Recorded, TaskValues
+from gputui.jobs.spec import PLACEHOLDERS, JobSpec, JobSpecError
+from gputui.jobs.tasks import SHARD, TaskRecord
+from gputui.jobs.templates import output_path
+
+SHARDS_KEYS = ("input", "format", "id_column", "num_workers", "shard_size")
+_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+_FORMAT_NAMES = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    input: Path  # absolute
+    id_column: str
+    num_workers: int | None  # exactly one of num_workers / shard_size is set
+    shard_size: int | None
+    format: str  # "csv" | "jsonl" | "parquet"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    low: int  # inclusive
+    high: int  # exclusive
+    count: int  # unique ids inside
+
+    @property
+    def task_id(self) -> str:
+        return f"shard-{self.index}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_shards(checks: Checks, table: Mapping[str, Any]) -> ShardSpec:
+    """[shards] as a ShardSpec: the input must exist now (its ids are read to plan)."""
+    checks.check_table(table, "shards")
+    raw = checks.value(table, "shards", "input", "str", missing="the path of a .csv, .jsonl or .parquet file")
+    if "format" in table:
+        fmt = table["format"]
+        if not isinstance(fmt, str) or fmt.lower() not in _FORMAT_NAMES:
+            raise checks.error("[shards].format", f"expected 'csv', 'jsonl' or 'parquet', {got(fmt)}")
+        fmt = _FORMAT_NAMES[fmt.lower()]
+    else:
+        fmt = _SUFFIX_FORMATS.get(Path(raw).suffix.lower())
+        if fmt is None:
+            raise checks.error(
+                "[shards].input",
+                f"cannot tell the format of {raw!r}; expected .csv, .jsonl or .parquet (or set [shards].format)",
+            )
+    path = resolve_path(raw, checks.base)
+    if path.is_dir():
+        raise checks.error("[shards].input", f"expected a file, found a directory: {path}")
+    if not path.is_file():
+        raise checks.error("[shards].input", f"file not found: {path}")
+    id_column = checks.value(table, "shards", "id_column", "str", default="data_id")
+    if ("num_workers" in table) == ("shard_size" in table):
+        which = "both are set" if "num_workers" in table else "neither is set"
+        raise checks.error("[shards]", f"set exactly one of num_workers or shard_size ({which})")
+    num_workers = checks.value(table, "shards", "num_workers", "int>=1", default=None)
+    shard_size = checks.value(table, "shards", "shard_size", "int>=1", default=None)
+    return ShardSpec(input=path, id_column=id_column, num_workers=num_workers, shard_size=shard_size, format=fmt)
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan (pure: split sorted unique ids into contiguous, non-overlapping shards covering them all)
+
+
+def plan_shards(
+    ids: Sequence, *, integer_ids: bool, num_workers: int | None = None, shard_size: int | None = None
+) -> list[Shard]:
+    """Shards over `ids` (sorted, unique).
+
+    Integer ids give value ranges (a worker keeps rows with low <= id < high, as the seed's
+    workers do); other ids give positional ranges over the sorted list. Sizes differ by at most
+    one; never more shards than ids, and no empty shard.
+    """
+    if (num_workers is None) == (shard_size is None):
+        raise ValueError("set exactly one of num_workers or shard_size")
+    n = len(ids)
+    if n == 0:
+        return []
+    if num_workers is not None:
+        if num_workers < 1:
+            raise ValueError("num_workers must be >= 1")
+        k = min(num_workers, n)
+        base, extra = divmod(n, k)
+        sizes = [base + (1 if i < extra else 0) for i in range(k)]
+    else:
+        if shard_size < 1:
+            raise ValueError("shard_size must be >= 1")
+        sizes = [min(shard_size, n - start) for start in range(0, n, shard_size)]
+    shards, start = [], 0
+    for i, size in enumerate(sizes):
+        end = start + size
+        if integer_ids:
+            low = ids[start]
+            high = ids[end] if end < n else ids[-1] + 1
+        else:
+            low, high = start, end
+        shards.append(Shard(i, int(low), int(high), size))
+        start = end
+    return shards
+
+
+def plan_fingerprint(shards: Sequence[Shard], *, integer_ids: bool) -> str:
+    """Identifies a plan, so a run directory is never driven by a different one."""
+    body = json.dumps([integer_ids, [(s.low, s.high) for s in shards]])
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def describe_plan(shards: Sequence[Shard]) -> str:
+    if not shards:
+        return "no shards"
+    head = ", ".join(f"[{s.low}, {s.high})" for s in shards[:4])
+    more = f", ... ({len(shards)} in all)" if len(shards) > 4 else ""
+    return f"{len(shards)} shard{'s' if len(shards) != 1 else ''}: {head}{more}"
+
+
+def load_ids(job: JobSpec) -> tuple[list, bool]:
+    """Sorted unique ids of the job's input, and whether they are integers (value ranges)."""
+    spec: ShardSpec = job.kind_spec
+    try:
+        values = tabular.read_column(spec.input, spec.id_column, spec.format)
+    except tabular.ColumnMissingError as e:
+        raise JobSpecError(f"{job.path}: [shards].id_column: {e.args[0] if e.args else e}") from None
+    return tabular.normalize_ids(values)
+
+
+def shard_output(job: JobSpec, shard: Shard) -> str | None:
+    if job.outputs is None or job.outputs.pattern is None:
+        return None
+    values = {
+        "low": shard.low,
+        "high": shard.high,
+        "task_id": shard.task_id,
+        "input": job.kind_spec.input,
+        "output_dir": job.outputs.dir,
+        "run_dir": job.run_dir,
+    }
+    return output_path(job, shard.task_id, values)  # each task's own name checked (templates.py)
+
+
+# --------------------------------------------------------------------------------------------------
+# The kind
+
+
+class Shards(JobKind):
+    name = "shards"
+    table = "shards"
+    table_keys = SHARDS_KEYS
+    expects = "expected [shards] with input and num_workers or shard_size"
+    task_kind = SHARD
+    noun = "shard"
+    covers = "range"
+    names_outputs = True
+    alike_tasks = True
+    always_products = False  # a shard's only once its worker reported: else three files of noise per shard
+    charts = False
+    columns = Columns()  # the fixed layouts by width, with the range
+
+    def parse(self, checks: Checks, table: Mapping[str, Any], extra: list[str]) -> ShardSpec:
+        return parse_shards(checks, table)
+
+    def placeholders(self, spec: ShardSpec) -> tuple[str, ...]:
+        return (*PLACEHOLDERS, "output")
+
+    def samples(self, spec: ShardSpec, run_dir: Path) -> dict[str, object]:
+        return {"input": str(spec.input)}
+
+    def plan(self, job: JobSpec) -> Plan:
+        spec: ShardSpec = job.kind_spec
+        ids, integer_ids = load_ids(job)
+        if not ids:
+            raise JobSpecError(f"{job.path}: [shards].input: {spec.input} has no rows; nothing to do")
+        shards = plan_shards(
+            ids, integer_ids=integer_ids, num_workers=spec.num_workers, shard_size=spec.shard_size
+        )
+        tasks = [NewTask(s.task_id, s.index, SHARD, s.low, s.high, s.count, shard_output(job, s)) for s in shards]
+        definition = [[s.low, s.high] for s in shards]
+        recorded = {"integer_ids": integer_ids, "input": str(spec.input), "id_column": spec.id_column}
+        return Plan(
+            tasks, plan_fingerprint(shards, integer_ids=integer_ids), describe_plan(shards), definition, recorded
+        )
+
+    def refusal(self, job: JobSpec, plan: Plan, recorded: Recorded, changed: bool) -> str | None:
+        if not changed:
+            return None
+        old = describe_plan([Shard(t.index, t.low, t.high, t.count) for t in recorded.read_tasks()])
+        return (
+            f"{recorded.run_dir} was started with {old}; the job file {job.path} now plans "
+            f"{plan.description}. Mixing two plans could process ids twice or skip some. Restore the "
+            f"job file's sharding (num_workers/shard_size and input), or start afresh with another --run-dir."
+        )
+
+    def values(self, job: JobSpec, task: TaskRecord, output: str | None) -> TaskValues:
+        values = {"low": task.low, "high": task.high, "input": job.kind_spec.input, "output": output or ""}
+        return TaskValues(values, env={"GPUTUI_LOW": str(task.low), "GPUTUI_HIGH": str(task.high)})
