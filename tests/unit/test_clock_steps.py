@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from types import SimpleNamespace
 
 from gputui import clock
 from gputui.clock import Stamp
@@ -165,20 +164,18 @@ def test_the_runs_elapsed_time_is_never_negative_nor_hours_long_after_a_step(mon
 
 
 def test_a_retry_waits_its_back_off_however_the_wall_clock_steps(monkeypatch):
-    from gputui.engine.steering import Steering
+    from gputui.engine.launcher import RetryClock
 
     clocks = _Clocks(monkeypatch)
-    host = Steering()
-    host.job = SimpleNamespace(retry=SimpleNamespace(backoff_max_s=300.0))
-    host._retry_due = {}
+    host = RetryClock(backoff_max_s=300.0)
     retrying = _task(Status.RETRYING, next_try_at=time.time() + 10)  # as the settle decided it
-    assert host._retry_wait(retrying) == 10.0
+    assert host.wait(retrying) == 10.0
     clocks.tick(4)
     clocks.step(-3600)  # not an hour more to wait
-    assert host._retry_wait(retrying) == 6.0
+    assert host.wait(retrying) == 6.0
     clocks.step(7200)  # nor due at once
-    assert host._retry_wait(retrying) == 6.0
+    assert host.wait(retrying) == 6.0
     clocks.tick(6)
-    assert host._retry_wait(retrying) == 0.0
-    assert host._retry_wait(_task(Status.RETRYING, next_try_at=time.time() + 1e6)) == 300.0  # read after a restart
-    assert host._retry_wait(_task(Status.RETRYING, next_try_at=None)) == 0.0  # "start now"
+    assert host.wait(retrying) == 0.0
+    assert host.wait(_task(Status.RETRYING, next_try_at=time.time() + 1e6)) == 300.0  # read after a restart
+    assert host.wait(_task(Status.RETRYING, next_try_at=None)) == 0.0  # "start now"

@@ -431,32 +431,28 @@ class _Clocks:
 
 
 def _scheduler(tmp_path, spec: HealthSpec):
-    """What Settling._check_health reads of a scheduler, around one attempt launched now and running."""
+    """The scheduler's [health] checks (HealthChecks.check), around one attempt launched now and running."""
     from types import SimpleNamespace
 
     from gputui import clock
     from gputui.engine.attempt import Live
-    from gputui.engine.settling import Settling
+    from gputui.engine.health_checks import HealthChecks
+    from gputui.engine.run_state import RunState
     from gputui.jobs.tasks import Status
     from gputui.rundir.paths import RunPaths
 
-    class Host(Settling):
-        def _pairs(self, tasks):
-            return []
-
-    host = Host()
-    host.job = SimpleNamespace(health=spec, stop_grace_s=1.0)
-    host.paths = RunPaths(tmp_path)
-    host.tasks = {"t": SimpleNamespace(status=Status.RUNNING)}
-    host.events, host.stops, host._unsynced = [], [], []
-    host.store = SimpleNamespace(add_event=lambda kind, message, task_id=None: host.events.append((kind, message)))
-    host.out = SimpleNamespace(info=lambda text: None)
-    host.controller = SimpleNamespace(signal_trees=lambda pairs, sig: {})
+    events = []
+    store = SimpleNamespace(add_event=lambda kind, message, task_id=None: events.append((kind, message)))
+    state = RunState(store)
+    state.tasks = {"t": SimpleNamespace(status=Status.RUNNING)}
+    stops = SimpleNamespace(begin=lambda tasks: None)
+    quiet = SimpleNamespace(info=lambda text: None)
+    checks = HealthChecks(spec, RunPaths(tmp_path), state, store, stops, SimpleNamespace(unsynced=[]), quiet)
     log = tmp_path / "t.attempt1.log"
     log.write_text("")
-    host.live = {"t": Live("t", 1, (), "t", str(log), clock.now())}
-    host._watch(host.live["t"])
-    return host, log
+    state.live = {"t": Live("t", 1, (), "t", str(log), clock.now())}
+    checks.watch(state.live["t"])
+    return SimpleNamespace(check=checks.check, events=events, live=state.live), log
 
 
 def test_a_step_of_the_wall_clock_does_not_fire_the_hang_rule(tmp_path, monkeypatch):
@@ -464,13 +460,13 @@ def test_a_step_of_the_wall_clock_does_not_fire_the_hang_rule(tmp_path, monkeypa
     host, log = _scheduler(tmp_path, HealthSpec(no_output_s=30))
     for step, jump in ((1, 0), (2, 7200), (3, 0), (4, -10800), (5, 0)):  # +2 h, then back to -1 h
         clocks.step(jump)
-        host._check_health()  # the scheduler looks every second: between a step and the next line too
+        host.check()  # the scheduler looks every second: between a step and the next line too
         clocks.tick(2)
         with log.open("a") as f:
             f.write(f"step {step} loss={1 / step:.3f}\n")
-        host._check_health()
+        host.check()
     clocks.tick(20)  # 20 s of real silence: under no_output_s
-    host._check_health()
+    host.check()
     assert host.events == [] and host.live["t"].health_break is None  # nor did 2 h of its window pass
 
 
@@ -478,12 +474,12 @@ def test_a_real_silence_of_no_output_s_fires_the_hang_rule_whatever_the_wall_clo
     clocks = _Clocks(monkeypatch)
     host, log = _scheduler(tmp_path, HealthSpec(no_output_s=30))
     log.write_text("step 1 loss=1.0\n")
-    host._check_health()
+    host.check()
     clocks.step(-3600)  # the wall clock going back must not hide the silence either
     clocks.tick(29)
-    host._check_health()
+    host.check()
     assert host.events == []
     clocks.tick(2)
-    host._check_health()
+    host.check()
     ((kind, message),) = host.events
     assert kind == "health" and "no log line or event for 31 s after step 1" in message

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gputui.engine.launching import worker_request
+from gputui.engine.launcher import worker_request
 from gputui.jobs.checks import Checks
 from gputui.jobs.kinds import registry
 from gputui.jobs.kinds.base import Columns, JobKind, NewTask, Plan, Recorded, TaskValues, digest

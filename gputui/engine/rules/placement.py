@@ -6,6 +6,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.jobs.gpu_plan import Decision
+from gputui.jobs.spec import ResourceSpec
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,19 @@ class Policy:
     def min_free_bytes(self) -> int:
         need = max(self.min_free_memory_gb, self.memory_per_worker_gb or 0.0)
         return int(need * GIB)
+
+
+def gpu_policy(res: ResourceSpec, cpus: int, slots: int | None = None, sizing: Decision | None = None) -> Policy:
+    """The run's one GPU policy. A run mode's decision (`sizing`) gives GPUs per worker and workers (at most
+    max_parallel); a cluster's `slots` bound the workers where max_parallel is not set; else the job's own
+    numbers, and CPU tasks run `cpus` at once. Memory per worker is the job's only where it sizes nothing."""
+    if sizing is not None:
+        workers = min(sizing.workers, res.max_parallel or sizing.workers)
+        return Policy(sizing.gpus_per_worker, workers, res.min_free_memory_gb)
+    if slots is not None and res.max_parallel is None:
+        return Policy(res.gpus_per_worker, slots, res.min_free_memory_gb)
+    max_parallel = res.max_parallel or (None if res.gpus_per_worker else cpus)
+    return Policy(res.gpus_per_worker, max_parallel, res.min_free_memory_gb, res.memory_per_worker_gb)
 
 
 def usable_gpus(gpus: Sequence[GpuSnapshot], reserved: Collection[int], policy: Policy) -> list[int]:

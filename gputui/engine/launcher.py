@@ -12,15 +12,21 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gputui import clock
-from gputui.engine.attempt import WAITING, Infeasible, Live
+from gputui.engine.accounting import Meter
+from gputui.engine.attempt import WAITING, Live
+from gputui.engine.gpu_sampler import GpuSampler
+from gputui.engine.health_checks import HealthChecks
 from gputui.engine.monitor import draining
+from gputui.engine.outbox import Outbox
 from gputui.engine.rules.placement import place, usable_gpus, why_waiting
+from gputui.engine.run_state import RunState
+from gputui.engine.settler import Settler
+from gputui.engine.setup import RunSetup
+from gputui.engine.voice import Voice
 from gputui.executors import ownership
-from gputui.executors.base import Capacity, ExecutorUnavailable, LaunchFailed, LaunchSpec
+from gputui.executors.base import LaunchFailed, LaunchSpec
 from gputui.executors.journal import AttemptEnds
 from gputui.files.tail import LogTail
-from gputui.gpus.detect import describe
-from gputui.gpus.probe import GIB
 from gputui.gpus.reservations import Reservations
 from gputui.jobs import oom
 from gputui.jobs.kinds.registry import kind_of
@@ -29,11 +35,13 @@ from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.jobs.templates import render_command
 from gputui.rundir.paths import RunPaths
+from gputui.rundir.store import Store
 
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
 
 
-def _release(fds) -> None:
+def release(fds) -> None:
+    """Close GPU claims (reservation descriptors) nobody holds any more."""
     for fd in fds:
         try:
             os.close(fd)
@@ -83,60 +91,98 @@ def worker_request(
     return render_command(job, values, own.command), env
 
 
-class Launching:
-    """Part of Scheduler (see scheduler.py): its state lives there."""
+class RetryClock:
+    """When retrying tasks are due. Their next_try_at is a wall time (the app shows it), read once as the delay it
+    leaves and then measured on the monotonic clock, so a step of the wall clock neither starts a retry early nor
+    holds it back; a delay read after a restart is at most [retry].backoff_max_s."""
 
-    def _check_feasible(self) -> None:
-        if self.probe is None:
-            return
-        gpus = self._snapshot(force=True)
-        need = self.policy.gpus_per_worker
-        if len(gpus) < need:
-            raise Infeasible(
-                f"{self.job.path}: [resources].gpus_per_worker = {need}, but only {len(gpus)} GPU(s) exist "
-                f"here ({describe(self.probe)}); lower gpus_per_worker or use a machine with more GPUs"
-            )
-        if len([g for g in gpus if g.memory_total >= self.policy.min_free_bytes]) < need:
-            largest = max(g.memory_total for g in gpus) / GIB
-            raise Infeasible(
-                f"{self.job.path}: [resources].min_free_memory_gb / memory_per_worker_gb ask for "
-                f"{self.policy.min_free_bytes / GIB:g} GB free per GPU, but the largest GPU here has "
-                f"{largest:.0f} GB in all ({describe(self.probe)}); no task could ever start"
-            )
+    def __init__(self, backoff_max_s: float):
+        self.backoff_max_s = backoff_max_s
+        self._due: dict[
+            str, tuple[float, float]
+        ] = {}  # task id: (next_try_at as read, when due on the monotonic clock)
+
+    def wait(self, t: TaskRecord) -> float:
+        """Seconds until `t` is due (0 for a task that is not retrying, or whose retry was asked for now)."""
+        if t.status != Status.RETRYING or t.next_try_at is None:
+            return 0.0
+        seen = self._due.get(t.id)
+        if seen is None or seen[0] != t.next_try_at:
+            delay = min(max(0.0, t.next_try_at - time.time()), self.backoff_max_s)
+            seen = self._due[t.id] = (t.next_try_at, time.monotonic() + delay)
+        return max(0.0, seen[1] - time.monotonic())
+
+
+class Launcher:
+    def __init__(
+        self,
+        setup: RunSetup,
+        state: RunState,
+        store: Store,
+        sampler: GpuSampler,
+        reservations: Reservations,
+        meter: Meter,
+        retries: RetryClock,
+        health: HealthChecks,
+        settler: Settler,
+        outbox: Outbox,
+        voice: Voice,
+    ):
+        self.job = setup.job
+        self.paths = setup.paths
+        self.scheduler_id = setup.scheduler_id
+        self.setup = setup  # the executor, the cluster, the policy, the run mode's values
+        self.executor = setup.executor
+        self.policy = setup.policy
+        self.cluster = setup.cluster
+        self.state = state
+        self.store = store
+        self.sampler = sampler
+        self.reservations = reservations
+        self.meter = meter
+        self.health = health
+        self.settler = settler  # an attempt that cannot be launched is settled at once
+        self.outbox = outbox
+        self.voice = voice
+        self.retries = retries
+        self._disk_full = False
+        self._waiting_said = ""
 
     # -- launching -----------------------------------------------------------------------------
-    def _plan_launches(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
-        busy = len(self.live) + len(self.lingering)
+    def plan(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
+        """Record the attempts that start now (their launches are sent once the turn is committed)."""
+        state = self.state
+        busy = len(state.live) + len(state.lingering)
         slots = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
-        if not self.waiting or slots is not None and slots <= 0 or not self._room_on_disk():
+        if not state.waiting or slots is not None and slots <= 0 or not self._room_on_disk():
             return
         now = clock.now()  # the launches' time: wall, and CLOCK_BOOTTIME to measure them by
-        lingering = {task_id for task_id, _ in self.lingering}
+        lingering = {task_id for task_id, _ in state.lingering}
         ready, later, seen = [], [], set()
-        while self.waiting and (slots is None or len(ready) < slots):
-            index, task_id = heapq.heappop(self.waiting)
-            t = self.tasks[task_id]
+        while state.waiting and (slots is None or len(ready) < slots):
+            index, task_id = heapq.heappop(state.waiting)
+            t = state.tasks[task_id]
             if t.status not in WAITING or task_id in seen:
                 continue  # stale heap entry
             seen.add(task_id)
-            not_due = self._retry_wait(t) > 0
-            blocked = any(not self._may_follow(d) for d in t.after if d in self.tasks)
-            if task_id in self.live or task_id in lingering or not_due or blocked:
+            not_due = self.retries.wait(t) > 0
+            blocked = any(not self._may_follow(d) for d in t.after if d in state.tasks)
+            if task_id in state.live or task_id in lingering or not_due or blocked:
                 later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
-        if ready and not self.executor.ready(time.monotonic(), self.out.info):  # (the Ray bridge is not up)
+        if ready and not self.executor.ready(time.monotonic(), self.voice.info):  # (the Ray bridge is not up)
             later.extend((t.index, t.id) for t in ready)  # tried again next turn
             ready = []
         if self.cluster is not None:  # the cluster places them: as many start as there are slots
             new = [self._record_launch(t, (), now, []) for t in ready]
-            launches.extend(self.executor.submit(new, self.out.info))  # (Slurm: sbatch, arrays, afterok)
+            launches.extend(self.executor.submit(new, self.voice.info))  # (Slurm: sbatch, arrays, afterok)
             for entry in later:
-                heapq.heappush(self.waiting, entry)
+                state.wait(*entry)
             return
-        gpus = self._snapshot() if self.probe is not None and ready else []
-        reserved = {g for live in [*self.live.values(), *self.lingering.values()] for g in live.gpus}
-        reserved |= draining(gpus, self.scheduler_id, self.live)  # a killed task's GPU memory not yet released
+        gpus = self.sampler.snapshot() if self.sampler.probe is not None and ready else []
+        reserved = {g for live in state.attempts() for g in live.gpus}
+        reserved |= draining(gpus, self.scheduler_id, state.live)  # a killed task's GPU memory not yet released
         usable = usable_gpus(gpus, reserved, self.policy)
         needs = {t.id: self._gpus_needed(t) for t in ready}
         claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], sum(needs.values()))
@@ -150,43 +196,26 @@ class Launching:
                 launches.append(self._record_launch(t, placed[t.id], now, held))
             else:
                 later.append((t.index, t.id))
-        _release(claims.values())
+        release(claims.values())
         for entry in later:
-            heapq.heappush(self.waiting, entry)
-        if ready and not placed and not self.live and self.probe is not None:
+            state.wait(*entry)
+        if ready and not placed and not state.live and self.sampler.probe is not None:
             reason = why_waiting(gpus, reserved, self.policy)
             if foreign:
                 reason += f"; {len(foreign)} held by another gputui run ({', '.join(sorted(foreign.values()))})"
             if reason != self._waiting_said:
-                self.out.info(f"waiting for GPUs: {reason}")
+                self.voice.info(f"waiting for GPUs: {reason}")
                 self._waiting_said = reason
 
     def _may_follow(self, dep: str) -> bool:
         """Whether a task waiting for `dep` may be launched: once `dep` is done, or while `dep` runs where its
         executor holds the follower back until `dep` ends well (Slurm: afterok on `dep`'s job)."""
-        status = self.tasks[dep].status
+        status = self.state.tasks[dep].status
         return status == Status.DONE or (status == Status.RUNNING and self.executor.queues_after(dep))
 
     def _gpus_needed(self, task: TaskRecord) -> int:
         """The policy's GPUs per worker, a pipeline step's own, or twice as many per out-of-memory retry."""
-        return gpus_for(self.job.retry.on_oom, self.needs.get(task.id, self.policy.gpus_per_worker), task.info)
-
-    def _join(self, env: Mapping[str, str]) -> Capacity | None:
-        """Join the executor's backend (a cluster: its capacity, asked of the run's Ray bridge or of Slurm);
-        one that cannot be reached, or whose largest node is too small, stops the run before anything is
-        launched, saying why."""
-        try:
-            found = self.executor.join(env)
-        except (ExecutorUnavailable, OSError) as e:
-            raise Infeasible(f"{self.job.path}: [executor]: {e}") from None
-        need = max([self.job.resources.gpus_per_worker, *self.needs.values()])
-        if found is not None and need > found.node_gpus:
-            raise Infeasible(
-                f"{self.job.path}: [resources].gpus_per_worker = {need}, but no node of {found.where} has that "
-                f"many (the largest has {found.node_gpus:g}, {found.gpus:g} in all); a task's GPUs are on one "
-                "node, so no task could ever start"
-            )
-        return found
+        return gpus_for(self.job.retry.on_oom, self.setup.gpus_of(task.id), task.info)
 
     def _claim_note(self, task_id: str) -> dict:
         return {
@@ -205,12 +234,12 @@ class Launching:
         free = usage.free
         full = free < min(MIN_FREE_DISK, usage.total // 20)  # 5 % of a small disk is room enough
         if full and not self._disk_full:
-            self.out.info(
+            self.voice.info(
                 f"the disk of {self.paths.root} is full ({free // (1024 * 1024)} MB free); no new task starts "
                 f"until there is room (running tasks go on)"
             )
         elif self._disk_full and not full:
-            self.out.info(f"there is room again on the disk of {self.paths.root}; tasks start again")
+            self.voice.info(f"there is room again on the disk of {self.paths.root}; tasks start again")
         self._disk_full = full
         return not full
 
@@ -225,11 +254,11 @@ class Launching:
             gpus,
             self.scheduler_id,
             self.paths.root,
-            self.outputs.get(task.id),
-            self.sized,
+            self.state.outputs.get(task.id),
+            self.setup.sized,
             num_gpus=None if self.cluster is None else self._gpus_needed(task),
         )
-        if self.probe is None:
+        if self.sampler.probe is None:
             env.pop("CUDA_VISIBLE_DEVICES")
         shown = shlex.join(argv)
         if "CUDA_VISIBLE_DEVICES" in env:
@@ -252,24 +281,33 @@ class Launching:
         }
         if task.started_at is None:
             fields["started_at"] = now
-        self._set(task.id, **fields)
+        self.state.set(task.id, **fields)
         self.store.add_event("launch", f"attempt {number}: {shown}", task.id)
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
         if self.cluster is not None:
             where = f" on the {self.executor.kind} cluster ({self._gpus_needed(task)} GPU)"
-        self.out.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
-        live = self.live[task.id] = Live(task.id, number, gpus, task.range_label, str(log_path), now, waiter.ref)
+        self.voice.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")
+        live = Live(task.id, number, gpus, task.range_label, str(log_path), now, waiter.ref)
+        self.state.live[task.id] = live
         live.handle = waiter
-        self._watch(live)
+        self.health.watch(live)
         asked = len(gpus) if self.cluster is None else self._gpus_needed(task)
         self.meter.start(live.key, asked, now)  # GPU-hours: the GPUs given, here or by the cluster
-        after = tuple(d for d in task.after if d in self.tasks and self.tasks[d].status != Status.DONE)
+        tasks = self.state.tasks
+        after = tuple(d for d in task.after if d in tasks and tasks[d].status != Status.DONE)
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held, asked, after,
                           batch=kind_of(self.job).alike_tasks)  # fmt: skip
         return spec, live
 
-    def _launch(self, spec: LaunchSpec, live: Live) -> None:
-        if self.out.show_output:
+    def give_back(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
+        """The turn was rolled back: these were never launched; their GPUs and waiters are free again."""
+        for spec, live in launches:
+            release(spec.held)
+            self.executor.give_back(live.handle)
+
+    def launch(self, spec: LaunchSpec, live: Live) -> None:
+        """Send a committed attempt to its waiter (or the cluster); one that cannot be sent fails at once."""
+        if self.voice.show_output:
             live.log = LogTail(spec.log_path)
         try:
             try:
@@ -293,18 +331,8 @@ class Launching:
                 pass
             live.waiter = None
             with self.store.transaction():
-                self._settle(live, AttemptEnds(exit_code=127, ended_at=clock.now()), None)
-            self._send_alerts()
+                self.settler.settle(live, AttemptEnds(exit_code=127, ended_at=clock.now()), None)
+            self.outbox.send_alerts()
         finally:
             live.handle = None
-            _release(spec.held)  # the waiter holds its own copies now
-
-    def _base_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.job.env)
-        env.update({"GPUTUI_RUN_DIR": str(self.paths.root), "PYTHONUNBUFFERED": "1"})
-        if self.probe is not None:
-            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so indices match NVML's
-        elif self.policy.gpus_per_worker == 0:
-            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task must not grab a GPU
-        return env
+            release(spec.held)  # the waiter holds its own copies now
