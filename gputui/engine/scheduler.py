@@ -46,6 +46,7 @@ from gputui.gpus.reservations import Reservations
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
 from gputui.rundir import exports
+from gputui.rundir.meta import read_meta, write_meta
 from gputui.rundir.opening import Run
 
 ENDED, STOPPED, DETACHED = "ended", "stopped", "detached"  # how Scheduler.run came back
@@ -304,10 +305,8 @@ class Scheduler:
             f"{n} task(s); GPUs: {gpus}"
         )
         exports.write_config(self.paths, self.job, self.scheduler_id, gpus)
-        with self.store.transaction():
-            self.store.set_meta("alert_bell", self.job.alerts.bell)  # the app rings the bell on an alert
-            for key, value in self.executor.recorded.meta().items():  # how the app and verbs reach attempts
-                self.store.set_meta(key, value)
+        with self.store.transaction():  # how the app and verbs reach attempts
+            write_meta(self.store, read_meta(self.store).started(self.executor.recorded.meta()))
         for note in self.notes:
             self.voice.info(note)
 

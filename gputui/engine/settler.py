@@ -28,6 +28,7 @@ from gputui.jobs.oom import OomPolicy
 from gputui.jobs.tasks import Status
 from gputui.rundir import alerts_file
 from gputui.rundir.manifests import write_manifest
+from gputui.rundir.meta import read_meta, write_meta
 from gputui.rundir.signal_files import write_signal
 from gputui.rundir.store import Store
 
@@ -248,7 +249,7 @@ class Settler:
         if not e:
             return
         if e.new:
-            self.store.set_meta("run_failed", None)  # a stage ranked after all (its failed trials retried)
+            write_meta(self.store, read_meta(self.store).failed(None))  # a stage ranked after all (retried)
             self.store.add_tasks(e.new, budget=self.job.retry.max_attempts)
             for t in e.new:
                 self.state.added(self.store.task(t.id), t.output)
@@ -260,6 +261,6 @@ class Settler:
             self.store.add_event(kind, message, task_id)
             self.voice.info(f"{task_id}: {message}" if task_id else message)
         if e.failed:
-            self.store.set_meta("run_failed", e.failed)
+            write_meta(self.store, read_meta(self.store).failed(e.failed))
             self.store.add_event("run_failed", e.failed)
             self.voice.info(f"the run cannot succeed: {e.failed}")
