@@ -10,8 +10,9 @@ batch step) makes no cgroup for it, so the runner names them thus:
 Nothing else: not a look-alike running the same command, nor a process with another run's or attempt's
 tags, nor one with this attempt's tags but not the mark (the attempt's stand-in, where the Slurm node is the
 machine that submitted it). Each is signalled through `ownership.send`, which checks its pid and start time
-again just before kill(2). A process that scrubbed its environment and lost its parent is beyond reach
-(where Slurm tracks jobs by cgroup, it still ends with the job).
+again just before kill(2). A process that lost its parent and scrubbed its environment, or overwrote it (the
+`setproctitle` package does, unless SPT_NOENV is set), is beyond reach: where Slurm tracks jobs by cgroup, it
+still ends with the job.
 """
 
 from __future__ import annotations
