@@ -13,7 +13,7 @@ import time
 import uuid
 
 from gputui.executors import node_runner, ownership, ray_client
-from gputui.executors.node_tree import TAG_RUNNER, Mark, Seen, members, new_mark
+from gputui.executors.node_tree import TAG_RUNNER, Mark, Seen, look, members, new_mark
 from gputui.executors.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef
 
 
@@ -128,6 +128,23 @@ def test_a_mark_is_read_from_an_environment_and_new_ones_differ():
     mark = new_mark(env)
     assert Mark.of(env | {TAG_RUNNER: mark.runner}) == mark == ("s", "t", "3", mark.runner)
     assert mark.runner.startswith(f"{os.getpid()}.") and new_mark(env) != mark
+
+
+def test_a_look_at_proc_reads_the_mark_of_what_carries_it_and_nothing_when_nothing_is_the_attempts():
+    tags = {TAG_SCHEDULER: "s", TAG_TASK: "t", TAG_ATTEMPT: "1"}
+    mark = new_mark(tags)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUTUI_")} | tags | {TAG_RUNNER: mark.runner}
+    marked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        _wait(lambda: Mark.of(ownership.environ(marked.pid) or {}))  # it runs python now, with its environment
+        seen = look(os.getpid(), mark._replace(scheduler=None, task=None, attempt=None), None)
+        assert seen == [], "no process carries that mark (another attempt's), and no command runs: none looked at"
+        seen = {s.ref.pid: s for s in look(os.getpid(), mark, None)}
+        assert seen[marked.pid].mark == mark and seen[marked.pid].parent == os.getpid()
+        assert os.getpid() not in seen and all(s.mark is None for pid, s in seen.items() if pid != marked.pid)
+    finally:
+        marked.kill()
+        marked.wait()
 
 
 # -- the runner reaches a child that left the session, and nothing else ----------------------------------------
