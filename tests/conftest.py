@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests import ray_cluster, slurm_cluster
 
 WORKER = Path(__file__).parent / "workers" / "shard_worker.py"
 
@@ -198,3 +202,25 @@ def _no_leaked_workers(tmp_path):
                 p.kill()
         except (psutil.Error, OSError):
             pass
+
+
+# -- clusters shared by the whole session ----------------------------------------------------------------------
+# Each is started on first use and stopped when the session ends: the contract suite (tests/contract/), the Ray
+# tests and the Slurm tests share one of each. A test that needs a cluster of its own (a private one its run
+# starts and stops, two nodes, a controller it kills) starts its own.
+@pytest.fixture(scope="session")
+def shared_ray_head() -> Iterator[str]:
+    """A Ray head with 4 fake GPUs on loopback; its address. Its clients (gputui's bridges, a test's own
+    drivers) need RAY_ENV in their environment: run them inside `ray_cluster.environment()`."""
+    with contextlib.ExitStack() as stack:
+        with ray_cluster.environment():
+            address = stack.enter_context(ray_cluster.ray_head(gpus=4))
+        yield address
+
+
+@pytest.fixture(scope="session")
+def shared_slurm() -> Iterator[dict[str, str]]:
+    """A single-node Slurm with 4 fake GPUs (slurm_cluster.py); the environment its clients need: set it with
+    `slurm_cluster.environment()` where gputui or a test talks to it."""
+    with slurm_cluster.slurm_node(gpus=4) as env:
+        yield env

@@ -129,6 +129,19 @@ def slurm_node(gpus: int = 4, cpus: int = 8) -> Iterator[dict[str, str]]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """`env` (what slurm_node yields) in os.environ meanwhile: every Slurm command, the tests' and gputui's,
+    talks to that Slurm."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
 def kill_controller(env: dict[str, str]) -> None:
     """SIGKILL slurmctld, as a crash would: it saves no state on the way out."""
     pid = int((Path(env["SLURM_CONF"]).parent / "slurmctld.pid").read_text())

@@ -9,9 +9,11 @@ its processes carry the scheduler UUID, task id and attempt like local ones. Out
 attempt's log in the run directory (a filesystem the nodes share, as Slurm's output files do), after a first
 line saying where it runs. Signals arrive through the signal file, written by whoever acts on the attempt
 (control verbs, the bridge, Slurm's stand-in), so the whole tree on its node is paused, resumed or ended,
-not only the process the cluster knows. When run() ends, however it ends, the tree is killed; if the
-process running it is killed (a Ray task cancelled with force, a Slurm job cancelled), the cluster ends its
-children, the command's first process among them.
+not only the process the cluster knows: its process group, its descendants, and the processes carrying its
+tags and the runner's mark, a child that left the session among them (node_tree.py says which, and why
+nothing else). When run() ends, however it ends, what is left of the tree is killed; if the process running
+it is killed (a Ray task cancelled with force, a Slurm job cancelled), the cluster ends its children, the
+command's first process among them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import subprocess
 import sys
 import time
 
+from gputui.executors import ownership
+from gputui.executors.node_tree import TAG_RUNNER, NodeTree, new_mark
+
 POLL_S = 0.05  # how often the command and the signal file are looked at
 SIGNALS = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
@@ -38,6 +43,8 @@ def run(
     first line says where it runs (`placement` reads it back: the app's GPUs column, the node's panel)."""
     full = {**os.environ, **env}
     full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the cluster's choice for this task
+    mark = new_mark(full)
+    full[TAG_RUNNER] = mark.runner  # what its processes carry wherever they go on the node
     node_id = _ray_node_id()
     with open(log, "ab", buffering=0) as out:
         if {"TERM", "KILL"} & set(_new_words(signals, 0)):  # ended while it waited in the cluster's queue
@@ -55,16 +62,16 @@ def run(
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                start_new_session=True,  # one process group: the whole tree gets each signal
+                start_new_session=True,  # a process group of its own: what it forks is in it from the start
             )
         except OSError as e:
             out.write(f"gputui: cannot run {argv[0]!r} in {cwd}: {e.strerror}\n".encode())
             return 127
+    tree = NodeTree(ownership.ProcessRef(proc.pid, ownership.start_of(proc.pid) or 0), mark)
     try:
-        return _watch(proc, signals, grace)
+        return _watch(proc, tree, signals, grace)
     finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # nothing of the tree outlives its attempt
+        tree.kill()  # nothing of the tree outlives its attempt
 
 
 _PLACED = re.compile(r"gputui: on \w+ node (\S+) \(pid (\d+)(?:, node id (\w+))?\), GPUs (\S+), since (\S+)")
@@ -100,19 +107,19 @@ def _ray_node_id() -> str:
         return ""
 
 
-def _watch(proc: subprocess.Popen, signals: str, grace: float) -> int:
+def _watch(proc: subprocess.Popen, tree: NodeTree, signals: str, grace: float) -> int:
     try:
         ended = os.pidfd_open(proc.pid)  # readable the moment the command ends (Linux 5.3 and later)
     except (AttributeError, OSError):
         ended = None
     try:
-        return _watch_until(proc, ended, signals, grace)
+        return _watch_until(proc, tree, ended, signals, grace)
     finally:
         if ended is not None:
             os.close(ended)
 
 
-def _watch_until(proc: subprocess.Popen, ended: int | None, signals: str, grace: float) -> int:
+def _watch_until(proc: subprocess.Popen, tree: NodeTree, ended: int | None, signals: str, grace: float) -> int:
     seen, kill_at = 0, None
     while (code := proc.poll()) is None:
         for word in _new_words(signals, seen):
@@ -120,15 +127,17 @@ def _watch_until(proc: subprocess.Popen, ended: int | None, signals: str, grace:
             sig = SIGNALS.get(word)
             if sig is None:
                 continue
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-                if sig == signal.SIGTERM:
-                    os.killpg(proc.pid, signal.SIGCONT)  # a paused tree must run to act on it
-            if sig == signal.SIGTERM and kill_at is None:
-                kill_at = time.monotonic() + grace
+            if sig == signal.SIGKILL:
+                tree.kill()
+                continue
+            tree.signal(sig)
+            if sig == signal.SIGSTOP:
+                tree.signal(sig)  # what was forked while the first pass looked
+            elif sig == signal.SIGTERM:
+                tree.signal(signal.SIGCONT)  # a paused tree must run to act on it
+                kill_at = time.monotonic() + grace if kill_at is None else kill_at
         if kill_at is not None and time.monotonic() >= kill_at:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            tree.kill()
             kill_at = float("inf")
         if ended is not None:
             select.select([ended], [], [], POLL_S)

@@ -10,6 +10,9 @@ gputui signals a process only when one of these holds, checked again just before
 - it is in the attempt's own cgroup or a cgroup below it (a worker may make one there), where the machine
   lets gputui create one: membership is only ever read through cgroup.pids, which counts those below,
   and `cgroup.kill` reaches them too.
+- on a cluster's node, where the attempt has neither waiter nor cgroup: it descends from the command its
+  runner started, or carries the attempt's tags *and* the mark its runner put in the command's environment
+  (its own pid and start time, and a nonce), which a look-alike or another attempt does not (node_tree.py).
 The environment tags (`GPUTUI_SCHEDULER_ID`, `GPUTUI_TASK_ID`, `GPUTUI_ATTEMPT`) alone never make a
 process a target: anyone can copy them. They are used only to *notice* that something of a task may
 still live (so it is never launched twice), never to signal it; and where the attempt had a cgroup, not
@@ -71,11 +74,21 @@ def alive(ref: ProcessRef, *, zombies: bool = False) -> bool:
     return st is not None and st[2] == ref.start and (zombies or st[0] not in ("Z", "X"))
 
 
-def _environ(pid: int) -> dict[str, str] | None:
+def living(pid: int) -> tuple[ProcessRef, int] | None:
+    """A living process (not a zombie) and its parent's pid, from one read of its stat."""
+    st = _stat(pid)
+    return None if st is None or st[0] in ("Z", "X") else (ProcessRef(pid, st[2]), st[1])
+
+
+def environ(pid: int, holding: bytes = b"") -> dict[str, str] | None:
+    """A process's environment; None if it cannot be read, or does not hold `holding` (then it is not parsed:
+    a scan of every process reads each one)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             data = f.read()
     except OSError:
+        return None
+    if holding not in data:
         return None
     pairs = (item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
@@ -83,7 +96,7 @@ def _environ(pid: int) -> dict[str, str] | None:
 
 def tags(pid: int) -> tuple[str | None, str | None, str | None]:
     """(scheduler id, task id, attempt) from a process's environment; Nones if unreadable."""
-    env = _environ(pid) or {}
+    env = environ(pid) or {}
     return env.get(TAG_SCHEDULER), env.get(TAG_TASK), env.get(TAG_ATTEMPT)
 
 
@@ -103,7 +116,7 @@ def scan_tagged(scheduler_id: str, task_ids: Iterable[str] | None = None) -> lis
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
-        env = _environ(int(name)) or {}
+        env = environ(int(name)) or {}
         task = env.get(TAG_TASK, "")
         if env.get(TAG_SCHEDULER) != scheduler_id or not task or (wanted is not None and task not in wanted):
             continue

@@ -1,9 +1,9 @@
-"""`backend`: each executor the contract suite runs against, started once for the whole suite (one Ray head,
-one Slurm), and stopped before the next one starts: the suite's tests run grouped by backend."""
+"""`backend`: each executor the contract suite runs against, on the session's shared clusters (one Ray head, one
+Slurm: tests/conftest.py). The suite's tests run grouped by backend, so each backend is set up once: its
+cluster started on first use, and its environment set for its group."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,26 +19,20 @@ def backend(request):
     if request.param == "local":
         yield LocalBackend()
     elif request.param == "ray":
-        # Every Ray process of the suite (the head, the bridges, a foreign driver) inherits RAY_ENV.
-        with ray_cluster.environment(), ray_cluster.ray_head(gpus=4) as address:
+        address = request.getfixturevalue("shared_ray_head")
+        with ray_cluster.environment():  # every Ray process of the suite (bridges, a foreign driver) needs it
             yield RayBackend(address)
     else:
-        # Every command of the tests (and gputui's) talks to this Slurm.
-        with slurm_cluster.slurm_node(gpus=4) as env:
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                yield SlurmBackend(env)
-            finally:
-                for k, v in saved.items():
-                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        env = request.getfixturevalue("shared_slurm")
+        with slurm_cluster.environment(env):  # every command of the tests (and gputui's) talks to this Slurm
+            yield SlurmBackend(env)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     """The suite's tests in backend order, each backend's in file order. pytest groups the tests by the
     fixture's own parameters, but not those of a test that names fewer backends (`indirect`): their indices
-    differ, and a cluster would be started twice."""
+    differ, and a backend would be set up twice."""
     here = Path(__file__).parent
     at = [i for i, item in enumerate(items) if item.path.is_relative_to(here) and hasattr(item, "callspec")]
     ordered = sorted((items[i] for i in at), key=lambda item: BACKENDS.index(item.callspec.params["backend"]))

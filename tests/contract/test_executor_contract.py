@@ -239,20 +239,8 @@ def test_kill_reaches_the_whole_tree_and_nothing_else(backend, live_run, make_jo
 
 
 # A child that starts its own session (as torchrun ranks and vLLM engines do) leaves its parent's process group.
-# The local executor still reaches it (each attempt has a cgroup of its own, or a subreaper). On Ray and Slurm
-# the runner on the node (gputui/executors/node_runner.py) signals the command's process group only: on Ray
-# such a child is neither paused nor killed; on Slurm, whose suspend stops every process of the job, it is
-# paused, but outlives a kill (this test's Slurm tracks a job's processes by parentage, proctrack/linuxproc,
-# and the child is an orphan by then; a Slurm with proctrack/cgroup would end it with the job). Marked, not
-# skipped: strict, so the day the runner reaches it these marks fail and go.
-LEFT_THE_SESSION = pytest.mark.xfail(strict=True, reason="node_runner signals the command's process group only")
-
-
-@pytest.mark.parametrize(
-    "backend",
-    ["local", pytest.param("ray", marks=LEFT_THE_SESSION), pytest.param("slurm", marks=LEFT_THE_SESSION)],
-    indirect=True,
-)
+# The local executor still reaches it (each attempt has a cgroup of its own, or a subreaper); on Ray and Slurm the
+# runner on the node reaches it by the attempt's tags and the runner's mark in its environment (node_tree.py).
 def test_pause_resume_and_kill_reach_a_child_that_left_the_session(backend, live_run, make_job):
     """Each wait for the child starts once its worker was reached: a few seconds are plenty then."""
     sched, pids, children = live_run

@@ -1,4 +1,4 @@
-"""What only Ray shows, on a real Ray cluster: a head on 127.0.0.1 with four declared GPUs, started here.
+"""What only Ray shows, on a real Ray cluster: a head on 127.0.0.1 with four declared GPUs, the session's.
 What every executor guarantees is in tests/contract/ (run there against Ray too).
 
 Ray binds its servers to the node's address; with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 that address is
@@ -34,10 +34,9 @@ def ray_env():
 
 
 @pytest.fixture(scope="module")
-def ray_head(ray_env):
-    """A Ray head with 4 fake GPUs on loopback, for the module's tests; its address."""
-    with ray_cluster.ray_head(gpus=4) as address:
-        yield address
+def ray_head(ray_env, shared_ray_head):
+    """The session's Ray head with 4 fake GPUs on loopback (tests/conftest.py); its address."""
+    return shared_ray_head
 
 
 def on_ray(address: str) -> str:
