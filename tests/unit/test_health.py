@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from gputui.engine.rules.health import Break, HealthWatch, cuda_error_rule, may_retry, parse_log_values
+from gputui.engine.rules.health import (
+    Break,
+    HealthWatch,
+    cuda_error_rule,
+    may_retry,
+    parse_log_values,
+    rounded_to_zero,
+)
 from gputui.jobs.health_spec import HealthSpec, parse_health
 from gputui.jobs.loader import job_checks, load_jobspec
 from gputui.jobs.spec import JobSpecError
@@ -135,6 +142,10 @@ def test_a_job_file_with_health_loads(tmp_path):
         ("loss: nan", {"loss": math.nan}),
         ("Loss 0.5", {"loss": 0.5}),
         ("lr 0.0", {"lr": 0.0}),
+        ("lr 0", {"lr": 0.0}),
+        ("lr=0.00e+00", {"lr": 0.0}),
+        ("loss 2.31 lr 0.00", {"loss": 2.31}),  # f"{lr:.2f}" of 0.001: below the printed precision
+        ("learning_rate: 0.0000", {}),
         ("lr=1e-3 grad_norm=inf", {"lr": 1e-3, "grad_norm": math.inf}),
         ("GRAD_NORM: -Inf", {"grad_norm": -math.inf}),
         ("epoch 1 | step 20/100 | loss 2.5E+01 | lr 3e-04", {"step": 20, "loss": 25.0, "lr": 3e-4}),
@@ -256,6 +267,47 @@ def test_lr_zero_twice_at_the_first_step_is_still_the_first_step():
     assert w2.log_line("step 1 lr=0", T0 + 1) is None
     assert w2.log_line("step 1 lr=0", T0 + 2) is None
     assert w2.log_line("step 2 lr=0", T0 + 3).rule == "lr_zero"
+
+
+@pytest.mark.parametrize(
+    ("text", "rounded"),
+    [
+        ("0.00", True),
+        ("0.0000", True),
+        ("-0.000", True),
+        ("0", False),
+        ("0.", False),
+        ("0.0", False),
+        (".0", False),
+        ("0e0", False),
+        ("0.0e+00", False),
+        ("0.00E-05", False),
+        ("0.01", False),
+        ("nan", False),
+    ],
+)
+def test_rounded_to_zero(text, rounded):
+    assert rounded_to_zero(text) is rounded
+
+
+def test_lr_printed_as_zero_for_want_of_digits_does_not_stop_a_healthy_run():
+    # AdamW at lr 0.001, logged with f"{lr:.2f}"
+    w = watch()
+    for step, loss in enumerate((2.31, 2.05, 1.87, 1.70), start=1):
+        assert w.log_line(f"epoch 1 step {step} loss {loss:.2f} lr {0.001:.2f}", T0 + step) is None
+    assert w.broken is None
+
+
+def test_lr_zero_still_caught_when_printed_as_zero_or_exactly():
+    for text in ("0", "0.0", "0.000e+00"):
+        w = watch()
+        assert w.log_line("step 1 loss 2.3 lr 0.001", T0 + 1) is None
+        brk = w.log_line(f"step 2 loss 2.2 lr={text}", T0 + 2)
+        assert brk is not None and brk.rule == "lr_zero", text
+    w = watch()  # a hook's value is exact, whatever the log prints
+    assert w.metrics(1, {"loss": 2.3, "lr": 1e-3}, T0 + 1) is None
+    assert w.log_line("step 2 lr 0.00", T0 + 2) is None
+    assert w.metrics(2, {"loss": 2.2, "lr": 0.0}, T0 + 3).rule == "lr_zero"
 
 
 def test_stagnation():

@@ -72,14 +72,30 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
+def rounded_to_zero(text: str) -> bool:
+    """Whether a printed number reads 0 only because it was printed with too few digits.
+
+    A fixed-point zero with two or more decimals ('0.00', '0.0000': f"{lr:.2f}" of 0.001) is a value
+    below the printed precision, not 0. A zero written as an integer ('0'), with one decimal ('0.0',
+    Python's str(0.0)) or in exponent form ('0e0', '0.00e+00': a mantissa of 0 is exactly 0) is a 0.
+    """
+    digits = text.lstrip("+-").lower()
+    if "e" in digits or float(digits) != 0:
+        return False
+    _, _, decimals = digits.partition(".")
+    return len(decimals) >= 2
+
+
 def parse_log_values(line: str, metric: str = "loss") -> dict[str, float]:
     """The known values in one log line: loss, lr, grad_norm, step and `metric`, by canonical name.
 
     'step 10 loss=0.6931 lr=0.001' -> {'step': 10.0, 'loss': 0.6931, 'lr': 0.001}. Names are matched
     case-insensitively as whole words; numbers may be nan, inf, -inf or use exponents. The first value of
     a name in the line wins ('lm loss: 8.5 | loss scale: 1.0' gives loss 8.5). A step must be a
-    non-negative integer or it is left out. Terminal colour codes are ignored, and of a line that a
-    progress bar rewrote with carriage returns only the last (the visible) part is read.
+    non-negative integer or it is left out, and so is an lr that reads 0 only for want of digits
+    (rounded_to_zero: 'lr 0.00' is a small lr, not lr = 0; 'lr 0' and 'lr=0.0' are 0). Terminal colour
+    codes are ignored, and of a line that a progress bar rewrote with carriage returns only the last (the
+    visible) part is read.
     """
     line = log_line(line, colour=False)
     out: dict[str, float] = {}
@@ -89,6 +105,8 @@ def parse_log_values(line: str, metric: str = "loss") -> dict[str, float]:
             continue
         value = float(m["value"])
         if name == "step" and not (math.isfinite(value) and value >= 0 and value.is_integer()):
+            continue
+        if name == "lr" and rounded_to_zero(m["value"]):
             continue
         out[name] = value
     return out
