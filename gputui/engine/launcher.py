@@ -19,6 +19,7 @@ from gputui.engine.health_checks import HealthChecks
 from gputui.engine.monitor import draining
 from gputui.engine.outbox import Outbox
 from gputui.engine.rules.placement import place, usable_gpus, why_waiting
+from gputui.engine.rules.threads import thread_env
 from gputui.engine.run_state import RunState
 from gputui.engine.settler import Settler
 from gputui.engine.setup import RunSetup
@@ -47,6 +48,14 @@ def release(fds) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def worker_request(
@@ -147,6 +156,10 @@ class Launcher:
         self.retries = retries
         self._disk_full = False
         self._waiting_said = ""
+        # Local workers share this machine's cores; a cluster's node is its own (Ray sets them itself).
+        present = os.environ.keys() | self.job.env.keys()
+        local = self.cluster is None
+        self._threads = thread_env(present, usable_cpus(), self.policy.max_parallel) if local else {}
 
     # -- launching -----------------------------------------------------------------------------
     def plan(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
@@ -260,6 +273,7 @@ class Launcher:
         )
         if self.sampler.probe is None:
             env.pop("CUDA_VISIBLE_DEVICES")
+        env = self._threads | env
         shown = shlex.join(argv)
         if "CUDA_VISIBLE_DEVICES" in env:
             shown = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {shown}"
