@@ -36,6 +36,7 @@ COLUMNS = [
     "output_dir",
     "duration_s",
     "note",
+    "metric_mode",
 ]
 # The sweep most tests run: 3 trials, then 2 on top of each of the best 2, then 1 on top of each of those.
 STAGES = [("a", [0.1, 0.3, 0.2]), ("b", [0.01, 0.02]), ("c", [0.001])]
@@ -220,7 +221,7 @@ def test_sweep_promotes_the_best_trials_through_three_stages(kinds, tmp_path):
     df = results(run_dir)
     assert list(df.columns) == COLUMNS
     assert sorted(df.trial_id) == sorted(EXPECTED) and df.trial_id.is_unique
-    assert set(df.status) == {"done"}
+    assert set(df.status) == {"done"} and set(df.metric_mode) == {"best"}  # the default
     for row in df.itertuples():
         parent, value, rank, promoted = EXPECTED[row.trial_id]
         assert (None if pd.isna(row.parent_id) else row.parent_id) == parent, row.trial_id
