@@ -114,7 +114,7 @@ def build_summary(
         **gpu_totals(attempts),
         "tasks": rows,
         "merge": merge,
-        "sweep": sweep,  # {"metric", "goal", "top_k"} of a sweep job
+        "sweep": sweep,  # {"metric", "goal", "top_k", "metric_mode"} of a sweep job
         "run_failed": run_failed,  # why the run could not succeed (a stage with no trial ranked)
     }
 

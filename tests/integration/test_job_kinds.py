@@ -36,6 +36,7 @@ COLUMNS = [
     "output_dir",
     "duration_s",
     "note",
+    "metric_mode",
 ]
 # The sweep most tests run: 3 trials, then 2 on top of each of the best 2, then 1 on top of each of those.
 STAGES = [("a", [0.1, 0.3, 0.2]), ("b", [0.01, 0.02]), ("c", [0.001])]
@@ -86,6 +87,7 @@ class Kinds:
         metric_regex: str | None = None,
         name: str = "sw",
         mode: str = "hooks",
+        metric_mode: str | None = None,
     ) -> Path:
         """`stages`: (name, [score or {score, mode} per parameter set]) per stage."""
         command = (
@@ -108,6 +110,8 @@ class Kinds:
         ]
         if metric_regex is not None:
             lines.append(f"metric_regex = '{metric_regex}'")
+        if metric_mode is not None:
+            lines.append(f'metric_mode = "{metric_mode}"')
         for stage, sets in stages:
             params = [s if isinstance(s, dict) else {"score": s} for s in sets]
             lines += ["[[sweep.stage]]", f'name = "{stage}"', f"params = {_toml(params)}"]
@@ -220,7 +224,7 @@ def test_sweep_promotes_the_best_trials_through_three_stages(kinds, tmp_path):
     df = results(run_dir)
     assert list(df.columns) == COLUMNS
     assert sorted(df.trial_id) == sorted(EXPECTED) and df.trial_id.is_unique
-    assert set(df.status) == {"done"}
+    assert set(df.status) == {"done"} and set(df.metric_mode) == {"best"}  # the default
     for row in df.itertuples():
         parent, value, rank, promoted = EXPECTED[row.trial_id]
         assert (None if pd.isna(row.parent_id) else row.parent_id) == parent, row.trial_id
@@ -446,6 +450,21 @@ def test_metric_read_from_the_log_with_metric_regex_when_the_worker_has_no_hooks
     assert list(df.loc[["a-1", "a-2", "a-0"], "rank"]) == [1, 2, 3]
     assert df.loc["b-0", "parent_id"] == "a-1" and df.loc["b-0", "val_acc"] == pytest.approx(0.45)
     assert best_chain(run_dir) == ["b-0", "a-1"]
+
+
+@pytest.mark.parametrize(("metric_mode", "first"), [(None, "a-0"), ("last", "a-1")])
+def test_metric_mode_picks_the_best_value_by_default_or_the_last(kinds, tmp_path, metric_mode, first):
+    """a-0 peaks at 0.4 and ends at 0.2; a-1 ends at its best, 0.3."""
+    stages = [("a", [{"score": 0.2, "mode": "peak"}, 0.3])]
+    job = kinds.sweep(stages, top_k=1, metric_mode=metric_mode)
+    run_dir = tmp_path / "run"
+    r = gputui("run", "--jobs", job, "--run-dir", run_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    df = results(run_dir).set_index("trial_id")
+    assert df.loc["a-0", "val_acc"] == pytest.approx(0.4 if metric_mode is None else 0.2)
+    assert df.loc[first, "rank"] == 1 and set(df.metric_mode) == {metric_mode or "best"}
+    report = (run_dir / "report.md").read_text()
+    assert f"Ranked by each trial's {metric_mode or 'best'} value of `val_acc`" in report
 
 
 def test_printed_metric_without_metric_regex_is_not_ranked_and_the_run_fails(kinds, tmp_path):

@@ -261,6 +261,15 @@ def test_missing_job_table(jobdir: Path) -> None:
     assert "[job]: missing table; expected [job] with name and command" in error_of(path)
 
 
+def test_sweep_metric_mode_other_than_best_or_last_names_the_file_key_and_choices(jobdir: Path) -> None:
+    sweep = '[job]\nname = "s"\nkind = "sweep"\ncommand = "true"\n[sweep]\nmetric = "val_acc"\n'
+    stage = '[[sweep.stage]]\nname = "a"\nparams = [{ lr = 1 }]\n'
+    assert load_jobspec(write(jobdir, sweep + stage)).kind_spec.metric_mode == "best"
+    assert load_jobspec(write(jobdir, sweep + 'metric_mode = "last"\n' + stage)).kind_spec.metric_mode == "last"
+    path = write(jobdir, sweep + 'metric_mode = "final"\n' + stage)
+    assert error_of(path) == f"{path}: [sweep].metric_mode: expected 'best' or 'last', got 'final' (str)"
+
+
 def test_unknown_key_suggests_the_close_one(jobdir: Path) -> None:
     path = write(jobdir, MINIMAL + "\n[resources]\ngpu_per_worker = 1\n")
     assert error_of(path) == (f"{path}: [resources].gpu_per_worker: unknown key; did you mean 'gpus_per_worker'?")

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from gputui.jobs.kinds.base import Expansion, NewTask
-from gputui.jobs.kinds.sweep_rule import best_chain, first_trials, on_settle, trial_values
+from gputui.jobs.kinds.base import AttemptOutput, Expansion, NewTask
+from gputui.jobs.kinds.sweep import sweep_definition
+from gputui.jobs.kinds.sweep_rule import (
+    best_chain,
+    first_trials,
+    on_settle,
+    pick_metric,
+    trial_metric,
+    trial_values,
+)
 from gputui.jobs.kinds.sweep_table import SWEEP_PLACEHOLDERS, StageSpec, SweepSpec, check_command, parse_sweep
 from gputui.jobs.loader import job_checks, load_jobspec
 from gputui.jobs.spec import JobSpecError
@@ -99,6 +107,57 @@ def test_parse_defaults():
     assert (s.goal, s.top_k, s.initial, s.metric_regex) == ("max", 1, None, None)
 
 
+# --------------------------------------------------------------------------------------------------
+# Which value ranks a trial ([sweep].metric_mode)
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("values", "mode", "goal", "expected"),
+    [
+        ([0.5, 0.9, 0.7], "best", "max", 0.9),  # the best epoch, as a script that keeps its best model
+        ([0.5, 0.9, 0.7], "best", "min", 0.5),
+        ([0.5, 0.9, 0.7], "last", "max", 0.7),  # what the sweep ranked before metric_mode
+        ([0.5, 0.9, 0.7], "last", "min", 0.7),
+        ([0.5, NAN, 0.8, INF], "best", "max", 0.8),  # only finite values count
+        ([0.5, 0.8, NAN], "last", "max", None),  # ended on NaN: not ranked
+        ([NAN, None], "best", "min", None),
+        ([0.5, None], "last", "max", None),  # a log match that is no number
+        ([], "best", "max", None),
+        ([], "last", "max", None),
+    ],
+)
+def test_pick_metric(values, mode, goal, expected):
+    assert pick_metric(values, mode, goal) == expected
+
+
+def test_trial_metric_picks_by_mode_from_hooks_events_else_from_the_log(tmp_path):
+    events = tmp_path / "events.jsonl"
+    lines = [
+        {"event": "metrics", "t": i, "step": i, "values": {"val_acc": v}} for i, v in enumerate([0.6, 0.9, 0.8])
+    ]
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    log = "epoch 1 val_acc=0.3\nepoch 2 val_acc=0.2\n"
+    hooks = AttemptOutput(events, lambda n: log)
+    printed = AttemptOutput(tmp_path / "none.jsonl", lambda n: log)
+    for goal, mode, from_hooks, from_log in [
+        ("max", "best", 0.9, 0.3),
+        ("min", "best", 0.6, 0.2),
+        ("max", "last", 0.8, 0.2),
+    ]:
+        s = dataclasses.replace(spec(goal=goal), metric_regex=r"val_acc=([0-9.]+)", metric_mode=mode)
+        assert (trial_metric(s, hooks), trial_metric(s, printed)) == (from_hooks, from_log), (goal, mode)
+
+
+def test_metric_mode_is_recorded_only_when_it_is_not_the_default():
+    """A job file without metric_mode keeps the definition (and so the fingerprint) its runs recorded."""
+    default = sweep_definition(spec())
+    assert "metric_mode" not in default
+    assert sweep_definition(dataclasses.replace(spec(), metric_mode="best")) == default
+    assert sweep_definition(dataclasses.replace(spec(), metric_mode="last")) == {**default, "metric_mode": "last"}
+
+
 BASE = '[sweep]\nmetric = "val_acc"\n'
 STAGE = '[[sweep.stage]]\nname = "task1"\nparams = [{ lr = 1 }]\n'
 TEN = list(range(10))
@@ -113,6 +172,10 @@ BIG_GRID = (
         (STAGE, "[sweep].metric: missing; expected the metric trials are ranked by"),
         (BASE + 'goal = "maximize"\n' + STAGE, "[sweep].goal: expected 'max' or 'min', got 'maximize' (str)"),
         (BASE + "top_k = 0\n" + STAGE, "[sweep].top_k: expected a positive integer, got 0 (int)"),
+        (
+            BASE + 'metric_mode = "max"\n' + STAGE,
+            "[sweep].metric_mode: expected 'best' or 'last', got 'max' (str)",
+        ),
         (BASE + "topk = 2\n" + STAGE, "[sweep].topk: unknown key; did you mean 'top_k'?"),
         (BASE + "metric_regex = '(('\n" + STAGE, "[sweep].metric_regex: bad regular expression '(('"),
         (

@@ -7,6 +7,7 @@ shared file, one JSON line each, so tests can count how often each task ran and 
     --mode hooks   report the metric through gputui.hooks (log_metrics + mark_done)   [default]
     --mode print   only print "val_acc=<value>" lines (the [sweep].metric_regex path)
     --mode both    hooks with the true value, and a misleading printed value (hooks must win)
+    --mode peak    hooks, with twice the value first: its best value is not its last ([sweep].metric_mode)
     --mode silent  report nothing, exit 0
     --mode fail    exit 3 without reporting anything
     --gate PATH    wait while PATH exists before finishing (a test removes it to let the worker go on)
@@ -46,7 +47,7 @@ def main() -> int:
     p.add_argument("--init", default="")
     p.add_argument("--out", required=True)
     p.add_argument("--record")
-    p.add_argument("--mode", default="hooks", choices=["hooks", "print", "both", "silent", "fail"])
+    p.add_argument("--mode", default="hooks", choices=["hooks", "print", "both", "peak", "silent", "fail"])
     p.add_argument("--gate")
     p.add_argument("--needs")
     p.add_argument("--sleep", type=float, default=0.0)
@@ -69,6 +70,10 @@ def main() -> int:
         return 3
     if a.mode in ("hooks", "both"):
         hooks.log_metrics(1, val_acc=value / 2)
+        hooks.log_metrics(2, val_acc=value)
+        hooks.mark_done(val_acc=value)
+    if a.mode == "peak":
+        hooks.log_metrics(1, val_acc=value * 2)
         hooks.log_metrics(2, val_acc=value)
         hooks.mark_done(val_acc=value)
     if a.mode == "print":

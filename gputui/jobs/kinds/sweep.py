@@ -29,7 +29,13 @@ from gputui.jobs.kinds.base import (
 )
 from gputui.jobs.kinds.changes import definition_changed
 from gputui.jobs.kinds.sweep_rule import first_trials, trial_metric, trial_values
-from gputui.jobs.kinds.sweep_table import SWEEP_PLACEHOLDERS, SweepSpec, check_command, parse_sweep
+from gputui.jobs.kinds.sweep_table import (
+    METRIC_MODES,
+    SWEEP_PLACEHOLDERS,
+    SweepSpec,
+    check_command,
+    parse_sweep,
+)
 from gputui.jobs.spec import GENERIC_PLACEHOLDERS, JobSpec
 from gputui.jobs.tasks import TRIAL, Status, TaskRecord
 
@@ -84,7 +90,14 @@ class Sweep(JobKind):
         definition = sweep_definition(spec)
         stages = ", ".join(str(len(s.params)) for s in spec.stages)
         description = f"sweep of {len(spec.stages)} stage(s) ({stages} parameter sets), top {spec.top_k}"
-        terms = {"sweep": {"metric": spec.metric, "goal": spec.goal, "top_k": spec.top_k}}
+        terms = {
+            "sweep": {
+                "metric": spec.metric,
+                "goal": spec.goal,
+                "top_k": spec.top_k,
+                "metric_mode": spec.metric_mode,
+            }
+        }
         return Plan(first_trials(spec, job.run_dir), digest(definition), description, definition, terms)
 
     def refusal(self, job: JobSpec, plan: Plan, recorded: Recorded, changed: bool) -> str | None:
@@ -133,8 +146,20 @@ class Sweep(JobKind):
         durations: Callable[[str], list[float]],
     ) -> ResultsTable:
         rows = trial_rows(read_tasks(), spec.metric, durations)
+        for row in rows:
+            row["metric_mode"] = spec.metric_mode  # which of a trial's values the metric column holds
         params = list(dict.fromkeys(name for row in rows for name in row["params"]))
-        after = ["parent_id", spec.metric, "status", "rank", "promoted", "output_dir", "duration_s", "note"]
+        after = [
+            "parent_id",
+            spec.metric,
+            "status",
+            "rank",
+            "promoted",
+            "output_dir",
+            "duration_s",
+            "note",
+            "metric_mode",
+        ]
         return ResultsTable(rows, ["stage", "stage_index", "trial_id", *params, *after], spread="params")
 
     def report_section(self, summary: Mapping[str, Any], md: Markdown) -> list[str]:
@@ -149,8 +174,11 @@ def sweep_definition(spec: SweepSpec) -> dict:
     """What a sweep's fingerprint covers, as its run records it (meta `plan_definition`): its terms, and its
     stages by name in order, `{"task1": {"params": [...]}, ...}` (a change then reads `stages.task2.params[0]`).
     Every sweep run has recorded this shape and its fingerprint is a digest of it: read it with
-    `recorded_stages`, never reshape it (a run started before would be refused as changed)."""
+    `recorded_stages`, never reshape it (a run started before would be refused as changed). `metric_mode` is
+    in it only when it is not the default ("best"), so a job file without it keeps its fingerprint."""
     definition = json.loads(json.dumps(asdict(spec), default=str))  # plain JSON, as the store keeps it
+    if definition["metric_mode"] == METRIC_MODES[0]:
+        del definition["metric_mode"]
     definition["stages"] = {stage.pop("name"): stage for stage in definition["stages"]}
     return definition
 
@@ -221,12 +249,14 @@ def trial_rows(tasks: Iterable[TaskRecord], metric: str, durations: Callable[[st
 def report_section(sweep: Mapping[str, Any], tasks: list[dict], md: Markdown) -> list[str]:
     """Each stage's ranking, then the best chain: the best trial of the last ranked stage and its parents."""
     metric, goal = sweep.get("metric", "metric"), sweep.get("goal", "max")
+    mode = sweep.get("metric_mode")  # not recorded by runs started before it existed (they ranked the last)
+    value = f"each trial's {mode} value of " if mode in METRIC_MODES else ""
     trials = [t for t in tasks if t.get("kind") == TRIAL]
     lines = [
         "## Sweep",
         "",
-        f"Ranked by `{metric}` ({goal}imum first), top {sweep.get('top_k')} promoted per stage; ties are broken "
-        "by trial order (the earlier trial ranks higher).",
+        f"Ranked by {value}`{metric}` ({goal}imum first), top {sweep.get('top_k')} promoted per stage; ties are "
+        "broken by trial order (the earlier trial ranks higher).",
         "",
     ]
     stages: dict[str, list[dict]] = {}

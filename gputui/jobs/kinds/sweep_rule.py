@@ -187,16 +187,25 @@ def trial_values(task: TaskRecord | NewTask) -> dict[str, object]:
 
 
 def trial_metric(spec: SweepSpec, attempt: AttemptOutput) -> float | None:
-    """A trial's metric: the last value it reported through gputui.hooks, else the last match of
-    `[sweep].metric_regex` in its log (its last MiB)."""
-    value = None
-    for event in read_all(attempt.events):
-        if spec.metric in event.values:
-            value = event.values[spec.metric]
-    if value is None and spec.metric_regex:
-        found = re.findall(spec.metric_regex, attempt.read_log(1 << 20))
-        value = _number(found[-1]) if found else None
-    return value if value is None or math.isfinite(value) else None
+    """A trial's metric: of the values of `metric` it reported through gputui.hooks, else of the matches of
+    `[sweep].metric_regex` in its log (its last MiB), the one `[sweep].metric_mode` picks."""
+    values = [event.values[spec.metric] for event in read_all(attempt.events) if spec.metric in event.values]
+    if not values and spec.metric_regex:
+        values = [_number(text) for text in re.findall(spec.metric_regex, attempt.read_log(1 << 20))]
+    return pick_metric(values, spec.metric_mode, spec.goal)
+
+
+def pick_metric(values: Sequence[float | None], mode: str, goal: str) -> float | None:
+    """The value that ranks a trial. "last": its last value, None unless finite (a run that ended on NaN is
+    not ranked). "best": its best finite value by `goal` ("max" | "min"), as a script that keeps its best
+    epoch's model would; None when none is finite."""
+    if mode == "last":
+        value = values[-1] if values else None
+        return value if value is not None and math.isfinite(value) else None
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if goal == "max" else min(finite)
 
 
 def _number(text: str) -> float | None:

@@ -6,6 +6,7 @@
     top_k = 2                       # trials of a stage promoted to seed the next one
     initial = "models/base"         # {parent_output} of the first stage (relative to the job file)
     metric_regex = 'val_acc=([0-9.eE+-]+)'
+    metric_mode = "best"            # a trial's best value over its attempt ranks it ("last": its last value)
     [[sweep.stage]]
     name = "task1"
     params = [{ lr = 1e-3 }, { lr = 3e-4 }]
@@ -39,9 +40,10 @@ SWEEP_PLACEHOLDERS = (
     "output_dir",
     "params_json",
 )
-SWEEP_KEYS = ("metric", "goal", "top_k", "initial", "metric_regex", "stage")
+SWEEP_KEYS = ("metric", "goal", "top_k", "initial", "metric_regex", "metric_mode", "stage")
 STAGE_KEYS = ("name", "params", "grid")
 GOALS = ("max", "min")
+METRIC_MODES = ("best", "last")  # the first is the default
 STAGE_STRIDE = 100_000  # a trial's index is stage_index * STAGE_STRIDE + its number: stages launch in order
 _BUILT_INS = frozenset(PLACEHOLDERS) | frozenset(SWEEP_PLACEHOLDERS)
 
@@ -60,6 +62,7 @@ class SweepSpec:
     initial: str | None  # absolute path: {parent_output} of stage 1's trials
     metric_regex: str | None  # exactly one group: the metric's value in a log line
     stages: tuple[StageSpec, ...]
+    metric_mode: str = METRIC_MODES[0]  # "best" (by goal) | "last": which of a trial's values ranks it
 
 
 def parse_sweep(checks: Checks, table: dict[str, Any]) -> SweepSpec:
@@ -78,6 +81,9 @@ def parse_sweep(checks: Checks, table: dict[str, Any]) -> SweepSpec:
     metric_regex = checks.value(table, "sweep", "metric_regex", "str", default=None)
     if metric_regex is not None:
         _check_regex(checks, metric_regex)
+    metric_mode = checks.value(table, "sweep", "metric_mode", "str", default=METRIC_MODES[0])
+    if metric_mode not in METRIC_MODES:
+        raise checks.error("[sweep].metric_mode", f"expected 'best' or 'last', {got(metric_mode)}")
     return SweepSpec(
         metric=metric,
         goal=goal,
@@ -85,6 +91,7 @@ def parse_sweep(checks: Checks, table: dict[str, Any]) -> SweepSpec:
         initial=initial,
         metric_regex=metric_regex,
         stages=_parse_stages(checks, table.get("stage"), top_k),
+        metric_mode=metric_mode,
     )
 
 
