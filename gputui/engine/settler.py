@@ -248,8 +248,10 @@ class Settler:
         e = on_settle(self.job, self.state.tasks.values())
         if not e:
             return
+        if not e.failed and (meta := read_meta(self.store)).run_failed:
+            # A stage ranked after all (its trials retried), the last one too: the run can succeed again.
+            write_meta(self.store, meta.failed(None))
         if e.new:
-            write_meta(self.store, read_meta(self.store).failed(None))  # a stage ranked after all (retried)
             self.store.add_tasks(e.new, budget=self.job.retry.max_attempts)
             for t in e.new:
                 self.state.added(self.store.task(t.id), t.output)
