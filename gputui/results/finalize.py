@@ -44,7 +44,8 @@ def merge_run(store: Store, paths: RunPaths) -> str:
         pending = f" ({len(not_done)} task(s) not done: {', '.join(not_done[:5])})" if not_done else ""
         problems = "; ".join(summary["problems"][:3])
         return f"merge failed{pending}: {problems} — see {paths.merge_summary}"
-    errors = f'{summary["error_rows"]} error rows (finish_reason "error: ..."); ' if summary["error_rows"] else ""
+    n = summary["error_rows"]
+    errors = f'{n} error row{"" if n == 1 else "s"} with finish_reason "error: ..."; ' if n else ""
     return (
         f"merged {summary['total_rows']} rows from {len(shards)} shard(s) into {merged} "
         f"({errors}coverage checked; {paths.merge_summary})"

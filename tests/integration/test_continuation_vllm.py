@@ -168,7 +168,8 @@ def test_the_merge_and_the_summaries_count_the_error_rows(tmp_path):
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (
-        "merged 20 rows from 2 shard(s)" in r.stdout and '(3 error rows (finish_reason "error: ...")' in r.stdout
+        "merged 20 rows from 2 shard(s)" in r.stdout
+        and '(3 error rows with finish_reason "error: ..."; coverage checked' in r.stdout
     )
     run_dir = tmp_path / "runs" / "v"
     merge = json.loads((run_dir / "merge_summary.json").read_text())

@@ -145,3 +145,26 @@ def test_the_plan_reads_past_a_bad_byte_in_a_prompt_but_refuses_one_in_an_id(tmp
     (tmp_path / "in.csv").write_bytes(b"data_id,prompt\n1,fine\nx\xffy,fine\n")
     with pytest.raises(JobSpecError, match=r"in.csv, row 2: the id 'x\\udcffy' is not valid UTF-8"):
         plan_job(load_jobspec(job))
+
+
+def test_an_error_record_whose_id_holds_a_bad_byte_survives_a_resume(tmp_path):
+    from gputui.workers import rows as rowio
+
+    path, config = tmp_path / "o.csv.partial.jsonl", {"model": "m"}
+    first = rowio.Partial(path, config)
+    first.append([{"key": "x\udcff#0", "id": "x\udcff", "prompt_tokens": None, "samples": [], "error": "why"}])
+    first.close()
+    again = rowio.Partial(path, config)
+    assert list(again.records) == ["x\udcff#0"] and rowio.is_error_record(again.records["x\udcff#0"])
+    again.close()
+    row = rowio.Row("x\udcff#0", "x\udcff", "p\udcff")
+    (out,) = rowio.output_rows([row], again.records, "id", n=3)  # one error row, whatever --n
+    assert out == {
+        "id": "x\ufffd",
+        "prompt": "p\ufffd",
+        "sample": 0,
+        "continuation": None,
+        "finish_reason": "error: why",
+        "prompt_tokens": None,
+        "completion_tokens": 0,
+    }
