@@ -257,9 +257,8 @@ def _outcome(summary: dict) -> str:
     merge = summary.get("merge")
     if merge is not None:
         if merge.get("ok"):
-            text += f" Merged {merge.get('total_rows', 0):,} rows into `{merge.get('merged')}`." + _error_rows(
-                merge
-            )
+            merged = f" Merged {merge.get('total_rows', 0):,} rows into `{merge.get('merged')}`."
+            text += merged + _error_rows(merge)
         else:
             n = len(merge.get("problems", []))
             text += f" Merge refused: {n} problem(s), see below."
@@ -267,8 +266,8 @@ def _outcome(summary: dict) -> str:
 
 
 def _error_rows(merge: dict) -> str:
-    """ " 3 of them are error rows (...)." when the shards' workers reported any (the continuation worker's
-    prompts it could not continue); "" otherwise."""
+    """What the merge sentence adds when the shards' workers reported error rows (the continuation worker's
+    prompts it could not continue), e.g. ' 3 of them are error rows (...).'; "" when none."""
     n = merge.get("error_rows")
     if not isinstance(n, int) or n <= 0:
         return ""
