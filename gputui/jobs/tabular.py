@@ -21,6 +21,8 @@ PARQUET_HINT = "reading Parquet needs pyarrow: pip install 'gputui[parquet]'"
 
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _INT_RE = re.compile(r"\s*[+-]?[0-9]+\s*")
+KEEP_BAD_BYTES = "surrogateescape"  # `errors=` for readers that go on past a byte that is not UTF-8
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ColumnMissingError(KeyError):
@@ -44,28 +46,31 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         raise ValueError(f"{path}: unknown file type {got!r}; expected one of {known}") from None
 
 
-def read_columns(path: str | os.PathLike[str], fmt: str | None = None) -> list[str]:
+def read_columns(path: str | os.PathLike[str], fmt: str | None = None, *, errors: str = "strict") -> list[str]:
     path = Path(path)
     fmt = _fmt(path, fmt)
     if fmt == "csv":
-        with open_csv(path) as f:
+        with open_csv(path, errors) as f:
             return next(csv.reader(f), [])
     if fmt == "jsonl":
-        for _, obj in _iter_jsonl(path):
+        for _, obj in _iter_jsonl(path, errors):
             return list(obj)
         return []
     return list(import_parquet().read_schema(path).names)
 
 
-def read_column(path: str | os.PathLike[str], column: str, fmt: str | None = None) -> list[Any]:
+def read_column(
+    path: str | os.PathLike[str], column: str, fmt: str | None = None, *, errors: str = "strict"
+) -> list[Any]:
     """All values of one column, in file order. CSV values are strings; cells a short row lacks are None.
 
     JSONL rows are free-form, so the column must be in the first row; later rows without it give None.
+    `errors=KEEP_BAD_BYTES`: a byte that is not UTF-8 becomes a lone surrogate instead of failing the read.
     """
     path = Path(path)
     fmt = _fmt(path, fmt)
     if fmt == "csv":
-        with open_csv(path) as f:
+        with open_csv(path, errors) as f:
             reader = csv.reader(f)
             header = next(reader, [])
             if column not in header:
@@ -74,7 +79,7 @@ def read_column(path: str | os.PathLike[str], column: str, fmt: str | None = Non
             return [row[i] if i < len(row) else None for row in reader if row]
     if fmt == "jsonl":
         values: list[Any] = []
-        for _, obj in _iter_jsonl(path):
+        for _, obj in _iter_jsonl(path, errors):
             if not values and column not in obj:
                 raise _missing(path, column, list(obj))
             values.append(obj.get(column))
@@ -109,6 +114,15 @@ def normalize_ids(values: Iterable[Any]) -> tuple[list[Any], bool]:
     return sorted({str(v) for v in values}), False
 
 
+def first_undecodable(values: Iterable[Any]) -> int | None:
+    """The position of the first value that is not valid text (a lone surrogate: a byte read with
+    KEEP_BAD_BYTES, or a JSON escape), or None."""
+    for i, v in enumerate(values):
+        if isinstance(v, str) and not v.isascii() and _SURROGATE.search(v):
+            return i
+    return None
+
+
 def count_rows(path: str | os.PathLike[str], fmt: str | None = None) -> int:
     """Data rows as a reader sees them: a quoted newline stays inside its CSV row; blank lines don't count."""
     path = Path(path)
@@ -125,14 +139,16 @@ def count_rows(path: str | os.PathLike[str], fmt: str | None = None) -> int:
     return import_parquet().ParquetFile(path).metadata.num_rows
 
 
-def iter_rows(path: str | os.PathLike[str], fmt: str | None = None) -> Iterator[dict[str, Any]]:
+def iter_rows(
+    path: str | os.PathLike[str], fmt: str | None = None, *, errors: str = "strict"
+) -> Iterator[dict[str, Any]]:
     path = Path(path)
     fmt = _fmt(path, fmt)
     if fmt == "csv":
-        with open_csv(path) as f:
+        with open_csv(path, errors) as f:
             yield from csv.DictReader(f)
     elif fmt == "jsonl":
-        for _, obj in _iter_jsonl(path):
+        for _, obj in _iter_jsonl(path, errors):
             yield obj
     else:
         for batch in import_parquet().ParquetFile(path).iter_batches():
@@ -150,10 +166,10 @@ def _fmt(path: Path, fmt: str | None) -> str:
     return fmt
 
 
-def open_csv(path: Path):
+def open_csv(path: Path, errors: str = "strict"):
     """Open for the csv module: newline="" keeps quoted newlines intact, utf-8-sig drops an Excel BOM."""
     lift_csv_field_limit()
-    return open(path, newline="", encoding="utf-8-sig")
+    return open(path, newline="", encoding="utf-8-sig", errors=errors)
 
 
 _field_limit_lifted = False
@@ -174,14 +190,14 @@ def lift_csv_field_limit() -> None:
     _field_limit_lifted = True
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_jsonl(path: Path, errors: str = "strict") -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) for each non-blank line; errors name the file and line."""
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line if errors == "strict" else line.decode("utf-8-sig", errors))
             except ValueError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON: {e}") from None
             if not isinstance(obj, dict):

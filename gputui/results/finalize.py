@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gputui.jobs import tabular
-from gputui.jobs.tasks import Status
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import build_summary, write_reports
 from gputui.rundir.meta import read_meta
 from gputui.rundir.paths import RunPaths
@@ -27,7 +27,10 @@ def merge_run(store: Store, paths: RunPaths) -> str:
     tasks = store.tasks()
     not_done = [t.id for t in tasks if t.status != Status.DONE]
     outputs = store.task_outputs()
-    shards = [ShardOutput(t.id, t.low, t.high, Path(outputs.get(t.id) or "")) for t in tasks]
+    shards = [
+        ShardOutput(t.id, t.low, t.high, Path(outputs.get(t.id) or ""), reported_error_rows(paths, t))
+        for t in tasks
+    ]
     key, expected = _id_key(store)
     summary = merge_shards(
         shards,
@@ -41,10 +44,24 @@ def merge_run(store: Store, paths: RunPaths) -> str:
         pending = f" ({len(not_done)} task(s) not done: {', '.join(not_done[:5])})" if not_done else ""
         problems = "; ".join(summary["problems"][:3])
         return f"merge failed{pending}: {problems} — see {paths.merge_summary}"
+    n = summary["error_rows"]
+    errors = f'{n} error row{"" if n == 1 else "s"} with finish_reason "error: ..."; ' if n else ""
     return (
         f"merged {summary['total_rows']} rows from {len(shards)} shard(s) into {merged} "
-        f"(coverage checked; {paths.merge_summary})"
+        f"({errors}coverage checked; {paths.merge_summary})"
     )
+
+
+def reported_error_rows(paths: RunPaths, task: TaskRecord) -> int | None:
+    """The error rows a shard's worker reported when it finished (`mark_done(error_rows=N)`, as the
+    continuation worker does); None when its last attempt reported no such count."""
+    if task.attempts == 0:
+        return None
+    from gputui.hooks.reader import read_all
+
+    done = [e for e in read_all(paths.events(task.id, task.attempts)) if e.kind == "done"]
+    value = done[-1].values.get("error_rows") if done else None
+    return int(value) if value is not None and value == value and value >= 0 else None
 
 
 class OutputCheck:
@@ -79,7 +96,7 @@ def _id_key(store: Store):
 
     try:
         facts = read_meta(store).job.kind_facts  # what a shard job's plan recorded of its input
-        values = tabular.read_column(facts.get("input"), facts.get("id_column"))
+        values = tabular.read_column(facts.get("input"), facts.get("id_column"), errors=tabular.KEEP_BAD_BYTES)
     except (OSError, KeyError, ValueError):
         return None, None
     ids, integer_ids = tabular.normalize_ids(values)

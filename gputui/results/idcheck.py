@@ -20,6 +20,7 @@ class ShardOutput:
     low: int
     high: int
     path: Path
+    error_rows: int | None = None  # rows its worker wrote as errors, as it reported them; None: not reported
 
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1

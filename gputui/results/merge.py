@@ -59,8 +59,16 @@ def merge_shards(
     merged, summary_path = Path(merged), Path(summary_path)
     ordered = sorted(shards, key=lambda s: (s.low, s.high, s.task_id))
     entries = [
-        {"task_id": s.task_id, "range": [s.low, s.high], "path": str(s.path), "rows": None} for s in ordered
+        {
+            "task_id": s.task_id,
+            "range": [s.low, s.high],
+            "path": str(s.path),
+            "rows": None,
+            "error_rows": s.error_rows,
+        }
+        for s in ordered
     ]
+    reported = [s.error_rows for s in ordered if s.error_rows is not None]
     problems: list[str] = []
 
     fmt = None
@@ -147,6 +155,7 @@ def merge_shards(
         "coverage": None if ids is None else "as each shard finished" if vouched is not None else "here",
         "shards": entries,
         "total_rows": sum(e["rows"] or 0 for e in entries),
+        "error_rows": sum(reported) if reported else None,  # as the shards' workers reported them
         "problems": problems,
         "seconds": round(time.monotonic() - t0, 3),
         "created_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),

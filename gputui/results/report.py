@@ -205,6 +205,7 @@ def render_report(summary: dict) -> str:
         if merge.get("ok"):
             lines.append(
                 f"OK: {merge.get('total_rows', 0):,} rows from {n_shards} shard(s) into `{merge.get('merged')}`."
+                + _error_rows(merge)
             )
         else:
             problems = merge.get("problems", [])
@@ -256,11 +257,21 @@ def _outcome(summary: dict) -> str:
     merge = summary.get("merge")
     if merge is not None:
         if merge.get("ok"):
-            text += f" Merged {merge.get('total_rows', 0):,} rows into `{merge.get('merged')}`."
+            merged = f" Merged {merge.get('total_rows', 0):,} rows into `{merge.get('merged')}`."
+            text += merged + _error_rows(merge)
         else:
             n = len(merge.get("problems", []))
             text += f" Merge refused: {n} problem(s), see below."
     return f"**Outcome:** {text}"
+
+
+def _error_rows(merge: dict) -> str:
+    """What the merge sentence adds when the shards' workers reported error rows (the continuation worker's
+    prompts it could not continue), e.g. ' 3 of them are error rows (...).'; "" when none."""
+    n = merge.get("error_rows")
+    if not isinstance(n, int) or n <= 0:
+        return ""
+    return f' {n:,} of them {"is an error row" if n == 1 else "are error rows"} (finish_reason "error: ...").'
 
 
 def _label(t: dict) -> str:

@@ -5,6 +5,10 @@ prompt batch by batch, and appends each finished batch to `<output>.partial.json
 killed or preempted worker redoes at most one batch when it is started again. When the shard is
 complete the output (CSV or JSONL) is written atomically and the partial file removed.
 
+A prompt the engine cannot take (undecodable, too long, a per-prompt error from the engine) becomes an
+error row, `finish_reason = "error: <why>"`, and the shard goes on (row_errors); `--max-errors N` fails it
+past N such rows. On a resume an error row counts as done, unless `--retry-errors`.
+
     python -m gputui.workers.continuation --input data/prompts.csv --id-column data_id --low 0 --high 75 \\
         --output out/shard_0_75.csv --model meta-llama/Llama-3.1-8B-Instruct --engine auto
 """
@@ -21,6 +25,7 @@ from gputui import hooks
 from gputui.jobs.tabular import ColumnMissingError, MissingDependencyError
 from gputui.workers import rows as rowio
 from gputui.workers.engines import EngineMissingError, GenSettings, load_engine
+from gputui.workers.row_errors import MAX_IN_A_ROW, EngineFailure, Isolator, finish_reason
 from gputui.workers.tiny_model import TINY, ensure_tiny_model
 
 DEFAULT_BATCH = {"vllm": 1024, "transformers": 8}
@@ -29,6 +34,10 @@ DELAY_ENV = "GPUTUI_CONTINUATION_BATCH_DELAY"  # seconds to sleep after each bat
 
 class UsageError(Exception):
     """Bad input or arguments: exit status 2 and one line, no traceback, as for a missing engine."""
+
+
+class TooManyErrors(Exception):
+    """More error rows than --max-errors allows: the shard fails (exit status 1), its rows so far kept."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,9 +65,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gpu-memory-utilization", type=float)
     ap.add_argument("--max-model-len", type=int)
     ap.add_argument("--dtype", help="auto, float16, bfloat16 or float32")
+    ap.add_argument(
+        "--max-errors",
+        type=int,
+        help="fail the shard once it has more than this many error rows (default: no limit)",
+    )
+    ap.add_argument(
+        "--max-errors-in-a-row",
+        type=int,
+        default=MAX_IN_A_ROW,
+        help="fail the shard when the engine raises on more than this many prompts in a row: an engine failure "
+        f"(default {MAX_IN_A_ROW})",
+    )
+    ap.add_argument("--retry-errors", action="store_true", help="on a resume, redo the rows recorded as errors")
     a = ap.parse_args(argv)
     if a.n < 1 or a.max_new_tokens < 1 or (a.batch_size is not None and a.batch_size < 1):
         ap.error("--n, --max-new-tokens and --batch-size must be at least 1")
+    if (a.max_errors is not None and a.max_errors < 0) or a.max_errors_in_a_row < 0:
+        ap.error("--max-errors and --max-errors-in-a-row must be at least 0")
     if a.temperature < 0 or not 0 < a.top_p <= 1:
         ap.error("--temperature must be >= 0 and --top-p in (0, 1]")
     return a
@@ -94,15 +118,23 @@ def run(a: argparse.Namespace) -> int:
         print(
             f"settings changed since the last attempt: moved its partial file to {partial.set_aside}", flush=True
         )
-    keys = {r.key for r in rows}
-    done = sum(1 for k in partial.records if k in keys)
-    todo = [r for r in rows if r.key not in partial.records]
+    recorded = [r for r in rows if r.key in partial.records]
+    recorded_errors = [r for r in recorded if rowio.is_error_record(partial.records[r.key])]
+    redo = {r.key for r in recorded_errors} if a.retry_errors else set()
+    todo = [r for r in rows if r.key not in partial.records or r.key in redo]
+    done = len(recorded) - len(redo)
+    kept_errors = [r for r in recorded_errors if r.key not in redo]
+    errors = len(kept_errors)
+    first_error = _described(kept_errors[0], partial.records) if kept_errors else ""
     print(
         f"shard [{a.low}, {a.high}): {total} rows, {done} already done"
+        + (f", {_error_rows(errors)} among them" if errors else "")
+        + (f", {_error_rows(len(redo))} to retry" if redo else "")
         + (" (a torn last line was dropped)" if partial.torn else ""),
         flush=True,
     )
     hooks.progress(done, total)
+    _check_max_errors(a, errors, first_error)
 
     tokens_total, started = 0, time.monotonic()
     if todo:
@@ -114,24 +146,32 @@ def run(a: argparse.Namespace) -> int:
         batch_size = a.batch_size or DEFAULT_BATCH[engine.name]
         print(f"engine {engine.name}, model {a.model}, batch size {batch_size}", flush=True)
         delay = float(os.environ.get(DELAY_ENV) or 0)
+        isolate = Isolator(engine.generate, a.max_errors_in_a_row)
         started = time.monotonic()
         for b, start in enumerate(range(0, len(todo), batch_size), 1):
             batch = todo[start : start + batch_size]
             t0 = time.monotonic()
-            results = engine.generate([r.prompt for r in batch])
+            results = isolate([r.prompt for r in batch])
             partial.append([_record(r, res, b) for r, res in zip(batch, results, strict=True)])
             dt = max(time.monotonic() - t0, 1e-9)
             tokens = sum(s.completion_tokens for res in results for s in res.samples)
             tokens_total += tokens
             done += len(batch)
+            for r, res in zip(batch, results, strict=True):
+                if res.error is not None:
+                    errors += 1
+                    first_error = first_error or _described(r, partial.records)
+                    print(f"error row: {_described(r, partial.records)}", flush=True)
             hooks.progress(done, total)
-            hooks.log_metrics(b, tokens_per_s=tokens / dt, rows_per_s=len(batch) / dt)
+            hooks.log_metrics(b, tokens_per_s=tokens / dt, rows_per_s=len(batch) / dt, error_rows=errors)
             if b == 1:
                 hooks.mark_healthy()
             print(
-                f"processed {done}/{total} rows ({len(batch) / dt:.1f} rows/s, {tokens / dt:.0f} tokens/s)",
+                f"processed {done}/{total} rows ({len(batch) / dt:.1f} rows/s, {tokens / dt:.0f} tokens/s)"
+                + (f", {_error_rows(errors)}" if errors else ""),
                 flush=True,
             )
+            _check_max_errors(a, errors, first_error)
             if delay:
                 time.sleep(delay)
 
@@ -141,13 +181,15 @@ def run(a: argparse.Namespace) -> int:
     rowio.write_output(a.output, out_rows, columns)
     partial.remove()
     elapsed = max(time.monotonic() - started, 1e-9)
-    print(f"wrote {len(out_rows)} rows to {a.output}", flush=True)
-    hooks.mark_done(rows=total, outputs=len(out_rows), tokens_per_s=tokens_total / elapsed)
+    print(
+        f"wrote {len(out_rows)} rows to {a.output}" + (f" ({_error_rows(errors)})" if errors else ""), flush=True
+    )
+    hooks.mark_done(rows=total, outputs=len(out_rows), error_rows=errors, tokens_per_s=tokens_total / elapsed)
     return 0
 
 
 def _record(row: rowio.Row, res, batch: int) -> dict:
-    return {
+    rec = {
         "key": row.key,
         "id": row.id,
         "batch": batch,
@@ -157,6 +199,26 @@ def _record(row: rowio.Row, res, batch: int) -> dict:
             for s in res.samples
         ],
     }
+    if res.error is not None:
+        rec["error"] = res.error
+    return rec
+
+
+def _error_rows(n: int) -> str:
+    return f"{n} error row{'' if n == 1 else 's'}"
+
+
+def _described(row: rowio.Row, records: dict[str, dict]) -> str:
+    """`id 7: error: <why>`; the id as repr() writes it, so a bad byte in it shows as an escape."""
+    return f"id {row.id!r}: {finish_reason(records[row.key]['error'])}"
+
+
+def _check_max_errors(a: argparse.Namespace, errors: int, first_error: str) -> None:
+    if a.max_errors is not None and errors > a.max_errors:
+        raise TooManyErrors(
+            f"shard [{a.low}, {a.high}): {_error_rows(errors)}, more than --max-errors {a.max_errors} "
+            f"(first: {first_error})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr, flush=True)
         hooks.mark_failed(str(e))
         return 2
+    except (TooManyErrors, EngineFailure) as e:  # the rows so far stay in the partial file for a resume
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        hooks.mark_failed(str(e))
+        return 1
 
 
 if __name__ == "__main__":

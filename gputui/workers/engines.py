@@ -27,8 +27,9 @@ class Sample:
 
 @dataclass
 class Result:
-    prompt_tokens: int
+    prompt_tokens: int | None  # None: not known (the engine refused the prompt before counting)
     samples: list[Sample]
+    error: str | None = None  # why this prompt has no continuation: it becomes an error row
 
 
 @dataclass
@@ -161,7 +162,13 @@ def _chat(tokenizer, prompt: str) -> str:
 
 
 class TransformersEngine:
-    """Batched `generate` with left padding: greedy at temperature 0, seeded sampling otherwise."""
+    """Batched `generate` with left padding: greedy at temperature 0, seeded sampling otherwise.
+
+    A prompt whose tokens plus `max_new_tokens` exceed the model's context (`--max-model-len`, else the
+    config's `max_position_embeddings`) is left out of the batch and answered with an error: past it, a
+    model with learned positions fails the whole batch (on a GPU, the whole process), one with rotary
+    positions writes what it was never trained to.
+    """
 
     name = "transformers"
 
@@ -192,6 +199,9 @@ class TransformersEngine:
             self.device = str(next(self.model.parameters()).device)
         self.model.eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.context = getattr(args, "max_model_len", None) or getattr(
+            self.model.config, "max_position_embeddings", None
+        )
 
     def generate(self, prompts: list[str]) -> list[Result]:
         torch, s = self.torch, self.settings
@@ -201,7 +211,24 @@ class TransformersEngine:
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         else:
             enc = tok(prompts, return_tensors="pt", padding=True)
-        enc = {k: v.to(self.device) for k, v in enc.items()}
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        results: list[Result | None] = [None] * len(prompts)
+        for i, n in enumerate(lengths):
+            why = too_long(n, s.max_new_tokens, self.context)
+            if why:
+                results[i] = Result(n, [], error=why)
+        keep = [i for i, r in enumerate(results) if r is None]
+        if keep:
+            width = max(lengths[i] for i in keep)  # left padding: the kept prompts are the last `width` columns
+            rows = torch.tensor(keep)
+            enc = {k: v[rows][:, -width:].to(self.device) for k, v in enc.items()}
+            for i, res in zip(keep, self._generate(enc), strict=True):
+                results[i] = res
+        return results  # type: ignore[return-value]  # every slot is filled
+
+    def _generate(self, enc: dict[str, Any]) -> list[Result]:
+        torch, s = self.torch, self.settings
+        tok = self.tokenizer
         gen: dict[str, Any] = {
             "max_new_tokens": s.max_new_tokens,
             "num_return_sequences": s.n,
@@ -226,6 +253,15 @@ class TransformersEngine:
                 samples.append(Sample(text, "length" if stop is None else "stop", len(kept)))
             results.append(Result(int(n_prompt), samples))
         return results
+
+
+def too_long(prompt_tokens: int, max_new_tokens: int, context: int | None) -> str | None:
+    """Why a prompt cannot be continued within the model's context, or None when it can (or none is known)."""
+    if not context or prompt_tokens + max_new_tokens <= context:
+        return None
+    return (
+        f"prompt too long: {prompt_tokens} tokens + {max_new_tokens} new exceed the model's context of {context}"
+    )
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -1,9 +1,11 @@
 """Input selection, the resumable partial file and the final output of the continuation worker.
 
 Rows are picked by the planner's own id rules (`tabular.normalize_ids`), so a worker never processes an
-id of a neighbouring shard. Finished rows go to `<output>.partial.jsonl`, one JSON line per input row
-(all its samples together), written and fsynced per batch: a kill loses at most the batch in flight,
-and a torn last line can only drop that row. The final output is written atomically at the end.
+id of a neighbouring shard; a byte that is not UTF-8 does not stop the reading, it makes its prompt an
+error row (row_errors.text_problem). Finished rows go to `<output>.partial.jsonl`, one JSON line per input
+row (all its samples together, or the error that made it an error row), written and fsynced per batch: a
+kill loses at most the batch in flight, and a torn last line can only drop that row. The final output is
+written atomically at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from gputui.files.atomic import atomic_write_text, json_default
 from gputui.jobs import tabular
+from gputui.workers.row_errors import clean_text, finish_reason
 
 PARTIAL_VERSION = 1
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -54,7 +57,7 @@ def select_rows(
     Integer ids are value ranges; any other ids are positions in the sorted unique ids, exactly as the
     planner splits them.
     """
-    values = tabular.read_column(path, id_column)
+    values = tabular.read_column(path, id_column, errors=tabular.KEEP_BAD_BYTES)
     ids, integer_ids = tabular.normalize_ids(values)
     lo, hi = int(low), int(high)
     if integer_ids:
@@ -71,7 +74,7 @@ def select_rows(
         prompt_column = prompt_column or _default_prompt_column(path)
     seen: dict[str, int] = {}
     rows: list[Row] = []
-    for raw, cols in zip(values, tabular.iter_rows(path), strict=True):
+    for raw, cols in zip(values, tabular.iter_rows(path, errors=tabular.KEEP_BAD_BYTES), strict=True):
         u = unit(raw)
         if not lo <= u < hi:
             continue
@@ -83,7 +86,7 @@ def select_rows(
 
 
 def _default_prompt_column(path: str | os.PathLike[str]) -> str:
-    columns = tabular.read_columns(path)
+    columns = tabular.read_columns(path, errors=tabular.KEEP_BAD_BYTES)
     for name in ("prompt", "text"):
         if name in columns:
             return name
@@ -180,7 +183,7 @@ class Partial:
 
     def _write(self, objs: list[dict[str, Any]]) -> None:
         data = "".join(json.dumps(o, default=json_default, ensure_ascii=False) + "\n" for o in objs)
-        self._f.write(data.encode("utf-8"))
+        self._f.write(data.encode("utf-8", "backslashreplace"))  # a lone surrogate (an id's bad byte): \udcff
         self._f.flush()
         os.fsync(self._f.fileno())
 
@@ -203,12 +206,23 @@ def _parse(line: bytes) -> dict[str, Any] | None:
 # -- the final output ------------------------------------------------------------------------------------
 
 
+def is_error_record(rec: dict[str, Any]) -> bool:
+    return rec.get("error") is not None
+
+
 def output_rows(rows: list[Row], records: dict[str, dict[str, Any]], id_column: str, n: int) -> Iterator[dict]:
-    """One output row per input row and sample, in input order."""
+    """One output row per input row and sample, in input order; a prompt that could not be continued has one
+    row, its error row (sample 0 when n > 1): no continuation, `finish_reason` "error: <why>"."""
     for row in rows:
         rec = records[row.key]
-        for i, s in enumerate(rec["samples"]):
-            out = {id_column: row.id, "prompt": row.prompt}
+        ident = clean_text(row.id) if isinstance(row.id, str) else row.id
+        head = {id_column: ident, "prompt": clean_text(row.prompt)}
+        if is_error_record(rec):
+            samples = [{"text": None, "finish_reason": finish_reason(rec["error"]), "completion_tokens": 0}]
+        else:
+            samples = rec["samples"]
+        for i, s in enumerate(samples):
+            out = dict(head)
             if n > 1:
                 out["sample"] = i
             out |= {

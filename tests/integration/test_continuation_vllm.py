@@ -78,6 +78,110 @@ def test_each_batch_is_one_generate_call_with_the_mapped_arguments(tmp_path):
     assert "engine vllm, model org/model, batch size 8" in r.stdout
 
 
+def fake_env(calls: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{FAKES}{os.pathsep}{ROOT}", "FAKE_VLLM_CALLS": str(calls)}
+
+
+def write_with_long(
+    path: Path, long_ids: tuple[int, ...], n: int = 20, extra: dict[int, str] | None = None
+) -> Path:
+    """`write_prompts`' prompts (4-5 words), but 8 words for `long_ids` and `extra`'s own prompts."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["data_id", "prompt"])
+        for i in range(n):
+            prompt = f"a long prompt of eight words, number {i}" if i in long_ids else f"prompt number {i} go on"
+            w.writerow([i, (extra or {}).get(i, prompt)])
+    return path
+
+
+VLLM_TOO_LONG = (
+    "error: ValueError: The decoder prompt (length 8) is longer than the maximum model length of 6. "
+    "Make sure that `max_model_len` is no smaller than the number of text tokens."
+)
+
+
+def test_a_prompt_vllm_refuses_is_an_error_row_and_its_batch_mates_are_generated(tmp_path):
+    calls = tmp_path / "calls.jsonl"
+    inp, out = write_with_long(tmp_path / "in.csv", (4, 13)), tmp_path / "out.csv"
+    r = run_worker(inp, out, "--model", "m", "--batch-size", "8", "--max-model-len", "6", env=fake_env(calls))
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert [int(x["data_id"]) for x in rows] == list(range(20))
+    assert [x["finish_reason"] for x in rows if x["finish_reason"] not in ("stop", "length")] == [
+        VLLM_TOO_LONG
+    ] * 2
+    assert rows[4]["continuation"] == "" and rows[13]["continuation"] == ""
+    assert rows[5]["continuation"] == "on go 5 number prompt"  # in the same batch as 4: generated all the same
+    made = [json.loads(line)["generate"] for line in calls.read_text().splitlines()[1:]]
+    assert made[0] == 8 and sum(made) < 3 * 20  # a failed batch is halved, not retried prompt by prompt
+    assert "error row: id '4': " + VLLM_TOO_LONG in r.stdout and "(2 error rows)" in r.stdout
+
+
+def test_an_engine_wide_error_still_fails_the_shard(tmp_path):
+    calls = tmp_path / "calls.jsonl"
+    inp = write_with_long(tmp_path / "in.csv", (), extra={9: "prompt number 9 OOM"})
+    r = run_worker(inp, tmp_path / "out.csv", "--model", "m", "--batch-size", "8", env=fake_env(calls))
+    assert r.returncode == 1 and "RuntimeError: CUDA out of memory" in r.stderr  # as before: the retry policy's
+    assert "error row: " not in r.stdout and not (tmp_path / "out.csv").exists()
+
+    everything = write_with_long(tmp_path / "all.csv", tuple(range(20)))  # every prompt refused: a bad setting
+    args = ("--model", "m", "--max-model-len", "6", "--max-errors-in-a-row", "3")
+    r = run_worker(everything, tmp_path / "all.csv.out.csv", *args, env=fake_env(calls))
+    assert r.returncode == 1
+    assert "error: the engine raised on 4 prompts in a row (last: ValueError: The decoder prompt" in r.stderr
+
+
+def test_retry_errors_redoes_the_error_rows_of_a_resumed_shard(tmp_path):
+    calls = tmp_path / "calls.jsonl"
+    inp, out = write_with_long(tmp_path / "in.csv", (4,)), tmp_path / "out.csv"
+    r = run_worker(inp, out, "--model", "m", "--batch-size", "8", "--max-model-len", "6", "--max-errors", "0",
+                   env=fake_env(calls))  # fmt: skip
+    assert r.returncode == 1 and "1 error row, more than --max-errors 0" in r.stderr
+    r = run_worker(inp, out, "--model", "m", "--batch-size", "8", "--max-model-len", "8", "--retry-errors",
+                   env=fake_env(calls))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "20 rows, 7 already done, 1 error row to retry" in r.stdout
+    rows = read_rows(out)
+    assert rows[4]["finish_reason"] == "length" and rows[4]["continuation"].startswith("4 number")
+    assert "error row: " not in r.stdout and r.stdout.rstrip().endswith("out.csv")  # none left
+
+
+def test_the_merge_and_the_summaries_count_the_error_rows(tmp_path):
+    (tmp_path / "in.csv").write_bytes(write_with_long(tmp_path / "src.csv", (4, 13, 14)).read_bytes())
+    command = (
+        f"{sys.executable} -m gputui.workers.continuation --input {{input}} --id-column data_id --low {{low}} "
+        "--high {high} --output {output} --model m --engine vllm --max-model-len 6"
+    )
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[job]\nname = "v"\ncommand = "{command}"\n[shards]\ninput = "in.csv"\nid_column = "data_id"\n'
+        'num_workers = 2\n[resources]\ngpus_per_worker = 0\n[outputs]\npattern = "o_{low}_{high}.csv"\n'
+        'merged = "all.csv"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "gputui", "run", "--jobs", str(job)],
+        env=fake_env(tmp_path / "calls.jsonl"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (
+        "merged 20 rows from 2 shard(s)" in r.stdout
+        and '(3 error rows with finish_reason "error: ..."; coverage checked' in r.stdout
+    )
+    run_dir = tmp_path / "runs" / "v"
+    merge = json.loads((run_dir / "merge_summary.json").read_text())
+    assert merge["error_rows"] == 3 and [s["error_rows"] for s in merge["shards"]] == [1, 2]
+    assert json.loads((run_dir / "summary.json").read_text())["merge"]["error_rows"] == 3
+    assert "3 of them are error rows" in (run_dir / "report.md").read_text()
+    shard = json.loads((run_dir / "tasks" / "shard-1" / "summary.json").read_text())
+    assert shard["final_metrics"]["error_rows"] == 2
+    merged = read_rows(run_dir / "outputs" / "all.csv")
+    assert [int(x["data_id"]) for x in merged if x["finish_reason"].startswith("error: ")] == [4, 13, 14]
+
+
 def _gpu() -> bool:
     try:
         import pynvml

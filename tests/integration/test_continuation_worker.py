@@ -148,6 +148,48 @@ def test_killed_mid_shard_resumes_without_loss_or_duplicates(model, tmp_path):
     assert read_csv(clean) == rows
 
 
+def test_prompts_the_model_cannot_take_become_error_rows_and_the_shard_goes_on(model, tmp_path):
+    """One prompt too long for the tiny model's 256 positions, one with a byte that is not UTF-8: each is an
+    error row with its reason, the good rows beside them are generated; --max-errors 0 fails the shard at
+    the first, and the resume keeps it as done."""
+    inp = tmp_path / "in.csv"
+    lines = [b"data_id,prompt"]
+    for i in range(9):
+        prompt = {2: b"~" * 300, 5: b"bad \xff byte"}.get(i, PROMPTS[i % len(PROMPTS)].encode())
+        lines.append(b"%d,%s" % (i, prompt))
+    inp.write_bytes(b"\n".join(lines) + b"\n")
+    out, events = tmp_path / "shard.csv", tmp_path / "events.jsonl"
+    args = argv(model, inp, out, 0, 9, "--engine", "transformers", "--batch-size", "3")
+
+    p = worker(*args, "--max-errors", "0")
+    assert p.returncode == 1, p.stderr
+    assert "error: shard [0, 9): 1 error row, more than --max-errors 0 (first: id '2': error: prompt too long" in (
+        p.stderr
+    )
+    assert "Traceback" not in p.stderr and not out.exists() and rowio.partial_path(out).exists()
+
+    p = worker(*args, events=events)  # the resume: no limit now
+    assert p.returncode == 0, p.stderr
+    assert "9 rows, 3 already done, 1 error row among them" in p.stdout  # kept, not redone
+    assert [m[0] for m in PROCESSED.findall(p.stdout)] == ["6", "9"]
+    assert f"wrote 9 rows to {out} (2 error rows)" in p.stdout
+    rows = read_csv(out)
+    assert [r["data_id"] for r in rows] == [str(i) for i in range(9)]
+    too_long, undecodable = rows[2], rows[5]
+    assert too_long["continuation"] == "" and too_long["completion_tokens"] == "0"
+    assert re.fullmatch(
+        r"error: prompt too long: \d+ tokens \+ 6 new exceed the model's context of 256", too_long["finish_reason"]
+    )
+    assert undecodable["prompt"] == "bad \ufffd byte" and undecodable["completion_tokens"] == "0"
+    assert (
+        undecodable["finish_reason"]
+        == "error: prompt is not valid UTF-8 text (undecodable byte 0xff at character 4)"
+    )
+    for r in rows[:2] + rows[3:5] + rows[6:]:
+        assert r["finish_reason"] in ("length", "stop") and int(r["completion_tokens"]) >= 1
+    assert Latest().feed(read_all(events)).metrics["error_rows"] == 2  # what the merge counts
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_missing_engine_is_a_clear_error(model, tmp_path):
     inp = write_csv(tmp_path / "in.csv", [1, 2])

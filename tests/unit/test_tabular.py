@@ -4,10 +4,12 @@ import sys
 import pytest
 
 from gputui.jobs.tabular import (
+    KEEP_BAD_BYTES,
     ColumnMissingError,
     MissingDependencyError,
     count_rows,
     detect_format,
+    first_undecodable,
     iter_rows,
     normalize_ids,
     read_column,
@@ -154,3 +156,21 @@ def test_parquet_without_pyarrow_says_what_to_install(tmp_path, no_pyarrow):
     for call in (lambda: read_columns(p), lambda: read_column(p, "id"), lambda: count_rows(p)):
         with pytest.raises(MissingDependencyError, match=r"pip install 'gputui\[parquet\]'"):
             call()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_byte_that_is_not_utf8_fails_a_strict_read_and_is_kept_by_a_tolerant_one(tmp_path, fmt):
+    if fmt == "csv":
+        path = tmp_path / "in.csv"
+        path.write_bytes(b"data_id,prompt\n1,fine\n2,bad \xff byte\n3,caf\xc3\xa9\n")
+    else:
+        path = tmp_path / "in.jsonl"
+        path.write_bytes(b'{"data_id": 1, "prompt": "fine"}\n{"data_id": 2, "prompt": "bad \xff byte"}\n')
+    with pytest.raises(ValueError):
+        list(iter_rows(path))
+    rows = list(iter_rows(path, errors=KEEP_BAD_BYTES))
+    assert rows[1]["prompt"] == "bad \udcff byte"  # the byte, kept as a lone surrogate
+    ids = read_column(path, "data_id", errors=KEEP_BAD_BYTES)
+    assert first_undecodable(ids) is None
+    assert first_undecodable([r["prompt"] for r in rows]) == 1
+    assert read_columns(path, errors=KEEP_BAD_BYTES) == ["data_id", "prompt"]

@@ -141,12 +141,20 @@ def describe_plan(shards: Sequence[Shard]) -> str:
 
 
 def load_ids(job: JobSpec) -> tuple[list, bool]:
-    """Sorted unique ids of the job's input, and whether they are integers (value ranges)."""
+    """Sorted unique ids of the job's input, and whether they are integers (value ranges).
+
+    A byte that is not UTF-8 elsewhere in a row does not stop the plan (the continuation worker makes that
+    row an error row); in an id it does, since no output could name that id."""
     spec: ShardSpec = job.kind_spec
     try:
-        values = tabular.read_column(spec.input, spec.id_column, spec.format)
+        values = tabular.read_column(spec.input, spec.id_column, spec.format, errors=tabular.KEEP_BAD_BYTES)
     except tabular.ColumnMissingError as e:
         raise JobSpecError(f"{job.path}: [shards].id_column: {e.args[0] if e.args else e}") from None
+    bad = tabular.first_undecodable(values)
+    if bad is not None:
+        raise JobSpecError(
+            f"{job.path}: [shards].input: {spec.input}, row {bad + 1}: the id {values[bad]!r} is not valid UTF-8"
+        )
     return tabular.normalize_ids(values)
 
 
