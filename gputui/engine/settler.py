@@ -149,6 +149,7 @@ class Settler:
     def _settle_task(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         if live.log is not None:
             self.voice.worker_lines(live.label, live.log.read_lines(flush=True))
+        self._last_look(live)
         task, output = self.state.tasks[live.task_id], self.state.outputs.get(live.task_id)
         code = ends.exit_code
         ended = Ended(
@@ -211,6 +212,19 @@ class Settler:
             self.expand()
             self.progress.changed()
 
+    def _last_look(self, live: Live) -> None:
+        """The [health] rules over what a running attempt wrote between the last check and its end (checks
+        come once a second): its last values count as much as the others."""
+        if live.watch is None or live.health_break is not None:
+            return
+        if self.state.tasks[live.task_id].status != Status.RUNNING:  # paused or killed: not the rules' business
+            return
+        broken = live.watch.last_words(time.monotonic())
+        if broken is not None:
+            live.health_break = broken
+            self.store.add_event("health", broken.reason, live.task_id)
+            self.voice.info(f"{live.task_id} {live.label}: {broken.reason}")
+
     def _ran_since(self, live: Live) -> float | None:
         """When a cluster attempt started on its node, as its runner there wrote it; None if it never did."""
         started = self.executor.recorded.placement(live.task_id, live.number, live.log_path)
@@ -248,8 +262,10 @@ class Settler:
         e = on_settle(self.job, self.state.tasks.values())
         if not e:
             return
+        if not e.failed and (meta := read_meta(self.store)).run_failed:
+            # A stage ranked after all (its trials retried), the last one too: the run can succeed again.
+            write_meta(self.store, meta.failed(None))
         if e.new:
-            write_meta(self.store, read_meta(self.store).failed(None))  # a stage ranked after all (retried)
             self.store.add_tasks(e.new, budget=self.job.retry.max_attempts)
             for t in e.new:
                 self.state.added(self.store.task(t.id), t.output)

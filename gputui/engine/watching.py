@@ -42,3 +42,16 @@ class AttemptWatch:
             self.said_healthy = verdict.healthy = True
         verdict.step, verdict.values = self.watch.last_step, dict(self.latest)
         return verdict
+
+    def last_words(self, now: float) -> Break | None:
+        """What an ended attempt wrote since the last poll, through the rules on values and lines: a short run
+        whose loss turned NaN just before it exited broke the rule as surely as a long one. Not the rules on
+        time: an attempt that has ended is not hanging."""
+        broken = None
+        for ev in self.events.read():
+            if ev.kind == "metrics":
+                self.latest.update(ev.values)
+            broken = broken or self.watch.event(ev, now)
+        for line in self.log.read_lines(flush=True):  # its last line too, unterminated
+            broken = broken or self.watch.log_line(line, now)
+        return broken

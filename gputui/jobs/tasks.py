@@ -58,8 +58,7 @@ class TaskRecord:
     def range_label(self) -> str:
         """What the task covers, in a few words: its id range, a trial's stage and params, a step's name."""
         if self.kind == TRIAL:
-            params = " ".join(f"{k}={v}" for k, v in (self.info.get("params") or {}).items())
-            return f"{self.info.get('stage', '')} {params}".strip()
+            return trial_label(self.info)
         if self.kind == STEP:
             return f"step {self.info.get('step', self.id)}"
         return f"[{self.low}, {self.high})"
@@ -67,3 +66,26 @@ class TaskRecord:
     @property
     def gpu_hours(self) -> float | None:
         return None if self.gpu_seconds is None else self.gpu_seconds / 3600
+
+
+LABEL_WIDTH = 48  # characters: a launch line at 80 columns still shows the start of the command
+PARAM_WIDTH = 24  # one `name=value` at most (a long path as a value)
+
+
+def trial_label(info: Mapping, width: int = LABEL_WIDTH) -> str:
+    """A trial in a few words that tell it from the others: its stage and params (inherited ones included),
+    and `← parent` unless it inherited params from it (without inherit = true a stage runs the same params on
+    top of each promoted trial: only the parent tells them apart). Too long: whole params are left out from
+    the end (`…` says so) and the parent kept; one over-long `name=value` is cut."""
+    params = [_cut(f"{k}={v}", PARAM_WIDTH) for k, v in (info.get("params") or {}).items()]
+    parent = info.get("parent_id")
+    tail = f" ← {parent}" if parent and not info.get("inherited") else ""
+    head = " ".join(w for w in (str(info.get("stage") or ""), *params) if w)
+    while len(head) + len(tail) > width and params:
+        params.pop()
+        head = " ".join(w for w in (str(info.get("stage") or ""), *params, "…") if w)
+    return _cut(_cut(head, max(1, width - len(tail))) + tail, width)  # a parent too long for the width: cut
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

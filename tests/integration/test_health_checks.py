@@ -169,6 +169,23 @@ def test_a_task_stopped_for_a_nan_loss_says_so_in_strict_json_though_it_exited_0
     assert failed["loss"] is None and "loss=nan at step 4" in failed["reason"]
 
 
+@pytest.mark.parametrize(
+    "last_words, evidence",
+    [
+        ("from gputui import hooks; hooks.log_metrics(3, loss=float('nan'))", "loss=nan at step 3"),
+        ("print('step 3 loss=nan', end='')", "loss=nan at step 3"),  # its last line, unterminated
+    ],
+)
+def test_a_nan_written_just_before_a_clean_exit_still_breaks_the_rule(tmp_path, last_words, evidence):
+    """Checks come once a second: what a short run wrote between the last check and its exit is read too."""
+    job(tmp_path, "nan", "window_s = 60")
+    (tmp_path / "worker.py").write_text(last_words + "\n")
+    r = gputui("run", "--jobs", tmp_path / "job.toml", timeout=90)
+    assert r.returncode == 1, r.stdout + r.stderr
+    status, reason, attempts, events = outcome(tmp_path)
+    assert status == "failed" and reason == f"health check: {evidence} (nan)" and events == [reason]
+
+
 def test_a_divergence_after_the_window_stops_a_task_already_marked_healthy(tmp_path):
     r = gputui("run", "--jobs", job(tmp_path, "late_nan", "window_s = 0.5"), timeout=90)
     assert r.returncode == 1, r.stdout + r.stderr

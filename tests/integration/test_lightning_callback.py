@@ -92,3 +92,48 @@ def test_outside_gputui_the_callback_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _trainer(max_steps=3, callbacks=[GputuiCallback()]).fit(Tiny(), _loader())
     assert not [p for p in tmp_path.rglob("*") if p.suffix == ".jsonl"]
+
+
+class Silent(Tiny):
+    """Logs nothing, as Lightning's demo models: the callback reads the loss it returns and its optimizer's lr."""
+
+    def __init__(self):
+        super().__init__()
+        self.returned: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.returned.append(loss.item())
+        return {"loss": loss}
+
+
+def test_a_silent_model_reports_the_loss_it_returned_not_lightnings_accumulation_share(tmp_path, monkeypatch):
+    events_path = tmp_path / "events.jsonl"
+    monkeypatch.setenv(hooks.ENV_VAR, str(events_path))
+    model = Silent()
+    trainer = _trainer(max_steps=3, accumulate_grad_batches=2, callbacks=[GputuiCallback()])
+    trainer.fit(model, _loader())
+    metrics = [e for e in read_all(events_path) if e.kind == "metrics"]
+    assert [e.step for e in metrics] == [0, 1, 2, 3]  # each step once
+    # with the loss of the micro-batch that made it (the 2nd, 4th, 6th; step 0: the first, before any)
+    assert [e.values["loss"] for e in metrics] == pytest.approx([model.returned[i] for i in (0, 1, 3, 5)])
+    assert {e.values["lr"] for e in metrics} == {0.05}
+
+
+class Stream(torch.utils.data.IterableDataset):  # no length: the callback cannot know the total
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        for _ in range(5):
+            x = torch.randn(8, 4, generator=g)
+            yield x, x.sum(dim=1, keepdim=True)
+
+
+def test_the_last_step_is_reported_though_every_n_steps_skips_it(tmp_path, monkeypatch):
+    events_path = tmp_path / "events.jsonl"
+    monkeypatch.setenv(hooks.ENV_VAR, str(events_path))
+    _trainer(max_epochs=1, callbacks=[GputuiCallback(every_n_steps=2)]).fit(Silent(), DataLoader(Stream()))
+    events = read_all(events_path)
+    assert [e.step for e in events if e.kind == "metrics"] == [2, 4, 5]  # 5: at the end, for the rules to read
+    done = [e for e in events if e.kind == "done"][0]
+    assert set(done.values) == {"loss", "lr"}

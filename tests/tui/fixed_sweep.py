@@ -33,7 +33,7 @@ def toml_params(sets: list[dict]) -> str:
     return ", ".join("{ " + ", ".join(f"{k} = {v!r}" for k, v in p.items()) + " }" for p in sets)
 
 
-def sweep_file(folder: Path) -> Path:
+def sweep_file(folder: Path, inherit: bool = False) -> Path:
     lines = [
         "[job]",
         'name = "finetune"',
@@ -47,6 +47,8 @@ def sweep_file(folder: Path) -> Path:
     ]
     for name, sets in STAGES.items():
         lines += ["[[sweep.stage]]", f'name = "{name}"', f"params = [{toml_params(sets)}]"]
+        if inherit and name != "task1":
+            lines.append("inherit = true")  # a promoted trial keeps its parent's bs
     lines += ["[resources]", "memory_per_worker_gb = 12", "[retry]", "max_attempts = 1"]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "finetune.toml"
@@ -79,9 +81,9 @@ def _start(store: Store, root: Path, task_id: str, status: str, gpus: tuple[int,
     store.update_task(task_id, status=status, attempts=1, gpus=gpus, started_at=at)
 
 
-def fixed_sweep(root: Path) -> Path:
+def fixed_sweep(root: Path, inherit: bool = False) -> Path:
     shutil.rmtree(root, ignore_errors=True)
-    job = recorded(sweep_file(root), root)
+    job = recorded(sweep_file(root, inherit), root)
     store = Store.open(root / "state.db")
     with store.transaction():
         for i, (task_id, (status, metric, reason)) in enumerate(RESULTS.items()):

@@ -309,6 +309,26 @@ async def test_at_80_columns_trial_columns_give_way_and_metric_rank_and_note_sta
         assert "task2-1 running · val_acc" in bar and "← task1-1" in bar
 
 
+async def test_at_80_columns_a_promoted_trial_shows_the_params_it_inherited(tmp_path):
+    """task2 inherits: each of its trials runs with its parent's bs, and its params cell says so."""
+    run_dir = fixed_sweep(tmp_path / "run", inherit=True)
+    lock = RunLock(RunPaths(run_dir))
+    assert lock.try_acquire("scheduler")
+    try:
+        app = GpuTuiApp(run_dir=run_dir, interval=60, probe=probe())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot, app)
+            table = app.query_one(JobTable)
+            rows = {t: cells(table, t) for t in table.row_ids}
+            assert [rows[t]["params"] for t in ("task1-1", "task2-0", "task2-4")] == [
+                "lr=3e-4 bs=32",
+                "lr=3e-4 bs=32",  # its own lr, its parent's (task1-1) bs
+                "lr=1e-4 bs=32",
+            ]
+    finally:
+        lock.release()
+
+
 def test_params_and_numbers_are_compact():
     assert params_text({"lr": 3e-4, "bs": 32, "wd": 0.01, "name": "x", "big": 1_000_000}) == (
         "lr=3e-4 bs=32 wd=0.01 name=x big=1e6"

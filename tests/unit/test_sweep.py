@@ -249,7 +249,9 @@ def test_check_command_names_the_stage_missing_a_parameter():
         check_command(loader, s, {"lr", "output_dir"}, "[job].command")
     assert str(e.value) == (
         "job.toml: [job].command: uses {lr}, which stage task2 does not set (its parameter set 2 has bs); "
-        "set it in every stage, or give it a default in [params]"
+        "set inherit = true on stage task2 to run each of its trials with its parent's params, or set it in "
+        "every stage (a default in [params] would run every task2 trial with that one value, whatever its "
+        "parent's)"
     )
     with pytest.raises(JobSpecError, match=r"uses \{bs\}, which stage task1 does not set \(its parameter set 1"):
         check_command(loader, s, {"bs"}, "[job].command")

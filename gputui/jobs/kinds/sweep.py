@@ -175,10 +175,14 @@ def sweep_definition(spec: SweepSpec) -> dict:
     stages by name in order, `{"task1": {"params": [...]}, ...}` (a change then reads `stages.task2.params[0]`).
     Every sweep run has recorded this shape and its fingerprint is a digest of it: read it with
     `recorded_stages`, never reshape it (a run started before would be refused as changed). `metric_mode` is
-    in it only when it is not the default ("best"), so a job file without it keeps its fingerprint."""
+    in it only when it is not the default ("best"), and a stage's `inherit` only when true, so a job file
+    without them keeps its fingerprint."""
     definition = json.loads(json.dumps(asdict(spec), default=str))  # plain JSON, as the store keeps it
     if definition["metric_mode"] == METRIC_MODES[0]:
         del definition["metric_mode"]
+    for stage in definition["stages"]:
+        if not stage["inherit"]:
+            del stage["inherit"]
     definition["stages"] = {stage.pop("name"): stage for stage in definition["stages"]}
     return definition
 

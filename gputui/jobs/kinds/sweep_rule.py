@@ -1,7 +1,7 @@
 """The sweep's rule: stage 1's trials at the start; once every trial of a stage has settled, the stage is ranked
 and the next one runs each of its parameter sets on top of each promoted trial (its output is the new
-{parent_output}). Pure: it reads tasks and returns what to add and mark (the scheduler applies it in the
-transaction that settles a trial, so each decision is taken once).
+{parent_output}; with inherit = true, its params too). Pure: it reads tasks and returns what to add and mark
+(the scheduler applies it in the transaction that settles a trial, so each decision is taken once).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def _trial(
     parent_id: str | None,
     parent_output: str | None,
     trials_dir: Path,
+    inherited: Sequence[str] | None = None,
 ) -> NewTask:
     trial_id = f"{stage.name}-{i}"
     info = {
@@ -46,7 +47,19 @@ def _trial(
         "parent_output": parent_output,
         "output_dir": str(trials_dir / trial_id),
     }
+    if inherited is not None:  # a stage with inherit = true: which of its params came from its parent
+        info["inherited"] = list(inherited)
     return NewTask(id=trial_id, index=stage_index * STAGE_STRIDE + i, kind=TRIAL, info=info)
+
+
+def promoted_params(parent: Mapping, own: Mapping, inherit: bool) -> tuple[dict, list[str] | None]:
+    """A promoted trial's params and the names it inherited (None: its stage does not inherit). With inherit,
+    its parent's params (all of them, themselves perhaps inherited) updated by its own set: the stage's values
+    win, and keep the parent's order, so `lr=0.01 epochs=1` updated by `epochs=3` reads `lr=0.01 epochs=3`.
+    Taken once, as the trial is planned: the store keeps the result, so a resumed run reads, never recomputes."""
+    if not inherit:
+        return dict(own), None
+    return {**parent, **own}, [name for name in parent if name not in own]
 
 
 def _stage_index(task: TaskRecord) -> int:
@@ -148,8 +161,9 @@ def _next_trials(spec: SweepSpec, stage_index: int, parents: list[TaskRecord]) -
     for parent in parents:
         output = str(parent.info["output_dir"])
         trials_dir = Path(output).parent  # run_dir / "trials": the rule is not told the run directory
-        for params in stage.params:
-            new.append(_trial(stage, stage_index, len(new), params, parent.id, output, trials_dir))
+        for own in stage.params:
+            params, inherited = promoted_params(parent.info.get("params") or {}, own, stage.inherit)
+            new.append(_trial(stage, stage_index, len(new), params, parent.id, output, trials_dir, inherited))
     return new
 
 

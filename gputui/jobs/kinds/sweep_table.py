@@ -13,6 +13,10 @@
     [[sweep.stage]]
     name = "task2"
     grid = { lr = [1e-3, 3e-4], batch_size = [32, 64] }
+    [[sweep.stage]]
+    name = "long"
+    inherit = true                  # each trial runs with its parent's params, updated by these
+    params = [{ epochs = 3 }]
 
 Stage 1 runs one trial per parameter set. Once every trial of a stage has settled, the stage is ranked and
 the next one runs each parameter set on top of each promoted trial (its output is the new {parent_output}).
@@ -41,7 +45,7 @@ SWEEP_PLACEHOLDERS = (
     "params_json",
 )
 SWEEP_KEYS = ("metric", "goal", "top_k", "initial", "metric_regex", "metric_mode", "stage")
-STAGE_KEYS = ("name", "params", "grid")
+STAGE_KEYS = ("name", "params", "grid", "inherit")
 GOALS = ("max", "min")
 METRIC_MODES = ("best", "last")  # the first is the default
 STAGE_STRIDE = 100_000  # a trial's index is stage_index * STAGE_STRIDE + its number: stages launch in order
@@ -52,6 +56,7 @@ _BUILT_INS = frozenset(PLACEHOLDERS) | frozenset(SWEEP_PLACEHOLDERS)
 class StageSpec:
     name: str
     params: tuple[Mapping[str, str | int | float | bool], ...]  # one trial per set (per promoted parent)
+    inherit: bool = False  # its trials run with their parent's params, updated by their own set
 
 
 @dataclass(frozen=True)
@@ -147,9 +152,14 @@ def _parse_stage(checks: Checks, table: dict[str, Any], n: int) -> StageSpec:
     if ("params" in table) == ("grid" in table):
         which = "both are set" if "params" in table else "neither is set"
         raise checks.error(where, f"set exactly one of params or grid ({which})")
+    inherit = table.get("inherit", False)
+    if not isinstance(inherit, bool):
+        raise checks.error(f"{where}.inherit", f"expected true or false, {got(inherit)}")
+    if inherit and n == 1:
+        raise checks.error(f"{where}.inherit", "the first stage has no parent trials to inherit params from")
     if "params" in table:
-        return StageSpec(name, _parse_params(checks, table["params"], f"{where}.params"))
-    return StageSpec(name, _parse_grid(checks, table["grid"], f"{where}.grid"))
+        return StageSpec(name, _parse_params(checks, table["params"], f"{where}.params"), inherit)
+    return StageSpec(name, _parse_grid(checks, table["grid"], f"{where}.grid"), inherit)
 
 
 def _parse_params(checks: Checks, raw: object, keypath: str) -> tuple[dict, ...]:
@@ -205,16 +215,39 @@ def _check_value(checks: Checks, keypath: str, value: object) -> None:
 def check_command(
     checks: Checks, spec: SweepSpec, used: set[str], keypath: str, defaults: Collection[str] = ()
 ) -> None:
-    """Every parameter the command uses must be set by every parameter set of every stage, or a trial would
-    fail to start mid-sweep. `defaults`: names with a value anyway (the [params] names)."""
+    """Every parameter the command uses must be set for every trial of every stage, or a trial would fail to
+    start mid-sweep: by its own parameter set, or (inherit = true) by every trial of the stage before.
+    `defaults`: names with a value anyway (the [params] names)."""
     names = {name for stage in spec.stages for p in stage.params for name in p}
+    inherited = inherited_names(spec)
     for name in sorted((used & names) - set(defaults)):
-        for stage in spec.stages:
+        for n, stage in enumerate(spec.stages):
             for i, params in enumerate(stage.params):
-                if name not in params:
-                    has = ", ".join(params) or "no parameters"
-                    raise checks.error(
-                        keypath,
-                        f"uses {{{name}}}, which stage {stage.name} does not set (its parameter set {i + 1} "
-                        f"has {has}); set it in every stage, or give it a default in [params]",
-                    )
+                if name not in params and name not in inherited[n]:
+                    raise checks.error(keypath, _unset(spec, n, i, name))
+
+
+def inherited_names(spec: SweepSpec) -> list[set[str]]:
+    """Per stage, the parameters each of its trials inherits whatever its parent: those every trial of the
+    stage before runs with (none for a stage without inherit = true)."""
+    found: list[set[str]] = []
+    always: set[str] = set()  # what every trial of the stage before runs with
+    for stage in spec.stages:
+        found.append(set(always) if stage.inherit else set())
+        always = set.intersection(*(set(p) | found[-1] for p in stage.params))
+    return found
+
+
+def _unset(spec: SweepSpec, n: int, i: int, name: str) -> str:
+    """Why trial set `i` of stage `n` (0-based) would run without {name}, and the way out. Stages are checked
+    in order, so every trial of the stage before a later one named here runs with {name}: inheriting it works."""
+    stage = spec.stages[n]
+    has = ", ".join(stage.params[i]) or "no parameters"
+    head = f"uses {{{name}}}, which stage {stage.name} does not set (its parameter set {i + 1} has {has})"
+    if n == 0:
+        return f"{head}; set it in every stage, or give it a default in [params]"
+    return (
+        f"{head}; set inherit = true on stage {stage.name} to run each of its trials with its parent's "
+        f"params, or set it in every stage (a default in [params] would run every {stage.name} trial with "
+        f"that one value, whatever its parent's)"
+    )
