@@ -62,7 +62,7 @@ class HealthChecks:
             if live.watch is None or live.health_break is not None or live.handle is not None:
                 continue
             if self.state.tasks[live.task_id].status != Status.RUNNING:  # paused: its silence is ours
-                live.watch.watch.activity(now)
+                live.watch.watch.hold(now)
                 continue
             verdict = live.watch.poll(now)
             loss = (verdict.values or {}).get(self.spec.metric)

@@ -8,8 +8,8 @@ no-op, so scripts can keep the calls in unconditionally. Standard library only, 
 is imported inside users' training environments.
 
 Line format: ``{"t": <unix time>, "event": <kind>, ...}`` with kinds ``progress`` (done, total),
-``metrics`` (step, values), ``healthy``, ``done`` (values) and ``failed`` (reason). Non-finite floats
-are written as the strings ``"nan"``, ``"inf"`` and ``"-inf"``.
+``metrics`` (step, values), ``phase`` (phase), ``healthy``, ``done`` (values) and ``failed`` (reason).
+Non-finite floats are written as the strings ``"nan"``, ``"inf"`` and ``"-inf"``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["ENV_VAR", "enabled", "progress", "log_metrics", "mark_healthy", "mark_done", "mark_failed"]
+__all__ = ["ENV_VAR", "enabled", "progress", "log_metrics", "phase", "mark_healthy", "mark_done", "mark_failed"]
 
 ENV_VAR = "GPUTUI_EVENTS"
 _MAX_REASON = 4000  # keep a failure line small; the full traceback belongs in the job's log
@@ -59,6 +59,13 @@ def log_metrics(step: int, **values: Any) -> None:
         _warn("step", f"step must be an integer, got {step!r}; event dropped")
         return
     _emit({"event": "metrics", "step": s, "values": _numbers(values)})
+
+
+def phase(name: str) -> None:
+    """Say what the job is doing now: "train" (the default), or anything else ("eval", "checkpoint"),
+    during which no new step is expected, so [health] stall_factor waits until phase("train") again."""
+    if os.environ.get(ENV_VAR):
+        _emit({"event": "phase", "phase": str(name)[:100]})
 
 
 def mark_healthy() -> None:

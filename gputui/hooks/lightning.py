@@ -116,6 +116,12 @@ class GputuiCallback(pl.Callback):
             metrics = scalar_metrics(trainer.callback_metrics)
             if metrics:
                 hooks.log_metrics(trainer.global_step, **metrics)
+        if self._on(trainer):
+            hooks.phase("train")
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self._on(trainer):
+            hooks.phase("eval")  # no training step is due while it validates ([health] stall_factor)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if self._on(trainer):

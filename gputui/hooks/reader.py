@@ -23,12 +23,13 @@ _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 @dataclass(slots=True)
 class Event:
     t: float
-    kind: str  # progress | metrics | healthy | done | failed (unknown kinds are kept, and ignored by Latest)
+    kind: str  # progress | metrics | phase | healthy | done | failed (unknown kinds are kept, ignored by Latest)
     step: int | None = None
     values: dict[str, float] = field(default_factory=dict)
     done: float | None = None
     total: float | None = None
     reason: str | None = None
+    phase: str | None = None  # of a phase event: "train", "eval"...
 
 
 def _num(v: Any) -> float | None:
@@ -60,7 +61,7 @@ def parse_line(line: bytes | str) -> Event | None:
         return None
     # Names and reasons are shown in terminals: their control characters are made visible on the way in.
     values = {visible(str(k)): f for k, v in raw.items() if (f := _num(v)) is not None}
-    reason = obj.get("reason")
+    reason, phase = obj.get("reason"), obj.get("phase")
     return Event(
         t=t,
         kind=kind,
@@ -69,6 +70,7 @@ def parse_line(line: bytes | str) -> Event | None:
         done=_num(obj.get("done")),
         total=_num(obj.get("total")),
         reason=None if reason is None else visible(str(reason)),
+        phase=visible(phase) if isinstance(phase, str) else None,
     )
 
 

@@ -1,14 +1,15 @@
 """The [health] table: rules that stop a task early when its training has plainly gone wrong.
 
     [health]
-    window_s = 300              # the rules on values apply from the start to the window's end
+    window_s = 300              # healthy once through it; lr_zero and stagnation apply only inside it
     metric = "loss"
-    nan = true                  # NaN/Inf in the metric, "loss" or "grad_norm"
-    explode_above = 1e4         # the metric above this breaks the rule (off unless set)
-    explode_ratio = 10          # the metric above 10x the minimum of its first 5 values breaks it
+    nan = true                  # NaN/Inf in the metric, "loss" or "grad_norm" (at any time)
+    explode_above = 1e4         # the metric above this breaks the rule (off unless set; at any time)
+    explode_ratio = 10          # the metric above 10x the minimum of its first 5 values (at any time)
     lr_zero = true              # a learning rate ("lr") of exactly 0 after the first step breaks it
     stagnation_steps = 0        # 0 = off; else: no new best metric for this many steps
     no_output_s = 600           # hang: no log line and no event for this long (at any time)
+    stall_factor = false        # stall: no new step for k x the task's median step interval (at any time)
     cuda_errors = true          # a CUDA out of memory / CUDA error / NCCL error line in the log
     retry_deterministic = false # NaN, explosion, lr = 0, stagnation are not retried unless true
 
@@ -25,7 +26,7 @@ from typing import Any
 from gputui.jobs.checks import Checks, got, is_number
 from gputui.jobs.spec import HealthSpec
 
-_METRIC_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
+_METRIC_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*(?: [A-Za-z0-9_./-]+)*")  # "loss", "val_loss", "valid loss"
 
 
 HEALTH_KEYS = (
@@ -39,6 +40,7 @@ HEALTH_KEYS = (
     "no_output_s",
     "retry_deterministic",
     "cuda_errors",
+    "stall_factor",
 )
 
 
@@ -65,7 +67,8 @@ def parse_health(checks: Checks, table: Mapping[str, Any]) -> HealthSpec:
     if not _METRIC_RE.fullmatch(metric):
         raise checks.error(
             "[health].metric",
-            f"expected a metric name (letters, digits, '_', '.', '/', '-'; not starting with a digit), "
+            f"expected a metric name (letters, digits, '_', '.', '/', '-', single spaces between words; not "
+            f"starting with a digit), "
             f"{got(metric)}",
         )
     return HealthSpec(
@@ -80,4 +83,6 @@ def parse_health(checks: Checks, table: Mapping[str, Any]) -> HealthSpec:
         no_output_s=checks.value(table, "health", "no_output_s", "num>0", d.no_output_s),
         retry_deterministic=checks.value(table, "health", "retry_deterministic", "bool", d.retry_deterministic),
         cuda_errors=checks.value(table, "health", "cuda_errors", "bool", d.cuda_errors),
+        # a factor of 1 or less would call every step slower than the median a stall
+        stall_factor=_optional_number(checks, table, "stall_factor", d.stall_factor, 1),
     )

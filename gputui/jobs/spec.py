@@ -115,6 +115,10 @@ class HealthSpec:
     # On: a rank that hits CUDA OOM or an NCCL error often leaves the other ranks hung until the collective
     # timeout; stopping at the line frees the GPUs at once.
     cuda_errors: bool = True
+    # Off: no new step for this many times the task's own median step interval (after a few steps) is a
+    # stall. The right factor depends on the longest pause a job makes without saying so (checkpoint saves,
+    # an evaluation not marked with gputui.hooks.phase("eval")), which only its author knows.
+    stall_factor: float | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,9 @@ WORKER = textwrap.dedent(
         if mode == "nan":
             loss = 1.0 / step if step < 5 else float("nan")
             print(f"step {step} loss={loss} lr=0.001", flush=True)
+        elif mode == "late_nan":  # diverges well after a window of 0.5 s
+            loss = 1.0 / step if step < 25 else float("nan")
+            print(f"step {step} loss={loss} lr=0.001", flush=True)
         elif mode == "explode":
             print(f"step {step} loss={1.0 if step < 6 else 1e6:g} lr=0.001", flush=True)
         elif mode == "lr_zero":
@@ -181,3 +184,68 @@ def test_a_nan_written_just_before_a_clean_exit_still_breaks_the_rule(tmp_path, 
     assert r.returncode == 1, r.stdout + r.stderr
     status, reason, attempts, events = outcome(tmp_path)
     assert status == "failed" and reason == f"health check: {evidence} (nan)" and events == [reason]
+
+
+def test_a_divergence_after_the_window_stops_a_task_already_marked_healthy(tmp_path):
+    r = gputui("run", "--jobs", job(tmp_path, "late_nan", "window_s = 0.5"), timeout=90)
+    assert r.returncode == 1, r.stdout + r.stderr
+    status, reason, attempts, events = outcome(tmp_path)
+    assert status == "failed" and "loss=nan at step 25 (nan)" in reason, reason
+    signals = tmp_path / "runs" / "h" / "signals"
+    assert json.loads((signals / "train.healthy.json").read_text())["status"] == "healthy"
+    assert "loss=nan at step 25" in json.loads((signals / "train.failed.json").read_text())["reason"]
+
+
+STEPS_THEN_PRINTS = textwrap.dedent(
+    """
+    import sys, time
+    from gputui import hooks
+    in_eval = sys.argv[1] == "eval"
+    for step in range(1, 61):  # 6 s of steps: the scheduler's polls, once a second, each see new ones
+        hooks.log_metrics(step, loss=1.0 / step)
+        print(f"step {step} loss={1.0 / step:.4f}", flush=True)
+        time.sleep(0.1)
+    if in_eval:
+        hooks.phase("eval")
+    for i in range(70):  # 7 s that print but make no step: a stuck loader, or a validation
+        print(f"Validation batch {i}: heartbeat", flush=True)
+        time.sleep(0.1)
+    if in_eval:
+        hooks.phase("train")
+    for step in range(61, 66):
+        hooks.log_metrics(step, loss=1.0 / step)
+        time.sleep(0.1)
+    """
+)
+
+
+def test_a_task_that_prints_but_stops_stepping_is_stopped_unless_it_said_it_is_in_eval(tmp_path):
+    (tmp_path / "worker.py").write_text(STEPS_THEN_PRINTS)
+    (tmp_path / "job.toml").write_text(
+        f"""
+[job]
+name = "h"
+kind = "pipeline"
+stop_grace_s = 1
+[[pipeline.step]]
+name = "stuck"
+command = "{sys.executable} worker.py stuck"
+[[pipeline.step]]
+name = "evaluating"
+command = "{sys.executable} worker.py eval"
+[health]
+stall_factor = 2
+[resources]
+gpus_per_worker = 0
+max_parallel = 2
+[retry]
+max_attempts = 1
+"""
+    )
+    r = gputui("run", "--jobs", tmp_path / "job.toml", timeout=90)
+    assert r.returncode == 1, r.stdout + r.stderr
+    db = sqlite3.connect(tmp_path / "runs" / "h" / "state.db")
+    rows = dict(db.execute("SELECT id, status || ': ' || coalesce(reason, '') FROM tasks"))
+    assert rows["evaluating"] == "done: ", rows
+    assert rows["stuck"].startswith("failed: health check: stalled: no new step for "), rows
+    assert "after step 60 (median step" in rows["stuck"] and "stall_factor = 2) (stall)" in rows["stuck"]

@@ -35,6 +35,7 @@ def test_outside_gputui_every_call_is_a_noop(tmp_path, monkeypatch):
         hooks.progress(1, 10)
         hooks.log_metrics(1, loss=0.5)
         hooks.mark_healthy()
+        hooks.phase("eval")
         hooks.mark_done(loss=0.1)
         hooks.mark_failed("boom")
     assert list(tmp_path.iterdir()) == []
@@ -87,6 +88,14 @@ def test_non_finite_values_round_trip(events_file):
     metrics, done = read_all(events_file)
     assert math.isnan(metrics.values["loss"]) and math.isnan(done.values["loss"])
     assert metrics.values["up"] == math.inf and metrics.values["down"] == -math.inf
+
+
+def test_phases_are_read_back(events_file):
+    hooks.phase("eval")
+    hooks.phase("train")
+    eval_, train = read_all(events_file)
+    assert (eval_.kind, eval_.phase, train.kind, train.phase) == ("phase", "eval", "phase", "train")
+    assert not Latest().feed([eval_, train]).failed  # a kind the views need not know
 
 
 def test_partial_last_line_is_held_until_complete(tmp_path):

@@ -1,116 +1,31 @@
 """Health checks on a running task: the rules of its [health] table, fed by the scheduler.
 
-Pure: no I/O and no clock reads. The scheduler passes each hook event's values (metrics()), each log
+Pure: no I/O and no clock reads. The scheduler passes each hook event (event(), metrics()), each log
 line (log_line()), any other sign of life (activity()) and the time; the watch says when a rule breaks.
 The time is a monotonic clock's (the scheduler's time.monotonic()), never the wall clock: a step of the
 wall clock (NTP, a VM resumed, `date -s`) would read as hours of silence and stop healthy workers.
 
-The rules on values (nan, explode, lr_zero, stagnation) apply from the start to the end of the window
-(window_s after started_at); a task that gets there without a break is healthy and those rules stop. The
-hang rule (no output for no_output_s) and the CUDA/NCCL error lines apply for as long as the task runs.
+NaN/Inf and explosion apply for as long as the task runs: a divergence an hour in is as fatal as one at
+the start. So do the hang rule (no output for no_output_s), the stall rule (no new step for stall_factor
+times the task's own pace, rules/stall.py) and the CUDA/NCCL error lines. lr_zero and stagnation apply
+only inside the window (window_s after started_at): schedules end at lr = 0 (linear and cosine decay to
+0) and a late plateau is convergence, neither is a broken start. A task through its window with no break
+is healthy (`.healthy` is written then); a rule that applies at any time may still stop it later.
 A value given by the worker's hook events wins over the same value parsed from its log: once a metrics
 event has carried a name, log lines are no longer read for it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gputui.engine.rules import stall
 from gputui.engine.rules.failures import FAILURE_PATTERNS, clip_reason
+from gputui.engine.rules.log_values import canonical_name, parse_log_values
 from gputui.jobs.health_spec import HealthSpec
-from gputui.text_safety import log_line
-
-# --------------------------------------------------------------------------------------------------
-# Values in log lines
-
-_NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)"
-# The names a log may use for each value we read (Megatron-LM writes "learning rate", "grad norm",
-# "iteration"; nanoGPT "iter"; Hugging Face prints a dict with 'learning_rate' and 'grad_norm').
-_KNOWN_NAMES = (
-    r"loss",
-    r"lr",
-    r"learning[ _]rate",
-    r"grad(?:ient)?[ _]norm",
-    r"global_step",
-    r"step",
-    r"iteration",
-    r"iter",
-)
-_ALIASES = {
-    "learning_rate": "lr",
-    "learning rate": "lr",
-    "grad norm": "grad_norm",
-    "gradient_norm": "grad_norm",
-    "gradient norm": "grad_norm",
-    "global_step": "step",
-    "iteration": "step",
-    "iter": "step",
-}
-# A name is a whole word: not part of val_loss, train/loss, lrs or 10ms/step.
-_NAME_CHAR = r"[\w/.\-]"
-
-
-@functools.lru_cache(maxsize=32)
-def _values_re(metric: str) -> re.Pattern[str]:
-    names = [re.escape(metric.lower()), *_KNOWN_NAMES]
-    return re.compile(
-        rf"(?<!{_NAME_CHAR})(?P<q>['\"]?)(?P<name>{'|'.join(names)})(?P=q)"  # loss, 'loss' or "loss"
-        rf"(?:\s*[=:]\s*|\s+)"  # loss=1, loss: 1, loss 1
-        rf"(?P<vq>['\"]?)(?P<value>{_NUMBER})(?P=vq)(?!\w|\.\d)",
-        re.I,
-    )
-
-
-def canonical_name(name: str) -> str:
-    """'Learning_Rate' -> 'lr', 'grad norm' -> 'grad_norm', 'iter' -> 'step'; other names lower-cased."""
-    name = name.strip().lower()
-    return _ALIASES.get(name, name)
-
-
-def rounded_to_zero(text: str) -> bool:
-    """Whether a printed number reads 0 only because it was printed with too few digits.
-
-    A fixed-point zero with two or more decimals ('0.00', '0.0000': f"{lr:.2f}" of 0.001) is a value
-    below the printed precision, not 0. A zero written as an integer ('0'), with one decimal ('0.0',
-    Python's str(0.0)) or in exponent form ('0e0', '0.00e+00': a mantissa of 0 is exactly 0) is a 0.
-    """
-    digits = text.lstrip("+-").lower()
-    if "e" in digits or float(digits) != 0:
-        return False
-    _, _, decimals = digits.partition(".")
-    return len(decimals) >= 2
-
-
-def parse_log_values(line: str, metric: str = "loss") -> dict[str, float]:
-    """The known values in one log line: loss, lr, grad_norm, step and `metric`, by canonical name.
-
-    'step 10 loss=0.6931 lr=0.001' -> {'step': 10.0, 'loss': 0.6931, 'lr': 0.001}. Names are matched
-    case-insensitively as whole words; numbers may be nan, inf, -inf or use exponents. The first value of
-    a name in the line wins ('lm loss: 8.5 | loss scale: 1.0' gives loss 8.5). A step must be a
-    non-negative integer or it is left out, and so is an lr that reads 0 only for want of digits
-    (rounded_to_zero: 'lr 0.00' is a small lr, not lr = 0; 'lr 0' and 'lr=0.0' are 0). Terminal colour
-    codes are ignored, and of a line that a progress bar rewrote with carriage returns only the last (the
-    visible) part is read.
-    """
-    line = log_line(line, colour=False)
-    out: dict[str, float] = {}
-    for m in _values_re(metric).finditer(line):
-        name = canonical_name(m["name"])
-        if name in out:
-            continue
-        value = float(m["value"])
-        if name == "step" and not (math.isfinite(value) and value >= 0 and value.is_integer()):
-            continue
-        if name == "lr" and rounded_to_zero(m["value"]):
-            continue
-        out[name] = value
-    return out
-
 
 # --------------------------------------------------------------------------------------------------
 # CUDA / NCCL lines
@@ -139,7 +54,8 @@ def cuda_error_rule(line: str) -> str | None:
 # Breaks
 
 DETERMINISTIC_RULES = ("nan", "explode", "lr_zero", "stagnation")  # same seed and config, same outcome
-RULES = (*DETERMINISTIC_RULES, "hang", "cuda_oom", "cuda_error", "nccl_error")
+# A stall is a hang that still prints (a dead data loader, a stuck collective): as transient as a hang.
+RULES = (*DETERMINISTIC_RULES, "hang", "stall", "cuda_oom", "cuda_error", "nccl_error")
 
 
 @dataclass(frozen=True)
@@ -147,7 +63,7 @@ class Break:
     rule: str  # one of RULES
     evidence: str  # one line a user reads: "loss=nan at step 12"
     step: int | None = None
-    value: float | None = None  # the offending value; for "hang" the seconds without output
+    value: float | None = None  # the offending value; for "hang" / "stall": the seconds without output / a step
     deterministic: bool = False  # True for nan / explode / lr_zero / stagnation: a retry would repeat it
 
     @property
@@ -167,6 +83,10 @@ def _fmt(v: float) -> str:
 
 def _at(step: int | None) -> str:
     return "" if step is None else f" at step {step}"
+
+
+def _after(step: int | None) -> str:
+    return "" if step is None else f" after step {step}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,6 +117,8 @@ class HealthWatch:
         self._last_pos: int | None = None
         self._lr_seen = False
         self._lr_first_step: int | None = None
+        self._pace = stall.StepPace(spec.stall_factor)
+        self._log_lines = 0  # training-value lines read: a step for logs that print none
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -204,6 +126,11 @@ class HealthWatch:
         """The task showed a sign of life (a log line, any event)."""
         if self.last_activity is None or now > self.last_activity:
             self.last_activity = now
+
+    def hold(self, now: float) -> None:
+        """gputui has the task paused: its silence and its missing steps are not its own."""
+        self.activity(now)
+        self._pace.hold(now)
 
     def metrics(self, step: int | None, values: Mapping[str, float], now: float) -> Break | None:
         """A metrics event from the worker's hooks."""
@@ -220,14 +147,21 @@ class HealthWatch:
             except (TypeError, ValueError):
                 continue
         self._from_hooks.update(canon)
+        if step is not None:
+            self._pace.step(stall.HOOK_STEP, step, now)
         return self._observe(step, canon, now)
 
     def event(self, ev: Any, now: float) -> Break | None:
         """Any event with .kind, .step and .values (gputui.hooks.reader.Event): metrics events are
-        checked, the others count as activity."""
-        if getattr(ev, "kind", None) == "metrics":
+        checked, progress counts and phases feed the stall rule, every event counts as activity."""
+        kind = getattr(ev, "kind", None)
+        if kind == "metrics":
             return self.metrics(getattr(ev, "step", None), getattr(ev, "values", None) or {}, now)
         self.activity(now)
+        if kind == "progress" and (done := getattr(ev, "done", None)) is not None:
+            self._pace.step(stall.PROGRESS, done, now)
+        elif kind == "phase" and isinstance(phase := getattr(ev, "phase", None), str):
+            self._pace.set_phase(phase, now)
         return None
 
     def log_line(self, line: str, now: float) -> Break | None:
@@ -242,6 +176,11 @@ class HealthWatch:
         values = parse_log_values(line, self._metric)
         raw_step = values.pop("step", None)
         step = None if raw_step is None else int(raw_step)
+        if step is not None:
+            self._pace.step(stall.LOG_STEP, step, now)
+        elif values:
+            self._log_lines += 1
+            self._pace.step(stall.LOG_LINE, self._log_lines, now)
         values = {k: v for k, v in values.items() if k not in self._from_hooks}
         if not values:
             return None
@@ -250,21 +189,25 @@ class HealthWatch:
     # -- state ------------------------------------------------------------------------------------
 
     def check(self, now: float) -> Break | None:
-        """The hang rule: no output or event for more than no_output_s (from started_at before any)."""
+        """The rules on time: hang (no output or event for more than no_output_s, from started_at before
+        any) and stall (no new step for stall_factor times the median step interval)."""
         if self.broken is not None:
             return None
         since = self.started_at if self.last_activity is None else self.last_activity
         silence = now - since
-        if silence <= self.spec.no_output_s:
+        if silence > self.spec.no_output_s:
+            where = " since it started" if self.last_activity is None else _after(self.last_step)
+            evidence = f"no log line or event for {silence:.0f} s{where} (no_output_s = {self.spec.no_output_s:g})"
+            return self._break(Break("hang", evidence, self.last_step, silence, False))
+        stalled = self._pace.stalled(now)
+        if stalled is None:
             return None
-        if self.last_activity is None:
-            where = " since it started"
-        elif self.last_step is not None:
-            where = f" after step {self.last_step}"
-        else:
-            where = ""
-        evidence = f"no log line or event for {silence:.0f} s{where} (no_output_s = {self.spec.no_output_s:g})"
-        return self._break(Break("hang", evidence, self.last_step, silence, False))
+        gap, median = stalled
+        evidence = (
+            f"stalled: no new step for {gap:.0f} s{_after(self.last_step)} "
+            f"(median step {median:.2g} s, stall_factor = {self.spec.stall_factor:g})"
+        )
+        return self._break(Break("stall", evidence, self.last_step, gap, False))
 
     def in_window(self, now: float) -> bool:
         return now - self.started_at < self.spec.window_s
@@ -282,8 +225,6 @@ class HealthWatch:
     def _observe(self, step: int | None, values: dict[str, float], now: float) -> Break | None:
         if step is not None:
             self.last_step = step
-        if not self.in_window(now):
-            return None
         spec, metric = self.spec, self._metric
         if spec.nan:
             for name in dict.fromkeys((metric, "loss", "grad_norm")):
@@ -295,6 +236,8 @@ class HealthWatch:
             brk = self._explode(step, v)
             if brk is not None:
                 return self._break(brk)
+        if not self.in_window(now):  # lr_zero and stagnation judge a start; the end of a run may differ
+            return None
         lr = values.get("lr")
         if lr is not None:
             brk = self._lr(step, lr)
