@@ -3,9 +3,9 @@
     [health]
     window_s = 300              # healthy once through it; lr_zero and stagnation apply only inside it
     metric = "loss"
-    nan = true                  # NaN/Inf in the metric, "loss" or "grad_norm" (at any time)
+    nan = true                  # NaN/Inf in the metric or "loss" (at any time)
     explode_above = 1e4         # the metric above this breaks the rule (off unless set; at any time)
-    explode_ratio = 10          # the metric above 10x the minimum of its first 5 values (at any time)
+    explode_ratio = 10          # the metric above 10x the median of its first 5 values (at any time)
     lr_zero = true              # a learning rate ("lr") of exactly 0 after the first step breaks it
     stagnation_steps = 0        # 0 = off; else: no new best metric for this many steps
     no_output_s = 600           # hang: no log line and no event for this long (at any time)

@@ -199,9 +199,14 @@ def test_nan_loss_breaks_and_is_deterministic():
     assert w.broken is brk and not w.healthy(T0 + 1000)
 
 
-def test_inf_grad_norm_breaks():
-    brk = watch().metrics(5, {"loss": 1.0, "grad_norm": math.inf}, T0 + 1)
-    assert brk is not None and brk.rule == "nan" and brk.evidence == "grad_norm=inf at step 5"
+def test_an_inf_grad_norm_with_a_finite_loss_is_a_skipped_fp16_step_not_a_break():
+    w = watch()
+    assert w.metrics(5, {"loss": 1.0, "grad_norm": math.inf}, T0 + 1) is None  # the loss scaler skips it
+    assert w.metrics(6, {"loss": 0.9, "grad_norm": 2.0}, T0 + 2) is None
+    brk = w.metrics(7, {"loss": math.inf, "grad_norm": math.nan}, T0 + 3)  # a divergence reaches the loss
+    assert brk is not None and brk.rule == "nan" and brk.evidence == "loss=inf at step 7"
+    brk = watch(metric="grad_norm").metrics(5, {"loss": 1.0, "grad_norm": math.inf}, T0 + 1)
+    assert brk is not None and brk.evidence == "grad_norm=inf at step 5"  # unless it is the metric
 
 
 def test_nan_rule_off():
@@ -219,14 +224,14 @@ def test_explode_above():
     assert (brk.step, brk.value) == (40, 3.1e5)
 
 
-def test_explode_ratio_against_the_minimum_of_the_first_values():
+def test_explode_ratio_against_the_median_of_the_first_values():
     w = watch()  # explode_ratio = 10
-    for step, loss in enumerate([6.0, 5.5, 5.0, 5.2, 5.1, 0.5, 40.0], start=1):
-        # 0.5 is the 6th value: not in the baseline; 40 < 10 x 5.0
+    for step, loss in enumerate([6.0, 5.5, 0.05, 5.2, 5.1, 0.5, 40.0], start=1):
+        # 0.05 is one lucky batch: the baseline is the median 5.2, so 5.5 or 40 is no explosion
         assert w.metrics(step, {"loss": loss}, T0 + step) is None
-    brk = w.metrics(30, {"loss": 52.0}, T0 + 30)
-    assert brk is not None and brk.rule == "explode" and brk.value == 52.0
-    assert brk.evidence == "loss=52 at step 30 is 10.4x the minimum of its first values (5; explode_ratio = 10)"
+    brk = w.metrics(30, {"loss": 53.0}, T0 + 30)
+    assert brk is not None and brk.rule == "explode" and brk.value == 53.0
+    assert brk.evidence == "loss=53 at step 30 is 10.2x the median of its first values (5.2; explode_ratio = 10)"
 
 
 def test_explode_ratio_early_and_off():
@@ -429,11 +434,11 @@ def test_log_values_are_read_until_a_hook_event_carries_the_name():
     brk = w.log_line("step 3 loss=nan", T0 + 1)
     assert brk is not None and brk.evidence == "loss=nan at step 3"
 
-    w = watch()
+    w = watch(metric="val_acc")
     w.metrics(1, {"loss": 2.0}, T0 + 1)
     assert w.log_line("step 2 loss=nan", T0 + 2) is None  # the hook's loss wins
-    brk = w.log_line("step 2 grad_norm=nan", T0 + 3)  # the hooks never carried grad_norm
-    assert brk is not None and brk.evidence == "grad_norm=nan at step 2"
+    brk = w.log_line("step 2 val_acc=nan", T0 + 3)  # the hooks never carried val_acc, the metric
+    assert brk is not None and brk.evidence == "val_acc=nan at step 2"
 
 
 def test_hook_metrics_event_through_event():

@@ -37,7 +37,7 @@ def test_a_nan_after_the_window_still_breaks_after_the_task_was_marked_healthy()
     assert brk is not None and brk.rule == "nan" and brk.evidence == "loss=nan at step 9000"
     assert not w.healthy(T0 + 3601)
     w = watch(window_s=300)
-    assert w.metrics(9000, {"grad_norm": math.inf}, T0 + 3600).rule == "nan"
+    assert w.metrics(9000, {"loss": math.inf}, T0 + 3600).rule == "nan"
 
 
 def test_an_explosion_after_the_window_still_breaks():

@@ -18,6 +18,7 @@ event has carried a name, log lines are no longer read for it.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +93,9 @@ def _after(step: int | None) -> str:
 # --------------------------------------------------------------------------------------------------
 # The watch
 
-_BASELINE_VALUES = 5  # explode_ratio compares with the minimum of the metric's first 5 values
+# explode_ratio compares with the median of the metric's first 5 values: a median, not a minimum, so one
+# lucky batch of a noisy per-batch loss does not set a baseline that ordinary batches are "10x" above.
+_BASELINE_VALUES = 5
 
 
 class HealthWatch:
@@ -227,7 +230,9 @@ class HealthWatch:
             self.last_step = step
         spec, metric = self.spec, self._metric
         if spec.nan:
-            for name in dict.fromkeys((metric, "loss", "grad_norm")):
+            # Not grad_norm alone: an fp16 loss scaler skips a step whose gradients overflowed (inf) and goes
+            # on; a real divergence shows in the loss one step later.
+            for name in dict.fromkeys((metric, "loss")):
                 v = values.get(name)
                 if v is not None and not math.isfinite(v):
                     return self._break(Break("nan", f"{name}={_fmt(v)}{_at(step)}", step, v, True))
@@ -256,10 +261,10 @@ class HealthWatch:
             return Break("explode", evidence, step, v, True)
         if spec.explode_ratio is not None and math.isfinite(v):
             if self._first:
-                base = min(self._first)
+                base = statistics.median(self._first)
                 if base > 0 and v > spec.explode_ratio * base:  # a baseline of 0 or less has no ratio
                     evidence = (
-                        f"{metric}={_fmt(v)}{_at(step)} is {v / base:.3g}x the minimum of its first values "
+                        f"{metric}={_fmt(v)}{_at(step)} is {v / base:.3g}x the median of its first values "
                         f"({_fmt(base)}; explode_ratio = {spec.explode_ratio:g})"
                     )
                     return Break("explode", evidence, step, v, True)
