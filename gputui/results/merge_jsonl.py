@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from gputui.results.merge_io import BLOCK, Readable, sync
+from gputui.results import merge_io
+from gputui.results.merge_io import Readable, sync
 
 if TYPE_CHECKING:
     from gputui.results.idcheck import IdCheck
@@ -102,9 +103,11 @@ def _copy_blocks(f: IO[bytes], out: IO[bytes], entry: dict) -> int:
     """The rows of one shard, copied: whole blocks where every line begins with "{" and none holds a CR
     (nothing to mend; counted with bytes methods), any other block line by line."""
     rows = 0
-    buf = _without_bom(f.read(BLOCK), entry)
-    while buf:
-        more = f.read(BLOCK)
+    buf = _without_bom(f.read(max(merge_io.BLOCK, len(codecs.BOM_UTF8))), entry)
+    while True:
+        more = f.read(merge_io.BLOCK)
+        if not buf and not more:
+            return rows
         cut = buf.rfind(b"\n") + 1 if more else len(buf)  # at the end, a last line may lack its newline
         part = buf[:cut]
         n = part.count(b"\n")
@@ -114,4 +117,3 @@ def _copy_blocks(f: IO[bytes], out: IO[bytes], entry: dict) -> int:
         else:
             rows += _copy_lines(io.BytesIO(part), out, entry)
         buf = buf[cut:] + more
-    return rows
