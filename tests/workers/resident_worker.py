@@ -3,8 +3,8 @@ recording each shard it serves with its pid (and its one "load"), so tests see w
 shard. Outside resident mode it runs its one shard from the command line, as any worker does.
 
 Knobs: --sleep per shard; --fail TASK:ATTEMPT,... fails those attempts (task.fail, the worker goes on);
---die TASK:ATTEMPT,... ends the process mid-shard (exit 3); --stall-file PATH makes each shard wait while that
-file exists (a test kills or pauses it meanwhile).
+--die TASK:ATTEMPT,... ends the process mid-shard (exit 3); --stall TASK:ATTEMPT,... waits while --stall-file
+exists (a test kills or pauses it meanwhile).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--fail", default="")
     p.add_argument("--die", default="")
+    p.add_argument("--stall", default="", help="TASK:ATTEMPT,... that wait while --stall-file exists")
     p.add_argument("--stall-file", default="")
     return p
 
@@ -48,11 +49,12 @@ def main() -> int:
         a = p.parse_args(task.args)
         me = f"{task.task_id}:{task.attempt}"
         record(a.record, event="start", task=task.task_id, attempt=task.attempt, low=a.low, high=a.high,
-               env_task=os.environ.get("GPUTUI_TASK_ID"), values_low=task.values.get("low"))  # fmt: skip
+               env_task=os.environ.get("GPUTUI_TASK_ID"), values_low=task.values.get("low"),
+               gpus=os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
         print(f"shard {task.task_id} [{a.low}, {a.high}) attempt {task.attempt} on pid {os.getpid()}", flush=True)
         hooks.progress(0, a.high - a.low)
         time.sleep(a.sleep)
-        while a.stall_file and os.path.exists(a.stall_file):
+        while me in a.stall.split(",") and os.path.exists(a.stall_file):  # a test kills or pauses it meanwhile
             time.sleep(0.02)
         if me in a.die.split(","):
             print(f"dying in {me}", flush=True)
