@@ -198,3 +198,38 @@ def test_scheduler_killed_and_restarted_neither_loses_nor_repeats_a_shard(tmp_pa
     assert job.merged_ids() == list(range(24))
     pids = {e["pid"] for e in job.events("load")}
     wait_for(lambda: all(gone(p) for p in pids), what="the old resident workers stopped")
+
+
+def test_a_waiter_killed_mid_shard_costs_nothing_its_keeper_records_the_shard(tmp_path, reaper):
+    job = ResidentJob(tmp_path)
+    job.stall.touch()
+    sched = gputui_bg("run", "--jobs", job(shards=4, worker_args="--stall shard-1:1"), log=tmp_path / "sched.log")
+    reaper.append(sched)
+    pid = _stalled(job, "shard-1")
+    os.kill(psutil.Process(pid).ppid(), signal.SIGKILL)  # its waiter; the worker finishes the shard regardless
+    job.stall.unlink()
+    assert sched.wait(60) == 0, (tmp_path / "sched.log").read_text()
+    assert {t.id: (t.status, t.attempts) for t in open_run(job.run_dir).tasks()} == {
+        f"shard-{i}": ("done", 1) for i in range(4)
+    }
+    assert job.attempts()[("shard-1", 1)].exit_code == 0  # the worker's exit, recorded by the keeper
+    assert "finished shard-1" in Path(job.attempts()[("shard-1", 1)].log_path).read_text()  # copied on
+    assert len(job.events("load")) == 2 and job.merged_ids() == list(range(24))
+
+
+def test_ctrl_c_stops_resident_workers_and_the_next_run_finishes(tmp_path, reaper):
+    job = ResidentJob(tmp_path)
+    job.stall.touch()
+    path = job(shards=4, max_parallel=2, worker_args="--stall shard-0:1,shard-1:1,shard-2:1,shard-3:1")
+    sched = gputui_bg("run", "--jobs", path, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    wait_for(lambda: len(job.served()) == 2, what="two shards started")
+    pids = set(job.served().values())
+    sched.send_signal(signal.SIGINT)
+    assert sched.wait(30) == 130
+    assert all(gone(p) for p in pids)  # gone when the run returns
+    assert {t.status for t in open_run(job.run_dir).tasks()} == {"pending"}
+    job.stall.unlink()
+    r = gputui("run", "--jobs", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert job.merged_ids() == list(range(24))
