@@ -207,8 +207,9 @@ class ResidentSlot:
                     os.close(fd)
                 return json.loads(msg) if msg else None
 
-    def watch(self, more: list) -> set:
-        """Wait for the worker's output (copied at once), its end, or `more` to be readable; what is readable."""
+    def watch(self, more: list, timeout: int | None = None) -> set:
+        """Wait for the worker's output (copied at once), its end, or `more` to be readable (at most `timeout`
+        ms, if given); what is readable."""
         poll = select.poll()  # (select() stops at descriptor 1023)
         others = [s for s in more if s is not None and s.fileno() >= 0]
         for s in others:
@@ -217,7 +218,8 @@ class ResidentSlot:
             poll.register(self.pipe.fd, select.POLLIN)
         if self.ended is not None:
             poll.register(self.ended, select.POLLIN)
-        timeout = None if self.ended is not None or self.worker is None else 100
+        if timeout is None and self.ended is None and self.worker is not None:
+            timeout = 100  # before Linux 5.3: its end is looked for every 0.1 s
         fds = {fd for fd, _ in poll.poll(timeout)}
         if self.pipe is not None and self.pipe.open and self.pipe.fd in fds and 0 < self.pipe.drain() < SMALL:
             time.sleep(NAP_S)  # let a trickle of lines gather
@@ -269,7 +271,7 @@ class ResidentSlot:
             return
         self.line.close()
         deadline = time.monotonic() + self.grace
-        while time.monotonic() < deadline and not self.worker_ended(self.watch([])):
+        while time.monotonic() < deadline and not self.worker_ended(self.watch([], timeout=100)):
             pass
         self.w.end_leftovers(self.cg, self.grace, self.pipe)
         self.pipe.drain()

@@ -122,6 +122,15 @@ def test_sixteen_shards_on_four_gpu_sets_load_four_times_each_worker_on_its_own_
     assert job.merged_ids() == list(range(32))
 
 
+def test_a_worker_that_will_not_stop_is_ended_before_the_run_returns(tmp_path):
+    job = ResidentJob(tmp_path)
+    r = gputui("run", "--jobs", job(shards=3, worker_args="--linger"))  # stop_grace_s = 1
+    assert r.returncode == 0, r.stdout + r.stderr
+    (pid,) = {e["pid"] for e in job.events("linger")}
+    assert gone(pid)  # told there were no more tasks, then SIGTERM (ignored), then SIGKILL
+    assert job.merged_ids() == list(range(24))
+
+
 def test_the_same_worker_runs_alone_outside_resident_mode(tmp_path):
     job = ResidentJob(tmp_path)
     r = gputui("run", "--jobs", job(shards=3, max_parallel=1, resident=False))

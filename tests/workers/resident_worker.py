@@ -4,7 +4,7 @@ shard. Outside resident mode it runs its one shard from the command line, as any
 
 Knobs: --sleep per shard; --fail TASK:ATTEMPT,... fails those attempts (task.fail, the worker goes on);
 --die TASK:ATTEMPT,... ends the process mid-shard (exit 3); --stall TASK:ATTEMPT,... waits while --stall-file
-exists (a test kills or pauses it meanwhile).
+exists (a test kills or pauses it meanwhile); --linger stays after its last task, deaf to SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--die", default="")
     p.add_argument("--stall", default="", help="TASK:ATTEMPT,... that wait while --stall-file exists")
     p.add_argument("--stall-file", default="")
+    p.add_argument("--linger", action="store_true", help="after its last task, ignore SIGTERM and stay")
     return p
 
 
@@ -75,6 +77,10 @@ def main() -> int:
         hooks.progress(a.high - a.low, a.high - a.low)
         record(a.record, event="finish", task=task.task_id, attempt=task.attempt)
         print(f"finished {task.task_id}", flush=True)
+    if first.linger:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        record(first.record, event="linger")
+        time.sleep(600)
     return 0
 
 
