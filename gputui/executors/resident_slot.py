@@ -96,7 +96,13 @@ class ResidentSlot:
             _say(log, f"gputui: cannot make a pipe for a resident worker: {e}\n")
             os.close(log)
             return False
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as e:
+            _say(log, f"gputui: cannot make a socket for a resident worker: {e}\n")
+            for fd in (out, into, log):
+                os.close(fd)
+            return False
         argv = req["argv"]
         env = self.w.base_env | req["env"] | {RESIDENT_ENV: str(theirs.fileno())}
         env |= {ownership.TAG_TASK: RESIDENT_TAG, ownership.TAG_ATTEMPT: "0"}

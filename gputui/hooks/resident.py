@@ -82,7 +82,8 @@ def _served(fd: int, nargs: int) -> Iterator[ResidentTask]:
             ask = json.loads(message)
             os.environ.update(ask["env"])
             argv = list(ask["argv"])
-            task = ResidentTask(ask["task"], ask["attempt"], argv[len(argv) - nargs :], argv, ask["values"])
+            args = argv[max(0, len(argv) - nargs) :]  # its arguments: as many as this process was started with
+            task = ResidentTask(ask["task"], ask["attempt"], args, argv, ask["values"])
             yield task
             _flush()
             done = {"end": task.exit_code, "task": task.task_id, "attempt": task.attempt}
