@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import time
 
@@ -79,6 +80,7 @@ class ResidentSlot:
         if self.worker is None and not self.start(req, log):
             self.w.record_exit(task, n, 127, 0)
             return
+        self.go_on()
         self.switch_log(log)
         self.w.lend(self.pipe.fd, req["log"])  # the keeper copies on into this log if we are killed
         self.w.record("start", task, n, self.w.me.pid, self.w.me.start, self.worker.pid, self.worker.start,
@@ -149,6 +151,13 @@ class ResidentSlot:
         self.line, self.pipe = ours, LogPipe(out, log)
         self.line.setblocking(False)
         return True
+
+    def go_on(self) -> None:
+        """No task is paused between tasks: a worker stopped now was paused as its last task ended (the pause
+        and the end crossed), and goes on with its next one (its whole tree, as a pause stops it)."""
+        if _stopped(self.worker.pid):
+            for ref in [self.worker, *ownership.descendants([self.worker])]:
+                ownership.send(ref, signal.SIGCONT)
 
     def switch_log(self, log: int) -> None:
         """The worker's output goes to `log` from now on (the last task's log is done with)."""
@@ -283,6 +292,16 @@ class ResidentSlot:
         self.pipe.drain()
         self.line = None
         self.forget()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP): its state in /proc/<pid>/stat is T."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2 :].startswith(b"T")
 
 
 def _closed() -> socket.socket:

@@ -25,7 +25,9 @@ class ResidentJob:
         self.record = root / "served.jsonl"
         self.stall = root / "stall"  # while it exists, the stalled attempt waits
 
-    def __call__(self, *, ids=24, shards=6, max_parallel=1, worker_args="", resident=True, gpus=0) -> Path:
+    def __call__(
+        self, *, ids=24, shards=6, max_parallel=1, worker_args="", resident=True, gpus=0, backoff_s=0.05
+    ) -> Path:
         with open(self.root / "data.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["data_id", "value"])
@@ -49,7 +51,7 @@ gpus_per_worker = {gpus}
 max_parallel = {max_parallel}
 [retry]
 max_attempts = 3
-backoff_s = 0.05
+backoff_s = {backoff_s}
 [outputs]
 pattern = "out_{{low}}_{{high}}.csv"
 merged = "merged.csv"
@@ -183,6 +185,19 @@ def test_pause_resume_and_kill_reach_only_that_shard(tmp_path, reaper):
     served = job.served()
     assert served[("shard-3", 1)] != pid and len(job.events("load")) == 2  # a new worker for the rest
     assert ("shard-2", 2) not in served  # a killed task is not retried
+
+
+def test_a_worker_stopped_between_tasks_goes_on_with_its_next_one(tmp_path, reaper):
+    """A pause that crosses the end of the task it was for (or any SIGSTOP between tasks) leaves no task stuck
+    behind a stopped worker: no task is paused, so the next one is started on it."""
+    job = ResidentJob(tmp_path)
+    path = job(shards=2, worker_args="--fail shard-1:1", backoff_s=1.5)
+    sched = gputui_bg("run", "--jobs", path, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    (pid,) = wait_for(lambda: [e["pid"] for e in job.events("fail")], what="shard-1 failed once")
+    os.kill(pid, signal.SIGSTOP)  # idle: shard-1 waits out its back-off
+    assert sched.wait(30) == 0, (tmp_path / "sched.log").read_text()
+    assert job.served()[("shard-1", 2)] == pid and job.merged_ids() == list(range(24))
 
 
 def test_scheduler_killed_and_restarted_neither_loses_nor_repeats_a_shard(tmp_path, reaper):

@@ -63,6 +63,7 @@ def main() -> int:
             os._exit(3)
         if me in a.fail.split(","):
             print(f"failing {me}", flush=True)
+            record(a.record, event="fail", task=task.task_id, attempt=task.attempt)
             task.fail(f"asked to fail {me}")
             continue
         with open(a.input, newline="") as f:
