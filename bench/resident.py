@@ -2,17 +2,20 @@
 4 shards on 1 worker with `[job] resident = true` against one plain process looping over the same prompts, and
 the same 4 shards without it (a process, and a model load, per shard). Also counts the model loads.
 
-    python bench/resident.py [--repeat 3]
+    python bench/resident.py [--repeat 3] [--threads N]
 
 Every variant writes the same rows (same model, same batches of 16 prompts). gputui's times are its whole
 `gputui run`: start-up, planning, launching, the workers, settling, the merge and the report. The tiny model is
-built once before timing. Runs are interleaved and the best of each is kept.
+built once before timing. Runs are interleaved and the best of each is kept. `--threads N` sets
+OMP_NUM_THREADS and MKL_NUM_THREADS for every variant alike (torch's threads fight hardest for cores a busy
+machine shares); by default each runs as a user's would (gputui gives its one worker every core, as torch does).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shlex
 import shutil
 import subprocess
@@ -80,7 +83,10 @@ def rows_of(path: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS and MKL_NUM_THREADS for every variant")
     a = ap.parse_args()
+    if a.threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(a.threads)
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         job = prepare(root)
@@ -97,7 +103,8 @@ def main() -> None:
         same = rows_of(merged) == rows_of(plain_out)
         (p, p_loads), (r, r_loads), (e, e_loads) = (min(runs[k]) for k in ("plain", "resident", "each"))
         print(
-            f"sample, 4 shards on 1 worker (CPU, best of {a.repeat}): plain loop {p:.2f}s ({p_loads} load) | "
+            f"sample, 4 shards on 1 worker (CPU, {a.threads or 'default'} threads, best of {a.repeat}): "
+            f"plain loop {p:.2f}s ({p_loads} load) | "
             f"gputui resident {r:.2f}s ({r_loads} load) = {r / p:.2f}x | "
             f"gputui a process per shard {e:.2f}s ({e_loads} loads) = {e / p:.2f}x | same rows: {same}"
         )
