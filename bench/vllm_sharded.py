@@ -3,6 +3,10 @@ parallelism: one vLLM worker per GPU, each on its own id range) against one plai
 same prompts on one GPU, and the ratio to N x that process (the goal: within 5%).
 
     python bench/vllm_sharded.py --model PATH_OR_NAME [--prompts 20000] [--max-new-tokens 128]
+                                 [--shards-per-gpu K [--resident]]
+
+`--shards-per-gpu K` cuts the prompts into K shards per GPU (finer resume granularity); each loads the model
+again, unless `--resident` (`[job] resident = true`): one worker per GPU then serves its K shards.
 
 Both sides include loading the model, as a user's run does. Elsewhere it says why it cannot run.
 """
@@ -47,6 +51,8 @@ def main() -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--prompts", type=int, default=20000)
     ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--shards-per-gpu", type=int, default=1)
+    ap.add_argument("--resident", action="store_true", help="[job] resident = true: a model load per GPU")
     a = ap.parse_args()
     n = gpus()
     if importlib.util.find_spec("vllm") is None or n == 0:
@@ -73,8 +79,9 @@ def main() -> int:
         )
         job = root / "job.toml"
         job.write_text(
-            f'[job]\nname = "bench"\ncommand = "{command}"\n[shards]\ninput = "prompts.csv"\n'
-            f'id_column = "data_id"\nnum_workers = {n}\n[resources]\ngpus_per_worker = 1\n'
+            f'[job]\nname = "bench"\ncommand = "{command}"\nresident = {str(a.resident).lower()}\n'
+            f'[shards]\ninput = "prompts.csv"\nid_column = "data_id"\nnum_workers = {n * a.shards_per_gpu}\n'
+            f"[resources]\ngpus_per_worker = 1\nmax_parallel = {n}\n"
             '[outputs]\npattern = "o_{low}_{high}.csv"\nmerged = "all.csv"\n'
         )
         t = time.perf_counter()
@@ -82,7 +89,8 @@ def main() -> int:
         sharded = a.prompts / (time.perf_counter() - t) * 60
     print(
         f"{a.prompts} prompts, {a.max_new_tokens} new tokens, model {a.model}: one vLLM process on one GPU "
-        f"{plain:.0f} samples/min | gputui, {n} workers on {n} GPUs {sharded:.0f} samples/min | "
+        f"{plain:.0f} samples/min | gputui, {n} workers on {n} GPUs ({n * a.shards_per_gpu} shards"
+        f"{', resident' if a.resident else ''}) {sharded:.0f} samples/min | "
         f"sharded / ({n} x one) = {sharded / (n * plain):.1%}"
     )
     return 0

@@ -99,6 +99,10 @@ class Controller:
     store: Store
     on_merge: Callable[[bool], str] | None = None  # set by the caller: runs the merge (verifying?), returns a line
     recorded: RecordedExecutor | None = None  # how attempts are reached (default: as the run recorded it)
+    # Whether an attempt is over (its end and its leftovers' recorded): none of it is left, and its waiter may run
+    # another attempt by now (a resident worker, another task), so nothing is signalled for it. Default: as the
+    # journal says; the scheduler answers from its own state.
+    over: Callable[[str, int], bool] | None = None
     _journal: JournalReader | None = field(default=None, init=False, repr=False)
 
     @property
@@ -153,9 +157,9 @@ class Controller:
         # the attempt's stand-in, which suspends or holds the job; on Ray the runner on the node stops the
         # tree, told through the signal file, applied as soon as the command starts).
         executor = self.executor
-        sent = executor.signal(attempt, "pause")
+        sent = self.reach(attempt, "pause")
         if sent is not None:
-            sent += executor.signal(attempt, "pause")
+            sent += self.reach(attempt, "pause")
             if not sent:
                 raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
         with self.store.transaction():
@@ -168,7 +172,7 @@ class Controller:
             raise ControlError(f"is {task.status}; only a paused task can be resumed")
         attempt = self.live_attempt(task)
         executor = self.executor
-        sent = executor.signal(attempt, "resume")
+        sent = self.reach(attempt, "resume")
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.RUNNING)
             self.store.update_attempt(task.id, attempt.number, status=Status.RUNNING)
@@ -221,13 +225,24 @@ class Controller:
         """Ask each attempt to pause, resume, terminate or be killed (`word`), as the executor reaches it;
         returns the processes signalled here (none for an attempt told through its backend). A kill here
         also goes through the attempt's cgroup, which nothing of it can leave."""
-        executor = self.executor
         sent: dict[str, list[ProcessRef]] = {}
         for task, attempt in pairs:
-            found = executor.signal(attempt, word)
+            found = self.reach(attempt, word)
             if found is not None:
                 sent[task.id] = found
         return sent
+
+    def reach(self, attempt: AttemptRecord, word: str) -> list[ProcessRef] | None:
+        """The executor's signal to an attempt (see `RecordedExecutor.signal`); none to one that is over."""
+        if self._over(attempt.task_id, attempt.number):
+            return []
+        return self.executor.signal(attempt, word)
+
+    def _over(self, task_id: str, number: int) -> bool:
+        if self.over is not None:
+            return self.over(task_id, number)
+        ends = self.journal.get(task_id, number)
+        return ends.ended and ends.cleared
 
     def running_elsewhere(self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]]) -> set[str]:
         """The tasks of `pairs` whose attempt runs with no process here (on Ray) and has not ended, as the
@@ -258,7 +273,7 @@ class Controller:
         procs = ownership.AttemptProcesses(
             attempt.waiter or ends.waiter, attempt.worker or ends.worker, attempt.cgroup or ends.cgroup
         )
-        left = procs.tree()
+        left = [] if ends.ended and ends.cleared else procs.tree()  # (its waiter may serve another attempt)
         recording = procs.waiter is not None and ownership.alive(procs.waiter)  # its end is still to be recorded
         if left or (recording and not (ends.ended and ends.cleared)):
             pids = ", ".join(str(r.pid) for r in left) or "starting"

@@ -18,6 +18,7 @@ from gputui.engine.gpu_sampler import GpuSampler
 from gputui.engine.health_checks import HealthChecks
 from gputui.engine.monitor import draining
 from gputui.engine.outbox import Outbox
+from gputui.engine.resident import ResidentSlots, task_values
 from gputui.engine.rules.placement import place, usable_gpus, why_waiting
 from gputui.engine.rules.threads import thread_env
 from gputui.engine.run_state import RunState
@@ -25,11 +26,12 @@ from gputui.engine.settler import Settler
 from gputui.engine.setup import RunSetup
 from gputui.engine.voice import Voice
 from gputui.executors import ownership
-from gputui.executors.base import LaunchFailed, LaunchSpec
+from gputui.executors.base import LaunchFailed, LaunchSpec, WaiterHandle
 from gputui.executors.journal import AttemptEnds
 from gputui.files.tail import LogTail
 from gputui.gpus.reservations import Reservations
 from gputui.jobs import oom
+from gputui.jobs.kinds.base import TaskValues
 from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.oom import batch_for, gpus_for
 from gputui.jobs.spec import JobSpec
@@ -72,6 +74,30 @@ def worker_request(
     """The worker's command line and its own variables (ownership tags, range, GPUs, events file). Pure.
     `output`: a shard's output file ({output}); `sized`: what a [model] table fills ({model}, ...);
     `num_gpus`: GPUs a cluster gives the task (none placed here, so `gpus` is empty)."""
+    values, own = worker_values(job, task, number, gpus, run_dir, output, sized, num_gpus)
+    env = {
+        ownership.TAG_SCHEDULER: scheduler_id,
+        ownership.TAG_TASK: task.id,
+        ownership.TAG_ATTEMPT: str(number),
+        "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+        "GPUTUI_EVENTS": str(RunPaths(run_dir).events(task.id, number)),
+    }
+    env |= own.env
+    return render_command(job, values, own.command), env
+
+
+def worker_values(
+    job: JobSpec,
+    task: TaskRecord,
+    number: int,
+    gpus: tuple[int, ...],
+    run_dir: Path,
+    output: str | None = None,
+    sized: Mapping[str, object] | None = None,
+    num_gpus: int | None = None,
+) -> tuple[dict[str, object], TaskValues]:
+    """What fills the worker's command line (worker_request's arguments): the placeholders' values, the
+    kind's own among them, and the kind's own (its variables, its command). Pure."""
     num_gpus = len(gpus) if num_gpus is None else num_gpus
     values: dict[str, object] = {
         "run_dir": run_dir,
@@ -82,13 +108,6 @@ def worker_request(
         "num_gpus": num_gpus,
         **(sized or {}),
     }
-    env = {
-        ownership.TAG_SCHEDULER: scheduler_id,
-        ownership.TAG_TASK: task.id,
-        ownership.TAG_ATTEMPT: str(number),
-        "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
-        "GPUTUI_EVENTS": str(RunPaths(run_dir).events(task.id, number)),
-    }
     on_oom = job.retry.on_oom
     if on_oom == "smaller_batch":
         values["batch_size"] = batch_for(on_oom, int(job.params["batch_size"]), task.info)
@@ -96,8 +115,7 @@ def worker_request(
         values["tensor_parallel_size"] = num_gpus
     own = kind_of(job).values(job, task, output)  # the kind's: a shard's range, a trial's params, a step's
     values |= own.values
-    env |= own.env
-    return render_command(job, values, own.command), env
+    return values, own
 
 
 class RetryClock:
@@ -160,11 +178,17 @@ class Launcher:
         present = os.environ.keys() | self.job.env.keys()
         local = self.cluster is None
         self._threads = thread_env(present, usable_cpus(), self.policy.max_parallel) if local else {}
+        varied = self.job.retry.on_oom == "more_gpus"  # tasks may come to ask for more GPUs than the others
+        self.resident = (
+            ResidentSlots(self.executor, state, self._gpus_needed, varied) if self.job.resident else None
+        )
 
     # -- launching -----------------------------------------------------------------------------
     def plan(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
         """Record the attempts that start now (their launches are sent once the turn is committed)."""
         state = self.state
+        if self.resident is not None:
+            self.resident.let_go()  # idle resident workers no waiting task will take
         busy = len(state.live) + len(state.lingering)
         slots = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
         if not state.waiting or slots is not None and slots <= 0 or not self._room_on_disk():
@@ -193,8 +217,14 @@ class Launcher:
             for entry in later:
                 state.wait(*entry)
             return
+        if self.resident is not None:  # first to resident workers between tasks, which hold their GPUs
+            given, ready = self.resident.take(ready)
+            launches.extend(self._record_launch(t, waiter.slot, now, [], waiter) for t, waiter in given)
+            busy += len(given) + len(self.resident.idle())
         gpus = self.sampler.snapshot() if self.sampler.probe is not None and ready else []
         reserved = {g for live in state.attempts() for g in live.gpus}
+        if self.resident is not None:
+            reserved |= self.resident.held()
         reserved |= draining(gpus, self.scheduler_id, state.live)  # a killed task's GPU memory not yet released
         usable = usable_gpus(gpus, reserved, self.policy)
         needs = {t.id: self._gpus_needed(t) for t in ready}
@@ -257,8 +287,14 @@ class Launcher:
         return not full
 
     def _record_launch(
-        self, task: TaskRecord, gpus: tuple[int, ...], now: float, held: list[int]
+        self,
+        task: TaskRecord,
+        gpus: tuple[int, ...],
+        now: float,
+        held: list[int],
+        waiter: WaiterHandle | None = None,
     ) -> tuple[LaunchSpec, Live]:
+        """`waiter`: a resident worker's, between tasks (else an idle waiter is taken)."""
         number = task.attempts + 1
         argv, env = worker_request(
             self.job,
@@ -281,7 +317,7 @@ class Launcher:
         if task.info.get("output_dir"):  # a trial's or a step's own folder
             Path(task.info["output_dir"]).mkdir(parents=True, exist_ok=True)
         # Recorded before the launch: while it lives, the end will be known.
-        waiter = self.executor.waiter()
+        waiter = waiter or self.executor.waiter()
         self.store.start_attempt(task.id, number, gpus, argv, str(log_path), now)
         self.store.update_attempt(task.id, number, waiter_pid=waiter.ref.pid, waiter_start=waiter.ref.start)
         fields = {
@@ -309,8 +345,13 @@ class Launcher:
         self.meter.start(live.key, asked, now)  # GPU-hours: the GPUs given, here or by the cluster
         tasks = self.state.tasks
         after = tuple(d for d in task.after if d in tasks and tasks[d].status != Status.DONE)
+        resident = None
+        if self.resident is not None:  # what its task is, told to the resident worker
+            output = self.state.outputs.get(task.id)
+            filled, _ = worker_values(self.job, task, number, gpus, self.paths.root, output, self.setup.sized)
+            resident = task_values(self.job, filled)
         spec = LaunchSpec(task.id, number, argv, env, log_path, self.job.stop_grace_s, held, asked, after,
-                          batch=kind_of(self.job).alike_tasks)  # fmt: skip
+                          batch=kind_of(self.job).alike_tasks, resident=resident)  # fmt: skip
         return spec, live
 
     def give_back(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
@@ -323,13 +364,16 @@ class Launcher:
         """Send a committed attempt to its waiter (or the cluster); one that cannot be sent fails at once."""
         if self.voice.show_output:
             live.log = LogTail(spec.log_path)
+        if spec.resident is not None:
+            live.handle.slot = live.gpus  # its waiter keeps the worker, and these GPUs, between tasks
         try:
             try:
                 self.executor.launch(live.handle, spec)
             except LaunchFailed as e:  # that waiter died while idle: another one, recorded first
                 if not e.retry:
-                    raise  # the bridge died just now: this attempt fails, the next ones go to a new bridge
+                    raise  # the bridge (or a resident worker's waiter, holding its GPUs) died just now: it fails
                 waiter = self.executor.waiter()
+                waiter.slot = live.handle.slot
                 with self.store.transaction():
                     self.store.update_attempt(
                         spec.task_id, spec.number, waiter_pid=waiter.ref.pid, waiter_start=waiter.ref.start

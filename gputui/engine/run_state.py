@@ -61,6 +61,11 @@ class RunState:
         """Every attempt not known to be over: running, then lingering."""
         return [*self.live.values(), *self.lingering.values()]
 
+    def over(self, task_id: str, number: int) -> bool:
+        """Whether that attempt is over: neither running nor ended with processes of it left."""
+        live = self.live.get(task_id)
+        return (live is None or live.number != number) and (task_id, number) not in self.lingering
+
     def todo(self) -> int:
         return sum(t.status not in Status.FINAL for t in self.tasks.values())
 

@@ -82,7 +82,7 @@ class Scheduler:
         self.leave_requested = False  # Ctrl-C again while stopping on Slurm: leave the jobs as they are
         self.stop_signals = 0  # Ctrl-Cs and SIGTERMs received (a stop control is not one of them)
         self.stopped_by_term = False  # the first was a SIGTERM: nobody may be there to press Ctrl-C again
-        self.controller = controller = Controller(paths, store, opts.on_merge, executor.recorded)
+        self.controller = controller = Controller(paths, store, opts.on_merge, executor.recorded, state.over)
         self.meter = meter = Meter(simulated=bool(probe and probe.simulated))
         self.alerter = alerter = Alerter(
             paths.alerts,

@@ -99,6 +99,9 @@ class LaunchSpec:
     asked: int = 0  # on a cluster: the GPUs it asks of it (the cluster picks them)
     after: tuple[str, ...] = ()  # tasks not done yet whose success it waits for (a cluster may queue it behind)
     batch: bool = False  # may share one submission with others asking as many GPUs (a shard)
+    # A resident worker's task (resident_slot.py): its filled placeholders, handed to the worker with its command
+    # line; None: the command is a process of its own.
+    resident: Mapping[str, object] | None = None
 
 
 @dataclass(eq=False)
@@ -107,6 +110,7 @@ class WaiterHandle:
     ref: ProcessRef
     key: Key | None = field(default=None)  # the attempt it runs
     shared: bool = False  # the Ray bridge: holds many attempts at once, never idle
+    slot: tuple[int, ...] | None = None  # a resident worker's waiter: the GPUs it holds between its tasks
 
 
 class Attempt(Protocol):
@@ -174,6 +178,14 @@ class Executor(Protocol):
     def ready(self, now: float, say: Say) -> bool: ...
 
     def waiter(self) -> WaiterHandle: ...
+
+    # Resident workers' waiters between tasks ([job] resident = true; the local executor only): those idle, one
+    # taken for a task, one let go (it stops its worker and exits).
+    def idle_slots(self) -> list[WaiterHandle]: ...
+
+    def take_slot(self, waiter: WaiterHandle) -> None: ...
+
+    def close_slot(self, waiter: WaiterHandle) -> None: ...
 
     def give_back(self, waiter: WaiterHandle | None) -> None: ...
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -95,6 +96,15 @@ class AttemptChannels:
     def ready(self, now: float, say: Say) -> bool:
         return True
 
+    def idle_slots(self) -> list[WaiterHandle]:
+        return []
+
+    def take_slot(self, waiter: WaiterHandle) -> None:
+        pass
+
+    def close_slot(self, waiter: WaiterHandle) -> None:
+        pass
+
     def submit(self, launches: list[tuple[LaunchSpec, T]], say: Say) -> list[tuple[LaunchSpec, T]]:
         return launches
 
@@ -138,6 +148,9 @@ class LocalExecutor(AttemptChannels):
         self.keeper: subprocess.Popen | None = None
         self.requests: socket.socket | None = None
         self.idle: list[WaiterHandle] = []
+        self.resting: list[WaiterHandle] = []  # resident workers' waiters between tasks (resident_slot.py)
+        self.slots_ending: list[WaiterHandle] = []  # slots told to end: their workers are being stopped
+        self._slot_grace = 10.0  # how long a slot's worker may take to stop (stop_grace_s), twice
         self._which: dict[str, str] = {}
         self._asked = 0  # waiters asked of the keeper, not yet received
 
@@ -192,32 +205,61 @@ class LocalExecutor(AttemptChannels):
             "log": str(spec.log_path),
             "grace": spec.grace,
         }
+        if spec.resident is not None:
+            request["resident"] = dict(spec.resident)
+            self._slot_grace = spec.grace
         try:
             socket.send_fds(waiter.channel, [json.dumps(request).encode()], list(spec.held))
         except OSError as e:
             waiter.channel.close()
-            raise LaunchFailed(f"its waiter (pid {waiter.ref.pid}) is gone: {e}") from None
+            # A resident worker's slot holds its GPUs: another waiter cannot take its task without them.
+            retry = bool(spec.held) or not waiter.slot
+            raise LaunchFailed(f"its waiter (pid {waiter.ref.pid}) is gone: {e}", retry=retry) from None
         waiter.key = (spec.task_id, spec.number)
         self.busy[waiter.key] = waiter
 
     def give_back(self, waiter: WaiterHandle | None) -> None:
         if waiter is not None and not waiter.shared:
-            self.idle.append(waiter)
+            (self.idle if waiter.slot is None else self.resting).append(waiter)
 
     def done(self, key: Key) -> None:
         waiter = self.busy.pop(key, None)
         if waiter is not None and not waiter.shared:
             waiter.key = None
-            self.idle.append(waiter)
+            (self.idle if waiter.slot is None else self.resting).append(waiter)
+
+    def idle_slots(self) -> list[WaiterHandle]:
+        """Resident workers' waiters between tasks (one found dead is dropped: its GPUs went with it)."""
+        for waiter in [w for w in self.resting if _ended(w.channel)]:
+            self.resting.remove(waiter)
+            waiter.channel.close()
+        return list(self.resting)
+
+    def take_slot(self, waiter: WaiterHandle) -> None:
+        """This resident worker's waiter is given a task (given back if the turn is not committed)."""
+        self.resting.remove(waiter)
+
+    def close_slot(self, waiter: WaiterHandle) -> None:
+        """No more tasks for this resident worker: its waiter stops it and exits (close() waits for that)."""
+        if waiter in self.resting:
+            self.resting.remove(waiter)
+            waiter.channel.close()
+            self.slots_ending.append(waiter)
 
     def close(self) -> None:
-        """Let everything go: idle waiters exit at once, busy ones after recording their attempt."""
-        for waiter in self.idle:
+        """Let everything go: idle waiters exit at once, busy ones after recording their attempt. Idle resident
+        workers are stopped, and waited for (bounded), so their GPUs are free when the run returns."""
+        for waiter in [*self.idle, *self.resting]:
             waiter.channel.close()
-        self.idle = []
+        self.slots_ending += self.resting
+        self.idle, self.resting = [], []
         self._close_requests()
         self.keeper = None
         super().close()
+        deadline = time.monotonic() + 2 * self._slot_grace + 5.0
+        while any(ownership.alive(w.ref) for w in self.slots_ending) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.slots_ending = []
 
     def _close_requests(self) -> None:
         self._asked = 0

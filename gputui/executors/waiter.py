@@ -80,8 +80,14 @@ class Waiter:
                 if self.home is not None:
                     self.home.close()
                 return
+            req = json.loads(msg)
+            if req.get("resident") is not None:  # this waiter is a resident worker's from now on
+                from gputui.executors.resident_slot import ResidentSlot
+
+                ResidentSlot(self, fds).serve(req)
+                return
             try:
-                self.run(json.loads(msg), fds)
+                self.run(req, fds)
             finally:
                 for fd in fds:
                     os.close(fd)

@@ -10,6 +10,8 @@ is imported inside users' training environments.
 Line format: ``{"t": <unix time>, "event": <kind>, ...}`` with kinds ``progress`` (done, total),
 ``metrics`` (step, values), ``phase`` (phase), ``healthy``, ``done`` (values) and ``failed`` (reason).
 Non-finite floats are written as the strings ``"nan"``, ``"inf"`` and ``"-inf"``.
+
+``resident_tasks()`` (hooks/resident.py) lets one process take task after task (``[job] resident = true``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,20 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["ENV_VAR", "enabled", "progress", "log_metrics", "phase", "mark_healthy", "mark_done", "mark_failed"]
+from gputui.hooks.resident import ResidentTask, resident_tasks
+
+__all__ = [
+    "ENV_VAR",
+    "enabled",
+    "progress",
+    "log_metrics",
+    "phase",
+    "mark_healthy",
+    "mark_done",
+    "mark_failed",
+    "resident_tasks",
+    "ResidentTask",
+]
 
 ENV_VAR = "GPUTUI_EVENTS"
 _MAX_REASON = 4000  # keep a failure line small; the full traceback belongs in the job's log

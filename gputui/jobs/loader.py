@@ -27,7 +27,7 @@ from gputui.jobs.spec import (
 )
 from gputui.jobs.templates import name_problem, render_template
 
-JOB_KEYS = ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "env")
+JOB_KEYS = ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "env", "resident")
 PLAIN_TABLES: dict[str, tuple[str, ...] | None] = {  # each table's keys; None: its own reader checks them
     "resources": (
         "gpus_per_worker",
@@ -113,6 +113,7 @@ def build(checks: Checks, data: dict[str, Any], text: str, file: Path, run_dir: 
     executor = tables.executor(checks, data.get("executor", {}))
     model = read_model(checks, data, resources, executor)
     health = parse_health(checks, data["health"]) if "health" in data else None
+    resident = read_resident(checks, job, kind, executor)
     tokens = [*zip(keypaths, command, strict=True), *((kp, token) for kp, tokens in own for token in tokens)]
     check_filled(checks, tokens, outputs, sample_values(params, outputs, run) | kind.samples(spec, run))
     return JobSpec(
@@ -134,6 +135,7 @@ def build(checks: Checks, data: dict[str, Any], text: str, file: Path, run_dir: 
         kind=kind.name,
         kind_spec=spec,
         health=health,
+        resident=resident,
     )
 
 
@@ -180,6 +182,22 @@ def job_kind(checks: Checks, job: dict[str, Any], data: dict[str, Any]) -> JobKi
 
 
 # -- the [job] table and [params] -------------------------------------------------------------------
+
+
+def read_resident(checks: Checks, job: dict[str, Any], kind: JobKind, executor: ExecutorSpec) -> bool:
+    """[job].resident: workers that stay up and take task after task (gputui.hooks.resident_tasks). Their
+    tasks must be alike (one command over ranges), and their waiters are this machine's."""
+    resident = checks.value(job, "job", "resident", "bool", default=False)
+    if resident and not kind.alike_tasks:
+        why = f"only workers of alike tasks (shards) can be resident, not a {kind.name} job's"
+        raise checks.error("[job].resident", why)
+    if resident and executor.remote:
+        raise checks.error(
+            "[job].resident",
+            f"resident workers run on the local executor only, not on {executor.kind}; remove [job].resident "
+            "or run the job here",
+        )
+    return resident
 
 
 def job_name(checks: Checks, job: dict[str, Any]) -> str:

@@ -141,3 +141,4 @@ class JobSpec:
     kind: str = ""  # [job].kind (the loader sets it): a name in gputui.jobs.kinds.registry.KINDS
     kind_spec: Any = None  # its kind's table as that kind parsed it (jobs/kinds/: ShardSpec, SweepSpec, ...)
     health: HealthSpec | None = None  # when the file has [health]
+    resident: bool = False  # [job].resident: a worker takes task after task, keeping its model loaded

@@ -11,6 +11,9 @@ past N such rows. On a resume an error row counts as done, unless `--retry-error
 
     python -m gputui.workers.continuation --input data/prompts.csv --id-column data_id --low 0 --high 75 \\
         --output out/shard_0_75.csv --model meta-llama/Llama-3.1-8B-Instruct --engine auto
+
+With `[job] resident = true` one worker takes shard after shard (gputui.hooks.resident_tasks) and keeps its
+engine loaded while the next shard asks for the same one (model, engine and generation settings).
 """
 
 from __future__ import annotations
@@ -103,7 +106,38 @@ def generation_config(a: argparse.Namespace) -> dict:
     }
 
 
-def run(a: argparse.Namespace) -> int:
+class Engines:
+    """The engine loaded last, kept for the next shard that asks for the same one (a resident worker's)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.engine = None
+        self.loads = 0
+
+    def get(self, a: argparse.Namespace, model: str, settings: GenSettings):
+        key = (
+            a.engine,
+            model,
+            a.tensor_parallel_size,
+            a.gpu_memory_utilization,
+            a.max_model_len,
+            a.dtype,
+            settings,
+        )
+        if key != self.key:
+            self.engine = self.key = None  # the last one is let go first (its GPU memory)
+            t0 = time.monotonic()
+            self.engine = load_engine(a.engine, model, a, settings)
+            self.key, self.loads = key, self.loads + 1
+            took = time.monotonic() - t0
+            print(
+                f"loaded the {self.engine.name} engine in {took:.1f}s (load {self.loads} of this worker)",
+                flush=True,
+            )
+        return self.engine
+
+
+def run(a: argparse.Namespace, engines: Engines | None = None) -> int:
     try:
         rowio.output_format(a.output)  # fail before loading a model
         rows = rowio.select_rows(
@@ -142,7 +176,7 @@ def run(a: argparse.Namespace) -> int:
         model = a.model
         if model.startswith(TINY):  # the sample's model: built here on first use, shared by every shard
             model = str(ensure_tiny_model(Path(model[len(TINY) :]), [r.prompt for r in rows]))
-        engine = load_engine(a.engine, model, a, settings)
+        engine = (engines or Engines()).get(a, model, settings)
         batch_size = a.batch_size or DEFAULT_BATCH[engine.name]
         print(f"engine {engine.name}, model {a.model}, batch size {batch_size}", flush=True)
         delay = float(os.environ.get(DELAY_ENV) or 0)
@@ -222,9 +256,22 @@ def _check_max_errors(a: argparse.Namespace, errors: int, first_error: str) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
+    """One shard from the command line, or, as a resident worker, every shard gputui hands it."""
+    engines, code = Engines(), 0
+    for task in hooks.resident_tasks(argv):
+        code = shard(task.args, engines)
+        if code:
+            task.fail(code=code)
+    return code
+
+
+def shard(argv: list[str], engines: Engines) -> int:
     try:
-        return run(a)
+        a = parse_args(argv)
+    except SystemExit as e:  # argparse said why on stderr
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return run(a, engines)
     except (EngineMissingError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         hooks.mark_failed(str(e))

@@ -24,6 +24,7 @@ from gputui.hooks.reader import Latest, read_all  # noqa: E402
 from gputui.workers import rows as rowio  # noqa: E402
 from gputui.workers.continuation import DELAY_ENV  # noqa: E402
 from gputui.workers.engines import EngineMissingError, GenSettings, _require, vllm_kwargs  # noqa: E402
+from tests.conftest import gputui  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 COLUMNS = ["data_id", "prompt", "continuation", "finish_reason", "prompt_tokens", "completion_tokens"]
@@ -234,3 +235,39 @@ def test_partial_from_other_settings_is_set_aside(tmp_path):
     other = rowio.Partial(path, {"temperature": 1.0})
     assert other.records == {} and other.set_aside is not None and other.set_aside.exists()
     other.close()
+
+
+def test_resident_worker_loads_the_model_once_for_every_shard_and_writes_the_same_rows(model, tmp_path):
+    """`[job] resident = true`: one worker process serves the 4 shards, loading the model once, and the merged
+    output holds the rows one plain worker writes over the same prompts in the same batches (shards of 4 ids,
+    batches of 4)."""
+    inp = write_csv(tmp_path / "in.csv", list(range(16)))
+    command = " ".join(argv(model, inp, Path("OUT"), 0, 0, "--engine", "transformers", "--batch-size", "4"))
+    command = command.replace("--low 0 --high 0", "--low {low} --high {high}").replace("OUT", "{output}")
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[job]
+name = "resident"
+command = "{command}"
+resident = true
+env = {{ HF_HUB_OFFLINE = "1" }}
+[shards]
+input = "in.csv"
+num_workers = 4
+[resources]
+gpus_per_worker = 0
+max_parallel = 1
+[outputs]
+pattern = "out_{{low}}_{{high}}.csv"
+merged = "merged.csv"
+""")
+    r = gputui("run", "--jobs", job, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = tmp_path / "runs" / "resident"
+    logs = sorted((run_dir / "logs").glob("shard-*.log"))
+    assert len(logs) == 4 and all("wrote 4 rows" in log.read_text() for log in logs)  # each shard's own log
+    loads = [log.read_text().count("loaded the transformers engine") for log in logs]
+    assert loads == [1, 0, 0, 0]  # in the first shard's log: the worker started for it
+    plain = worker(*argv(model, inp, tmp_path / "plain.csv", 0, 16, "--engine", "transformers", "--batch-size=4"))
+    assert plain.returncode == 0, plain.stderr
+    assert read_csv(run_dir / "outputs" / "merged.csv") == read_csv(tmp_path / "plain.csv")
