@@ -88,20 +88,26 @@ class Adopter:
                 self.store.add_event("adopted", f"re-adopted attempt {a.number}, {where}", a.task_id)
                 if task.status == Status.KILLED:  # killed while no scheduler watched, before it had started
                     to_stop.append(task)
-            for t in list(state.tasks.values()):
-                if t.status in Status.LIVE and t.id not in state.live:
-                    state.set(t.id, status=Status.PENDING)
-                t = state.tasks[t.id]
-                if t.status in WAITING and self._output_done(t):
-                    state.set(t.id, status=Status.DONE, reason=None)
-                    self.store.add_event("done", "found its finished output (done-manifest)", t.id)
-                    self.voice.info(
-                        f"{t.id} {t.range_label} already done (its output has a matching done-manifest)"
-                    )
+            for page in self.store.pages((*Status.LIVE, *WAITING)):  # a page at a time: the store is written
+                outputs = self.store.outputs_of([t.id for t in page])
+                for t in page:
+                    self._found_done(t, outputs[t.id])
             self.settler.expand()  # a decision a user's retry or kill made due while no scheduler ran
         self.outbox.send_alerts()
         if to_stop:
             self.stops.begin(to_stop)
+
+    def _found_done(self, t: TaskRecord, output: str | None) -> None:
+        """A task left running without a live attempt waits again; a waiting one whose output is whole (its
+        done-manifest matches) is done."""
+        state = self.state
+        if t.status in Status.LIVE and t.id not in state.live:
+            state.set(t.id, status=Status.PENDING)
+            t = state.tasks[t.id]
+        if t.status in WAITING and self._output_done(t, output):
+            state.set(t.id, status=Status.DONE, reason=None)
+            self.store.add_event("done", "found its finished output (done-manifest)", t.id)
+            self.voice.info(f"{t.id} {t.range_label} already done (its output has a matching done-manifest)")
 
     def reload(self) -> None:
         """After a rolled-back turn: tasks and attempts as committed, keeping what we know of each
@@ -142,8 +148,8 @@ class Adopter:
             return bool(members)
         return bool(ownership.tagged_as(self.scheduler_id, live.task_id, live.number))
 
-    def _output_done(self, t: TaskRecord) -> bool:
-        output = self.state.outputs.get(t.id)
+    @staticmethod
+    def _output_done(t: TaskRecord, output: str | None) -> bool:
         try:
             return bool(output) and manifest_matches(Path(output), low=t.low, high=t.high)
         except OSError:

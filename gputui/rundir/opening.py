@@ -170,9 +170,8 @@ def _init_or_check(
             rebuild.write_identity(paths, scheduler_id, job.name)
         elif retry_failed:
             # Tasks that failed for good get a fresh set of attempts when the run is started again.
-            for t in store.tasks():
-                if t.status == Status.FAILED:
-                    store.update_task(t.id, status=Status.PENDING, budget=t.attempts + job.retry.max_attempts)
+            for t in store.iter_tasks((Status.FAILED,)):
+                store.update_task(t.id, status=Status.PENDING, budget=t.attempts + job.retry.max_attempts)
         write_meta(store, was.opened(identity, JobFacts.of(job, plan), simulate))
     return notes
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ class Control:
     done_at: float | None = None
     ok: bool | None = None
     result: str | None = None
+
+
+PAGE = 500  # tasks read at once where a run's tasks are read in pages
 
 
 def _gpus(text: str) -> tuple[int, ...]:
@@ -156,6 +160,74 @@ class Store:
 
     def task_outputs(self) -> dict[str, str | None]:
         return {r[0]: r[1] for r in self._db.execute("SELECT id, output FROM tasks")}
+
+    # -- many tasks, never all at once: a run of 100,000 tasks is read a page at a time ---------
+    def task_count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+
+    def status_counts(self) -> Counter[str]:
+        """Tasks by status, counted by SQLite (the status index: no row is read)."""
+        return Counter(dict(self._db.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()))
+
+    def tasks_page(
+        self, statuses: Collection[str] | None = None, *, after_index: int | None = None, limit: int = PAGE
+    ) -> list[TaskRecord]:
+        """The first `limit` tasks in plan order after `after_index` (None: from the first), of these statuses
+        (None: any)."""
+        where, params = [], []
+        if statuses is not None:
+            where.append(f"t.status IN ({','.join('?' * len(statuses))})")
+            params += list(statuses)
+        if after_index is not None:
+            where.append("t.idx > ?")
+            params.append(after_index)
+        tail = f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY t.idx LIMIT ?"
+        return [_task(r) for r in self._db.execute(self._tasks_query(tail), (*params, limit))]
+
+    def pages(self, statuses: Collection[str] | None = None, *, page: int = PAGE) -> Iterator[list[TaskRecord]]:
+        """Every task (of these statuses) in plan order, `page` at a time: what is held is one page, and the
+        caller may write between pages (no statement is left open)."""
+        after = None
+        while rows := self.tasks_page(statuses, after_index=after, limit=page):
+            yield rows
+            after = rows[-1].index
+
+    def iter_tasks(self, statuses: Collection[str] | None = None) -> Iterator[TaskRecord]:
+        for rows in self.pages(statuses):
+            yield from rows
+
+    def output_of(self, task_id: str) -> str | None:
+        row = self._db.execute("SELECT output FROM tasks WHERE id=?", (task_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def outputs_of(self, task_ids: Collection[str]) -> dict[str, str | None]:
+        marks = ",".join("?" * len(task_ids))
+        return dict(self._db.execute(f"SELECT id, output FROM tasks WHERE id IN ({marks})", tuple(task_ids)))
+
+    def latest_attempts(self, task_ids: Iterable[str]) -> dict[str, AttemptRecord]:
+        """Each of these tasks' latest attempt (a task never tried has none)."""
+        found = {}
+        for task_id in task_ids:
+            r = self._db.execute(
+                "SELECT * FROM attempts WHERE task_id=? ORDER BY number DESC LIMIT 1", (task_id,)
+            ).fetchone()
+            if r is not None:
+                found[task_id] = _attempt(r)
+        return found
+
+    def read(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
+        """A query of the run's readers (rundir.task_json, views): reads only."""
+        return self._db.execute(sql, params)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one moment of the run, however long they take (a read transaction: WAL lets the
+        scheduler write meanwhile). For a read-only store; nests inside nothing."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
     def update_task(self, task_id: str, **fields) -> None:
         if "gpus" in fields:
