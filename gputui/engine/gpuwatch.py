@@ -73,7 +73,9 @@ class GhostWatch:
         self.told: set[tuple[int, int]] = set()
         self._checked_at = float("-inf")
 
-    def sample(self, snapshots: Sequence[GpuSnapshot], task_status: Mapping[str, str], now: float) -> list[Finding]:
+    def sample(
+        self, snapshots: Sequence[GpuSnapshot], task_status: Mapping[str, str], now: float
+    ) -> list[Finding]:
         if now - self._checked_at < GHOST_CHECK_S:
             return []
         self._checked_at = now

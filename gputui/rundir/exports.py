@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 
-from gputui.files.atomic import atomic_write_json, atomic_write_text, dumps_json
+from gputui.files.atomic import atomic_write_chunks, atomic_write_json, dumps_json
 from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.spec import JobSpec
 from gputui.rundir.paths import RunPaths
+from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 
 
@@ -39,19 +41,29 @@ def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: 
 
 
 def write_tasks(paths: RunPaths, store: Store) -> None:
-    """Every task's arguments, status and attempts (the seed's worker_args_*.json), one task a line."""
-    outputs = store.task_outputs()
-    attempts: dict[str, list] = {}
-    for a in store.attempts():
-        attempts.setdefault(a.task_id, []).append(
-            vars(a) | {k: vars(getattr(a, k)) for k in ("waiter", "worker") if getattr(a, k) is not None}
-        )
-    lines = [
-        dumps_json(
-            vars(t)
-            | {"range": [t.low, t.high], "output": outputs.get(t.id), "attempt_log": attempts.get(t.id, [])},
-            indent=None,
-        )
-        for t in store.tasks()
-    ]
-    atomic_write_text(paths.exports / "tasks.json", "[\n" + ",\n".join(lines) + "\n]\n", fsync=False)
+    """Every task's arguments, status and attempts (the seed's worker_args_*.json), one task a line; written a page
+    of tasks at a time, so a run of 100,000 tasks never holds them all."""
+
+    def lines() -> Iterator[bytes]:
+        first = True
+        for page in store.pages():
+            ids = [t.id for t in page]
+            outputs, attempts = store.outputs_of(ids), store.attempts_of(ids)
+            text = ",\n".join(
+                dumps_json(
+                    vars(t)
+                    | {"range": [t.low, t.high], "output": outputs.get(t.id)}
+                    | {"attempt_log": [_attempt(a) for a in attempts.get(t.id, [])]},
+                    indent=None,
+                )
+                for t in page
+            )
+            yield (("[\n" if first else ",\n") + text).encode()
+            first = False
+        yield b"[\n]\n" if first else b"\n]\n"
+
+    atomic_write_chunks(paths.exports / "tasks.json", lines(), fsync=False)
+
+
+def _attempt(a: AttemptRecord) -> dict:
+    return vars(a) | {k: vars(getattr(a, k)) for k in ("waiter", "worker") if getattr(a, k) is not None}

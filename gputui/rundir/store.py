@@ -200,19 +200,30 @@ class Store:
         row = self._db.execute("SELECT output FROM tasks WHERE id=?", (task_id,)).fetchone()
         return None if row is None else row[0]
 
+    def named_outputs(self, statuses: Collection[str], *, page: int = PAGE) -> Iterator[tuple[str, int, int, str]]:
+        """(id, low, high, output) of each task of these statuses that names an output, in plan order, read a
+        page at a time (the caller may write between pages)."""
+        marks, after = ",".join("?" * len(statuses)), -(1 << 62)
+        while rows := self._db.execute(
+            f"SELECT idx, id, low, high, output FROM tasks WHERE status IN ({marks}) AND idx > ? "
+            "AND output IS NOT NULL ORDER BY idx LIMIT ?",
+            (*statuses, after, page),
+        ).fetchall():
+            yield from (r[1:] for r in rows)
+            after = rows[-1][0]
+
     def outputs_of(self, task_ids: Collection[str]) -> dict[str, str | None]:
+        """These tasks' outputs (a page of them: SQLite takes some thousands of parameters at most)."""
         marks = ",".join("?" * len(task_ids))
         return dict(self._db.execute(f"SELECT id, output FROM tasks WHERE id IN ({marks})", tuple(task_ids)))
 
-    def latest_attempts(self, task_ids: Iterable[str]) -> dict[str, AttemptRecord]:
-        """Each of these tasks' latest attempt (a task never tried has none)."""
-        found = {}
-        for task_id in task_ids:
-            r = self._db.execute(
-                "SELECT * FROM attempts WHERE task_id=? ORDER BY number DESC LIMIT 1", (task_id,)
-            ).fetchone()
-            if r is not None:
-                found[task_id] = _attempt(r)
+    def attempts_of(self, task_ids: Collection[str]) -> dict[str, list[AttemptRecord]]:
+        """These tasks' attempts, oldest first (a page of them, as `outputs_of`)."""
+        marks, found = ",".join("?" * len(task_ids)), {}
+        for r in self._db.execute(
+            f"SELECT * FROM attempts WHERE task_id IN ({marks}) ORDER BY task_id, number", tuple(task_ids)
+        ):
+            found.setdefault(r["task_id"], []).append(_attempt(r))
         return found
 
     def read(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
