@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gputui.clock import Stamp
 from gputui.executors.ownership import ProcessRef
@@ -42,6 +43,12 @@ class Control:
 
 
 PAGE = 500  # tasks read at once where a run's tasks are read in pages
+
+
+class GpuUse(NamedTuple):
+    gpu_seconds: float | None
+    peak_memory: int | None
+    gpus_simulated: bool
 
 
 def _gpus(text: str) -> tuple[int, ...]:
@@ -145,12 +152,15 @@ class Store:
         r = self._db.execute(self._tasks_query("WHERE t.id=?"), (task_id,)).fetchone()
         return None if r is None else _task(r)
 
+    def _has_accounting(self) -> bool:
+        if not self._accounting:  # asked again while missing: a view may watch a scheduler upgrade it
+            self._accounting = "gpu_seconds" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
+        return self._accounting
+
     def _tasks_query(self, tail: str) -> str:
         """Tasks with their attempts' GPU accounting summed (GPU-seconds) and maxed (peak memory), each from
         its own attempts through the (task_id, number) key: one task's costs the same however many there are."""
-        if not self._accounting:  # asked again while missing: a view may watch a scheduler upgrade it
-            self._accounting = "gpu_seconds" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
-        if not self._accounting:  # an older schema read as it is (a view never upgrades it)
+        if not self._has_accounting():  # an older schema read as it is (a view never upgrades it)
             return f"SELECT t.* FROM tasks t {tail}"
         columns = ", ".join(
             f"(SELECT {f}({c}) FROM attempts WHERE task_id = t.id) AS {c}"
@@ -225,6 +235,22 @@ class Store:
         ):
             found.setdefault(r["task_id"], []).append(_attempt(r))
         return found
+
+    def gpu_use(self) -> GpuUse:
+        """The run's GPU accounting over every attempt: GPU-seconds summed, the largest peak, whether simulated."""
+        if not self._has_accounting():
+            return GpuUse(None, None, False)
+        row = self._db.execute("SELECT SUM(gpu_seconds), MAX(peak_memory), MAX(gpus_simulated) FROM attempts")
+        seconds, peak, simulated = row.fetchone()
+        return GpuUse(seconds, peak, bool(simulated))
+
+    def attempt_times(self) -> Iterator[tuple[Stamp, Stamp | None]]:
+        """(start, end) of every attempt, as `attempts` stamps them (end None: it runs), read as they are used."""
+        boots = "started_boot" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
+        columns = "started_at, ended_at" + (", started_boot, ended_boot, boot_id" if boots else "")
+        for r in self._db.execute(f"SELECT {columns} FROM attempts"):
+            start, end, sboot, eboot, boot_id = r if boots else (*r, None, None, None)
+            yield Stamp(start, sboot, boot_id), None if end is None else Stamp(end, eboot, boot_id)
 
     def read(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
         """A query of the run's readers (rundir.task_json, views): reads only."""
