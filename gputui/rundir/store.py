@@ -134,15 +134,16 @@ class Store:
 
     # -- tasks ---------------------------------------------------------------------------------
     def add_tasks(self, tasks: Iterable[NewTask], budget: int) -> None:
+        """Inserted as they are read (a plan of a million tasks is never a list), in one transaction."""
         with self.transaction():
             self._db.executemany(
                 "INSERT INTO tasks(id, idx, low, high, count, output, status, budget, kind, info, after_ids) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
+                (
                     (t.id, t.index, t.low, t.high, t.count, t.output, Status.PENDING, budget, t.kind)
-                    + (json.dumps(dict(t.info)), ",".join(t.after))
+                    + (json.dumps(dict(t.info)) if t.info else "{}", ",".join(t.after))
                     for t in tasks
-                ],
+                ),
             )
 
     def tasks(self) -> list[TaskRecord]:
