@@ -6,11 +6,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict
 
-from gputui.files.atomic import atomic_write_chunks, atomic_write_json, dumps_json
+from gputui.files.atomic import atomic_write_chunks, atomic_write_json
 from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.spec import JobSpec
+from gputui.rundir import task_json
 from gputui.rundir.paths import RunPaths
-from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 
 
@@ -41,29 +41,19 @@ def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: 
 
 
 def write_tasks(paths: RunPaths, store: Store) -> None:
-    """Every task's arguments, status and attempts (the seed's worker_args_*.json), one task a line; written a page
-    of tasks at a time, so a run of 100,000 tasks never holds them all."""
+    """Every task's arguments, status and attempts (the seed's worker_args_*.json), one task a line; each made by
+    SQLite as it is written (rundir.task_json), so a run of 100,000 tasks is written in a moment, never held."""
 
     def lines() -> Iterator[bytes]:
-        first = True
-        for page in store.pages():
-            ids = [t.id for t in page]
-            outputs, attempts = store.outputs_of(ids), store.attempts_of(ids)
-            text = ",\n".join(
-                dumps_json(
-                    vars(t)
-                    | {"range": [t.low, t.high], "output": outputs.get(t.id)}
-                    | {"attempt_log": [_attempt(a) for a in attempts.get(t.id, [])]},
-                    indent=None,
-                )
-                for t in page
-            )
-            yield (("[\n" if first else ",\n") + text).encode()
+        batch, first = [], True
+        for row in task_json.export_rows(store):
+            batch.append(row)
+            if len(batch) == 1000:
+                yield (("[\n" if first else ",\n") + ",\n".join(batch)).encode()
+                batch, first = [], False
+        if batch:
+            yield (("[\n" if first else ",\n") + ",\n".join(batch)).encode()
             first = False
         yield b"[\n]\n" if first else b"\n]\n"
 
     atomic_write_chunks(paths.exports / "tasks.json", lines(), fsync=False)
-
-
-def _attempt(a: AttemptRecord) -> dict:
-    return vars(a) | {k: vars(getattr(a, k)) for k in ("waiter", "worker") if getattr(a, k) is not None}

@@ -1,12 +1,14 @@
-"""Each task as `gputui status --json` gives it, one JSON object a line, made by SQLite a row at a time: a run of
-100,000 tasks is written in a fraction of a second holding one row, where building each in Python took seconds.
+"""Each task as `gputui status --json` and exports/tasks.json give it, one JSON object a line, made by SQLite a row
+at a time: a run of 100,000 tasks is written in a fraction of a second holding one row, where building each in
+Python took seconds.
 
-The reference is `task_json` (the task record and its latest attempt as the store reads them, turned into JSON by
-Python); the rows SQLite makes with json_object hold the same values (a test compares them on runs of every
-kind): numbers as Python writes them (the shortest text that reads back as the same float), every float that is
-not finite as null, the text escaped to ASCII as json.dumps escapes it (a worker's C1 or bidi controls never
-reach a terminal). A row SQLite cannot make alike (an `info` that is not strict JSON, a pipeline step's `after`
-list), and every row where SQLite has no JSON functions, is made by Python instead.
+The reference is Python's: `task_json` (the task record and its latest attempt as the store reads them) and
+`export_json` (the record, its output and every attempt). The rows SQLite makes with json_object hold the same
+values (a test compares them on runs of every kind): numbers as Python writes them (the shortest text that reads
+back as the same float), every float that is not finite as null; status rows are escaped to ASCII as json.dumps
+escapes them (a worker's C1 or bidi controls never reach a terminal). A row SQLite cannot make alike (an `info`
+that is not strict JSON, a pipeline step's `after` list), and every row where SQLite has no JSON functions, is
+made by Python instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 
-from gputui.files.atomic import finite_or_null, json_default
+from gputui.files.atomic import dumps_json, finite_or_null, json_default
 from gputui.jobs.kinds.registry import DEFAULT
 from gputui.jobs.tasks import TaskRecord
 from gputui.rundir.records import AttemptRecord
@@ -48,22 +50,49 @@ def _default(o: object) -> object:
     return finite_or_null(json_default(o))
 
 
+def export_json(t: TaskRecord, output: str | None, attempts: list[AttemptRecord]) -> dict:
+    """A task as exports/tasks.json keeps it: its record, its range and output, every attempt."""
+    return vars(t) | {"range": [t.low, t.high], "output": output, "attempt_log": [_attempt(a) for a in attempts]}
+
+
+def _attempt(a: AttemptRecord) -> dict:
+    return vars(a) | {k: vars(getattr(a, k)) for k in ("waiter", "worker") if getattr(a, k) is not None}
+
+
 def rows(store: Store) -> Iterator[str]:
-    """Every task's JSON object (one line, no newline), in plan order. Inside `Store.snapshot` they and anything
-    read beside them are of one moment."""
+    """Every task's `status --json` object (one line, no newline), in plan order, all ASCII. Inside
+    `Store.snapshot` they and anything read beside them are of one moment."""
+    for text in _rows(store, _Query(store).status(), _status_row):
+        yield text if text.isascii() and "\x7f" not in text else _NOT_ASCII.sub(_escape, text)
+
+
+def export_rows(store: Store) -> Iterator[str]:
+    """Every task's exports/tasks.json object (one line, UTF-8 text), in plan order."""
+    return _rows(store, _Query(store).export(), _export_row)
+
+
+def _rows(store: Store, sql: str, python_row) -> Iterator[str]:
     if not _has_json(store):
         for page in store.pages():
-            attempts = store.attempts_of([t.id for t in page])
-            yield from (ascii_json(task_json(t, (attempts.get(t.id) or [None])[-1])) for t in page)
+            ids = [t.id for t in page]
+            outputs, attempts = store.outputs_of(ids), store.attempts_of(ids)
+            yield from (python_row(t, outputs.get(t.id), attempts.get(t.id, [])) for t in page)
         return
-    for text, task_id in store.read(_select(store)):
+    for text, task_id in store.read(sql):
         if text is None:  # made by Python: see the module's docstring
-            t = store.task(task_id)
-            yield ascii_json(task_json(t, (store.attempts_of([task_id]).get(task_id) or [None])[-1]))
-        elif text.isascii() and "\x7f" not in text:
-            yield text
+            yield python_row(
+                store.task(task_id), store.output_of(task_id), store.attempts_of([task_id]).get(task_id, [])
+            )
         else:
-            yield _NOT_ASCII.sub(_escape, text)
+            yield text
+
+
+def _status_row(t: TaskRecord, output: str | None, attempts: list[AttemptRecord]) -> str:
+    return ascii_json(task_json(t, attempts[-1] if attempts else None))
+
+
+def _export_row(t: TaskRecord, output: str | None, attempts: list[AttemptRecord]) -> str:
+    return dumps_json(export_json(t, output, attempts), indent=None)
 
 
 def _escape(m: re.Match) -> str:
@@ -79,68 +108,114 @@ def _has_json(store: Store) -> bool:
         return False
 
 
-def _select(store: Store) -> str:
-    """The query, over the columns this database has (an older one, read as it is, lacks some: they read as the
-    store's `_task` reads them)."""
-    task_cols = {r[1] for r in store.read("PRAGMA table_info(tasks)")}
-    attempt_cols = {r[1] for r in store.read("PRAGMA table_info(attempts)")}
+class _Query:
+    """The queries, over the columns this database has (an older one, read as it is, lacks some: they read as the
+    store's `_task` and `_attempt` read them)."""
 
-    def col(name: str, default: str = "NULL", table: str = "t", have: set = task_cols) -> str:
-        return f"{table}.{name}" if name in have else default
+    def __init__(self, store: Store):
+        self.tasks = {r[1] for r in store.read("PRAGMA table_info(tasks)")}
+        self.attempts = {r[1] for r in store.read("PRAGMA table_info(attempts)")}
 
-    def attempt(name: str) -> str:
-        return col(name, table="a", have=attempt_cols)
+    def t(self, name: str, default: str = "NULL") -> str:
+        return f"t.{name}" if name in self.tasks else default
 
-    def last(name: str) -> str:
-        return col(name, table="la", have=attempt_cols)
+    def a(self, table: str, name: str) -> str:
+        return f"{table}.{name}" if name in self.attempts else "NULL"
 
-    start, end = last("started_boot"), last("ended_boot")
-    boots = f"{last('boot_id')} IS NOT NULL AND {start} IS NOT NULL AND {end} IS NOT NULL"
-    duration = (
-        f"CASE WHEN la.ended_at IS NULL THEN NULL WHEN {boots} THEN max(0.0, {end} - {start}) "
-        "ELSE max(0.0, la.ended_at - la.started_at) END"
-    )
-    info, after = col("info", "'{}'"), col("after_ids", "''")
-    fields = [
-        ("id", "t.id"),
-        ("index", "t.idx"),
-        ("low", "t.low"),
-        ("high", "t.high"),
-        ("count", "t.count"),
-        ("status", "t.status"),
-        ("attempts", "t.attempts"),
-        ("budget", "t.budget"),
-        ("gpus", "json('[' || t.gpus || ']')"),
-        ("reason", "t.reason"),
-        ("exit_code", "t.exit_code"),
-        ("started_at", _real("t.started_at")),
-        ("ended_at", _real("t.ended_at")),
-        ("next_try_at", _real("t.next_try_at")),
-        ("gpu_seconds", _real("g.gpu_seconds")),
-        ("peak_memory", "g.peak_memory"),
-        ("gpus_simulated", _bool("g.simulated")),
-        ("kind", f"coalesce({col('kind')}, '{DEFAULT.task_kind}')"),
-        ("info", f"json({info})"),
-        ("after", "json('[]')"),
-        ("metric", _real(col("metric"))),
-        ("rank", col("rank")),
-        ("promoted", _bool(col("promoted", "0"))),
-        ("note", col("note")),
-        ("range", "json_array(t.low, t.high)"),
-        ("log_path", "la.log_path"),
-        ("duration", _real(f"round({duration}, 3)", rounded=True)),
-        ("gpu_hours", _real("round(g.gpu_seconds / 3600, 2)", rounded=True)),
-        ("peak_memory_gib", _real("round(g.peak_memory / 1073741824.0, 2)", rounded=True)),
-    ]
-    obj = ", ".join(f"'{name}', {expr}" for name, expr in fields)
-    python = f"{after} != '' OR NOT json_valid({info}) OR {info} LIKE '%NaN%' OR {info} LIKE '%Infinity%'"
-    return (
-        f"SELECT CASE WHEN {python} THEN NULL ELSE json_object({obj}) END, t.id FROM tasks t "
-        f"LEFT JOIN (SELECT task_id, SUM({attempt('gpu_seconds')}) AS gpu_seconds, "
-        f"MAX({attempt('peak_memory')}) AS peak_memory, MAX({attempt('gpus_simulated')}) AS simulated, "
-        "MAX(number) AS last FROM attempts a GROUP BY task_id) g ON g.task_id = t.id "
-        "LEFT JOIN attempts la ON la.task_id = t.id AND la.number = g.last ORDER BY t.idx"
-    )
+    def status(self) -> str:
+        start, end = self.a("la", "started_boot"), self.a("la", "ended_boot")
+        boots = f"{self.a('la', 'boot_id')} IS NOT NULL AND {start} IS NOT NULL AND {end} IS NOT NULL"
+        duration = (
+            f"CASE WHEN la.ended_at IS NULL THEN NULL WHEN {boots} THEN max(0.0, {end} - {start}) "
+            "ELSE max(0.0, la.ended_at - la.started_at) END"
+        )
+        fields = [
+            *self._task_fields(),
+            ("range", "json_array(t.low, t.high)"),
+            ("log_path", "la.log_path"),
+            ("duration", _real(f"round({duration}, 3)", rounded=True)),
+            ("gpu_hours", _real("round(g.gpu_seconds / 3600, 2)", rounded=True)),
+            ("peak_memory_gib", _real("round(g.peak_memory / 1073741824.0, 2)", rounded=True)),
+        ]
+        return self._select(fields, "LEFT JOIN attempts la ON la.task_id = t.id AND la.number = g.last")
+
+    def export(self) -> str:
+        ref = (
+            "CASE WHEN a.{0}_pid IS NOT NULL AND a.{0}_start IS NOT NULL "
+            "THEN json_object('pid', a.{0}_pid, 'start', a.{0}_start) END"
+        )
+        attempt = [
+            ("task_id", "a.task_id"),
+            ("number", "a.number"),
+            ("status", "a.status"),
+            ("gpus", "json('[' || a.gpus || ']')"),
+            ("command", "json(a.command)"),
+            ("log_path", "a.log_path"),
+            ("started_at", _real("a.started_at")),
+            ("ended_at", _real("a.ended_at")),
+            ("exit_code", "a.exit_code"),
+            ("reason", "a.reason"),
+            ("waiter", ref.format("waiter")),
+            ("worker", ref.format("worker")),
+            ("cgroup", "a.cgroup"),
+            ("cleared_at", _real("a.cleared_at")),
+            ("gpu_seconds", _real(self.a("a", "gpu_seconds"))),
+            ("peak_memory", self.a("a", "peak_memory")),
+            ("gpus_simulated", _bool(self.a("a", "gpus_simulated"))),
+        ]
+        log = (
+            f"(SELECT json_group_array(json(json_object({_pairs(attempt)}))) FROM "
+            "(SELECT * FROM attempts WHERE task_id = t.id ORDER BY number) a)"
+        )
+        fields = [*self._task_fields(), ("range", "json_array(t.low, t.high)"), ("output", "t.output")]
+        return self._select([*fields, ("attempt_log", log)])
+
+    def _task_fields(self) -> list[tuple[str, str]]:
+        """The task record's fields, as `vars(TaskRecord)` orders them."""
+        return [
+            ("id", "t.id"),
+            ("index", "t.idx"),
+            ("low", "t.low"),
+            ("high", "t.high"),
+            ("count", "t.count"),
+            ("status", "t.status"),
+            ("attempts", "t.attempts"),
+            ("budget", "t.budget"),
+            ("gpus", "json('[' || t.gpus || ']')"),
+            ("reason", "t.reason"),
+            ("exit_code", "t.exit_code"),
+            ("started_at", _real("t.started_at")),
+            ("ended_at", _real("t.ended_at")),
+            ("next_try_at", _real("t.next_try_at")),
+            ("gpu_seconds", _real("g.gpu_seconds")),
+            ("peak_memory", "g.peak_memory"),
+            ("gpus_simulated", _bool("g.simulated")),
+            ("kind", f"coalesce({self.t('kind')}, '{DEFAULT.task_kind}')"),
+            ("info", f"json({self.t('info', QUOTED_EMPTY)})"),
+            ("after", "json('[]')"),
+            ("metric", _real(self.t("metric"))),
+            ("rank", self.t("rank")),
+            ("promoted", _bool(self.t("promoted", "0"))),
+            ("note", self.t("note")),
+        ]
+
+    def _select(self, fields: list[tuple[str, str]], join: str = "") -> str:
+        info, after = self.t("info", QUOTED_EMPTY), self.t("after_ids", "''")
+        python = f"{after} != '' OR NOT json_valid({info}) OR {info} LIKE '%NaN%' OR {info} LIKE '%Infinity%'"
+        return (
+            f"SELECT CASE WHEN {python} THEN NULL ELSE json_object({_pairs(fields)}) END, t.id FROM tasks t "
+            f"LEFT JOIN (SELECT task_id, SUM({self.a('a', 'gpu_seconds')}) AS gpu_seconds, "
+            f"MAX({self.a('a', 'peak_memory')}) AS peak_memory, "
+            f"MAX({self.a('a', 'gpus_simulated')}) AS simulated, MAX(number) AS last "
+            f"FROM attempts a GROUP BY task_id) g ON g.task_id = t.id {join} ORDER BY t.idx"
+        )
+
+
+QUOTED_EMPTY = "'{}'"
+
+
+def _pairs(fields: list[tuple[str, str]]) -> str:
+    return ", ".join(f"'{name}', {expr}" for name, expr in fields)
 
 
 def _real(x: str, rounded: bool = False) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gputui.files.atomic import dumps_json
 from gputui.rundir import task_json
 from gputui.rundir.store import Store
 from tests.conftest import gputui
@@ -116,3 +117,28 @@ def test_each_task_row_holds_what_its_record_holds_for_every_kind(kinds, make_jo
     assert [(t["after"], t["status"]) for t in pipeline_rows][1:] == [(["prep"], "failed"), (["train"], "skipped")]
     assert {t["status"] for t in records} == {"done"} and all(t["gpu_seconds"] and t["duration"] for t in records)
     assert [t["attempts"] for t in records] == [2, 2, 2] and records[0]["log_path"].endswith("attempt2.log")
+
+
+def test_exported_tasks_hold_what_their_records_hold(kinds, make_job, tmp_path, monkeypatch):
+    pipeline = kinds.pipeline([{"name": "prep"}, {"name": "train", "after": ["prep"], "mode": "fail"}])
+    shards = make_job(num_workers=3, gpus_per_worker=1, max_attempts=2, worker_args="--fail-attempts 1")
+    for n, (job, extra) in enumerate([(pipeline, ()), (shards, ("--simulate", "2"))]):
+        run_dir = tmp_path / f"run{n}"
+        assert gputui("run", "--jobs", job, "--run-dir", run_dir, *extra).returncode in (0, 1)
+        exported = json.loads((run_dir / "exports" / "tasks.json").read_text())  # written by the scheduler
+        store = Store.open(run_dir / "state.db", readonly=True)
+        try:
+            records = [
+                json.loads(dumps_json(task_json.export_json(t, store.output_of(t.id), store.attempts(t.id))))
+                for t in store.tasks()
+            ]
+            monkeypatch.setattr(task_json, "_has_json", lambda store: False)  # an SQLite without JSON functions
+            python = [json.loads(row) for row in task_json.export_rows(store)]
+            monkeypatch.undo()
+        finally:
+            store.close()
+        assert exported == records == python and len(records) > 1
+    assert [len(t["attempt_log"]) for t in exported] == [2, 2, 2] and exported[0]["attempt_log"][0]["waiter"][
+        "pid"
+    ]
+    assert exported[0]["output"].endswith(".csv") and exported[0]["attempt_log"][1]["command"][0] == sys.executable
