@@ -8,7 +8,8 @@ planned with `gputui plan`, run headless with `gputui run --quiet` until `--fini
 stopped with SIGINT, as Ctrl-C does), and read with `gputui status` and `gputui status --json` (output to a
 file, as a pipe to a pager or `jq` would take it). Each command's wall time (best of `--repeat`, runs
 interleaved) and peak RSS (its own VmHWM, from wait4) are printed; the scheduler's peak RSS is its own
-VmHWM read while it runs (the keeper and waiters it forks are not counted: they are other processes).
+VmHWM read while it runs (the keeper and waiters it forks are not counted: they are other processes), with the
+time to its first finished task (planning and storing the tasks) and from its Ctrl-C to its exit.
 The floor beside them: `sqlite3 state.db "SELECT status, count(*) FROM tasks GROUP BY status"` and
 `gputui --version` (Python's start-up and gputui's import).
 """
@@ -105,17 +106,20 @@ def run_scheduler(job: Path, run_dir: Path, finish: int, parallel: int, limit_s:
         time.sleep(0.2)
     ran = time.perf_counter() - t
     peak = max(peak, hwm_mb(proc.pid))
+    stop = time.perf_counter()
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
+    while proc.poll() is None and time.perf_counter() - stop < 600:  # its exit's peak counts too
+        peak = max(peak, hwm_mb(proc.pid))
+        time.sleep(0.05)
+    if proc.poll() is None:
         proc.kill()
-        proc.wait()
+    proc.wait()
+    stopped = time.perf_counter() - stop
     if proc.returncode not in (0, 130):
         raise RuntimeError(f"gputui run exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
     done = done_count(db)
-    return {"peak_mb": peak, "first_done_s": first_done_at, "ran_s": ran, "done": done}
+    return {"peak_mb": peak, "first_done_s": first_done_at, "ran_s": ran, "done": done, "stopped_s": stopped}
 
 
 def best(cmds: dict[str, list[str]], repeat: int, outs: dict[str, Path]) -> dict[str, tuple[float, float]]:
@@ -144,6 +148,7 @@ def one_size(tasks: int, args) -> list[tuple[str, float, float, str]]:
         sched = run_scheduler(job, run_dir, finish, args.parallel, args.limit)
         first = sched["first_done_s"]
         note = f"{sched['done']} done in {sched['ran_s']:.1f} s, first after {first or 0:.1f} s"
+        note += f", Ctrl-C to exit {sched['stopped_s']:.1f} s"
         rows.append(("gputui run (scheduler)", sched["ran_s"], sched["peak_mb"], note))
         db = str(run_dir / "state.db")
         json_out = root / "status.json"
