@@ -168,8 +168,11 @@ class RunState:
         return [*self.live.values(), *self.lingering.values()]
 
     def retrying(self) -> list[TaskRecord]:
-        """The tasks waiting for their retry's back-off."""
-        return list(self.store.iter_tasks((Status.RETRYING,))) if self.counts[Status.RETRYING] else []
+        """The tasks held that wait for their retry's back-off: every one the loop set to retry (after `load`,
+        those read into the line so far; the loop polls every fraction of a second anyway)."""
+        if not self.counts[Status.RETRYING]:
+            return []
+        return [t for t in self.tasks.held.values() if t.status == Status.RETRYING]
 
     @property
     def statuses(self) -> Mapping[str, str]:

@@ -67,7 +67,7 @@ def test_a_task_that_comes_to_wait_again_joins_the_line(tmp_path):
     state = loaded(tmp_path, ("a", 0, Status.RUNNING), ("b", 1, Status.PENDING))
     state.set("a", status=Status.RETRYING, next_try_at=5.0)
     assert state.counts == {Status.RETRYING: 1, Status.PENDING: 1, Status.RUNNING: 0}
-    assert [t.id for t in state.retrying()] == ["a"] and state.retrying()[0].next_try_at == 5.0
+    assert [(t.id, t.next_try_at) for t in state.retrying()] == [("a", 5.0)]
     assert launch_order(state) == ["a", "b"]
 
 
