@@ -10,7 +10,7 @@ import json
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,15 +245,7 @@ class Store:
         seconds, peak, simulated = row.fetchone()
         return GpuUse(seconds, peak, bool(simulated))
 
-    def attempt_times(self) -> Iterator[tuple[Stamp, Stamp | None]]:
-        """(start, end) of every attempt, as `attempts` stamps them (end None: it runs), read as they are used."""
-        boots = "started_boot" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
-        columns = "started_at, ended_at" + (", started_boot, ended_boot, boot_id" if boots else "")
-        for r in self._db.execute(f"SELECT {columns} FROM attempts"):
-            start, end, sboot, eboot, boot_id = r if boots else (*r, None, None, None)
-            yield Stamp(start, sboot, boot_id), None if end is None else Stamp(end, eboot, boot_id)
-
-    def read(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
+    def read(self, sql: str, params: Sequence | Mapping = ()) -> sqlite3.Cursor:
         """A query of the run's readers (rundir.task_json, views): reads only."""
         return self._db.execute(sql, params)
 
