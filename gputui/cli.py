@@ -238,13 +238,12 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from gputui.api.status import read_status
+    from gputui.api.status import read_status, write_json
 
+    if args.json:
+        return EXIT_OK if write_json(args.run_dir, sys.stdout) else EXIT_FAILED
     status = read_status(args.run_dir)
     code = EXIT_OK if status.all_done else EXIT_FAILED
-    if args.json:
-        status.write_json(sys.stdout)
-        return code
     from gputui.views.printer import progress_line
     from gputui.views.status_view import gpu_hours_text, memory_text, unlisted_line
 

@@ -126,36 +126,8 @@ class RunStatus:
             store.close()
 
     def write_json(self, out: TextIO) -> None:
-        """What `gputui status --json` prints: the run, its GPU totals, every task with its latest log, one task
-        a line. Strict JSON (a NaN metric is null), all ASCII: a reason from old state may hold C1 or bidi
-        controls, which reach the terminal unless escaped (DEL too). The tasks, `all_done` and the totals are
-        read now, in one read of the state, a row at a time."""
-        store = _open(self.run_dir)
-        try:
-            with store.snapshot():
-                counts = store.status_counts()
-                head = {
-                    "run_dir": str(self.run_dir),
-                    "job": self.job_name,
-                    "scheduler_id": self.scheduler_id,
-                    "scheduler_live": self.scheduler_live,
-                    "scheduler_pid": self.scheduler_pid,
-                    "all_done": counts[Status.DONE] == sum(counts.values()),
-                    **gpu_totals([store.gpu_use()]),
-                }
-                text = task_json.ascii_json(head, indent=2)
-                out.write(text[: text.rindex("}")].rstrip() + ',\n  "tasks": [')
-                batch, first = [], True
-                for row in task_json.rows(store):
-                    batch.append(row)
-                    if len(batch) == 1000:
-                        out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))
-                        batch, first = [], False
-                if batch:
-                    out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))
-                out.write("]\n}\n" if first and not batch else "\n  ]\n}\n")
-        finally:
-            store.close()
+        """What `gputui status --json` prints (see `write_json`; read now, not at `taken_at`)."""
+        write_json(self.run_dir, out)
 
     def to_json(self) -> str:
         text = io.StringIO()
@@ -182,6 +154,44 @@ def read_status(run_dir: str | Path) -> RunStatus:
             totals = gpu_totals([store.gpu_use()])
             spent = _spent(store, now)
         return RunStatus(paths.root, meta, live, holder.get("pid"), now, counts, listed, latest, totals, spent)
+    finally:
+        store.close()
+
+
+def write_json(run_dir: str | Path, out: TextIO) -> bool:
+    """What `gputui status --json` prints: the run, its GPU totals, every task with its latest log, one task a
+    line, written as read (never all held); returns whether every task is done. Strict JSON (a NaN metric is
+    null), all ASCII: a reason from old state may hold C1 or bidi controls, which reach the terminal unless
+    escaped (DEL too). Everything in it is of one moment of the run (one read of its state)."""
+    paths, store = open_existing(run_dir, readonly=True)
+    try:
+        lock = RunLock(paths)
+        live = lock.is_live()
+        holder = (lock.holder() if live else None) or {}
+        with store.snapshot():
+            meta, counts = read_meta(store), store.status_counts()
+            done = counts[Status.DONE] == sum(counts.values())
+            head = {
+                "run_dir": str(paths.root),
+                "job": meta.job.name or None,  # None: a state that never recorded it
+                "scheduler_id": meta.identity.scheduler_id or None,
+                "scheduler_live": live,
+                "scheduler_pid": holder.get("pid"),
+                "all_done": done,
+                **gpu_totals([store.gpu_use()]),
+            }
+            text = task_json.ascii_json(head, indent=2)
+            out.write(text[: text.rindex("}")].rstrip() + ',\n  "tasks": [')
+            batch, first = [], True
+            for row in task_json.rows(store):
+                batch.append(row)
+                if len(batch) == 1000:
+                    out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))
+                    batch, first = [], False
+            if batch:
+                out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))
+            out.write("]\n}\n" if first and not batch else "\n  ]\n}\n")
+        return done
     finally:
         store.close()
 

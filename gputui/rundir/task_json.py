@@ -110,7 +110,8 @@ def _has_json(store: Store) -> bool:
 
 class _Query:
     """The queries, over the columns this database has (an older one, read as it is, lacks some: they read as the
-    store's `_task` and `_attempt` read them)."""
+    store's `_task` and `_attempt` read them). Each object is put together as text from its values' JSON (strings
+    by json_quote, numbers as `_real` writes them): cheaper by far than json_object's parsing of nested JSON."""
 
     def __init__(self, store: Store):
         self.tasks = {r[1] for r in store.read("PRAGMA table_info(tasks)")}
@@ -131,8 +132,8 @@ class _Query:
         )
         fields = [
             *self._task_fields(),
-            ("range", "json_array(t.low, t.high)"),
-            ("log_path", "la.log_path"),
+            ("range", "'[' || t.low || ',' || t.high || ']'"),
+            ("log_path", "json_quote(la.log_path)"),
             ("duration", _real(f"round({duration}, 3)", rounded=True)),
             ("gpu_hours", _real("round(g.gpu_seconds / 3600, 2)", rounded=True)),
             ("peak_memory_gib", _real("round(g.peak_memory / 1073741824.0, 2)", rounded=True)),
@@ -140,96 +141,116 @@ class _Query:
         return self._select(fields, "LEFT JOIN attempts la ON la.task_id = t.id AND la.number = g.last")
 
     def export(self) -> str:
-        ref = (
-            "CASE WHEN a.{0}_pid IS NOT NULL AND a.{0}_start IS NOT NULL "
-            "THEN json_object('pid', a.{0}_pid, 'start', a.{0}_start) END"
-        )
+        def ref(name: str) -> str:
+            pid, start = f"a.{name}_pid", f"a.{name}_start"
+            return (
+                f"CASE WHEN {pid} IS NOT NULL AND {start} IS NOT NULL "
+                f"""THEN '{{"pid":' || {pid} || ',"start":' || {start} || '}}' ELSE 'null' END"""
+            )
+
         attempt = [
-            ("task_id", "a.task_id"),
+            ("task_id", "json_quote(a.task_id)"),
             ("number", "a.number"),
-            ("status", "a.status"),
-            ("gpus", "json('[' || a.gpus || ']')"),
-            ("command", "json(a.command)"),
-            ("log_path", "a.log_path"),
-            ("started_at", _real("a.started_at")),
-            ("ended_at", _real("a.ended_at")),
-            ("exit_code", "a.exit_code"),
-            ("reason", "a.reason"),
-            ("waiter", ref.format("waiter")),
-            ("worker", ref.format("worker")),
-            ("cgroup", "a.cgroup"),
-            ("cleared_at", _real("a.cleared_at")),
+            ("status", "json_quote(a.status)"),
+            ("gpus", "'[' || a.gpus || ']'"),
+            ("command", "a.command"),  # JSON text, as the store wrote it
+            ("log_path", "json_quote(a.log_path)"),
+            ("started_at", _time("a.started_at")),
+            ("ended_at", _time("a.ended_at")),
+            ("exit_code", _int("a.exit_code")),
+            ("reason", "json_quote(a.reason)"),
+            ("waiter", ref("waiter")),
+            ("worker", ref("worker")),
+            ("cgroup", "json_quote(a.cgroup)"),
+            ("cleared_at", _time("a.cleared_at")),
             ("gpu_seconds", _real(self.a("a", "gpu_seconds"))),
-            ("peak_memory", self.a("a", "peak_memory")),
+            ("peak_memory", _int(self.a("a", "peak_memory"))),
             ("gpus_simulated", _bool(self.a("a", "gpus_simulated"))),
         ]
         log = (
-            f"(SELECT json_group_array(json(json_object({_pairs(attempt)}))) FROM "
-            "(SELECT * FROM attempts WHERE task_id = t.id ORDER BY number) a)"
+            f"coalesce('[' || (SELECT group_concat({_object(attempt)}, ',') FROM "
+            "(SELECT * FROM attempts WHERE task_id = t.id ORDER BY number) a) || ']', '[]')"
         )
-        fields = [*self._task_fields(), ("range", "json_array(t.low, t.high)"), ("output", "t.output")]
-        return self._select([*fields, ("attempt_log", log)])
+        fields = [*self._task_fields(), ("range", "'[' || t.low || ',' || t.high || ']'")]
+        return self._select([*fields, ("output", "json_quote(t.output)"), ("attempt_log", log)])
 
     def _task_fields(self) -> list[tuple[str, str]]:
         """The task record's fields, as `vars(TaskRecord)` orders them."""
         return [
-            ("id", "t.id"),
+            ("id", "json_quote(t.id)"),
             ("index", "t.idx"),
             ("low", "t.low"),
             ("high", "t.high"),
             ("count", "t.count"),
-            ("status", "t.status"),
+            ("status", "json_quote(t.status)"),
             ("attempts", "t.attempts"),
             ("budget", "t.budget"),
-            ("gpus", "json('[' || t.gpus || ']')"),
-            ("reason", "t.reason"),
-            ("exit_code", "t.exit_code"),
-            ("started_at", _real("t.started_at")),
-            ("ended_at", _real("t.ended_at")),
-            ("next_try_at", _real("t.next_try_at")),
+            ("gpus", "'[' || t.gpus || ']'"),
+            ("reason", "json_quote(t.reason)"),
+            ("exit_code", _int("t.exit_code")),
+            ("started_at", _time("t.started_at")),
+            ("ended_at", _time("t.ended_at")),
+            ("next_try_at", _time("t.next_try_at")),
             ("gpu_seconds", _real("g.gpu_seconds")),
-            ("peak_memory", "g.peak_memory"),
+            ("peak_memory", _int("g.peak_memory")),
             ("gpus_simulated", _bool("g.simulated")),
-            ("kind", f"coalesce({self.t('kind')}, '{DEFAULT.task_kind}')"),
-            ("info", f"json({self.t('info', QUOTED_EMPTY)})"),
-            ("after", "json('[]')"),
+            ("kind", f"json_quote(coalesce({self.t('kind')}, '{DEFAULT.task_kind}'))"),
+            ("info", self.t("info", QUOTED_EMPTY)),  # JSON text, as the store wrote it (checked in `_select`)
+            ("after", "'[]'"),  # a row with any is made by Python
             ("metric", _real(self.t("metric"))),
-            ("rank", self.t("rank")),
+            ("rank", _int(self.t("rank"))),
             ("promoted", _bool(self.t("promoted", "0"))),
-            ("note", self.t("note")),
+            ("note", f"json_quote({self.t('note')})"),
         ]
 
     def _select(self, fields: list[tuple[str, str]], join: str = "") -> str:
         info, after = self.t("info", QUOTED_EMPTY), self.t("after_ids", "''")
-        python = f"{after} != '' OR NOT json_valid({info}) OR {info} LIKE '%NaN%' OR {info} LIKE '%Infinity%'"
-        return (
-            f"SELECT CASE WHEN {python} THEN NULL ELSE json_object({_pairs(fields)}) END, t.id FROM tasks t "
+        python = (
+            f"{after} != '' OR ({info} != '{{}}' AND (NOT json_valid({info}) OR {info} LIKE '%NaN%' "
+            f"OR {info} LIKE '%Infinity%'))"
+        )
+        # Each task's attempts' GPU accounting, summed or maxed over them (as the store's `_tasks_query`).
+        used = (
             f"LEFT JOIN (SELECT task_id, SUM({self.a('a', 'gpu_seconds')}) AS gpu_seconds, "
             f"MAX({self.a('a', 'peak_memory')}) AS peak_memory, "
-            f"MAX({self.a('a', 'gpus_simulated')}) AS simulated, MAX(number) AS last "
-            f"FROM attempts a GROUP BY task_id) g ON g.task_id = t.id {join} ORDER BY t.idx"
+            f"MAX({self.a('a', 'gpus_simulated')}) AS simulated, "
+            "MAX(number) AS last FROM attempts a GROUP BY task_id) g ON g.task_id = t.id"
+        )
+        obj = _object(fields)
+        return (
+            f"SELECT CASE WHEN {python} THEN NULL ELSE {obj} END, t.id FROM tasks t {used} {join} ORDER BY t.idx"
         )
 
 
 QUOTED_EMPTY = "'{}'"
 
 
-def _pairs(fields: list[tuple[str, str]]) -> str:
-    return ", ".join(f"'{name}', {expr}" for name, expr in fields)
+def _object(fields: list[tuple[str, str]]) -> str:
+    """A JSON object as SQL: each field's value is an expression giving its JSON text, put in place by one printf
+    (a chain of `||` would copy the growing text once per field)."""
+    template = "{" + ",".join(f'"{name}":%s' for name, _ in fields) + "}"
+    return f"printf('{template}', {', '.join(expr for _, expr in fields)})"
 
 
 def _real(x: str, rounded: bool = False) -> str:
     """A REAL as Python writes it: the shortest of 15 or 17 significant digits that reads back as the same float
-    (`rounded`: a value rounded to a few decimals, which json_object's own 15 give exactly); null where not
-    finite."""
+    (`rounded`: a value rounded to a few decimals, whose 15 digits are exact); null where not finite."""
+    finite = f"{x} BETWEEN -{_MAX} AND {_MAX}"
     if rounded:
-        return f"CASE WHEN {x} BETWEEN -{_MAX} AND {_MAX} THEN {x} END"
+        return f"CASE WHEN {finite} THEN printf('%!.15g', {x}) ELSE 'null' END"
     short, full = f"printf('%!.15g', {x})", f"printf('%!.17g', {x})"
-    return (
-        f"CASE WHEN {x} BETWEEN -{_MAX} AND {_MAX} THEN "
-        f"json(CASE WHEN CAST({short} AS REAL) = {x} THEN {short} ELSE {full} END) END"
-    )
+    shortest = f"CASE WHEN CAST({short} AS REAL) = {x} THEN {short} ELSE {full} END"
+    return f"CASE WHEN {finite} THEN ({shortest}) ELSE 'null' END"
+
+
+def _time(x: str) -> str:
+    """A wall time (epoch seconds): 17 significant digits, as Python writes nearly every time.time()."""
+    return f"CASE WHEN {x} BETWEEN -{_MAX} AND {_MAX} THEN printf('%!.17g', {x}) ELSE 'null' END"
+
+
+def _int(x: str) -> str:
+    return f"coalesce({x}, 'null')"
 
 
 def _bool(x: str) -> str:
-    return f"json(CASE WHEN {x} THEN 'true' ELSE 'false' END)"
+    return f"CASE WHEN {x} THEN 'true' ELSE 'false' END"
