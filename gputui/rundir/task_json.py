@@ -1,14 +1,14 @@
 """Each task as `gputui status --json` and exports/tasks.json give it, one JSON object a line, made by SQLite a row
-at a time: a run of 100,000 tasks is written in a fraction of a second holding one row, where building each in
+at a time: a run of 100,000 tasks is written in well under a second holding one row, where building each in
 Python took seconds.
 
 The reference is Python's: `task_json` (the task record and its latest attempt as the store reads them) and
-`export_json` (the record, its output and every attempt). The rows SQLite makes with json_object hold the same
-values (a test compares them on runs of every kind): numbers as Python writes them (the shortest text that reads
-back as the same float), every float that is not finite as null; status rows are escaped to ASCII as json.dumps
-escapes them (a worker's C1 or bidi controls never reach a terminal). A row SQLite cannot make alike (an `info`
-that is not strict JSON, a pipeline step's `after` list), and every row where SQLite has no JSON functions, is
-made by Python instead.
+`export_json` (the record, its output and every attempt). The rows SQLite makes hold the same values (a test
+compares them on runs of every kind): strings by json_quote, numbers that read back as the same float (the
+shortest of 15 or 17 digits; wall times at 17, as Python writes nearly every time.time()), every float that is
+not finite as null; status rows are escaped to ASCII as json.dumps escapes them (a worker's C1 or bidi controls
+never reach a terminal). A row SQLite cannot make alike (an `info` that is not strict JSON, a pipeline step's
+`after` list), and every row where SQLite has no JSON functions (json_quote), is made by Python instead.
 """
 
 from __future__ import annotations
