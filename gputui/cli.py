@@ -171,6 +171,12 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("merge", help="merge shard outputs (coverage-checked) and write merge_summary.json")
     m.add_argument("--run-dir", type=Path, required=True)
+    m.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every shard output again (else one whose size, modification time and inode match its "
+        "done-manifest is trusted)",
+    )
     m.set_defaults(func=lambda a: _cmd_verb(a, "merge"))
 
     s = sub.add_parser("summary", help="write summary.json and report.md for a run")
@@ -345,7 +351,8 @@ def _cmd_verb(args, verb: str) -> int:
             print(f"gputui {verb}: name TASK_IDs or pass --all", file=sys.stderr)
             return EXIT_USAGE
         ids = None if args.all else args.task_ids
-    outcome = run.send(api.verb_named(verb, ids, force=getattr(args, "force", False)))
+    force = getattr(args, "force", False) or getattr(args, "verify", False)  # retry --force, merge --verify
+    outcome = run.send(api.verb_named(verb, ids, force=force))
     print(outcome.report)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 

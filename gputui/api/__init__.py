@@ -9,14 +9,59 @@ machine's GPUs. Nothing here imports Textual.
 docs/api.md says more, with an example that the tests run.
 """
 
-from gputui.api.errors import REFUSALS, JobSpecError, NoFit, NoGpuError, StateUnreadable
-from gputui.api.launch import StartFailed, run_job, start_in_background
-from gputui.api.machine import GpuReading, gpus, read_gpus
-from gputui.api.planning import JobPlan, check_app_target, load_job, plan
-from gputui.api.run import Run, open_run
-from gputui.api.status import RunStatus
-from gputui.api.verbs import VERBS, Kill, Merge, Outcome, Pause, Resume, Retry, Start, Stop, Verb, send, verb_named
-from gputui.rundir.meta import RunMeta
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+# Each name is imported from its module on first use (PEP 562), so that a command loads only what it uses:
+# `gputui merge` need not import the GPU table, the launcher or the planner.
+_HOME = {
+    **dict.fromkeys(("REFUSALS", "JobSpecError", "NoFit", "NoGpuError", "StateUnreadable"), "gputui.api.errors"),
+    **dict.fromkeys(("StartFailed", "run_job", "start_in_background"), "gputui.api.launch"),
+    **dict.fromkeys(("GpuReading", "gpus", "read_gpus"), "gputui.api.machine"),
+    **dict.fromkeys(("JobPlan", "check_app_target", "load_job", "plan"), "gputui.api.planning"),
+    **dict.fromkeys(("Run", "open_run"), "gputui.api.run"),
+    "RunStatus": "gputui.api.status",
+    **dict.fromkeys(
+        ("VERBS", "Kill", "Merge", "Outcome", "Pause", "Resume", "Retry", "Start", "Stop", "Verb"),
+        "gputui.api.verbs",
+    ),
+    **dict.fromkeys(("send", "verb_named"), "gputui.api.verbs"),
+    "RunMeta": "gputui.rundir.meta",
+}
+
+
+def __getattr__(name: str):
+    try:
+        home = _HOME[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from gputui.api.errors import REFUSALS, JobSpecError, NoFit, NoGpuError, StateUnreadable
+    from gputui.api.launch import StartFailed, run_job, start_in_background
+    from gputui.api.machine import GpuReading, gpus, read_gpus
+    from gputui.api.planning import JobPlan, check_app_target, load_job, plan
+    from gputui.api.run import Run, open_run
+    from gputui.api.status import RunStatus
+    from gputui.api.verbs import (
+        VERBS,
+        Kill,
+        Merge,
+        Outcome,
+        Pause,
+        Resume,
+        Retry,
+        Start,
+        Stop,
+        Verb,
+        send,
+        verb_named,
+    )
+    from gputui.rundir.meta import RunMeta
 
 __all__ = [
     "REFUSALS",

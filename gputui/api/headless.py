@@ -20,7 +20,7 @@ from gputui.views.printer import Printer
 def run_headless(job: JobSpec, run: Run, opts: Options, out: Printer) -> int:
     """The exit status: 0 when every task is done (and merged, where the job merges), 130 when stopped."""
     started = time.monotonic()
-    opts.on_merge = lambda: merge_run(run.store, run.paths)
+    opts.on_merge = lambda verify: merge_run(run.store, run.paths, verify)
     opts.on_settled = lambda task_ids: write_products(job, run, task_ids, fsync=False)
     opts.check_output = OutputCheck(run.store)
     ended = Scheduler(job, run, out, opts).run()

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gputui.api.status import RunStatus, read_status
 from gputui.api.verbs import Kill, Merge, Outcome, Pause, Resume, Retry, Verb, send
 from gputui.jobs.tasks import TaskRecord
 from gputui.rundir.opening import open_existing
 from gputui.rundir.paths import RunPaths
-from gputui.views.runview import RunSnapshot, RunView
+
+if TYPE_CHECKING:  # imported where used: a verb from the command line needs neither
+    from gputui.api.status import RunStatus
+    from gputui.views.runview import RunSnapshot, RunView
 
 Ids = Sequence[str] | None  # the tasks a verb names; None: every task of the run it applies to
 
@@ -36,6 +39,8 @@ class Run:
         """Everything the app shows of the run: tasks with their attempts, progress, metrics, alerts. Read
         incrementally: call it again for what changed."""
         if self._view is None:
+            from gputui.views.runview import RunView
+
             self._view = RunView(self.paths.root)
         return self._view.snapshot()
 
@@ -49,6 +54,8 @@ class Run:
     def status(self) -> RunStatus:
         """The tasks, their attempts, whether the scheduler is live, the GPU totals; `.as_dict()` is what
         `gputui status --json` prints."""
+        from gputui.api.status import read_status
+
         return read_status(self.paths.root)
 
     def logs(self, task_id: str) -> list[Path]:
@@ -82,9 +89,10 @@ class Run:
     def retry(self, ids: Ids, *, force: bool = False) -> Outcome:
         return self.send(Retry(ids, force=force))
 
-    def merge(self) -> Outcome:
-        """Merge the shard outputs (coverage-checked) into the job's `[outputs].merged` file."""
-        return self.send(Merge())
+    def merge(self, verify: bool = False) -> Outcome:
+        """Merge the shard outputs (coverage-checked) into the job's `[outputs].merged` file; `verify`: hash
+        every output again instead of trusting an unchanged size, modification time and inode."""
+        return self.send(Merge(verify=verify))
 
     def summary(self) -> tuple[Path, Path]:
         """Write summary.json and report.md from the run's state; returns their paths."""

@@ -76,17 +76,26 @@ class Stop(Verb):
 
 @dataclass(frozen=True)
 class Merge(Verb):
-    """Merge the shard outputs (coverage-checked) and write merge_summary.json."""
+    """Merge the shard outputs (coverage-checked) and write merge_summary.json. `verify`: hash every output
+    again against its done-manifest, instead of trusting an unchanged size, modification time and inode."""
 
+    verify: bool = False
     name: ClassVar[str] = "merge"
+
+    @property
+    def force(self) -> bool:  # what the control channel carries
+        return self.verify
 
 
 VERBS: dict[str, type[Verb]] = {v.name: v for v in (Pause, Resume, Kill, Retry, Start, Stop, Merge)}
 
 
 def verb_named(name: str, ids: Sequence[str] | None = None, *, force: bool = False) -> Verb:
-    """The verb a key or a command names: `verb_named("kill", ["shard-0"])` is `Kill(("shard-0",))`."""
+    """The verb a key or a command names: `verb_named("kill", ["shard-0"])` is `Kill(("shard-0",))`.
+    `force`: `retry` also runs done tasks again; `merge` verifies (Merge.verify)."""
     kind = VERBS[name]
+    if kind is Merge:
+        return Merge(None if ids is None else tuple(ids), verify=force)
     return kind(None if ids is None else tuple(ids), force=force) if kind is Retry else kind(ids)
 
 
@@ -108,7 +117,7 @@ def send(run_dir: str | Path, verb: Verb, *, timeout: float = 120.0) -> Outcome:
     try:
 
         def controller() -> Controller:  # only when no scheduler holds the run
-            return Controller(paths, store, on_merge=lambda: merge_run(store, paths))
+            return Controller(paths, store, on_merge=lambda verify: merge_run(store, paths, verify))
 
         try:
             ok, report = request(paths, store, verb.name, verb.ids, controller, timeout=timeout, force=verb.force)

@@ -72,7 +72,7 @@ class Options:
     poll: float = 0.25
     progress_every: float = 30.0
     probe_every: float = 1.0
-    on_merge: Callable[[], str] | None = None  # the `merge` control verb: the run's merge, run by the caller
+    on_merge: Callable[[bool], str] | None = None  # the `merge` control verb (verifying?): run by the caller
     on_settled: Callable[[list[str]], None] | None = None  # tasks settled (committed): the caller's products
     # A shard output that exited 0, checked before its done-manifest is written: (what the manifest records
     # of its ids, or why the output is wrong: then the attempt fails and is retried).

@@ -97,7 +97,7 @@ def _flat(refs: dict[str, list[ProcessRef]]) -> list[ProcessRef]:
 class Controller:
     paths: RunPaths
     store: Store
-    on_merge: Callable[[], str] | None = None  # set by the caller: runs the merge, returns a line
+    on_merge: Callable[[bool], str] | None = None  # set by the caller: runs the merge (verifying?), returns a line
     recorded: RecordedExecutor | None = None  # how attempts are reached (default: as the run recorded it)
     _journal: JournalReader | None = field(default=None, init=False, repr=False)
 
@@ -120,13 +120,13 @@ class Controller:
     # -- verbs ---------------------------------------------------------------------------------
     def apply(self, verb: str, task_ids: Sequence[str] | None, force: bool = False) -> tuple[bool, str]:
         """Apply `verb` to the named tasks (None: every task it applies to), waiting for kills to end.
-        `force`: `retry` also runs done tasks again."""
+        `force`: `retry` also runs done tasks again; `merge` hashes every output again (`--verify`)."""
         if verb in ("start", "stop"):
             return False, f"no scheduler is running this job, so there is nothing to {verb}"
         if verb == "merge":
             if self.on_merge is None:
                 return False, "merge is not available here"
-            line = self.on_merge()
+            line = self.on_merge(force)
             return not line.startswith("merge failed"), line
         try:
             tasks = self.select(verb, task_ids)

@@ -10,14 +10,17 @@ each depending on the filesystem's state, so the run directory's contract keeps 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import decimal
 import errno
+import functools
 import json
 import math
 import os
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 
@@ -299,6 +302,47 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """Make the names created or replaced in `folder` durable (a rename is only as durable as its folder)."""
     _fsync(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def fsync_files(paths: Collection[str | os.PathLike[str]], folder: str | os.PathLike[str]) -> None:
+    """Make many files in `folder` durable, then the names in it. Past a few files, one syncfs(2) of the
+    filesystem replaces an fsync per file: on a journaled filesystem each fsync is a journal commit, so 500
+    signals cost 500 commits (0.6 s on this machine) against one. Where syncfs is missing, one by one."""
+    if len(paths) > _SYNCFS_FROM and _syncfs(folder):
+        return
+    for path in paths:
+        fsync_file(path)
+    fsync_dir(folder)
+
+
+_SYNCFS_FROM = 8
+
+
+def _syncfs(folder: str | os.PathLike[str]) -> bool:
+    """syncfs(2) on the filesystem holding `folder`; False when it cannot be done (not Linux, no libc)."""
+    libc = _libc()
+    if libc is None:
+        return False
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return libc.syncfs(fd) == 0
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None
 
 
 def _fsync(path: str | os.PathLike[str], flags: int) -> None:

@@ -1,7 +1,8 @@
 """End-of-run products, built from the store alone: the merged output and the run summary.
 
 The merge and its checks (numpy, a fifth of a second to import) are loaded only by a run that merges:
-every run writes a summary, and a run of short tasks would wait for numpy at its end for nothing."""
+every run writes a summary, and a run of short tasks would wait for numpy at its end for nothing. A merge
+reads the input's ids (and imports numpy) only when some shard's done-manifest can't vouch for its share."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from pathlib import Path
 from gputui.jobs import tabular
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import build_summary, write_reports
+from gputui.rundir.manifests import file_identity, settled_identity
 from gputui.rundir.meta import read_meta
 from gputui.rundir.paths import RunPaths
 from gputui.rundir.store import Store
 
 
-def merge_run(store: Store, paths: RunPaths) -> str:
-    """Merge every shard output into the configured file; returns one line saying what happened."""
-    from gputui.results.idcheck import ShardOutput
+def merge_run(store: Store, paths: RunPaths, verify: bool = False) -> str:
+    """Merge every shard output into the configured file; returns one line saying what happened.
+    `verify`: hash every output again instead of trusting an unchanged size, modification time and inode."""
     from gputui.results.merge import merge_shards
+    from gputui.results.shards import InputIds, ShardOutput
 
     job = read_meta(store).job
     merged = job.merged
@@ -31,14 +34,14 @@ def merge_run(store: Store, paths: RunPaths) -> str:
         ShardOutput(t.id, t.low, t.high, Path(outputs.get(t.id) or ""), reported_error_rows(paths, t))
         for t in tasks
     ]
-    key, expected = _id_key(store)
+    input_path = job.kind_facts.get("input")
     summary = merge_shards(
         shards,
         Path(merged),
         paths.merge_summary,
         id_column=job.kind_facts.get("id_column"),
-        key=key,
-        expected_ids=expected,
+        input_ids=InputIds(lambda: _id_key(store), file_identity(input_path) if input_path else None),
+        verify=verify,
     )
     if not summary["ok"]:
         pending = f" ({len(not_done)} task(s) not done: {', '.join(not_done[:5])})" if not_done else ""
@@ -66,33 +69,41 @@ def reported_error_rows(paths: RunPaths, task: TaskRecord) -> int | None:
 
 class OutputCheck:
     """The merge's coverage check on each shard output as its shard finishes, for its done-manifest (so the
-    merge need not read it again). The input's ids are read once, on first use."""
+    merge need not read it again). The input's ids are read once, on first use; the input's identity then
+    (size, modification time, inode) goes into each manifest, so that a merge finding it the same need not
+    read them again."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._ids = None
+        self._input: dict = {}
 
     def __call__(self, task, output: Path) -> tuple[dict | None, str | None]:
         job = read_meta(self.store).job
         column = job.kind_facts.get("id_column")
         if not column or not job.merged:
             return None, None
-        from gputui.results.idcheck import ShardOutput
         from gputui.results.merge import check_shard
+        from gputui.results.shards import ShardOutput
 
         if self._ids is None:
+            path = job.kind_facts.get("input")
+            before = settled_identity(path) if path else None
             self._ids = _id_key(self.store)
+            expected = self._ids[1]
+            if before is not None and expected is not None and file_identity(path) == before:
+                self._input = {"input": before, "input_ids": len(expected)}
         key, expected = self._ids
         shard = ShardOutput(task.id, task.low, task.high, output)
         found, problems = check_shard(shard, id_column=column, key=key, expected_ids=expected)
-        return found, "; ".join(problems[:2]) or None
+        return (None if found is None else found | self._input), "; ".join(problems[:2]) or None
 
 
 def _id_key(store: Store):
     """How to map an output's raw id to range units, and the ids every merge must cover."""
     import numpy as np
 
-    from gputui.results.idcheck import int_key
+    from gputui.results.shards import int_key
 
     try:
         facts = read_meta(store).job.kind_facts  # what a shard job's plan recorded of its input

@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gputui.results.shards import ShardOutput, int_key  # here too, where callers have long found them
+
 EXAMPLES = 5  # ids quoted per problem; enough to look one up, short enough to read
 
 
-@dataclass
-class ShardOutput:
-    task_id: str
-    low: int
-    high: int
-    path: Path
-    error_rows: int | None = None  # rows its worker wrote as errors, as it reported them; None: not reported
-
-
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-
-
-def int_key(raw: Any) -> int:
-    """The key for integer ids. Passing it (or int) lets canonically written ids skip a call per row."""
-    return int(str(raw).strip())
 
 
 def _is_int_key(key: Callable[[Any], Any]) -> bool:

@@ -9,13 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gputui.results.merge_io import Irregular
+
 NL, CR, QUOTE, COMMA, MINUS, ZERO = 10, 13, 34, 44, 45, 48
 MAX_DIGITS = 18  # any 18-digit number fits an int64
 _NONE = np.iinfo(np.int64).max  # sentinel position past every record
-
-
-class Irregular(Exception):
-    """CSV the scan can't read exactly like the csv module: a stray quote, a bare carriage return."""
 
 
 @dataclass

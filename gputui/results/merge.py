@@ -4,7 +4,8 @@ merged file that would silently lose or duplicate rows: any problem leaves the p
 Coverage is a property of each shard alone (its ids inside its range, every expected id of the range there),
 because ranges do not overlap. So it is checked as each shard finishes (check_shard, into its done-manifest),
 and the merge copies the bytes of shards whose manifests vouch for them, unchanged since, at the speed of
-the disk; a shard without such a manifest is read and checked here.
+the disk; a shard without such a manifest is read and checked here. The input's ids are read only when some
+manifest cannot vouch that its range's share of them is as it counted; numpy only when ids are read.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ import time
 from collections.abc import Callable, Iterable
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from gputui.files.atomic import atomic_write_json, fsync_dir
 from gputui.jobs.tabular import detect_format
-from gputui.results.idcheck import EXAMPLES, IdCheck, ShardOutput, examples, expected_in, sorted_unique
 from gputui.results.merge_csv import CsvHeader, header_problem, merge_csv
 from gputui.results.merge_io import Readable, copy_range, sync
 from gputui.results.merge_jsonl import merge_jsonl
 from gputui.results.merge_parquet import merge_parquet
+from gputui.results.shards import InputIds, ShardOutput
 from gputui.rundir.manifests import manifest_mismatch, manifest_path, read_manifest
+
+if TYPE_CHECKING:
+    from gputui.results.idcheck import IdCheck
 
 # Each reader reads every shard once, streaming rows into `tmp` (None: only check, a problem is already
 # known) while feeding ids to the checker, and records per-shard row counts in the entries.
@@ -46,15 +48,21 @@ def merge_shards(
     id_column: str | None = None,
     key: Callable[[Any], Any] | None = None,
     expected_ids: Iterable[Any] | None = None,
+    input_ids: InputIds | None = None,
+    verify: bool = False,
 ) -> dict:
     """Concatenate shard outputs in range order into `merged`, only if coverage checks find no problem.
 
     `key` maps a raw id as read from an output (a string for CSV) to the units of the shard ranges;
-    the default, int(), suits integer ids. The summary is written whatever happens, so a failed merge
+    the default, int(), suits integer ids. `input_ids`, instead of `key` and `expected_ids`: both, read
+    only if some shard's manifest can't vouch for its share of them. `verify`: every output with a manifest
+    is hashed again, not trusted by its stat. The summary is written whatever happens, so a failed merge
     still explains itself on disk.
     """
-    if expected_ids is not None and id_column is None:
-        raise ValueError("expected_ids needs id_column: without it no row can be matched to an id")
+    if input_ids is None:
+        if expected_ids is not None and id_column is None:
+            raise ValueError("expected_ids needs id_column: without it no row can be matched to an id")
+        input_ids = InputIds.given(key, expected_ids)
     t0 = time.monotonic()
     merged, summary_path = Path(merged), Path(summary_path)
     ordered = sorted(shards, key=lambda s: (s.low, s.high, s.task_id))
@@ -98,7 +106,7 @@ def merge_shards(
             if manifest is None:
                 why = "its manifest is unreadable"
             else:
-                why = manifest_mismatch(path, manifest, shard.low, shard.high)
+                why = manifest_mismatch(path, manifest, shard.low, shard.high, verify=verify)
             if why:
                 problems.append(f"{shard.task_id}: output changed since it was marked done ({why}): {path}")
         try:
@@ -112,10 +120,16 @@ def merge_shards(
         readable.append((shard, entry))
         vouching.append(manifest.get("ids") if isinstance(manifest, dict) else None)
 
-    ids = IdCheck(id_column, key or int) if id_column else None
     vouched = None
-    if ids is not None and fmt in ("csv", "jsonl") and not problems:
-        vouched = _vouched(readable, vouching, ids, expected_ids)
+    if id_column and fmt in ("csv", "jsonl") and not problems:
+        vouched = _vouched(readable, vouching, id_column, input_ids)
+    ids: IdCheck | None = None
+    expected: Iterable[Any] | None = None
+    if id_column and vouched is None:
+        from gputui.results.idcheck import IdCheck
+
+        key, expected = input_ids.get()
+        ids = IdCheck(id_column, key or int)
     written = None
     tmp: Path | None = None
     try:
@@ -136,7 +150,7 @@ def merge_shards(
         if vouched is not None:
             problems.extend(vouched)
         elif ids is not None:
-            problems.extend(ids.problems(expected_ids))
+            problems.extend(ids.problems(expected))
         if tmp is not None and not problems:
             os.replace(tmp, merged)
             tmp = None
@@ -151,8 +165,8 @@ def merge_shards(
         "merged": written,
         "format": fmt,
         "id_column": id_column,
-        "ids_checked": ids is not None and (vouched is not None or ids.checked_any),
-        "coverage": None if ids is None else "as each shard finished" if vouched is not None else "here",
+        "ids_checked": vouched is not None or (ids is not None and ids.checked_any),
+        "coverage": None if not id_column else "as each shard finished" if vouched is not None else "here",
         "shards": entries,
         "total_rows": sum(e["rows"] or 0 for e in entries),
         "error_rows": sum(reported) if reported else None,  # as the shards' workers reported them
@@ -170,6 +184,8 @@ def check_shard(
     """The merge's coverage check on one shard output, as it finishes: what its done-manifest records
     ({column, expected, rows, verbatim}) when its ids are all inside its range and cover every expected id
     of the range, else the problems found."""
+    from gputui.results.idcheck import IdCheck, expected_in
+
     path = Path(shard.path)
     try:
         fmt = detect_format(path)
@@ -190,25 +206,37 @@ def check_shard(
     return found | {"verbatim": bool(entry.get("verbatim"))}, []
 
 
-def _vouched(readable: Readable, vouching: list[dict | None], ids: IdCheck, expected_ids) -> list[str] | None:
+def _vouched(readable: Readable, vouching: list[dict | None], column: str, source: InputIds) -> list[str] | None:
     """When every shard's manifest vouches for its coverage (checked with this id column against as many
     expected ids as its range holds now) and its bytes can be copied as they are: the problems left, which
     are expected ids outside every range. None: read and check the shards here."""
-    if not all(isinstance(f, dict) and f.get("column") == ids.column and f.get("verbatim") for f in vouching):
+    if not all(isinstance(f, dict) and f.get("column") == column and f.get("verbatim") for f in vouching):
         return None
     for (_shard, entry), found in zip(readable, vouching, strict=True):
         entry["rows"] = found.get("rows")  # the slow path, if it comes to that, counts them again
+    counted = [f.get("expected") for f in vouching]
+    if source.stamp is not None and all(f.get("input") == source.stamp for f in vouching):
+        # The very input each shard's share was counted in: the shares stand; all of its ids are in some range
+        # when they add up to its count (ranges don't overlap). Else read it, for examples of what is missing.
+        totals = {f.get("input_ids") for f in vouching}
+        if len(totals) == 1 and all(isinstance(n, int) for n in counted) and sum(counted) == totals.pop():
+            return []
+    key, expected_ids = source.get()
     if expected_ids is None:
-        return [] if all(f.get("expected") is None for f in vouching) else None
+        return [] if all(n is None for n in counted) else None
+    import numpy as np
+
+    from gputui.results.idcheck import EXAMPLES, IdCheck, examples, sorted_unique
+
     seq = expected_ids if isinstance(expected_ids, (list, tuple, np.ndarray)) else list(expected_ids)
-    keys = ids.expected_ints(seq)
+    keys = IdCheck(column, key or int).expected_ints(seq)
     if keys is None:
         return None  # ids that need the key one by one: as cheap to check them here
     keys = sorted_unique(keys)
     lows = np.array([s.low for s, _ in readable], np.int64)
     highs = np.array([s.high for s, _ in readable], np.int64)
     inside = np.searchsorted(keys, highs) - np.searchsorted(keys, lows)
-    if [f.get("expected") for f in vouching] != inside.tolist():
+    if counted != inside.tolist():
         return None  # the input changed since: count again
     if inside.sum() == len(keys):
         return []

@@ -1,6 +1,7 @@
 """The merge's CSV reader: each shard's records copied byte for byte while a vectorised scan reads its id
 column (results.idscan), or, for what that scan can't read exactly as the csv module does, read and
-rewritten by the csv module."""
+rewritten by the csv module. Without an id column, blocks free of quotes and blank lines are counted with
+bytes methods alone: no numpy."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gputui.jobs.tabular import lift_csv_field_limit, open_csv
 from gputui.results import merge_io
-from gputui.results.idcheck import IdCheck, ShardOutput
-from gputui.results.idscan import Irregular, parse_ints, scan
-from gputui.results.merge_io import Readable
+from gputui.results.merge_io import Irregular, Readable
+from gputui.results.shards import ShardOutput
+
+if TYPE_CHECKING:
+    from gputui.results.idcheck import IdCheck
 
 
 @dataclass
@@ -104,7 +105,11 @@ def _csv_blocks(shard, entry, out, ids: IdCheck | None, header: CsvHeader, probl
                 chunk += f.read(1)
             eof = not chunk
             buf = carry + chunk if carry else chunk
-            blk = scan(buf, col, final=eof)
+            blk = _plain(buf, eof) if col is None else None
+            if blk is None:
+                from gputui.results.idscan import scan
+
+                blk = scan(buf, col, final=eof)
             if blk.cut:
                 view = memoryview(buf)[: blk.cut]
                 if not buf.isascii():
@@ -124,7 +129,31 @@ def _csv_blocks(shard, entry, out, ids: IdCheck | None, header: CsvHeader, probl
             ids.end()
 
 
+class _Counted(NamedTuple):
+    cut: int  # buf[:cut] holds whole records
+    n_rows: int  # non-blank records in buf[:cut]
+
+
+def _plain(buf: bytes, final: bool) -> _Counted | None:
+    """The records of a block with no quote and no blank record, counted as the scan would count them; None
+    for any other block (the scan reads it)."""
+    cr = b"\r" in buf
+    if b'"' in buf or buf.startswith((b"\n", b"\r\n")) or b"\n\n" in buf or (cr and b"\n\r\n" in buf):
+        return None
+    if cr and buf.count(b"\r") != buf.count(b"\r\n"):
+        raise Irregular("a carriage return outside a CRLF line ending")
+    cut = buf.rfind(b"\n") + 1
+    rows = buf.count(b"\n", 0, cut)
+    if final and cut < len(buf):  # a last record without its newline
+        return _Counted(len(buf), rows + 1)
+    return _Counted(cut, rows)
+
+
 def _see_block(ids: IdCheck, buf: bytes, blk, row0: int) -> None:
+    import numpy as np
+
+    from gputui.results.idscan import parse_ints
+
     rows = np.arange(row0, row0 + blk.n_rows, dtype=np.int64)
     fs, fe = blk.starts, blk.ends
     slow = blk.short | blk.quoted

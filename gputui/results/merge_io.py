@@ -6,12 +6,16 @@ from __future__ import annotations
 import os
 from typing import IO
 
-from gputui.results.idcheck import ShardOutput
+from gputui.results.shards import ShardOutput
 
 BLOCK = 16 << 20  # bytes read at a time: memory stays bounded whatever the size of a shard
 
 Readable = list[tuple[ShardOutput, dict]]
 """The shards a merge reads, in range order, each with its entry in the summary (where its row count goes)."""
+
+
+class Irregular(Exception):
+    """CSV the byte scan can't read exactly like the csv module: a stray quote, a bare carriage return."""
 
 
 def copy_range(src: int, dst: int, offset: int, count: int) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gputui.jobs.tabular import import_parquet
-from gputui.results.idcheck import IdCheck
 from gputui.results.merge_io import Readable, sync
+
+if TYPE_CHECKING:
+    from gputui.results.idcheck import IdCheck
 
 
 def merge_parquet(readable: Readable, tmp: Path | None, ids: IdCheck | None, problems: list[str]) -> None:

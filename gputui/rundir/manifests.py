@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,9 @@ def write_manifest(
     output: Path, *, task_id: str, low: int, high: int, scheduler_id: str, attempt: int, ids: dict | None = None
 ) -> dict:
     """`ids`: the coverage check's findings on this output as it finished (see results/merge.check_shard);
-    the merge trusts them while the file is unchanged, and copies it without reading its ids again."""
+    the merge trusts them while the file is unchanged, and copies it without reading its ids again.
+    The output's size, modification time and inode are recorded with its hash, and the file system's clock
+    just before they were read: while they match, later checks trust the file without hashing it."""
     output = Path(output)
     if ids is not None:
         rows = ids["rows"]
@@ -30,7 +33,8 @@ def write_manifest(
             rows = count_rows(output)
         except (ValueError, ImportError):  # unknown format, or Parquet without pyarrow: size and hash hold
             rows = None
-    size, digest = _size_and_sha256(output)
+    clock = _fs_clock(output.parent)
+    st, size, digest = _stat_size_and_sha256(output)
     manifest = {
         "task_id": task_id,
         "low": low,
@@ -39,7 +43,9 @@ def write_manifest(
         "rows": rows,
         "bytes": size,
         "sha256": digest,
-        "mtime_ns": output.stat().st_mtime_ns,
+        "mtime_ns": st.st_mtime_ns,
+        "ino": st.st_ino,
+        "fs_clock_ns": clock,
         "ids": ids,
         "scheduler_id": scheduler_id,
         "attempt": attempt,
@@ -62,8 +68,9 @@ def manifest_matches(output: Path, *, low: int, high: int) -> bool:
     return manifest is not None and manifest_mismatch(Path(output), manifest, low, high) is None
 
 
-def manifest_mismatch(output: Path, manifest: dict, low: int, high: int) -> str | None:
-    """Why the manifest no longer describes `output` for [low, high), or None when it does."""
+def manifest_mismatch(output: Path, manifest: dict, low: int, high: int, *, verify: bool = False) -> str | None:
+    """Why the manifest no longer describes `output` for [low, high), or None when it does. A file whose
+    stat shows it unchanged is trusted without reading it, unless `verify`: then its hash is compared."""
     if manifest.get("low") != low or manifest.get("high") != high:
         return f"manifest is for range [{manifest.get('low')}, {manifest.get('high')}), not [{low}, {high})"
     try:
@@ -72,9 +79,9 @@ def manifest_mismatch(output: Path, manifest: dict, low: int, high: int) -> str 
         return "output file is missing"
     if st.st_size != manifest.get("bytes"):
         return f"size is {st.st_size} bytes, manifest says {manifest.get('bytes')}"
-    if _settled(st.st_mtime_ns, manifest):
+    if not verify and unchanged_by_stat(st, manifest):
         return None
-    if _size_and_sha256(output)[1] != manifest.get("sha256"):
+    if _stat_size_and_sha256(output)[2] != manifest.get("sha256"):
         return "content changed (sha256 differs)"
     return None
 
@@ -82,17 +89,65 @@ def manifest_mismatch(output: Path, manifest: dict, low: int, high: int) -> str 
 RACY_S = 2.0  # a file modified this close to its manifest may have changed within one mtime tick
 
 
+def unchanged_by_stat(st: os.stat_result, manifest: dict) -> bool:
+    """Unchanged by its stat alone, as git's index and make judge files: the same size (checked before), inode
+    and modification time, and that time before the file system's clock when the manifest read them, so that
+    any later write would have stamped a later time. Only a deliberate rewrite in place that restores the old
+    time and size goes unseen (`gputui merge --verify` hashes every file). Manifests written before the inode
+    and the clock were recorded: a time well before the manifest was written."""
+    if st.st_mtime_ns != manifest.get("mtime_ns"):
+        return False
+    ino, clock = manifest.get("ino"), manifest.get("fs_clock_ns")
+    if ino is not None and ino != st.st_ino:  # another file now (a copy put back, an atomic rewrite)
+        return False
+    if isinstance(clock, int) and ino is not None and st.st_mtime_ns < clock:
+        return True
+    return _settled(st.st_mtime_ns, manifest)
+
+
 def _settled(mtime_ns: int, manifest: dict) -> bool:
-    """Unchanged by its stat alone, as git's index and make judge files: same size and modification time, and
-    that time well before the manifest was written (else a write in the same clock tick could hide: hash it).
-    Only a deliberate rewrite that restores the old time and size goes unseen."""
+    """The rule for a manifest without the file system's clock: the same modification time, well before the
+    manifest was written by this machine's clock (else a write in the same clock tick could hide: hash it)."""
     recorded, written = manifest.get("mtime_ns"), manifest.get("finished_at")
     if not isinstance(recorded, int) or not isinstance(written, (int, float)):
         return False
     return mtime_ns == recorded and written - mtime_ns / 1e9 > RACY_S
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
+def _stat_size_and_sha256(path: Path) -> tuple[os.stat_result, int, str]:
+    """The file's stat as it was opened, the bytes read and their hash."""
     with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
         digest = hashlib.file_digest(f, "sha256")
-        return f.tell(), digest.hexdigest()
+        return st, f.tell(), digest.hexdigest()
+
+
+def _fs_clock(folder: Path) -> int | None:
+    """The file system's clock now, as it stamps files: the modification time of an unnamed file made in
+    `folder` (gone once closed). None where none can be made (NFS, an old kernel): the older rule applies."""
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except (OSError, AttributeError):
+        return None
+    try:
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+
+
+def file_identity(path: Path) -> dict | None:
+    """A file's size, modification time and inode; None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
+def settled_identity(path: Path) -> dict | None:
+    """file_identity, where the file was last changed RACY_S before now (by this machine's clock: the file
+    may live on another), so that a later write cannot share its modification time; else None."""
+    found = file_identity(path)
+    if found is None or time.time() - found["mtime_ns"] / 1e9 <= RACY_S:
+        return None
+    return found

@@ -15,10 +15,10 @@ cleanly when told to stop (Lightning), so `status` is what to read."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection
 from pathlib import Path
 
-from gputui.files.atomic import atomic_link, atomic_write_json, fsync_dir, fsync_file
+from gputui.files.atomic import atomic_link, atomic_write_json, fsync_dir, fsync_files
 from gputui.rundir.paths import RunPaths
 
 FACTS = ("step", "loss", "exit_code", "duration", "reason", "stopped_by")
@@ -37,8 +37,7 @@ def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = 
     return twin_path
 
 
-def make_durable(paths: RunPaths, written: Iterable[Path]) -> None:
-    """Signals written with `durable=False`: their data, then both names of each (one folder fsync)."""
-    for path in written:
-        fsync_file(path)
-    fsync_dir(paths.signals)
+def make_durable(paths: RunPaths, written: Collection[Path]) -> None:
+    """Signals written with `durable=False`: their data, then both names of each (one folder fsync, or one
+    syncfs for a large batch)."""
+    fsync_files(written, paths.signals)

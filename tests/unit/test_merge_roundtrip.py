@@ -385,12 +385,12 @@ def jsonl_shards(draw):
     return shards, low
 
 
-@examples(250)
-@given(spec=jsonl_shards())
-def test_a_merged_jsonl_reads_back_as_its_shards_records(spec):
+@examples(200)
+@given(spec=jsonl_shards(), block=blocks)
+def test_a_merged_jsonl_reads_back_as_its_shards_records(spec, block):
     specs, n_ids = spec
     expected = list(range(n_ids))
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, block_size(block):
         folder = Path(d)
         shards = []
         for i, (low, high, _records, data) in enumerate(specs):
@@ -403,6 +403,9 @@ def test_a_merged_jsonl_reads_back_as_its_shards_records(spec):
         assert list(tabular.iter_rows(folder / "here.jsonl")) == want
         text = (folder / "here.jsonl").read_text(encoding="utf-8")  # JSON text: no BOM anywhere
         assert [json.loads(line) for line in text.split("\n") if line] == want
+        plain = merge_shards(shards, folder / "plain.jsonl", folder / "plain.json")  # no ids: copied in blocks
+        assert plain["ok"] and [e["rows"] for e in plain["shards"]] == [len(r) for _, _, r, _ in specs]
+        assert (folder / "plain.jsonl").read_bytes() == (folder / "here.jsonl").read_bytes()
         for s in shards:
             finished(s, expected)
         vouched = merge_shards(shards, folder / "v.jsonl", folder / "v.json", id_column="id", key=int_key,
