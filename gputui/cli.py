@@ -148,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--run-dir", type=Path, required=True)
     st.add_argument("--json", action="store_true", help="machine-readable, with every task's latest log path")
+    st.add_argument(
+        "--all",
+        action="store_true",
+        help="list every task (a run of more than 100 lists those running or needing a look, and counts the rest)",
+    )
     st.set_defaults(func=_cmd_status)
 
     pl = sub.add_parser(
@@ -239,17 +244,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from gputui.api.status import read_status
+    from gputui.api.status import read_status, write_json
 
+    if args.json:
+        return EXIT_OK if write_json(args.run_dir, sys.stdout) else EXIT_FAILED
     status = read_status(args.run_dir)
     code = EXIT_OK if status.all_done else EXIT_FAILED
-    if args.json:
-        print(status.to_json())
-        return code
-    from collections import Counter
-
     from gputui.views.printer import progress_line
-    from gputui.views.status_view import gpu_hours_text, log_lines, memory_text, status_table
+    from gputui.views.status_view import gpu_hours_text, memory_text, unlisted_line
 
     console = _console()
     live, pid = status.scheduler_live, status.scheduler_pid
@@ -257,11 +259,14 @@ def _cmd_status(args) -> int:
     console.print(f"[b]{status.job_name}[/b]  scheduler {(status.scheduler_id or '')[:8]} ({who})")
     console.print(str(status.run_dir), style="dim", soft_wrap=True, markup=False, highlight=False)
     placed = status.placed()
-    now = status.taken_at
-    console.print(status_table(status.tasks, status.attempts, now=now, metric=status.metric, placed=placed))
-    for line in log_lines(status.tasks, status.attempts):  # whole, however narrow the terminal: to be copied
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
-    console.print(progress_line(Counter(t.status for t in status.tasks), status.spent()))
+    if args.all:
+        for n, (tasks, latest) in enumerate(status.pages()):
+            _print_tasks(console, status, tasks, latest, placed, header=n == 0)
+    else:
+        _print_tasks(console, status, status.listed, status.latest, placed, header=True)
+        if status.unlisted:
+            console.print(unlisted_line(status.unlisted, len(status.listed)), markup=False, highlight=False)
+    console.print(progress_line(status.counts, status.spent()))
     totals = status.gpu_totals()
     if totals["gpu_seconds"]:
         sim = " (SIMULATED GPUs: memory as simulated, not measured)" if totals["gpus_simulated"] else ""
@@ -272,6 +277,20 @@ def _cmd_status(args) -> int:
             highlight=False,
         )
     return code
+
+
+def _print_tasks(console, status, tasks, latest, placed, *, header: bool) -> None:
+    """A table of these tasks, then the log of each that needs a look, whole however narrow the terminal (to be
+    copied)."""
+    from gputui.views.status_view import log_lines, status_table
+
+    if not tasks:
+        return
+    attempts = list(latest.values())
+    now, metric = status.taken_at, status.metric
+    console.print(status_table(tasks, attempts, now=now, metric=metric, placed=placed, header=header))
+    for line in log_lines(tasks, attempts):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def _console():

@@ -5,7 +5,6 @@ results or views."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 from gputui.engine.attempt import Options
 from gputui.engine.scheduler import DETACHED, STOPPED, Scheduler
@@ -48,18 +47,17 @@ def write_products(job: JobSpec, run: Run, task_ids: list[str], *, fsync: bool =
 
 def finish(job: JobSpec, run: Run, out: Printer, elapsed: float) -> int:
     store, paths = run.store, run.paths
-    tasks = store.tasks()
-    write_products(job, run, unwritten_products(paths, tasks))
-    meta = run.meta
-    ok = all(t.status == Status.DONE for t in tasks) and not meta.run_failed
+    write_products(job, run, unwritten_products(paths, store.iter_tasks()))  # a page at a time
+    meta, counts = run.meta, store.status_counts()
+    ok = counts[Status.DONE] == sum(counts.values()) and not meta.run_failed
     if ok and meta.job.merged:
         line = merge_run(store, paths)
         out.info(line)
         ok = not line.startswith("merge failed")
     summary_path, report_path = write_summary(store, paths)
-    out.progress(Counter(t.status for t in tasks), elapsed)
+    out.progress(counts, elapsed)
     out.info(f"summary: {summary_path}, report: {report_path}")
-    for t in [t for t in tasks if t.status != Status.DONE][:10]:
+    for t in store.tasks_page([s for s in Status.ALL if s != Status.DONE], limit=10):
         out.info(f"{t.id} {t.range_label} {t.status}: {t.reason or ''}")
     if meta.run_failed:
         out.info(f"the run failed: {meta.run_failed}")

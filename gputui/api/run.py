@@ -62,7 +62,7 @@ class Run:
         """Every attempt's log of the task, oldest first (a retried task has one per attempt)."""
         _, store = open_existing(self.paths.root, readonly=True)
         try:
-            attempts = sorted((a for a in store.attempts() if a.task_id == task_id), key=lambda a: a.number)
+            attempts = store.attempts(task_id)  # oldest first
         finally:
             store.close()
         return [Path(a.log_path) for a in attempts]

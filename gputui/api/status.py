@@ -1,23 +1,35 @@
-"""A run's status read once: its tasks, their attempts, whether its scheduler is live, and the GPU totals;
-what `gputui status` prints, and its `--json` form for tools."""
+"""A run's status read once: how many tasks are in each state, the tasks worth listing with their latest attempts,
+whether its scheduler is live, the GPU totals; what `gputui status` prints, and its `--json` form for tools.
+
+Read in well under a second however many tasks the run has: counts and totals are summed by SQLite, a run of more
+than `LISTED` tasks lists only those running or needing a look (`pages` gives every task, a page at a time), and
+`write_json` writes each task as SQLite makes its JSON (rundir.task_json), never holding them all."""
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TextIO
 
 from gputui import clock
 from gputui.executors.registry import recorded_executor
-from gputui.files.atomic import finite_or_null, json_default
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import gpu_totals
+from gputui.rundir import task_json
 from gputui.rundir.meta import RunMeta, read_meta
 from gputui.rundir.opening import open_existing
 from gputui.rundir.paths import RunLock
 from gputui.rundir.records import AttemptRecord
+from gputui.rundir.store import Store
 from gputui.views.kinds import ranked_by
-from gputui.views.status_view import latest_attempts
+from gputui.views.status_view import NEEDS_A_LOOK
+
+LISTED = 100  # a run of more tasks lists those running or needing a look, this many at most (`pages`: every one)
 
 
 @dataclass(frozen=True)
@@ -26,11 +38,14 @@ class RunStatus:
 
     run_dir: Path
     meta: RunMeta
-    tasks: list[TaskRecord]
-    attempts: list[AttemptRecord]
     scheduler_live: bool
     scheduler_pid: int | None
     taken_at: float  # when it was read (`clock.now()`: attempts' elapsed times are measured to it)
+    counts: Counter[str] = field(default_factory=Counter)  # every task, by status
+    listed: list[TaskRecord] = field(default_factory=list)  # every task of a short run; see LISTED
+    latest: dict[str, AttemptRecord] = field(default_factory=dict)  # the listed tasks' latest attempts
+    totals: dict = field(default_factory=dict)  # `gpu_totals()`
+    spent_s: float = 0.0  # `spent()`
 
     @property
     def job_name(self) -> str | None:
@@ -41,8 +56,17 @@ class RunStatus:
         return self.meta.identity.scheduler_id or None
 
     @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def unlisted(self) -> Counter[str]:
+        """The tasks `listed` leaves out, by status."""
+        return self.counts - Counter(t.status for t in self.listed)
+
+    @property
     def all_done(self) -> bool:
-        return all(t.status == Status.DONE for t in self.tasks)
+        return self.counts[Status.DONE] == self.total
 
     @property
     def metric(self) -> str | None:
@@ -51,53 +75,68 @@ class RunStatus:
 
     def gpu_totals(self) -> dict:
         """The run's GPU-seconds (summed) and peak memory (the largest of any task), and whether simulated."""
-        return gpu_totals(self.tasks)
+        return dict(self.totals)
 
     def spent(self) -> float:
         """Seconds from the first attempt's start to the last one's end (or to when it was read): never
         negative."""
-        first, now = min((a.started_at for a in self.attempts), default=None), self.taken_at
-        return max((clock.between(first, a.started_at) + a.elapsed(now) for a in self.attempts), default=0.0)
+        return self.spent_s
 
     def placed(self) -> dict[str, str]:
-        """Where each live task runs on its cluster (`node:GPUs`), or that it is queued and the backend's
+        """Where each listed live task runs on its cluster (`node:GPUs`), or that it is queued and the backend's
         word on it; empty where tasks run on this machine (the GPUs column says which)."""
         recorded = recorded_executor(self.run_dir, self.meta.executor.get)
         if recorded.places_gpus:
             return {}
-        last = latest_attempts(self.attempts)
         shown = {}
-        for t in (t for t in self.tasks if t.status in Status.LIVE and t.id in last):
-            a = last[t.id]
+        for t in (t for t in self.listed if t.status in Status.LIVE and t.id in self.latest):
+            a = self.latest[t.id]
             found = recorded.placement(t.id, a.number, a.log_path)
             word = "" if found is not None else recorded.standing(t.id, a.number)
             shown[t.id] = found.shown if found is not None else (f"queued: {word}" if word else "queued")
         return shown
 
-    def as_dict(self) -> dict:
-        """What `gputui status --json` prints: the run, its GPU totals, every task with its latest log."""
-        last = latest_attempts(self.attempts)
-        return {
-            "run_dir": str(self.run_dir),
-            "job": self.job_name,
-            "scheduler_id": self.scheduler_id,
-            "scheduler_live": self.scheduler_live,
-            "scheduler_pid": self.scheduler_pid,
-            "all_done": self.all_done,
-            **self.gpu_totals(),
-            "tasks": [_task_json(t, last.get(t.id)) for t in self.tasks],
-        }
+    # -- every task: read when asked, a page at a time where it can be ------------------------------
+    def pages(self) -> Iterator[tuple[list[TaskRecord], dict[str, AttemptRecord]]]:
+        """Every task in plan order with its latest attempt, a page at a time (read now, not at `taken_at`)."""
+        store = _open(self.run_dir)
+        try:
+            for page in store.pages():
+                attempts = store.attempts_of([t.id for t in page])
+                yield page, {task_id: found[-1] for task_id, found in attempts.items()}
+        finally:
+            store.close()
+
+    @cached_property
+    def tasks(self) -> list[TaskRecord]:
+        """Every task (read when first asked: a run of many tasks is better read by `pages`)."""
+        store = _open(self.run_dir)
+        try:
+            return store.tasks()
+        finally:
+            store.close()
+
+    @cached_property
+    def attempts(self) -> list[AttemptRecord]:
+        """Every attempt (read when first asked, as `tasks`)."""
+        store = _open(self.run_dir)
+        try:
+            return store.attempts()
+        finally:
+            store.close()
+
+    def write_json(self, out: TextIO) -> None:
+        """What `gputui status --json` prints (see `write_json`; read now, not at `taken_at`)."""
+        write_json(self.run_dir, out)
 
     def to_json(self) -> str:
-        """Strict JSON (a NaN metric is null), all ASCII: a reason from old state may hold C1 or bidi controls,
-        which reach the terminal unless escaped (DEL too, which JSON would leave as it is)."""
-        text = json.dumps(
-            finite_or_null(self.as_dict()),
-            indent=2,
-            allow_nan=False,
-            default=lambda o: finite_or_null(json_default(o)),
-        )
-        return text.replace("\x7f", "\\u007f")
+        text = io.StringIO()
+        self.write_json(text)
+        return text.getvalue().rstrip("\n")
+
+    def as_dict(self) -> dict:
+        """What `gputui status --json` prints, as Python values (every task: read now)."""
+        return json.loads(self.to_json())
 
 
 def read_status(run_dir: str | Path) -> RunStatus:
@@ -107,18 +146,92 @@ def read_status(run_dir: str | Path) -> RunStatus:
         lock = RunLock(paths)
         live = lock.is_live()
         holder = (lock.holder() if live else None) or {}
-        meta, tasks, attempts = read_meta(store), store.tasks(), store.attempts()
-        return RunStatus(paths.root, meta, tasks, attempts, live, holder.get("pid"), clock.now())
+        with store.snapshot():
+            meta, counts, now = read_meta(store), store.status_counts(), clock.now()
+            listed = _listed(store, sum(counts.values()))
+            attempts = store.attempts_of([t.id for t in listed]) if listed else {}
+            latest = {task_id: found[-1] for task_id, found in attempts.items()}
+            totals = gpu_totals([store.gpu_use()])
+            spent = _spent(store, now)
+        return RunStatus(paths.root, meta, live, holder.get("pid"), now, counts, listed, latest, totals, spent)
     finally:
         store.close()
 
 
-def _task_json(t: TaskRecord, last: AttemptRecord | None) -> dict:
-    """A task as `status --json` shows it: its record, its range, its latest attempt's log, its GPU figures."""
-    return t.__dict__ | {
-        "range": [t.low, t.high],
-        "log_path": None if last is None else last.log_path,
-        "duration": None if last is None or last.duration is None else round(last.duration, 3),  # latest attempt
-        "gpu_hours": None if t.gpu_seconds is None else round(t.gpu_seconds / 3600, 2),
-        "peak_memory_gib": None if t.peak_memory is None else round(t.peak_memory / 2**30, 2),
-    }
+def write_json(run_dir: str | Path, out: TextIO) -> bool:
+    """What `gputui status --json` prints: the run, its GPU totals, every task with its latest log, one task a
+    line, written as read (never all held); returns whether every task is done. Strict JSON (a NaN metric is
+    null), all ASCII: a reason from old state may hold C1 or bidi controls, which reach the terminal unless
+    escaped (DEL too). Everything in it is of one moment of the run (one read of its state)."""
+    paths, store = open_existing(run_dir, readonly=True)
+    try:
+        lock = RunLock(paths)
+        live = lock.is_live()
+        holder = (lock.holder() if live else None) or {}
+        with store.snapshot():
+            meta, counts = read_meta(store), store.status_counts()
+            done = counts[Status.DONE] == sum(counts.values())
+            head = {
+                "run_dir": str(paths.root),
+                "job": meta.job.name or None,  # None: a state that never recorded it
+                "scheduler_id": meta.identity.scheduler_id or None,
+                "scheduler_live": live,
+                "scheduler_pid": holder.get("pid"),
+                "all_done": done,
+                **gpu_totals([store.gpu_use()]),
+            }
+            text = task_json.ascii_json(head, indent=2)
+            out.write(text[: text.rindex("}")].rstrip() + ',\n  "tasks": [')
+            batch, first = [], True
+            for row in task_json.rows(store):
+                batch.append(row)
+                if len(batch) == 1000:
+                    out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))
+                    batch, first = [], False
+            if batch:
+                out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))
+            out.write("]\n}\n" if first and not batch else "\n  ]\n}\n")
+        return done
+    finally:
+        store.close()
+
+
+def _listed(store: Store, total: int) -> list[TaskRecord]:
+    """Every task of a run of up to LISTED; of a longer one, those running (first) and those that need a look,
+    LISTED at most, in plan order."""
+    if total <= LISTED:
+        return store.tasks_page(limit=LISTED)
+    live = store.tasks_page(Status.LIVE, limit=LISTED)
+    look = store.tasks_page(NEEDS_A_LOOK, limit=LISTED - len(live)) if len(live) < LISTED else []
+    return sorted(live + look, key=lambda t: t.index)
+
+
+def _spent(store: Store, now: clock.Stamp) -> float:
+    """Seconds from the first attempt's start to the end of the one that ended last (to `now` for one that
+    runs), each interval measured as clock.between measures it (on CLOCK_BOOTTIME between stamps of one boot:
+    a step of the wall clock meanwhile changes nothing). Summed by SQLite: a run of 100,000 attempts is read in
+    a moment."""
+    cols = {r[1] for r in store.read("PRAGMA table_info(attempts)")}
+    boots = {"started_boot", "ended_boot", "boot_id"} <= cols
+    sboot, eboot, boot_id = ("a.started_boot", "a.ended_boot", "a.boot_id") if boots else ("NULL",) * 3
+    first = store.read(f"SELECT a.started_at, {sboot}, {boot_id} FROM attempts a ORDER BY a.started_at LIMIT 1")
+    row = first.fetchone()
+    if row is None:
+        return 0.0
+    start = clock.Stamp(*row)  # a boot reading without its boot's id is no reading (as Stamp has it)
+    started = f"{boot_id} IS NOT NULL AND {sboot} IS NOT NULL"
+
+    def between(a_wall: str, a_boot: str, b_wall: str, b_boot: str, same: str) -> str:
+        return f"CASE WHEN {same} THEN max(0.0, {b_boot} - {a_boot}) ELSE max(0.0, {b_wall} - {a_wall}) END"
+
+    offset = between(":fw", ":fb", "a.started_at", sboot, f"{started} AND :fb IS NOT NULL AND {boot_id} = :fid")
+    running = between("a.started_at", sboot, ":nw", ":nb", f"{started} AND :nb IS NOT NULL AND {boot_id} = :nid")
+    ended = between("a.started_at", sboot, "a.ended_at", eboot, f"{started} AND {eboot} IS NOT NULL")
+    sql = f"SELECT max({offset} + CASE WHEN a.ended_at IS NULL THEN {running} ELSE {ended} END) FROM attempts a"
+    params = {"fw": float(start), "fb": start.boot, "fid": start.boot_id}
+    params |= {"nw": float(now), "nb": getattr(now, "boot", None), "nid": getattr(now, "boot_id", None)}
+    return max(0.0, store.read(sql, params).fetchone()[0] or 0.0)
+
+
+def _open(run_dir: Path) -> Store:
+    return open_existing(run_dir, readonly=True)[1]

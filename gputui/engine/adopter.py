@@ -18,7 +18,7 @@ from gputui.engine.voice import Voice
 from gputui.executors import ownership
 from gputui.executors.base import RecordedExecutor
 from gputui.files.tail import LogTail
-from gputui.jobs.tasks import Status, TaskRecord
+from gputui.jobs.tasks import Status
 from gputui.rundir.manifests import manifest_matches
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
@@ -88,15 +88,17 @@ class Adopter:
                 self.store.add_event("adopted", f"re-adopted attempt {a.number}, {where}", a.task_id)
                 if task.status == Status.KILLED:  # killed while no scheduler watched, before it had started
                     to_stop.append(task)
-            for t in list(state.tasks.values()):
-                if t.status in Status.LIVE and t.id not in state.live:
+            for t in list(self.store.iter_tasks(Status.LIVE)):
+                if t.id not in state.live:  # left running without a live attempt: it waits again
                     state.set(t.id, status=Status.PENDING)
-                t = state.tasks[t.id]
-                if t.status in WAITING and self._output_done(t):
-                    state.set(t.id, status=Status.DONE, reason=None)
-                    self.store.add_event("done", "found its finished output (done-manifest)", t.id)
+            # A waiting task whose output is whole (its done-manifest matches) is done: read a page at a time.
+            for task_id, low, high, output in self.store.named_outputs(WAITING):
+                if self._output_done(output, low, high):
+                    t = state.tasks[task_id]
+                    state.set(task_id, status=Status.DONE, reason=None)
+                    self.store.add_event("done", "found its finished output (done-manifest)", task_id)
                     self.voice.info(
-                        f"{t.id} {t.range_label} already done (its output has a matching done-manifest)"
+                        f"{task_id} {t.range_label} already done (its output has a matching done-manifest)"
                     )
             self.settler.expand()  # a decision a user's retry or kill made due while no scheduler ran
         self.outbox.send_alerts()
@@ -142,10 +144,10 @@ class Adopter:
             return bool(members)
         return bool(ownership.tagged_as(self.scheduler_id, live.task_id, live.number))
 
-    def _output_done(self, t: TaskRecord) -> bool:
-        output = self.state.outputs.get(t.id)
+    @staticmethod
+    def _output_done(output: str, low: int, high: int) -> bool:
         try:
-            return bool(output) and manifest_matches(Path(output), low=t.low, high=t.high)
+            return manifest_matches(Path(output), low=low, high=high)
         except OSError:
             return False
 

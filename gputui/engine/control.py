@@ -290,7 +290,7 @@ class Controller:
             self.store.update_attempt(task.id, attempt.number, **fields)
 
     def select(self, verb: str, task_ids: Sequence[str] | None) -> list[TaskRecord]:
-        tasks = self.store.tasks()
+        """The tasks named (each read by its id), or every task the verb applies to (found by status)."""
         if task_ids is None:
             applies = {
                 "pause": {Status.RUNNING},
@@ -298,11 +298,12 @@ class Controller:
                 "kill": set(Status.ALL) - Status.FINAL,
                 "retry": {Status.FAILED, Status.KILLED, Status.RETRYING},
             }[verb]
-            return [t for t in tasks if t.status in applies]
-        by_id = {t.id: t for t in tasks}
-        unknown = [i for i in task_ids if i not in by_id]
+            return list(self.store.iter_tasks(sorted(applies)))
+        by_id = {i: self.store.task(i) for i in task_ids}
+        unknown = [i for i, t in by_id.items() if t is None]
         if unknown:
-            known = ", ".join(list(by_id)[:6]) + (" ..." if len(by_id) > 6 else "")
+            first = [t.id for t in self.store.tasks_page(limit=7)]
+            known = ", ".join(first[:6]) + (" ..." if len(first) > 6 else "")
             raise ControlError(f"no such task in this run: {', '.join(unknown)} (tasks: {known})")
         return [by_id[i] for i in task_ids]
 

@@ -85,7 +85,7 @@ class GpuSampler:
             busy = [(live.key, live.gpus) for live in running if tasks[live.task_id].status == Status.RUNNING]
             findings += self.idle.sample(gpus, busy, now)
         if self.ghosts is not None:
-            findings += self.ghosts.sample(gpus, {t.id: t.status for t in tasks.values()}, now)
+            findings += self.ghosts.sample(gpus, self.state.statuses, now)
         for f in findings:  # not tied to this turn's commit: sent at once
             live = self.state.live.get(f.task_id or "") if f.kind == "gpu_idle" else None
             self.voice.info(f"alert: {f.message}")

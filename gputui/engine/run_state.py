@@ -1,16 +1,121 @@
-"""The scheduler's in-memory mirror of the run: its tasks, the line of those waiting, and the attempts not
-known to be over. The loop reads this, never the store, and `RunState.set` is the one place a task's
-fields change: it writes the store (in the caller's transaction) and keeps the counts and the waiting
-line in step, so the mirror and the store never disagree about a task the loop has touched."""
+"""The scheduler's view of the run: its tasks, the line of those waiting, and the attempts not known to be over.
+The loop reads tasks here, and `RunState.set` is the one place a task's fields change: it writes the store (in
+the caller's transaction) and keeps the counts and the waiting line in step.
+
+A run may hold 100,000 tasks or more, so the store is the mirror's backing, not a copy in memory: the records
+held are those the loop works with (waiting at the head of the line, running, retrying); any other task is read
+from the store when asked for. Every write goes through the same connection first, so a record read from the
+store is never older than one held here; `load` drops what is held after a turn rolled back or another writer
+(the controller) changed tasks."""
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Iterator, Mapping
 
 from gputui.engine.attempt import WAITING, Live
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.store import Store
+
+PAGE = 256  # waiting tasks read into the line at once
+
+
+class Tasks(Mapping[str, TaskRecord]):
+    """Every task of the run by id: the records held, else the store's. `values()` reads them from the store a
+    page at a time (a job kind's rule over every task); no caller should need them all."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.held: dict[str, TaskRecord] = {}
+
+    def __getitem__(self, task_id: str) -> TaskRecord:
+        found = self.held.get(task_id)
+        if found is None:
+            found = self.store.task(task_id)
+            if found is None:
+                raise KeyError(task_id)
+            self.hold(found)
+        return found
+
+    def hold(self, task: TaskRecord) -> None:
+        """Held while it may be launched or runs; a final task is read from the store when asked for."""
+        if task.status in Status.FINAL:
+            self.held.pop(task.id, None)
+        else:
+            self.held[task.id] = task
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self.held or (isinstance(task_id, str) and self.store.task(task_id) is not None)
+
+    def __iter__(self) -> Iterator[str]:
+        return (t.id for t in self.store.iter_tasks())
+
+    def __len__(self) -> int:
+        return self.store.task_count()
+
+    def values(self) -> Iterator[TaskRecord]:  # type: ignore[override]
+        return self.store.iter_tasks()
+
+
+class Outputs(Mapping[str, str | None]):
+    """Each task's output file (None: it names none), read from the store when asked for."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __getitem__(self, task_id: str) -> str | None:
+        return self.store.output_of(task_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(Tasks(self.store))
+
+    def __len__(self) -> int:
+        return self.store.task_count()
+
+
+class Statuses(Mapping[str, str]):
+    def __init__(self, tasks: Tasks):
+        self.tasks = tasks
+
+    def __getitem__(self, task_id: str) -> str:
+        return self.tasks[task_id].status
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+class WaitingLine(list):
+    """A heap of (index, task id): the launcher pops the first. The waiting tasks of the store come in a page at a
+    time as it is read: asking whether the line is empty (the launcher asks before each pop) first brings in the
+    next page when the store may hold a waiting task before the heap's first, so tasks start in plan order while
+    only a page of them is held. Entries pushed again (a retry, `start`) may repeat one: the launcher skips a task
+    no longer waiting, and one it has seen in the turn."""
+
+    def __init__(self, tasks: Tasks):
+        super().__init__()
+        self.tasks = tasks
+        self.read_to: float = float("-inf")  # every waiting task up to this index has been brought in
+        self.read_all = False
+
+    def __bool__(self) -> bool:
+        if not self.read_all and (not len(self) or self[0][0] > self.read_to):
+            self._read_page()
+        return len(self) > 0
+
+    def _read_page(self) -> None:
+        after = None if self.read_to == float("-inf") else int(self.read_to)
+        page = self.tasks.store.tasks_page(WAITING, after_index=after, limit=PAGE)
+        for t in page:
+            self.tasks.hold(t)
+            heapq.heappush(self, (t.index, t.id))
+        if len(page) < PAGE:
+            self.read_all, self.read_to = True, float("inf")
+        else:
+            self.read_to = page[-1].index
 
 
 class RunState:
@@ -18,39 +123,40 @@ class RunState:
 
     def __init__(self, store: Store):
         self.store = store
-        self.tasks: dict[str, TaskRecord] = {}
-        self.outputs: dict[str, str | None] = {}
+        self.tasks = Tasks(store)
+        self.outputs = Outputs(store)
         self.counts: Counter[str] = Counter()
-        self.waiting: list[tuple[int, str]] = []  # heap of (index, task id); stale entries are skipped
+        self.total = 0
+        self.waiting: list[tuple[int, str]] = WaitingLine(self.tasks)  # stale entries are skipped
         self.live: dict[str, Live] = {}  # running attempts, by task id
         self.lingering: dict[tuple[str, int], Live] = {}  # ended attempts with processes still alive
 
     def load(self) -> None:
         """The tasks as committed (another process, or a rolled-back turn, may have changed them)."""
-        self.tasks = {t.id: t for t in self.store.tasks()}
-        self.outputs = self.store.task_outputs()
-        self.counts = Counter(t.status for t in self.tasks.values())
-        self.waiting = [(t.index, t.id) for t in self.tasks.values() if t.status in WAITING]
-        heapq.heapify(self.waiting)
+        self.tasks = Tasks(self.store)
+        self.counts = self.store.status_counts()
+        self.total = sum(self.counts.values())
+        self.waiting = WaitingLine(self.tasks)
 
     def set(self, task_id: str, **fields) -> None:
         """Change a task's fields, in the store and here; a task that comes to wait joins the line."""
+        old = self.tasks[task_id]
         self.store.update_task(task_id, **fields)
         if "gpus" in fields:
             fields["gpus"] = tuple(fields["gpus"])
-        old = self.tasks[task_id]
-        new = self.tasks[task_id] = TaskRecord(**{**vars(old), **fields})
+        new = TaskRecord(**{**vars(old), **fields})
+        self.tasks.hold(new)
         if new.status != old.status:
             self.counts[old.status] -= 1
             self.counts[new.status] += 1
             if new.status in WAITING:
                 heapq.heappush(self.waiting, (new.index, new.id))
 
-    def added(self, task: TaskRecord, output: str | None) -> None:
-        """A task a job kind just added to the store (pending): known and waiting from now on."""
-        self.tasks[task.id] = task
-        self.outputs[task.id] = output
+    def added(self, task: TaskRecord) -> None:
+        """A task a job kind just added to the store (pending, with its output): known and waiting from now on."""
+        self.tasks.hold(task)
         self.counts[Status.PENDING] += 1
+        self.total += 1
         heapq.heappush(self.waiting, (task.index, task.id))
 
     def wait(self, index: int, task_id: str) -> None:
@@ -66,8 +172,20 @@ class RunState:
         live = self.live.get(task_id)
         return (live is None or live.number != number) and (task_id, number) not in self.lingering
 
+    def retrying(self) -> list[TaskRecord]:
+        """The tasks held that wait for their retry's back-off: every one the loop set to retry (after `load`,
+        those read into the line so far; the loop polls every fraction of a second anyway)."""
+        if not self.counts[Status.RETRYING]:
+            return []
+        return [t for t in self.tasks.held.values() if t.status == Status.RETRYING]
+
+    @property
+    def statuses(self) -> Mapping[str, str]:
+        """Each task's status by id, read as asked (the ghost watch asks of the few seen on a GPU)."""
+        return Statuses(self.tasks)
+
     def todo(self) -> int:
-        return sum(t.status not in Status.FINAL for t in self.tasks.values())
+        return self.total - sum(self.counts[s] for s in Status.FINAL)
 
     def all_final(self) -> bool:
-        return sum(self.counts[s] for s in Status.FINAL) == len(self.tasks)
+        return sum(self.counts[s] for s in Status.FINAL) == self.total

@@ -266,7 +266,7 @@ class Scheduler:
         timeout = max(0.0, min(self._next_poll - time.monotonic(), self.opts.poll))
         state = self.state
         if state.counts[Status.RETRYING]:
-            soonest = min(self.retries.wait(t) for t in state.tasks.values() if t.status == Status.RETRYING)
+            soonest = min((self.retries.wait(t) for t in state.retrying()), default=timeout)
             timeout = min(timeout, soonest)
         if self.stops:
             timeout = min(timeout, 0.05)
@@ -299,7 +299,7 @@ class Scheduler:
         if self.cluster is not None:
             c = self.cluster
             gpus = f"{c.where} ({c.gpus:g} GPU(s), {c.nodes} node(s))"
-        n = len(self.store.tasks())
+        n = self.store.task_count()
         self.voice.info(
             f"run {self.job.name} (scheduler {self.scheduler_id[:8]}) in {self.paths.root}: "
             f"{n} task(s); GPUs: {gpus}"

@@ -268,7 +268,7 @@ class Settler:
         if e.new:
             self.store.add_tasks(e.new, budget=self.job.retry.max_attempts)
             for t in e.new:
-                self.state.added(self.store.task(t.id), t.output)
+                self.state.added(self.store.task(t.id))
         for task_id, fields in e.updates.items():
             self.state.set(task_id, **fields)
             if fields.get("status") in Status.FINAL:

@@ -101,6 +101,8 @@ def normalize_ids(values: Iterable[Any]) -> tuple[list[Any], bool]:
     switches the whole set to string mode, where ranges are positions in the sorted list.
     """
     values = values if isinstance(values, list | tuple) else list(values)
+    if all(type(v) is str and v.isascii() and v.isdigit() for v in values):  # a CSV's plain ids, at C speed
+        return sorted(set(map(int, values))), True
     ints: set[int] = set()
     for v in values:
         if isinstance(v, bool):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 
-from gputui.files.atomic import atomic_write_json, atomic_write_text, dumps_json
+from gputui.files.atomic import atomic_write_chunks, atomic_write_json
 from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.spec import JobSpec
+from gputui.rundir import task_json
 from gputui.rundir.paths import RunPaths
 from gputui.rundir.store import Store
 
@@ -39,19 +41,19 @@ def write_config(paths: RunPaths, job: JobSpec, scheduler_id: str, gpu_backend: 
 
 
 def write_tasks(paths: RunPaths, store: Store) -> None:
-    """Every task's arguments, status and attempts (the seed's worker_args_*.json), one task a line."""
-    outputs = store.task_outputs()
-    attempts: dict[str, list] = {}
-    for a in store.attempts():
-        attempts.setdefault(a.task_id, []).append(
-            vars(a) | {k: vars(getattr(a, k)) for k in ("waiter", "worker") if getattr(a, k) is not None}
-        )
-    lines = [
-        dumps_json(
-            vars(t)
-            | {"range": [t.low, t.high], "output": outputs.get(t.id), "attempt_log": attempts.get(t.id, [])},
-            indent=None,
-        )
-        for t in store.tasks()
-    ]
-    atomic_write_text(paths.exports / "tasks.json", "[\n" + ",\n".join(lines) + "\n]\n", fsync=False)
+    """Every task's arguments, status and attempts (the seed's worker_args_*.json), one task a line; each made by
+    SQLite as it is written (rundir.task_json), so a run of 100,000 tasks is written in a moment, never held."""
+
+    def lines() -> Iterator[bytes]:
+        batch, first = [], True
+        for row in task_json.export_rows(store):
+            batch.append(row)
+            if len(batch) == 1000:
+                yield (("[\n" if first else ",\n") + ",\n".join(batch)).encode()
+                batch, first = [], False
+        if batch:
+            yield (("[\n" if first else ",\n") + ",\n".join(batch)).encode()
+            first = False
+        yield b"[\n]\n" if first else b"\n]\n"
+
+    atomic_write_chunks(paths.exports / "tasks.json", lines(), fsync=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,15 +119,19 @@ def _changed_output_key(recorded: OutputSettings | None, job: JobSpec, old: str 
 
 
 def _check_outputs(store: Store, job: JobSpec, plan: Plan) -> None:
-    """Refuse a job file whose outputs would no longer be where the run recorded them."""
-    recorded = store.task_outputs()
-    for task in plan.tasks:
-        old, new = recorded.get(task.id), task.output
-        if old == new:
-            continue
+    """Refuse a job file whose outputs would no longer be where the run recorded them (read a page at a time)."""
+    tasks = iter(plan.tasks)
+    while page := list(itertools.islice(tasks, 500)):
+        recorded = store.outputs_of([t.id for t in page])
+        for task in page:
+            _check_output(store, job, task.id, recorded.get(task.id), task.output)
+
+
+def _check_output(store: Store, job: JobSpec, task_id: str, old: str | None, new: str | None) -> None:
+    if old != new:
         key = _changed_output_key(read_meta(store).job.outputs, job, old)
         raise PlanMismatch(
-            f"{job.path}: {key} changed since {store.path.parent} started: {task.id}'s output was "
+            f"{job.path}: {key} changed since {store.path.parent} started: {task_id}'s output was "
             f"{old or '(none)'}, it would now be {new or '(none)'}; outputs already recorded would be stranded, "
             f"so this is refused.\n  Restore {key.split(' ')[0]}, or start afresh with another --run-dir. What "
             f"may change safely between runs: {SAFE_CHANGES}."
@@ -170,9 +175,8 @@ def _init_or_check(
             rebuild.write_identity(paths, scheduler_id, job.name)
         elif retry_failed:
             # Tasks that failed for good get a fresh set of attempts when the run is started again.
-            for t in store.tasks():
-                if t.status == Status.FAILED:
-                    store.update_task(t.id, status=Status.PENDING, budget=t.attempts + job.retry.max_attempts)
+            for t in store.iter_tasks((Status.FAILED,)):
+                store.update_task(t.id, status=Status.PENDING, budget=t.attempts + job.retry.max_attempts)
         write_meta(store, was.opened(identity, JobFacts.of(job, plan), simulate))
     return notes
 

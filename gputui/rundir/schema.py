@@ -32,6 +32,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
+# The indexes let a run of 100,000 tasks be read a page at a time, in plan order or by status (the scheduler's
+# waiting line, `gputui status`), and counted by status without reading a row. `CREATE ... IF NOT EXISTS`: an
+# older database gets them the first time it is opened for writing; a view reads one without them as it is.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -57,4 +60,6 @@ CREATE TABLE IF NOT EXISTS controls (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, verb TEXT NOT NULL, args TEXT NOT NULL,
     done_at REAL, ok INTEGER, result TEXT
 );
+CREATE INDEX IF NOT EXISTS tasks_by_index ON tasks(idx);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status, idx);
 """

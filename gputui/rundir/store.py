@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gputui.clock import Stamp
 from gputui.executors.ownership import ProcessRef
@@ -38,6 +40,15 @@ class Control:
     done_at: float | None = None
     ok: bool | None = None
     result: str | None = None
+
+
+PAGE = 500  # tasks read at once where a run's tasks are read in pages
+
+
+class GpuUse(NamedTuple):
+    gpu_seconds: float | None
+    peak_memory: int | None
+    gpus_simulated: bool
 
 
 def _gpus(text: str) -> tuple[int, ...]:
@@ -123,15 +134,16 @@ class Store:
 
     # -- tasks ---------------------------------------------------------------------------------
     def add_tasks(self, tasks: Iterable[NewTask], budget: int) -> None:
+        """Inserted as they are read (a plan of a million tasks is never a list), in one transaction."""
         with self.transaction():
             self._db.executemany(
                 "INSERT INTO tasks(id, idx, low, high, count, output, status, budget, kind, info, after_ids) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
+                (
                     (t.id, t.index, t.low, t.high, t.count, t.output, Status.PENDING, budget, t.kind)
-                    + (json.dumps(dict(t.info)), ",".join(t.after))
+                    + (json.dumps(dict(t.info)) if t.info else "{}", ",".join(t.after))
                     for t in tasks
-                ],
+                ),
             )
 
     def tasks(self) -> list[TaskRecord]:
@@ -141,12 +153,15 @@ class Store:
         r = self._db.execute(self._tasks_query("WHERE t.id=?"), (task_id,)).fetchone()
         return None if r is None else _task(r)
 
+    def _has_accounting(self) -> bool:
+        if not self._accounting:  # asked again while missing: a view may watch a scheduler upgrade it
+            self._accounting = "gpu_seconds" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
+        return self._accounting
+
     def _tasks_query(self, tail: str) -> str:
         """Tasks with their attempts' GPU accounting summed (GPU-seconds) and maxed (peak memory), each from
         its own attempts through the (task_id, number) key: one task's costs the same however many there are."""
-        if not self._accounting:  # asked again while missing: a view may watch a scheduler upgrade it
-            self._accounting = "gpu_seconds" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
-        if not self._accounting:  # an older schema read as it is (a view never upgrades it)
+        if not self._has_accounting():  # an older schema read as it is (a view never upgrades it)
             return f"SELECT t.* FROM tasks t {tail}"
         columns = ", ".join(
             f"(SELECT {f}({c}) FROM attempts WHERE task_id = t.id) AS {c}"
@@ -156,6 +171,93 @@ class Store:
 
     def task_outputs(self) -> dict[str, str | None]:
         return {r[0]: r[1] for r in self._db.execute("SELECT id, output FROM tasks")}
+
+    # -- many tasks, never all at once: a run of 100,000 tasks is read a page at a time ---------
+    def task_count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+
+    def status_counts(self) -> Counter[str]:
+        """Tasks by status, counted by SQLite (the status index: no row is read)."""
+        return Counter(dict(self._db.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()))
+
+    def tasks_page(
+        self, statuses: Collection[str] | None = None, *, after_index: int | None = None, limit: int = PAGE
+    ) -> list[TaskRecord]:
+        """The first `limit` tasks in plan order after `after_index` (None: from the first), of these statuses
+        (None: any)."""
+        where, params = [], []
+        if statuses is not None:
+            where.append(f"t.status IN ({','.join('?' * len(statuses))})")
+            params += list(statuses)
+        if after_index is not None:
+            where.append("t.idx > ?")
+            params.append(after_index)
+        tail = f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY t.idx LIMIT ?"
+        return [_task(r) for r in self._db.execute(self._tasks_query(tail), (*params, limit))]
+
+    def pages(self, statuses: Collection[str] | None = None, *, page: int = PAGE) -> Iterator[list[TaskRecord]]:
+        """Every task (of these statuses) in plan order, `page` at a time: what is held is one page, and the
+        caller may write between pages (no statement is left open)."""
+        after = None
+        while rows := self.tasks_page(statuses, after_index=after, limit=page):
+            yield rows
+            after = rows[-1].index
+
+    def iter_tasks(self, statuses: Collection[str] | None = None) -> Iterator[TaskRecord]:
+        for rows in self.pages(statuses):
+            yield from rows
+
+    def output_of(self, task_id: str) -> str | None:
+        row = self._db.execute("SELECT output FROM tasks WHERE id=?", (task_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def named_outputs(self, statuses: Collection[str], *, page: int = PAGE) -> Iterator[tuple[str, int, int, str]]:
+        """(id, low, high, output) of each task of these statuses that names an output, in plan order, read a
+        page at a time (the caller may write between pages)."""
+        marks, after = ",".join("?" * len(statuses)), -(1 << 62)
+        while rows := self._db.execute(
+            f"SELECT idx, id, low, high, output FROM tasks WHERE status IN ({marks}) AND idx > ? "
+            "AND output IS NOT NULL ORDER BY idx LIMIT ?",
+            (*statuses, after, page),
+        ).fetchall():
+            yield from (r[1:] for r in rows)
+            after = rows[-1][0]
+
+    def outputs_of(self, task_ids: Collection[str]) -> dict[str, str | None]:
+        """These tasks' outputs (a page of them: SQLite takes some thousands of parameters at most)."""
+        marks = ",".join("?" * len(task_ids))
+        return dict(self._db.execute(f"SELECT id, output FROM tasks WHERE id IN ({marks})", tuple(task_ids)))
+
+    def attempts_of(self, task_ids: Collection[str]) -> dict[str, list[AttemptRecord]]:
+        """These tasks' attempts, oldest first (a page of them, as `outputs_of`)."""
+        marks, found = ",".join("?" * len(task_ids)), {}
+        for r in self._db.execute(
+            f"SELECT * FROM attempts WHERE task_id IN ({marks}) ORDER BY task_id, number", tuple(task_ids)
+        ):
+            found.setdefault(r["task_id"], []).append(_attempt(r))
+        return found
+
+    def gpu_use(self) -> GpuUse:
+        """The run's GPU accounting over every attempt: GPU-seconds summed, the largest peak, whether simulated."""
+        if not self._has_accounting():
+            return GpuUse(None, None, False)
+        row = self._db.execute("SELECT SUM(gpu_seconds), MAX(peak_memory), MAX(gpus_simulated) FROM attempts")
+        seconds, peak, simulated = row.fetchone()
+        return GpuUse(seconds, peak, bool(simulated))
+
+    def read(self, sql: str, params: Sequence | Mapping = ()) -> sqlite3.Cursor:
+        """A query of the run's readers (rundir.task_json, views): reads only."""
+        return self._db.execute(sql, params)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one moment of the run, however long they take (a read transaction: WAL lets the
+        scheduler write meanwhile). For a read-only store; nests inside nothing."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
     def update_task(self, task_id: str, **fields) -> None:
         if "gpus" in fields:

@@ -34,14 +34,16 @@ def status_table(
     now: float,
     metric: str | None = None,
     placed: Mapping[str, str] | None = None,
+    header: bool = True,
 ) -> Table:
     """One row per task. Log paths are not in it (a narrow cell would break them up): see `log_lines`.
     `metric`: a sweep's metric, shown with each trial's rank (★: promoted to the next stage). `placed`: the
-    GPUs cell of a task on a cluster (`node:GPUs`, or "queued: held (JobHeldAdmin)" from Slurm's word)."""
+    GPUs cell of a task on a cluster (`node:GPUs`, or "queued: held (JobHeldAdmin)" from Slurm's word).
+    `header`: False for the pages after the first of a long run's table."""
     last = latest_attempts(attempts)
     gpu_figures = any(t.gpu_seconds for t in tasks)
     simulated = any(t.gpus_simulated for t in tasks)
-    table = Table(box=None, pad_edge=False, header_style="bold")
+    table = Table(box=None, pad_edge=False, header_style="bold", show_header=header)
     columns = ["task", for_tasks(t.kind for t in tasks).covers, "status", "tries", "GPUs", "exit", "time"]
     if metric is not None:
         columns += [metric, "rank"]
@@ -78,6 +80,15 @@ def log_lines(tasks: Sequence[TaskRecord], attempts: Sequence[AttemptRecord]) ->
     """'TASK log: PATH' for each task that needs a look (failed, retrying, killed), to print whole."""
     last = latest_attempts(attempts)
     return [f"{t.id} log: {last[t.id].log_path}" for t in tasks if t.status in NEEDS_A_LOOK and t.id in last]
+
+
+def unlisted_line(unlisted: Mapping[str, int], listed: int) -> str:
+    """What a long run's status leaves out of its table (`listed` rows), by status: '… and 99,950 more tasks:
+    97,393 pending, 2,557 done (--all lists every task)'."""
+    total = sum(unlisted.values())
+    parts = ", ".join(f"{unlisted[s]:,} {s}" for s in Status.ALL if unlisted.get(s))
+    head = f"… and {total:,} more task{'s' if total != 1 else ''}" if listed else f"{total:,} tasks"
+    return f"{head}: {parts} (--all lists every task)"
 
 
 def latest_attempts(attempts: Sequence[AttemptRecord]) -> dict[str, AttemptRecord]:

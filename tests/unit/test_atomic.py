@@ -128,3 +128,17 @@ def test_numbers_that_are_not_finite_are_written_as_null_strict_json(tmp_path):
     expected = {"loss": None, "up": [1.5, None], "pair": [2, None], "np": None}
     assert _strict((tmp_path / "s.json").read_text()) == expected
     assert atomic.dumps_json({"ok": 0.25}, indent=None) == '{"ok": 0.25}'
+
+
+def test_a_file_written_in_pieces_replaces_the_old_one_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "tasks.json"
+    atomic.atomic_write_chunks(path, (f"{i}\n".encode() for i in range(3)))
+    assert path.read_text() == "0\n1\n2\n"
+
+    def failing():
+        yield b"half"
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError):
+        atomic.atomic_write_chunks(path, failing())
+    assert path.read_text() == "0\n1\n2\n" and sorted(p.name for p in tmp_path.iterdir()) == ["tasks.json"]

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from gputui.jobs.kinds.shards import Shard, describe_plan, plan_fingerprint, plan_shards
@@ -65,3 +68,18 @@ def test_fingerprint_changes_with_the_plan_only():
     assert plan_fingerprint(a, integer_ids=True) == plan_fingerprint(b, integer_ids=True)
     assert plan_fingerprint(a, integer_ids=True) != plan_fingerprint(c, integer_ids=True)
     assert describe_plan(c).startswith("5 shards: [0, 20), [20, 40)")
+
+
+def test_fingerprints_recorded_by_earlier_gputui_still_match():
+    """A run directory an earlier gputui started is still recognised as the same plan (values it recorded)."""
+    cases = [
+        (list(range(100)), True, {"num_workers": 4}, "c4e77b7ef93be4b9"),
+        ([3, 7, 12, 40, 41], True, {"shard_size": 2}, "e5857c29a4f5035a"),
+        (["a", "b", "c"], False, {"shard_size": 1}, "5af5b603c8ba640b"),
+        (list(range(25_000)), True, {"shard_size": 1}, None),  # pieces of 10,000 hashed as one text
+    ]
+    for ids, integer_ids, split, recorded in cases:
+        shards = plan_shards(ids, integer_ids=integer_ids, **split)
+        whole = json.dumps([integer_ids, [(s.low, s.high) for s in shards]])
+        assert plan_fingerprint(shards, integer_ids=integer_ids) == hashlib.sha256(whole.encode()).hexdigest()[:16]
+        assert recorded is None or plan_fingerprint(shards, integer_ids=integer_ids) == recorded

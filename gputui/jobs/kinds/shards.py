@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,46 +98,95 @@ def plan_shards(
     workers do); other ids give positional ranges over the sorted list. Sizes differ by at most
     one; never more shards than ids, and no empty shard.
     """
+    bounds = shard_bounds(ids, integer_ids=integer_ids, num_workers=num_workers, shard_size=shard_size)
+    return [Shard(i, low, high, count) for i, (low, high, count) in enumerate(zip(*bounds, strict=True))]
+
+
+def shard_bounds(
+    ids: Sequence, *, integer_ids: bool, num_workers: int | None = None, shard_size: int | None = None
+) -> tuple[list[int], list[int], list[int]]:
+    """`plan_shards` as three lists (lows, highs, counts), made by slicing: a million shards in a blink, held as
+    numbers rather than records."""
     if (num_workers is None) == (shard_size is None):
         raise ValueError("set exactly one of num_workers or shard_size")
     n = len(ids)
+    if num_workers is not None and num_workers < 1:
+        raise ValueError("num_workers must be >= 1")
+    if shard_size is not None and shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
     if n == 0:
-        return []
+        return [], [], []
     if num_workers is not None:
-        if num_workers < 1:
-            raise ValueError("num_workers must be >= 1")
         k = min(num_workers, n)
         base, extra = divmod(n, k)
-        sizes = [base + (1 if i < extra else 0) for i in range(k)]
+        starts = [i * base + min(i, extra) for i in range(k)]
     else:
-        if shard_size < 1:
-            raise ValueError("shard_size must be >= 1")
-        sizes = [min(shard_size, n - start) for start in range(0, n, shard_size)]
-    shards, start = [], 0
-    for i, size in enumerate(sizes):
-        end = start + size
-        if integer_ids:
-            low = ids[start]
-            high = ids[end] if end < n else ids[-1] + 1
-        else:
-            low, high = start, end
-        shards.append(Shard(i, int(low), int(high), size))
-        start = end
-    return shards
+        starts = list(range(0, n, shard_size))
+    ends = [*starts[1:], n]
+    counts = [end - start for start, end in zip(starts, ends, strict=True)]
+    if not integer_ids:
+        return starts, ends, counts
+    if shard_size is not None:
+        lows = list(ids[::shard_size])
+        highs = [*ids[shard_size::shard_size], ids[-1] + 1]
+    else:
+        lows = [ids[i] for i in starts]
+        highs = [*(ids[i] for i in ends[:-1]), ids[-1] + 1]
+    return [int(v) for v in lows], [int(v) for v in highs], counts
 
 
 def plan_fingerprint(shards: Sequence[Shard], *, integer_ids: bool) -> str:
     """Identifies a plan, so a run directory is never driven by a different one."""
-    body = json.dumps([integer_ids, [(s.low, s.high) for s in shards]])
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+    return bounds_fingerprint([s.low for s in shards], [s.high for s in shards], integer_ids=integer_ids)
 
 
-def describe_plan(shards: Sequence[Shard]) -> str:
+def bounds_fingerprint(lows: Sequence[int], highs: Sequence[int], *, integer_ids: bool) -> str:
+    """The hash of the JSON text `[integer_ids, [[low, high], ...]]` (as every gputui wrote it: a run directory
+    started by an earlier one is still recognised), hashed a piece at a time."""
+    digest = hashlib.sha256(f"[{json.dumps(integer_ids)}, [".encode())
+    for start in range(0, len(lows), 10_000):
+        pairs = zip(lows[start : start + 10_000], highs[start : start + 10_000], strict=True)
+        digest.update(((", " if start else "") + ", ".join(f"[{low}, {high}]" for low, high in pairs)).encode())
+    digest.update(b"]]")
+    return digest.hexdigest()[:16]
+
+
+def describe_plan(shards: Sequence) -> str:
     if not shards:
         return "no shards"
     head = ", ".join(f"[{s.low}, {s.high})" for s in shards[:4])
     more = f", ... ({len(shards)} in all)" if len(shards) > 4 else ""
     return f"{len(shards)} shard{'s' if len(shards) != 1 else ''}: {head}{more}"
+
+
+class ShardTasks(Sequence[NewTask]):
+    """A shard plan's tasks, each made as it is read: a plan of a million shards holds three lists of numbers,
+    not a million records. Every task's output name was checked when the plan was made (`check_outputs`)."""
+
+    def __init__(self, job: JobSpec, lows: list[int], highs: list[int], counts: list[int]):
+        self.job, self.lows, self.highs, self.counts = job, lows, highs, counts
+        self.named = job.outputs is not None and job.outputs.pattern is not None
+
+    def __len__(self) -> int:
+        return len(self.lows)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        low, high = self.lows[i], self.highs[i]
+        output = shard_output(self.job, Shard(i, low, high, self.counts[i])) if self.named else None
+        return NewTask(f"shard-{i}", i, SHARD, low, high, self.counts[i], output)
+
+    def __iter__(self) -> Iterator[NewTask]:
+        return (self[i] for i in range(len(self)))
+
+    def check_outputs(self) -> None:
+        """Each task's own output name, refused (JobSpecError) where its pattern makes a bad one."""
+        if self.named:
+            for i, (low, high) in enumerate(zip(self.lows, self.highs, strict=True)):
+                shard_output(self.job, Shard(i, low, high, self.counts[i]))
 
 
 def load_ids(job: JobSpec) -> tuple[list, bool]:
@@ -205,14 +254,21 @@ class Shards(JobKind):
         ids, integer_ids = load_ids(job)
         if not ids:
             raise JobSpecError(f"{job.path}: [shards].input: {spec.input} has no rows; nothing to do")
-        shards = plan_shards(
+        bounds = shard_bounds(
             ids, integer_ids=integer_ids, num_workers=spec.num_workers, shard_size=spec.shard_size
         )
-        tasks = [NewTask(s.task_id, s.index, SHARD, s.low, s.high, s.count, shard_output(job, s)) for s in shards]
-        definition = [[s.low, s.high] for s in shards]
+        del ids  # a million of them: not held while the plan is
+        tasks = ShardTasks(job, *bounds)
+        tasks.check_outputs()
+        # What identifies the plan is its fingerprint; each shard's range is in the run's tasks table.
+        definition = {"shards": len(tasks), "integer_ids": integer_ids, "ids": sum(tasks.counts)}
         recorded = {"integer_ids": integer_ids, "input": str(spec.input), "id_column": spec.id_column}
         return Plan(
-            tasks, plan_fingerprint(shards, integer_ids=integer_ids), describe_plan(shards), definition, recorded
+            tasks,
+            bounds_fingerprint(*bounds[:2], integer_ids=integer_ids),
+            describe_plan(tasks),
+            definition,
+            recorded,
         )
 
     def refusal(self, job: JobSpec, plan: Plan, recorded: Recorded, changed: bool) -> str | None:
