@@ -122,12 +122,14 @@ class Settler:
 
     def _record_end(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
         self.state.live.pop(live.task_id, None)
-        self._settle_task(live, ends, manifest_error)
+        cleared = ends.ended and ends.cleared
+        # Cleared with its end (nothing of it left): both recorded by one write, in the same transaction.
+        cleared_at = (ends.ended_at or time.time()) if cleared else None
+        self._settle_task(live, ends, manifest_error, cleared_at)
         said = self.executor.after_end(live.task_id, live.number, ends.exit_code)  # (Slurm: a job left unwatched)
         if said:
             self.voice.info(said)
-        if ends.ended and ends.cleared:
-            self.store.update_attempt(live.task_id, live.number, cleared_at=ends.ended_at or time.time())
+        if cleared:
             self.executor.done(live.key)
             if live.cgroup and not live.ours:  # its waiter died before it could remove the attempt's cgroup
                 cgroups.remove(live.cgroup, wait=0.0)
@@ -145,7 +147,9 @@ class Settler:
             live.ours = False
             self.leftovers.watch(live)
 
-    def _settle_task(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
+    def _settle_task(
+        self, live: Live, ends: AttemptEnds, manifest_error: str | None, cleared_at: float | None = None
+    ) -> None:
         if live.log is not None:
             self.voice.worker_lines(live.label, live.log.read_lines(flush=True))
         self._last_look(live)
@@ -175,7 +179,10 @@ class Settler:
         )
         if self.setup.cluster is not None:
             self.meter.ran_from(live.key, self._ran_since(live))
-        self.store.update_attempt(task.id, live.number, **d.attempt, **self.meter.finish(live.key, ended.ended_at))
+        cleared = {} if cleared_at is None else {"cleared_at": cleared_at}
+        self.store.update_attempt(
+            task.id, live.number, **d.attempt, **self.meter.finish(live.key, ended.ended_at), **cleared
+        )
         if d.task:
             self.state.set(task.id, **d.task)
         if d.outcome == "done":  # what the kind reads of a task that ended well (a trial's metric)
