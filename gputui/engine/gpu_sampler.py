@@ -38,6 +38,23 @@ class SimulatedLoad:
         return load
 
 
+class Statuses(Mapping[str, str]):
+    """Task id -> status, read from the run's tasks where asked: not a copy of every task's at each sample
+    (every turn that frees a GPU samples again: a copy would cost each turn time in the number of tasks)."""
+
+    def __init__(self, tasks: Mapping):
+        self.tasks = tasks
+
+    def __getitem__(self, task_id: str) -> str:
+        return self.tasks[task_id].status
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
 class GpuSampler:
     def __init__(
         self,
@@ -85,7 +102,7 @@ class GpuSampler:
             busy = [(live.key, live.gpus) for live in running if tasks[live.task_id].status == Status.RUNNING]
             findings += self.idle.sample(gpus, busy, now)
         if self.ghosts is not None:
-            findings += self.ghosts.sample(gpus, {t.id: t.status for t in tasks.values()}, now)
+            findings += self.ghosts.sample(gpus, Statuses(tasks), now)  # read only when its check is due
         for f in findings:  # not tied to this turn's commit: sent at once
             live = self.state.live.get(f.task_id or "") if f.kind == "gpu_idle" else None
             self.voice.info(f"alert: {f.message}")

@@ -3,7 +3,7 @@ memory our ended tasks' processes still hold. Decisions only; the scheduler rais
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gputui.engine.monitor import describe_ghost, ghost_processes, gpu_processes
@@ -73,7 +73,9 @@ class GhostWatch:
         self.told: set[tuple[int, int]] = set()
         self._checked_at = float("-inf")
 
-    def sample(self, snapshots: Sequence[GpuSnapshot], task_status: dict[str, str], now: float) -> list[Finding]:
+    def sample(
+        self, snapshots: Sequence[GpuSnapshot], task_status: Mapping[str, str], now: float
+    ) -> list[Finding]:
         if now - self._checked_at < GHOST_CHECK_S:
             return []
         self._checked_at = now

@@ -6,7 +6,7 @@ the host's pid namespace), the app still attributes GPUs to our tasks through th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -86,13 +86,13 @@ def gpu_processes(
     return rows
 
 
-def ghost_processes(processes: Sequence[GpuProcessInfo], task_status: dict[str, str]) -> list[GpuProcessInfo]:
+def ghost_processes(processes: Sequence[GpuProcessInfo], task_status: Mapping[str, str]) -> list[GpuProcessInfo]:
     """Processes of our tasks still on a GPU though their task is not running (ended, or waiting again)."""
     ended = Status.FINAL | {Status.PENDING, Status.RETRYING}
     return [p for p in processes if p.task_id is not None and task_status.get(p.task_id) in ended]
 
 
-def ghost_memory(processes: Sequence[GpuProcessInfo], task_status: dict[str, str]) -> dict[int, str]:
+def ghost_memory(processes: Sequence[GpuProcessInfo], task_status: Mapping[str, str]) -> dict[int, str]:
     """GPU index -> a warning, for memory still held by a process of one of our tasks that has ended."""
     return {p.gpu: describe_ghost(p) for p in ghost_processes(processes, task_status)}
 
