@@ -144,7 +144,6 @@ class Scheduler:
                     f"detached; {len(self.state.live)} task(s) keep running. Run the same command to re-attach."
                 )
         finally:
-            self.outbox.close()
             self.outbox.sync_signals()
             self.outbox.send_alerts()
             self.alerter.close()
@@ -182,7 +181,7 @@ class Scheduler:
             manifests = self.settler.write_manifests(news)  # hashing big outputs happens outside the write lock
             if self.probe is not None and self.state.live:
                 self.sampler.snapshot()  # GPU accounting and alerts sample the GPUs every probe_every seconds
-            with self.store.transaction(), self.outbox.writing():  # its signal files are whole before the commit
+            with self.store.transaction():
                 self.settler.apply(news, manifests)
                 self._poll_if_due()
                 self.health.check_if_due()

@@ -29,6 +29,7 @@ from gputui.jobs.tasks import Status
 from gputui.rundir import alerts_file
 from gputui.rundir.manifests import write_manifest
 from gputui.rundir.meta import read_meta, write_meta
+from gputui.rundir.signal_files import write_signal
 from gputui.rundir.store import Store
 
 
@@ -199,15 +200,19 @@ class Settler:
         self._alert_failure(live, d.outcome, d.failure, d.attempt.get("reason") or "")
         if d.outcome in ("done", "failed"):
             values = live.watch.latest if live.watch is not None else {}
-            self.outbox.signal(
-                task.id,
-                d.outcome,
-                step=live.watch.watch.last_step if live.watch is not None else None,
-                loss=values.get(self.job.health.metric if self.job.health else "loss"),
-                exit_code=code,
-                duration=clock.between(live.started_at, ended.ended_at),
-                reason=d.attempt.get("reason"),
-                stopped_by=None if live.health_break is None else f"health: {live.health_break.rule}",
+            self.outbox.unsynced.append(
+                write_signal(
+                    self.paths,
+                    task.id,
+                    d.outcome,
+                    durable=False,
+                    step=live.watch.watch.last_step if live.watch is not None else None,
+                    loss=values.get(self.job.health.metric if self.job.health else "loss"),
+                    exit_code=code,
+                    duration=clock.between(live.started_at, ended.ended_at),
+                    reason=d.attempt.get("reason"),
+                    stopped_by=None if live.health_break is None else f"health: {live.health_break.rule}",
+                )
             )
         if d.outcome not in ("closed", "requeued"):
             self.outbox.settled.append(task.id)

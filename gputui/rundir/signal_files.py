@@ -15,7 +15,7 @@ cleanly when told to stop (Lightning), so `status` is what to read."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
 
 from gputui.files.atomic import atomic_link, atomic_write_json, fsync_dir, fsync_files
@@ -27,28 +27,14 @@ FACTS = ("step", "loss", "exit_code", "duration", "reason", "stopped_by")
 def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts) -> Path:
     """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason, stopped_by (None if
     unknown or not so). `durable=False`: not fsynced yet; the file written, for `make_durable` later."""
-    twin_path, write = signal_writer(paths, task_id, status, durable=durable, **facts)
-    write()
-    return twin_path
-
-
-def signal_writer(
-    paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts
-) -> tuple[Path, Callable[[], None]]:
-    """`write_signal`'s facts taken now (its time too), its files written by the function returned: the
-    twin's path, and that function (which may run on another thread: it touches nothing but the two files)."""
     twin = {"task_id": task_id, "status": status, "time": time.time()} | {key: facts.get(key) for key in FACTS}
     marker = paths.signals / f"{task_id}.{status}"
     twin_path = marker.with_name(marker.name + ".json")
-    folder = paths.signals
-
-    def write() -> None:
-        atomic_write_json(twin_path, twin, fsync=durable, fsync_folder=False, indent=None)  # makes the folder
-        atomic_link(twin_path, marker)
-        if durable:
-            fsync_dir(folder)  # both names at once
-
-    return twin_path, write
+    atomic_write_json(twin_path, twin, fsync=durable, fsync_folder=False, indent=None)  # makes a missing folder
+    atomic_link(twin_path, marker)
+    if durable:
+        fsync_dir(paths.signals)  # both names at once
+    return twin_path
 
 
 def make_durable(paths: RunPaths, written: Collection[Path]) -> None:
