@@ -52,14 +52,17 @@ class Leftovers:
             self.note_start(live, ends)
         return ends
 
-    def note_start(self, live: Live, ends: AttemptEnds) -> None:
-        """The waiter's start record: the worker's pid and start time as its parent saw them."""
+    def note_start(self, live: Live, ends: AttemptEnds, *, write: bool = True) -> dict:
+        """The waiter's start record: the worker's pid and start time as its parent saw them. Its fields;
+        `write=False`: not written, the caller writes them in this transaction (with the attempt's end)."""
         live.waiter, live.worker, live.cgroup, live.start_noted = ends.waiter, ends.worker, ends.cgroup, True
         fields = {"waiter_pid": ends.waiter.pid, "waiter_start": ends.waiter.start, "cgroup": ends.cgroup}
         if ends.worker is not None:
             fields |= {"worker_pid": ends.worker.pid, "worker_start": ends.worker.start}
-        self.store.update_attempt(live.task_id, live.number, **fields)
+        if write:
+            self.store.update_attempt(live.task_id, live.number, **fields)
         self._started_late(live)
+        return fields
 
     def _started_late(self, live: Live) -> None:
         """A worker whose start is reported after its task was killed or paused (or during our

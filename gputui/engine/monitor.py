@@ -92,7 +92,7 @@ def ghost_processes(processes: Sequence[GpuProcessInfo], task_status: Mapping[st
     return [p for p in processes if p.task_id is not None and task_status.get(p.task_id) in ended]
 
 
-def ghost_memory(processes: Sequence[GpuProcessInfo], task_status: dict[str, str]) -> dict[int, str]:
+def ghost_memory(processes: Sequence[GpuProcessInfo], task_status: Mapping[str, str]) -> dict[int, str]:
     """GPU index -> a warning, for memory still held by a process of one of our tasks that has ended."""
     return {p.gpu: describe_ghost(p) for p in ghost_processes(processes, task_status)}
 

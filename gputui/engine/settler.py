@@ -72,10 +72,11 @@ class Settler:
         for key, ends in news.items():
             live = self.state.live.get(key[0])
             if live is not None and live.number == key[1]:
-                if ends.started and not live.start_noted:
-                    self.leftovers.note_start(live, ends)
+                started = {}
+                if ends.started and not live.start_noted:  # started and ended: one write records both
+                    started = self.leftovers.note_start(live, ends, write=not ends.ended)
                 if ends.ended:
-                    self.settle(live, ends, manifests.get(key[0]))
+                    self.settle(live, ends, manifests.get(key[0]), started)
             lingering = self.state.lingering.get(key)
             if lingering is not None and ends.cleared_at is not None:
                 self.leftovers.clear(lingering, ends.cleared_at)
@@ -113,22 +114,27 @@ class Settler:
             return f"cannot record its output {output}: {e}"
         return None
 
-    def settle(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
+    def settle(
+        self, live: Live, ends: AttemptEnds, manifest_error: str | None, started: dict | None = None
+    ) -> None:
         """Record how an attempt ended; its GPUs stay reserved while any process of it is left. Said once:
-        a turn that cannot be committed (a full disk) is done again, as often as it takes, in silence."""
+        a turn that cannot be committed (a full disk) is done again, as often as it takes, in silence.
+        `started`: the attempt's start record, not written yet (written with its end)."""
         said = live.key in self.said_ends
         self.said_ends.add(live.key)
         with self.voice.hushed(said):
-            self._record_end(live, ends, manifest_error)
+            self._record_end(live, ends, manifest_error, started or {})
 
-    def _record_end(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
+    def _record_end(self, live: Live, ends: AttemptEnds, manifest_error: str | None, started: dict) -> None:
         self.state.live.pop(live.task_id, None)
-        self._settle_task(live, ends, manifest_error)
+        cleared = ends.ended and ends.cleared
+        # Its start, its end, and its clearing (nothing of it left): one write, in the same transaction.
+        extra = started | ({"cleared_at": ends.ended_at or time.time()} if cleared else {})
+        self._settle_task(live, ends, manifest_error, extra)
         said = self.executor.after_end(live.task_id, live.number, ends.exit_code)  # (Slurm: a job left unwatched)
         if said:
             self.voice.info(said)
-        if ends.ended and ends.cleared:
-            self.store.update_attempt(live.task_id, live.number, cleared_at=ends.ended_at or time.time())
+        if cleared:
             self.executor.done(live.key)
             if live.cgroup and not live.ours:  # its waiter died before it could remove the attempt's cgroup
                 cgroups.remove(live.cgroup, wait=0.0)
@@ -146,7 +152,7 @@ class Settler:
             live.ours = False
             self.leftovers.watch(live)
 
-    def _settle_task(self, live: Live, ends: AttemptEnds, manifest_error: str | None) -> None:
+    def _settle_task(self, live: Live, ends: AttemptEnds, manifest_error: str | None, extra: dict) -> None:
         if live.log is not None:
             self.voice.worker_lines(live.label, live.log.read_lines(flush=True))
         self._last_look(live)
@@ -176,7 +182,8 @@ class Settler:
         )
         if self.setup.cluster is not None:
             self.meter.ran_from(live.key, self._ran_since(live))
-        self.store.update_attempt(task.id, live.number, **d.attempt, **self.meter.finish(live.key, ended.ended_at))
+        fields = extra | d.attempt | self.meter.finish(live.key, ended.ended_at)
+        self.store.update_attempt(task.id, live.number, **fields)
         if d.task:
             self.state.set(task.id, **d.task)
         if d.outcome == "done":  # what the kind reads of a task that ended well (a trial's metric)

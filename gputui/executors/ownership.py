@@ -47,11 +47,16 @@ class ProcessRef:
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, start ticks) from /proc/<pid>/stat, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+    try:  # os.open, not open(): no buffer, no tty probe, no fstat (read per launch, and per process looked at)
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 4096)  # one read: the kernel makes the whole line at once
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     fields = data[data.rfind(b")") + 2 :].split()  # the command name may hold spaces and parentheses
     return fields[0].decode(), int(fields[1]), int(fields[19])
 

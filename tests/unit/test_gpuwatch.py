@@ -56,3 +56,15 @@ def test_memory_of_an_ended_tasks_process_is_a_ghost_once_it_stays():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_ghost_watch_reads_task_statuses_where_asked_not_a_copy_per_sample():
+    from types import SimpleNamespace
+
+    from gputui.engine.run_state import Statuses
+
+    tasks = {"shard-0": SimpleNamespace(status="running"), "shard-1": SimpleNamespace(status="done")}
+    statuses = Statuses(tasks)
+    assert statuses.get("shard-1") == "done" and statuses.get("gone") is None and len(statuses) == 2
+    tasks["shard-0"].status = "failed"  # read as it is now
+    assert dict(statuses) == {"shard-0": "failed", "shard-1": "done"}
