@@ -41,9 +41,6 @@ from gputui.rundir.paths import RunPaths
 from gputui.rundir.store import Store
 
 MIN_FREE_DISK = 64 * 1024 * 1024  # below this much free space in the run directory no new task starts
-# The fastest a disk is taken to fill (bytes/s): the free space is looked at again before it could have run
-# out (at most a second later; at every turn once it is short), not at every turn (a statfs each).
-DISK_FILL_RATE = 8 * 1024**3
 
 
 def release(fds) -> None:
@@ -176,7 +173,6 @@ class Launcher:
         self.voice = voice
         self.retries = retries
         self._disk_full = False
-        self._room_until = 0.0  # room on disk was seen, enough to last until then (monotonic)
         self._waiting_said = ""
         # Local workers share this machine's cores; a cluster's node is its own (Ray sets them itself).
         present = os.environ.keys() | self.job.env.keys()
@@ -274,17 +270,12 @@ class Launcher:
         }
 
     def _room_on_disk(self) -> bool:
-        now = time.monotonic()
-        if now < self._room_until:
-            return True
         try:
             usage = shutil.disk_usage(self.paths.root)
         except OSError:
             return True
-        free, need = usage.free, min(MIN_FREE_DISK, usage.total // 20)  # 5 % of a small disk is room enough
-        full = free < need
-        if not full:
-            self._room_until = now + min(1.0, (free - need) / DISK_FILL_RATE)
+        free = usage.free
+        full = free < min(MIN_FREE_DISK, usage.total // 20)  # 5 % of a small disk is room enough
         if full and not self._disk_full:
             self.voice.info(
                 f"the disk of {self.paths.root} is full ({free // (1024 * 1024)} MB free); no new task starts "
