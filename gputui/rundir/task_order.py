@@ -1,0 +1,121 @@
+"""Reads of part of a large run: the order of its tasks' row ids under a filter and a sort, the tasks at some of
+them, and every task's status counted. A view (the app's table) shows 100,000 tasks through these without
+holding them: an order is one integer per task, a page a few hundred records.
+
+In plan order and by status they run down the store's indexes (tasks_by_idx, tasks_by_status); a database
+from before those indexes is read all the same, sorted in full."""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Collection, Sequence
+from typing import NamedTuple
+
+from gputui.clock import Stamp
+from gputui.jobs.tasks import TaskRecord
+from gputui.rundir.store import Store
+
+BY_PLAN, BY_STATUS, BY_ELAPSED = "plan", "status", "elapsed"
+
+
+def _marks(values: Collection) -> str:
+    return ",".join("?" * len(values))
+
+
+def row_order(
+    store: Store, statuses: Collection[str] | None, by: str, status_rank: Sequence[str] = (), now: float = 0.0
+) -> array:
+    """Row ids of the tasks whose status is in `statuses` (None: all), in plan order (`BY_PLAN`), by status as
+    ranked in `status_rank` (the rest after, each status in plan order), or by the elapsed time of the latest
+    attempt, longest first (measured on the wall clock to `now`; ties and unstarted tasks in plan order)."""
+    where, params = ("", ()) if statuses is None else (f"WHERE t.status IN ({_marks(statuses)})", tuple(statuses))
+    if by == BY_STATUS:
+        order = array("q")
+        ranked = [s for s in status_rank if statuses is None or s in statuses]
+        for status in ranked:  # one index range each, already in plan order
+            rows = store.read("SELECT rowid FROM tasks WHERE status = ? ORDER BY idx", (status,))
+            order.extend(r[0] for r in rows)
+        rest = f"{where} {'AND' if where else 'WHERE'} t.status NOT IN ({_marks(ranked)})" if ranked else where
+        query = f"SELECT t.rowid FROM tasks t {rest} ORDER BY t.idx"
+        order.extend(r[0] for r in store.read(query, (*params, *ranked)))
+        return order
+    if by == BY_ELAPSED:
+        query = (
+            "SELECT t.rowid FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.number = t.attempts "
+            f"{where} ORDER BY COALESCE(COALESCE(a.ended_at, ?) - a.started_at, 0) DESC, t.idx"
+        )
+        return array("q", (r[0] for r in store.read(query, (*params, now))))
+    return array("q", (r[0] for r in store.read(f"SELECT t.rowid FROM tasks t {where} ORDER BY t.idx", params)))
+
+
+def tasks_at(store: Store, rowids: Sequence[int]) -> list[TaskRecord]:
+    """The tasks at these row ids, in their order (one gone since is left out)."""
+    found: list[TaskRecord] = []
+    for i in range(0, len(rowids), 500):  # within SQLite's bound on parameters
+        part = list(rowids[i : i + 500])
+        ids = dict(store.read(f"SELECT rowid, id FROM tasks WHERE rowid IN ({_marks(part)})", part).fetchall())
+        records = {t.id: t for t in store.tasks_where(f"t.rowid IN ({_marks(part)})", part)}
+        found += [records[ids[r]] for r in part if ids.get(r) in records]
+    return found
+
+
+def rowid_of(store: Store, task_id: str) -> int | None:
+    row = store.read("SELECT rowid FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def tallies(store: Store) -> dict[str, tuple[int, int]]:
+    """Status -> (tasks, ids they cover: each task at least one), over every task."""
+    rows = store.read("SELECT status, COUNT(*), SUM(MAX(1, count)) FROM tasks GROUP BY status")
+    return {status: (n, size) for status, n, size in rows}
+
+
+def task_count(store: Store) -> tuple[int, int]:
+    """(tasks, the largest row id): what changes when tasks are added, cheaply."""
+    return tuple(store.read("SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM tasks").fetchone())
+
+
+def first_ids(store: Store, status: str, limit: int) -> list[str]:
+    """The first `limit` task ids in plan order with this status."""
+    rows = store.read("SELECT id FROM tasks WHERE status = ? ORDER BY idx LIMIT ?", (status, limit))
+    return [r[0] for r in rows]
+
+
+def ids_where(store: Store, statuses: Collection[str], *, tried: bool = False) -> list[str]:
+    """Ids of the tasks in these statuses, in plan order; `tried`: only those with an attempt."""
+    more = " AND attempts > 0" if tried else ""
+    query = f"SELECT id FROM tasks WHERE status IN ({_marks(statuses)}){more} ORDER BY idx"
+    return [r[0] for r in store.read(query, tuple(statuses))]
+
+
+def statuses_of(store: Store, task_ids: Collection[str]) -> dict[str, str]:
+    ids, found = list(task_ids), {}
+    for i in range(0, len(ids), 500):  # within SQLite's bound on parameters
+        part = ids[i : i + 500]
+        found.update(store.read(f"SELECT id, status FROM tasks WHERE id IN ({_marks(part)})", part).fetchall())
+    return found
+
+
+def data_version(store: Store) -> int:
+    """Changes when another connection committed (SQLite's PRAGMA data_version): an order read since is current."""
+    return store.read("PRAGMA data_version").fetchone()[0]
+
+
+class AttemptTimes(NamedTuple):
+    """What a run's active time is measured from, of one attempt (runview.history_spans)."""
+
+    status: str
+    started_at: Stamp
+    ended_at: Stamp | None
+
+
+def attempt_times(store: Store) -> list[list[AttemptTimes]]:
+    """Every tried task's attempts, oldest first: their status and times only (no command, no log path)."""
+    columns = {r[1] for r in store.read("PRAGMA table_info(attempts)")}
+    boot = ", ".join(c if c in columns else "NULL" for c in ("started_boot", "ended_boot", "boot_id"))
+    query = f"SELECT task_id, status, started_at, ended_at, {boot} FROM attempts ORDER BY task_id, number"
+    by_task: dict[str, list[AttemptTimes]] = {}
+    for task_id, status, started, ended, started_boot, ended_boot, boot_id in store.read(query):
+        end = None if ended is None else Stamp(ended, ended_boot, boot_id)
+        by_task.setdefault(task_id, []).append(AttemptTimes(status, Stamp(started, started_boot, boot_id), end))
+    return list(by_task.values())
