@@ -2,21 +2,20 @@
 
 A line-API widget rather than a DataTable: a DataTable invalidates every rendered row when any cell
 changes, so a running task's elapsed time ticking each second redrew the whole table. Here each row is
-rendered once per change of its own cells and only the rows on screen are drawn, and a tick repaints only
-the rows that changed. A plan's rows are given all at once (`update_tasks`); a run's come a page at a time
-(`show_page`, views/task_page.py): the table is as tall as the run, holds the rows the screen shows and
-`MARGIN` each way, and asks for others (`RowsWanted`) as the cursor or the scroll reaches them, so a run
-of 100,000 tasks costs what one of a few hundred does. Columns follow the width: GPU-hours and peak GPU
-memory from 150 cells; at 80 the range, rate and tries give way (the task bar shows them) so the reason
-still shows. A sweep's trials show their stage, parameters, parent, metric and rank instead of a range, a
-pipeline's steps what they wait for; their columns (as the job kind lists them) give way one by one as the width
-shrinks. Lines after the rows name what is not planned yet (a sweep's later stages).
+rendered once per change of its own cells, only the rows on screen are drawn, and a tick repaints only the
+rows that changed. A plan's rows come all at once (`update_tasks`); a run's a page at a time (`show_page`,
+views/task_page.py): the table is as tall as the run, holds the rows on screen and `MARGIN` each way, and asks
+for others (`RowsWanted`) before the cursor or the scroll reaches them: 100,000 tasks cost what a few hundred
+do. Columns follow the width: GPU-hours and peak GPU memory from 150 cells; at 80 the range, rate and tries
+give way (the task bar shows them) so the reason still shows. A sweep's trials show their stage, parameters,
+parent, metric and rank instead of a range, a pipeline's steps what they wait for; their columns (as the job
+kind lists them) give way one by one as the width shrinks. Lines after the rows name what is not planned yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from rich.style import Style
@@ -124,6 +123,7 @@ class JobTable(ScrollView, can_focus=True):
         self._strips: dict[str, Strip] = {}  # rendered rows, dropped when their cells or the looks change
         self._announced: str | None = None  # the task last said to be selected (TaskSelected)
         self._asked: TableWindow | None = None  # the rows asked for and not come yet
+        self.rows_query = TableQuery()  # the view the rows held are of (a run's next comes a page later)
         self._now = 0.0
         self.column_widths: dict[str, int] = {}
         self.rows_rendered = 0  # rows drawn afresh (not from the cache): what a tick costs
@@ -208,9 +208,11 @@ class JobTable(ScrollView, can_focus=True):
     ) -> None:
         """Every row at once (a plan's); repaint only rows whose cells changed (and all, if the order or the
         columns did). `metric`: what a sweep ranks trials by; `to_come`: lines for what is not planned yet."""
-        self._paged, self._plan = False, list(views)
+        self._paged, self._plan, self._now = False, list(views), now
+        by_id = {v.task.id: v for v in views}
+        shown = tuple(by_id[t] for t in ordered(views, self.filter_by, self.sort_by))
         statuses = {v.task.id: v.task.status for v in views}
-        self._take(views, now, metric, to_come, statuses, ordered(views, self.filter_by, self.sort_by), 0)
+        self._take(TaskPage(self.window, len(shown), 0, shown, None, statuses), views, metric, to_come, False)
 
     def show_page(
         self,
@@ -228,34 +230,25 @@ class JobTable(ScrollView, can_focus=True):
         if page.window == self._asked:
             self._asked = None
         seen = {v.task.id: v for v in live}
-        views = [fresher(v, seen.get(v.task.id)) for v in page.views]
-        self._paged, self._plan = True, []
+        views = tuple(fresher(v, seen.get(v.task.id)) for v in page.views)
+        self._paged, self._plan, self._now = True, [], now
         statuses = {**page.statuses, **{v.task.id: v.task.status for v in views}}
-        follow = page.selected_at if page.window.selected == self.selected_id else None
-        ids = [v.task.id for v in views]
-        self._take(views, now, metric, to_come, statuses, ids, page.offset, page.total, follow)
+        page = replace(page, views=views, statuses=statuses)
+        self._take(page, views, metric, to_come, page.window.selected == self.selected_id)
 
     def _take(
-        self,
-        views: Sequence[TaskView],
-        now: float,
-        metric: str | None,
-        to_come: Sequence[str],
-        statuses: dict[str, str],
-        ids: list[str],
-        offset: int,
-        total: int | None = None,
-        follow: int | None = None,
+        self, page: TaskPage, views: Sequence[TaskView], metric: str | None, to_come: Sequence[str], follow: bool
     ) -> None:
-        """Take rows `offset` on (`ids`) of `total`; `follow`: the selected task's row now."""
-        before = self.selected_status
+        """Take the page's rows (`views`: every task held, the rows' and a plan's others) as of `_now`; `follow`:
+        the cursor follows its task to the page's `selected_at`."""
+        before, self.rows_query = self.selected_status, page.query
+        statuses, follow_to = page.statuses, page.selected_at if follow else None
         self._views = {v.task.id: v for v in views}
-        self._now = now
         shape = table_shape(views)
         if shape.fitted:
             self._row_context = RowContext(metric, statuses)
         context = self._row_context if shape.fitted else None
-        cells_by_id = {v.task.id: row_cells(v, now, self.layout, context) for v in views}
+        cells_by_id = {v.task.id: row_cells(v, self._now, self.layout, context) for v in views}
         changed = changed_cells(self.column_widths, self._cells, cells_by_id, self.size.width)
         self._cells = cells_by_id
         self._strips = {t: strip for t, strip in self._strips.items() if t in cells_by_id and t not in changed}
@@ -269,12 +262,11 @@ class JobTable(ScrollView, can_focus=True):
             self._size_columns(self.scrollable_content_region.width or self.size.width)
             self.refresh()
         to_come = tuple(to_come)
-        at = {offset + i: task_id for i, task_id in enumerate(ids)}
-        total = len(ids) if total is None else total
-        moved = follow is not None and follow != self.cursor_row
-        if moved or to_come != self._to_come or at != self._at or total != self._total:
+        at = {page.offset + i: v.task.id for i, v in enumerate(page.views)}
+        moved = follow_to is not None and follow_to != self.cursor_row
+        if moved or to_come != self._to_come or at != self._at or page.total != self._total:
             self._to_come = to_come
-            self._set_rows(at, total, follow)
+            self._set_rows(at, page.total, follow_to)
         else:
             top = round(self.scroll_y)
             for task_id, (x0, x1) in changed.items():
@@ -319,12 +311,12 @@ class JobTable(ScrollView, can_focus=True):
         return TableWindow(self.query, start, limit, self.selected_id, self.cursor_row)
 
     def _want_rows(self) -> None:
-        """Ask for a run's rows on screen that are not held (once per window)."""
+        """Ask for a run's rows before they are on screen: once fewer than half the margin are held beyond
+        it, either way (once per window)."""
         if not self._paged:
             return
-        top, rows = round(self.scroll_y), max(1, self.size.height - 1)
-        shown = range(top, min(self._total, top + rows))
-        if all(row in self._at for row in shown) and (self._at or not self._total):
+        top, rows, near = round(self.scroll_y), max(1, self.size.height - 1), self.MARGIN // 2
+        if all(row in self._at for row in range(max(0, top - near), min(self._total, top + rows + near))):
             return
         window = self.window
         if window != self._asked:
@@ -336,14 +328,10 @@ class JobTable(ScrollView, can_focus=True):
             self._asked = self.window
             self.post_message(self.RowsWanted(self._asked))
             return
-        order = ordered(self._plan, self.filter_by, self.sort_by)
+        order, self.rows_query = ordered(self._plan, self.filter_by, self.sort_by), self.query
         self._set_rows(dict(enumerate(order)), len(order), None)
 
-    def watch_sort_by(self) -> None:
-        self._reorder()
-
-    def watch_filter_by(self) -> None:
-        self._reorder()
+    watch_sort_by = watch_filter_by = _reorder
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
@@ -393,12 +381,13 @@ class JobTable(ScrollView, can_focus=True):
         self.refresh_bindings()
 
     def _scroll_to_cursor(self) -> None:
+        """Forced: rows that just came may not have their scrollbar laid out yet (Textual then refuses)."""
         rows = max(1, self.size.height - 1)
         top = round(self.scroll_y)
         if self.cursor_row < top:
-            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True, force=True)
         elif self.cursor_row >= top + rows:
-            self.scroll_to(y=self.cursor_row - rows + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor_row - rows + 1, animate=False, immediate=True, force=True)
 
     def move_cursor(self, *, row: int) -> None:
         if self._total:
