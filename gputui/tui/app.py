@@ -43,7 +43,7 @@ from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
 from gputui.views.executor_facts import gpus_label
 from gputui.views.run_pages import PagedRunView
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, TaskView
-from gputui.views.task_page import TableWindow
+from gputui.views.task_page import TableWindow, TaskPage
 
 HEADER_LINES, FOOTER_LINES = 2, 1
 MAIN_MIN_LINES = {True: 13, False: 8}  # job modes keep table, task bar and log pane; monitor its process list
@@ -226,8 +226,6 @@ class GpuTuiApp(App):
             self.plan = None
             if msg.page is not None:
                 self._show_page(msg.page)
-                if msg.page.query != table.query:  # asked for before the run existed: as the table shows it
-                    self._on_rows_wanted(JobTable.RowsWanted(table.window))
             table.set_class(msg.run_error is not None, "-stale")
             if run.tasks:  # the first task at start; a retried task's new attempt log later
                 self._show_log(self._tabs.task_id or table.selected_id or run.tasks[0].task.id)
@@ -303,7 +301,7 @@ class GpuTuiApp(App):
         return self._table.view_of(task_id) or next((v for v in views if v.task.id == task_id), None)
 
     # -- the table's rows ----------------------------------------------------------------------
-    def _show_page(self, page) -> None:
+    def _show_page(self, page: TaskPage) -> None:
         run = self.snapshot
         if run is not None:
             metric = self._metric_name()
@@ -311,8 +309,10 @@ class GpuTuiApp(App):
 
     @on(JobTable.RowsWanted)
     def _on_rows_wanted(self, msg: JobTable.RowsWanted) -> None:
-        if self.view is not None and self.snapshot is not None:
-            self._read_page(msg.window)
+        if self.view is not None:
+            self.view.show(msg.window)  # the next refreshes read these rows
+            if self.snapshot is not None:
+                self._read_page(msg.window)
 
     @work(thread=True, exclusive=True, group="page", exit_on_error=False)
     def _read_page(self, window: TableWindow) -> None:

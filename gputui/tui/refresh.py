@@ -107,11 +107,9 @@ class Gatherer:
             return self.view.read_series(task_id)
 
     def page(self, window: TableWindow) -> TaskPage | None:
-        """The job table's rows in `window` now, read on its own connection (a refresh under way goes on);
-        the refreshes after it read the same rows."""
-        if self.view is None or self.view.page is None:
+        """The job table's rows in `window` now, read on their own connection (a refresh under way goes on)."""
+        if self.view is None or self.view.page is None:  # no run read yet: the first refresh brings them
             return None
-        self.view.show(window)
         return self.view.pages.read(window)
 
     def _read_plan(self, gpus: list[GpuSnapshot]) -> PlannedRun | None:

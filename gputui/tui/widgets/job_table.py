@@ -99,7 +99,7 @@ class JobTable(ScrollView, can_focus=True):
 
     @dataclass
     class RowsWanted(Message):
-        """A run's rows the table does not hold are on screen (the app reads `window`'s page: `show_page`)."""
+        """Rows of a run soon on screen and not held: the app reads `window`'s page for `show_page`."""
 
         window: TableWindow
 
@@ -163,8 +163,7 @@ class JobTable(ScrollView, can_focus=True):
         cells = self._cells.get(task_id, {})
         return [cells.get(c, "") for c in self.columns_shown]
 
-    def view_of(self, task_id: str) -> TaskView | None:
-        """A task of a row held, as last read."""
+    def view_of(self, task_id: str) -> TaskView | None:  # a task of a row held, as last read
         return self._views.get(task_id)
 
     def _size_columns(self, width: int) -> None:
@@ -224,17 +223,20 @@ class JobTable(ScrollView, can_focus=True):
         to_come: Sequence[str] = (),
     ) -> None:
         """A run's rows around what is on screen, out of `page.total` (`live`: tasks as the last snapshot read
-        them, with their progress: a page read on a key has none). A page for another view is dropped."""
+        them, with their progress: a page read on a key has none). A page of another view is dropped (and this
+        one's asked for, unless it is on its way)."""
         if page.query != self.query:
+            if self._asked is None:
+                self._ask(self.window)
             return
-        if page.window == self._asked:
-            self._asked = None
+        self._asked = None  # what came may not be what was asked: held rows are checked again below
         seen = {v.task.id: v for v in live}
         views = tuple(fresher(v, seen.get(v.task.id)) for v in page.views)
         self._paged, self._plan, self._now = True, [], now
         statuses = {**page.statuses, **{v.task.id: v.task.status for v in views}}
         page = replace(page, views=views, statuses=statuses)
         self._take(page, views, metric, to_come, page.window.selected == self.selected_id)
+        self._want_rows()
 
     def _take(
         self, page: TaskPage, views: Sequence[TaskView], metric: str | None, to_come: Sequence[str], follow: bool
@@ -318,15 +320,16 @@ class JobTable(ScrollView, can_focus=True):
         top, rows, near = round(self.scroll_y), max(1, self.size.height - 1), self.MARGIN // 2
         if all(row in self._at for row in range(max(0, top - near), min(self._total, top + rows + near))):
             return
-        window = self.window
-        if window != self._asked:
-            self._asked = window
-            self.post_message(self.RowsWanted(window))
+        if self.window != self._asked:
+            self._ask(self.window)
+
+    def _ask(self, window: TableWindow) -> None:
+        self._asked = window
+        self.post_message(self.RowsWanted(window))
 
     def _reorder(self) -> None:
         if self._paged:  # the rows held stay until the new order's page comes
-            self._asked = self.window
-            self.post_message(self.RowsWanted(self._asked))
+            self._ask(self.window)
             return
         order, self.rows_query = ordered(self._plan, self.filter_by, self.sort_by), self.query
         self._set_rows(dict(enumerate(order)), len(order), None)
