@@ -64,15 +64,25 @@ def rowid_of(store: Store, task_id: str) -> int | None:
     return None if row is None else row[0]
 
 
-def tallies(store: Store) -> dict[str, tuple[int, int]]:
-    """Status -> (tasks, ids they cover: each task at least one), over every task."""
-    rows = store.read("SELECT status, COUNT(*), SUM(MAX(1, count)) FROM tasks GROUP BY status")
-    return {status: (n, size) for status, n, size in rows}
+def status_counts(store: Store) -> dict[str, int]:
+    """Status -> how many tasks have it (down the status index alone)."""
+    return dict(store.read("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall())
+
+
+def status_sizes(store: Store) -> dict[str, int]:
+    """Status -> the ids its tasks cover (each task at least one: a trial or a step counts one)."""
+    return dict(store.read("SELECT status, SUM(MAX(1, count)) FROM tasks GROUP BY status").fetchall())
+
+
+def one_id_each(store: Store) -> bool:
+    """Whether every task covers one id (or none): then a status's tasks are its size."""
+    return store.read("SELECT COUNT(*) FROM tasks WHERE count > 1").fetchone()[0] == 0
 
 
 def task_count(store: Store) -> tuple[int, int]:
     """(tasks, the largest row id): what changes when tasks are added, cheaply."""
-    return tuple(store.read("SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM tasks").fetchone())
+    count = store.read("SELECT COUNT(*) FROM tasks").fetchone()[0]  # apart: each has its shortcut in SQLite
+    return count, store.read("SELECT COALESCE(MAX(rowid), 0) FROM tasks").fetchone()[0]
 
 
 def first_ids(store: Store, status: str, limit: int) -> list[str]:

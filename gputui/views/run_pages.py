@@ -16,7 +16,7 @@ from gputui import clock
 from gputui.jobs.kinds.registry import named
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir import task_order
-from gputui.rundir.meta import RunMeta, read_meta
+from gputui.rundir.meta import MetaReader, RunMeta
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 from gputui.views.metrics import file_stamp
@@ -36,6 +36,8 @@ class PagedRunView(RunView):
         self.page: TaskPage | None = None  # the table's rows as the last snapshot read them
         self._read: tuple[TaskPage, Totals] | None = None
         self._read_key: tuple = ()
+        self._meta = MetaReader()
+        self._one_id: tuple[tuple, bool] | None = None  # (the tasks planned, whether each covers one id)
         self._to_come: tuple[tuple, list[str]] | None = None  # (tasks planned, stopped) -> the lines
         self._active: tuple[tuple, float, clock.Stamp] | None = None  # (what it was measured at, seconds, when)
 
@@ -72,15 +74,20 @@ class PagedRunView(RunView):
             history.setdefault(a.task_id, []).append(a)
         tasks.update((t.id, t) for t in more)
         self._read = page, self._totals(store)
-        self._state = (read_meta(store), sorted(tasks.values(), key=lambda t: t.index), history)
+        self._state = (self._meta.read(store), sorted(tasks.values(), key=lambda t: t.index), history)
         self._read_key, self._state_at = key, now
         return self._state
 
     def _totals(self, store: Store) -> Totals:
-        tallied = task_order.tallies(store)
-        first = {s: task_order.first_ids(store, s, FIRST_IDS) for s in NAMED if s in tallied}
-        counts = {s: n for s, (n, _) in tallied.items()}
-        return Totals(counts, {s: float(size) for s, (_, size) in tallied.items()}, first)
+        """Every task counted by status, and the ids they cover: as counted where each covers one (known once
+        per set of tasks), else summed."""
+        counts = task_order.status_counts(store)
+        planned = task_order.task_count(store)
+        if self._one_id is None or self._one_id[0] != planned:
+            self._one_id = planned, task_order.one_id_each(store)
+        sizes = counts if self._one_id[1] else task_order.status_sizes(store)
+        first = {s: task_order.first_ids(store, s, FIRST_IDS) for s in NAMED if s in counts}
+        return Totals(counts, {s: float(n) for s, n in sizes.items()}, first)
 
     def _lines_to_come(self, meta: RunMeta, totals: Totals) -> list[str]:
         """What the kind has not planned yet, from every task planned so far: read again only when tasks were
