@@ -1,22 +1,22 @@
 """The app over a large run: the first screen and key latency with 2,000 and 100,000 tasks, side by side with
 the floor (a bare Textual app's first screen) and, given `--baseline`, another gputui checkout (the same
-measurement on the same runs, interleaved).
+measurement on the same runs, in turn, each first every other time).
 
-    python bench/app_scale.py [--tasks 2000,100000] [--repeat 3] [--rounds 4] [--baseline DIR]
+    python bench/app_scale.py [--tasks 2000,100000] [--repeat 3] [--rounds 4] [--baseline DIR] [--command CMD]
 
-Each run is planned and stored by the engine (`open_for_job`: a shards job of `true`, `shard_size = 1`), then
-its scheduler runs it (`gputui run`, 8 at a time) all through the measurement: the store changes under the app
-every refresh, the hardest case. Each measurement is a fresh `python -m gputui`-like process driving the real
-app headless (App.run_test, 200x50, 8 simulated GPUs):
+Each run is planned and stored by the engine (`open_for_job`: a shards job, `shard_size = 1`), then its
+scheduler runs it (`gputui run`, 8 at a time, `sleep 2` each unless `--command` says otherwise) all through the
+measurement: the store changes under the app every refresh. Each measurement is a fresh process driving the
+real app headless (App.run_test, 200x50, 8 simulated GPUs):
 
 - first screen: from the process's start to the first frame drawn with the table's rows on screen and the
   first task's log pane open;
-- a key: from the key event to the first frame drawn after the table answered it: the cursor on its row, every
-  row on screen read, the log pane showing the selected task (down, page down, end, home), or the rows
-  of the new order or filter on screen (s, v).
+- a key: from the key event to the first frame drawn showing the table's answer: the cursor on its row, every
+  row on screen read, the log pane on the selected task (down, page down, end, home), or the rows of the new
+  order or filter on screen (s, v).
 
 Figures only; nothing here asserts. `--baseline DIR`: a gputui checkout (e.g. `git archive main | tar -x -C
-DIR`) measured on the same runs, in turn with this one.
+DIR`) measured on the same runs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import statistics
@@ -77,27 +78,30 @@ async def _measure(run_dir: Path, rounds: int) -> dict:
     from gputui.tui.widgets.job_table import JobTable
 
     app = GpuTuiApp(run_dir=run_dir, simulate="8x24")
-    frames: list[float] = []
+    waiting: list[tuple] = []  # (what the frame must show, its future)
     async with app.run_test(size=(200, 50)):
         display = app._display
 
         def stamped(screen, renderable):  # headless: the frame is composed, then not written
-            if renderable is not None:
-                frames.append(time.perf_counter())
             display(screen, renderable)
+            if renderable is not None:
+                for _, drawn in [w for w in waiting if not w[1].done() and w[0]()]:
+                    drawn.set_result(time.perf_counter())
 
         app._display = stamped
         table = app.query_one(JobTable)
 
-        async def drawn_after(ready) -> float:
-            while not ready():
-                await asyncio.sleep(0.001)
-            at = time.perf_counter()
-            while not frames or frames[-1] <= at:
-                await asyncio.sleep(0.001)
-            return frames[-1]
+        async def drawn_after(ready, timeout: float = 30.0) -> float:
+            """When the first frame drawn with `ready()` true was (inf: none within `timeout` s)."""
+            waiting.append((ready, asyncio.get_running_loop().create_future()))
+            try:
+                return await asyncio.wait_for(waiting[-1][1], timeout)
+            except TimeoutError:
+                return math.inf
+            finally:
+                waiting.clear()
 
-        await drawn_after(lambda: table.row_count > 0 and _held(table) and _log_follows(app, table))
+        await drawn_after(lambda: table.row_count > 0 and _held(table) and _log_follows(app, table), 120.0)
         first = time.time()
         await asyncio.sleep(1.5)  # past start-up (styles, the first refreshes)
         latency: dict[str, list[float]] = {k: [] for k in KEYS}
@@ -114,8 +118,8 @@ async def _measure(run_dir: Path, rounds: int) -> dict:
 
 
 # -- the driver -----------------------------------------------------------------------------------
-def make_run(folder: Path, tasks: int) -> tuple[Path, subprocess.Popen]:
-    """A shards job of `true`, planned and stored by the engine, its scheduler started (8 at a time)."""
+def make_run(folder: Path, tasks: int, command: str) -> tuple[Path, subprocess.Popen]:
+    """A shards job of `command`, planned and stored by the engine, its scheduler started (8 at a time)."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
     from app import job
@@ -123,7 +127,7 @@ def make_run(folder: Path, tasks: int) -> tuple[Path, subprocess.Popen]:
     from gputui.jobs.loader import load_jobspec
     from gputui.rundir.opening import open_for_job
 
-    path = job(folder, tasks, "true", 8)
+    path = job(folder, tasks, command, 8)
     open_for_job(load_jobspec(path), simulate="8x24").close()
     run_dir = folder / "runs" / "bench"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -196,6 +200,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3, help="app processes per tree and size (interleaved)")
     p.add_argument("--rounds", type=int, default=4, help="rounds of every key per process")
     p.add_argument("--baseline", type=Path, help="another gputui checkout, measured in turn on the same runs")
+    p.add_argument("--command", default="sleep 2", help="each task's command (the run stays live throughout)")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -209,26 +214,28 @@ def main() -> int:
     for tree in (t for _, t in trees):
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "gputui")], check=True)
     floor = min(bare_first_screen() for _ in range(a.repeat))
-    print(f"the app over a live run (8 x `true` at a time), headless 200x50, {os.cpu_count()} CPUs")
-    print(f"floor: a bare Textual app's first screen {floor:.2f} s")
+    where = f"headless 200x50, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    print(f"the app over a live run (8 x `{a.command}` at a time), {where}", flush=True)
+    print(f"floor: a bare Textual app's first screen {floor:.2f} s", flush=True)
     for n in (int(x) for x in a.tasks.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            run_dir, sched = make_run(Path(tmp), n)
+            run_dir, sched = make_run(Path(tmp), n, a.command)
             try:
                 found: dict[str, list[dict]] = {name: [] for name, _ in trees}
-                for _ in range(a.repeat):
-                    for name, tree in trees:
+                for i in range(a.repeat):  # in turn, each first every other time
+                    for name, tree in trees if i % 2 == 0 else trees[::-1]:
                         found[name].append(measure(tree, run_dir, a.rounds))
             finally:
                 sched.send_signal(signal.SIGINT)
                 sched.wait(60)
-        print(f"{n:,} tasks:")
+        print(f"{n:,} tasks:", flush=True)
         for name, _ in trees:
             s = summary(name, found[name])
             keys = ", ".join(f"{k} {med:.0f}/{worst:.0f}" for k, (med, worst) in s["keys"].items())
             print(
                 f"  {name:9s}: first screen {s['first']:.2f} s ({s['first'] / floor:.1f}x the floor), "
-                f"app RSS {s['rss']:.0f} MB; keys ms median/worst: {keys}"
+                f"app RSS {s['rss']:.0f} MB; keys ms median/worst: {keys}",
+                flush=True,
             )
     return 0
 
