@@ -330,7 +330,7 @@ class GpuTuiApp(App):
     def _on_selected(self, msg: JobTable.TaskSelected) -> None:
         if self.view is not None:
             self.view.show(self._table.window)  # the refreshes read the rows around the cursor
-        self._show_log(msg.task_id)
+        self._show_log(msg.task_id, msg.view)
         self._show_chart()
         self._render_taskbar()
         if self.snapshot is not None:
@@ -363,8 +363,8 @@ class GpuTuiApp(App):
         self._render_taskbar()
         self.refresh_bindings()
 
-    def _show_log(self, task_id: str) -> None:
-        view = self._task_view(task_id)
+    def _show_log(self, task_id: str, view: TaskView | None = None) -> None:
+        view = view or self._task_view(task_id)
         if view is not None:
             self._tabs.show(view)
 

@@ -61,6 +61,8 @@ async def test_end_reads_the_last_rows_and_the_log_pane_shows_the_last_tasks_log
         assert "shard-0" not in table.row_ids, "the first rows let go"
         await pilot.press("home")
         await until(pilot, lambda: "this is shard-0" in text_of(app), what="the first task's log again")
+        await pilot.press("end", "home", "end", "home", "end")  # faster than the rows come
+        await until(pilot, lambda: f"this is shard-{TASKS - 1}" in text_of(app), what="the log of where it ended")
 
 
 async def test_paging_down_past_the_rows_held_reads_the_next_ones_on_the_way(finished_run):

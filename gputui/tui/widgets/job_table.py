@@ -84,9 +84,10 @@ class JobTable(ScrollView, can_focus=True):
 
     @dataclass
     class TaskSelected(Message):
-        """The highlighted task changed (the app shows its log)."""
+        """The highlighted task changed (the app shows its log): as read then (the row may be let go since)."""
 
         task_id: str
+        view: TaskView | None = None
 
         def can_replace(self, message: Message) -> bool:  # a burst of moves collapses to the last
             return isinstance(message, JobTable.TaskSelected)
@@ -298,7 +299,7 @@ class JobTable(ScrollView, can_focus=True):
         selected = self.selected_id
         if selected is not None and selected != self._announced:
             self._announced = selected
-            self.post_message(self.TaskSelected(selected))
+            self.post_message(self.TaskSelected(selected, self._views.get(selected)))
 
     @property
     def query(self) -> TableQuery:
@@ -309,8 +310,7 @@ class JobTable(ScrollView, can_focus=True):
         """The rows a run's page should hold now: those on screen and `MARGIN` each way."""
         top, rows = round(self.scroll_y), max(1, self.size.height - 1)
         start = max(0, top - self.MARGIN)
-        limit = rows + top - start + self.MARGIN
-        return TableWindow(self.query, start, limit, self.selected_id, self.cursor_row)
+        return TableWindow(self.query, start, rows + top - start + self.MARGIN, self.selected_id, self.cursor_row)
 
     def _want_rows(self) -> None:
         """Ask for a run's rows before they are on screen: once fewer than half the margin are held beyond
