@@ -1,51 +1,71 @@
-"""Reads of part of a large run: the order of its tasks' row ids under a filter and a sort, the tasks at some of
-them, and every task's status counted. A view (the app's table) shows 100,000 tasks through these without
-holding them: an order is one integer per task, a page a few hundred records.
+"""Reads of part of a large run: a filtered, sorted order of its tasks a page at a time, the tasks on a page,
+and every task's status counted. A view (the app's table) shows 100,000 tasks through these without holding
+them.
 
-In plan order and by status they run down the store's indexes (tasks_by_idx, tasks_by_status); a database
-from before those indexes is read all the same, sorted in full."""
+An order is a list of segments, each the tasks a condition selects in plan order: an index serves it (by
+status: tasks_by_status; every task: tasks_by_idx), so its count, a row's rank in it and a page at any offset
+are each one index walk in SQLite, not a sort of every task. Only the tasks ever started, by elapsed time,
+are sorted (`by_elapsed`). A database from before those indexes is read all the same, more slowly."""
 
 from __future__ import annotations
 
 from array import array
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from gputui.clock import Stamp
 from gputui.jobs.tasks import TaskRecord
 from gputui.rundir.store import Store
 
-BY_PLAN, BY_STATUS, BY_ELAPSED = "plan", "status", "elapsed"
-
 
 def _marks(values: Collection) -> str:
     return ",".join("?" * len(values))
 
 
-def row_order(
-    store: Store, statuses: Collection[str] | None, by: str, status_rank: Sequence[str] = (), now: float = 0.0
-) -> array:
-    """Row ids of the tasks whose status is in `statuses` (None: all), in plan order (`BY_PLAN`), by status as
-    ranked in `status_rank` (the rest after, each status in plan order), or by the elapsed time of the latest
-    attempt, longest first (measured on the wall clock to `now`; ties and unstarted tasks in plan order)."""
-    where, params = ("", ()) if statuses is None else (f"WHERE t.status IN ({_marks(statuses)})", tuple(statuses))
-    if by == BY_STATUS:
-        order = array("q")
-        ranked = [s for s in status_rank if statuses is None or s in statuses]
-        for status in ranked:  # one index range each, already in plan order
-            rows = store.read("SELECT rowid FROM tasks WHERE status = ? ORDER BY idx", (status,))
-            order.extend(r[0] for r in rows)
-        rest = f"{where} {'AND' if where else 'WHERE'} t.status NOT IN ({_marks(ranked)})" if ranked else where
-        query = f"SELECT t.rowid FROM tasks t {rest} ORDER BY t.idx"
-        order.extend(r[0] for r in store.read(query, (*params, *ranked)))
-        return order
-    if by == BY_ELAPSED:
-        query = (
-            "SELECT t.rowid FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.number = t.attempts "
-            f"{where} ORDER BY COALESCE(COALESCE(a.ended_at, ?) - a.started_at, 0) DESC, t.idx"
-        )
-        return array("q", (r[0] for r in store.read(query, (*params, now))))
-    return array("q", (r[0] for r in store.read(f"SELECT t.rowid FROM tasks t {where} ORDER BY t.idx", params)))
+@dataclass(frozen=True)
+class Segment:
+    """The tasks an SQL condition on `t` (the tasks table) selects, in plan order."""
+
+    where: str = "1"
+    params: tuple = ()
+
+    @classmethod
+    def of(cls, statuses: Collection[str] | None, *, unstarted: bool = False) -> Segment:
+        """Tasks in these statuses (None: any), or only those of them never started."""
+        where, params = ("1", ()) if statuses is None else (f"t.status IN ({_marks(statuses)})", tuple(statuses))
+        return cls(f"{where} AND t.attempts = 0", params) if unstarted else cls(where, params)
+
+
+def count(store: Store, segment: Segment) -> int:
+    return store.read(f"SELECT COUNT(*) FROM tasks t WHERE {segment.where}", segment.params).fetchone()[0]
+
+
+def rows_of(store: Store, segment: Segment, offset: int, limit: int) -> list[int]:
+    """Row ids `offset` to `offset + limit` of the segment."""
+    query = f"SELECT t.rowid FROM tasks t WHERE {segment.where} ORDER BY t.idx LIMIT ? OFFSET ?"
+    return [r[0] for r in store.read(query, (*segment.params, limit, offset))]
+
+
+def rank_in(store: Store, segment: Segment, rowid: int) -> int | None:
+    """The row's place in the segment (None: not in it)."""
+    query = f"SELECT t.idx FROM tasks t WHERE t.rowid = ? AND {segment.where}"
+    row = store.read(query, (rowid, *segment.params)).fetchone()
+    if row is None:
+        return None
+    query = f"SELECT COUNT(*) FROM tasks t WHERE {segment.where} AND t.idx < ?"
+    return store.read(query, (*segment.params, row[0])).fetchone()[0]
+
+
+def by_elapsed(store: Store, statuses: Collection[str] | None, now: float) -> array:
+    """Row ids of the tasks ever started (in these statuses; None: any), by their latest attempt's elapsed
+    time on the wall clock to `now`, longest first (ties in plan order)."""
+    where = Segment.of(statuses)
+    query = (
+        "SELECT t.rowid FROM tasks t JOIN attempts a ON a.task_id = t.id AND a.number = t.attempts "
+        f"WHERE t.attempts > 0 AND {where.where} ORDER BY COALESCE(a.ended_at, ?) - a.started_at DESC, t.idx"
+    )
+    return array("q", (r[0] for r in store.read(query, (*where.params, now))))
 
 
 def tasks_at(store: Store, rowids: Sequence[int]) -> list[TaskRecord]:

@@ -4,6 +4,8 @@ by `gputui retry`, read both ways."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from gputui.jobs.tasks import Status
@@ -33,6 +35,9 @@ def test_every_view_of_the_table_reads_the_order_the_full_view_gives(mixed_run):
                 assert {p.total for p in pages} == {len(expected)}, (flt, sort)
                 rows = {p.offset + i: task for p in pages for i, task in enumerate(p.ids)}
                 assert [rows[i] for i in range(len(expected))] == expected, (flt, sort)
+        by_elapsed = paged.pages.read(TableWindow(TableQuery("all", "elapsed"), 0, 20)).views
+        elapsed = [v.elapsed for v in by_elapsed]
+        assert len(elapsed) == 12 and all(a >= b - 0.01 for a, b in pairwise(elapsed)), "longest first"
     finally:
         paged.close()
 
