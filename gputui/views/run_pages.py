@@ -23,7 +23,7 @@ from gputui.views.metrics import file_stamp
 from gputui.views.runview import RunSnapshot, RunView, Totals, history_spans, union_length
 from gputui.views.task_page import TableWindow, TaskPage, TaskPages
 
-WINDOW = 200  # rows read from the first until the table says which it shows (more than a screen holds)
+WINDOW = 150  # rows read from the first until the table says which it shows (more than a screen holds)
 FIRST_IDS = 8  # ids named per status (what `l` says of tasks that failed for good, or wait)
 NAMED = (Status.FAILED, Status.PENDING, Status.RETRYING)
 

@@ -80,7 +80,7 @@ class JobTable(ScrollView, can_focus=True):
     JobTable > .job-table--to-come { color: $foreground-muted; text-style: italic; }
     JobTable.-stale { opacity: 50%; }
     """
-    MARGIN = 100  # rows of a run held beyond those on screen, each way
+    MARGIN = 60  # rows of a run held beyond those on screen, each way
 
     @dataclass
     class TaskSelected(Message):
