@@ -26,7 +26,7 @@ from gputui.api.planning import JobSpec, read_plan, sized_plan
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.views.executor_facts import cluster_gpus_of
 from gputui.views.run_pages import PagedRunView
-from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot
+from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView
 from gputui.views.task_page import TableWindow, TaskPage
 
 
@@ -78,7 +78,7 @@ class Gatherer:
 
     def __init__(
         self,
-        view: PagedRunView | None,
+        view: RunView | None,
         simulate: str | None,
         probe: GpuProbe | None,
         job_path: Path | None = None,
@@ -108,7 +108,7 @@ class Gatherer:
 
     def page(self, window: TableWindow) -> TaskPage | None:
         """The job table's rows in `window` now, read on their own connection (a refresh under way goes on)."""
-        if self.view is None or self.view.page is None:  # no run read yet: the first refresh brings them
+        if not isinstance(self.view, PagedRunView) or self.view.page is None:  # none read yet: a refresh brings it
             return None
         return self.view.pages.read(window)
 
@@ -163,9 +163,11 @@ class Gatherer:
         other_runs = held_by_other_runs(held, scheduler_id)
         plan = self._read_plan(gpus) if run is None and run_error is None else None
         page, ours = None, {}
-        if run is not None and run_error is None:
+        if isinstance(self.view, PagedRunView) and run is not None and run_error is None:
             page = self.view.page
             ours = self.view.statuses([p.task_id for p in processes if p.task_id is not None])
+        elif run is not None:  # a view of every task (as scripts and tests make it)
+            ours = {v.task.id: v.task.status for v in run.tasks}
         host = host_line() if monitor else ""
         return Refreshed(run, gpus, error, processes, run_error, other_runs, host, plan, page, ours)
 
