@@ -29,6 +29,7 @@ from gputui.tui.palette import palette_commands
 from gputui.tui.refresh import Gatherer, PageRead, Refreshed, SeriesRead
 from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.processes import ProcessTreeScreen, gpu_memory_by_pid
+from gputui.tui.table_feed import TableFeed
 from gputui.tui.themes import THEMES, theme_stylesheets
 from gputui.tui.verbs import RunControls
 from gputui.tui.widgets.gpu_grid import GpuPanels
@@ -43,7 +44,6 @@ from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
 from gputui.views.executor_facts import gpus_label
 from gputui.views.run_pages import PagedRunView
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, TaskView
-from gputui.views.task_page import TableWindow, TaskPage
 
 HEADER_LINES, FOOTER_LINES = 2, 1
 MAIN_MIN_LINES = {True: 13, False: 8}  # job modes keep table, task bar and log pane; monitor its process list
@@ -85,6 +85,7 @@ class GpuTuiApp(App):
         self._host_stats = ""
         self._refresh_timer = None
         self.controls = RunControls(self)  # the keys that act on the run
+        self._feed = TableFeed(self, self._gatherer, self.view)  # the job table's rows, a page at a time
         self._mode = self.mode
         self._host = socket.gethostname()  # once: no syscall on the UI loop per refresh
         for t in THEMES.values():
@@ -225,7 +226,7 @@ class GpuTuiApp(App):
             run, table = msg.run, self._table
             self.plan = None
             if msg.page is not None:
-                self._show_page(msg.page)
+                self._feed.show(msg.page)
             table.set_class(msg.run_error is not None, "-stale")
             if run.tasks:  # the first task at start; a retried task's new attempt log later
                 self._show_log(self._tabs.task_id or table.selected_id or run.tasks[0].task.id)
@@ -300,36 +301,18 @@ class GpuTuiApp(App):
         views = self.snapshot.tasks if self.snapshot is not None else self.plan.tasks if self.plan else []
         return self._table.view_of(task_id) or next((v for v in views if v.task.id == task_id), None)
 
-    # -- the table's rows ----------------------------------------------------------------------
-    def _show_page(self, page: TaskPage) -> None:
-        run = self.snapshot
-        if run is not None:
-            metric = self._metric_name()
-            self._table.show_page(page, run.taken_at, live=run.tasks, metric=metric, to_come=run.to_come)
-
     @on(JobTable.RowsWanted)
     def _on_rows_wanted(self, msg: JobTable.RowsWanted) -> None:
-        if self.view is not None:
-            self.view.show(msg.window)  # the next refreshes read these rows
-            if self.snapshot is not None:
-                self._read_page(msg.window)
-
-    @work(thread=True, exclusive=True, group="page", exit_on_error=False)
-    def _read_page(self, window: TableWindow) -> None:
-        """Rows a key moved to, read now rather than at the next refresh."""
-        page = self._gatherer.page(window)
-        if page is not None:
-            self.post_message(PageRead(page))
+        self._feed.want(msg.window)
 
     @on(PageRead)
     def _on_page(self, msg: PageRead) -> None:
-        self._show_page(msg.page)
+        self._feed.show(msg.page)
 
     # -- logs and metrics ----------------------------------------------------------------------
     @on(JobTable.TaskSelected)
     def _on_selected(self, msg: JobTable.TaskSelected) -> None:
-        if self.view is not None:
-            self.view.show(self._table.window)  # the refreshes read the rows around the cursor
+        self._feed.keep(self._table.window)
         self._show_log(msg.task_id, msg.view)
         self._show_chart()
         self._render_taskbar()
