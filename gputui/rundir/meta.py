@@ -13,6 +13,7 @@ and the executor's (a Ray address...): every key neither this module nor a job k
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -235,3 +236,22 @@ def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
     settings = {k: v for k, v in raw.items() if k not in NAMED_KEYS}
     executor = ExecutorFacts(got(EXECUTOR_KEY, ExecutorFacts.kind, str), settings)
     return RunMeta(identity, job, executor, got("simulate"), got("run_failed"))
+
+
+class MetaReader:
+    """`read_meta` for a view that reads it every refresh (the app's): the plan's definition, megabytes of JSON
+    for 100,000 shards, is parsed again only when the plan's fingerprint (what identifies it) changed."""
+
+    def __init__(self) -> None:
+        self._definition: tuple[Any, Any] = (None, None)  # (fingerprint, definition)
+
+    def read(self, store: Store) -> RunMeta:
+        rows = store.read("SELECT key, value FROM meta WHERE key != 'plan_definition'")
+        raw = {key: json.loads(value) for key, value in rows}
+        fingerprint = raw.get("plan_fingerprint")
+        if fingerprint is None or self._definition[0] != fingerprint:
+            row = store.read("SELECT value FROM meta WHERE key = 'plan_definition'").fetchone()
+            self._definition = (fingerprint, None if row is None else json.loads(row[0]))
+        if self._definition[1] is not None:
+            raw["plan_definition"] = self._definition[1]
+        return _from_keys(raw)

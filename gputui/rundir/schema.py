@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     gpus_simulated INTEGER, started_boot REAL, ended_boot REAL, boot_id TEXT,
     PRIMARY KEY (task_id, number)
 );
+-- The app's table reads a run's tasks a page at a time, in plan order or by status (rundir/task_order.py).
+CREATE INDEX IF NOT EXISTS tasks_by_idx ON tasks(idx);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status, idx);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, task_id TEXT, kind TEXT NOT NULL, message TEXT NOT NULL
 );

@@ -348,6 +348,25 @@ class Store:
         ok = None if r["ok"] is None else bool(r["ok"])
         return Control(r["id"], r["verb"], json.loads(r["args"]), r["ts"], r["done_at"], ok, r["result"])
 
+    # -- part of a large run, for a view that never reads every task (rundir/task_order.py) -----
+    def read(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
+        """A view's own query (counts, an order of row ids); nothing is written through it."""
+        return self._db.execute(sql, params)
+
+    def tasks_where(self, where: str, params: Sequence = ()) -> list[TaskRecord]:
+        """The tasks an SQL condition on `t` (the tasks table) selects, as `tasks()` reads them."""
+        return [_task(r) for r in self._db.execute(self._tasks_query(f"WHERE {where}"), params)]
+
+    def attempts_of(self, task_ids: Sequence[str]) -> list[AttemptRecord]:
+        """Every attempt of these tasks (each found through the (task_id, number) key)."""
+        found = []
+        for i in range(0, len(task_ids), 500):  # within SQLite's bound on parameters
+            ids = task_ids[i : i + 500]
+            marks = ",".join("?" * len(ids))
+            query = f"SELECT * FROM attempts WHERE task_id IN ({marks}) ORDER BY task_id, number"
+            found += [_attempt(r) for r in self._db.execute(query, ids)]
+        return found
+
 
 def _get(r: sqlite3.Row, column: str):
     """A column an older schema may lack (read as it is by a view): None there."""

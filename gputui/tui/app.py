@@ -26,9 +26,10 @@ from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.jobs.tasks import Status
 from gputui.tui import modes
 from gputui.tui.palette import palette_commands
-from gputui.tui.refresh import Gatherer, Refreshed, SeriesRead
+from gputui.tui.refresh import Gatherer, PageRead, Refreshed, SeriesRead
 from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.processes import ProcessTreeScreen, gpu_memory_by_pid
+from gputui.tui.table_feed import TableFeed
 from gputui.tui.themes import THEMES, theme_stylesheets
 from gputui.tui.verbs import RunControls
 from gputui.tui.widgets.gpu_grid import GpuPanels
@@ -41,7 +42,8 @@ from gputui.tui.widgets.run_area import RunArea
 from gputui.tui.widgets.run_header import RunHeader, identity_line, plan_text
 from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
 from gputui.views.executor_facts import gpus_label
-from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView, TaskView
+from gputui.views.run_pages import PagedRunView
+from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, TaskView
 
 HEADER_LINES, FOOTER_LINES = 2, 1
 MAIN_MIN_LINES = {True: 13, False: 8}  # job modes keep table, task bar and log pane; monitor its process list
@@ -71,7 +73,7 @@ class GpuTuiApp(App):
         self.simulate = simulate
         self.interval = max(0.25, interval)
         self.readonly = readonly
-        self.view = RunView(run_dir) if run_dir is not None else None
+        self.view = PagedRunView(run_dir) if run_dir is not None else None
         # probe: opened in the first refresh if None; the job file: read for its plan before launch
         self._gatherer = Gatherer(self.view, simulate, probe, job_path)
         self.snapshot: RunSnapshot | None = None
@@ -83,6 +85,7 @@ class GpuTuiApp(App):
         self._host_stats = ""
         self._refresh_timer = None
         self.controls = RunControls(self)  # the keys that act on the run
+        self._feed = TableFeed(self, self._gatherer, self.view)  # the job table's rows, a page at a time
         self._mode = self.mode
         self._host = socket.gethostname()  # once: no syscall on the UI loop per refresh
         for t in THEMES.values():
@@ -214,18 +217,19 @@ class GpuTuiApp(App):
         holders = msg.run.gpu_holders(msg.gpus) if msg.run else {}
         for index, who in msg.other_runs.items():
             holders.setdefault(index, []).append(who)
-        statuses = {v.task.id: v.task.status for v in msg.run.tasks} if msg.run else {}
-        self._panels.update_gpus(msg.gpus, holders, ghost_memory(msg.processes, statuses), message=msg.gpu_error)
+        ghosts = ghost_memory(msg.processes, msg.task_status)
+        self._panels.update_gpus(msg.gpus, holders, ghosts, message=msg.gpu_error)
         if self.monitor_only:
             self._processes.update_processes([ProcessRow(**vars(p)) for p in msg.processes])
             self._no_processes.display = not msg.processes
         elif msg.run is not None:
             run, table = msg.run, self._table
             self.plan = None
-            table.update_tasks(run.tasks, run.taken_at, metric=self._metric_name(), to_come=run.to_come)
+            if msg.page is not None:
+                self._feed.show(msg.page)
             table.set_class(msg.run_error is not None, "-stale")
             if run.tasks:  # the first task at start; a retried task's new attempt log later
-                self._show_log(self._tabs.task_id or run.tasks[0].task.id)
+                self._show_log(self._tabs.task_id or table.selected_id or run.tasks[0].task.id)
             if run.series is not None and run.series.task_id == table.selected_id:
                 self.series = run.series
             elif self.view is not None and table.selected_id not in (None, self.view.selected):
@@ -295,12 +299,21 @@ class GpuTuiApp(App):
 
     def _task_view(self, task_id: str) -> TaskView | None:
         views = self.snapshot.tasks if self.snapshot is not None else self.plan.tasks if self.plan else []
-        return next((v for v in views if v.task.id == task_id), None)
+        return self._table.view_of(task_id) or next((v for v in views if v.task.id == task_id), None)
+
+    @on(JobTable.RowsWanted)
+    def _on_rows_wanted(self, msg: JobTable.RowsWanted) -> None:
+        self._feed.want(msg.window)
+
+    @on(PageRead)
+    def _on_page(self, msg: PageRead) -> None:
+        self._feed.show(msg.page)
 
     # -- logs and metrics ----------------------------------------------------------------------
     @on(JobTable.TaskSelected)
     def _on_selected(self, msg: JobTable.TaskSelected) -> None:
-        self._show_log(msg.task_id)
+        self._feed.keep(self._table.window)
+        self._show_log(msg.task_id, msg.view)
         self._show_chart()
         self._render_taskbar()
         if self.snapshot is not None:
@@ -333,8 +346,8 @@ class GpuTuiApp(App):
         self._render_taskbar()
         self.refresh_bindings()
 
-    def _show_log(self, task_id: str) -> None:
-        view = self._task_view(task_id)
+    def _show_log(self, task_id: str, view: TaskView | None = None) -> None:
+        view = view or self._task_view(task_id)
         if view is not None:
             self._tabs.show(view)
 

@@ -25,7 +25,9 @@ from gputui.api.machine import (
 from gputui.api.planning import JobSpec, read_plan, sized_plan
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
 from gputui.views.executor_facts import cluster_gpus_of
+from gputui.views.run_pages import PagedRunView
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView
+from gputui.views.task_page import TableWindow, TaskPage
 
 
 @dataclass
@@ -40,6 +42,15 @@ class Refreshed(Message):
     other_runs: dict[int, str] = field(default_factory=dict)  # GPU index -> which other gputui run holds it
     host: str = ""  # monitor mode: CPU, memory, swap, load
     plan: PlannedRun | None = None  # before launch: the job's plan, read from its job file (nothing written)
+    page: TaskPage | None = None  # the job table's rows around what it shows
+    task_status: dict[str, str] = field(default_factory=dict)  # the status of each task a GPU process is of
+
+
+@dataclass
+class PageRead(Message):
+    """Rows of the job table read in a thread, for a key that moved to rows it did not hold."""
+
+    page: TaskPage
 
 
 @dataclass
@@ -95,6 +106,12 @@ class Gatherer:
             self.view.select(task_id)
             return self.view.read_series(task_id)
 
+    def page(self, window: TableWindow) -> TaskPage | None:
+        """The job table's rows in `window` now, read on their own connection (a refresh under way goes on)."""
+        if not isinstance(self.view, PagedRunView) or self.view.page is None:  # none read yet: a refresh brings it
+            return None
+        return self.view.pages.read(window)
+
     def _read_plan(self, gpus: list[GpuSnapshot]) -> PlannedRun | None:
         if self.job_path is None or self.view is None:
             return None
@@ -145,7 +162,14 @@ class Gatherer:
             processes += simulated_holders(gpus, held)
         other_runs = held_by_other_runs(held, scheduler_id)
         plan = self._read_plan(gpus) if run is None and run_error is None else None
-        return Refreshed(run, gpus, error, processes, run_error, other_runs, host_line() if monitor else "", plan)
+        page, ours = None, {}
+        if isinstance(self.view, PagedRunView) and run is not None and run_error is None:
+            page = self.view.page
+            ours = self.view.statuses([p.task_id for p in processes if p.task_id is not None])
+        elif run is not None:  # a view of every task (as scripts and tests make it)
+            ours = {v.task.id: v.task.status for v in run.tasks}
+        host = host_line() if monitor else ""
+        return Refreshed(run, gpus, error, processes, run_error, other_runs, host, plan, page, ours)
 
     def _simulated_load(self):
         """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""

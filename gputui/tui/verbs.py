@@ -66,19 +66,20 @@ def launch_step(
         if no_fit:
             return Say(f"cannot launch: {no_fit} (gputui plan shows the arithmetic)", "error")
         return StartRun(False)
-    failed = [v.task.id for v in run.tasks if v.task.status == Status.FAILED]
-    waiting = [v.task.id for v in run.tasks if v.task.status in WAITING]
+    counts = run.counts
+    failed, waiting = counts.get(Status.FAILED, 0), sum(counts.get(s, 0) for s in WAITING)
     if not failed and not waiting:
-        killed = run.counts.get(Status.KILLED, 0)
+        killed = counts.get(Status.KILLED, 0)
         if not killed:
             return Say("the run is finished: every task is done")
         return Say(f"the run is finished; {killed} killed task(s) stay killed until retried (r)")
     if not failed:
         return StartRun(True)
-    listed = ", ".join(failed[:8]) + (" …" if len(failed) > 8 else "")
+    listed = ", ".join(run.first_ids([Status.FAILED], 8)) + (" …" if failed > 8 else "")
+    named = run.first_ids(WAITING, 8)
     body = (
-        f"{len(failed)} task(s) failed for good: {listed}.\n"
-        f"{len(waiting)} task(s) are pending" + (f": {', '.join(waiting[:8])}" if waiting else "") + "."
+        f"{failed} task(s) failed for good: {listed}.\n"
+        f"{waiting} task(s) are pending" + (f": {', '.join(named)}" if waiting else "") + "."
     )
     choices = [("a", "all", "run them all again")]
     if waiting:
@@ -104,7 +105,7 @@ class RunControls:
             selected = app.selected_task()
             return selected is not None and selected.task.status in WAITING
         if action == "kill_all":
-            return app.snapshot is not None and any(v.task.status not in Status.FINAL for v in app.snapshot.tasks)
+            return app.snapshot is not None and any(s not in Status.FINAL for s in app.snapshot.counts)
         return True
 
     def refuse_readonly(self) -> bool:
@@ -125,19 +126,24 @@ class RunControls:
         app = self.app
         if app.monitor_only or self.refuse_readonly() or app.snapshot is None:
             return
-        live = [v.task.id for v in app.snapshot.tasks if v.task.status not in Status.FINAL]
-        if not live:
+        if all(s in Status.FINAL for s in app.snapshot.counts):
             app.say("no task to kill: every task has finished")
             return
-        self.confirm_kill(live)
+        self.confirm_kill(None)
 
-    def confirm_kill(self, task_ids: list[str]) -> None:
+    def confirm_kill(self, task_ids: list[str] | None) -> None:
+        """Ask before killing these tasks (None: every task not finished, as the store has them then)."""
         self._in_thread(self._confirm_kill, task_ids)
 
-    def _confirm_kill(self, task_ids: list[str]) -> None:
+    def _confirm_kill(self, task_ids: list[str] | None) -> None:
         """Name what will be signalled (a /proc scan, so in a thread), then ask."""
         app = self.app
-        found = app.view.processes(task_ids) if app.view is not None else {}
+        tried = task_ids
+        if task_ids is None:  # every task not finished; only those ever tried can have processes
+            task_ids, tried = app.view.unfinished()
+            if not task_ids:
+                return
+        found = app.view.processes(tried) if app.view is not None else {}
         lines = kill_lines(app.snapshot, found, task_ids)
         grace = (app.snapshot.meta if app.snapshot else RunMeta()).job.stop_grace_s
         body = (
@@ -245,7 +251,7 @@ class RunControls:
             return
         running = 0
         if app.snapshot is not None:
-            running = sum(1 for v in app.snapshot.tasks if v.task.status in Status.LIVE)
+            running = sum(app.snapshot.counts.get(s, 0) for s in Status.LIVE)
         live = bool(app.snapshot and app.snapshot.scheduler_live)
         if app.monitor_only or app.readonly or (running == 0 and not live):
             app.exit()

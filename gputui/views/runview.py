@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -51,6 +51,16 @@ class TaskView:
 
 
 @dataclass(frozen=True)
+class Totals:
+    """Every task counted by status, for a snapshot that holds only some (the app's: run_pages.py): the
+    ids they cover (each task at least one) and the first few ids in plan order, by status."""
+
+    counts: Mapping[str, int]
+    sizes: Mapping[str, float] = field(default_factory=dict)
+    first: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     run_dir: Path
     job_name: str
@@ -64,10 +74,20 @@ class RunSnapshot:
     series: MetricSeries | None = None  # the selected task's metrics over steps (see `RunView.select`)
     to_come: list[str] = field(default_factory=list)  # what the kind has not planned yet, one line each
     metric: str | None = None  # what the run ranks its tasks by, as its kind recorded it (a sweep's)
+    totals: Totals | None = None  # every task's, where `tasks` holds only some (None: `tasks` is every task)
 
     @property
     def counts(self) -> Counter[str]:
+        if self.totals is not None:
+            return Counter({s: n for s, n in self.totals.counts.items() if n})
         return Counter(v.task.status for v in self.tasks)
+
+    def first_ids(self, statuses: Sequence[str], limit: int) -> list[str]:
+        """Up to `limit` ids of tasks in these statuses, in plan order (status by status, where only some
+        tasks are held)."""
+        if self.totals is None:
+            return [v.task.id for v in self.tasks if v.task.status in statuses][:limit]
+        return [i for s in statuses for i in self.totals.first.get(s, ())][:limit]
 
     @property
     def chart(self) -> tuple[bool, bool]:
@@ -77,7 +97,8 @@ class RunSnapshot:
 
     @property
     def finished(self) -> bool:
-        return bool(self.tasks) and all(v.task.status in Status.FINAL for v in self.tasks)
+        counts = self.counts
+        return bool(counts) and all(s in Status.FINAL for s in counts)
 
     def elapsed(self, now: float) -> float:
         """Running time at `now` (clock.now(): a step of the wall clock does not move it; see gputui.clock):
@@ -111,10 +132,16 @@ def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tu
     failed and the automatic retry that followed (within `bridge_s`; a later retry by hand is not). In
     seconds before `now` (negative), each measured with clock.between: never reversed or hours long
     because the wall clock stepped."""
+    return history_spans([v.history for v in views], now, bridge_s)
+
+
+def history_spans(histories: Iterable[Sequence], now: float, bridge_s: float) -> list[tuple[float, float]]:
+    """`attempt_spans` from each task's attempts, oldest first (anything with a status, started_at and
+    ended_at: AttemptRecords, or the times alone)."""
     spans = []
-    for v in views:
+    for history in histories:
         previous, previous_end = None, 0.0
-        for a in v.history:
+        for a in history:
             start = -clock.between(a.started_at, now)
             end = max(start, 0.0 if a.ended_at is None else -clock.between(a.ended_at, now))
             retried = previous is not None and previous.status in (Status.FAILED, Status.LOST)
@@ -146,17 +173,21 @@ class Outlook:
     eta: float | None
 
 
-def outlook(views: list[TaskView]) -> Outlook:
+def outlook(views: list[TaskView], totals: Totals | None = None) -> Outlook:
     """Overall rate and ETA. Each task's progress is weighted by its size (ids in its range), so
-    workers counting rows, batches or steps add up; tasks with no progress line count as not started."""
+    workers counting rows, batches or steps add up; tasks with no progress line count as not started.
+    `totals`: every task's sizes, where `views` are only some (the live ones among them)."""
     done = total = rate = 0.0
+    if totals is not None:
+        done, total = totals.sizes.get(Status.DONE, 0.0), sum(totals.sizes.values())
     measured = False
     for v in views:
         size = max(1, v.task.count)
-        total += size
         p = v.progress
+        if totals is None:
+            total += size
         if v.task.status == Status.DONE:
-            done += size
+            done += size if totals is None else 0.0
         elif p is not None and p.total > 0:
             done += size * p.fraction
             if p.rate and v.task.status == Status.RUNNING:

@@ -15,7 +15,11 @@ def _view(task_id: str, status: str):
 
 def _run(*statuses: str, live: bool = False):
     views = [_view(f"shard-{i}", s) for i, s in enumerate(statuses)]
-    return SimpleNamespace(scheduler_live=live, tasks=views, counts=Counter(statuses))
+
+    def first_ids(shown, limit):
+        return [v.task.id for v in views if v.task.status in shown][:limit]
+
+    return SimpleNamespace(scheduler_live=live, tasks=views, counts=Counter(statuses), first_ids=first_ids)
 
 
 def test_a_live_run_starts_the_selected_waiting_task_now():

@@ -19,6 +19,8 @@ from gputui.views.executor_facts import queued_word
 from gputui.views.kinds import Columns, table_columns, task_columns
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
+from gputui.views.task_page import FILTERS as FILTER_STATUSES
+from gputui.views.task_page import STATUS_ORDER
 
 LAYOUTS = {  # by width: accounting columns from 150 cells, the task bar shows what narrow leaves out
     "full": (
@@ -64,23 +66,8 @@ BAR = {"full": 10, "wide": 10, "narrow": 5}
 PROGRESS = {"full": 22, "wide": 22, "narrow": 14}
 MIN_REASON = 12
 PAD = 1  # cells on each side of a cell
-FILTERS = ("all", "active", "failed", "done", "pending")
-SORTS = ("id", "status", "elapsed")
-_STATUS_ORDER = {
-    s: i
-    for i, s in enumerate(
-        (
-            Status.FAILED,
-            Status.RETRYING,
-            Status.RUNNING,
-            Status.PAUSED,
-            Status.PENDING,
-            Status.KILLED,
-            Status.SKIPPED,
-            Status.DONE,
-        )
-    )
-}
+FILTERS = tuple(FILTER_STATUSES)
+_STATUS_ORDER = {s: i for i, s in enumerate(STATUS_ORDER)}
 STATUS_STYLES = {status: Style.parse(style) for status, style in STATUS_STYLE.items()}
 
 
@@ -236,15 +223,32 @@ def sized_widths(columns: Columns, cells: Sequence[Mapping[str, str]], metric: s
     return widths
 
 
+def fitted_widths(shape: Columns, layout: str, sized: Mapping[str, int], width: int) -> dict[str, int]:
+    """The columns shown in `width` cells, each with its width: a shard's by the layout, a kind's own (sized
+    to what they hold) leaving out those that give way, first to last, until the last (the note) has its
+    least; the last column takes the room left."""
+    fixed = {**WIDTHS, "progress": PROGRESS[layout], **sized}
+    shown = list(shape.fitted) if shape.fitted else list(LAYOUTS[layout])
+
+    def need() -> int:
+        return sum(fixed[c] + 2 * PAD for c in shown[:-1]) + MIN_REASON + 2 * PAD
+
+    if shape.fitted:
+        for column in shape.gives_way:
+            if need() <= width:
+                break
+            shown.remove(column)
+        if need() > width and "params" in shown:
+            fixed["params"] = max(SIZED["params"][0], fixed["params"] - (need() - width))
+    flex = shown[-1]  # the reason (a trial's note): what room is left
+    used = sum(fixed[c] + 2 * PAD for c in shown if c != flex)
+    rest = max(MIN_REASON, width - used - 2 * PAD)
+    return {c: fixed.get(c, rest) if c != flex else rest for c in shown}
+
+
 def matches(view: TaskView, flt: str) -> bool:
-    s = view.task.status
-    return (
-        flt == "all"
-        or (flt == "active" and s in (Status.RUNNING, Status.PAUSED, Status.RETRYING))
-        or (flt == "failed" and s in (Status.FAILED, Status.KILLED, Status.RETRYING, Status.SKIPPED))
-        or (flt == "done" and s == Status.DONE)
-        or (flt == "pending" and s in (Status.PENDING, Status.RETRYING))
-    )
+    shown = FILTER_STATUSES.get(flt)
+    return shown is None or view.task.status in shown
 
 
 def ordered(views: Sequence[TaskView], flt: str, sort_by: str) -> list[str]:

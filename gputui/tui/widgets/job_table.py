@@ -1,22 +1,23 @@
-"""The job table: one row per task, drawn line by line from the tasks it is given.
+"""The job table: one row per task, drawn line by line, holding only the rows around what is on screen.
 
 A line-API widget rather than a DataTable: a DataTable invalidates every rendered row when any cell
 changes, so a running task's elapsed time ticking each second redrew the whole table. Here each row is
-rendered once per change of its own cells and only the rows on screen are drawn, so 2,000 tasks fill at
-once and a tick repaints only the rows that changed. Columns follow the width: GPU-hours and peak GPU
-memory from 150 cells; at 80 the range, rate and tries give way (the task bar shows them) so the reason
-still shows. A sweep's trials show their stage, parameters, parent, metric and rank instead of a range, a
-pipeline's steps what they wait for; their columns (as the job kind lists them) give way one by one as the width
-shrinks. Lines after the rows name what is not planned yet (a sweep's later stages).
+rendered once per change of its own cells, only the rows on screen are drawn, and a tick repaints only the
+rows that changed. A plan's rows come all at once (`update_tasks`); a run's a page at a time (`show_page`,
+views/task_page.py): the table is as tall as the run, holds the rows on screen and `MARGIN` each way, and asks
+for others (`RowsWanted`) before the cursor or the scroll reaches them: 100,000 tasks cost what a few hundred
+do. Columns follow the width: GPU-hours and peak GPU memory from 150 cells; at 80 the range, rate and tries
+give way (the task bar shows them) so the reason still shows. A sweep's trials show their stage, parameters,
+parent, metric and rank instead of a range, a pipeline's steps what they wait for; their columns (as the job
+kind lists them) give way one by one as the width shrinks. Lines after the rows name what is not planned yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
@@ -27,35 +28,23 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from gputui.jobs.tasks import Status
-from gputui.text_safety import visible
 from gputui.tui import modes
-from gputui.tui.cells import fit
 from gputui.tui.widgets.job_rows import (
     FILTERS,
     FULL_FROM,
-    LAYOUTS,
-    MIN_REASON,
-    PAD,
-    PROGRESS,
-    SIZED,
-    SORTS,
-    STATUS_STYLES,
     WIDE_FROM,
-    WIDTHS,
     RowContext,
+    fitted_widths,
     ordered,
     row_cells,
     sized_widths,
     table_shape,
     verb_acts,
 )
+from gputui.tui.widgets.table_strips import changed_cells, header_strip, over, row_strip, to_come_strip
 from gputui.views.kinds import Columns
 from gputui.views.runview import TaskView
-
-
-def _over(strip: Strip, style: Style) -> Strip:
-    """`style` laid over every segment (a cursor's background wins over the row's)."""
-    return Strip(Segment.apply_style(iter(strip), post_style=style), strip.cell_length)
+from gputui.views.task_page import SORTS, TableQuery, TableWindow, TaskPage, fresher
 
 
 class JobTable(ScrollView, can_focus=True):
@@ -91,12 +80,14 @@ class JobTable(ScrollView, can_focus=True):
     JobTable > .job-table--to-come { color: $foreground-muted; text-style: italic; }
     JobTable.-stale { opacity: 50%; }
     """
+    MARGIN = 60  # rows of a run held beyond those on screen, each way
 
     @dataclass
     class TaskSelected(Message):
-        """The highlighted task changed (the app shows its log)."""
+        """The highlighted task changed (the app shows its log): as read then (the row may be let go since)."""
 
         task_id: str
+        view: TaskView | None = None
 
         def can_replace(self, message: Message) -> bool:  # a burst of moves collapses to the last
             return isinstance(message, JobTable.TaskSelected)
@@ -107,6 +98,15 @@ class JobTable(ScrollView, can_focus=True):
         task_id: str
         status: str
 
+    @dataclass
+    class RowsWanted(Message):
+        """Rows of a run soon on screen and not held: the app reads `window`'s page for `show_page`."""
+
+        window: TableWindow
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, JobTable.RowsWanted)
+
     sort_by: reactive[str] = reactive("id")
     filter_by: reactive[str] = reactive("all")
     layout: reactive[str] = reactive("wide", init=False)
@@ -114,11 +114,17 @@ class JobTable(ScrollView, can_focus=True):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self._paged = False  # a run's rows, read a page at a time (else a plan's, all given)
+        self._plan: list[TaskView] = []  # a plan's rows, ordered here
+        self._total = 0  # rows the view shows
+        self._at: dict[int, str] = {}  # row -> task, for the rows held
+        self._row_of: dict[str, int] = {}
         self._views: dict[str, TaskView] = {}
         self._cells: dict[str, dict[str, str]] = {}
-        self._order: list[str] = []
-        self._row_of: dict[str, int] = {}
         self._strips: dict[str, Strip] = {}  # rendered rows, dropped when their cells or the looks change
+        self._announced: str | None = None  # the task last said to be selected (TaskSelected)
+        self._asked: TableWindow | None = None  # the rows asked for and not come yet
+        self.rows_query = TableQuery()  # the view the rows held are of (a run's next comes a page later)
         self._now = 0.0
         self.column_widths: dict[str, int] = {}
         self.rows_rendered = 0  # rows drawn afresh (not from the cache): what a tick costs
@@ -127,7 +133,6 @@ class JobTable(ScrollView, can_focus=True):
         self.shape = Columns()  # the rows' kind's columns: none (a shard's) keeps the fixed layouts, else fitted
         self._row_context = RowContext()
         self._sized: dict[str, int] = {}  # trials and steps: columns sized to their contents
-        self._shown: tuple[str, ...] = LAYOUTS["wide"]
         self._to_come: tuple[str, ...] = ()  # lines after the rows: what is not planned yet
         self._columns: tuple = (Columns(), {}, None)  # (shape, sized widths, metric): the columns' terms
         self._titles: dict[str, str] = {}  # column -> its header, where not its name
@@ -138,7 +143,7 @@ class JobTable(ScrollView, can_focus=True):
     # -- shape ---------------------------------------------------------------------------------
     @property
     def columns_shown(self) -> tuple[str, ...]:
-        return self._shown if self.shape.fitted else LAYOUTS[self.layout]
+        return tuple(self.column_widths)
 
     @property
     def to_come(self) -> tuple[str, ...]:
@@ -147,43 +152,25 @@ class JobTable(ScrollView, can_focus=True):
 
     @property
     def row_count(self) -> int:
-        return len(self._order)
+        return self._total
 
     @property
     def row_ids(self) -> list[str]:
-        return list(self._order)
+        """The tasks of the rows held, in order: every row of a plan, or of a run of a few hundred."""
+        return [self._at[row] for row in sorted(self._at)]
 
     def row_text(self, task_id: str) -> list[str]:
         """The cells of a task's row as shown (columns of the current layout)."""
         cells = self._cells.get(task_id, {})
         return [cells.get(c, "") for c in self.columns_shown]
 
+    def view_of(self, task_id: str) -> TaskView | None:  # a task of a row held, as last read
+        return self._views.get(task_id)
+
     def _size_columns(self, width: int) -> None:
-        fixed = {**WIDTHS, "progress": PROGRESS[self.layout], **self._sized}
-        shown = self._fit(fixed, width) if self.shape.fitted else self.columns_shown
-        flex = shown[-1]  # the reason (a trial's note): what room is left
-        used = sum(fixed[c] + 2 * PAD for c in shown if c != flex)
-        reason = max(MIN_REASON, width - used - 2 * PAD)
-        self.column_widths = {c: fixed.get(c, reason) if c != flex else reason for c in shown}
+        self.column_widths = fitted_widths(self.shape, self.layout, self._sized, width)
         self._strips.clear()
         self._header = None
-
-    def _fit(self, fixed: dict[str, int], width: int) -> tuple[str, ...]:
-        """A trial's or step's columns that fit `width`, leaving the last (the note) its least; `fixed` may
-        narrow the parameters to make them fit."""
-        shown = list(self.shape.fitted)
-
-        def need() -> int:
-            return sum(fixed[c] + 2 * PAD for c in shown[:-1]) + MIN_REASON + 2 * PAD
-
-        for column in self.shape.gives_way:
-            if need() <= width:
-                break
-            shown.remove(column)
-        if need() > width and "params" in shown:
-            fixed["params"] = max(SIZED["params"][0], fixed["params"] - (need() - width))
-        self._shown = tuple(shown)
-        return self._shown
 
     def on_resize(self, event: events.Resize) -> None:
         width = event.size.width
@@ -193,11 +180,11 @@ class JobTable(ScrollView, can_focus=True):
         else:
             self._size_columns(self.scrollable_content_region.width or event.size.width)
             self.refresh()
+        self._want_rows()
 
     def watch_layout(self) -> None:
-        self._cells = {
-            tid: row_cells(v, self._now, self.layout, self._row_context) for tid, v in self._views.items()
-        }
+        context = self._row_context if self.shape.fitted else None
+        self._cells = {tid: row_cells(v, self._now, self.layout, context) for tid, v in self._views.items()}
         self._size_columns(self.scrollable_content_region.width or self.size.width)
         self.refresh()
 
@@ -219,25 +206,55 @@ class JobTable(ScrollView, can_focus=True):
     def update_tasks(
         self, views: Sequence[TaskView], now: float, *, metric: str | None = None, to_come: Sequence[str] = ()
     ) -> None:
-        """Take the tasks' new state; repaint only rows whose cells changed (and all, if the order or the
+        """Every row at once (a plan's); repaint only rows whose cells changed (and all, if the order or the
         columns did). `metric`: what a sweep ranks trials by; `to_come`: lines for what is not planned yet."""
-        before = self.selected_status
-        selected = self.selected_id
+        self._paged, self._plan, self._now = False, list(views), now
+        by_id = {v.task.id: v for v in views}
+        shown = tuple(by_id[t] for t in ordered(views, self.filter_by, self.sort_by))
+        statuses = {v.task.id: v.task.status for v in views}
+        self._take(TaskPage(self.window, len(shown), 0, shown, None, statuses), views, metric, to_come, False)
+
+    def show_page(
+        self,
+        page: TaskPage,
+        now: float,
+        *,
+        live: Sequence[TaskView] = (),
+        metric: str | None = None,
+        to_come: Sequence[str] = (),
+    ) -> None:
+        """A run's rows around what is on screen, out of `page.total` (`live`: tasks as the last snapshot read
+        them, with their progress: a page read on a key has none). A page of another view is dropped (and this
+        one's asked for, unless it is on its way)."""
+        if page.query != self.query:
+            if self._asked is None:
+                self._ask(self.window)
+            return
+        self._asked = None  # what came may not be what was asked: held rows are checked again below
+        seen = {v.task.id: v for v in live}
+        views = tuple(fresher(v, seen.get(v.task.id)) for v in page.views)
+        self._paged, self._plan, self._now = True, [], now
+        statuses = {**page.statuses, **{v.task.id: v.task.status for v in views}}
+        page = replace(page, views=views, statuses=statuses)
+        self._take(page, views, metric, to_come, page.window.selected == self.selected_id)
+        self._want_rows()
+
+    def _take(
+        self, page: TaskPage, views: Sequence[TaskView], metric: str | None, to_come: Sequence[str], follow: bool
+    ) -> None:
+        """Take the page's rows (`views`: every task held, the rows' and a plan's others) as of `_now`; `follow`:
+        the cursor follows its task to the page's `selected_at`."""
+        before, self.rows_query = self.selected_status, page.query
+        statuses, follow_to = page.statuses, page.selected_at if follow else None
         self._views = {v.task.id: v for v in views}
-        self._now = now
         shape = table_shape(views)
         if shape.fitted:
-            self._row_context = RowContext(metric, {v.task.id: v.task.status for v in views})
-        changed: dict[str, tuple[int, int]] = {}  # task -> the cells (x from, x to) that changed
-        cells_by_id = {}
-        for v in views:
-            cells = row_cells(v, now, self.layout, self._row_context if shape.fitted else None)
-            old = self._cells.get(v.task.id)
-            if old != cells:
-                changed[v.task.id] = self._span(old, cells)
-                self._strips.pop(v.task.id, None)
-            cells_by_id[v.task.id] = cells
+            self._row_context = RowContext(metric, statuses)
+        context = self._row_context if shape.fitted else None
+        cells_by_id = {v.task.id: row_cells(v, self._now, self.layout, context) for v in views}
+        changed = changed_cells(self.column_widths, self._cells, cells_by_id, self.size.width)
         self._cells = cells_by_id
+        self._strips = {t: strip for t, strip in self._strips.items() if t in cells_by_id and t not in changed}
         sized = sized_widths(shape, list(cells_by_id.values()), metric)
         columns = (shape, sized, metric if shape.fitted else None)
         if columns != self._columns:  # other columns (or widths, or titles): every row is drawn again
@@ -248,12 +265,11 @@ class JobTable(ScrollView, can_focus=True):
             self._size_columns(self.scrollable_content_region.width or self.size.width)
             self.refresh()
         to_come = tuple(to_come)
-        if to_come != self._to_come:
+        at = {page.offset + i: v.task.id for i, v in enumerate(page.views)}
+        moved = follow_to is not None and follow_to != self.cursor_row
+        if moved or to_come != self._to_come or at != self._at or page.total != self._total:
             self._to_come = to_come
-            self._order = []  # the virtual height changes: set it again below
-        order = ordered(views, self.filter_by, self.sort_by)
-        if order != self._order:
-            self._set_order(order, keep=selected)
+            self._set_rows(at, page.total, follow_to)
         else:
             top = round(self.scroll_y)
             for task_id, (x0, x1) in changed.items():
@@ -263,36 +279,66 @@ class JobTable(ScrollView, can_focus=True):
         if self.selected_status != before:
             self.refresh_bindings()
 
-    def _span(self, old: dict[str, str] | None, new: dict[str, str]) -> tuple[int, int]:
-        """The x range covering the cells that differ (a ticking elapsed: that column only)."""
-        x, lo, hi = 0, None, 0
-        for column, width in self.column_widths.items():
-            end = x + width + 2 * PAD
-            if old is None or old.get(column) != new.get(column):
-                lo = x if lo is None else lo
-                hi = end
-            x = end
-        return (0, self.size.width) if lo is None or old is None else (lo, hi)
-
-    def _set_order(self, order: list[str], keep: str | None) -> None:
-        self._order = order
-        self._row_of = {task_id: i for i, task_id in enumerate(order)}
-        self.virtual_size = Size(self.size.width, len(order) + len(self.to_come) + 1)
-        row = self._row_of.get(keep, min(self.cursor_row, max(0, len(order) - 1))) if keep else 0
-        self.set_reactive(JobTable.cursor_row, max(0, min(row, len(order) - 1)))
+    def _set_rows(self, at: dict[int, str], total: int, follow: int | None) -> None:
+        """The cursor stays on its task where it can (`follow`: that task's row in a run's new order), else on
+        its row; on the first row the first time."""
+        keep, had = self.selected_id, self._total
+        self._at, self._total = at, total
+        self._row_of = {task_id: row for row, task_id in at.items()}
+        self.virtual_size = Size(self.size.width, total + len(self.to_come) + 1)
+        if follow is None:
+            follow = self._row_of.get(keep, self.cursor_row) if had else 0
+        self.set_reactive(JobTable.cursor_row, max(0, min(follow, total - 1)))
         self._scroll_to_cursor()
         self.refresh()
-        if self.selected_id is not None and self.selected_id != keep:
-            self.post_message(self.TaskSelected(self.selected_id))
+        self._announce()
+        self._want_rows()
+
+    def _announce(self) -> None:
+        """Say which task is selected, once per change (a row not read yet says it when it comes)."""
+        selected = self.selected_id
+        if selected is not None and selected != self._announced:
+            self._announced = selected
+            self.post_message(self.TaskSelected(selected, self._views.get(selected)))
+
+    @property
+    def query(self) -> TableQuery:
+        return TableQuery(self.filter_by, self.sort_by)
+
+    @property
+    def window(self) -> TableWindow:
+        """The rows a run's page should hold now: those on screen and `MARGIN` each way."""
+        top, rows = round(self.scroll_y), max(1, self.size.height - 1)
+        start = max(0, top - self.MARGIN)
+        return TableWindow(self.query, start, rows + top - start + self.MARGIN, self.selected_id, self.cursor_row)
+
+    def _want_rows(self) -> None:
+        """Ask for a run's rows before they are on screen: once fewer than half the margin are held beyond
+        it, either way (once per window)."""
+        if not self._paged:
+            return
+        top, rows, near = round(self.scroll_y), max(1, self.size.height - 1), self.MARGIN // 2
+        if all(row in self._at for row in range(max(0, top - near), min(self._total, top + rows + near))):
+            return
+        if self.window != self._asked:
+            self._ask(self.window)
+
+    def _ask(self, window: TableWindow) -> None:
+        self._asked = window
+        self.post_message(self.RowsWanted(window))
 
     def _reorder(self) -> None:
-        self._set_order(ordered(list(self._views.values()), self.filter_by, self.sort_by), keep=self.selected_id)
+        if self._paged:  # the rows held stay until the new order's page comes
+            self._ask(self.window)
+            return
+        order, self.rows_query = ordered(self._plan, self.filter_by, self.sort_by), self.query
+        self._set_rows(dict(enumerate(order)), len(order), None)
 
-    def watch_sort_by(self) -> None:
-        self._reorder()
+    watch_sort_by = watch_filter_by = _reorder
 
-    def watch_filter_by(self) -> None:
-        self._reorder()
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self._want_rows()
 
     # -- drawing -------------------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
@@ -300,45 +346,32 @@ class JobTable(ScrollView, can_focus=True):
         if y == 0:
             return self._header_strip(width)
         row = round(self.scroll_y) + y - 1
-        if row >= len(self._order):
-            return self._to_come_strip(row - len(self._order), width)
-        task_id = self._order[row]
-        strip = self._strips.get(task_id)
-        if strip is None or strip.cell_length != width:
+        if row >= self._total:
+            return self._to_come_strip(row - self._total, width)
+        task_id = self._at.get(row)
+        strip = self._strips.get(task_id) if task_id is not None else Strip.blank(width, self.rich_style)
+        if task_id is not None and (strip is None or strip.cell_length != width):
             strip = self._strips[task_id] = self._render_row(task_id, width)
             self.rows_rendered += 1
         cursor, odd, _, _ = self._styles()
         if row == self.cursor_row:
-            return _over(strip, cursor)
-        return _over(strip, odd) if row % 2 else strip
+            return over(strip, cursor)
+        return over(strip, odd) if row % 2 else strip
 
     def _header_strip(self, width: int) -> Strip:
         if self._header is None or self._header.cell_length != width:
             style = self.rich_style + self._styles()[2]
-            titles = self._titles
-            text = "".join(" " * PAD + fit(titles.get(c, c), w) + " " * PAD for c, w in self.column_widths.items())
-            self._header = Strip([Segment(fit(text, width), style)])
+            self._header = header_strip(self.column_widths, self._titles, style, width)
         return self._header
 
     def _to_come_strip(self, index: int, width: int) -> Strip:
         lines = self.to_come
         if index >= len(lines):
             return Strip.blank(width, self.rich_style)
-        style = self.rich_style + self._styles()[3]
-        return Strip([Segment(fit(" " * PAD + "┄ " + visible(lines[index]), width), style)])
+        return to_come_strip(lines[index], self.rich_style + self._styles()[3], width)
 
     def _render_row(self, task_id: str, width: int) -> Strip:
-        base = self.rich_style
-        cells = self._cells[task_id]
-        segments, used = [], 0
-        for column, w in self.column_widths.items():
-            value = cells.get(column, "")
-            style = base + STATUS_STYLES[value] if column == "status" and value in STATUS_STYLES else base
-            # Segments go to the terminal as they are: the last guard against a worker's escape sequences.
-            segments.append(Segment(" " * PAD + fit(visible(value), w) + " " * PAD, style))
-            used += w + 2 * PAD
-        strip = Strip(segments, used)
-        return strip.crop_extend(0, width, base)
+        return row_strip(self._cells[task_id], self.column_widths, self.rich_style, width)
 
     # -- cursor --------------------------------------------------------------------------------
     def watch_cursor_row(self, old: int, new: int) -> None:
@@ -346,21 +379,22 @@ class JobTable(ScrollView, can_focus=True):
         for row in (old, new):
             self.refresh(Region(0, row - top + 1, self.size.width, 1))
         self._scroll_to_cursor()
-        if self.selected_id is not None:
-            self.post_message(self.TaskSelected(self.selected_id))
+        self._announce()
+        self._want_rows()
         self.refresh_bindings()
 
     def _scroll_to_cursor(self) -> None:
+        """Forced: rows that just came may not have their scrollbar laid out yet (Textual then refuses)."""
         rows = max(1, self.size.height - 1)
         top = round(self.scroll_y)
         if self.cursor_row < top:
-            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True, force=True)
         elif self.cursor_row >= top + rows:
-            self.scroll_to(y=self.cursor_row - rows + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor_row - rows + 1, animate=False, immediate=True, force=True)
 
     def move_cursor(self, *, row: int) -> None:
-        if self._order:
-            self.cursor_row = max(0, min(row, len(self._order) - 1))
+        if self._total:
+            self.cursor_row = max(0, min(row, self._total - 1))
 
     def action_cursor(self, step: int) -> None:
         self.move_cursor(row=self.cursor_row + step)
@@ -369,7 +403,7 @@ class JobTable(ScrollView, can_focus=True):
         self.move_cursor(row=self.cursor_row + step * max(1, self.size.height - 2))
 
     def action_cursor_to(self, row: int) -> None:
-        self.move_cursor(row=row if row >= 0 else len(self._order) - 1)
+        self.move_cursor(row=row if row >= 0 else self._total - 1)
 
     def on_click(self, event: events.Click) -> None:
         if event.y >= 1:
@@ -378,7 +412,7 @@ class JobTable(ScrollView, can_focus=True):
     # -- selection and keys --------------------------------------------------------------------
     @property
     def selected_id(self) -> str | None:
-        return self._order[self.cursor_row] if 0 <= self.cursor_row < len(self._order) else None
+        return self._at.get(self.cursor_row)
 
     @property
     def selected(self) -> TaskView | None:

@@ -107,7 +107,7 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     if queued:  # on Slurm: submitted, not started yet
         numbers[0] = (Status.RUNNING, counts.get(Status.RUNNING, 0) - queued)
         numbers.insert(1, ("queued", queued))
-    look = outlook(run.tasks)
+    look = outlook(run.tasks, run.totals)
     pace = []
     if look.rate:
         pace.append(f"{look.rate:.3g} ids/s")
