@@ -229,12 +229,14 @@ class Store:
         return dict(self._db.execute(f"SELECT id, output FROM tasks WHERE id IN ({marks})", tuple(task_ids)))
 
     def attempts_of(self, task_ids: Collection[str]) -> dict[str, list[AttemptRecord]]:
-        """These tasks' attempts, oldest first (a page of them, as `outputs_of`)."""
-        marks, found = ",".join("?" * len(task_ids)), {}
-        for r in self._db.execute(
-            f"SELECT * FROM attempts WHERE task_id IN ({marks}) ORDER BY task_id, number", tuple(task_ids)
-        ):
-            found.setdefault(r["task_id"], []).append(_attempt(r))
+        """These tasks' attempts by task, oldest first (asked 500 ids at a time: SQLite bounds parameters)."""
+        ids, found = list(task_ids), {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            query = f"SELECT * FROM attempts WHERE task_id IN ({marks}) ORDER BY task_id, number"
+            for r in self._db.execute(query, part):
+                found.setdefault(r["task_id"], []).append(_attempt(r))
         return found
 
     def gpu_use(self) -> GpuUse:
@@ -349,23 +351,9 @@ class Store:
         return Control(r["id"], r["verb"], json.loads(r["args"]), r["ts"], r["done_at"], ok, r["result"])
 
     # -- part of a large run, for a view that never reads every task (rundir/task_order.py) -----
-    def read(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
-        """A view's own query (counts, an order of row ids); nothing is written through it."""
-        return self._db.execute(sql, params)
-
     def tasks_where(self, where: str, params: Sequence = ()) -> list[TaskRecord]:
         """The tasks an SQL condition on `t` (the tasks table) selects, as `tasks()` reads them."""
         return [_task(r) for r in self._db.execute(self._tasks_query(f"WHERE {where}"), params)]
-
-    def attempts_of(self, task_ids: Sequence[str]) -> list[AttemptRecord]:
-        """Every attempt of these tasks (each found through the (task_id, number) key)."""
-        found = []
-        for i in range(0, len(task_ids), 500):  # within SQLite's bound on parameters
-            ids = task_ids[i : i + 500]
-            marks = ",".join("?" * len(ids))
-            query = f"SELECT * FROM attempts WHERE task_id IN ({marks}) ORDER BY task_id, number"
-            found += [_attempt(r) for r in self._db.execute(query, ids)]
-        return found
 
 
 def _get(r: sqlite3.Row, column: str):

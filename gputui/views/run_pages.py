@@ -70,8 +70,8 @@ class PagedRunView(RunView):
         for selected in {self.selected, self.window.selected} - set(tasks) - {None}:
             more += [t for t in [store.task(selected)] if t is not None]
         more = list({t.id: t for t in more if t.id not in tasks}.values())
-        for a in store.attempts_of([t.id for t in more]):
-            history.setdefault(a.task_id, []).append(a)
+        for task_id, attempts in store.attempts_of([t.id for t in more]).items():
+            history.setdefault(task_id, []).extend(attempts)
         tasks.update((t.id, t) for t in more)
         self._read = page, self._totals(store)
         self._state = (self._meta.read(store), sorted(tasks.values(), key=lambda t: t.index), history)

@@ -107,9 +107,7 @@ class TaskPages:
                 offset = at - limit // 2
             offset = max(0, min(offset, total - limit))
             tasks = task_order.tasks_at(store, self._rows(store, parts, offset, limit))
-            history: dict[str, list] = {}
-            for a in store.attempts_of([t.id for t in tasks]):
-                history.setdefault(a.task_id, []).append(a)
+            history = store.attempts_of([t.id for t in tasks])
             views = tuple(_view(t, history.get(t.id, ())) for t in tasks)
             waits = {d for t in tasks for d in t.after}
             statuses = task_order.statuses_of(store, waits) if waits else {}
