@@ -135,12 +135,16 @@ def open_append(path: str) -> int:
     return os.open(path, flags | os.O_CREAT, 0o666)
 
 
-def _write_named(path: str, folder: str, data: bytes, fsync: bool) -> None:
+def _write_named(path: str, folder: str, data: bytes | Iterable[bytes], fsync: bool) -> None:
+    """Through a temp name renamed over `path` once whole; `data` may come in pieces."""
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         if not _keep_mode(fd, path):
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide reports
-        _fill(fd, data, fsync)
+        for chunk in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
+            _fill(fd, chunk, fsync=False)
+        if fsync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         _unlink(tmp)
@@ -189,20 +193,7 @@ def atomic_write_chunks(path: str | os.PathLike[str], chunks: Iterable[bytes], *
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        if not _keep_mode(fd, path):
-            os.fchmod(fd, 0o666 & ~_umask())
-        for chunk in chunks:
-            _fill(fd, chunk, fsync=False)
-        if fsync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink(tmp)
-        raise
-    os.close(fd)
-    _rename(tmp, path)
+    _write_named(path, folder, chunks, fsync)
     if fsync:
         fsync_dir(folder)
 
