@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gputui.jobs.kinds.base import JobKind
 from gputui.jobs.kinds.registry import DEFAULT, KINDS, named
 from gputui.jobs.plans import Plan
 from gputui.jobs.spec import ExecutorSpec, JobSpec, ResourceSpec, RetrySpec
@@ -239,8 +240,9 @@ def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
 
 
 class MetaReader:
-    """`read_meta` for a view that reads it every refresh (the app's): the plan's definition, megabytes of JSON
-    for 100,000 shards, is parsed again only when the plan's fingerprint (what identifies it) changed."""
+    """`read_meta` for a view that reads it every refresh (the app's). The plan's definition, megabytes of JSON
+    for 100,000 shards, is read only for a kind that plans later (its `to_come` reads it: a sweep's stages; a
+    kind keeping JobKind's has nothing to come), and again only when the plan's fingerprint changed."""
 
     def __init__(self) -> None:
         self._definition: tuple[Any, Any] = (None, None)  # (fingerprint, definition)
@@ -249,6 +251,8 @@ class MetaReader:
         rows = store.read("SELECT key, value FROM meta WHERE key != 'plan_definition'")
         raw = {key: json.loads(value) for key, value in rows}
         fingerprint = raw.get("plan_fingerprint")
+        if type(named(raw.get("job_kind"))).to_come is JobKind.to_come:
+            return _from_keys(raw)
         if fingerprint is None or self._definition[0] != fingerprint:
             row = store.read("SELECT value FROM meta WHERE key = 'plan_definition'").fetchone()
             self._definition = (fingerprint, None if row is None else json.loads(row[0]))
