@@ -10,11 +10,11 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from gputui import clock
 from gputui.executors.registry import recorded_executor
@@ -110,18 +110,17 @@ class RunStatus:
     @cached_property
     def tasks(self) -> list[TaskRecord]:
         """Every task (read when first asked: a run of many tasks is better read by `pages`)."""
-        store = _open(self.run_dir)
-        try:
-            return store.tasks()
-        finally:
-            store.close()
+        return self._read(Store.tasks)
 
     @cached_property
     def attempts(self) -> list[AttemptRecord]:
         """Every attempt (read when first asked, as `tasks`)."""
+        return self._read(Store.attempts)
+
+    def _read(self, read: Callable[[Store], Any]) -> Any:
         store = _open(self.run_dir)
         try:
-            return store.attempts()
+            return read(store)
         finally:
             store.close()
 
