@@ -191,7 +191,9 @@ def test_a_worker_stopped_between_tasks_goes_on_with_its_next_one(tmp_path, reap
     """A pause that crosses the end of the task it was for (or any SIGSTOP between tasks) leaves no task stuck
     behind a stopped worker: no task is paused, so the next one is started on it."""
     job = ResidentJob(tmp_path)
-    path = job(shards=2, worker_args="--fail shard-1:1", backoff_s=1.5)
+    # a back-off long enough that the SIGSTOP below lands while the worker is idle even on a loaded machine
+    # (with 1.5 s it once landed after the retry had started: a worker stopped mid-task, which nothing resumes)
+    path = job(shards=2, worker_args="--fail shard-1:1", backoff_s=5)
     sched = gputui_bg("run", "--jobs", path, log=tmp_path / "sched.log")
     reaper.append(sched)
     (pid,) = wait_for(lambda: [e["pid"] for e in job.events("fail")], what="shard-1 failed once")
