@@ -8,6 +8,11 @@ state database, keeper and waiters, journal and exit files, per-attempt cgroups 
 allows them, machine-wide GPU reservations, logs. task-spooler is used as its users do: one `tsp`
 command per task, then waiting until its queue is empty. Prints the best wall time of each and the
 ratios, from interleaved runs.
+
+Nothing a run wrote is deleted until every run is over: on an ext4 without a journal (this project's
+VMs) the kernel will not reuse an inode freed in the last minute or so and scans past each one on every
+file created in that block group, so deleting one run's 4,000 files would tax the next run's (and
+task-spooler's) file creation by ~0.5 ms per file.
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ def time_cmd(cmd: list[str], **kw) -> float:
     return time.perf_counter() - t
 
 
+SCRATCH = Path(tempfile.mkdtemp(prefix="gputui-overhead-"))  # removed at the end (see above)
+
+
 def gputui_once(tasks: int, parallel: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(tasks)))
-        (root / "job.toml").write_text(f"""
+    root = Path(tempfile.mkdtemp(dir=SCRATCH))
+    (root / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(tasks)))
+    (root / "job.toml").write_text(f"""
 [job]
 name = "overhead"
 command = "true"
@@ -44,19 +51,19 @@ shard_size = 1
 gpus_per_worker = 1
 max_parallel = {parallel}
 """)
-        return time_cmd(
-            [
-                sys.executable,
-                "-m",
-                "gputui",
-                "run",
-                "--jobs",
-                str(root / "job.toml"),
-                "--quiet",
-                "--simulate",
-                f"{parallel}x24",
-            ]
-        )
+    return time_cmd(
+        [
+            sys.executable,
+            "-m",
+            "gputui",
+            "run",
+            "--jobs",
+            str(root / "job.toml"),
+            "--quiet",
+            "--simulate",
+            f"{parallel}x24",
+        ]
+    )
 
 
 def xargs_once(tasks: int, parallel: int) -> float:
@@ -70,20 +77,20 @@ def tsp_once(tasks: int, parallel: int) -> float | None:
     tsp = shutil.which("tsp") or shutil.which("ts")
     if tsp is None or "Task Spooler" not in subprocess.run([tsp, "-V"], capture_output=True, text=True).stdout:
         return None  # Debian's moreutils also ships a `ts` that is not task-spooler
-    with tempfile.TemporaryDirectory() as tmp:
-        env = os.environ | {"TS_SOCKET": f"{tmp}/ts.sock", "TS_MAXFINISHED": str(tasks + 10), "TMPDIR": tmp}
-        t = time.perf_counter()
-        subprocess.run([tsp, "-S", str(parallel)], env=env, check=True)
-        for _ in range(tasks):
-            subprocess.run([tsp, "true"], env=env, check=True, stdout=subprocess.DEVNULL)
-        while True:  # until its queue is empty
-            listing = subprocess.run([tsp, "-l"], env=env, capture_output=True, text=True).stdout
-            if " running " not in listing and " queued " not in listing:
-                break
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - t
-        subprocess.run([tsp, "-K"], env=env, capture_output=True)
-        return elapsed
+    tmp = tempfile.mkdtemp(dir=SCRATCH)
+    env = os.environ | {"TS_SOCKET": f"{tmp}/ts.sock", "TS_MAXFINISHED": str(tasks + 10), "TMPDIR": tmp}
+    t = time.perf_counter()
+    subprocess.run([tsp, "-S", str(parallel)], env=env, check=True)
+    for _ in range(tasks):
+        subprocess.run([tsp, "true"], env=env, check=True, stdout=subprocess.DEVNULL)
+    while True:  # until its queue is empty
+        listing = subprocess.run([tsp, "-l"], env=env, capture_output=True, text=True).stdout
+        if " running " not in listing and " queued " not in listing:
+            break
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - t
+    subprocess.run([tsp, "-K"], env=env, capture_output=True)
+    return elapsed
 
 
 def parallel_once(tasks: int, parallel: int) -> float | None:
@@ -111,6 +118,14 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=8)
     p.add_argument("--repeat", type=int, default=5)
     a = p.parse_args()
+    try:
+        report(a)
+    finally:
+        shutil.rmtree(SCRATCH)
+    return 0
+
+
+def report(a: argparse.Namespace) -> None:
     g_runs, x_runs, t_runs = [], [], []
     for _ in range(a.repeat):  # interleaved, so a busy moment of the machine hits all alike
         g_runs.append(gputui_once(a.tasks, a.parallel))
@@ -147,7 +162,6 @@ def main() -> int:
         f"  per further task (slope {a.tasks}..{big}): gputui {g_slope * 1e3:.2f} ms, xargs "
         f"{x_slope * 1e3:.2f} ms = {g_slope / x_slope:.2f}x; gputui fixed cost {g - g_slope * a.tasks:.3f} s"
     )
-    return 0
 
 
 if __name__ == "__main__":

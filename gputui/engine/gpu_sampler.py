@@ -1,5 +1,5 @@
-"""The GPUs as sampled for the run: at most every `probe_every` seconds (sooner once an attempt's GPUs are
-freed), and each sample fed to GPU accounting (accounting.Meter) and to the idle and ghost watches
+"""The GPUs as sampled for the run: every `probe_every` seconds (and read again, for placing, once an attempt's
+GPUs are freed), each of those samples fed to GPU accounting (accounting.Meter) and to the idle and ghost watches
 (gpuwatch.py), whose alerts are sent at once. On simulated GPUs, what our own attempts hold is fed back
 to the simulation (SimulatedLoad)."""
 
@@ -60,18 +60,23 @@ class GpuSampler:
         self.voice = voice
         self.gpus: list[GpuSnapshot] = []
         self.sampled_at = 0.0
+        self.stale = False  # an attempt's GPUs were freed since the last sample
 
     def look_again(self) -> None:
-        """An attempt's GPUs were freed: the next snapshot samples them anew."""
-        self.sampled_at = 0.0
+        """An attempt's GPUs were freed: the next snapshot reads them anew (for placing the next task; the
+        accounting and the watches keep their own pace)."""
+        self.stale = True
 
     def snapshot(self, force: bool = False) -> list[GpuSnapshot]:
-        """The GPUs as last sampled, sampled again if `every` seconds passed (or `force`)."""
+        """The GPUs as last sampled, sampled again if `every` seconds passed (or `force`), read again
+        without being observed if GPUs were freed since."""
         now = time.monotonic()
         if force or now - self.sampled_at >= self.every:
             self.gpus = self.probe.snapshot()
-            self.sampled_at = now
+            self.sampled_at, self.stale = now, False
             self._observe(self.gpus)
+        elif self.stale:
+            self.gpus, self.stale = self.probe.snapshot(), False
         return self.gpus
 
     def _observe(self, gpus: list[GpuSnapshot]) -> None:

@@ -318,8 +318,9 @@ class Launcher:
             Path(task.info["output_dir"]).mkdir(parents=True, exist_ok=True)
         # Recorded before the launch: while it lives, the end will be known.
         waiter = waiter or self.executor.waiter()
-        self.store.start_attempt(task.id, number, gpus, argv, str(log_path), now)
-        self.store.update_attempt(task.id, number, waiter_pid=waiter.ref.pid, waiter_start=waiter.ref.start)
+        self.store.start_attempt(
+            task.id, number, gpus, argv, str(log_path), now, (waiter.ref.pid, waiter.ref.start)
+        )
         fields = {
             "status": Status.RUNNING,
             "attempts": number,

@@ -89,8 +89,7 @@ class Waiter:
             try:
                 self.run(req, fds)
             finally:
-                for fd in fds:
-                    os.close(fd)
+                let_go(fds)
             self.flush()  # every record on disk before the next attempt
 
     # -- one attempt ---------------------------------------------------------------------------
@@ -100,6 +99,7 @@ class Waiter:
             log = open_append(req["log"])
         except OSError as e:
             _complain(f"cannot open {req['log']}: {e}")
+            let_go(held)
             self.record_exit(task, n, 127, 0)
             return
         try:
@@ -107,6 +107,7 @@ class Waiter:
         except OSError as e:
             os.close(log)
             _complain(f"cannot make a pipe for {task}: {e}")
+            let_go(held)
             self.record_exit(task, n, 127, 0)
             return
         standin = slurm_task.is_standin(argv)
@@ -141,6 +142,7 @@ class Waiter:
                 os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
             for fd in (out, log):
                 os.close(fd)
+            let_go(held)
             self.record_exit(task, n, 127, 0)
             return
         finally:
@@ -154,11 +156,13 @@ class Waiter:
         left = self.leftovers(cg)
         if not left:
             self.close_log(pipe)
+            let_go(held)  # nothing of the task is left: its GPUs are free before its end is heard of
         self.record_exit(task, n, os.waitstatus_to_exitcode(status), left)
         if left:
             ended = self.end_leftovers(cg, float(req.get("grace", 10.0)), pipe)
             pipe.drain()
             self.close_log(pipe)
+            let_go(held)
             self.record("clear", task, n, f"{time.time():.3f}", ended, copy=True)
         if cg:
             cgroups.remove(cg)
@@ -328,6 +332,14 @@ def _copy_for(pipe: LogPipe | None, seconds: float) -> None:
         poll.poll(left * 1000)
         pipe.drain()
     time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def let_go(held: list[int]) -> None:
+    """Close the waiter's copies of a task's GPU reservations (emptying `held`: closed once). Done before the
+    record that tells the scheduler nothing of the task is left, so the scheduler, placing its next task on
+    those GPUs at once, finds them free rather than still held by this waiter."""
+    while held:
+        os.close(held.pop())
 
 
 def become_subreaper() -> None:

@@ -273,16 +273,25 @@ class Store:
 
     # -- attempts ------------------------------------------------------------------------------
     def start_attempt(
-        self, task_id: str, number: int, gpus: Sequence[int], command: Sequence[str], log_path: str, now: float
+        self,
+        task_id: str,
+        number: int,
+        gpus: Sequence[int],
+        command: Sequence[str],
+        log_path: str,
+        now: float,
+        waiter: tuple[int, int] | None = None,
     ) -> None:
         """`now`: a clock.Stamp records the start on CLOCK_BOOTTIME too; a plain float (a start known only
-        by its wall time, as rebuilt from a journal) is measured on the wall clock."""
+        by its wall time, as rebuilt from a journal) is measured on the wall clock. `waiter`: (pid, start
+        time) of the process that will record its end."""
         boot, boot_id = getattr(now, "boot", None), getattr(now, "boot_id", None)
+        pid, start = waiter or (None, None)
         self._db.execute(
             "INSERT INTO attempts(task_id, number, status, gpus, command, log_path, started_at, started_boot, "
-            "boot_id) VALUES (?,?,?,?,?,?,?,?,?)",
+            "boot_id, waiter_pid, waiter_start) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (task_id, number, Status.RUNNING, ",".join(map(str, gpus)), json.dumps(list(command)), log_path)
-            + (float(now), boot, boot_id),
+            + (float(now), boot, boot_id, pid, start),
         )
 
     def update_attempt(self, task_id: str, number: int, **fields) -> None:
