@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 from gputui.files.atomic import atomic_write_text, dumps_json
 from gputui.hooks.reader import read_all
@@ -48,21 +51,43 @@ def write_task_products(
         )
 
 
-def has_products(paths: RunPaths, task: TaskRecord) -> bool:
+def has_products(paths: RunPaths, task: TaskRecord, listed: Listed | None = None) -> bool:
     """Every trial and step has its folder; a shard only once its worker reported through gputui.hooks.
     Otherwise its metrics.csv would be a header and its summary.json what exports/tasks.json already
-    says: three files per shard of noise, which cost a short shard more than its own work."""
-    always = for_task(task.kind).always_products
-    return always or paths.events(task.id, task.attempts).exists() or paths.task_dir(task.id).exists()
+    says: three files per shard of noise, which cost a short shard more than its own work. `listed`: the
+    folders' names as `listed_products` read them (else each task's files are looked up)."""
+    if for_task(task.kind).always_products:
+        return True
+    if listed is None:
+        return paths.events(task.id, task.attempts).exists() or paths.task_dir(task.id).exists()
+    return task.id in listed.folders or paths.events_name(task.id, task.attempts) in listed.events
+
+
+@dataclass(frozen=True)
+class Listed:
+    events: set[str]  # names in the run's events folder
+    folders: set[str]  # and in its tasks folder
+
+
+def listed_products(paths: RunPaths) -> Listed:
+    """The events and tasks folders listed once: `has_products` of 100,000 tasks without two lookups each."""
+
+    def names(folder: Path) -> set[str]:
+        try:
+            return {entry.name for entry in os.scandir(folder)}
+        except OSError:
+            return set()
+
+    return Listed(names(paths.events_dir), names(paths.tasks_dir))
 
 
 def unwritten_products(paths: RunPaths, tasks: Iterable[TaskRecord]) -> list[str]:
     """The tasks whose products were not written since they last ended (their settle wrote them, unless
     the run stopped first, or a power loss left them empty): what the run's end still has to write,
     instead of every task again."""
-    found = []
+    found, listed = [], listed_products(paths)
     for t in tasks:
-        if t.attempts == 0 or not has_products(paths, t):
+        if t.attempts == 0 or not has_products(paths, t, listed):
             continue
         try:
             written = [(paths.task_dir(t.id) / name).stat() for name in ("summary.json", "metrics.csv")]

@@ -50,11 +50,11 @@ class RunPaths:
         return self.root / "logs"
 
     @cached_property
-    def _events(self) -> Path:
+    def events_dir(self) -> Path:
         return self.root / "events"
 
     @cached_property
-    def _tasks(self) -> Path:
+    def tasks_dir(self) -> Path:
         return self.root / "tasks"
 
     def log(self, task_id: str, attempt: int) -> Path:
@@ -62,11 +62,15 @@ class RunPaths:
 
     def events(self, task_id: str, attempt: int) -> Path:
         """What the attempt's worker reports through gputui.hooks (the GPUTUI_EVENTS file), one JSON a line."""
-        return self._events / f"{task_id}.attempt{attempt}.jsonl"
+        return self.events_dir / self.events_name(task_id, attempt)
+
+    @staticmethod
+    def events_name(task_id: str, attempt: int) -> str:
+        return f"{task_id}.attempt{attempt}.jsonl"
 
     def task_dir(self, task_id: str) -> Path:
         """A task's own products: metrics.csv, summary.json (and the signal files' folder beside it)."""
-        return self._tasks / task_id
+        return self.tasks_dir / task_id
 
     @cached_property
     def signals(self) -> Path:
