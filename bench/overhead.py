@@ -7,7 +7,8 @@ gputui runs them as 500 shards on 8 simulated GPUs (one GPU per task), with its 
 state database, keeper and waiters, journal and exit files, per-attempt cgroups where the machine
 allows them, machine-wide GPU reservations, logs. task-spooler is used as its users do: one `tsp`
 command per task, then waiting until its queue is empty. Prints the best wall time of each and the
-ratios, from interleaved runs.
+ratios, from interleaved runs; as root, also the CPU each spends per task, every process it starts
+counted (from a cgroup's cpu.stat), since on a small machine that, not waiting, sets the pace.
 
 Nothing a run wrote is deleted until every run is over: on an ext4 without a journal (this project's
 VMs) the kernel will not reuse an inode freed in the last minute or so and scans past each one on every
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -27,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gputui.executors import cgroup as cgroups
+
 
 def time_cmd(cmd: list[str], **kw) -> float:
     t = time.perf_counter()
@@ -34,10 +38,50 @@ def time_cmd(cmd: list[str], **kw) -> float:
     return time.perf_counter() - t
 
 
+def cpu_cmd(cmd: list[str], **kw) -> tuple[float, float] | None:
+    """CPU seconds of every process `cmd` starts (its keeper, waiters and workers too, wherever they are
+    reparented: they stay in the cgroup it is started in) and of `cmd`'s own process with what it waited for;
+    None without a writable cgroup v2 (not root)."""
+    base = cgroups.of("self")
+    if base is None:
+        return None
+    folder = Path(base) / f"gputui-overhead-{os.getpid()}"
+    try:
+        folder.mkdir()
+    except OSError:
+        return None
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(
+            cmd,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=lambda: (folder / "cgroup.procs").write_text("0"),
+            **kw,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        while cgroups.members(str(folder)):  # the keeper and its waiters leave after their scheduler
+            time.sleep(0.01)
+        usage = dict(line.split() for line in (folder / "cpu.stat").read_text().splitlines())
+        own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return int(usage["usage_usec"]) / 1e6, own
+    finally:
+        cgroups.remove(str(folder))
+
+
 SCRATCH = Path(tempfile.mkdtemp(prefix="gputui-overhead-"))  # removed at the end (see above)
 
 
 def gputui_once(tasks: int, parallel: int) -> float:
+    return time_cmd(gputui_cmd(tasks, parallel))
+
+
+def numbers(tasks: int) -> bytes:
+    return "".join(f"{i}\n" for i in range(tasks)).encode()
+
+
+def gputui_cmd(tasks: int, parallel: int) -> list[str]:
+    """The command that runs `tasks` shards of `true`, in a job folder of its own."""
     root = Path(tempfile.mkdtemp(dir=SCRATCH))
     (root / "ids.csv").write_text("data_id\n" + "".join(f"{i}\n" for i in range(tasks)))
     (root / "job.toml").write_text(f"""
@@ -51,23 +95,12 @@ shard_size = 1
 gpus_per_worker = 1
 max_parallel = {parallel}
 """)
-    return time_cmd(
-        [
-            sys.executable,
-            "-m",
-            "gputui",
-            "run",
-            "--jobs",
-            str(root / "job.toml"),
-            "--quiet",
-            "--simulate",
-            f"{parallel}x24",
-        ]
-    )
+    return [sys.executable, "-m", "gputui", "run", "--jobs", str(root / "job.toml"), "--quiet", "--simulate",
+            f"{parallel}x24"]  # fmt: skip
 
 
 def xargs_once(tasks: int, parallel: int) -> float:
-    seq = "".join(f"{i}\n" for i in range(tasks)).encode()
+    seq = numbers(tasks)
     t = time.perf_counter()
     subprocess.run(["xargs", "-P", str(parallel), "-I{}", "true"], input=seq, check=True)
     return time.perf_counter() - t
@@ -161,6 +194,15 @@ def report(a: argparse.Namespace) -> None:
     print(
         f"  per further task (slope {a.tasks}..{big}): gputui {g_slope * 1e3:.2f} ms, xargs "
         f"{x_slope * 1e3:.2f} ms = {g_slope / x_slope:.2f}x; gputui fixed cost {g - g_slope * a.tasks:.3f} s"
+    )
+    g_cpu, x_cpu = cpu_cmd(gputui_cmd(big, a.parallel)), cpu_cmd(["xargs", "-P", str(a.parallel), "-I{}", "true"],
+                                                                 input=numbers(big))  # fmt: skip
+    if g_cpu is None or x_cpu is None:
+        print("  CPU per task: needs a writable cgroup v2 (root)")
+        return
+    print(
+        f"  CPU per task ({big} tasks, every process): gputui {g_cpu[0] / big * 1e3:.2f} ms, of which its "
+        f"scheduler process {g_cpu[1] / big * 1e3:.2f} ms; xargs {x_cpu[0] / big * 1e3:.2f} ms (`true` included)"
     )
 
 
