@@ -241,9 +241,9 @@ class PlanTasks(Sequence[TaskView]):
         return [self._view(self.new[i]) for i in self._order[start:stop]]
 
     def position(self, task_id: str) -> int | None:
-        """The task's row in launch order (None: not planned). A scan: asked for only when the cursor's row
-        does not hold it (a plan read again)."""
-        at = next((i for i, t in enumerate(self.new) if t.id == task_id), None)
+        """The task's row in launch order (None: not planned): asked for only where the cursor's row does not
+        hold it (a plan read again)."""
+        at = self._locate(task_id)
         if at is None or self._order is None:
             return at
         return self._order.index(at)
@@ -252,11 +252,19 @@ class PlanTasks(Sequence[TaskView]):
         """The planned task with this id (None: none), the last few looked up kept: asked each refresh for
         the log pane's task, which the table may not hold."""
         if task_id not in self._found:
-            at = next((i for i, t in enumerate(self.new) if t.id == task_id), None)
+            at = self._locate(task_id)
             if len(self._found) >= self.FOUND:
                 self._found.clear()
             self._found[task_id] = None if at is None else self[at]
         return self._found[task_id]
+
+    def _locate(self, task_id: str) -> int | None:
+        """Its place in plan order: asked of a lazy plan that knows (ShardTasks.index_of: no task made), else a
+        scan of the list."""
+        index_of = getattr(self.new, "index_of", None)
+        if index_of is not None:
+            return index_of(task_id)
+        return next((i for i, t in enumerate(self.new) if t.id == task_id), None)
 
 
 class _Records(Sequence[TaskRecord]):

@@ -52,5 +52,8 @@ def test_the_selected_task_is_followed_when_it_moved_away_from_the_cursor(make_j
     assert moved.selected_at == 700 and "shard-700" in moved.ids, "the page around it (the cursor follows)"
     end = plan_page(tasks, TableWindow(TableQuery(), 990, 50))
     assert (end.total, end.offset, end.ids[-1]) == (1000, 950, "shard-999"), "never past the last row"
+    # Found by id without a scan or a task made for each (ShardTasks.index_of), as the store would find it.
+    assert tasks.find("shard-999").task.low == 999 and tasks.position("shard-999") == 999
+    assert [tasks.find(t) for t in ("shard-1000", "shard-07", "shard--1", "999")] == [None] * 4
     none = plan_page(tasks, TableWindow(TableQuery("done"), 0, 50, selected="shard-0", cursor=0))
     assert (none.total, none.ids, none.selected_at) == (0, [], None)
