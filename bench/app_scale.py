@@ -3,6 +3,7 @@ the floor (a bare Textual app's first screen) and, given `--baseline`, another g
 measurement on the same runs, in turn, each first every other time).
 
     python bench/app_scale.py [--tasks 2000,100000] [--repeat 3] [--rounds 4] [--baseline DIR] [--command CMD]
+                              [--before-launch]
 
 Each run is planned and stored by the engine (`open_for_job`: a shards job, `shard_size = 1`), then its
 scheduler runs it (`gputui run`, 8 at a time, `sleep 2` each unless `--command` says otherwise) all through the
@@ -14,6 +15,10 @@ real app headless (App.run_test, 200x50, 8 simulated GPUs):
 - a key: from the key event to the first frame drawn showing the table's answer: the cursor on its row, every
   row on screen read, the log pane on the selected task (down, page down, end, home), or the rows of the new
   order or filter on screen (s, v).
+
+`--before-launch`: the same over the job's plan, before any run exists (`gputui --jobs job.toml`: nothing
+planned is stored; the table shows the plan a page at a time); the RSS is then the app's peak as well as its
+last, the plan being read in a thread while the first screen is drawn.
 
 Figures only; nothing here asserts. `--baseline DIR`: a gputui checkout (e.g. `git archive main | tar -x -C
 DIR`) measured on the same runs.
@@ -70,14 +75,21 @@ def _log_follows(app, table) -> bool:
     return table.selected_id is not None and app._tabs.task_id == table.selected_id
 
 
-async def _measure(run_dir: Path, rounds: int) -> dict:
+async def _measure(target: Path, rounds: int) -> dict:
+    import resource
+
     import psutil
     from textual import events
 
     from gputui.tui.app import GpuTuiApp
     from gputui.tui.widgets.job_table import JobTable
 
-    app = GpuTuiApp(run_dir=run_dir, simulate="8x24")
+    if target.suffix == ".toml":  # before launch: the job file's plan (its run directory does not exist)
+        from gputui.jobs.loader import load_jobspec
+
+        app = GpuTuiApp(job_path=target, run_dir=load_jobspec(target).run_dir, simulate="8x24")
+    else:
+        app = GpuTuiApp(run_dir=target, simulate="8x24")
     waiting: list[tuple] = []  # (what the frame must show, its future)
     async with app.run_test(size=(200, 50)):
         display = app._display
@@ -121,7 +133,8 @@ async def _measure(run_dir: Path, rounds: int) -> dict:
                     latency[key].append(await drawn_after(lambda e=expected: _answered(app, table, e)) - t)
                     await asyncio.sleep(0.05)
         rss = psutil.Process().memory_info().rss
-    return {"first": first, "latency": latency, "rss_mb": rss / 2**20}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return {"first": first, "latency": latency, "rss_mb": rss / 2**20, "peak_mb": peak / 2**20}
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -146,6 +159,14 @@ def make_run(folder: Path, tasks: int, command: str) -> tuple[Path, subprocess.P
     )
     time.sleep(3.0)  # some tasks done, eight running
     return run_dir, sched
+
+
+def make_plan(folder: Path, tasks: int, command: str) -> Path:
+    """The same shards job, not launched: its job file (the app plans it; nothing is written)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from app import job
+
+    return job(folder, tasks, command, 8)
 
 
 def measure(tree: Path, run_dir: Path, rounds: int) -> dict:
@@ -198,6 +219,7 @@ def summary(name: str, runs: list[dict]) -> dict:
         "first": min(r["first_s"] for r in runs),
         "keys": {k: (statistics.median(v) * 1e3, v[-1] * 1e3) for k, v in keys.items() if v},
         "rss": max(r["rss_mb"] for r in runs),
+        "peak": max(r.get("peak_mb", 0.0) for r in runs),
     }
 
 
@@ -208,6 +230,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=4, help="rounds of every key per process")
     p.add_argument("--baseline", type=Path, help="another gputui checkout, measured in turn on the same runs")
     p.add_argument("--command", default="sleep 2", help="each task's command (the run stays live throughout)")
+    p.add_argument("--before-launch", action="store_true", help="the job's plan before launch, not a live run")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -222,26 +245,31 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "gputui")], check=True)
     floor = min(bare_first_screen() for _ in range(a.repeat))
     where = f"headless 200x50, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
-    print(f"the app over a live run (8 x `{a.command}` at a time), {where}", flush=True)
+    what = "the app over a job's plan before launch" if a.before_launch else "the app over a live run"
+    print(f"{what} (8 x `{a.command}` at a time), {where}", flush=True)
     print(f"floor: a bare Textual app's first screen {floor:.2f} s", flush=True)
     for n in (int(x) for x in a.tasks.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
-            run_dir, sched = make_run(Path(tmp), n, a.command)
+            if a.before_launch:
+                run_dir, sched = make_plan(Path(tmp), n, a.command), None
+            else:
+                run_dir, sched = make_run(Path(tmp), n, a.command)
             try:
                 found: dict[str, list[dict]] = {name: [] for name, _ in trees}
                 for i in range(a.repeat):  # in turn, each first every other time
                     for name, tree in trees if i % 2 == 0 else trees[::-1]:
                         found[name].append(measure(tree, run_dir, a.rounds))
             finally:
-                sched.send_signal(signal.SIGINT)
-                sched.wait(60)
+                if sched is not None:
+                    sched.send_signal(signal.SIGINT)
+                    sched.wait(60)
         print(f"{n:,} tasks:", flush=True)
         for name, _ in trees:
             s = summary(name, found[name])
             keys = ", ".join(f"{k} {med:.0f}/{worst:.0f}" for k, (med, worst) in s["keys"].items())
             print(
                 f"  {name:9s}: first screen {s['first']:.2f} s ({s['first'] / floor:.1f}x the floor), "
-                f"app RSS {s['rss']:.0f} MB; keys ms median/worst: {keys}",
+                f"app RSS {s['rss']:.0f} MB (peak {s['peak']:.0f}); keys ms median/worst: {keys}",
                 flush=True,
             )
     return 0

@@ -15,7 +15,7 @@ from gputui.jobs.plans import Plan, plan_job
 from gputui.jobs.spec import JobSpec
 from gputui.rundir.meta import read_meta
 from gputui.rundir.opening import check_app_target, open_existing
-from gputui.views.runview import PlannedRun, planned_run
+from gputui.views.runview import PlannedRun, no_plan, planned_run
 
 __all__ = ["JobPlan", "JobSpec", "check_app_target", "load_job", "plan", "read_plan", "sized_plan"]
 
@@ -70,7 +70,7 @@ def read_plan(job_path: Path, run_dir: Path | None) -> tuple[JobSpec | None, Pla
         job = load_jobspec(job_path, run_dir=run_dir)
         return job, planned_run(job, plan_job(job))
     except Exception as e:
-        return None, PlannedRun("", "", "", [], [], error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return None, no_plan(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def sized_plan(job: JobSpec, plan: PlannedRun, gpus: list[GpuSnapshot]) -> PlannedRun:

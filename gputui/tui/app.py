@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import socket
-import time
 from pathlib import Path
 
 from rich.text import Text
@@ -240,7 +239,7 @@ class GpuTuiApp(App):
             self._show_chart()
         elif msg.plan is not None:
             plan = self.plan = msg.plan
-            self._table.update_tasks(plan.tasks, time.time(), metric=plan.metric, to_come=plan.to_come)
+            self._feed.show_plan()  # the rows on screen, a page made from the plan's tasks
             if plan.tasks:
                 self._show_log(self._tabs.task_id or plan.tasks[0].task.id)
         if msg.run is not None and msg.run.alerts:
@@ -298,8 +297,12 @@ class GpuTuiApp(App):
         return None if self.monitor_only else self._table.selected
 
     def _task_view(self, task_id: str) -> TaskView | None:
-        views = self.snapshot.tasks if self.snapshot is not None else self.plan.tasks if self.plan else []
-        return self._table.view_of(task_id) or next((v for v in views if v.task.id == task_id), None)
+        found = self._table.view_of(task_id)
+        if found is None and self.snapshot is not None:
+            found = next((v for v in self.snapshot.tasks if v.task.id == task_id), None)
+        elif found is None and self.plan is not None:
+            found = self.plan.view_of(task_id)
+        return found
 
     @on(JobTable.RowsWanted)
     def _on_rows_wanted(self, msg: JobTable.RowsWanted) -> None:

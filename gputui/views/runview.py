@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import time
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 
 from gputui import clock
@@ -198,14 +200,98 @@ def outlook(views: list[TaskView], totals: Totals | None = None) -> Outlook:
     return Outlook(done, total, rate if measured else None, eta)
 
 
+class PlanTasks(Sequence[TaskView]):
+    """A plan's tasks as the app shows them before launch, each TaskView made when asked for: a plan of 1,000,000
+    shards holds its kind's NewTask records (a shard plan's: three lists of numbers), never a view per task.
+    In plan order; `in_order` gives rows in launch order (by index), the order every view of the table shows
+    before launch: each task pending, none started, so the filters show all or none and the sorts tie."""
+
+    FOUND = 64  # tasks looked up by id, kept
+
+    def __init__(self, new: Sequence[NewTask], budget: int) -> None:
+        self.new, self.budget = new, budget
+        self._found: dict[str, TaskView | None] = {}
+        # A list is checked; a lazy plan (ShardTasks) makes its task i with index i: in order as it is.
+        listed = isinstance(new, list | tuple) and not all(a.index < b.index for a, b in pairwise(new))
+        self._order = array("q", sorted(range(len(new)), key=lambda i: new[i].index)) if listed else None
+
+    def __len__(self) -> int:
+        return len(self.new)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self._view(t) for t in self.new[i]]
+        return self._view(self.new[i])
+
+    def __iter__(self) -> Iterator[TaskView]:
+        return (self._view(t) for t in self.new)
+
+    def _view(self, task: NewTask) -> TaskView:
+        return TaskView(planned_record(task, self.budget), None)
+
+    @property
+    def records(self) -> Sequence[TaskRecord]:
+        """The tasks as the store will hold them, in plan order (each made when read)."""
+        return _Records(self)
+
+    def in_order(self, start: int, stop: int) -> list[TaskView]:
+        """Rows `start` to `stop` in launch order."""
+        if self._order is None:
+            return self[start:stop]
+        return [self._view(self.new[i]) for i in self._order[start:stop]]
+
+    def position(self, task_id: str) -> int | None:
+        """The task's row in launch order (None: not planned): asked for only where the cursor's row does not
+        hold it (a plan read again)."""
+        at = self._locate(task_id)
+        if at is None or self._order is None:
+            return at
+        return self._order.index(at)
+
+    def find(self, task_id: str) -> TaskView | None:
+        """The planned task with this id (None: none), the last few looked up kept: asked each refresh for
+        the log pane's task, which the table may not hold."""
+        if task_id not in self._found:
+            at = self._locate(task_id)
+            if len(self._found) >= self.FOUND:
+                self._found.clear()
+            self._found[task_id] = None if at is None else self[at]
+        return self._found[task_id]
+
+    def _locate(self, task_id: str) -> int | None:
+        """Its place in plan order: asked of a lazy plan that knows (ShardTasks.index_of: no task made), else a
+        scan of the list."""
+        index_of = getattr(self.new, "index_of", None)
+        if index_of is not None:
+            return index_of(task_id)
+        return next((i for i, t in enumerate(self.new) if t.id == task_id), None)
+
+
+class _Records(Sequence[TaskRecord]):
+    def __init__(self, tasks: PlanTasks) -> None:
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [v.task for v in self.tasks[i]]
+        return self.tasks[i].task
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        return (v.task for v in self.tasks)
+
+
 @dataclass(frozen=True)
 class PlannedRun:
-    """A job's plan before it is launched, as the app shows it: nothing is written to read it."""
+    """A job's plan before it is launched, as the app shows it: nothing is written to read it, and its tasks
+    are made a page at a time (PlanTasks)."""
 
     job_name: str
     kind: str  # [job].kind
     description: str  # the plan's one line
-    tasks: list[TaskView]
+    tasks: PlanTasks
     to_come: list[str]  # what the kind plans later (a sweep's later stages), one line each
     metric: str | None = None  # what the kind ranks its tasks by (a sweep's metric)
     error: str | None = None  # why the plan could not be read (then there are no tasks)
@@ -221,7 +307,10 @@ class PlannedRun:
     @property
     def planned_from(self) -> str | None:
         """What the tasks planned at the start belong to (a sweep's first stage), if anything."""
-        return named(self.kind).planned_from([v.task for v in self.tasks]) if self.kind else None
+        return named(self.kind).planned_from(self.tasks.records) if self.kind else None
+
+    def view_of(self, task_id: str) -> TaskView | None:
+        return self.tasks.find(task_id)
 
 
 def planned_record(task: NewTask, budget: int) -> TaskRecord:
@@ -233,12 +322,17 @@ def planned_record(task: NewTask, budget: int) -> TaskRecord:
 
 
 def planned_run(job, plan) -> PlannedRun:
-    """`job` (a JobSpec) and its `plan_job` plan as a PlannedRun (pure)."""
-    tasks = [TaskView(planned_record(t, job.retry.max_attempts), None) for t in plan.tasks]
+    """`job` (a JobSpec) and its `plan_job` plan as a PlannedRun (pure; no TaskView made)."""
+    tasks = PlanTasks(plan.tasks, job.retry.max_attempts)
     kind = kind_of(job)
-    to_come = kind.to_come(plan.definition, [t.task for t in tasks], stopped=False)  # read as a launched run's is
+    to_come = kind.to_come(plan.definition, tasks.records, stopped=False)  # read as a launched run's is
     metric = (kind.ranking(job.kind_spec) or (None, None))[0]
     return PlannedRun(job.name, job.kind, plan.description, tasks, to_come, metric, runs_on=runs_on(job.executor))
+
+
+def no_plan(error: str) -> PlannedRun:
+    """A job file that cannot be planned, and why."""
+    return PlannedRun("", "", "", PlanTasks([], 1), [], error=error)
 
 
 class RunView:

@@ -1,6 +1,7 @@
 """The job table's rows a page at a time, over the run's store: a run of 100,000 tasks is shown by counting
 what a filter and a sort give and reading the few hundred tasks around what is on screen, never every task (the
-order's segments: rundir/task_order.py).
+order's segments: rundir/task_order.py). Before launch the same pages come from the job's plan (`plan_page`),
+nothing stored.
 
 `TaskPages` has its own read-only connection, so a key's page is read in a thread while a refresh reads the
 rest of the run in another; each page from one snapshot of the store. Counts are read again once the store
@@ -22,7 +23,7 @@ from gputui.rundir import task_order
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 from gputui.rundir.task_order import Segment
-from gputui.views.runview import TaskView
+from gputui.views.runview import PlanTasks, TaskView
 
 FILTERS: dict[str, tuple[str, ...] | None] = {  # what each view of the table shows (None: every task)
     "all": None,
@@ -192,6 +193,24 @@ class TaskPages:
                 self._store.close()
                 self._store = None
             self._counts, self._started = {}, None
+
+
+def plan_page(tasks: PlanTasks, window: TableWindow) -> TaskPage:
+    """The window's rows of a plan before launch, as `TaskPages.read` gives a run's: every task is pending and
+    none started, so a filter shows every task or none, and every sort is launch order (ties by index)."""
+    statuses = FILTERS.get(window.query.filter)
+    total = len(tasks) if statuses is None or Status.PENDING in statuses else 0
+    offset, limit, selected, cursor = window.offset, max(1, window.limit), window.selected, window.cursor
+    at = None
+    if selected is not None and total:
+        held = tasks.in_order(cursor, cursor + 1) if cursor is not None and 0 <= cursor < total else []
+        at = cursor if held and held[0].task.id == selected else tasks.position(selected)
+    if at is not None and at != cursor and not offset <= at < offset + limit:
+        offset = at - limit // 2
+    offset = max(0, min(offset, total - limit))
+    views = tuple(tasks.in_order(offset, min(total, offset + limit)))
+    waits = {d: Status.PENDING for v in views for d in v.task.after}  # planned, so pending, as the run's start
+    return TaskPage(window, total, offset, views, at, waits)
 
 
 def fresher(read: TaskView, seen: TaskView | None) -> TaskView:

@@ -22,12 +22,14 @@ from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.help import HelpScreen
 from gputui.tui.widgets.job_rows import number, params_text
 from gputui.tui.widgets.job_table import JobTable
+from gputui.tui.widgets.log_tabs import LogTabs
 from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.metrics_chart import MetricsChart
 from gputui.tui.widgets.run_area import RunArea
 from gputui.tui.widgets.task_bar import TaskBar
 from gputui.views.metrics import METRIC_POINTS
 from gputui.views.runview import RunView
+from tests.conftest import gputui
 from tests.tui.fixed_run import fixed_run
 from tests.tui.fixed_sweep import curve, fixed_pipeline, fixed_sweep, write_metrics
 from tests.tui.test_app import statuses, until
@@ -146,6 +148,50 @@ async def test_a_shard_jobs_plan_shows_before_launch_writes_nothing_and_l_starts
         await until(pilot, lambda: set(statuses(app).values()) == {"done"}, what="every shard done")
         assert app.plan is None and table.row_ids == ["shard-0", "shard-1", "shard-2", "shard-3"]
         assert "4/4 done" in header(app).splitlines()[1]
+
+
+async def test_a_plan_of_thousands_of_shards_shows_a_page_at_a_time_and_l_launches_it(make_job):
+    """Before launch the table holds the rows around what is on screen, not every planned shard: End shows the
+    last shard, the header counts them all, the filters and sorts work on the plan, and `l` launches it."""
+    job = make_job(ids=3000, num_workers=3000, max_parallel=2, sleep=60, stop_grace_s=0.5)
+    before = listing(make_job.root)
+    app = app_for(job, interval=0.25)
+    async with app.run_test(size=(160, 45)) as pilot:
+        table = await planned(pilot, app)
+        assert header(app).splitlines()[1].startswith("not started: 3000 shards planned · press l to launch")
+        assert table.row_count == 3000 and 0 < len(table.row_ids) < 500, "a page held, not 3,000 rows"
+        assert len(app.plan.tasks) == 3000
+        await pilot.press("end")
+        await until(pilot, lambda: table.selected_id == "shard-2999", what="the last shard selected")
+        await until(pilot, lambda: app.query_one(LogTabs).task_id == "shard-2999", what="its log pane")
+        assert cells(table, "shard-2999")["range"] == "[2999, 3000)" and "shard-2999" in text_of(app)
+        assert "shard-2999 pending" in str(app.query_one(TaskBar).render())
+        await pilot.press("pageup", "home")
+        await until(pilot, lambda: table.selected_id == "shard-0", what="the first shard again")
+        await pilot.press("v")  # active: nothing is before launch
+        await until(pilot, lambda: table.filter_by == "active" and table.row_count == 0, what="no active rows")
+        await pilot.press("v", "v", "v")  # failed, done, pending: every planned shard waits
+        await until(pilot, lambda: table.filter_by == "pending" and table.row_count == 3000, what="every one")
+        await pilot.press("v", "s")  # all, by status: the plan's order
+        await until(pilot, lambda: table.rows_query.sort == "status", what="sorted by status")
+        assert table.row_ids[:3] == ["shard-0", "shard-1", "shard-2"] and table.row_count == 3000
+        await pilot.press("s", "s")  # elapsed, then id
+        await pilot.pause(0.5)  # a few refreshes: still nothing written
+        assert listing(make_job.root) == before and not make_job.run_dir.exists()
+
+        await pilot.press("l")
+        try:
+            launched = lambda: app.snapshot is not None and app.plan is None  # noqa: E731
+            await until(pilot, launched, timeout=30, what="the run shown")
+            await until(pilot, lambda: "running" in statuses(app).values(), timeout=30, what="a shard running")
+            assert table.row_count == 3000 and table.row_ids[0] == "shard-0"
+            assert "/3000 done" in header(app).splitlines()[1]
+            await pilot.press("end")  # the run's rows now, read from its store
+            await until(pilot, lambda: table.selected_id == "shard-2999", what="the last shard of the run")
+            assert cells(table, "shard-2999")["status"] == "pending"
+        finally:
+            gputui("kill", "--run-dir", make_job.run_dir, "--all")
+        await until(pilot, lambda: not app.snapshot.scheduler_live, timeout=30, what="the scheduler to end")
 
 
 async def test_a_sweeps_plan_shows_its_first_stage_and_the_stages_to_come(tmp_path):

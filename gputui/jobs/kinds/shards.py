@@ -182,6 +182,12 @@ class ShardTasks(Sequence[NewTask]):
     def __iter__(self) -> Iterator[NewTask]:
         return (self[i] for i in range(len(self)))
 
+    def index_of(self, task_id: str) -> int | None:
+        """The position of the task with this id (None: none), without making any task."""
+        _, _, n = task_id.rpartition("-")
+        i = int(n) if n.isdigit() else -1
+        return i if 0 <= i < len(self) and task_id == f"shard-{i}" else None
+
     def check_outputs(self) -> None:
         """Each task's own output name, refused (JobSpecError) where its pattern makes a bad one."""
         if self.named:

@@ -3,11 +3,12 @@
 A line-API widget rather than a DataTable: a DataTable invalidates every rendered row when any cell
 changes, so a running task's elapsed time ticking each second redrew the whole table. Here each row is
 rendered once per change of its own cells, only the rows on screen are drawn, and a tick repaints only the
-rows that changed. A plan's rows come all at once (`update_tasks`); a run's a page at a time (`show_page`,
-views/task_page.py): the table is as tall as the run, holds the rows on screen and `MARGIN` each way, and asks
-for others (`RowsWanted`) before the cursor or the scroll reaches them: 100,000 tasks cost what a few hundred
-do. Columns follow the width: GPU-hours and peak GPU memory from 150 cells; at 80 the range, rate and tries
-give way (the task bar shows them) so the reason still shows. A sweep's trials show their stage, parameters,
+rows that changed. Rows come a page at a time (`show_page`; views/task_page.py), a run's read from its store
+and, before launch, a job plan's made from its tasks (or all at once: `update_tasks`): the table is as tall as
+the run, holds the rows on screen and `MARGIN` each way, and asks for others (`RowsWanted`) before the cursor or
+the scroll reaches them: 100,000 tasks cost what a few hundred do. Columns follow the width: GPU-hours and peak
+GPU memory from 150 cells; at 80 the range, rate and tries give way (the task bar shows them) so the reason
+still shows. A sweep's trials show their stage, parameters,
 parent, metric and rank instead of a range, a pipeline's steps what they wait for; their columns (as the job
 kind lists them) give way one by one as the width shrinks. Lines after the rows name what is not planned yet.
 """
