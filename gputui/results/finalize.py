@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gputui.jobs import tabular
 from gputui.jobs.tasks import Status, TaskRecord
-from gputui.results.report import build_summary, write_reports
+from gputui.results.report import SpooledRows, SummaryTally, summary_tail, write_reports
 from gputui.rundir.manifests import file_identity, settled_identity
 from gputui.rundir.meta import read_meta
 from gputui.rundir.paths import RunPaths
@@ -121,6 +121,10 @@ def _id_key(store: Store):
 
 
 def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
+    """summary.json and report.md, the run's tasks read a page at a time (with their attempts) and their rows
+    kept in a temporary file: what is held of a run of 100,000 tasks is a page, whatever its size."""
+    from gputui import clock
+
     merge = None
     if paths.merge_summary.exists():
         import json
@@ -131,14 +135,14 @@ def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
             merge = None
     meta = read_meta(store)
     sweep = meta.job.kind_facts.get("sweep")  # a sweep's ranking terms, as its plan recorded them
-    summary = build_summary(
-        job_name=meta.job.name,
-        run_dir=str(paths.root),
-        scheduler_id=meta.identity.scheduler_id,
-        tasks=store.tasks(),
-        attempts=store.attempts(),
-        merge=merge,
-        sweep=sweep if isinstance(sweep, dict) else None,
-        run_failed=meta.run_failed,
-    )
-    return write_reports(paths.root, summary)
+    tally = SummaryTally(clock.now())
+    with SpooledRows(paths.root) as rows:
+        for page in store.pages():
+            attempts = store.attempts_of([t.id for t in page])
+            for t in page:
+                rows.add(tally.add(t, attempts.get(t.id, [])))
+        head = tally.head(job_name=meta.job.name, run_dir=str(paths.root), scheduler_id=meta.identity.scheduler_id)
+        tail = summary_tail(
+            merge=merge, sweep=sweep if isinstance(sweep, dict) else None, run_failed=meta.run_failed
+        )
+        return write_reports(paths.root, {**head, "tasks": rows, **tail})

@@ -121,6 +121,12 @@ class Markdown(Protocol):
 
     def seconds(self, value: object) -> str: ...
 
+    cap: int  # the most tasks a table or list shows
+
+    def more(self, n: int, what: str) -> list[str]:
+        """After a table or list cut at `cap`: how many more there are (`n`; [] if none)."""
+        ...
+
 
 class JobKind(Protocol):
     """A job kind: its table in the job file, its plan, its rule as tasks settle, and what it shows.
