@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import signal
-import tempfile
 from array import array
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -352,6 +351,8 @@ class SpooledRows:
     run of 100,000 tasks holds is one row. `add` them, then iterate (as dicts) or `json_lines`."""
 
     def __init__(self, folder: Path) -> None:
+        import tempfile
+
         spool = tempfile.NamedTemporaryFile("w+", encoding="utf-8", dir=folder, prefix=".summary-rows.")  # noqa: SIM115
         self._file = spool  # closed (and so removed) by close()
         self.count = 0
