@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import signal
 from array import array
@@ -356,10 +357,12 @@ class SpooledRows:
         spool = tempfile.NamedTemporaryFile("w+", encoding="utf-8", dir=folder, prefix=".summary-rows.")  # noqa: SIM115
         self._file = spool  # closed (and so removed) by close()
         self.count = 0
+        self.kinds: set[str | None] = set()  # of the tasks added: a kind's section reads them only if it has some
 
     def add(self, row: dict) -> None:
-        self._file.write(dumps_json(row, indent=None) + "\n")
+        self._file.file.write(dumps_json(row, indent=None) + "\n")  # the file itself, not its wrapper
         self.count += 1
+        self.kinds.add(row.get("kind"))
 
     def json_lines(self) -> Iterator[str]:
         self._file.flush()
@@ -481,6 +484,15 @@ def _gib(nbytes: Any) -> str:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
+    whole = int(ts)
+    if 0 <= ts - whole < 0.999999:  # no rounding of its microseconds reaches the next second: that second's text
+        return _iso_second(whole)
+    return _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(ts: int) -> str:
+    """A whole second's text, kept: a run's tasks start and end in far fewer seconds than there are tasks."""
     return _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 

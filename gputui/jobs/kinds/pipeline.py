@@ -34,6 +34,7 @@ from gputui.jobs.kinds.base import (
     Recorded,
     TaskValues,
     digest,
+    tasks_of_kind,
 )
 from gputui.jobs.kinds.changes import definition_changed
 from gputui.jobs.spec import GENERIC_PLACEHOLDERS, JobSpec
@@ -336,9 +337,7 @@ class Pipeline(JobKind):
 
     def report_section(self, summary: Mapping[str, Any], md: Markdown) -> list[str]:
         rows, steps = [], 0
-        for t in summary.get("tasks", []):
-            if t.get("kind") != STEP:
-                continue
+        for t in tasks_of_kind(summary, STEP):
             steps += 1
             if steps <= md.cap:
                 after = ", ".join(t.get("after") or []) or "-"
