@@ -453,7 +453,9 @@ class _Markdown:
     def seconds(value: Any) -> str:
         return _seconds(value)
 
-    cap = LIST_CAP
+    @property
+    def cap(self) -> int:
+        return LIST_CAP
 
     @staticmethod
     def more(n: int, what: str) -> list[str]:
