@@ -27,13 +27,12 @@ def merge_run(store: Store, paths: RunPaths, verify: bool = False) -> str:
     merged = job.merged
     if not merged:
         return "merge failed: this job declares no [outputs].merged file"
-    tasks = store.tasks()
-    not_done = [t.id for t in tasks if t.status != Status.DONE]
-    outputs = store.task_outputs()
-    shards = [
-        ShardOutput(t.id, t.low, t.high, Path(outputs.get(t.id) or ""), reported_error_rows(paths, t))
-        for t in tasks
-    ]
+    not_done, shards = [], []  # the shards as a merge needs them: a run's task records are never all held
+    for task_id, low, high, status, attempts, output in store.shard_rows():
+        if status != Status.DONE:
+            not_done.append(task_id)
+        error_rows = _reported_error_rows(paths, task_id, attempts)
+        shards.append(ShardOutput(task_id, low, high, Path(output or ""), error_rows))
     input_path = job.kind_facts.get("input")
     summary = merge_shards(
         shards,
@@ -58,11 +57,15 @@ def merge_run(store: Store, paths: RunPaths, verify: bool = False) -> str:
 def reported_error_rows(paths: RunPaths, task: TaskRecord) -> int | None:
     """The error rows a shard's worker reported when it finished (`mark_done(error_rows=N)`, as the
     continuation worker does); None when its last attempt reported no such count."""
-    if task.attempts == 0:
+    return _reported_error_rows(paths, task.id, task.attempts)
+
+
+def _reported_error_rows(paths: RunPaths, task_id: str, attempts: int) -> int | None:
+    if attempts == 0:
         return None
     from gputui.hooks.reader import read_all
 
-    done = [e for e in read_all(paths.events(task.id, task.attempts)) if e.kind == "done"]
+    done = [e for e in read_all(paths.events(task_id, attempts)) if e.kind == "done"]
     value = done[-1].values.get("error_rows") if done else None
     return int(value) if value is not None and value == value and value >= 0 else None
 

@@ -209,6 +209,17 @@ class Store:
         for rows in self.pages(statuses):
             yield from rows
 
+    def shard_rows(self, *, page: int = PAGE) -> Iterator[tuple[str, int, int, str, int, str | None]]:
+        """(id, low, high, status, attempts, output) of every task in plan order, read a page at a time: what a
+        merge asks of each (no record, no GPU accounting)."""
+        after = -(1 << 62)
+        while rows := self._db.execute(
+            "SELECT idx, id, low, high, status, attempts, output FROM tasks WHERE idx > ? ORDER BY idx LIMIT ?",
+            (after, page),
+        ).fetchall():
+            yield from (tuple(r[1:]) for r in rows)
+            after = rows[-1][0]
+
     def output_of(self, task_id: str) -> str | None:
         row = self._db.execute("SELECT output FROM tasks WHERE id=?", (task_id,)).fetchone()
         return None if row is None else row[0]
