@@ -22,6 +22,7 @@ from gputui.text_safety import one_line, visible
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
 LIST_CAP = 1000  # report.md shows at most this many tasks in each table or list; summary.json has them all
+_FAILED = (Status.FAILED, Status.KILLED, Status.SKIPPED)  # the statuses report.md's Failures lists
 
 
 def took(seconds: float) -> str:
@@ -233,15 +234,19 @@ def render_report(summary: dict) -> str:
     gpu_columns = bool(summary.get("gpu_seconds"))
     table, failures, nouns = [], [], set()
     shown = failed = 0
-    for t in tasks:
+    spooled = isinstance(tasks, SpooledRows)  # only the rows shown are read back
+    for i, t in tasks.listed(LIST_CAP) if spooled else enumerate(tasks):
         nouns.add(for_task(t.get("kind")).noun)
-        if shown < LIST_CAP:
+        if i < LIST_CAP:
             table.append(_table_row(t, gpu_columns))
-        shown += 1
-        if t["status"] in (Status.FAILED, Status.KILLED, Status.SKIPPED):
+        shown = i + 1
+        if t["status"] in _FAILED:
             if failed < LIST_CAP:
                 failures += _failure(t)
             failed += 1
+    if spooled:
+        nouns = {for_task(kind).noun for kind in tasks.kinds}
+        shown, failed = len(tasks), len(tasks.failed)
 
     lines = [f"# {summary.get('job', 'job')}: run report", "", _outcome(summary, nouns), ""]
     facts = [f"Run dir `{summary.get('run_dir')}`", f"scheduler `{summary.get('scheduler_id')}`"]
@@ -358,11 +363,24 @@ class SpooledRows:
         self._file = spool  # closed (and so removed) by close()
         self.count = 0
         self.kinds: set[str | None] = set()  # of the tasks added: a kind's section reads them only if it has some
+        self.failed = array("l")  # the positions of the rows report.md's Failures lists
 
     def add(self, row: dict) -> None:
         self._file.file.write(dumps_json(row, indent=None) + "\n")  # the file itself, not its wrapper
+        if row.get("status") in _FAILED:
+            self.failed.append(self.count)
         self.count += 1
         self.kinds.add(row.get("kind"))
+
+    def listed(self, cap: int) -> Iterator[tuple[int, dict]]:
+        """(position, row) of the first `cap` rows and of the first `cap` failed ones, in order."""
+        wanted = set(self.failed[:cap])
+        last = max(cap - 1, *wanted) if wanted else cap - 1
+        for i, line in enumerate(self.json_lines()):
+            if i > last:
+                return
+            if i < cap or i in wanted:
+                yield i, json.loads(line)
 
     def json_lines(self) -> Iterator[str]:
         self._file.flush()
