@@ -9,7 +9,9 @@ stopped with SIGINT, as Ctrl-C does), and read with `gputui status` and `gputui 
 file, as a pipe to a pager or `jq` would take it). Each command's wall time (best of `--repeat`, runs
 interleaved) and peak RSS (its own VmHWM, from wait4) are printed; the scheduler's peak RSS is its own
 VmHWM read while it runs (the keeper and waiters it forks are not counted: they are other processes), with the
-time to its first finished task (planning and storing the tasks) and from its Ctrl-C to its exit.
+time to its first finished task (planning and storing the tasks) and from its Ctrl-C to its exit. With
+`--finish` at the size, the run is left to end by itself instead: the time from its last task done to its exit
+is its end (summary.json and report.md), and its peak RSS before that end is shown beside the peak with it.
 The floor beside them: `sqlite3 state.db "SELECT status, count(*) FROM tasks GROUP BY status"` and
 `gputui --version` (Python's start-up and gputui's import).
 """
@@ -85,8 +87,10 @@ def done_count(db: Path) -> int:
         return 0
 
 
-def run_scheduler(job: Path, run_dir: Path, finish: int, parallel: int, limit_s: float) -> dict:
-    """Run until `finish` tasks are done (or `limit_s`), then Ctrl-C: its figures."""
+def run_scheduler(job: Path, run_dir: Path, total: int, finish: int, parallel: int, limit_s: float) -> dict:
+    """Run until `finish` tasks are done (or `limit_s`), then Ctrl-C: its figures. With every task done
+    (`finish` >= `total`) it is left to end by itself: the time from its last task done to its exit is the run's
+    end (summary.json, report.md), and its peak RSS then beside the peak while it ran."""
     cmd = [*GPUTUI, "run", "--jobs", str(job), "--run-dir", str(run_dir), "--quiet", "--simulate"]
     t = time.perf_counter()
     proc = subprocess.Popen(
@@ -106,8 +110,10 @@ def run_scheduler(job: Path, run_dir: Path, finish: int, parallel: int, limit_s:
         time.sleep(0.2)
     ran = time.perf_counter() - t
     peak = max(peak, hwm_mb(proc.pid))
+    peak_running = peak
     stop = time.perf_counter()
-    if proc.poll() is None:
+    ends = done >= finish and finish >= total  # every task done: the run ends by itself (summary, report)
+    if proc.poll() is None and not ends:
         proc.send_signal(signal.SIGINT)
     while proc.poll() is None and time.perf_counter() - stop < 600:  # its exit's peak counts too
         peak = max(peak, hwm_mb(proc.pid))
@@ -119,7 +125,15 @@ def run_scheduler(job: Path, run_dir: Path, finish: int, parallel: int, limit_s:
     if proc.returncode not in (0, 130):
         raise RuntimeError(f"gputui run exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
     done = done_count(db)
-    return {"peak_mb": peak, "first_done_s": first_done_at, "ran_s": ran, "done": done, "stopped_s": stopped}
+    return {
+        "peak_mb": peak,
+        "peak_running_mb": peak_running,
+        "first_done_s": first_done_at,
+        "ran_s": ran,
+        "done": done,
+        "stopped_s": stopped,
+        "ended": ends,
+    }
 
 
 def best(cmds: dict[str, list[str]], repeat: int, outs: dict[str, Path]) -> dict[str, tuple[float, float]]:
@@ -145,10 +159,14 @@ def one_size(tasks: int, args) -> list[tuple[str, float, float, str]]:
         plan = best({"plan": [*GPUTUI, "plan", "--jobs", str(job)]}, args.repeat, {})["plan"]
         rows.append(("gputui plan", *plan, ""))
         finish = min(tasks, args.finish)
-        sched = run_scheduler(job, run_dir, finish, args.parallel, args.limit)
+        sched = run_scheduler(job, run_dir, tasks, finish, args.parallel, args.limit)
         first = sched["first_done_s"]
         note = f"{sched['done']} done in {sched['ran_s']:.1f} s, first after {first or 0:.1f} s"
-        note += f", Ctrl-C to exit {sched['stopped_s']:.1f} s"
+        if sched["ended"]:
+            note += f", last done to exit {sched['stopped_s']:.1f} s (run end: summary, report)"
+            note += f", peak {sched['peak_running_mb']:.0f} MB before it"
+        else:
+            note += f", Ctrl-C to exit {sched['stopped_s']:.1f} s"
         rows.append(("gputui run (scheduler)", sched["ran_s"], sched["peak_mb"], note))
         db = str(run_dir / "state.db")
         json_out = root / "status.json"

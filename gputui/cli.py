@@ -30,13 +30,16 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from gputui.api.errors import REFUSALS
-
     try:
-        return args.func(args)
-    except REFUSALS as e:
-        print(f"gputui: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            return args.func(args)
+        except Exception as e:
+            from gputui.api.errors import REFUSALS  # only now: it imports the engine, which `status` never needs
+
+            if not isinstance(e, REFUSALS):
+                raise  # to the handlers below
+            print(f"gputui: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
     except ValueError as e:  # e.g. a bad --simulate spec
         print(f"gputui: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -196,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "retry":
             v.add_argument("--force", action="store_true", help="also run done tasks again (named ones only)")
         v.set_defaults(func=lambda a, verb=verb: _cmd_verb(a, verb))
-    from gputui.tui.serve import register as register_serve  # textual-serve itself is imported only to serve
+    from gputui.tui.serve_args import register as register_serve  # the server's modules only to serve
 
     register_serve(sub)
     return p

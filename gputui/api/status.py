@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gputui import clock
-from gputui.executors.registry import recorded_executor
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import gpu_totals
 from gputui.rundir import task_json
@@ -26,8 +25,6 @@ from gputui.rundir.opening import open_existing
 from gputui.rundir.paths import RunLock
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
-from gputui.views.kinds import ranked_by
-from gputui.views.status_view import NEEDS_A_LOOK
 
 LISTED = 100  # a run of more tasks lists those running or needing a look, this many at most (`pages`: every one)
 
@@ -71,6 +68,8 @@ class RunStatus:
     @property
     def metric(self) -> str | None:
         """What the run ranks its tasks by, as its kind recorded it (a sweep's metric; None for other jobs)."""
+        from gputui.views.kinds import ranked_by
+
         return ranked_by(self.meta)
 
     def gpu_totals(self) -> dict:
@@ -85,6 +84,8 @@ class RunStatus:
     def placed(self) -> dict[str, str]:
         """Where each listed live task runs on its cluster (`node:GPUs`), or that it is queued and the backend's
         word on it; empty where tasks run on this machine (the GPUs column says which)."""
+        from gputui.executors.registry import recorded_executor
+
         recorded = recorded_executor(self.run_dir, self.meta.executor.get)
         if recorded.places_gpus:
             return {}
@@ -198,6 +199,8 @@ def write_json(run_dir: str | Path, out: TextIO) -> bool:
 def _listed(store: Store, total: int) -> list[TaskRecord]:
     """Every task of a run of up to LISTED; of a longer one, those running (first) and those that need a look,
     LISTED at most, in plan order."""
+    from gputui.views.status_view import NEEDS_A_LOOK  # rich's tables: not imported by `status --json`
+
     if total <= LISTED:
         return store.tasks_page(limit=LISTED)
     live = store.tasks_page(Status.LIVE, limit=LISTED)

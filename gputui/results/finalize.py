@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gputui.jobs import tabular
 from gputui.jobs.tasks import Status, TaskRecord
-from gputui.results.report import build_summary, write_reports
+from gputui.results.report import SpooledRows, SummaryTally, summary_tail, write_reports
 from gputui.rundir.manifests import file_identity, settled_identity
 from gputui.rundir.meta import read_meta
 from gputui.rundir.paths import RunPaths
@@ -27,13 +27,12 @@ def merge_run(store: Store, paths: RunPaths, verify: bool = False) -> str:
     merged = job.merged
     if not merged:
         return "merge failed: this job declares no [outputs].merged file"
-    tasks = store.tasks()
-    not_done = [t.id for t in tasks if t.status != Status.DONE]
-    outputs = store.task_outputs()
-    shards = [
-        ShardOutput(t.id, t.low, t.high, Path(outputs.get(t.id) or ""), reported_error_rows(paths, t))
-        for t in tasks
-    ]
+    not_done, shards = [], []  # the shards as a merge needs them: a run's task records are never all held
+    for task_id, low, high, status, attempts, output in store.shard_rows():
+        if status != Status.DONE:
+            not_done.append(task_id)
+        error_rows = _reported_error_rows(paths, task_id, attempts)
+        shards.append(ShardOutput(task_id, low, high, Path(output or ""), error_rows))
     input_path = job.kind_facts.get("input")
     summary = merge_shards(
         shards,
@@ -58,11 +57,15 @@ def merge_run(store: Store, paths: RunPaths, verify: bool = False) -> str:
 def reported_error_rows(paths: RunPaths, task: TaskRecord) -> int | None:
     """The error rows a shard's worker reported when it finished (`mark_done(error_rows=N)`, as the
     continuation worker does); None when its last attempt reported no such count."""
-    if task.attempts == 0:
+    return _reported_error_rows(paths, task.id, task.attempts)
+
+
+def _reported_error_rows(paths: RunPaths, task_id: str, attempts: int) -> int | None:
+    if attempts == 0:
         return None
     from gputui.hooks.reader import read_all
 
-    done = [e for e in read_all(paths.events(task.id, task.attempts)) if e.kind == "done"]
+    done = [e for e in read_all(paths.events(task_id, attempts)) if e.kind == "done"]
     value = done[-1].values.get("error_rows") if done else None
     return int(value) if value is not None and value == value and value >= 0 else None
 
@@ -121,6 +124,10 @@ def _id_key(store: Store):
 
 
 def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
+    """summary.json and report.md, the run's tasks read a page at a time (with their attempts) and their rows
+    kept in a temporary file: what is held of a run of 100,000 tasks is a page, whatever its size."""
+    from gputui import clock
+
     merge = None
     if paths.merge_summary.exists():
         import json
@@ -131,14 +138,14 @@ def write_summary(store: Store, paths: RunPaths) -> tuple[Path, Path]:
             merge = None
     meta = read_meta(store)
     sweep = meta.job.kind_facts.get("sweep")  # a sweep's ranking terms, as its plan recorded them
-    summary = build_summary(
-        job_name=meta.job.name,
-        run_dir=str(paths.root),
-        scheduler_id=meta.identity.scheduler_id,
-        tasks=store.tasks(),
-        attempts=store.attempts(),
-        merge=merge,
-        sweep=sweep if isinstance(sweep, dict) else None,
-        run_failed=meta.run_failed,
-    )
-    return write_reports(paths.root, summary)
+    tally = SummaryTally(clock.now())
+    with SpooledRows(paths.root) as rows:
+        for page in store.pages():
+            attempts = store.attempts_of([t.id for t in page])
+            for t in page:
+                rows.add(tally.add(t, attempts.get(t.id, [])))
+        head = tally.head(job_name=meta.job.name, run_dir=str(paths.root), scheduler_id=meta.identity.scheduler_id)
+        tail = summary_tail(
+            merge=merge, sweep=sweep if isinstance(sweep, dict) else None, run_failed=meta.run_failed
+        )
+        return write_reports(paths.root, {**head, "tasks": rows, **tail})

@@ -6,6 +6,7 @@ block the scheduler. A file that cannot be read as our database is never touched
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -51,6 +52,7 @@ class GpuUse(NamedTuple):
     gpus_simulated: bool
 
 
+@functools.lru_cache(maxsize=1024)  # a run's tasks hold few distinct GPU lists: each parsed once
 def _gpus(text: str) -> tuple[int, ...]:
     return tuple(int(g) for g in text.split(",") if g != "")
 
@@ -206,6 +208,17 @@ class Store:
     def iter_tasks(self, statuses: Collection[str] | None = None) -> Iterator[TaskRecord]:
         for rows in self.pages(statuses):
             yield from rows
+
+    def shard_rows(self, *, page: int = PAGE) -> Iterator[tuple[str, int, int, str, int, str | None]]:
+        """(id, low, high, status, attempts, output) of every task in plan order, read a page at a time: what a
+        merge asks of each (no record, no GPU accounting)."""
+        after = -(1 << 62)
+        while rows := self._db.execute(
+            "SELECT idx, id, low, high, status, attempts, output FROM tasks WHERE idx > ? ORDER BY idx LIMIT ?",
+            (after, page),
+        ).fetchall():
+            yield from (tuple(r[1:]) for r in rows)
+            after = rows[-1][0]
 
     def output_of(self, task_id: str) -> str | None:
         row = self._db.execute("SELECT output FROM tasks WHERE id=?", (task_id,)).fetchone()
@@ -373,7 +386,21 @@ def _get(r: sqlite3.Row, column: str):
         return None
 
 
+def _get_all(r: sqlite3.Row, columns: tuple[str, ...]) -> tuple:
+    """These columns' values: at once where the row has them all (today's schema), else one by one (`_get`)."""
+    try:
+        return tuple(r[c] for c in columns)
+    except IndexError:
+        return tuple(_get(r, c) for c in columns)
+
+
+_TASK_NEWER = ("gpu_seconds", "peak_memory", "gpus_simulated", "kind", "info", "after_ids", "metric", "rank")
+_TASK_NEWER += ("promoted", "note")
+_ATTEMPT_NEWER = ("boot_id", "started_boot", "ended_boot", "gpu_seconds", "peak_memory", "gpus_simulated")
+
+
 def _task(r: sqlite3.Row) -> TaskRecord:
+    gpu_seconds, peak_memory, simulated, kind, info, after, metric, rank, promoted, note = _get_all(r, _TASK_NEWER)
     return TaskRecord(
         id=r["id"],
         index=r["idx"],
@@ -389,16 +416,16 @@ def _task(r: sqlite3.Row) -> TaskRecord:
         started_at=r["started_at"],
         ended_at=r["ended_at"],
         next_try_at=r["next_try_at"],
-        gpu_seconds=_get(r, "gpu_seconds"),
-        peak_memory=_get(r, "peak_memory"),
-        gpus_simulated=bool(_get(r, "gpus_simulated")),
-        kind=_get(r, "kind") or DEFAULT.task_kind,  # a row from before tasks had kinds
-        info=json.loads(_get(r, "info") or "{}"),
-        after=tuple(a for a in (_get(r, "after_ids") or "").split(",") if a),
-        metric=_get(r, "metric"),
-        rank=_get(r, "rank"),
-        promoted=bool(_get(r, "promoted")),
-        note=_get(r, "note"),
+        gpu_seconds=gpu_seconds,
+        peak_memory=peak_memory,
+        gpus_simulated=bool(simulated),
+        kind=kind or DEFAULT.task_kind,  # a row from before tasks had kinds
+        info=json.loads(info) if info and info != "{}" else {},
+        after=tuple(a for a in (after or "").split(",") if a),
+        metric=metric,
+        rank=rank,
+        promoted=bool(promoted),
+        note=note,
     )
 
 
@@ -407,7 +434,8 @@ def _ref(pid: int | None, start: int | None) -> ProcessRef | None:
 
 
 def _attempt(r: sqlite3.Row) -> AttemptRecord:
-    boot_id, ended = _get(r, "boot_id"), r["ended_at"]
+    boot_id, started_boot, ended_boot, gpu_seconds, peak_memory, simulated = _get_all(r, _ATTEMPT_NEWER)
+    ended = r["ended_at"]
     return AttemptRecord(
         task_id=r["task_id"],
         number=r["number"],
@@ -415,15 +443,15 @@ def _attempt(r: sqlite3.Row) -> AttemptRecord:
         gpus=_gpus(r["gpus"]),
         command=tuple(json.loads(r["command"])),
         log_path=r["log_path"],
-        started_at=Stamp(r["started_at"], _get(r, "started_boot"), boot_id),
-        ended_at=None if ended is None else Stamp(ended, _get(r, "ended_boot"), boot_id),
+        started_at=Stamp(r["started_at"], started_boot, boot_id),
+        ended_at=None if ended is None else Stamp(ended, ended_boot, boot_id),
         exit_code=r["exit_code"],
         reason=r["reason"],
         waiter=_ref(r["waiter_pid"], r["waiter_start"]),
         worker=_ref(r["worker_pid"], r["worker_start"]),
         cgroup=r["cgroup"],
         cleared_at=r["cleared_at"],
-        gpu_seconds=_get(r, "gpu_seconds"),
-        peak_memory=_get(r, "peak_memory"),
-        gpus_simulated=bool(_get(r, "gpus_simulated")),
+        gpu_seconds=gpu_seconds,
+        peak_memory=peak_memory,
+        gpus_simulated=bool(simulated),
     )

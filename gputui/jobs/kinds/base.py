@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -121,6 +121,12 @@ class Markdown(Protocol):
 
     def seconds(self, value: object) -> str: ...
 
+    cap: int  # the most tasks a table or list shows
+
+    def more(self, n: int, what: str) -> list[str]:
+        """After a table or list cut at `cap`: how many more there are (`n`; [] if none)."""
+        ...
+
 
 class JobKind(Protocol):
     """A job kind: its table in the job file, its plan, its rule as tasks settle, and what it shows.
@@ -227,6 +233,16 @@ class JobKind(Protocol):
     def report_section(self, summary: Mapping[str, Any], md: Markdown) -> list[str]:
         """Its section of report.md from the run's summary (summary.json's dict), if any."""
         return []
+
+
+def tasks_of_kind(summary: Mapping[str, Any], task_kind: str) -> Iterator[dict]:
+    """The rows of summary.json's "tasks" of this kind, in order; none read where the rows say they hold none
+    (results.report.SpooledRows keeps the kinds it was given: a run of 100,000 shards is not read again)."""
+    tasks = summary.get("tasks", [])
+    kinds = getattr(tasks, "kinds", None)
+    if kinds is not None and task_kind not in kinds:
+        return iter(())
+    return (t for t in tasks if t.get("kind") == task_kind)
 
 
 def digest(definition: object) -> str:

@@ -34,6 +34,7 @@ from gputui.jobs.kinds.base import (
     Recorded,
     TaskValues,
     digest,
+    tasks_of_kind,
 )
 from gputui.jobs.kinds.changes import definition_changed
 from gputui.jobs.spec import GENERIC_PLACEHOLDERS, JobSpec
@@ -335,13 +336,14 @@ class Pipeline(JobKind):
         return on_settle(spec, list(tasks))
 
     def report_section(self, summary: Mapping[str, Any], md: Markdown) -> list[str]:
-        steps = [t for t in summary.get("tasks", []) if t.get("kind") == STEP]
+        rows, steps = [], 0
+        for t in tasks_of_kind(summary, STEP):
+            steps += 1
+            if steps <= md.cap:
+                after = ", ".join(t.get("after") or []) or "-"
+                cells = [t["id"], after, t["status"], md.seconds(t.get("duration")), md.cut(t.get("reason") or "")]
+                rows.append(md.row(cells))
         if not steps:
             return []
         lines = ["## Steps", "", "| Step | Waits for | Status | Duration | Reason |", "|---|---|---|---|---|"]
-        for t in steps:
-            after = ", ".join(t.get("after") or []) or "-"
-            lines.append(
-                md.row([t["id"], after, t["status"], md.seconds(t.get("duration")), md.cut(t.get("reason") or "")])
-            )
-        return [*lines, ""]
+        return [*lines, *rows, "", *md.more(steps - md.cap, "steps")]

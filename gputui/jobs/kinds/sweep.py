@@ -7,6 +7,7 @@ read back from that record, and its products (results.csv, the report's ranking 
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -250,12 +251,14 @@ def trial_rows(tasks: Iterable[TaskRecord], metric: str, durations: Callable[[st
     return rows
 
 
-def report_section(sweep: Mapping[str, Any], tasks: list[dict], md: Markdown) -> list[str]:
-    """Each stage's ranking, then the best chain: the best trial of the last ranked stage and its parents."""
+def report_section(sweep: Mapping[str, Any], tasks: Iterable[dict], md: Markdown) -> list[str]:
+    """Each stage's ranking, then the best chain: the best trial of the last ranked stage and its parents.
+
+    `tasks` is read once (and again only for a parent of the best chain that was not promoted); each stage's
+    table shows its first `md.cap` trials by rank, then how many more there are."""
     metric, goal = sweep.get("metric", "metric"), sweep.get("goal", "max")
     mode = sweep.get("metric_mode")  # not recorded by runs started before it existed (they ranked the last)
     value = f"each trial's {mode} value of " if mode in METRIC_MODES else ""
-    trials = [t for t in tasks if t.get("kind") == TRIAL]
     lines = [
         "## Sweep",
         "",
@@ -263,13 +266,20 @@ def report_section(sweep: Mapping[str, Any], tasks: list[dict], md: Markdown) ->
         "broken by trial order (the earlier trial ranks higher).",
         "",
     ]
-    stages: dict[str, list[dict]] = {}
-    for t in trials:
-        stages.setdefault(t["info"].get("stage", "?"), []).append(t)
-    for stage, members in stages.items():
+    stages: dict[str, _Best] = {}
+    firsts, kept = [], {}  # the trials ranked first; those a chain may pass through (promoted or first)
+    for t in tasks:
+        if t.get("kind") != TRIAL:
+            continue
+        stages.setdefault(t["info"].get("stage", "?"), _Best(md.cap)).add(t)
+        if t.get("rank") == 1:
+            firsts.append(t)
+        if t.get("rank") == 1 or t.get("promoted"):
+            kept[t["id"]] = t
+    for stage, best in stages.items():
         lines += [f"### Stage {stage}", "", f"| Rank | Trial | Params | Parent | {metric} | Status | Note |"]
         lines.append("|---|---|---|---|---|---|---|")
-        for t in sorted(members, key=lambda t: (t.get("rank") is None, t.get("rank") or 0, t["index"])):
+        for t in best.rows():
             params = ", ".join(f"{k}={v}" for k, v in (t["info"].get("params") or {}).items())
             rank = "-" if t.get("rank") is None else str(t["rank"]) + (" ★" if t.get("promoted") else "")
             value = "-" if t.get("metric") is None else f"{t['metric']:.6g}"
@@ -280,7 +290,8 @@ def report_section(sweep: Mapping[str, Any], tasks: list[dict], md: Markdown) ->
                 )
             )
         lines.append("")
-    chain = _best_chain(trials)
+        lines += md.more(best.seen - md.cap, f"trials of stage {stage}")
+    chain = _best_chain(firsts, kept, tasks)
     if chain:
         links = " ← ".join(
             f"**{t['id']}** ({t.get('label') or t['id']}; {metric} {t['metric']:.6g})" for t in chain
@@ -289,12 +300,37 @@ def report_section(sweep: Mapping[str, Any], tasks: list[dict], md: Markdown) ->
     return lines
 
 
-def _best_chain(trials: list[dict]) -> list[dict]:
-    ranked = [t for t in trials if t.get("rank") == 1]
-    if not ranked:
+class _Best:
+    """A stage's first `cap` trials by rank (unranked last, then by trial order), out of any number seen."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.seen, self._rows = cap, 0, []
+
+    @staticmethod
+    def _key(t: dict) -> tuple:
+        return (t.get("rank") is None, t.get("rank") or 0, t["index"])
+
+    def add(self, t: dict) -> None:
+        self.seen += 1
+        self._rows.append(t)
+        if len(self._rows) >= 2 * self.cap:
+            self._rows = heapq.nsmallest(self.cap, self._rows, key=self._key)
+
+    def rows(self) -> list[dict]:
+        return sorted(self._rows, key=self._key)[: self.cap]
+
+
+def _best_chain(firsts: list[dict], kept: dict[str, dict], tasks: Iterable[dict]) -> list[dict]:
+    """The best trial of the last ranked stage, then its parents; a parent not in `kept` is looked up in
+    `tasks` (read again)."""
+    if not firsts:
         return []
-    by_id = {t["id"]: t for t in trials}
-    chain = [max(ranked, key=lambda t: t["info"].get("stage_index", 0))]
-    while (parent := by_id.get(chain[-1]["info"].get("parent_id") or "")) is not None:
+    chain = [max(firsts, key=lambda t: t["info"].get("stage_index", 0))]
+    while parent_id := chain[-1]["info"].get("parent_id") or "":
+        parent = kept.get(parent_id)
+        if parent is None:
+            parent = next((t for t in tasks if t.get("kind") == TRIAL and t["id"] == parent_id), None)
+        if parent is None:
+            break
         chain.append(parent)
     return [t for t in chain if t.get("metric") is not None]
