@@ -359,14 +359,14 @@ class SpooledRows:
     def __init__(self, folder: Path) -> None:
         import tempfile
 
-        spool = tempfile.NamedTemporaryFile("w+", encoding="utf-8", dir=folder, prefix=".summary-rows.")  # noqa: SIM115
-        self._file = spool  # closed (and so removed) by close()
+        # Unnamed (O_TMPFILE): nothing is left in the run directory, whenever the process ends.
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder)  # noqa: SIM115  (see close())
         self.count = 0
         self.kinds: set[str | None] = set()  # of the tasks added: a kind's section reads them only if it has some
         self.failed = array("l")  # the positions of the rows report.md's Failures lists
 
     def add(self, row: dict) -> None:
-        self._file.file.write(dumps_json(row, indent=None) + "\n")  # the file itself, not its wrapper
+        self._file.write(dumps_json(row, indent=None) + "\n")
         if row.get("status") in _FAILED:
             self.failed.append(self.count)
         self.count += 1
@@ -384,7 +384,7 @@ class SpooledRows:
 
     def json_lines(self) -> Iterator[str]:
         self._file.flush()
-        with open(self._file.name, encoding="utf-8") as f:  # its own reader: passes may nest
+        with open(f"/proc/self/fd/{self._file.fileno()}", encoding="utf-8") as f:  # its own reader: passes nest
             for line in f:
                 yield line[:-1]
 
