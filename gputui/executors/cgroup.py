@@ -143,22 +143,25 @@ class CgroupHome:
     def spawn_inside(self, name: str, spawn):
         """Run `spawn()` with this process inside a new cgroup `name`; returns (its result, the cgroup
         path or None when the cgroup could not be used)."""
-        path = self.root / name
+        path = os.path.join(self.root, name)  # a string: made and entered for every attempt
         try:
             with contextlib.suppress(FileExistsError):
-                path.mkdir()
-            with open(path / "cgroup.procs", "w") as procs:
-                procs.write("0")
+                os.mkdir(path)
+            procs = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(procs, b"0")
+            finally:
+                os.close(procs)
         except OSError:
             with contextlib.suppress(OSError):
-                path.rmdir()
+                os.rmdir(path)
             return spawn(), None
         try:
             result = spawn()
         finally:
             try:
                 os.write(self.home_procs, b"0")
-                inside = str(path)
+                inside = path
             except OSError:  # stuck inside: never use it to pause or kill, that would hit the waiter too
                 inside = None
         return result, inside
@@ -184,11 +187,18 @@ def remove(path: str, wait: float = 2.0) -> None:
     deadline = time.monotonic() + wait
     while True:
         try:
+            os.rmdir(path)  # the common case, no cgroup below it: no walk over its files
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass
+        try:
             for folder, _, _ in os.walk(path, topdown=False):
                 os.rmdir(folder)
             return
         except FileNotFoundError:
-            continue  # removed meanwhile (or already): walk again, which ends at once once it is gone
+            continue  # removed meanwhile (or already): tried again, which ends at once once it is gone
         except OSError:
             if time.monotonic() >= deadline:
                 return
