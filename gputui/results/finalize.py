@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gputui.jobs import tabular
-from gputui.jobs.tasks import Status, TaskRecord
+from gputui.jobs.tasks import Status
 from gputui.results.report import SpooledRows, SummaryTally, summary_tail, write_reports
 from gputui.rundir.manifests import file_identity, settled_identity
 from gputui.rundir.meta import read_meta
@@ -31,7 +31,7 @@ def merge_run(store: Store, paths: RunPaths, verify: bool = False) -> str:
     for task_id, low, high, status, attempts, output in store.shard_rows():
         if status != Status.DONE:
             not_done.append(task_id)
-        error_rows = _reported_error_rows(paths, task_id, attempts)
+        error_rows = reported_error_rows(paths, task_id, attempts)
         shards.append(ShardOutput(task_id, low, high, Path(output or ""), error_rows))
     input_path = job.kind_facts.get("input")
     summary = merge_shards(
@@ -54,13 +54,9 @@ def merge_run(store: Store, paths: RunPaths, verify: bool = False) -> str:
     )
 
 
-def reported_error_rows(paths: RunPaths, task: TaskRecord) -> int | None:
+def reported_error_rows(paths: RunPaths, task_id: str, attempts: int) -> int | None:
     """The error rows a shard's worker reported when it finished (`mark_done(error_rows=N)`, as the
-    continuation worker does); None when its last attempt reported no such count."""
-    return _reported_error_rows(paths, task.id, task.attempts)
-
-
-def _reported_error_rows(paths: RunPaths, task_id: str, attempts: int) -> int | None:
+    continuation worker does) in its last attempt (`attempts`); None when it reported no such count."""
     if attempts == 0:
         return None
     from gputui.hooks.reader import read_all
