@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -200,6 +201,26 @@ async def test_a_task_with_no_log_yet_shows_that_not_the_previous_log(tmp_path):
         tabs = app.query_one("#logs", TabbedContent)
         assert "shard-4 (not started)" in str(tabs.get_tab("log-selected").label)
         assert "shard-4 has not started yet" in text_of(app)
+
+
+async def test_each_pending_task_s_log_pane_names_that_task(make_job):
+    """From one pending task to the next, the pane names the selected task, not the first pending one visited."""
+    app = job_app(make_job, num_workers=4, max_parallel=1, sleep=0.5, ids=400)
+    async with app.run_test(size=(120, 40)) as pilot:
+        try:
+            await launched(pilot, app, make_job, running=1)
+            table = app.query_one(JobTable)
+            pane = app.query_one("#log-selected-pane", LogPane)
+            tabs = app.query_one("#logs", TabbedContent)
+            for task_id in ("shard-2", "shard-3"):
+                await until(pilot, lambda t=task_id: statuses(app).get(t) == "pending", what=f"{task_id} pending")
+                table.move_cursor(row=table.row_ids.index(task_id))
+                await until(pilot, lambda t=task_id: f"{t} has not started yet" in text_of(app), what=task_id)
+                assert f"log: {task_id} (not started)" in str(tabs.get_tab("log-selected").label)
+                said = re.findall(r"[\w-]+ has not started yet", text_of(app))
+                assert pane.log_view.path is None and said == [f"{task_id} has not started yet"]
+        finally:
+            gputui("kill", "--run-dir", make_job.run_dir, "--all")
 
 
 async def test_launching_a_run_that_ended_with_failures_asks_and_can_run_only_the_retried(make_job):
