@@ -172,6 +172,30 @@ async def test_no_gpu_and_no_simulate_says_so_instead_of_probing_forever():
         await until(pilot, shown, what="the message under the header")
 
 
+async def test_a_gpu_job_without_gpus_says_why_each_backend_found_none(make_job):
+    """As `gputui gpus` gives them: each backend's reason, not an empty 'No GPU could be probed:'."""
+    job = make_job(gpus_per_worker=1)
+    app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, interval=0.25)  # no NVIDIA driver here
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: "none found" in header(app), what="the header")
+        message = lambda: " ".join(" ".join(str(m.render()) for m in app.query("#no-gpu")).split())  # noqa: E731
+        said = await until(pilot, lambda: "No GPU" in message() and message(), what="the message")
+        assert "No GPU could be probed: nvml:" in said and "; torch:" in said and "--simulate 4x24" in said
+
+
+async def test_a_cpu_job_without_gpus_says_none_needed_and_warns_of_nothing(make_job):
+    job = make_job(gpus_per_worker=0, num_workers=2)
+    app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, interval=0.25)  # no --simulate, no NVIDIA driver
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "GPUs: none (CPU tasks)" in header(app), what="before launch")
+        await pilot.pause(0.5)
+        assert "No GPU" not in text_of(app) and "--simulate" not in text_of(app)
+        await pilot.press("l")
+        await until(pilot, lambda: set(statuses(app).values()) == {"done"}, what="the run done")
+        await until(pilot, lambda: "GPUs: none (CPU tasks)" in header(app), what="after launch")
+        assert "No GPU" not in text_of(app) and "--simulate" not in text_of(app)
+
+
 def test_a_bad_simulate_spec_is_refused_before_any_screen():
     result = gputui("--simulate", "8x")
     assert result.returncode == 2

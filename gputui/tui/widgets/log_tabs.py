@@ -46,7 +46,10 @@ class LogTabs(TabbedContent):
             tab = None
         if tab is not None and str(tab.label) != label:
             tab.label = Content(label)
-        pane = self.query_one("#log-selected-pane", LogPane)
+        try:
+            pane = self.query_one("#log-selected-pane", LogPane)
+        except NoMatches:  # not mounted yet: the next refresh shows it
+            return
         if path != self._shown:
             self._shown = path
             pane.open(path)
