@@ -418,6 +418,21 @@ class GpuTuiApp(App):
         """A toast whose text shows as written (`[outputs].merged` is not markup)."""
         self.notify(text, severity=severity, markup=False, **({"timeout": timeout} if timeout else {}))
 
+    def notify(self, message: str, *, timeout: float | None = None, **kw) -> None:
+        """Every toast (the widgets' too), and once it has gone, the whole screen painted again.
+
+        Textual repaints only the regions its layout finds changed, comparing the layout before and after a
+        toast's removal. Once a scroll has invalidated the "before" (`Compositor.full_map`), it is rebuilt
+        lazily, from the widgets mounted then: rebuilt after the toast left, it no longer holds it, and the
+        update after the removal repaints nothing (Textual 8.2.8: a toast over a scrolled VerticalScroll). Lines
+        that change anyway paint over the stale toast; a stopped run's header and idle GPU lines never do."""
+        timeout = self.NOTIFICATION_TIMEOUT if timeout is None else timeout
+        super().notify(message, timeout=timeout, **kw)
+        self.set_timer(timeout + 0.5, self._repaint_under_toasts)
+
+    def _repaint_under_toasts(self) -> None:
+        self.screen.refresh()  # the screen itself dirty: every cell rendered again, as a theme switch does
+
     @on(JobTable.ActionRequested)
     def _on_action(self, msg: JobTable.ActionRequested) -> None:
         if msg.verb == "open":

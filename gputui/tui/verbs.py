@@ -206,7 +206,11 @@ class RunControls:
             return
         finally:
             self.launching = False
-        app.call_from_thread(app.say, f"scheduler running in the background (pid {pid}); q then d detaches")
+        # Said as what is known now: it started. Whether it still runs is the header's to say (live / stopped):
+        # a run whose tasks all fail at once has a stopped scheduler before this toast goes.
+        app.call_from_thread(
+            app.say, f"scheduler started in the background (pid {pid}); quitting leaves it running"
+        )
         app.call_from_thread(app.refresh_data)
 
     def send(self, verb: Verb) -> None:
