@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from gputui import __version__
+from gputui.tui.serve_args import interval_arg
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -114,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="app: the run directory (re-attach to a run)")
     _simulate_arg(p)
     p.add_argument("--theme", default="dark", choices=["dark", "light", "high-contrast"])
-    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="app refresh period (min 0.25)")
+    interval_arg(p)
     p.add_argument("--readonly", action="store_true", help="app: a view that can never signal anything")
     p.set_defaults(func=_cmd_app)
     sub = p.add_subparsers(metavar="COMMAND")

@@ -80,6 +80,7 @@ class GpuTuiApp(App):
         self.series: MetricSeries | None = None  # the selected task's metrics over steps, as last read
         self.gpus: list[GpuSnapshot] = []
         self._gpu_error: str | None = None
+        self._cpu_tasks = False  # the job needs no GPU and none was found
         self._run_error: str | None = None
         self._host_stats = ""
         self._refresh_timer = None
@@ -213,6 +214,8 @@ class GpuTuiApp(App):
     def _show(self, msg: Refreshed) -> None:
         self.snapshot, self.gpus, self._run_error = msg.run, msg.gpus, msg.run_error
         self._gpu_error, self._host_stats = msg.gpu_error, msg.host
+        self._cpu_tasks = msg.cpu_tasks and not msg.gpus
+        self._panels.set_class(self._cpu_tasks, "-not-needed")  # a CPU job on a machine without GPUs: no warning
         holders = msg.run.gpu_holders(msg.gpus) if msg.run else {}
         for index, who in msg.other_runs.items():
             holders.setdefault(index, []).append(who)
@@ -255,7 +258,12 @@ class GpuTuiApp(App):
         self._render_taskbar()
 
     def _render_header(self) -> None:
-        gpu = describe(self.probe) if self.probe is not None else ("none found" if self._gpu_error else "probing…")
+        if self.probe is not None:
+            gpu = describe(self.probe)
+        elif self._cpu_tasks:
+            gpu = "none (CPU tasks)"  # as the headless run says it
+        else:
+            gpu = "none found" if self._gpu_error else "probing…"
         gpu = gpus_label(self.snapshot) or gpu  # a cluster's: its panels, or its word
         first = identity_line(
             host=self._host,
@@ -409,6 +417,21 @@ class GpuTuiApp(App):
     def say(self, text: str, severity: str = "information", timeout: float | None = None) -> None:
         """A toast whose text shows as written (`[outputs].merged` is not markup)."""
         self.notify(text, severity=severity, markup=False, **({"timeout": timeout} if timeout else {}))
+
+    def notify(self, message: str, *, timeout: float | None = None, **kw) -> None:
+        """Every toast (the widgets' too), and once it has gone, the whole screen painted again.
+
+        Textual repaints only the regions its layout finds changed, comparing the layout before and after a
+        toast's removal. Once a scroll has invalidated the "before" (`Compositor.full_map`), it is rebuilt
+        lazily, from the widgets mounted then: rebuilt after the toast left, it no longer holds it, and the
+        update after the removal repaints nothing (Textual 8.2.8: a toast over a scrolled VerticalScroll). Lines
+        that change anyway paint over the stale toast; a stopped run's header and idle GPU lines never do."""
+        timeout = self.NOTIFICATION_TIMEOUT if timeout is None else timeout
+        super().notify(message, timeout=timeout, **kw)
+        self.set_timer(timeout + 0.5, self._repaint_under_toasts)
+
+    def _repaint_under_toasts(self) -> None:
+        self.screen.refresh()  # the screen itself dirty: every cell rendered again, as a theme switch does
 
     @on(JobTable.ActionRequested)
     def _on_action(self, msg: JobTable.ActionRequested) -> None:

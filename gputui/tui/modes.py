@@ -19,6 +19,7 @@ READONLY = "read-only"  # someone else's run: nothing is written or signalled
 JOB_MODES = frozenset({BEFORE, LIVE, FINISHED, READONLY})
 RUN_MODES = frozenset({LIVE, FINISHED, READONLY})  # there are tasks to look at
 ALL = frozenset({MONITOR, *JOB_MODES})
+RUNS_OURS = frozenset({LIVE, FINISHED})  # tasks of ours may run: quitting asks whether to leave them going
 
 
 def mode_of(*, has_job: bool, has_state: bool, scheduler_live: bool, readonly: bool) -> str:
@@ -35,7 +36,7 @@ def mode_of(*, has_job: bool, has_state: bool, scheduler_live: bool, readonly: b
 class Key:
     key: str  # as shown
     action: str  # the action it runs (without `action_`)
-    does: str  # one line for `?`
+    does: str  # one line for `?`: what it does in these modes (a key that differs by mode has a line per mode)
     modes: frozenset[str]
 
 
@@ -72,12 +73,8 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("enter", "request('open')", "pin the selected task's log in a tab of its own", RUN_MODES),
     Key("a", "older_attempt", "show the selected task's previous attempt's log (again: older; wraps)", RUN_MODES),
-    Key(
-        "s",
-        "cycle_sort",
-        "sort the table: id, status, elapsed (processes: GPU, GPU memory, CPU)",
-        RUN_MODES | {MONITOR},
-    ),
+    Key("s", "cycle_sort", "sort the table: id, status, elapsed", RUN_MODES),
+    Key("s", "cycle_sort", "sort the process list: GPU, GPU memory, CPU", frozenset({MONITOR})),
     Key("v", "cycle_filter", "show all tasks, or only active, failed, done or pending ones", RUN_MODES),
     Key("f", "follow", "log: follow the end on / off", RUN_MODES),
     Key("/", "search_log", "log: search (Enter); n / N next / previous match", RUN_MODES),
@@ -90,11 +87,14 @@ KEYS: tuple[Key, ...] = (
         "from 120 columns, instead of it when narrower",
         RUN_MODES,
     ),
-    Key("esc", "back", "back to the table", ALL),
-    Key("m", "menu", "menu: merge shard outputs, write summaries, view them", JOB_MODES),
+    Key("esc", "back", "back to the table", JOB_MODES),
+    Key("esc", "back", "back to the process list", frozenset({MONITOR})),
+    Key("m", "menu", "menu: merge shard outputs, write summaries, view them", frozenset({BEFORE, LIVE, FINISHED})),
+    Key("m", "menu", "menu: view the merge summary and report.md", frozenset({READONLY})),
     Key("g", "cycle_gpu_layout", "GPU layout: auto, full (cards with history), compact (one line each)", ALL),
     Key("t", "next_theme", "next theme: dark, light, high-contrast", ALL),
-    Key("q", "quit_dialog", "quit; while tasks run: d detach (they go on), s stop them, esc cancel", ALL),
+    Key("q", "quit_dialog", "quit; while tasks run: d detach (they go on), s stop them, esc cancel", RUNS_OURS),
+    Key("q", "quit_dialog", "quit", ALL - RUNS_OURS),
     Key("?", "help", "this help", ALL),
 )
 
@@ -104,11 +104,10 @@ def keys_for(mode: str) -> list[Key]:
 
 
 def acts(action: str, mode: str) -> bool:
-    """Whether the key bound to `action` does anything in `mode` (unlisted actions: yes)."""
-    for k in KEYS:
-        if k.action == action:
-            return mode in k.modes
-    return True
+    """Whether the key bound to `action` does anything in `mode` (unlisted actions: yes). A key may have
+    several lines, each for the modes where it does that."""
+    listed = [k for k in KEYS if k.action == action]
+    return not listed or any(mode in k.modes for k in listed)
 
 
 # The app's own keys (the job table and the run area declare theirs): what the footer shows, in this order.

@@ -44,6 +44,7 @@ class Refreshed(Message):
     plan: PlannedRun | None = None  # before launch: the job's plan, read from its job file (nothing written)
     page: TaskPage | None = None  # the job table's rows around what it shows
     task_status: dict[str, str] = field(default_factory=dict)  # the status of each task a GPU process is of
+    cpu_tasks: bool = False  # the job asks no GPU per worker: none found is no fault (gpu_error stays None)
 
 
 @dataclass
@@ -69,6 +70,15 @@ def host_line() -> str:
         f"CPU {psutil.cpu_percent():.0f}% of {psutil.cpu_count()} · mem {(mem.total - mem.available) / GIB:.1f}/"
         f"{mem.total / GIB:.1f} GiB · swap {swap.used / GIB:.1f}/{swap.total / GIB:.1f} GiB · load {load}"
     )
+
+
+def probe_failure(e: NoGpuError) -> str:
+    """One line with each backend's reason, as `gputui gpus` gives them: 'No GPU could be probed: nvml: …;
+    torch: … (try --simulate 4x24)'."""
+    lines = str(e).splitlines()
+    reasons = [line.strip() for line in lines[1:] if line.startswith(" ")]
+    said = " ".join([lines[0] if lines else "No GPU could be probed:", "; ".join(reasons)]).strip()
+    return f"{said} (try --simulate 4x24)"
 
 
 class Gatherer:
@@ -138,7 +148,7 @@ class Gatherer:
             run, run_error = self.run, str(e).splitlines()[0]
             self.view.close()
         self.run = run
-        gpus, error = [], None
+        gpus, error, no_gpu = [], None, None
         try:
             on_cluster = cluster_gpus_of(run, self.simulate)  # the cluster's GPUs, not this machine's
             if on_cluster is not None:
@@ -150,7 +160,7 @@ class Gatherer:
                     self.probe = open_probe(simulate, load=self._simulated_load)
                 gpus = self.probe.snapshot()
         except NoGpuError as e:
-            error = str(e).splitlines()[0] + " (try --simulate 4x24)"
+            no_gpu = e
         except Exception as e:  # a flaky driver must not take the app down
             error = f"GPU probe failed: {e}"
         scheduler_id = run.scheduler_id if run else None
@@ -169,7 +179,20 @@ class Gatherer:
         elif run is not None:  # a view of every task (as scripts and tests make it)
             ours = {v.task.id: v.task.status for v in run.tasks}
         host = host_line() if monitor else ""
-        return Refreshed(run, gpus, error, processes, run_error, other_runs, host, plan, page, ours)
+        cpu_tasks = self._cpu_tasks(run)
+        if no_gpu is not None and not cpu_tasks:
+            error = probe_failure(no_gpu)
+        return Refreshed(
+            run, gpus, error, processes, run_error, other_runs, host, plan, page, ours, cpu_tasks=cpu_tasks
+        )
+
+    def _cpu_tasks(self, run: RunSnapshot | None) -> bool:
+        """Whether the job runs CPU tasks only (`gpus_per_worker = 0`, no run mode sizing it): as the run
+        recorded it, else as its job file says."""
+        if run is not None:
+            return run.meta.job.gpus_per_worker == 0
+        job = self._job if self.job_path is not None else None
+        return job is not None and job.resources.mode is None and job.resources.gpus_per_worker == 0
 
     def _simulated_load(self):
         """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""

@@ -7,6 +7,28 @@ import argparse
 from pathlib import Path
 
 TOKEN_ENV = "GPUTUI_SERVE_TOKEN"
+MIN_INTERVAL = 0.25  # seconds: the app's fastest refresh
+
+
+def interval_arg(p: argparse.ArgumentParser) -> None:
+    """`--interval S`, the app's refresh period: below the minimum is a usage error, never silently raised."""
+    p.add_argument(
+        "--interval",
+        type=_interval,
+        default=1.0,
+        metavar="S",
+        help=f"app refresh period in seconds (default 1, min {MIN_INTERVAL:g})",
+    )
+
+
+def _interval(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not s >= MIN_INTERVAL:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL:g} s, not {text}")
+    return s
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -42,7 +64,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="the run directory to show")
     p.add_argument("--simulate", metavar="SPEC", help="simulated GPUs, as for the app (e.g. 8x24, auto)")
     p.add_argument("--theme", default="dark", choices=["dark", "light", "high-contrast"])
-    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="app refresh period (min 0.25)")
+    interval_arg(p)
     p.set_defaults(func=_cmd_serve)
     return p
 

@@ -51,6 +51,12 @@ class AskHowToStart:
     choices: list[tuple[str, str, str]]
 
 
+def all_done(run: RunSnapshot) -> bool:
+    """A run with nothing failed, killed or waiting: `l` has nothing to start (and is not offered)."""
+    counts = run.counts
+    return not any(counts.get(s, 0) for s in (Status.FAILED, Status.KILLED, *WAITING))
+
+
 def launch_step(
     run: RunSnapshot | None, selected: TaskView | None, *, job_known: bool, no_fit: str | None
 ) -> Say | Start | StartRun | AskHowToStart:
@@ -69,9 +75,9 @@ def launch_step(
     counts = run.counts
     failed, waiting = counts.get(Status.FAILED, 0), sum(counts.get(s, 0) for s in WAITING)
     if not failed and not waiting:
-        killed = counts.get(Status.KILLED, 0)
-        if not killed:
+        if all_done(run):
             return Say("the run is finished: every task is done")
+        killed = counts.get(Status.KILLED, 0)
         return Say(f"the run is finished; {killed} killed task(s) stay killed until retried (r)")
     if not failed:
         return StartRun(True)
@@ -104,6 +110,8 @@ class RunControls:
         if action == "launch" and mode == modes.LIVE:
             selected = app.selected_task()
             return selected is not None and selected.task.status in WAITING
+        if action == "launch" and mode == modes.FINISHED:
+            return app.snapshot is None or not all_done(app.snapshot)
         if action == "kill_all":
             return app.snapshot is not None and any(s not in Status.FINAL for s in app.snapshot.counts)
         return True
@@ -198,7 +206,11 @@ class RunControls:
             return
         finally:
             self.launching = False
-        app.call_from_thread(app.say, f"scheduler running in the background (pid {pid}); q then d detaches")
+        # Said as what is known now: it started. Whether it still runs is the header's to say (live / stopped):
+        # a run whose tasks all fail at once has a stopped scheduler before this toast goes.
+        app.call_from_thread(
+            app.say, f"scheduler started in the background (pid {pid}); quitting leaves it running"
+        )
         app.call_from_thread(app.refresh_data)
 
     def send(self, verb: Verb) -> None:

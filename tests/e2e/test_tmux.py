@@ -103,7 +103,7 @@ def test_launch_pause_resume_kill_detach_reattach_in_tmux(tmp_path):
         tmux.keys(f"{app} --jobs continuation.toml", "Enter")
         tmux.wait_for("press l to launch")
         tmux.keys("l")
-        tmux.wait_for("scheduler running in the background")
+        tmux.wait_for("scheduler started in the background")
         running = wait_for(lambda: len(workers(run_dir)) == 2 and workers(run_dir), what="two workers")
         target = running["shard-0"]
 
@@ -190,6 +190,37 @@ def test_80x24_with_8_gpus_keeps_every_gpu_the_log_and_the_progress_line_on_scre
         tmux.kill()
         for p in workers(run_dir).values():
             p.kill()
+
+
+def test_at_80x24_the_launch_toasts_go_and_leave_the_header_and_gpu_lines_painted(tmp_path):
+    """A run whose tasks all fail at once: the scheduler stops while the launch toasts are up. Once they go, the
+    header and the idle GPU lines under them (which never change again) are painted in full, and no toast
+    says a scheduler runs."""
+    (tmp_path / "data.csv").write_text("data_id,v\n0,a\n1,b\n2,c\n3,d\n")
+    (tmp_path / "nocmd.toml").write_text(
+        '[job]\nname = "nocmd"\ncommand = "trainz.py {low} {high}"\n[shards]\ninput = "data.csv"\n'
+        "num_workers = 2\n[resources]\ngpus_per_worker = 1\n[retry]\nmax_attempts = 2\nbackoff_s = 0.1\n"
+    )
+    tmux = Tmux(f"gputui-e2e-toast-{os.getpid()}", tmp_path, size=(80, 24))
+    try:
+        tmux.keys(f"{sys.executable} -m gputui --simulate 2 --jobs nocmd.toml", "Enter")
+        tmux.wait_for("press l to launch")
+        tmux.keys("l")
+        tmux.wait_for("scheduler started in the background")
+        tmux.wait_for(" stopped ")  # the header: every task failed, the scheduler has ended
+
+        def painted() -> list[str] | None:
+            lines = tmux.screen().splitlines()
+            clean = not any("background" in line or "▌" in line for line in lines[:6])
+            return lines if clean and "elapsed" in lines[1] else None
+
+        lines = wait_for(painted, timeout=30, what="the toasts gone and the lines under them painted")
+        assert "2 failed" in lines[1] and "elapsed" in lines[1]
+        gpu_rows = [line for line in lines[2:4] if " mem " in line]
+        assert len(gpu_rows) == 2 and all(line.rstrip().endswith("W") for line in gpu_rows), lines[:4]
+        assert not any("running in the background" in line for line in lines)
+    finally:
+        tmux.kill()
 
 
 def test_a_workers_escape_sequences_neither_retitle_nor_clear_the_app(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -21,6 +22,7 @@ from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.store import Store
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
+from gputui.tui.screens.help import HelpScreen
 from gputui.tui.screens.processes import ProcessTreeScreen
 from gputui.tui.widgets.gpu_meters import sparkline
 from gputui.tui.widgets.gpu_panel import GpuLine, GpuPanel
@@ -170,6 +172,30 @@ async def test_no_gpu_and_no_simulate_says_so_instead_of_probing_forever():
         await until(pilot, shown, what="the message under the header")
 
 
+async def test_a_gpu_job_without_gpus_says_why_each_backend_found_none(make_job):
+    """As `gputui gpus` gives them: each backend's reason, not an empty 'No GPU could be probed:'."""
+    job = make_job(gpus_per_worker=1)
+    app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, interval=0.25)  # no NVIDIA driver here
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: "none found" in header(app), what="the header")
+        message = lambda: " ".join(" ".join(str(m.render()) for m in app.query("#no-gpu")).split())  # noqa: E731
+        said = await until(pilot, lambda: "No GPU" in message() and message(), what="the message")
+        assert "No GPU could be probed: nvml:" in said and "; torch:" in said and "--simulate 4x24" in said
+
+
+async def test_a_cpu_job_without_gpus_says_none_needed_and_warns_of_nothing(make_job):
+    job = make_job(gpus_per_worker=0, num_workers=2)
+    app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, interval=0.25)  # no --simulate, no NVIDIA driver
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "GPUs: none (CPU tasks)" in header(app), what="before launch")
+        await pilot.pause(0.5)
+        assert "No GPU" not in text_of(app) and "--simulate" not in text_of(app)
+        await pilot.press("l")
+        await until(pilot, lambda: set(statuses(app).values()) == {"done"}, what="the run done")
+        await until(pilot, lambda: "GPUs: none (CPU tasks)" in header(app), what="after launch")
+        assert "No GPU" not in text_of(app) and "--simulate" not in text_of(app)
+
+
 def test_a_bad_simulate_spec_is_refused_before_any_screen():
     result = gputui("--simulate", "8x")
     assert result.returncode == 2
@@ -199,6 +225,26 @@ async def test_a_task_with_no_log_yet_shows_that_not_the_previous_log(tmp_path):
         tabs = app.query_one("#logs", TabbedContent)
         assert "shard-4 (not started)" in str(tabs.get_tab("log-selected").label)
         assert "shard-4 has not started yet" in text_of(app)
+
+
+async def test_each_pending_task_s_log_pane_names_that_task(make_job):
+    """From one pending task to the next, the pane names the selected task, not the first pending one visited."""
+    app = job_app(make_job, num_workers=4, max_parallel=1, sleep=0.5, ids=400)
+    async with app.run_test(size=(120, 40)) as pilot:
+        try:
+            await launched(pilot, app, make_job, running=1)
+            table = app.query_one(JobTable)
+            pane = app.query_one("#log-selected-pane", LogPane)
+            tabs = app.query_one("#logs", TabbedContent)
+            for task_id in ("shard-2", "shard-3"):
+                await until(pilot, lambda t=task_id: statuses(app).get(t) == "pending", what=f"{task_id} pending")
+                table.move_cursor(row=table.row_ids.index(task_id))
+                await until(pilot, lambda t=task_id: f"{t} has not started yet" in text_of(app), what=task_id)
+                assert f"log: {task_id} (not started)" in str(tabs.get_tab("log-selected").label)
+                said = re.findall(r"[\w-]+ has not started yet", text_of(app))
+                assert pane.log_view.path is None and said == [f"{task_id} has not started yet"]
+        finally:
+            gputui("kill", "--run-dir", make_job.run_dir, "--all")
 
 
 async def test_launching_a_run_that_ended_with_failures_asks_and_can_run_only_the_retried(make_job):
@@ -339,6 +385,50 @@ async def test_readonly_writes_nothing_offers_no_signals_and_q_quits_at_once(liv
     assert files(live_run) == before
 
 
+async def help_and_palette(pilot, app) -> tuple[str, str]:
+    """What `?` shows and what the command palette offers, as text."""
+    palette = " | ".join(c.title for c in app.get_system_commands(app.screen))
+    await pilot.press("question_mark")
+    await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+    await pilot.pause(0.2)
+    shown = text_of(app)
+    await pilot.press("escape")
+    return shown, palette
+
+
+async def test_readonly_help_and_palette_describe_only_what_acts_there(make_job):
+    job = make_job(num_workers=1)
+    assert gputui("run", "--jobs", job, "--simulate", "2x24", "--quiet").returncode == 0
+    app = GpuTuiApp(run_dir=make_job.run_dir, interval=0.25, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="the run")
+        shown, palette = await help_and_palette(pilot, app)
+        assert "gputui keys (read-only)" in shown and "q quits" in shown
+        for text in (shown, palette):
+            assert "detach" not in text and "stop them" not in text
+            assert "merge shard outputs" not in text and "launch the job" not in text
+        assert "view the merge summary and report.md" in shown
+
+
+async def test_monitor_help_and_palette_describe_only_what_acts_there():
+    app = GpuTuiApp(simulate="2x24", interval=0.25)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.gpus, what="GPUs")
+        shown, palette = await help_and_palette(pilot, app)
+        assert "gputui keys (monitor)" in shown and "sort the process list: GPU, GPU memory, CPU" in shown
+        for text in (shown, palette):
+            assert "sort the table" not in text and "back to the table" not in text
+            assert "detach" not in text and "log:" not in text
+
+
+async def test_a_live_runs_help_still_says_how_quitting_leaves_tasks_going(live_run):
+    app = GpuTuiApp(run_dir=live_run, interval=60, probe=probe())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        shown, _ = await help_and_palette(pilot, app)
+        assert "d detach (they go on)" in shown and "sort the table: id, status, elapsed" in shown
+
+
 async def test_filter_and_sort_are_always_on_screen(live_run):
     app = GpuTuiApp(run_dir=live_run, interval=60, probe=probe())
     async with app.run_test(size=(80, 24)) as pilot:
@@ -408,16 +498,20 @@ async def test_detach_prints_the_command_that_reattaches(make_job, capsys):
     gputui("kill", "--run-dir", make_job.run_dir, "--all")
 
 
-async def test_l_on_a_finished_run_says_it_is_finished(make_job):
+async def test_a_finished_run_with_every_task_done_offers_no_l(make_job):
+    """Nothing failed, killed or waiting: `l` has nothing to start, so the footer and the palette leave it out
+    and the key does nothing (it used to only toast "the run is finished")."""
     job = make_job(num_workers=1)
     assert gputui("run", "--jobs", job, "--simulate", "2x24", "--quiet").returncode == 0
     app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, interval=0.25)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.snapshot is not None, what="the run")
+        await until(pilot, lambda: app.snapshot is not None and app.gpus, what="the run")
+        await pilot.pause(0.2)
+        assert "l" not in footer_keys(app) and {"m", "q"} <= footer_keys(app)
+        assert not any("launch the job" in c.title for c in app.get_system_commands(app.screen))
         await pilot.press("l")
-        await until(pilot, lambda: any("every task is done" in n.message for n in app._notifications), what="said")
         await pilot.pause(1)
-        assert not app.snapshot.scheduler_live
+        assert not app._notifications and not app.snapshot.scheduler_live
 
 
 async def test_an_alert_the_scheduler_records_is_shown_once(tmp_path):

@@ -46,11 +46,15 @@ class LogTabs(TabbedContent):
             tab = None
         if tab is not None and str(tab.label) != label:
             tab.label = Content(label)
+        try:
+            pane = self.query_one("#log-selected-pane", LogPane)
+        except NoMatches:  # not mounted yet: the next refresh shows it
+            return
         if path != self._shown:
             self._shown = path
-            pane = self.query_one("#log-selected-pane", LogPane)
             pane.open(path)
-            pane.log_view.placeholder = f"{view.task.id} has not started yet: no log" if path is None else ""
+        # Every time, not only when the log changes: from one task without a log to another, the path stays None.
+        pane.log_view.placeholder = f"{view.task.id} has not started yet: no log" if path is None else ""
 
     def older(self, view: TaskView) -> None:
         """Show the attempt before the one shown (wrapping to the latest)."""

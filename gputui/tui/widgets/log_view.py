@@ -72,6 +72,9 @@ class LogView(ScrollView, can_focus=True):
     follow: reactive[bool] = reactive(True, init=False)
     """Keep the last line in view as the file grows."""
     match_rank: reactive[tuple[int, int] | None] = reactive(None)
+    placeholder: reactive[str] = reactive("")
+    """Shown on the first line when there is no file to show (e.g. a task that has not started); repainted
+    when it changes, as from one task without a log to another."""
     """(k, n) of the last search hit: the k-th of n matching lines."""
 
     class SearchRequested(Message):
@@ -99,8 +102,6 @@ class LogView(ScrollView, can_focus=True):
         self.match_line: int | None = None
         """Line of the last search hit, drawn highlighted; ``n`` / ``N`` continue from it."""
         self.last_search = ""
-        self.placeholder = ""
-        """Shown on the first line when there is no file to show (e.g. a task that has not started)."""
         self._cache: LRUCache[int, Strip] = LRUCache(self.CACHE_LINES)
         self._lines = 0  # lines shown, as of the last scan (the virtual height)
         self._complete = 0  # of which newline-terminated, hence safe to cache

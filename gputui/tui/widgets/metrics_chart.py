@@ -25,15 +25,18 @@ def metrics_text(metrics: dict[str, float], first: str | None = None, limit: int
     return SEP.join(f"{n} {number(metrics[n])}" for n in names) + more
 
 
-class MetricRow(Horizontal):
-    """One metric: 'loss 0.412', its sparkline (each cell the mean of the steps it covers), 'min … max …'."""
+class MetricRow(Vertical):
+    """One metric: a line 'loss 0.412 … min … max …', and under it its sparkline across the chart's whole width
+    (each cell the mean of the steps it covers), so a narrow chart pane still draws the series. A series that
+    never changed is one flat line: its sparkline takes one row, right under its name."""
 
     DEFAULT_CSS = """
-    MetricRow { height: 1fr; min-height: 1; max-height: 4; }
-    MetricRow > .metric-name { width: 24; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
-    MetricRow > Sparkline { width: 1fr; height: 1fr; }
-    MetricRow > .metric-range { width: 26; padding: 0 1; color: $foreground-muted; text-wrap: nowrap;
-        text-overflow: ellipsis; }
+    MetricRow { height: 1fr; min-height: 2; max-height: 5; }
+    MetricRow.-flat { max-height: 2; }
+    MetricRow > .metric-head { height: 1; }
+    MetricRow .metric-name { width: 1fr; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    MetricRow .metric-range { width: auto; padding: 0 1; color: $foreground-muted; text-wrap: nowrap; }
+    MetricRow > Sparkline { width: 1fr; height: 1fr; margin: 0 1; }
     """
 
     def __init__(self, name: str) -> None:
@@ -45,9 +48,10 @@ class MetricRow(Horizontal):
         self._shown: tuple | None = None
 
     def compose(self) -> ComposeResult:
-        yield self._label
+        with Horizontal(classes="metric-head"):
+            yield self._label
+            yield self._range
         yield self._line
-        yield self._range
 
     def show(self, points: tuple[float, ...], last: float | None, low: float | None, high: float | None) -> None:
         key = (len(points), points[-1:] if points else (), last, low, high)
@@ -59,6 +63,7 @@ class MetricRow(Horizontal):
         label.append(" " + ("-" if last is None else number(last)))
         self._label.update(label)
         self._line.data = list(points)
+        self.set_class(len(points) > 1 and min(points) == max(points), "-flat")
         span = "" if low is None or high is None else f"min {number(low)}  max {number(high)}"
         self._range.update(span)
 
