@@ -14,6 +14,7 @@ from gputui.clock import now as clock_now
 from gputui.jobs.tasks import Status
 from gputui.text_safety import visible
 from gputui.tui.widgets.job_rows import hms
+from gputui.views.printer import counted
 from gputui.views.runview import PlannedRun, RunSnapshot, outlook
 
 SEP = " · "
@@ -93,16 +94,7 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     Narrower than that: shorter words, then no rate; the counts and the elapsed time always fit 80 columns.
     """
     counts = run.counts
-    shown = [
-        Status.RUNNING,
-        Status.PAUSED,
-        Status.PENDING,
-        Status.RETRYING,
-        Status.FAILED,
-        Status.KILLED,
-        Status.SKIPPED,
-    ]
-    numbers = [(s, counts.get(s, 0)) for s in shown if counts.get(s) or s in (Status.RUNNING, Status.FAILED)]
+    numbers = counted(counts)
     queued = sum(v.placed == "" and v.task.status == Status.RUNNING for v in run.tasks)
     if queued:  # on Slurm: submitted, not started yet
         numbers[0] = (Status.RUNNING, counts.get(Status.RUNNING, 0) - queued)
