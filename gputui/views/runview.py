@@ -72,7 +72,7 @@ class RunSnapshot:
     meta: RunMeta = field(default_factory=RunMeta)
     taken_at: float = 0.0
     alerts: list[dict] = field(default_factory=list)  # appended to alerts.jsonl since the last snapshot
-    active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
+    active_s: float = 0.0  # how long the run has been active, as of `taken_at` (`active_seconds`)
     series: MetricSeries | None = None  # the selected task's metrics over steps (see `RunView.select`)
     to_come: list[str] = field(default_factory=list)  # what the kind has not planned yet, one line each
     metric: str | None = None  # what the run ranks its tasks by, as its kind recorded it (a sweep's)
@@ -144,14 +144,41 @@ def history_spans(histories: Iterable[Sequence], now: float, bridge_s: float) ->
     for history in histories:
         previous, previous_end = None, 0.0
         for a in history:
-            start = -clock.between(a.started_at, now)
-            end = max(start, 0.0 if a.ended_at is None else -clock.between(a.ended_at, now))
+            if a.ended_at is None:
+                start, end = -clock.between(a.started_at, now), 0.0
+            else:  # its own length measured apart: a step of the wall clock since then (or a reboot) moves it whole
+                end = -clock.between(a.ended_at, now)
+                start = end - clock.between(a.started_at, a.ended_at)
             retried = previous is not None and previous.status in (Status.FAILED, Status.LOST)
             if retried and previous.ended_at and 0 <= start - previous_end <= bridge_s:
                 start = previous_end
             spans.append((start, end))
             previous, previous_end = a, end
     return spans
+
+
+def active_seconds(
+    histories: Iterable[Sequence], now: float, bridge_s: float, live_since: float | None = None
+) -> float:
+    """How long a run has been active at `now`, the ONE measure the app's header and `gputui status` give: the
+    time its attempts ran (each task's, with the back-off before an automatic retry: `history_spans`), overlaps
+    counted once, and, while a scheduler drives it with work left (`live_since`: when that scheduler took the
+    run, None otherwise), the time since the last attempt ended, waiting for GPUs or a retry, but never before
+    that scheduler started: the gap between a run stopped and launched again later is not counted."""
+    spans = history_spans(histories, now, bridge_s)
+    if live_since is not None:
+        began = -clock.between(live_since, now)
+        spans.append((max([began, *(e for _, e in spans)]), 0.0))
+    return union_length(spans)
+
+
+def scheduler_since(lock: RunLock) -> float | None:
+    """When the scheduler that holds the run's lock took it (its note's wall time; None: none holds it, or
+    its note says nothing of it)."""
+    if not lock.is_live():
+        return None
+    since = (lock.holder() or {}).get("since")
+    return float(since) if isinstance(since, int | float) else None
 
 
 def union_length(spans: list[tuple[float, float]]) -> float:
@@ -349,6 +376,7 @@ class RunView:
         self._metrics: dict[tuple[str, int], MetricHistory] = {}
         self._placed = Placements()  # cluster attempts seen started: where they run
         self.selected: str | None = None  # the task whose metrics over steps the snapshot carries
+        self._since: tuple[tuple, float | None] | None = None  # (the lock note's stamp, its scheduler's start)
 
     def select(self, task_id: str | None) -> None:
         """Which task's series the next snapshots carry (any thread: the next snapshot reads it)."""
@@ -399,9 +427,9 @@ class RunView:
         live_logs = {v.attempt.log_path for v in views if v.attempt is not None}
         self._tails = {path: tail for path, tail in self._tails.items() if path in live_logs}
         now = clock.now()
-        spans = attempt_spans(views, now, bridge_s=meta.job.backoff_max_s + 5.0)
-        if live and not all(v.task.status in Status.FINAL for v in views):
-            spans.append((max((e for _, e in spans), default=0.0), 0.0))  # waiting for GPUs or a retry
+        moving = live and not all(v.task.status in Status.FINAL for v in views)
+        since = self._scheduler_since() if moving else None
+        active = active_seconds([v.history for v in views], now, meta.job.backoff_max_s + 5.0, since)
         return RunSnapshot(
             run_dir=self.paths.root,
             job_name=meta.job.name,
@@ -411,11 +439,18 @@ class RunView:
             meta=meta,
             taken_at=now,
             alerts=self._alerts.new(),
-            active_s=union_length(spans),
+            active_s=active,
             series=series,
             to_come=to_come,
             metric=kind.ranked_by(meta.job.kind_facts),
         )
+
+    def _scheduler_since(self) -> float | None:
+        """When the scheduler driving the run took it, read again only when its lock note changed."""
+        stamp = file_stamp(self.paths.lock)
+        if self._since is None or self._since[0] != stamp:
+            self._since = stamp, scheduler_since(RunLock(self.paths))
+        return self._since[1]
 
     def read_series(self, task_id: str) -> MetricSeries | None:
         """The task's latest attempt's metrics over steps now, from the state last read (None: it has not
