@@ -146,7 +146,7 @@ def history_spans(histories: Iterable[Sequence], now: float, bridge_s: float) ->
         for a in history:
             if a.ended_at is None:
                 start, end = -clock.between(a.started_at, now), 0.0
-            else:  # its own length measured apart: a step of the wall clock since then (or a reboot) moves it whole
+            else:  # its length measured apart: a step of the wall clock since (or a reboot) moves it whole
                 end = -clock.between(a.ended_at, now)
                 start = end - clock.between(a.started_at, a.ended_at)
             retried = previous is not None and previous.status in (Status.FAILED, Status.LOST)
@@ -194,37 +194,47 @@ def union_length(spans: list[tuple[float, float]]) -> float:
 
 @dataclass(frozen=True)
 class Outlook:
-    """The whole job's progress: work in ids (or tasks, when workers count something else)."""
+    """The whole job's pace, in what its rows count (each worker's own progress: rows, batches, steps)."""
 
-    done: float
-    total: float
-    rate: float | None  # per second, summed over running tasks
-    eta: float | None
+    rate: float | None  # per second, summed over the running tasks: the rows' rates added up
+    eta: float | None  # seconds until the work planned now is done (see `outlook`)
 
 
-def outlook(views: list[TaskView], totals: Totals | None = None) -> Outlook:
-    """Overall rate and ETA. Each task's progress is weighted by its size (ids in its range), so
-    workers counting rows, batches or steps add up; tasks with no progress line count as not started.
-    `totals`: every task's sizes, where `views` are only some (the live ones among them)."""
-    done = total = rate = 0.0
-    if totals is not None:
-        done, total = totals.sizes.get(Status.DONE, 0.0), sum(totals.sizes.values())
-    measured = False
-    for v in views:
-        size = max(1, v.task.count)
+WAITING = (Status.PENDING, Status.RETRYING)  # tasks that will run without anyone's word
+
+
+def outlook(views: Sequence[TaskView], totals: Totals | None = None) -> Outlook:
+    """The overall rate (the running rows' rates added up) and ETA, from the running tasks that have one: the
+    work left (what the running and paused tasks have still to do, and the waiting tasks whole, each timed at the
+    pace the running tasks go per id of their range) spread over as many slots as run now, and never sooner than
+    the slowest running task's own ETA. Tasks failed or killed for good, and work a kind has not planned yet (a
+    sweep's later stages), are not counted. `totals`: every task's sizes, where `views` are only some (the live
+    ones among them)."""
+    rate = 0.0
+    slowest = task_s = measured_ids = 0.0
+    running = [v for v in views if v.task.status == Status.RUNNING]
+    for v in running:
         p = v.progress
-        if totals is None:
-            total += size
-        if v.task.status == Status.DONE:
-            done += size if totals is None else 0.0
-        elif p is not None and p.total > 0:
-            done += size * p.fraction
-            if p.rate and v.task.status == Status.RUNNING:
-                rate += size * p.rate / p.total
-                measured = True
-    left = total - done
-    eta = left / rate if measured and rate > 0 else None
-    return Outlook(done, total, rate if measured else None, eta)
+        if p is not None and p.rate and p.total > 0 and p.eta is not None:
+            rate += p.rate
+            slowest = max(slowest, p.eta)
+            task_s += p.total / p.rate  # the whole task's time at its pace
+            measured_ids += max(1, v.task.count)
+    if not measured_ids:
+        return Outlook(None, None)
+    per_id = task_s / measured_ids
+    left = 0.0  # seconds of one slot's work
+    for v in views:
+        p = v.progress
+        if v.task.status == Status.RUNNING and p is not None and p.eta is not None:
+            left += p.eta
+        elif v.task.status in (Status.RUNNING, Status.PAUSED):
+            left += max(1, v.task.count) * (1.0 - (p.fraction if p is not None else 0.0)) * per_id
+    if totals is not None:
+        waiting = sum(totals.sizes.get(s, 0.0) for s in WAITING)
+    else:
+        waiting = sum(max(1, v.task.count) for v in views if v.task.status in WAITING)
+    return Outlook(rate, max(slowest, (left + waiting * per_id) / len(running)))
 
 
 class PlanTasks(Sequence[TaskView]):

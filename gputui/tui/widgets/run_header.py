@@ -89,7 +89,7 @@ SHORT = {"running": "run", "pending": "pend", "retrying": "retry", "failed": "fa
 
 
 def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
-    """'1/4 done, 2 running, 1 paused, 1 pending, 0 failed · 45 ids/s · ETA 3:12 · elapsed 1:02:03'.
+    """'1/4 done, 2 running, 1 paused, 1 pending, 0 failed · 45/s · ETA 3:12 · elapsed 1:02:03'.
 
     Narrower than that: shorter words, then no rate; the counts and the elapsed time always fit 80 columns.
     """
@@ -102,7 +102,7 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     look = outlook(run.tasks, run.totals)
     pace = []
     if look.rate:
-        pace.append(f"{look.rate:.3g} ids/s")
+        pace.append(f"{look.rate:.3g}/s")  # as the rows' rates: in what their progress counts
         if look.eta is not None:
             pace.append(f"ETA {hms(look.eta)}")
     elapsed = f"elapsed {hms(run.elapsed(now))}"
