@@ -128,6 +128,14 @@ class RunSnapshot:
                 held.setdefault(g, []).append(v.task.id)
         return held
 
+    def simulated_load(self, per_task: int) -> dict[int, list[tuple[int, int, bool]]]:
+        """What simulated GPUs show of our tasks (gpus.simulated's load): `per_task` bytes on each GPU a live task
+        holds, at work unless the task is paused."""
+        status = {v.task.id: v.task.status for v in self.tasks}
+        return {
+            g: [(0, per_task, status[i] != Status.PAUSED) for i in ids] for g, ids in self.gpu_holders().items()
+        }
+
 
 def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tuple[float, float]]:
     """When each task was being worked on: its attempts, and the back-off between an attempt that
