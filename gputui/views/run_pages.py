@@ -29,8 +29,8 @@ NAMED = (Status.FAILED, Status.PENDING, Status.RETRYING)
 
 
 class PagedRunView(RunView):
-    def __init__(self, run_dir: str | Path) -> None:
-        super().__init__(run_dir)
+    def __init__(self, run_dir: str | Path, job_path: str | Path | None = None) -> None:
+        super().__init__(run_dir, job_path)
         self.pages = TaskPages(self.paths.db)
         self.window = TableWindow(limit=WINDOW)
         self.page: TaskPage | None = None  # the table's rows as the last snapshot read them

@@ -22,9 +22,11 @@ from gputui.executors.registry import recorded_executor, runs_on
 from gputui.gpus.probe import GpuSnapshot
 from gputui.jobs.kinds.base import NewTask
 from gputui.jobs.kinds.registry import kind_of, named
+from gputui.jobs.loader import load_jobspec
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.alerts_file import AlertReader
 from gputui.rundir.meta import RunMeta, read_meta
+from gputui.rundir.opening import plan_refusal
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
@@ -77,6 +79,8 @@ class RunSnapshot:
     to_come: list[str] = field(default_factory=list)  # what the kind has not planned yet, one line each
     metric: str | None = None  # what the run ranks its tasks by, as its kind recorded it (a sweep's)
     totals: Totals | None = None  # every task's, where `tasks` holds only some (None: `tasks` is every task)
+    plan_warning: str | None = None  # why the job file the app was given would not be run on this run (its plan
+    # changed since the run started: what `gputui run` refuses with); None: it would be, or none was given
 
     @property
     def counts(self) -> Counter[str]:
@@ -381,8 +385,12 @@ def no_plan(error: str) -> PlannedRun:
 
 
 class RunView:
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, job_path: str | Path | None = None):
+        """`job_path`: the job file the app was given for this run, checked against the plan the run started
+        with (`plan_warning`)."""
         self.paths = RunPaths(Path(run_dir).resolve())
+        self.job_path = None if job_path is None else Path(job_path)
+        self._checked: tuple[tuple, str | None] | None = None  # (job file, its stamp, the run's plan) -> warning
         self._db_files = (str(self.paths.db), f"{self.paths.db}-wal")  # stat'ed every refresh
         self._store: Store | None = None
         self._progress = ProgressTracker()
@@ -461,7 +469,22 @@ class RunView:
             series=series,
             to_come=to_come,
             metric=kind.ranked_by(meta.job.kind_facts),
+            plan_warning=self._plan_warning(meta),
         )
+
+    def _plan_warning(self, meta: RunMeta) -> str | None:
+        """What `gputui run` would refuse of the app's job file on this run (rundir.opening.plan_refusal, the
+        same check): asked again only when the job file or the run's plan changes."""
+        if self.job_path is None:
+            return None
+        key = (self.job_path, file_stamp(self.job_path), meta.identity.plan_fingerprint)
+        if self._checked is None or self._checked[0] != key:
+            try:
+                warning = plan_refusal(load_jobspec(self.job_path, run_dir=self.paths.root))
+            except Exception as e:  # a job file being edited, or gone: what `gputui run` would say of it
+                warning = f"the job file cannot be run: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            self._checked = key, warning
+        return self._checked[1]
 
     def _scheduler_since(self) -> float | None:
         """When the scheduler driving the run took it, read again only when its lock note changed."""

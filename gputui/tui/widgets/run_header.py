@@ -92,6 +92,7 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     """'1/4 done, 2 running, 1 paused, 1 pending, 0 failed · 45/s · ETA 3:12 · elapsed 1:02:03'.
 
     Narrower than that: shorter words, then no rate; the counts and the elapsed time always fit 80 columns.
+    Where the job file the app was given would not be run on this run (`plan_warning`), that comes first.
     """
     counts = run.counts
     numbers = counted(counts)
@@ -112,7 +113,13 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
         line = SEP.join([", ".join([done, *words]), *(pace if with_pace else []), elapsed])
         if len(line) <= width:
             break
-    return Text(line, no_wrap=True, overflow="ellipsis", end="")
+    text = Text(line, no_wrap=True, overflow="ellipsis", end="")
+    if run.plan_warning:  # first: the user must not act on this run believing it runs the job file given
+        warning = " ".join(run.plan_warning.split())
+        text = (
+            Text(no_wrap=True, overflow="ellipsis", end="").append(f"⚠ {warning}", "bold red").append(SEP) + text
+        )
+    return text
 
 
 def _shown(line: Text) -> Text:
