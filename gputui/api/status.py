@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from gputui import clock
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import gpu_totals
-from gputui.rundir import task_json
+from gputui.rundir import task_json, task_order
 from gputui.rundir.meta import RunMeta, read_meta
 from gputui.rundir.opening import open_existing
 from gputui.rundir.paths import RunLock
@@ -77,8 +77,7 @@ class RunStatus:
         return dict(self.totals)
 
     def spent(self) -> float:
-        """Seconds from the first attempt's start to the last one's end (or to when it was read): never
-        negative."""
+        """Seconds the run has been active as of `taken_at`, as the app's header says it (`_spent`)."""
         return self.spent_s
 
     def placed(self) -> dict[str, str]:
@@ -152,7 +151,8 @@ def read_status(run_dir: str | Path) -> RunStatus:
             attempts = store.attempts_of([t.id for t in listed]) if listed else {}
             latest = {task_id: found[-1] for task_id, found in attempts.items()}
             totals = gpu_totals([store.gpu_use()])
-            spent = _spent(store, now)
+            moving = live and any(n for s, n in counts.items() if s not in Status.FINAL)
+            spent = _spent(store, now, holder.get("since") if moving else None)
         return RunStatus(paths.root, meta, live, holder.get("pid"), now, counts, listed, latest, totals, spent)
     finally:
         store.close()
@@ -208,31 +208,16 @@ def _listed(store: Store, total: int) -> list[TaskRecord]:
     return sorted(live + look, key=lambda t: t.index)
 
 
-def _spent(store: Store, now: clock.Stamp) -> float:
-    """Seconds from the first attempt's start to the end of the one that ended last (to `now` for one that
-    runs), each interval measured as clock.between measures it (on CLOCK_BOOTTIME between stamps of one boot:
-    a step of the wall clock meanwhile changes nothing). Summed by SQLite: a run of 100,000 attempts is read in
-    a moment."""
-    cols = {r[1] for r in store.read("PRAGMA table_info(attempts)")}
-    boots = {"started_boot", "ended_boot", "boot_id"} <= cols
-    sboot, eboot, boot_id = ("a.started_boot", "a.ended_boot", "a.boot_id") if boots else ("NULL",) * 3
-    first = store.read(f"SELECT a.started_at, {sboot}, {boot_id} FROM attempts a ORDER BY a.started_at LIMIT 1")
-    row = first.fetchone()
-    if row is None:
-        return 0.0
-    start = clock.Stamp(*row)  # a boot reading without its boot's id is no reading (as Stamp has it)
-    started = f"{boot_id} IS NOT NULL AND {sboot} IS NOT NULL"
+def _spent(store: Store, now: clock.Stamp, live_since: float | None) -> float:
+    """How long the run has been active (views.runview.active_seconds, as the app's header measures it): the
+    time its attempts ran, each interval measured as clock.between measures it (a step of the wall clock
+    meanwhile changes nothing), and the time waiting since the last one while `live_since` (when the scheduler
+    that drives it now took it) says a scheduler waits with work left; the gap between two launches is not
+    counted."""
+    from gputui.views.runview import active_seconds
 
-    def between(a_wall: str, a_boot: str, b_wall: str, b_boot: str, same: str) -> str:
-        return f"CASE WHEN {same} THEN max(0.0, {b_boot} - {a_boot}) ELSE max(0.0, {b_wall} - {a_wall}) END"
-
-    offset = between(":fw", ":fb", "a.started_at", sboot, f"{started} AND :fb IS NOT NULL AND {boot_id} = :fid")
-    running = between("a.started_at", sboot, ":nw", ":nb", f"{started} AND :nb IS NOT NULL AND {boot_id} = :nid")
-    ended = between("a.started_at", sboot, "a.ended_at", eboot, f"{started} AND {eboot} IS NOT NULL")
-    sql = f"SELECT max({offset} + CASE WHEN a.ended_at IS NULL THEN {running} ELSE {ended} END) FROM attempts a"
-    params = {"fw": float(start), "fb": start.boot, "fid": start.boot_id}
-    params |= {"nw": float(now), "nb": getattr(now, "boot", None), "nid": getattr(now, "boot_id", None)}
-    return max(0.0, store.read(sql, params).fetchone()[0] or 0.0)
+    bridge = read_meta(store).job.backoff_max_s + 5.0
+    return active_seconds(task_order.attempt_times(store), now, bridge, live_since)
 
 
 def _open(run_dir: Path) -> Store:

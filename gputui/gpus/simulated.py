@@ -1,7 +1,9 @@
 """Simulated GPUs, so the scheduler and UI can be developed and demoed on machines without any.
 
 The simulated GPUs reflect what gputui itself is running on them (through the `load` callback), so
-memory-based placement behaves as it would on real hardware. Every snapshot is marked simulated.
+memory-based placement behaves as it would on real hardware: a GPU holding a task's memory is busy while that
+task's process runs, and idle (its memory still held) while it is stopped (paused: SIGSTOP). Every snapshot is
+marked simulated.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ TASK_MEMORY_GB = 2.0  # what a simulated GPU shows for a task that declares no m
 BASELINE_USED = 300 * 1024**2  # a real idle GPU never shows 0 bytes used (driver, display, ECC)
 POWER_LIMIT_W = 350.0
 
-# GPU index -> (pid, bytes) for each task gputui runs on it; pid 0 when not known yet.
-LoadFn = Callable[[], Mapping[int, Sequence[tuple[int, int]]]]
+# GPU index -> (pid, bytes) for each task gputui runs on it; pid 0 when not known yet. A third item, where the
+# caller knows, says whether the task is at work (False: paused); else a task is at work unless its pid is stopped.
+LoadEntry = tuple[int, int] | tuple[int, int, bool]
+LoadFn = Callable[[], Mapping[int, Sequence[LoadEntry]]]
 
 _SPEC = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+(?:\.\d*)?|\.\d+)\s*)?$")
 
@@ -70,13 +74,16 @@ class SimulatedProbe:
         total = self.memory_total
         snaps = []
         for i in range(self.count):
-            entries = [(int(pid), max(0, int(nbytes))) for pid, nbytes in loads.get(i, ())]
+            given = loads.get(i, ())
+            entries = [(int(e[0]), max(0, int(e[1]))) for e in given]
             used = min(total, BASELINE_USED + sum(nbytes for _, nbytes in entries))
-            if entries:
+            if any(at_work(e) for e in given):
                 # A slow, per-GPU wobble in [85, 99] so busy GPUs look alive without randomness.
                 util = float(round(92 + 7 * math.sin(now * 0.9 + i * 1.7)))
                 temperature = 61.0 + (util - 85)  # 61..75 C
                 power = 280.0 + (util - 85) * 3  # 280..322 W
+            elif entries:  # every task on it paused: idle, its memory still held
+                util, temperature, power = 0.0, 40.0, 70.0
             else:
                 util, temperature, power = 0.0, 35.0, 60.0
             snaps.append(
@@ -98,3 +105,24 @@ class SimulatedProbe:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def at_work(entry: LoadEntry) -> bool:
+    """Whether a task the load names is at work: as the caller says, else unless its process is stopped."""
+    if len(entry) > 2:
+        return bool(entry[2])
+    return not stopped(int(entry[0]))
+
+
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP: state T, or t under a tracer), as /proc says; False for pid 0 or
+    a process that is gone."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]  # after the command, which may hold ')'
+    return state in (b"T", b"t")

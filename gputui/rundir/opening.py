@@ -152,6 +152,29 @@ def _refuse_changed_plan(store: Store, meta: RunMeta, job: JobSpec, plan: Plan, 
         raise PlanMismatch(refusal)
 
 
+def plan_refusal(job: JobSpec) -> str | None:
+    """What `open_for_job` would refuse of this job file on the run directory it names (another plan, outputs
+    moved), asked by a reader: no lock taken, nothing written. None when it would open it (or no run is there)."""
+    paths = RunPaths(job.run_dir)
+    if not paths.db.exists():
+        return None
+    store = Store.open(paths.db, readonly=True)
+    try:
+        was = read_meta(store)
+        recorded = was.identity.plan_fingerprint
+        if recorded is None:
+            return None
+        plan = plan_job(job)
+        try:
+            _refuse_changed_plan(store, was, job, plan, changed=recorded != plan.fingerprint)
+            _check_outputs(store, job, plan)
+        except PlanMismatch as e:
+            return str(e)
+        return None
+    finally:
+        store.close()
+
+
 def _init_or_check(
     store: Store, paths: RunPaths, job: JobSpec, plan: Plan, retry_failed: bool, simulate: str | None
 ) -> list[str]:

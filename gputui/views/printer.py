@@ -9,19 +9,29 @@ from typing import TextIO
 from gputui.jobs.tasks import Status
 from gputui.text_safety import log_line, visible
 
+# The order the counts are said in, by the app's header and `gputui status` alike; running and failed always.
+COUNTED = (
+    Status.RUNNING,
+    Status.PAUSED,
+    Status.PENDING,
+    Status.RETRYING,
+    Status.FAILED,
+    Status.KILLED,
+    Status.SKIPPED,
+)
+
+
+def counted(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """(status, how many) for each status but done worth saying, in `COUNTED` order: every task is counted
+    once, so with the done ones they add up to the run's tasks."""
+    return [(s, counts.get(s, 0)) for s in COUNTED if counts.get(s) or s in (Status.RUNNING, Status.FAILED)]
+
 
 def progress_line(counts: Mapping[str, int], elapsed: float) -> str:
-    """`2/4 done, 2 running, 0 failed, elapsed 180.5s`, from task counts by status."""
-    total = sum(counts.values())
-    parts = [
-        f"{counts.get(Status.DONE, 0)}/{total} done",
-        f"{counts.get(Status.RUNNING, 0)} running",  # paused ones are counted apart, below
-        f"{counts.get(Status.FAILED, 0)} failed",
-    ]
-    for status in (Status.PAUSED, Status.RETRYING, Status.KILLED, Status.SKIPPED):
-        if counts.get(status):
-            parts.append(f"{counts[status]} {status}")
-    return ", ".join(parts) + f", elapsed {elapsed:.1f}s"
+    """`2/8 done, 2 running, 1 paused, 3 pending, 0 failed, elapsed 180.5s`, from task counts by status."""
+    words = [f"{n} {s}" for s, n in counted(counts)]
+    done = f"{counts.get(Status.DONE, 0)}/{sum(counts.values())} done"
+    return ", ".join([done, *words]) + f", elapsed {elapsed:.1f}s"
 
 
 class Printer:

@@ -20,7 +20,7 @@ from gputui.rundir.meta import MetaReader, RunMeta
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 from gputui.views.metrics import file_stamp
-from gputui.views.runview import RunSnapshot, RunView, Totals, history_spans, union_length
+from gputui.views.runview import RunSnapshot, RunView, Totals, active_seconds
 from gputui.views.task_page import TableWindow, TaskPage, TaskPages
 
 WINDOW = 150  # rows read from the first until the table says which it shows (more than a screen holds)
@@ -29,8 +29,8 @@ NAMED = (Status.FAILED, Status.PENDING, Status.RETRYING)
 
 
 class PagedRunView(RunView):
-    def __init__(self, run_dir: str | Path) -> None:
-        super().__init__(run_dir)
+    def __init__(self, run_dir: str | Path, job_path: str | Path | None = None) -> None:
+        super().__init__(run_dir, job_path)
         self.pages = TaskPages(self.paths.db)
         self.window = TableWindow(limit=WINDOW)
         self.page: TaskPage | None = None  # the table's rows as the last snapshot read them
@@ -106,16 +106,18 @@ class PagedRunView(RunView):
         grows with the clock, so it is measured over the attempts once, then when the run stops or starts
         moving, or its state changes while it stands still."""
         moving = snap.scheduler_live and not snap.finished
+        since = self._scheduler_since() if moving else None
         known = self._active
-        if known is not None and moving and known[0] == ("moving",):
+        if known is not None and moving and known[0] == ("moving", since):
             return known[1] + clock.between(known[2], snap.taken_at)
-        key = ("moving",) if moving else ("still", self._read_key[0])
+        key = ("moving", since) if moving else ("still", self._read_key[0])
         if known is None or known[0] != key:
             bridge = snap.meta.job.backoff_max_s + 5.0
-            spans = history_spans(task_order.attempt_times(self._store), snap.taken_at, bridge)
-            if moving:
-                spans.append((max((e for _, e in spans), default=0.0), 0.0))  # waiting for GPUs or a retry
-            known = key, union_length(spans), snap.taken_at
+            known = (
+                key,
+                active_seconds(task_order.attempt_times(self._store), snap.taken_at, bridge, since),
+                snap.taken_at,
+            )
         self._active = known
         return known[1] + (clock.between(known[2], snap.taken_at) if moving else 0.0)
 

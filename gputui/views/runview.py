@@ -22,9 +22,11 @@ from gputui.executors.registry import recorded_executor, runs_on
 from gputui.gpus.probe import GpuSnapshot
 from gputui.jobs.kinds.base import NewTask
 from gputui.jobs.kinds.registry import kind_of, named
+from gputui.jobs.loader import load_jobspec
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.alerts_file import AlertReader
 from gputui.rundir.meta import RunMeta, read_meta
+from gputui.rundir.opening import plan_refusal
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
@@ -72,11 +74,13 @@ class RunSnapshot:
     meta: RunMeta = field(default_factory=RunMeta)
     taken_at: float = 0.0
     alerts: list[dict] = field(default_factory=list)  # appended to alerts.jsonl since the last snapshot
-    active_s: float = 0.0  # how long the run has been running, as of `taken_at` (see `active_seconds`)
+    active_s: float = 0.0  # how long the run has been active, as of `taken_at` (`active_seconds`)
     series: MetricSeries | None = None  # the selected task's metrics over steps (see `RunView.select`)
     to_come: list[str] = field(default_factory=list)  # what the kind has not planned yet, one line each
     metric: str | None = None  # what the run ranks its tasks by, as its kind recorded it (a sweep's)
     totals: Totals | None = None  # every task's, where `tasks` holds only some (None: `tasks` is every task)
+    plan_warning: str | None = None  # why the job file the app was given would not be run on this run (its plan
+    # changed since the run started: what `gputui run` refuses with); None: it would be, or none was given
 
     @property
     def counts(self) -> Counter[str]:
@@ -128,6 +132,14 @@ class RunSnapshot:
                 held.setdefault(g, []).append(v.task.id)
         return held
 
+    def simulated_load(self, per_task: int) -> dict[int, list[tuple[int, int, bool]]]:
+        """What simulated GPUs show of our tasks (gpus.simulated's load): `per_task` bytes on each GPU a live task
+        holds, at work unless the task is paused."""
+        status = {v.task.id: v.task.status for v in self.tasks}
+        return {
+            g: [(0, per_task, status[i] != Status.PAUSED) for i in ids] for g, ids in self.gpu_holders().items()
+        }
+
 
 def attempt_spans(views: list[TaskView], now: float, bridge_s: float) -> list[tuple[float, float]]:
     """When each task was being worked on: its attempts, and the back-off between an attempt that
@@ -144,14 +156,41 @@ def history_spans(histories: Iterable[Sequence], now: float, bridge_s: float) ->
     for history in histories:
         previous, previous_end = None, 0.0
         for a in history:
-            start = -clock.between(a.started_at, now)
-            end = max(start, 0.0 if a.ended_at is None else -clock.between(a.ended_at, now))
+            if a.ended_at is None:
+                start, end = -clock.between(a.started_at, now), 0.0
+            else:  # its length measured apart: a step of the wall clock since (or a reboot) moves it whole
+                end = -clock.between(a.ended_at, now)
+                start = end - clock.between(a.started_at, a.ended_at)
             retried = previous is not None and previous.status in (Status.FAILED, Status.LOST)
             if retried and previous.ended_at and 0 <= start - previous_end <= bridge_s:
                 start = previous_end
             spans.append((start, end))
             previous, previous_end = a, end
     return spans
+
+
+def active_seconds(
+    histories: Iterable[Sequence], now: float, bridge_s: float, live_since: float | None = None
+) -> float:
+    """How long a run has been active at `now`, the ONE measure the app's header and `gputui status` give: the
+    time its attempts ran (each task's, with the back-off before an automatic retry: `history_spans`), overlaps
+    counted once, and, while a scheduler drives it with work left (`live_since`: when that scheduler took the
+    run, None otherwise), the time since the last attempt ended, waiting for GPUs or a retry, but never before
+    that scheduler started: the gap between a run stopped and launched again later is not counted."""
+    spans = history_spans(histories, now, bridge_s)
+    if live_since is not None:
+        began = -clock.between(live_since, now)
+        spans.append((max([began, *(e for _, e in spans)]), 0.0))
+    return union_length(spans)
+
+
+def scheduler_since(lock: RunLock) -> float | None:
+    """When the scheduler that holds the run's lock took it (its note's wall time; None: none holds it, or
+    its note says nothing of it)."""
+    if not lock.is_live():
+        return None
+    since = (lock.holder() or {}).get("since")
+    return float(since) if isinstance(since, int | float) else None
 
 
 def union_length(spans: list[tuple[float, float]]) -> float:
@@ -167,37 +206,47 @@ def union_length(spans: list[tuple[float, float]]) -> float:
 
 @dataclass(frozen=True)
 class Outlook:
-    """The whole job's progress: work in ids (or tasks, when workers count something else)."""
+    """The whole job's pace, in what its rows count (each worker's own progress: rows, batches, steps)."""
 
-    done: float
-    total: float
-    rate: float | None  # per second, summed over running tasks
-    eta: float | None
+    rate: float | None  # per second, summed over the running tasks: the rows' rates added up
+    eta: float | None  # seconds until the work planned now is done (see `outlook`)
 
 
-def outlook(views: list[TaskView], totals: Totals | None = None) -> Outlook:
-    """Overall rate and ETA. Each task's progress is weighted by its size (ids in its range), so
-    workers counting rows, batches or steps add up; tasks with no progress line count as not started.
-    `totals`: every task's sizes, where `views` are only some (the live ones among them)."""
-    done = total = rate = 0.0
-    if totals is not None:
-        done, total = totals.sizes.get(Status.DONE, 0.0), sum(totals.sizes.values())
-    measured = False
-    for v in views:
-        size = max(1, v.task.count)
+WAITING = (Status.PENDING, Status.RETRYING)  # tasks that will run without anyone's word
+
+
+def outlook(views: Sequence[TaskView], totals: Totals | None = None) -> Outlook:
+    """The overall rate (the running rows' rates added up) and ETA, from the running tasks that have one: the
+    work left (what the running and paused tasks have still to do, and the waiting tasks whole, each timed at the
+    pace the running tasks go per id of their range) spread over as many slots as run now, and never sooner than
+    the slowest running task's own ETA. Tasks failed or killed for good, and work a kind has not planned yet (a
+    sweep's later stages), are not counted. `totals`: every task's sizes, where `views` are only some (the live
+    ones among them)."""
+    rate = 0.0
+    slowest = task_s = measured_ids = 0.0
+    running = [v for v in views if v.task.status == Status.RUNNING]
+    for v in running:
         p = v.progress
-        if totals is None:
-            total += size
-        if v.task.status == Status.DONE:
-            done += size if totals is None else 0.0
-        elif p is not None and p.total > 0:
-            done += size * p.fraction
-            if p.rate and v.task.status == Status.RUNNING:
-                rate += size * p.rate / p.total
-                measured = True
-    left = total - done
-    eta = left / rate if measured and rate > 0 else None
-    return Outlook(done, total, rate if measured else None, eta)
+        if p is not None and p.rate and p.total > 0 and p.eta is not None:
+            rate += p.rate
+            slowest = max(slowest, p.eta)
+            task_s += p.total / p.rate  # the whole task's time at its pace
+            measured_ids += max(1, v.task.count)
+    if not measured_ids:
+        return Outlook(None, None)
+    per_id = task_s / measured_ids
+    left = 0.0  # seconds of one slot's work
+    for v in views:
+        p = v.progress
+        if v.task.status == Status.RUNNING and p is not None and p.eta is not None:
+            left += p.eta
+        elif v.task.status in (Status.RUNNING, Status.PAUSED):
+            left += max(1, v.task.count) * (1.0 - (p.fraction if p is not None else 0.0)) * per_id
+    if totals is not None:
+        waiting = sum(totals.sizes.get(s, 0.0) for s in WAITING)
+    else:
+        waiting = sum(max(1, v.task.count) for v in views if v.task.status in WAITING)
+    return Outlook(rate, max(slowest, (left + waiting * per_id) / len(running)))
 
 
 class PlanTasks(Sequence[TaskView]):
@@ -336,8 +385,12 @@ def no_plan(error: str) -> PlannedRun:
 
 
 class RunView:
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, job_path: str | Path | None = None):
+        """`job_path`: the job file the app was given for this run, checked against the plan the run started
+        with (`plan_warning`)."""
         self.paths = RunPaths(Path(run_dir).resolve())
+        self.job_path = None if job_path is None else Path(job_path)
+        self._checked: tuple[tuple, str | None] | None = None  # (job file, its stamp, the run's plan) -> warning
         self._db_files = (str(self.paths.db), f"{self.paths.db}-wal")  # stat'ed every refresh
         self._store: Store | None = None
         self._progress = ProgressTracker()
@@ -349,6 +402,7 @@ class RunView:
         self._metrics: dict[tuple[str, int], MetricHistory] = {}
         self._placed = Placements()  # cluster attempts seen started: where they run
         self.selected: str | None = None  # the task whose metrics over steps the snapshot carries
+        self._since: tuple[tuple, float | None] | None = None  # (the lock note's stamp, its scheduler's start)
 
     def select(self, task_id: str | None) -> None:
         """Which task's series the next snapshots carry (any thread: the next snapshot reads it)."""
@@ -399,9 +453,9 @@ class RunView:
         live_logs = {v.attempt.log_path for v in views if v.attempt is not None}
         self._tails = {path: tail for path, tail in self._tails.items() if path in live_logs}
         now = clock.now()
-        spans = attempt_spans(views, now, bridge_s=meta.job.backoff_max_s + 5.0)
-        if live and not all(v.task.status in Status.FINAL for v in views):
-            spans.append((max((e for _, e in spans), default=0.0), 0.0))  # waiting for GPUs or a retry
+        moving = live and not all(v.task.status in Status.FINAL for v in views)
+        since = self._scheduler_since() if moving else None
+        active = active_seconds([v.history for v in views], now, meta.job.backoff_max_s + 5.0, since)
         return RunSnapshot(
             run_dir=self.paths.root,
             job_name=meta.job.name,
@@ -411,11 +465,33 @@ class RunView:
             meta=meta,
             taken_at=now,
             alerts=self._alerts.new(),
-            active_s=union_length(spans),
+            active_s=active,
             series=series,
             to_come=to_come,
             metric=kind.ranked_by(meta.job.kind_facts),
+            plan_warning=self._plan_warning(meta),
         )
+
+    def _plan_warning(self, meta: RunMeta) -> str | None:
+        """What `gputui run` would refuse of the app's job file on this run (rundir.opening.plan_refusal, the
+        same check): asked again only when the job file or the run's plan changes."""
+        if self.job_path is None:
+            return None
+        key = (self.job_path, file_stamp(self.job_path), meta.identity.plan_fingerprint)
+        if self._checked is None or self._checked[0] != key:
+            try:
+                warning = plan_refusal(load_jobspec(self.job_path, run_dir=self.paths.root))
+            except Exception as e:  # a job file being edited, or gone: what `gputui run` would say of it
+                warning = f"the job file cannot be run: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            self._checked = key, warning
+        return self._checked[1]
+
+    def _scheduler_since(self) -> float | None:
+        """When the scheduler driving the run took it, read again only when its lock note changed."""
+        stamp = file_stamp(self.paths.lock)
+        if self._since is None or self._since[0] != stamp:
+            self._since = stamp, scheduler_since(RunLock(self.paths))
+        return self._since[1]
 
     def read_series(self, task_id: str) -> MetricSeries | None:
         """The task's latest attempt's metrics over steps now, from the state last read (None: it has not

@@ -14,6 +14,7 @@ from gputui.clock import now as clock_now
 from gputui.jobs.tasks import Status
 from gputui.text_safety import visible
 from gputui.tui.widgets.job_rows import hms
+from gputui.views.printer import counted
 from gputui.views.runview import PlannedRun, RunSnapshot, outlook
 
 SEP = " · "
@@ -88,21 +89,13 @@ SHORT = {"running": "run", "pending": "pend", "retrying": "retry", "failed": "fa
 
 
 def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
-    """'1/4 done, 2 running, 1 paused, 1 pending, 0 failed · 45 ids/s · ETA 3:12 · elapsed 1:02:03'.
+    """'1/4 done, 2 running, 1 paused, 1 pending, 0 failed · 45/s · ETA 3:12 · elapsed 1:02:03'.
 
     Narrower than that: shorter words, then no rate; the counts and the elapsed time always fit 80 columns.
+    Where the job file the app was given would not be run on this run (`plan_warning`), that comes first.
     """
     counts = run.counts
-    shown = [
-        Status.RUNNING,
-        Status.PAUSED,
-        Status.PENDING,
-        Status.RETRYING,
-        Status.FAILED,
-        Status.KILLED,
-        Status.SKIPPED,
-    ]
-    numbers = [(s, counts.get(s, 0)) for s in shown if counts.get(s) or s in (Status.RUNNING, Status.FAILED)]
+    numbers = counted(counts)
     queued = sum(v.placed == "" and v.task.status == Status.RUNNING for v in run.tasks)
     if queued:  # on Slurm: submitted, not started yet
         numbers[0] = (Status.RUNNING, counts.get(Status.RUNNING, 0) - queued)
@@ -110,7 +103,7 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     look = outlook(run.tasks, run.totals)
     pace = []
     if look.rate:
-        pace.append(f"{look.rate:.3g} ids/s")
+        pace.append(f"{look.rate:.3g}/s")  # as the rows' rates: in what their progress counts
         if look.eta is not None:
             pace.append(f"ETA {hms(look.eta)}")
     elapsed = f"elapsed {hms(run.elapsed(now))}"
@@ -120,7 +113,13 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
         line = SEP.join([", ".join([done, *words]), *(pace if with_pace else []), elapsed])
         if len(line) <= width:
             break
-    return Text(line, no_wrap=True, overflow="ellipsis", end="")
+    text = Text(line, no_wrap=True, overflow="ellipsis", end="")
+    if run.plan_warning:  # first: the user must not act on this run believing it runs the job file given
+        warning = " ".join(run.plan_warning.split())
+        text = (
+            Text(no_wrap=True, overflow="ellipsis", end="").append(f"⚠ {warning}", "bold red").append(SEP) + text
+        )
+    return text
 
 
 def _shown(line: Text) -> Text:
