@@ -72,7 +72,7 @@ class GpuTuiApp(App):
         self.simulate = simulate
         self.interval = max(0.25, interval)
         self.readonly = readonly
-        self.view = PagedRunView(run_dir) if run_dir is not None else None
+        self.view = PagedRunView(run_dir, job_path) if run_dir is not None else None  # the job file checked too
         # probe: opened in the first refresh if None; the job file: read for its plan before launch
         self._gatherer = Gatherer(self.view, simulate, probe, job_path)
         self.snapshot: RunSnapshot | None = None

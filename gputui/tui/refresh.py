@@ -195,9 +195,8 @@ class Gatherer:
         return job is not None and job.resources.mode is None and job.resources.gpus_per_worker == 0
 
     def _simulated_load(self):
-        """Simulated GPUs show our running tasks' declared memory, as the scheduler's do."""
+        """Simulated GPUs show our running tasks' declared memory, as the scheduler's do (idle while paused)."""
         run = self.run
         if run is None:
             return {}
-        per_task = int((run.meta.job.memory_per_worker_gb or TASK_MEMORY_GB) * GIB)
-        return {g: [(0, per_task)] * len(ids) for g, ids in run.gpu_holders().items()}
+        return run.simulated_load(int((run.meta.job.memory_per_worker_gb or TASK_MEMORY_GB) * GIB))

@@ -24,7 +24,6 @@ async def test_a_changed_job_file_is_named_in_the_header_as_gputui_run_refuses_i
     refused = gputui("run", "--jobs", job, "--run-dir", make_job.run_dir)
     assert refused.returncode != 0 and "now plans 2 shards" in refused.stderr, refused.stderr
     app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, simulate="2x24", interval=0.25)
-    app.view.job_path = job  # the job file the app was given, as PagedRunView(run_dir, job_path) takes it
     async with app.run_test(size=(400, 30)) as pilot:
         await until(pilot, lambda: app.snapshot is not None, what="the run")
         progress = str(app.query_one(RunHeader).render()).splitlines()[1]
