@@ -231,6 +231,8 @@ class Scheduler:
         if time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.opts.poll
             self.adopter.poll()
+            if self.cluster is not None:  # which submitted tasks still wait in the cluster's queue
+                self.launcher.reasons.queued(self.state.live.values(), self.executor.recorded, self.executor.kind)
 
     def _write_usage(self) -> None:
         """Running attempts' GPU accounting, every few seconds."""
