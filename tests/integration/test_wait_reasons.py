@@ -161,3 +161,42 @@ def test_a_retrying_task_says_when_it_is_tried_again_and_why_the_last_try_failed
         assert _tasks(run_dir)["shard-0"]["reason"] is None
     finally:
         sched.kill()
+
+
+def test_pipeline_steps_say_which_steps_they_wait_for(tmp_path):
+    (tmp_path / "w.py").write_text(GATED)
+    step = f"{sys.executable} {tmp_path / 'w.py'} {tmp_path / 'go'} {{attempt}} ''"
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[job]
+name = "pipe"
+kind = "pipeline"
+[[pipeline.step]]
+name = "train"
+command = "{step}"
+[[pipeline.step]]
+name = "prep"
+command = "{step}"
+[[pipeline.step]]
+name = "report"
+command = "{step}"
+after = ["train", "prep"]
+[resources]
+gpus_per_worker = 0
+[retry]
+max_attempts = 1
+""")
+    run_dir = tmp_path / "runs" / "r"
+    sched = _run(job, tmp_path / "run.log")
+    try:
+        tasks = _when(
+            run_dir,
+            lambda ts: ts["report"]["reason"] == "waits for train, prep",
+            "the last step to name the steps it waits for",
+        )
+        assert tasks["train"]["reason"] is None and tasks["prep"]["reason"] is None
+        (tmp_path / "go").touch()
+        assert sched.wait(60) == 0
+        assert [t["reason"] for t in _tasks(run_dir).values()] == [None, None, None]
+    finally:
+        sched.kill()
