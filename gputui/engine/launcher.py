@@ -27,7 +27,7 @@ from gputui.engine.run_state import RunState
 from gputui.engine.settler import Settler
 from gputui.engine.setup import RunSetup
 from gputui.engine.voice import Voice
-from gputui.engine.waiting import HEAD, WaitReasons
+from gputui.engine.waiting import EVERY, HEAD, WaitReasons
 from gputui.executors import ownership
 from gputui.executors.base import LaunchFailed, LaunchSpec, WaiterHandle
 from gputui.executors.journal import AttemptEnds
@@ -179,6 +179,7 @@ class Launcher:
         self._disk_full = False
         self._waiting_said = ""
         self.reasons = WaitReasons(state)  # why the first waiting tasks wait
+        self._told_at = float("-inf")  # when they were last looked at (monotonic)
         # Local workers share this machine's cores; a cluster's node is its own (Ray sets them itself).
         present = os.environ.keys() | self.job.env.keys()
         local = self.cluster is None
@@ -198,8 +199,7 @@ class Launcher:
         busy = len(state.live) + len(state.lingering)
         slots = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
         if not state.waiting:
-            self.reasons.tell({})
-            return
+            return self._tell_why("")
         if slots is not None and slots <= 0:
             return self._tell_why(self._parallel_reason())
         if not self._room_on_disk():
@@ -256,8 +256,9 @@ class Launcher:
         for entry in later:
             state.wait(*entry)
         if unplaced is not None:
-            if self.sampler.probe is None:  # (a resident worker's slot, else nothing holds a task back)
-                blocker = self._parallel_reason()
+            room = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
+            if self.sampler.probe is None or room is not None and ready.index(unplaced) >= room:
+                blocker = self._parallel_reason()  # (idle resident workers count as running)
             else:
                 users = self._users(gpus, reserved)
                 blocker = why_waiting(gpus, reserved, self.policy, needs[unplaced.id], foreign, users)
@@ -269,6 +270,9 @@ class Launcher:
     def _tell_why(self, blocker: str, lingering: set[str] | None = None) -> None:
         """Give the head of the line its reasons (waiting.py): a task's own (its last attempt still ends, the
         steps it waits for, its back-off), else `blocker`, why the next task free to go did not."""
+        if time.monotonic() < self._told_at + EVERY:
+            return
+        self._told_at = time.monotonic()
         state = self.state
         if lingering is None:
             lingering = {task_id for task_id, _ in state.lingering}

@@ -6,6 +6,9 @@ A run may hold 100,000 waiting tasks, and the launcher looks again at every turn
 - only the head of the line, the first HEAD waiting tasks in plan order (those that would start next, and every
   one a `gputui status` of up to 100 tasks lists). Those behind it wait for the same thing as the last of the
   head, or for their own turn; their reason stays empty;
+- only every EVERY seconds, and only for a task that was in the head the time before too: in a line that moves
+  fast (short tasks, max_parallel at a time) a task usually starts before it is told anything, so the reasons
+  cost the launcher next to nothing per turn and no write per task; one that waits says why within 2 EVERY;
 - only a reason that changed: what the launcher says is compared with the task's record, which the loop holds
   for every task of the line (and reads again after a rolled-back turn), so a turn that changes nothing writes
   nothing. The words carry no figure that moves each sample (free memory, a countdown), so they change when a
@@ -32,6 +35,7 @@ from gputui.engine.run_state import RunState
 from gputui.executors.base import RecordedExecutor
 
 HEAD = 100  # waiting tasks given a reason of their own: the first of the line
+EVERY = 1.0  # seconds between two looks at the head of the line
 QUEUED = "queued in "  # a cluster attempt's reason while it waits in the backend's queue
 
 
@@ -39,16 +43,20 @@ class WaitReasons:
     def __init__(self, state: RunState):
         self.state = state
         self.said: dict[str, str] = {}  # task id -> the reason written here, while it is in the head
+        self.head: set[str] = set()  # the head of the line the time before
         self.seen_started: set[tuple[str, int]] = set()  # cluster attempts a node has started
 
     def tell(self, reasons: Mapping[str, str | None]) -> None:
         """`reasons`: this turn's head of the line, task id -> why it waits (None: keep what it says). In the
         caller's transaction."""
         tasks = self.state.tasks
+        before, self.head = self.head, set(reasons)
         for task_id, reason in reasons.items():
             if reason is None:
                 self.said.pop(task_id, None)
                 continue
+            if task_id not in before and task_id not in self.said:
+                continue  # just come to the head: told next time, if it still waits
             if tasks[task_id].reason != reason:
                 self.state.set(task_id, reason=reason)
             self.said[task_id] = reason
