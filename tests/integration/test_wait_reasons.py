@@ -200,3 +200,18 @@ max_attempts = 1
         assert [t["reason"] for t in _tasks(run_dir).values()] == [None, None, None]
     finally:
         sched.kill()
+
+
+def test_a_long_line_gives_its_first_hundred_tasks_a_reason_and_writes_nothing_for_the_rest(tmp_path):
+    job = _job(tmp_path, "long", shards=300, gpus=0, resources="max_parallel = 1")
+    run_dir = job.parent / "runs" / "r"
+    sched = _run(job, tmp_path / "run.log")
+    try:
+        said = lambda ts: [i for i, t in ts.items() if t["reason"] == "max_parallel (1) reached"]  # noqa: E731
+        tasks = _when(run_dir, lambda ts: len(said(ts)) == 100, "the head of the line told why it waits")
+        assert said(tasks) == [f"shard-{i}" for i in range(1, 101)]
+        assert all(t["reason"] is None for i, t in tasks.items() if i not in said(tasks))
+    finally:
+        sched.send_signal(signal.SIGINT)
+        sched.wait(60)
+        sched.kill()
