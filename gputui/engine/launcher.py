@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import psutil
+
 from gputui import clock
 from gputui.engine.accounting import Meter
 from gputui.engine.attempt import WAITING, Live
@@ -19,16 +21,18 @@ from gputui.engine.health_checks import HealthChecks
 from gputui.engine.monitor import draining
 from gputui.engine.outbox import Outbox
 from gputui.engine.resident import ResidentSlots, task_values
-from gputui.engine.rules.placement import place, usable_gpus, why_waiting
+from gputui.engine.rules.placement import after_reason, parallel_reason, place, usable_gpus, why_waiting
 from gputui.engine.rules.threads import thread_env
 from gputui.engine.run_state import RunState
 from gputui.engine.settler import Settler
 from gputui.engine.setup import RunSetup
 from gputui.engine.voice import Voice
+from gputui.engine.waiting import EVERY, HEAD, WaitReasons
 from gputui.executors import ownership
 from gputui.executors.base import LaunchFailed, LaunchSpec, WaiterHandle
 from gputui.executors.journal import AttemptEnds
 from gputui.files.tail import LogTail
+from gputui.gpus.probe import GpuSnapshot
 from gputui.gpus.reservations import Reservations
 from gputui.jobs import oom
 from gputui.jobs.kinds.base import TaskValues
@@ -174,6 +178,8 @@ class Launcher:
         self.retries = retries
         self._disk_full = False
         self._waiting_said = ""
+        self.reasons = WaitReasons(state)  # why the first waiting tasks wait
+        self._told_at = float("-inf")  # when they were last looked at (monotonic)
         # Local workers share this machine's cores; a cluster's node is its own (Ray sets them itself).
         present = os.environ.keys() | self.job.env.keys()
         local = self.cluster is None
@@ -185,14 +191,19 @@ class Launcher:
 
     # -- launching -----------------------------------------------------------------------------
     def plan(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
-        """Record the attempts that start now (their launches are sent once the turn is committed)."""
+        """Record the attempts that start now (their launches are sent once the turn is committed), and why the
+        first of those left waiting wait (waiting.py)."""
         state = self.state
         if self.resident is not None:
             self.resident.let_go()  # idle resident workers no waiting task will take
         busy = len(state.live) + len(state.lingering)
         slots = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
-        if not state.waiting or slots is not None and slots <= 0 or not self._room_on_disk():
-            return
+        if not state.waiting:
+            return self._tell_why("")
+        if slots is not None and slots <= 0:
+            return self._tell_why(self._parallel_reason())
+        if not self._room_on_disk():
+            return self._tell_why("the run directory's disk is full")
         now = clock.now()  # the launches' time: wall, and CLOCK_BOOTTIME to measure them by
         lingering = {task_id for task_id, _ in state.lingering}
         ready, later, seen = [], [], set()
@@ -202,21 +213,21 @@ class Launcher:
             if t.status not in WAITING or task_id in seen:
                 continue  # stale heap entry
             seen.add(task_id)
-            not_due = self.retries.wait(t) > 0
-            blocked = any(not self._may_follow(d) for d in t.after if d in state.tasks)
-            if task_id in state.live or task_id in lingering or not_due or blocked:
+            if self._held_back(t, lingering) != "":
                 later.append((index, task_id))  # a process of its last attempt lives, it is not due, or it waits
             else:
                 ready.append(t)
+        full = slots is not None and len(ready) >= slots  # those behind wait for a slot, at least
+        blocker = self._parallel_reason() if full else ""
         if ready and not self.executor.ready(time.monotonic(), self.voice.info):  # (the Ray bridge is not up)
             later.extend((t.index, t.id) for t in ready)  # tried again next turn
-            ready = []
+            ready, blocker = [], f"waiting for the {self.executor.kind} executor to be ready"
         if self.cluster is not None:  # the cluster places them: as many start as there are slots
             new = [self._record_launch(t, (), now, []) for t in ready]
             launches.extend(self.executor.submit(new, self.voice.info))  # (Slurm: sbatch, arrays, afterok)
             for entry in later:
                 state.wait(*entry)
-            return
+            return self._tell_why(blocker, lingering)
         if self.resident is not None:  # first to resident workers between tasks, which hold their GPUs
             given, ready = self.resident.take(ready)
             launches.extend(self._record_launch(t, waiter.slot, now, [], waiter) for t, waiter in given)
@@ -231,6 +242,7 @@ class Launcher:
         claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], sum(needs.values()))
         unclaimed = {g.index for g in gpus} - set(claims)
         placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy, needs))
+        unplaced = None
         for t in ready:
             if t.id in placed:
                 held = [claims.pop(g) for g in placed[t.id]]
@@ -239,16 +251,84 @@ class Launcher:
                 launches.append(self._record_launch(t, placed[t.id], now, held))
             else:
                 later.append((t.index, t.id))
+                unplaced = unplaced or t
         release(claims.values())
         for entry in later:
             state.wait(*entry)
-        if ready and not placed and not state.live and self.sampler.probe is not None:
-            reason = why_waiting(gpus, reserved, self.policy)
-            if foreign:
-                reason += f"; {len(foreign)} held by another gputui run ({', '.join(sorted(foreign.values()))})"
-            if reason != self._waiting_said:
-                self.voice.info(f"waiting for GPUs: {reason}")
-                self._waiting_said = reason
+        if unplaced is not None:
+            room = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
+            if self.sampler.probe is None or room is not None and ready.index(unplaced) >= room:
+                blocker = self._parallel_reason()  # (idle resident workers count as running)
+            else:
+                users = self._users(gpus, reserved)
+                blocker = why_waiting(gpus, reserved, self.policy, needs[unplaced.id], foreign, users)
+            if not placed and not state.live and self.sampler.probe is not None and blocker != self._waiting_said:
+                self.voice.info(f"waiting for GPUs: {blocker}")
+                self._waiting_said = blocker
+        self._tell_why(blocker, lingering)
+
+    def _tell_why(self, blocker: str, lingering: set[str] | None = None) -> None:
+        """Give the head of the line its reasons (waiting.py): a task's own (its last attempt still ends, the
+        steps it waits for, its back-off), else `blocker`, why the next task free to go did not."""
+        if time.monotonic() < self._told_at + EVERY:
+            return
+        self._told_at = time.monotonic()
+        state = self.state
+        if lingering is None:
+            lingering = {task_id for task_id, _ in state.lingering}
+        line, taken, seen = state.waiting, [], set()
+        reasons: dict[str, str | None] = {}  # (a task missing from it says nothing: it was free to go)
+        while line and len(seen) < HEAD:
+            entry = heapq.heappop(line)
+            t = state.tasks[entry[1]]
+            if t.status not in WAITING or t.id in seen:
+                continue  # stale heap entry
+            seen.add(t.id)
+            taken.append(entry)
+            own = self._held_back(t, lingering)
+            if own is None or own or blocker:
+                reasons[t.id] = own if own != "" else blocker
+        for entry in taken:
+            heapq.heappush(line, entry)
+        self.reasons.tell(reasons)
+
+    def _held_back(self, t: TaskRecord, lingering: set[str]) -> str | None:
+        """Why `t` may not start whatever the GPUs, "" where nothing of its own holds it back; None: a retry not
+        due yet, whose reason (when it is due, why it failed) was written as its attempt settled."""
+        if t.id in self.state.live or t.id in lingering:
+            return "its last attempt is still ending"
+        if self.retries.wait(t) > 0:
+            return None
+        tasks = self.state.tasks
+        waits = [d for d in t.after if d in tasks and not self._may_follow(d)]
+        return after_reason(waits) if waits else ""
+
+    def _parallel_reason(self) -> str:
+        return parallel_reason(self.policy.max_parallel or 0, self.job.resources.max_parallel is not None)
+
+    def _users(self, gpus: list[GpuSnapshot], reserved: set[int]) -> dict[int, str]:
+        """Who uses each GPU below the free-memory bar that none of our tasks holds: another gputui run (its
+        workers' tags), another user, or a process of ours outside gputui."""
+        low = [g for g in gpus if g.index not in reserved and g.memory_free < self.policy.min_free_bytes]
+        found: dict[int, str] = {}
+        for g in low:
+            said = []
+            for proc in g.processes:
+                sched, _, _ = ownership.tags(proc.pid)
+                if sched is not None:
+                    who = "this run" if sched == self.scheduler_id else "another gputui run"
+                else:
+                    try:
+                        p = psutil.Process(proc.pid)
+                        mine = p.uids().real == os.getuid()
+                        who = "a process outside gputui" if mine else f"user {p.username()}"
+                    except (psutil.Error, OSError, KeyError):  # (gone, or a uid with no name)
+                        who = "a process outside gputui"
+                if who not in said:
+                    said.append(who)
+            if said:
+                found[g.index] = ", ".join(said)
+        return found
 
     def _may_follow(self, dep: str) -> bool:
         """Whether a task waiting for `dep` may be launched: once `dep` is done, or while `dep` runs where its
@@ -333,6 +413,7 @@ class Launcher:
         if task.started_at is None:
             fields["started_at"] = now
         self.state.set(task.id, **fields)
+        self.reasons.started(task.id)
         self.store.add_event("launch", f"attempt {number}: {shown}", task.id)
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
         if self.cluster is not None:

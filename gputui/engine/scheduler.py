@@ -143,6 +143,7 @@ class Scheduler:
                 self.voice.info(
                     f"detached; {len(self.state.live)} task(s) keep running. Run the same command to re-attach."
                 )
+            self._leave_reasons()
         finally:
             self.outbox.sync_signals()
             self.outbox.send_alerts()
@@ -159,6 +160,15 @@ class Scheduler:
         if self.stop_requested:
             return STOPPED
         return DETACHED if self.detach_requested else ENDED
+
+    def _leave_reasons(self) -> None:
+        """No task waits on this scheduler any more: the reasons it gave waiting tasks go (best effort: a state
+        that cannot be written keeps them, and the next scheduler gives its own)."""
+        try:
+            with self.store.transaction():
+                self.launcher.reasons.clear_all()
+        except (sqlite3.OperationalError, OSError):
+            pass
 
     def _anything_left(self) -> bool:
         """Whether the run goes on: an attempt runs, a kill or leftovers are waited for, or a task is not final."""
@@ -221,6 +231,8 @@ class Scheduler:
         if time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.opts.poll
             self.adopter.poll()
+            if self.cluster is not None:  # which submitted tasks still wait in the cluster's queue
+                self.launcher.reasons.queued(self.state.live.values(), self.executor.recorded, self.executor.kind)
 
     def _write_usage(self) -> None:
         """Running attempts' GPU accounting, every few seconds."""

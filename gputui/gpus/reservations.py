@@ -62,19 +62,19 @@ class Reservations:
             return None
         return fd
 
-    def claim_some(self, gpus: list[GpuSnapshot], need: int) -> tuple[dict[int, int], dict[int, str]]:
-        """Claim up to `need` of these GPUs, in order: ({index: locked fd}, {index: who holds it}) for
-        the ones claimed and the ones another run holds."""
+    def claim_some(self, gpus: list[GpuSnapshot], need: int) -> tuple[dict[int, int], dict[int, dict]]:
+        """Claim up to `need` of these GPUs, in order: ({index: locked fd}, {index: the note of the run that
+        holds it (its job, run_dir...; empty where unreadable)}) for the ones claimed and the ones another run
+        holds."""
         claims: dict[int, int] = {}
-        foreign: dict[int, str] = {}
+        foreign: dict[int, dict] = {}
         for gpu in gpus:
             if len(claims) >= need:
                 break
             key = gpu_key(gpu)
             fd = self.claim(key)
             if fd is None:
-                who = self.holders([key]).get(key, {})
-                foreign[gpu.index] = f"GPU {gpu.index}: {who.get('job', '?')} in {who.get('run_dir', '?')}"
+                foreign[gpu.index] = self.holders([key]).get(key, {})
             else:
                 claims[gpu.index] = fd
         return claims, foreign

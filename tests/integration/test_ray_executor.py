@@ -9,6 +9,7 @@ see their processes (and their tags) as a user on the node would.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import signal
 import socket
@@ -77,6 +78,27 @@ def test_attempts_wait_in_rays_queue_and_their_gpu_time_counts_from_their_start(
         store.close()
     assert max(a.duration for a in attempts) > 5.5, "the last four waited for a GPU"
     assert all(2.9 < a.gpu_seconds < 4.5 for a in attempts), [a.gpu_seconds for a in attempts]
+
+
+def test_a_task_queued_in_ray_says_so_in_status_json_until_a_node_starts_it(ray_head, make_job, reaper, tmp_path):
+    """A submitted task runs as far as the run goes; while it waits in Ray's queue its reason says so, and once
+    its runner on a node has started it the reason is gone (issue 25)."""
+    job = shard_job(make_job, ray_head, ids=6, num_workers=3, gpus_per_worker=2, sleep=4)
+    job.write_text(job.read_text().replace("max_parallel = 2\n", ""))  # gputui's default for Ray: all 3 sent
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    reaper.append(sched)
+
+    def tasks() -> dict[str, dict]:
+        r = gputui("status", "--run-dir", make_job.run_dir, "--json")
+        return {t["id"]: t for t in json.loads(r.stdout)["tasks"]} if r.returncode in (0, 1) else {}
+
+    def queued() -> list[str]:
+        return [i for i, t in tasks().items() if t["status"] == "running" and t["reason"] == "queued in Ray"]
+
+    waiting = wait_for(queued, timeout=90, interval=0.2, what="a task queued in Ray saying so")[0]
+    started = lambda: waiting in make_job.running() and tasks()[waiting]["reason"] is None  # noqa: E731
+    wait_for(started, timeout=90, interval=0.2, what="its reason gone once a node started it")
+    assert sched.wait(120) == 0, (tmp_path / "run.log").read_text()
 
 
 def test_the_bridge_killed_while_attempts_run_on_ray_ends_them_and_they_are_retried_through_a_new_one(

@@ -189,6 +189,16 @@ def test_a_pending_job_is_held_and_released_and_a_killed_one_cancelled(slurm_env
     cells = row_cells(view, time.time())  # short in the progress cell, whole in the reason, once
     assert cells["progress"] == "queued: held" and cells["reason"].startswith("held (JobHeldAdmin)"), cells
     assert [column for column, cell in cells.items() if "JobHeldAdmin" in cell] == ["reason"], cells
+
+    def reasons() -> dict[str, str | None]:  # `status --json` says it too: the engine's reason, Slurm's word in it
+        return {
+            t["id"]: t["reason"]
+            for t in json.loads(gputui("status", "--run-dir", make_job.run_dir, "--json").stdout)["tasks"]
+        }
+
+    said = wait_for(lambda: (r := reasons())[waiting] == "queued in Slurm: held (JobHeldAdmin)" and r,
+                    timeout=30, what="status --json giving Slurm's word on the queued task")  # fmt: skip
+    assert said[running] is None, said  # started on its node: nothing to say
     subprocess.run(["scontrol", "release", slurm_job], check=True)
     r = gputui("kill", "--run-dir", make_job.run_dir, "--all")
     assert r.returncode == 0, r.stdout + r.stderr

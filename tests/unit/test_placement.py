@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gputui.engine.rules.placement import Policy, place, why_waiting
+from gputui.engine.rules.placement import Policy, after_reason, parallel_reason, place, why_waiting
 from gputui.gpus.probe import GIB, GpuSnapshot
 
 
@@ -44,4 +44,42 @@ def test_not_enough_gpus_for_a_worker_places_nothing_and_says_why():
     policy = Policy(2, 8, min_free_memory_gb=10)
     g = gpus(24, 3, 3)
     assert place(["a"], g, set(), 0, policy) == []
-    assert why_waiting(g, set(), policy) == "1 usable GPU(s), 2 needed per worker; 2 GPU(s) below 10 GB free"
+    assert why_waiting(g, set(), policy) == "needs 2 GPUs, 1 free: GPUs 1,2 below 10 GB free"
+
+
+# -- why a task waits: the words of its reason, from the placement's facts ---------------------------------------
+def test_a_gpu_held_by_another_gputui_run_names_that_run():
+    note = {"job": "holder", "run_dir": "/x/c1/runs/holder", "task": "shard-0"}
+    assert why_waiting(gpus(24), set(), Policy(1, 4), 1, {0: note}) == (
+        "needs 1 GPU, 0 free: GPU 0 held by run holder (/x/c1/runs/holder)"
+    )
+
+
+def test_a_gpu_short_of_memory_says_the_bar_and_who_uses_it_never_the_free_memory_that_moves():
+    policy = Policy(1, 4, min_free_memory_gb=20)
+    said = why_waiting(gpus(3.2, 5.1), set(), policy, 1, {}, {0: "user bob", 1: "a process outside gputui"})
+    assert said == (
+        "needs 1 GPU, 0 free: GPU 0 below 20 GB free (used by user bob); "
+        "GPU 1 below 20 GB free (used by a process outside gputui)"
+    )
+    assert (
+        why_waiting(gpus(3.3, 5.0), set(), policy, 1, {}, {0: "user bob", 1: "a process outside gputui"}) == said
+    )
+    assert why_waiting(gpus(3, 3), set(), policy) == "needs 1 GPU, 0 free: GPUs 0,1 below 20 GB free"
+
+
+def test_gpus_held_by_this_runs_tasks_and_a_task_that_needs_more_than_one():
+    assert (
+        why_waiting(gpus(24, 24, 24), {0, 2}, Policy(2, 4), 2)
+        == "needs 2 GPUs, 1 free: GPUs 0,2 in use by this run"
+    )
+    note = {"job": "b", "run_dir": "/r/b"}
+    assert why_waiting(gpus(24, 24), {0}, Policy(1, 4), 1, {1: note}) == (
+        "needs 1 GPU, 0 free: GPU 1 held by run b (/r/b); GPU 0 in use by this run"
+    )
+
+
+def test_max_parallel_and_steps_waited_for():
+    assert parallel_reason(4, set_by_job=True) == "max_parallel (4) reached"
+    assert parallel_reason(2, set_by_job=False) == "all 2 slots busy"
+    assert after_reason(["train", "eval"]) == "waits for train, eval"

@@ -21,7 +21,10 @@ def test_a_gpu_claimed_by_one_run_is_skipped_by_another_which_is_told_who_holds_
         Reservations.annotate(fd, {"job": "first-job", "run_dir": "/runs/first", "task": "shard-0"})
     claims2, foreign2 = second.claim_some(gpus(4), 2)
     assert sorted(claims2) == [2, 3]
-    assert foreign2 == {0: "GPU 0: first-job in /runs/first", 1: "GPU 1: first-job in /runs/first"}
+    assert {i: (note["job"], note["run_dir"]) for i, note in foreign2.items()} == {
+        0: ("first-job", "/runs/first"),
+        1: ("first-job", "/runs/first"),
+    }
     assert second.holders([gpu_key(g) for g in gpus(4)])["SIM-GPU-0"]["task"] == "shard-0"
     for fd in [*claims.values(), *claims2.values()]:
         os.close(fd)

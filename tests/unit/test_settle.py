@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+
+import pytest
 
 from gputui.engine.rules.settle import Ended, decide
 from gputui.jobs.oom import OomPolicy, batch_for, gpus_for
@@ -18,6 +21,16 @@ ENDED = Ended(
 )  # fmt: skip
 
 
+@pytest.fixture
+def utc(monkeypatch):
+    """Local time is UTC, for the wall-clock times reasons name."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 def settle(task=TASK, **facts):
     return decide(task, replace(ENDED, **facts), backoff_s=2.0, backoff_max_s=5.0, now=1000.0)
 
@@ -31,7 +44,13 @@ def test_exit_zero_without_its_output_is_a_failure_that_is_retried():
     d = settle(output_exists=False)
     assert d.outcome == "retrying" and "output /out/a.csv is missing" in d.task["reason"]
     d = settle(manifest_error="cannot record its output: bad csv")
-    assert d.outcome == "retrying" and d.task["reason"] == "cannot record its output: bad csv"
+    assert d.outcome == "retrying" and d.attempt["reason"] == "cannot record its output: bad csv"
+    assert d.task["reason"].endswith("(backoff): cannot record its output: bad csv")  # and when it is tried again
+
+
+def test_a_retrying_task_says_when_its_next_try_is_due_and_why_the_last_failed(utc):
+    d = decide(TASK, replace(ENDED, exit_code=3), backoff_s=2.0, backoff_max_s=5.0, now=17 * 3600 + 31 * 60 + 3)
+    assert d.task["reason"] == "retry at 17:31:05 (backoff): exit code 3"
 
 
 def test_backoff_doubles_up_to_its_cap_and_the_budget_ends_in_failure():

@@ -1,7 +1,9 @@
-"""Pure placement: which pending tasks start now, on which GPUs. No I/O, tested directly."""
+"""Pure placement: which pending tasks start now, on which GPUs, and the words for why one waits. No I/O,
+tested directly."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -69,14 +71,57 @@ def place(
     return placed
 
 
-def why_waiting(gpus: Sequence[GpuSnapshot], reserved: Collection[int], policy: Policy) -> str:
-    """One line on why nothing can start, for the progress output."""
-    free = usable_gpus(gpus, reserved, policy)
-    others = [g for g in gpus if g.index not in reserved and g.memory_free < policy.min_free_bytes]
-    parts = [f"{len(free)} usable GPU(s), {policy.gpus_per_worker} needed per worker"]
-    if others:
-        need = policy.min_free_bytes / GIB
-        parts.append(f"{len(others)} GPU(s) below {need:g} GB free")
-    if reserved:
-        parts.append(f"{len(set(reserved))} held by our tasks")
-    return "; ".join(parts)
+def why_waiting(
+    gpus: Sequence[GpuSnapshot],
+    reserved: Collection[int],
+    policy: Policy,
+    need: int | None = None,
+    other_runs: Mapping[int, Mapping] | None = None,
+    users: Mapping[int, str] | None = None,
+) -> str:
+    """Why a task needing `need` GPUs (the policy's per worker) cannot start, in one short line for its reason
+    column and the progress output: how many GPUs are free, then who holds each of the others. `reserved`: this
+    run's tasks hold them; `other_runs`: GPU index -> the note of another gputui run holding it (its `job` and
+    `run_dir`); `users`: GPU index -> who uses one below the free-memory bar ("user bob", "a process outside
+    gputui"). No figure that moves with every sample (free memory), so the line changes only when a holder
+    does."""
+    need = policy.gpus_per_worker if need is None else need
+    other_runs = other_runs or {}
+    users = users or {}
+    free = [i for i in usable_gpus(gpus, reserved, policy) if i not in other_runs]
+    mine = sorted({g.index for g in gpus if g.index in reserved})
+    held: dict[str, list[int]] = {}  # what holds them -> the GPUs it holds, in index order
+    for g in gpus:
+        if g.index in reserved:
+            continue
+        if g.index in other_runs:
+            note = other_runs[g.index]
+            held.setdefault(f"held by run {note.get('job', '?')} ({note.get('run_dir', '?')})", []).append(g.index)
+        elif g.memory_free < policy.min_free_bytes:
+            who = f" (used by {users[g.index]})" if users.get(g.index) else ""
+            held.setdefault(f"below {policy.min_free_bytes / GIB:g} GB free{who}", []).append(g.index)
+    if mine:
+        held["in use by this run"] = mine
+    parts = [f"{_gpu_list(indices)} {what}" for what, indices in held.items()]
+    head = f"needs {need} GPU{'s' if need != 1 else ''}, {len(free)} free"
+    return f"{head}: {'; '.join(parts)}" if parts else head
+
+
+def _gpu_list(indices: Sequence[int]) -> str:
+    return f"GPU {indices[0]}" if len(indices) == 1 else f"GPUs {','.join(map(str, indices))}"
+
+
+def parallel_reason(max_parallel: int, set_by_job: bool) -> str:
+    """Why tasks wait while as many run as may: the job's max_parallel, or the slots gputui worked out (the
+    cores for CPU tasks, a cluster's slots, a run mode's workers)."""
+    return f"max_parallel ({max_parallel}) reached" if set_by_job else f"all {max_parallel} slots busy"
+
+
+def after_reason(steps: Sequence[str]) -> str:
+    """A task waiting for others (a pipeline step's `after`): as the plan view says it."""
+    return f"waits for {', '.join(steps)}"
+
+
+def backoff_reason(next_try_at: float, failure: str) -> str:
+    """A retrying task's reason: when its next try is due (local wall time), then why its last one failed."""
+    return f"retry at {time.strftime('%H:%M:%S', time.localtime(next_try_at))} (backoff): {failure}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gputui.engine.rules.failures import LOST_LOCALLY, Failure, classify
+from gputui.engine.rules.placement import backoff_reason
 from gputui.jobs.oom import OomPolicy, after_oom
 from gputui.jobs.tasks import Status, TaskRecord
 
@@ -96,7 +97,8 @@ def decide(
             changed, change = {"info": info}, f" {change}"
     if task.attempts < task.budget and retryable:
         delay = min(backoff_max_s, backoff_s * 2 ** (task.attempts - 1))
-        task_fields = {"status": Status.RETRYING, "next_try_at": now + delay, "reason": failure.reason} | fields
+        why = backoff_reason(now + delay, failure.reason)
+        task_fields = {"status": Status.RETRYING, "next_try_at": now + delay, "reason": why} | fields
         say = head + f"retrying in {delay:g}s{change} (attempt {task.attempts + 1}/{task.budget})"
         return Decision(attempt, task_fields | changed, event, say, "retrying", failure.kind)
     task_fields = {"status": Status.FAILED, "reason": failure.reason} | fields | changed
