@@ -200,7 +200,8 @@ def row_cells(
         cells.update(_kind_cells(view, context or RowContext(), fitted))
     if view.queued and one_line(view.queued) != queued_word(view.queued):  # the rest of Slurm's word on it
         said = "note" if "note" in fitted else "reason"
-        cells[said] = " · ".join(x for x in (one_line(view.queued), cells.get(said, "")) if x)
+        if one_line(view.queued) not in cells.get(said, ""):  # the waiting reason may say it already
+            cells[said] = " · ".join(x for x in (one_line(view.queued), cells.get(said, "")) if x)
     return cells
 
 
