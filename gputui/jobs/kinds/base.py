@@ -93,12 +93,15 @@ class AttemptOutput:
 class Columns:
     """A kind's rows in the app's task table. `fitted`: every column in order, fitted to the width (those in
     `gives_way` left out first to last as it narrows); empty: the fixed layouts by width (a shard's range).
-    `titles`: a column's header where not its name. `bar`: what the task bar adds of a task in words."""
+    `titles`: a column's header where not its name. `bar`: what the task bar adds of a task in words.
+    `narrows_for`: a column of `gives_way` -> a sized column cut (to its least) before that one goes, where the
+    cut alone makes room (a running trial's progress kept at 80 columns, its params cut: the task bar has them)."""
 
     fitted: tuple[str, ...] = ()
     gives_way: tuple[str, ...] = ()
     titles: Mapping[str, str] = field(default_factory=dict)
     bar: tuple[str, ...] = ()
+    narrows_for: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -286,9 +286,10 @@ def _upstream_cause(
 
 COLUMNS = Columns(
     fitted=("id", "after", "GPUs", "status", "progress", "ETA", "tries", "elapsed", "GPU·h", "peak", "reason"),
-    gives_way=("peak", "GPU·h", "tries", "ETA", "progress", "GPUs", "elapsed"),
+    gives_way=("peak", "GPU·h", "tries", "ETA", "GPUs", "elapsed", "progress"),
     titles={"id": "step"},
     bar=("after",),
+    narrows_for={"progress": "after"},  # at 80 columns a running step's progress, as a shard's bar
 )
 
 
