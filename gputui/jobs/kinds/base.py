@@ -171,6 +171,11 @@ class JobKind(Protocol):
         """Its own argv templates with their key paths (a pipeline's steps), checked like [job].command."""
         return []
 
+    def first_commands(self, job: JobSpec) -> list[tuple[str, tuple[str, ...]]]:
+        """The argv templates (with their key paths) of the tasks that may start before any other ran: their
+        programs must be there now (jobs/startable.py); a later task's may be made by those before it."""
+        return [("[job].command", job.command)] if job.command else []
+
     def samples(self, spec: Any, run_dir: Path) -> dict[str, object]:
         """Example values of its placeholders, to fill every template once at load (a bad format spec fails
         then, not mid-run)."""

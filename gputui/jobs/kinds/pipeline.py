@@ -311,6 +311,11 @@ class Pipeline(JobKind):
     def templates(self, spec: PipelineSpec) -> list[tuple[str, tuple[str, ...]]]:
         return [(f"[[pipeline.step]] {i + 1} ({s.name}).command", s.command) for i, s in enumerate(spec.steps)]
 
+    def first_commands(self, job: JobSpec) -> list[tuple[str, tuple[str, ...]]]:
+        """The steps that wait for none: a later step may run what an earlier one builds."""
+        steps = enumerate(job.kind_spec.steps)
+        return [(f"[[pipeline.step]] {i + 1} ({s.name}).command", s.command) for i, s in steps if not s.after]
+
     def plan(self, job: JobSpec) -> Plan:
         spec: PipelineSpec = job.kind_spec
         definition = {"steps": {s.name: {"after": list(s.after)} for s in spec.steps}}
