@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import itertools
 import os
 import re
 import shutil
@@ -145,7 +146,7 @@ def python_target(args: Sequence[str]) -> tuple[str, str] | None:
 
 def _listing(folder: Path) -> list[Path]:
     try:
-        return sorted(folder.iterdir())[:1000]
+        return sorted(itertools.islice(folder.iterdir(), 1000))  # a did-you-mean, not a scan of a huge folder
     except OSError:
         return []
 
