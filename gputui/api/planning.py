@@ -13,6 +13,7 @@ from gputui.jobs.gpu_plan import Decision, NoFit
 from gputui.jobs.loader import load_jobspec
 from gputui.jobs.plans import Plan, plan_job
 from gputui.jobs.spec import JobSpec
+from gputui.jobs.startable import check_startable
 from gputui.rundir.meta import read_meta
 from gputui.rundir.opening import check_app_target, open_existing
 from gputui.views.runview import PlannedRun, no_plan, planned_run
@@ -58,8 +59,10 @@ class JobPlan:
 
 
 def plan(job_file: str | Path, *, run_dir: str | Path | None = None) -> JobPlan:
-    """The job's plan as `gputui run` would start it (reads the job file and, for shards, the input)."""
+    """The job's plan as `gputui run` would start it (reads the job file and, for shards, the input). Raises
+    JobSpecError where a command cannot start here (its program or script missing: jobs/startable.py)."""
     job = load_job(job_file, run_dir)
+    check_startable(job, str(job_file))
     return JobPlan(job, plan_job(job))
 
 

@@ -20,13 +20,14 @@ from gputui.jobs.loader import load_jobspec
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.tui.app import GpuTuiApp
 from gputui.tui.screens.help import HelpScreen
-from gputui.tui.widgets.job_rows import number, params_text
+from gputui.tui.widgets.job_rows import fitted_widths, number, params_text
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.log_tabs import LogTabs
 from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.metrics_chart import MetricsChart
 from gputui.tui.widgets.run_area import RunArea
 from gputui.tui.widgets.task_bar import TaskBar
+from gputui.views.kinds import table_columns
 from gputui.views.metrics import METRIC_POINTS
 from gputui.views.runview import RunView
 from tests.conftest import gputui
@@ -346,13 +347,29 @@ async def test_at_80_columns_trial_columns_give_way_and_metric_rank_and_note_sta
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot, app)
         table = app.query_one(JobTable)
-        assert table.columns_shown == ("id", "params", "status", "metric", "rank", "elapsed", "note")
+        assert table.columns_shown == ("id", "params", "status", "progress", "metric", "rank", "note")
         width = sum(w + 2 for w in table.column_widths.values())
         assert width <= table.scrollable_content_region.width and table.column_widths["note"] >= 12
         table.move_cursor(row=table.row_ids.index("task2-1"))
         await pilot.pause(0.3)
         bar = str(app.query_one(TaskBar).render())  # what the narrow table leaves out
         assert "task2-1 running · val_acc" in bar and "← task1-1" in bar
+
+
+async def test_at_80_columns_a_running_trial_shows_its_steps_as_a_shards_bar(live_sweep):
+    """G9: the progress column stays at 80 columns (elapsed gives way first): a trial reporting its steps through
+    gputui.hooks shows a 5-cell bar and its step count, as a shard's row does."""
+    events = RunPaths(live_sweep).events("task2-0", 1)
+    with open(events, "a") as f:
+        f.write(json.dumps({"t": 0, "event": "progress", "done": 40, "total": 100}) + "\n")
+    app = GpuTuiApp(run_dir=live_sweep, interval=0.25, probe=probe())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot, app)
+        table = app.query_one(JobTable)
+        await until(pilot, lambda: cells(table, "task2-0")["progress"] != "", what="the trial's progress")
+        assert cells(table, "task2-0")["progress"] == "██░░░ 40/100"
+        assert cells(table, "task1-0")["progress"] == "█████ done"
+        assert "40/100" in text_of(app), "on screen, not only in the cells"
 
 
 async def test_at_80_columns_a_promoted_trial_shows_the_params_it_inherited(tmp_path):
@@ -373,6 +390,23 @@ async def test_at_80_columns_a_promoted_trial_shows_the_params_it_inherited(tmp_
             ]
     finally:
         lock.release()
+
+
+def test_trial_and_step_tables_keep_their_progress_to_80_columns():
+    """Pure: the progress gives way last; at 78 cells (an 80-column table's) it stays and the params (or a
+    step's waits) are cut instead, only as far as needed; a narrower table still drops it."""
+    sweep = table_columns(["trial"])
+    sized = {"rank": 4, "id": 7, "stage": 5, "params": 13, "parent": 7, "metric": 7}
+    at_80 = fitted_widths(sweep, "narrow", sized, 78)
+    assert list(at_80) == ["id", "params", "status", "progress", "metric", "rank", "note"]
+    assert (at_80["progress"], at_80["params"], at_80["note"]) == (14, 12, 12)
+    assert "progress" in fitted_widths(sweep, "narrow", sized, 100) and "elapsed" in fitted_widths(
+        sweep, "narrow", sized, 100
+    )
+    assert "progress" not in fitted_widths(sweep, "narrow", sized, 60)
+    pipeline = table_columns(["step"])
+    steps = fitted_widths(pipeline, "narrow", {"id": 6, "after": 30}, 78)
+    assert "progress" in steps and sum(w + 2 for w in steps.values()) <= 78
 
 
 def test_params_and_numbers_are_compact():

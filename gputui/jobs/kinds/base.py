@@ -93,12 +93,15 @@ class AttemptOutput:
 class Columns:
     """A kind's rows in the app's task table. `fitted`: every column in order, fitted to the width (those in
     `gives_way` left out first to last as it narrows); empty: the fixed layouts by width (a shard's range).
-    `titles`: a column's header where not its name. `bar`: what the task bar adds of a task in words."""
+    `titles`: a column's header where not its name. `bar`: what the task bar adds of a task in words.
+    `narrows_for`: a column of `gives_way` -> a sized column cut (to its least) before that one goes, where the
+    cut alone makes room (a running trial's progress kept at 80 columns, its params cut: the task bar has them)."""
 
     fitted: tuple[str, ...] = ()
     gives_way: tuple[str, ...] = ()
     titles: Mapping[str, str] = field(default_factory=dict)
     bar: tuple[str, ...] = ()
+    narrows_for: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,11 @@ class JobKind(Protocol):
     def templates(self, spec: Any) -> list[tuple[str, tuple[str, ...]]]:
         """Its own argv templates with their key paths (a pipeline's steps), checked like [job].command."""
         return []
+
+    def first_commands(self, job: JobSpec) -> list[tuple[str, tuple[str, ...]]]:
+        """The argv templates (with their key paths) of the tasks that may start before any other ran: their
+        programs must be there now (jobs/startable.py); a later task's may be made by those before it."""
+        return [("[job].command", job.command)] if job.command else []
 
     def samples(self, spec: Any, run_dir: Path) -> dict[str, object]:
         """Example values of its placeholders, to fill every template once at load (a bad format spec fails

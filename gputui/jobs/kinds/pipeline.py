@@ -286,9 +286,10 @@ def _upstream_cause(
 
 COLUMNS = Columns(
     fitted=("id", "after", "GPUs", "status", "progress", "ETA", "tries", "elapsed", "GPU·h", "peak", "reason"),
-    gives_way=("peak", "GPU·h", "tries", "ETA", "progress", "GPUs", "elapsed"),
+    gives_way=("peak", "GPU·h", "tries", "ETA", "GPUs", "elapsed", "progress"),
     titles={"id": "step"},
     bar=("after",),
+    narrows_for={"progress": "after"},  # at 80 columns a running step's progress, as a shard's bar
 )
 
 
@@ -309,6 +310,11 @@ class Pipeline(JobKind):
 
     def templates(self, spec: PipelineSpec) -> list[tuple[str, tuple[str, ...]]]:
         return [(f"[[pipeline.step]] {i + 1} ({s.name}).command", s.command) for i, s in enumerate(spec.steps)]
+
+    def first_commands(self, job: JobSpec) -> list[tuple[str, tuple[str, ...]]]:
+        """The steps that wait for none: a later step may run what an earlier one builds."""
+        steps = enumerate(job.kind_spec.steps)
+        return [(f"[[pipeline.step]] {i + 1} ({s.name}).command", s.command) for i, s in steps if not s.after]
 
     def plan(self, job: JobSpec) -> Plan:
         spec: PipelineSpec = job.kind_spec

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,8 @@ def parse_shards(checks: Checks, table: Mapping[str, Any]) -> ShardSpec:
         raise checks.error("[shards].input", f"expected a file, found a directory: {path}")
     if not path.is_file():
         raise checks.error("[shards].input", f"file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise checks.error("[shards].input", f"cannot read {path}: permission denied")
     id_column = checks.value(table, "shards", "id_column", "str", default="data_id")
     if ("num_workers" in table) == ("shard_size" in table):
         which = "both are set" if "num_workers" in table else "neither is set"

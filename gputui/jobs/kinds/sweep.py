@@ -57,9 +57,10 @@ COLUMNS = Columns(
         "peak",
         "note",
     ),
-    gives_way=("peak", "GPU·h", "tries", "progress", "parent", "GPUs", "stage", "elapsed"),
+    gives_way=("peak", "GPU·h", "tries", "parent", "GPUs", "stage", "elapsed", "progress"),
     titles={"id": "trial"},
     bar=("params", "parent"),
+    narrows_for={"progress": "params"},  # at 80 columns a running trial's steps, as a shard's bar
 )
 
 

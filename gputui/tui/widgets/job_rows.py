@@ -227,7 +227,8 @@ def sized_widths(columns: Columns, cells: Sequence[Mapping[str, str]], metric: s
 def fitted_widths(shape: Columns, layout: str, sized: Mapping[str, int], width: int) -> dict[str, int]:
     """The columns shown in `width` cells, each with its width: a shard's by the layout, a kind's own (sized
     to what they hold) leaving out those that give way, first to last, until the last (the note) has its
-    least; the last column takes the room left."""
+    least (a column the kind keeps by narrowing another, `narrows_for`, stays if that cut makes room); the
+    last column takes the room left."""
     fixed = {**WIDTHS, "progress": PROGRESS[layout], **sized}
     shown = list(shape.fitted) if shape.fitted else list(LAYOUTS[layout])
 
@@ -237,6 +238,10 @@ def fitted_widths(shape: Columns, layout: str, sized: Mapping[str, int], width: 
     if shape.fitted:
         for column in shape.gives_way:
             if need() <= width:
+                break
+            cut = shape.narrows_for.get(column)
+            if cut in shown and column in shown and need() - (fixed[cut] - SIZED[cut][0]) <= width:
+                fixed[cut] -= need() - width
                 break
             shown.remove(column)
         if need() > width and "params" in shown:

@@ -10,7 +10,9 @@ the scroll reaches them: 100,000 tasks cost what a few hundred do. Columns follo
 GPU memory from 150 cells; at 80 the range, rate and tries give way (the task bar shows them) so the reason
 still shows. A sweep's trials show their stage, parameters,
 parent, metric and rank instead of a range, a pipeline's steps what they wait for; their columns (as the job
-kind lists them) give way one by one as the width shrinks. Lines after the rows name what is not planned yet.
+kind lists them) give way one by one as the width shrinks, the progress last: at 80 cells a running trial or
+step keeps its 5-cell bar and step count, as a shard does, its params (or waits) cut where that makes room.
+Lines after the rows name what is not planned yet.
 """
 
 from __future__ import annotations
