@@ -91,6 +91,13 @@ def rest(proc: subprocess.Popen) -> tuple[str, str]:
     return (held[0] + out).decode(), (held[1] + err).decode()
 
 
+def files_of(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every file of the run but SQLite's own -wal/-shm beside state.db (a reader may add them, as `gputui status`
+    does: the database itself is never written)."""
+    found = (f for f in run_dir.rglob("*") if f.is_file() and not f.name.endswith(("-wal", "-shm")))
+    return {str(f): (f.stat().st_size, f.stat().st_mtime_ns) for f in found}
+
+
 def test_log_prints_the_lines_and_follows_the_task_through_a_retry(tmp_path, reaper):
     job = gated_job(tmp_path, shards=1, fail="shard-0:1", max_attempts=2)
     sched, run_dir = start(tmp_path, job, reaper)
@@ -134,9 +141,12 @@ def test_a_workers_escape_sequences_never_reach_the_terminal(tmp_path, reaper):
     assert gputui("run", "--jobs", job, "--quiet").returncode == 0
     run_dir = tmp_path / "runs" / "gated"
     assert "\x1b]0;pwned" in (run_dir / "logs" / "shard-0.attempt1.log").read_text()  # the raw log keeps them
+    before = files_of(run_dir)
     for follow in ((), ("-f",)):
         r = gputui("log", "--run-dir", run_dir, "shard-0", *follow)
         assert r.returncode == 0 and "\x1b" not in r.stdout + r.stderr and "\x07" not in r.stdout
+    assert gputui("wait", "--run-dir", run_dir).returncode == 0
+    assert files_of(run_dir) == before  # read only: nothing written, nothing created
     # on a terminal the colours stay, the title and the clear never do
     (event,) = [e for e in api.follow_log(run_dir, "shard-0") if "evil" in e.text]
     shown = event.shown(colour=True)
@@ -183,6 +193,11 @@ def test_a_run_whose_scheduler_died_is_not_waited_for_forever(tmp_path, reaper):
     job = gated_job(tmp_path, shards=1)
     sched, run_dir = start(tmp_path, job, reaper)
     wait_for(lambda: printed(run_dir, "shard-0", 1, "line 1"), what="shard-0 running")
+    follow = gputui_popen("log", "--run-dir", run_dir, "shard-0", "-f")
+    assert next_line(follow) == "shard-0 attempt 1 line 1\n"
+    follow.send_signal(signal.SIGINT)  # Ctrl-C
+    assert follow.wait(60) == 130
+    rest(follow)
     sched.send_signal(signal.SIGKILL)
     sched.wait(60)
     r = gputui("wait", "--run-dir", run_dir)
