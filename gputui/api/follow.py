@@ -230,27 +230,29 @@ def wait(
         live = _Liveness(RunLock(paths))
         deadline = None if timeout is None else time.monotonic() + timeout
         ended: dict[str, str] | None = None  # task id -> final status, as last read
-        last_final = -1
+        last_counts: Counter[str] | None = None
         while True:
-            if named:
-                statuses = dict(_rows(store, "SELECT id, status FROM tasks WHERE id IN ({})", named))
-                counts = Counter(statuses.values())
-                now_final = {i: s for i, s in statuses.items() if s in Status.FINAL}
-            else:
-                counts = store.status_counts()
-                final = sum(n for s, n in counts.items() if s in Status.FINAL)
-                now_final = None
-                if final != last_final and on_end is not None:  # read ids only when something ended
-                    marks = ",".join("?" * len(Status.FINAL))
-                    query = f"SELECT id, status FROM tasks WHERE status IN ({marks})"
-                    now_final = dict(store.read(query, tuple(Status.FINAL)).fetchall())
-                last_final = final
-            if now_final is not None and on_end is not None:
-                report_all = ended is not None or named is not None  # every task: not those ended before
-                new = [i for i, s in now_final.items() if (ended or {}).get(i) != s] if report_all else []
-                for end in _ends(store, new):
-                    on_end(end)
-                ended = now_final
+            with store.snapshot():  # the counts and the ids of one moment
+                if named:
+                    statuses = dict(_rows(store, "SELECT id, status FROM tasks WHERE id IN ({})", named))
+                    counts = Counter(statuses.values())
+                    now_final = {i: s for i, s in statuses.items() if s in Status.FINAL}
+                else:
+                    counts = store.status_counts()
+                    now_final = None
+                    if counts != last_counts and on_end is not None:  # read ids only when something changed
+                        marks = ",".join("?" * len(Status.FINAL))
+                        query = f"SELECT id, status FROM tasks WHERE status IN ({marks})"
+                        now_final = dict(store.read(query, tuple(Status.FINAL)).fetchall())
+                    last_counts = counts
+                new_ends: list[TaskEnd] = []
+                if now_final is not None and on_end is not None:
+                    report_all = ended is not None or named is not None  # every task: not those ended before
+                    new = [i for i, s in now_final.items() if (ended or {}).get(i) != s] if report_all else []
+                    new_ends = _ends(store, new)
+                    ended = now_final
+            for end in new_ends:
+                on_end(end)
             total = sum(counts.values())
             unfinished = total - sum(n for s, n in counts.items() if s in Status.FINAL)
             if not unfinished:
