@@ -167,6 +167,8 @@ def test_wait_returns_when_tasks_end_with_status_exit_codes(tmp_path, reaper):
     r = gputui("wait", "--run-dir", run_dir, "shard-9")
     assert r.returncode == 2 and "no task 'shard-9'" in r.stderr
 
+    pending = gputui_popen("log", "--run-dir", run_dir, "shard-2", "-f")  # -f waits for its first attempt
+    assert next_line(pending, "stderr") == "gputui: shard-2 is pending: waiting for its first attempt\n"
     one = gputui_popen("wait", "--run-dir", run_dir, "shard-0")
     every = gputui_popen("wait", "--run-dir", run_dir)
     said = next_line(every, "stderr")
@@ -182,6 +184,9 @@ def test_wait_returns_when_tasks_end_with_status_exit_codes(tmp_path, reaper):
     shard_1, shard_2 = sorted(out.splitlines())
     assert shard_1.startswith("shard-1 failed (exit 3)") and shard_2 == "shard-2 done" and "\x1b" not in out, out
     assert "2/3 done, 1 failed" in err
+    out, err = rest(pending)
+    assert pending.returncode == 0 and out.endswith("shard-2 attempt 1 line 2\n"), (out, err)
+    assert "shard-2 attempt 1 started:" in err and "shard-2 done" in err
     assert sched.wait(60) == 1
     # once ended, at once: the same exit status as `gputui status`
     assert gputui("wait", "--run-dir", run_dir, "--quiet").returncode == 1
