@@ -159,6 +159,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     st.set_defaults(func=_cmd_status)
 
+    lg = sub.add_parser(
+        "log",
+        help="a task's log (its latest attempt); -f follows it as it grows until the task ends",
+        description="Print a task's log, its latest attempt's unless --attempt says which. With -f, follow it as "
+        "it grows (like `tail -f`), onto the next attempt's log when the task is retried, until the task ends "
+        "for good. A worker's escape sequences are made harmless (colours at most). Reads only.",
+        epilog="exit status: 0 printed (-f: the task is done); 1 the task has not started (-f: it failed, was "
+        "killed or skipped, or its scheduler is not running); 2 error (no such run, task or attempt); 130 Ctrl-C",
+    )
+    lg.add_argument("--run-dir", type=Path, required=True)
+    lg.add_argument("task_id", metavar="TASK")
+    lg.add_argument("-f", "--follow", action="store_true", help="follow the log until the task ends for good")
+    lg.add_argument("--attempt", type=int, metavar="N", help="this attempt's log (1 is the first)")
+    lg.set_defaults(func=_cmd_log)
+
+    wt = sub.add_parser(
+        "wait",
+        help="wait until tasks (default: every task) have ended: done, failed, killed or skipped",
+        description="Wait until the named tasks (default: every task of the run) are final, printing a line "
+        "for each as it ends. Stops early, exit 1, when the run's scheduler is not running with a task "
+        "unfinished. Reads only.",
+        epilog="exit status: 0 every task waited for is done; 1 some is not (failed, killed, skipped, or cannot "
+        "end: the scheduler is not running); 2 error (no such run or task); 124 --timeout; 130 Ctrl-C",
+    )
+    wt.add_argument("--run-dir", type=Path, required=True)
+    wt.add_argument("task_ids", nargs="*", metavar="TASK")
+    wt.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 124)")
+    wt.add_argument("--quiet", action="store_true", help="print nothing; the exit status says how it ended")
+    wt.set_defaults(func=_cmd_wait)
+
     pl = sub.add_parser(
         "plan",
         help="what a job would run, without running or writing anything: its tasks, and for a [resources].mode "
@@ -310,6 +340,54 @@ def _console():
     if not console.is_terminal:  # piped or redirected: whole lines, never wrapped at 80 columns mid-word
         console.width = 1 << 20
     return console
+
+
+def _cmd_log(args) -> int:
+    from gputui import api
+
+    colour = _is_terminal(sys.stdout)
+    try:
+        for event in api.follow_log(args.run_dir, args.task_id, attempt=args.attempt, follow=args.follow):
+            if event.kind == "line":
+                sys.stdout.write(event.shown(colour=colour) + "\n")
+                if args.follow:
+                    sys.stdout.flush()
+                continue
+            sys.stdout.flush()
+            print(f"gputui: {event.shown(colour=False)}", file=sys.stderr, flush=True)
+            if event.kind == "end":
+                return EXIT_OK if event.status == "done" else EXIT_FAILED
+    except api.NotStarted as e:
+        print(f"gputui: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_wait(args) -> int:
+    from gputui import api
+
+    def said(end) -> None:
+        print(end.line(), flush=True)
+
+    if args.timeout is not None and args.timeout < 0:
+        raise ValueError(f"--timeout {args.timeout:g}: expected seconds, 0 or more")
+
+    def started(text: str) -> None:
+        print(f"gputui wait: {text}", file=sys.stderr, flush=True)
+
+    on_end, on_start = (None, None) if args.quiet else (said, started)
+    outcome = api.wait(args.run_dir, args.task_ids or None, timeout=args.timeout, on_end=on_end, on_start=on_start)
+    if not args.quiet:
+        out = sys.stderr if outcome.code else sys.stdout
+        print(f"gputui wait: {outcome.message}", file=out)
+    return outcome.code
+
+
+def _is_terminal(out) -> bool:
+    try:
+        return out.isatty()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _cmd_plan(args) -> int:

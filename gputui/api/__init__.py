@@ -4,6 +4,7 @@ machine's GPUs. Nothing here imports Textual.
     run = open_run("runs/demo")          # a Run: snapshot(), tasks(), status(), logs(), pause() ... summary()
     run.kill(["shard-3"])                # a verb, through the run's scheduler when one is live
     run_job("job.toml", simulate="4")    # `gputui run`: until every task has settled
+    wait("runs/demo")                    # `gputui wait`: until every task has ended; follow_log: `gputui log -f`
     gpus()                               # this machine's GPUs now, like nvitop's Device.all()
 
 docs/api.md says more, with an example that the tests run.
@@ -15,7 +16,13 @@ from typing import TYPE_CHECKING
 # Each name is imported from its module on first use (PEP 562), so that a command loads only what it uses:
 # `gputui merge` need not import the GPU table, the launcher or the planner.
 _HOME = {
-    **dict.fromkeys(("REFUSALS", "JobSpecError", "NoFit", "NoGpuError", "StateUnreadable"), "gputui.api.errors"),
+    **dict.fromkeys(
+        ("REFUSALS", "JobSpecError", "NoFit", "NoGpuError", "NoSuchAttempt", "StateUnreadable", "UnknownTask"),
+        "gputui.api.errors",
+    ),
+    **dict.fromkeys(
+        ("LogEvent", "NotStarted", "TaskEnd", "WaitOutcome", "follow_log", "read_log", "wait"), "gputui.api.follow"
+    ),
     **dict.fromkeys(("StartFailed", "run_job", "start_in_background"), "gputui.api.launch"),
     **dict.fromkeys(("GpuReading", "gpus", "read_gpus"), "gputui.api.machine"),
     **dict.fromkeys(("JobPlan", "check_app_target", "load_job", "plan"), "gputui.api.planning"),
@@ -41,7 +48,16 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:
-    from gputui.api.errors import REFUSALS, JobSpecError, NoFit, NoGpuError, StateUnreadable
+    from gputui.api.errors import (
+        REFUSALS,
+        JobSpecError,
+        NoFit,
+        NoGpuError,
+        NoSuchAttempt,
+        StateUnreadable,
+        UnknownTask,
+    )
+    from gputui.api.follow import LogEvent, NotStarted, TaskEnd, WaitOutcome, follow_log, read_log, wait
     from gputui.api.launch import StartFailed, run_job, start_in_background
     from gputui.api.machine import GpuReading, gpus, read_gpus
     from gputui.api.planning import JobPlan, check_app_target, load_job, plan
@@ -64,6 +80,15 @@ if TYPE_CHECKING:
     from gputui.rundir.meta import RunMeta
 
 __all__ = [
+    "wait",
+    "read_log",
+    "follow_log",
+    "WaitOutcome",
+    "UnknownTask",
+    "TaskEnd",
+    "NotStarted",
+    "NoSuchAttempt",
+    "LogEvent",
     "REFUSALS",
     "VERBS",
     "GpuReading",

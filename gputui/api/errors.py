@@ -18,15 +18,26 @@ __all__ = [
     "JobSpecError",
     "NoFit",
     "NoGpuError",
+    "NoSuchAttempt",
     "PlanMismatch",
     "RunLocked",
     "StateReadOnly",
     "StateUnreadable",
+    "UnknownTask",
     "state_unreadable",
 ]
 
+
+class UnknownTask(LookupError):
+    """A task id the run does not have (the message says how many it has, and how to list them)."""
+
+
+class NoSuchAttempt(LookupError):
+    """An attempt number the task has not reached."""
+
+
 # A bad job file, a run held by another scheduler, a job changed under its run, damaged or read-only state,
-# no GPU, more GPUs than any node has, no such run directory.
+# no GPU, more GPUs than any node has, no such run directory, no such task or attempt.
 REFUSALS = (
     JobSpecError,
     RunLocked,
@@ -36,4 +47,6 @@ REFUSALS = (
     NoGpuError,
     Infeasible,
     FileNotFoundError,
+    UnknownTask,
+    NoSuchAttempt,
 )

@@ -4,7 +4,7 @@ run's live scheduler when there is one and is applied here under the run lock wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ from gputui.rundir.opening import open_existing
 from gputui.rundir.paths import RunPaths
 
 if TYPE_CHECKING:  # imported where used: a verb from the command line needs neither
+    from gputui.api.follow import LogEvent, WaitOutcome
     from gputui.api.status import RunStatus
     from gputui.views.runview import RunSnapshot, RunView
 
@@ -67,10 +68,32 @@ class Run:
             store.close()
         return [Path(a.log_path) for a in attempts]
 
-    def log_path(self, task_id: str) -> Path | None:
-        """The task's latest attempt's log (None: it has not started yet)."""
-        logs = self.logs(task_id)
-        return logs[-1] if logs else None
+    def log_path(self, task_id: str, attempt: int | None = None) -> Path | None:
+        """The task's latest attempt's log, or attempt number `attempt`'s (None: no such attempt, or it has not
+        started yet)."""
+        if attempt is None:
+            logs = self.logs(task_id)
+            return logs[-1] if logs else None
+        _, store = open_existing(self.paths.root, readonly=True)
+        try:
+            found = store.attempt(task_id, attempt)
+        finally:
+            store.close()
+        return None if found is None else Path(found.log_path)
+
+    def follow_log(self, task_id: str, *, attempt: int | None = None, follow: bool = False) -> Iterator[LogEvent]:
+        """The task's log line by line (`gputui log`); `follow`: as it grows, onto a retry's log, until the task
+        ends for good (`gputui log -f`). See `api.follow_log`."""
+        from gputui.api.follow import follow_log
+
+        return follow_log(self.paths.root, task_id, attempt=attempt, follow=follow)
+
+    def wait(self, task_ids: Ids = None, *, timeout: float | None = None, on_end=None) -> WaitOutcome:
+        """Until these tasks (None: every task) are final, or cannot end, or `timeout` (`gputui wait`). See
+        `api.wait`."""
+        from gputui.api.follow import wait
+
+        return wait(self.paths.root, task_ids, timeout=timeout, on_end=on_end)
 
     # -- steering ------------------------------------------------------------------------------
     def send(self, verb: Verb) -> Outcome:

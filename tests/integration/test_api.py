@@ -36,6 +36,7 @@ def test_the_documented_example_runs_as_written(tmp_path):
     assert "demo (shards): 3 shards: [0, 10), [10, 20), [20, 30)" in out
     assert "all done: True" in out
     assert "shard-0 done ids 0 to 10" in out and "shard-2 done ids 20 to 30" in out  # each task's own log
+    assert "wait: 0 ['ids 10 to 20']" in out  # every task had ended; shard-1's log, line by line
     assert "True shard-0: queued again" in out
     assert "Counter({'done': 2, 'pending': 1})" in out
     assert "1 Simulated GPU" in out
