@@ -24,15 +24,19 @@ def run_job(
 ) -> int:
     """Run the job headless, as `gputui run` does, and return its exit status: 0 when every task is done
     (and merged, where the job merges), 1 when some is not, 130 when stopped. Progress and worker output
-    (unless `show_output` is False) go to stdout. `only_pending`: tasks that failed for good stay failed.
+    (unless `show_output` is False) go to stdout. Raises JobSpecError, as `gputui plan` does, where a command
+    cannot start here (its program or script missing, not executable). `only_pending`: tasks that failed for
+    good stay failed.
     `simulate`: simulated GPUs, e.g. "4x24" (remembered by the run, so a later start probes the same)."""
     from gputui.api.headless import run_headless
     from gputui.engine.attempt import Options
+    from gputui.jobs.startable import check_startable
     from gputui.rundir.opening import open_for_job
     from gputui.views.printer import Printer
 
     if not isinstance(job, JobSpec):
         job = load_job(job, run_dir)
+    check_startable(job)  # a command that cannot start here is refused before anything is written
     run = open_for_job(job, rebuild_state=rebuild_state, simulate=simulate, retry_failed=not only_pending)
     try:
         opts = Options(simulate=run.simulate, show_output=show_output, progress_every=progress_every)

@@ -109,12 +109,25 @@ def test_missing_output_counts_as_failure(make_job):
     assert "exited 0 but its output" in r.stdout
 
 
-def test_command_not_found_is_reported(make_job, tmp_path):
+def test_a_command_that_cannot_start_is_refused_before_anything_runs(make_job, tmp_path):
     job = make_job(num_workers=1, max_attempts=1)
     job.write_text(job.read_text().replace(sys.executable, str(tmp_path / "no-such-python")))
     r = gputui("run", "--jobs", job)
-    assert r.returncode == 1
-    assert "command not found" in r.stdout and "no-such-python" in r.stdout
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "[job].command" in r.stderr and "no-such-python" in r.stderr
+    assert not (make_job.run_dir / "state.db").exists(), "nothing written, nothing launched"
+
+
+def test_command_not_found_at_launch_is_reported(make_job):
+    """A program not there when its task starts (here one a shell looks for: the check sees `sh`) fails the task,
+    with the reason."""
+    job = make_job(num_workers=1, max_attempts=1)
+    text = job.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("command = "))
+    job.write_text(text.replace(line, "command = \"sh -c 'no-such-python-xyz --input {input}'\""))
+    r = gputui("run", "--jobs", job)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "command not found" in r.stdout and "no-such-python-xyz" in r.stdout
 
 
 def test_gpu_job_without_gpus_says_so_and_suggests_simulate(make_job):
