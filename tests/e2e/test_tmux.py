@@ -197,8 +197,8 @@ def test_at_80x24_the_launch_toasts_go_and_leave_the_header_and_gpu_lines_painte
     header and the idle GPU lines under them (which never change again) are painted in full, and no toast
     says a scheduler runs."""
     (tmp_path / "data.csv").write_text("data_id,v\n0,a\n1,b\n2,c\n3,d\n")
-    (tmp_path / "nocmd.toml").write_text(
-        '[job]\nname = "nocmd"\ncommand = "trainz.py {low} {high}"\n[shards]\ninput = "data.csv"\n'
+    (tmp_path / "nocmd.toml").write_text(  # (a missing program is refused at `l` now: one that fails at once)
+        '[job]\nname = "nocmd"\ncommand = "sh -c \'exit 3\' {low} {high}"\n[shards]\ninput = "data.csv"\n'
         "num_workers = 2\n[resources]\ngpus_per_worker = 1\n[retry]\nmax_attempts = 2\nbackoff_s = 0.1\n"
     )
     tmux = Tmux(f"gputui-e2e-toast-{os.getpid()}", tmp_path, size=(80, 24))
