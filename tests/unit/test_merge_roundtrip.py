@@ -135,7 +135,7 @@ def csv_shard_files(draw):
     return header, shards
 
 
-@examples(700)
+@examples(300)
 @given(spec=csv_shard_files(), block=blocks)
 def test_a_merged_csv_reads_back_as_its_shards_rows(spec, block):
     header, specs = spec
@@ -183,7 +183,7 @@ def checked_csv_shards(draw):
     return header, shards, low
 
 
-@examples(300)
+@examples(150)
 @given(spec=checked_csv_shards(), block=blocks)
 def test_a_coverage_checked_csv_merge_reads_back_the_same_with_or_without_manifests(spec, block):
     header, specs, n_ids = spec
@@ -339,7 +339,7 @@ def test_the_coverage_check_reads_every_id_as_the_csv_module_does(table, block):
         assert problems == csv_module_check(path, "id", int_key, -20, 20, expected)
 
 
-@examples(1000)
+@examples(400)
 @given(fields=st.lists(st.text(alphabet="0123456789-+ a", max_size=MAX_DIGITS + 3), max_size=20))
 def test_integer_ids_are_parsed_exactly_when_str_gives_them_back(fields):
     """Only a canonical id ("-12", not "012", "+12", " 12" or "-0") is parsed without calling the key."""
