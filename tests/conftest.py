@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gputui.executors import cgroup as cgroups
 from tests import ray_cluster, slurm_cluster
 
 WORKER = Path(__file__).parent / "workers" / "shard_worker.py"
@@ -192,7 +193,9 @@ def _private_gpu_reservations(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _no_leaked_workers(tmp_path):
     """Kill anything started for this test's runs (workers, keepers, background schedulers), so one
-    failing test cannot leak processes into the next."""
+    failing test cannot leak processes into the next; then remove the run cgroups the test's killed trees
+    left (a waiter SIGKILLed removes nothing), so a machine running the suite keeps none."""
+    before = _run_cgroups()
     yield
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
@@ -202,6 +205,14 @@ def _no_leaked_workers(tmp_path):
                 p.kill()
         except (psutil.Error, OSError):
             pass
+    for folder in _run_cgroups() - before:
+        cgroups.remove(str(folder), wait=1.0)  # emptied once its killed processes are gone; else left
+
+
+def _run_cgroups() -> set[Path]:
+    """The run cgroup folders (`gputui-<scheduler id>`) beside this process's cgroup, where its runs make them."""
+    base = cgroups.of("self")
+    return set(Path(base).glob(cgroups.run_root_name("*"))) if base else set()
 
 
 # -- clusters shared by the whole session ----------------------------------------------------------------------

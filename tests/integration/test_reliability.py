@@ -103,6 +103,12 @@ def test_a_killed_waiters_worker_is_recorded_by_the_keeper_and_not_run_again(mak
     assert {t["attempts"] for t in _status(make_job.run_dir).values()} == {1}
     # Its output pipe outlived its reader: the keeper copied on what it printed after (no SIGPIPE).
     assert "finish [0, 10)" in (make_job.run_dir / "logs" / "shard-0.attempt1.log").read_text()
+    with sqlite3.connect(make_job.run_dir / "state.db") as db:
+        made = [Path(c) for (c,) in db.execute("SELECT cgroup FROM attempts WHERE cgroup IS NOT NULL")]
+    # The killed waiter's attempt cgroup is removed by the scheduler, and the run's folder once the run ends.
+    assert made or not _cgroups_usable(), "cgroups here, yet none recorded"
+    leftovers = [c for c in made + [c.parent for c in made] if c.exists()]
+    assert not leftovers, f"cgroups left behind: {leftovers}"
 
 
 class _Keeper:
