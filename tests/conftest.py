@@ -193,9 +193,7 @@ def _private_gpu_reservations(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _no_leaked_workers(tmp_path):
     """Kill anything started for this test's runs (workers, keepers, background schedulers), so one
-    failing test cannot leak processes into the next; then remove the run cgroups the test's killed trees
-    left (a waiter SIGKILLed removes nothing), so a machine running the suite keeps none."""
-    before = _run_cgroups()
+    failing test cannot leak processes into the next."""
     yield
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
@@ -205,8 +203,31 @@ def _no_leaked_workers(tmp_path):
                 p.kill()
         except (psutil.Error, OSError):
             pass
-    for folder in _run_cgroups() - before:
-        cgroups.remove(str(folder), wait=1.0)  # emptied once its killed processes are gone; else left
+
+
+_cgroups_before_the_suite: set[Path] = set()
+
+
+def pytest_sessionstart(session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controlling process, with or without xdist
+        _cgroups_before_the_suite.update(_run_cgroups())
+
+
+def pytest_sessionfinish(session) -> None:
+    """Remove the run cgroups the suite's killed trees left (a waiter SIGKILLed removes nothing), so a machine
+    running it keeps none. Once, at the end: while tests run in parallel, another test's live run has its own."""
+    if not hasattr(session.config, "workerinput"):
+        for folder in _run_cgroups() - _cgroups_before_the_suite:
+            cgroups.remove(str(folder), wait=1.0)  # emptied once its killed processes are gone; else left
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Under xdist (`-n`), the tests of one shared cluster run in one worker, which starts it once."""
+    for item in items:
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")  # the contract suite's
+        for fixture, group in (("shared_ray_head", "ray"), ("shared_slurm", "slurm")):
+            if fixture in getattr(item, "fixturenames", ()) or backend == group:
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _run_cgroups() -> set[Path]:

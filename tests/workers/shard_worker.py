@@ -91,8 +91,10 @@ def main() -> int:
             w.writeheader()
             w.writerows({"data_id": r["data_id"], "value": r["value"].upper()} for r in rows)
         os.replace(tmp, os.path.join(a.output, f"out_{a.low}_{a.high}.csv"))
-    record(a.record, event="finish", low=a.low, high=a.high)
+    # Printed before the record: a print that fails (a full disk under the log) fails the attempt, and a
+    # "finish" on record then means the worker exits 0.
     print(f"finish [{a.low}, {a.high})", flush=True)
+    record(a.record, event="finish", low=a.low, high=a.high)
     return 0
 
 
