@@ -43,6 +43,7 @@ class Leftovers:
         self.sampler = sampler
         self.scheduler_id = scheduler_id
         self.voice = voice
+        self.orphans = cgroups.Orphans(scheduler_id)  # cgroups whose waiter died before removing them
 
     # -- starts --------------------------------------------------------------------------------
     def learn(self, live: Live) -> AttemptEnds:
@@ -117,7 +118,7 @@ class Leftovers:
         self.state.lingering.pop(live.key, None)
         self.executor.done(live.key)
         if live.cgroup and not live.ours:  # its waiter died before it could remove the attempt's cgroup
-            cgroups.remove(live.cgroup, wait=0.0)
+            self.orphans.add(live.cgroup)
         self.store.update_attempt(live.task_id, live.number, cleared_at=at)
         self.sampler.look_again()
 

@@ -148,6 +148,7 @@ class Scheduler:
             self.outbox.sync_signals()
             self.outbox.send_alerts()
             self.alerter.close()
+            self.leftovers.orphans.sweep(wait=1.0)  # before the keeper removes our run folder
             self.executor.close()
             if not self.detach_requested:
                 self.executor.leave()
@@ -212,6 +213,7 @@ class Scheduler:
         self.alerter.poll()
         self._stream_output()
         self.progress.tick()
+        self.leftovers.orphans.sweep()
 
     def _hear_lost_waiters(self) -> None:
         """An attempt whose waiter died: watched from now on by polling what is left of it."""

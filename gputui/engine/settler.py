@@ -20,7 +20,6 @@ from gputui.engine.rules.settle import Ended, decide
 from gputui.engine.run_state import RunState
 from gputui.engine.setup import RunSetup
 from gputui.engine.voice import Progress, Voice
-from gputui.executors import cgroup as cgroups
 from gputui.executors.journal import AttemptEnds
 from gputui.jobs.kinds.base import AttemptOutput
 from gputui.jobs.kinds.registry import kind_of, on_settle
@@ -137,7 +136,7 @@ class Settler:
         if cleared:
             self.executor.done(live.key)
             if live.cgroup and not live.ours:  # its waiter died before it could remove the attempt's cgroup
-                cgroups.remove(live.cgroup, wait=0.0)
+                self.leftovers.orphans.add(live.cgroup)
             self.sampler.look_again()  # its GPUs are free now: look again before placing
             return
         self.state.lingering[live.key] = live

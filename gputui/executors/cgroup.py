@@ -181,25 +181,53 @@ def kill(path: str) -> bool:
         return False
 
 
-def remove(path: str, wait: float = 2.0) -> None:
+def remove(path: str, wait: float = 2.0) -> bool:
     """Remove an emptied cgroup and the cgroups a worker made below it, deepest first (its last processes
-    may take a moment to be released)."""
+    may take a moment to be released). Whether it is gone."""
     deadline = time.monotonic() + wait
     while True:
         try:
             os.rmdir(path)  # the common case, no cgroup below it: no walk over its files
-            return
+            return True
         except FileNotFoundError:
-            return
+            return True
         except OSError:
             pass
         try:
             for folder, _, _ in os.walk(path, topdown=False):
                 os.rmdir(folder)
-            return
+            return True
         except FileNotFoundError:
             continue  # removed meanwhile (or already): tried again, which ends at once once it is gone
         except OSError:
             if time.monotonic() >= deadline:
-                return
+                return False
             time.sleep(0.01)
+
+
+class Orphans:
+    """Cgroups of attempts whose waiter died before it could remove them (it does, otherwise): each removed
+    once its last process is released, tried again every turn until then, and with the last of them the run
+    folder of the scheduler that made them, if that was an earlier one (this scheduler's own folder is empty
+    between attempts and its keeper removes it at the end). Other runs' folders are never looked at."""
+
+    def __init__(self, scheduler_id: str):
+        base = of("self")  # the keeper, our child, makes its folder beside our own cgroup
+        self.own_root = os.path.join(base, run_root_name(scheduler_id)) if base else None
+        self.waiting: set[str] = set()
+
+    def add(self, path: str) -> None:
+        self.waiting.add(path)
+        self.sweep()
+
+    def sweep(self, wait: float = 0.0) -> None:
+        """`wait`: for all of them together, at most."""
+        deadline = time.monotonic() + wait
+        for path in list(self.waiting):
+            if not remove(path, wait=max(0.0, deadline - time.monotonic())):
+                continue
+            self.waiting.discard(path)
+            root = os.path.dirname(path)
+            if root != self.own_root and os.path.basename(root).startswith(run_root_name("")):
+                with contextlib.suppress(OSError):  # another attempt's cgroup is still in it: its removal retries
+                    os.rmdir(root)

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gputui.executors import cgroup as cgroups
 from gputui.executors.cgroup import CgroupHome
 from tests.conftest import JobFactory, gone, gputui, gputui_bg, keeper_of, wait_for
 
@@ -78,6 +79,41 @@ def test_scheduler_and_keeper_sigkilled_together_lose_no_exit_status(make_job, r
     assert set(_starts(make_job).values()) == {1}  # nothing ran again
     assert "exit status unknown" not in r.stdout
     assert {t["attempts"] for t in _status(make_job.run_dir).values()} == {1}
+
+
+def test_a_run_killed_whole_and_started_again_elsewhere_leaves_none_of_its_cgroups(make_job, tmp_path):
+    """Every process of a run SIGKILLed at once (an OOM killer, a `kill -9` of the session) removes no cgroup;
+    the next scheduler, started from another cgroup (another SSH login), removes the killed attempts' cgroups
+    and the dead scheduler's run folder, and its own at the end."""
+    if not _cgroups_usable():
+        pytest.skip("no writable cgroup v2 with cgroup.kill here")
+    job = make_job(ids=20, num_workers=4, max_parallel=2, sleep=30)
+    elsewhere = Path(cgroups.of("self")) / f"test-login-{uuid.uuid4().hex[:8]}"
+    elsewhere.mkdir()
+    try:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "gputui", "run", "--jobs", job],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: Path(elsewhere, "cgroup.procs").write_text("0"),
+        )
+        wait_for(lambda: len(make_job.running()) == 2, what="two workers")
+        (elsewhere / "cgroup.kill").write_text("1")
+        first.wait(10)
+        wait_for(lambda: not cgroups.members(str(elsewhere)), what="every process of the run gone")
+        with sqlite3.connect(make_job.run_dir / "state.db") as db:
+            killed = [Path(c) for (c,) in db.execute("SELECT cgroup FROM attempts WHERE cgroup IS NOT NULL")]
+        assert len(killed) == 2 and all(c.is_dir() and c.parent.parent == elsewhere for c in killed)
+        make_job(ids=20, num_workers=4, max_parallel=2, sleep=0)  # the retries end at once
+        r = gputui("run", "--jobs", job)
+        assert r.returncode == 0, r.stdout + r.stderr
+        with sqlite3.connect(make_job.run_dir / "state.db") as db:
+            made = [Path(c) for (c,) in db.execute("SELECT cgroup FROM attempts WHERE cgroup IS NOT NULL")]
+        assert len(made) > len(killed)
+        left = sorted({c for c in made + [c.parent for c in made] if c.exists()})
+        assert not left, f"cgroups left behind: {left}"
+    finally:
+        cgroups.remove(str(elsewhere), wait=5.0)
 
 
 def test_keeper_killed_alone_the_run_goes_on_and_nothing_runs_twice(make_job, reaper, tmp_path):
