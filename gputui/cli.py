@@ -258,7 +258,9 @@ def _cmd_app(args) -> int:
         interval=args.interval,
         readonly=args.readonly,
     )
-    app.run()
+    said = app.run()  # what the app leaves to say on the terminal (detached: how to re-attach)
+    if said:
+        print(said, file=sys.stderr)
     return EXIT_OK
 
 

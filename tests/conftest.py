@@ -222,11 +222,13 @@ def pytest_sessionfinish(session) -> None:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Under xdist (`-n`), the tests of one shared cluster run in one worker, which starts it once."""
+    """Under xdist (`-n`), tests that share something run in one worker, one after another: those of one
+    cluster (which it then starts once; a Ray driver started beside another head would join it), and the
+    snapshots (their run lives at one fixed path, which the pictures show)."""
     for item in items:
         backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")  # the contract suite's
-        for fixture, group in (("shared_ray_head", "ray"), ("shared_slurm", "slurm")):
-            if fixture in getattr(item, "fixturenames", ()) or backend == group:
+        for group in ("ray", "slurm", "snapshots"):
+            if backend == group or item.path.name.startswith(f"test_{group}"):
                 item.add_marker(pytest.mark.xdist_group(group))
 
 

@@ -272,7 +272,9 @@ class RunControls:
 
         def chosen(choice: str | None) -> None:
             if choice == "detach":
-                app.exit(message=f"detached: the run goes on in the background. Re-attach with:\n  {again}")
+                # Printed by the CLI once the screen is given back, as plain lines: a console folds a run
+                # directory longer than it is wide, and the command would no longer paste whole.
+                app.exit(result=f"detached: the run goes on in the background. Re-attach with:\n  {again}")
             elif choice == "stop":
                 self._in_thread(self._stop_and_quit)
 
