@@ -81,10 +81,10 @@ def record(run_dir: Path, job: JobSpec, identity: RunIdentity) -> list[str]:
 
 def entries(folder: Path | None = None) -> list[Entry]:
     """Every readable entry; a file that is not one (foreign, damaged) is skipped and left alone."""
-    folder = folder or registry_dir()
     try:
+        folder = folder or registry_dir()
         names = [n for n in os.listdir(folder) if n.endswith(SUFFIX)]
-    except OSError:  # none recorded yet, or not readable: nothing to list
+    except (OSError, RuntimeError, KeyError):  # none recorded yet, unreadable, or no home: nothing to list
         return []
     found = []
     for name in names:

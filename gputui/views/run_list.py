@@ -80,35 +80,39 @@ def read_row(entry: Entry) -> RunRow | None:
     paths = RunPaths(entry.run_dir)
     if not paths.db.is_file():
         return None
-    lock = RunLock(paths)
-    live = lock.is_live()
-    pid = (lock.holder() or {}).get("pid") if live else None
-    counts: Counter[str] = Counter()
-    job, problem, run_failed = entry.job, None, None
+    holder = _scheduler(RunLock(paths))
+    counts, job, run_failed, problem = _read_state(paths.db)
+    state = UNREADABLE if problem else run_state(counts, run_failed)
+    if holder is not None:
+        state = RUNNING  # whatever a reader could make of its state
+    pid = (holder or {}).get("pid")
+    return RunRow(
+        run_dir=entry.run_dir,
+        job=job or entry.job,
+        job_file=entry.job_file,
+        state=state,
+        scheduler_id=entry.scheduler_id,
+        scheduler_pid=pid if isinstance(pid, int) else None,
+        created_at=entry.created_at,
+        last_activity=_last_change(paths.root) or entry.opened_at or None,
+        counts=counts,
+        problem=problem,
+    )
+
+
+def _read_state(db: Path) -> tuple[Counter[str], str, bool, str | None]:
+    """(tasks by status, job name, whether the run cannot succeed, why the state could not be read)."""
     try:
-        conn = connect_readonly(paths.db, timeout=2.0, create_nothing=True)
+        conn = connect_readonly(db, timeout=2.0, create_nothing=True)
         try:
             counts = Counter(dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()))
             keys = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('job_name', 'run_failed')"))
         finally:
             conn.close()
-        job = json.loads(keys.get("job_name") or "null") or job
-        run_failed = json.loads(keys.get("run_failed") or "null")
+        job = json.loads(keys.get("job_name") or "null")
+        return counts, str(job or ""), bool(json.loads(keys.get("run_failed") or "null")), None
     except (sqlite3.Error, ValueError, OSError) as e:
-        problem = str(e)[:160] or type(e).__name__
-    state = RUNNING if live else (UNREADABLE if problem else run_state(counts, bool(run_failed)))
-    return RunRow(
-        entry.run_dir,
-        str(job),
-        entry.job_file,
-        state,  # a live scheduler runs it, whatever a reader could make of its state
-        entry.scheduler_id,
-        pid if isinstance(pid, int) else None,
-        entry.created_at,
-        _last_change(paths.root) or entry.opened_at or None,
-        counts,
-        problem,
-    )
+        return Counter(), "", False, str(e)[:160] or type(e).__name__
 
 
 def run_state(counts: Counter[str], run_failed: bool) -> str:
@@ -166,6 +170,15 @@ def ago(when: float | None, now: float) -> str:
         if s >= size:
             return f"{int(s // size)}{unit} ago"
     return f"{int(s)}s ago"
+
+
+def _scheduler(lock: RunLock) -> dict | None:
+    """Who drives the run (its lock's note), or None when no scheduler does: a control verb that holds the lock
+    for a moment, acting on a run no scheduler drives, leaves it as it is."""
+    if not lock.is_live():
+        return None
+    holder = lock.holder() or {}
+    return holder if holder.get("role", "scheduler") == "scheduler" else None
 
 
 def _last_change(root: Path) -> float | None:

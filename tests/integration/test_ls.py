@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 
-from tests.conftest import gputui, gputui_bg, wait_for
+from tests.conftest import gone, gputui, gputui_bg, wait_for
 
 
 def ls_json(cwd) -> list[dict]:
@@ -63,6 +63,19 @@ def test_a_live_run_shows_running_then_detached_when_its_scheduler_dies(make_job
     wait_for(lambda: ls_json(tmp_path)[0]["state"] == "detached", timeout=10, what="ls to show it detached")
 
 
+def test_a_run_the_app_launches_in_the_background_is_listed(make_job, tmp_path):
+    from gputui import api  # the app's launch key starts its run this way
+
+    pid = api.start_in_background(make_job(num_workers=1, sleep=60), make_job.run_dir)
+    try:
+        (run,) = wait_for(lambda: [r for r in ls_json(tmp_path) if r["state"] == "running"], what="the run listed")
+        assert run["run_dir"] == str(make_job.run_dir) and run["scheduler_pid"] == pid
+    finally:
+        os.kill(pid, signal.SIGTERM)  # it stops its worker on the way out
+        wait_for(lambda: gone(pid), what="the scheduler to stop")
+    assert ls_json(tmp_path)[0]["state"] == "stopped"
+
+
 def test_a_deleted_run_directory_drops_out_of_the_list(make_job, tmp_path):
     job = make_job(num_workers=1)
     for name in ("kept", "deleted"):
@@ -73,6 +86,15 @@ def test_a_deleted_run_directory_drops_out_of_the_list(make_job, tmp_path):
     assert [r["run_dir"] for r in ls_json(tmp_path)] == [str(tmp_path / "kept")]
     assert str(tmp_path / "deleted") not in gputui("ls", cwd=tmp_path).stdout
     assert len(os.listdir(tmp_path / "registry")) == 1  # its entry is gone too
+
+
+def test_a_run_whose_state_cannot_be_read_is_listed_as_unreadable(make_job, tmp_path):
+    assert gputui("run", "--jobs", make_job(num_workers=1), "--quiet").returncode == 0
+    (make_job.run_dir / "state.db").write_bytes(b"not a database at all" * 100)
+    r = gputui("ls", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.splitlines()[1].split()[:3] == ["unreadable", "test", "?"], r.stdout
+    (run,) = ls_json(tmp_path)
+    assert run["state"] == "unreadable" and run["problem"], run
 
 
 def test_no_runs_yet_says_how_to_start_one(tmp_path):
