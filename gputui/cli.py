@@ -293,7 +293,7 @@ def _ls_parser(sub) -> None:
     ls.add_argument(
         "--all",
         action="store_true",
-        help=f"list every run (else every live one, and the newest up to {LS_LISTED})",
+        help=f"list every run (else the live ones, then the most recently active others: {LS_LISTED} in all)",
     )
     ls.set_defaults(func=_cmd_ls)
 
