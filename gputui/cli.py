@@ -141,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         "(by default starting a run again gives them a fresh set of attempts)",
     )
     run.set_defaults(func=_cmd_run)
+    _ls_parser(sub)
 
     st = sub.add_parser(
         "status",
@@ -277,6 +278,49 @@ def _cmd_run(args) -> int:
         rebuild_state=args.rebuild_state,
         only_pending=args.only_pending,
     )
+
+
+def _ls_parser(sub) -> None:
+    ls = sub.add_parser(
+        "ls",
+        help="the runs of this user on this machine, live or finished, wherever they are",
+        description="One line per run started on this machine (by `gputui run` or the app), most recently active "
+        "first: its state (running: its scheduler is live; detached: tasks run on without one; finished; "
+        "failed; stopped: work left, no scheduler), job, progress, last activity and run directory. A run whose "
+        "directory is gone is dropped. Reads only.",
+        epilog="exit status: 0 (also when there are no runs); runs are recorded under ~/.cache/gputui/<host>/runs "
+        "(GPUTUI_REGISTRY_DIR to move it)",
+    )
+    ls.add_argument("--json", action="store_true", help="machine-readable: every run, with its task counts")
+    ls.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every run (else the live ones, then the most recently active others: {LS_LISTED} in all)",
+    )
+    ls.set_defaults(func=_cmd_ls)
+
+
+LS_LISTED = 20  # the runs `gputui ls` lists without --all (live ones are always listed)
+
+
+def _cmd_ls(args) -> int:
+    import time
+
+    from gputui.api.runs import list_runs
+    from gputui.views.run_list import concise, left_out_line, table_lines
+
+    rows = list_runs()
+    if args.json:
+        print(json.dumps({"runs": [r.as_dict() for r in rows]}, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no runs yet; `gputui run --jobs FILE` starts one")
+        return EXIT_OK
+    listed, left = (rows, []) if args.all else concise(rows, LS_LISTED)
+    print("\n".join(table_lines(listed, time.time())))
+    if left:
+        print(left_out_line(left))
+    return EXIT_OK
 
 
 def _cmd_status(args) -> int:

@@ -191,6 +191,12 @@ def _private_gpu_reservations(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _private_run_registry(tmp_path, monkeypatch):
+    """Each test's runs are recorded for `gputui ls` among themselves, never in the user's own list."""
+    monkeypatch.setenv("GPUTUI_REGISTRY_DIR", str(tmp_path / "registry"))
+
+
+@pytest.fixture(autouse=True)
 def _no_leaked_workers(tmp_path):
     """Kill anything started for this test's runs (workers, keepers, background schedulers), so one
     failing test cannot leak processes into the next."""

@@ -16,7 +16,7 @@ from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.plans import Plan, plan_job
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
-from gputui.rundir import rebuild
+from gputui.rundir import rebuild, run_registry
 from gputui.rundir.meta import JobFacts, OutputSettings, RunIdentity, RunMeta, read_meta, write_meta
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.store import Store
@@ -90,6 +90,7 @@ def open_for_job(
     atomic_write_text(paths.job_copy, job.text)
     if job.outputs is not None:
         job.outputs.dir.mkdir(parents=True, exist_ok=True)
+    notes += run_registry.record(paths.root, job, read_meta(store).identity)  # for `gputui ls`; never fails
     return Run(paths, store, lock, notes)
 
 
