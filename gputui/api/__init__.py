@@ -27,6 +27,7 @@ _HOME = {
     **dict.fromkeys(("GpuReading", "gpus", "read_gpus"), "gputui.api.machine"),
     **dict.fromkeys(("JobPlan", "check_app_target", "load_job", "plan"), "gputui.api.planning"),
     **dict.fromkeys(("Run", "open_run"), "gputui.api.run"),
+    "list_runs": "gputui.api.runs",
     "RunStatus": "gputui.api.status",
     **dict.fromkeys(
         ("VERBS", "Kill", "Merge", "Outcome", "Pause", "Resume", "Retry", "Start", "Stop", "Verb"),
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from gputui.api.machine import GpuReading, gpus, read_gpus
     from gputui.api.planning import JobPlan, check_app_target, load_job, plan
     from gputui.api.run import Run, open_run
+    from gputui.api.runs import list_runs
     from gputui.api.status import RunStatus
     from gputui.api.verbs import (
         VERBS,
@@ -112,6 +114,7 @@ __all__ = [
     "Verb",
     "check_app_target",
     "gpus",
+    "list_runs",
     "load_job",
     "open_run",
     "plan",
