@@ -139,6 +139,7 @@ class GpuTuiApp(App):
             self._chart = self.query_one(MetricsChart)
             self.watch(self._table, "filter_by", self._render_taskbar, init=False)
             self.watch(self._table, "sort_by", self._render_taskbar, init=False)
+            self.watch(self._table, "tag_count", self._render_taskbar, init=False)
         self.action_back()  # keys act on the table (or the process list) from the start, not on the GPU grid
         self.watch_theme_name(self.theme_name)
         self._fit()
@@ -293,6 +294,7 @@ class GpuTuiApp(App):
         read = series.last if series is not None and view is not None and series.task_id == view.task.id else None
         metrics = dict(read) if read else (dict(view.metrics) if view is not None else None)
         shown = {"filter_by": table.filter_by, "sort_by": table.sort_by, "follow": follow}
+        shown["tagged"] = table.tag_count
         self._taskbar.show(task_bar_text(view, **shown, metrics=metrics, metric=self._metric_name()))
 
     def _metric_name(self) -> str | None:
@@ -439,6 +441,10 @@ class GpuTuiApp(App):
             self._pin_log(msg.task_id)
         else:
             self.controls.request(msg.verb, msg.task_id)
+
+    @on(JobTable.BatchRequested)
+    def _on_batch(self, msg: JobTable.BatchRequested) -> None:
+        self.controls.request_many(msg.verb, msg.task_ids)
 
     def action_launch(self) -> None:
         self.controls.launch()

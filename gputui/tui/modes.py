@@ -44,7 +44,8 @@ KEYS: tuple[Key, ...] = (
     Key(
         "l",
         "launch",
-        "launch the job; while it runs, start the selected pending task now",
+        "launch the job; while it runs, start the selected pending task now; finished: start it again "
+        "(the failed tasks, or all over)",
         frozenset({BEFORE, LIVE, FINISHED}),
     ),
     Key(
@@ -69,6 +70,13 @@ KEYS: tuple[Key, ...] = (
         "r",
         "request('retry')",
         "retry the selected failed or killed task (a retrying one: now)",
+        frozenset({LIVE, FINISHED}),
+    ),
+    Key(
+        "space",
+        "toggle_tag",
+        "tag / untag the selected task; with tags, k p r act on every tagged task after one confirmation; "
+        "esc clears the tags",
         frozenset({LIVE, FINISHED}),
     ),
     Key("enter", "request('open')", "pin the selected task's log in a tab of its own", RUN_MODES),

@@ -6,7 +6,7 @@ thread worker, and ends in a toast."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from textual.app import App
 
 from gputui.api import (
     Kill,
+    Retry,
     RunMeta,
     Start,
     StartFailed,
@@ -26,6 +27,7 @@ from gputui.api import (
 )
 from gputui.jobs.tasks import Status
 from gputui.tui import modes
+from gputui.tui.batch import NAMED, Batch, batch_of, summary
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
 from gputui.views.executor_facts import kill_lines
@@ -47,12 +49,20 @@ class StartRun:
 
 @dataclass(frozen=True)
 class AskHowToStart:
+    """`choices`: (key, answer, what it does); answers: `failed` (the run started again: tasks that failed for
+    good get a fresh set of attempts), `only` (only the pending), `over` (every done task too: a new attempt for
+    each, its output replaced as `retry --force` does)."""
+
     body: str
     choices: list[tuple[str, str, str]]
+    title: str = "Start the run again?"
+
+
+OVER = ("a", "over", "run all again (done tasks too: new attempts, outputs replaced)")
 
 
 def all_done(run: RunSnapshot) -> bool:
-    """A run with nothing failed, killed or waiting: `l` has nothing to start (and is not offered)."""
+    """A run with nothing failed, killed or waiting: `l` offers to start it over."""
     counts = run.counts
     return not any(counts.get(s, 0) for s in (Status.FAILED, Status.KILLED, *WAITING))
 
@@ -76,7 +86,9 @@ def launch_step(
     failed, waiting = counts.get(Status.FAILED, 0), sum(counts.get(s, 0) for s in WAITING)
     if not failed and not waiting:
         if all_done(run):
-            return Say("the run is finished: every task is done")
+            done = counts.get(Status.DONE, 0)
+            body = f"Every task is done ({done}). Running them all again replaces their outputs, each atomically."
+            return AskHowToStart(body, [OVER], "Start the finished run over?")
         killed = counts.get(Status.KILLED, 0)
         return Say(f"the run is finished; {killed} killed task(s) stay killed until retried (r)")
     if not failed:
@@ -87,9 +99,11 @@ def launch_step(
         f"{failed} task(s) failed for good: {listed}.\n"
         f"{waiting} task(s) are pending" + (f": {', '.join(named)}" if waiting else "") + "."
     )
-    choices = [("a", "all", "run them all again")]
+    choices = [("f", "failed", "run the failed tasks again" + (" and the pending" if waiting else ""))]
     if waiting:
         choices.append(("o", "only", "only the pending (failed stay failed)"))
+    if counts.get(Status.DONE, 0):
+        choices.append(OVER)
     return AskHowToStart(body, choices)
 
 
@@ -111,7 +125,7 @@ class RunControls:
             selected = app.selected_task()
             return selected is not None and selected.task.status in WAITING
         if action == "launch" and mode == modes.FINISHED:
-            return app.snapshot is None or not all_done(app.snapshot)
+            return True  # a finished run: started again (tasks that failed), or over (every task done)
         if action == "kill_all":
             return app.snapshot is not None and any(s not in Status.FINAL for s in app.snapshot.counts)
         return True
@@ -129,6 +143,39 @@ class RunControls:
             self.confirm_kill([task_id])
         else:
             self.send(verb_named(verb, [task_id]))
+
+    def request_many(self, verb: str, task_ids: Sequence[str]) -> None:
+        """A verb on the tagged tasks: after one confirmation naming them, on those it applies to."""
+        if self.refuse_readonly() or self.app.view is None:
+            return
+        self._in_thread(self._confirm_many, verb, tuple(task_ids), self.app.mode)
+
+    def _confirm_many(self, verb: str, task_ids: tuple[str, ...], mode: str) -> None:
+        """The tagged tasks' statuses now (read in this thread), then one question naming those it acts on."""
+        app = self.app
+        batch = batch_of(verb, app.view.statuses(list(task_ids)), task_ids, mode)
+        if not batch.ids:
+            said = ", ".join(f"{i} is {s}" for i, s in list(batch.refused.items())[:NAMED])
+            more = len(batch.refused) - NAMED
+            said += f" and {more} more" if more > 0 else ""
+            app.call_from_thread(app.say, f"no tagged task to {batch.verb}: {said}", "warning")
+            return
+        if batch.verb == "kill":
+            body = self._kill_body(list(batch.ids), list(batch.ids))
+        else:
+            body = {
+                "pause": "SIGSTOP to their process trees (each keeps its GPU memory).",
+                "resume": "SIGCONT to their process trees.",
+                "retry": "Each is queued again with a fresh set of attempts.",
+            }[batch.verb]
+        if refused := batch.refused_line():
+            body += f"\n{refused}"
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.send(verb_named(batch.verb, batch.ids), batch)
+
+        app.call_from_thread(app.push_screen, ConfirmScreen(batch.title, body), done)
 
     def kill_all(self) -> None:
         app = self.app
@@ -151,21 +198,28 @@ class RunControls:
             task_ids, tried = app.view.unfinished()
             if not task_ids:
                 return
+        body = self._kill_body(task_ids, tried)
+        title = f"Kill {task_ids[0]}?" if len(task_ids) == 1 else f"Kill all {len(task_ids)} tasks of this run?"
+        # Every task of the run: one toast sums it up (their statuses now say what each kill was).
+        batch = Batch("kill", tuple(task_ids), before=app.view.statuses(task_ids)) if len(task_ids) > 1 else None
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.send(Kill(task_ids), batch)
+
+        app.call_from_thread(app.push_screen, ConfirmScreen(title, body), done)
+
+    def _kill_body(self, task_ids: list[str], tried: list[str]) -> str:
+        """What a kill signals: the processes of each task (a /proc scan: in a thread)."""
+        app = self.app
         found = app.view.processes(tried) if app.view is not None else {}
         lines = kill_lines(app.snapshot, found, task_ids)
         grace = (app.snapshot.meta if app.snapshot else RunMeta()).job.stop_grace_s
-        body = (
+        return (
             f"SIGTERM, then SIGKILL after {grace:g}s, to this run's processes only:\n"
             + "\n".join(lines[:8])
             + (f"\n… and {len(lines) - 8} more" if len(lines) > 8 else "")
         )
-        title = f"Kill {task_ids[0]}?" if len(task_ids) == 1 else f"Kill all {len(task_ids)} tasks of this run?"
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.send(Kill(task_ids))
-
-        app.call_from_thread(app.push_screen, ConfirmScreen(title, body), done)
 
     def launch(self) -> None:
         app = self.app
@@ -187,10 +241,34 @@ class RunControls:
         else:
 
             def chosen(choice: str | None) -> None:
-                if choice in ("all", "only"):
+                if choice in ("failed", "only"):
                     self._in_thread(self._start_scheduler, choice == "only")
+                elif choice == "over":
+                    self._in_thread(self._start_over)
 
-            app.push_screen(ChoiceScreen("Start the run again?", step.body, step.choices), chosen)
+            app.push_screen(ChoiceScreen(step.title, step.body, step.choices), chosen)
+
+    def _start_over(self) -> None:
+        """Every done task queued again as `gputui retry --force` does (its done-manifest removed, so its output
+        is replaced whole when the new attempt finishes), then the run started again (failed tasks with it)."""
+        app = self.app
+        done = app.view.ids([Status.DONE])
+        if done:
+            self.launching = True
+            try:
+                outcome = send(app.run_dir, Retry(tuple(done), force=True))
+                ok, report = outcome.ok, outcome.report
+            except Exception as e:
+                ok, report = False, f"retry failed: {e}"
+            finally:
+                self.launching = False
+            if not ok:
+                batch = Batch("retry", tuple(done), before=dict.fromkeys(done, Status.DONE))
+                text, _ = summary(batch, ok, report)
+                app.call_from_thread(app.say, f"could not start the run over:\n{text}", "error", 20)
+                app.call_from_thread(app.refresh_data)
+                return
+        self._start_scheduler(False)
 
     def _start_scheduler(self, only_pending: bool) -> None:
         app = self.app
@@ -213,20 +291,26 @@ class RunControls:
         )
         app.call_from_thread(app.refresh_data)
 
-    def send(self, verb: Verb) -> None:
-        """A verb through the run's control channel, exactly as the CLI sends it."""
-        self._in_thread(self._send, verb)
+    def send(self, verb: Verb, batch: Batch | None = None) -> None:
+        """A verb through the run's control channel, exactly as the CLI sends it. `batch`: a verb on many tasks,
+        said in one toast that sums it up (each task's line goes to the app's log)."""
+        self._in_thread(self._send, verb, batch)
 
-    def _send(self, verb: Verb) -> None:
+    def _send(self, verb: Verb, batch: Batch | None = None) -> None:
         app = self.app
         try:
             outcome = send(app.run_dir, verb)
             ok, report = outcome.ok, outcome.report
         except Exception as e:  # state gone or unreadable: a toast, never a traceback
             ok, report = False, f"{verb.name} failed: {e}"
+        if batch is not None:
+            app.call_from_thread(app.log.info, f"{verb.name} of {len(batch.ids)} task(s):\n{report}")  # devtools
+            text, severity = summary(batch, ok, report)
+        else:
+            text, severity = report or f"{verb.name}: done", "information" if ok else "error"
         if ok and verb.name == "pause":
-            report += "\n(a paused task still holds its GPU memory)"
-        app.call_from_thread(app.say, report or f"{verb.name}: done", "information" if ok else "error")
+            text += "\n(a paused task still holds its GPU memory)"
+        app.call_from_thread(app.say, text, severity)
         app.call_from_thread(app.refresh_data)
 
     def menu(self) -> None:

@@ -121,6 +121,10 @@ class PagedRunView(RunView):
         self._active = known
         return known[1] + (clock.between(known[2], snap.taken_at) if moving else 0.0)
 
+    def ids(self, statuses: list[str]) -> list[str]:
+        """Ids of the tasks in these statuses now, in plan order (any thread): what `l` runs again."""
+        return self.pages.ids(statuses)
+
     def statuses(self, task_ids: list[str]) -> dict[str, str]:
         """The status of each of these tasks now (any thread)."""
         return self.pages.statuses(task_ids)

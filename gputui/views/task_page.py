@@ -118,6 +118,11 @@ class TaskPages:
         with self._lock:
             return task_order.statuses_of(self._open(), task_ids)
 
+    def ids(self, statuses: Sequence[str]) -> list[str]:
+        """Ids of the tasks in these statuses, in plan order."""
+        with self._lock:
+            return task_order.ids_where(self._open(), statuses)
+
     def unfinished(self) -> tuple[list[str], list[str]]:
         """(ids of every task not finished, those of them ever tried)."""
         unfinished = [s for s in Status.ALL if s not in Status.FINAL]

@@ -35,14 +35,17 @@ def test_before_launch_the_job_starts_unless_its_model_fits_nowhere():
     assert launch_step(None, None, job_known=False, no_fit=None).severity == "warning"
 
 
-def test_a_finished_run_says_so_and_a_run_with_waiting_tasks_starts_again():
-    assert "every task is done" in launch_step(_run("done", "done"), None, job_known=True, no_fit=None).text
+def test_a_finished_run_offers_to_start_over_and_a_run_with_waiting_tasks_starts_again():
+    over = launch_step(_run("done", "done"), None, job_known=True, no_fit=None)
+    assert isinstance(over, AskHowToStart) and [c[:2] for c in over.choices] == [("a", "over")]
+    assert "Every task is done (2)" in over.body and "over" in over.title
     assert "1 killed task(s)" in launch_step(_run("done", "killed"), None, job_known=True, no_fit=None).text
     assert launch_step(_run("done", "pending"), None, job_known=True, no_fit=None) == StartRun(only_pending=True)
 
 
 def test_failed_tasks_ask_whether_to_run_them_again_or_only_the_pending():
     ask = launch_step(_run("failed", "pending"), None, job_known=True, no_fit=None)
-    assert isinstance(ask, AskHowToStart) and [c[1] for c in ask.choices] == ["all", "only"]
+    assert isinstance(ask, AskHowToStart) and [c[1] for c in ask.choices] == ["failed", "only"]
     only_failed = launch_step(_run("failed", "done"), None, job_known=True, no_fit=None)
-    assert [c[1] for c in only_failed.choices] == ["all"]
+    assert [c[:2] for c in only_failed.choices] == [("f", "failed"), ("a", "over")]
+    assert "run the failed tasks again" in only_failed.choices[0][2]

@@ -79,8 +79,10 @@ class ChoiceScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Static(self.body, classes="dialog-body", markup=False)
-            keys = "    ".join(f"{key} {text}" for key, _, text in self.choices)
-            yield Label(f"{keys}    esc cancel", classes="dialog-keys", markup=False)
+            # A line per answer: side by side, long answers pushed `esc cancel` out of the dialog's width.
+            width = max(len(key) for key, _, _ in [*self.choices, ("esc", "", "")])
+            keys = [f"{key:<{width}}  {text}" for key, _, text in [*self.choices, ("esc", None, "cancel")]]
+            yield Static("\n".join(keys), classes="dialog-keys", markup=False)
 
     def action_answer(self, choice: str | None) -> None:
         self.dismiss(choice)

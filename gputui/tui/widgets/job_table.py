@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
@@ -49,6 +50,8 @@ from gputui.views.kinds import Columns
 from gputui.views.runview import TaskView
 from gputui.views.task_page import SORTS, TableQuery, TableWindow, TaskPage, fresher
 
+TAG_MARK = "*"  # in a tagged row's first cell of padding (plain ASCII: every terminal, every font)
+
 
 class JobTable(ScrollView, can_focus=True):
     """Keys act on the highlighted task; the app decides (confirmations, read-only) and acts."""
@@ -57,6 +60,8 @@ class JobTable(ScrollView, can_focus=True):
         Binding("p", "request('pause')", "Pause/resume"),
         Binding("k", "request('kill')", "Kill"),
         Binding("r", "request('retry')", "Retry"),
+        Binding("space", "toggle_tag", "Tag", show=False),
+        Binding("escape", "clear_tags", "Clear tags", show=False),
         Binding("enter", "request('open')", "Pin log"),
         Binding("s", "cycle_sort", "Sort", show=False),
         Binding("v", "cycle_filter", "Filter", show=False),
@@ -72,6 +77,7 @@ class JobTable(ScrollView, can_focus=True):
         "job-table--cursor",
         "job-table--odd",
         "job-table--to-come",
+        "job-table--tagged",
     }
     DEFAULT_CSS = """
     JobTable { background: $surface; scrollbar-gutter: stable; overflow-x: hidden; }
@@ -81,6 +87,7 @@ class JobTable(ScrollView, can_focus=True):
         text-style: bold; }
     JobTable > .job-table--odd { background: $foreground 4%; }
     JobTable > .job-table--to-come { color: $foreground-muted; text-style: italic; }
+    JobTable > .job-table--tagged { color: $accent; text-style: bold; }
     JobTable.-stale { opacity: 50%; }
     """
     MARGIN = 60  # rows of a run held beyond those on screen, each way
@@ -102,6 +109,13 @@ class JobTable(ScrollView, can_focus=True):
         status: str
 
     @dataclass
+    class BatchRequested(Message):
+        """A verb on every tagged task (`task_ids`, in the order they were tagged): the app confirms once."""
+
+        verb: str  # pause | kill | retry (pause on tasks none of which runs: resume)
+        task_ids: tuple[str, ...]
+
+    @dataclass
     class RowsWanted(Message):
         """Rows of a run soon on screen and not held: the app reads `window`'s page for `show_page`."""
 
@@ -114,6 +128,7 @@ class JobTable(ScrollView, can_focus=True):
     filter_by: reactive[str] = reactive("all")
     layout: reactive[str] = reactive("wide", init=False)
     cursor_row: reactive[int] = reactive(0, init=False)
+    tag_count: reactive[int] = reactive(0, init=False)  # tasks tagged (space), for the task bar
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -132,13 +147,14 @@ class JobTable(ScrollView, can_focus=True):
         self.column_widths: dict[str, int] = {}
         self.rows_rendered = 0  # rows drawn afresh (not from the cache): what a tick costs
         self._header: Strip | None = None
-        self._looks: tuple[Style, Style, Style, Style] | None = None  # cursor, odd, header, to come
+        self._looks: tuple[Style, Style, Style, Style, Style] | None = None  # cursor, odd, header, to come, tag
         self.shape = Columns()  # the rows' kind's columns: none (a shard's) keeps the fixed layouts, else fitted
         self._row_context = RowContext()
         self._sized: dict[str, int] = {}  # trials and steps: columns sized to their contents
         self._to_come: tuple[str, ...] = ()  # lines after the rows: what is not planned yet
         self._columns: tuple = (Columns(), {}, None)  # (shape, sized widths, metric): the columns' terms
         self._titles: dict[str, str] = {}  # column -> its header, where not its name
+        self._tagged: dict[str, None] = {}  # tagged task ids, in the order tagged: kept across pages and views
 
     def on_mount(self) -> None:
         self._size_columns(self.scrollable_content_region.width or self.size.width)
@@ -197,12 +213,13 @@ class JobTable(ScrollView, can_focus=True):
         self._header = None
         self._looks = None
 
-    def _styles(self) -> tuple[Style, Style, Style, Style]:
+    def _styles(self) -> tuple[Style, Style, Style, Style, Style]:
         if self._looks is None:
             style = self.get_component_rich_style
             odd = Style(bgcolor=style("job-table--odd").bgcolor)  # stripes change the background only
             header, to_come = style("job-table--header"), style("job-table--to-come")
-            self._looks = (style("job-table--cursor"), odd, header, to_come)
+            tagged = style("job-table--tagged", partial=True)
+            self._looks = (style("job-table--cursor"), odd, header, to_come, tagged)
         return self._looks
 
     # -- updates -------------------------------------------------------------------------------
@@ -356,7 +373,7 @@ class JobTable(ScrollView, can_focus=True):
         if task_id is not None and (strip is None or strip.cell_length != width):
             strip = self._strips[task_id] = self._render_row(task_id, width)
             self.rows_rendered += 1
-        cursor, odd, _, _ = self._styles()
+        cursor, odd, *_ = self._styles()
         if row == self.cursor_row:
             return over(strip, cursor)
         return over(strip, odd) if row % 2 else strip
@@ -374,7 +391,12 @@ class JobTable(ScrollView, can_focus=True):
         return to_come_strip(lines[index], self.rich_style + self._styles()[3], width)
 
     def _render_row(self, task_id: str, width: int) -> Strip:
-        return row_strip(self._cells[task_id], self.column_widths, self.rich_style, width)
+        strip = row_strip(self._cells[task_id], self.column_widths, self.rich_style, width)
+        if task_id not in self._tagged:
+            return strip
+        tagged = self._styles()[4]  # a tagged row: its mark in the first cell's padding, the row in the tag's look
+        mark = Strip([Segment(TAG_MARK, self.rich_style + tagged)], 1)
+        return Strip.join([mark, over(strip.crop(1, width), tagged)])
 
     # -- cursor --------------------------------------------------------------------------------
     def watch_cursor_row(self, old: int, new: int) -> None:
@@ -433,17 +455,27 @@ class JobTable(ScrollView, can_focus=True):
         self.filter_by = FILTERS[(FILTERS.index(self.filter_by) + 1) % len(FILTERS)]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        mode = getattr(self.app, "mode", modes.LIVE)
+        if action == "clear_tags":
+            return bool(self._tagged)
+        if action == "toggle_tag":
+            return self.selected_id is not None and mode in (modes.LIVE, modes.FINISHED)
         if action != "request":
             return True
-        view, mode = self.selected, getattr(self.app, "mode", modes.LIVE)
+        verb = str(parameters[0])
+        if self._tagged and verb != "open":  # on the tagged tasks: whichever of them it applies to
+            return any(verb_acts(verb, status, mode) for status in Status.ALL)
+        view = self.selected
         if view is None:
             return False
-        verb = str(parameters[0])
         if verb == "open":
             return view.attempt is not None
         return verb_acts(verb, view.task.status, mode)
 
     def action_request(self, verb: str) -> None:
+        if self._tagged and verb != "open":
+            self.post_message(self.BatchRequested(verb, self.tagged))
+            return
         view = self.selected
         if view is None:
             return
@@ -451,3 +483,37 @@ class JobTable(ScrollView, can_focus=True):
         if verb == "pause" and status == Status.PAUSED:
             verb = "resume"
         self.post_message(self.ActionRequested(verb, view.task.id, status))
+
+    # -- tags ----------------------------------------------------------------------------------
+    @property
+    def tagged(self) -> tuple[str, ...]:
+        """The tagged tasks' ids, in the order they were tagged (rows held or not, shown by the view or not)."""
+        return tuple(self._tagged)
+
+    def action_toggle_tag(self) -> None:
+        task_id = self.selected_id
+        if task_id is None:
+            return
+        if task_id in self._tagged:
+            del self._tagged[task_id]
+        else:
+            self._tagged[task_id] = None
+        self._tags_changed([task_id])
+
+    def action_clear_tags(self) -> None:
+        self.clear_tags()
+
+    def clear_tags(self) -> None:
+        changed, self._tagged = list(self._tagged), {}
+        self._tags_changed(changed)
+
+    def _tags_changed(self, task_ids: Sequence[str]) -> None:
+        """Those rows drawn again (only those), the count said, the keys' footer brought up to date."""
+        top = round(self.scroll_y)
+        for task_id in task_ids:
+            self._strips.pop(task_id, None)
+            row = self._row_of.get(task_id)
+            if row is not None and top <= row < top + self.size.height:
+                self.refresh(Region(0, row - top + 1, self.size.width, 1))
+        self.tag_count = len(self._tagged)
+        self.refresh_bindings()

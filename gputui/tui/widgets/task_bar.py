@@ -27,12 +27,16 @@ def task_bar_text(
     follow: bool | None,
     metrics: dict[str, float] | None = None,
     metric: str | None = None,
+    tagged: int = 0,
 ) -> Text:
-    """`metrics`: the task's latest reported values (`metric`, the ranked one, first)."""
+    """`metrics`: the task's latest reported values (`metric`, the ranked one, first); `tagged`: rows tagged."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(f"view {filter_by}{SEP}sort {sort_by}", "dim")
     if follow is not None:
         text.append(f"{SEP}follow {'on' if follow else 'off'}", "dim")
+    if tagged:
+        text.append(SEP, "dim")
+        text.append(f"{tagged} tagged", "bold")
     if view is None:
         return text
     t = view.task
