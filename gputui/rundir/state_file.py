@@ -3,6 +3,7 @@ touching) a file that is empty, damaged, foreign or of another version, and the 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -156,17 +157,18 @@ def _private_copy(path: Path) -> sqlite3.Connection:
 def check_readable(path: Path) -> None:
     """Refuse, writing nothing, a state file that is empty, damaged, foreign (not gputui's, or another
     run's) or of another version."""
+    # Never open()ed here: closing any descriptor of the file ends every POSIX lock this process holds on
+    # it, its SQLite connections' included, and a scheduler could then remove the WAL they still read.
     try:
-        with open(path, "rb") as f:
-            header = f.read(16)
+        size = os.stat(path).st_size
+        if not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
     except OSError as e:
         raise StateUnreadable(
             f"cannot read the state database {path}: {(e.strerror or str(e)).lower()}; it was left untouched."
         ) from e
-    if not header:
+    if not size:
         raise unreadable(path, "is empty (0 bytes)")
-    if header != b"SQLite format 3\0":
-        raise unreadable(path, "is not an SQLite database (damaged, or overwritten by another file)")
     try:
         conn = connect_readonly(path, create_nothing=True)
         try:
@@ -181,6 +183,8 @@ def check_readable(path: Path) -> None:
         finally:
             conn.close()
     except (sqlite3.DatabaseError, ValueError) as e:
+        if "file is not a database" in str(e):
+            raise unreadable(path, "is not an SQLite database (damaged, or overwritten by another file)") from e
         raise unreadable(path, f"is damaged ({e})") from e
     if problems != ["ok"]:
         raise unreadable(path, f"is damaged (integrity check: {'; '.join(problems)[:200]})")

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from gputui.jobs.tasks import Status
+from gputui.views.run_pages import PagedRunView
 from gputui.views.runview import RunView
-from tests.conftest import gputui
+from tests.conftest import gputui, gputui_bg, wait_for
 
 
 def test_snapshot_of_a_finished_run(make_job):
@@ -60,3 +61,21 @@ def test_a_running_task_s_progress_comes_from_its_hook_events_before_its_log(tmp
         view.close()
     assert (tasks["task2-0"].progress.done, tasks["task2-0"].progress.total) == (30, 120)
     assert (tasks["task2-1"].progress.done, tasks["task2-1"].progress.total) == (3, 10)  # no hook progress
+
+
+def test_a_view_kept_open_sees_a_second_run_of_its_directory(make_job):
+    """The app (its view, with two connections) stays open over a run that ends and is started again (`l` on a
+    finished run): the second scheduler's commits show. Opening the second connection used to read the file's
+    header with open() and close(), which ends every POSIX lock the process holds on it: the first scheduler
+    then removed the WAL both connections still read, and they showed the first run's state for good."""
+    job = make_job(num_workers=2, worker_args="--fail-attempts 1", max_attempts=1, sleep=1)
+    view = PagedRunView(make_job.run_dir, job)
+    assert view.snapshot() is None
+    first = gputui_bg("run", "--jobs", job, log=make_job.root / "first.log")
+    wait_for(lambda: view.snapshot() and view.snapshot().counts[Status.RUNNING], what="the first run's workers")
+    assert first.wait(60) == 1
+    assert sorted(v.task.status for v in view.snapshot().tasks) == [Status.FAILED, Status.FAILED]
+    make_job(num_workers=2)  # now it succeeds
+    assert gputui("run", "--jobs", job).returncode == 0  # the failed tasks run again
+    assert [v.task.status for v in view.snapshot().tasks] == [Status.DONE, Status.DONE]
+    view.close()
