@@ -11,7 +11,8 @@ from gputui.tui import modes
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.run_area import RunArea
 
-KEYS_ONLY = ("tab", "back", "help", "cycle_sort", "cycle_filter")  # keys, not commands
+KEYS_ONLY = ("tab", "back", "help", "cycle_sort", "cycle_filter", "edit_filter", "clear_filter", "end_process")
+# keys, not commands (the last three: the process list's, acting on its selected row)
 
 
 def palette_commands(app: App) -> Iterator[SystemCommand]:
