@@ -171,6 +171,12 @@ async def test_only_narrows_gpu_panels_and_processes_and_user_starts_filtered(re
         assert table.row_count == 2
 
 
+async def test_only_naming_no_gpu_here_says_so():
+    app = GpuTuiApp(interval=60, probe=FixedProbe({}, count=2), only=frozenset({7}))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: "--only names (7) is here: 0, 1" in screen_text(app), what="the message")
+
+
 # -- ASCII ------------------------------------------------------------------------------------------------------
 
 

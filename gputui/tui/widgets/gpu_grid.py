@@ -149,6 +149,9 @@ class GpuPanels(Widget, can_focus=True):
             state.record(snap, holders.get(index, ()), ghosts.get(index))
         if not wanted:
             text = message or self.NO_GPU_MESSAGE
+            if snapshots and self.only:  # GPUs here, none of them asked for
+                here = ", ".join(str(s.index) for s in snapshots)
+                text = f"None of the GPUs --only names ({', '.join(map(str, sorted(self.only)))}) is here: {here}."
             changed = changed or text != self._message
             self._message = text
         if changed:
