@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--theme", default="dark", choices=["dark", "light", "high-contrast"])
     interval_arg(p)
     p.add_argument("--readonly", action="store_true", help="app: a view that can never signal anything")
+    _monitor_args(p)
     p.set_defaults(func=_cmd_app)
     sub = p.add_subparsers(metavar="COMMAND")
 
@@ -246,6 +247,33 @@ def _simulate_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _monitor_args(p: argparse.ArgumentParser) -> None:
+    """The app's glyphs, and the monitor's filters (as nvitop's --only, --user, --pid)."""
+    p.add_argument("--ascii", action="store_true", help="app: ASCII characters only (also GPUTUI_ASCII=1)")
+    p.add_argument("--only", type=_indices, metavar="N,N", help="app: show only these GPUs (and their processes)")
+    p.add_argument("--user", action="append", metavar="NAME", help="monitor: only this user's GPU processes")
+    p.add_argument("--pid", type=_indices, action="append", metavar="N", help="monitor: only these processes")
+
+
+def _indices(text: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}") from None
+    if not numbers or any(n < 0 for n in numbers):
+        raise argparse.ArgumentTypeError(f"expected numbers of 0 or more, not {text!r}")
+    return numbers
+
+
+def _process_filter(args):
+    """The monitor's process filter at start, from --user and --pid (`esc` in the app clears it)."""
+    from gputui.views.processes import ProcessFilter
+
+    users = frozenset(u for names in args.user or () for u in names.split(",") if u)
+    pids = frozenset(n for numbers in args.pid or () for n in numbers)
+    return ProcessFilter(users=users, pids=pids)
+
+
 def _cmd_app(args) -> int:
     from gputui.api import check_app_target
     from gputui.tui.app import GpuTuiApp
@@ -258,6 +286,9 @@ def _cmd_app(args) -> int:
         theme=args.theme,
         interval=args.interval,
         readonly=args.readonly,
+        ascii=args.ascii,
+        only=frozenset(args.only or ()),
+        process_filter=_process_filter(args),
     )
     said = app.run()  # what the app leaves to say on the terminal (detached: how to re-attach)
     if said:

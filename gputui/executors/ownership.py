@@ -13,6 +13,10 @@ gputui signals a process only when one of these holds, checked again just before
 - on a cluster's node, where the attempt has neither waiter nor cgroup: it descends from the command its
   runner started, or carries the attempt's tags *and* the mark its runner put in the command's environment
   (its own pid and start time, and a nonce), which a look-alike or another attempt does not (node_tree.py).
+- in the app's monitor, a process the user picked and confirmed (a dialog naming pid, user and command) that
+  belongs to the user running gputui: same uid (real, effective and saved) and same (pid, start time) as when
+  it was picked, both read again just before kill(2) (`gputui.views.processes.end_process`). Another user's
+  process is never signalled, even when gputui runs as root.
 The environment tags (`GPUTUI_SCHEDULER_ID`, `GPUTUI_TASK_ID`, `GPUTUI_ATTEMPT`) alone never make a
 process a target: anyone can copy them. They are used only to *notice* that something of a task may
 still live (so it is never launched twice), never to signal it; and where the attempt had a cgroup, not

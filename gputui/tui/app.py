@@ -23,7 +23,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from gputui.api.machine import describe, ghost_memory
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.jobs.tasks import Status
-from gputui.tui import modes
+from gputui.tui import glyphs, modes
 from gputui.tui.palette import palette_commands
 from gputui.tui.refresh import Gatherer, PageRead, Refreshed, SeriesRead
 from gputui.tui.screens.help import HelpScreen
@@ -37,10 +37,12 @@ from gputui.tui.widgets.log_tabs import SELECTED, LogTabs
 from gputui.tui.widgets.log_view import LogPane
 from gputui.tui.widgets.metrics_chart import MetricsChart
 from gputui.tui.widgets.process_list import ProcessList, ProcessRow
+from gputui.tui.widgets.process_panel import ProcessPanel
 from gputui.tui.widgets.run_area import RunArea
 from gputui.tui.widgets.run_header import RunHeader, identity_line, plan_text
 from gputui.tui.widgets.task_bar import TaskBar, task_bar_text
 from gputui.views.executor_facts import gpus_label
+from gputui.views.processes import ProcessFilter
 from gputui.views.run_pages import PagedRunView
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, TaskView
 
@@ -65,8 +67,15 @@ class GpuTuiApp(App):
         interval: float = 1.0,
         readonly: bool = False,
         probe: GpuProbe | None = None,
+        ascii: bool = False,
+        only: frozenset[int] = frozenset(),
+        process_filter: ProcessFilter | None = None,
     ) -> None:
+        """`ascii` (or GPUTUI_ASCII=1): ASCII glyphs only. The monitor's `only` (GPU indices shown) and
+        `process_filter` (the process list's filter at start; `esc` clears it)."""
+        glyphs.use_ascii(glyphs.wanted(ascii))
         super().__init__()
+        self.only, self.process_filter = only, process_filter
         self.job_path = job_path
         self.run_dir = run_dir
         self.simulate = simulate
@@ -109,10 +118,10 @@ class GpuTuiApp(App):
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
-        yield GpuPanels(id="gpus")
+        yield GpuPanels(id="gpus", only=self.only)
         if self.monitor_only:
             with Vertical(id="main"):
-                yield ProcessList(id="processes")
+                yield ProcessPanel(only=self.only, filter=self.process_filter)
                 yield Static("no GPU processes", id="no-processes")
         else:
             with RunArea(id="main"):
@@ -264,7 +273,7 @@ class GpuTuiApp(App):
         elif self._cpu_tasks:
             gpu = "none (CPU tasks)"  # as the headless run says it
         else:
-            gpu = "none found" if self._gpu_error else "probing…"
+            gpu = "none found" if self._gpu_error else f"probing{glyphs.now().ellipsis}"
         gpu = gpus_label(self.snapshot) or gpu  # a cluster's: its panels, or its word
         first = identity_line(
             host=self._host,

@@ -83,6 +83,20 @@ KEYS: tuple[Key, ...] = (
     Key("a", "older_attempt", "show the selected task's previous attempt's log (again: older; wraps)", RUN_MODES),
     Key("s", "cycle_sort", "sort the table: id, status, elapsed", RUN_MODES),
     Key("s", "cycle_sort", "sort the process list: GPU, GPU memory, CPU", frozenset({MONITOR})),
+    Key(
+        "/",
+        "edit_filter",
+        "filter the process list: user:NAME gpu:N pid:N, or words of the command or user (Enter keeps it)",
+        frozenset({MONITOR}),
+    ),
+    Key("esc", "clear_filter", "clear the process filter", frozenset({MONITOR})),
+    Key(
+        "k",
+        "end_process",
+        "end the selected process, if it is yours: asks first, naming pid, user and command (i SIGINT, "
+        "t SIGTERM, K SIGKILL); other users' processes are refused",
+        frozenset({MONITOR}),
+    ),
     Key("v", "cycle_filter", "show all tasks, or only active, failed, done or pending ones", RUN_MODES),
     Key("f", "follow", "log: follow the end on / off", RUN_MODES),
     Key("/", "search_log", "log: search (Enter); n / N next / previous match", RUN_MODES),

@@ -11,7 +11,10 @@ from gputui.tui import modes
 from gputui.tui.widgets.job_table import JobTable
 from gputui.tui.widgets.run_area import RunArea
 
-KEYS_ONLY = ("tab", "back", "help", "cycle_sort", "cycle_filter", "toggle_tag")  # keys, not commands
+KEYS_ONLY = (
+    *("tab", "back", "help", "cycle_sort", "cycle_filter", "toggle_tag"),
+    *("edit_filter", "clear_filter", "end_process"),  # the process list's, acting on its selected row
+)  # keys, not commands
 
 
 def palette_commands(app: App) -> Iterator[SystemCommand]:

@@ -24,6 +24,7 @@ from gputui.api.machine import (
 )
 from gputui.api.planning import JobSpec, read_plan, sized_plan
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot, NoGpuError
+from gputui.tui import glyphs
 from gputui.views.executor_facts import cluster_gpus_of
 from gputui.views.run_pages import PagedRunView
 from gputui.views.runview import MetricSeries, PlannedRun, RunSnapshot, RunView
@@ -66,9 +67,10 @@ def host_line() -> str:
     """'CPU 12% · mem 3.2/15.6 GiB · swap 0.0/2.0 GiB · load 0.52 0.40 0.33', like nvitop's host panel."""
     mem, swap = psutil.virtual_memory(), psutil.swap_memory()
     load = " ".join(f"{x:.2f}" for x in psutil.getloadavg())
+    sep = glyphs.now().sep
     return (
-        f"CPU {psutil.cpu_percent():.0f}% of {psutil.cpu_count()} · mem {(mem.total - mem.available) / GIB:.1f}/"
-        f"{mem.total / GIB:.1f} GiB · swap {swap.used / GIB:.1f}/{swap.total / GIB:.1f} GiB · load {load}"
+        f"CPU {psutil.cpu_percent():.0f}% of {psutil.cpu_count()}{sep}mem {(mem.total - mem.available) / GIB:.1f}/"
+        f"{mem.total / GIB:.1f} GiB{sep}swap {swap.used / GIB:.1f}/{swap.total / GIB:.1f} GiB{sep}load {load}"
     )
 
 

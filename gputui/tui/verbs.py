@@ -26,7 +26,7 @@ from gputui.api import (
     verb_named,
 )
 from gputui.jobs.tasks import Status
-from gputui.tui import modes
+from gputui.tui import glyphs, modes
 from gputui.tui.batch import NAMED, Batch, batch_of, summary
 from gputui.tui.screens.dialogs import ChoiceScreen, ConfirmScreen, QuitScreen
 from gputui.tui.screens.menu import FileScreen, MenuScreen
@@ -93,7 +93,7 @@ def launch_step(
         return Say(f"the run is finished; {killed} killed task(s) stay killed until retried (r)")
     if not failed:
         return StartRun(True)
-    listed = ", ".join(run.first_ids([Status.FAILED], 8)) + (" …" if failed > 8 else "")
+    listed = ", ".join(run.first_ids([Status.FAILED], 8)) + (f" {glyphs.now().ellipsis}" if failed > 8 else "")
     named = run.first_ids(WAITING, 8)
     body = (
         f"{failed} task(s) failed for good: {listed}.\n"
@@ -218,7 +218,7 @@ class RunControls:
         return (
             f"SIGTERM, then SIGKILL after {grace:g}s, to this run's processes only:\n"
             + "\n".join(lines[:8])
-            + (f"\n… and {len(lines) - 8} more" if len(lines) > 8 else "")
+            + (f"\n{glyphs.now().ellipsis} and {len(lines) - 8} more" if len(lines) > 8 else "")
         )
 
     def launch(self) -> None:
@@ -226,7 +226,7 @@ class RunControls:
         if app.monitor_only or self.refuse_readonly():
             return
         if self.launching:
-            app.say("the scheduler is starting…")
+            app.say(f"the scheduler is starting{glyphs.now().ellipsis}")
             return
         run = app.snapshot
         job_known = app.job_path is not None or bool(run and run.meta.job.file)
@@ -273,7 +273,7 @@ class RunControls:
     def _start_scheduler(self, only_pending: bool) -> None:
         app = self.app
         self.launching = True
-        app.call_from_thread(app.say, "starting the scheduler in the background…")
+        app.call_from_thread(app.say, f"starting the scheduler in the background{glyphs.now().ellipsis}")
         try:
             run = app.snapshot
             job = app.job_path or Path(run.meta.job.file)  # re-attached: the run's own job file

@@ -10,11 +10,12 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from gputui.tui import modes
+from gputui.tui import glyphs, modes
 from gputui.tui.widgets.job_rows import FILTERS
 
 NOTES = {
-    modes.MONITOR: "Every GPU process is listed; ● marks this gputui's own. Nothing can be signalled here.",
+    modes.MONITOR: "Every GPU process is listed; ● marks a gputui run's own. k ends a process of yours (asks "
+    "first; pid and start time checked again); other users' processes are never signalled, not even by root.",
     modes.BEFORE: "Nothing runs yet: l starts the job's scheduler in the background.",
     modes.LIVE: "The scheduler runs in the background: quitting (q, then d) leaves the run going.",
     modes.FINISHED: "No scheduler is running: l starts it again for pending (and, if you say so, failed) tasks.",
@@ -42,7 +43,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(classes="dialog wide help"):
             yield Label(f"gputui keys ({self.mode})", classes="dialog-title")
             with VerticalScroll():
-                yield Static(Text(NOTES[self.mode]), classes="help-note")
+                yield Static(Text(glyphs.plain(NOTES[self.mode])), classes="help-note")
                 yield Static(table)
                 if self.mode in modes.RUN_MODES:
                     yield Static(

@@ -13,6 +13,7 @@ from textual.widgets import Label, Static
 
 from gputui.api.machine import CpuSampler
 from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.tui import glyphs
 from gputui.views.processes import TreeRow, process_tree
 from gputui.views.runview import RunView
 
@@ -22,13 +23,14 @@ def tree_table(rows: list[TreeRow]) -> Table:
     for name, justify in (("PID", "right"), ("CPU%", "right"), ("RSS", "right"), ("GPU MEM", "right")):
         table.add_column(name, justify=justify, no_wrap=True)
     table.add_column("COMMAND", ratio=1, no_wrap=True, overflow="ellipsis")
+    g = glyphs.now()
     for row in rows:
         table.add_row(
             str(row.pid),
-            "–" if row.cpu_percent is None else f"{row.cpu_percent:.0f}",
-            "–" if row.rss is None else f"{row.rss / 2**20:.0f} MiB",
-            "–" if row.gpu_memory is None else f"{row.gpu_memory / GIB:.1f} GiB",
-            Text("  " * row.depth + ("└ " if row.depth else "") + row.command),
+            g.dash if row.cpu_percent is None else f"{row.cpu_percent:.0f}",
+            g.dash if row.rss is None else f"{row.rss / 2**20:.0f} MiB",
+            g.dash if row.gpu_memory is None else f"{row.gpu_memory / GIB:.1f} GiB",
+            Text("  " * row.depth + (g.branch if row.depth else "") + row.command),
         )
     return table
 
@@ -52,8 +54,8 @@ class ProcessTreeScreen(ModalScreen[None]):
         with Vertical(classes="dialog wide"):
             yield Label(f"{self.task_id}: processes (this run's only)", classes="dialog-title", markup=False)
             with VerticalScroll():
-                yield Static("reading /proc…", id="tree")
-            yield Label("esc close · refreshed every second", classes="dialog-keys", markup=False)
+                yield Static(f"reading /proc{glyphs.now().ellipsis}", id="tree")
+            yield Label(f"esc close{glyphs.now().sep}refreshed every second", classes="dialog-keys", markup=False)
 
     def on_mount(self) -> None:
         self.sample()

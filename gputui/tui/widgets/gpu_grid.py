@@ -89,13 +89,17 @@ class GpuPanels(Widget, can_focus=True):
     ]
 
     NO_GPU_MESSAGE = "No GPU visible. Run with --simulate N (e.g. --simulate 4x24) to try gputui without one."
-    WAITING_MESSAGE = "Looking for GPUs…"
+    WAITING_MESSAGE = "Looking for GPUs..."
 
     mode: reactive[str] = reactive("auto")
     shape: reactive[GridShape] = reactive(GridShape("compact", 1, 1), init=False)
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self, *, only: frozenset[int] = frozenset(), id: str | None = None, classes: str | None = None
+    ) -> None:
+        """`only`: these GPU indices alone are shown (`--only`); empty: every GPU."""
         super().__init__(id=id, classes=classes)
+        self.only = only
         self._states: dict[int, GpuState] = {}
         self._views: dict[int, GpuPanel | GpuLine] = {}
         self._budget = 1_000
@@ -136,7 +140,7 @@ class GpuPanels(Widget, can_focus=True):
 
         With no snapshots, `message` (else the no-GPU hint) says why.
         """
-        wanted = {snap.index: snap for snap in snapshots}
+        wanted = {snap.index: snap for snap in snapshots if not self.only or snap.index in self.only}
         changed = wanted.keys() != self._states.keys()
         for index in [i for i in self._states if i not in wanted]:
             del self._states[index]
@@ -145,6 +149,9 @@ class GpuPanels(Widget, can_focus=True):
             state.record(snap, holders.get(index, ()), ghosts.get(index))
         if not wanted:
             text = message or self.NO_GPU_MESSAGE
+            if snapshots and self.only:  # GPUs here, none of them asked for
+                here = ", ".join(str(s.index) for s in snapshots)
+                text = f"None of the GPUs --only names ({', '.join(map(str, sorted(self.only)))}) is here: {here}."
             changed = changed or text != self._message
             self._message = text
         if changed:

@@ -6,13 +6,12 @@ from rich.style import Style
 from textual.widget import Widget
 
 from gputui.gpus.probe import GIB, GpuSnapshot
-
-DASH = "–"
-BARS = "▁▂▃▄▅▆▇█"
+from gputui.tui import glyphs
 
 
 def format_memory(used: int | None, total: int | None) -> str:
     """'12.3 / 24.0 GiB'; a dash stands for what the GPU cannot tell."""
+    DASH = glyphs.now().dash
     used_s = DASH if used is None else f"{used / GIB:.1f}"
     total_s = DASH if total is None else f"{total / GIB:.1f}"
     return f"{used_s} / {total_s} GiB"
@@ -20,16 +19,17 @@ def format_memory(used: int | None, total: int | None) -> str:
 
 def format_sensors(snapshot: GpuSnapshot, *, short: bool = False) -> str:
     """'70°C  310 / 350 W' ('70°C 310W' when short), with dashes where the driver does not say."""
+    DASH, deg = glyphs.now().dash, glyphs.now().degree
     temp = DASH if snapshot.temperature is None else f"{snapshot.temperature:.0f}"
     if short:
-        return f"{temp:>3}°C {DASH if snapshot.power is None else f'{snapshot.power:.0f}':>3}W"
+        return f"{temp:>3}{deg}C {DASH if snapshot.power is None else f'{snapshot.power:.0f}':>3}W"
     if snapshot.power is None:
         power = f"{DASH} W"
     elif snapshot.power_limit is None:
         power = f"{snapshot.power:.0f} W"
     else:
         power = f"{snapshot.power:.0f} / {snapshot.power_limit:.0f} W"
-    return f"{temp}°C  {power}"
+    return f"{temp}{deg}C  {power}"
 
 
 def memory_fraction(snapshot: GpuSnapshot) -> float | None:
@@ -54,7 +54,8 @@ def load_level(fraction: float | None) -> str:
 def bar(fraction: float | None, width: int) -> tuple[str, str]:
     """The filled and the empty part of a `width`-cell bar."""
     filled = round((fraction or 0.0) * width)
-    return "━" * filled, "━" * (width - filled)
+    line = glyphs.now().bar
+    return line * filled, line * (width - filled)
 
 
 def sparkline(samples: tuple[float | None, ...], width: int) -> str:
@@ -63,7 +64,8 @@ def sparkline(samples: tuple[float | None, ...], width: int) -> str:
     A fixed 0..1 scale: Textual's `Sparkline` scales between the data's own min and max, so a steady 5%
     would fill the row; here an idle GPU looks idle."""
     shown = samples[-width:] if width > 0 else ()
-    return "".join(" " if v is None else BARS[min(7, max(0, round(v * 7)))] for v in shown).rjust(width)
+    bars = glyphs.now().sparks
+    return "".join(" " if v is None else bars[min(7, max(0, round(v * 7)))] for v in shown).rjust(width)
 
 
 class StyledWidget(Widget):

@@ -20,9 +20,9 @@ from textual.reactive import reactive
 from textual.strip import Strip
 
 from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.tui import glyphs
 from gputui.tui.cells import fit
 from gputui.tui.widgets.gpu_meters import (
-    DASH,
     StyledWidget,
     bar,
     format_memory,
@@ -130,7 +130,8 @@ class GpuPanel(StyledWidget):
     def lines(self, width: int) -> list[list[tuple[str, Style]]]:
         """The card's lines at `width` cells, as (text, style) pieces: drawn as they are, no layout."""
         state, snap, style = self.state, self.state.snapshot, self.style_of
-        title = f"{snap.where or f'GPU {snap.index}'} · {snap.name}"
+        g = glyphs.now()
+        title = f"{snap.where or f'GPU {snap.index}'}{g.sep}{snap.name}"
         if snap.simulated:
             title_line = [
                 (fit(title, width - 12) + " ", style("gpu-panel--title")),
@@ -138,7 +139,7 @@ class GpuPanel(StyledWidget):
             ]
         else:
             title_line = [(title, style("gpu-panel--title"))]
-        util = DASH if snap.utilization is None else f"{snap.utilization:.0f}%"
+        util = g.dash if snap.utilization is None else f"{snap.utilization:.0f}%"
         memory = format_memory(snap.memory_used, snap.memory_total)
         numbers = max(len(format_memory(snap.memory_total, snap.memory_total)), len(memory))
         label = style("gpu-panel--label")
@@ -152,7 +153,7 @@ class GpuPanel(StyledWidget):
             [(f"tasks: {', '.join(state.holders)}", Style())] if state.holders else [("tasks: none", label)],
         ]
         if state.ghost:
-            ghost = state.ghost if state.ghost.startswith("⚠") else f"⚠ {state.ghost}"
+            ghost = state.ghost if state.ghost.startswith(g.warning) else f"{g.warning} {state.ghost}"
             lines.append([(ghost, style("gpu-panel--ghost"))])
         return lines
 
@@ -238,8 +239,9 @@ class GpuLine(StyledWidget):
         snap, state = self.state.snapshot, self.state
         style = self.style_of
         width = self.size.width
+        g = glyphs.now()
         mem_text = f" {snap.memory_used / GIB:4.1f}/{snap.memory_total / GIB:.0f}G"
-        util_text = " " + (f"{DASH:>3}" if snap.utilization is None else f"{snap.utilization:3.0f}") + "%"
+        util_text = " " + (f"{g.dash:>3}" if snap.utilization is None else f"{snap.utilization:3.0f}") + "%"
         sensors = "  " + format_sensors(snap, short=True)
         holders = ", ".join(state.holders)
         name = line_label(snap).rjust(self.label_width)
@@ -247,16 +249,17 @@ class GpuLine(StyledWidget):
         bars = max(0, width - fixed - 1)
         room_for_tasks = max(0, bars - 24)  # bars keep at least 12 cells each
         if holders and room_for_tasks >= 8:
-            shown = holders if len(holders) <= room_for_tasks - 1 else f"{holders[: room_for_tasks - 2]}…"
+            cut = f"{holders[: room_for_tasks - 2]}{g.ellipsis}"
+            shown = holders if len(holders) <= room_for_tasks - 1 else cut
             tasks = " " + shown
         elif holders:
-            tasks = f" ●{len(state.holders)}"
+            tasks = f" {g.ours}{len(state.holders)}"
         else:
             tasks = ""
         bars = max(0, bars - len(tasks))
         mem_w, util_w = bars - bars // 2, bars // 2
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        mark = "⚠" if state.ghost else ("~" if snap.simulated else " ")
+        mark = g.warning if state.ghost else ("~" if snap.simulated else " ")
         text.append(f"{name}{mark} ", style("gpu-line--ghost" if state.ghost else "gpu-line--index"))
         for label, fraction, width_, numbers in (
             ("mem ", memory_fraction(snap), mem_w, mem_text),
@@ -278,5 +281,5 @@ def line_label(snap: GpuSnapshot) -> str:
     if not snap.where:
         return str(snap.index)
     node, _, index = snap.where.rpartition(" GPU ")
-    node = node if len(node) <= NODE_WIDTH else node[: NODE_WIDTH - 1] + "…"
+    node = node if len(node) <= NODE_WIDTH else node[: NODE_WIDTH - 1] + glyphs.now().ellipsis
     return f"{node}:{index}"

@@ -14,7 +14,7 @@ from rich.style import Style
 from gputui.gpus.probe import GIB
 from gputui.jobs.tasks import Status
 from gputui.text_safety import one_line, visible
-from gputui.tui import modes
+from gputui.tui import glyphs, modes
 from gputui.views.executor_facts import queued_word
 from gputui.views.kinds import Columns, table_columns, task_columns
 from gputui.views.runview import TaskView
@@ -131,9 +131,10 @@ def metric_value(view: TaskView, metric: str | None) -> float | None:
 
 
 def rank_text(rank: int | None, promoted: bool) -> str:
+    star = glyphs.now().star
     if rank is None:
-        return "★" if promoted else ""
-    return f"{rank} ★" if promoted else str(rank)
+        return star if promoted else ""
+    return f"{rank} {star}" if promoted else str(rank)
 
 
 def _kind_cells(view: TaskView, context: RowContext, columns: Sequence[str]) -> dict[str, str]:
@@ -150,8 +151,8 @@ def _kind_cells(view: TaskView, context: RowContext, columns: Sequence[str]) -> 
         "parent": str(t.info.get("parent_id") or ""),
         "metric": "" if value is None else number(value),
         "rank": rank_text(t.rank, t.promoted),
-        "note": " · ".join(x for x in (reason, one_line(t.note)) if x),
-        "after": ", ".join(f"{d}✓" if statuses.get(d) == Status.DONE else d for d in t.after),
+        "note": glyphs.now().sep.join(x for x in (reason, one_line(t.note)) if x),
+        "after": ", ".join(f"{d}{glyphs.now().done}" if statuses.get(d) == Status.DONE else d for d in t.after),
         "reason": reason or (f"waits for {', '.join(waiting)}" if t.status == Status.PENDING and waiting else ""),
     }
     return {column: text for column, text in cells.items() if column in columns}
@@ -168,9 +169,10 @@ def row_cells(
         progress = f"next try in {hms(t.next_try_at - now)}"
     elif p is not None:
         filled = round(p.fraction * width)
-        progress = f"{'█' * filled}{'░' * (width - filled)} {p.done}/{p.total}"
+        g = glyphs.now()
+        progress = f"{g.block * filled}{g.shade * (width - filled)} {p.done}/{p.total}"
     elif t.status == Status.DONE:
-        progress = "█" * width + " done"
+        progress = glyphs.now().block * width + " done"
     elif view.placed == "":
         progress = f"queued: {queued_word(view.queued)}" if view.queued else "queued"  # submitted, not started
     running = t.status == Status.RUNNING
@@ -201,7 +203,7 @@ def row_cells(
     if view.queued and one_line(view.queued) != queued_word(view.queued):  # the rest of Slurm's word on it
         said = "note" if "note" in fitted else "reason"
         if one_line(view.queued) not in cells.get(said, ""):  # the waiting reason may say it already
-            cells[said] = " · ".join(x for x in (one_line(view.queued), cells.get(said, "")) if x)
+            cells[said] = glyphs.now().sep.join(x for x in (one_line(view.queued), cells.get(said, "")) if x)
     return cells
 
 

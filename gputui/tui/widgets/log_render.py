@@ -15,6 +15,7 @@ from rich.style import Style
 from textual.strip import Strip
 
 from gputui.text_safety import log_line
+from gputui.tui import glyphs
 
 RENDER_BYTES = 64 * 1024
 """Bytes of one line rendered at most: a 10 MB JSON line should not stall a repaint."""
@@ -28,7 +29,7 @@ def render_log_line(raw: str, console: Console, scroll_x: int, width: int, style
     text.end = ""
     strip = Strip(list(text.render(console)), text.cell_len)
     if text.cell_len > scroll_x + width and width > 1:
-        strip = Strip.join([strip.crop(scroll_x, scroll_x + width - 1), Strip([Segment("›", more)])])
+        strip = Strip.join([strip.crop(scroll_x, scroll_x + width - 1), Strip([Segment(glyphs.now().more, more)])])
     else:
         strip = strip.crop_extend(scroll_x, scroll_x + width, None)
     return strip.apply_style(style)

@@ -12,17 +12,16 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Sparkline, Static
 
+from gputui.tui import glyphs
 from gputui.tui.widgets.job_rows import number
 from gputui.views.runview import MetricSeries
-
-SEP = " · "
 
 
 def metrics_text(metrics: dict[str, float], first: str | None = None, limit: int = 4) -> str:
     """'val_acc 0.93 · loss 0.41': the latest values, `first` (the ranked metric) leading."""
     names = sorted(metrics, key=lambda n: n != first)[:limit]
-    more = f"{SEP}+{len(metrics) - limit}" if len(metrics) > limit else ""
-    return SEP.join(f"{n} {number(metrics[n])}" for n in names) + more
+    more = f"{glyphs.now().sep}+{len(metrics) - limit}" if len(metrics) > limit else ""
+    return glyphs.now().sep.join(f"{n} {number(metrics[n])}" for n in names) + more
 
 
 class MetricRow(Vertical):
@@ -124,7 +123,7 @@ class MetricsChart(Vertical):
         if series is not None:
             title += f" #{series.attempt}"
             if series.step is not None:
-                title += f"{SEP}step {series.step}"
+                title += f"{glyphs.now().sep}step {series.step}"
         self._title.update(title)
         if series is None or series.empty:
             if task_id is None:
@@ -132,7 +131,7 @@ class MetricsChart(Vertical):
             elif not started:
                 why = f"{task_id} has not started yet: no metrics"
             elif series is None:
-                why = "reading…"
+                why = f"reading{glyphs.now().ellipsis}"
             else:
                 why = "no metrics reported yet"
             self._empty.update(why)

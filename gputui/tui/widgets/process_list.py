@@ -1,8 +1,9 @@
 """The monitor-mode table of GPU processes, marking the ones this gputui run owns.
 
 Rows are built elsewhere (no I/O here) and applied as a keyed diff, so a tick touches only the cells
-that changed and the cursor stays on the same process. There is deliberately no kill binding: foreign
-processes are never killable from this widget, and our own are killed through their tasks.
+that changed and the cursor stays on the same process. A filter (`/`, `--only`, `--user`, `--pid`) narrows
+the rows shown. `k` only asks (a message): whether a process may be ended, and ending it, is the process
+panel's, by one rule (`gputui.views.processes.end_process`: the user's own processes only).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from dataclasses import dataclass
 from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from gputui.gpus.probe import GIB
 from gputui.text_safety import visible
+from gputui.tui import glyphs
+from gputui.views.processes import ProcessFilter
 
-OURS_MARK = "●"
+OURS_MARK = glyphs.UNICODE.ours  # as drawn with Unicode glyphs (`glyphs.now().ours` is what is drawn)
 MAX_COMMAND_CELLS = 60
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("ours", "ours"),
@@ -67,20 +71,21 @@ def truncate(text: str, width: int = MAX_COMMAND_CELLS) -> str:
         if used > width - 1:
             break
         out.append(ch)
-    return "".join(out) + "…"
+    return "".join(out) + glyphs.now().ellipsis
 
 
 def cell_strings(row: ProcessRow, command_width: int = MAX_COMMAND_CELLS) -> dict[str, str]:
     """What each column shows for `row`; compared between ticks to find the cells that changed."""
-    mem = "–" if row.used_memory is None else f"{row.used_memory / GIB:.1f} GiB"
+    dash = glyphs.now().dash
+    mem = dash if row.used_memory is None else f"{row.used_memory / GIB:.1f} GiB"
     return {
-        "ours": OURS_MARK if row.ours else "",
+        "ours": glyphs.now().ours if row.ours else "",
         "gpu": str(row.gpu),
         "pid": str(row.pid),
         "user": row.user,
         "mem": mem,
-        "sm": "–" if row.sm_util is None else f"{row.sm_util:.0f}",
-        "cpu": "–" if row.cpu_percent is None else f"{row.cpu_percent:.0f}",
+        "sm": dash if row.sm_util is None else f"{row.sm_util:.0f}",
+        "cpu": dash if row.cpu_percent is None else f"{row.cpu_percent:.0f}",
         "task": row.task_id or "",
         "command": truncate(visible(row.command), command_width),  # any user's argv: controls shown
     }
@@ -91,10 +96,36 @@ class ProcessList(DataTable):
     by GPU memory or CPU, largest first.
 
     Cells are rich `Text`, never markup, so a command line containing "[" shows as written.
+
+    `only` (GPU indices, from `--only`) always narrows the rows; `filter` (`/`; `--user`, `--pid`) is the
+    one a user edits and `esc` clears.
     """
 
-    BINDINGS = [Binding("s", "cycle_sort", "Sort")]
+    BINDINGS = [
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("slash", "edit_filter", "Filter"),
+        Binding("k", "end_process", "End process"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
     sort_by: reactive[str] = reactive("gpu", init=False)
+    filter: reactive[ProcessFilter] = reactive(ProcessFilter, init=False)
+
+    class FilterWanted(Message):
+        """`/`: the user wants to edit the filter."""
+
+    class EndWanted(Message):
+        """`k`: the user wants the highlighted process ended (the panel checks whose it is, and asks)."""
+
+        def __init__(self, row: ProcessRow) -> None:
+            super().__init__()
+            self.row = row
+
+    class Filtered(Message):
+        """The rows shown changed by filter: `shown` of `total`."""
+
+        def __init__(self, shown: int, total: int) -> None:
+            super().__init__()
+            self.shown, self.total = shown, total
 
     DEFAULT_CSS = """
     ProcessList { height: 1fr; }
@@ -106,12 +137,16 @@ class ProcessList(DataTable):
         self,
         *,
         command_width: int = MAX_COMMAND_CELLS,
+        only: frozenset[int] = frozenset(),
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, name=name, id=id, classes=classes)
         self.command_width = command_width
+        self.only = only
+        self._all: Sequence[ProcessRow] = ()  # every row handed in, before the filters
+        self._counts = (0, 0)
         self._shown: dict[str, dict[str, str]] = {}
         self._rows: dict[str, ProcessRow] = {}
         self._pending: Sequence[ProcessRow] | None = None
@@ -125,6 +160,33 @@ class ProcessList(DataTable):
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self.update_processes(pending)
+
+    def action_edit_filter(self) -> None:
+        self.post_message(self.FilterWanted())
+
+    def action_end_process(self) -> None:
+        row = self.highlighted_process
+        if row is not None:
+            self.post_message(self.EndWanted(row))
+
+    def action_clear_filter(self) -> None:
+        self.filter = ProcessFilter()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_filter":
+            return bool(self.filter)  # else esc goes on to the app
+        return True
+
+    def watch_filter(self) -> None:
+        self.refresh_bindings()
+        if self._ready:
+            self.update_processes(self._all)
+
+    def shows(self, row: ProcessRow) -> bool:
+        """Whether the filters let `row` through."""
+        if self.only and row.gpu not in self.only:
+            return False
+        return self.filter.matches(gpu=row.gpu, pid=row.pid, user=row.user, command=row.command)
 
     def action_cycle_sort(self) -> None:
         self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
@@ -162,7 +224,11 @@ class ProcessList(DataTable):
         if not self._ready:
             self._pending = rows  # columns need the app's console; applied on mount
             return
-        wanted = {row.key: row for row in rows}
+        self._all = rows
+        wanted = {row.key: row for row in rows if self.shows(row)}
+        if (len(wanted), len(rows)) != self._counts:
+            self._counts = (len(wanted), len(rows))
+            self.post_message(self.Filtered(*self._counts))
         current = self.highlighted_process
         cursor_key = current.key if current is not None else None
         added = False

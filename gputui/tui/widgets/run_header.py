@@ -13,11 +13,10 @@ from textual.widget import Widget
 from gputui.clock import now as clock_now
 from gputui.jobs.tasks import Status
 from gputui.text_safety import visible
+from gputui.tui import glyphs
 from gputui.tui.widgets.job_rows import hms
 from gputui.views.printer import counted
 from gputui.views.runview import PlannedRun, RunSnapshot, outlook
-
-SEP = " · "
 
 
 def short_path(path: str) -> str:
@@ -49,17 +48,17 @@ def identity_line(
     if run_dir is None:
         text.append(" monitor")
     elif name:
-        text.append(SEP)
+        text.append(glyphs.now().sep)
         text.append(name, "bold")
-    text.append(SEP + host)
+    text.append(glyphs.now().sep + host)
     if run_dir is not None:
-        text.append(SEP + short_path(run_dir))
+        text.append(glyphs.now().sep + short_path(run_dir))
     if run is not None:
-        text.append(f"{SEP}scheduler {run.scheduler_id[:8]} ")
+        text.append(f"{glyphs.now().sep}scheduler {run.scheduler_id[:8]} ")
         text.append("live", "green") if run.scheduler_live else text.append("stopped", "dim")
-    text.append(f"{SEP}GPUs: {gpus}")
+    text.append(f"{glyphs.now().sep}GPUs: {gpus}")
     if readonly:
-        text.append(SEP)
+        text.append(glyphs.now().sep)
         text.append("READ-ONLY", "reverse")
     return text
 
@@ -78,11 +77,11 @@ def plan_text(plan: PlannedRun, *, readonly: bool) -> Text:
         more = len(plan.to_come)
         counted += f", {more} stage{'' if more == 1 else 's'} to come"
     if plan.no_fit:
-        text = Text(f"not started: {counted}{SEP}", no_wrap=True, overflow="ellipsis", end="")
+        text = Text(f"not started: {counted}{glyphs.now().sep}", no_wrap=True, overflow="ellipsis", end="")
         return text.append(f"cannot launch: {plan.no_fit}", "bold red")
     launch = [] if readonly else ["press l to launch"]
     parts = [f"not started: {counted}", *launch, plan.sizing, plan.description]
-    return Text(SEP.join(p for p in parts if p), no_wrap=True, overflow="ellipsis", end="")
+    return Text(glyphs.now().sep.join(p for p in parts if p), no_wrap=True, overflow="ellipsis", end="")
 
 
 SHORT = {"running": "run", "pending": "pend", "retrying": "retry", "failed": "fail"}
@@ -110,14 +109,17 @@ def progress_text(run: RunSnapshot, now: float, width: int = 1000) -> Text:
     done = f"{counts.get(Status.DONE, 0)}/{sum(counts.values())} done"
     for short, with_pace in ((False, True), (True, True), (True, False)):
         words = [f"{n} {SHORT.get(s, s) if short else s}" for s, n in numbers]
-        line = SEP.join([", ".join([done, *words]), *(pace if with_pace else []), elapsed])
+        line = glyphs.now().sep.join([", ".join([done, *words]), *(pace if with_pace else []), elapsed])
         if len(line) <= width:
             break
     text = Text(line, no_wrap=True, overflow="ellipsis", end="")
     if run.plan_warning:  # first: the user must not act on this run believing it runs the job file given
         warning = " ".join(run.plan_warning.split())
         text = (
-            Text(no_wrap=True, overflow="ellipsis", end="").append(f"⚠ {warning}", "bold red").append(SEP) + text
+            Text(no_wrap=True, overflow="ellipsis", end="")
+            .append(f"{glyphs.now().warning} {warning}", "bold red")
+            .append(glyphs.now().sep)
+            + text
         )
     return text
 

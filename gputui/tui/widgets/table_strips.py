@@ -10,6 +10,7 @@ from rich.style import Style
 from textual.strip import Strip
 
 from gputui.text_safety import visible
+from gputui.tui import glyphs
 from gputui.tui.cells import fit
 from gputui.tui.widgets.job_rows import PAD, STATUS_STYLES
 
@@ -32,12 +33,12 @@ def row_strip(cells: Mapping[str, str], widths: Mapping[str, int], base: Style, 
 
 
 def header_strip(widths: Mapping[str, int], titles: Mapping[str, str], style: Style, width: int) -> Strip:
-    text = "".join(" " * PAD + fit(titles.get(c, c), w) + " " * PAD for c, w in widths.items())
+    text = "".join(" " * PAD + fit(glyphs.plain(titles.get(c, c)), w) + " " * PAD for c, w in widths.items())
     return Strip([Segment(fit(text, width), style)])
 
 
 def to_come_strip(line: str, style: Style, width: int) -> Strip:
-    return Strip([Segment(fit(" " * PAD + "┄ " + visible(line), width), style)])
+    return Strip([Segment(fit(" " * PAD + glyphs.now().to_come + visible(line), width), style)])
 
 
 Cells = Mapping[str, str]  # column -> text

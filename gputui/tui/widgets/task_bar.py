@@ -10,13 +10,12 @@ from textual.widgets import Static
 
 from gputui.jobs.tasks import TaskRecord
 from gputui.text_safety import one_line
+from gputui.tui import glyphs
 from gputui.tui.widgets.job_rows import params_text
 from gputui.tui.widgets.metrics_chart import metrics_text
 from gputui.views.kinds import task_columns
 from gputui.views.runview import TaskView
 from gputui.views.status_view import STATUS_STYLE
-
-SEP = " · "
 
 
 def task_bar_text(
@@ -31,30 +30,30 @@ def task_bar_text(
 ) -> Text:
     """`metrics`: the task's latest reported values (`metric`, the ranked one, first); `tagged`: rows tagged."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
-    text.append(f"view {filter_by}{SEP}sort {sort_by}", "dim")
+    text.append(f"view {filter_by}{glyphs.now().sep}sort {sort_by}", "dim")
     if follow is not None:
-        text.append(f"{SEP}follow {'on' if follow else 'off'}", "dim")
+        text.append(f"{glyphs.now().sep}follow {'on' if follow else 'off'}", "dim")
     if tagged:
-        text.append(SEP, "dim")
+        text.append(glyphs.now().sep, "dim")
         text.append(f"{tagged} tagged", "bold")
     if view is None:
         return text
     t = view.task
-    text.append("  │  ")
+    text.append(f"  {glyphs.now().divider}  ")
     text.append(t.id, "bold")
     text.append(" ")
     text.append(t.status, STATUS_STYLE.get(t.status, ""))
     if metrics:
-        text.append(SEP)
+        text.append(glyphs.now().sep)
         text.append(one_line(metrics_text(metrics, metric)), "bold")  # names a worker chose
     if words := kind_words(t, task_columns(t.kind).bar):
-        text.append(SEP + words)
+        text.append(glyphs.now().sep + words)
     if t.attempts:
-        text.append(f"{SEP}attempt {t.attempts}/{t.budget}")
+        text.append(f"{glyphs.now().sep}attempt {t.attempts}/{t.budget}")
     if t.exit_code is not None:
-        text.append(f"{SEP}exit {t.exit_code}")
+        text.append(f"{glyphs.now().sep}exit {t.exit_code}")
     if t.reason:
-        text.append(SEP + one_line(t.reason))
+        text.append(glyphs.now().sep + one_line(t.reason))
     return text
 
 
@@ -64,7 +63,7 @@ def kind_words(t: TaskRecord, bar: Sequence[str]) -> str:
     parent = t.info.get("parent_id")
     words = {
         "params": params_text(t.info.get("params") or {}),
-        "parent": f"← {parent}" if parent else "",
+        "parent": f"{glyphs.now().parent} {parent}" if parent else "",
         "after": f"after {', '.join(t.after)}" if t.after else "",
     }
     return " ".join(words[column] for column in bar if words.get(column))
