@@ -32,7 +32,7 @@ _HOME = {
         ("VERBS", "Kill", "Merge", "Outcome", "Pause", "Resume", "Retry", "Start", "Stop", "Verb"),
         "gputui.api.verbs",
     ),
-    **dict.fromkeys(("send", "verb_named"), "gputui.api.verbs"),
+    **dict.fromkeys(("SetParallel", "send", "setting", "verb_named"), "gputui.api.verbs"),
     "RunMeta": "gputui.rundir.meta",
 }
 
@@ -71,10 +71,12 @@ if TYPE_CHECKING:
         Pause,
         Resume,
         Retry,
+        SetParallel,
         Start,
         Stop,
         Verb,
         send,
+        setting,
         verb_named,
     )
     from gputui.rundir.meta import RunMeta
@@ -104,6 +106,7 @@ __all__ = [
     "Retry",
     "Run",
     "RunMeta",
+    "SetParallel",
     "RunStatus",
     "Start",
     "StartFailed",
@@ -118,6 +121,7 @@ __all__ = [
     "read_gpus",
     "run_job",
     "send",
+    "setting",
     "start_in_background",
     "verb_named",
 ]
