@@ -15,6 +15,7 @@ from textual.app import App
 from gputui.api import (
     Kill,
     RunMeta,
+    SetParallel,
     Start,
     StartFailed,
     Stop,
@@ -228,6 +229,12 @@ class RunControls:
             report += "\n(a paused task still holds its GPU memory)"
         app.call_from_thread(app.say, report or f"{verb.name}: done", "information" if ok else "error")
         app.call_from_thread(app.refresh_data)
+
+    def parallel(self, step: int) -> None:
+        """+ / -: one more or one fewer task at once (the run's max_parallel), as `gputui set max_parallel=+1`."""
+        if self.app.monitor_only or self.refuse_readonly():
+            return
+        self.send(SetParallel(by=step))
 
     def menu(self) -> None:
         app = self.app
