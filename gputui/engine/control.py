@@ -185,6 +185,7 @@ class Controller:
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PAUSED)
             self.store.update_attempt(task.id, attempt.number, status=Status.PAUSED)
+            self.store.add_event("paused", "paused by user", task.id)  # (its time limit's clock holds meanwhile)
         return f"{task.id}: {executor.paused(sent or [])}"
 
     def resume(self, task: TaskRecord) -> str:
@@ -196,6 +197,7 @@ class Controller:
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.RUNNING)
             self.store.update_attempt(task.id, attempt.number, status=Status.RUNNING)
+            self.store.add_event("resumed", "resumed by user", task.id)
         return f"{task.id}: {executor.resumed(sent or [])}"
 
     def begin_kill(self, tasks: Sequence[TaskRecord]) -> Stop:

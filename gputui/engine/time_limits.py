@@ -10,7 +10,7 @@ import time
 
 from gputui import clock
 from gputui.engine.attempt import Live
-from gputui.engine.rules.time_limit import RunClock, over, reason
+from gputui.engine.rules.time_limit import RunClock, over, paused_for, reason
 from gputui.engine.run_state import RunState
 from gputui.engine.stops import Stops
 from gputui.engine.voice import Voice
@@ -39,6 +39,7 @@ class TimeLimits:
         self.recorded = recorded
         self.clocks: dict[tuple[str, int], RunClock] = {}
         self.next_at = 0.0
+        self.marks: dict[str, list[tuple[float, str]]] | None = None  # pauses recorded before we started
 
     def check_if_due(self) -> None:
         """In the turn's transaction: stop each attempt past the limit (once), and forget ended ones' clocks."""
@@ -47,6 +48,8 @@ class TimeLimits:
         now = self.next_at = time.monotonic()
         self.next_at += EVERY_S
         live = {a.key: a for a in self.state.live.values()}
+        if self.marks is None:  # once: the attempts this scheduler adopts were maybe paused before it started
+            self.marks = self._pauses() if live else {}
         for key in [k for k in self.clocks if k not in live]:
             del self.clocks[key]
         for key, attempt in live.items():
@@ -67,11 +70,25 @@ class TimeLimits:
     def _start(self, attempt: Live, now: float) -> RunClock | None:
         """Its clock, from its launch (a re-adopted attempt: what it has run since), or on a cluster from when
         its node started it (None while it is queued there)."""
-        since = clock.since(attempt.started_at)
+        ran = clock.since(attempt.started_at)
+        started = time.time() - ran
         if self.recorded is not None:
             placed = self.recorded.placement(attempt.task_id, attempt.number, attempt.log_path)
             if placed is None:
                 return None
-            since = max(0.0, time.time() - placed.since)
-        self.clocks[attempt.key] = run_clock = RunClock(since, now)
+            started = placed.since
+            ran = max(0.0, time.time() - started)
+        ran -= paused_for((self.marks or {}).get(attempt.task_id, []), started, time.time())
+        self.clocks[attempt.key] = run_clock = RunClock(max(0.0, ran), now)
         return run_clock
+
+    def _pauses(self) -> dict[str, list[tuple[float, str]]]:
+        """Each task's recorded pauses and resumes, in order (one read of the events, as this scheduler starts)."""
+        marks: dict[str, list[tuple[float, str]]] = {}
+        rows = self.store.read(
+            "SELECT task_id, ts, kind FROM events WHERE kind IN ('paused', 'resumed') AND task_id IS NOT NULL "
+            "ORDER BY id"
+        )
+        for task_id, ts, kind in rows:
+            marks.setdefault(task_id, []).append((ts, kind))
+        return marks

@@ -158,3 +158,22 @@ def test_time_paused_does_not_count_toward_the_limit(make_job, reaper, tmp_path)
     assert time.monotonic() - paused_at > 4.0
     assert t["reason"].startswith("time limit (3s) reached after 3s"), t
     sched.wait(30)
+
+
+def test_a_scheduler_re_attached_to_a_paused_attempt_does_not_count_its_pause(make_job, reaper, tmp_path):
+    job = make_job(ids=2, num_workers=1, max_parallel=1, sleep=60, stop_grace_s=1, extra="time_limit_s = 4")
+    run_dir = make_job.run_dir
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "sched.log")
+    reaper.append(sched)
+    wait_for(lambda: _alive(make_job), what="its worker")
+    assert gputui("pause", "--run-dir", run_dir, "shard-0").returncode == 0
+    sched.send_signal(signal.SIGHUP)  # detached: the paused worker stays
+    assert sched.wait(30) == 0
+    time.sleep(5)  # past its 4 s, paused
+    sched = gputui_bg("run", "--run-dir", run_dir, log=tmp_path / "sched2.log")
+    reaper.append(sched)
+    assert _holds(lambda: _tasks(run_dir)["shard-0"]["status"] == "paused", 1.5)  # re-adopted, not over its limit
+    assert gputui("resume", "--run-dir", run_dir, "shard-0").returncode == 0
+    t = wait_for(lambda: (t := _tasks(run_dir)["shard-0"])["status"] == "failed" and t, timeout=30)
+    assert t["reason"].startswith("time limit (4s) reached after 4s"), t
+    sched.wait(30)

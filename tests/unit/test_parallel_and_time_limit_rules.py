@@ -7,7 +7,7 @@ import pytest
 from gputui.api.verbs import SetParallel, setting
 from gputui.engine.control import parallel_setting
 from gputui.engine.rules.parallel import BadSetting, change_line, new_limit, origin, parse_value
-from gputui.engine.rules.time_limit import RunClock, limit_spelled, over, reason, spelled
+from gputui.engine.rules.time_limit import RunClock, limit_spelled, over, paused_for, reason, spelled
 
 
 def test_a_value_is_a_number_a_step_or_the_job_files():
@@ -71,3 +71,10 @@ def test_the_run_clock_holds_while_paused():
     assert clock.tick(110.0, running=False) == 5.0  # paused: not run time
     assert clock.tick(111.0, running=True) == 6.0
     assert not over(None, 1e9) and not over(7, 6.0) and over(6, 6.0)
+
+
+def test_a_re_adopted_attempt_leaves_out_the_pauses_recorded_since_its_start():
+    marks = [(50.0, "paused"), (60.0, "resumed"), (105.0, "paused"), (110.0, "resumed"), (120.0, "paused")]
+    assert paused_for(marks, since=100.0, now=130.0) == 5.0 + 10.0  # the one before its start is not its own
+    assert paused_for([], since=100.0, now=130.0) == 0.0
+    assert paused_for([(101.0, "resumed"), (102.0, "paused"), (103.0, "paused")], 100.0, 104.0) == 2.0

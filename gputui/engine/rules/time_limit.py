@@ -43,8 +43,8 @@ def reason(limit_s: float, ran_s: float) -> str:
 @dataclass
 class RunClock:
     """An attempt's run time: `tick(now, running)` each look, adding the time since the last look only while it
-    ran (not paused). `ran_s` starts at what it had run when first seen (a re-adopted attempt's, from its
-    start: time it was paused before this scheduler saw it counts)."""
+    ran (not paused). `ran_s` starts at what it had run when first seen (a re-adopted attempt's: the time since
+    its start less the time its pauses and resumes recorded, `paused_for`)."""
 
     ran_s: float
     last: float  # the monotonic time of the last look
@@ -54,6 +54,22 @@ class RunClock:
             self.ran_s += max(0.0, now - self.last)
         self.last = now
         return self.ran_s
+
+
+def paused_for(marks: list[tuple[float, str]], since: float, now: float) -> float:
+    """Seconds paused between `since` and `now` (wall times), from a task's recorded `paused` and `resumed` marks
+    in order (time, kind): what a re-adopted attempt's clock leaves out of the time since its start."""
+    total, paused_at = 0.0, None
+    for ts, kind in marks:
+        if ts < since:
+            continue
+        if kind == "paused" and paused_at is None:
+            paused_at = ts
+        elif kind == "resumed" and paused_at is not None:
+            total, paused_at = total + max(0.0, ts - paused_at), None
+    if paused_at is not None:
+        total += max(0.0, now - paused_at)
+    return total
 
 
 def over(limit_s: float | None, ran_s: float) -> bool:
