@@ -232,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "retry":
             v.add_argument("--force", action="store_true", help="also run done tasks again (named ones only)")
         v.set_defaults(func=lambda a, verb=verb: _cmd_verb(a, verb))
+    _set_parser(sub)
     from gputui.tui.serve_args import register as register_serve  # the server's modules only to serve
 
     register_serve(sub)
@@ -369,6 +370,8 @@ def _cmd_status(args) -> int:
     who = f"live, pid {pid}" if live and pid is not None else ("live" if live else "not running")
     console.print(f"[b]{status.job_name}[/b]  scheduler {(status.scheduler_id or '')[:8]} ({who})")
     console.print(str(status.run_dir), style="dim", soft_wrap=True, markup=False, highlight=False)
+    if status.max_parallel:  # changed by `gputui set`
+        console.print(f"max_parallel {status.max_parallel}", markup=False, highlight=False)
     placed = status.placed()
     if args.all:
         for n, (tasks, latest) in enumerate(status.pages()):
@@ -523,6 +526,34 @@ def _cmd_summary(args) -> int:
     print(f"wrote {summary} and {report}")
     print(report.read_text())
     return EXIT_OK
+
+
+# -- gputui set ----------------------------------------------------------------------------------------------
+def _set_parser(sub) -> None:
+    st = sub.add_parser(
+        "set",
+        help="change a setting of a run while it goes: max_parallel=N",
+        description="Change a run's setting, kept in its state. max_parallel=N: tasks at once, from the live "
+        "scheduler's next turn (lowering it stops no running task: new ones wait until fewer run); +N / -N: "
+        "relative to now; job: back to the job file's. With no scheduler running, the run's next start uses it.",
+        epilog="exit status: 0 changed; 1 refused by the run; 2 error (bad KEY=VALUE, no such run)",
+    )
+    st.add_argument("--run-dir", type=Path, required=True)
+    st.add_argument("settings", nargs="+", metavar="KEY=VALUE", help="max_parallel=N, +N, -N or job")
+    st.set_defaults(func=_cmd_set)
+
+
+def _cmd_set(args) -> int:
+    from gputui import api
+
+    changes = [api.setting(text) for text in args.settings]  # a bad one: exit 2 before anything is sent
+    run = api.open_run(args.run_dir)
+    code = EXIT_OK
+    for change in changes:
+        outcome = run.send(change)
+        print(outcome.report, file=sys.stdout if outcome.ok else sys.stderr)
+        code = code if outcome.ok else EXIT_FAILED
+    return code
 
 
 if __name__ == "__main__":

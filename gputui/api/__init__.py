@@ -33,7 +33,7 @@ _HOME = {
         ("VERBS", "Kill", "Merge", "Outcome", "Pause", "Resume", "Retry", "Start", "Stop", "Verb"),
         "gputui.api.verbs",
     ),
-    **dict.fromkeys(("send", "verb_named"), "gputui.api.verbs"),
+    **dict.fromkeys(("SetParallel", "send", "setting", "verb_named"), "gputui.api.verbs"),
     "RunMeta": "gputui.rundir.meta",
 }
 
@@ -73,10 +73,12 @@ if TYPE_CHECKING:
         Pause,
         Resume,
         Retry,
+        SetParallel,
         Start,
         Stop,
         Verb,
         send,
+        setting,
         verb_named,
     )
     from gputui.rundir.meta import RunMeta
@@ -106,6 +108,7 @@ __all__ = [
     "Retry",
     "Run",
     "RunMeta",
+    "SetParallel",
     "RunStatus",
     "Start",
     "StartFailed",
@@ -121,6 +124,7 @@ __all__ = [
     "read_gpus",
     "run_job",
     "send",
+    "setting",
     "start_in_background",
     "verb_named",
 ]

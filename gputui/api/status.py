@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gputui import clock
+from gputui.engine.rules.parallel import origin
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import gpu_totals
 from gputui.rundir import task_json, task_order
@@ -51,6 +52,11 @@ class RunStatus:
     @property
     def scheduler_id(self) -> str | None:
         return self.meta.identity.scheduler_id or None
+
+    @property
+    def max_parallel(self) -> str:
+        """`3 (set; job file says 8)` where `gputui set` changed it; "" where the job file's applies."""
+        return origin(self.meta.max_parallel, self.meta.job.max_parallel)
 
     @property
     def total(self) -> int:
@@ -178,6 +184,7 @@ def write_json(run_dir: str | Path, out: TextIO) -> bool:
                 "scheduler_live": live,
                 "scheduler_pid": holder.get("pid"),
                 "all_done": done,
+                **parallel_json(meta),
                 **gpu_totals([store.gpu_use()]),
             }
             text = task_json.ascii_json(head, indent=2)
@@ -194,6 +201,16 @@ def write_json(run_dir: str | Path, out: TextIO) -> bool:
         return done
     finally:
         store.close()
+
+
+def parallel_json(meta: RunMeta) -> dict:
+    """The run's max_parallel as `status --json` gives it: the number set (`gputui set`) or else the job file's
+    (null: neither, gputui works it out), whether it was set, and the job file's."""
+    return {
+        "max_parallel": meta.max_parallel or meta.job.max_parallel,
+        "max_parallel_set": meta.max_parallel is not None,
+        "max_parallel_job": meta.job.max_parallel,
+    }
 
 
 def _listed(store: Store, total: int) -> list[TaskRecord]:

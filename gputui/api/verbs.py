@@ -7,12 +7,13 @@ The CLI, the app and scripts all send through `send`, so that dance is written o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from gputui.engine.control import ControlError, Controller, request
+from gputui.engine.rules.parallel import BadSetting, parse_value
 from gputui.results.finalize import merge_run
 from gputui.rundir.opening import open_existing
 
@@ -24,6 +25,11 @@ class Verb:
     ids: tuple[str, ...] | None = None
     name: ClassVar[str] = ""
     force: ClassVar[bool] = False
+
+    @property
+    def args(self) -> Mapping[str, object]:
+        """What the control channel carries beside the tasks and `force` (a `set`'s value)."""
+        return {}
 
     def __post_init__(self) -> None:
         if self.ids is not None and not isinstance(self.ids, tuple):
@@ -87,7 +93,40 @@ class Merge(Verb):
         return self.verify
 
 
-VERBS: dict[str, type[Verb]] = {v.name: v for v in (Pause, Resume, Kill, Retry, Start, Stop, Merge)}
+@dataclass(frozen=True)
+class SetParallel(Verb):
+    """Change the run's max_parallel: to `to` tasks at once, or `by` more (fewer: negative) than now; neither: back
+    to the job file's. A live scheduler applies it at its next turn (lowering it stops no running task; new ones
+    wait until fewer run); without one it is kept for the run's next start. Kept in the run's state either way."""
+
+    to: int | None = None
+    by: int = 0
+    name: ClassVar[str] = "set"
+
+    @property
+    def args(self) -> Mapping[str, object]:
+        return {"to": self.to, "by": self.by}
+
+
+SETTINGS = ("max_parallel",)  # what `gputui set KEY=VALUE` can change
+
+
+def setting(text: str) -> SetParallel:
+    """`KEY=VALUE` as `gputui set` takes it: `max_parallel=N`, `max_parallel=+1` / `-1` (relative to now), or
+    `max_parallel=job` (back to the job file's). Raises ValueError saying what was expected."""
+    key, eq, value = text.partition("=")
+    key = key.strip()
+    if not eq or key not in SETTINGS:
+        what = f"unknown setting {key!r}" if eq else f"{text!r} is not KEY=VALUE"
+        raise ValueError(f"{what}; expected one of: {', '.join(f'{k}=N' for k in SETTINGS)}")
+    try:
+        to, by = parse_value(value)
+    except BadSetting as e:
+        raise ValueError(str(e)) from None
+    return SetParallel(to=to, by=by)
+
+
+VERBS: dict[str, type[Verb]] = {v.name: v for v in (Pause, Resume, Kill, Retry, Start, Stop, Merge, SetParallel)}
 
 
 def verb_named(name: str, ids: Sequence[str] | None = None, *, force: bool = False) -> Verb:
@@ -120,7 +159,9 @@ def send(run_dir: str | Path, verb: Verb, *, timeout: float = 120.0) -> Outcome:
             return Controller(paths, store, on_merge=lambda verify: merge_run(store, paths, verify))
 
         try:
-            ok, report = request(paths, store, verb.name, verb.ids, controller, timeout=timeout, force=verb.force)
+            ok, report = request(
+                paths, store, verb.name, verb.ids, controller, timeout=timeout, force=verb.force, extra=verb.args
+            )
         except ControlError as e:
             ok, report = False, str(e)
         return Outcome(ok, report)

@@ -56,6 +56,7 @@ class Live:
     gone_since: float | None = None  # when no process of it was seen any more
     watch: AttemptWatch | None = None  # the [health] rules, while it runs
     health_break: Break | None = None  # the rule it broke: it is being stopped for it
+    time_limit: str | None = None  # it ran past [job].time_limit_s (the reason): it is being stopped for it
 
     @property
     def key(self) -> tuple[str, int]:

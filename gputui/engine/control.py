@@ -10,10 +10,11 @@ takes them (a process tree here; on Ray, a word in the attempt's signal file for
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gputui.engine.rules.parallel import BadSetting, change_line, new_limit
 from gputui.executors import ownership
 from gputui.executors.base import RecordedExecutor
 from gputui.executors.journal import JournalReader
@@ -21,7 +22,7 @@ from gputui.executors.ownership import ProcessRef
 from gputui.executors.registry import recorded_executor
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.manifests import manifest_path
-from gputui.rundir.meta import read_meta
+from gputui.rundir.meta import read_meta, write_meta
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
@@ -122,9 +123,14 @@ class Controller:
         return self._journal
 
     # -- verbs ---------------------------------------------------------------------------------
-    def apply(self, verb: str, task_ids: Sequence[str] | None, force: bool = False) -> tuple[bool, str]:
+    def apply(
+        self, verb: str, task_ids: Sequence[str] | None, force: bool = False, args: Mapping | None = None
+    ) -> tuple[bool, str]:
         """Apply `verb` to the named tasks (None: every task it applies to), waiting for kills to end.
-        `force`: `retry` also runs done tasks again; `merge` hashes every output again (`--verify`)."""
+        `force`: `retry` also runs done tasks again; `merge` hashes every output again (`--verify`). `args`: a
+        `set`'s (`to`, `by`)."""
+        if verb == "set":
+            return self.set_parallel(args or {})
         if verb in ("start", "stop"):
             return False, f"no scheduler is running this job, so there is nothing to {verb}"
         if verb == "merge":
@@ -149,6 +155,20 @@ class Controller:
                 lines.append(f"{task.id}: {e}")
         return ok, "\n".join(lines)
 
+    def set_parallel(self, args: Mapping) -> tuple[bool, str]:
+        """`gputui set max_parallel=...` with no scheduler running: kept in the run's state for its next start."""
+        meta = read_meta(self.store)
+        try:
+            n = parallel_setting(meta.max_parallel or meta.job.max_parallel, args, meta.job.max_parallel)
+        except BadSetting as e:
+            return False, str(e)
+        old = meta.max_parallel or meta.job.max_parallel
+        with self.store.transaction():
+            write_meta(self.store, meta.parallel(n))
+            line = change_line(old, n or meta.job.max_parallel, live=False)
+            self.store.add_event("max_parallel", line)
+        return True, line
+
     def pause(self, task: TaskRecord) -> str:
         if task.status != Status.RUNNING:
             raise ControlError(f"is {task.status}; only a running task can be paused")
@@ -165,6 +185,7 @@ class Controller:
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PAUSED)
             self.store.update_attempt(task.id, attempt.number, status=Status.PAUSED)
+            self.store.add_event("paused", "paused by user", task.id)  # (its time limit's clock holds meanwhile)
         return f"{task.id}: {executor.paused(sent or [])}"
 
     def resume(self, task: TaskRecord) -> str:
@@ -176,6 +197,7 @@ class Controller:
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.RUNNING)
             self.store.update_attempt(task.id, attempt.number, status=Status.RUNNING)
+            self.store.add_event("resumed", "resumed by user", task.id)
         return f"{task.id}: {executor.resumed(sent or [])}"
 
     def begin_kill(self, tasks: Sequence[TaskRecord]) -> Stop:
@@ -308,6 +330,15 @@ class Controller:
         return [by_id[i] for i in task_ids]
 
 
+def parallel_setting(now: int | None, args: Mapping, job_value: int | None) -> int | None:
+    """The max_parallel a `set` (its control args: `to`, `by`) keeps in the run's state; None: the job file's.
+    Raises BadSetting."""
+    to, by = args.get("to"), int(args.get("by") or 0)
+    if to is None and not by:
+        return None
+    return new_limit(now, None if to is None else int(to), by, job_value)
+
+
 def request(
     paths: RunPaths,
     store: Store,
@@ -316,15 +347,17 @@ def request(
     make_controller: Callable[[], Controller],
     timeout: float = 120.0,
     force: bool = False,
+    extra: Mapping | None = None,
 ) -> tuple[bool, str]:
-    """Apply a verb: through the live scheduler if there is one, else directly under the run lock."""
+    """Apply a verb: through the live scheduler if there is one, else directly under the run lock. `extra`: the
+    verb's own arguments (a `set`'s), carried with it."""
     lock = RunLock(paths)
     if lock.try_acquire(f"gputui {verb}"):
         try:
-            return make_controller().apply(verb, task_ids, force)
+            return make_controller().apply(verb, task_ids, force, extra)
         finally:
             lock.release()
-    args = {"tasks": None if task_ids is None else list(task_ids), "force": force}
+    args = {"tasks": None if task_ids is None else list(task_ids), "force": force, **(extra or {})}
     control_id = store.post_control(verb, args)
     deadline = time.monotonic() + timeout
     try:
@@ -337,7 +370,7 @@ def request(
                     c = store.control(control_id)
                     if c is not None and c.done_at is not None:
                         return bool(c.ok), c.result or ""
-                    ok, result = make_controller().apply(verb, task_ids, force)
+                    ok, result = make_controller().apply(verb, task_ids, force, extra)
                     with store.transaction():
                         store.finish_control(control_id, ok, result)
                     return ok, result

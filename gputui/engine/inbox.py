@@ -1,7 +1,7 @@
 """Control verbs posted to the running scheduler by other processes (the app, `gputui kill`, `gputui
 retry` ...), through the store: each applied by the Controller (control.py) and answered; a kill is
 answered once it is over; `start` and `stop` only a running scheduler can take. Requests posted before
-this scheduler started are refused, never acted on late."""
+this scheduler started are refused, never acted on late. `set` (max_parallel) is parallel.py's."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from gputui.engine.attempt import WAITING
 from gputui.engine.control import ControlError, Controller
+from gputui.engine.parallel import Parallel
 from gputui.engine.run_state import RunState
 from gputui.engine.settler import Settler
 from gputui.engine.stops import Stops
@@ -27,6 +28,7 @@ class Inbox:
         settler: Settler,
         voice: Voice,
         on_stop: Callable[[], None],
+        parallel: Parallel,
     ):
         self.store = store
         self.controller = controller
@@ -35,6 +37,7 @@ class Inbox:
         self.settler = settler
         self.voice = voice
         self.on_stop = on_stop  # the `stop` verb: the run stops as on Ctrl-C
+        self.parallel = parallel  # the `set` verb: max_parallel
 
     def expire_old(self, started_wall: float) -> None:
         """Requests posted before this scheduler started found no one to answer them: never act late."""
@@ -54,6 +57,8 @@ class Inbox:
                 if c.verb == "stop":
                     self.on_stop()
                     ok, result = True, "stopping: our running tasks get SIGTERM and stay pending for next time"
+                elif c.verb == "set":
+                    ok, result = self.parallel.set(c.args)
                 elif c.verb == "start":
                     ok, result = self._start_now(tasks or [])
                 elif targets:  # SIGKILL comes later, from the loop: answer when it is over
@@ -65,7 +70,7 @@ class Inbox:
                 ok, result = False, str(e)
             except Exception as e:  # a bad request must never take the scheduler down
                 ok, result = False, f"{c.verb} failed: {e}"
-            if c.verb not in ("start", "stop"):
+            if c.verb not in ("start", "stop", "set"):
                 self.state.load()  # the controller wrote to the store
                 with self.store.transaction():  # a retried step's skipped followers wait again; a trial re-ranks
                     self.settler.expand()

@@ -21,7 +21,7 @@ from gputui.engine.health_checks import HealthChecks
 from gputui.engine.monitor import draining
 from gputui.engine.outbox import Outbox
 from gputui.engine.resident import ResidentSlots, task_values
-from gputui.engine.rules.placement import after_reason, parallel_reason, place, usable_gpus, why_waiting
+from gputui.engine.rules.placement import Policy, after_reason, parallel_reason, place, usable_gpus, why_waiting
 from gputui.engine.rules.threads import thread_env
 from gputui.engine.run_state import RunState
 from gputui.engine.settler import Settler
@@ -164,7 +164,6 @@ class Launcher:
         self.scheduler_id = setup.scheduler_id
         self.setup = setup  # the executor, the cluster, the policy, the run mode's values
         self.executor = setup.executor
-        self.policy = setup.policy
         self.cluster = setup.cluster
         self.state = state
         self.store = store
@@ -180,14 +179,26 @@ class Launcher:
         self._waiting_said = ""
         self.reasons = WaitReasons(state)  # why the first waiting tasks wait
         self._told_at = float("-inf")  # when they were last looked at (monotonic)
-        # Local workers share this machine's cores; a cluster's node is its own (Ray sets them itself).
-        present = os.environ.keys() | self.job.env.keys()
-        local = self.cluster is None
-        self._threads = thread_env(present, usable_cpus(), self.policy.max_parallel) if local else {}
+        self._threads: dict[str, str] = {}
+        self.parallel_changed()
         varied = self.job.retry.on_oom == "more_gpus"  # tasks may come to ask for more GPUs than the others
         self.resident = (
             ResidentSlots(self.executor, state, self._gpus_needed, varied) if self.job.resident else None
         )
+
+    @property
+    def policy(self) -> Policy:
+        """The run's GPU policy, as it is now (`gputui set max_parallel` changes it while the run goes)."""
+        return self.setup.policy
+
+    def parallel_changed(self) -> None:
+        """max_parallel is what it is now: the thread count workers launched from now on get follows it, and the
+        waiting tasks' reasons are told again at once."""
+        # Local workers share this machine's cores; a cluster's node is its own (Ray sets them itself).
+        present = os.environ.keys() | self.job.env.keys()
+        local = self.cluster is None
+        self._threads = thread_env(present, usable_cpus(), self.policy.max_parallel) if local else {}
+        self._told_at = float("-inf")
 
     # -- launching -----------------------------------------------------------------------------
     def plan(self, launches: list[tuple[LaunchSpec, Live]]) -> None:
@@ -304,7 +315,7 @@ class Launcher:
         return after_reason(waits) if waits else ""
 
     def _parallel_reason(self) -> str:
-        return parallel_reason(self.policy.max_parallel or 0, self.job.resources.max_parallel is not None)
+        return parallel_reason(self.policy.max_parallel or 0, self.setup.max_parallel_named)
 
     def _users(self, gpus: list[GpuSnapshot], reserved: set[int]) -> dict[int, str]:
         """Who uses each GPU below the free-memory bar that none of our tasks holds: another gputui run (its

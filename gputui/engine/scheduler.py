@@ -7,8 +7,9 @@ attempt is committed before it is launched; a task with a live attempt is never 
 
 The loop only orders the work; each part takes what it needs and lives beside it: setup.py (what the
 run works with, and its one GPU policy), run_state.py (the tasks and attempts as the loop knows them),
-inbox.py (control verbs), stops.py (kills in progress), settler.py (an ended attempt), leftovers.py (what
-is left of one), adopter.py (attempts no waiter of ours reports on), health_checks.py ([health]),
+inbox.py (control verbs; parallel.py: max_parallel set while it runs), stops.py (kills in progress),
+settler.py (an ended attempt), leftovers.py (what is left of one), adopter.py (attempts no waiter of ours
+reports on), health_checks.py ([health]), time_limits.py ([job].time_limit_s),
 launcher.py (starting tasks), gpu_sampler.py (GPU samples, accounting, idle and ghost alerts),
 outbox.py (what waits for the commit), voice.py (what it says).
 """
@@ -33,10 +34,12 @@ from gputui.engine.inbox import Inbox
 from gputui.engine.launcher import Launcher, RetryClock
 from gputui.engine.leftovers import Leftovers
 from gputui.engine.outbox import Outbox
+from gputui.engine.parallel import Parallel
 from gputui.engine.run_state import RunState
 from gputui.engine.settler import Settler
 from gputui.engine.setup import RunSetup
 from gputui.engine.stops import Stops
+from gputui.engine.time_limits import TimeLimits
 from gputui.engine.voice import Progress, Voice
 from gputui.executors.base import LaunchSpec
 from gputui.executors.journal import AttemptEnds, JournalReader, parse
@@ -99,6 +102,8 @@ class Scheduler:
         self.progress = Progress(voice, state, opts.progress_every)
         self.stops = stops = Stops(controller, store, voice, job.stop_grace_s)
         self.health = health = HealthChecks(job.health, paths, state, store, stops, outbox, voice)
+        placed_by = executor.recorded if self.cluster is not None else None  # a cluster's clock starts on its node
+        self.time_limits = TimeLimits(job.time_limit_s, state, store, stops, voice, placed_by)
         journal = JournalReader(paths.journal)
         self.leftovers = leftovers = Leftovers(
             state, store, journal, executor, controller, stops, sampler, sid, voice
@@ -110,10 +115,11 @@ class Scheduler:
             state, store, executor.recorded, settler, leftovers, health, stops, meter, outbox, sid, voice
         )
         self.retries = retries = RetryClock(job.retry.backoff_max_s)
-        self.launcher = Launcher(
+        self.launcher = launcher = Launcher(
             setup, state, store, sampler, Reservations(), meter, retries, health, settler, outbox, voice
         )
-        self.inbox = Inbox(store, controller, state, stops, settler, voice, self._request_stop)
+        parallel = Parallel(setup, launcher, store)
+        self.inbox = Inbox(store, controller, state, stops, settler, voice, self._request_stop, parallel)
         self._started_wall = time.time()
         self._next_poll = 0.0
 
@@ -196,6 +202,7 @@ class Scheduler:
                 self.settler.apply(news, manifests)
                 self._poll_if_due()
                 self.health.check_if_due()
+                self.time_limits.check_if_due()
                 self._write_usage()
                 self.launcher.plan(launches)
         except (sqlite3.OperationalError, OSError) as e:

@@ -168,6 +168,7 @@ class Settler:
             interrupted=live.interrupted,
             requeue=self.executor.requeue_reason(code),
             health=None if (b := live.health_break) is None else (b.rule, b.reason, may_retry(self.job.health, b)),
+            time_limit=live.time_limit,
             lost=self.executor.lost_wording,
         )
         retry = self.job.retry
@@ -210,13 +211,19 @@ class Settler:
                     exit_code=code,
                     duration=clock.between(live.started_at, ended.ended_at),
                     reason=d.attempt.get("reason"),
-                    stopped_by=None if live.health_break is None else f"health: {live.health_break.rule}",
+                    stopped_by=self._stopped_by(live),
                 )
             )
         if d.outcome not in ("closed", "requeued"):
             self.outbox.settled.append(task.id)
             self.expand()
             self.progress.changed()
+
+    @staticmethod
+    def _stopped_by(live: Live) -> str | None:
+        if live.time_limit is not None:
+            return "time_limit"
+        return None if live.health_break is None else f"health: {live.health_break.rule}"
 
     def _last_look(self, live: Live) -> None:
         """The [health] rules over what a running attempt wrote between the last check and its end (checks

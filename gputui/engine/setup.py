@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 
 from gputui.engine.attempt import Infeasible, Options
 from gputui.engine.gpu_sampler import SimulatedLoad
@@ -18,7 +19,8 @@ from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
 from gputui.jobs.gpu_plan import NoFit
 from gputui.jobs.kinds.registry import kind_of
-from gputui.jobs.spec import JobSpec
+from gputui.jobs.spec import JobSpec, ResourceSpec
+from gputui.rundir.meta import read_meta
 from gputui.rundir.opening import Run
 
 
@@ -31,7 +33,9 @@ class RunSetup:
         self.paths = run.paths
         self.scheduler_id = run.scheduler_id
         self.opts = opts
-        res = job.resources
+        # `gputui set max_parallel=N` kept in the run's state: as if the job file said it, until set back
+        self.max_parallel_set = read_meta(run.store).max_parallel
+        self.resources = res = self._resources(self.max_parallel_set)
         self.needs = kind_of(job).own_gpus(job.kind_spec)  # tasks that ask for their own GPUs (a pipeline's steps)
         self.probe: GpuProbe | None = None
         self.executor = open_executor(job.executor, self._run_context())  # chosen once, here
@@ -45,9 +49,9 @@ class RunSetup:
         except BaseException:
             self.executor.close()
             raise
-        slots = None
-        if self.cluster is not None and res.max_parallel is None:
-            slots = self.executor.slots(self.cluster, res.gpus_per_worker)
+        self.slots = None  # a cluster's, where max_parallel is not set
+        if self.cluster is not None:
+            self.slots = self.executor.slots(self.cluster, res.gpus_per_worker)
         self.sizing = None  # the run mode's decision: GPUs per worker and workers, from the model and the GPUs
         if res.mode is not None:
             try:
@@ -55,14 +59,30 @@ class RunSetup:
             except NoFit as e:
                 self.executor.close()
                 raise Infeasible(str(e)) from None
-        self.policy = gpu_policy(res, os.cpu_count() or 1, slots, self.sizing)
+        self.policy = gpu_policy(res, os.cpu_count() or 1, self.slots, self.sizing)
         load.memory_gb = self.policy.memory_per_worker_gb
         self.sized = sized_values(job, self.sizing)
+
+    def _resources(self, max_parallel: int | None) -> ResourceSpec:
+        res = self.job.resources
+        return res if max_parallel is None else replace(res, max_parallel=max_parallel)
+
+    def set_max_parallel(self, n: int | None) -> None:
+        """`gputui set max_parallel=N` while the run goes (None: back to the job file's): the policy as if the job
+        file said it. (On Slurm, arrays submitted from now on keep the throttle the run started with.)"""
+        self.max_parallel_set = n
+        self.resources = res = self._resources(n)
+        self.policy = gpu_policy(res, os.cpu_count() or 1, self.slots, self.sizing)
+
+    @property
+    def max_parallel_named(self) -> bool:
+        """Whether max_parallel was given (job file or `gputui set`), not worked out by gputui."""
+        return self.resources.max_parallel is not None
 
     def _run_context(self) -> RunContext:
         j = self.job
         return RunContext(self.paths.root, self.paths.journal, j.workdir, self.scheduler_id, j.name,
-                          j.resources.max_parallel)  # fmt: skip
+                          self.resources.max_parallel)  # fmt: skip
 
     def _join(self, env: Mapping[str, str]) -> Capacity | None:
         """Join the executor's backend (a cluster: its capacity, asked of the run's Ray bridge or of Slurm);

@@ -27,7 +27,7 @@ from gputui.jobs.spec import (
 )
 from gputui.jobs.templates import name_problem, render_template
 
-JOB_KEYS = ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "env", "resident")
+JOB_KEYS = ("name", "kind", "command", "workdir", "run_dir", "stop_grace_s", "time_limit_s", "env", "resident")
 PLAIN_TABLES: dict[str, tuple[str, ...] | None] = {  # each table's keys; None: its own reader checks them
     "resources": (
         "gpus_per_worker",
@@ -101,6 +101,7 @@ def build(checks: Checks, data: dict[str, Any], text: str, file: Path, run_dir: 
     command, keypaths = job_command(checks, job, kind, spec, known, params)
     workdir, run = folders(checks, job, name, run_dir)
     stop_grace_s = checks.value(job, "job", "stop_grace_s", "num>=0", default=10.0)
+    time_limit_s = checks.value(job, "job", "time_limit_s", "num>0", default=None)
     env = read_env(checks, job)
     resources = tables.resources(checks, data.get("resources", {}))
     retry = tables.retry(checks, data.get("retry", {}))
@@ -128,6 +129,7 @@ def build(checks: Checks, data: dict[str, Any], text: str, file: Path, run_dir: 
         params=params,
         env=env,
         stop_grace_s=stop_grace_s,
+        time_limit_s=time_limit_s,
         alerts=alerts,
         executor=executor,
         model=model,

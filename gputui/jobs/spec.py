@@ -134,6 +134,9 @@ class JobSpec:
     params: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     stop_grace_s: float = 10.0
+    # An attempt running longer (time paused by gputui not counted) is stopped as a kill stops it and fails,
+    # not retried (as Slurm's TIMEOUT is not requeued). None: no limit.
+    time_limit_s: float | None = None
     alerts: AlertSpec = field(default_factory=AlertSpec)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     model: ModelSpec | None = None

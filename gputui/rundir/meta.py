@@ -73,6 +73,7 @@ class JobFacts:
     max_attempts: int = RetrySpec.max_attempts  # a user's retry grants this many more
     backoff_max_s: float = RetrySpec.backoff_max_s
     gpus_per_worker: int = ResourceSpec.gpus_per_worker
+    max_parallel: int | None = ResourceSpec.max_parallel  # the job file's; a `gputui set` one is RunMeta's
     memory_per_worker_gb: float | None = ResourceSpec.memory_per_worker_gb
     # Whether the app rings the bell on an alert ([alerts].bell). Unlike the job file's default (no bell), a run
     # that recorded none rings, as the app always did for one.
@@ -92,6 +93,7 @@ class JobFacts:
             max_attempts=job.retry.max_attempts,
             backoff_max_s=job.retry.backoff_max_s,
             gpus_per_worker=job.resources.gpus_per_worker,
+            max_parallel=job.resources.max_parallel,
             memory_per_worker_gb=job.resources.memory_per_worker_gb,
             alert_bell=job.alerts.bell,
         )
@@ -127,6 +129,8 @@ class RunMeta:
     executor: ExecutorFacts = field(default_factory=ExecutorFacts)
     simulate: str | None = None  # how the run's GPUs are probed: the `--simulate` a start was given, kept
     run_failed: str | None = None  # why the run cannot succeed any more (a job kind's rule said so)
+    # `gputui set max_parallel=N`: kept over the job file's across starts until set back (None: the job file's)
+    max_parallel: int | None = None
 
     def opened(self, identity: RunIdentity, job: JobFacts, simulate: str | None) -> RunMeta:
         """As a start records the run: `simulate` None keeps the probe an earlier start named."""
@@ -135,6 +139,10 @@ class RunMeta:
     def started(self, executor: Mapping[str, Any]) -> RunMeta:
         """As a scheduler records itself when it starts: what its executor's `recorded.meta()` says."""
         return replace(self, executor=ExecutorFacts.of(executor))
+
+    def parallel(self, n: int | None) -> RunMeta:
+        """`gputui set max_parallel=N` (None: back to the job file's)."""
+        return replace(self, max_parallel=n)
 
     def failed(self, why: str | None) -> RunMeta:
         """The run cannot succeed any more (`why`), or can again (None: a stage ranked after all)."""
@@ -158,6 +166,7 @@ OWN_KEYS = frozenset(
     {"scheduler_id", "created_at", "plan_fingerprint", "plan_definition", "job_name", "job_file", "job_kind"}
     | {"merged", "stop_grace_s", "max_attempts", "backoff_max_s"}
     | {"gpus_per_worker", "memory_per_worker_gb", "alert_bell", "simulate", "run_failed", EXECUTOR_KEY}
+    | {"job_max_parallel", "max_parallel_set"}
     | {"outputs_dir", "outputs_pattern", "outputs_params"}
 )
 KIND_KEYS = frozenset(key for kind in KINDS.values() for key in kind.recorded_keys)  # no executor's, whatever kind
@@ -180,10 +189,12 @@ def _to_keys(meta: RunMeta) -> dict[str, Any]:
         "max_attempts": job.max_attempts,
         "backoff_max_s": job.backoff_max_s,
         "gpus_per_worker": job.gpus_per_worker,
+        "job_max_parallel": job.max_parallel,
         "memory_per_worker_gb": job.memory_per_worker_gb,
         "alert_bell": job.alert_bell,
         "simulate": meta.simulate,
         "run_failed": meta.run_failed,
+        "max_parallel_set": meta.max_parallel,
         EXECUTOR_KEY: meta.executor.kind,
         **{k: v for k, v in meta.executor.settings.items() if k not in NAMED_KEYS},
     }
@@ -231,12 +242,13 @@ def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
         max_attempts=got("max_attempts", d.max_attempts, int),
         backoff_max_s=got("backoff_max_s", d.backoff_max_s, float),
         gpus_per_worker=got("gpus_per_worker", d.gpus_per_worker, int),
+        max_parallel=got("job_max_parallel", d.max_parallel, int),
         memory_per_worker_gb=got("memory_per_worker_gb", d.memory_per_worker_gb, float),
         alert_bell=got("alert_bell", d.alert_bell, bool),
     )
     settings = {k: v for k, v in raw.items() if k not in NAMED_KEYS}
     executor = ExecutorFacts(got(EXECUTOR_KEY, ExecutorFacts.kind, str), settings)
-    return RunMeta(identity, job, executor, got("simulate"), got("run_failed"))
+    return RunMeta(identity, job, executor, got("simulate"), got("run_failed"), got("max_parallel_set", None, int))
 
 
 class MetaReader:

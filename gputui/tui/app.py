@@ -464,6 +464,9 @@ class GpuTuiApp(App):
     def action_menu(self) -> None:
         self.controls.menu()
 
+    def action_parallel(self, step: int) -> None:
+        self.controls.parallel(step)
+
     def action_quit_dialog(self) -> None:
         self.controls.quit_dialog()
 

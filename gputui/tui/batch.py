@@ -23,7 +23,7 @@ _STUCK = "still alive"
 
 
 def names(ids: Sequence[str], limit: int = NAMED) -> str:
-    """'shard-1, shard-4 and shard-7'; past `limit`: 'shard-1, …, shard-10 and 5 more'."""
+    """'shard-1, shard-4 and shard-7'; past `limit`: 'shard-1, ... shard-10 and 5 more'."""
     ids = list(ids)
     if len(ids) <= 1:
         return "".join(ids)

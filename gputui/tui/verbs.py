@@ -16,6 +16,7 @@ from gputui.api import (
     Kill,
     Retry,
     RunMeta,
+    SetParallel,
     Start,
     StartFailed,
     Stop,
@@ -312,6 +313,12 @@ class RunControls:
             text += "\n(a paused task still holds its GPU memory)"
         app.call_from_thread(app.say, text, severity)
         app.call_from_thread(app.refresh_data)
+
+    def parallel(self, step: int) -> None:
+        """+ / -: one more or one fewer task at once (the run's max_parallel), as `gputui set max_parallel=+1`."""
+        if self.app.monitor_only or self.refuse_readonly():
+            return
+        self.send(SetParallel(by=step))
 
     def menu(self) -> None:
         app = self.app

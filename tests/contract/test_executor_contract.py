@@ -126,6 +126,20 @@ def test_an_attempt_killed_from_outside_is_retried(backend, make_job, reaper, tm
     assert merged_ids(make_job.run_dir) == Counter({i: 2 for i in range(20)})
 
 
+def test_an_attempt_past_its_time_limit_is_ended_as_a_kill_ends_it_and_fails_without_retries(backend, make_job):
+    """[job].time_limit_s: its tree ended through the executor (SIGTERM, SIGKILL after the grace), counted from
+    when its node started it; failed with the limit as its reason, not retried (as Slurm's TIMEOUT)."""
+    job = backend.job(make_job, ids=4, num_workers=2, gpus_per_worker=1, sleep=60, stop_grace_s=1)
+    job.write_text(job.read_text().replace("stop_grace_s = 1\n", "stop_grace_s = 1\ntime_limit_s = 2\n", 1))
+    r = backend.run(job, "--quiet", timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    for t in statuses(make_job.run_dir).values():
+        assert t["status"] == "failed" and t["attempts"] == 1, t
+        assert t["reason"].startswith("time limit (2s) reached after 2s"), t
+    assert all(gone(pid) for pid in make_job.running().values())
+    assert not any(e["event"] == "finish" for e in make_job.events())
+
+
 # -- the scheduler dies ----------------------------------------------------------------------------
 def test_a_scheduler_sigkilled_mid_run_is_rerun_adopts_its_attempts_and_runs_each_shard_once(
     backend, make_job, reaper, tmp_path

@@ -360,6 +360,15 @@ def test_stop_grace_must_be_non_negative(jobdir: Path) -> None:
     assert "[job].stop_grace_s: expected a non-negative number, got -1 (int)" in error_of(path)
 
 
+def test_time_limit_must_be_a_positive_number(jobdir: Path) -> None:
+    for bad, got in (("0", "0 (int)"), ("-5", "-5 (int)"), ('"1h"', "'1h' (str)")):
+        path = write(jobdir, replace(MINIMAL, "[shards]", f"time_limit_s = {bad}\n[shards]"))
+        error = error_of(path)
+        assert str(path) in error and f"[job].time_limit_s: expected a positive number, got {got}" in error
+    ok = write(jobdir, replace(MINIMAL, "[shards]", "time_limit_s = 90.5\n[shards]"))
+    assert load_jobspec(ok).time_limit_s == 90.5 and load_jobspec(write(jobdir, MINIMAL)).time_limit_s is None
+
+
 def test_bad_job_name(jobdir: Path) -> None:
     path = write(jobdir, replace(MINIMAL, 'name = "demo"', 'name = "my job"'))
     assert "[job].name: expected only letters, digits, '.', '_' or '-', got 'my job'" in error_of(path)

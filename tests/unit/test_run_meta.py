@@ -91,7 +91,8 @@ def test_what_we_write_is_what_the_previous_gputui_wrote_so_it_reads_our_runs(tm
     store.close()
     kept = {k: v for k, v in PREVIOUS.items() if k != "sweep"}  # a shard job's plan no longer records it
     assert {k: v for k, v in stored.items() if k in PREVIOUS} == kept
-    assert set(stored) - set(PREVIOUS) == {"schema_version", "run_failed"}  # the store's own; a null
+    # the store's own; nulls: the run failing, the job file's max_parallel and one set by `gputui set`
+    assert set(stored) - set(PREVIOUS) == {"schema_version", "run_failed", "job_max_parallel", "max_parallel_set"}
 
 
 def test_a_run_from_before_a_fact_was_kept_reads_the_job_files_default(tmp_path):
@@ -157,3 +158,17 @@ def test_the_engine_records_the_job_and_keeps_the_identity_and_probe_across_star
     run = open_for_job(job, simulate="4x80")
     assert (run.meta.simulate, run.meta.executor.kind, run.meta.run_failed) == ("4x80", "ray", meta.run_failed)
     run.close()
+
+
+def test_a_max_parallel_set_is_kept_when_the_run_is_started_again(tmp_path):
+    """`gputui set max_parallel=N` outlives the job facts a start records again; `job` (None) takes it back."""
+    store = Store.open(tmp_path / "state.db", create=True)
+    write_meta(store, RunMeta(job=JobFacts(max_parallel=8)).parallel(3))
+    meta = read_meta(store)
+    assert (meta.max_parallel, meta.job.max_parallel) == (3, 8)
+    again = meta.opened(meta.identity, JobFacts(max_parallel=6), None)
+    write_meta(store, again)
+    assert (read_meta(store).max_parallel, read_meta(store).job.max_parallel) == (3, 6)
+    write_meta(store, read_meta(store).parallel(None))
+    assert read_meta(store).max_parallel is None
+    store.close()

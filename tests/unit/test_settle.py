@@ -134,3 +134,15 @@ def test_without_a_policy_or_for_other_failures_nothing_changes():
     d = oom_settle(last, policy)
     assert d.outcome == "failed" and "no attempts left (3/3); a retry (r) runs with batch size 2" in d.say
     assert d.task["info"] == {"oom_retries": 1}, "a retry asked for later runs with the smaller batch"
+
+
+def test_an_attempt_stopped_at_its_time_limit_fails_and_is_not_retried():
+    """As Slurm's TIMEOUT: not requeued by default (the same work would run as long again)."""
+    d = settle(exit_code=-15, time_limit="time limit (1h) reached after 1h0m")
+    assert d.outcome == "failed" and d.failure == "time_limit"
+    assert d.task["status"] == Status.FAILED and d.task["reason"] == "time limit (1h) reached after 1h0m"
+    assert d.attempt["reason"] == "time limit (1h) reached after 1h0m"
+    assert "not retried" in d.say and "time_limit_s" in d.say
+    # Even when gputui stops meanwhile: the limit, not the shutdown, ended it.
+    why = "time limit (1h) reached after 1h0m"
+    assert settle(exit_code=-15, time_limit=why, interrupted=True).outcome == "failed"

@@ -32,7 +32,7 @@ _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)
 @dataclass(frozen=True)
 class Failure:
     kind: str  # cuda_oom | nccl | cuda_error | slurm | exception | signal | not_found | exit_code | missing_output
-    # | lost | not_submitted
+    # | lost | not_submitted | time_limit
     reason: str  # one line for people
 
 

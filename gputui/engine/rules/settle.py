@@ -27,6 +27,7 @@ class Ended:
     log_tail: str
     interrupted: bool  # stopped by gputui's own shutdown: not the task's fault
     health: tuple[str, str, bool] | None = None  # stopped by a [health] rule: (rule, reason, may retry)
+    time_limit: str | None = None  # stopped for running past [job].time_limit_s (the reason): never retried
     requeue: str | None = None  # it never ran, through no fault of its own (why): run it again, not counted
     lost: str = LOST_LOCALLY  # why its exit status would be unknown (who held the attempt, and ended first)
 
@@ -63,7 +64,9 @@ def decide(
             outcome="killed",
         )
     retryable = True
-    if ended.health is not None:
+    if ended.time_limit is not None:  # as Slurm's TIMEOUT: not requeued (the same work would run as long again)
+        failure, retryable = Failure("time_limit", ended.time_limit), False
+    elif ended.health is not None:
         rule, reason, retryable = ended.health
         failure = Failure(f"health_{rule}", reason)
     elif code == 0 and ended.output and not ended.output_exists:
@@ -80,7 +83,7 @@ def decide(
     else:
         failure = classify(code, ended.log_tail, ended.lost)
     attempt = {"status": Status.LOST if code is None else Status.FAILED, "reason": failure.reason} | fields
-    if (ended.interrupted or ended.requeue) and ended.health is None:
+    if (ended.interrupted or ended.requeue) and ended.health is None and ended.time_limit is None:
         why = ended.requeue or "interrupted when gputui stopped"
         if code is None and not ended.log_tail:  # recorded, never started: say so, not "exit status unknown"
             attempt["reason"] = "never started: gputui stopped between recording and launching it"
@@ -108,6 +111,8 @@ def decide(
     elif change:
         left = f"not retried: {change} ([retry].on_oom)"
         task_fields["reason"] = f"{failure.reason} ({change})"
+    elif task.attempts < task.budget and failure.kind == "time_limit":
+        left = "not retried: it would run as long again ([job].time_limit_s; `gputui retry` runs it again)"
     elif task.attempts < task.budget:
         left = "not retried: the same seed and config would break it again ([health].retry_deterministic)"
     say = head + f"{left}; failed for good"
