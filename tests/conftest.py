@@ -227,6 +227,7 @@ def pytest_sessionfinish(session) -> None:
             cgroups.remove(str(folder), wait=1.0)  # emptied once its killed processes are gone; else left
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items) -> None:
     """Under xdist (`-n`), tests that share something run in one worker, one after another: those of one
     cluster (which it then starts once; a Ray driver started beside another head would join it), and the
