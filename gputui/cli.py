@@ -402,7 +402,8 @@ def _print_tasks(console, status, tasks, latest, placed, *, header: bool) -> Non
         return
     attempts = list(latest.values())
     now, metric = status.taken_at, status.metric
-    console.print(status_table(tasks, attempts, now=now, metric=metric, placed=placed, header=header))
+    live = status.scheduler_live
+    console.print(status_table(tasks, attempts, now=now, metric=metric, placed=placed, header=header, live=live))
     for line in log_lines(tasks, attempts):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
 

@@ -26,6 +26,7 @@ from gputui.rundir.opening import open_existing
 from gputui.rundir.paths import RunLock
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
+from gputui.views.waiting import pending_words
 
 LISTED = 100  # a run of more tasks lists those running or needing a look, this many at most (`pages`: every one)
 
@@ -190,7 +191,7 @@ def write_json(run_dir: str | Path, out: TextIO) -> bool:
             text = task_json.ascii_json(head, indent=2)
             out.write(text[: text.rindex("}")].rstrip() + ',\n  "tasks": [')
             batch, first = [], True
-            for row in task_json.rows(store):
+            for row in task_json.rows(store, pending_words(live)):
                 batch.append(row)
                 if len(batch) == 1000:
                     out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 from gputui.files.atomic import dumps_json, finite_or_null, json_default
 from gputui.jobs.kinds.registry import DEFAULT
-from gputui.jobs.tasks import TaskRecord
+from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 
@@ -28,15 +28,23 @@ _MAX = "1.7976931348623157e308"  # the largest finite double: a REAL beyond it (
 _NOT_ASCII = re.compile(r"[^\x00-\x7e]")  # DEL too: json.dumps leaves it as it is, a terminal does not
 
 
-def task_json(t: TaskRecord, last: AttemptRecord | None) -> dict:
-    """A task as `status --json` shows it: its record, its range, its latest attempt's log, its GPU figures."""
-    return t.__dict__ | {
-        "range": [t.low, t.high],
-        "log_path": None if last is None else last.log_path,
-        "duration": None if last is None or last.duration is None else round(last.duration, 3),  # latest attempt
-        "gpu_hours": None if t.gpu_seconds is None else round(t.gpu_seconds / 3600, 2),
-        "peak_memory_gib": None if t.peak_memory is None else round(t.peak_memory / 2**30, 2),
-    }
+def task_json(t: TaskRecord, last: AttemptRecord | None, pending_reason: str | None = None) -> dict:
+    """A task as `status --json` shows it: its record, its range, its latest attempt's log, its GPU figures.
+    `pending_reason`: the reason of a pending task that has none of its own and waits for no step."""
+    unsaid = pending_reason if t.status == Status.PENDING and not t.reason and not t.after else None
+    return (
+        t.__dict__
+        | ({"reason": unsaid} if unsaid else {})
+        | {
+            "range": [t.low, t.high],
+            "log_path": None if last is None else last.log_path,
+            "duration": None
+            if last is None or last.duration is None
+            else round(last.duration, 3),  # latest attempt
+            "gpu_hours": None if t.gpu_seconds is None else round(t.gpu_seconds / 3600, 2),
+            "peak_memory_gib": None if t.peak_memory is None else round(t.peak_memory / 2**30, 2),
+        }
+    )
 
 
 def ascii_json(obj: object, indent: int | None = None) -> str:
@@ -59,10 +67,14 @@ def _attempt(a: AttemptRecord) -> dict:
     return vars(a) | {k: vars(getattr(a, k)) for k in ("waiter", "worker") if getattr(a, k) is not None}
 
 
-def rows(store: Store) -> Iterator[str]:
+def rows(store: Store, pending_reason: str | None = None) -> Iterator[str]:
     """Every task's `status --json` object (one line, no newline), in plan order, all ASCII. Inside
-    `Store.snapshot` they and anything read beside them are of one moment."""
-    for text in _rows(store, _Query(store).status(), _status_row):
+    `Store.snapshot` they and anything read beside them are of one moment. `pending_reason`: as task_json's."""
+
+    def python_row(t: TaskRecord, output: str | None, attempts: list[AttemptRecord]) -> str:
+        return ascii_json(task_json(t, attempts[-1] if attempts else None, pending_reason))
+
+    for text in _rows(store, _Query(store).status(pending_reason), python_row):
         yield text if text.isascii() and "\x7f" not in text else _NOT_ASCII.sub(_escape, text)
 
 
@@ -85,10 +97,6 @@ def _rows(store: Store, sql: str, python_row) -> Iterator[str]:
             )
         else:
             yield text
-
-
-def _status_row(t: TaskRecord, output: str | None, attempts: list[AttemptRecord]) -> str:
-    return ascii_json(task_json(t, attempts[-1] if attempts else None))
 
 
 def _export_row(t: TaskRecord, output: str | None, attempts: list[AttemptRecord]) -> str:
@@ -123,15 +131,20 @@ class _Query:
     def a(self, table: str, name: str) -> str:
         return f"{table}.{name}" if name in self.attempts else "NULL"
 
-    def status(self) -> str:
+    def status(self, pending_reason: str | None = None) -> str:
         start, end = self.a("la", "started_boot"), self.a("la", "ended_boot")
         boots = f"{self.a('la', 'boot_id')} IS NOT NULL AND {start} IS NOT NULL AND {end} IS NOT NULL"
         duration = (
             f"CASE WHEN la.ended_at IS NULL THEN NULL WHEN {boots} THEN max(0.0, {end} - {start}) "
             "ELSE max(0.0, la.ended_at - la.started_at) END"
         )
+        fields = self._task_fields()
+        if pending_reason:  # (a pending task with `after` is made by Python)
+            said = "'" + json.dumps(pending_reason).replace("'", "''") + "'"
+            unsaid = f"CASE WHEN t.status = '{Status.PENDING}' AND coalesce(t.reason, '') = '' THEN {said} ELSE "
+            fields = [(k, f"{unsaid}{v} END" if k == "reason" else v) for k, v in fields]
         fields = [
-            *self._task_fields(),
+            *fields,
             ("range", "'[' || t.low || ',' || t.high || ']'"),
             ("log_path", "json_quote(la.log_path)"),
             ("duration", _real(f"round({duration}, 3)", rounded=True)),

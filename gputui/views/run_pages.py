@@ -22,6 +22,7 @@ from gputui.rundir.store import Store
 from gputui.views.metrics import file_stamp
 from gputui.views.runview import RunSnapshot, RunView, Totals, active_seconds
 from gputui.views.task_page import TableWindow, TaskPage, TaskPages
+from gputui.views.waiting import unsaid_reason
 
 WINDOW = 150  # rows read from the first until the table says which it shows (more than a screen holds)
 FIRST_IDS = 8  # ids named per status (what `l` says of tasks that failed for good, or wait)
@@ -51,7 +52,9 @@ class PagedRunView(RunView):
             return snap
         page, totals = self._read
         by_id = {v.task.id: v for v in snap.tasks}  # with progress, metrics and where they run
-        self.page = replace(page, views=tuple(by_id.get(v.task.id, v) for v in page.views))
+        live = snap.scheduler_live
+        views = (by_id.get(v.task.id) or replace(v, unsaid=unsaid_reason(v.task, live)) for v in page.views)
+        self.page = replace(page, views=tuple(views))
         snap = replace(snap, totals=totals)
         return replace(snap, to_come=self._lines_to_come(snap.meta, totals), active_s=self._active_s(snap))
 

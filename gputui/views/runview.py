@@ -34,6 +34,7 @@ from gputui.views.executor_facts import Placements, node_label
 from gputui.views.kinds import chart_offer
 from gputui.views.metrics import MetricHistory, MetricSeries, file_stamp
 from gputui.views.progress import Progress, ProgressTracker
+from gputui.views.waiting import unsaid_reason
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TaskView:
     placed: str | None = None  # on a cluster, a live attempt's node and GPUs ("node:0,1"), "" while queued
     placed_node: str = ""  # on Ray, the id of that node (two nodes may share a host name)
     queued: str = ""  # on Slurm, its word on a queued attempt's job: "held (JobHeldAdmin)", "node n1 drained: ..."
+    unsaid: str = ""  # a pending task with no reason of its own: what it waits for (views/waiting.py)
 
     @property
     def elapsed(self) -> float | None:
@@ -442,7 +444,7 @@ class RunView:
             queued_or_on = not executor.places_gpus and a is not None and t.status in Status.LIVE
             placed, node = self._placed.at(executor, a) if queued_or_on else (None, "")
             said = executor.standing(t.id, a.number) if placed == "" else ""  # (Slurm's word on its queued job)
-            views.append(TaskView(t, a, progress, attempts, metrics, placed, node, said))
+            views.append(TaskView(t, a, progress, attempts, metrics, placed, node, said, unsaid_reason(t, live)))
         self._progress.forget(keys)
         self._placed.keep(keys)
         if self._placed.hosts_shared:

@@ -13,6 +13,7 @@ from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import took
 from gputui.rundir.records import AttemptRecord
 from gputui.text_safety import visible
+from gputui.views.waiting import unsaid_reason
 
 STATUS_STYLE = {
     Status.PENDING: "dim",
@@ -35,11 +36,13 @@ def status_table(
     metric: str | None = None,
     placed: Mapping[str, str] | None = None,
     header: bool = True,
+    live: bool = False,
 ) -> Table:
     """One row per task. Log paths are not in it (a narrow cell would break them up): see `log_lines`.
     `metric`: a sweep's metric, shown with each trial's rank (★: promoted to the next stage). `placed`: the
     GPUs cell of a task on a cluster (`node:GPUs`, or "queued: held (JobHeldAdmin)" from Slurm's word).
-    `header`: False for the pages after the first of a long run's table."""
+    `header`: False for the pages after the first of a long run's table. `live`: whether a scheduler runs the
+    run (what a pending task without a reason of its own waits for)."""
     last = latest_attempts(attempts)
     gpu_figures = any(t.gpu_seconds for t in tasks)
     simulated = any(t.gpus_simulated for t in tasks)
@@ -72,7 +75,7 @@ def status_table(
         if gpu_figures:
             cells += [gpu_hours_text(t.gpu_seconds), memory_text(t.peak_memory)]
         # Text, not markup: a worker's reason is shown as written ("[/x]" would stop rich), controls visible.
-        table.add_row(*cells, Text(visible(t.reason or t.note or "")))
+        table.add_row(*cells, Text(visible(t.reason or t.note or unsaid_reason(t, live))))
     return table
 
 

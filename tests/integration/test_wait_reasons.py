@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
+from gputui.views.waiting import BEHIND, NO_SCHEDULER
 from tests.conftest import gputui, gputui_bg, wait_for
 
 GATED = """
@@ -140,7 +142,7 @@ def test_a_gpu_below_the_free_memory_bar_is_named_with_the_bar_and_the_reason_go
         sched.send_signal(signal.SIGINT)  # our own `gputui run`: stopped, it leaves no reason it gave behind
         sched.wait(60)
         task = _tasks(run_dir)["shard-0"]
-        assert task["status"] == "pending" and task["reason"] is None
+        assert task["status"] == "pending" and task["reason"] == NO_SCHEDULER  # what it waits for now
     finally:
         sched.kill()
 
@@ -202,7 +204,9 @@ max_attempts = 1
         sched.kill()
 
 
-def test_a_long_line_gives_its_first_hundred_tasks_a_reason_and_writes_nothing_for_the_rest(tmp_path):
+def test_a_long_line_gives_its_first_hundred_tasks_a_reason_and_the_rest_wait_their_turn(tmp_path):
+    """The scheduler words the head of the line (the first 100); the others are shown waiting their turn (the
+    views' words: nothing written for them), in status --json, status and the app."""
     job = _job(tmp_path, "long", shards=300, gpus=0, resources="max_parallel = 1")
     run_dir = job.parent / "runs" / "r"
     sched = _run(job, tmp_path / "run.log")
@@ -210,7 +214,13 @@ def test_a_long_line_gives_its_first_hundred_tasks_a_reason_and_writes_nothing_f
         said = lambda ts: [i for i, t in ts.items() if t["reason"] == "max_parallel (1) reached"]  # noqa: E731
         tasks = _when(run_dir, lambda ts: len(said(ts)) == 100, "the head of the line told why it waits")
         assert said(tasks) == [f"shard-{i}" for i in range(1, 101)]
-        assert all(t["reason"] is None for i, t in tasks.items() if i not in said(tasks))
+        behind = [i for i, t in tasks.items() if t["status"] == "pending" and i not in said(tasks)]
+        assert len(behind) >= 190 and all(tasks[i]["reason"] == BEHIND for i in behind)
+        with sqlite3.connect(run_dir / "state.db") as db:  # written for none of them
+            written = dict(db.execute("SELECT id, reason FROM tasks WHERE reason IS NOT NULL"))
+        assert not set(written) & set(behind)
+        shown = gputui("status", "--run-dir", run_dir, "--all").stdout
+        assert "waits its turn" in shown.split("shard-299")[1].splitlines()[0]
     finally:
         sched.send_signal(signal.SIGINT)
         sched.wait(60)

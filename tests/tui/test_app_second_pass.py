@@ -502,20 +502,22 @@ async def test_detach_prints_the_command_that_reattaches(make_job):
     gputui("kill", "--run-dir", make_job.run_dir, "--all")
 
 
-async def test_a_finished_run_with_every_task_done_offers_no_l(make_job):
-    """Nothing failed, killed or waiting: `l` has nothing to start, so the footer and the palette leave it out
-    and the key does nothing (it used to only toast "the run is finished")."""
+async def test_a_finished_run_with_every_task_done_offers_l_to_start_it_over_and_esc_starts_nothing(make_job):
+    """Every task done: `l` offers only to run them all over (tests/tui/test_multi_select.py runs it); `esc`
+    leaves the run as it is."""
     job = make_job(num_workers=1)
     assert gputui("run", "--jobs", job, "--simulate", "2x24", "--quiet").returncode == 0
     app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, interval=0.25)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.snapshot is not None and app.gpus, what="the run")
         await pilot.pause(0.2)
-        assert "l" not in footer_keys(app) and {"m", "q"} <= footer_keys(app)
-        assert not any("launch the job" in c.title for c in app.get_system_commands(app.screen))
+        assert {"l", "m", "q"} <= footer_keys(app)
         await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, ChoiceScreen), what="the start-over dialog")
+        await pilot.press("escape")
         await pilot.pause(1)
-        assert not app._notifications and not app.snapshot.scheduler_live
+        assert not isinstance(app.screen, ChoiceScreen) and not app.snapshot.scheduler_live
+        assert {v.task.status for v in app.snapshot.tasks} == {"done"}
 
 
 async def test_an_alert_the_scheduler_records_is_shown_once(tmp_path):

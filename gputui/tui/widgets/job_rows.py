@@ -141,7 +141,7 @@ def _kind_cells(view: TaskView, context: RowContext, columns: Sequence[str]) -> 
     """The cells of the columns a task's kind lists besides every task's: a trial's stage, parameters, parent,
     metric and rank, a step's waits (and the reason of a task still waiting for others)."""
     t = view.task
-    reason = one_line(t.reason)
+    reason = one_line(t.reason) or view.unsaid
     statuses = context.statuses
     waiting = [d for d in t.after if statuses.get(d) != Status.DONE]
     value = metric_value(view, context.metric)
@@ -195,7 +195,7 @@ def row_cells(
         "elapsed": duration(elapsed, exact=a is None or a.ended_at is not None),
         "GPU·h": "" if t.gpu_hours is None else f"{t.gpu_hours:.2f}{sim}",
         "peak": "" if not t.peak_memory else f"{t.peak_memory / GIB:.1f}G{sim}",
-        "reason": one_line(t.reason),
+        "reason": one_line(t.reason) or view.unsaid,
     }
     fitted = task_columns(t.kind).fitted  # its kind's own columns (none: a shard's fixed layouts)
     if fitted:
