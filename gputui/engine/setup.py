@@ -69,10 +69,11 @@ class RunSetup:
 
     def set_max_parallel(self, n: int | None) -> None:
         """`gputui set max_parallel=N` while the run goes (None: back to the job file's): the policy as if the job
-        file said it. (On Slurm, arrays submitted from now on keep the throttle the run started with.)"""
+        file said it; on Slurm, the arrays submitted from now on are throttled to it."""
         self.max_parallel_set = n
         self.resources = res = self._resources(n)
         self.policy = gpu_policy(res, os.cpu_count() or 1, self.slots, self.sizing)
+        self.executor.run = replace(self.executor.run, max_parallel=res.max_parallel)
 
     @property
     def max_parallel_named(self) -> bool:

@@ -389,3 +389,20 @@ def test_a_stopping_stand_in_asks_squeue_once_soon_then_at_its_usual_pace(slurm_
             standin.wait(10)
     finally:
         subprocess.run(["scancel", job], check=True)
+
+
+def test_max_parallel_raised_on_a_live_run_throttles_the_arrays_submitted_after_it(slurm_env, make_job, tmp_path):
+    """`gputui set max_parallel=3` while a run goes: the next array is submitted with `%3`, not the `%1` the
+    run started with (which would let Slurm run one of its elements at a time)."""
+    job = make_job(ids=6, num_workers=6, max_parallel=1, sleep=30, extra=ON_SLURM)
+    sched = gputui_bg("run", "--jobs", job, log=tmp_path / "run.log")
+    try:
+        wait_for(lambda: len(make_job.running()) == 1, timeout=60, what="the first worker")
+        r = gputui("set", "--run-dir", make_job.run_dir, "max_parallel=3")
+        assert r.returncode == 0, r.stdout + r.stderr
+        # Before the first worker ends (30 s): a `%1` array would start its second element only then.
+        wait_for(lambda: len(make_job.running()) == 3, timeout=20, what="three workers at once")
+    finally:
+        gputui("kill", "--run-dir", make_job.run_dir, "--all")
+        sched.send_signal(signal.SIGINT)
+        sched.wait(60)
