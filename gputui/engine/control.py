@@ -226,7 +226,7 @@ class Controller:
                 self.store.update_task(task.id, next_try_at=time.time())
             return f"{task.id}: retrying now"
         if task.status == Status.DONE and force:
-            output = self.store.task_outputs().get(task.id)
+            output = self.store.output_of(task.id)
             if output:  # without its done-manifest, the task's output no longer counts as done
                 manifest_path(Path(output)).unlink(missing_ok=True)
         elif task.status == Status.DONE:

@@ -171,9 +171,6 @@ class Store:
         )
         return f"SELECT t.*, {columns} FROM tasks t {tail}"
 
-    def task_outputs(self) -> dict[str, str | None]:
-        return {r[0]: r[1] for r in self._db.execute("SELECT id, output FROM tasks")}
-
     # -- many tasks, never all at once: a run of 100,000 tasks is read a page at a time ---------
     def task_count(self) -> int:
         return self._db.execute("SELECT count(*) FROM tasks").fetchone()[0]
