@@ -10,7 +10,7 @@ from pathlib import Path
 from gputui.engine.run_modes import size_gpus
 from gputui.gpus.probe import GpuSnapshot
 from gputui.jobs.gpu_plan import Decision, NoFit
-from gputui.jobs.loader import load_jobspec
+from gputui.jobs.loader import JobSpecError, load_jobspec
 from gputui.jobs.plans import Plan, plan_job
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.startable import check_startable
@@ -71,9 +71,14 @@ def read_plan(job_path: Path, run_dir: Path | None) -> tuple[JobSpec | None, Pla
     PlannedRun saying why (it may be being edited: it is read again when it changes)."""
     try:
         job = load_jobspec(job_path, run_dir=run_dir)
-        return job, planned_run(job, plan_job(job))
+        plan = planned_run(job, plan_job(job))
     except Exception as e:
         return None, no_plan(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    try:  # a command that cannot start here: said before `l`, which refuses it (as `gputui run` does)
+        check_startable(job, str(job_path))
+    except JobSpecError as e:
+        plan = replace(plan, no_fit=str(e).splitlines()[0])
+    return job, plan
 
 
 def sized_plan(job: JobSpec, plan: PlannedRun, gpus: list[GpuSnapshot]) -> PlannedRun:

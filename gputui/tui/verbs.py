@@ -81,7 +81,7 @@ def launch_step(
         return Say("no job file is known for this run", "warning")
     if run is None:
         if no_fit:
-            return Say(f"cannot launch: {no_fit} (gputui plan shows the arithmetic)", "error")
+            return Say(f"cannot launch: {no_fit} (gputui plan says more)", "error")
         return StartRun(False)
     counts = run.counts
     failed, waiting = counts.get(Status.FAILED, 0), sum(counts.get(s, 0) for s in WAITING)

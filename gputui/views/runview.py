@@ -347,7 +347,8 @@ class PlannedRun:
     metric: str | None = None  # what the kind ranks its tasks by (a sweep's metric)
     error: str | None = None  # why the plan could not be read (then there are no tasks)
     sizing: str | None = None  # the run mode's decision on the GPUs seen now ('auto: 2 GPU(s) per worker, ...')
-    no_fit: str | None = None  # or why the run mode finds no room for the model here (then `l` is refused)
+    no_fit: str | None = None  # why it cannot launch here (no room for the model; a command that cannot start):
+    # said in the header, and `l` is refused
     runs_on: str | None = None  # a cluster the job runs on ('the Ray cluster at head:6379'); None: this machine
 
     @property

@@ -600,3 +600,19 @@ async def test_a_model_that_fits_nowhere_is_said_before_launch_and_l_is_refused(
         assert toast.startswith("cannot launch: single: the model does not fit one GPU") and "gputui plan" in toast
         await pilot.pause(0.5)
         assert app.snapshot is None and not RunPaths(load_jobspec(job).run_dir).root.exists(), "nothing started"
+
+
+async def test_a_command_that_cannot_start_is_said_before_launch_and_l_is_refused(make_job):
+    """The check `gputui plan` and `gputui run` make (jobs/startable.py), in the header before `l`."""
+    job = make_job(num_workers=2)
+    job.write_text(job.read_text().replace(f'command = "{sys.executable} ', 'command = "trainz.py '))
+    app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, interval=0.25, probe=probe())
+    async with app.run_test(size=(200, 50)) as pilot:
+        await planned(pilot, app)
+        progress = header(app).splitlines()[1]
+        assert "cannot launch: " in progress and "[job].command" in progress and "trainz.py" in progress
+        await pilot.press("l")
+        await until(pilot, lambda: app._notifications, what="a toast")
+        assert list(app._notifications)[-1].message.startswith("cannot launch: ")
+        await pilot.pause(0.5)
+        assert app.snapshot is None and not make_job.run_dir.exists(), "nothing started"
