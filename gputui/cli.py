@@ -233,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
             v.add_argument("--force", action="store_true", help="also run done tasks again (named ones only)")
         v.set_defaults(func=lambda a, verb=verb: _cmd_verb(a, verb))
     _set_parser(sub)
+    _metrics_parser(sub)
     from gputui.tui.serve_args import register as register_serve  # the server's modules only to serve
 
     register_serve(sub)
@@ -555,6 +556,162 @@ def _cmd_set(args) -> int:
         print(outcome.report, file=sys.stdout if outcome.ok else sys.stderr)
         code = code if outcome.ok else EXIT_FAILED
     return code
+
+
+# -- gputui metrics ------------------------------------------------------------------------------------------
+def _metrics_parser(sub) -> None:
+    mt = sub.add_parser(
+        "metrics",
+        help="GPUs and runs for Prometheus: printed, served over HTTP (--serve) or written for node_exporter",
+        description="This machine's GPUs (memory, utilisation, power, temperature, energy) and gputui runs (tasks "
+        "by status, queue, GPU time, scheduler live, max_parallel) in the Prometheus text format, read afresh "
+        "each time. Runs: those named by --run-dir, else the live ones `gputui ls` knows (--all-runs: every "
+        "one). Reads only; imports neither the app nor the scheduler.",
+        epilog="exit status: 0 printed, written, or served until Ctrl-C (or SIGTERM); 2 error (no such run, a bad "
+        "--simulate, a port that cannot be listened on)",
+    )
+    mt.add_argument(
+        "--run-dir", dest="run_dirs", type=Path, action="append", metavar="DIR", help="this run (repeat for more)"
+    )
+    mt.add_argument("--all-runs", action="store_true", help="every run `gputui ls` knows, not only the live ones")
+    _simulate_arg(mt)
+    mt.add_argument(
+        "--openmetrics",
+        action="store_true",
+        help="OpenMetrics 1.0 (ends with # EOF) instead of the Prometheus 0.0.4 text format node_exporter reads; "
+        "--serve answers each scraper in the format it asks for",
+    )
+    out = mt.add_mutually_exclusive_group()
+    out.add_argument("--serve", action="store_true", help="serve http://HOST:PORT/metrics until Ctrl-C")
+    out.add_argument(
+        "--textfile",
+        type=Path,
+        metavar="PATH",
+        help="write the metrics to PATH atomically (temp file and rename beside it), for node_exporter's "
+        "--collector.textfile.directory (PATH should end in .prom)",
+    )
+    mt.add_argument("--port", type=_metrics_port, metavar="P", help="--serve: the port (0: any free one)")
+    mt.add_argument("--host", metavar="HOST", help="--serve: the address to listen on (default: 127.0.0.1)")
+    mt.add_argument("--every", type=_seconds, metavar="S", help="--textfile: write it again every S seconds")
+    mt.set_defaults(func=_cmd_metrics)
+
+
+def _metrics_port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < s < float("inf"):  # also NaN
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, not {text}")
+    return s
+
+
+def _cmd_metrics(args) -> int:
+    from gputui.api.metrics import MetricsReader
+
+    def refuse(text: str) -> int:
+        print(f"gputui metrics: error: {text}", file=sys.stderr)
+        return EXIT_USAGE
+
+    if args.run_dirs and args.all_runs:
+        return refuse("--all-runs lists every run `gputui ls` knows; with --run-dir, name only those")
+    if args.serve and args.port is None:
+        return refuse("--serve needs --port P (0: any free port)")
+    if not args.serve and (args.port is not None or args.host is not None):
+        return refuse("--port and --host are for --serve")
+    if args.every is not None and args.textfile is None:
+        return refuse("--every is for --textfile")
+
+    def warn(text: str) -> None:
+        print(f"gputui metrics: warning: {text}", file=sys.stderr, flush=True)
+
+    reader = MetricsReader(args.run_dirs, all_runs=args.all_runs, simulate=args.simulate, say=warn)
+    with reader:
+        if args.serve:
+            return _serve_metrics(reader, args.host or "127.0.0.1", args.port, warn)
+        if args.textfile is None:
+            sys.stdout.write(reader.text(openmetrics=args.openmetrics))
+            return EXIT_OK
+        return _write_metrics(reader, args.textfile, args.every, args.openmetrics, warn)
+
+
+def _write_metrics(reader, path: Path, every: float | None, openmetrics: bool, warn) -> int:
+    import time
+
+    from gputui.api.metrics import write_textfile
+
+    if path.suffix != ".prom":
+        warn(f"{path}: node_exporter's textfile collector reads only files named *.prom")
+    with _ended_by_sigterm():
+        try:
+            while True:
+                write_textfile(reader, path, openmetrics=openmetrics)
+                if every is None:
+                    return EXIT_OK
+                time.sleep(every)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the file holds the last whole write
+            return EXIT_OK
+
+
+def _serve_metrics(reader, host: str, port: int, warn) -> int:
+    import signal
+
+    from gputui.api.metrics import start_server
+    from gputui.tui.serve import is_loopback
+
+    if not is_loopback(host):
+        warn(f"listening on {host}: anyone who can reach this address can read these metrics (plain HTTP)")
+    try:
+        server = start_server(reader, host, port)
+    except OSError as e:
+        return _refuse_listen(host, port, e)
+    bound = server.server_address[1]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"gputui metrics: serving http://{shown}:{bound}/metrics (Ctrl-C ends)", flush=True)
+    with _ended_by_sigterm():
+        try:
+            while True:
+                signal.pause()
+        except KeyboardInterrupt:
+            return EXIT_OK
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def _refuse_listen(host: str, port: int, e: OSError) -> int:
+    """Any error binding (in use, no such address, a name that does not resolve, a port below 1024): exit 2."""
+    print(f"gputui metrics: error: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _ended_by_sigterm():
+    """While inside: SIGTERM (systemd's stop) ends the loop as Ctrl-C does."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def scope():
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+
+        before = signal.signal(signal.SIGTERM, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, before)
+
+    return scope()
 
 
 if __name__ == "__main__":
