@@ -72,7 +72,7 @@ class MetricsReader:
         try:
             self._probe = open_probe(simulate)  # a bad spec: ValueError, at once
         except NoGpuError as e:
-            self._tell(f"no GPU series: {str(e).splitlines()[0]}")
+            self._tell("no GPU series: " + " ".join(line.strip() for line in str(e).splitlines()))
 
     def scrape(self) -> Scrape:
         with self._lock:
