@@ -669,10 +669,11 @@ def _serve_metrics(reader, host: str, port: int, warn) -> int:
     from gputui.api.metrics import start_server
     from gputui.tui.serve import is_loopback
 
-    if not is_loopback(host):
+    loopback = is_loopback(host)
+    if not loopback:
         warn(f"listening on {host}: anyone who can reach this address can read these metrics (plain HTTP)")
     try:
-        server = start_server(reader, host, port)
+        server = start_server(reader, host, port, loopback_names=loopback)
     except OSError as e:
         return _refuse_listen(host, port, e)
     bound = server.server_address[1]

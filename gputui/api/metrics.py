@@ -10,6 +10,7 @@ leave `gputui_gpu_probe_ok 0` and the run series.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import threading
@@ -58,7 +59,7 @@ class MetricsReader:
         say: Callable[[str], None] | None = None,
         host: str | None = None,
     ) -> None:
-        self.run_dirs = None if run_dirs is None else [Path(d).resolve() for d in run_dirs]
+        self.run_dirs = None if run_dirs is None else list(dict.fromkeys(Path(d).resolve() for d in run_dirs))
         for d in self.run_dirs or ():
             if not RunPaths(d).db.is_file():
                 raise FileNotFoundError(f"{d} is not a gputui run directory (no state.db)")
@@ -111,7 +112,11 @@ class MetricsReader:
         from gputui.api.runs import list_runs
         from gputui.views.run_list import ACTIVE
 
-        return [r.run_dir for r in list_runs() if self.all_runs or r.state in ACTIVE]
+        try:
+            return [r.run_dir for r in list_runs() if self.all_runs or r.state in ACTIVE]
+        except Exception as e:  # the registry unreadable: this scrape has the GPUs only
+            self._tell(f"the runs of this user could not be listed: {type(e).__name__}: {e}")
+            return []
 
     def _run(self, run_dir: Path) -> RunSample:
         try:
@@ -163,10 +168,14 @@ def write_textfile(reader: MetricsReader, path: str | Path, *, openmetrics: bool
 
 
 # -- over HTTP --------------------------------------------------------------------------------------------
-def start_server(reader: MetricsReader, host: str = "127.0.0.1", port: int = 0):
+def start_server(reader: MetricsReader, host: str = "127.0.0.1", port: int = 0, *, loopback_names: bool = True):
     """Serve `/metrics` on HOST:PORT (0: a free port; `server.server_address` says which) from a thread;
     `server.shutdown()` then `server.server_close()` end it. Each scrape reads afresh; a scraper that asks
-    for OpenMetrics (Accept) gets it, any other the 0.0.4 text format."""
+    for OpenMetrics (Accept) gets it, any other the 0.0.4 text format.
+
+    `loopback_names` (for a server on loopback): a request whose Host header names anything but this machine
+    (localhost, 127.0.0.1, [::1], any port: an SSH tunnel's too) is refused, so that a web page cannot read the
+    run directories through a name it makes point here (DNS rebinding)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import urlsplit
 
@@ -182,7 +191,9 @@ def start_server(reader: MetricsReader, host: str = "127.0.0.1", port: int = 0):
 
         def _answer(self, *, with_body: bool) -> None:
             path = urlsplit(self.path).path
-            if path == "/metrics":
+            if loopback_names and not names_this_machine(self.headers.get("Host")):
+                body, ctype, code = b"refused: this server answers only to localhost\n", _PLAIN, 403
+            elif path == "/metrics":
                 om = wants_openmetrics(self.headers.get("Accept"))
                 try:
                     body, ctype, code = reader.text(openmetrics=om).encode("utf-8"), _TYPES[om], 200
@@ -213,6 +224,24 @@ def start_server(reader: MetricsReader, host: str = "127.0.0.1", port: int = 0):
 
 _TYPES = {True: OPENMETRICS_TYPE, False: PROMETHEUS_TYPE}
 _PLAIN = "text/plain; charset=utf-8"
+
+
+def names_this_machine(host_header: str | None) -> bool:
+    """Whether a Host header names loopback: localhost, 127.0.0.0/8 or [::1], with any port (none: a client
+    too old to send one, which no browser is)."""
+    if not host_header:
+        return True
+    name = host_header.strip().lower()
+    if name.startswith("["):  # [::1]:9400
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":")[0]
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -148,6 +148,13 @@ def test_served_on_loopback_fresh_at_each_scrape_in_the_format_asked_for(runs, t
     with pytest.raises(urllib.error.HTTPError) as e:
         scrape(url.replace("/metrics", "/nothing"))
     assert e.value.code == 404
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    for name in (f"localhost:{port}", "127.0.0.1:19400", "[::1]:9400"):  # SSH tunnels' names too
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": name}), timeout=10) as answer:
+            assert answer.status == 200
+    with pytest.raises(urllib.error.HTTPError) as e:  # a web page's name made to point here (DNS rebinding)
+        urllib.request.urlopen(urllib.request.Request(url, headers={"Host": f"evil.example:{port}"}), timeout=10)
+    assert e.value.code == 403
 
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert proc.wait(10) == 0
@@ -243,3 +250,12 @@ def test_a_scrape_imports_neither_the_app_nor_the_scheduler(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_loopback_server_answers_only_to_names_of_this_machine():
+    from gputui.api.metrics import names_this_machine
+
+    for ok in ("localhost:9400", "LOCALHOST", "127.0.0.1:1", "127.8.9.1", "[::1]:9400", "::1", None, ""):
+        assert names_this_machine(ok), ok
+    for bad in ("evil.example:9400", "10.0.0.1:9400", "[::2]:1", "localhost.evil.example", "0.0.0.0:9400"):
+        assert not names_this_machine(bad), bad
