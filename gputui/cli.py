@@ -364,7 +364,7 @@ def _cmd_status(args) -> int:
     status = read_status(args.run_dir)
     code = EXIT_OK if status.all_done else EXIT_FAILED
     from gputui.views.printer import progress_line
-    from gputui.views.status_view import gpu_hours_text, memory_text, unlisted_line
+    from gputui.views.status_view import totals_line, unlisted_line
 
     console = _console()
     live, pid = status.scheduler_live, status.scheduler_pid
@@ -382,15 +382,8 @@ def _cmd_status(args) -> int:
         if status.unlisted:
             console.print(unlisted_line(status.unlisted, len(status.listed)), markup=False, highlight=False)
     console.print(progress_line(status.counts, status.spent()))
-    totals = status.gpu_totals()
-    if totals["gpu_seconds"]:
-        sim = " (SIMULATED GPUs: memory as simulated, not measured)" if totals["gpus_simulated"] else ""
-        console.print(
-            f"GPU-hours {gpu_hours_text(totals['gpu_seconds'])}, largest peak memory of a task "
-            f"{memory_text(totals['peak_memory'])}{sim}",
-            markup=False,
-            highlight=False,
-        )
+    if totals := totals_line(status.gpu_totals()):
+        console.print(totals, markup=False, highlight=False)
     return code
 
 

@@ -59,7 +59,7 @@ class Adopter:
         live = Live(a.task_id, a.number, a.gpus, task.range_label, a.log_path, a.started_at, a.waiter)
         live.worker, live.cgroup, live.start_noted = a.worker, a.cgroup, a.worker is not None
         if a.ended_at is None:
-            self.meter.start(live.key, len(a.gpus), a.started_at, a.peak_memory)
+            self.meter.start(live.key, len(a.gpus), a.started_at, a.peak_memory, a.energy_j, a.energy_estimated)
         return live
 
     def resume(self) -> None:

@@ -182,7 +182,7 @@ class Settler:
         )
         if self.setup.cluster is not None:
             self.meter.ran_from(live.key, self._ran_since(live))
-        fields = extra | d.attempt | self.meter.finish(live.key, ended.ended_at)
+        fields = extra | d.attempt | self.meter.finish(live.key, ended.ended_at, live.gpus)
         self.store.update_attempt(task.id, live.number, **fields)
         if d.task:
             self.state.set(task.id, **d.task)

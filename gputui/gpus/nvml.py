@@ -129,6 +129,7 @@ class NvmlProbe:
             util = self._call("nvmlDeviceGetUtilizationRates", h)
             temp = self._call("nvmlDeviceGetTemperature", h, temp_sensor)
             power_mw = self._call("nvmlDeviceGetPowerUsage", h)
+            energy_mj = self._call("nvmlDeviceGetTotalEnergyConsumption", h)  # NOT_SUPPORTED before Volta: None
             snaps.append(
                 GpuSnapshot(
                     index=index,
@@ -142,6 +143,7 @@ class NvmlProbe:
                     power_limit=dev.power_limit,
                     processes=self._processes(dev),
                     simulated=False,
+                    energy_mj=float(energy_mj) if energy_mj is not None else None,
                 )
             )
         return snaps

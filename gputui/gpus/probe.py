@@ -37,6 +37,9 @@ class GpuSnapshot:
     processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
     simulated: bool = False
     where: str = ""  # a cluster's GPU: its node and index there ("node-3 GPU 1"); `index` then only orders
+    # The GPU's energy counter: millijoules used since the driver loaded (NVML's total energy consumption; it
+    # starts again from 0 when the driver reloads). None: this GPU has none (before Volta) or cannot tell.
+    energy_mj: float | None = None
 
     @property
     def memory_free(self) -> int:

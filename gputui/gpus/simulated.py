@@ -12,6 +12,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from gputui.gpus.probe import GIB, GpuProcess, GpuSnapshot
 
@@ -66,6 +67,8 @@ class SimulatedProbe:
         self.memory_total = int(self.memory_gb * GIB)
         self._load = load
         self._clock = clock  # injectable so tests can pin the wobble
+        self._energy_mj = [0.0] * count  # each GPU's energy counter: its simulated power integrated over time
+        self._powered: tuple[float, list[float]] | None = None  # (when, each GPU's power shown then)
 
     def snapshot(self) -> list[GpuSnapshot]:
         loads = self._load() if self._load is not None else {}
@@ -101,7 +104,19 @@ class SimulatedProbe:
                     simulated=True,
                 )
             )
-        return snaps
+        counters = self._count_energy(now, [s.power or 0.0 for s in snaps])
+        return [replace(s, energy_mj=mj) for s, mj in zip(snaps, counters, strict=True)]
+
+    def _count_energy(self, now: float, powers: list[float]) -> list[float]:
+        """Each GPU's energy counter (millijoules) as of `now`, growing as NVML's does: since the last snapshot,
+        the mean of the power it showed then and now, times the time between."""
+        if self._powered is not None:
+            then, before = self._powered
+            seconds = max(0.0, now - then)
+            for i, (was, watts) in enumerate(zip(before, powers, strict=True)):
+                self._energy_mj[i] += (was + watts) / 2 * seconds * 1000.0
+        self._powered = (now, powers)
+        return list(self._energy_mj)
 
     def close(self) -> None:
         """Nothing to release."""

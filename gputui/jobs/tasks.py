@@ -46,6 +46,8 @@ class TaskRecord:
     gpu_seconds: float | None = None  # sum of its attempts' GPU-seconds; None: never measured
     peak_memory: int | None = None  # bytes: the most GPU memory any one attempt of it used at once
     gpus_simulated: bool = False  # measured on simulated GPUs: not a real GPU's figures
+    energy_j: float | None = None  # joules, summed over its attempts; None: never measured
+    energy_estimated: bool = False  # some of it is power x time (a GPU without an energy counter)
     kind: str = SHARD
     info: Mapping = field(default_factory=dict)  # what its job kind planned for it (params, stage, step...)
     after: tuple[str, ...] = ()  # tasks that must be done before it starts

@@ -10,7 +10,7 @@ from array import array
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gputui import clock
 from gputui.files.atomic import atomic_write_chunks, atomic_write_json, atomic_write_text, dumps_json
@@ -19,6 +19,9 @@ from gputui.jobs.kinds.registry import KINDS, for_task
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.records import AttemptRecord
 from gputui.text_safety import one_line, visible
+
+if TYPE_CHECKING:
+    from gputui.rundir.store import GpuUse
 
 REASON_WIDTH = 80  # table cells are cut here; the Failures section has the full text
 LIST_CAP = 1000  # report.md shows at most this many tasks in each table or list; summary.json has them all
@@ -87,6 +90,8 @@ class SummaryTally:
         self.gpu_seconds = array("d")
         self.peak: int | None = None
         self.simulated = False
+        self.energy = array("d")  # each attempt's joules, where measured
+        self.energy_estimated = False
         # The run's first start and last end: an attempt's (a clock.Stamp) is preferred to its task's on a tie
         self.attempt_start: float | None = None
         self.task_start: float | None = None
@@ -123,6 +128,9 @@ class SummaryTally:
             if a.peak_memory is not None and (self.peak is None or a.peak_memory > self.peak):
                 self.peak = a.peak_memory
             self.simulated = self.simulated or a.gpus_simulated
+            if a.energy_j is not None:
+                self.energy.append(a.energy_j)
+                self.energy_estimated = self.energy_estimated or a.energy_estimated
 
     def head(self, *, job_name: str, run_dir: str, scheduler_id: str) -> dict:
         """summary.json's keys before "tasks", in their order."""
@@ -151,6 +159,7 @@ class SummaryTally:
             "peak_memory": self.peak,
             "peak_memory_gib": None if self.peak is None else round(self.peak / GIB, 2),
             "gpus_simulated": self.simulated,
+            **_energy_totals(sum(self.energy) if self.energy else None, self.energy_estimated),
         }
 
 
@@ -206,14 +215,16 @@ def _attempt(a: AttemptRecord, now: float) -> dict:
         "log_path": a.log_path,
         "gpu_seconds": a.gpu_seconds,
         "peak_memory": a.peak_memory,
+        "energy_j": a.energy_j,
     }
 
 
-def gpu_totals(records: Sequence[AttemptRecord | TaskRecord]) -> dict:
-    """GPU time summed over the attempts (or tasks), and the most memory any one of them used (None: not
-    measured), as summary.json and `gputui status --json` both give them."""
+def gpu_totals(records: Sequence[AttemptRecord | TaskRecord | GpuUse]) -> dict:
+    """GPU time summed over the attempts (or tasks), the most memory any one of them used, their energy summed
+    (None: not measured), as summary.json and `gputui status --json` both give them."""
     seconds = [r.gpu_seconds for r in records if r.gpu_seconds is not None]
     peaks = [r.peak_memory for r in records if r.peak_memory is not None]
+    joules = [r.energy_j for r in records if r.energy_j is not None]
     total = round(sum(seconds), 3) if seconds else None
     peak = max(peaks) if peaks else None
     return {
@@ -222,7 +233,30 @@ def gpu_totals(records: Sequence[AttemptRecord | TaskRecord]) -> dict:
         "peak_memory": peak,
         "peak_memory_gib": None if peak is None else round(peak / GIB, 2),
         "gpus_simulated": any(r.gpus_simulated for r in records),
+        **_energy_totals(
+            sum(joules) if joules else None, any(r.energy_estimated for r in records if r.energy_j is not None)
+        ),
     }
+
+
+def _energy_totals(joules: float | None, estimated: bool) -> dict:
+    """Energy as summary.json and `status --json` give it: joules, kWh, and whether any of it is estimated (power x
+    time: a GPU without an energy counter). Simulated GPUs' energy is marked by `gpus_simulated`."""
+    total = None if joules is None else round(joules, 3)
+    return {
+        "energy_j": total,
+        "energy_kwh": None if total is None else round(total / 3.6e6, 6),
+        "energy_estimated": total is not None and estimated,
+    }
+
+
+def energy_text(joules: float | None, estimated: bool = False) -> str:
+    """'45.6 Wh', '1.23 kWh', '0.17 Wh' ('~' before it: estimated from power x time); '-' where not measured."""
+    if joules is None:
+        return "-"
+    wh = joules / 3600
+    text = f"{wh / 1000:.2f} kWh" if wh >= 1000 else f"{wh:.1f} Wh" if wh >= 10 else f"{wh:.2f} Wh"
+    return ("~" if estimated else "") + text
 
 
 def render_report(summary: dict) -> str:
@@ -232,13 +266,14 @@ def render_report(summary: dict) -> str:
     show at most LIST_CAP tasks each, then say how many more summary.json lists."""
     tasks = summary.get("tasks", [])
     gpu_columns = bool(summary.get("gpu_seconds"))
+    energy = gpu_columns and summary.get("energy_j") is not None  # its column, beside GPU-hours
     table, failures, nouns = [], [], set()
     shown = failed = 0
     spooled = isinstance(tasks, SpooledRows)  # only the rows shown are read back
     for i, t in tasks.listed(LIST_CAP) if spooled else enumerate(tasks):
         nouns.add(for_task(t.get("kind")).noun)
         if i < LIST_CAP:
-            table.append(_table_row(t, gpu_columns))
+            table.append(_table_row(t, gpu_columns, energy))
         shown = i + 1
         if t["status"] in _FAILED:
             if failed < LIST_CAP:
@@ -258,9 +293,9 @@ def render_report(summary: dict) -> str:
         lines += [_gpu_line(summary), ""]
 
     if shown:
-        extra = " GPU-hours | Peak GPU memory |" if gpu_columns else ""
+        extra = f" GPU-hours |{' Energy |' if energy else ''} Peak GPU memory |" if gpu_columns else ""
         lines.append(f"| Task | Covers | Status | Attempts | Duration | Exit |{extra} Reason |")
-        lines.append("|---|---|---|---|---|---|" + ("---|---|" if gpu_columns else "") + "---|")
+        lines.append("|---|---|---|---|---|---|" + "---|" * extra.count("|") + "---|")
         lines += table
         lines.append("")
         lines += more_line(shown - len(table), "tasks")
@@ -296,7 +331,8 @@ def more_line(n: int, what: str) -> list[str]:
     return [f"… and {n:,} more {what} (summary.json lists every task).", ""] if n > 0 else []
 
 
-def _table_row(t: dict, gpu_columns: bool) -> str:
+def _table_row(t: dict, gpu_columns: bool, energy: bool = False) -> str:
+    used = [energy_text(t.get("energy_j"), bool(t.get("energy_estimated")))] if energy else []
     cells = [
         t["id"],
         _label(t),
@@ -304,7 +340,7 @@ def _table_row(t: dict, gpu_columns: bool) -> str:
         f"{t['attempts']}/{t['budget']}",
         _seconds(t.get("duration")),
         _exit(t.get("exit_code")),
-        *([_hours(t.get("gpu_hours")), _gib(t.get("peak_memory"))] if gpu_columns else []),
+        *([_hours(t.get("gpu_hours")), *used, _gib(t.get("peak_memory"))] if gpu_columns else []),
         _cut(t.get("reason") or ""),
     ]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
@@ -486,10 +522,16 @@ _MARKDOWN = _Markdown()
 def _gpu_line(summary: dict) -> str:
     """E.g. "**GPU time:** 1.25 GPU-hours; largest peak memory of a task 12.0 GiB (simulated GPUs ...)"."""
     text = f"**GPU time:** {_hours(summary.get('gpu_hours'))} GPU-hours"
+    joules = summary.get("energy_j")
+    if joules is not None:
+        text += f"; energy {energy_text(joules, bool(summary.get('energy_estimated')))}"
+        if summary.get("energy_estimated"):
+            text += " (~: estimated from power x time, a GPU without an energy counter)"
     if summary.get("peak_memory") is not None:
         text += f"; largest peak memory of a task {_gib(summary['peak_memory'])} (summed over its GPUs)"
     if summary.get("gpus_simulated"):
-        text += " — SIMULATED GPUs: time is real, memory is what the simulation attributes, not a measurement"
+        what = "memory and energy are" if joules is not None else "memory is"
+        text += f" — SIMULATED GPUs: time is real, {what} what the simulation attributes, not a measurement"
     return text + "."
 
 

@@ -27,6 +27,8 @@ class AttemptRecord:
     gpu_seconds: float | None = None  # seconds held x GPUs held; None: not measured (older gputui)
     peak_memory: int | None = None  # bytes, summed over its GPUs; None: none of its processes seen on one
     gpus_simulated: bool = False  # its GPUs were simulated: these figures are not a real GPU's
+    energy_j: float | None = None  # joules its GPUs used for it; None: not measured (no counter, no power)
+    energy_estimated: bool = False  # some of it is power x time: a GPU of it has no energy counter
 
     @property
     def gpu_hours(self) -> float | None:

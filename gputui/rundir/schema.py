@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 # What opening a database of an older schema for writing adds to it, by the version it had; a view (read-only)
@@ -29,6 +29,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE attempts ADD COLUMN ended_boot REAL",
         "ALTER TABLE attempts ADD COLUMN boot_id TEXT",
     ),
+    # An attempt's energy on its GPUs (joules), and whether any of it is power x time (engine/accounting.py).
+    5: (
+        "ALTER TABLE attempts ADD COLUMN energy_j REAL",
+        "ALTER TABLE attempts ADD COLUMN energy_estimated INTEGER",
+    ),
 }
 
 
@@ -50,7 +55,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     command TEXT NOT NULL, log_path TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
     exit_code INTEGER, reason TEXT, waiter_pid INTEGER, waiter_start INTEGER, worker_pid INTEGER,
     worker_start INTEGER, cgroup TEXT, cleared_at REAL, gpu_seconds REAL, peak_memory INTEGER,
-    gpus_simulated INTEGER, started_boot REAL, ended_boot REAL, boot_id TEXT,
+    gpus_simulated INTEGER, started_boot REAL, ended_boot REAL, boot_id TEXT, energy_j REAL,
+    energy_estimated INTEGER,
     PRIMARY KEY (task_id, number)
 );
 -- The app's table reads a run's tasks a page at a time, in plan order or by status (rundir/task_order.py).

@@ -50,6 +50,8 @@ class GpuUse(NamedTuple):
     gpu_seconds: float | None
     peak_memory: int | None
     gpus_simulated: bool
+    energy_j: float | None = None
+    energy_estimated: bool = False
 
 
 @functools.lru_cache(maxsize=1024)  # a run's tasks hold few distinct GPU lists: each parsed once
@@ -63,6 +65,7 @@ class Store:
         self.path = path
         self._depth = 0
         self._accounting = False  # whether attempts has the GPU accounting columns (schema 3), once seen
+        self._energy = False  # whether attempts has the energy columns (schema 6), once seen
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -160,14 +163,24 @@ class Store:
             self._accounting = "gpu_seconds" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
         return self._accounting
 
+    def _has_energy(self) -> bool:
+        if not self._energy:  # as `_has_accounting`
+            self._energy = "energy_j" in {r[1] for r in self._db.execute("PRAGMA table_info(attempts)")}
+        return self._energy
+
+    def _accounted(self) -> tuple[tuple[str, str], ...]:
+        """The attempts' GPU accounting columns this database has, each with how a task's are summed up."""
+        columns = (("SUM", "gpu_seconds"), ("MAX", "peak_memory"), ("MAX", "gpus_simulated"))
+        return columns + ((("SUM", "energy_j"), ("MAX", "energy_estimated")) if self._has_energy() else ())
+
     def _tasks_query(self, tail: str) -> str:
         """Tasks with their attempts' GPU accounting summed (GPU-seconds) and maxed (peak memory), each from
-        its own attempts through the (task_id, number) key: one task's costs the same however many there are."""
+        its own attempts through the (task_id, number) key: one task's costs the same however many there are.
+        Energy likewise: summed, and estimated where any attempt's was."""
         if not self._has_accounting():  # an older schema read as it is (a view never upgrades it)
             return f"SELECT t.* FROM tasks t {tail}"
         columns = ", ".join(
-            f"(SELECT {f}({c}) FROM attempts WHERE task_id = t.id) AS {c}"
-            for f, c in (("SUM", "gpu_seconds"), ("MAX", "peak_memory"), ("MAX", "gpus_simulated"))
+            f"(SELECT {f}({c}) FROM attempts WHERE task_id = t.id) AS {c}" for f, c in self._accounted()
         )
         return f"SELECT t.*, {columns} FROM tasks t {tail}"
 
@@ -250,12 +263,14 @@ class Store:
         return found
 
     def gpu_use(self) -> GpuUse:
-        """The run's GPU accounting over every attempt: GPU-seconds summed, the largest peak, whether simulated."""
+        """The run's GPU accounting over every attempt: GPU-seconds summed, the largest peak, whether simulated,
+        the energy summed and whether any of it is estimated."""
         if not self._has_accounting():
             return GpuUse(None, None, False)
-        row = self._db.execute("SELECT SUM(gpu_seconds), MAX(peak_memory), MAX(gpus_simulated) FROM attempts")
-        seconds, peak, simulated = row.fetchone()
-        return GpuUse(seconds, peak, bool(simulated))
+        row = self._db.execute(f"SELECT {', '.join(f'{f}({c})' for f, c in self._accounted())} FROM attempts")
+        seconds, peak, simulated, *energy = row.fetchone()
+        joules, estimated = energy or (None, False)
+        return GpuUse(seconds, peak, bool(simulated), joules, bool(estimated))
 
     def read(self, sql: str, params: Sequence | Mapping = ()) -> sqlite3.Cursor:
         """A query of the run's readers (rundir.task_json, views): reads only."""
@@ -392,12 +407,15 @@ def _get_all(r: sqlite3.Row, columns: tuple[str, ...]) -> tuple:
 
 
 _TASK_NEWER = ("gpu_seconds", "peak_memory", "gpus_simulated", "kind", "info", "after_ids", "metric", "rank")
-_TASK_NEWER += ("promoted", "note")
+_TASK_NEWER += ("promoted", "note", "energy_j", "energy_estimated")
 _ATTEMPT_NEWER = ("boot_id", "started_boot", "ended_boot", "gpu_seconds", "peak_memory", "gpus_simulated")
+_ATTEMPT_NEWER += ("energy_j", "energy_estimated")
 
 
 def _task(r: sqlite3.Row) -> TaskRecord:
-    gpu_seconds, peak_memory, simulated, kind, info, after, metric, rank, promoted, note = _get_all(r, _TASK_NEWER)
+    gpu_seconds, peak_memory, simulated, kind, info, after, metric, rank, promoted, note, energy, estimated = (
+        _get_all(r, _TASK_NEWER)
+    )
     return TaskRecord(
         id=r["id"],
         index=r["idx"],
@@ -416,6 +434,8 @@ def _task(r: sqlite3.Row) -> TaskRecord:
         gpu_seconds=gpu_seconds,
         peak_memory=peak_memory,
         gpus_simulated=bool(simulated),
+        energy_j=energy,
+        energy_estimated=bool(estimated),
         kind=kind or DEFAULT.task_kind,  # a row from before tasks had kinds
         info=json.loads(info) if info and info != "{}" else {},
         after=tuple(a for a in (after or "").split(",") if a),
@@ -431,7 +451,9 @@ def _ref(pid: int | None, start: int | None) -> ProcessRef | None:
 
 
 def _attempt(r: sqlite3.Row) -> AttemptRecord:
-    boot_id, started_boot, ended_boot, gpu_seconds, peak_memory, simulated = _get_all(r, _ATTEMPT_NEWER)
+    boot_id, started_boot, ended_boot, gpu_seconds, peak_memory, simulated, energy, estimated = _get_all(
+        r, _ATTEMPT_NEWER
+    )
     ended = r["ended_at"]
     return AttemptRecord(
         task_id=r["task_id"],
@@ -451,4 +473,6 @@ def _attempt(r: sqlite3.Row) -> AttemptRecord:
         gpu_seconds=gpu_seconds,
         peak_memory=peak_memory,
         gpus_simulated=bool(simulated),
+        energy_j=energy,
+        energy_estimated=bool(estimated),
     )

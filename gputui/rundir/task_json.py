@@ -179,6 +179,8 @@ class _Query:
             ("gpu_seconds", _real(self.a("a", "gpu_seconds"))),
             ("peak_memory", _int(self.a("a", "peak_memory"))),
             ("gpus_simulated", _bool(self.a("a", "gpus_simulated"))),
+            ("energy_j", _real(self.a("a", "energy_j"))),
+            ("energy_estimated", _bool(self.a("a", "energy_estimated"))),
         ]
         log = (
             f"coalesce('[' || (SELECT group_concat({_object(attempt)}, ',') FROM "
@@ -207,6 +209,8 @@ class _Query:
             ("gpu_seconds", _real("g.gpu_seconds")),
             ("peak_memory", _int("g.peak_memory")),
             ("gpus_simulated", _bool("g.simulated")),
+            ("energy_j", _real("g.energy_j")),
+            ("energy_estimated", _bool("g.energy_estimated")),
             ("kind", f"json_quote(coalesce({self.t('kind')}, '{DEFAULT.task_kind}'))"),
             ("info", self.t("info", QUOTED_EMPTY)),  # JSON text, as the store wrote it (checked in `_select`)
             ("after", "'[]'"),  # a row with any is made by Python
@@ -227,6 +231,8 @@ class _Query:
             f"LEFT JOIN (SELECT task_id, SUM({self.a('a', 'gpu_seconds')}) AS gpu_seconds, "
             f"MAX({self.a('a', 'peak_memory')}) AS peak_memory, "
             f"MAX({self.a('a', 'gpus_simulated')}) AS simulated, "
+            f"SUM({self.a('a', 'energy_j')}) AS energy_j, "
+            f"MAX({self.a('a', 'energy_estimated')}) AS energy_estimated, "
             "MAX(number) AS last FROM attempts a GROUP BY task_id) g ON g.task_id = t.id"
         )
         obj = _object(fields)

@@ -10,7 +10,7 @@ from rich.text import Text
 from gputui.gpus.probe import GIB
 from gputui.jobs.kinds.registry import for_tasks
 from gputui.jobs.tasks import Status, TaskRecord
-from gputui.results.report import took
+from gputui.results.report import energy_text, took
 from gputui.rundir.records import AttemptRecord
 from gputui.text_safety import visible
 from gputui.views.waiting import unsaid_reason
@@ -46,12 +46,14 @@ def status_table(
     last = latest_attempts(attempts)
     gpu_figures = any(t.gpu_seconds for t in tasks)
     simulated = any(t.gpus_simulated for t in tasks)
+    energy = gpu_figures and any(t.energy_j is not None for t in tasks)
     table = Table(box=None, pad_edge=False, header_style="bold", show_header=header)
     columns = ["task", for_tasks(t.kind for t in tasks).covers, "status", "tries", "GPUs", "exit", "time"]
     if metric is not None:
         columns += [metric, "rank"]
     if gpu_figures:
-        columns += ["GPU-h", "sim mem" if simulated else "peak mem"]
+        columns += ["GPU-h", *(["sim energy" if simulated else "energy"] if energy else [])]
+        columns += ["sim mem" if simulated else "peak mem"]
     id_width = max((len(t.id) for t in tasks), default=4)
     for col in (*columns, "reason"):  # folded, never cut: a narrow terminal gets taller cells
         table.add_column(
@@ -73,7 +75,9 @@ def status_table(
             rank = "" if t.rank is None else f"{t.rank}{' ★' if t.promoted else ''}"
             cells += ["" if t.metric is None else f"{t.metric:.6g}", rank]
         if gpu_figures:
-            cells += [gpu_hours_text(t.gpu_seconds), memory_text(t.peak_memory)]
+            cells += [gpu_hours_text(t.gpu_seconds)]
+            cells += [energy_text(t.energy_j, t.energy_estimated)] if energy else []
+            cells += [memory_text(t.peak_memory)]
         # Text, not markup: a worker's reason is shown as written ("[/x]" would stop rich), controls visible.
         table.add_row(*cells, Text(visible(t.reason or t.note or unsaid_reason(t, live))))
     return table
@@ -100,6 +104,25 @@ def latest_attempts(attempts: Sequence[AttemptRecord]) -> dict[str, AttemptRecor
         if a.task_id not in last or a.number > last[a.task_id].number:
             last[a.task_id] = a
     return last
+
+
+def totals_line(totals: Mapping) -> str:
+    """The run's GPU totals as `gputui status` says them under its table (`gpu_totals()`): GPU-hours, energy where
+    measured, the largest peak memory; "" where no GPU time was measured."""
+    if not totals.get("gpu_seconds"):
+        return ""
+    joules, estimated = totals.get("energy_j"), bool(totals.get("energy_estimated"))
+    energy = "" if joules is None else f", energy {energy_text(joules, estimated)}"
+    text = (
+        f"GPU-hours {gpu_hours_text(totals['gpu_seconds'])}{energy}, largest peak memory of a task "
+        f"{memory_text(totals.get('peak_memory'))}"
+    )
+    if totals.get("gpus_simulated"):
+        what = "memory and energy" if joules is not None else "memory"
+        text += f" (SIMULATED GPUs: {what} as simulated, not measured)"
+    if estimated:
+        text += " (~: energy estimated from power x time, a GPU without an energy counter)"
+    return text
 
 
 def gpu_hours_text(seconds: float | None) -> str:

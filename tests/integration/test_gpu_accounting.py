@@ -38,7 +38,8 @@ def test_each_task_gets_its_gpu_hours_and_peak_memory_marked_simulated(make_job)
     assert summary["gpu_seconds"] == round(sum(t["gpu_seconds"] for t in summary["tasks"]), 3)
     assert summary["peak_memory_gib"] == 6.0 and summary["gpus_simulated"] is True
     report = (make_job.run_dir / "report.md").read_text()
-    assert "| GPU-hours | Peak GPU memory |" in report and "| 0.00 | 6.0 GiB |" in report
+    assert "| GPU-hours | Energy | Peak GPU memory |" in report  # energy: tests/integration/test_energy.py
+    assert all(f"| 0.00 | {t['energy_j'] / 3600:.2f} Wh | 6.0 GiB |" in report for t in summary["tasks"])
     assert "SIMULATED GPUs" in report
 
     status = _status(make_job.run_dir)

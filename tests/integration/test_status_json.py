@@ -116,6 +116,7 @@ def test_each_task_row_holds_what_its_record_holds_for_every_kind(kinds, make_jo
     assert all(t["metric"] and t["info"]["params"] for t in sweep_rows)
     assert [(t["after"], t["status"]) for t in pipeline_rows][1:] == [(["prep"], "failed"), (["train"], "skipped")]
     assert {t["status"] for t in records} == {"done"} and all(t["gpu_seconds"] and t["duration"] for t in records)
+    assert all(t["energy_j"] for t in records)  # simulated GPUs' energy: tests/integration/test_energy.py
     assert [t["attempts"] for t in records] == [2, 2, 2] and records[0]["log_path"].endswith("attempt2.log")
 
 

@@ -88,11 +88,14 @@ def test_simulated_gpus_give_the_memory_the_simulation_attributes_marked_simulat
     meter = Meter(simulated=True)
     meter.start(("shard-0", 1), 2, started_at=0.0)
     meter.sample(probe.snapshot(), [(("shard-0", 1), (0, 1), AttemptProcesses(None, ref_of(pid), None))], now=3.0)
-    assert meter.finish(("shard-0", 1), ended_at=4.0) == {
+    final = meter.finish(("shard-0", 1), ended_at=4.0)
+    assert {k: final[k] for k in ("gpu_seconds", "peak_memory", "gpus_simulated")} == {
         "gpu_seconds": 8.0,
         "peak_memory": 10 * GIB,
         "gpus_simulated": 1,
     }
+    # One sample only: its last second at the GPUs' power (280..322 W each), estimated (test_energy_share.py)
+    assert 560 <= final["energy_j"] <= 644 and final["energy_estimated"] == 1
 
 
 def test_gpu_seconds_are_measured_on_boottime_not_on_a_wall_clock_that_steps():

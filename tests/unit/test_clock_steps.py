@@ -12,6 +12,7 @@ from gputui import clock
 from gputui.clock import Stamp
 from gputui.executors.journal import line, parse
 from gputui.jobs.tasks import Status, TaskRecord
+from gputui.rundir.schema import SCHEMA_VERSION
 from gputui.rundir.store import Store
 from gputui.views.runview import RunSnapshot, TaskView, attempt_spans, union_length
 
@@ -125,7 +126,7 @@ def test_a_schema_4_run_is_read_as_it_is_and_upgraded_to_measure_new_ends(tmp_pa
     view.close()
     store = Store.open(path)  # as a scheduler resuming the run does
     columns = {r[1] for r in store._db.execute("PRAGMA table_info(attempts)")}
-    assert {"started_boot", "ended_boot", "boot_id"} <= columns and store.meta("schema_version") == 5
+    assert {"started_boot", "ended_boot", "boot_id"} <= columns and store.meta("schema_version") == SCHEMA_VERSION
     with store.transaction():
         store.update_attempt("b", 1, status=Status.DONE, ended_at=Stamp(1060.0, 77.0, BOOT))
     assert store.attempt("a", 1).duration == 90.0

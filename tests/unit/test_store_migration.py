@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from gputui.jobs.kinds.base import NewTask
+from gputui.rundir import task_json
 from gputui.rundir.meta import read_meta
-from gputui.rundir.schema import SCHEMA_VERSION
+from gputui.rundir.schema import MIGRATIONS, SCHEMA_VERSION
 from gputui.rundir.store import Store
 
 V2_SCHEMA = """
@@ -85,9 +87,10 @@ def test_opening_a_schema_2_run_to_change_it_upgrades_it_and_keeps_everything(tm
     path = tmp_path / "state.db"
     _v2_database(path)
     store = Store.open(path)
-    assert store.meta("schema_version") == SCHEMA_VERSION == 5
+    assert store.meta("schema_version") == SCHEMA_VERSION == 6
     assert {"gpu_seconds", "peak_memory", "gpus_simulated"} <= _columns(path)
     assert {"started_boot", "ended_boot", "boot_id"} <= _columns(path)  # schema 5: durations on CLOCK_BOOTTIME
+    assert {"energy_j", "energy_estimated"} <= _columns(path)  # schema 6: energy per attempt
     assert store.meta("scheduler_id") == "sched-v2" and [t.status for t in store.tasks()] == ["done", "pending"]
     assert [(t.kind, t.after, t.rank) for t in store.tasks()] == [("shard", (), None)] * 2  # job kinds: schema 4
     assert store.attempt("shard-0", 1).gpu_seconds is None  # not measured by the gputui that ran it
@@ -98,4 +101,64 @@ def test_opening_a_schema_2_run_to_change_it_upgrades_it_and_keeps_everything(tm
     again = Store.open(path, readonly=True)
     shard1 = again.task("shard-1")
     assert (shard1.gpu_hours, shard1.peak_memory) == (2.0, 3 * 2**30)
+    again.close()
+
+
+def _as_made_by(path, version: int) -> None:
+    """The database at `path` as the gputui of schema `version` would have left it: today's, less the columns the
+    migrations since then add (SQLite drops a column in place)."""
+    conn = sqlite3.connect(path)
+    for step in range(version, SCHEMA_VERSION):
+        for statement in MIGRATIONS[step]:
+            table, column = statement.split()[2], statement.split()[5]
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+    conn.commit()
+    conn.close()
+
+
+def _v5_database(path) -> None:
+    """What gputui with schema 5 (before energy) left: a task done after two attempts measured on GPUs."""
+    store = Store.open(path, create=True)
+    with store.transaction():
+        store.add_tasks(
+            [NewTask("shard-0", 0, "shard", 0, 10, 10), NewTask("shard-1", 1, "shard", 10, 20, 10)], budget=3
+        )
+        for number in (1, 2):
+            store.start_attempt("shard-0", number, (0,), ["w"], f"/l/{number}.log", 100.0 * number)
+            store.update_attempt(
+                "shard-0", number, ended_at=100.0 * number + 60, gpu_seconds=60.0, gpus_simulated=1
+            )
+        store.update_task("shard-0", status="done", attempts=2)
+    store.close()
+    _as_made_by(path, 5)
+
+
+def test_a_schema_5_run_reads_as_before_without_energy_and_is_upgraded_to_record_it(tmp_path):
+    path = tmp_path / "state.db"
+    _v5_database(path)
+    assert "energy_j" not in _columns(path)
+    before = path.read_bytes()
+    view = Store.open(path, readonly=True)
+    task = view.task("shard-0")
+    assert (task.gpu_seconds, task.energy_j, task.energy_estimated) == (120.0, None, False)
+    assert view.attempt("shard-0", 2).energy_j is None and view.gpu_use().energy_j is None
+    rows = [json.loads(row) for row in task_json.rows(view)]  # status --json: made by SQLite
+    last = {t.id: (view.attempts(t.id) or [None])[-1] for t in view.tasks()}
+    python = [json.loads(task_json.ascii_json(task_json.task_json(t, last[t.id]))) for t in view.tasks()]
+    assert [r["energy_j"] for r in rows] == [None, None] and rows == python  # the store's reference agrees
+    exported = [json.loads(row) for row in task_json.export_rows(view)]
+    assert [a["energy_j"] for a in exported[0]["attempt_log"]] == [None, None]
+    view.close()
+    assert path.read_bytes() == before  # a view never upgrades it
+
+    store = Store.open(path)  # as a scheduler resuming the run does
+    assert store.meta("schema_version") == SCHEMA_VERSION and {"energy_j", "energy_estimated"} <= _columns(path)
+    with store.transaction():
+        store.start_attempt("shard-1", 1, (0,), ["w"], "/l/3.log", 300.0)
+        store.update_attempt("shard-1", 1, gpu_seconds=5.0, energy_j=1500.0, energy_estimated=1)
+    store.close()
+    again = Store.open(path, readonly=True)
+    assert [(t.energy_j, t.energy_estimated) for t in again.tasks()] == [(None, False), (1500.0, True)]
+    assert again.gpu_use()[3:] == (1500.0, True) and again.task("shard-0").gpu_seconds == 120.0
     again.close()
