@@ -54,7 +54,10 @@ def test_parse_simulate_spec_good(spec, expected):
 def test_parse_simulate_spec_bad_format(spec):
     with pytest.raises(ValueError) as info:
         parse_simulate_spec(spec)
-    assert str(info.value) == f"--simulate: expected N or NxGB (e.g. 4 or 8x24), got {spec!r}"
+    assert str(info.value) == (
+        "--simulate: expected N or NxGB (e.g. 4 or 8x24), 'shared:' before it for GPUs shared with other runs "
+        f"(shared:2x24), or auto[:NxGB], got {spec!r}"
+    )
 
 
 @pytest.mark.parametrize("spec", ["0", "65", "0x24", "4x0"])
