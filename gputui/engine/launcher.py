@@ -257,17 +257,18 @@ class Launcher:
         box = self.box.current()
         usable = box.claimable(usable_gpus(gpus, reserved, self.policy))
         needs = {t.id: self._gpus_needed(t) for t in ready}
-        want, mine, room = sum(needs.values()), 0, None
+        want, mine, allowed = sum(needs.values()), 0, None
         limited = box.max_gpus_per_user is not None
         with self.reservations.user_turn() if limited else contextlib.nullcontext():
             if limited:  # this user's claims, all runs together, counted while no other run of theirs claims
                 mine = self.reservations.held_by_user([gpu_key(g) for g in gpus])
-                room = box.room(mine)
-                want = min(want, room)
+                allowed = box.room(mine)
+                want = min(want, allowed)
             note = self._claim_note(None)  # who claims them, written at once: counted by the user's other runs
             claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], want, note)
         unclaimed = {g.index for g in gpus} - set(claims)
         placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy, needs))
+        placed_on = {g for on in placed.values() for g in on}
         unplaced = None
         for t in ready:
             if t.id in placed:
@@ -288,8 +289,12 @@ class Launcher:
             else:
                 users = self._users(gpus, reserved)
                 given = sum(len(p) for p in placed.values())
-                capped = room is not None and room - given < needs[unplaced.id]
+                capped = allowed is not None and allowed - given < needs[unplaced.id]
                 limit = box.limit_reason(mine + given) if capped else ""
+                if capped:  # GPUs not even tried: who holds them, all the same
+                    untried = {gpu_key(g): g.index for g in gpus if g.index in usable and g.index not in placed_on}
+                    found = self.reservations.holders(list(untried))
+                    foreign = {untried[key]: note for key, note in found.items()} | foreign
                 kept = box.reserved_gpus
                 blocker = why_waiting(gpus, reserved, self.policy, needs[unplaced.id], foreign, users, kept, limit)
             if not placed and not state.live and self.sampler.probe is not None and blocker != self._waiting_said:
