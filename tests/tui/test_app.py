@@ -281,6 +281,20 @@ async def test_the_selected_log_follows_a_retry_to_its_new_attempt(make_job):
         )
 
 
+async def test_private_simulated_gpus_show_no_holder_from_the_machines_map():
+    reservations = Reservations()  # the test's own folder (GPUTUI_LOCK_DIR, see conftest)
+    fd = reservations.claim("SIM-GPU-1")
+    Reservations.annotate(fd, {"job": "other-job", "task": "shard-7", "user": "alice", "scheduler_id": "x"})
+    try:
+        app = GpuTuiApp(simulate="2x24", interval=0.25)  # private: another run's simulated GPU 1 is not this one
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: len(app.query(GpuPanel)) == 2, what="2 GPU panels")
+            await pilot.pause(0.6)  # (a refresh or two)
+            assert all(not p.state.holders for p in app.query(GpuPanel))
+    finally:
+        os.close(fd)
+
+
 async def test_gpu_panels_show_which_gpu_another_run_holds():
     reservations = Reservations()  # the test's own folder (GPUTUI_LOCK_DIR, see conftest)
     fd = reservations.claim("SIM-GPU-1")

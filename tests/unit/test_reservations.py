@@ -162,6 +162,8 @@ def test_private_simulated_gpus_are_claimed_in_their_run_and_shared_ones_in_the_
     assert Reservations.for_probe(shared, tmp_path / "run").folder == Reservations().folder
     other = Reservations.for_probe(open_probe("2x24"), tmp_path / "other-run")
     fd = mine.claim(gpu_key(private.snapshot()[0]))
-    assert other.claim(gpu_key(private.snapshot()[0])) not in (None,)  # another run's private GPU 0 is its own
-    assert Reservations().holders(["SIM-GPU-0"]) == {}
+    theirs = other.claim(gpu_key(private.snapshot()[0]))  # another run's private GPU 0 is its own
+    assert fd is not None and theirs is not None
+    assert Reservations().holders(["SIM-GPU-0"]) == {}  # and the machine's map knows neither
     os.close(fd)
+    os.close(theirs)
