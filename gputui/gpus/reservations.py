@@ -55,6 +55,7 @@ from gputui.gpus.probe import GpuSnapshot
 NOTE_SIZE = 1024
 SHARED_DIR = Path("/var/tmp")
 SHARED_PREFIX = "gputui-gpu-"
+USER_TURN_WAIT_S = 5.0  # the longest a run waits for another run of its user to finish claiming
 
 
 def private_dir() -> Path:
@@ -228,16 +229,27 @@ class Reservations:
     @contextlib.contextmanager
     def user_turn(self) -> Iterator[None]:
         """Held while this user's claims are counted and made (a box policy's limit per user): two runs of one
-        user never both see room for the same last GPU. Best effort where the file cannot be made."""
+        user never both see room for the same last GPU. Best effort: where the file is not this user's own (someone
+        else put one there) or stays locked for seconds, the claims go on without it."""
         self._make_folder()
         path = f"{self._prefix}user-{os.getuid()}.lock"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
         except OSError:
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            if st.st_uid == os.getuid() and stat.S_ISREG(st.st_mode):
+                deadline = time.monotonic() + USER_TURN_WAIT_S
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.01)
             yield
         finally:
             os.close(fd)
