@@ -76,6 +76,7 @@ def test_the_waiting_reason_names_the_holder_with_the_user_and_the_policy():
     note = {"user": "alice", "uid": 1001, "job": "sweep", "task": "shard-3", "run_dir": "/home/alice/runs/sweep"}
     assert held_by(note) == "held by alice (run sweep, task shard-3)"
     assert held_by({"job": "old", "run_dir": "/r/old"}) == "held by run old (/r/old)"  # an older gputui's note
+    assert held_by({}) == "held by another gputui run"  # a note this user cannot read
     policy = Policy(1, None)
     said = why_waiting(gpus(2), set(), policy, 1, {0: note}, kept={1})
     held, kept = "GPU 0 held by alice (run sweep, task shard-3)", "GPU 1 reserved for interactive use by policy"

@@ -116,6 +116,8 @@ def why_waiting(
 def held_by(note: Mapping) -> str:
     """Who holds a GPU, from its claim's note: "held by alice (run sweep, task shard-3)"; an older gputui's note
     names no user: "held by run sweep (/path/of/its/run)"."""
+    if not note:  # unreadable (its lock file is not open to this user)
+        return "held by another gputui run"
     if note.get("user"):
         task = f", task {note['task']}" if note.get("task") else ""
         return f"held by {note['user']} (run {note.get('job', '?')}{task})"
