@@ -172,7 +172,8 @@ class Launcher:
         self.sampler = sampler
         self.reservations = reservations  # the machine's map, or the run's own for private simulated GPUs
         self.box = PolicyFile(warn=voice.info)  # the box's policy: GPUs per user, GPUs kept for interactive use
-        self.box.current()  # a broken policy file refuses the run at once
+        if self.cluster is None:  # (a cluster's nodes are not this box)
+            self.box.current()  # a broken policy file refuses the run at once
         if reservations.warning:
             voice.info(reservations.warning)
         self.meter = meter
