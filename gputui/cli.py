@@ -244,8 +244,9 @@ def _simulate_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--simulate",
         metavar="SPEC",
-        help="simulated GPUs: N or NxGB (e.g. 4, 8x24); 'auto' or 'auto:NxGB' simulates only "
-        "when no real GPU can be probed",
+        help="simulated GPUs: N or NxGB (e.g. 4, 8x24), private to the run; 'shared:NxGB' makes them "
+        "the machine's, claimed by every run of every user (demos of sharing); 'auto' or 'auto:NxGB' "
+        "simulates only when no real GPU can be probed",
     )
 
 

@@ -265,3 +265,10 @@ def shared_slurm() -> Iterator[dict[str, str]]:
     `slurm_cluster.environment()` where gputui or a test talks to it."""
     with slurm_cluster.slurm_node(gpus=4) as env:
         yield env
+
+
+@pytest.fixture(autouse=True)
+def _no_box_policy(tmp_path, monkeypatch):
+    """Each test's runs follow no GPU box policy (a test writes one where it wants one), whatever
+    /etc/gputui/policy.toml this machine has."""
+    monkeypatch.setenv("GPUTUI_POLICY", str(tmp_path / "box-policy.toml"))

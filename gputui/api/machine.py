@@ -3,7 +3,7 @@ and the pieces a screen that refreshes keeps open (a probe, a CPU sampler, the G
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gputui.engine.monitor import (
@@ -17,9 +17,11 @@ from gputui.engine.monitor import (
 )
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GpuSnapshot
-from gputui.gpus.reservations import Reservations
+from gputui.gpus.reservations import Reservations, holder_text
 from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.gpus.table import gpu_table, snapshots_to_json
+from gputui.jobs.box_policy import read_box_policy
+from gputui.jobs.spec import JobSpecError
 
 __all__ = [
     "TASK_MEMORY_GB",
@@ -45,14 +47,26 @@ class GpuReading:
 
     source: str
     gpus: tuple[GpuSnapshot, ...]
+    held: dict[int, dict] = field(default_factory=dict)  # GPU index -> the note of the gputui run holding it
+    kept: frozenset[int] = frozenset()  # GPUs the box policy keeps for interactive use
 
     def to_json(self) -> dict[str, Any]:
-        """What `gputui gpus --json` prints: bytes, percent, Celsius, watts; None where a GPU cannot tell."""
-        return snapshots_to_json(self.gpus, self.source)
+        """What `gputui gpus --json` prints: bytes, percent, Celsius, watts; None where a GPU cannot tell; who
+        holds each GPU (`held_by`: the note of the gputui run holding it, whoever's, or null)."""
+        found = snapshots_to_json(self.gpus, self.source)
+        for gpu in found["gpus"]:
+            gpu["held_by"] = self.held.get(gpu["index"])
+            gpu["reserved_by_policy"] = gpu["index"] in self.kept
+        return found
+
+    def holders(self) -> dict[int, str]:
+        """GPU index -> who holds it ("alice: runs/sweep shard-3 since 14:02"), or that the policy keeps it."""
+        said = {i: "reserved for interactive use by policy" for i in self.kept}
+        return said | {i: holder_text(note) for i, note in self.held.items()}
 
     def table(self):
-        """What `gputui gpus` prints: a rich table, simulated GPUs labelled loudly."""
-        return gpu_table(self.gpus, title=f"GPUs: {self.source}")
+        """What `gputui gpus` prints: a rich table, simulated GPUs labelled loudly, who holds each GPU."""
+        return gpu_table(self.gpus, title=f"GPUs: {self.source}", holders=self.holders())
 
 
 def read_gpus(simulate: str | None = None) -> GpuReading:
@@ -60,7 +74,14 @@ def read_gpus(simulate: str | None = None) -> GpuReading:
     "N" or "NxGB" (simulated), "auto[:NxGB]" (simulated only when no real GPU can be probed)."""
     probe = open_probe(simulate)
     try:
-        return GpuReading(describe(probe), tuple(probe.snapshot()))
+        snaps = tuple(probe.snapshot())
+        claims = Reservations.for_probe(probe, None)  # (private simulated GPUs: nobody else's)
+        held = reservations(snaps, claims) if claims is not None else {}
+        try:
+            kept = read_box_policy().reserved_gpus
+        except JobSpecError:
+            kept = frozenset()  # (a broken policy refuses runs; it does not hide the GPUs)
+        return GpuReading(describe(probe), snaps, held, kept)
     finally:
         probe.close()
 

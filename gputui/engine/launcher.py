@@ -3,6 +3,7 @@ environment, and the launch itself (committed first, so a task with a live attem
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import shlex
@@ -33,8 +34,9 @@ from gputui.executors.base import LaunchFailed, LaunchSpec, WaiterHandle
 from gputui.executors.journal import AttemptEnds
 from gputui.files.tail import LogTail
 from gputui.gpus.probe import GpuSnapshot
-from gputui.gpus.reservations import Reservations
+from gputui.gpus.reservations import Reservations, claim_note, gpu_key
 from gputui.jobs import oom
+from gputui.jobs.box_policy import PolicyFile
 from gputui.jobs.kinds.base import TaskValues
 from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.oom import batch_for, gpus_for
@@ -168,7 +170,12 @@ class Launcher:
         self.state = state
         self.store = store
         self.sampler = sampler
-        self.reservations = reservations
+        self.reservations = reservations  # the machine's map, or the run's own for private simulated GPUs
+        self.box = PolicyFile(warn=voice.info)  # the box's policy: GPUs per user, GPUs kept for interactive use
+        if self.cluster is None:  # (a cluster's nodes are not this box)
+            self.box.current()  # a broken policy file refuses the run at once
+        if reservations.warning:
+            voice.info(reservations.warning)
         self.meter = meter
         self.health = health
         self.settler = settler  # an attempt that cannot be launched is settled at once
@@ -248,11 +255,21 @@ class Launcher:
         if self.resident is not None:
             reserved |= self.resident.held()
         reserved |= draining(gpus, self.scheduler_id, state.live)  # a killed task's GPU memory not yet released
-        usable = usable_gpus(gpus, reserved, self.policy)
+        box = self.box.current()
+        usable = box.claimable(usable_gpus(gpus, reserved, self.policy))
         needs = {t.id: self._gpus_needed(t) for t in ready}
-        claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], sum(needs.values()))
+        want, mine, allowed = sum(needs.values()), 0, None
+        limited = box.max_gpus_per_user is not None
+        with self.reservations.user_turn() if limited else contextlib.nullcontext():
+            if limited:  # this user's claims, all runs together, counted while no other run of theirs claims
+                mine = self.reservations.held_by_user([gpu_key(g) for g in gpus])
+                allowed = box.room(mine)
+                want = min(want, allowed)
+            note = self._claim_note(None)  # who claims them, written at once: counted by the user's other runs
+            claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], want, note)
         unclaimed = {g.index for g in gpus} - set(claims)
         placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy, needs))
+        placed_on = {g for on in placed.values() for g in on}
         unplaced = None
         for t in ready:
             if t.id in placed:
@@ -272,7 +289,15 @@ class Launcher:
                 blocker = self._parallel_reason()  # (idle resident workers count as running)
             else:
                 users = self._users(gpus, reserved)
-                blocker = why_waiting(gpus, reserved, self.policy, needs[unplaced.id], foreign, users)
+                given = sum(len(p) for p in placed.values())
+                capped = allowed is not None and allowed - given < needs[unplaced.id]
+                limit = box.limit_reason(mine + given) if capped else ""
+                if capped:  # GPUs not even tried: who holds them, all the same
+                    untried = {gpu_key(g): g.index for g in gpus if g.index in usable and g.index not in placed_on}
+                    found = self.reservations.holders(list(untried))
+                    foreign = {untried[key]: note for key, note in found.items()} | foreign
+                kept = box.reserved_gpus
+                blocker = why_waiting(gpus, reserved, self.policy, needs[unplaced.id], foreign, users, kept, limit)
             if not placed and not state.live and self.sampler.probe is not None and blocker != self._waiting_said:
                 self.voice.info(f"waiting for GPUs: {blocker}")
                 self._waiting_said = blocker
@@ -351,14 +376,8 @@ class Launcher:
         """The policy's GPUs per worker, a pipeline step's own, or twice as many per out-of-memory retry."""
         return gpus_for(self.job.retry.on_oom, self.setup.gpus_of(task.id), task.info)
 
-    def _claim_note(self, task_id: str) -> dict:
-        return {
-            "run_dir": str(self.paths.root),
-            "job": self.job.name,
-            "scheduler_id": self.scheduler_id,
-            "pid": os.getpid(),
-            "task": task_id,
-        }
+    def _claim_note(self, task_id: str | None) -> dict:
+        return claim_note(self.paths.root, self.job.name, self.scheduler_id, task_id)
 
     def _room_on_disk(self) -> bool:
         try:

@@ -13,7 +13,7 @@ import psutil
 
 from gputui.executors.ownership import tags
 from gputui.gpus.probe import GIB, GpuSnapshot
-from gputui.gpus.reservations import Reservations, gpu_key
+from gputui.gpus.reservations import Reservations, gpu_key, holder_text
 from gputui.jobs.tasks import Status
 
 
@@ -103,7 +103,8 @@ def describe_ghost(p: GpuProcessInfo) -> str:
 
 
 def reservations(snapshots: Sequence[GpuSnapshot], claims: Reservations | None = None) -> dict[int, dict]:
-    """GPU index -> the note of the gputui run of this user holding it (job, task, scheduler, pid)."""
+    """GPU index -> the note of the gputui run holding it, whoever's (user, job, run_dir, task, scheduler, pid,
+    since). `claims`: the map to read (the machine's by default)."""
     keys = {gpu_key(g): g.index for g in snapshots}
     try:
         held = (claims or Reservations()).holders(list(keys))
@@ -113,9 +114,10 @@ def reservations(snapshots: Sequence[GpuSnapshot], claims: Reservations | None =
 
 
 def held_by_other_runs(held: dict[int, dict], scheduler_id: str | None) -> dict[int, str]:
-    """GPU index -> "run <job> (<task>)" for GPUs another gputui run holds (`held`: `reservations`)."""
+    """GPU index -> who holds it, for GPUs another gputui run holds (`held`: `reservations`), whoever's run it is:
+    "held by alice: runs/sweep shard-3 since 14:02" (an older gputui's note: "run sweep (shard-3)")."""
     return {
-        index: f"run {note.get('job', '?')} ({note.get('task') or '?'})"
+        index: f"held by {holder_text(note)}" if note.get("user") else holder_text(note)
         for index, note in held.items()
         if note.get("scheduler_id") != scheduler_id or scheduler_id is None
     }
@@ -129,7 +131,8 @@ def simulated_holders(snapshots: Sequence[GpuSnapshot], held: dict[int, dict]) -
     for index, note in sorted(held.items()):
         if index in simulated and note.get("pid"):
             command = f"gputui run {note.get('job', '?')}: task {note.get('task') or '?'} (simulated GPU)"
-            rows.append(GpuProcessInfo(index, int(note["pid"]), "", None, command, True, note.get("task")))
+            user = str(note.get("user") or "")
+            rows.append(GpuProcessInfo(index, int(note["pid"]), user, None, command, True, note.get("task")))
     return rows
 
 

@@ -115,8 +115,9 @@ class Scheduler:
             state, store, executor.recorded, settler, leftovers, health, stops, meter, outbox, sid, voice
         )
         self.retries = retries = RetryClock(job.retry.backoff_max_s)
+        claims = Reservations.for_probe(probe, paths.root) or Reservations()  # (private simulated GPUs: the run's)
         self.launcher = launcher = Launcher(
-            setup, state, store, sampler, Reservations(), meter, retries, health, settler, outbox, voice
+            setup, state, store, sampler, claims, meter, retries, health, settler, outbox, voice
         )
         parallel = Parallel(setup, launcher, store)
         self.inbox = Inbox(store, controller, state, stops, settler, voice, self._request_stop, parallel)

@@ -28,13 +28,33 @@ LoadEntry = tuple[int, int] | tuple[int, int, bool]
 LoadFn = Callable[[], Mapping[int, Sequence[LoadEntry]]]
 
 _SPEC = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+(?:\.\d*)?|\.\d+)\s*)?$")
+SHARED = "shared:"  # --simulate shared:2x24: simulated GPUs claimed in the machine's one map, like real ones
+
+
+def split_shared(spec: str) -> tuple[bool, str]:
+    """("shared:" was asked, the rest): `shared:2x24`, and `auto:shared:2x24` / `shared:auto:2x24` for a
+    fallback to shared simulated GPUs."""
+    text = spec.strip()
+    head, sep, rest = text.partition(":")
+    if head.strip().lower() == SHARED[:-1] and sep:
+        if not rest.strip():
+            raise ValueError(f"--simulate: expected N or NxGB after 'shared:' (e.g. shared:2x24), got {spec!r}")
+        return True, rest.strip()
+    if head.strip().lower() == "auto" and sep:
+        shared, rest = split_shared(rest)
+        return shared, f"auto:{rest}" if rest.lower() != "auto" else "auto"
+    return False, text
 
 
 def parse_simulate_spec(spec: str) -> tuple[int, float]:
-    """Parse a --simulate value "N" or "NxGB" into (count, GiB per GPU)."""
+    """Parse a --simulate value "N" or "NxGB" into (count, GiB per GPU) (a "shared:" before it is read by
+    `split_shared`)."""
     m = _SPEC.match(spec) if isinstance(spec, str) else None
     if m is None:
-        raise ValueError(f"--simulate: expected N or NxGB (e.g. 4 or 8x24), got {spec!r}")
+        raise ValueError(
+            f"--simulate: expected N or NxGB (e.g. 4 or 8x24), 'shared:' before it for GPUs shared with "
+            f"other runs (shared:2x24), or auto[:NxGB], got {spec!r}"
+        )
     count = int(m.group(1))
     memory_gb = float(m.group(2)) if m.group(2) is not None else DEFAULT_MEMORY_GB
     if not 1 <= count <= MAX_SIMULATED_GPUS:
@@ -45,7 +65,11 @@ def parse_simulate_spec(spec: str) -> tuple[int, float]:
 
 
 class SimulatedProbe:
-    """Fake GPUs whose memory and load follow the tasks gputui is running on them."""
+    """Fake GPUs whose memory and load follow the tasks gputui is running on them.
+
+    Private to their run (`private`: their reservations live in the run directory, so no other run sees or waits
+    for them) unless `shared` (`--simulate shared:NxGB`): then they are claimed in the machine's one map, as real
+    GPUs are, for tests and demos of sharing one box."""
 
     name = "simulated"
     simulated = True
@@ -57,6 +81,7 @@ class SimulatedProbe:
         load: LoadFn | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        shared: bool = False,
     ) -> None:
         if not 1 <= count <= MAX_SIMULATED_GPUS:
             raise ValueError(f"simulated GPU count must be 1..{MAX_SIMULATED_GPUS}, got {count}")
@@ -69,6 +94,8 @@ class SimulatedProbe:
         self._clock = clock  # injectable so tests can pin the wobble
         self._energy_mj = [0.0] * count  # each GPU's energy counter: its simulated power integrated over time
         self._powered: tuple[float, list[float]] | None = None  # (when, each GPU's power shown then)
+        self.shared = shared
+        self.private = not shared
 
     def snapshot(self) -> list[GpuSnapshot]:
         loads = self._load() if self._load is not None else {}

@@ -6,7 +6,7 @@ snapshots are labelled loudly, so a demo is never mistaken for real hardware.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
@@ -34,7 +34,11 @@ def _power(s: GpuSnapshot) -> str:
     return f"{_num(s.power, '')} / {s.power_limit:.0f} W"
 
 
-def gpu_table(snapshots: Sequence[GpuSnapshot], *, title: str | None = None) -> Table:
+def gpu_table(
+    snapshots: Sequence[GpuSnapshot], *, title: str | None = None, holders: Mapping[int, str] | None = None
+) -> Table:
+    """`holders`: GPU index -> who holds it (a gputui run's user, run, task and since when), shown in a last
+    column where any GPU is held."""
     simulated = any(s.simulated for s in snapshots)
     title = title or "GPUs"
     table = Table(
@@ -53,6 +57,9 @@ def gpu_table(snapshots: Sequence[GpuSnapshot], *, title: str | None = None) -> 
     table.add_column("Temp", justify="right", no_wrap=True)
     table.add_column("Power", justify="right", no_wrap=True)
     table.add_column("Procs", justify="right", no_wrap=True)
+    holders = holders or {}
+    if holders:
+        table.add_column("Held by")
     for s in snapshots:
         mem_pct = f"{100 * s.memory_used / s.memory_total:.0f}%" if s.memory_total > 0 else NA
         table.add_row(
@@ -64,6 +71,7 @@ def gpu_table(snapshots: Sequence[GpuSnapshot], *, title: str | None = None) -> 
             _num(s.temperature, "°C"),
             _power(s),
             str(len(s.processes)),
+            *([Text(holders.get(s.index, ""))] if holders else []),
         )
     return table
 
@@ -85,6 +93,7 @@ def snapshots_to_json(snapshots: Sequence[GpuSnapshot], backend: str) -> dict[st
                 "temperature": s.temperature,
                 "power": s.power,
                 "power_limit": s.power_limit,
+                "energy_mj": s.energy_mj,  # the driver's energy counter since it loaded (None: not counted)
                 "processes": [{"pid": p.pid, "used_memory": p.used_memory} for p in s.processes],
                 "simulated": s.simulated,
             }

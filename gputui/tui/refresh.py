@@ -99,7 +99,7 @@ class Gatherer:
         self.job_path = job_path
         self.run: RunSnapshot | None = None
         self._cpu = CpuSampler()
-        self._claims = Reservations()
+        self._claims: tuple[object, Reservations | None] | None = None  # (for which probe and run, the map)
         self._job: JobSpec | None = None
         self._plan: PlannedRun | None = None
         self._plan_stamp: tuple | None = None
@@ -168,7 +168,8 @@ class Gatherer:
         scheduler_id = run.scheduler_id if run else None
         here = [g for g in gpus if not g.where]  # a cluster's GPUs are not this machine's to look into
         processes = gpu_processes(here, scheduler_id, self._cpu) if here else []
-        held = reservations(here, self._claims)
+        claims = self._claims_of(run)
+        held = reservations(here, claims) if claims is not None else {}
         monitor = self.view is None
         if monitor:
             processes += simulated_holders(gpus, held)
@@ -187,6 +188,15 @@ class Gatherer:
         return Refreshed(
             run, gpus, error, processes, run_error, other_runs, host, plan, page, ours, cpu_tasks=cpu_tasks
         )
+
+    def _claims_of(self, run: RunSnapshot | None) -> Reservations | None:
+        """The map this probe's GPUs are claimed in: the machine's, or the run's own for its private simulated GPUs
+        (none for private simulated GPUs with no run: nobody holds them)."""
+        run_dir = self.view.paths.root if self.view is not None and run is not None else None
+        key = (id(self.probe), run_dir)
+        if self._claims is None or self._claims[0] != key:
+            self._claims = key, Reservations.for_probe(self.probe, run_dir)
+        return self._claims[1]
 
     def _cpu_tasks(self, run: RunSnapshot | None) -> bool:
         """Whether the job runs CPU tasks only (`gpus_per_worker = 0`, no run mode sizing it): as the run

@@ -531,7 +531,7 @@ def test_two_runs_on_the_same_simulated_gpus_never_share_one(tmp_path):
     results = {}
 
     def run(i, job):
-        results[i] = gputui("run", "--jobs", job, "--simulate", "2")
+        results[i] = gputui("run", "--jobs", job, "--simulate", "shared:2")  # the machine's map, as real GPUs
 
     threads = [threading.Thread(target=run, args=(i, job)) for i, (_, job) in enumerate(jobs)]
     for t in threads:

@@ -6,6 +6,8 @@ GPUs; workers wait for a gate file the test opens, so nothing hangs on timing.""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import signal
 import sqlite3
@@ -74,14 +76,15 @@ def _when(run_dir: Path, ok, what: str) -> dict[str, dict]:
 def test_a_task_waiting_for_a_gpu_another_run_holds_names_that_run_and_says_nothing_once_it_runs(tmp_path):
     holder = _job(tmp_path / "a", "holder", shards=1, gpus=1)
     holder_run = holder.parent / "runs" / "r"
-    first = _run(holder, tmp_path / "a.log", "--simulate", "1x24")
+    first = _run(holder, tmp_path / "a.log", "--simulate", "shared:1x24")
     try:
         _when(holder_run, lambda ts: ts["shard-0"]["status"] == "running", "the holder's task to run")
         job = _job(tmp_path / "b", "waiter", shards=2, gpus=1)
         run_dir = job.parent / "runs" / "r"
-        second = _run(job, tmp_path / "b.log", "--simulate", "1x24")
+        second = _run(job, tmp_path / "b.log", "--simulate", "shared:1x24")
         try:
-            other = f"needs 1 GPU, 0 free: GPU 0 held by run holder ({holder_run})"
+            me = pwd.getpwuid(os.getuid()).pw_name
+            other = f"needs 1 GPU, 0 free: GPU 0 held by {me} (run holder, task shard-0)"
             tasks = _when(
                 run_dir,
                 lambda ts: all(t["reason"] == other for t in ts.values()),
@@ -89,7 +92,7 @@ def test_a_task_waiting_for_a_gpu_another_run_holds_names_that_run_and_says_noth
             )
             assert {t["status"] for t in tasks.values()} == {"pending"}
             shown = gputui("status", "--run-dir", run_dir).stdout
-            assert "held by run holder" in shown, shown
+            assert f"held by {me} (run holder" in shown, shown
 
             (holder.parent / "go").touch()  # the holder ends: the first task runs, the second waits for it
             tasks = _when(run_dir, lambda ts: ts["shard-0"]["status"] == "running", "the first task to run")

@@ -281,17 +281,33 @@ async def test_the_selected_log_follows_a_retry_to_its_new_attempt(make_job):
         )
 
 
+async def test_private_simulated_gpus_show_no_holder_from_the_machines_map():
+    reservations = Reservations()  # the test's own folder (GPUTUI_LOCK_DIR, see conftest)
+    fd = reservations.claim("SIM-GPU-1")
+    Reservations.annotate(fd, {"job": "other-job", "task": "shard-7", "user": "alice", "scheduler_id": "x"})
+    try:
+        app = GpuTuiApp(simulate="2x24", interval=0.25)  # private: another run's simulated GPU 1 is not this one
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: len(app.query(GpuPanel)) == 2, what="2 GPU panels")
+            await pilot.pause(0.6)  # (a refresh or two)
+            assert all(not p.state.holders for p in app.query(GpuPanel))
+    finally:
+        os.close(fd)
+
+
 async def test_gpu_panels_show_which_gpu_another_run_holds():
     reservations = Reservations()  # the test's own folder (GPUTUI_LOCK_DIR, see conftest)
     fd = reservations.claim("SIM-GPU-1")
     note = {"job": "other-job", "task": "shard-7", "scheduler_id": "someone-else", "pid": os.getpid()}
+    note |= {"user": "alice", "uid": 4242, "run_dir": "/home/alice/runs/other"}
     Reservations.annotate(fd, note)
     try:
-        app = GpuTuiApp(simulate="2x24", interval=0.25)
+        app = GpuTuiApp(simulate="shared:2x24", interval=0.25)  # (private simulated GPUs show no one else's)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: len(app.query(GpuPanel)) == 2, what="2 GPU panels")
             labels = lambda: {p.index: " ".join(p.state.holders) for p in app.query(GpuPanel)}  # noqa: E731
-            await until(pilot, lambda: "run other-job (shard-7)" in labels()[1], what="GPU 1 shown as held")
+            held = "held by alice: runs/other shard-7 since "
+            await until(pilot, lambda: held in labels()[1], what="GPU 1 shown as held")
             assert "other-job" not in labels()[0]
             # No driver lists processes on simulated GPUs: the monitor's process panel shows the run's task.
             rows = await until(pilot, lambda: app.query_one(ProcessList).rows_by_key, what="a process row")

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from gputui.gpus.detect import describe, open_probe
+from gputui.gpus.detect import check_simulate_spec, describe, open_probe, read_simulate_spec
 from gputui.gpus.nvml import NvmlProbe
 from gputui.gpus.probe import GIB, GpuProbe, GpuProcess, GpuSnapshot, NoGpuError
 from gputui.gpus.simulated import BASELINE_USED, SimulatedProbe, parse_simulate_spec
@@ -55,7 +55,10 @@ def test_parse_simulate_spec_good(spec, expected):
 def test_parse_simulate_spec_bad_format(spec):
     with pytest.raises(ValueError) as info:
         parse_simulate_spec(spec)
-    assert str(info.value) == f"--simulate: expected N or NxGB (e.g. 4 or 8x24), got {spec!r}"
+    assert str(info.value) == (
+        "--simulate: expected N or NxGB (e.g. 4 or 8x24), 'shared:' before it for GPUs shared with other runs "
+        f"(shared:2x24), or auto[:NxGB], got {spec!r}"
+    )
 
 
 @pytest.mark.parametrize("spec", ["0", "65", "0x24", "4x0"])
@@ -413,3 +416,36 @@ def test_snapshots_to_json():
     data = snapshots_to_json([real], "nvml")
     assert data["simulated"] is False and data["gpus"][0]["utilization"] is None
     json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("2x24", (False, 2, 24.0, False)),
+        ("shared:2x24", (False, 2, 24.0, True)),
+        ("Shared: 3", (False, 3, 24.0, True)),
+        ("auto:shared:2x8", (True, 2, 8.0, True)),
+        ("shared:auto:2x8", (True, 2, 8.0, True)),
+        ("shared:auto", (True, 4, 24.0, True)),
+        ("auto", (True, 4, 24.0, False)),
+    ],
+)
+def test_simulated_gpus_are_private_unless_shared_is_asked_for(spec, expected):
+    assert read_simulate_spec(spec) == expected
+    check_simulate_spec(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("shared:", "expected N or NxGB after 'shared:' (e.g. shared:2x24), got 'shared:'"),
+        ("auto:shared:", "expected N or NxGB after 'shared:'"),
+        ("shared:x", "got 'x' (in 'shared:x')"),
+        ("private:2", "got 'private:2'"),
+        ("shared:0", "GPU count must be 1..64"),
+    ],
+)
+def test_a_bad_shared_spec_is_a_clear_error(spec, said):
+    with pytest.raises(ValueError, match="--simulate") as info:
+        check_simulate_spec(spec)
+    assert said in str(info.value)

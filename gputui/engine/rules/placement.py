@@ -78,33 +78,50 @@ def why_waiting(
     need: int | None = None,
     other_runs: Mapping[int, Mapping] | None = None,
     users: Mapping[int, str] | None = None,
+    kept: Collection[int] = (),
+    limit: str = "",
 ) -> str:
     """Why a task needing `need` GPUs (the policy's per worker) cannot start, in one short line for its reason
     column and the progress output: how many GPUs are free, then who holds each of the others. `reserved`: this
     run's tasks hold them; `other_runs`: GPU index -> the note of another gputui run holding it (its `job` and
-    `run_dir`); `users`: GPU index -> who uses one below the free-memory bar ("user bob", "a process outside
-    gputui"). No figure that moves with every sample (free memory), so the line changes only when a holder
-    does."""
+    `run_dir`; its `user` where it names one); `users`: GPU index -> who uses one below the free-memory bar ("user
+    bob", "a process outside gputui"); `kept`: GPUs the box policy keeps for interactive use; `limit`: the box
+    policy's words where this user already holds as many GPUs as it allows (first, it is what holds the task
+    back). No figure that moves with every sample (free memory), so the line changes only when a holder does."""
     need = policy.gpus_per_worker if need is None else need
     other_runs = other_runs or {}
     users = users or {}
-    free = [i for i in usable_gpus(gpus, reserved, policy) if i not in other_runs]
+    free = [i for i in usable_gpus(gpus, reserved, policy) if i not in other_runs and i not in kept]
     mine = sorted({g.index for g in gpus if g.index in reserved})
     held: dict[str, list[int]] = {}  # what holds them -> the GPUs it holds, in index order
     for g in gpus:
         if g.index in reserved:
             continue
         if g.index in other_runs:
-            note = other_runs[g.index]
-            held.setdefault(f"held by run {note.get('job', '?')} ({note.get('run_dir', '?')})", []).append(g.index)
+            held.setdefault(held_by(other_runs[g.index]), []).append(g.index)
+        elif g.index in kept:
+            held.setdefault("reserved for interactive use by policy", []).append(g.index)
         elif g.memory_free < policy.min_free_bytes:
             who = f" (used by {users[g.index]})" if users.get(g.index) else ""
             held.setdefault(f"below {policy.min_free_bytes / GIB:g} GB free{who}", []).append(g.index)
     if mine:
         held["in use by this run"] = mine
     parts = [f"{_gpu_list(indices)} {what}" for what, indices in held.items()]
+    if limit:
+        parts.insert(0, limit)
     head = f"needs {need} GPU{'s' if need != 1 else ''}, {len(free)} free"
     return f"{head}: {'; '.join(parts)}" if parts else head
+
+
+def held_by(note: Mapping) -> str:
+    """Who holds a GPU, from its claim's note: "held by alice (run sweep, task shard-3)"; an older gputui's note
+    names no user: "held by run sweep (/path/of/its/run)"."""
+    if not note:  # unreadable (its lock file is not open to this user)
+        return "held by another gputui run"
+    if note.get("user"):
+        task = f", task {note['task']}" if note.get("task") else ""
+        return f"held by {note['user']} (run {note.get('job', '?')}{task})"
+    return f"held by run {note.get('job', '?')} ({note.get('run_dir', '?')})"
 
 
 def _gpu_list(indices: Sequence[int]) -> str:
