@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gputui import __version__
-from gputui.tui.serve_args import interval_arg
+from gputui.tui.serve_args import interval_arg, port_number
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -584,20 +584,11 @@ def _metrics_parser(sub) -> None:
         help="write the metrics to PATH atomically (temp file and rename beside it), for node_exporter's "
         "--collector.textfile.directory (PATH should end in .prom)",
     )
-    mt.add_argument("--port", type=_metrics_port, metavar="P", help="--serve: the port (0: any free one)")
+    any_port = lambda text: port_number(text, lowest=0)  # noqa: E731 - 0: any free one
+    mt.add_argument("--port", type=any_port, metavar="P", help="--serve: the port (0: any free one)")
     mt.add_argument("--host", metavar="HOST", help="--serve: the address to listen on (default: 127.0.0.1)")
     mt.add_argument("--every", type=_seconds, metavar="S", help="--textfile: write it again every S seconds")
     mt.set_defaults(func=_cmd_metrics)
-
-
-def _metrics_port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
-    return port
 
 
 def _seconds(text: str) -> float:

@@ -41,7 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         f"secret token, the only login (set {TOKEN_ENV} in the environment to choose it).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
-    p.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="port to listen on (default: 8000)")
     p.add_argument(
         "--public-url",
         metavar="URL",
@@ -69,14 +69,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _port(text: str) -> int:
-    """A TCP port a browser can be told about (0, 'any free port', would leave the URL unknown)."""
+def port_number(text: str, lowest: int = 1) -> int:
+    """A TCP port; `lowest` 1 for one a browser is told about (0, 'any free port', would leave the URL unknown)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be {lowest}-65535, not {port}")
     return port
 
 
