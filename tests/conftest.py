@@ -272,3 +272,71 @@ def _no_box_policy(tmp_path, monkeypatch):
     """Each test's runs follow no GPU box policy (a test writes one where it wants one), whatever
     /etc/gputui/policy.toml this machine has."""
     monkeypatch.setenv("GPUTUI_POLICY", str(tmp_path / "box-policy.toml"))
+
+
+# -- a fake NVIDIA driver (tests/fake_nvml/): pynvml, and so gputui, talks to it as to libnvidia-ml ---------------
+FAKE_NVML_SOURCE = Path(__file__).parent / "fake_nvml"
+
+
+class FakeNvml:
+    """The built fake library and one test's spec (tests/fake_nvml/fake_nvml.c says what a spec holds). The
+    test's environment names both, so every gputui it starts (and pynvml in this process, once `load_here`)
+    reads this spec as its GPUs; `write` changes them while it runs."""
+
+    def __init__(self, lib_dir: Path, spec: Path) -> None:
+        self.lib_dir, self.spec = lib_dir, spec
+
+    @property
+    def env(self) -> dict[str, str]:
+        import os
+
+        ld = os.environ.get("LD_LIBRARY_PATH", "")
+        path = f"{self.lib_dir}:{ld}" if ld else str(self.lib_dir)
+        return {"LD_LIBRARY_PATH": path, "FAKE_NVML_SPEC": str(self.spec)}
+
+    def write(self, spec: dict) -> None:
+        """Replace the spec atomically (the library re-reads it when it changes: a reader never sees half)."""
+        import os
+
+        tmp = self.spec.with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec))
+        os.replace(tmp, self.spec)
+
+    def load_here(self) -> None:
+        """Load the fake into this process, so pynvml's CDLL("libnvidia-ml.so.1") finds it by its soname
+        (LD_LIBRARY_PATH is read once, when a process starts)."""
+        import ctypes
+
+        ctypes.CDLL(str(self.lib_dir / "libnvidia-ml.so.1"), mode=ctypes.RTLD_GLOBAL)
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_lib(tmp_path_factory) -> Path:
+    """The fake libnvidia-ml.so.1, built once per session: the folder holding it. Without a C compiler the
+    tests using it fail where CI is set (CI installs gcc: .ci/run), and are skipped elsewhere."""
+    import os
+    import shutil
+
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        message = f"the fake NVML library needs a C compiler ({cc!r} not found): install gcc"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    out = tmp_path_factory.mktemp("fake_nvml")
+    r = subprocess.run(
+        ["sh", str(FAKE_NVML_SOURCE / "build.sh"), str(out)], capture_output=True, text=True, timeout=120
+    )
+    if r.returncode != 0:
+        pytest.fail(f"building the fake NVML library failed:\n{r.stdout}{r.stderr}")
+    return out
+
+
+@pytest.fixture
+def fake_nvml(fake_nvml_lib, tmp_path, monkeypatch) -> FakeNvml:
+    """This test's fake GPUs: `fake_nvml.write(spec)` first. The environment (inherited by every gputui the
+    test starts) names the fake library and the spec."""
+    fake = FakeNvml(fake_nvml_lib, tmp_path / "nvml-spec.json")
+    for key, value in fake.env.items():
+        monkeypatch.setenv(key, value)
+    return fake

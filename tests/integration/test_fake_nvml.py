@@ -1,0 +1,89 @@
+"""gputui against a fake NVIDIA driver: tests/fake_nvml/ builds a libnvidia-ml.so.1 that answers pynvml's ctypes
+calls from a JSON spec, so `gputui gpus`, the monitor and a run's GPU accounting go through pynvml and NVML's C
+interface (structs, the two-call process list, error codes) exactly as on a GPU machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WORKER, gputui, gputui_bg, wait_for
+
+pytestmark = pytest.mark.fake_nvml
+
+MIB = 2**20
+GIB = 2**30
+GATED = Path(__file__).parents[1] / "fake_nvml" / "gated.py"
+
+
+def h100(**kw) -> dict:
+    return {
+        "name": "NVIDIA H100 80GB HBM3",
+        "uuid": "GPU-6f1b2c3d-0000-1111-2222-333344445555",
+        "memory_total_mib": 81920,
+        "memory_used_mib": 1024,
+        "utilization_gpu": 37,
+        "utilization_memory": 20,
+        "temperature_c": 51,
+        "power_w": 210.5,
+        "power_limit_w": 700,
+        "energy_mj": 123456789,
+        "processes": [],
+    } | kw
+
+
+def gpus_json() -> dict:
+    r = gputui("gpus", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def test_gpus_json_reads_every_value_from_the_driver(fake_nvml):
+    other = h100(
+        name="NVIDIA A100-SXM4-40GB",
+        uuid="GPU-a100",
+        memory_total_mib=40960,
+        memory_used_mib=0,
+        utilization_gpu=0,
+        temperature_c=33,
+        power_w=55,
+        power_limit_w=400,
+        energy_mj=42,
+        processes=[{"pid": 4242, "used_memory_mib": 512, "sm_util": 3}],
+    )
+    fake_nvml.write({"driver_version": "550.54.15", "devices": [h100(), other]})
+
+    out = gpus_json()
+    assert out["backend"] == "NVML" and out["simulated"] is False
+    a, b = out["gpus"]
+    assert (a["index"], a["name"], a["uuid"]) == (
+        0,
+        "NVIDIA H100 80GB HBM3",
+        "GPU-6f1b2c3d-0000-1111-2222-333344445555",
+    )
+    assert (a["memory_total"], a["memory_used"], a["memory_free"]) == (80 * GIB, GIB, 79 * GIB)
+    assert (a["utilization"], a["temperature"], a["power"], a["power_limit"]) == (37, 51, 210.5, 700)
+    assert a["energy_mj"] == 123456789 and a["processes"] == [] and a["simulated"] is False
+    assert (b["name"], b["uuid"], b["memory_total"], b["memory_used"]) == (
+        "NVIDIA A100-SXM4-40GB",
+        "GPU-a100",
+        40 * GIB,
+        0,
+    )
+    assert (b["utilization"], b["temperature"], b["power"], b["power_limit"], b["energy_mj"]) == (
+        0,
+        33,
+        55,
+        400,
+        42,
+    )
+    assert b["processes"] == [{"pid": 4242, "used_memory": 512 * MIB}]
+
+    table = gputui("gpus").stdout
+    assert "GPUs: NVML" in table and "SIMULATED" not in table
+    assert "1.0 / 80.0" in table and "37%" in table and "51°C" in table and "210 / 700 W" in table
