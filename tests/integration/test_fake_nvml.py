@@ -5,9 +5,7 @@ interface (structs, the two-call process list, error codes) exactly as on a GPU 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +85,56 @@ def test_gpus_json_reads_every_value_from_the_driver(fake_nvml):
     table = gputui("gpus").stdout
     assert "GPUs: NVML" in table and "SIMULATED" not in table
     assert "1.0 / 80.0" in table and "37%" in table and "51°C" in table and "210 / 700 W" in table
+
+
+def gated_job(make_job, tmp_path, **kw) -> tuple[Path, Path, Path]:
+    """A job of GPU tasks whose workers wait at a gate once started: (job file, pids file, gate)."""
+    pids, gate = tmp_path / "pids.txt", tmp_path / "gate"
+    job = make_job(gpus_per_worker=1, **kw)
+    front = f"{sys.executable} {GATED} {pids} {gate} {sys.executable} {WORKER}"
+    job.write_text(job.read_text().replace(f"{sys.executable} {WORKER}", front))
+    return job, pids, gate
+
+
+def started(pids: Path, n: int) -> dict[str, tuple[int, int]] | None:
+    """Task id -> (worker pid, its GPU's index), once `n` workers wait at the gate."""
+    if not pids.exists():
+        return None
+    lines = [line.split() for line in pids.read_text().splitlines() if line.strip()]
+    return {task: (int(pid), int(gpu)) for pid, task, gpu in lines} if len(lines) >= n else None
+
+
+def status_json(run_dir: Path) -> dict:
+    r = gputui("status", "--run-dir", run_dir, "--json")
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_runs_accounting_records_the_memory_the_driver_gives_its_workers_pids(
+    fake_nvml, make_job, tmp_path, reaper
+):
+    fake_nvml.write({"devices": [h100(), h100(uuid="GPU-second")]})
+    job, pids, gate = gated_job(make_job, tmp_path, num_workers=2, max_parallel=2)
+    log = tmp_path / "sched.log"
+    sched = gputui_bg("run", "--jobs", job, log=log)
+    reaper.append(sched)
+    workers = wait_for(lambda: started(pids, 2), what="both workers at the gate")
+    tasks = sorted(workers)
+    memory = {tasks[0]: 3072, tasks[1]: 5120}
+    devices = [h100(), h100(uuid="GPU-second")]
+    assert sorted(gpu for _, gpu in workers.values()) == [0, 1]
+    for t, (pid, gpu) in workers.items():  # each on its own GPU, as the run placed it
+        devices[gpu]["processes"] = [{"pid": pid, "used_memory_mib": memory[t], "sm_util": 50}]
+    devices[0]["processes"].append({"pid": 1, "used_memory_mib": 999})  # a stranger's: nobody's attempt
+    fake_nvml.write({"devices": devices})
+    wait_for(
+        lambda: all(t["peak_memory"] for t in status_json(make_job.run_dir)["tasks"]),
+        timeout=60,
+        what="peak memory written while the tasks run",
+    )
+    gate.touch()
+    assert sched.wait(120) == 0, log.read_text()
+    status = status_json(make_job.run_dir)
+    peaks = {t["id"]: t["peak_memory"] for t in status["tasks"]}
+    assert status["gpus_simulated"] is False
+    assert peaks == {t: memory[t] * MIB for t in tasks}
