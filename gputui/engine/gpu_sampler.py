@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from gputui import clock
 from gputui.engine.accounting import Meter
 from gputui.engine.alerter import Alerter
-from gputui.engine.gpuwatch import Finding, GhostWatch, IdleWatch
+from gputui.engine.gpuwatch import Finding, GhostWatch, IdleWatch, LostWatch
 from gputui.engine.run_state import RunState
 from gputui.engine.voice import Voice
 from gputui.gpus.probe import GIB, GpuProbe, GpuSnapshot
@@ -58,6 +58,7 @@ class GpuSampler:
         self.ghosts = ghosts
         self.alerter = alerter
         self.voice = voice
+        self.lost = LostWatch()
         self.gpus: list[GpuSnapshot] = []
         self.sampled_at = 0.0
         self.stale = False  # an attempt's GPUs were freed since the last sample
@@ -80,19 +81,19 @@ class GpuSampler:
         return self.gpus
 
     def _observe(self, gpus: list[GpuSnapshot]) -> None:
-        """Each GPU sample: the running attempts' GPU time and memory, idle GPUs, ghost memory."""
+        """Each GPU sample: the running attempts' GPU time and memory, idle GPUs, ghost memory, lost GPUs."""
         now = time.monotonic()  # the watches' intervals; GPU time is measured by clock stamps
         tasks = self.state.tasks
         running = [live for live in self.state.live.values() if live.handle is None]  # launched, not just recorded
         self.meter.sample(gpus, [(live.key, live.gpus, live.processes()) for live in running], clock.now())
-        findings: list[Finding] = []
+        findings: list[Finding] = self.lost.sample(gpus, [(live.key, live.gpus) for live in running])
         if self.idle is not None:
             busy = [(live.key, live.gpus) for live in running if tasks[live.task_id].status == Status.RUNNING]
             findings += self.idle.sample(gpus, busy, now)
         if self.ghosts is not None:
             findings += self.ghosts.sample(gpus, self.state.statuses, now)
         for f in findings:  # not tied to this turn's commit: sent at once
-            live = self.state.live.get(f.task_id or "") if f.kind == "gpu_idle" else None
+            live = self.state.live.get(f.task_id or "") if f.kind in ("gpu_idle", "gpu_lost") else None
             self.voice.info(f"alert: {f.message}")
             log_path = None if live is None else live.log_path
             self.alerter.emit(

@@ -1,5 +1,5 @@
-"""What in the scheduler's GPU samples deserves an alert: GPUs our running tasks hold but leave idle, and
-memory our ended tasks' processes still hold. Decisions only; the scheduler raises the alerts."""
+"""What in the scheduler's GPU samples deserves an alert: GPUs our running tasks hold but leave idle, memory our
+ended tasks' processes still hold, and GPUs the driver lost. Decisions only; the scheduler raises the alerts."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ Running = tuple[tuple[str, int], tuple[int, ...]]
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # the alert's kind: "gpu_idle" | "ghost_memory"
+    kind: str  # the alert's kind: "gpu_idle" | "ghost_memory" | "gpu_lost"
     task_id: str | None
     gpu: int
     message: str
@@ -91,4 +91,32 @@ class GhostWatch:
                 self.told.add(k)
                 message = f"GPU {p.gpu}: {describe_ghost(p)}, seen for {now - self.first_seen[k]:.0f}s"
                 found.append(Finding("ghost_memory", p.task_id, p.gpu, message))
+        return found
+
+
+class LostWatch:
+    """A GPU the driver says is lost (NVML's GPU_IS_LOST: fallen off the bus, an Xid that needs a reset): one
+    finding when it is first seen lost, naming the running tasks on it (each keeps running, and ends as its
+    worker does: a worker that loses its GPU fails on its own), and one more if it comes back."""
+
+    def __init__(self) -> None:
+        self.lost: set[int] = set()
+
+    def sample(self, snapshots: Sequence[GpuSnapshot], running: Iterable[Running]) -> list[Finding]:
+        on: dict[int, list[str]] = {}
+        for (task_id, _), gpus in running:
+            for gpu in gpus:
+                on.setdefault(gpu, []).append(task_id)
+        found = []
+        for g in snapshots:
+            tasks = sorted(set(on.get(g.index, [])))
+            if g.lost and g.index not in self.lost:
+                self.lost.add(g.index)
+                what = f"GPU {g.index} ({g.name}{', ' + g.uuid if g.uuid else ''})"
+                held = f"; running on it: {', '.join(tasks)}" if tasks else ""
+                message = f"{what} is lost: the driver cannot reach it (fallen off the bus?){held}"
+                found.append(Finding("gpu_lost", tasks[0] if len(tasks) == 1 else None, g.index, message))
+            elif not g.lost and g.index in self.lost:
+                self.lost.discard(g.index)
+                found.append(Finding("gpu_lost", None, g.index, f"GPU {g.index} ({g.name}) answers again"))
         return found

@@ -15,6 +15,7 @@ from gputui.gpus.probe import GpuProcess, GpuSnapshot, NoGpuError
 
 # NVML reports "not available" per-process memory as ULLONG_MAX on some drivers instead of failing.
 _NVML_VALUE_NOT_AVAILABLE = 2**64 - 1
+_GPU_IS_LOST = 15  # NVML_ERROR_GPU_IS_LOST: every call on the GPU fails so until the driver is reloaded
 
 
 def _text(value: Any) -> str:
@@ -26,7 +27,7 @@ def _text(value: Any) -> str:
 
 @dataclass
 class _Device:
-    handle: Any
+    handle: Any  # None: the GPU was lost before it could be opened (tried again at each snapshot)
     name: str
     uuid: str
     memory_total: int
@@ -55,7 +56,7 @@ class NvmlProbe:
             count = pynvml.nvmlDeviceGetCount()
             if count <= 0:
                 raise NoGpuError("NVML initialised but reports 0 GPUs")
-            self._devices = [self._open_device(i) for i in range(count)]
+            self._devices = [self._open_or_lost(i) for i in range(count)]
         except pynvml.NVMLError as exc:
             self.close()
             raise NoGpuError(f"NVML could not list GPUs: {exc}") from exc
@@ -73,9 +74,27 @@ class NvmlProbe:
         except self._nvml.NVMLError:
             return None
 
+    def _lost(self, exc: Exception) -> bool:
+        return getattr(exc, "value", None) == getattr(self._nvml, "NVML_ERROR_GPU_IS_LOST", _GPU_IS_LOST)
+
+    def _open_or_lost(self, index: int) -> _Device:
+        """The GPU, or a lost one (no handle) where the driver says it is lost: one GPU fallen off the bus must
+        not hide the others."""
+        try:
+            return self._open_device(index)
+        except self._nvml.NVMLError as exc:
+            if not self._lost(exc):
+                raise
+            return _Device(handle=None, name=f"GPU {index}", uuid="", memory_total=0, power_limit=None)
+
     def _open_device(self, index: int) -> _Device:
         nv = self._nvml
         handle = nv.nvmlDeviceGetHandleByIndex(index)  # no handle, no GPU: let it raise
+        try:
+            nv.nvmlDeviceGetMemoryInfo(handle)  # a lost GPU gives a handle, then GPU_IS_LOST for everything
+        except nv.NVMLError as exc:
+            if self._lost(exc):
+                raise
         name = self._call("nvmlDeviceGetName", handle)
         uuid = self._call("nvmlDeviceGetUUID", handle)
         mem = self._call("nvmlDeviceGetMemoryInfo", handle)
@@ -121,8 +140,20 @@ class NvmlProbe:
         temp_sensor = getattr(self._nvml, "NVML_TEMPERATURE_GPU", 0)
         snaps = []
         for index, dev in enumerate(self._devices):
+            if dev.handle is None:  # lost when opened: back?
+                try:
+                    dev = self._devices[index] = self._open_device(index)
+                except self._nvml.NVMLError:
+                    snaps.append(self._lost_snapshot(index, dev))
+                    continue
             h = dev.handle
-            mem = self._call("nvmlDeviceGetMemoryInfo", h)
+            try:
+                mem = self._nvml.nvmlDeviceGetMemoryInfo(h)
+            except self._nvml.NVMLError as exc:
+                if self._lost(exc):
+                    snaps.append(self._lost_snapshot(index, dev))
+                    continue
+                mem = None
             total = int(mem.total) if mem is not None else dev.memory_total
             # Unknown usage is reported as full so that nothing gets scheduled onto a GPU we cannot see.
             used = int(mem.used) if mem is not None else total
@@ -147,6 +178,20 @@ class NvmlProbe:
                 )
             )
         return snaps
+
+    @staticmethod
+    def _lost_snapshot(index: int, dev: _Device) -> GpuSnapshot:
+        """A GPU the driver says is lost: only what was read of it before, its memory all taken."""
+        return GpuSnapshot(
+            index=index,
+            name=dev.name,
+            uuid=dev.uuid,
+            memory_total=dev.memory_total,
+            memory_used=dev.memory_total,
+            power_limit=dev.power_limit,
+            simulated=False,
+            lost=True,
+        )
 
     def close(self) -> None:
         """Shut NVML down exactly once; NVML reference-counts init/shutdown pairs."""

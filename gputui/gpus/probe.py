@@ -40,6 +40,9 @@ class GpuSnapshot:
     # The GPU's energy counter: millijoules used since the driver loaded (NVML's total energy consumption; it
     # starts again from 0 when the driver reloads). None: this GPU has none (before Volta) or cannot tell.
     energy_mj: float | None = None
+    # The driver says the GPU is lost (NVML's GPU_IS_LOST: fallen off the bus, an Xid that needs a reset): nothing
+    # else about it is known, and its memory counts as full, so nothing is placed on it.
+    lost: bool = False
 
     @property
     def memory_free(self) -> int:

@@ -64,7 +64,8 @@ def gpu_table(
         mem_pct = f"{100 * s.memory_used / s.memory_total:.0f}%" if s.memory_total > 0 else NA
         table.add_row(
             str(s.index),
-            Text(s.name),  # Text, not markup: GPU names may contain "[" characters
+            # Text, not markup: GPU names may contain "[" characters
+            Text(s.name) + Text(" LOST", style="bold red") if s.lost else Text(s.name),
             f"{_gib(s.memory_used)} / {_gib(s.memory_total)}",
             mem_pct,
             _num(s.utilization, "%"),
@@ -96,6 +97,7 @@ def snapshots_to_json(snapshots: Sequence[GpuSnapshot], backend: str) -> dict[st
                 "energy_mj": s.energy_mj,  # the driver's energy counter since it loaded (None: not counted)
                 "processes": [{"pid": p.pid, "used_memory": p.used_memory} for p in s.processes],
                 "simulated": s.simulated,
+                "lost": s.lost,  # the driver cannot reach it (fallen off the bus): nothing else is known
             }
             for s in snapshots
         ],

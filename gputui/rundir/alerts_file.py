@@ -16,7 +16,7 @@ from pathlib import Path
 from gputui.files.tail import LineTail
 from gputui.text_safety import visible
 
-KINDS = ("task_failed", "out_of_memory", "gpu_idle", "ghost_memory")
+KINDS = ("task_failed", "out_of_memory", "gpu_idle", "ghost_memory", "gpu_lost")
 
 
 def alert(

@@ -105,6 +105,8 @@ def started(pids: Path, n: int) -> dict[str, tuple[int, int]] | None:
 
 
 def status_json(run_dir: Path) -> dict:
+    if not (run_dir / "state.db").exists():  # not started yet
+        return {"tasks": []}
     r = gputui("status", "--run-dir", run_dir, "--json")
     assert r.returncode in (0, 1), r.stdout + r.stderr
     return json.loads(r.stdout)
@@ -138,3 +140,47 @@ def test_a_runs_accounting_records_the_memory_the_driver_gives_its_workers_pids(
     peaks = {t["id"]: t["peak_memory"] for t in status["tasks"]}
     assert status["gpus_simulated"] is False
     assert peaks == {t: memory[t] * MIB for t in tasks}
+
+
+def test_a_gpu_lost_mid_run_is_said_and_its_task_ends_as_its_worker_does(fake_nvml, make_job, tmp_path, reaper):
+    fake_nvml.write({"devices": [h100(), h100(uuid="GPU-second")]})
+    job, pids, gate = gated_job(make_job, tmp_path, num_workers=2, max_parallel=2)
+    log = tmp_path / "sched.log"
+    sched = gputui_bg("run", "--jobs", job, log=log)
+    reaper.append(sched)
+    workers = wait_for(lambda: started(pids, 2), what="both workers at the gate")
+    on_lost = next(t for t, (_, gpu) in workers.items() if gpu == 0)
+    fake_nvml.write({"devices": [h100(lost=True), h100(uuid="GPU-second")]})
+    said = wait_for(
+        lambda: "GPU 0 (NVIDIA H100 80GB HBM3, GPU-6f1b2c3d" in log.read_text() and log.read_text(),
+        what="the run saying GPU 0 is lost",
+    )
+    assert f"is lost: the driver cannot reach it (fallen off the bus?); running on it: {on_lost}" in said
+    alerts = [json.loads(line) for line in (make_job.run_dir / "alerts.jsonl").read_text().splitlines()]
+    (lost,) = [a for a in alerts if a["kind"] == "gpu_lost"]
+    assert (lost["gpu"], lost["task_id"]) == (0, on_lost) and lost["log_path"]
+    # A second run (or `gputui gpus`) still sees the GPU that answers, and the lost one as lost.
+    gpus = gpus_json()["gpus"]
+    assert [(g["uuid"], g["lost"]) for g in gpus] == [("", True), ("GPU-second", False)]
+    assert "LOST" in gputui("gpus").stdout
+    # Its worker did not fail (the fake's GPU loss kills nobody): the task is done, not failed for it.
+    gate.touch()
+    assert sched.wait(120) == 0, log.read_text()
+    tasks = status_json(make_job.run_dir)["tasks"]
+    assert [(t["status"], t["exit_code"]) for t in tasks] == [("done", 0), ("done", 0)]
+
+
+def test_a_task_waits_rather_than_start_on_a_lost_gpu(fake_nvml, make_job, tmp_path, reaper):
+    fake_nvml.write({"devices": [h100(lost=True)]})
+    job, pids, gate = gated_job(make_job, tmp_path, num_workers=1, max_parallel=1)
+    log = tmp_path / "sched.log"
+    reaper.append(gputui_bg("run", "--jobs", job, log=log))
+    reason = wait_for(
+        lambda: [t["reason"] for t in status_json(make_job.run_dir)["tasks"] if "GPU" in (t["reason"] or "")],
+        what="the task's reason for waiting for a GPU",
+    )
+    assert reason == ["needs 1 GPU, 0 free: GPU 0 lost (the driver cannot reach it)"]
+    assert not pids.exists()  # never launched
+    fake_nvml.write({"devices": [h100()]})  # back (a reset): the task starts on it
+    wait_for(lambda: started(pids, 1), what="the worker launched once the GPU answers again")
+    gate.touch()

@@ -39,12 +39,15 @@ def gpu_policy(res: ResourceSpec, cpus: int, slots: int | None = None, sizing: D
 
 
 def usable_gpus(gpus: Sequence[GpuSnapshot], reserved: Collection[int], policy: Policy) -> list[int]:
-    """GPUs free for a new task: not held by one of our tasks and with enough free memory.
+    """GPUs free for a new task: not held by one of our tasks, not lost, and with enough free memory.
 
     A GPU handed to a task stays reserved until that task ends, whatever its memory reads, so a
-    worker still loading its model is never double-booked.
+    worker still loading its model is never double-booked. A lost GPU (fallen off the bus) reads as full, but
+    full is still enough where the run asks for no free memory: it is left out by name.
     """
-    return [g.index for g in gpus if g.index not in reserved and g.memory_free >= policy.min_free_bytes]
+    return [
+        g.index for g in gpus if g.index not in reserved and not g.lost and g.memory_free >= policy.min_free_bytes
+    ]
 
 
 def place(
@@ -101,6 +104,8 @@ def why_waiting(
             held.setdefault(held_by(other_runs[g.index]), []).append(g.index)
         elif g.index in kept:
             held.setdefault("reserved for interactive use by policy", []).append(g.index)
+        elif g.lost:
+            held.setdefault("lost (the driver cannot reach it)", []).append(g.index)
         elif g.memory_free < policy.min_free_bytes:
             who = f" (used by {users[g.index]})" if users.get(g.index) else ""
             held.setdefault(f"below {policy.min_free_bytes / GIB:g} GB free{who}", []).append(g.index)
