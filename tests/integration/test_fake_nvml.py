@@ -5,7 +5,10 @@ interface (structs, the two-call process list, error codes) exactly as on a GPU 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +187,101 @@ def test_a_task_waits_rather_than_start_on_a_lost_gpu(fake_nvml, make_job, tmp_p
     fake_nvml.write({"devices": [h100()]})  # back (a reset): the task starts on it
     wait_for(lambda: started(pids, 1), what="the worker launched once the GPU answers again")
     gate.touch()
+
+
+def test_counters_the_driver_does_not_support_or_permit_read_as_unknown_not_zero(fake_nvml):
+    quiet = h100(
+        temperature_c="not_supported",
+        power_w="no_permission",
+        power_limit_w="not_supported",
+        energy_mj="not_supported",
+        utilization_gpu="not_supported",
+        processes="no_permission",
+    )
+    fake_nvml.write({"devices": [quiet]})
+    (g,) = gpus_json()["gpus"]
+    assert (g["utilization"], g["temperature"], g["power"], g["power_limit"], g["energy_mj"]) == (None,) * 5
+    assert g["memory_used"] == GIB and g["processes"] == [] and g["lost"] is False
+    row = next(line for line in gputui("gpus").stdout.splitlines() if "H100" in line)
+    assert row.split()[-4:] == ["N/A", "N/A", "N/A", "0"]  # Util, Temp, Power, Procs
+
+
+def test_a_mig_enabled_gpu_is_listed_as_its_parent(fake_nvml):
+    """gputui does not place work on MIG devices (yet): the parent GPU is listed, with its MIG devices' processes
+    (NVML gives them on the parent, with their instance ids), and nothing fails on the calls MIG refuses."""
+    a100 = h100(
+        name="NVIDIA A100-SXM4-80GB",
+        uuid="GPU-a100-mig",
+        utilization_gpu="not_supported",  # as on a MIG-enabled GPU
+        utilization_memory="not_supported",
+        processes=[{"pid": 4242, "used_memory_mib": 4096, "gpu_instance_id": 1, "compute_instance_id": 0}],
+        mig={
+            "current": 1,
+            "pending": 1,
+            "devices": [
+                {"uuid": "MIG-1111", "name": "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "memory_total_mib": 40192},
+                {"uuid": "MIG-2222", "name": "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "memory_total_mib": 40192},
+            ],
+        },
+    )
+    fake_nvml.write({"devices": [a100, h100()]})
+    gpus = gpus_json()["gpus"]
+    assert [(g["index"], g["uuid"]) for g in gpus] == [(0, "GPU-a100-mig"), (1, h100()["uuid"])]
+    assert gpus[0]["memory_total"] == 80 * GIB and gpus[0]["utilization"] is None
+    assert gpus[0]["processes"] == [{"pid": 4242, "used_memory": 4 * GIB}]
+
+
+def test_ghost_memory_of_an_ended_tasks_process_is_found_through_nvml(fake_nvml, reaper):
+    """A process tagged as one of our tasks' (as gputui's workers are) holds memory on GPU 0 after its task
+    ended: the scheduler's ghost watch, fed by the NVML probe, names it."""
+    from gputui.engine.gpuwatch import GHOST_AFTER_S, GHOST_CHECK_S, GhostWatch
+    from gputui.gpus.nvml import NvmlProbe
+
+    env = dict(os.environ, GPUTUI_SCHEDULER_ID="sched-1", GPUTUI_TASK_ID="shard-3", GPUTUI_ATTEMPT="1")
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env)
+    reaper.append(leftover)
+    fake_nvml.write({"devices": [h100(processes=[{"pid": leftover.pid, "used_memory_mib": 6144}])]})
+    fake_nvml.load_here()
+    probe = NvmlProbe()
+    try:
+        watch = GhostWatch("sched-1")
+        assert watch.sample(probe.snapshot(), {"shard-3": "running"}, 0.0) == []  # its task runs: no ghost
+        assert watch.sample(probe.snapshot(), {"shard-3": "done"}, GHOST_CHECK_S) == []  # just ended: not yet
+        (found,) = watch.sample(probe.snapshot(), {"shard-3": "done"}, GHOST_CHECK_S + GHOST_AFTER_S)
+    finally:
+        probe.close()
+    assert (found.kind, found.task_id, found.gpu) == ("ghost_memory", "shard-3", 0)
+    assert found.message == f"GPU 0: 6.0 GiB held by ended task shard-3 (pid {leftover.pid}), seen for 60s"
+
+
+async def test_the_monitor_shows_the_drivers_gpus(fake_nvml):
+    from gputui.tui.app import GpuTuiApp
+    from gputui.tui.widgets.gpu_panel import GpuPanel
+
+    quiet = h100(name="NVIDIA A100-SXM4-40GB", uuid="GPU-a100", memory_total_mib=40960, memory_used_mib=10240)
+    quiet |= {"temperature_c": "not_supported", "power_w": "not_supported", "power_limit_w": "not_supported"}
+    fake_nvml.write({"devices": [h100(), quiet]})
+    fake_nvml.load_here()
+    app = GpuTuiApp(interval=0.25)
+    async with app.run_test(size=(120, 40)) as pilot:
+        deadline = time.monotonic() + 20
+        while len(app.query(GpuPanel)) < 2 and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        first, second = (panel.text() for panel in app.query(GpuPanel))
+        header = str(app.query_one("#header").render())
+        assert "NVML" in header and "SIMULATED" not in header
+        assert (
+            first[0] == "GPU 0 · NVIDIA H100 80GB HBM3"
+            and "1.0 / 80.0 GiB" in first[1]
+            and first[2].endswith("37%")
+        )
+        assert "51°C" in first[3] and "210" in first[3]
+        assert second[0] == "GPU 1 · NVIDIA A100-SXM4-40GB" and "10.0 / 40.0 GiB" in second[1]
+        assert not any(c.isdigit() for c in second[3]), second[3]  # no temperature, no power: dashes
+
+        fake_nvml.write({"devices": [h100(lost=True), quiet]})  # GPU 0 falls off the bus
+        deadline = time.monotonic() + 20
+        while "LOST" not in next(iter(app.query(GpuPanel))).text()[0] and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        assert next(iter(app.query(GpuPanel))).text()[0].endswith(" LOST")
+        await pilot.press("q")

@@ -132,10 +132,11 @@ class GpuPanel(StyledWidget):
         state, snap, style = self.state, self.state.snapshot, self.style_of
         g = glyphs.now()
         title = f"{snap.where or f'GPU {snap.index}'}{g.sep}{snap.name}"
-        if snap.simulated:
+        badge = " SIMULATED " if snap.simulated else " LOST " if snap.lost else ""  # lost: fallen off the bus
+        if badge:
             title_line = [
-                (fit(title, width - 12) + " ", style("gpu-panel--title")),
-                (" SIMULATED ", style("gpu-panel--badge")),
+                (fit(title, width - len(badge) - 1) + " ", style("gpu-panel--title")),
+                (badge, style("gpu-panel--badge")),
             ]
         else:
             title_line = [(title, style("gpu-panel--title"))]
