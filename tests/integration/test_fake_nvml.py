@@ -285,3 +285,60 @@ async def test_the_monitor_shows_the_drivers_gpus(fake_nvml):
             await pilot.pause(0.1)
         assert next(iter(app.query(GpuPanel))).text()[0].endswith(" LOST")
         await pilot.press("q")
+
+
+PYNVML_CALLS = r"""
+import json, os, pynvml as n
+n.nvmlInit()
+h = n.nvmlDeviceGetHandleByIndex(0)
+out = {"driver": n.nvmlSystemGetDriverVersion(), "count": n.nvmlDeviceGetCount()}
+m1, m2 = n.nvmlDeviceGetMemoryInfo(h), n.nvmlDeviceGetMemoryInfo(h, n.nvmlMemory_v2)
+out["memory"] = [m1.total, m1.used, m1.free, m2.total, m2.reserved, m2.used, m2.free]
+out["v3"] = [(p.pid, p.usedGpuMemory, p.gpuInstanceId) for p in n.nvmlDeviceGetComputeRunningProcesses(h)]
+out["v2"] = [(p.pid, p.usedGpuMemory) for p in n.nvmlDeviceGetComputeRunningProcesses_v2(h)]
+out["sm"] = sorted((s.pid, s.smUtil) for s in n.nvmlDeviceGetProcessUtilization(h, 0))
+out["by_uuid"] = n.nvmlDeviceGetName(n.nvmlDeviceGetHandleByUUID("MIG-1"))
+mig = n.nvmlDeviceGetMigDeviceHandleByIndex(h, 0)
+out["mig"] = [n.nvmlDeviceGetMigMode(h), n.nvmlDeviceGetUUID(mig), n.nvmlDeviceGetMemoryInfo(mig).total]
+errors = {}
+for name, call in [("temp", lambda: n.nvmlDeviceGetTemperature(h, 0)), ("second", lambda: n.nvmlDeviceGetName(
+        n.nvmlDeviceGetHandleByIndex(1))), ("graphics", lambda: n.nvmlDeviceGetGraphicsRunningProcesses(h))]:
+    try:
+        errors[name] = call()
+    except n.NVMLError as e:
+        errors[name] = [e.value, str(e)]
+out["errors"] = errors
+n.nvmlShutdown()
+print(json.dumps(out))
+"""
+
+
+def test_the_fake_answers_pynvml_as_the_driver_does(fake_nvml):
+    """The C interface itself: versioned structs, the two-call process list, samples, MIG handles, errors."""
+    procs = [{"pid": 10 + i, "used_memory_mib": i, "sm_util": i, "gpu_instance_id": 1} for i in range(40)]
+    procs[3]["used_memory_mib"] = "n/a"  # WDDM's NVML_VALUE_NOT_AVAILABLE
+    spec = h100(memory_reserved_mib=512, temperature_c="no_permission", processes=procs)
+    spec["mig"] = {"current": 1, "devices": [{"uuid": "MIG-1", "name": "slice", "memory_total_mib": 10240}]}
+    fake_nvml.write({"driver_version": "535.1", "devices": [spec, h100(lost=True)]})
+    r = subprocess.run([sys.executable, "-c", PYNVML_CALLS], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["driver"] == "535.1" and out["count"] == 2
+    assert out["memory"] == [80 * GIB, 1536 * MIB, 78.5 * GIB, 80 * GIB, 512 * MIB, GIB, 78.5 * GIB]
+    assert len(out["v3"]) == 40 and out["v3"][0] == [10, 0, 1] and out["v3"][39] == [49, 39 * MIB, 1]
+    assert out["v3"][3] == [13, None, 1] and out["v2"][:3] == [[10, 0], [11, MIB], [12, 2 * MIB]]
+    assert out["sm"] == [[10 + i, i] for i in range(40)]
+    assert out["by_uuid"] == "slice" and out["mig"] == [[1, 1], "MIG-1", 10 * GIB]
+    assert out["errors"] == {
+        "temp": [4, "Insufficient Permissions"],
+        "second": [15, "GPU is lost"],
+        "graphics": [],
+    }
+
+
+def test_a_malformed_spec_fails_nvml_init_and_says_why(fake_nvml):
+    fake_nvml.spec.write_text('{"devices": [{"name": "x", "memory_total_mib": 80,}]}')
+    r = gputui("gpus", "--json")
+    assert r.returncode != 0
+    assert "nvml: NVML init failed: Unknown Error" in r.stderr
+    assert "fake_nvml: nvmlInit fails:" in r.stderr and "line 1" in r.stderr
