@@ -307,7 +307,17 @@ class FakeNvml:
         (LD_LIBRARY_PATH is read once, when a process starts)."""
         import ctypes
 
-        ctypes.CDLL(str(self.lib_dir / "libnvidia-ml.so.1"), mode=ctypes.RTLD_GLOBAL)
+        self.here = ctypes.CDLL(str(self.lib_dir / "libnvidia-ml.so.1"), mode=ctypes.RTLD_GLOBAL)
+
+    here = None
+
+    def unload_here(self) -> None:
+        """The library cannot leave this process once loaded: shut it down to its last init, so a later test's
+        nvmlInit reads the environment again (no FAKE_NVML_SPEC: 'driver not loaded', as on a machine without
+        a GPU) instead of this test's spec."""
+        if self.here is not None:
+            while self.here.nvmlShutdown() == 0:
+                pass
 
 
 @pytest.fixture(scope="session")
@@ -333,10 +343,11 @@ def fake_nvml_lib(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def fake_nvml(fake_nvml_lib, tmp_path, monkeypatch) -> FakeNvml:
+def fake_nvml(fake_nvml_lib, tmp_path, monkeypatch) -> Iterator[FakeNvml]:
     """This test's fake GPUs: `fake_nvml.write(spec)` first. The environment (inherited by every gputui the
     test starts) names the fake library and the spec."""
     fake = FakeNvml(fake_nvml_lib, tmp_path / "nvml-spec.json")
     for key, value in fake.env.items():
         monkeypatch.setenv(key, value)
-    return fake
+    yield fake
+    fake.unload_here()
