@@ -255,7 +255,7 @@ class Launcher:
             launches.extend(self._record_launch(t, waiter.slot, now, [], waiter) for t, waiter in given)
             busy += len(given) + len(self.resident.idle())
         gpus = self.sampler.snapshot() if self.sampler.probe is not None and ready else []
-        policy = packing.policy(self.policy)  # measured memory in place of the declared one, once measured
+        policy = packing.policy(self.policy, gpus)  # measured memory in place of the declared one, once measured
         if gpus and (news := packing.news()):
             self.voice.info(news)
             self.store.add_event("placing", news)

