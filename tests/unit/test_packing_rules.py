@@ -154,6 +154,7 @@ def test_without_sharing_the_reasons_read_as_before():
 # -- the OOM switch -------------------------------------------------------------------------------------------
 def test_an_out_of_memory_failure_of_a_task_sharing_its_gpu_turns_sharing_off():
     assert unpacks("cuda_oom", True, True)
+    assert unpacks("health_cuda_oom", True, True)  # stopped at the line by [health] cuda_errors
     assert not unpacks("cuda_oom", True, False)  # alone on its GPU: it would have run out all the same
     assert not unpacks("exit_code", True, True)
     assert not unpacks("cuda_oom", False, True)  # the job never shared

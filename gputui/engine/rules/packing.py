@@ -28,6 +28,7 @@ from gputui.gpus.probe import GIB, GpuSnapshot
 MARGIN_RATIO = 0.10  # planned = peak * (1 + MARGIN_RATIO) + MARGIN_BYTES
 MARGIN_BYTES = GIB // 2
 FULL_GPU = 0.95  # the most of a GPU's memory the margin may ask free (free_need)
+OOM_FAILURES = ("cuda_oom", "health_cuda_oom")  # failures.classify's kind; a [health] stop's (rules/health.py)
 MEASURED_AFTER = 1  # done attempts with a measured peak before a job is placed by its measured memory
 
 
@@ -153,10 +154,11 @@ def share_words(g: GpuSnapshot, share: GpuShare, need: int, cap: int, m: Measure
 
 
 def unpacks(failure: str | None, share_gpu: bool, shared: bool) -> bool:
-    """Whether an attempt's failure turns sharing off: CUDA out of memory of a task of a job that shares GPUs,
-    where it shared its GPU (`shared`: another of ours was on it with it). One alone on its GPU would have run
-    out of memory all the same: it leaves sharing on."""
-    return share_gpu and shared and failure == "cuda_oom"
+    """Whether an attempt's failure turns sharing off: CUDA out of memory (read from its log as it ended, or
+    stopped at the line by [health] cuda_errors) of a task of a job that shares GPUs, where it shared its GPU
+    (`shared`: another of ours was on it with it). One alone on its GPU would have run out of memory all the
+    same: it leaves sharing on."""
+    return share_gpu and shared and failure in OOM_FAILURES
 
 
 def unpack_line(task_id: str, gpus: Sequence[int], others: int) -> str:
