@@ -4,6 +4,8 @@ and one per GPU again for the rest of the run after a task ran out of GPU memory
 
 from __future__ import annotations
 
+import signal
+
 from gputui.engine.accounting import Meter
 from gputui.engine.packing import Packing
 from gputui.engine.rules.packing import Measured
@@ -12,7 +14,7 @@ from gputui.gpus.probe import GIB
 from gputui.jobs.loader import load_jobspec
 from gputui.rundir.meta import read_meta
 from gputui.rundir.store import Store
-from tests.conftest import JobFactory, gputui, gputui_bg, wait_for
+from tests.conftest import JobFactory, gputui, gputui_bg, keeper_of, wait_for
 
 SHARED = "memory_per_worker_gb = 4\nshare_gpu = true"  # each worker shows 4 GB on its simulated GPU
 
@@ -89,6 +91,30 @@ def test_another_run_never_gets_a_gpu_the_run_shares(make_job, tmp_path, reaper)
     for run in mine:  # never on the GPU at once
         assert run["end"] <= theirs[0]["start"] or run["start"] >= theirs[0]["end"], (run, theirs)
     assert "waiting for GPUs: needs 1 GPU, 0 free: GPU 0 held by" in r.stdout
+
+
+def test_a_shared_gpu_stays_claimed_while_a_task_on_it_lives_after_its_scheduler_died(make_job, tmp_path, reaper):
+    job = _sharing_job(make_job, num_workers=5, sleep=4.0)
+    sched = gputui_bg("run", "--jobs", job, "--simulate", "shared:1x24", log=tmp_path / "a.log")
+    reaper.append(sched)
+    wait_for(lambda: len(make_job.running()) == 4, timeout=60, what="four tasks sharing GPU 0")
+    keeper = keeper_of(sched)
+    sched.send_signal(signal.SIGKILL)  # the scheduler's own copy of the claim goes with it
+    keeper.send_signal(signal.SIGKILL)
+    sched.wait(5)
+
+    other = JobFactory(tmp_path / "b")
+    (tmp_path / "b").mkdir()
+    r = gputui("run", "--jobs", other(gpus_per_worker=1, num_workers=1, sleep=0.2), "--simulate", "shared:1x24")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "waiting for GPUs: needs 1 GPU, 0 free: GPU 0 held by" in r.stdout
+    (theirs,) = _intervals(other)
+    orphans = [run for run in _intervals(make_job) if run["attempt"] == 1 and run["task"] != "shard-0"]
+    assert len(orphans) == 4 and all(run["end"] <= theirs["start"] for run in orphans)  # never beside them
+
+    r = gputui("run", "--jobs", job, "--simulate", "shared:1x24")  # the run started again: nothing runs twice
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(run["task"] for run in _intervals(make_job)) == [f"shard-{i}" for i in range(5)]
 
 
 def test_running_out_of_memory_sharing_a_gpu_turns_sharing_off_for_the_rest_of_the_run(make_job):
