@@ -324,10 +324,8 @@ class Launcher:
                 kept = box.reserved_gpus
                 ours = {}
                 if sharing:  # why each GPU our tasks share takes no more of them
-                    by_index = {g.index: g for g in gpus}
                     shared_now = packing.shares(measured.planned, draining).items()
-                    ours = {i: share_words(by_index[i], s, policy.min_free_bytes, packing.cap, measured)
-                            for i, s in shared_now if i in by_index}  # fmt: skip
+                    ours = {i: share_words(s, packing.cap, measured) for i, s in shared_now}
                 memory = measured_words(measured) if measured is not None else ""
                 taken = reserved | placed_on if sharing else reserved
                 need = needs[unplaced.id]

@@ -4,6 +4,7 @@ and one per GPU again for the rest of the run after a task ran out of GPU memory
 
 from __future__ import annotations
 
+import json
 import signal
 
 from gputui.engine.accounting import Meter
@@ -37,6 +38,12 @@ def _intervals(factory: JobFactory) -> list[dict]:
     return sorted(runs.values(), key=lambda r: r["start"])
 
 
+def _reasons(run_dir, word: str) -> list[str]:
+    r = gputui("status", "--run-dir", run_dir, "--json")
+    tasks = json.loads(r.stdout)["tasks"] if r.returncode in (0, 1) else []
+    return [t["reason"] for t in tasks if word in (t.get("reason") or "")]
+
+
 def _most_at_once(runs: list[dict]) -> int:
     edges = sorted([(r["start"], 1) for r in runs] + [(r["end"], -1) for r in runs])
     most = now = 0
@@ -46,10 +53,14 @@ def _most_at_once(runs: list[dict]) -> int:
     return most
 
 
-def test_once_measured_several_tasks_share_the_gpu_as_their_peaks_fit(make_job):
+def test_once_measured_several_tasks_share_the_gpu_as_their_peaks_fit(make_job, tmp_path, reaper):
     job = _sharing_job(make_job, num_workers=6, sleep=2.0)
-    r = gputui("run", "--jobs", job, "--simulate", "1x24")
-    assert r.returncode == 0, r.stdout + r.stderr
+    sched = gputui_bg("run", "--jobs", job, "--simulate", "1x24", log=tmp_path / "run.log")
+    reaper.append(sched)
+    waits = wait_for(lambda: _reasons(make_job.run_dir, "max_tasks_per_gpu"), timeout=60, what="a wait")
+    assert waits == ["needs 1 GPU, 0 free: GPU 0 in use by this run (4 tasks, max_tasks_per_gpu 4)"]
+    assert sched.wait(60) == 0
+    out = (tmp_path / "run.log").read_text()
 
     runs = _intervals(make_job)
     assert {run["gpus"] for run in runs} == {"0"} and len(runs) == 6
@@ -60,9 +71,23 @@ def test_once_measured_several_tasks_share_the_gpu_as_their_peaks_fit(make_job):
     assert _most_at_once(rest) in (3, 4)
     assert (
         "placing by measured peak 4.0 GiB (+ margin: 4.9 GiB a task, from 1 done attempt) instead of "
-        "memory_per_worker_gb 4" in r.stdout
+        "memory_per_worker_gb 4" in out
     )
-    assert "on GPU 0 (sharing it with 3 others)" in r.stdout
+    assert "on GPU 0 (sharing it with 3 others)" in out
+
+
+def test_as_many_share_a_gpu_as_its_memory_holds_and_the_others_say_why_they_wait(make_job, tmp_path, reaper):
+    job = _sharing_job(make_job, num_workers=5, sleep=2.0)
+    sched = gputui_bg("run", "--jobs", job, "--simulate", "1x12", log=tmp_path / "run.log")
+    reaper.append(sched)
+    waits = wait_for(lambda: _reasons(make_job.run_dir, "too little memory"), timeout=60, what="a wait for memory")
+    assert waits[0] == (
+        "needs 1 GPU, 0 free: GPU 0 in use by this run (2 tasks; too little memory left for another: planned "
+        "4.9 GiB a task: measured peak 4.0 GiB + margin)"
+    )
+    assert sched.wait(60) == 0
+    runs = _intervals(make_job)
+    assert _most_at_once(runs[1:]) == 2  # 12 GB: two of 4.9 GiB planned, not three
 
 
 def test_without_share_gpu_one_task_per_gpu_as_before(make_job):

@@ -129,11 +129,10 @@ def test_the_free_memory_asked_may_exceed_the_planned_one():
 
 
 def test_a_waiting_reason_says_why_a_shared_gpu_takes_no_more():
-    g = gpus(5)[0]
     m = Measured(4 * GIB, 1)
-    full = share_words(g, GpuShare(0, 4, 0), PLANNED, 4, m)
+    full = share_words(GpuShare(0, 4, 0), 4, m)
     assert full == "in use by this run (4 tasks, max_tasks_per_gpu 4)"
-    low = share_words(g, GpuShare(0, 2, 0), PLANNED, 4, m)
+    low = share_words(GpuShare(0, 2, 0), 4, m)
     assert low == (
         "in use by this run (2 tasks; too little memory left for another: planned 4.9 GiB a task: measured peak "
         "4.0 GiB + margin)"

@@ -141,7 +141,7 @@ def pack(
     return placed
 
 
-def share_words(g: GpuSnapshot, share: GpuShare, need: int, cap: int, m: Measured | None) -> str:
+def share_words(share: GpuShare, cap: int, m: Measured | None) -> str:
     """Why a GPU our tasks share takes no more of them, in a waiting reason: "in use by this run (4 tasks,
     max_tasks_per_gpu 4)", "in use by this run (2 tasks; too little memory left for another: planned 4.9 GiB a
     task: measured peak 4.0 GiB + margin)"."""
