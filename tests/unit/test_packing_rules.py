@@ -28,6 +28,8 @@ from gputui.gpus.probe import GIB, GpuSnapshot
 from gputui.gpus.reservations import Reservations
 from gputui.jobs.loader import load_jobspec
 from gputui.jobs.spec import JobSpecError
+from gputui.rundir.meta import JobFacts, RunMeta, read_meta, write_meta
+from gputui.rundir.store import Store
 
 
 def gpus(*free_gb: float, total_gb: float = 24) -> list[GpuSnapshot]:
@@ -229,3 +231,14 @@ def test_share_gpu_is_refused_where_it_cannot_be_kept(tmp_path, resources, extra
     with pytest.raises(JobSpecError) as e:
         load(tmp_path, resources, extra)
     assert says in str(e.value)
+
+
+def test_sharing_turned_off_is_kept_in_the_run_state_across_starts(tmp_path):
+    store = Store.open(tmp_path / "state.db", create=True)
+    try:
+        write_meta(store, RunMeta(job=JobFacts(name="j")).unpacked("shard-7 ran out of GPU memory ..."))
+        meta = read_meta(store)
+        write_meta(store, meta.opened(meta.identity, JobFacts(name="j"), None))  # a start records the job again
+        assert read_meta(store).packing_off == "shard-7 ran out of GPU memory ..."
+    finally:
+        store.close()
