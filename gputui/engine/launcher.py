@@ -19,9 +19,10 @@ from gputui.engine.accounting import Meter
 from gputui.engine.attempt import WAITING, Live
 from gputui.engine.gpu_sampler import GpuSampler
 from gputui.engine.health_checks import HealthChecks
-from gputui.engine.monitor import draining
+from gputui.engine.monitor import draining as draining_gpus
 from gputui.engine.outbox import Outbox
 from gputui.engine.resident import ResidentSlots, task_values
+from gputui.engine.rules.packing import measured_words, pack, share_words
 from gputui.engine.rules.placement import Policy, after_reason, parallel_reason, place, usable_gpus, why_waiting
 from gputui.engine.rules.threads import thread_env
 from gputui.engine.run_state import RunState
@@ -182,6 +183,7 @@ class Launcher:
         self.outbox = outbox
         self.voice = voice
         self.retries = retries
+        self.packing = settler.packing  # measured memory, shared GPUs
         self._disk_full = False
         self._waiting_said = ""
         self.reasons = WaitReasons(state)  # why the first waiting tasks wait
@@ -212,6 +214,8 @@ class Launcher:
         """Record the attempts that start now (their launches are sent once the turn is committed), and why the
         first of those left waiting wait (waiting.py)."""
         state = self.state
+        packing = self.packing
+        packing.prune()  # the run's claims on GPUs none of its tasks holds any more
         if self.resident is not None:
             self.resident.let_go()  # idle resident workers no waiting task will take
         busy = len(state.live) + len(state.lingering)
@@ -251,13 +255,22 @@ class Launcher:
             launches.extend(self._record_launch(t, waiter.slot, now, [], waiter) for t, waiter in given)
             busy += len(given) + len(self.resident.idle())
         gpus = self.sampler.snapshot() if self.sampler.probe is not None and ready else []
+        policy = packing.policy(self.policy, gpus)  # measured memory in place of the declared one, once measured
+        if gpus and (news := packing.news()):
+            self.voice.info(news)
+            self.store.add_event("placing", news)
         reserved = {g for live in state.attempts() for g in live.gpus}
         if self.resident is not None:
             reserved |= self.resident.held()
-        reserved |= draining(gpus, self.scheduler_id, state.live)  # a killed task's GPU memory not yet released
+        # A killed task's GPU memory not released yet:
+        draining = draining_gpus(gpus, self.scheduler_id, state.live)
+        reserved |= draining
         box = self.box.current()
-        usable = box.claimable(usable_gpus(gpus, reserved, self.policy))
+        usable = box.claimable(usable_gpus(gpus, reserved, policy))
         needs = {t.id: self._gpus_needed(t) for t in ready}
+        measured = packing.measured()
+        sharing = packing.sharing and measured is not None and all(n == 1 for n in needs.values())
+        shares = packing.shares(measured.planned, draining) if sharing else {}
         want, mine, allowed = sum(needs.values()), 0, None
         limited = box.max_gpus_per_user is not None
         with self.reservations.user_turn() if limited else contextlib.nullcontext():
@@ -267,16 +280,28 @@ class Launcher:
                 want = min(want, allowed)
             note = self._claim_note(None)  # who claims them, written at once: counted by the user's other runs
             claims, foreign = self.reservations.claim_some([g for g in gpus if g.index in usable], want, note)
-        unclaimed = {g.index for g in gpus} - set(claims)
-        placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, self.policy, needs))
+        if sharing:  # onto GPUs none of ours holds first, then beside ours where their memory leaves room
+            spots = pack([t.id for t in ready], gpus, set(claims), shares, policy.min_free_bytes,
+                         measured.planned, packing.cap)  # fmt: skip
+            placed = {task_id: (g,) for task_id, g in spots}
+        else:
+            unclaimed = {g.index for g in gpus} - set(claims)
+            placed = dict(place([t.id for t in ready], gpus, reserved | unclaimed, busy, policy, needs))
         placed_on = {g for on in placed.values() for g in on}
         unplaced = None
         for t in ready:
             if t.id in placed:
-                held = [claims.pop(g) for g in placed[t.id]]
+                key, held, beside = (t.id, t.attempts + 1), [], 0
+                for g in placed[t.id]:
+                    if g in claims:  # a GPU none of ours holds: the run keeps its claim where tasks may join
+                        fd = claims.pop(g)
+                        held.append(packing.keep(g, fd) if packing.keeping else fd)
+                    else:  # beside tasks of ours (rules/packing.py)
+                        beside = sum(1 for live in state.attempts() if g in live.gpus)
+                        held.append(packing.join(g, key))
                 for fd in held:
                     Reservations.annotate(fd, self._claim_note(t.id))
-                launches.append(self._record_launch(t, placed[t.id], now, held))
+                launches.append(self._record_launch(t, placed[t.id], now, held, beside=beside))
             else:
                 later.append((t.index, t.id))
                 unplaced = unplaced or t
@@ -284,11 +309,11 @@ class Launcher:
         for entry in later:
             state.wait(*entry)
         if unplaced is not None:
-            room = None if self.policy.max_parallel is None else self.policy.max_parallel - busy
+            room = None if policy.max_parallel is None else policy.max_parallel - busy
             if self.sampler.probe is None or room is not None and ready.index(unplaced) >= room:
                 blocker = self._parallel_reason()  # (idle resident workers count as running)
             else:
-                users = self._users(gpus, reserved)
+                users = self._users(gpus, reserved, policy)
                 given = sum(len(p) for p in placed.values())
                 capped = allowed is not None and allowed - given < needs[unplaced.id]
                 limit = box.limit_reason(mine + given) if capped else ""
@@ -297,7 +322,14 @@ class Launcher:
                     found = self.reservations.holders(list(untried))
                     foreign = {untried[key]: note for key, note in found.items()} | foreign
                 kept = box.reserved_gpus
-                blocker = why_waiting(gpus, reserved, self.policy, needs[unplaced.id], foreign, users, kept, limit)
+                ours = {}
+                if sharing:  # why each GPU our tasks share takes no more of them
+                    shared_now = packing.shares(measured.planned, draining).items()
+                    ours = {i: share_words(s, packing.cap, measured) for i, s in shared_now}
+                memory = measured_words(measured) if measured is not None else ""
+                taken = reserved | placed_on if sharing else reserved
+                need = needs[unplaced.id]
+                blocker = why_waiting(gpus, taken, policy, need, foreign, users, kept, limit, ours, memory)
             if not placed and not state.live and self.sampler.probe is not None and blocker != self._waiting_said:
                 self.voice.info(f"waiting for GPUs: {blocker}")
                 self._waiting_said = blocker
@@ -342,10 +374,10 @@ class Launcher:
     def _parallel_reason(self) -> str:
         return parallel_reason(self.policy.max_parallel or 0, self.setup.max_parallel_named)
 
-    def _users(self, gpus: list[GpuSnapshot], reserved: set[int]) -> dict[int, str]:
-        """Who uses each GPU below the free-memory bar that none of our tasks holds: another gputui run (its
-        workers' tags), another user, or a process of ours outside gputui."""
-        low = [g for g in gpus if g.index not in reserved and g.memory_free < self.policy.min_free_bytes]
+    def _users(self, gpus: list[GpuSnapshot], reserved: set[int], policy: Policy) -> dict[int, str]:
+        """Who uses each GPU below the free-memory bar (`policy`'s) that none of our tasks holds: another gputui
+        run (its workers' tags), another user, or a process of ours outside gputui."""
+        low = [g for g in gpus if g.index not in reserved and g.memory_free < policy.min_free_bytes]
         found: dict[int, str] = {}
         for g in low:
             said = []
@@ -403,8 +435,10 @@ class Launcher:
         now: float,
         held: list[int],
         waiter: WaiterHandle | None = None,
+        beside: int = 0,
     ) -> tuple[LaunchSpec, Live]:
-        """`waiter`: a resident worker's, between tasks (else an idle waiter is taken)."""
+        """`waiter`: a resident worker's, between tasks (else an idle waiter is taken); `beside`: tasks of ours
+        already on its GPU, which it shares with them."""
         number = task.attempts + 1
         argv, env = worker_request(
             self.job,
@@ -446,6 +480,8 @@ class Launcher:
         self.reasons.started(task.id)
         self.store.add_event("launch", f"attempt {number}: {shown}", task.id)
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
+        if beside:
+            where += f" (sharing it with {beside} other{'s' if beside != 1 else ''})"
         if self.cluster is not None:
             where = f" on the {self.executor.kind} cluster ({self._gpus_needed(task)} GPU)"
         self.voice.info(f"launch {task.id} {task.range_label} attempt {number}/{task.budget}{where}: {shown}")

@@ -14,8 +14,10 @@ from gputui.engine.attempt import Live
 from gputui.engine.gpu_sampler import GpuSampler
 from gputui.engine.leftovers import Leftovers
 from gputui.engine.outbox import Outbox
+from gputui.engine.packing import Packing
 from gputui.engine.rules.failures import read_tail
 from gputui.engine.rules.health import may_retry
+from gputui.engine.rules.packing import unpack_line, unpacks
 from gputui.engine.rules.settle import Ended, decide
 from gputui.engine.run_state import RunState
 from gputui.engine.setup import RunSetup
@@ -60,6 +62,7 @@ class Settler:
         self.voice = voice
         self.progress = progress
         self.said_ends: set[tuple[str, int]] = set()  # settles said in turns not committed yet
+        self.packing = Packing(self.job, store, meter, state)  # measured memory, shared GPUs (the launcher's)
 
     def committed(self) -> None:
         """The turn is committed: none of its settles is done again."""
@@ -184,6 +187,11 @@ class Settler:
             self.meter.ran_from(live.key, self._ran_since(live))
         fields = extra | d.attempt | self.meter.finish(live.key, ended.ended_at, live.gpus)
         self.store.update_attempt(task.id, live.number, **fields)
+        self.packing.ended(d.outcome, fields.get("peak_memory"), live.gpus)
+        if d.outcome in ("retrying", "failed"):
+            others = {a.task_id for a in self.state.attempts() if set(a.gpus) & set(live.gpus)} - {task.id}
+            if unpacks(d.failure, self.packing.share, live.key in self.packing.shared or bool(others)):
+                self._unpack(live, len(others))
         if d.task:
             self.state.set(task.id, **d.task)
         if d.outcome == "done":  # what the kind reads of a task that ended well (a trial's metric)
@@ -218,6 +226,17 @@ class Settler:
             self.outbox.settled.append(task.id)
             self.expand()
             self.progress.changed()
+
+    def _unpack(self, live: Live, others: int) -> None:
+        """A task of a job sharing GPUs ran out of GPU memory: one task per GPU for the rest of the run, kept in
+        its state (in this turn's transaction: a turn rolled back and done again says it again), said once."""
+        if read_meta(self.store).packing_off:
+            return self.packing.unpack(self.packing.off or "")
+        line = unpack_line(live.task_id, live.gpus, others)
+        write_meta(self.store, read_meta(self.store).unpacked(line))
+        self.packing.unpack(line)
+        self.store.add_event("packing", line, live.task_id)
+        self.voice.info(line)
 
     @staticmethod
     def _stopped_by(live: Live) -> str | None:

@@ -7,6 +7,26 @@ file to the task's waiter, which lets its worker inherit it. The kernel keeps th
 them holds the file, so it lasts exactly as long as some process of that task lives, however they end,
 and no stale claim can outlive them.
 
+Tasks of one run sharing a GPU (`[resources] share_gpu = true`, engine/packing.py). An flock belongs to an open
+file description, not to a process: every descriptor dup()ed from it, inherited by a child or passed over a
+socket (SCM_RIGHTS, as the claim reaches a waiter) shares the one lock, which the kernel drops only when the last
+of them is closed. So a run that packs tasks onto a GPU claims it once, exclusively, as any run does, and keeps
+its own descriptor of that claim (`share`); each task it adds gets a dup of it (`share` again), handed to the
+task's waiter as a claim of its own is. Then:
+
+- another run (of any user, any gputui) never gets the GPU meanwhile: its claim is a new open file description
+  and its exclusive flock fails while any descriptor of ours is open, exactly as against a task alone on it;
+- the claim lasts as long as some process of a task on that GPU lives, however they end, as a lone task's does;
+  the scheduler's own descriptor only adds its life to theirs while it may still add tasks, and it closes it at
+  its next turn once none of its tasks is left on the GPU;
+- if the scheduler dies, its descriptor goes with it and the tasks' copies keep the claim, with no gap: it
+  never was a second lock that could lapse between two holders. A scheduler started again adopts the tasks but
+  cannot get a descriptor of their claim (a new open() is a new description, which their lock refuses), so it
+  adds no task to that GPU until they end, then claims it afresh: sharing resumes, one GPU at a time;
+- a run never shares a GPU with its own older tasks by reopening the file (that would fail like any other
+  claim): only descriptors dup()ed from the one claim share it, so "the same run" is the kernel's own fact, not
+  a note anyone could write.
+
 Where the lock files are (`lock_place`):
 
 - `$GPUTUI_LOCK_DIR` when set (made mode 1777 if missing), files `<gpu>.lock`;
@@ -253,6 +273,13 @@ class Reservations:
             yield
         finally:
             os.close(fd)
+
+    @staticmethod
+    def share(fd: int) -> int:
+        """Another descriptor of the claim `fd` (the same open file description, so the same lock): for one more
+        task on a GPU the run shares, or for the run to keep while it may add more. Closed on exec, as claims
+        are: it reaches a waiter over its socket."""
+        return os.dup(fd)
 
     @staticmethod
     def annotate(fd: int, note: dict) -> None:

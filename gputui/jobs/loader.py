@@ -36,6 +36,8 @@ PLAIN_TABLES: dict[str, tuple[str, ...] | None] = {  # each table's keys; None: 
         "memory_per_worker_gb",
         "mode",
         "tensor_parallel_size",
+        "share_gpu",
+        "max_tasks_per_gpu",
     ),
     "model": ("path", "dtype", "max_model_len"),
     "retry": ("max_attempts", "backoff_s", "backoff_max_s", "on_oom"),
@@ -115,6 +117,7 @@ def build(checks: Checks, data: dict[str, Any], text: str, file: Path, run_dir: 
     model = read_model(checks, data, resources, executor)
     health = parse_health(checks, data["health"]) if "health" in data else None
     resident = read_resident(checks, job, kind, executor)
+    check_share_gpu(checks, resources, executor, resident, "max_tasks_per_gpu" in data.get("resources", {}))
     tokens = [*zip(keypaths, command, strict=True), *((kp, token) for kp, tokens in own for token in tokens)]
     check_filled(checks, tokens, outputs, sample_values(params, outputs, run) | kind.samples(spec, run))
     return JobSpec(
@@ -289,6 +292,30 @@ def read_model(
     if resources.mode is not None and model is None:
         raise checks.error("[model]", f"missing table; [resources].mode = {resources.mode!r} sizes GPUs for it")
     return model
+
+
+def check_share_gpu(
+    checks: Checks, resources: ResourceSpec, executor: ExecutorSpec, resident: bool, cap_given: bool
+) -> None:
+    """[resources].share_gpu packs tasks of one GPU each onto GPUs this machine's scheduler places and claims."""
+    if not resources.share_gpu:
+        if cap_given:
+            raise checks.error("[resources].max_tasks_per_gpu", "caps tasks sharing a GPU; set share_gpu = true")
+        return
+    why = None
+    if resources.mode is not None:
+        why = f"[resources].mode = {resources.mode!r} sizes GPUs per worker; give gpus_per_worker = 1 instead"
+    elif resources.gpus_per_worker != 1:
+        why = (
+            f"shares a GPU among tasks of one GPU each, but gpus_per_worker = {resources.gpus_per_worker}; "
+            "set gpus_per_worker = 1 or remove share_gpu"
+        )
+    elif executor.remote:
+        why = f"packs tasks on this machine's GPUs, but [executor] kind = {executor.kind!r} places them itself"
+    elif resident:
+        why = "resident workers keep their GPUs between tasks; remove [job].resident or share_gpu"
+    if why is not None:
+        raise checks.error("[resources].share_gpu", why)
 
 
 def check_on_oom(

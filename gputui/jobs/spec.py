@@ -34,6 +34,8 @@ class ResourceSpec:
     memory_per_worker_gb: float | None = None
     mode: str | None = None  # single | data_parallel | tensor_parallel | auto: GPUs per worker from [model]
     tensor_parallel_size: int | None = None  # mode = "tensor_parallel": GPUs per worker (default: all)
+    share_gpu: bool = False  # several tasks of the run on one GPU once their measured peaks fit (rules/packing.py)
+    max_tasks_per_gpu: int = 4  # with share_gpu: at most this many tasks on one GPU
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ def resources(checks: Checks, table: dict[str, Any]) -> ResourceSpec:
         ),
         mode=one_of(checks, table, "resources", "mode", MODES),
         tensor_parallel_size=checks.value(table, "resources", "tensor_parallel_size", "int>=1", None),
+        share_gpu=checks.value(table, "resources", "share_gpu", "bool", d.share_gpu),
+        max_tasks_per_gpu=checks.value(table, "resources", "max_tasks_per_gpu", "int>=1", d.max_tasks_per_gpu),
     )
 
 

@@ -131,6 +131,9 @@ class RunMeta:
     run_failed: str | None = None  # why the run cannot succeed any more (a job kind's rule said so)
     # `gputui set max_parallel=N`: kept over the job file's across starts until set back (None: the job file's)
     max_parallel: int | None = None
+    # Why tasks of a `share_gpu` job no longer share GPUs (one of them ran out of GPU memory sharing one: the line
+    # said then); None: they share as the job file says. Kept for the rest of the run, across starts.
+    packing_off: str | None = None
 
     def opened(self, identity: RunIdentity, job: JobFacts, simulate: str | None) -> RunMeta:
         """As a start records the run: `simulate` None keeps the probe an earlier start named."""
@@ -143,6 +146,10 @@ class RunMeta:
     def parallel(self, n: int | None) -> RunMeta:
         """`gputui set max_parallel=N` (None: back to the job file's)."""
         return replace(self, max_parallel=n)
+
+    def unpacked(self, why: str) -> RunMeta:
+        """Tasks share no GPU from now on (`why`: a task ran out of GPU memory sharing one)."""
+        return replace(self, packing_off=why)
 
     def failed(self, why: str | None) -> RunMeta:
         """The run cannot succeed any more (`why`), or can again (None: a stage ranked after all)."""
@@ -166,7 +173,7 @@ OWN_KEYS = frozenset(
     {"scheduler_id", "created_at", "plan_fingerprint", "plan_definition", "job_name", "job_file", "job_kind"}
     | {"merged", "stop_grace_s", "max_attempts", "backoff_max_s"}
     | {"gpus_per_worker", "memory_per_worker_gb", "alert_bell", "simulate", "run_failed", EXECUTOR_KEY}
-    | {"job_max_parallel", "max_parallel_set"}
+    | {"job_max_parallel", "max_parallel_set", "packing_off"}
     | {"outputs_dir", "outputs_pattern", "outputs_params"}
 )
 KIND_KEYS = frozenset(key for kind in KINDS.values() for key in kind.recorded_keys)  # no executor's, whatever kind
@@ -195,6 +202,7 @@ def _to_keys(meta: RunMeta) -> dict[str, Any]:
         "simulate": meta.simulate,
         "run_failed": meta.run_failed,
         "max_parallel_set": meta.max_parallel,
+        "packing_off": meta.packing_off,
         EXECUTOR_KEY: meta.executor.kind,
         **{k: v for k, v in meta.executor.settings.items() if k not in NAMED_KEYS},
     }
@@ -248,7 +256,15 @@ def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
     )
     settings = {k: v for k, v in raw.items() if k not in NAMED_KEYS}
     executor = ExecutorFacts(got(EXECUTOR_KEY, ExecutorFacts.kind, str), settings)
-    return RunMeta(identity, job, executor, got("simulate"), got("run_failed"), got("max_parallel_set", None, int))
+    return RunMeta(
+        identity,
+        job,
+        executor,
+        got("simulate"),
+        got("run_failed"),
+        got("max_parallel_set", None, int),
+        got("packing_off", None, str),
+    )
 
 
 class MetaReader:

@@ -272,6 +272,19 @@ class Store:
         joules, estimated = energy or (None, False)
         return GpuUse(seconds, peak, bool(simulated), joules, bool(estimated))
 
+    def done_peaks(self) -> tuple[int, int | None]:
+        """How many done attempts have a measured peak GPU memory, and the largest of their peaks per GPU (an
+        attempt's peak is summed over its GPUs): what the run plans its next tasks for (engine/packing.py)."""
+        if not self._has_accounting():
+            return 0, None
+        per_gpu = "peak_memory / (LENGTH(gpus) - LENGTH(REPLACE(gpus, ',', '')) + 1)"
+        row = self._db.execute(
+            f"SELECT COUNT(*), MAX({per_gpu}) FROM attempts WHERE status = ? AND peak_memory IS NOT NULL "
+            "AND gpus != ''",
+            (Status.DONE,),
+        ).fetchone()
+        return int(row[0]), None if row[1] is None else int(row[1])
+
     def read(self, sql: str, params: Sequence | Mapping = ()) -> sqlite3.Cursor:
         """A query of the run's readers (rundir.task_json, views): reads only."""
         return self._db.execute(sql, params)

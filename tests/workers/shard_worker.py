@@ -42,6 +42,7 @@ def main() -> int:
     p.add_argument("--record")
     p.add_argument("--fail-attempts", default="", help="comma list of attempt numbers that fail")
     p.add_argument("--fail-mode", default="exit", choices=["exit", "exception", "oom"])
+    p.add_argument("--fail-tasks", default="", help="task ids --fail-attempts is for (default: all)")
     p.add_argument("--spawn-children", action="store_true", help="fork a child and a setsid grandchild")
     p.add_argument("--children-file")
     p.add_argument("--no-output", action="store_true")
@@ -69,6 +70,8 @@ def main() -> int:
         daemon(a.daemon_file, scrub=a.daemon_scrub, stubborn=a.daemon_stubborn)
     attempt = int(os.environ.get("GPUTUI_ATTEMPT", "0"))
     failing = str(attempt) in a.fail_attempts.split(",")
+    if a.fail_tasks:
+        failing = failing and os.environ.get("GPUTUI_TASK_ID") in a.fail_tasks.split(",")
     if not (failing and a.fail_early):
         time.sleep(a.sleep)
     if failing:

@@ -83,6 +83,8 @@ def why_waiting(
     users: Mapping[int, str] | None = None,
     kept: Collection[int] = (),
     limit: str = "",
+    ours: Mapping[int, str] | None = None,
+    memory: str = "",
 ) -> str:
     """Why a task needing `need` GPUs (the policy's per worker) cannot start, in one short line for its reason
     column and the progress output: how many GPUs are free, then who holds each of the others. `reserved`: this
@@ -90,14 +92,21 @@ def why_waiting(
     `run_dir`; its `user` where it names one); `users`: GPU index -> who uses one below the free-memory bar ("user
     bob", "a process outside gputui"); `kept`: GPUs the box policy keeps for interactive use; `limit`: the box
     policy's words where this user already holds as many GPUs as it allows (first, it is what holds the task
-    back). No figure that moves with every sample (free memory), so the line changes only when a holder does."""
+    back); `ours`: words for GPUs of this run's that its tasks share (rules/packing.share_words), in place of "in
+    use by this run"; `memory`: how the free memory asked came about, where measured ("planned 4.9 GiB a task:
+    measured peak 4.0 GiB + margin"). No figure that moves with every sample (free memory), so the line changes
+    only when a holder does."""
     need = policy.gpus_per_worker if need is None else need
     other_runs = other_runs or {}
     users = users or {}
+    ours = ours or {}
     free = [i for i in usable_gpus(gpus, reserved, policy) if i not in other_runs and i not in kept]
-    mine = sorted({g.index for g in gpus if g.index in reserved})
+    mine = sorted({g.index for g in gpus if g.index in reserved and g.index not in ours})
     held: dict[str, list[int]] = {}  # what holds them -> the GPUs it holds, in index order
     for g in gpus:
+        if g.index in ours:
+            held.setdefault(ours[g.index], []).append(g.index)
+            continue
         if g.index in reserved:
             continue
         if g.index in other_runs:
@@ -107,8 +116,10 @@ def why_waiting(
         elif g.lost:
             held.setdefault("lost (the driver cannot reach it)", []).append(g.index)
         elif g.memory_free < policy.min_free_bytes:
-            who = f" (used by {users[g.index]})" if users.get(g.index) else ""
-            held.setdefault(f"below {policy.min_free_bytes / GIB:g} GB free{who}", []).append(g.index)
+            why = [f"used by {users[g.index]}"] if users.get(g.index) else []
+            why += [memory] if memory else []
+            who = f" ({'; '.join(why)})" if why else ""
+            held.setdefault(f"below {round(policy.min_free_bytes / GIB, 2):g} GB free{who}", []).append(g.index)
     if mine:
         held["in use by this run"] = mine
     parts = [f"{_gpu_list(indices)} {what}" for what, indices in held.items()]
