@@ -413,7 +413,11 @@ class RunView:
 
     @property
     def exists(self) -> bool:
-        return self.paths.db.exists()
+        """Whether the run's state is there to read: an empty file is a scheduler creating it (a moment)."""
+        try:
+            return self.paths.db.stat().st_size > 0
+        except OSError:
+            return False
 
     def snapshot(self) -> RunSnapshot | None:
         if self._store is None:
