@@ -107,7 +107,7 @@ def read_driver() -> tuple[str | None, list[int], str]:
 def verdict(task_pids: Iterable[int]) -> Verdict:
     """Whether pausing the task whose processes are `task_pids` can free its GPU memory, on this machine now."""
     tool = find_tool()
-    driver, gpu_pids, why = read_driver() if tool is not None else (None, [], "")
+    driver, gpu_pids, why = read_driver()  # (also without the utility: which of the task's processes use CUDA)
     ours = set(task_pids)
     return check(tool, driver, [p for p in gpu_pids if p in ours], driver_error=why)
 
