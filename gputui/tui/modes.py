@@ -51,8 +51,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "p",
         "request('pause')",
-        "pause the selected running task (SIGSTOP; it keeps its GPU memory; a task using CUDA asks: p keeps it, "
-        "f frees it with cuda-checkpoint where possible, else the reason is shown), or resume it",
+        "pause the selected running task (SIGSTOP: keeps its GPU memory; f: frees it), or resume it",
         frozenset({LIVE}),
     ),
     Key(
