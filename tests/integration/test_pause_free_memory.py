@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import psutil
 import pytest
@@ -121,3 +122,18 @@ def test_free_memory_is_refused_with_the_reason(live, fake_nvml, monkeypatch, dr
     assert reason in r.stdout and "cannot pause and free its GPU memory" in r.stdout
     assert lines(record) == [] and proc_state(pid) != psutil.STATUS_STOPPED
     assert status_of(run_dir, "shard-0") == "running"
+
+
+def test_without_a_scheduler_the_caller_frees_and_restores_it(live, fake_nvml, make_job, reaper):
+    run_dir, pid, children, record = live
+    sched = reaper[-1]
+    sched.send_signal(signal.SIGKILL)  # the worker goes on, orphaned; the verbs act directly
+    sched.wait(5)
+    fake_nvml.write(spec("550.54.15", [pid]))
+    r = gputui("pause", "--run-dir", run_dir, "--free-memory", "shard-0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert proc_state(pid) == psutil.STATUS_STOPPED and len(lines(record)) == 1
+    r = gputui("resume", "--run-dir", run_dir, "shard-0")
+    assert r.returncode == 0 and "GPU memory was restored" in r.stdout, r.stdout + r.stderr
+    second = lines(record)[1]
+    assert second.startswith(f"--toggle --pid {pid} ") and not second.endswith("state=T")
