@@ -231,6 +231,14 @@ def _parser() -> argparse.ArgumentParser:
         v.add_argument("--all", action="store_true", help="every task of this run the verb applies to")
         if verb == "retry":
             v.add_argument("--force", action="store_true", help="also run done tasks again (named ones only)")
+        if verb == "pause":
+            v.add_argument(
+                "--free-memory",
+                action="store_true",
+                help="first checkpoint the task's CUDA process (NVIDIA's cuda-checkpoint, driver 550+, one CUDA "
+                "process): its GPU memory is freed until resume, its GPUs stay reserved for it; refused, saying "
+                "why, where it cannot be",
+            )
         v.set_defaults(func=lambda a, verb=verb: _cmd_verb(a, verb))
     _set_parser(sub)
     _metrics_parser(sub)
@@ -510,7 +518,10 @@ def _cmd_verb(args, verb: str) -> int:
             return EXIT_USAGE
         ids = None if args.all else args.task_ids
     force = getattr(args, "force", False) or getattr(args, "verify", False)  # retry --force, merge --verify
-    outcome = run.send(api.verb_named(verb, ids, force=force))
+    sent = api.verb_named(verb, ids, force=force)
+    if getattr(args, "free_memory", False):
+        sent = api.Pause(sent.ids, free_memory=True)
+    outcome = run.send(sent)
     print(outcome.report)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 

@@ -39,9 +39,16 @@ class Verb:
 
 @dataclass(frozen=True)
 class Pause(Verb):
-    """SIGSTOP the tasks' process trees (they keep their GPU memory)."""
+    """SIGSTOP the tasks' process trees (they keep their GPU memory). `free_memory`: each task's CUDA process is
+    first checkpointed (`cuda-checkpoint`), freeing its GPU memory until resume; refused, saying why, where it
+    cannot be (gputui.gpus.checkpoint)."""
 
+    free_memory: bool = False
     name: ClassVar[str] = "pause"
+
+    @property
+    def args(self) -> Mapping[str, object]:
+        return {"free_memory": True} if self.free_memory else {}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ takes them (a process tree here; on Ray, a word in the attempt's signal file for
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from gputui.executors.base import RecordedExecutor
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import ProcessRef
 from gputui.executors.registry import recorded_executor
+from gputui.files.atomic import atomic_write_text
+from gputui.gpus import checkpoint
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.manifests import manifest_path
 from gputui.rundir.meta import read_meta, write_meta
@@ -149,7 +153,12 @@ class Controller:
         lines, ok = [], True
         for task in tasks:
             try:
-                lines.append(self.retry(task, force) if verb == "retry" else getattr(self, verb)(task))
+                if verb == "retry":
+                    lines.append(self.retry(task, force))
+                elif verb == "pause":
+                    lines.append(self.pause(task, free_memory=bool((args or {}).get("free_memory"))))
+                else:
+                    lines.append(getattr(self, verb)(task))
             except ControlError as e:
                 ok = False
                 lines.append(f"{task.id}: {e}")
@@ -169,7 +178,9 @@ class Controller:
             self.store.add_event("max_parallel", line)
         return True, line
 
-    def pause(self, task: TaskRecord) -> str:
+    def pause(self, task: TaskRecord, free_memory: bool = False) -> str:
+        """SIGSTOP the task's tree. `free_memory`: first its CUDA process's device state goes to host memory
+        (`cuda-checkpoint`), where `checkpoint` says it can; else refused, saying why, and nothing is paused."""
         if task.status != Status.RUNNING:
             raise ControlError(f"is {task.status}; only a running task can be paused")
         attempt = self.live_attempt(task)
@@ -177,15 +188,25 @@ class Controller:
         # the attempt's stand-in, which suspends or holds the job; on Ray the runner on the node stops the
         # tree, told through the signal file, applied as soon as the command starts).
         executor = self.executor
+        freed = self._free_memory(attempt) if free_memory else None  # before SIGSTOP: the utility needs it running
         sent = self.reach(attempt, "pause")
         if sent is not None:
             sent += self.reach(attempt, "pause")
             if not sent:
+                if freed is not None:
+                    self._restore_memory(attempt)
                 raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
         with self.store.transaction():
             self.store.update_task(task.id, status=Status.PAUSED)
             self.store.update_attempt(task.id, attempt.number, status=Status.PAUSED)
-            self.store.add_event("paused", "paused by user", task.id)  # (its time limit's clock holds meanwhile)
+            said = "paused by user" + (", GPU memory freed (cuda-checkpoint)" if freed is not None else "")
+            self.store.add_event("paused", said, task.id)  # (its time limit's clock holds meanwhile)
+        if freed is not None:
+            n = len({r.pid for r in sent or []})
+            return (
+                f"{task.id}: paused {n} process(es); its GPU memory was freed (cuda-checkpoint of pid {freed}); "
+                "its GPUs stay reserved for it, and resume restores it there"
+            )
         return f"{task.id}: {executor.paused(sent or [])}"
 
     def resume(self, task: TaskRecord) -> str:
@@ -198,7 +219,61 @@ class Controller:
             self.store.update_task(task.id, status=Status.RUNNING)
             self.store.update_attempt(task.id, attempt.number, status=Status.RUNNING)
             self.store.add_event("resumed", "resumed by user", task.id)
-        return f"{task.id}: {executor.resumed(sent or [])}"
+        restored = self._restore_memory(attempt)  # after SIGCONT: the utility needs it running
+        line = f"{task.id}: {executor.resumed(sent or [])}"
+        return line + (f"; its GPU memory was restored (cuda-checkpoint of pid {restored})" if restored else "")
+
+    # -- GPU memory of a paused task (cuda-checkpoint) -----------------------------------------
+    def checkpoint_record(self, attempt: AttemptRecord) -> Path:
+        """Where a pause that freed the attempt's GPU memory keeps which process was checkpointed (by what)."""
+        return self.paths.root / "checkpoints" / f"{attempt.task_id}.{attempt.number}.json"
+
+    def free_memory_verdict(self, attempt: AttemptRecord) -> checkpoint.Verdict:
+        """Whether pausing this attempt can free its GPU memory (only for processes on this machine)."""
+        kind = getattr(self.executor, "kind", "local")
+        if kind != "local":
+            why = f"its processes are not on this machine (this run's executor is {kind})"
+            return checkpoint.Verdict(False, why)
+        return checkpoint.verdict(r.pid for r in attempt.processes().tree())
+
+    def _free_memory(self, attempt: AttemptRecord) -> int:
+        verdict = self.free_memory_verdict(attempt)
+        if not verdict.ok:
+            raise ControlError(f"cannot pause and free its GPU memory: {verdict.reason}")
+        ref = ownership.ref_of(verdict.pid)
+        if ref is None:
+            raise ControlError(f"cannot pause and free its GPU memory: its CUDA process {verdict.pid} has ended")
+        try:
+            checkpoint.toggle(verdict.tool, ref.pid)
+        except checkpoint.CheckpointError as e:
+            raise ControlError(f"cannot pause and free its GPU memory: {e}") from e
+        record = self.checkpoint_record(attempt)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps({"pid": ref.pid, "start": ref.start, "tool": verdict.tool}))
+        return ref.pid
+
+    def _restore_memory(self, attempt: AttemptRecord) -> int | None:
+        """Its CUDA process's device state back on its GPU, where a pause freed it: the pid, or None if none was
+        freed. Raises ControlError where the utility fails (the record stays, for a retry of resume)."""
+        record = self.checkpoint_record(attempt)
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        ref = ProcessRef(int(saved["pid"]), int(saved["start"]))
+        if not ownership.alive(ref):  # ended meanwhile (killed): nothing to restore
+            record.unlink(missing_ok=True)
+            return None
+        tool = saved.get("tool") if saved.get("tool") and os.access(saved["tool"], os.X_OK) else None
+        tool = tool or checkpoint.find_tool()
+        if tool is None:
+            raise ControlError(f"resumed, but its GPU memory cannot be restored: {checkpoint.TOOL} is gone")
+        try:
+            checkpoint.toggle(tool, ref.pid)
+        except checkpoint.CheckpointError as e:
+            raise ControlError(f"resumed, but its GPU memory could not be restored: {e}") from e
+        record.unlink(missing_ok=True)
+        return ref.pid
 
     def begin_kill(self, tasks: Sequence[TaskRecord]) -> Stop:
         """Record the kills, send SIGTERM; the returned Stop sends SIGKILL after the grace period."""

@@ -65,7 +65,7 @@ class Inbox:
                     self.stops.begin_kill(targets, c.id)
                     ok, result = None, ""
                 else:
-                    ok, result = self.controller.apply(c.verb, tasks, bool(c.args.get("force")))
+                    ok, result = self.controller.apply(c.verb, tasks, bool(c.args.get("force")), c.args)
             except ControlError as e:
                 ok, result = False, str(e)
             except Exception as e:  # a bad request must never take the scheduler down

@@ -51,7 +51,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "p",
         "request('pause')",
-        "pause the selected running task (SIGSTOP; it keeps its GPU memory), or resume it",
+        "pause the selected running task (SIGSTOP: keeps its GPU memory; f: frees it), or resume it",
         frozenset({LIVE}),
     ),
     Key(

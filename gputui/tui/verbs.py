@@ -14,6 +14,7 @@ from textual.app import App
 
 from gputui.api import (
     Kill,
+    Pause,
     Retry,
     RunMeta,
     SetParallel,
@@ -26,6 +27,7 @@ from gputui.api import (
     start_in_background,
     verb_named,
 )
+from gputui.gpus import checkpoint
 from gputui.jobs.tasks import Status
 from gputui.tui import glyphs, modes
 from gputui.tui.batch import NAMED, Batch, batch_of, summary
@@ -108,6 +110,22 @@ def launch_step(
     return AskHowToStart(body, choices)
 
 
+KEEP, FREE = "keep", "free"
+
+
+def pause_choices(verdict: checkpoint.Verdict) -> AskHowToStart | None:
+    """What `p` asks of a running task: nothing where none of its processes uses CUDA (paused at once);
+    else pause keeping its GPU memory, or pause and free it (cuda-checkpoint), or the reason it cannot be."""
+    if not verdict.pids:
+        return None
+    keep = ("p", KEEP, "pause (SIGSTOP; it keeps its GPU memory)")
+    if verdict.ok:
+        free = ("f", FREE, "pause and free its GPU memory (cuda-checkpoint; its GPU stays reserved for it)")
+        body = f"Its CUDA process {verdict.pid} can be checkpointed first: its GPU memory is freed until resume."
+        return AskHowToStart(body, [keep, free], "Pause?")
+    return AskHowToStart(f"Pause and free its GPU memory is not possible: {verdict.reason}.", [keep], "Pause?")
+
+
 class RunControls:
     """What the app's run keys do. Blocking work (a /proc scan, a verb waiting for its answer, starting a
     scheduler) runs in a thread worker of the app's "control" group; results come back as toasts."""
@@ -142,8 +160,28 @@ class RunControls:
             return
         if verb == "kill":
             self.confirm_kill([task_id])
+        elif verb == "pause":
+            self._in_thread(self._ask_pause, task_id)
         else:
             self.send(verb_named(verb, [task_id]))
+
+    def _ask_pause(self, task_id: str) -> None:
+        """Whether its GPU memory can be freed too (a /proc scan and NVML: in a thread), then ask, or pause."""
+        app = self.app
+        try:
+            refs = app.view.processes([task_id]).get(task_id, []) if app.view is not None else []
+            step = pause_choices(checkpoint.verdict(r.pid for r in refs))
+        except Exception:  # never a traceback for a question: a plain pause
+            step = None
+        if step is None:
+            self._send(Pause((task_id,)))
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice in (KEEP, FREE):
+                self.send(Pause((task_id,), free_memory=choice == FREE))
+
+        app.call_from_thread(app.push_screen, ChoiceScreen(f"Pause {task_id}?", step.body, step.choices), chosen)
 
     def request_many(self, verb: str, task_ids: Sequence[str]) -> None:
         """A verb on the tagged tasks: after one confirmation naming them, on those it applies to."""
@@ -309,7 +347,7 @@ class RunControls:
             text, severity = summary(batch, ok, report)
         else:
             text, severity = report or f"{verb.name}: done", "information" if ok else "error"
-        if ok and verb.name == "pause":
+        if ok and verb.name == "pause" and not getattr(verb, "free_memory", False):
             text += "\n(a paused task still holds its GPU memory)"
         app.call_from_thread(app.say, text, severity)
         app.call_from_thread(app.refresh_data)
