@@ -15,6 +15,8 @@ from gputui.engine.monitor import (
     reservations,
     simulated_holders,
 )
+from gputui.gpus.checkpoint import Verdict as PauseVerdict  # noqa: F401 - for the app's `p`
+from gputui.gpus.checkpoint import verdict as pause_verdict  # noqa: F401 - whether a pause can free GPU memory
 from gputui.gpus.detect import describe, open_probe
 from gputui.gpus.probe import GpuSnapshot
 from gputui.gpus.reservations import Reservations, holder_text

@@ -27,7 +27,7 @@ from gputui.api import (
     start_in_background,
     verb_named,
 )
-from gputui.gpus import checkpoint
+from gputui.api.machine import PauseVerdict, pause_verdict
 from gputui.jobs.tasks import Status
 from gputui.tui import glyphs, modes
 from gputui.tui.batch import NAMED, Batch, batch_of, summary
@@ -113,7 +113,7 @@ def launch_step(
 KEEP, FREE = "keep", "free"
 
 
-def pause_choices(verdict: checkpoint.Verdict) -> AskHowToStart | None:
+def pause_choices(verdict: PauseVerdict) -> AskHowToStart | None:
     """What `p` asks of a running task: nothing where none of its processes uses CUDA (paused at once);
     else pause keeping its GPU memory, or pause and free it (cuda-checkpoint), or the reason it cannot be."""
     if not verdict.pids:
@@ -170,7 +170,7 @@ class RunControls:
         app = self.app
         try:
             refs = app.view.processes([task_id]).get(task_id, []) if app.view is not None else []
-            step = pause_choices(checkpoint.verdict(r.pid for r in refs))
+            step = pause_choices(pause_verdict(r.pid for r in refs))
         except Exception:  # never a traceback for a question: a plain pause
             step = None
         if step is None:
