@@ -40,9 +40,13 @@ def run_job(
     run = open_for_job(job, rebuild_state=rebuild_state, simulate=simulate, retry_failed=not only_pending)
     try:
         opts = Options(simulate=run.simulate, show_output=show_output, progress_every=progress_every)
-        return run_headless(job, run, opts, Printer(show_output=show_output))
+        code = run_headless(job, run, opts, Printer(show_output=show_output))
     finally:
         run.close()
+    from gputui.api.status import keep_json
+
+    keep_json(run.paths.root)  # a large run's `status --json` is read from here on in a moment
+    return code
 
 
 def start_in_background(

@@ -20,10 +20,10 @@ from gputui import clock
 from gputui.engine.rules.parallel import origin
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import gpu_totals
-from gputui.rundir import task_json, task_order
+from gputui.rundir import status_cache, task_json, task_order
 from gputui.rundir.meta import RunMeta, read_meta
 from gputui.rundir.opening import open_existing
-from gputui.rundir.paths import RunLock
+from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.records import AttemptRecord
 from gputui.rundir.store import Store
 from gputui.views.waiting import pending_words
@@ -169,39 +169,87 @@ def write_json(run_dir: str | Path, out: TextIO) -> bool:
     """What `gputui status --json` prints: the run, its GPU totals, every task with its latest log, one task a
     line, written as read (never all held); returns whether every task is done. Strict JSON (a NaN metric is
     null), all ASCII: a reason from old state may hold C1 or bidi controls, which reach the terminal unless
-    escaped (DEL too). Everything in it is of one moment of the run (one read of its state)."""
+    escaped (DEL too). Everything in it is of one moment of the run (one read of its state). A large finished
+    run's task list comes from its status cache while that still describes the state (rundir.status_cache)."""
+    paths = RunPaths(Path(run_dir))
+    lock = RunLock(paths)
+    if not lock.is_live() and (cached := status_cache.open_valid(paths)) is not None:
+        head, body = cached
+        _write_document({"run_dir": str(paths.root), **head}, status_cache.chunks(body), out, live=False)
+        return head["all_done"]
     paths, store = open_existing(run_dir, readonly=True)
     try:
-        lock = RunLock(paths)
         live = lock.is_live()
         holder = (lock.holder() if live else None) or {}
         with store.snapshot():
-            meta, counts = read_meta(store), store.status_counts()
-            done = counts[Status.DONE] == sum(counts.values())
-            head = {
-                "run_dir": str(paths.root),
-                "job": meta.job.name or None,  # None: a state that never recorded it
-                "scheduler_id": meta.identity.scheduler_id or None,
-                "scheduler_live": live,
-                "scheduler_pid": holder.get("pid"),
-                "all_done": done,
-                **parallel_json(meta),
-                **gpu_totals([store.gpu_use()]),
-            }
-            text = task_json.ascii_json(head, indent=2)
-            out.write(text[: text.rindex("}")].rstrip() + ',\n  "tasks": [')
-            batch, first = [], True
-            for row in task_json.rows(store, pending_words(live)):
-                batch.append(row)
-                if len(batch) == 1000:
-                    out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))
-                    batch, first = [], False
-            if batch:
-                out.write(("\n    " if first else ",\n    ") + ",\n    ".join(batch))
-            out.write("]\n}\n" if first and not batch else "\n  ]\n}\n")
-        return done
+            head = _json_head(store)
+            _write_document(
+                {"run_dir": str(paths.root), **head},
+                _task_lines(task_json.rows(store, pending_words(live))),
+                out,
+                live=live,
+                pid=holder.get("pid"),
+            )
+        return head["all_done"]
     finally:
         store.close()
+
+
+def keep_json(run_dir: str | Path) -> bool:
+    """Keep a finished run's `status --json` task list in its status cache (runs of status_cache.MIN_TASKS or
+    more; a run whose scheduler is live, or whose state changes while it is read, keeps none). Called as a
+    run's scheduler ends; returns whether a cache was written."""
+    paths = RunPaths(Path(run_dir))
+    made_from = status_cache.settled_key(paths)
+    if made_from is None or RunLock(paths).is_live():
+        return False
+    paths, store = open_existing(run_dir, readonly=True)
+    try:
+        with store.snapshot():
+            if sum(store.status_counts().values()) < status_cache.MIN_TASKS:
+                return False
+            head = _json_head(store)
+            body = list(_task_lines(task_json.rows(store, pending_words(False))))
+    finally:
+        store.close()
+    if status_cache.key(paths) != made_from or RunLock(paths).is_live():
+        return False  # changed while read
+    status_cache.write(paths, made_from, head, body)
+    return True
+
+
+def _json_head(store: Store) -> dict:
+    """`status --json`'s fields before its tasks, but for where the run is and whether its scheduler is live."""
+    meta, counts = read_meta(store), store.status_counts()
+    return {
+        "job": meta.job.name or None,  # None: a state that never recorded it
+        "scheduler_id": meta.identity.scheduler_id or None,
+        "all_done": counts[Status.DONE] == sum(counts.values()),
+        **parallel_json(meta),
+        **gpu_totals([store.gpu_use()]),
+    }
+
+
+def _write_document(head: dict, tasks: Iterator[str], out: TextIO, *, live: bool, pid: int | None = None) -> None:
+    """The document: `head` with the scheduler's liveness after its first three fields, then the tasks' text."""
+    first = {name: head[name] for name in ("run_dir", "job", "scheduler_id")}
+    text = task_json.ascii_json(first | {"scheduler_live": live, "scheduler_pid": pid} | head, indent=2)
+    out.write(text[: text.rindex("}")].rstrip() + ',\n  "tasks": [')
+    for piece in tasks:
+        out.write(piece)
+
+
+def _task_lines(rows: Iterator[str]) -> Iterator[str]:
+    """The text after `"tasks": [`: one task a line, a thousand at a time."""
+    batch, first = [], True
+    for row in rows:
+        batch.append(row)
+        if len(batch) == 1000:
+            yield ("\n    " if first else ",\n    ") + ",\n    ".join(batch)
+            batch, first = [], False
+    if batch:
+        yield ("\n    " if first else ",\n    ") + ",\n    ".join(batch)
+    yield "]\n}\n" if first and not batch else "\n  ]\n}\n"
 
 
 def parallel_json(meta: RunMeta) -> dict:

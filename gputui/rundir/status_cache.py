@@ -1,0 +1,98 @@
+"""A finished large run's `status --json` task list, kept beside its state so asking again costs a file read, not
+a second of SQLite formatting 100,000 rows (issue 24: <= 1 s at 100,000 tasks).
+
+The cache is trusted only while the state file is byte for byte what it was made from: the same file (device,
+inode), size and modification time, with nothing waiting in its write-ahead log, and no scheduler on the run
+(a live run changes under the reader; its rows also word pending tasks differently). Any write to the state
+after it was made (a retry, `gputui set`, a second `gputui run`) changes the modification time, so the reader
+falls back to SQLite. A state file modified within the file system clock's tick of the key being taken could
+change again without moving its time, so the key is taken only once the file has been still for KEY_AGE_NS
+(git's "racy" rule). Written atomically; a file whose recorded length does not match is ignored.
+
+Layout: one header line (JSON: format, gputui version, key, the head of `status --json`, the body's length),
+then the body: the text of `status --json` after `"tasks": [`, exactly as printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from gputui import __version__
+from gputui.files.atomic import atomic_write_chunks
+from gputui.rundir.paths import RunPaths
+
+FORMAT = 1
+# Below this many tasks SQLite answers in a blink and no cache is kept ($GPUTUI_STATUS_CACHE_MIN: for tests).
+MIN_TASKS = int(os.environ.get("GPUTUI_STATUS_CACHE_MIN", "10000"))
+KEY_AGE_NS = 50_000_000
+
+Key = list[int]
+
+
+def path(paths: RunPaths):
+    return paths.root / "cache" / "status.jsonl"
+
+
+def key(paths: RunPaths) -> Key | None:
+    """The state file's identity, or None where it has unread log (a `-wal` with content) or is missing."""
+    try:
+        st = os.stat(paths.db)
+    except OSError:
+        return None
+    try:
+        if os.stat(f"{paths.db}-wal").st_size:
+            return None
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def settled_key(paths: RunPaths) -> Key | None:
+    """`key`, once the state file has not been modified for KEY_AGE_NS (see the module's docstring)."""
+    found = key(paths)
+    if found is not None and (young := found[3] + KEY_AGE_NS - time.time_ns()) > 0:
+        time.sleep(young / 1e9)
+        found = key(paths)
+    return found
+
+
+def write(paths: RunPaths, made_from: Key, head: dict, body: Iterable[str]) -> None:
+    """Keep `body` (the text after `"tasks": [`) for the state `made_from` names, with `head`'s fields."""
+    text = "".join(body).encode()
+    header = {"format": FORMAT, "version": __version__, "key": made_from, "head": head, "bytes": len(text)}
+    atomic_write_chunks(path(paths), [json.dumps(header).encode() + b"\n", text], fsync=False)
+
+
+def open_valid(paths: RunPaths) -> tuple[dict, BinaryIO] | None:
+    """The head and the body (a file positioned at it) where the cache still describes the state; else None."""
+    try:
+        f = open(path(paths), "rb")  # noqa: SIM115 - handed to the caller, closed by `chunks`
+    except OSError:
+        return None
+    try:
+        header = json.loads(f.readline())
+        now = key(paths)
+        fits = (
+            header.get("format") == FORMAT
+            and header.get("version") == __version__
+            and now is not None
+            and header.get("key") == now
+            and os.fstat(f.fileno()).st_size - f.tell() == header.get("bytes")
+        )
+    except (OSError, ValueError, AttributeError):
+        fits = False
+    if not fits:
+        f.close()
+        return None
+    return header["head"], f
+
+
+def chunks(f: BinaryIO, size: int = 1 << 20) -> Iterator[str]:
+    with f:
+        while piece := f.read(size):
+            yield piece.decode("ascii")
