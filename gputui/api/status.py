@@ -208,13 +208,13 @@ def keep_json(run_dir: str | Path) -> bool:
         with store.snapshot():
             if sum(store.status_counts().values()) < status_cache.MIN_TASKS:
                 return False
-            head = _json_head(store)
-            body = list(_task_lines(task_json.rows(store, pending_words(False))))
+            rows = task_json.rows(store, pending_words(False))
+            status_cache.write(paths, made_from, _json_head(store), _task_lines(rows))
     finally:
         store.close()
-    if status_cache.key(paths) != made_from or RunLock(paths).is_live():
-        return False  # changed while read
-    status_cache.write(paths, made_from, head, body)
+    if status_cache.key(paths) != made_from:  # changed while read: it would never be read
+        status_cache.drop(paths)
+        return False
     return True
 
 

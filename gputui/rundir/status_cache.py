@@ -9,15 +9,17 @@ falls back to SQLite. A state file modified within the file system clock's tick 
 change again without moving its time, so the key is taken only once the file has been still for KEY_AGE_NS
 (git's "racy" rule). Written atomically; a file whose recorded length does not match is ignored.
 
-Layout: one header line (JSON: format, gputui version, key, the head of `status --json`, the body's length),
-then the body: the text of `status --json` after `"tasks": [`, exactly as printed."""
+Layout: one header line (JSON: format, gputui version, key, the head of `status --json`),
+then the body: the text of `status --json` after `"tasks": [`, exactly as printed, ending as the document ends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import BinaryIO
 
 from gputui import __version__
@@ -28,6 +30,7 @@ FORMAT = 1
 # Below this many tasks SQLite answers in a blink and no cache is kept ($GPUTUI_STATUS_CACHE_MIN: for tests).
 MIN_TASKS = int(os.environ.get("GPUTUI_STATUS_CACHE_MIN", "10000"))
 KEY_AGE_NS = 50_000_000
+END = b"]\n}\n"  # how the body, and the document, ends
 
 Key = list[int]
 
@@ -62,10 +65,15 @@ def settled_key(paths: RunPaths) -> Key | None:
 
 
 def write(paths: RunPaths, made_from: Key, head: dict, body: Iterable[str]) -> None:
-    """Keep `body` (the text after `"tasks": [`) for the state `made_from` names, with `head`'s fields."""
-    text = "".join(body).encode()
-    header = {"format": FORMAT, "version": __version__, "key": made_from, "head": head, "bytes": len(text)}
-    atomic_write_chunks(path(paths), [json.dumps(header).encode() + b"\n", text], fsync=False)
+    """Keep `body` (the text after `"tasks": [`, streamed: never held whole) for the state `made_from` names."""
+    header = {"format": FORMAT, "version": __version__, "key": made_from, "head": head}
+    lines = chain([json.dumps(header) + "\n"], body)
+    atomic_write_chunks(path(paths), (text.encode() for text in lines), fsync=False)
+
+
+def drop(paths: RunPaths) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path(paths))
 
 
 def open_valid(paths: RunPaths) -> tuple[dict, BinaryIO] | None:
@@ -76,13 +84,15 @@ def open_valid(paths: RunPaths) -> tuple[dict, BinaryIO] | None:
         return None
     try:
         header = json.loads(f.readline())
-        now = key(paths)
+        body = f.tell()
+        f.seek(-len(END), os.SEEK_END)
+        whole = f.read() == END  # (a file cut short ends elsewhere)
+        f.seek(body)
         fits = (
-            header.get("format") == FORMAT
+            whole
+            and header.get("format") == FORMAT
             and header.get("version") == __version__
-            and now is not None
-            and header.get("key") == now
-            and os.fstat(f.fileno()).st_size - f.tell() == header.get("bytes")
+            and header.get("key") == key(paths)
         )
     except (OSError, ValueError, AttributeError):
         fits = False
