@@ -382,6 +382,8 @@ def _cmd_status(args) -> int:
     console.print(str(status.run_dir), style="dim", soft_wrap=True, markup=False, highlight=False)
     if status.max_parallel:  # changed by `gputui set`
         console.print(f"max_parallel {status.max_parallel}", markup=False, highlight=False)
+    if status.memory:  # a job that measures GPU memory or shares GPUs
+        console.print(f"memory: {status.memory}", markup=False, highlight=False)
     placed = status.placed()
     if args.all:
         for n, (tasks, latest) in enumerate(status.pages()):

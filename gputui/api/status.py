@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gputui import clock
+from gputui.engine.rules import packing as packing_rules
 from gputui.engine.rules.parallel import origin
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.results.report import gpu_totals
@@ -45,6 +46,7 @@ class RunStatus:
     latest: dict[str, AttemptRecord] = field(default_factory=dict)  # the listed tasks' latest attempts
     totals: dict = field(default_factory=dict)  # `gpu_totals()`
     spent_s: float = 0.0  # `spent()`
+    memory: str = ""  # `memory_words()`: how the run plans GPU memory, where the job measures it or shares GPUs
 
     @property
     def job_name(self) -> str | None:
@@ -160,7 +162,10 @@ def read_status(run_dir: str | Path) -> RunStatus:
             totals = gpu_totals([store.gpu_use()])
             moving = live and any(n for s, n in counts.items() if s not in Status.FINAL)
             spent = _spent(store, now, holder.get("since") if moving else None)
-        return RunStatus(paths.root, meta, live, holder.get("pid"), now, counts, listed, latest, totals, spent)
+            memory = memory_words(meta, *store.done_peaks())
+        return RunStatus(
+            paths.root, meta, live, holder.get("pid"), now, counts, listed, latest, totals, spent, memory
+        )
     finally:
         store.close()
 
@@ -226,6 +231,7 @@ def _json_head(store: Store) -> dict:
         "scheduler_id": meta.identity.scheduler_id or None,
         "all_done": counts[Status.DONE] == sum(counts.values()),
         **parallel_json(meta),
+        "memory": memory_words(meta, *store.done_peaks()) or None,
         **gpu_totals([store.gpu_use()]),
     }
 
@@ -250,6 +256,20 @@ def _task_lines(rows: Iterator[str]) -> Iterator[str]:
     if batch:
         yield ("\n    " if first else ",\n    ") + ",\n    ".join(batch)
     yield "]\n}\n" if first and not batch else "\n  ]\n}\n"
+
+
+def memory_words(meta: RunMeta, done: int, peak: int | None) -> str:
+    """How the run plans each task's GPU memory, for a job that declares it or shares GPUs (engine/packing.py):
+    by the measured peak of `done` attempts once there are enough, and whether its tasks still share GPUs
+    (`sharing off: <task> ran out of GPU memory ...`); "" for a job that said nothing of memory."""
+    job = meta.job
+    if not job.share_gpu and job.memory_per_worker_gb is None:
+        return ""
+    m = packing_rules.measured(peak, done, [])
+    words = [packing_rules.placing_line(m, job.memory_per_worker_gb) if m else "not measured yet"]
+    if job.share_gpu:
+        words.append(f"sharing off: {meta.packing_off}" if meta.packing_off else "tasks share GPUs")
+    return "; ".join(words)
 
 
 def parallel_json(meta: RunMeta) -> dict:

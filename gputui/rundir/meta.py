@@ -75,6 +75,7 @@ class JobFacts:
     gpus_per_worker: int = ResourceSpec.gpus_per_worker
     max_parallel: int | None = ResourceSpec.max_parallel  # the job file's; a `gputui set` one is RunMeta's
     memory_per_worker_gb: float | None = ResourceSpec.memory_per_worker_gb
+    share_gpu: bool = ResourceSpec.share_gpu
     # Whether the app rings the bell on an alert ([alerts].bell). Unlike the job file's default (no bell), a run
     # that recorded none rings, as the app always did for one.
     alert_bell: bool = True
@@ -95,6 +96,7 @@ class JobFacts:
             gpus_per_worker=job.resources.gpus_per_worker,
             max_parallel=job.resources.max_parallel,
             memory_per_worker_gb=job.resources.memory_per_worker_gb,
+            share_gpu=job.resources.share_gpu,
             alert_bell=job.alerts.bell,
         )
 
@@ -172,7 +174,15 @@ def write_meta(store: Store, meta: RunMeta) -> None:
 OWN_KEYS = frozenset(
     {"scheduler_id", "created_at", "plan_fingerprint", "plan_definition", "job_name", "job_file", "job_kind"}
     | {"merged", "stop_grace_s", "max_attempts", "backoff_max_s"}
-    | {"gpus_per_worker", "memory_per_worker_gb", "alert_bell", "simulate", "run_failed", EXECUTOR_KEY}
+    | {
+        "gpus_per_worker",
+        "memory_per_worker_gb",
+        "share_gpu",
+        "alert_bell",
+        "simulate",
+        "run_failed",
+        EXECUTOR_KEY,
+    }
     | {"job_max_parallel", "max_parallel_set", "packing_off"}
     | {"outputs_dir", "outputs_pattern", "outputs_params"}
 )
@@ -198,6 +208,7 @@ def _to_keys(meta: RunMeta) -> dict[str, Any]:
         "gpus_per_worker": job.gpus_per_worker,
         "job_max_parallel": job.max_parallel,
         "memory_per_worker_gb": job.memory_per_worker_gb,
+        "share_gpu": job.share_gpu,
         "alert_bell": job.alert_bell,
         "simulate": meta.simulate,
         "run_failed": meta.run_failed,
@@ -252,6 +263,7 @@ def _from_keys(raw: Mapping[str, Any]) -> RunMeta:
         gpus_per_worker=got("gpus_per_worker", d.gpus_per_worker, int),
         max_parallel=got("job_max_parallel", d.max_parallel, int),
         memory_per_worker_gb=got("memory_per_worker_gb", d.memory_per_worker_gb, float),
+        share_gpu=got("share_gpu", d.share_gpu, bool),
         alert_bell=got("alert_bell", d.alert_bell, bool),
     )
     settings = {k: v for k, v in raw.items() if k not in NAMED_KEYS}

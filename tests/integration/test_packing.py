@@ -74,6 +74,11 @@ def test_once_measured_several_tasks_share_the_gpu_as_their_peaks_fit(make_job, 
         "memory_per_worker_gb 4" in out
     )
     assert "on GPU 0 (sharing it with 3 others)" in out
+    status = gputui("status", "--run-dir", make_job.run_dir).stdout  # what the run plans by, asked afterwards
+    assert (
+        "memory: placing by measured peak 4.0 GiB (+ margin: 4.9 GiB a task, from 6 done attempts) instead of "
+        "memory_per_worker_gb 4; tasks share GPUs" in status
+    )
 
 
 def test_as_many_share_a_gpu_as_its_memory_holds_and_the_others_say_why_they_wait(make_job, tmp_path, reaper):
@@ -96,6 +101,7 @@ def test_without_share_gpu_one_task_per_gpu_as_before(make_job):
     assert r.returncode == 0, r.stdout + r.stderr
     assert _most_at_once(_intervals(make_job)) == 1
     assert "placing by measured" not in r.stdout and "sharing it" not in r.stdout
+    assert "memory:" not in gputui("status", "--run-dir", make_job.run_dir).stdout  # a job silent on memory
 
 
 def test_another_run_never_gets_a_gpu_the_run_shares(make_job, tmp_path, reaper):
@@ -169,3 +175,7 @@ def test_running_out_of_memory_sharing_a_gpu_turns_sharing_off_for_the_rest_of_t
     finally:
         store.close()
     assert events == [("packing", line)]
+    status = gputui("status", "--run-dir", make_job.run_dir).stdout
+    assert f"; sharing off: {line}" in status.replace("\n", " ")
+    as_json = json.loads(gputui("status", "--json", "--run-dir", make_job.run_dir).stdout)
+    assert as_json["memory"].endswith(f"; sharing off: {line}")
