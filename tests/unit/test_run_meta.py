@@ -91,14 +91,17 @@ def test_what_we_write_is_what_the_previous_gputui_wrote_so_it_reads_our_runs(tm
     store.close()
     kept = {k: v for k, v in PREVIOUS.items() if k != "sweep"}  # a shard job's plan no longer records it
     assert {k: v for k, v in stored.items() if k in PREVIOUS} == kept
-    # the store's own; nulls: the run failing, the job file's max_parallel and one set by `gputui set`
+    # the store's own; nulls: the run failing, the job file's max_parallel and one set by `gputui set`; the
+    # job file's share_gpu as its default (false)
     assert set(stored) - set(PREVIOUS) == {
         "schema_version",
         "run_failed",
         "job_max_parallel",
         "max_parallel_set",
         "packing_off",
+        "share_gpu",
     }
+    assert stored["share_gpu"] is False
 
 
 def test_a_run_from_before_a_fact_was_kept_reads_the_job_files_default(tmp_path):
