@@ -17,6 +17,7 @@ from textual.widgets._toast import Toast
 
 from gputui.gpus.simulated import SimulatedProbe
 from gputui.jobs.tasks import Status
+from gputui.results.report import energy_text
 from gputui.rundir.meta import read_meta, write_meta
 from gputui.rundir.paths import RunLock, RunPaths
 from gputui.rundir.store import Store
@@ -518,6 +519,19 @@ async def test_a_finished_run_with_every_task_done_offers_l_to_start_it_over_and
         await pilot.pause(1)
         assert not isinstance(app.screen, ChoiceScreen) and not app.snapshot.scheduler_live
         assert {v.task.status for v in app.snapshot.tasks} == {"done"}
+
+
+async def test_the_task_bar_gives_a_finished_tasks_energy(make_job):
+    """The table has no energy column (GPU-hours and peak memory take the room): the task bar gives it."""
+    job = make_job(num_workers=1, gpus_per_worker=1, sleep=0.5)
+    assert gputui("run", "--jobs", job, "--simulate", "1x24", "--quiet").returncode == 0
+    app = GpuTuiApp(job_path=job, run_dir=make_job.run_dir, interval=0.25)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None and app.gpus, what="the run")
+        await pilot.pause(0.2)
+        (view,) = app.snapshot.tasks
+        shown = str(app.query_one(TaskBar).render())
+        assert view.task.energy_j and f"sim energy {energy_text(view.task.energy_j)}" in shown, shown
 
 
 async def test_an_alert_the_scheduler_records_is_shown_once(tmp_path):

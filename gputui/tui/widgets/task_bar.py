@@ -1,5 +1,5 @@
 """One line between the table and the logs: the table's view (filter, sort) and the selected task's
-state in words (attempt, exit, reason), so a narrow terminal loses no fact the wide table shows."""
+state in words (attempt, exit, energy, reason), so a narrow terminal loses no fact the wide table shows."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from gputui.jobs.tasks import TaskRecord
+from gputui.results.report import energy_text
 from gputui.text_safety import one_line
 from gputui.tui import glyphs
 from gputui.tui.widgets.job_rows import params_text
@@ -52,6 +53,9 @@ def task_bar_text(
         text.append(f"{glyphs.now().sep}attempt {t.attempts}/{t.budget}")
     if t.exit_code is not None:
         text.append(f"{glyphs.now().sep}exit {t.exit_code}")
+    if t.energy_j is not None:  # the table has no room for it: GPU-hours and peak memory come first
+        what = "sim energy" if t.gpus_simulated else "energy"
+        text.append(f"{glyphs.now().sep}{what} {energy_text(t.energy_j, t.energy_estimated)}")
     if t.reason:
         text.append(glyphs.now().sep + one_line(t.reason))
     return text
