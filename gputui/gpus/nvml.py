@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gputui.gpus.probe import GpuProcess, GpuSnapshot, NoGpuError
+from gputui.gpus.probe import DriverInfo, GpuProcess, GpuSnapshot, NoGpuError, cuda_version_text
 
 # NVML reports "not available" per-process memory as ULLONG_MAX on some drivers instead of failing.
 _NVML_VALUE_NOT_AVAILABLE = 2**64 - 1
@@ -52,6 +52,12 @@ class NvmlProbe:
         except pynvml.NVMLError as exc:
             raise NoGpuError(f"NVML init failed: {exc}") from exc
         self._closed = False
+        version = self._call("nvmlSystemGetDriverVersion")
+        cuda = self._call("nvmlSystemGetCudaDriverVersion_v2") or self._call("nvmlSystemGetCudaDriverVersion")
+        self.driver = DriverInfo(
+            version=_text(version) if version is not None else None,
+            cuda=cuda_version_text(int(cuda)) if isinstance(cuda, int) else None,
+        )
         try:
             count = pynvml.nvmlDeviceGetCount()
             if count <= 0:

@@ -49,6 +49,40 @@ class GpuSnapshot:
         return max(0, self.memory_total - self.memory_used)
 
 
+@dataclass(frozen=True)
+class DriverInfo:
+    """What drives the GPUs: the NVIDIA driver's version ("550.54.15") and the newest CUDA it supports ("12.4"),
+    as NVML says; None where the backend cannot tell (torch) or there is no driver (simulated GPUs)."""
+
+    version: str | None = None
+    cuda: str | None = None
+    simulated: bool = False
+
+    def text(self) -> str:
+        """One line for headers and `gputui gpus`: "driver 550.54.15, CUDA 12.4"."""
+        if self.simulated:
+            return "driver: none (simulated)"
+        if self.version is None and self.cuda is None:
+            return "driver: N/A"
+        cuda = f", CUDA {self.cuda}" if self.cuda else ""
+        return f"driver {self.version or 'N/A'}{cuda}"
+
+
+def cuda_version_text(version: int | None) -> str | None:
+    """12.4 of NVML's 12040 (1000 x major + 10 x minor); None for None or a nonsense value."""
+    if version is None or version <= 0:
+        return None
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def driver_of(probe: object) -> DriverInfo:
+    """A probe's driver (its `driver` where it reads one), simulated GPUs saying they have none."""
+    if getattr(probe, "simulated", False):
+        return DriverInfo(simulated=True)
+    found = getattr(probe, "driver", None)
+    return found if isinstance(found, DriverInfo) else DriverInfo()
+
+
 @runtime_checkable
 class GpuProbe(Protocol):
     """A source of GPU snapshots. Implementations are blocking: never call them on a UI loop."""

@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.gpus.probe import GIB, DriverInfo, GpuSnapshot
 
 NA = "N/A"
 
@@ -35,12 +35,18 @@ def _power(s: GpuSnapshot) -> str:
 
 
 def gpu_table(
-    snapshots: Sequence[GpuSnapshot], *, title: str | None = None, holders: Mapping[int, str] | None = None
+    snapshots: Sequence[GpuSnapshot],
+    *,
+    title: str | None = None,
+    holders: Mapping[int, str] | None = None,
+    driver: DriverInfo | None = None,
 ) -> Table:
     """`holders`: GPU index -> who holds it (a gputui run's user, run, task and since when), shown in a last
-    column where any GPU is held."""
+    column where any GPU is held; `driver`: the driver's versions, said in the title."""
     simulated = any(s.simulated for s in snapshots)
     title = title or "GPUs"
+    if driver is not None:
+        title = f"{title} · {driver.text()}"
     table = Table(
         title=f"{title} (SIMULATED)" if simulated and "SIMULATED" not in title else title,
         caption="SIMULATED GPUs: not real hardware" if simulated else (None if snapshots else "no GPUs"),
@@ -77,11 +83,17 @@ def gpu_table(
     return table
 
 
-def snapshots_to_json(snapshots: Sequence[GpuSnapshot], backend: str) -> dict[str, Any]:
-    """A JSON-able dict (bytes, percent, Celsius, watts) for scripts that poll gputui."""
+def snapshots_to_json(
+    snapshots: Sequence[GpuSnapshot], backend: str, driver: DriverInfo | None = None
+) -> dict[str, Any]:
+    """A JSON-able dict (bytes, percent, Celsius, watts) for scripts that poll gputui. `driver_version` and
+    `cuda_driver_version` ("550.54.15", "12.4") are null where not known, and for simulated GPUs."""
+    driver = driver or DriverInfo()
     return {
         "backend": backend,
         "simulated": any(s.simulated for s in snapshots) or backend.lower().startswith("simulated"),
+        "driver_version": driver.version,
+        "cuda_driver_version": driver.cuda,
         "gpus": [
             {
                 "index": s.index,

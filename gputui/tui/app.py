@@ -20,7 +20,7 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from gputui.api.machine import describe, ghost_memory
+from gputui.api.machine import describe, driver_of, ghost_memory
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.jobs.tasks import Status
 from gputui.tui import glyphs, modes
@@ -270,6 +270,9 @@ class GpuTuiApp(App):
     def _render_header(self) -> None:
         if self.probe is not None:
             gpu = describe(self.probe)
+            driver = driver_of(self.probe)
+            if not driver.simulated:  # (simulated GPUs are said so loudly already)
+                gpu = f"{gpu} ({driver.text()})"
         elif self._cpu_tasks:
             gpu = "none (CPU tasks)"  # as the headless run says it
         else:

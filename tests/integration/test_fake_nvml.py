@@ -57,10 +57,11 @@ def test_gpus_json_reads_every_value_from_the_driver(fake_nvml):
         energy_mj=42,
         processes=[{"pid": 4242, "used_memory_mib": 512, "sm_util": 3}],
     )
-    fake_nvml.write({"driver_version": "550.54.15", "devices": [h100(), other]})
+    fake_nvml.write({"driver_version": "550.54.15", "cuda_driver_version": 12040, "devices": [h100(), other]})
 
     out = gpus_json()
     assert out["backend"] == "NVML" and out["simulated"] is False
+    assert (out["driver_version"], out["cuda_driver_version"]) == ("550.54.15", "12.4")
     a, b = out["gpus"]
     assert (a["index"], a["name"], a["uuid"]) == (
         0,
@@ -86,7 +87,7 @@ def test_gpus_json_reads_every_value_from_the_driver(fake_nvml):
     assert b["processes"] == [{"pid": 4242, "used_memory": 512 * MIB}]
 
     table = gputui("gpus").stdout
-    assert "GPUs: NVML" in table and "SIMULATED" not in table
+    assert "GPUs: NVML · driver 550.54.15, CUDA 12.4" in table and "SIMULATED" not in table
     assert "1.0 / 80.0" in table and "37%" in table and "51°C" in table and "210 / 700 W" in table
 
 
@@ -189,6 +190,19 @@ def test_a_task_waits_rather_than_start_on_a_lost_gpu(fake_nvml, make_job, tmp_p
     gate.touch()
 
 
+def test_gpus_say_the_driver_the_fake_reports_and_simulated_gpus_say_they_have_none(fake_nvml):
+    fake_nvml.write({"driver_version": "535.183.01", "cuda_driver_version": 12020, "devices": [h100()]})
+    out = gpus_json()
+    assert (out["driver_version"], out["cuda_driver_version"]) == ("535.183.01", "12.2")
+    assert "driver 535.183.01, CUDA 12.2" in gputui("gpus").stdout
+
+    r = gputui("gpus", "--json", "--simulate", "2x24")
+    simulated = json.loads(r.stdout)
+    assert simulated["simulated"] is True
+    assert (simulated["driver_version"], simulated["cuda_driver_version"]) == (None, None)
+    assert "driver: none (simulated)" in gputui("gpus", "--simulate", "2x24").stdout
+
+
 def test_counters_the_driver_does_not_support_or_permit_read_as_unknown_not_zero(fake_nvml):
     quiet = h100(
         temperature_c="not_supported",
@@ -269,7 +283,7 @@ async def test_the_monitor_shows_the_drivers_gpus(fake_nvml):
             await pilot.pause(0.1)
         first, second = (panel.text() for panel in app.query(GpuPanel))
         header = str(app.query_one("#header").render())
-        assert "NVML" in header and "SIMULATED" not in header
+        assert "NVML (driver 550.54.15, CUDA 12.4)" in header and "SIMULATED" not in header
         assert (
             first[0] == "GPU 0 · NVIDIA H100 80GB HBM3"
             and "1.0 / 80.0 GiB" in first[1]
