@@ -6,6 +6,7 @@ Memory is in bytes; "GB" in job files means GiB.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -43,10 +44,29 @@ class GpuSnapshot:
     # The driver says the GPU is lost (NVML's GPU_IS_LOST: fallen off the bus, an Xid that needs a reset): nothing
     # else about it is known, and its memory counts as full, so nothing is placed on it.
     lost: bool = False
+    # A MIG instance (a slice of a GPU in MIG mode, which CUDA sees as a device of its own and gputui lists,
+    # reserves and places on as one): the NVML index of the GPU it is a slice of. None: a whole GPU.
+    parent: int | None = None
+    # What CUDA_VISIBLE_DEVICES calls this unit where that is not `index`: a MIG instance's "MIG-..." UUID (CUDA
+    # needs it: the parent's index would give a task the whole GPU, which CUDA refuses in MIG mode), or a whole
+    # GPU's NVML index where MIG instances listed before it shifted `index`.
+    device: str = ""
 
     @property
     def memory_free(self) -> int:
         return max(0, self.memory_total - self.memory_used)
+
+    @property
+    def cuda_visible(self) -> str:
+        """This unit as CUDA_VISIBLE_DEVICES names it."""
+        return self.device or str(self.index)
+
+
+def cuda_visible_devices(gpus: Sequence[int], snapshots: Sequence[GpuSnapshot]) -> str:
+    """CUDA_VISIBLE_DEVICES for a task placed on these GPU indices: each as CUDA names it (a MIG instance by its
+    UUID), its index where the snapshots do not know it."""
+    named = {s.index: s.cuda_visible for s in snapshots}
+    return ",".join(named.get(i, str(i)) for i in gpus)
 
 
 @dataclass(frozen=True)

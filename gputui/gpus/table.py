@@ -47,9 +47,12 @@ def gpu_table(
     title = title or "GPUs"
     if driver is not None:
         title = f"{title} · {driver.text()}"
+    caption = "SIMULATED GPUs: not real hardware" if simulated else (None if snapshots else "no GPUs")
+    if said := mig_caption(snapshots):
+        caption = f"{caption}\n{said}" if caption else said
     table = Table(
         title=f"{title} (SIMULATED)" if simulated and "SIMULATED" not in title else title,
-        caption="SIMULATED GPUs: not real hardware" if simulated else (None if snapshots else "no GPUs"),
+        caption=caption,
         caption_style="bold yellow" if simulated else None,
         box=box.SIMPLE_HEAD,  # no vertical rules: fits 80 columns
         pad_edge=False,
@@ -70,8 +73,7 @@ def gpu_table(
         mem_pct = f"{100 * s.memory_used / s.memory_total:.0f}%" if s.memory_total > 0 else NA
         table.add_row(
             str(s.index),
-            # Text, not markup: GPU names may contain "[" characters
-            Text(s.name) + Text(" LOST", style="bold red") if s.lost else Text(s.name),
+            _name(s),
             f"{_gib(s.memory_used)} / {_gib(s.memory_total)}",
             mem_pct,
             _num(s.utilization, "%"),
@@ -81,6 +83,26 @@ def gpu_table(
             *([Text(holders.get(s.index, ""))] if holders else []),
         )
     return table
+
+
+def _name(s: GpuSnapshot) -> Text:
+    # Text, not markup: GPU names may contain "[" characters
+    name = Text(s.name)
+    if s.parent is not None:
+        name += Text(f" (MIG of GPU {s.parent})", style="dim")
+    return name + Text(" LOST", style="bold red") if s.lost else name
+
+
+def mig_caption(snapshots: Sequence[GpuSnapshot]) -> str | None:
+    """Which GPUs are in MIG mode, listed (and given to tasks) as their MIG instances; None: none is."""
+    parents = sorted({s.parent for s in snapshots if s.parent is not None})
+    if not parents:
+        return None
+    gpus = f"GPU {parents[0]} is" if len(parents) == 1 else f"GPUs {', '.join(map(str, parents))} are"
+    return (
+        f"{gpus} in MIG mode: each MIG instance is listed, reserved and given to one task as a GPU of its own "
+        "(CUDA_VISIBLE_DEVICES=MIG-<uuid>)"
+    )
 
 
 def snapshots_to_json(
@@ -110,6 +132,8 @@ def snapshots_to_json(
                 "processes": [{"pid": p.pid, "used_memory": p.used_memory} for p in s.processes],
                 "simulated": s.simulated,
                 "lost": s.lost,  # the driver cannot reach it (fallen off the bus): nothing else is known
+                "mig_parent": s.parent,  # a MIG instance: the (NVML) index of its GPU; null: a whole GPU
+                "cuda_visible_devices": s.cuda_visible,  # what a task given it sees in CUDA_VISIBLE_DEVICES
             }
             for s in snapshots
         ],

@@ -220,29 +220,91 @@ def test_counters_the_driver_does_not_support_or_permit_read_as_unknown_not_zero
     assert row.split()[-4:] == ["N/A", "N/A", "N/A", "0"]  # Util, Temp, Power, Procs
 
 
-def test_a_mig_enabled_gpu_is_listed_as_its_parent(fake_nvml):
-    """gputui does not place work on MIG devices (yet): the parent GPU is listed, with its MIG devices' processes
-    (NVML gives them on the parent, with their instance ids), and nothing fails on the calls MIG refuses."""
-    a100 = h100(
-        name="NVIDIA A100-SXM4-80GB",
-        uuid="GPU-a100-mig",
-        utilization_gpu="not_supported",  # as on a MIG-enabled GPU
-        utilization_memory="not_supported",
-        processes=[{"pid": 4242, "used_memory_mib": 4096, "gpu_instance_id": 1, "compute_instance_id": 0}],
-        mig={
-            "current": 1,
-            "pending": 1,
-            "devices": [
-                {"uuid": "MIG-1111", "name": "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "memory_total_mib": 40192},
-                {"uuid": "MIG-2222", "name": "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "memory_total_mib": 40192},
-            ],
-        },
+def a100_in_mig_mode(**kw) -> dict:
+    """An A100 in MIG mode with two 3g.40gb instances (MIG-1111 holding 4 GiB of process 4242's, MIG-2222 idle)."""
+    slice_ = {"name": "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "memory_total_mib": 40192}
+    return (
+        h100(
+            name="NVIDIA A100-SXM4-80GB",
+            uuid="GPU-a100-mig",
+            utilization_gpu="not_supported",  # as on a MIG-enabled GPU
+            utilization_memory="not_supported",
+            mig={
+                "current": 1,
+                "pending": 1,
+                "devices": [
+                    slice_
+                    | {
+                        "uuid": "MIG-1111",
+                        "memory_used_mib": 4096,
+                        "processes": [{"pid": 4242, "used_memory_mib": 4096}],
+                    },
+                    slice_ | {"uuid": "MIG-2222"},
+                ],
+            },
+        )
+        | kw
     )
-    fake_nvml.write({"devices": [a100, h100()]})
+
+
+def test_a_mig_enabled_gpu_is_listed_as_its_mig_instances(fake_nvml):
+    """A GPU in MIG mode is its MIG instances, each a GPU to gputui (own memory, processes, reservation) that a
+    task is given by its UUID; a whole GPU after it keeps its NVML index for CUDA."""
+    fake_nvml.write({"devices": [a100_in_mig_mode(), h100()]})
     gpus = gpus_json()["gpus"]
-    assert [(g["index"], g["uuid"]) for g in gpus] == [(0, "GPU-a100-mig"), (1, h100()["uuid"])]
-    assert gpus[0]["memory_total"] == 80 * GIB and gpus[0]["utilization"] is None
-    assert gpus[0]["processes"] == [{"pid": 4242, "used_memory": 4 * GIB}]
+    assert [(g["index"], g["uuid"], g["mig_parent"], g["cuda_visible_devices"]) for g in gpus] == [
+        (0, "MIG-1111", 0, "MIG-1111"),
+        (1, "MIG-2222", 0, "MIG-2222"),
+        (2, h100()["uuid"], None, "1"),
+    ]
+    first, second, whole = gpus
+    assert (first["memory_total"], first["memory_used"], first["processes"]) == (
+        40192 * MIB,
+        4 * GIB,
+        [{"pid": 4242, "used_memory": 4 * GIB}],
+    )
+    assert (second["memory_used"], second["processes"], second["utilization"]) == (0, [], None)
+    assert whole["memory_total"] == 80 * GIB
+    table = gputui("gpus").stdout
+    assert "NVIDIA A100-SXM4-80GB MIG 3g.40gb (MIG of GPU 0)" in table
+    assert "GPU 0 is in MIG mode: each MIG instance is listed, reserved and given to one task" in " ".join(
+        table.split()
+    )
+
+
+def test_a_gpu_in_mig_mode_without_instances_is_listed_whole_and_full(fake_nvml):
+    fake_nvml.write({"devices": [a100_in_mig_mode(mig={"current": 1, "devices": []})]})
+    (g,) = gpus_json()["gpus"]
+    assert g["name"] == "NVIDIA A100-SXM4-80GB (MIG mode, no MIG instance)" and g["mig_parent"] is None
+    assert g["memory_free"] == 0  # nothing CUDA could run on: nothing is placed on it
+
+
+def test_tasks_placed_on_mig_instances_see_their_uuids_and_hold_them(fake_nvml, make_job, tmp_path, reaper):
+    idle = a100_in_mig_mode()
+    idle["mig"]["devices"][0] |= {"memory_used_mib": 0, "processes": []}  # (a process gone: memory draining)
+    fake_nvml.write({"devices": [idle]})
+    job, pids, gate = gated_job(make_job, tmp_path, num_workers=2, max_parallel=2)
+    log = tmp_path / "sched.log"
+    sched = gputui_bg("run", "--jobs", job, log=log)
+    reaper.append(sched)
+    seen = wait_for(
+        lambda: pids.exists() and len(pids.read_text().splitlines()) >= 2 and pids.read_text(), what="2"
+    )
+    visible = {line.split()[1]: line.split()[2] for line in seen.splitlines()}
+    assert sorted(visible.values()) == ["MIG-1111", "MIG-2222"]  # each task on one instance, named as CUDA needs
+    held = {g["uuid"]: (g["held_by"] or {}).get("task") for g in gpus_json()["gpus"]}
+    assert held == {uuid: task for task, uuid in visible.items()}  # each instance reserved for its own task
+    gate.touch()
+    assert sched.wait(120) == 0, log.read_text()
+    assert all(t["status"] == "done" for t in status_json(make_job.run_dir)["tasks"])
+
+
+def test_a_task_needing_two_gpus_is_refused_mig_instances(fake_nvml, make_job):
+    fake_nvml.write({"devices": [a100_in_mig_mode()]})
+    r = gputui("run", "--jobs", make_job(gpus_per_worker=2))
+    assert r.returncode != 0
+    assert "only 0 whole GPU(s) exist here" in r.stdout + r.stderr
+    assert "cannot be given MIG instances (a CUDA process sees one at most)" in r.stdout + r.stderr
 
 
 def test_ghost_memory_of_an_ended_tasks_process_is_found_through_nvml(fake_nvml, reaper):
