@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 TOOL = "cuda-checkpoint"
 MIN_DRIVER = 550
 TOGGLE_TIMEOUT_S = 300.0  # copying tens of GB of device memory out takes a while
+# What a task paused with its GPU memory freed says where it is shown: its reason (`gputui status`, the app's
+# table), its GPU cards, its GPU reservations' notes (`gputui gpus`, other runs).
+MEMORY_FREED = "paused, memory freed"
 
 
 class CheckpointError(RuntimeError):

@@ -226,7 +226,7 @@ class GpuTuiApp(App):
         self._gpu_error, self._host_stats = msg.gpu_error, msg.host
         self._cpu_tasks = msg.cpu_tasks and not msg.gpus
         self._panels.set_class(self._cpu_tasks, "-not-needed")  # a CPU job on a machine without GPUs: no warning
-        holders = msg.run.gpu_holders(msg.gpus) if msg.run else {}
+        holders = msg.run.gpu_holders(msg.gpus, states=True) if msg.run else {}
         for index, who in msg.other_runs.items():
             holders.setdefault(index, []).append(who)
         ghosts = ghost_memory(msg.processes, msg.task_status)
