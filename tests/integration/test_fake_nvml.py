@@ -307,6 +307,23 @@ def test_a_task_needing_two_gpus_is_refused_mig_instances(fake_nvml, make_job):
     assert "cannot be given MIG instances (a CUDA process sees one at most)" in r.stdout + r.stderr
 
 
+def test_pause_sees_the_cuda_process_of_a_task_on_a_mig_instance(fake_nvml, tmp_path, monkeypatch):
+    """Whether a pause can free a task's GPU memory: its CUDA process is found on the MIG instance's own handle."""
+    from gputui.gpus import checkpoint
+
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "cuda-checkpoint"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    gpu = a100_in_mig_mode(processes=[])  # the parent lists none (as to a caller without privileges)
+    gpu["mig"]["devices"][1]["processes"] = [{"pid": os.getpid(), "used_memory_mib": 1024}]
+    fake_nvml.write({"driver_version": "550.54.15", "devices": [gpu]})
+    fake_nvml.load_here()
+    found = checkpoint.verdict([os.getpid()])
+    assert found.ok and found.pid == os.getpid(), found.reason
+
+
 def test_ghost_memory_of_an_ended_tasks_process_is_found_through_nvml(fake_nvml, reaper):
     """A process tagged as one of our tasks' (as gputui's workers are) holds memory on GPU 0 after its task
     ended: the scheduler's ghost watch, fed by the NVML probe, names it."""
