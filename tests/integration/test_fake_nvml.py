@@ -299,6 +299,21 @@ def test_tasks_placed_on_mig_instances_see_their_uuids_and_hold_them(fake_nvml, 
     assert all(t["status"] == "done" for t in status_json(make_job.run_dir)["tasks"])
 
 
+def test_a_task_needing_two_gpus_is_placed_on_whole_gpus_beside_a_gpu_in_mig_mode(
+    fake_nvml, make_job, tmp_path, reaper
+):
+    fake_nvml.write({"devices": [a100_in_mig_mode(), h100(uuid="GPU-b"), h100(uuid="GPU-c")]})
+    job, pids, gate = gated_job(make_job, tmp_path, num_workers=1, max_parallel=1)
+    job.write_text(job.read_text().replace("gpus_per_worker = 1", "gpus_per_worker = 2"))
+    log = tmp_path / "sched.log"
+    sched = gputui_bg("run", "--jobs", job, log=log)
+    reaper.append(sched)
+    line = wait_for(lambda: pids.exists() and pids.read_text().strip(), what="the worker at the gate")
+    assert line.split()[2] == "1,2"  # NVML's GPUs 1 and 2 (gputui's 2 and 3, after the two MIG instances)
+    gate.touch()
+    assert sched.wait(120) == 0, log.read_text()
+
+
 def test_a_task_needing_two_gpus_is_refused_mig_instances(fake_nvml, make_job):
     fake_nvml.write({"devices": [a100_in_mig_mode()]})
     r = gputui("run", "--jobs", make_job(gpus_per_worker=2))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gputui.engine.rules.placement import Policy, after_reason, parallel_reason, place, why_waiting
+from gputui.engine.rules.placement import Policy, after_reason, parallel_reason, place, usable_gpus, why_waiting
 from gputui.gpus.probe import GIB, GpuSnapshot
 
 
@@ -113,3 +113,8 @@ def test_cuda_visible_devices_names_a_mig_instance_by_its_uuid_and_a_whole_gpu_b
     assert cuda_visible_devices((1,), mig_machine()) == "MIG-1"
     assert cuda_visible_devices((2, 3), mig_machine()) == "1,2"
     assert cuda_visible_devices((0, 1), gpus(24, 24)) == "0,1"  # no MIG: the indices, as always
+
+
+def test_a_run_of_tasks_needing_two_gpus_claims_no_mig_instance():
+    assert usable_gpus(mig_machine(), set(), Policy(2, 8)) == [2, 3]
+    assert usable_gpus(mig_machine(), set(), Policy(1, 8)) == [0, 1, 2, 3]

@@ -43,10 +43,14 @@ def usable_gpus(gpus: Sequence[GpuSnapshot], reserved: Collection[int], policy: 
 
     A GPU handed to a task stays reserved until that task ends, whatever its memory reads, so a
     worker still loading its model is never double-booked. A lost GPU (fallen off the bus) reads as full, but
-    full is still enough where the run asks for no free memory: it is left out by name.
+    full is still enough where the run asks for no free memory: it is left out by name. Where each task needs
+    several GPUs, MIG instances are left out too (`mig_instances`), so that no run claims what it cannot place on.
     """
+    mig = mig_instances(gpus) if policy.gpus_per_worker > 1 else set()
     return [
-        g.index for g in gpus if g.index not in reserved and not g.lost and g.memory_free >= policy.min_free_bytes
+        g.index
+        for g in gpus
+        if g.index not in reserved and g.index not in mig and not g.lost and g.memory_free >= policy.min_free_bytes
     ]
 
 
@@ -110,11 +114,14 @@ def why_waiting(
     users = users or {}
     ours = ours or {}
     free = [i for i in usable_gpus(gpus, reserved, policy) if i not in other_runs and i not in kept]
-    mig = [i for i in free if i in mig_instances(gpus)] if need > 1 else []  # free, but not for this task
+    taken = set(reserved) | set(other_runs) | set(kept)
+    mig = sorted(mig_instances(gpus) - taken) if need > 1 else []  # (whatever their memory) not for this task
     free = [i for i in free if i not in mig]
     mine = sorted({g.index for g in gpus if g.index in reserved and g.index not in ours})
     held: dict[str, list[int]] = {}  # what holds them -> the GPUs it holds, in index order
     for g in gpus:
+        if g.index in mig:
+            continue
         if g.index in ours:
             held.setdefault(ours[g.index], []).append(g.index)
             continue
