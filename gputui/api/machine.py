@@ -18,7 +18,7 @@ from gputui.engine.monitor import (
 from gputui.gpus.checkpoint import Verdict as PauseVerdict  # noqa: F401 - for the app's `p`
 from gputui.gpus.checkpoint import verdict as pause_verdict  # noqa: F401 - whether a pause can free GPU memory
 from gputui.gpus.detect import describe, open_probe
-from gputui.gpus.probe import GpuSnapshot
+from gputui.gpus.probe import DriverInfo, GpuSnapshot, driver_of
 from gputui.gpus.reservations import Reservations, holder_text
 from gputui.gpus.simulated import TASK_MEMORY_GB
 from gputui.gpus.table import gpu_table, snapshots_to_json
@@ -32,6 +32,7 @@ __all__ = [
     "GpuReading",
     "Reservations",
     "describe",
+    "driver_of",
     "ghost_memory",
     "gpu_processes",
     "gpus",
@@ -51,11 +52,12 @@ class GpuReading:
     gpus: tuple[GpuSnapshot, ...]
     held: dict[int, dict] = field(default_factory=dict)  # GPU index -> the note of the gputui run holding it
     kept: frozenset[int] = frozenset()  # GPUs the box policy keeps for interactive use
+    driver: DriverInfo = DriverInfo()  # the NVIDIA driver's version and its CUDA's (none: simulated GPUs)
 
     def to_json(self) -> dict[str, Any]:
         """What `gputui gpus --json` prints: bytes, percent, Celsius, watts; None where a GPU cannot tell; who
         holds each GPU (`held_by`: the note of the gputui run holding it, whoever's, or null)."""
-        found = snapshots_to_json(self.gpus, self.source)
+        found = snapshots_to_json(self.gpus, self.source, self.driver)
         for gpu in found["gpus"]:
             gpu["held_by"] = self.held.get(gpu["index"])
             gpu["reserved_by_policy"] = gpu["index"] in self.kept
@@ -68,7 +70,7 @@ class GpuReading:
 
     def table(self):
         """What `gputui gpus` prints: a rich table, simulated GPUs labelled loudly, who holds each GPU."""
-        return gpu_table(self.gpus, title=f"GPUs: {self.source}", holders=self.holders())
+        return gpu_table(self.gpus, title=f"GPUs: {self.source}", holders=self.holders(), driver=self.driver)
 
 
 def read_gpus(simulate: str | None = None) -> GpuReading:
@@ -83,7 +85,7 @@ def read_gpus(simulate: str | None = None) -> GpuReading:
             kept = read_box_policy().reserved_gpus
         except JobSpecError:
             kept = frozenset()  # (a broken policy refuses runs; it does not hide the GPUs)
-        return GpuReading(describe(probe), snaps, held, kept)
+        return GpuReading(describe(probe), snaps, held, kept, driver_of(probe))
     finally:
         probe.close()
 

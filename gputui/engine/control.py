@@ -24,6 +24,7 @@ from gputui.executors.ownership import ProcessRef
 from gputui.executors.registry import recorded_executor
 from gputui.files.atomic import atomic_write_text
 from gputui.gpus import checkpoint
+from gputui.gpus.reservations import Reservations
 from gputui.jobs.tasks import Status, TaskRecord
 from gputui.rundir.manifests import manifest_path
 from gputui.rundir.meta import read_meta, write_meta
@@ -55,6 +56,9 @@ class Stop:
     phase: str = "term"  # term -> kill -> done
 
     def begin(self) -> Stop:
+        # A task paused with its GPU memory freed gets it back first, so that it ends as any task does (its CUDA
+        # calls would block while checkpointed: a worker saving its state on SIGTERM would hang until SIGKILL).
+        self.intro += self.controller.restore_before_stop(self.pairs)
         self.term = self.controller.signal_trees(self.pairs, "terminate")
         self.controller.signal_trees(self.pairs, "resume")  # a paused tree must run to act on it
         self.deadline = time.monotonic() + self.grace
@@ -197,11 +201,15 @@ class Controller:
                     self._restore_memory(attempt)
                 raise ControlError("has no process to pause yet (its worker is starting or has just ended)")
         with self.store.transaction():
-            self.store.update_task(task.id, status=Status.PAUSED)
+            if freed is not None:  # said where the task is shown (`gputui status`, the app's table and GPU cards)
+                self.store.update_task(task.id, status=Status.PAUSED, reason=checkpoint.MEMORY_FREED)
+            else:
+                self.store.update_task(task.id, status=Status.PAUSED)
             self.store.update_attempt(task.id, attempt.number, status=Status.PAUSED)
             said = "paused by user" + (", GPU memory freed (cuda-checkpoint)" if freed is not None else "")
             self.store.add_event("paused", said, task.id)  # (its time limit's clock holds meanwhile)
         if freed is not None:
+            self._mark_reservations(task.id, checkpoint.MEMORY_FREED)  # for `gputui gpus` and other runs
             n = len({r.pid for r in sent or []})
             return (
                 f"{task.id}: paused {n} process(es); its GPU memory was freed (cuda-checkpoint of pid {freed}); "
@@ -216,7 +224,7 @@ class Controller:
         executor = self.executor
         sent = self.reach(attempt, "resume")
         with self.store.transaction():
-            self.store.update_task(task.id, status=Status.RUNNING)
+            self.store.update_task(task.id, status=Status.RUNNING, reason=None)
             self.store.update_attempt(task.id, attempt.number, status=Status.RUNNING)
             self.store.add_event("resumed", "resumed by user", task.id)
         restored = self._restore_memory(attempt)  # after SIGCONT: the utility needs it running
@@ -273,7 +281,37 @@ class Controller:
         except checkpoint.CheckpointError as e:
             raise ControlError(f"resumed, but its GPU memory could not be restored: {e}") from e
         record.unlink(missing_ok=True)
+        self._mark_reservations(attempt.task_id, None)
         return ref.pid
+
+    def restore_before_stop(self, pairs: Sequence[tuple[TaskRecord, AttemptRecord]]) -> list[str]:
+        """Before a kill (or the run's stop) signals them: the GPU memory of attempts a pause freed is restored
+        (SIGCONT first: the utility needs the process running; its GPUs stayed reserved for it). Where it cannot
+        be, the kill goes on all the same: a process killed while checkpointed just ends (its GPU memory is free
+        already, its host copy goes with it). Either way the record is cleared. Lines for the kill's report."""
+        lines = []
+        for task, attempt in pairs:
+            record = self.checkpoint_record(attempt)
+            if not record.exists():
+                continue
+            self.reach(attempt, "resume")
+            try:
+                restored = self._restore_memory(attempt)
+            except ControlError as e:
+                record.unlink(missing_ok=True)
+                why = str(e).removeprefix("resumed, but ")
+                lines.append(f"{task.id}: {why}; killed while checkpointed")
+                continue
+            if restored is not None:
+                lines.append(f"{task.id}: its GPU memory was restored first (cuda-checkpoint of pid {restored})")
+        return lines
+
+    def _mark_reservations(self, task_id: str, state: str | None) -> None:
+        """What the task's GPU reservations say of it (None: nothing more), for `gputui gpus` and other runs."""
+        try:
+            Reservations().mark(self.paths.root, task_id, state)
+        except OSError:
+            pass  # (a note is only words: the claim is the flock, untouched)
 
     def begin_kill(self, tasks: Sequence[TaskRecord]) -> Stop:
         """Record the kills, send SIGTERM; the returned Stop sends SIGKILL after the grace period."""

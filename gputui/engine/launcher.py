@@ -34,7 +34,7 @@ from gputui.executors import ownership
 from gputui.executors.base import LaunchFailed, LaunchSpec, WaiterHandle
 from gputui.executors.journal import AttemptEnds
 from gputui.files.tail import LogTail
-from gputui.gpus.probe import GpuSnapshot
+from gputui.gpus.probe import GpuSnapshot, cuda_visible_devices
 from gputui.gpus.reservations import Reservations, claim_note, gpu_key
 from gputui.jobs import oom
 from gputui.jobs.box_policy import PolicyFile
@@ -453,6 +453,8 @@ class Launcher:
         )
         if self.sampler.probe is None:
             env.pop("CUDA_VISIBLE_DEVICES")
+        else:  # each GPU as CUDA names it: a MIG instance by its UUID
+            env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(gpus, self.sampler.gpus)
         env = self._threads | env
         shown = shlex.join(argv)
         if "CUDA_VISIBLE_DEVICES" in env:

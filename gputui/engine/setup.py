@@ -122,6 +122,13 @@ class RunSetup:
     def check_feasible(self, gpus: list[GpuSnapshot]) -> None:
         """Refuse a job no GPU here could ever run (too few GPUs, or none with the memory it asks)."""
         need = self.policy.gpus_per_worker
+        whole = [g for g in gpus if g.parent is None]
+        if need > 1 and len(whole) < need <= len(gpus):
+            raise Infeasible(
+                f"{self.job.path}: [resources].gpus_per_worker = {need}, but only {len(whole)} whole GPU(s) "
+                f"exist here ({describe(self.probe)}): a task needing several GPUs cannot be given MIG instances "
+                "(a CUDA process sees one at most); lower gpus_per_worker to 1 or use GPUs not in MIG mode"
+            )
         if len(gpus) < need:
             raise Infeasible(
                 f"{self.job.path}: [resources].gpus_per_worker = {need}, but only {len(gpus)} GPU(s) exist "

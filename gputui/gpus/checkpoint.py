@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 TOOL = "cuda-checkpoint"
 MIN_DRIVER = 550
 TOGGLE_TIMEOUT_S = 300.0  # copying tens of GB of device memory out takes a while
+# What a task paused with its GPU memory freed says where it is shown: its reason (`gputui status`, the app's
+# table), its GPU cards, its GPU reservations' notes (`gputui gpus`, other runs).
+MEMORY_FREED = "paused, memory freed"
 
 
 class CheckpointError(RuntimeError):
@@ -88,13 +91,14 @@ def read_driver() -> tuple[str | None, list[int], str]:
         pids: list[int] = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            for get in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-                fn = getattr(pynvml, get, None)
-                try:
-                    pids += [int(p.pid) for p in (fn(handle) if fn else ())]
-                except pynvml.NVMLError:
-                    pass
-        return str(version), pids, ""
+            for h in [handle, *_mig_handles(pynvml, handle)]:  # a MIG instance's processes: on its own handle
+                for get in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+                    fn = getattr(pynvml, get, None)
+                    try:
+                        pids += [int(p.pid) for p in (fn(h) if fn else ())]
+                    except pynvml.NVMLError:
+                        pass
+        return str(version), sorted(set(pids)), ""
     except pynvml.NVMLError as e:
         return None, [], f"NVML: {e}"
     finally:
@@ -102,6 +106,24 @@ def read_driver() -> tuple[str | None, list[int], str]:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError:
             pass
+
+
+def _mig_handles(nv, handle) -> list:
+    """The MIG instances of a GPU in MIG mode (NVML lists their processes on the parent only to privileged
+    callers); none for any other GPU."""
+    try:
+        if nv.nvmlDeviceGetMigMode(handle)[0] != 1:
+            return []
+        slots = nv.nvmlDeviceGetMaxMigDeviceCount(handle)
+    except (nv.NVMLError, AttributeError):
+        return []
+    found = []
+    for slot in range(slots):
+        try:
+            found.append(nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot))
+        except nv.NVMLError:
+            pass
+    return found
 
 
 def verdict(task_pids: Iterable[int]) -> Verdict:

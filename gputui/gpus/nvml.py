@@ -1,5 +1,11 @@
 """NVML backend: the preferred probe, because it reads driver counters without creating a CUDA context.
 
+A GPU in MIG mode is listed as its MIG instances, one snapshot each (its own memory, UUID and processes; `parent`
+names the GPU): CUDA sees each instance as a device and a task can be given one (CUDA_VISIBLE_DEVICES=MIG-<uuid>),
+never the parent GPU whole. Snapshots are numbered in NVML's order of GPUs, then of instances, so on a machine with
+MIG a whole GPU's `index` may differ from NVML's, and its `device` keeps NVML's for CUDA_VISIBLE_DEVICES. A GPU in
+MIG mode with no instance (nothing CUDA can run on) is listed whole, as full, and says so in its name.
+
 `pynvml` is imported lazily so that importing gputui never needs the NVIDIA library. Static facts
 (name, uuid, total memory, power limit) are read once at init; `snapshot()` reads only what changes.
 Any NVML error on an optional field becomes `None` ("cannot tell") instead of an exception, because
@@ -11,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gputui.gpus.probe import GpuProcess, GpuSnapshot, NoGpuError
+from gputui.gpus.probe import DriverInfo, GpuProcess, GpuSnapshot, NoGpuError, cuda_version_text
 
 # NVML reports "not available" per-process memory as ULLONG_MAX on some drivers instead of failing.
 _NVML_VALUE_NOT_AVAILABLE = 2**64 - 1
@@ -33,6 +39,9 @@ class _Device:
     memory_total: int
     power_limit: float | None
     last_sample: int = 0  # NVML timestamp (µs) of the newest per-process utilisation sample read
+    nvml_index: int = 0  # the GPU's own (NVML's) index; a MIG instance: its parent's
+    mig: bool = False  # a MIG instance (`handle` is its MIG device handle)
+    unusable: bool = False  # in MIG mode without instances: CUDA can run nothing on it
 
 
 class NvmlProbe:
@@ -52,11 +61,17 @@ class NvmlProbe:
         except pynvml.NVMLError as exc:
             raise NoGpuError(f"NVML init failed: {exc}") from exc
         self._closed = False
+        version = self._call("nvmlSystemGetDriverVersion")
+        cuda = self._call("nvmlSystemGetCudaDriverVersion_v2") or self._call("nvmlSystemGetCudaDriverVersion")
+        self.driver = DriverInfo(
+            version=_text(version) if version is not None else None,
+            cuda=cuda_version_text(int(cuda)) if isinstance(cuda, int) else None,
+        )
         try:
             count = pynvml.nvmlDeviceGetCount()
             if count <= 0:
                 raise NoGpuError("NVML initialised but reports 0 GPUs")
-            self._devices = [self._open_or_lost(i) for i in range(count)]
+            self._devices = [unit for i in range(count) for unit in self._units(i)]
         except pynvml.NVMLError as exc:
             self.close()
             raise NoGpuError(f"NVML could not list GPUs: {exc}") from exc
@@ -85,7 +100,30 @@ class NvmlProbe:
         except self._nvml.NVMLError as exc:
             if not self._lost(exc):
                 raise
-            return _Device(handle=None, name=f"GPU {index}", uuid="", memory_total=0, power_limit=None)
+            return _Device(
+                handle=None, name=f"GPU {index}", uuid="", memory_total=0, power_limit=None, nvml_index=index
+            )
+
+    def _units(self, index: int) -> list[_Device]:
+        """What GPU `index` gives to place on: itself, or its MIG instances where it is in MIG mode."""
+        gpu = self._open_or_lost(index)
+        if gpu.handle is None:
+            return [gpu]
+        mode = self._call("nvmlDeviceGetMigMode", gpu.handle)
+        if not mode or mode[0] != getattr(self._nvml, "NVML_DEVICE_MIG_ENABLE", 1):
+            return [gpu]
+        slots = self._call("nvmlDeviceGetMaxMigDeviceCount", gpu.handle) or 0
+        instances = []
+        for slot in range(int(slots)):
+            handle = self._call("nvmlDeviceGetMigDeviceHandleByIndex", gpu.handle, slot)
+            if handle is None:  # no instance in this slot (NOT_FOUND): the slots need not be filled in order
+                continue
+            instances.append(self._describe(handle, index, f"{gpu.name} MIG {slot}", mig=True))
+        if not instances:
+            gpu.unusable = True
+            gpu.name = f"{gpu.name} (MIG mode, no MIG instance)"
+            return [gpu]
+        return instances
 
     def _open_device(self, index: int) -> _Device:
         nv = self._nvml
@@ -95,18 +133,24 @@ class NvmlProbe:
         except nv.NVMLError as exc:
             if self._lost(exc):
                 raise
+        return self._describe(handle, index, f"GPU {index}")
+
+    def _describe(self, handle: Any, index: int, fallback: str, mig: bool = False) -> _Device:
+        """A GPU's (or a MIG instance's) static facts. `index`: the GPU's (a MIG instance's parent's)."""
         name = self._call("nvmlDeviceGetName", handle)
         uuid = self._call("nvmlDeviceGetUUID", handle)
         mem = self._call("nvmlDeviceGetMemoryInfo", handle)
-        limit_mw = self._call("nvmlDeviceGetEnforcedPowerLimit", handle)
-        if limit_mw is None:
+        limit_mw = None if mig else self._call("nvmlDeviceGetEnforcedPowerLimit", handle)
+        if limit_mw is None and not mig:
             limit_mw = self._call("nvmlDeviceGetPowerManagementLimit", handle)
         return _Device(
             handle=handle,
-            name=_text(name) if name is not None else f"GPU {index}",
+            name=_text(name) if name is not None else fallback,
             uuid=_text(uuid) if uuid is not None else "",
             memory_total=int(mem.total) if mem is not None else 0,
             power_limit=limit_mw / 1000.0 if limit_mw is not None else None,
+            nvml_index=index,
+            mig=mig,
         )
 
     def _processes(self, dev: _Device) -> tuple[GpuProcess, ...]:
@@ -140,9 +184,9 @@ class NvmlProbe:
         temp_sensor = getattr(self._nvml, "NVML_TEMPERATURE_GPU", 0)
         snaps = []
         for index, dev in enumerate(self._devices):
-            if dev.handle is None:  # lost when opened: back?
+            if dev.handle is None:  # lost when opened: back? (as a whole GPU: the units listed stay as they are)
                 try:
-                    dev = self._devices[index] = self._open_device(index)
+                    dev = self._devices[index] = self._open_device(dev.nvml_index)
                 except self._nvml.NVMLError:
                     snaps.append(self._lost_snapshot(index, dev))
                     continue
@@ -155,8 +199,9 @@ class NvmlProbe:
                     continue
                 mem = None
             total = int(mem.total) if mem is not None else dev.memory_total
-            # Unknown usage is reported as full so that nothing gets scheduled onto a GPU we cannot see.
-            used = int(mem.used) if mem is not None else total
+            # Unknown usage is reported as full so that nothing gets scheduled onto a GPU we cannot see (nor onto
+            # a GPU in MIG mode with no instance to run on).
+            used = int(mem.used) if mem is not None and not dev.unusable else total
             util = self._call("nvmlDeviceGetUtilizationRates", h)
             temp = self._call("nvmlDeviceGetTemperature", h, temp_sensor)
             power_mw = self._call("nvmlDeviceGetPowerUsage", h)
@@ -175,9 +220,18 @@ class NvmlProbe:
                     processes=self._processes(dev),
                     simulated=False,
                     energy_mj=float(energy_mj) if energy_mj is not None else None,
+                    parent=dev.nvml_index if dev.mig else None,
+                    device=self._device_name(index, dev),
                 )
             )
         return snaps
+
+    @staticmethod
+    def _device_name(index: int, dev: _Device) -> str:
+        """What CUDA_VISIBLE_DEVICES calls the unit, where not its index (GpuSnapshot.device)."""
+        if dev.mig:
+            return dev.uuid
+        return "" if dev.nvml_index == index else str(dev.nvml_index)
 
     @staticmethod
     def _lost_snapshot(index: int, dev: _Device) -> GpuSnapshot:
@@ -191,6 +245,8 @@ class NvmlProbe:
             power_limit=dev.power_limit,
             simulated=False,
             lost=True,
+            parent=dev.nvml_index if dev.mig else None,
+            device=NvmlProbe._device_name(index, dev),
         )
 
     def close(self) -> None:

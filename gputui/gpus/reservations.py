@@ -138,8 +138,9 @@ def gpu_key(gpu: GpuSnapshot) -> str:
 
 
 def holder_text(note: dict, *, clock: bool = True) -> str:
-    """Who holds a GPU, as the panels and `gputui gpus` show it: "alice: runs/sweep shard-3 since 14:02"
-    (an older gputui's note names no user: "run sweep (shard-3)")."""
+    """Who holds a GPU, as the panels and `gputui gpus` show it: "alice: runs/sweep shard-3 since 14:02", and what
+    the task is doing where its note says ("..., paused, memory freed": `Reservations.mark`); an older gputui's
+    note names no user: "run sweep (shard-3)"."""
     task = note.get("task") or "?"
     if not note.get("user"):
         return f"run {note.get('job', '?')} ({task})"
@@ -149,7 +150,8 @@ def holder_text(note: dict, *, clock: bool = True) -> str:
     when = ""
     if clock and isinstance(since, int | float):
         when = f" since {datetime.fromtimestamp(since).strftime('%H:%M')}"
-    return f"{note['user']}: {run} {task}{when}"
+    state = f", {note['state']}" if isinstance(note.get("state"), str) and note["state"] else ""
+    return f"{note['user']}: {run} {task}{when}{state}"
 
 
 class Reservations:
@@ -162,6 +164,7 @@ class Reservations:
         self.folder = Path(folder)
         self.shared = bool(shared) if shared is not None else False
         self._prefix = os.path.join(self.folder, prefix)  # paths as strings: `holders` runs every refresh
+        self._name_prefix = prefix
         self._made = False
 
     @classmethod
@@ -287,6 +290,32 @@ class Reservations:
         metadata update per task)."""
         data = json.dumps(note | {"since": time.time()}).encode()[:NOTE_SIZE]
         os.pwrite(fd, data.ljust(NOTE_SIZE), 0)
+
+    def mark(self, run_dir: Path, task: str, state: str | None) -> int:
+        """Say on the notes of the GPUs that `task` of the run in `run_dir` holds what it is doing ("paused, memory
+        freed"; None: nothing more). The claims stay as they are: the flock is the claim, the note only says who
+        holds it (and `since` is kept). How many notes were rewritten."""
+        if not self.folder.is_dir():
+            return 0
+        here = str(Path(run_dir).resolve())
+        start, n = len(self._prefix), 0
+        for path in sorted(str(p) for p in self.folder.glob(f"{self._name_prefix}*.lock")):
+            key = path[start : -len(".lock")]
+            note = self.holders([key]).get(key)
+            if not note or note.get("task") != task or not note.get("run_dir"):
+                continue
+            if str(Path(note["run_dir"]).resolve()) != here:
+                continue
+            note = {k: v for k, v in note.items() if k != "state"} | ({"state": state} if state else {})
+            fd = self._open(path)
+            if fd is None:
+                continue
+            try:
+                os.pwrite(fd, json.dumps(note).encode()[:NOTE_SIZE].ljust(NOTE_SIZE), 0)
+                n += 1
+            finally:
+                os.close(fd)
+        return n
 
     def holders(self, keys: list[str]) -> dict[str, dict]:
         """Who holds each of these GPUs now (only those that are held)."""

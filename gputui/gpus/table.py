@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from gputui.gpus.probe import GIB, GpuSnapshot
+from gputui.gpus.probe import GIB, DriverInfo, GpuSnapshot
 
 NA = "N/A"
 
@@ -35,15 +35,24 @@ def _power(s: GpuSnapshot) -> str:
 
 
 def gpu_table(
-    snapshots: Sequence[GpuSnapshot], *, title: str | None = None, holders: Mapping[int, str] | None = None
+    snapshots: Sequence[GpuSnapshot],
+    *,
+    title: str | None = None,
+    holders: Mapping[int, str] | None = None,
+    driver: DriverInfo | None = None,
 ) -> Table:
     """`holders`: GPU index -> who holds it (a gputui run's user, run, task and since when), shown in a last
-    column where any GPU is held."""
+    column where any GPU is held; `driver`: the driver's versions, said in the title."""
     simulated = any(s.simulated for s in snapshots)
     title = title or "GPUs"
+    if driver is not None:
+        title = f"{title} · {driver.text()}"
+    caption = "SIMULATED GPUs: not real hardware" if simulated else (None if snapshots else "no GPUs")
+    if said := mig_caption(snapshots):
+        caption = f"{caption}\n{said}" if caption else said
     table = Table(
         title=f"{title} (SIMULATED)" if simulated and "SIMULATED" not in title else title,
-        caption="SIMULATED GPUs: not real hardware" if simulated else (None if snapshots else "no GPUs"),
+        caption=caption,
         caption_style="bold yellow" if simulated else None,
         box=box.SIMPLE_HEAD,  # no vertical rules: fits 80 columns
         pad_edge=False,
@@ -64,8 +73,7 @@ def gpu_table(
         mem_pct = f"{100 * s.memory_used / s.memory_total:.0f}%" if s.memory_total > 0 else NA
         table.add_row(
             str(s.index),
-            # Text, not markup: GPU names may contain "[" characters
-            Text(s.name) + Text(" LOST", style="bold red") if s.lost else Text(s.name),
+            _name(s),
             f"{_gib(s.memory_used)} / {_gib(s.memory_total)}",
             mem_pct,
             _num(s.utilization, "%"),
@@ -77,11 +85,37 @@ def gpu_table(
     return table
 
 
-def snapshots_to_json(snapshots: Sequence[GpuSnapshot], backend: str) -> dict[str, Any]:
-    """A JSON-able dict (bytes, percent, Celsius, watts) for scripts that poll gputui."""
+def _name(s: GpuSnapshot) -> Text:
+    # Text, not markup: GPU names may contain "[" characters
+    name = Text(s.name)
+    if s.parent is not None:
+        name += Text(f" (MIG of GPU {s.parent})", style="dim")
+    return name + Text(" LOST", style="bold red") if s.lost else name
+
+
+def mig_caption(snapshots: Sequence[GpuSnapshot]) -> str | None:
+    """Which GPUs are in MIG mode, listed (and given to tasks) as their MIG instances; None: none is."""
+    parents = sorted({s.parent for s in snapshots if s.parent is not None})
+    if not parents:
+        return None
+    gpus = f"GPU {parents[0]} is" if len(parents) == 1 else f"GPUs {', '.join(map(str, parents))} are"
+    return (
+        f"{gpus} in MIG mode: each MIG instance is listed, reserved and given to one task as a GPU of its own "
+        "(CUDA_VISIBLE_DEVICES=MIG-<uuid>)"
+    )
+
+
+def snapshots_to_json(
+    snapshots: Sequence[GpuSnapshot], backend: str, driver: DriverInfo | None = None
+) -> dict[str, Any]:
+    """A JSON-able dict (bytes, percent, Celsius, watts) for scripts that poll gputui. `driver_version` and
+    `cuda_driver_version` ("550.54.15", "12.4") are null where not known, and for simulated GPUs."""
+    driver = driver or DriverInfo()
     return {
         "backend": backend,
         "simulated": any(s.simulated for s in snapshots) or backend.lower().startswith("simulated"),
+        "driver_version": driver.version,
+        "cuda_driver_version": driver.cuda,
         "gpus": [
             {
                 "index": s.index,
@@ -98,6 +132,8 @@ def snapshots_to_json(snapshots: Sequence[GpuSnapshot], backend: str) -> dict[st
                 "processes": [{"pid": p.pid, "used_memory": p.used_memory} for p in s.processes],
                 "simulated": s.simulated,
                 "lost": s.lost,  # the driver cannot reach it (fallen off the bus): nothing else is known
+                "mig_parent": s.parent,  # a MIG instance: the (NVML) index of its GPU; null: a whole GPU
+                "cuda_visible_devices": s.cuda_visible,  # what a task given it sees in CUDA_VISIBLE_DEVICES
             }
             for s in snapshots
         ],

@@ -20,7 +20,7 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from gputui.api.machine import describe, ghost_memory
+from gputui.api.machine import describe, driver_of, ghost_memory
 from gputui.gpus.probe import GpuProbe, GpuSnapshot
 from gputui.jobs.tasks import Status
 from gputui.tui import glyphs, modes
@@ -226,7 +226,7 @@ class GpuTuiApp(App):
         self._gpu_error, self._host_stats = msg.gpu_error, msg.host
         self._cpu_tasks = msg.cpu_tasks and not msg.gpus
         self._panels.set_class(self._cpu_tasks, "-not-needed")  # a CPU job on a machine without GPUs: no warning
-        holders = msg.run.gpu_holders(msg.gpus) if msg.run else {}
+        holders = msg.run.gpu_holders(msg.gpus, states=True) if msg.run else {}
         for index, who in msg.other_runs.items():
             holders.setdefault(index, []).append(who)
         ghosts = ghost_memory(msg.processes, msg.task_status)
@@ -270,6 +270,9 @@ class GpuTuiApp(App):
     def _render_header(self) -> None:
         if self.probe is not None:
             gpu = describe(self.probe)
+            driver = driver_of(self.probe)
+            if not driver.simulated:  # (simulated GPUs are said so loudly already)
+                gpu = f"{gpu} ({driver.text()})"
         elif self._cpu_tasks:
             gpu = "none (CPU tasks)"  # as the headless run says it
         else:

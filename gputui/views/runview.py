@@ -19,6 +19,7 @@ from gputui.engine.rules.failures import read_tail
 from gputui.executors.journal import JournalReader
 from gputui.executors.ownership import AttemptProcesses, ProcessRef
 from gputui.executors.registry import recorded_executor, runs_on
+from gputui.gpus.checkpoint import MEMORY_FREED
 from gputui.gpus.probe import GpuSnapshot
 from gputui.jobs.kinds.base import NewTask
 from gputui.jobs.kinds.registry import kind_of, named
@@ -114,9 +115,10 @@ class RunSnapshot:
         moving = self.scheduler_live and not self.finished
         return self.active_s + (clock.between(self.taken_at, now) if moving else 0.0)
 
-    def gpu_holders(self, gpus: Sequence[GpuSnapshot] = ()) -> dict[int, list[str]]:
+    def gpu_holders(self, gpus: Sequence[GpuSnapshot] = (), *, states: bool = False) -> dict[int, list[str]]:
         """GPU index -> ids of our tasks running (or paused) on it; on a cluster, the index of the panel
-        of the node's GPU the task was given (`gpus`: the cluster's, as the panels number them)."""
+        of the node's GPU the task was given (`gpus`: the cluster's, as the panels number them). `states`: a task
+        paused with its GPU memory freed says so after its id ("shard-3 (paused, memory freed)")."""
         held: dict[int, list[str]] = {}
         panel = {g.where: g.index for g in gpus if g.where}
         for v in self.tasks:
@@ -130,8 +132,9 @@ class RunSnapshot:
                     at += [panel[w] for n in names if (w := f"{n} GPU {i}") in panel][:1]
             else:
                 at = list(v.task.gpus)
+            paused_freed = states and v.task.status == Status.PAUSED and v.task.reason == MEMORY_FREED
             for g in at:
-                held.setdefault(g, []).append(v.task.id)
+                held.setdefault(g, []).append(f"{v.task.id} ({MEMORY_FREED})" if paused_freed else v.task.id)
         return held
 
     def simulated_load(self, per_task: int) -> dict[int, list[tuple[int, int, bool]]]:

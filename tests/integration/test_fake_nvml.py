@@ -57,10 +57,11 @@ def test_gpus_json_reads_every_value_from_the_driver(fake_nvml):
         energy_mj=42,
         processes=[{"pid": 4242, "used_memory_mib": 512, "sm_util": 3}],
     )
-    fake_nvml.write({"driver_version": "550.54.15", "devices": [h100(), other]})
+    fake_nvml.write({"driver_version": "550.54.15", "cuda_driver_version": 12040, "devices": [h100(), other]})
 
     out = gpus_json()
     assert out["backend"] == "NVML" and out["simulated"] is False
+    assert (out["driver_version"], out["cuda_driver_version"]) == ("550.54.15", "12.4")
     a, b = out["gpus"]
     assert (a["index"], a["name"], a["uuid"]) == (
         0,
@@ -86,7 +87,7 @@ def test_gpus_json_reads_every_value_from_the_driver(fake_nvml):
     assert b["processes"] == [{"pid": 4242, "used_memory": 512 * MIB}]
 
     table = gputui("gpus").stdout
-    assert "GPUs: NVML" in table and "SIMULATED" not in table
+    assert "GPUs: NVML · driver 550.54.15, CUDA 12.4" in table and "SIMULATED" not in table
     assert "1.0 / 80.0" in table and "37%" in table and "51°C" in table and "210 / 700 W" in table
 
 
@@ -189,6 +190,19 @@ def test_a_task_waits_rather_than_start_on_a_lost_gpu(fake_nvml, make_job, tmp_p
     gate.touch()
 
 
+def test_gpus_say_the_driver_the_fake_reports_and_simulated_gpus_say_they_have_none(fake_nvml):
+    fake_nvml.write({"driver_version": "535.183.01", "cuda_driver_version": 12020, "devices": [h100()]})
+    out = gpus_json()
+    assert (out["driver_version"], out["cuda_driver_version"]) == ("535.183.01", "12.2")
+    assert "driver 535.183.01, CUDA 12.2" in gputui("gpus").stdout
+
+    r = gputui("gpus", "--json", "--simulate", "2x24")
+    simulated = json.loads(r.stdout)
+    assert simulated["simulated"] is True
+    assert (simulated["driver_version"], simulated["cuda_driver_version"]) == (None, None)
+    assert "driver: none (simulated)" in gputui("gpus", "--simulate", "2x24").stdout
+
+
 def test_counters_the_driver_does_not_support_or_permit_read_as_unknown_not_zero(fake_nvml):
     quiet = h100(
         temperature_c="not_supported",
@@ -206,29 +220,123 @@ def test_counters_the_driver_does_not_support_or_permit_read_as_unknown_not_zero
     assert row.split()[-4:] == ["N/A", "N/A", "N/A", "0"]  # Util, Temp, Power, Procs
 
 
-def test_a_mig_enabled_gpu_is_listed_as_its_parent(fake_nvml):
-    """gputui does not place work on MIG devices (yet): the parent GPU is listed, with its MIG devices' processes
-    (NVML gives them on the parent, with their instance ids), and nothing fails on the calls MIG refuses."""
-    a100 = h100(
-        name="NVIDIA A100-SXM4-80GB",
-        uuid="GPU-a100-mig",
-        utilization_gpu="not_supported",  # as on a MIG-enabled GPU
-        utilization_memory="not_supported",
-        processes=[{"pid": 4242, "used_memory_mib": 4096, "gpu_instance_id": 1, "compute_instance_id": 0}],
-        mig={
-            "current": 1,
-            "pending": 1,
-            "devices": [
-                {"uuid": "MIG-1111", "name": "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "memory_total_mib": 40192},
-                {"uuid": "MIG-2222", "name": "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "memory_total_mib": 40192},
-            ],
-        },
+def a100_in_mig_mode(**kw) -> dict:
+    """An A100 in MIG mode with two 3g.40gb instances (MIG-1111 holding 4 GiB of process 4242's, MIG-2222 idle)."""
+    slice_ = {"name": "NVIDIA A100-SXM4-80GB MIG 3g.40gb", "memory_total_mib": 40192}
+    return (
+        h100(
+            name="NVIDIA A100-SXM4-80GB",
+            uuid="GPU-a100-mig",
+            utilization_gpu="not_supported",  # as on a MIG-enabled GPU
+            utilization_memory="not_supported",
+            mig={
+                "current": 1,
+                "pending": 1,
+                "devices": [
+                    slice_
+                    | {
+                        "uuid": "MIG-1111",
+                        "memory_used_mib": 4096,
+                        "processes": [{"pid": 4242, "used_memory_mib": 4096}],
+                    },
+                    slice_ | {"uuid": "MIG-2222"},
+                ],
+            },
+        )
+        | kw
     )
-    fake_nvml.write({"devices": [a100, h100()]})
+
+
+def test_a_mig_enabled_gpu_is_listed_as_its_mig_instances(fake_nvml):
+    """A GPU in MIG mode is its MIG instances, each a GPU to gputui (own memory, processes, reservation) that a
+    task is given by its UUID; a whole GPU after it keeps its NVML index for CUDA."""
+    fake_nvml.write({"devices": [a100_in_mig_mode(), h100()]})
     gpus = gpus_json()["gpus"]
-    assert [(g["index"], g["uuid"]) for g in gpus] == [(0, "GPU-a100-mig"), (1, h100()["uuid"])]
-    assert gpus[0]["memory_total"] == 80 * GIB and gpus[0]["utilization"] is None
-    assert gpus[0]["processes"] == [{"pid": 4242, "used_memory": 4 * GIB}]
+    assert [(g["index"], g["uuid"], g["mig_parent"], g["cuda_visible_devices"]) for g in gpus] == [
+        (0, "MIG-1111", 0, "MIG-1111"),
+        (1, "MIG-2222", 0, "MIG-2222"),
+        (2, h100()["uuid"], None, "1"),
+    ]
+    first, second, whole = gpus
+    assert (first["memory_total"], first["memory_used"], first["processes"]) == (
+        40192 * MIB,
+        4 * GIB,
+        [{"pid": 4242, "used_memory": 4 * GIB}],
+    )
+    assert (second["memory_used"], second["processes"], second["utilization"]) == (0, [], None)
+    assert whole["memory_total"] == 80 * GIB
+    table = gputui("gpus").stdout
+    assert "NVIDIA A100-SXM4-80GB MIG 3g.40gb (MIG of GPU 0)" in table
+    assert "GPU 0 is in MIG mode: each MIG instance is listed, reserved and given to one task" in " ".join(
+        table.split()
+    )
+
+
+def test_a_gpu_in_mig_mode_without_instances_is_listed_whole_and_full(fake_nvml):
+    fake_nvml.write({"devices": [a100_in_mig_mode(mig={"current": 1, "devices": []})]})
+    (g,) = gpus_json()["gpus"]
+    assert g["name"] == "NVIDIA A100-SXM4-80GB (MIG mode, no MIG instance)" and g["mig_parent"] is None
+    assert g["memory_free"] == 0  # nothing CUDA could run on: nothing is placed on it
+
+
+def test_tasks_placed_on_mig_instances_see_their_uuids_and_hold_them(fake_nvml, make_job, tmp_path, reaper):
+    idle = a100_in_mig_mode()
+    idle["mig"]["devices"][0] |= {"memory_used_mib": 0, "processes": []}  # (a process gone: memory draining)
+    fake_nvml.write({"devices": [idle]})
+    job, pids, gate = gated_job(make_job, tmp_path, num_workers=2, max_parallel=2)
+    log = tmp_path / "sched.log"
+    sched = gputui_bg("run", "--jobs", job, log=log)
+    reaper.append(sched)
+    seen = wait_for(
+        lambda: pids.exists() and len(pids.read_text().splitlines()) >= 2 and pids.read_text(), what="2"
+    )
+    visible = {line.split()[1]: line.split()[2] for line in seen.splitlines()}
+    assert sorted(visible.values()) == ["MIG-1111", "MIG-2222"]  # each task on one instance, named as CUDA needs
+    held = {g["uuid"]: (g["held_by"] or {}).get("task") for g in gpus_json()["gpus"]}
+    assert held == {uuid: task for task, uuid in visible.items()}  # each instance reserved for its own task
+    gate.touch()
+    assert sched.wait(120) == 0, log.read_text()
+    assert all(t["status"] == "done" for t in status_json(make_job.run_dir)["tasks"])
+
+
+def test_a_task_needing_two_gpus_is_placed_on_whole_gpus_beside_a_gpu_in_mig_mode(
+    fake_nvml, make_job, tmp_path, reaper
+):
+    fake_nvml.write({"devices": [a100_in_mig_mode(), h100(uuid="GPU-b"), h100(uuid="GPU-c")]})
+    job, pids, gate = gated_job(make_job, tmp_path, num_workers=1, max_parallel=1)
+    job.write_text(job.read_text().replace("gpus_per_worker = 1", "gpus_per_worker = 2"))
+    log = tmp_path / "sched.log"
+    sched = gputui_bg("run", "--jobs", job, log=log)
+    reaper.append(sched)
+    line = wait_for(lambda: pids.exists() and pids.read_text().strip(), what="the worker at the gate")
+    assert line.split()[2] == "1,2"  # NVML's GPUs 1 and 2 (gputui's 2 and 3, after the two MIG instances)
+    gate.touch()
+    assert sched.wait(120) == 0, log.read_text()
+
+
+def test_a_task_needing_two_gpus_is_refused_mig_instances(fake_nvml, make_job):
+    fake_nvml.write({"devices": [a100_in_mig_mode()]})
+    r = gputui("run", "--jobs", make_job(gpus_per_worker=2))
+    assert r.returncode != 0
+    assert "only 0 whole GPU(s) exist here" in r.stdout + r.stderr
+    assert "cannot be given MIG instances (a CUDA process sees one at most)" in r.stdout + r.stderr
+
+
+def test_pause_sees_the_cuda_process_of_a_task_on_a_mig_instance(fake_nvml, tmp_path, monkeypatch):
+    """Whether a pause can free a task's GPU memory: its CUDA process is found on the MIG instance's own handle."""
+    from gputui.gpus import checkpoint
+
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "cuda-checkpoint"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    gpu = a100_in_mig_mode(processes=[])  # the parent lists none (as to a caller without privileges)
+    gpu["mig"]["devices"][1]["processes"] = [{"pid": os.getpid(), "used_memory_mib": 1024}]
+    fake_nvml.write({"driver_version": "550.54.15", "devices": [gpu]})
+    fake_nvml.load_here()
+    found = checkpoint.verdict([os.getpid()])
+    assert found.ok and found.pid == os.getpid(), found.reason
 
 
 def test_ghost_memory_of_an_ended_tasks_process_is_found_through_nvml(fake_nvml, reaper):
@@ -269,7 +377,7 @@ async def test_the_monitor_shows_the_drivers_gpus(fake_nvml):
             await pilot.pause(0.1)
         first, second = (panel.text() for panel in app.query(GpuPanel))
         header = str(app.query_one("#header").render())
-        assert "NVML" in header and "SIMULATED" not in header
+        assert "NVML (driver 550.54.15, CUDA 12.4)" in header and "SIMULATED" not in header
         assert (
             first[0] == "GPU 0 · NVIDIA H100 80GB HBM3"
             and "1.0 / 80.0 GiB" in first[1]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gputui.engine.rules.placement import Policy, after_reason, parallel_reason, place, why_waiting
+from gputui.engine.rules.placement import Policy, after_reason, parallel_reason, place, usable_gpus, why_waiting
 from gputui.gpus.probe import GIB, GpuSnapshot
 
 
@@ -83,3 +83,38 @@ def test_max_parallel_and_steps_waited_for():
     assert parallel_reason(4, set_by_job=True) == "max_parallel (4) reached"
     assert parallel_reason(2, set_by_job=False) == "all 2 slots busy"
     assert after_reason(["train", "eval"]) == "waits for train, eval"
+
+
+def mig_machine() -> list[GpuSnapshot]:
+    """GPU 0 in MIG mode as two instances (units 0, 1), then two whole GPUs (units 2, 3: NVML's 1 and 2)."""
+    mig = [GpuSnapshot(i, "slice", f"MIG-{i}", 10 * GIB, 0, parent=0, device=f"MIG-{i}") for i in (0, 1)]
+    whole = [GpuSnapshot(i, "g", f"u{i}", 24 * GIB, 0, device=str(i - 1)) for i in (2, 3)]
+    return mig + whole
+
+
+def test_a_task_needing_one_gpu_may_have_a_mig_instance_one_needing_two_only_whole_gpus():
+    assert place(["a", "b"], mig_machine(), set(), 0, Policy(1, 8)) == [("a", (0,)), ("b", (1,))]
+    assert place(["a", "b"], mig_machine(), set(), 0, Policy(2, 8)) == [("a", (2, 3))]
+    needs = {"big": 2, "small": 1}
+    assert place(["big", "small"], mig_machine(), set(), 0, Policy(1, 8), needs) == [
+        ("big", (2, 3)),
+        ("small", (0,)),
+    ]
+
+
+def test_why_a_task_needing_two_gpus_waits_names_the_mig_instances_it_cannot_have():
+    said = why_waiting(mig_machine(), {2}, Policy(2, 8))
+    assert said == "needs 2 GPUs, 1 free: GPUs 0,1 MIG instances (one per task); GPU 2 in use by this run"
+
+
+def test_cuda_visible_devices_names_a_mig_instance_by_its_uuid_and_a_whole_gpu_by_its_nvml_index():
+    from gputui.gpus.probe import cuda_visible_devices
+
+    assert cuda_visible_devices((1,), mig_machine()) == "MIG-1"
+    assert cuda_visible_devices((2, 3), mig_machine()) == "1,2"
+    assert cuda_visible_devices((0, 1), gpus(24, 24)) == "0,1"  # no MIG: the indices, as always
+
+
+def test_a_run_of_tasks_needing_two_gpus_claims_no_mig_instance():
+    assert usable_gpus(mig_machine(), set(), Policy(2, 8)) == [2, 3]
+    assert usable_gpus(mig_machine(), set(), Policy(1, 8)) == [0, 1, 2, 3]

@@ -167,3 +167,24 @@ def test_private_simulated_gpus_are_claimed_in_their_run_and_shared_ones_in_the_
     assert Reservations().holders(["SIM-GPU-0"]) == {}  # and the machine's map knows neither
     os.close(fd)
     os.close(theirs)
+
+
+def test_a_held_gpus_note_can_say_what_its_task_does_and_stop_saying_it(tmp_path):
+    res = Reservations(tmp_path / "locks")
+    run = tmp_path / "runs" / "sweep"
+    mine, other = res.claim("GPU-a"), res.claim("GPU-b")
+    res.annotate(mine, claim_note(run, "sweep", "sched-1", "shard-3"))
+    res.annotate(other, claim_note(run, "sweep", "sched-1", "shard-4"))
+    since = res.holders(["GPU-a"])["GPU-a"]["since"]
+
+    assert res.mark(run, "shard-3", "paused, memory freed") == 1
+    notes = res.holders(["GPU-a", "GPU-b"])
+    assert notes["GPU-a"]["state"] == "paused, memory freed" and notes["GPU-a"]["since"] == since
+    assert "state" not in notes["GPU-b"]  # another task's GPU: untouched
+    assert holder_text(notes["GPU-a"], clock=False).endswith("sweep shard-3, paused, memory freed")
+
+    assert res.mark(run, "shard-3", None) == 1
+    assert "state" not in res.holders(["GPU-a"])["GPU-a"]
+    assert res.mark(tmp_path / "runs" / "elsewhere", "shard-3", "paused, memory freed") == 0  # another run's task
+    os.close(mine)
+    os.close(other)

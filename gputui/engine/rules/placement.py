@@ -43,10 +43,14 @@ def usable_gpus(gpus: Sequence[GpuSnapshot], reserved: Collection[int], policy: 
 
     A GPU handed to a task stays reserved until that task ends, whatever its memory reads, so a
     worker still loading its model is never double-booked. A lost GPU (fallen off the bus) reads as full, but
-    full is still enough where the run asks for no free memory: it is left out by name.
+    full is still enough where the run asks for no free memory: it is left out by name. Where each task needs
+    several GPUs, MIG instances are left out too (`mig_instances`), so that no run claims what it cannot place on.
     """
+    mig = mig_instances(gpus) if policy.gpus_per_worker > 1 else set()
     return [
-        g.index for g in gpus if g.index not in reserved and not g.lost and g.memory_free >= policy.min_free_bytes
+        g.index
+        for g in gpus
+        if g.index not in reserved and g.index not in mig and not g.lost and g.memory_free >= policy.min_free_bytes
     ]
 
 
@@ -64,14 +68,23 @@ def place(
     that does not fit stops the round, so a big task is never starved by smaller ones behind it."""
     slots = len(pending) if policy.max_parallel is None else max(0, policy.max_parallel - running)
     free = usable_gpus(gpus, reserved, policy)
+    mig = mig_instances(gpus)
     placed = []
     for task_id in pending[:slots]:
         need = policy.gpus_per_worker if needs is None else needs.get(task_id, policy.gpus_per_worker)
-        if len(free) < need:
+        pool = free if need <= 1 else [i for i in free if i not in mig]
+        if len(pool) < need:
             break
-        take, free = free[:need], free[need:]
+        take = pool[:need]
+        free = [i for i in free if i not in take]
         placed.append((task_id, tuple(take)))
     return placed
+
+
+def mig_instances(gpus: Sequence[GpuSnapshot]) -> set[int]:
+    """The GPUs that are MIG instances: a task needing one GPU may have one, a task needing several may not (a
+    CUDA process sees one MIG instance at most, so it would see only the first)."""
+    return {g.index for g in gpus if g.parent is not None}
 
 
 def why_waiting(
@@ -101,9 +114,14 @@ def why_waiting(
     users = users or {}
     ours = ours or {}
     free = [i for i in usable_gpus(gpus, reserved, policy) if i not in other_runs and i not in kept]
+    taken = set(reserved) | set(other_runs) | set(kept)
+    mig = sorted(mig_instances(gpus) - taken) if need > 1 else []  # (whatever their memory) not for this task
+    free = [i for i in free if i not in mig]
     mine = sorted({g.index for g in gpus if g.index in reserved and g.index not in ours})
     held: dict[str, list[int]] = {}  # what holds them -> the GPUs it holds, in index order
     for g in gpus:
+        if g.index in mig:
+            continue
         if g.index in ours:
             held.setdefault(ours[g.index], []).append(g.index)
             continue
@@ -120,6 +138,8 @@ def why_waiting(
             why += [memory] if memory else []
             who = f" ({'; '.join(why)})" if why else ""
             held.setdefault(f"below {round(policy.min_free_bytes / GIB, 2):g} GB free{who}", []).append(g.index)
+    if mig:
+        held["MIG instances (one per task)"] = mig
     if mine:
         held["in use by this run"] = mine
     parts = [f"{_gpu_list(indices)} {what}" for what, indices in held.items()]
