@@ -72,7 +72,7 @@ class ResidentSlot:
     def attempt(self, req: dict) -> None:
         task, n = req["task"], req["n"]
         try:
-            log = open_append(req["log"])
+            log = open_append(req["log"], self.w.proc_fds)
         except OSError as e:
             _complain(f"cannot open {req['log']}: {e}")
             self.w.record_exit(task, n, 127, 0)
@@ -217,7 +217,7 @@ class ResidentSlot:
                 self.died(None, 0)
             if self.w.channel in ready:
                 try:
-                    msg, fds, _, _ = socket.recv_fds(self.w.channel, 1 << 20, 64)
+                    msg, fds = self.w.receive()
                 except OSError:
                     msg, fds = b"", []
                 for fd in fds:  # a slot's GPUs are its own already

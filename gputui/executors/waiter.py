@@ -32,6 +32,7 @@ exits when the scheduler closes its channel, after its attempt. It holds no owne
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import json
@@ -46,11 +47,12 @@ from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership, slurm_task
 from gputui.executors.journal import exit_fields, line
 from gputui.executors.log_writer import NAP_S, SMALL, CurrentLog, LogPipe, LogWriter, lend
-from gputui.files.atomic import open_append
+from gputui.files.atomic import open_append, open_proc_fds
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 _PR_SET_CHILD_SUBREAPER = 36
 RETRY_WRITE_S = 1.0  # a full disk: try the journal again this often; the record is kept until then
+_FDS_SPACE = socket.CMSG_LEN(64 * array.array("i").itemsize)  # a request carries at most 64 descriptors
 
 
 class Waiter:
@@ -77,12 +79,14 @@ class Waiter:
         self.me = ownership.ProcessRef(os.getpid(), ownership.start_of(os.getpid()) or 0)
         self.unwritten: list[tuple[int, bytes]] = []  # records not yet on disk (a full disk), by descriptor
         self.unsaid: list[LogWriter] = []  # logs that must still say how many lines a full disk cost
+        self.proc_fds = open_proc_fds()  # (opened here, in the waiter: kept for every log it creates)
+        self.inbox = bytearray(1 << 20)  # each request is read into it: no 1 MiB buffer made and freed for each
 
     def serve(self) -> None:
         become_subreaper()
         while True:
             try:
-                msg, fds, _, _ = socket.recv_fds(self.channel, 1 << 20, 64)
+                msg, fds = self.receive()
             except OSError:
                 msg, fds = b"", []
             if not msg:  # the scheduler is gone: nothing more will be asked
@@ -101,11 +105,20 @@ class Waiter:
                 let_go(fds)
             self.flush()  # every record on disk before the next attempt
 
+    def receive(self) -> tuple[bytes, list[int]]:
+        """The scheduler's next request (b"" once it has closed our channel) and the descriptors it carries."""
+        size, ancdata, _, _ = self.channel.recvmsg_into([self.inbox], _FDS_SPACE)
+        fds = array.array("i")
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+        return bytes(memoryview(self.inbox)[:size]), list(fds)
+
     # -- one attempt ---------------------------------------------------------------------------
     def run(self, req: dict, held: list[int]) -> None:
         task, n, argv = req["task"], req["n"], req["argv"]
         try:
-            log = open_append(req["log"])
+            log = open_append(req["log"], self.proc_fds)
         except OSError as e:
             _complain(f"cannot open {req['log']}: {e}")
             let_go(held)
