@@ -53,6 +53,7 @@ _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTO
 _PR_SET_CHILD_SUBREAPER = 36
 RETRY_WRITE_S = 1.0  # a full disk: try the journal again this often; the record is kept until then
 _FDS_SPACE = socket.CMSG_LEN(64 * array.array("i").itemsize)  # a request carries at most 64 descriptors
+_JSON = json.JSONDecoder()
 
 
 class Waiter:
@@ -93,7 +94,7 @@ class Waiter:
                 if self.home is not None:
                     self.home.close()
                 return
-            req = json.loads(msg)
+            req = _JSON.raw_decode(msg.decode())[0]  # (json.loads, less its steps for any input)
             if req.get("resident") is not None:  # this waiter is a resident worker's from now on
                 from gputui.executors.resident_slot import ResidentSlot
 
@@ -124,7 +125,7 @@ class Waiter:
             let_go(held)
             self.record_exit(task, n, 127, 0)
             return
-        standin = slurm_task.is_standin(argv)
+        standin = argv[1:2] == ["-S"] and slurm_task.is_standin(argv)
         pipe = None
         if not standin:  # (a stand-in writes to its log itself: it needs no pipe)
             pipe = self.output(req["log"])
@@ -228,15 +229,17 @@ class Waiter:
             poll.register(pipe.fd, select.POLLIN)
         if ended is not None:
             poll.register(ended, select.POLLIN)
+        output = -1 if pipe is None else pipe.fd
         try:
             while True:
-                ready = poll.poll(None if ended is not None else 100)
-                if pipe is not None and any(fd == pipe.fd for fd, _ in ready):
+                ready = [fd for fd, _ in poll.poll(None if ended is not None else 100)]
+                if output in ready:
                     if 0 < pipe.drain() < SMALL:
                         time.sleep(NAP_S)  # let a trickle of lines gather
                     if not pipe.open:  # (a read failed)
-                        poll.unregister(pipe.fd)
-                if ended is None or any(fd == ended for fd, _ in ready):
+                        poll.unregister(output)
+                        output = -1
+                if ended is None or ended in ready:
                     done, status = os.waitpid(pid, os.WNOHANG)
                     if done:
                         return status

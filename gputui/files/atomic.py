@@ -9,7 +9,6 @@ each depending on the filesystem's state, so the run directory's contract keeps 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import datetime as _dt
 import decimal
@@ -128,10 +127,13 @@ def open_append(path: str, proc_fds: int | None = None) -> int:
     again by its name, so /proc and lsof show the path, not a deleted temp file. `proc_fds`: the caller's own
     descriptor of /proc/self/fd, kept (opened by this process: a fork's would name its parent's files)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
-    with contextlib.suppress(FileNotFoundError):
+    try:  # (not contextlib.suppress: done for every attempt)
         return os.open(path, flags)
+    except FileNotFoundError:
+        pass
+    head = path[: path.rfind("/") + 1]  # os.path.dirname's answer, without its cost (an attempt's log each)
     try:
-        fd = os.open(os.path.dirname(path) or ".", flags | os.O_TMPFILE, 0o666)
+        fd = os.open(head.rstrip("/") or head or ".", flags | os.O_TMPFILE, 0o666)
     except OSError as e:
         if isinstance(e, FileNotFoundError):
             raise
