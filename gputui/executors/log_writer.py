@@ -139,10 +139,11 @@ class LogPipe:
         return False
 
     def close(self) -> bool:
-        """Stop reading. What a process still writes does not fail at once: the keeper holds the read end
-        lent to it until the waiter's next launch (EPIPE after that), and copies on from it once the waiter
-        ends; until then it waits in the pipe (a writer blocks once the pipe is full). True once the
-        log says all it must, else call `LogWriter.finish` again later and close `writer.fd` then."""
+        """Stop reading (a resident worker's pipe, once that worker is gone; a waiter keeps its own pipe). What a
+        process still writes does not fail at once: the keeper holds the read end lent to it until the waiter
+        lends another (EPIPE after that), and copies on from it once the waiter ends; until then it waits in
+        the pipe (a writer blocks once the pipe is full). True once the log says all it must, else call
+        `LogWriter.finish` again later and close `writer.fd` then."""
         os.close(self.fd)
         if self.writer.finish():
             os.close(self.writer.fd)
