@@ -117,6 +117,7 @@ class CgroupHome:
     def __init__(self, root: Path, home_procs: int):
         self.root = root
         self.home_procs = home_procs
+        self._below = f"{root}/"  # an attempt's cgroup is this and its name: made and entered for every attempt
 
     @classmethod
     def open(cls, scheduler_id: str) -> CgroupHome | None:
@@ -143,11 +144,13 @@ class CgroupHome:
     def spawn_inside(self, name: str, spawn):
         """Run `spawn()` with this process inside a new cgroup `name`; returns (its result, the cgroup
         path or None when the cgroup could not be used)."""
-        path = os.path.join(self.root, name)  # a string: made and entered for every attempt
+        path = self._below + name
         try:
-            with contextlib.suppress(FileExistsError):
+            try:  # (not contextlib.suppress: done for every attempt)
                 os.mkdir(path)
-            procs = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            except FileExistsError:
+                pass
+            procs = os.open(f"{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.write(procs, b"0")
             finally:

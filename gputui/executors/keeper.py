@@ -11,10 +11,12 @@ needs a waiter. The keeper is a child subreaper too: if a waiter is killed, its 
 keeper's child, and the keeper records its end instead (it knows the worker from the journal's start
 record). It exits once the scheduler has closed its end and no such orphan is left.
 
-Each waiter lends the keeper the read end of its worker's output pipe at each launch (waiter.py), so if
-the waiter is killed its worker does not die of SIGPIPE at its next print: the keeper copies the output
-on into the attempt's log (what the waiter had read and not yet written, at most one chunk, is lost). A Slurm
-attempt's stand-in lends nothing: it writes its few lines to its log itself.
+Each waiter lends the keeper the read end of its workers' output pipe, once (waiter.py; a resident worker's
+waiter, each worker's), so if the waiter is killed its worker does not die of SIGPIPE at its next print: the
+keeper copies the output on into the attempt's log, which the waiter wrote in memory they share before the
+worker started (log_writer.CurrentLog; what the waiter had read and not yet written, at most one chunk, is
+lost). A launch wakes the keeper for nothing. A Slurm attempt's stand-in needs no pipe: it writes its few
+lines to its log itself.
 
 The keeper holds a descriptor per waiter (and one per lent pipe), so it waits with epoll (select() stops at
 descriptor 1023) and raises its own soft limit on open files to the hard one; its waiters, and so the
@@ -37,7 +39,7 @@ from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership
 from gputui.executors.cgroup import CgroupHome
 from gputui.executors.journal import JournalReader, exit_fields, exits_copy, line
-from gputui.executors.log_writer import LogPipe, borrow
+from gputui.executors.log_writer import CurrentLog, LogPipe, borrow
 from gputui.executors.waiter import Waiter, become_subreaper
 from gputui.files.atomic import open_append
 
@@ -61,8 +63,9 @@ class Keeper:
         self.orphans: dict[int, tuple[str, int] | None] = {}  # workers of killed waiters: pid -> attempt
         self.starts = JournalReader(journal_path)
         self.cgroup_of: dict[tuple[str, int], str | None] = {}
-        self.lenders: dict[socket.socket, int] = {}  # each waiter's socket lending its workers' output pipes
-        self.lent: dict[int, tuple[int, str]] = {}  # waiter pid -> its worker's output pipe (read end), its log
+        self.lenders: dict[socket.socket, int] = {}  # each waiter's socket lending its workers' output pipe
+        self.lent: dict[int, tuple[int, str]] = {}  # waiter pid -> its workers' output pipe (read end), a log
+        self.current: dict[int, CurrentLog] = {}  # waiter pid -> the log its pipe feeds now (the waiter says)
         self.copying: list[LogPipe] = []  # outputs of killed waiters' workers, copied on by the keeper
         self.watched = selectors.DefaultSelector()  # the wake pipe, requests, lenders and pipes copied on
         self.files_limit = _raise_files_limit()  # what the waiters get back
@@ -116,13 +119,17 @@ class Keeper:
 
     def fork_waiter(self) -> tuple[socket.socket, int]:
         made: list[socket.socket] = []
+        current = None
         try:
             made += socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             made += socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            current = CurrentLog()
             pid = os.fork()
         except OSError:
             for sock in made:
                 sock.close()
+            if current is not None:
+                current.close()
             raise
         ours, theirs, lender, lending = made
         if pid == 0:  # the waiter: keep only its own channel, the journal, the wake pipe and its lending socket
@@ -139,22 +146,26 @@ class Keeper:
                     os.close(fd)
                 for p in self.copying:
                     os.close(p.writer.fd)
+                for other in self.current.values():
+                    other.close()
                 theirs, lending = _renumbered(theirs), _renumbered(lending)  # below the limit given back
                 with contextlib.suppress(OSError, ValueError):
                     resource.setrlimit(resource.RLIMIT_NOFILE, self.files_limit)
-                Waiter(theirs, self.journal, self.exits, self.wake, self.home, lending).serve()
+                Waiter(theirs, self.journal, self.exits, self.wake, self.home, lending, current).serve()
             finally:
                 os._exit(0)
         theirs.close()
         lending.close()
         self.lenders[lender] = pid
+        self.current[pid] = current
         self.watched.register(lender, selectors.EVENT_READ)
         self.waiters.add(pid)
         return ours, pid
 
     def take_lent(self, lenders: list[socket.socket]) -> None:
         """Output pipes lent by waiters (the last one of each is kept); a waiter gone (its socket ended), its
-        last worker's output is copied on from here, for as long as some process of that task writes to it."""
+        last worker's output is copied on from here, for as long as some process of that task writes to it,
+        into the log the waiter last named (CurrentLog)."""
         for sock in lenders:
             pid = self.lenders[sock]
             while True:
@@ -177,9 +188,11 @@ class Keeper:
                 del self.lenders[sock]  # the waiter is gone
                 self.watched.unregister(sock)
                 sock.close()
-                lent = self.lent.pop(pid, None)
-                if lent is not None:
-                    self.adopt(*lent)
+                lent, current = self.lent.pop(pid, None), self.current.pop(pid, None)
+                if lent is not None:  # into the log the waiter last said it fed (before any worker wrote to it)
+                    self.adopt(lent[0], (current.get() if current is not None else None) or lent[1])
+                if current is not None:
+                    current.close()
                 break
         self.copy()
 

@@ -2,7 +2,7 @@
 
     worker ──stdout+stderr──► pipe ──► waiter (LogPipe) ──► logs/<task>.attemptN.log
                                  └──── the keeper holds the read end too, and copies in the waiter's place
-                                       if the waiter is killed
+                                       if the waiter is killed (into the log CurrentLog names)
 
 Were the log file the worker's stdout, a full disk would fail the worker's next print (Python: OSError,
 exit 1). Through the pipe, a write the disk refuses is dropped instead, to the end of its line, and its
@@ -11,16 +11,22 @@ Only a full disk (ENOSPC, EDQUOT) is waited out once the output has ended (its w
 again every second before it takes other work); after any other error (EIO, EFBIG...) the lines are dropped
 and counted all the same, but a notice that cannot be written then is given up.
 Copying through a pipe costs the waiter a read and a write per chunk (up to 1 MiB), not per line.
+
+A waiter keeps one pipe for attempt after attempt (each attempt's tree is gone, and the pipe emptied into
+its log, before the next worker gets it), lent to the keeper once; which log it feeds now is written into
+memory the keeper shares (CurrentLog), so an attempt costs the keeper nothing.
 """
 
 from __future__ import annotations
 
 import array
 import errno
+import mmap
 import os
 import socket
 
 CHUNK = 1 << 20
+FIRST = 64 << 10  # a first read: a pipe's default size, and no 1 MiB buffer to map and unmap for a few lines
 # After a read of less than this, wait NAP_S before the next: a worker that flushes every line would wake
 # its waiter for each one (20,000 lines/s: 6 % of a core); a pipe (64 KiB) fills in no less than 1 ms at
 # 400,000 lines/s, so a faster worker is not held up.
@@ -106,10 +112,10 @@ class LogPipe:
     def drain(self) -> int:
         """Copy what is in the pipe now; returns how many bytes. `open` turns False at its end (no writer
         left)."""
-        copied = 0
+        copied, size = 0, FIRST
         while self.open:
             try:
-                data = os.read(self.fd, CHUNK)
+                data = os.read(self.fd, size)
             except BlockingIOError:
                 break
             except OSError:
@@ -119,20 +125,58 @@ class LogPipe:
                 break
             self.writer.write(data)
             copied += len(data)
-            if len(data) < CHUNK:
+            if len(data) < size:
                 break
+            size = CHUNK
         return copied
 
+    def end_log(self) -> bool:
+        """The attempt's log is done with; the pipe goes on, for the next attempt's. True once the log says all
+        it must, else call `LogWriter.finish` again later and close `writer.fd` then."""
+        if self.writer.finish():
+            os.close(self.writer.fd)
+            return True
+        return False
+
     def close(self) -> bool:
-        """Stop reading. What a process still writes does not fail at once: the keeper holds the read end
-        lent to it until the waiter's next launch (EPIPE after that), and copies on from it once the waiter
-        ends; until then it waits in the pipe (a writer blocks once the pipe is full). True once the
-        log says all it must, else call `LogWriter.finish` again later and close `writer.fd` then."""
+        """Stop reading (a resident worker's pipe, once that worker is gone; a waiter keeps its own pipe). What a
+        process still writes does not fail at once: the keeper holds the read end lent to it until the waiter
+        lends another (EPIPE after that), and copies on from it once the waiter ends; until then it waits in
+        the pipe (a writer blocks once the pipe is full). True once the log says all it must, else call
+        `LogWriter.finish` again later and close `writer.fd` then."""
         os.close(self.fd)
         if self.writer.finish():
             os.close(self.writer.fd)
             return True
         return False
+
+
+class CurrentLog:
+    """Which log a waiter's output pipe feeds now, in memory shared with its keeper (an anonymous shared mapping
+    made before the fork): the waiter writes each attempt's before its worker starts, the keeper reads it once
+    the waiter is dead. Two slots and a byte naming the whole one: a waiter killed while writing one leaves the
+    other in force (no worker of the new attempt exists yet: nothing of it is in the pipe)."""
+
+    SLOT = 4 + 4096  # its length, then the path (PATH_MAX)
+
+    def __init__(self):
+        self.mem = mmap.mmap(-1, 1 + 2 * self.SLOT)  # MAP_SHARED: a forked waiter writes what the keeper reads
+
+    def set(self, path: str) -> None:
+        data = os.fsencode(path)
+        if len(data) > self.SLOT - 4:
+            data = b""  # (no such path could be opened)
+        at = 1 + (1 - self.mem[0]) * self.SLOT
+        self.mem[at : at + 4 + len(data)] = len(data).to_bytes(4, "little") + data
+        self.mem[0] = 1 - self.mem[0]
+
+    def get(self) -> str | None:
+        at = 1 + self.mem[0] * self.SLOT
+        size = int.from_bytes(self.mem[at : at + 4], "little")
+        return os.fsdecode(self.mem[at + 4 : at + 4 + size]) if 0 < size <= self.SLOT - 4 else None
+
+    def close(self) -> None:
+        self.mem.close()
 
 
 def lend(sock: socket.socket, fd: int, log: str) -> None:

@@ -72,17 +72,18 @@ class ResidentSlot:
     def attempt(self, req: dict) -> None:
         task, n = req["task"], req["n"]
         try:
-            log = open_append(req["log"])
+            log = open_append(req["log"], self.w.proc_fds)
         except OSError as e:
             _complain(f"cannot open {req['log']}: {e}")
             self.w.record_exit(task, n, 127, 0)
             return
+        if self.w.current is not None:
+            self.w.current.set(req["log"])  # the keeper copies on into this log if we are killed
         if self.worker is None and not self.start(req, log):
             self.w.record_exit(task, n, 127, 0)
             return
         self.go_on()
         self.switch_log(log)
-        self.w.lend(self.pipe.fd, req["log"])  # the keeper copies on into this log if we are killed
         self.w.record("start", task, n, self.w.me.pid, self.w.me.start, self.worker.pid, self.worker.start,
                       self.cg or "-")  # fmt: skip
         told = {"task": task, "attempt": n, "argv": req["argv"], "env": req["env"], "values": req["resident"]}
@@ -150,6 +151,7 @@ class ResidentSlot:
             self.ended = None
         self.line, self.pipe = ours, LogPipe(out, log)
         self.line.setblocking(False)
+        self.w.lend(out, req["log"])  # its pipe replaces whatever the keeper held of ours
         return True
 
     def go_on(self) -> None:
@@ -215,7 +217,7 @@ class ResidentSlot:
                 self.died(None, 0)
             if self.w.channel in ready:
                 try:
-                    msg, fds, _, _ = socket.recv_fds(self.w.channel, 1 << 20, 64)
+                    msg, fds = self.w.receive()
                 except OSError:
                     msg, fds = b"", []
                 for fd in fds:  # a slot's GPUs are its own already
@@ -269,7 +271,8 @@ class ResidentSlot:
         self.forget()
 
     def forget(self) -> None:
-        self.w.close_log(self.pipe)
+        if not self.pipe.close():
+            self.w.unsaid.append(self.pipe.writer)
         if self.ended is not None:
             os.close(self.ended)
         if self.line is not None:

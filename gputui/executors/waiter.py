@@ -13,11 +13,16 @@ the worker ends, whatever of the task is still alive is ended (SIGTERM, grace, S
 
 The worker's output reaches its log through the waiter, never straight from the worker: a full disk
 fails a write of the waiter's (it drops lines, and says how many), not the worker's print. The keeper holds
-the pipe's read end too (lent to it at each launch), so a killed waiter's worker does not die of SIGPIPE:
-the keeper copies its output on. Only if the waiter and its keeper are both killed does the worker's next
-write fail (EPIPE, or SIGPIPE) -- the case in which its exit status is lost anyway. A Slurm attempt's
-stand-in is no worker: it writes its few lines to the log itself (a line a full disk refuses is lost), and
-lends the keeper nothing.
+the pipe's read end too, so a killed waiter's worker does not die of SIGPIPE: the keeper copies its output
+on. Only if the waiter and its keeper are both killed does the worker's next write fail (EPIPE, or SIGPIPE)
+-- the case in which its exit status is lost anyway. A Slurm attempt's stand-in is no worker: it writes its
+few lines to the log itself (a line a full disk refuses is lost), and needs no pipe.
+
+The pipe is the waiter's, made at its first attempt and lent to the keeper then, once: every attempt's
+worker writes to it in turn. An attempt's output cannot reach the next one's log: the next worker starts
+only once nothing of the last attempt is left (its clear) and the pipe is emptied into the last one's log;
+which log the pipe feeds is written, before each worker starts, where the keeper reads it if this waiter is
+killed (log_writer.CurrentLog). So a launch costs the keeper nothing, not even a wake.
 
 Waiters are forked by the keeper and reused by the scheduler for attempt after attempt (it sends the
 next request once the last attempt is cleared), so a task costs one posix_spawn, as with `xargs -P`.
@@ -27,6 +32,7 @@ exits when the scheduler closes its channel, after its attempt. It holds no owne
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import json
@@ -40,12 +46,14 @@ import time
 from gputui.executors import cgroup as cgroups
 from gputui.executors import ownership, slurm_task
 from gputui.executors.journal import exit_fields, line
-from gputui.executors.log_writer import NAP_S, SMALL, LogPipe, LogWriter, lend
-from gputui.files.atomic import open_append
+from gputui.executors.log_writer import NAP_S, SMALL, CurrentLog, LogPipe, LogWriter, lend
+from gputui.files.atomic import open_append, open_proc_fds
 
 _DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 _PR_SET_CHILD_SUBREAPER = 36
 RETRY_WRITE_S = 1.0  # a full disk: try the journal again this often; the record is kept until then
+_FDS_SPACE = socket.CMSG_LEN(64 * array.array("i").itemsize)  # a request carries at most 64 descriptors
+_JSON = json.JSONDecoder()
 
 
 class Waiter:
@@ -57,9 +65,13 @@ class Waiter:
         wake: int,
         home: cgroups.CgroupHome | None,
         keeper: socket.socket | None = None,
+        current: CurrentLog | None = None,
     ):
         self.channel = channel
-        self.keeper = keeper  # where each output pipe's read end is lent (see the module's docstring)
+        self.keeper = keeper  # where an output pipe's read end is lent (see the module's docstring)
+        self.current = current  # which log that pipe feeds now, as the keeper will read it
+        self.pipe: LogPipe | None = None  # the workers' output, attempt after attempt
+        self.into = -1  # its write end
         self.journal = journal
         self.exits = exits
         self.wake = wake
@@ -68,19 +80,21 @@ class Waiter:
         self.me = ownership.ProcessRef(os.getpid(), ownership.start_of(os.getpid()) or 0)
         self.unwritten: list[tuple[int, bytes]] = []  # records not yet on disk (a full disk), by descriptor
         self.unsaid: list[LogWriter] = []  # logs that must still say how many lines a full disk cost
+        self.proc_fds = open_proc_fds()  # (opened here, in the waiter: kept for every log it creates)
+        self.inbox = bytearray(1 << 20)  # each request is read into it: no 1 MiB buffer made and freed for each
 
     def serve(self) -> None:
         become_subreaper()
         while True:
             try:
-                msg, fds, _, _ = socket.recv_fds(self.channel, 1 << 20, 64)
+                msg, fds = self.receive()
             except OSError:
                 msg, fds = b"", []
             if not msg:  # the scheduler is gone: nothing more will be asked
                 if self.home is not None:
                     self.home.close()
                 return
-            req = json.loads(msg)
+            req = _JSON.raw_decode(msg.decode())[0]  # (json.loads, less its steps for any input)
             if req.get("resident") is not None:  # this waiter is a resident worker's from now on
                 from gputui.executors.resident_slot import ResidentSlot
 
@@ -92,27 +106,37 @@ class Waiter:
                 let_go(fds)
             self.flush()  # every record on disk before the next attempt
 
+    def receive(self) -> tuple[bytes, list[int]]:
+        """The scheduler's next request (b"" once it has closed our channel) and the descriptors it carries."""
+        size, ancdata, _, _ = self.channel.recvmsg_into([self.inbox], _FDS_SPACE)
+        fds = array.array("i")
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+        return bytes(memoryview(self.inbox)[:size]), list(fds)
+
     # -- one attempt ---------------------------------------------------------------------------
     def run(self, req: dict, held: list[int]) -> None:
         task, n, argv = req["task"], req["n"], req["argv"]
         try:
-            log = open_append(req["log"])
+            log = open_append(req["log"], self.proc_fds)
         except OSError as e:
             _complain(f"cannot open {req['log']}: {e}")
             let_go(held)
             self.record_exit(task, n, 127, 0)
             return
-        try:
-            out, into = os.pipe2(os.O_CLOEXEC)  # the worker's stdout and stderr
-        except OSError as e:
-            os.close(log)
-            _complain(f"cannot make a pipe for {task}: {e}")
-            let_go(held)
-            self.record_exit(task, n, 127, 0)
-            return
-        standin = slurm_task.is_standin(argv)
-        if not standin:  # (a stand-in writes to its log itself: its pipe carries nothing)
-            self.lend(out, req["log"])
+        standin = argv[1:2] == ["-S"] and slurm_task.is_standin(argv)
+        pipe = None
+        if not standin:  # (a stand-in writes to its log itself: it needs no pipe)
+            pipe = self.output(req["log"])
+            if pipe is None:
+                os.close(log)
+                let_go(held)
+                self.record_exit(task, n, 127, 0)
+                return
+            if self.current is not None:
+                self.current.set(req["log"])  # before its worker starts: see the module's docstring
+            pipe.writer = LogWriter(log)
         for fd in held:  # GPU reservations: held as long as any process of the task holds them
             os.set_inheritable(fd, True)
 
@@ -125,8 +149,8 @@ class Waiter:
                 self.base_env | req["env"],
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, into, 1),
-                    (os.POSIX_SPAWN_DUP2, into, 2),
+                    (os.POSIX_SPAWN_DUP2, self.into, 1),
+                    (os.POSIX_SPAWN_DUP2, self.into, 2),
                 ],
                 setpgroup=0,
                 setsigdef=_DEFAULT_SIGNALS,  # ignored signals would stay ignored across exec
@@ -140,32 +164,48 @@ class Waiter:
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.write(log, f"gputui: cannot run {argv[0]!r} in {os.getcwd()}: {e.strerror}\n".encode())
-            for fd in (out, log):
-                os.close(fd)
+            os.close(log)
             let_go(held)
             self.record_exit(task, n, 127, 0)
             return
         finally:
-            os.close(into)
             for fd in held:
                 os.set_inheritable(fd, False)
-        pipe = LogPipe(out, log)
         self.record("start", task, n, self.me.pid, self.me.start, pid, ownership.start_of(pid) or 0, cg or "-")
         status = self.wait_copying(pid, pipe)
-        pipe.drain()  # all the worker wrote is in the pipe: the log is whole before its exit is recorded
+        if pipe is not None:
+            pipe.drain()  # all the worker wrote is in the pipe: the log is whole before its exit is recorded
         left = self.leftovers(cg)
         if not left:
-            self.close_log(pipe)
+            self.close_log(pipe, log)
             let_go(held)  # nothing of the task is left: its GPUs are free before its end is heard of
         self.record_exit(task, n, os.waitstatus_to_exitcode(status), left)
         if left:
             ended = self.end_leftovers(cg, float(req.get("grace", 10.0)), pipe)
-            pipe.drain()
-            self.close_log(pipe)
+            if pipe is not None:
+                pipe.drain()  # nothing of the task is left to write: the pipe is empty for the next attempt
+            self.close_log(pipe, log)
             let_go(held)
             self.record("clear", task, n, f"{time.time():.3f}", ended, copy=True)
         if cg:
             cgroups.remove(cg)
+
+    def output(self, log: str) -> LogPipe | None:
+        """The workers' output pipe, made (and lent to the keeper) at the first attempt; None if it cannot be."""
+        if self.pipe is not None and self.pipe.open:
+            return self.pipe
+        if self.pipe is not None:  # (a read failed: never on a pipe, but not to be read again)
+            for fd in (self.pipe.fd, self.into):
+                os.close(fd)
+            self.pipe = None
+        try:
+            out, self.into = os.pipe2(os.O_CLOEXEC)  # the workers' stdout and stderr
+        except OSError as e:
+            _complain(f"cannot make a pipe: {e}")
+            return None
+        self.pipe = LogPipe(out, -1)
+        self.lend(out, log)
+        return self.pipe
 
     def lend(self, out: int, log: str) -> None:
         """The keeper gets the output pipe's read end too: it copies on if this waiter is killed. Never
@@ -178,25 +218,28 @@ class Waiter:
             if not isinstance(e, BlockingIOError):
                 self.keeper = None  # the keeper is gone
 
-    def wait_copying(self, pid: int, pipe: LogPipe) -> int:
+    def wait_copying(self, pid: int, pipe: LogPipe | None) -> int:
         """Wait for the worker to end (not to stop: paused is not ended), copying its output meanwhile."""
         try:
             ended = os.pidfd_open(pid)
         except (OSError, AttributeError):  # before Linux 5.3: look every 0.1 s
             ended = None
         poll = select.poll()
-        poll.register(pipe.fd, select.POLLIN)
+        if pipe is not None:
+            poll.register(pipe.fd, select.POLLIN)
         if ended is not None:
             poll.register(ended, select.POLLIN)
+        output = -1 if pipe is None else pipe.fd
         try:
             while True:
-                ready = poll.poll(None if ended is not None else 100)
-                if pipe.open:
+                ready = [fd for fd, _ in poll.poll(None if ended is not None else 100)]
+                if output in ready:
                     if 0 < pipe.drain() < SMALL:
                         time.sleep(NAP_S)  # let a trickle of lines gather
-                    if not pipe.open:  # its output closed; the worker may still run
-                        poll.unregister(pipe.fd)
-                if ended is None or any(fd == ended for fd, _ in ready):
+                    if not pipe.open:  # (a read failed)
+                        poll.unregister(output)
+                        output = -1
+                if ended is None or ended in ready:
                     done, status = os.waitpid(pid, os.WNOHANG)
                     if done:
                         return status
@@ -204,8 +247,11 @@ class Waiter:
             if ended is not None:
                 os.close(ended)
 
-    def close_log(self, pipe: LogPipe) -> None:
-        if not pipe.close():
+    def close_log(self, pipe: LogPipe | None, log: int) -> None:
+        """The attempt's log is done with (a stand-in's, written by the stand-in, is only closed)."""
+        if pipe is None:
+            os.close(log)
+        elif not pipe.end_log():
             self.unsaid.append(pipe.writer)
 
     def fork_standin(self, argv: list[str], env: dict[str, str], log: int) -> int:

@@ -9,7 +9,6 @@ each depending on the filesystem's state, so the run directory's contract keeps 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import datetime as _dt
 import decimal
@@ -85,12 +84,12 @@ def _name(path: str, folder: str, link) -> str:
             continue
 
 
-def _link_as(fd: int, path: str) -> None:
-    """Give the unnamed file `fd` the name `path` (linkat through /proc, as open(2) shows)."""
-    try:
-        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # not kept: a fork's differs
-    except OSError as e:
-        raise _NoUnnamedFiles from e
+def _link_as(fd: int, path: str, proc_fds: int | None = None) -> None:
+    """Give the unnamed file `fd` the name `path` (linkat through /proc, as open(2) shows); `proc_fds`: the
+    caller's descriptor of /proc/self/fd, else one is opened for this call (not kept: a fork's would differ)."""
+    proc = proc_fds if proc_fds is not None else open_proc_fds()
+    if proc is None:
+        raise _NoUnnamedFiles
     try:
         os.link(str(fd), path, src_dir_fd=proc, follow_symlinks=True)
     except OSError as e:
@@ -98,7 +97,16 @@ def _link_as(fd: int, path: str) -> None:
             raise _NoUnnamedFiles from e
         raise
     finally:
-        os.close(proc)
+        if proc_fds is None:
+            os.close(proc)
+
+
+def open_proc_fds() -> int | None:
+    """This process's descriptor of /proc/self/fd, for open_append to keep (None where there is none)."""
+    try:
+        return os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def atomic_link(existing: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
@@ -113,21 +121,25 @@ def atomic_link(existing: str | os.PathLike[str], path: str | os.PathLike[str]) 
     _rename(_name(path, os.path.dirname(path) or ".", lambda name: os.link(existing, name)), path)
 
 
-def open_append(path: str) -> int:
+def open_append(path: str, proc_fds: int | None = None) -> int:
     """An O_APPEND descriptor of `path` (an attempt's log), created first if missing, the same cheap way:
     an unnamed file linked in under its name (another process linking first: that file is used). Opened
-    again by its name, so /proc and lsof show the path, not a deleted temp file."""
+    again by its name, so /proc and lsof show the path, not a deleted temp file. `proc_fds`: the caller's own
+    descriptor of /proc/self/fd, kept (opened by this process: a fork's would name its parent's files)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
-    with contextlib.suppress(FileNotFoundError):
+    try:  # (not contextlib.suppress: done for every attempt)
         return os.open(path, flags)
+    except FileNotFoundError:
+        pass
+    head = path[: path.rfind("/") + 1]  # os.path.dirname's answer, without its cost (an attempt's log each)
     try:
-        fd = os.open(os.path.dirname(path) or ".", flags | os.O_TMPFILE, 0o666)
+        fd = os.open(head.rstrip("/") or head or ".", flags | os.O_TMPFILE, 0o666)
     except OSError as e:
         if isinstance(e, FileNotFoundError):
             raise
         return os.open(path, flags | os.O_CREAT, 0o666)
     try:
-        _link_as(fd, path)
+        _link_as(fd, path, proc_fds)
     except (FileExistsError, _NoUnnamedFiles):
         pass
     finally:

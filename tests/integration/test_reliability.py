@@ -221,6 +221,37 @@ def test_a_keeper_past_descriptor_1023_forks_its_waiters_and_copies_a_killed_one
     assert code == 0, keeper.log.read_text()
 
 
+def test_a_waiter_killed_on_a_later_attempt_has_its_output_copied_into_that_attempts_log(tmp_path):
+    """A waiter's workers write to one pipe, attempt after attempt, lent to the keeper once: killed during its
+    third attempt, that attempt's output still reaches that attempt's log (no SIGPIPE), and nothing of it any
+    earlier attempt's log."""
+    keeper = _Keeper(tmp_path, held=0, limit=resource.getrlimit(resource.RLIMIT_NOFILE))
+    try:
+        channel, said = keeper.waiter()
+        assert channel is not None, said
+        logs = [tmp_path / f"shard-0.attempt{n}.log" for n in (1, 2, 3)]
+
+        def ask(n: int, script: str) -> None:
+            request = {"task": "shard-0", "n": n, "argv": ["/bin/sh", "-c", script], "env": {},
+                       "log": str(logs[n - 1]), "grace": 1.0}  # fmt: skip
+            socket.send_fds(channel, [json.dumps(request).encode()], [])
+
+        for n in (1, 2):
+            ask(n, f"echo attempt {n}")
+            wait_for(lambda n=n: f"\nexit shard-0 {n} 0 " in "\n" + keeper.journal.read_text(), what=f"exit {n}")
+        ask(3, "echo before; sleep 1; echo after")
+        start = wait_for(lambda: re.search(r"^start shard-0 3 (\d+) ", keeper.journal.read_text(), re.M),
+                         what="the third attempt's start")  # fmt: skip
+        wait_for(lambda: logs[2].read_text() == "before\n", what="its first line, copied by its waiter")
+        os.kill(int(start.group(1)), signal.SIGKILL)  # its waiter
+        wait_for(lambda: "\nexit shard-0 3 0 " in "\n" + keeper.journal.read_text(), what="its exit, recorded")
+        assert [log.read_text() for log in logs] == ["attempt 1\n", "attempt 2\n", "before\nafter\n"]
+        channel.close()
+    finally:
+        code = keeper.close()
+    assert code == 0, keeper.log.read_text()
+
+
 def test_a_keeper_out_of_descriptors_refuses_a_waiter_and_goes_on(tmp_path):
     """The hard limit itself reached (1150, 1100 of them held already): the scheduler is told no waiter could
     be forked, and the keeper goes on serving the waiters it has, and forks again once some have ended."""

@@ -142,3 +142,23 @@ def test_a_file_written_in_pieces_replaces_the_old_one_whole_or_not_at_all(tmp_p
     with pytest.raises(RuntimeError):
         atomic.atomic_write_chunks(path, failing())
     assert path.read_text() == "0\n1\n2\n" and sorted(p.name for p in tmp_path.iterdir()) == ["tasks.json"]
+
+
+def test_open_append_with_a_kept_proc_descriptor_creates_the_log_and_keeps_the_descriptor(tmp_path):
+    """A waiter keeps its own descriptor of /proc/self/fd for the logs it creates, attempt after attempt."""
+    proc = atomic.open_proc_fds()
+    assert proc is not None
+    try:
+        for n in (1, 2):
+            log = str(tmp_path / f"shard-0.attempt{n}.log")
+            fd = atomic.open_append(log, proc)
+            try:
+                assert os.readlink(f"/proc/self/fd/{fd}") == log
+                os.write(fd, b"line\n")
+            finally:
+                os.close(fd)
+            assert Path(log).read_text() == "line\n"
+        assert os.readlink(f"/proc/self/fd/{proc}") == f"/proc/{os.getpid()}/fd"  # still ours, still open
+    finally:
+        os.close(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0.attempt1.log", "shard-0.attempt2.log"]
