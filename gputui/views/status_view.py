@@ -125,6 +125,13 @@ def totals_line(totals: Mapping) -> str:
     return text
 
 
+def task_energy_text(t: TaskRecord) -> str:
+    """A task's energy as the app's task bar says it: `energy 12.3 Wh`, `sim energy ~0.42 Wh`; "" if unmeasured."""
+    if t.energy_j is None:
+        return ""
+    return f"{'sim energy' if t.gpus_simulated else 'energy'} {energy_text(t.energy_j, t.energy_estimated)}"
+
+
 def gpu_hours_text(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 3600:.2f}"
 

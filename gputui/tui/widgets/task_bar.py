@@ -9,14 +9,13 @@ from rich.text import Text
 from textual.widgets import Static
 
 from gputui.jobs.tasks import TaskRecord
-from gputui.results.report import energy_text
 from gputui.text_safety import one_line
 from gputui.tui import glyphs
 from gputui.tui.widgets.job_rows import params_text
 from gputui.tui.widgets.metrics_chart import metrics_text
 from gputui.views.kinds import task_columns
 from gputui.views.runview import TaskView
-from gputui.views.status_view import STATUS_STYLE
+from gputui.views.status_view import STATUS_STYLE, task_energy_text
 
 
 def task_bar_text(
@@ -53,9 +52,8 @@ def task_bar_text(
         text.append(f"{glyphs.now().sep}attempt {t.attempts}/{t.budget}")
     if t.exit_code is not None:
         text.append(f"{glyphs.now().sep}exit {t.exit_code}")
-    if t.energy_j is not None:  # the table has no room for it: GPU-hours and peak memory come first
-        what = "sim energy" if t.gpus_simulated else "energy"
-        text.append(f"{glyphs.now().sep}{what} {energy_text(t.energy_j, t.energy_estimated)}")
+    if energy := task_energy_text(t):  # the table has no room for it: GPU-hours and peak memory come first
+        text.append(glyphs.now().sep + energy)
     if t.reason:
         text.append(glyphs.now().sep + one_line(t.reason))
     return text
