@@ -4,6 +4,7 @@ environment, and the launch itself (committed first, so a task with a live attem
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import os
 import shlex
@@ -67,6 +68,11 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=8)
+def _paths_of(run_dir: Path) -> RunPaths:
+    return RunPaths(run_dir)
+
+
 def worker_request(
     job: JobSpec,
     task: TaskRecord,
@@ -87,7 +93,7 @@ def worker_request(
         ownership.TAG_TASK: task.id,
         ownership.TAG_ATTEMPT: str(number),
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
-        "GPUTUI_EVENTS": str(RunPaths(run_dir).events(task.id, number)),
+        "GPUTUI_EVENTS": _paths_of(run_dir).events_file(task.id, number),
     }
     env |= own.env
     return render_command(job, values, own.command), env

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ def write_task_products(
     """metrics.csv and summary.json of each task, from every attempt's events (the curve of the last).
     `fsync=False` as tasks settle: derived files, so the run's end writes again (durably) any that a
     power loss left empty or missing (`unwritten_products`), and the scheduler's turn waits on no disk."""
-    for task_id in task_ids:
+    for task_id in _with_products(store, paths, task_ids):
         task = store.task(task_id)
         if task is None or task.attempts == 0 or not has_products(paths, task):
             continue
@@ -49,6 +50,31 @@ def write_task_products(
             goal_by_metric=goals,
             fsync=fsync,
         )
+
+
+def _with_products(store: Store, paths: RunPaths, task_ids: Iterable[str]) -> list[str]:
+    """Those of these tasks that may have products (`has_products`), found without reading each one's record:
+    their kind and attempts read at once, and two lookups by name each (a shard of a short job has none)."""
+    ids, found = list(task_ids), []
+    events, tasks = str(paths.events_dir), str(paths.tasks_dir)
+    for i in range(0, len(ids), 500):  # (SQLite bounds parameters)
+        part = ids[i : i + 500]
+        marks = ",".join("?" * len(part))
+        try:
+            rows = store.read(f"SELECT id, kind, attempts FROM tasks WHERE id IN ({marks})", part).fetchall()
+        except sqlite3.OperationalError:  # a schema from before tasks had kinds: each record is read
+            return ids
+        for task_id, kind, attempts in rows:
+            if not attempts:
+                continue
+            if (
+                for_task(kind).always_products
+                or os.path.exists(f"{events}/{paths.events_name(task_id, attempts)}")
+                or os.path.exists(f"{tasks}/{task_id}")
+            ):
+                found.append(task_id)
+    order = {task_id: n for n, task_id in enumerate(ids)}
+    return sorted(found, key=order.__getitem__)
 
 
 def has_products(paths: RunPaths, task: TaskRecord, listed: Listed | None = None) -> bool:

@@ -24,12 +24,12 @@ from gputui.rundir.paths import RunPaths
 FACTS = ("step", "loss", "exit_code", "duration", "reason", "stopped_by")
 
 
-def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts) -> Path:
+def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts) -> str:
     """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason, stopped_by (None if
     unknown or not so). `durable=False`: not fsynced yet; the file written, for `make_durable` later."""
     twin = {"task_id": task_id, "status": status, "time": time.time()} | {key: facts.get(key) for key in FACTS}
-    marker = paths.signals / f"{task_id}.{status}"
-    twin_path = marker.with_name(marker.name + ".json")
+    marker = f"{paths.folders[2]}/{task_id}.{status}"
+    twin_path = marker + ".json"
     atomic_write_json(twin_path, twin, fsync=durable, fsync_folder=False, indent=None)  # makes a missing folder
     atomic_link(twin_path, marker)
     if durable:
@@ -37,7 +37,7 @@ def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = 
     return twin_path
 
 
-def make_durable(paths: RunPaths, written: Collection[Path]) -> None:
+def make_durable(paths: RunPaths, written: Collection[str | Path]) -> None:
     """Signals written with `durable=False`: their data, then both names of each (one folder fsync, or one
     syncfs for a large batch)."""
     fsync_files(written, paths.signals)
