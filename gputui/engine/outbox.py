@@ -31,7 +31,7 @@ class Outbox:
         self.on_settled = on_settled
         self.alerts: list[dict] = []  # raised by this turn's settles: sent once it is committed
         self.settled: list[str] = []  # tasks this turn settled: handed to on_settled once it is committed
-        self.unsynced: list[str | Path] = []  # signals written, not fsynced yet (see signal_files.py)
+        self.unsynced: list[Path] = []  # signals written, not fsynced yet (see signal_files.py)
         self.synced_at = time.monotonic()
 
     def forget(self) -> None:

@@ -135,6 +135,20 @@ class WaitingLine(list):
             self.read_to = page[-1].index
 
 
+_FIELDS = frozenset(TaskRecord.__dataclass_fields__)
+
+
+def _changed(old: TaskRecord, fields: dict) -> TaskRecord:
+    """`old` with these fields changed: dataclasses.replace without its checks and __init__ (a task changes
+    twice per attempt, and its record has some twenty fields)."""
+    if not fields.keys() <= _FIELDS:
+        raise TypeError(f"not a task's field: {', '.join(sorted(fields.keys() - _FIELDS))}")
+    new = object.__new__(TaskRecord)
+    new.__dict__.update(old.__dict__)
+    new.__dict__.update(fields)
+    return new
+
+
 class RunState:
     """Tasks and attempts as the loop knows them; `load` reads them again from what is committed."""
 
@@ -162,7 +176,7 @@ class RunState:
         self.store.update_task(task_id, **fields)
         if "gpus" in fields:
             fields["gpus"] = tuple(fields["gpus"])
-        new = TaskRecord(**{**vars(old), **fields})
+        new = _changed(old, fields)
         self.tasks.hold(new)
         if new.status != old.status:
             self.counts[old.status] -= 1

@@ -24,7 +24,7 @@ from gputui.rundir.paths import RunPaths
 FACTS = ("step", "loss", "exit_code", "duration", "reason", "stopped_by")
 
 
-def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts) -> str:
+def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = True, **facts) -> Path:
     """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason, stopped_by (None if
     unknown or not so). `durable=False`: not fsynced yet; the file written, for `make_durable` later."""
     twin = {"task_id": task_id, "status": status, "time": time.time()} | {key: facts.get(key) for key in FACTS}
@@ -34,10 +34,10 @@ def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = 
     atomic_link(twin_path, marker)
     if durable:
         fsync_dir(paths.signals)  # both names at once
-    return twin_path
+    return Path(twin_path)
 
 
-def make_durable(paths: RunPaths, written: Collection[str | Path]) -> None:
+def make_durable(paths: RunPaths, written: Collection[Path]) -> None:
     """Signals written with `durable=False`: their data, then both names of each (one folder fsync, or one
     syncfs for a large batch)."""
     fsync_files(written, paths.signals)

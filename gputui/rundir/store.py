@@ -54,6 +54,11 @@ class GpuUse(NamedTuple):
     energy_estimated: bool = False
 
 
+@functools.lru_cache(maxsize=256)  # the scheduler changes a few sets of columns, each many times
+def _update_tasks(columns: tuple[str, ...]) -> str:
+    return f"UPDATE tasks SET {', '.join(f'{k}=?' for k in columns)} WHERE id=?"
+
+
 @functools.lru_cache(maxsize=1024)  # a run's tasks hold few distinct GPU lists: each parsed once
 def _gpus(text: str) -> tuple[int, ...]:
     return tuple(int(g) for g in text.split(",") if g != "")
@@ -306,8 +311,7 @@ class Store:
             fields["promoted"] = int(bool(fields["promoted"]))
         if "info" in fields:
             fields["info"] = json.dumps(dict(fields["info"]))
-        cols = ", ".join(f"{k}=?" for k in fields)
-        self._db.execute(f"UPDATE tasks SET {cols} WHERE id=?", (*fields.values(), task_id))
+        self._db.execute(_update_tasks(tuple(fields)), (*fields.values(), task_id))
 
     # -- attempts ------------------------------------------------------------------------------
     def start_attempt(
