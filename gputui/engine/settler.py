@@ -292,6 +292,8 @@ class Settler:
     def expand(self) -> None:
         """The job kind's rule, in the transaction that settled a task: a sweep's next stage, a pipeline's
         skipped steps. Taken once: the tasks it adds or marks are committed with the settle."""
+        if type(kind_of(self.job)).on_settle is JobKind.on_settle:  # a kind with no such rule (shards)
+            return
         e = on_settle(self.job, self.state.tasks.values())
         if not e:
             return
