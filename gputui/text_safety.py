@@ -48,6 +48,8 @@ def visible(text: str, keep: str = "") -> str:
     """`text` with every control character (C0, DEL, C1), bidi control and lone surrogate made visible:
     ESC as ␛, C1 as `\\x9b`; unchanged when it holds none. `keep`: characters left as they are (e.g. "\\n"
     for a multi-line file)."""
+    if text.isprintable():  # (every character of UNSAFE is not: the common case needs no search)
+        return text
     pattern, table = _rules(keep)
     return text.translate(table) if pattern.search(text) else text
 
@@ -91,6 +93,8 @@ def one_line(text: str | None) -> str:
     from state older than the sanitiser, must not reach the terminal). "" for None."""
     if not text:
         return ""
+    if text.isprintable() and "  " not in text and text[0] != " " and text[-1] != " ":
+        return text  # already one line (every whitespace but a space is not printable), nothing to show
     return visible(" ".join(without_colours(text).split()))
 
 

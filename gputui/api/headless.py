@@ -12,7 +12,7 @@ from gputui.jobs.kinds.registry import kind_of
 from gputui.jobs.spec import JobSpec
 from gputui.jobs.tasks import Status
 from gputui.results.finalize import OutputCheck, merge_run, write_summary
-from gputui.results.products import unwritten_products, write_results, write_task_products
+from gputui.results.products import launched_tasks, unwritten_products, write_results, write_task_products
 from gputui.rundir.opening import Run
 from gputui.views.printer import Printer
 
@@ -47,7 +47,7 @@ def write_products(job: JobSpec, run: Run, task_ids: list[str], *, fsync: bool =
 
 def finish(job: JobSpec, run: Run, out: Printer, elapsed: float) -> int:
     store, paths = run.store, run.paths
-    write_products(job, run, unwritten_products(paths, store.iter_tasks()))  # a page at a time
+    write_products(job, run, unwritten_products(paths, launched_tasks(store)))  # a page at a time
     meta, counts = run.meta, store.status_counts()
     ok = counts[Status.DONE] == sum(counts.values()) and not meta.run_failed
     if ok and meta.job.merged:

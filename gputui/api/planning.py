@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gputui.engine.run_modes import size_gpus
 from gputui.gpus.probe import GpuSnapshot
@@ -16,7 +17,9 @@ from gputui.jobs.spec import JobSpec
 from gputui.jobs.startable import check_startable
 from gputui.rundir.meta import read_meta
 from gputui.rundir.opening import check_app_target, open_existing
-from gputui.views.runview import PlannedRun, no_plan, planned_run
+
+if TYPE_CHECKING:  # (the app's view of a plan: not imported by `gputui run`)
+    from gputui.views.runview import PlannedRun
 
 __all__ = ["JobPlan", "JobSpec", "check_app_target", "load_job", "plan", "read_plan", "sized_plan"]
 
@@ -69,6 +72,8 @@ def plan(job_file: str | Path, *, run_dir: str | Path | None = None) -> JobPlan:
 def read_plan(job_path: Path, run_dir: Path | None) -> tuple[JobSpec | None, PlannedRun]:
     """The job's plan as the app shows it before launch. A job file that cannot be planned gives a
     PlannedRun saying why (it may be being edited: it is read again when it changes)."""
+    from gputui.views.runview import no_plan, planned_run
+
     try:
         job = load_jobspec(job_path, run_dir=run_dir)
         plan = planned_run(job, plan_job(job))

@@ -4,6 +4,7 @@ environment, and the launch itself (committed first, so a task with a live attem
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import os
 import shlex
@@ -67,6 +68,11 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=8)
+def _paths_of(run_dir: Path) -> RunPaths:
+    return RunPaths(run_dir)
+
+
 def worker_request(
     job: JobSpec,
     task: TaskRecord,
@@ -87,7 +93,7 @@ def worker_request(
         ownership.TAG_TASK: task.id,
         ownership.TAG_ATTEMPT: str(number),
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
-        "GPUTUI_EVENTS": str(RunPaths(run_dir).events(task.id, number)),
+        "GPUTUI_EVENTS": _paths_of(run_dir).events_file(task.id, number),
     }
     env |= own.env
     return render_command(job, values, own.command), env
@@ -189,6 +195,7 @@ class Launcher:
         self.reasons = WaitReasons(state)  # why the first waiting tasks wait
         self._told_at = float("-inf")  # when they were last looked at (monotonic)
         self._threads: dict[str, str] = {}
+        self._note: dict | None = None  # what every claim says of the run (_claim_note)
         self.parallel_changed()
         varied = self.job.retry.on_oom == "more_gpus"  # tasks may come to ask for more GPUs than the others
         self.resident = (
@@ -409,7 +416,10 @@ class Launcher:
         return gpus_for(self.job.retry.on_oom, self.setup.gpus_of(task.id), task.info)
 
     def _claim_note(self, task_id: str | None) -> dict:
-        return claim_note(self.paths.root, self.job.name, self.scheduler_id, task_id)
+        """Who holds a claim: the run's part (its user's name looked up) made once, the task's added."""
+        if self._note is None:
+            self._note = claim_note(self.paths.root, self.job.name, self.scheduler_id)
+        return self._note | {"task": task_id}
 
     def _room_on_disk(self) -> bool:
         try:

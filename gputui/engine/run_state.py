@@ -59,13 +59,27 @@ class Tasks(Mapping[str, TaskRecord]):
 
 
 class Outputs(Mapping[str, str | None]):
-    """Each task's output file (None: it names none), read from the store when asked for."""
+    """Each task's output file (None: it names none), read from the store when asked for. A task's output never
+    changes once it is added, so those of the tasks the loop holds are kept (read a page at a time with the
+    waiting line's), and dropped as their tasks end."""
 
     def __init__(self, store: Store):
         self.store = store
+        self.known: dict[str, str | None] = {}
 
     def __getitem__(self, task_id: str) -> str | None:
-        return self.store.output_of(task_id)
+        try:
+            return self.known[task_id]
+        except KeyError:
+            return self.store.output_of(task_id)
+
+    def keep(self, task_ids: list[str]) -> None:
+        """Read these tasks' outputs at once (one query), kept until `drop`."""
+        if task_ids:
+            self.known |= self.store.outputs_of(task_ids)
+
+    def drop(self, task_id: str) -> None:
+        self.known.pop(task_id, None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(Tasks(self.store))
@@ -95,9 +109,10 @@ class WaitingLine(list):
     only a page of them is held. Entries pushed again (a retry, `start`) may repeat one: the launcher skips a task
     no longer waiting, and one it has seen in the turn."""
 
-    def __init__(self, tasks: Tasks):
+    def __init__(self, tasks: Tasks, outputs: Outputs | None = None):
         super().__init__()
         self.tasks = tasks
+        self.outputs = outputs
         self.read_to: float = float("-inf")  # every waiting task up to this index has been brought in
         self.read_all = False
 
@@ -112,10 +127,26 @@ class WaitingLine(list):
         for t in page:
             self.tasks.hold(t)
             heapq.heappush(self, (t.index, t.id))
+        if self.outputs is not None:
+            self.outputs.keep([t.id for t in page])
         if len(page) < PAGE:
             self.read_all, self.read_to = True, float("inf")
         else:
             self.read_to = page[-1].index
+
+
+_FIELDS = frozenset(TaskRecord.__dataclass_fields__)
+
+
+def _changed(old: TaskRecord, fields: dict) -> TaskRecord:
+    """`old` with these fields changed: dataclasses.replace without its checks and __init__ (a task changes
+    twice per attempt, and its record has some twenty fields)."""
+    if not fields.keys() <= _FIELDS:
+        raise TypeError(f"not a task's field: {', '.join(sorted(fields.keys() - _FIELDS))}")
+    new = object.__new__(TaskRecord)
+    new.__dict__.update(old.__dict__)
+    new.__dict__.update(fields)
+    return new
 
 
 class RunState:
@@ -127,7 +158,7 @@ class RunState:
         self.outputs = Outputs(store)
         self.counts: Counter[str] = Counter()
         self.total = 0
-        self.waiting: list[tuple[int, str]] = WaitingLine(self.tasks)  # stale entries are skipped
+        self.waiting: list[tuple[int, str]] = WaitingLine(self.tasks, self.outputs)  # stale entries are skipped
         self.live: dict[str, Live] = {}  # running attempts, by task id
         self.lingering: dict[tuple[str, int], Live] = {}  # ended attempts with processes still alive
 
@@ -136,7 +167,8 @@ class RunState:
         self.tasks = Tasks(self.store)
         self.counts = self.store.status_counts()
         self.total = sum(self.counts.values())
-        self.waiting = WaitingLine(self.tasks)
+        self.outputs.known.clear()
+        self.waiting = WaitingLine(self.tasks, self.outputs)
 
     def set(self, task_id: str, **fields) -> None:
         """Change a task's fields, in the store and here; a task that comes to wait joins the line."""
@@ -144,13 +176,15 @@ class RunState:
         self.store.update_task(task_id, **fields)
         if "gpus" in fields:
             fields["gpus"] = tuple(fields["gpus"])
-        new = TaskRecord(**{**vars(old), **fields})
+        new = _changed(old, fields)
         self.tasks.hold(new)
         if new.status != old.status:
             self.counts[old.status] -= 1
             self.counts[new.status] += 1
             if new.status in WAITING:
                 heapq.heappush(self.waiting, (new.index, new.id))
+            elif new.status in Status.FINAL:
+                self.outputs.drop(task_id)
 
     def added(self, task: TaskRecord) -> None:
         """A task a job kind just added to the store (pending, with its output): known and waiting from now on."""

@@ -23,7 +23,7 @@ from gputui.engine.run_state import RunState
 from gputui.engine.setup import RunSetup
 from gputui.engine.voice import Progress, Voice
 from gputui.executors.journal import AttemptEnds
-from gputui.jobs.kinds.base import AttemptOutput
+from gputui.jobs.kinds.base import AttemptOutput, JobKind
 from gputui.jobs.kinds.registry import kind_of, on_settle
 from gputui.jobs.oom import OomPolicy
 from gputui.jobs.tasks import Status
@@ -194,9 +194,10 @@ class Settler:
                 self._unpack(live, len(others))
         if d.task:
             self.state.set(task.id, **d.task)
-        if d.outcome == "done":  # what the kind reads of a task that ended well (a trial's metric)
+        kind = kind_of(self.job)
+        if d.outcome == "done" and type(kind).settled is not JobKind.settled:  # what the kind reads of a task
             left = AttemptOutput(self.paths.events(task.id, live.number), partial(read_tail, live.log_path))
-            if found := kind_of(self.job).settled(self.job.kind_spec, task, left):
+            if found := kind.settled(self.job.kind_spec, task, left):  # that ended well (a trial's metric)
                 self.state.set(task.id, **found)
         if d.event:
             self.store.add_event(*d.event, task.id)
@@ -291,6 +292,8 @@ class Settler:
     def expand(self) -> None:
         """The job kind's rule, in the transaction that settled a task: a sweep's next stage, a pipeline's
         skipped steps. Taken once: the tasks it adds or marks are committed with the settle."""
+        if type(kind_of(self.job)).on_settle is JobKind.on_settle:  # a kind with no such rule (shards)
+            return
         e = on_settle(self.job, self.state.tasks.values())
         if not e:
             return

@@ -232,13 +232,19 @@ def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
     `NaN` or `Infinity` that strict parsers refuse. Checked by the encoder itself (`allow_nan=False`), so
     the common case costs nothing more; only an object that holds one is walked and encoded again."""
     try:
-        return json.dumps(obj, indent=indent, default=json_default, ensure_ascii=False, allow_nan=False)
+        return _encoder(indent).encode(obj)
     except ValueError as e:
         if "Out of range float" not in str(e):
             raise
     return json.dumps(
         finite_or_null(obj), indent=indent, default=_finite_default, ensure_ascii=False, allow_nan=False
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder(indent: int | None) -> json.JSONEncoder:
+    """json.dumps's encoder for dumps_json, made once (json.dumps makes one per call when given options)."""
+    return json.JSONEncoder(indent=indent, default=json_default, ensure_ascii=False, allow_nan=False)
 
 
 def finite_or_null(o: Any) -> Any:

@@ -9,10 +9,10 @@ marked simulated.
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 
 from gputui.gpus.probe import GIB, GpuProcess, GpuSnapshot
 
@@ -102,7 +102,7 @@ class SimulatedProbe:
         now = self._clock()
         name = f"Simulated GPU {self.memory_gb:g}GB"
         total = self.memory_total
-        snaps = []
+        shown = []  # each GPU's (entries, used, util, temperature, power): its energy counter needs them all
         for i in range(self.count):
             given = loads.get(i, ())
             entries = [(int(e[0]), max(0, int(e[1]))) for e in given]
@@ -116,23 +116,25 @@ class SimulatedProbe:
                 util, temperature, power = 0.0, 40.0, 70.0
             else:
                 util, temperature, power = 0.0, 35.0, 60.0
-            snaps.append(
-                GpuSnapshot(
-                    index=i,
-                    name=name,
-                    uuid=f"SIM-GPU-{i}",
-                    memory_total=total,
-                    memory_used=used,
-                    utilization=util,
-                    temperature=temperature,
-                    power=power,
-                    power_limit=POWER_LIMIT_W,
-                    processes=tuple(GpuProcess(pid, nbytes) for pid, nbytes in entries if pid > 0),
-                    simulated=True,
-                )
+            shown.append((entries, used, util, temperature, power))
+        counters = self._count_energy(now, [power for *_, power in shown])
+        return [
+            GpuSnapshot(
+                index=i,
+                name=name,
+                uuid=f"SIM-GPU-{i}",
+                memory_total=total,
+                memory_used=used,
+                utilization=util,
+                temperature=temperature,
+                power=power,
+                power_limit=POWER_LIMIT_W,
+                processes=tuple(GpuProcess(pid, nbytes) for pid, nbytes in entries if pid > 0),
+                simulated=True,
+                energy_mj=mj,
             )
-        counters = self._count_energy(now, [s.power or 0.0 for s in snaps])
-        return [replace(s, energy_mj=mj) for s, mj in zip(snaps, counters, strict=True)]
+            for i, ((entries, used, util, temperature, power), mj) in enumerate(zip(shown, counters, strict=True))
+        ]
 
     def _count_energy(self, now: float, powers: list[float]) -> list[float]:
         """Each GPU's energy counter (millijoules) as of `now`, growing as NVML's does: since the last snapshot,
@@ -161,10 +163,15 @@ def stopped(pid: int) -> bool:
     a process that is gone."""
     if pid <= 0:
         return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+    try:  # (os.read: no file object for a read of a few hundred bytes, every snapshot, for every attempt)
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]  # after the command, which may hold ')'
     return state in (b"T", b"t")

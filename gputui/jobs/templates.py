@@ -44,7 +44,10 @@ def render_command(job: JobSpec, values: Mapping[str, object], command: Sequence
     """Fill the argv template (the job's, or `command`: a pipeline step's); each token is formatted on its
     own, so paths with spaces stay one arg."""
     merged = template_values(job, values)
-    return [FORMATTER.vformat(token, (), merged) for token in (job.command if command is None else command)]
+    return [
+        FORMATTER.vformat(token, (), merged) if "{" in token or "}" in token else token  # (a plain one: as it is)
+        for token in (job.command if command is None else command)
+    ]
 
 
 def name_problem(name: str) -> str | None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gputui.files.atomic import atomic_write_text, dumps_json
 from gputui.hooks.reader import read_all
 from gputui.jobs.kinds.base import ResultsTable
-from gputui.jobs.kinds.registry import for_task
+from gputui.jobs.kinds.registry import DEFAULT, for_task
 from gputui.jobs.tasks import TaskRecord
 from gputui.results.task_summary import write_metrics_csv, write_task_summary
 from gputui.rundir.paths import RunPaths
@@ -28,7 +30,7 @@ def write_task_products(
     """metrics.csv and summary.json of each task, from every attempt's events (the curve of the last).
     `fsync=False` as tasks settle: derived files, so the run's end writes again (durably) any that a
     power loss left empty or missing (`unwritten_products`), and the scheduler's turn waits on no disk."""
-    for task_id in task_ids:
+    for task_id in _with_products(store, paths, task_ids):
         task = store.task(task_id)
         if task is None or task.attempts == 0 or not has_products(paths, task):
             continue
@@ -51,7 +53,57 @@ def write_task_products(
         )
 
 
-def has_products(paths: RunPaths, task: TaskRecord, listed: Listed | None = None) -> bool:
+def _with_products(store: Store, paths: RunPaths, task_ids: Iterable[str]) -> list[str]:
+    """Those of these tasks that may have products (`has_products`), found without reading each one's record:
+    their kind and attempts read at once, and a lookup or two by name each (a shard of a short job has none)."""
+    ids, found = list(task_ids), []
+    events, tasks = str(paths.events_dir), str(paths.tasks_dir)
+    folders = os.path.isdir(tasks)  # (a shard job's tasks folder is made by the first shard that reports)
+    for i in range(0, len(ids), 500):  # (SQLite bounds parameters)
+        part = ids[i : i + 500]
+        marks = ",".join("?" * len(part))
+        try:
+            rows = store.read(f"SELECT id, kind, attempts FROM tasks WHERE id IN ({marks})", part).fetchall()
+        except sqlite3.OperationalError:  # a schema from before tasks had kinds: each record is read
+            return ids
+        for task_id, kind, attempts in rows:
+            if not attempts:
+                continue
+            if (
+                for_task(kind).always_products
+                or os.path.exists(f"{events}/{paths.events_name(task_id, attempts)}")
+                or folders
+                and os.path.exists(f"{tasks}/{task_id}")
+            ):
+                found.append(task_id)
+    order = {task_id: n for n, task_id in enumerate(ids)}
+    return sorted(found, key=order.__getitem__)
+
+
+class Launched(NamedTuple):
+    """What `unwritten_products` asks of a task that was launched: less than its record, read faster."""
+
+    id: str
+    kind: str
+    attempts: int
+    ended_at: float | None
+
+
+def launched_tasks(store: Store, *, page: int = 1000) -> Iterator[Launched | TaskRecord]:
+    """Every task launched at least once, in plan order, a page at a time (its record, from an older schema)."""
+    query = "SELECT idx, id, kind, attempts, ended_at FROM tasks"
+    query += " WHERE idx > ? AND attempts > 0 ORDER BY idx LIMIT ?"
+    try:
+        rows = store.read(query, (-(1 << 62), page)).fetchall()
+    except sqlite3.OperationalError:  # an older schema (no kind column): as its records say
+        yield from store.iter_tasks()
+        return
+    while rows:
+        yield from (Launched(r[1], r[2] or DEFAULT.task_kind, r[3], r[4]) for r in rows)
+        rows = store.read(query, (rows[-1][0], page)).fetchall()
+
+
+def has_products(paths: RunPaths, task: TaskRecord | Launched, listed: Listed | None = None) -> bool:
     """Every trial and step has its folder; a shard only once its worker reported through gputui.hooks.
     Otherwise its metrics.csv would be a header and its summary.json what exports/tasks.json already
     says: three files per shard of noise, which cost a short shard more than its own work. `listed`: the
@@ -81,7 +133,7 @@ def listed_products(paths: RunPaths) -> Listed:
     return Listed(names(paths.events_dir), names(paths.tasks_dir))
 
 
-def unwritten_products(paths: RunPaths, tasks: Iterable[TaskRecord]) -> list[str]:
+def unwritten_products(paths: RunPaths, tasks: Iterable[TaskRecord | Launched]) -> list[str]:
     """The tasks whose products were not written since they last ended (their settle wrote them, unless
     the run stopped first, or a power loss left them empty): what the run's end still has to write,
     instead of every task again."""

@@ -57,12 +57,22 @@ class RunPaths:
     def tasks_dir(self) -> Path:
         return self.root / "tasks"
 
+    @cached_property
+    def folders(self) -> tuple[str, str, str]:
+        """The logs, events and signals folders as strings: the scheduler names files in them per task, where a
+        Path's parsing costs more than the name."""
+        return str(self._logs), str(self.events_dir), str(self.signals)
+
     def log(self, task_id: str, attempt: int) -> Path:
         return self._logs / f"{task_id}.attempt{attempt}.log"
 
     def events(self, task_id: str, attempt: int) -> Path:
         """What the attempt's worker reports through gputui.hooks (the GPUTUI_EVENTS file), one JSON a line."""
         return self.events_dir / self.events_name(task_id, attempt)
+
+    def events_file(self, task_id: str, attempt: int) -> str:
+        """`events` as a string (what a worker is told)."""
+        return f"{self.folders[1]}/{self.events_name(task_id, attempt)}"
 
     @staticmethod
     def events_name(task_id: str, attempt: int) -> str:

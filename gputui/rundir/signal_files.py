@@ -28,13 +28,13 @@ def write_signal(paths: RunPaths, task_id: str, status: str, *, durable: bool = 
     """`status`: healthy | done | failed. `facts`: step, loss, exit_code, duration, reason, stopped_by (None if
     unknown or not so). `durable=False`: not fsynced yet; the file written, for `make_durable` later."""
     twin = {"task_id": task_id, "status": status, "time": time.time()} | {key: facts.get(key) for key in FACTS}
-    marker = paths.signals / f"{task_id}.{status}"
-    twin_path = marker.with_name(marker.name + ".json")
+    marker = f"{paths.folders[2]}/{task_id}.{status}"
+    twin_path = marker + ".json"
     atomic_write_json(twin_path, twin, fsync=durable, fsync_folder=False, indent=None)  # makes a missing folder
     atomic_link(twin_path, marker)
     if durable:
         fsync_dir(paths.signals)  # both names at once
-    return twin_path
+    return Path(twin_path)
 
 
 def make_durable(paths: RunPaths, written: Collection[Path]) -> None:

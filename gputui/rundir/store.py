@@ -54,6 +54,11 @@ class GpuUse(NamedTuple):
     energy_estimated: bool = False
 
 
+@functools.lru_cache(maxsize=256)  # the scheduler changes a few sets of columns, each many times
+def _update_tasks(columns: tuple[str, ...]) -> str:
+    return f"UPDATE tasks SET {', '.join(f'{k}=?' for k in columns)} WHERE id=?"
+
+
 @functools.lru_cache(maxsize=1024)  # a run's tasks hold few distinct GPU lists: each parsed once
 def _gpus(text: str) -> tuple[int, ...]:
     return tuple(int(g) for g in text.split(",") if g != "")
@@ -306,8 +311,7 @@ class Store:
             fields["promoted"] = int(bool(fields["promoted"]))
         if "info" in fields:
             fields["info"] = json.dumps(dict(fields["info"]))
-        cols = ", ".join(f"{k}=?" for k in fields)
-        self._db.execute(f"UPDATE tasks SET {cols} WHERE id=?", (*fields.values(), task_id))
+        self._db.execute(_update_tasks(tuple(fields)), (*fields.values(), task_id))
 
     # -- attempts ------------------------------------------------------------------------------
     def start_attempt(
@@ -414,7 +418,7 @@ def _get(r: sqlite3.Row, column: str):
 def _get_all(r: sqlite3.Row, columns: tuple[str, ...]) -> tuple:
     """These columns' values: at once where the row has them all (today's schema), else one by one (`_get`)."""
     try:
-        return tuple(r[c] for c in columns)
+        return tuple(map(r.__getitem__, columns))
     except IndexError:
         return tuple(_get(r, c) for c in columns)
 
@@ -425,37 +429,53 @@ _ATTEMPT_NEWER = ("boot_id", "started_boot", "ended_boot", "gpu_seconds", "peak_
 _ATTEMPT_NEWER += ("energy_j", "energy_estimated")
 
 
+def _made(cls: type, fields: dict):
+    """A record (a frozen dataclass) from every one of its fields, as its __init__ would make it but at once: that
+    sets each field through object.__setattr__, which costs more than the reading of a row (thousands a turn)."""
+    record = object.__new__(cls)
+    record.__dict__.update(fields)
+    return record
+
+
+for _cls in (TaskRecord, AttemptRecord):  # what `_made` relies on: fields in __dict__, nothing done on __init__
+    if hasattr(_cls, "__post_init__") or hasattr(_cls, "__slots__"):
+        raise TypeError(f"{_cls.__name__}: _made cannot make it")
+
+
 def _task(r: sqlite3.Row) -> TaskRecord:
     gpu_seconds, peak_memory, simulated, kind, info, after, metric, rank, promoted, note, energy, estimated = (
         _get_all(r, _TASK_NEWER)
     )
-    return TaskRecord(
-        id=r["id"],
-        index=r["idx"],
-        low=r["low"],
-        high=r["high"],
-        count=r["count"],
-        status=r["status"],
-        attempts=r["attempts"],
-        budget=r["budget"],
-        gpus=_gpus(r["gpus"]),
-        reason=r["reason"],
-        exit_code=r["exit_code"],
-        started_at=r["started_at"],
-        ended_at=r["ended_at"],
-        next_try_at=r["next_try_at"],
-        gpu_seconds=gpu_seconds,
-        peak_memory=peak_memory,
-        gpus_simulated=bool(simulated),
-        energy_j=energy,
-        energy_estimated=bool(estimated),
-        kind=kind or DEFAULT.task_kind,  # a row from before tasks had kinds
-        info=json.loads(info) if info and info != "{}" else {},
-        after=tuple(a for a in (after or "").split(",") if a),
-        metric=metric,
-        rank=rank,
-        promoted=bool(promoted),
-        note=note,
+    return _made(
+        TaskRecord,
+        dict(
+            id=r["id"],
+            index=r["idx"],
+            low=r["low"],
+            high=r["high"],
+            count=r["count"],
+            status=r["status"],
+            attempts=r["attempts"],
+            budget=r["budget"],
+            gpus=_gpus(r["gpus"]),
+            reason=r["reason"],
+            exit_code=r["exit_code"],
+            started_at=r["started_at"],
+            ended_at=r["ended_at"],
+            next_try_at=r["next_try_at"],
+            gpu_seconds=gpu_seconds,
+            peak_memory=peak_memory,
+            gpus_simulated=bool(simulated),
+            energy_j=energy,
+            energy_estimated=bool(estimated),
+            kind=kind or DEFAULT.task_kind,  # a row from before tasks had kinds
+            info=json.loads(info) if info and info != "{}" else {},
+            after=tuple(a for a in (after or "").split(",") if a),
+            metric=metric,
+            rank=rank,
+            promoted=bool(promoted),
+            note=note,
+        ),
     )
 
 
@@ -468,24 +488,27 @@ def _attempt(r: sqlite3.Row) -> AttemptRecord:
         r, _ATTEMPT_NEWER
     )
     ended = r["ended_at"]
-    return AttemptRecord(
-        task_id=r["task_id"],
-        number=r["number"],
-        status=r["status"],
-        gpus=_gpus(r["gpus"]),
-        command=tuple(json.loads(r["command"])),
-        log_path=r["log_path"],
-        started_at=Stamp(r["started_at"], started_boot, boot_id),
-        ended_at=None if ended is None else Stamp(ended, ended_boot, boot_id),
-        exit_code=r["exit_code"],
-        reason=r["reason"],
-        waiter=_ref(r["waiter_pid"], r["waiter_start"]),
-        worker=_ref(r["worker_pid"], r["worker_start"]),
-        cgroup=r["cgroup"],
-        cleared_at=r["cleared_at"],
-        gpu_seconds=gpu_seconds,
-        peak_memory=peak_memory,
-        gpus_simulated=bool(simulated),
-        energy_j=energy,
-        energy_estimated=bool(estimated),
+    return _made(
+        AttemptRecord,
+        dict(
+            task_id=r["task_id"],
+            number=r["number"],
+            status=r["status"],
+            gpus=_gpus(r["gpus"]),
+            command=tuple(json.loads(r["command"])),
+            log_path=r["log_path"],
+            started_at=Stamp(r["started_at"], started_boot, boot_id),
+            ended_at=None if ended is None else Stamp(ended, ended_boot, boot_id),
+            exit_code=r["exit_code"],
+            reason=r["reason"],
+            waiter=_ref(r["waiter_pid"], r["waiter_start"]),
+            worker=_ref(r["worker_pid"], r["worker_start"]),
+            cgroup=r["cgroup"],
+            cleared_at=r["cleared_at"],
+            gpu_seconds=gpu_seconds,
+            peak_memory=peak_memory,
+            gpus_simulated=bool(simulated),
+            energy_j=energy,
+            energy_estimated=bool(estimated),
+        ),
     )
