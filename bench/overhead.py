@@ -13,7 +13,9 @@ counted (from a cgroup's cpu.stat), since on a small machine that, not waiting, 
 Nothing a run wrote is deleted until every run is over: on an ext4 without a journal (this project's
 VMs) the kernel will not reuse an inode freed in the last minute or so and scans past each one on every
 file created in that block group, so deleting one run's 4,000 files would tax the next run's (and
-task-spooler's) file creation by ~0.5 ms per file.
+task-spooler's) file creation by ~0.5 ms per file. A /tmp that has seen many files come and go keeps that tax for
+good (its inode tables full of freed entries to scan): `TMPDIR=/dev/shm python bench/overhead.py` measures both
+tools on a tmpfs instead, where a file costs what it costs on a journaled file system.
 """
 
 from __future__ import annotations
