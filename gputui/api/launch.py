@@ -8,6 +8,7 @@ from pathlib import Path
 from gputui.api.background import StartFailed, start_scheduler
 from gputui.api.planning import load_job
 from gputui.jobs.spec import JobSpec
+from gputui.rundir.status_cache import MIN_TASKS
 
 __all__ = ["StartFailed", "run_job", "start_in_background"]
 
@@ -41,11 +42,13 @@ def run_job(
     try:
         opts = Options(simulate=run.simulate, show_output=show_output, progress_every=progress_every)
         code = run_headless(job, run, opts, Printer(show_output=show_output))
+        large = sum(run.store.status_counts().values()) >= MIN_TASKS
     finally:
         run.close()
-    from gputui.api.status import keep_json
+    if large:  # its `status --json` is read from here on in a moment
+        from gputui.api.status import keep_json
 
-    keep_json(run.paths.root)  # a large run's `status --json` is read from here on in a moment
+        keep_json(run.paths.root)
     return code
 
 

@@ -58,8 +58,8 @@ def key(paths: RunPaths) -> Key | None:
 def settled_key(paths: RunPaths) -> Key | None:
     """`key`, once the state file has not been modified for KEY_AGE_NS (see the module's docstring)."""
     found = key(paths)
-    if found is not None and (young := found[3] + KEY_AGE_NS - time.time_ns()) > 0:
-        time.sleep(young / 1e9)
+    if found is not None and found[3] + KEY_AGE_NS > time.time_ns():  # (a clock stepped back: waits no longer)
+        time.sleep(KEY_AGE_NS / 1e9)
         found = key(paths)
     return found
 
