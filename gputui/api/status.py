@@ -161,8 +161,9 @@ def read_status(run_dir: str | Path) -> RunStatus:
             latest = {task_id: found[-1] for task_id, found in attempts.items()}
             totals = gpu_totals([store.gpu_use()])
             moving = live and any(n for s, n in counts.items() if s not in Status.FINAL)
-            spent = _spent(store, now, holder.get("since") if moving else None)
-            memory = memory_words(meta, *store.done_peaks())
+            kept = None if live else status_cache.spent(paths)  # a finished large run's, measured as it ended
+            spent = kept if kept is not None else _spent(store, now, holder.get("since") if moving else None)
+            memory = memory_words(meta, store)
         return RunStatus(
             paths.root, meta, live, holder.get("pid"), now, counts, listed, latest, totals, spent, memory
         )
@@ -179,9 +180,9 @@ def write_json(run_dir: str | Path, out: TextIO) -> bool:
     paths = RunPaths(Path(run_dir))
     lock = RunLock(paths)
     if not lock.is_live() and (cached := status_cache.open_valid(paths)) is not None:
-        head, body = cached
-        _write_document({"run_dir": str(paths.root), **head}, status_cache.chunks(body), out, live=False)
-        return head["all_done"]
+        header, body = cached
+        _write_document({"run_dir": str(paths.root), **header["head"]}, status_cache.chunks(body), out, live=False)
+        return header["head"]["all_done"]
     paths, store = open_existing(run_dir, readonly=True)
     try:
         live = lock.is_live()
@@ -214,7 +215,9 @@ def keep_json(run_dir: str | Path) -> bool:
             if sum(store.status_counts().values()) < status_cache.MIN_TASKS:
                 return False
             rows = task_json.rows(store, pending_words(False))
-            status_cache.write(paths, made_from, _json_head(store), _task_lines(rows))
+            ended = not store.read("SELECT 1 FROM attempts WHERE ended_at IS NULL LIMIT 1").fetchone()
+            spent = _spent(store, clock.now(), None) if ended else None  # (an open attempt's grows)
+            status_cache.write(paths, made_from, _json_head(store), _task_lines(rows), spent)
     finally:
         store.close()
     if status_cache.key(paths) != made_from:  # changed while read: it would never be read
@@ -231,7 +234,7 @@ def _json_head(store: Store) -> dict:
         "scheduler_id": meta.identity.scheduler_id or None,
         "all_done": counts[Status.DONE] == sum(counts.values()),
         **parallel_json(meta),
-        "memory": memory_words(meta, *store.done_peaks()) or None,
+        "memory": memory_words(meta, store) or None,
         **gpu_totals([store.gpu_use()]),
     }
 
@@ -258,14 +261,16 @@ def _task_lines(rows: Iterator[str]) -> Iterator[str]:
     yield "]\n}\n" if first and not batch else "\n  ]\n}\n"
 
 
-def memory_words(meta: RunMeta, done: int, peak: int | None) -> str:
+def memory_words(meta: RunMeta, store: Store) -> str:
     """How the run plans each task's GPU memory, for a job that declares it or shares GPUs (engine/packing.py):
-    by the measured peak of `done` attempts once there are enough, and whether its tasks still share GPUs
-    (`sharing off: <task> ran out of GPU memory ...`); "" for a job that said nothing of memory."""
+    by the measured peak of its done attempts once there are enough, and whether its tasks still share GPUs
+    (`sharing off: <task> ran out of GPU memory ...`); "" for a job that said nothing of memory (its attempts
+    not read: 100,000 of them take a while)."""
     job = meta.job
     if not job.share_gpu and job.memory_per_worker_gb is None:
         return ""
-    m = packing_rules.measured(peak, done, [])
+    done, peak = store.done_peaks()
+    m = packing_rules.measured(peak, done)
     words = [packing_rules.placing_line(m, job.memory_per_worker_gb) if m else "not measured yet"]
     if job.share_gpu:
         words.append(f"sharing off: {meta.packing_off}" if meta.packing_off else "tasks share GPUs")

@@ -64,9 +64,10 @@ def settled_key(paths: RunPaths) -> Key | None:
     return found
 
 
-def write(paths: RunPaths, made_from: Key, head: dict, body: Iterable[str]) -> None:
-    """Keep `body` (the text after `"tasks": [`, streamed: never held whole) for the state `made_from` names."""
-    header = {"format": FORMAT, "version": __version__, "key": made_from, "head": head}
+def write(paths: RunPaths, made_from: Key, head: dict, body: Iterable[str], spent_s: float | None) -> None:
+    """Keep `body` (the text after `"tasks": [`, streamed: never held whole) for the state `made_from` names, with
+    how long the run was active (`spent_s`: None where an attempt has no end, so its time still grows)."""
+    header = {"format": FORMAT, "version": __version__, "key": made_from, "head": head, "spent_s": spent_s}
     lines = chain([json.dumps(header) + "\n"], body)
     atomic_write_chunks(path(paths), (text.encode() for text in lines), fsync=False)
 
@@ -77,7 +78,8 @@ def drop(paths: RunPaths) -> None:
 
 
 def open_valid(paths: RunPaths) -> tuple[dict, BinaryIO] | None:
-    """The head and the body (a file positioned at it) where the cache still describes the state; else None."""
+    """The header (its `head`, `spent_s`) and the body (a file positioned at it) where the cache still describes
+    the state; else None."""
     try:
         f = open(path(paths), "rb")  # noqa: SIM115 - handed to the caller, closed by `chunks`
     except OSError:
@@ -99,7 +101,18 @@ def open_valid(paths: RunPaths) -> tuple[dict, BinaryIO] | None:
     if not fits:
         f.close()
         return None
-    return header["head"], f
+    return header, f
+
+
+def spent(paths: RunPaths) -> float | None:
+    """How long the run was active, kept with a cache that still describes the state; None otherwise."""
+    found = open_valid(paths)
+    if found is None:
+        return None
+    header, body = found
+    body.close()
+    value = header.get("spent_s")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def chunks(f: BinaryIO, size: int = 1 << 20) -> Iterator[str]:

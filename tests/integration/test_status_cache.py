@@ -1,5 +1,6 @@
 """A large finished run's `status --json` comes from its status cache (rundir.status_cache): byte for byte what
-SQLite would print, and never once the state has changed, the cache is damaged, or a scheduler drives the run."""
+SQLite would print, and never once the state has changed, the cache is damaged, or a scheduler drives the run.
+`gputui status` takes the run's active time from it (measured from 100,000 attempts, it took most of a second)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ def test_a_finished_runs_status_json_is_kept_and_printed_as_sqlite_prints_it(mak
     assert printed == _from_sqlite(run_dir)
     doc = json.loads(printed)
     assert doc["all_done"] and not doc["scheduler_live"] and [t["attempts"] for t in doc["tasks"]] == [2] * 4
+
+    # `gputui status` takes the run's active time from it: the same time as measured from every attempt.
+    kept = gputui("status", "--run-dir", run_dir).stdout
+    cache.rename(tmp_path / "aside")
+    assert gputui("status", "--run-dir", run_dir).stdout == kept and "elapsed" in kept
+    (tmp_path / "aside").rename(cache)
 
     # Damaged (cut short, or not JSON): ignored, and SQLite answers.
     whole = cache.read_bytes()
