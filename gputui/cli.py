@@ -308,6 +308,9 @@ def _cmd_app(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from gputui.executors import keeper_spare
+
+    keeper_spare.start()  # its start-up overlaps ours (a run on Ray or one refused lets it go)
     from gputui import api
 
     job = api.load_job(args.jobs, args.run_dir)

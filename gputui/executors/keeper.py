@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 from gputui.executors import cgroup as cgroups
-from gputui.executors import ownership
+from gputui.executors import keeper_spare, ownership
 from gputui.executors.cgroup import CgroupHome
 from gputui.executors.journal import JournalReader, exit_fields, exits_copy, line
 from gputui.executors.log_writer import CurrentLog, LogPipe, borrow
@@ -268,14 +268,18 @@ def _renumbered(sock: socket.socket) -> socket.socket:
 def main() -> None:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # a Ctrl-C or a lost terminal must not orphan exit statuses
-    journal_path, scheduler_id = Path(sys.argv[1]), sys.argv[2]
+    requests = socket.socket(fileno=os.dup(0))
+    os.close(0)
+    os.open(os.devnull, os.O_RDONLY)  # fd 0 again, so no waiter or worker keeps the scheduler's socket
+    if sys.argv[1:] == ["--spare"]:  # started before its run was known (keeper_spare.py)
+        journal, scheduler_id = keeper_spare.await_run(requests)
+    else:
+        journal, scheduler_id = sys.argv[1], sys.argv[2]
+    journal_path = Path(journal)
     journal, exits = (
         os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
         for p in (journal_path, exits_copy(journal_path))
     )
-    requests = socket.socket(fileno=os.dup(0))
-    os.close(0)
-    os.open(os.devnull, os.O_RDONLY)  # fd 0 again, so no waiter or worker keeps the scheduler's socket
     os.set_inheritable(1, False)  # the wake pipe: waiters get it by fork, workers never
     Keeper(requests, 1, journal, exits, CgroupHome.open(scheduler_id), journal_path).run()
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from gputui.executors import ownership
+from gputui.executors import keeper_spare, ownership
 from gputui.executors.base import Capacity, Key, LaunchFailed, LaunchSpec, RunContext, Say, T, WaiterHandle
 from gputui.executors.ownership import TAG_ATTEMPT, TAG_SCHEDULER, TAG_TASK, ProcessRef
 
@@ -279,6 +279,13 @@ class LocalExecutor(AttemptChannels):
         self._close_requests()
         run = self.run
         run.keeper_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(run.keeper_log, "ab") as err:
+            spare = keeper_spare.take(str(run.journal), run.scheduler_id, str(run.cwd), self.env, self.wake_w, err)
+        if spare is not None:  # started with `gputui run`: its start-up is behind it
+            self.keeper, ours = spare
+            ours.settimeout(WAITER_FORK_TIMEOUT_S)
+            self.requests = ours
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with open(run.keeper_log, "ab") as err, theirs:
             self.keeper = subprocess.Popen(
