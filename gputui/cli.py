@@ -308,10 +308,9 @@ def _cmd_app(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from gputui.executors import keeper_spare
-
-    keeper_spare.start()  # its start-up overlaps ours (a run on Ray or one refused lets it go)
     from gputui import api
+
+    api.start_keeper()  # its start-up overlaps ours (a run on Ray or one refused lets it go)
 
     job = api.load_job(args.jobs, args.run_dir)
     args.resolved_run_dir = job.run_dir

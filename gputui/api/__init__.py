@@ -35,6 +35,7 @@ _HOME = {
     ),
     **dict.fromkeys(("SetParallel", "send", "setting", "verb_named"), "gputui.api.verbs"),
     "RunMeta": "gputui.rundir.meta",
+    "start_keeper": "gputui.executors.keeper_spare",  # `gputui run`'s first step (not for scripts: not in __all__)
 }
 
 

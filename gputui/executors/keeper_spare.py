@@ -19,7 +19,7 @@ from typing import BinaryIO
 _spare: tuple[subprocess.Popen, socket.socket] | None = None
 
 
-def start() -> None:
+def start_keeper() -> None:
     """Start the spare keeper (one per process; a second call does nothing)."""
     global _spare
     if _spare is not None:
