@@ -7,10 +7,10 @@ inode), size and modification time, with nothing waiting in its write-ahead log,
 after it was made (a retry, `gputui set`, a second `gputui run`) changes the modification time, so the reader
 falls back to SQLite. A state file modified within the file system clock's tick of the key being taken could
 change again without moving its time, so the key is taken only once the file has been still for KEY_AGE_NS
-(git's "racy" rule). Written atomically; a file whose recorded length does not match is ignored.
+(git's "racy" rule). Written atomically; a file that does not end as the document ends (cut short) is ignored.
 
-Layout: one header line (JSON: format, gputui version, key, the head of `status --json`),
-then the body: the text of `status --json` after `"tasks": [`, exactly as printed, ending as the document ends."""
+Layout: one header line (JSON: format, gputui version, key, the head of `status --json`, how long the run was
+active for `gputui status`), then the body: the text of `status --json` after `"tasks": [`, exactly as printed."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from itertools import chain
+from pathlib import Path
 from typing import BinaryIO
 
 from gputui import __version__
@@ -35,7 +36,7 @@ END = b"]\n}\n"  # how the body, and the document, ends
 Key = list[int]
 
 
-def path(paths: RunPaths):
+def path(paths: RunPaths) -> Path:
     return paths.root / "cache" / "status.jsonl"
 
 
