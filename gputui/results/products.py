@@ -32,7 +32,7 @@ def write_task_products(
     power loss left empty or missing (`unwritten_products`), and the scheduler's turn waits on no disk."""
     for task_id in _with_products(store, paths, task_ids):
         task = store.task(task_id)
-        if task is None or task.attempts == 0 or not has_products(paths, task):
+        if task is None:
             continue
         attempts = store.attempts(task_id)
         events = read_all(paths.events(task_id, task.attempts))
@@ -54,30 +54,19 @@ def write_task_products(
 
 
 def _with_products(store: Store, paths: RunPaths, task_ids: Iterable[str]) -> list[str]:
-    """Those of these tasks that may have products (`has_products`), found without reading each one's record:
-    their kind and attempts read at once, and a lookup or two by name each (a shard of a short job has none)."""
-    ids, found = list(task_ids), []
-    events, tasks = str(paths.events_dir), str(paths.tasks_dir)
-    folders = os.path.isdir(tasks)  # (a shard job's tasks folder is made by the first shard that reports)
+    """Those of these tasks, launched, that have products (`has_products`), in the order given: their kind and
+    attempts read at once, not each one's record (a shard of a short job has none)."""
+    ids, found = list(task_ids), set()
     for i in range(0, len(ids), 500):  # (SQLite bounds parameters)
         part = ids[i : i + 500]
-        marks = ",".join("?" * len(part))
+        query = f"SELECT id, kind, attempts, ended_at FROM tasks WHERE id IN ({','.join('?' * len(part))})"
         try:
-            rows = store.read(f"SELECT id, kind, attempts FROM tasks WHERE id IN ({marks})", part).fetchall()
-        except sqlite3.OperationalError:  # a schema from before tasks had kinds: each record is read
-            return ids
-        for task_id, kind, attempts in rows:
-            if not attempts:
-                continue
-            if (
-                for_task(kind).always_products
-                or os.path.exists(f"{events}/{paths.events_name(task_id, attempts)}")
-                or folders
-                and os.path.exists(f"{tasks}/{task_id}")
-            ):
-                found.append(task_id)
-    order = {task_id: n for n, task_id in enumerate(ids)}
-    return sorted(found, key=order.__getitem__)
+            rows = store.read(query, part).fetchall()
+        except sqlite3.OperationalError:  # a schema from before tasks had kinds: as their records say
+            rows = [(t.id, t.kind, t.attempts, t.ended_at) for t in map(store.task, part) if t is not None]
+        launched = (Launched(r[0], r[1] or DEFAULT.task_kind, r[2], r[3]) for r in rows)
+        found |= {t.id for t in launched if t.attempts and has_products(paths, t)}
+    return [task_id for task_id in ids if task_id in found]
 
 
 class Launched(NamedTuple):
